@@ -1,0 +1,362 @@
+/*
+ * tapegrad/datasets.h: training data on disk, and getting it to the trainer.
+ *
+ * Four pieces, each usable alone:
+ *
+ *   - tg_idx_convert() turns MNIST-family IDX files (gzip) into the HDF5
+ *     schema below.
+ *   - tg_dataset reads one split of such a file: validated at open, then
+ *     tg_dataset_read() gathers any set of sample indices into normalised f32
+ *     inputs and i64 labels.
+ *   - tg_sampler decides which samples each rank reads: one permutation per
+ *     epoch computed from (seed, epoch) alone, so it is the same on every rank
+ *     and for every thread count. Global batch k is perm[k*B, (k+1)*B); rank r
+ *     of w takes its contiguous slice of B/w samples, so the global batch does
+ *     not depend on the world size, and the position in the data is a single
+ *     number, samples_consumed, that is valid for any world size.
+ *   - tg_loader runs one I/O thread that reads batches ahead of the consumer
+ *     into preallocated buffers (double buffering).
+ *
+ * Schema (docs/DATASETS.md has the full text): one HDF5 file, one group per
+ * split ("/train", "/test"). Each group holds `x`, shape (N, ...), u8 or f32,
+ * and `y`, shape (N,), an integer type, with labels in [0, num_classes). Group
+ * attributes: `num_classes` (integer, required), `scale`, `mean`, `std`
+ * (doubles, optional, default 1, 0, 1). A sample is normalised as
+ * (x*scale - mean)/std.
+ *
+ * Errors: every fallible call returns a tg_status and writes a one-line
+ * message into the caller's buffer `err` of `errlen` bytes (either may be
+ * NULL/0 to not receive it). Messages name the file, the HDF5 path and what
+ * was expected, e.g. "data.h5: /train/y has 59999 rows but /train/x has
+ * 60000". Nothing is printed. This module does not use the runtime context.
+ *
+ * Threads: a tg_dataset or tg_sampler must not be used by two threads at
+ * once. A tg_loader takes both over until tg_loader_free(). HDF5 must be the
+ * thread-safe build (Debian's is) because the loader reads on its own thread.
+ *
+ * Example: train for one epoch on rank `rank` of `world`.
+ *
+ *     char err[512];
+ *     tg_dataset *ds;
+ *     tg_sampler *sp;
+ *     tg_loader *ld;
+ *     if (tg_dataset_open("fmnist.h5", "train", &ds, err, sizeof err))
+ *         goto fail;
+ *     tg_sampler_config sc = tg_sampler_config_train(
+ *         tg_dataset_len(ds), 256, 42, rank, world);
+ *     if (tg_sampler_new(&sc, &sp, err, sizeof err))
+ *         goto fail;
+ *     if (tg_loader_new(ds, sp, NULL, &ld, err, sizeof err))
+ *         goto fail;
+ *     for (;;) {
+ *         const float *x;
+ *         const int64_t *y;
+ *         int64_t n;
+ *         bool end;
+ *         if (tg_loader_next(ld, &x, &y, &n, &end, err, sizeof err))
+ *             goto fail;
+ *         if (end)
+ *             break;
+ *         // x: n * tg_dataset_sample_numel(ds) floats, y: n labels.
+ *     }
+ *     // Save tg_loader_samples_consumed(ld) in the checkpoint.
+ *     tg_loader_free(ld);
+ *     tg_sampler_free(sp);
+ *     tg_dataset_close(ds);
+ */
+#ifndef TAPEGRAD_DATASETS_H
+#define TAPEGRAD_DATASETS_H
+
+#include "tapegrad/base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* IDX conversion                                                            */
+/* ------------------------------------------------------------------------ */
+
+/* How tg_idx_convert_opts() lays out the data it writes. */
+typedef struct tg_idx_options {
+    /* Samples per HDF5 chunk of x (and of y, times 64). 0 means 1024. */
+    int64_t chunk_samples;
+    /* zlib level 0..9 for x and y; 0 (the default) writes no filter, which
+     * keeps random reads fast: a compressed chunk must be inflated whole to
+     * read one sample from it. */
+    int deflate_level;
+} tg_idx_options;
+
+/*
+ * Converts an MNIST-family pair of gzip'd IDX files (images: magic 0x00000803,
+ * u8, dims N x rows x cols; labels: magic 0x00000801, u8, dims N) into split
+ * `split` ("train", "test", ...) of the HDF5 file out_h5:
+ *
+ *   x  u8 (N, 1, rows, cols)   (NCHW with one channel)
+ *   y  u8 (N,)
+ *   num_classes  10 when every label is in 0..9, else max label + 1
+ *   scale        1/255
+ *   mean, std    mean and population standard deviation of all pixels of the
+ *                split after scaling (std 1 if the pixels are constant)
+ *
+ * A new file is written under a temporary name and renamed into place. An
+ * existing HDF5 file keeps its other splits; a split of the same name is
+ * replaced (HDF5 does not give back the old split's space; h5repack does).
+ * An existing file that is not HDF5 is refused rather than overwritten.
+ *
+ * Returns TG_OK; TG_ERR_IO when a file cannot be opened, read or written;
+ * TG_ERR_FORMAT for a file that is not gzip, a bad IDX magic, a body shorter
+ * or longer than its header says, or label and image counts that differ;
+ * TG_ERR_INVALID for NULL or empty arguments. On failure a new output file is
+ * not created and an existing one keeps its previous content for `split`.
+ */
+tg_status tg_idx_convert(const char *images_gz, const char *labels_gz, const char *out_h5,
+                         const char *split, char *err, size_t errlen);
+
+/* As tg_idx_convert() with explicit layout options; opts may be NULL. */
+tg_status tg_idx_convert_opts(const char *images_gz, const char *labels_gz, const char *out_h5,
+                              const char *split, const tg_idx_options *opts, char *err,
+                              size_t errlen);
+
+/* ------------------------------------------------------------------------ */
+/* Dataset reader                                                            */
+/* ------------------------------------------------------------------------ */
+
+typedef struct tg_dataset tg_dataset;
+
+/* The default for tg_dataset_options.cache_budget: 256 MiB. */
+#define TG_DATASET_DEFAULT_CACHE_BUDGET ((int64_t)256 << 20)
+
+typedef struct tg_dataset_options {
+    /*
+     * Bytes the reader may keep in memory as whole copies of the split. The
+     * labels are cached at open when N*8 bytes fit; x (stored dtype, e.g. one
+     * byte per u8 element) is cached on the first tg_dataset_read() when it
+     * fits in what the labels left. Anything not cached is read from the file
+     * for every batch, so memory stays bounded for splits larger than RAM.
+     * 0 means TG_DATASET_DEFAULT_CACHE_BUDGET; a negative value caches
+     * nothing.
+     */
+    int64_t cache_budget;
+} tg_dataset_options;
+
+/*
+ * Opens split `split` ("train" or "/train") of the HDF5 file `path` and
+ * validates it: an HDF5 file, not truncated, the split group present with
+ * datasets x and y, x of rank >= 2 (at most TG_MAX_DIMS) and dtype u8 or f32,
+ * y of rank 1 and an integer dtype, the same number of rows N >= 1, an integer
+ * attribute num_classes >= 1, optional finite scale/mean/std with std > 0,
+ * and every label in [0, num_classes) (read in bounded chunks).
+ *
+ * Uses the default options (cache_budget 256 MiB). On TG_OK *out is a new handle the caller
+ * frees with tg_dataset_close(). Returns TG_ERR_IO when the file cannot be
+ * read, TG_ERR_FORMAT when it breaks the schema, TG_ERR_INVALID for bad
+ * arguments, TG_ERR_NOMEM. *out is NULL on failure.
+ */
+tg_status tg_dataset_open(const char *path, const char *split, tg_dataset **out, char *err,
+                          size_t errlen);
+
+/* As tg_dataset_open() with explicit options; opts may be NULL. */
+tg_status tg_dataset_open_opts(const char *path, const char *split,
+                               const tg_dataset_options *opts, tg_dataset **out, char *err,
+                               size_t errlen);
+
+/* Closes the file and frees the handle and its caches. NULL is a no-op. */
+void tg_dataset_close(tg_dataset *ds);
+
+/* Number of samples N of the split. */
+int64_t tg_dataset_len(const tg_dataset *ds);
+
+/* The shape of one sample (x's shape without N): *ndim receives its rank; the
+ * array is owned by ds and valid until tg_dataset_close(). */
+const int64_t *tg_dataset_sample_shape(const tg_dataset *ds, int *ndim);
+
+/* Elements per sample: the product of the sample shape. */
+int64_t tg_dataset_sample_numel(const tg_dataset *ds);
+
+/* x's stored dtype: TG_U8 or TG_F32. tg_dataset_read() always returns f32. */
+tg_dtype tg_dataset_x_dtype(const tg_dataset *ds);
+
+/* The split's num_classes attribute. */
+int64_t tg_dataset_num_classes(const tg_dataset *ds);
+
+/* The normalisation attributes (or their defaults 1, 0, 1). */
+double tg_dataset_scale(const tg_dataset *ds);
+double tg_dataset_mean(const tg_dataset *ds);
+double tg_dataset_std(const tg_dataset *ds);
+
+/* True once x is held whole in memory (see cache_budget). */
+bool tg_dataset_x_cached(const tg_dataset *ds);
+
+/*
+ * Gathers the n samples indices[0..n) (any order, repeats allowed) into
+ * x_out, n * sample_numel floats, normalised as (x*scale - mean)/std and
+ * computed in double, and their labels into y_out, n int64. Either output may
+ * be NULL to skip it. The indices are sorted internally and each run of
+ * consecutive indices becomes one block of a single hyperslab read, so a batch
+ * costs one HDF5 read per output whatever its order. Scratch buffers grow to
+ * the largest n seen and are reused.
+ *
+ * Returns TG_OK; TG_ERR_INVALID for an index outside [0, N) (the message
+ * names it); TG_ERR_IO for a failed read; TG_ERR_FORMAT for a label outside
+ * [0, num_classes) (the file changed since open); TG_ERR_NOMEM.
+ */
+tg_status tg_dataset_read(tg_dataset *ds, const int64_t *indices, int64_t n, float *x_out,
+                          int64_t *y_out, char *err, size_t errlen);
+
+/* The file path and split name as given to tg_dataset_open(); owned by ds. */
+const char *tg_dataset_path(const tg_dataset *ds);
+const char *tg_dataset_split(const tg_dataset *ds);
+
+/* ------------------------------------------------------------------------ */
+/* Sampler                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Philox4x32-10 (Salmon et al., SC'11), the counter-based generator behind
+ * the epoch permutation: out = philox(ctr, key). Pure; exposed for tests and
+ * for anyone who needs the same stream.
+ */
+void tg_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
+
+/*
+ * Writes the epoch permutation of [0, n) for (seed, epoch) into perm (n
+ * entries): a Fisher-Yates shuffle whose swap targets come from Philox keyed
+ * by seed with the epoch and step in the counter. The result depends on
+ * nothing else. Returns TG_ERR_INVALID for n < 1, epoch outside [0, 2^32)
+ * or perm NULL.
+ */
+tg_status tg_permutation(uint64_t seed, int64_t epoch, int64_t n, int64_t *perm, char *err,
+                         size_t errlen);
+
+typedef struct tg_sampler_config {
+    int64_t n;       /* samples in the split, N >= 1 */
+    int64_t batch;   /* global batch B >= 1, divisible by world */
+    uint64_t seed;   /* permutation seed (ignored without shuffle) */
+    int rank;        /* 0 <= rank < world */
+    int world;       /* world size >= 1 */
+    bool shuffle;    /* permute each epoch (training) or keep file order */
+    bool drop_last;  /* drop the last partial global batch of each epoch */
+} tg_sampler_config;
+
+/* Training: shuffled, last partial batch dropped (N / B batches). */
+tg_sampler_config tg_sampler_config_train(int64_t n, int64_t batch, uint64_t seed, int rank,
+                                          int world);
+/* Evaluation: file order, every sample exactly once across the ranks; the
+ * last global batch may be partial, so a rank may get fewer samples or none. */
+tg_sampler_config tg_sampler_config_eval(int64_t n, int64_t batch, int rank, int world);
+
+typedef struct tg_sampler tg_sampler;
+
+/*
+ * Creates a sampler positioned at samples_consumed = 0. *out is freed with
+ * tg_sampler_free(). Returns TG_ERR_INVALID (naming the field) when B is not
+ * divisible by the world size, rank is outside [0, world), n or B < 1, or an
+ * epoch would have no batch (drop_last with N < B); TG_ERR_NOMEM.
+ */
+tg_status tg_sampler_new(const tg_sampler_config *cfg, tg_sampler **out, char *err,
+                         size_t errlen);
+
+/* Frees the sampler. NULL is a no-op. */
+void tg_sampler_free(tg_sampler *s);
+
+/* The configuration the sampler was made with. */
+const tg_sampler_config *tg_sampler_get_config(const tg_sampler *s);
+
+/* Global batches per epoch: N / B with drop_last, ceil(N / B) without. */
+int64_t tg_sampler_num_batches(const tg_sampler *s);
+
+/* Samples consumed per epoch: (N / B) * B with drop_last, N without. */
+int64_t tg_sampler_epoch_samples(const tg_sampler *s);
+
+/* The most samples this rank gets in one batch: B / world. */
+int64_t tg_sampler_local_batch(const tg_sampler *s);
+
+/*
+ * Writes this rank's indices of global batch k of `epoch` into idx (room for
+ * tg_sampler_local_batch() entries) and their count into *n, which is 0 for
+ * a rank past the end of a partial last batch. Returns TG_ERR_INVALID for k
+ * outside [0, num_batches) or a bad epoch; TG_ERR_NOMEM.
+ */
+tg_status tg_sampler_batch(tg_sampler *s, int64_t epoch, int64_t k, int64_t *idx, int64_t *n,
+                           char *err, size_t errlen);
+
+/*
+ * Returns this rank's part of the batch at the current position (as
+ * tg_sampler_batch), then advances samples_consumed past the whole global
+ * batch. *epoch and *k (either may be NULL) receive the batch's coordinates;
+ * *last is set when it is the last batch of its epoch (may be NULL).
+ */
+tg_status tg_sampler_next(tg_sampler *s, int64_t *idx, int64_t *n, int64_t *epoch, int64_t *k,
+                          bool *last, char *err, size_t errlen);
+
+/* Global samples consumed since epoch 0, batch 0: the resume position. */
+int64_t tg_sampler_samples_consumed(const tg_sampler *s);
+
+/*
+ * Sets the position (resuming from a checkpoint, possibly written with a
+ * different world size). It must fall on a batch boundary of this sampler:
+ * returns TG_ERR_INVALID otherwise, naming the nearest boundaries.
+ */
+tg_status tg_sampler_set_samples_consumed(tg_sampler *s, int64_t consumed, char *err,
+                                          size_t errlen);
+
+/*
+ * Maps a samples_consumed value to the epoch and global batch it begins:
+ * epoch = consumed / epoch_samples, k = (consumed % epoch_samples) / B.
+ * Returns TG_ERR_INVALID if consumed is negative or not on a batch boundary.
+ */
+tg_status tg_sampler_locate(const tg_sampler *s, int64_t consumed, int64_t *epoch, int64_t *k,
+                            char *err, size_t errlen);
+
+/* ------------------------------------------------------------------------ */
+/* Prefetching loader                                                        */
+/* ------------------------------------------------------------------------ */
+
+typedef struct tg_loader tg_loader;
+
+typedef struct tg_loader_options {
+    /* Batch buffers: the consumer holds one while the I/O thread fills the
+     * others. 0 means 2 (double buffering); at most 16. */
+    int depth;
+} tg_loader_options;
+
+/*
+ * Starts a loader that reads, on its own thread, the batches that sampler s
+ * gives from its current position on, from dataset ds. The loader borrows ds
+ * and s (neither is freed by it; both must outlive it) and is their only user
+ * until tg_loader_free(). The sampler's n must equal tg_dataset_len(ds).
+ * All buffers are allocated here; reading a batch allocates nothing.
+ * opts may be NULL. Returns TG_ERR_INVALID, TG_ERR_NOMEM, or the error of a
+ * failed thread start.
+ */
+tg_status tg_loader_new(tg_dataset *ds, tg_sampler *s, const tg_loader_options *opts,
+                        tg_loader **out, char *err, size_t errlen);
+
+/*
+ * Waits for the next batch and returns it: *x is n * sample_numel floats, *y
+ * n labels, both owned by the loader and valid until the next call of
+ * tg_loader_next() or tg_loader_free(); *n may be 0 (a rank's share of a
+ * partial evaluation batch). When the epoch is over, one call instead sets
+ * *end_of_epoch, *n = 0 and *x = *y = NULL; the call after it starts the next
+ * epoch. An error of the I/O thread (a failed read, a bad label) is returned
+ * here with its message, and again by every later call.
+ */
+tg_status tg_loader_next(tg_loader *ld, const float **x, const int64_t **y, int64_t *n,
+                         bool *end_of_epoch, char *err, size_t errlen);
+
+/* The position after the last batch returned by tg_loader_next(): save this
+ * in a checkpoint. */
+int64_t tg_loader_samples_consumed(const tg_loader *ld);
+
+/*
+ * Stops the I/O thread (waiting for at most the batch it is reading), frees
+ * the buffers, and sets the sampler's position to tg_loader_samples_consumed()
+ * so batches read ahead but never returned are not lost. NULL is a no-op.
+ */
+void tg_loader_free(tg_loader *ld);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,288 @@
+/*
+ * tapegrad/runtime.h: tensors, the tape and autograd.
+ *
+ * Overview
+ * --------
+ * A context (tg_ctx) owns a backend, two kinds of memory and the tape:
+ *   - the persistent pool holds tensors that live as long as the context
+ *     (parameters, optimizer state): tg_param(), tg_persistent();
+ *   - the step arena holds everything else (inputs, activations, gradients of
+ *     intermediates). tg_step_reset() releases it all at once; the arena keeps
+ *     its high-water mark, so a training loop allocates nothing after its
+ *     first step.
+ * Every op appends a record to the tape when grad mode is on and one of its
+ * inputs requires grad; tg_backward() walks the tape from the end.
+ *
+ * Worked example (seed 000): y = ln x1 + x1*x2 - exp(x2) at (2, 5)
+ *
+ *     tg_ctx *ctx;
+ *     tg_ctx_new(NULL, &ctx);
+ *     tg_tensor *x1 = tg_scalar(ctx, TG_F64, 2.0);
+ *     tg_tensor *x2 = tg_scalar(ctx, TG_F64, 5.0);
+ *     tg_set_requires_grad(ctx, x1, true);
+ *     tg_set_requires_grad(ctx, x2, true);
+ *     tg_tensor *y = tg_sub(ctx, tg_add(ctx, tg_log(ctx, x1), tg_mul(ctx, x1, x2)),
+ *                           tg_exp(ctx, x2));
+ *     if (!y || tg_backward(ctx, y, NULL, 0) != TG_OK)
+ *         fprintf(stderr, "%s\n", tg_ctx_error(ctx));
+ *     // x1->grad holds 5.5, x2->grad holds -146.41 (read with tg_item).
+ *     tg_ctx_free(ctx);
+ *
+ * Errors: op constructors return NULL on failure and leave the status
+ * (tg_ctx_status) and a message naming the op and the operands
+ * (tg_ctx_error) in the context. An op given a NULL operand returns NULL and
+ * keeps the first error, so a chain of ops is checked once at its end. All
+ * other fallible calls return a tg_status and also set the message.
+ *
+ * Ownership: every tensor belongs to its context. Step tensors die at
+ * tg_step_reset() or tg_ctx_free(); persistent ones at tg_ctx_free(). Never
+ * free a tensor yourself.
+ *
+ * Semantics follow PyTorch: requires_grad propagates; leaves accumulate into
+ * ->grad across backward calls until zeroed; non-leaf gradients are kept only
+ * for tensors marked with tg_retain_grad(); in-place ops are never recorded,
+ * are refused on a tensor that requires grad while grad mode is on, and bump
+ * a version counter so that backward refuses a saved tensor that changed.
+ * max and min split the gradient evenly among tied extrema.
+ */
+#ifndef TAPEGRAD_RUNTIME_H
+#define TAPEGRAD_RUNTIME_H
+
+#include "tapegrad/base.h"
+#include "tapegrad/kernels.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tg_ctx tg_ctx;
+
+/* Memory shared by a tensor and its views. version counts in-place writes. */
+typedef struct tg_storage {
+    void *data;
+    size_t nbytes;
+    uint32_t version;
+    bool persistent;
+} tg_storage;
+
+/*
+ * A tensor. The fields are readable by users; change them only through the
+ * functions below. Shapes are row-major; strides and offset are in elements.
+ */
+typedef struct tg_tensor {
+    tg_dtype dtype;
+    tg_device device;
+    int ndim;
+    int64_t shape[TG_MAX_DIMS];
+    int64_t strides[TG_MAX_DIMS];
+    int64_t offset;
+    tg_storage *storage;
+    bool requires_grad;
+    bool retain_grad;
+    /* The accumulated gradient (leaves, and retained non-leaves), or NULL. */
+    struct tg_tensor *grad;
+    /* Sequence number of the tape record that made this tensor; 0 = leaf. */
+    uint64_t record;
+    /* Optional name, used in error messages (not copied; keep it alive). */
+    const char *name;
+    /* Internal to autograd. */
+    uint64_t first_use;
+    struct tg_tensor *gacc;
+    bool touched;
+} tg_tensor;
+
+/* ---- the context ---- */
+
+typedef struct tg_ctx_config {
+    tg_device device;   /* TG_DEVICE_CPU (default) or TG_DEVICE_CUDA */
+    int threads;        /* CPU threads; <= 0: the OpenMP default */
+} tg_ctx_config;
+
+/* Create a context; cfg may be NULL for the defaults. On failure *out is
+ * NULL and the returned status says why (a message goes to stderr-free
+ * storage: call tg_last_init_error()). */
+tg_status tg_ctx_new(const tg_ctx_config *cfg, tg_ctx **out);
+const char *tg_last_init_error(void);
+void tg_ctx_free(tg_ctx *ctx);
+
+/* The first error since the last tg_ctx_clear_error(), and its message. */
+tg_status tg_ctx_status(const tg_ctx *ctx);
+const char *tg_ctx_error(const tg_ctx *ctx);
+void tg_ctx_clear_error(tg_ctx *ctx);
+const tg_backend *tg_ctx_backend(const tg_ctx *ctx);
+
+/* Release every step tensor and clear the tape. Persistent tensors keep
+ * their values; a persistent leaf's gradient made under create_graph (which
+ * lives in the step arena) is dropped. */
+void tg_step_reset(tg_ctx *ctx);
+/* Bytes in use and reserved by the step arena, and its high-water mark. */
+void tg_arena_stats(const tg_ctx *ctx, size_t *used, size_t *reserved, size_t *high_water);
+/* Number of host allocations the context has made so far (arena chunks, tape
+ * growth). A training loop in steady state leaves it unchanged. */
+uint64_t tg_ctx_alloc_count(const tg_ctx *ctx);
+
+/* ---- making tensors ---- */
+
+/* Step tensors (released by tg_step_reset). Values of tg_empty are undefined. */
+tg_tensor *tg_empty(tg_ctx *ctx, tg_dtype dt, int ndim, const int64_t *shape);
+tg_tensor *tg_zeros(tg_ctx *ctx, tg_dtype dt, int ndim, const int64_t *shape);
+tg_tensor *tg_full(tg_ctx *ctx, tg_dtype dt, int ndim, const int64_t *shape, double value);
+tg_tensor *tg_scalar(tg_ctx *ctx, tg_dtype dt, double value);
+/* Copies numel * dtype-size bytes from host memory `data`. */
+tg_tensor *tg_from_data(tg_ctx *ctx, tg_dtype dt, int ndim, const int64_t *shape, const void *data);
+tg_tensor *tg_zeros_like(tg_ctx *ctx, const tg_tensor *t);
+
+/* Persistent tensors, zero-filled. tg_param also sets requires_grad. */
+tg_tensor *tg_param(tg_ctx *ctx, tg_dtype dt, int ndim, const int64_t *shape, const char *name);
+tg_tensor *tg_persistent(tg_ctx *ctx, tg_dtype dt, int ndim, const int64_t *shape, const char *name);
+
+int64_t tg_numel(const tg_tensor *t);
+bool tg_is_contiguous(const tg_tensor *t);
+bool tg_is_leaf(const tg_tensor *t);
+/* Writes "(2, 3, 4)" into buf; returns buf. */
+char *tg_shape_str(const tg_tensor *t, char *buf, size_t len);
+
+/* Copy the tensor's elements, in row-major order, to host memory. nbytes must
+ * equal numel * dtype size. */
+tg_status tg_to_host(tg_ctx *ctx, const tg_tensor *t, void *dst, size_t nbytes);
+/* The value of a one-element tensor, converted to double. */
+tg_status tg_item(tg_ctx *ctx, const tg_tensor *t, double *value);
+/* The value at a row-major flat index, converted to double (for tests). */
+tg_status tg_get(tg_ctx *ctx, const tg_tensor *t, int64_t flat_index, double *value);
+
+/* ---- in-place operations (never recorded; each bumps the version) ---- */
+
+tg_status tg_copy_from_host(tg_ctx *ctx, tg_tensor *t, const void *src, size_t nbytes);
+tg_status tg_fill_(tg_ctx *ctx, tg_tensor *t, double value);
+tg_status tg_mul_scalar_(tg_ctx *ctx, tg_tensor *t, double value);
+/* dst += alpha * src; same shape and dtype. */
+tg_status tg_axpy_(tg_ctx *ctx, tg_tensor *dst, double alpha, const tg_tensor *src);
+/* dst = src (same shape and dtype; src may be strided). */
+tg_status tg_copy_(tg_ctx *ctx, tg_tensor *dst, const tg_tensor *src);
+/* Sets the version of t's storage forward, as an in-place write would. */
+void tg_bump_version(tg_tensor *t);
+
+/* ---- autograd ---- */
+
+enum {
+    TG_RETAIN_GRAPH = 1 << 0,  /* keep the tape for another backward */
+    TG_CREATE_GRAPH = 1 << 1,  /* record the backward pass: higher-order grads */
+};
+
+/* Only leaves may change requires_grad; float dtypes only. */
+tg_status tg_set_requires_grad(tg_ctx *ctx, tg_tensor *t, bool requires_grad);
+/* Keep the gradient of a non-leaf in ->grad after backward. */
+tg_status tg_retain_grad(tg_ctx *ctx, tg_tensor *t);
+/* Grad mode: returns the previous setting. */
+bool tg_grad_enabled(const tg_ctx *ctx);
+bool tg_set_grad_enabled(tg_ctx *ctx, bool enabled);
+
+/* Backpropagate from root. seed is dL/droot; NULL means 1 and then root must
+ * have one element. Leaf gradients accumulate into ->grad. */
+tg_status tg_backward(tg_ctx *ctx, tg_tensor *root, tg_tensor *seed, unsigned flags);
+/* Like torch.autograd.grad: grads[i] = d root / d inputs[i] (NULL when
+ * inputs[i] does not affect root); nothing is accumulated into ->grad. */
+tg_status tg_grad(tg_ctx *ctx, tg_tensor *root, tg_tensor *seed, int n, tg_tensor *const *inputs,
+                  tg_tensor **grads, unsigned flags);
+/* Zero t->grad in place (keeps the buffer). */
+tg_status tg_zero_grad(tg_ctx *ctx, tg_tensor *t);
+
+/* Called during backward as soon as a leaf's gradient for this backward is
+ * final (its ->grad holds the accumulated value). */
+typedef void (*tg_grad_hook_fn)(tg_ctx *ctx, tg_tensor *leaf, void *user);
+void tg_set_grad_hook(tg_ctx *ctx, tg_grad_hook_fn fn, void *user);
+/* Number of records on the tape now. */
+int64_t tg_tape_size(const tg_ctx *ctx);
+
+/* ---- ops (each returns a new tensor, or NULL with the error in ctx) ---- */
+
+/* Elementwise with broadcasting (seed 000 rules: shapes align from the
+ * right; each pair of dims must be equal or one of them 1). */
+tg_tensor *tg_add(tg_ctx *ctx, tg_tensor *a, tg_tensor *b);
+tg_tensor *tg_sub(tg_ctx *ctx, tg_tensor *a, tg_tensor *b);
+tg_tensor *tg_mul(tg_ctx *ctx, tg_tensor *a, tg_tensor *b);
+tg_tensor *tg_div(tg_ctx *ctx, tg_tensor *a, tg_tensor *b);
+/* 1 where a == b else 0 (dtype of a); never requires grad. */
+tg_tensor *tg_eq(tg_ctx *ctx, tg_tensor *a, tg_tensor *b);
+/* cond ? a : b, broadcasting all three; cond of any dtype, nonzero = true. */
+tg_tensor *tg_where(tg_ctx *ctx, tg_tensor *cond, tg_tensor *a, tg_tensor *b);
+
+tg_tensor *tg_neg(tg_ctx *ctx, tg_tensor *a);
+/* scale * a + shift */
+tg_tensor *tg_affine(tg_ctx *ctx, tg_tensor *a, double scale, double shift);
+tg_tensor *tg_add_scalar(tg_ctx *ctx, tg_tensor *a, double s);
+tg_tensor *tg_mul_scalar(tg_ctx *ctx, tg_tensor *a, double s);
+tg_tensor *tg_pow_scalar(tg_ctx *ctx, tg_tensor *a, double p);
+tg_tensor *tg_exp(tg_ctx *ctx, tg_tensor *a);
+tg_tensor *tg_log(tg_ctx *ctx, tg_tensor *a);
+tg_tensor *tg_sqrt(tg_ctx *ctx, tg_tensor *a);
+tg_tensor *tg_abs(tg_ctx *ctx, tg_tensor *a);
+tg_tensor *tg_erf(tg_ctx *ctx, tg_tensor *a);
+tg_tensor *tg_relu(tg_ctx *ctx, tg_tensor *a);
+tg_tensor *tg_sigmoid(tg_ctx *ctx, tg_tensor *a);
+tg_tensor *tg_tanh(tg_ctx *ctx, tg_tensor *a);
+tg_tensor *tg_silu(tg_ctx *ctx, tg_tensor *a);
+/* The exact (erf) GELU, PyTorch's default. */
+tg_tensor *tg_gelu(tg_ctx *ctx, tg_tensor *a);
+tg_tensor *tg_clamp(tg_ctx *ctx, tg_tensor *a, double lo, double hi);
+/* -1, 0 or 1; never requires grad. */
+tg_tensor *tg_sign(tg_ctx *ctx, tg_tensor *a);
+/* Fused gradient helpers: g * (x > 0), and g * (lo <= x <= hi). */
+tg_tensor *tg_relu_backward(tg_ctx *ctx, tg_tensor *g, tg_tensor *x);
+tg_tensor *tg_clamp_backward(tg_ctx *ctx, tg_tensor *g, tg_tensor *x, double lo, double hi);
+
+/* Reductions over the axes listed (negative axes count from the end; naxes 0
+ * means all axes). */
+tg_tensor *tg_sum(tg_ctx *ctx, tg_tensor *a, int naxes, const int *axes, bool keepdim);
+tg_tensor *tg_mean(tg_ctx *ctx, tg_tensor *a, int naxes, const int *axes, bool keepdim);
+tg_tensor *tg_max(tg_ctx *ctx, tg_tensor *a, int naxes, const int *axes, bool keepdim);
+tg_tensor *tg_min(tg_ctx *ctx, tg_tensor *a, int naxes, const int *axes, bool keepdim);
+/* Index (i64) of the first maximum along axis. */
+tg_tensor *tg_argmax(tg_ctx *ctx, tg_tensor *a, int axis, bool keepdim);
+/* Sum of b over the dims that broadcasting added, so that the result has
+ * `ndim`/`shape` (the gradient of broadcast_to). */
+tg_tensor *tg_sum_to(tg_ctx *ctx, tg_tensor *b, int ndim, const int64_t *shape);
+
+/* Matrix product as torch.matmul: 1-D operands are promoted and the added
+ * dim removed; leading (batch) dims broadcast. */
+tg_tensor *tg_matmul(tg_ctx *ctx, tg_tensor *a, tg_tensor *b);
+
+/* Shape. Views share storage; reshape copies only when it must. */
+tg_tensor *tg_copy(tg_ctx *ctx, tg_tensor *a);
+tg_tensor *tg_contiguous(tg_ctx *ctx, tg_tensor *a);
+/* One entry of shape may be -1 (inferred). */
+tg_tensor *tg_reshape(tg_ctx *ctx, tg_tensor *a, int ndim, const int64_t *shape);
+tg_tensor *tg_permute(tg_ctx *ctx, tg_tensor *a, const int *perm);
+tg_tensor *tg_transpose(tg_ctx *ctx, tg_tensor *a, int d0, int d1);
+tg_tensor *tg_broadcast_to(tg_ctx *ctx, tg_tensor *a, int ndim, const int64_t *shape);
+/* a[..., start:stop:step, ...] along axis; negative start/stop count from the
+ * end and are clamped as Python does; step >= 1. */
+tg_tensor *tg_slice(tg_ctx *ctx, tg_tensor *a, int axis, int64_t start, int64_t stop, int64_t step);
+/* Zeros of shape `shape` with src written at [start:stop:step] along axis
+ * (the gradient of slice). */
+tg_tensor *tg_slice_scatter(tg_ctx *ctx, tg_tensor *src, int ndim, const int64_t *shape, int axis,
+                            int64_t start, int64_t stop, int64_t step);
+tg_tensor *tg_concat(tg_ctx *ctx, int n, tg_tensor *const *ts, int axis);
+tg_tensor *tg_stack(tg_ctx *ctx, int n, tg_tensor *const *ts, int axis);
+/* Split into `chunks` views of size ceil(len/chunks) along axis (the last
+ * may be smaller), as torch.chunk. Writes up to `chunks` tensors to out and
+ * returns how many, or -1 on error. */
+int tg_chunk(tg_ctx *ctx, tg_tensor *a, int chunks, int axis, tg_tensor **out);
+/* einops-style rearrange from grouping, transposition and concatenation:
+ *   tg_rearrange(ctx, t, "a (b1 b2) c -> (a c) (b2 b1)", "b1=2")
+ * sizes: comma-separated name=value for axes that cannot be inferred. */
+tg_tensor *tg_rearrange(tg_ctx *ctx, tg_tensor *a, const char *pattern, const char *sizes);
+
+tg_tensor *tg_softmax(tg_ctx *ctx, tg_tensor *a, int axis);
+tg_tensor *tg_log_softmax(tg_ctx *ctx, tg_tensor *a, int axis);
+/* out[..i..] = a[..index[..i..]..] along axis (torch.gather); index is an
+ * integer tensor with a's ndim whose other dims do not exceed a's. */
+tg_tensor *tg_gather(tg_ctx *ctx, tg_tensor *a, int axis, tg_tensor *index);
+/* Zeros of `shape` with src added at index along axis (gather's gradient). */
+tg_tensor *tg_scatter_add(tg_ctx *ctx, tg_tensor *src, int axis, tg_tensor *index, int ndim,
+                          const int64_t *shape);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,307 @@
+/* The context: errors, arenas, and the static tables generated from ops.def. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const status_names[] = {
+#define TG_X_(name, str) str,
+    TG_STATUS_LIST(TG_X_)
+#undef TG_X_
+};
+_Static_assert(sizeof status_names / sizeof status_names[0] == TG_STATUS_COUNT,
+               "status table out of step with the enum");
+
+const char *tg_status_str(tg_status s)
+{
+    if ((unsigned)s >= TG_STATUS_COUNT)
+        return "unknown status";
+    return status_names[s];
+}
+
+static const struct {
+    const char *name;
+    int arity;
+    unsigned flags;
+} op_info[] = {
+#define TG_OP(E, n, ar, fl) [TG_OP_##E] = {#n, ar, fl},
+#include "tapegrad/ops.def"
+#undef TG_OP
+};
+_Static_assert(sizeof op_info / sizeof op_info[0] == TG_OP_COUNT, "op table out of step");
+
+const char *tg_op_name(tg_op op) { return (unsigned)op < TG_OP_COUNT ? op_info[op].name : "?"; }
+int tg_op_arity(tg_op op) { return (unsigned)op < TG_OP_COUNT ? op_info[op].arity : 0; }
+unsigned tg_op_flags(tg_op op) { return (unsigned)op < TG_OP_COUNT ? op_info[op].flags : 0; }
+
+size_t tg_dtype_size(tg_dtype dt)
+{
+    static const size_t sizes[TG_DTYPE_COUNT] = {4, 8, 1, 4, 8};
+    return (unsigned)dt < TG_DTYPE_COUNT ? sizes[dt] : 0;
+}
+
+const char *tg_dtype_name(tg_dtype dt)
+{
+    static const char *const names[TG_DTYPE_COUNT] = {"f32", "f64", "u8", "i32", "i64"};
+    return (unsigned)dt < TG_DTYPE_COUNT ? names[dt] : "?";
+}
+
+bool tg_dtype_is_float(tg_dtype dt) { return dt == TG_F32 || dt == TG_F64; }
+
+const char *tg_device_name(tg_device d) { return d == TG_DEVICE_CUDA ? "cuda" : "cpu"; }
+
+/* ---- errors ---- */
+
+tg_status tg__fail(tg_ctx *ctx, tg_status s, const char *fmt, ...)
+{
+    if (ctx->status != TG_OK)
+        return s;
+    ctx->status = s;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->err, sizeof ctx->err, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+tg_status tg_ctx_status(const tg_ctx *ctx) { return ctx ? ctx->status : TG_ERR_INVALID; }
+const char *tg_ctx_error(const tg_ctx *ctx) { return ctx ? ctx->err : "no context"; }
+const tg_backend *tg_ctx_backend(const tg_ctx *ctx) { return ctx->be; }
+
+void tg_ctx_clear_error(tg_ctx *ctx)
+{
+    ctx->status = TG_OK;
+    ctx->err[0] = '\0';
+}
+
+bool tg__check_args(tg_ctx *ctx, const char *op, int n, tg_tensor *const *ts)
+{
+    for (int i = 0; i < n; i++) {
+        if (ts[i])
+            continue;
+        /* A NULL operand most often comes from an earlier failed op: keep that
+         * error, which names the real cause. */
+        tg__fail(ctx, TG_ERR_INVALID, "%s: operand %d is NULL", op, i + 1);
+        return false;
+    }
+    return true;
+}
+
+bool tg__check_float(tg_ctx *ctx, const char *op, const tg_tensor *t)
+{
+    if (tg_dtype_is_float(t->dtype))
+        return true;
+    tg__fail(ctx, TG_ERR_DTYPE, "%s: expected a float tensor (f32 or f64), got %s", op,
+             tg_dtype_name(t->dtype));
+    return false;
+}
+
+bool tg__check_same_dtype(tg_ctx *ctx, const char *op, const tg_tensor *a, const tg_tensor *b)
+{
+    if (a->dtype == b->dtype)
+        return true;
+    tg__fail(ctx, TG_ERR_DTYPE, "%s: operands have different dtypes (%s and %s)", op,
+             tg_dtype_name(a->dtype), tg_dtype_name(b->dtype));
+    return false;
+}
+
+bool tg__axis(tg_ctx *ctx, const char *op, int ndim, int *axis)
+{
+    int ax = *axis < 0 ? *axis + ndim : *axis;
+    if (ax < 0 || ax >= ndim || (ndim == 0)) {
+        tg__fail(ctx, TG_ERR_AXIS, "%s: axis %d out of range for a tensor of %d dims", op, *axis,
+                 ndim);
+        return false;
+    }
+    *axis = ax;
+    return true;
+}
+
+/* ---- arenas ---- */
+
+#define TG__ALIGN 64
+
+static void *chunk_mem_alloc(tg_ctx *ctx, tg__arena *a, size_t size)
+{
+    ctx->alloc_count++;
+    if (a->device)
+        return ctx->be->alloc(ctx->bstate, size);
+    return aligned_alloc(TG__ALIGN, size);
+}
+
+static void chunk_mem_free(tg_ctx *ctx, tg__arena *a, void *p)
+{
+    if (a->device)
+        ctx->be->free(ctx->bstate, p);
+    else
+        free(p);
+}
+
+void *tg__arena_alloc(tg_ctx *ctx, tg__arena *a, size_t nbytes)
+{
+    size_t n = (nbytes + TG__ALIGN - 1) & ~(size_t)(TG__ALIGN - 1);
+    if (n == 0)
+        n = TG__ALIGN;
+    tg__chunk *c = a->head;
+    if (!c || c->size - c->used < n) {
+        size_t size = n > a->min_chunk ? n : a->min_chunk;
+        /* Grow geometrically so that the first step needs few chunks. */
+        if (c && size < 2 * c->size)
+            size = 2 * c->size;
+        tg__chunk *nc = malloc(sizeof *nc);
+        char *mem = nc ? chunk_mem_alloc(ctx, a, size) : NULL;
+        if (!mem) {
+            free(nc);
+            tg__fail(ctx, TG_ERR_NOMEM, "out of memory allocating %zu bytes", size);
+            return NULL;
+        }
+        *nc = (tg__chunk){.base = mem, .size = size, .used = 0, .next = c};
+        a->head = c = nc;
+    }
+    void *p = c->base + c->used;
+    c->used += n;
+    a->used += n;
+    if (a->used > a->high_water)
+        a->high_water = a->used;
+    return p;
+}
+
+void tg__arena_release(tg_ctx *ctx, tg__arena *a)
+{
+    tg__chunk *c = a->head;
+    while (c) {
+        tg__chunk *next = c->next;
+        chunk_mem_free(ctx, a, c->base);
+        free(c);
+        c = next;
+    }
+    a->head = NULL;
+    a->used = 0;
+}
+
+void tg__arena_reset(tg_ctx *ctx, tg__arena *a)
+{
+    /* With more than one chunk, replace them all by one chunk as large as the
+     * high-water mark: from then on a step of the same shape fits in it. */
+    if (a->head && a->head->next) {
+        size_t hw = a->high_water;
+        tg__arena_release(ctx, a);
+        size_t saved_min = a->min_chunk;
+        a->min_chunk = hw;
+        void *p = tg__arena_alloc(ctx, a, hw);
+        a->min_chunk = saved_min;
+        if (p)
+            a->head->used = 0;
+    } else if (a->head) {
+        a->head->used = 0;
+    }
+    a->used = 0;
+}
+
+void tg_arena_stats(const tg_ctx *ctx, size_t *used, size_t *reserved, size_t *high_water)
+{
+    size_t res = 0;
+    for (const tg__chunk *c = ctx->step_data.head; c; c = c->next)
+        res += c->size;
+    if (used)
+        *used = ctx->step_data.used;
+    if (reserved)
+        *reserved = res;
+    if (high_water)
+        *high_water = ctx->step_data.high_water;
+}
+
+uint64_t tg_ctx_alloc_count(const tg_ctx *ctx) { return ctx->alloc_count; }
+
+/* ---- the context ---- */
+
+static char init_error[256];
+
+const char *tg_last_init_error(void) { return init_error; }
+
+tg_status tg_ctx_new(const tg_ctx_config *cfg, tg_ctx **out)
+{
+    tg_ctx_config def = {.device = TG_DEVICE_CPU, .threads = 0};
+    if (!cfg)
+        cfg = &def;
+    if (!out)
+        return TG_ERR_INVALID;
+    *out = NULL;
+    const tg_backend *be = cfg->device == TG_DEVICE_CUDA ? tg_backend_cuda() : tg_backend_cpu();
+    if (!be) {
+        snprintf(init_error, sizeof init_error, "the %s backend is not built into this library",
+                 tg_device_name(cfg->device));
+        return TG_ERR_UNSUPPORTED;
+    }
+    tg_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) {
+        snprintf(init_error, sizeof init_error, "out of memory creating a context");
+        return TG_ERR_NOMEM;
+    }
+    ctx->be = be;
+    ctx->grad_enabled = true;
+    ctx->tape_base = 1;
+    ctx->step_meta.min_chunk = 64 * 1024;
+    ctx->step_data.min_chunk = 1 << 20;
+    ctx->step_data.device = true;
+    ctx->pers_meta.min_chunk = 16 * 1024;
+    ctx->pers_data.min_chunk = 1 << 20;
+    ctx->pers_data.device = true;
+    if (be->init) {
+        tg_status s = be->init(&ctx->bstate, cfg->threads, init_error, sizeof init_error);
+        if (s != TG_OK) {
+            free(ctx);
+            return s;
+        }
+    }
+    *out = ctx;
+    return TG_OK;
+}
+
+void tg_ctx_free(tg_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    tg__arena_release(ctx, &ctx->step_meta);
+    tg__arena_release(ctx, &ctx->step_data);
+    tg__arena_release(ctx, &ctx->pers_meta);
+    tg__arena_release(ctx, &ctx->pers_data);
+    free(ctx->records);
+    free(ctx->persistent);
+    free(ctx->touched);
+    if (ctx->be->release)
+        ctx->be->release(ctx->bstate);
+    free(ctx);
+}
+
+void tg_step_reset(tg_ctx *ctx)
+{
+    for (int64_t i = 0; i < ctx->npersistent; i++) {
+        tg_tensor *t = ctx->persistent[i];
+        if (t->grad && !t->grad->storage->persistent)
+            t->grad = NULL;
+        t->gacc = NULL;
+    }
+    ctx->tape_base += (uint64_t)ctx->nrecords;
+    ctx->nrecords = 0;
+    tg__arena_reset(ctx, &ctx->step_meta);
+    tg__arena_reset(ctx, &ctx->step_data);
+}
+
+bool tg_grad_enabled(const tg_ctx *ctx) { return ctx->grad_enabled; }
+
+bool tg_set_grad_enabled(tg_ctx *ctx, bool enabled)
+{
+    bool prev = ctx->grad_enabled;
+    ctx->grad_enabled = enabled;
+    return prev;
+}
+
+void tg_set_grad_hook(tg_ctx *ctx, tg_grad_hook_fn fn, void *user)
+{
+    ctx->hook = fn;
+    ctx->hook_user = user;
+}
+
+int64_t tg_tape_size(const tg_ctx *ctx) { return ctx->nrecords; }
