@@ -131,11 +131,10 @@ typedef struct tg_dataset_options {
     /*
      * Bytes the reader may keep in memory as whole copies of the split. The
      * labels are cached at open when N*8 bytes fit; x (stored dtype, e.g. one
-     * byte per u8 element) is cached on the first tg_dataset_read() when it
-     * fits in what the labels left. Anything not cached is read from the file
-     * for every batch, so memory stays bounded for splits larger than RAM.
-     * 0 means TG_DATASET_DEFAULT_CACHE_BUDGET; a negative value caches
-     * nothing.
+     * byte per u8 element) is cached on the first tg_dataset_read() (or when
+     * a loader starts) when it fits in what the labels left. Anything not cached is read from the
+     * file for every batch, so memory stays bounded for splits larger than RAM. 0 means
+     * TG_DATASET_DEFAULT_CACHE_BUDGET; a negative value caches nothing.
      */
     int64_t cache_budget;
 } tg_dataset_options;
@@ -157,9 +156,8 @@ tg_status tg_dataset_open(const char *path, const char *split, tg_dataset **out,
                           size_t errlen);
 
 /* As tg_dataset_open() with explicit options; opts may be NULL. */
-tg_status tg_dataset_open_opts(const char *path, const char *split,
-                               const tg_dataset_options *opts, tg_dataset **out, char *err,
-                               size_t errlen);
+tg_status tg_dataset_open_opts(const char *path, const char *split, const tg_dataset_options *opts,
+                               tg_dataset **out, char *err, size_t errlen);
 
 /* Closes the file and frees the handle and its caches. NULL is a no-op. */
 void tg_dataset_close(tg_dataset *ds);
@@ -192,10 +190,11 @@ bool tg_dataset_x_cached(const tg_dataset *ds);
  * Gathers the n samples indices[0..n) (any order, repeats allowed) into
  * x_out, n * sample_numel floats, normalised as (x*scale - mean)/std and
  * computed in double, and their labels into y_out, n int64. Either output may
- * be NULL to skip it. The indices are sorted internally and each run of
- * consecutive indices becomes one block of a single hyperslab read, so a batch
- * costs one HDF5 read per output whatever its order. Scratch buffers grow to
- * the largest n seen and are reused.
+ * be NULL to skip it. Data held in memory (see cache_budget) is gathered
+ * directly. Otherwise the indices are sorted, repeats are read once, each run
+ * of consecutive indices of x is one hyperslab read (so sequential batches
+ * are one read), and the labels are one read of all runs OR-ed together.
+ * Scratch buffers grow to the largest n seen and are reused.
  *
  * Returns TG_OK; TG_ERR_INVALID for an index outside [0, N) (the message
  * names it); TG_ERR_IO for a failed read; TG_ERR_FORMAT for a label outside
@@ -230,13 +229,13 @@ tg_status tg_permutation(uint64_t seed, int64_t epoch, int64_t n, int64_t *perm,
                          size_t errlen);
 
 typedef struct tg_sampler_config {
-    int64_t n;       /* samples in the split, N >= 1 */
-    int64_t batch;   /* global batch B >= 1, divisible by world */
-    uint64_t seed;   /* permutation seed (ignored without shuffle) */
-    int rank;        /* 0 <= rank < world */
-    int world;       /* world size >= 1 */
-    bool shuffle;    /* permute each epoch (training) or keep file order */
-    bool drop_last;  /* drop the last partial global batch of each epoch */
+    int64_t n;      /* samples in the split, N >= 1 */
+    int64_t batch;  /* global batch B >= 1, divisible by world */
+    uint64_t seed;  /* permutation seed (ignored without shuffle) */
+    int rank;       /* 0 <= rank < world */
+    int world;      /* world size >= 1 */
+    bool shuffle;   /* permute each epoch (training) or keep file order */
+    bool drop_last; /* drop the last partial global batch of each epoch */
 } tg_sampler_config;
 
 /* Training: shuffled, last partial batch dropped (N / B batches). */
@@ -254,8 +253,7 @@ typedef struct tg_sampler tg_sampler;
  * divisible by the world size, rank is outside [0, world), n or B < 1, or an
  * epoch would have no batch (drop_last with N < B); TG_ERR_NOMEM.
  */
-tg_status tg_sampler_new(const tg_sampler_config *cfg, tg_sampler **out, char *err,
-                         size_t errlen);
+tg_status tg_sampler_new(const tg_sampler_config *cfg, tg_sampler **out, char *err, size_t errlen);
 
 /* Frees the sampler. NULL is a no-op. */
 void tg_sampler_free(tg_sampler *s);
@@ -326,9 +324,11 @@ typedef struct tg_loader_options {
  * gives from its current position on, from dataset ds. The loader borrows ds
  * and s (neither is freed by it; both must outlive it) and is their only user
  * until tg_loader_free(). The sampler's n must equal tg_dataset_len(ds).
- * All buffers are allocated here; reading a batch allocates nothing.
- * opts may be NULL. Returns TG_ERR_INVALID, TG_ERR_NOMEM, or the error of a
- * failed thread start.
+ * All buffers are allocated here, and x is loaded into memory here when the
+ * dataset's cache budget allows it; reading a batch allocates nothing.
+ * opts may be NULL. Returns TG_ERR_INVALID (bad depth, sampler size),
+ * TG_ERR_UNSUPPORTED (HDF5 not thread-safe), TG_ERR_NOMEM (also when the
+ * thread cannot start), or the TG_ERR_IO of loading x.
  */
 tg_status tg_loader_new(tg_dataset *ds, tg_sampler *s, const tg_loader_options *opts,
                         tg_loader **out, char *err, size_t errlen);

@@ -1,0 +1,90 @@
+/*
+ * datasets_internal.h: helpers shared by the files of the datasets module.
+ *
+ * Not installed and not part of the public API. Everything here is prefixed
+ * tg__ because it has external linkage inside libtapegrad.
+ */
+#ifndef TAPEGRAD_DATASETS_INTERNAL_H
+#define TAPEGRAD_DATASETS_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <hdf5.h>
+
+#include "tapegrad/datasets.h"
+
+/*
+ * Writes a printf-style message into err (when err is non-NULL and errlen > 0)
+ * and returns st, so that a failing path reads `return tg__ds_fail(st, ...)`.
+ * The message is truncated to fit; it is always NUL-terminated.
+ */
+tg_status tg__ds_fail(tg_status st, char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/*
+ * Switches off HDF5's automatic printing of its error stack for the calling
+ * thread. With the thread-safe HDF5 build the setting is per thread, so every
+ * entry point calls this, including the loader's I/O thread.
+ */
+void tg__ds_h5_quiet(void);
+
+/*
+ * Copies the most specific description on the calling thread's HDF5 error
+ * stack (the innermost entry, e.g. "truncated file: eof = ...") into buf, or
+ * "no detail" when the stack is empty. Returns buf.
+ */
+const char *tg__ds_h5_detail(char *buf, size_t len);
+
+/*
+ * 1 when path holds an HDF5 signature, 0 when not, negative when it cannot
+ * be checked (H5Fis_accessible from HDF5 1.12 on, H5Fis_hdf5 before).
+ */
+htri_t tg__ds_is_hdf5(const char *path);
+
+/*
+ * A file access property list for the module's files: HDF5's file locks are
+ * used but tolerated where the file system has none (some parallel file
+ * systems), and the raw-data sieve buffer is off when `nosieve` (reads ask
+ * for whole samples, so the 64 KiB sieve around each would only over-read).
+ * Returns a property list to close, or a negative id.
+ */
+hid_t tg__ds_fapl(bool nosieve);
+
+/*
+ * Names an HDF5 datatype the way the schema speaks of it ("u8", "i32",
+ * "f64", "string", ...) into buf and returns buf.
+ */
+const char *tg__ds_type_name(hid_t type, char *buf, size_t len);
+
+/* Classifies an HDF5 datatype: 1 for an unsigned 8-bit integer, 2 for a
+ * 4-byte float, 3 for any other integer, 0 for anything else. */
+enum {
+    TG__H5_OTHER = 0,
+    TG__H5_U8 = 1,
+    TG__H5_F32 = 2,
+    TG__H5_INT = 3
+};
+int tg__ds_type_kind(hid_t type);
+
+/*
+ * Formats dims as "60000x1x28x28" into buf and returns buf.
+ */
+const char *tg__ds_dims_str(const hsize_t *dims, int ndim, char *buf, size_t len);
+
+/* The normalisation attributes as the schema defines them. */
+#define TG__ATTR_NUM_CLASSES "num_classes"
+#define TG__ATTR_SCALE "scale"
+#define TG__ATTR_MEAN "mean"
+#define TG__ATTR_STD "std"
+
+/*
+ * Prepares the dataset for reads of up to n indices that allocate nothing:
+ * grows the reusable scratch buffers and, when x is due to be cached whole,
+ * loads it now. The loader calls it once at start.
+ */
+tg_status tg__ds_reserve(tg_dataset *ds, int64_t n, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,222 @@
+/*
+ * kernels/cpu/cpu.h: private header of the CPU backend (OpenBLAS + OpenMP).
+ *
+ * Every op row of tapegrad/ops.def has a kernel tg__cpu_<name> here; the
+ * kernel table in cpu_backend.c is generated from ops.def and names each of
+ * them, so a row without a kernel fails to compile. View rows get a NULL
+ * kernel because the runtime never dispatches them.
+ *
+ * The header also carries the helpers the kernel files share: error
+ * reporting, dtype checks and a strided loop driver (tg__cpu_loop) that
+ * collapses dims, tiles the iteration space and runs a row function over it,
+ * in parallel when the work is large enough. It also declares the vector
+ * math functions and the attributes that let the hot loops vectorise.
+ */
+#ifndef TG_KERNELS_CPU_H
+#define TG_KERNELS_CPU_H
+
+#include <inttypes.h>
+
+#include "tapegrad/kernels.h"
+
+/*
+ * Below this many elements a kernel runs on the calling thread: starting an
+ * OpenMP team costs a few microseconds, more than a small op itself.
+ */
+#define TG__CPU_PAR_MIN 32768
+/* Elements per task of the loop driver: large enough to amortise the per-task
+ * offset computation, small enough to balance many threads. */
+#define TG__CPU_TILE 8192
+/* The loop driver handles the output and up to three inputs (where). */
+#define TG__CPU_MAX_OPERANDS 4
+
+/* Per-context state: only the thread count the context asked for. */
+typedef struct tg__cpu_state {
+    int threads;
+} tg__cpu_state;
+
+/* ---- kernels, one per ops.def row ---- */
+
+tg_status tg__cpu_add(void *state, const tg_kargs *a);
+tg_status tg__cpu_sub(void *state, const tg_kargs *a);
+tg_status tg__cpu_mul(void *state, const tg_kargs *a);
+tg_status tg__cpu_div(void *state, const tg_kargs *a);
+tg_status tg__cpu_eq(void *state, const tg_kargs *a);
+tg_status tg__cpu_relu_backward(void *state, const tg_kargs *a);
+tg_status tg__cpu_clamp_backward(void *state, const tg_kargs *a);
+tg_status tg__cpu_where(void *state, const tg_kargs *a);
+tg_status tg__cpu_neg(void *state, const tg_kargs *a);
+tg_status tg__cpu_affine(void *state, const tg_kargs *a);
+tg_status tg__cpu_pow_scalar(void *state, const tg_kargs *a);
+tg_status tg__cpu_exp(void *state, const tg_kargs *a);
+tg_status tg__cpu_log(void *state, const tg_kargs *a);
+tg_status tg__cpu_sqrt(void *state, const tg_kargs *a);
+tg_status tg__cpu_abs(void *state, const tg_kargs *a);
+tg_status tg__cpu_erf(void *state, const tg_kargs *a);
+tg_status tg__cpu_relu(void *state, const tg_kargs *a);
+tg_status tg__cpu_sigmoid(void *state, const tg_kargs *a);
+tg_status tg__cpu_tanh(void *state, const tg_kargs *a);
+tg_status tg__cpu_silu(void *state, const tg_kargs *a);
+tg_status tg__cpu_gelu(void *state, const tg_kargs *a);
+tg_status tg__cpu_clamp(void *state, const tg_kargs *a);
+tg_status tg__cpu_sign(void *state, const tg_kargs *a);
+tg_status tg__cpu_sum(void *state, const tg_kargs *a);
+tg_status tg__cpu_mean(void *state, const tg_kargs *a);
+tg_status tg__cpu_max(void *state, const tg_kargs *a);
+tg_status tg__cpu_min(void *state, const tg_kargs *a);
+tg_status tg__cpu_argmax(void *state, const tg_kargs *a);
+tg_status tg__cpu_matmul(void *state, const tg_kargs *a);
+tg_status tg__cpu_copy(void *state, const tg_kargs *a);
+tg_status tg__cpu_reshape(void *state, const tg_kargs *a);
+tg_status tg__cpu_slice_scatter(void *state, const tg_kargs *a);
+tg_status tg__cpu_concat(void *state, const tg_kargs *a);
+tg_status tg__cpu_softmax(void *state, const tg_kargs *a);
+tg_status tg__cpu_log_softmax(void *state, const tg_kargs *a);
+tg_status tg__cpu_gather(void *state, const tg_kargs *a);
+tg_status tg__cpu_scatter_add(void *state, const tg_kargs *a);
+
+/* Views only change strides; the runtime never dispatches a kernel for them. */
+#define tg__cpu_permute NULL
+#define tg__cpu_broadcast_to NULL
+#define tg__cpu_slice NULL
+
+/* ---- shared helpers (cpu_backend.c) ---- */
+
+/* Writes a message into a->err (when there is room) and returns st. */
+tg_status tg__cpu_fail(const tg_kargs *a, tg_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Returns TG_OK when the output and inputs 0..nin-1 all have the same float
+ * dtype; otherwise TG_ERR_DTYPE with a message naming the op. */
+tg_status tg__cpu_check_float(const tg_kargs *a, int nin);
+
+/* Fills nbytes with zero bytes, in parallel when the buffer is large. */
+void tg__cpu_zero(void *dst, size_t nbytes);
+
+/* Bytes per element; kept here so kernels need nothing from the runtime. */
+static inline size_t tg__cpu_esize(tg_dtype dt) {
+    switch (dt) {
+    case TG_U8:
+        return 1;
+    case TG_F32:
+    case TG_I32:
+        return 4;
+    case TG_F64:
+    case TG_I64:
+        return 8;
+    default:
+        return 0;
+    }
+}
+
+static inline int64_t tg__cpu_numel(const tg_kview *v) {
+    int64_t n = 1;
+    for (int d = 0; d < v->ndim; d++)
+        n *= v->shape[d];
+    return n;
+}
+
+/* Row-major contiguous strides of a shape. */
+static inline void tg__cpu_contig_strides(int ndim, const int64_t *shape, int64_t *strides) {
+    int64_t s = 1;
+    for (int d = ndim - 1; d >= 0; d--) {
+        strides[d] = s;
+        s *= shape[d];
+    }
+}
+
+/* Reads element i of an integer index array (u8, i32 or i64). */
+static inline int64_t tg__cpu_index_at(const void *p, tg_dtype dt, int64_t i) {
+    switch (dt) {
+    case TG_U8:
+        return ((const uint8_t *)p)[i];
+    case TG_I32:
+        return ((const int32_t *)p)[i];
+    default:
+        return ((const int64_t *)p)[i];
+    }
+}
+
+/*
+ * Vectorisable math. glibc's libmvec has SIMD versions of exp, log, erf and
+ * tanh, but <math.h> announces them only under -ffast-math. These
+ * declarations name the same symbols (through asm labels) with a simd clone,
+ * so that `omp simd` loops call the vector versions, and mark them const: a
+ * possible errno write is what otherwise keeps every loop that calls them
+ * scalar, and no kernel reads errno. Outside vector loops they are the plain
+ * libm functions. The clones exist for all four functions from glibc 2.35.
+ */
+#define TG__CPU_VMATH __attribute__((const))
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__)
+#if __GLIBC_PREREQ(2, 35)
+#undef TG__CPU_VMATH
+#define TG__CPU_VMATH __attribute__((const, simd("notinbranch")))
+#endif
+#endif
+TG__CPU_VMATH float tg__cpu_m_expf(float) __asm__("expf");
+TG__CPU_VMATH double tg__cpu_m_exp(double) __asm__("exp");
+TG__CPU_VMATH float tg__cpu_m_logf(float) __asm__("logf");
+TG__CPU_VMATH double tg__cpu_m_log(double) __asm__("log");
+TG__CPU_VMATH float tg__cpu_m_erff(float) __asm__("erff");
+TG__CPU_VMATH double tg__cpu_m_erf(double) __asm__("erf");
+TG__CPU_VMATH float tg__cpu_m_tanhf(float) __asm__("tanhf");
+TG__CPU_VMATH double tg__cpu_m_tanh(double) __asm__("tanh");
+#define tg__cpu_vexp(x) _Generic((x), float : tg__cpu_m_expf, double : tg__cpu_m_exp)(x)
+#define tg__cpu_vlog(x) _Generic((x), float : tg__cpu_m_logf, double : tg__cpu_m_log)(x)
+#define tg__cpu_verf(x) _Generic((x), float : tg__cpu_m_erff, double : tg__cpu_m_erf)(x)
+#define tg__cpu_vtanh(x) _Generic((x), float : tg__cpu_m_tanhf, double : tg__cpu_m_tanh)(x)
+
+/*
+ * Row functions of the compute-heavy kernels are compiled twice, for the
+ * x86-64 baseline the library is built for and for x86-64-v3 (AVX2), and the
+ * loader picks the version the CPU can run. Floating-point contraction stays
+ * off under -std=c11, so both versions round alike. Sanitizer builds skip
+ * this: ifunc resolvers run before the sanitizer runtime is ready.
+ */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(__SANITIZE_ADDRESS__)
+#define TG__CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define TG__CPU_CLONES
+#endif
+
+/*
+ * `omp simd` on the loops that should vectorise. GCC vectorises a loop that
+ * calls a math function or reduces in floating point only when asked this
+ * way; clang vectorises such loops on its own terms and reports every
+ * `omp simd` it cannot honour as a warning (an error under -Werror), so for
+ * clang the request is left out.
+ */
+#if defined(__clang__)
+#define TG__CPU_SIMD(clauses)
+#else
+#define TG__CPU_SIMD(clauses) _Pragma(clauses)
+#endif
+
+/* ---- the strided loop driver (cpu_elementwise.c) ---- */
+
+/*
+ * A row function processes n elements of one row: ptr[0] is the output,
+ * ptr[1..] the inputs, stride[i] the element stride of operand i along the
+ * row. For a contiguous output stride[0] is 1 (the driver guarantees it).
+ */
+typedef void (*tg__cpu_row_fn)(char *const *ptr, const int64_t *stride, int64_t n,
+                               const tg_op_params *p);
+
+/* An iteration shape and the operands walked over it, output first. */
+typedef struct tg__cpu_loop {
+    int ndim;
+    int nops;
+    int64_t shape[TG_MAX_DIMS];
+    int64_t strides[TG__CPU_MAX_OPERANDS][TG_MAX_DIMS];
+    char *data[TG__CPU_MAX_OPERANDS];
+    size_t esize[TG__CPU_MAX_OPERANDS];
+} tg__cpu_loop;
+
+void tg__cpu_loop_init(tg__cpu_loop *l, int ndim, const int64_t *shape);
+/* Adds an operand with its element strides over the loop's shape. */
+void tg__cpu_loop_add(tg__cpu_loop *l, void *data, tg_dtype dt, const int64_t *strides);
+/* Collapses dims, then calls fn over every row; empty shapes do nothing. */
+void tg__cpu_loop_run(tg__cpu_loop *l, tg__cpu_row_fn fn, const tg_op_params *p);
+
+#endif

@@ -1,0 +1,161 @@
+/*
+ * kernels/cpu/cpu_matmul.c: batched matrix product through OpenBLAS gemm.
+ *
+ * Operands are handed to BLAS as they lie in memory: a matrix whose last dim
+ * is contiguous is passed as is, one whose second-to-last dim is contiguous
+ * is passed transposed, so transposed views never cost a copy. BLAS threads
+ * each call itself, so the batch loop runs on the calling thread.
+ */
+#include <cblas.h>
+#include <limits.h>
+#include <stdbool.h>
+
+#include "cpu.h"
+
+/* How one operand of shape rows x cols is passed to a row-major gemm. */
+typedef struct cpu_gemm_arg {
+    bool trans;
+    int64_t ld;
+} cpu_gemm_arg;
+
+/*
+ * Picks the BLAS layout of a rows x cols matrix with strides (sr, sc).
+ * Row-major storage (sc == 1) is passed untransposed with ld = sr; column-major
+ * storage (sr == 1) is passed transposed with ld = sc. A dim of size 1 never
+ * moves, so its stride is free and ld only has to satisfy BLAS's lower bound.
+ * Returns false when neither layout fits.
+ */
+static bool cpu_gemm_layout(int64_t rows, int64_t cols, int64_t sr, int64_t sc, cpu_gemm_arg *g) {
+    const int64_t min_ld_rm = cols > 1 ? cols : 1;
+    const int64_t min_ld_cm = rows > 1 ? rows : 1;
+    if (sc == 1 || cols == 1) {
+        if (rows == 1 || sr >= min_ld_rm) {
+            g->trans = false;
+            g->ld = rows == 1 ? min_ld_rm : sr;
+            return true;
+        }
+    }
+    if (sr == 1 || rows == 1) {
+        if (cols == 1 || sc >= min_ld_cm) {
+            g->trans = true;
+            g->ld = cols == 1 ? min_ld_cm : sc;
+            return true;
+        }
+    }
+    return false;
+}
+
+static void cpu_gemm(tg_dtype dt, const cpu_gemm_arg *ga, const cpu_gemm_arg *gb, int64_t n,
+                     int64_t m, int64_t k, const void *A, const void *B, void *C) {
+    const enum CBLAS_TRANSPOSE ta = ga->trans ? CblasTrans : CblasNoTrans;
+    const enum CBLAS_TRANSPOSE tb = gb->trans ? CblasTrans : CblasNoTrans;
+    if (dt == TG_F32)
+        cblas_sgemm(CblasRowMajor, ta, tb, (int)n, (int)m, (int)k, 1.0f, A, (int)ga->ld, B,
+                    (int)gb->ld, 0.0f, C, (int)m);
+    else
+        cblas_dgemm(CblasRowMajor, ta, tb, (int)n, (int)m, (int)k, 1.0, A, (int)ga->ld, B,
+                    (int)gb->ld, 0.0, C, (int)m);
+}
+
+/*
+ * When B is the same matrix for every batch and A's batch dims and row dim
+ * are one evenly strided run of rows, the whole product is one gemm with
+ * batch * n rows, which BLAS parallelises far better than many small ones.
+ * On success *rows and *row_stride describe the merged A.
+ */
+static bool cpu_matmul_fold(const tg_kview *A, const tg_kview *B, int nb, const int64_t *bshape,
+                            int64_t *rows, int64_t *row_stride) {
+    for (int d = 0; d < nb; d++) {
+        if (bshape[d] > 1 && B->shape[d] != 1 && B->strides[d] != 0)
+            return false;
+    }
+    int64_t nrows = A->shape[nb];
+    int64_t st = nrows > 1 ? A->strides[nb] : -1;
+    for (int d = nb - 1; d >= 0; d--) {
+        if (bshape[d] == 1)
+            continue;
+        if (A->shape[d] == 1 || A->strides[d] == 0)
+            return false;
+        if (st < 0)
+            st = A->strides[d];
+        else if (A->strides[d] != st * nrows)
+            return false;
+        nrows *= bshape[d];
+    }
+    *rows = nrows;
+    *row_stride = st < 0 ? 1 : st;
+    return true;
+}
+
+tg_status tg__cpu_matmul(void *state, const tg_kargs *a) {
+    (void)state;
+    tg_status st = tg__cpu_check_float(a, 2);
+    if (st != TG_OK)
+        return st;
+    const tg_kview *A = &a->in[0], *B = &a->in[1], *C = &a->out;
+    const int nd = C->ndim;
+    if (nd < 2 || A->ndim != nd || B->ndim != nd)
+        return tg__cpu_fail(a, TG_ERR_SHAPE, "cpu matmul: operands need the same ndim >= 2");
+    const int nb = nd - 2;
+    const int64_t n = C->shape[nb], m = C->shape[nb + 1], k = A->shape[nb + 1];
+    if (A->shape[nb] != n || B->shape[nb] != k || B->shape[nb + 1] != m)
+        return tg__cpu_fail(a, TG_ERR_SHAPE, "cpu matmul: inner dims do not match");
+    int64_t batch = 1;
+    for (int d = 0; d < nb; d++) {
+        batch *= C->shape[d];
+        if ((A->shape[d] != 1 && A->shape[d] != C->shape[d]) ||
+            (B->shape[d] != 1 && B->shape[d] != C->shape[d]))
+            return tg__cpu_fail(a, TG_ERR_SHAPE, "cpu matmul: batch dim %d does not broadcast", d);
+    }
+    if (batch == 0 || n == 0 || m == 0)
+        return TG_OK;
+    const size_t esize = tg__cpu_esize(C->dtype);
+    if (k == 0) {
+        /* An empty sum: BLAS would reject k == 0 with lda checks on some builds. */
+        tg__cpu_zero(C->data, (size_t)(batch * n * m) * esize);
+        return TG_OK;
+    }
+    cpu_gemm_arg ga, gb;
+    if (!cpu_gemm_layout(n, k, A->strides[nb], A->strides[nb + 1], &ga) ||
+        !cpu_gemm_layout(k, m, B->strides[nb], B->strides[nb + 1], &gb))
+        return tg__cpu_fail(a, TG_ERR_INVALID,
+                            "cpu matmul: an operand has neither its last nor its second-to-last "
+                            "dim contiguous");
+
+    int64_t rows, row_stride;
+    cpu_gemm_arg gfold;
+    if (batch > 1 && cpu_matmul_fold(A, B, nb, C->shape, &rows, &row_stride) &&
+        cpu_gemm_layout(rows, k, row_stride, A->strides[nb + 1], &gfold) && !gfold.trans) {
+        if (rows > INT_MAX || m > INT_MAX || k > INT_MAX || gfold.ld > INT_MAX || gb.ld > INT_MAX)
+            return tg__cpu_fail(a, TG_ERR_UNSUPPORTED, "cpu matmul: dims exceed BLAS's int range");
+        cpu_gemm(C->dtype, &gfold, &gb, rows, m, k, A->data, B->data, C->data);
+        return TG_OK;
+    }
+    if (n > INT_MAX || m > INT_MAX || k > INT_MAX || ga.ld > INT_MAX || gb.ld > INT_MAX)
+        return tg__cpu_fail(a, TG_ERR_UNSUPPORTED, "cpu matmul: dims exceed BLAS's int range");
+
+    /* Batch strides; a size-1 batch dim is broadcast whatever its stride. */
+    int64_t sa[TG_MAX_DIMS], sb[TG_MAX_DIMS], coord[TG_MAX_DIMS];
+    for (int d = 0; d < nb; d++) {
+        sa[d] = A->shape[d] == 1 ? 0 : A->strides[d];
+        sb[d] = B->shape[d] == 1 ? 0 : B->strides[d];
+        coord[d] = 0;
+    }
+    const char *pa = A->data, *pb = B->data;
+    char *pc = C->data;
+    int64_t offa = 0, offb = 0;
+    for (int64_t t = 0; t < batch; t++) {
+        cpu_gemm(C->dtype, &ga, &gb, n, m, k, pa + offa * (int64_t)esize,
+                 pb + offb * (int64_t)esize, pc + t * n * m * (int64_t)esize);
+        for (int d = nb - 1; d >= 0; d--) {
+            offa += sa[d];
+            offb += sb[d];
+            if (++coord[d] < C->shape[d])
+                break;
+            coord[d] = 0;
+            offa -= sa[d] * C->shape[d];
+            offb -= sb[d] * C->shape[d];
+        }
+    }
+    return TG_OK;
+}

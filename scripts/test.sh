@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Builds tapegrad twice and runs its test suite:
+#   1. build/      Release, default options; every test except the "bench" label.
+#   2. build-asan/ Debug with AddressSanitizer + UndefinedBehaviorSanitizer, CPU
+#                  only; the "unit" label.
+# Exits non-zero when any configure, build or test step fails, and ends with a
+# summary (the last line says PASS or FAIL). Run it from anywhere: it works in
+# the repository root. TG_TEST_JOBS sets the parallelism (default 2).
+set -uo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root" || exit 1
+
+jobs=${TG_TEST_JOBS:-2}
+failed=()
+passed=()
+
+step() {
+    local name=$1
+    shift
+    echo "==> $name: $*"
+    if "$@"; then
+        passed+=("$name")
+    else
+        echo "==> $name: FAILED"
+        failed+=("$name")
+        return 1
+    fi
+}
+
+# A sanitizer error must fail the test that hit it, not just print a report.
+# detect_leaks stays on; tests/lsan.supp names the few leaks that belong to
+# third-party runtimes rather than to tapegrad. fast_unwind_on_malloc=0 gives
+# full allocation stacks through libraries built without frame pointers, so
+# that those entries can stay narrow.
+asan_env=(
+    ASAN_OPTIONS="halt_on_error=1:exitcode=1:detect_leaks=1:detect_stack_use_after_return=1:fast_unwind_on_malloc=0"
+    UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+    LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0"
+)
+
+# Runs ctest, keeps its output in $1/ctest.log for the summary, and passes on
+# its exit status. --no-tests=error: a suite that silently found no tests
+# is a broken build, not a pass.
+run_ctest() {
+    local dir=$1
+    shift
+    ctest --test-dir "$dir" --output-on-failure --no-tests=error -j"$jobs" "$@" 2>&1 |
+        tee "$dir/ctest.log"
+}
+
+# run_ctest with the sanitizer settings exported (a subshell keeps them out of
+# the rest of this script).
+run_asan_ctest() {
+    (
+        export "${asan_env[@]}"
+        run_ctest "$@"
+    )
+}
+
+# The "N% tests passed, ..." line ctest prints, or a note when there is none.
+ctest_total() {
+    local line
+    line=$(grep -E 'tests passed, [0-9]+ tests? failed' "$1/ctest.log" 2>/dev/null | tail -n 1)
+    echo "${line:-tests not run}"
+}
+
+# A log from an earlier run must not stand in for a step that failed to build.
+rm -f build/ctest.log build-asan/ctest.log
+
+if step "configure (release)" cmake -S . -B build &&
+    step "build (release)" cmake --build build -j"$jobs"; then
+    step "test (release)" run_ctest build -LE bench
+fi
+
+if step "configure (asan)" cmake -S . -B build-asan -DTG_SANITIZE=ON -DTG_CUDA=OFF \
+    -DTG_BENCH=OFF -DCMAKE_BUILD_TYPE=Debug &&
+    step "build (asan)" cmake --build build-asan -j"$jobs"; then
+    echo "==> sanitizer settings: ${asan_env[*]}"
+    step "test (asan)" run_asan_ctest build-asan -L unit
+fi
+
+echo "test.sh: release: $(ctest_total build)"
+echo "test.sh: asan: $(ctest_total build-asan)"
+if [ "${#failed[@]}" -eq 0 ]; then
+    echo "test.sh: PASS (${#passed[@]} steps)"
+    exit 0
+fi
+echo "test.sh: FAIL (${#failed[@]} of $((${#passed[@]} + ${#failed[@]})) steps failed: $(IFS=,; echo "${failed[*]}"))"
+exit 1

@@ -1,0 +1,1011 @@
+/*
+ * Every op against PyTorch: tests/fixtures/ops.txt holds, per case, the
+ * inputs, the op's parameters, torch's forward output and torch's gradients of
+ * sum(out * W) for a fixed seed W (tests/gen_fixtures.py makes the file and
+ * documents its format). Each case runs twice: in f64 against tight
+ * tolerances and in f32 (inputs converted) against loose ones, forward and
+ * backward, as its own cmocka test so a failure names the case.
+ *
+ * Two more tests guard the suite itself: the fixture file must load (a
+ * missing file fails rather than skips), and every row of ops.def must have
+ * at least one case, so a new op without a PyTorch reference fails here.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tapegrad/runtime.h"
+
+#define FX_MAX_PARAMS 16
+#define FX_MAX_OUTPUTS 8
+#define FX_NAME_LEN 64
+
+/* ---- the fixture file ---- */
+
+typedef struct fx_param {
+    char key[FX_NAME_LEN];
+    int ntok;
+    char **tok; /* the values, as written (pointing into buf) */
+    char *buf;
+    char *rest; /* everything after the key (string params) */
+} fx_param;
+
+typedef struct fx_tensor {
+    char name[FX_NAME_LEN];
+    char dtype[8]; /* "f64", "i64", "u8" */
+    bool rg;
+    int ndim;
+    int64_t shape[TG_MAX_DIMS];
+    int64_t numel;
+    double *v;
+} fx_tensor;
+
+typedef struct fx_case {
+    char op[FX_NAME_LEN];
+    char id[FX_NAME_LEN];
+    int line;
+    int nparams, ninputs, noutputs, nseeds, ngrads;
+    fx_param params[FX_MAX_PARAMS];
+    fx_tensor inputs[TG_MAX_INPUTS];
+    fx_tensor outputs[FX_MAX_OUTPUTS];
+    fx_tensor seeds[FX_MAX_OUTPUTS];
+    fx_tensor grads[TG_MAX_INPUTS];
+} fx_case;
+
+typedef struct fx_run {
+    const fx_case *c;
+    tg_dtype dt; /* the float dtype this run uses */
+    char name[2 * FX_NAME_LEN + 16];
+} fx_run;
+
+static fx_case *g_cases;
+static int g_ncases;
+static char g_load_error[512];
+static tg_ctx *g_ctx;
+
+/* Label of the running case, prefixed to every failure message. */
+static char g_label[2 * FX_NAME_LEN + 64];
+
+#define CASE_FAIL(fmt, ...) fail_msg("%s: " fmt, g_label, ##__VA_ARGS__)
+
+/* Per-test host allocations, released by the teardown even when a check
+ * fails and longjmps out of the test. */
+static void **g_scratch;
+static size_t g_nscratch, g_capscratch;
+
+static void *scratch(size_t nbytes) {
+    if (g_nscratch == g_capscratch) {
+        size_t cap = g_capscratch ? 2 * g_capscratch : 64;
+        void **p = realloc(g_scratch, cap * sizeof *p);
+        if (!p)
+            fail_msg("out of host memory");
+        g_scratch = p;
+        g_capscratch = cap;
+    }
+    void *m = calloc(1, nbytes ? nbytes : 1);
+    if (!m)
+        fail_msg("out of host memory");
+    g_scratch[g_nscratch++] = m;
+    return m;
+}
+
+static void scratch_release(void) {
+    for (size_t i = 0; i < g_nscratch; i++)
+        free(g_scratch[i]);
+    g_nscratch = 0;
+}
+
+/* ---- parsing ---- */
+
+static int load_error(const char *path, int line, const char *msg) {
+    snprintf(g_load_error, sizeof g_load_error, "%s:%d: %s", path, line, msg);
+    return -1;
+}
+
+static char *xstrdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+/* Splits s in place at whitespace; returns the number of tokens. */
+static int split(char *s, char **tok, int max) {
+    int n = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(s, " \t", &save); t; t = strtok_r(NULL, " \t", &save)) {
+        if (n == max)
+            return -1;
+        tok[n++] = t;
+    }
+    return n;
+}
+
+static bool parse_i64(const char *s, int64_t *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || end == s)
+        return false;
+    *out = (int64_t)v;
+    return true;
+}
+
+static bool parse_f64(const char *s, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno == ERANGE || *end || end == s)
+        return false;
+    *out = v;
+    return true;
+}
+
+/*
+ * "<head tokens> <ndim> <dims...> : <values...>" with `nhead` tokens before
+ * ndim (a name, a dtype, a flag: whatever the line kind has).
+ */
+static const char *parse_tensor(char *line, int nhead, char **head, fx_tensor *t) {
+    char *colon = strstr(line, " :");
+    if (!colon)
+        return "missing ' :' before the values";
+    *colon = '\0';
+    char *vals = colon + 2;
+    char *tok[4 + TG_MAX_DIMS + 2];
+    int n = split(line, tok, (int)(sizeof tok / sizeof tok[0]));
+    if (n < nhead + 2) /* kind, head..., ndim */
+        return "too few fields";
+    for (int i = 0; i < nhead; i++)
+        head[i] = tok[1 + i];
+    int64_t ndim;
+    if (!parse_i64(tok[1 + nhead], &ndim) || ndim < 0 || ndim > TG_MAX_DIMS)
+        return "bad ndim";
+    if (n != 2 + nhead + ndim)
+        return "dims do not match ndim";
+    t->ndim = (int)ndim;
+    t->numel = 1;
+    for (int d = 0; d < t->ndim; d++) {
+        if (!parse_i64(tok[2 + nhead + d], &t->shape[d]) || t->shape[d] < 0)
+            return "bad dim";
+        t->numel *= t->shape[d];
+    }
+    t->v = malloc((size_t)(t->numel ? t->numel : 1) * sizeof(double));
+    if (!t->v)
+        return "out of memory";
+    int64_t k = 0;
+    char *save = NULL;
+    for (char *v = strtok_r(vals, " \t", &save); v; v = strtok_r(NULL, " \t", &save)) {
+        if (k == t->numel)
+            return "more values than the shape holds";
+        if (!parse_f64(v, &t->v[k]))
+            return "bad value";
+        k++;
+    }
+    if (k != t->numel)
+        return "fewer values than the shape holds";
+    return NULL;
+}
+
+static void free_cases(void) {
+    for (int i = 0; i < g_ncases; i++) {
+        fx_case *c = &g_cases[i];
+        for (int j = 0; j < c->nparams; j++) {
+            free(c->params[j].tok);
+            free(c->params[j].buf);
+            free(c->params[j].rest);
+        }
+        for (int j = 0; j < c->ninputs; j++)
+            free(c->inputs[j].v);
+        for (int j = 0; j < c->noutputs; j++)
+            free(c->outputs[j].v);
+        for (int j = 0; j < c->nseeds; j++)
+            free(c->seeds[j].v);
+        for (int j = 0; j < c->ngrads; j++)
+            free(c->grads[j].v);
+    }
+    free(g_cases);
+    g_cases = NULL;
+    g_ncases = 0;
+}
+
+static int load_fixtures(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return load_error(path, 0, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    int lineno = 0, capcases = 0, rc = 0;
+    fx_case *c = NULL; /* the open case, if any */
+    while (getline(&line, &cap, f) != -1) {
+        lineno++;
+        size_t len = strlen(line);
+        while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            line[--len] = '\0';
+        if (len == 0 || line[0] == '#')
+            continue;
+        const char *err = NULL;
+        if (strncmp(line, "case ", 5) == 0) {
+            if (c) {
+                rc = load_error(path, lineno, "'case' before 'end'");
+                break;
+            }
+            if (g_ncases == capcases) {
+                capcases = capcases ? 2 * capcases : 64;
+                fx_case *p = realloc(g_cases, (size_t)capcases * sizeof *p);
+                if (!p) {
+                    rc = load_error(path, lineno, "out of memory");
+                    break;
+                }
+                g_cases = p;
+            }
+            c = &g_cases[g_ncases++];
+            memset(c, 0, sizeof *c);
+            c->line = lineno;
+            char *tok[4];
+            if (split(line, tok, 4) != 3 || strlen(tok[1]) >= FX_NAME_LEN ||
+                strlen(tok[2]) >= FX_NAME_LEN) {
+                rc = load_error(path, lineno, "expected 'case <op> <id>'");
+                break;
+            }
+            strcpy(c->op, tok[1]);
+            strcpy(c->id, tok[2]);
+            continue;
+        }
+        if (!c) {
+            rc = load_error(path, lineno, "line outside a case");
+            break;
+        }
+        if (strcmp(line, "end") == 0) {
+            if (c->noutputs == 0)
+                err = "case without an output";
+            c = NULL;
+        } else if (strncmp(line, "param ", 6) == 0) {
+            if (c->nparams == FX_MAX_PARAMS) {
+                err = "too many params";
+            } else {
+                fx_param *p = &c->params[c->nparams++];
+                char *key = line + 6;
+                char *sp = strchr(key, ' ');
+                const char *rest = sp ? sp + 1 : "";
+                if (sp)
+                    *sp = '\0';
+                if (strlen(key) >= FX_NAME_LEN) {
+                    err = "param key too long";
+                } else {
+                    strcpy(p->key, key);
+                    p->rest = xstrdup(rest);
+                    p->buf = xstrdup(rest);
+                    int maxtok = (int)strlen(rest) / 2 + 1;
+                    p->tok = calloc((size_t)maxtok, sizeof(char *));
+                    if (!p->rest || !p->buf || !p->tok)
+                        err = "out of memory";
+                    else
+                        p->ntok = split(p->buf, p->tok, maxtok);
+                }
+            }
+        } else if (strncmp(line, "input ", 6) == 0) {
+            if (c->ninputs == TG_MAX_INPUTS) {
+                err = "too many inputs";
+            } else {
+                fx_tensor *t = &c->inputs[c->ninputs++];
+                char *head[3];
+                err = parse_tensor(line, 3, head, t);
+                if (!err) {
+                    if (strlen(head[0]) >= FX_NAME_LEN || strlen(head[1]) >= sizeof t->dtype)
+                        err = "name or dtype too long";
+                    else if (strcmp(head[2], "0") && strcmp(head[2], "1"))
+                        err = "requires_grad must be 0 or 1";
+                    else {
+                        strcpy(t->name, head[0]);
+                        strcpy(t->dtype, head[1]);
+                        t->rg = head[2][0] == '1';
+                    }
+                }
+            }
+        } else if (strncmp(line, "output ", 7) == 0) {
+            if (c->noutputs == FX_MAX_OUTPUTS) {
+                err = "too many outputs";
+            } else {
+                fx_tensor *t = &c->outputs[c->noutputs++];
+                char *head[1];
+                err = parse_tensor(line, 1, head, t);
+                if (!err) {
+                    if (strlen(head[0]) >= sizeof t->dtype)
+                        err = "dtype too long";
+                    else
+                        strcpy(t->dtype, head[0]);
+                }
+            }
+        } else if (strncmp(line, "seed ", 5) == 0) {
+            if (c->nseeds == FX_MAX_OUTPUTS) {
+                err = "too many seeds";
+            } else {
+                fx_tensor *t = &c->seeds[c->nseeds++];
+                strcpy(t->dtype, "f64");
+                err = parse_tensor(line, 0, NULL, t);
+            }
+        } else if (strncmp(line, "grad ", 5) == 0) {
+            if (c->ngrads == TG_MAX_INPUTS) {
+                err = "too many grads";
+            } else {
+                fx_tensor *t = &c->grads[c->ngrads++];
+                char *head[1];
+                strcpy(t->dtype, "f64");
+                err = parse_tensor(line, 1, head, t);
+                if (!err) {
+                    if (strlen(head[0]) >= FX_NAME_LEN)
+                        err = "name too long";
+                    else
+                        strcpy(t->name, head[0]);
+                }
+            }
+        } else {
+            err = "unknown line kind";
+        }
+        if (err) {
+            rc = load_error(path, lineno, err);
+            break;
+        }
+    }
+    if (rc == 0 && c)
+        rc = load_error(path, lineno, "file ends inside a case");
+    if (rc == 0 && g_ncases == 0)
+        rc = load_error(path, lineno, "no cases");
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+/* ---- case accessors (fail the running test on a malformed case) ---- */
+
+static const fx_param *find_param(const fx_case *c, const char *key) {
+    for (int i = 0; i < c->nparams; i++)
+        if (strcmp(c->params[i].key, key) == 0)
+            return &c->params[i];
+    return NULL;
+}
+
+static const fx_param *need_param(const fx_case *c, const char *key) {
+    const fx_param *p = find_param(c, key);
+    if (!p)
+        CASE_FAIL("fixture lacks param '%s'", key);
+    return p;
+}
+
+static int64_t param_i64(const fx_case *c, const char *key, int idx) {
+    const fx_param *p = need_param(c, key);
+    int64_t v = 0;
+    if (idx >= p->ntok || !parse_i64(p->tok[idx], &v))
+        CASE_FAIL("param '%s' has no integer at %d", key, idx);
+    return v;
+}
+
+static double param_f64(const fx_case *c, const char *key, int idx) {
+    const fx_param *p = need_param(c, key);
+    double v = 0;
+    if (idx >= p->ntok || !parse_f64(p->tok[idx], &v))
+        CASE_FAIL("param '%s' has no number at %d", key, idx);
+    return v;
+}
+
+/* All of an integer-list param; returns the count. */
+static int param_ints(const fx_case *c, const char *key, int64_t *out, int max) {
+    const fx_param *p = need_param(c, key);
+    if (p->ntok > max)
+        CASE_FAIL("param '%s' has more than %d values", key, max);
+    for (int i = 0; i < p->ntok; i++)
+        out[i] = param_i64(c, key, i);
+    return p->ntok;
+}
+
+static int input_index(const fx_case *c, const char *name) {
+    for (int i = 0; i < c->ninputs; i++)
+        if (strcmp(c->inputs[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+static bool fx_is_float(const fx_tensor *t) { return strcmp(t->dtype, "f64") == 0; }
+
+static tg_dtype fx_dtype(const fx_tensor *t, tg_dtype float_dt) {
+    if (fx_is_float(t))
+        return float_dt;
+    if (strcmp(t->dtype, "i64") == 0)
+        return TG_I64;
+    if (strcmp(t->dtype, "u8") == 0)
+        return TG_U8;
+    CASE_FAIL("unknown fixture dtype '%s'", t->dtype);
+    return TG_F64;
+}
+
+/* ---- building and reading tensors ---- */
+
+static tg_tensor *build(tg_ctx *ctx, const fx_tensor *t, tg_dtype dt) {
+    size_t n = (size_t)t->numel;
+    void *buf = scratch(n * tg_dtype_size(dt));
+    for (size_t i = 0; i < n; i++) {
+        switch (dt) {
+        case TG_F64:
+            ((double *)buf)[i] = t->v[i];
+            break;
+        case TG_F32:
+            ((float *)buf)[i] = (float)t->v[i];
+            break;
+        case TG_I64:
+            ((int64_t *)buf)[i] = (int64_t)t->v[i];
+            break;
+        case TG_I32:
+            ((int32_t *)buf)[i] = (int32_t)t->v[i];
+            break;
+        case TG_U8:
+            ((uint8_t *)buf)[i] = (uint8_t)t->v[i];
+            break;
+        default:
+            CASE_FAIL("cannot build dtype %d", (int)dt);
+        }
+    }
+    tg_tensor *r = tg_from_data(ctx, dt, t->ndim, t->shape, buf);
+    if (!r)
+        CASE_FAIL("tg_from_data(%s) failed: %s", t->name[0] ? t->name : "seed", tg_ctx_error(ctx));
+    return r;
+}
+
+static double *read_back(tg_ctx *ctx, const tg_tensor *t, const char *what) {
+    int64_t n = tg_numel(t);
+    size_t es = tg_dtype_size(t->dtype);
+    void *raw = scratch((size_t)n * es);
+    double *v = scratch((size_t)(n ? n : 1) * sizeof(double));
+    if (n > 0) {
+        tg_status s = tg_to_host(ctx, t, raw, (size_t)n * es);
+        if (s != TG_OK)
+            CASE_FAIL("%s: tg_to_host failed: %s (%s)", what, tg_status_str(s), tg_ctx_error(ctx));
+    }
+    for (int64_t i = 0; i < n; i++) {
+        switch (t->dtype) {
+        case TG_F64:
+            v[i] = ((double *)raw)[i];
+            break;
+        case TG_F32:
+            v[i] = ((float *)raw)[i];
+            break;
+        case TG_I64:
+            v[i] = (double)((int64_t *)raw)[i];
+            break;
+        case TG_I32:
+            v[i] = ((int32_t *)raw)[i];
+            break;
+        case TG_U8:
+            v[i] = ((uint8_t *)raw)[i];
+            break;
+        default:
+            CASE_FAIL("%s: unexpected dtype %d", what, (int)t->dtype);
+        }
+    }
+    return v;
+}
+
+static void shape_str(int ndim, const int64_t *shape, char *buf, size_t len) {
+    size_t k = (size_t)snprintf(buf, len, "(");
+    for (int d = 0; d < ndim && k < len; d++)
+        k += (size_t)snprintf(buf + k, len - k, d ? ", %lld" : "%lld", (long long)shape[d]);
+    if (k < len)
+        snprintf(buf + k, len - k, ndim == 1 ? ",)" : ")");
+}
+
+/*
+ * Compares got with the fixture tensor exp: dtype, shape, then values with
+ * |got - exp| <= rtol |exp| + atol (integer dtypes: exactly). The inputs
+ * keep every term of order 1, so atol bounds the rounding left where terms
+ * cancel (softmax and matmul gradients) without loosening large values.
+ */
+static void check_tensor(tg_ctx *ctx, const char *what, const tg_tensor *got, const fx_tensor *exp,
+                         tg_dtype want_dt, double rtol, double atol) {
+    char gs[96], es[96];
+    if (!got)
+        CASE_FAIL("%s: missing (NULL tensor)", what);
+    shape_str(got->ndim, got->shape, gs, sizeof gs);
+    shape_str(exp->ndim, exp->shape, es, sizeof es);
+    if (got->dtype != want_dt)
+        CASE_FAIL("%s: dtype %s, expected %s", what, tg_dtype_name(got->dtype),
+                  tg_dtype_name(want_dt));
+    bool same = got->ndim == exp->ndim;
+    for (int d = 0; same && d < exp->ndim; d++)
+        same = got->shape[d] == exp->shape[d];
+    if (!same)
+        CASE_FAIL("%s: shape %s, expected %s", what, gs, es);
+    double *v = read_back(ctx, got, what);
+    bool exact = !tg_dtype_is_float(want_dt);
+    int64_t bad = 0, first = -1;
+    double worst = 0;
+    for (int64_t i = 0; i < exp->numel; i++) {
+        double e = exp->v[i], g = v[i];
+        double tol = exact ? 0.0 : rtol * fabs(e) + atol;
+        double err = fabs(g - e);
+        if (!(err <= tol)) { /* also catches NaN */
+            if (first < 0)
+                first = i;
+            bad++;
+            if (err > worst || isnan(err))
+                worst = err;
+        }
+    }
+    if (bad == 0)
+        return;
+    print_error("%s: %s %s: %lld of %lld values off (largest error %.3g; rtol %g, atol %g)\n",
+                g_label, what, es, (long long)bad, (long long)exp->numel, worst, rtol, atol);
+    int shown = 0;
+    for (int64_t i = 0; i < exp->numel && shown < 12; i++) {
+        double e = exp->v[i], g = v[i];
+        double tol = exact ? 0.0 : rtol * fabs(e) + atol;
+        if (!(fabs(g - e) <= tol)) {
+            print_error("    [%lld] got %.17g expected %.17g (diff %.3g)\n", (long long)i, g, e,
+                        g - e);
+            shown++;
+        }
+    }
+    CASE_FAIL("%s mismatch, first at flat index %lld: got %.17g expected %.17g", what,
+              (long long)first, v[first], exp->v[first]);
+}
+
+/* ---- running one case ---- */
+
+/* The composite functions (not ops.def rows) that fixtures also cover. */
+static const char *const k_composites[] = {
+    "transpose", "stack", "chunk", "rearrange", "sum_to", "add_scalar", "mul_scalar", "contiguous",
+};
+
+static int op_by_name(const char *name) {
+    for (int op = 0; op < TG_OP_COUNT; op++)
+        if (strcmp(tg_op_name((tg_op)op), name) == 0)
+            return op;
+    return -1;
+}
+
+typedef struct operands {
+    int n;
+    tg_tensor *t[TG_MAX_INPUTS];
+    const fx_case *c;
+} operands;
+
+static tg_tensor *opnd(const operands *o, const char *name) {
+    int i = input_index(o->c, name);
+    if (i < 0)
+        CASE_FAIL("fixture lacks input '%s'", name);
+    return o->t[i];
+}
+
+/* The inputs named x0, x1, ... (concat, stack); returns how many. */
+static int seq_operands(const operands *o, tg_tensor **ts) {
+    int n = 0;
+    char name[16];
+    for (;;) {
+        snprintf(name, sizeof name, "x%d", n);
+        int i = input_index(o->c, name);
+        if (i < 0)
+            break;
+        ts[n++] = o->t[i];
+    }
+    if (n == 0)
+        CASE_FAIL("fixture lacks inputs x0, x1, ...");
+    return n;
+}
+
+static int axes_param(const fx_case *c, int *axes) {
+    int64_t v[TG_MAX_DIMS];
+    int n = param_ints(c, "axes", v, TG_MAX_DIMS);
+    for (int i = 0; i < n; i++)
+        axes[i] = (int)v[i];
+    return n;
+}
+
+static const char *string_param(const fx_case *c, const char *key) {
+    const fx_param *p = find_param(c, key);
+    return p ? p->rest : "";
+}
+
+/* Ops that take the same operands, dispatched by name. */
+typedef tg_tensor *(*binary_fn)(tg_ctx *, tg_tensor *, tg_tensor *);
+typedef tg_tensor *(*unary_fn)(tg_ctx *, tg_tensor *);
+typedef tg_tensor *(*reduce_fn)(tg_ctx *, tg_tensor *, int, const int *, bool);
+
+static const struct {
+    const char *name;
+    binary_fn fn;
+} k_binary[] = {
+    {"add", tg_add}, {"sub", tg_sub}, {"mul", tg_mul},
+    {"div", tg_div}, {"eq", tg_eq},   {"matmul", tg_matmul},
+};
+
+static const struct {
+    const char *name;
+    unary_fn fn;
+} k_unary[] = {
+    {"neg", tg_neg},   {"exp", tg_exp},
+    {"log", tg_log},   {"sqrt", tg_sqrt},
+    {"abs", tg_abs},   {"erf", tg_erf},
+    {"relu", tg_relu}, {"sigmoid", tg_sigmoid},
+    {"tanh", tg_tanh}, {"silu", tg_silu},
+    {"gelu", tg_gelu}, {"sign", tg_sign},
+    {"copy", tg_copy}, {"contiguous", tg_contiguous},
+};
+
+static const struct {
+    const char *name;
+    reduce_fn fn;
+} k_reduce[] = {
+    {"sum", tg_sum},
+    {"mean", tg_mean},
+    {"max", tg_max},
+    {"min", tg_min},
+};
+
+/* Applies a binary, unary or reduction op found in the tables above;
+ * returns false when op is in none of them. */
+static bool apply_table(tg_ctx *ctx, const operands *o, tg_tensor **r) {
+    const fx_case *c = o->c;
+    for (size_t i = 0; i < sizeof k_binary / sizeof k_binary[0]; i++)
+        if (strcmp(c->op, k_binary[i].name) == 0) {
+            *r = k_binary[i].fn(ctx, opnd(o, "a"), opnd(o, "b"));
+            return true;
+        }
+    for (size_t i = 0; i < sizeof k_unary / sizeof k_unary[0]; i++)
+        if (strcmp(c->op, k_unary[i].name) == 0) {
+            *r = k_unary[i].fn(ctx, opnd(o, "a"));
+            return true;
+        }
+    for (size_t i = 0; i < sizeof k_reduce / sizeof k_reduce[0]; i++)
+        if (strcmp(c->op, k_reduce[i].name) == 0) {
+            int axes[TG_MAX_DIMS];
+            int na = axes_param(c, axes);
+            *r = k_reduce[i].fn(ctx, opnd(o, "a"), na, axes, param_i64(c, "keepdim", 0) != 0);
+            return true;
+        }
+    return false;
+}
+
+/* Applies the case's op; writes its results to out and returns how many. */
+static int apply(tg_ctx *ctx, const operands *o, tg_tensor **out) {
+    const fx_case *c = o->c;
+    const char *op = c->op;
+    tg_tensor *r = NULL;
+    int axes[TG_MAX_DIMS];
+    int64_t shape[TG_MAX_DIMS];
+
+    if (apply_table(ctx, o, &r)) {
+        /* r is checked below */
+    } else if (strcmp(op, "where") == 0) {
+        r = tg_where(ctx, opnd(o, "cond"), opnd(o, "a"), opnd(o, "b"));
+    } else if (strcmp(op, "affine") == 0) {
+        r = tg_affine(ctx, opnd(o, "a"), param_f64(c, "scale", 0), param_f64(c, "shift", 0));
+    } else if (strcmp(op, "add_scalar") == 0) {
+        r = tg_add_scalar(ctx, opnd(o, "a"), param_f64(c, "s", 0));
+    } else if (strcmp(op, "mul_scalar") == 0) {
+        r = tg_mul_scalar(ctx, opnd(o, "a"), param_f64(c, "s", 0));
+    } else if (strcmp(op, "pow_scalar") == 0) {
+        r = tg_pow_scalar(ctx, opnd(o, "a"), param_f64(c, "p", 0));
+    } else if (strcmp(op, "clamp") == 0) {
+        r = tg_clamp(ctx, opnd(o, "a"), param_f64(c, "lo", 0), param_f64(c, "hi", 0));
+    } else if (strcmp(op, "relu_backward") == 0) {
+        r = tg_relu_backward(ctx, opnd(o, "g"), opnd(o, "x"));
+    } else if (strcmp(op, "clamp_backward") == 0) {
+        r = tg_clamp_backward(ctx, opnd(o, "g"), opnd(o, "x"), param_f64(c, "lo", 0),
+                              param_f64(c, "hi", 0));
+    } else if (strcmp(op, "argmax") == 0) {
+        r = tg_argmax(ctx, opnd(o, "a"), (int)param_i64(c, "axis", 0),
+                      param_i64(c, "keepdim", 0) != 0);
+    } else if (strcmp(op, "sum_to") == 0) {
+        int nd = param_ints(c, "shape", shape, TG_MAX_DIMS);
+        r = tg_sum_to(ctx, opnd(o, "b"), nd, shape);
+    } else if (strcmp(op, "reshape") == 0) {
+        int nd = param_ints(c, "shape", shape, TG_MAX_DIMS);
+        r = tg_reshape(ctx, opnd(o, "a"), nd, shape);
+    } else if (strcmp(op, "permute") == 0) {
+        int64_t perm[TG_MAX_DIMS];
+        int np = param_ints(c, "perm", perm, TG_MAX_DIMS);
+        for (int i = 0; i < np; i++)
+            axes[i] = (int)perm[i];
+        r = tg_permute(ctx, opnd(o, "a"), axes);
+    } else if (strcmp(op, "transpose") == 0) {
+        r = tg_transpose(ctx, opnd(o, "a"), (int)param_i64(c, "dims", 0),
+                         (int)param_i64(c, "dims", 1));
+    } else if (strcmp(op, "broadcast_to") == 0) {
+        int nd = param_ints(c, "shape", shape, TG_MAX_DIMS);
+        r = tg_broadcast_to(ctx, opnd(o, "a"), nd, shape);
+    } else if (strcmp(op, "slice") == 0) {
+        r = tg_slice(ctx, opnd(o, "a"), (int)param_i64(c, "axis", 0), param_i64(c, "start", 0),
+                     param_i64(c, "stop", 0), param_i64(c, "step", 0));
+    } else if (strcmp(op, "slice_scatter") == 0) {
+        int nd = param_ints(c, "shape", shape, TG_MAX_DIMS);
+        r = tg_slice_scatter(ctx, opnd(o, "src"), nd, shape, (int)param_i64(c, "axis", 0),
+                             param_i64(c, "start", 0), param_i64(c, "stop", 0),
+                             param_i64(c, "step", 0));
+    } else if (strcmp(op, "concat") == 0 || strcmp(op, "stack") == 0) {
+        tg_tensor *ts[TG_MAX_INPUTS];
+        int n = seq_operands(o, ts);
+        int axis = (int)param_i64(c, "axis", 0);
+        r = op[0] == 'c' ? tg_concat(ctx, n, ts, axis) : tg_stack(ctx, n, ts, axis);
+    } else if (strcmp(op, "chunk") == 0) {
+        int chunks = (int)param_i64(c, "chunks", 0);
+        if (chunks > FX_MAX_OUTPUTS)
+            CASE_FAIL("too many chunks for the test");
+        int n = tg_chunk(ctx, opnd(o, "a"), chunks, (int)param_i64(c, "axis", 0), out);
+        if (n < 0)
+            CASE_FAIL("tg_chunk failed: %s", tg_ctx_error(ctx));
+        return n;
+    } else if (strcmp(op, "rearrange") == 0) {
+        r = tg_rearrange(ctx, opnd(o, "a"), string_param(c, "pattern"), string_param(c, "sizes"));
+    } else if (strcmp(op, "softmax") == 0) {
+        r = tg_softmax(ctx, opnd(o, "a"), (int)param_i64(c, "axis", 0));
+    } else if (strcmp(op, "log_softmax") == 0) {
+        r = tg_log_softmax(ctx, opnd(o, "a"), (int)param_i64(c, "axis", 0));
+    } else if (strcmp(op, "gather") == 0) {
+        r = tg_gather(ctx, opnd(o, "a"), (int)param_i64(c, "axis", 0), opnd(o, "index"));
+    } else if (strcmp(op, "scatter_add") == 0) {
+        int nd = param_ints(c, "shape", shape, TG_MAX_DIMS);
+        r = tg_scatter_add(ctx, opnd(o, "src"), (int)param_i64(c, "axis", 0), opnd(o, "index"), nd,
+                           shape);
+    } else {
+        CASE_FAIL("no runner for op '%s'", op);
+    }
+    if (!r)
+        CASE_FAIL("op returned NULL: %s (%s)", tg_ctx_error(ctx),
+                  tg_status_str(tg_ctx_status(ctx)));
+    out[0] = r;
+    return 1;
+}
+
+/* Tolerances for the f64 run; erf (and gelu, built on it) may use a libm
+ * erf whose last bits differ from torch's. */
+static void tolerances(const fx_case *c, tg_dtype dt, double *rtol, double *atol) {
+    if (dt == TG_F32) {
+        *rtol = 1e-4;
+        *atol = 1e-5;
+    } else if (strcmp(c->op, "erf") == 0 || strcmp(c->op, "gelu") == 0) {
+        *rtol = 1e-9;
+        *atol = 1e-11;
+    } else {
+        *rtol = 1e-10;
+        *atol = 1e-12;
+    }
+}
+
+static void run_case(void **state) {
+    const fx_run *run = *state;
+    const fx_case *c = run->c;
+    tg_ctx *ctx = g_ctx;
+    tg_dtype dt = run->dt;
+    snprintf(g_label, sizeof g_label, "case %s/%s [%s] (ops.txt line %d)", c->op, c->id,
+             tg_dtype_name(dt), c->line);
+    assert_non_null(ctx);
+
+    int opi = op_by_name(c->op);
+    bool diff = opi < 0 || (tg_op_flags((tg_op)opi) & TG_OPF_DIFF);
+    double rtol, atol;
+    tolerances(c, dt, &rtol, &atol);
+
+    /* Leaves, then the operands the op sees (a transposed view where the
+     * case asks for a strided operand). */
+    tg_tensor *leaves[TG_MAX_INPUTS];
+    operands o = {.n = c->ninputs, .c = c};
+    for (int i = 0; i < c->ninputs; i++) {
+        const fx_tensor *in = &c->inputs[i];
+        leaves[i] = build(ctx, in, fx_dtype(in, dt));
+        leaves[i]->name = in->name;
+        if (in->rg) {
+            tg_status s = tg_set_requires_grad(ctx, leaves[i], true);
+            if (s != TG_OK)
+                CASE_FAIL("tg_set_requires_grad(%s): %s", in->name, tg_ctx_error(ctx));
+        }
+        o.t[i] = leaves[i];
+    }
+    for (int p = 0; p < c->nparams; p++) {
+        const fx_param *pr = &c->params[p];
+        if (strcmp(pr->key, "view") != 0)
+            continue;
+        int64_t d0 = 0, d1 = 0;
+        int i = pr->ntok == 3 ? input_index(c, pr->tok[0]) : -1;
+        if (i < 0 || !parse_i64(pr->tok[1], &d0) || !parse_i64(pr->tok[2], &d1))
+            CASE_FAIL("bad 'view' param");
+        o.t[i] = tg_transpose(ctx, leaves[i], (int)d0, (int)d1);
+        if (!o.t[i])
+            CASE_FAIL("tg_transpose for the strided operand failed: %s", tg_ctx_error(ctx));
+    }
+
+    /* Forward. */
+    tg_tensor *outs[FX_MAX_OUTPUTS] = {0};
+    int nout = apply(ctx, &o, outs);
+    if (nout != c->noutputs)
+        CASE_FAIL("op gave %d results, expected %d", nout, c->noutputs);
+    for (int k = 0; k < nout; k++) {
+        char what[32];
+        snprintf(what, sizeof what, "output %d", k);
+        check_tensor(ctx, what, outs[k], &c->outputs[k], fx_dtype(&c->outputs[k], dt), rtol, atol);
+    }
+    if (tg_ctx_status(ctx) != TG_OK)
+        CASE_FAIL("context holds an error after the forward pass: %s", tg_ctx_error(ctx));
+
+    if (!diff) {
+        for (int k = 0; k < nout; k++)
+            if (outs[k]->requires_grad)
+                CASE_FAIL("output %d of non-differentiable op requires grad", k);
+        return;
+    }
+
+    /* Backward from sum(out * W): W is the seed of a single output; several
+     * outputs are folded into that scalar with the library's own ops. */
+    bool any_rg = false;
+    for (int i = 0; i < c->ninputs; i++)
+        any_rg |= c->inputs[i].rg;
+    if (!any_rg)
+        return;
+    if (c->nseeds != nout)
+        CASE_FAIL("fixture has %d seeds for %d outputs", c->nseeds, nout);
+    for (int k = 0; k < nout; k++)
+        if (!outs[k]->requires_grad)
+            CASE_FAIL("output %d does not require grad though an input does", k);
+    tg_status s;
+    if (nout == 1) {
+        tg_tensor *seed = build(ctx, &c->seeds[0], dt);
+        s = tg_backward(ctx, outs[0], seed, 0);
+    } else {
+        tg_tensor *loss = NULL;
+        for (int k = 0; k < nout; k++) {
+            tg_tensor *seed = build(ctx, &c->seeds[k], dt);
+            tg_tensor *term = tg_sum(ctx, tg_mul(ctx, outs[k], seed), 0, NULL, false);
+            loss = loss ? tg_add(ctx, loss, term) : term;
+        }
+        if (!loss)
+            CASE_FAIL("building the loss failed: %s", tg_ctx_error(ctx));
+        s = tg_backward(ctx, loss, NULL, 0);
+    }
+    if (s != TG_OK)
+        CASE_FAIL("tg_backward: %s (%s)", tg_status_str(s), tg_ctx_error(ctx));
+
+    for (int i = 0; i < c->ninputs; i++) {
+        const fx_tensor *in = &c->inputs[i];
+        char what[FX_NAME_LEN + 16];
+        snprintf(what, sizeof what, "grad of %s", in->name);
+        if (!in->rg) {
+            if (leaves[i]->grad)
+                CASE_FAIL("%s: input does not require grad but got a gradient", what);
+            continue;
+        }
+        const fx_tensor *g = NULL;
+        for (int j = 0; j < c->ngrads; j++)
+            if (strcmp(c->grads[j].name, in->name) == 0)
+                g = &c->grads[j];
+        if (!g)
+            CASE_FAIL("fixture lacks the %s", what);
+        if (!leaves[i]->grad)
+            CASE_FAIL("%s: ->grad is NULL after backward", what);
+        check_tensor(ctx, what, leaves[i]->grad, g, dt, rtol, atol);
+    }
+}
+
+static int case_setup(void **state) {
+    (void)state;
+    if (!g_ctx)
+        return -1;
+    tg_step_reset(g_ctx);
+    tg_ctx_clear_error(g_ctx);
+    tg_set_grad_enabled(g_ctx, true);
+    g_label[0] = '\0';
+    return 0;
+}
+
+static int case_teardown(void **state) {
+    (void)state;
+    scratch_release();
+    if (g_ctx)
+        tg_step_reset(g_ctx);
+    return 0;
+}
+
+/* ---- suite checks ---- */
+
+static void test_fixture_file_loads(void **state) {
+    (void)state;
+    if (g_load_error[0])
+        fail_msg("cannot load the PyTorch fixtures (regenerate with python3 "
+                 "tests/gen_fixtures.py): %s",
+                 g_load_error);
+    assert_true(g_ncases > 0);
+}
+
+static void test_every_op_has_a_case(void **state) {
+    (void)state;
+    if (g_load_error[0])
+        fail_msg("no fixtures loaded, so no op is covered: %s", g_load_error);
+    int missing = 0;
+    for (int op = 0; op < TG_OP_COUNT; op++) {
+        const char *name = tg_op_name((tg_op)op);
+        bool found = false;
+        for (int i = 0; i < g_ncases && !found; i++)
+            found = strcmp(g_cases[i].op, name) == 0;
+        if (!found) {
+            print_error("op '%s' (ops.def row %d) has no PyTorch fixture case\n", name, op);
+            missing++;
+        }
+    }
+    /* A case whose op is neither a row nor a known composite would never run
+     * the function it claims to test. */
+    for (int i = 0; i < g_ncases; i++) {
+        bool known = op_by_name(g_cases[i].op) >= 0;
+        for (size_t k = 0; !known && k < sizeof k_composites / sizeof k_composites[0]; k++)
+            known = strcmp(g_cases[i].op, k_composites[k]) == 0;
+        if (!known) {
+            print_error("fixture case %s/%s names an unknown op\n", g_cases[i].op, g_cases[i].id);
+            missing++;
+        }
+    }
+    if (missing)
+        fail_msg("%d ops without fixtures or unknown fixture ops (add cases to "
+                 "tests/gen_fixtures.py)",
+                 missing);
+}
+
+static int group_setup(void **state) {
+    (void)state;
+    tg_status s = tg_ctx_new(NULL, &g_ctx);
+    if (s != TG_OK) {
+        print_error("tg_ctx_new: %s (%s)\n", tg_status_str(s), tg_last_init_error());
+        g_ctx = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static int group_teardown(void **state) {
+    (void)state;
+    if (g_ctx)
+        tg_ctx_free(g_ctx);
+    g_ctx = NULL;
+    return 0;
+}
+
+int main(void) {
+    load_fixtures(TG_FIXTURE_DIR "/ops.txt");
+    static const tg_dtype dts[2] = {TG_F64, TG_F32};
+    size_t ntests = 2 + 2 * (size_t)g_ncases;
+    struct CMUnitTest *tests = calloc(ntests, sizeof *tests);
+    fx_run *runs = calloc(2 * (size_t)g_ncases + 1, sizeof *runs);
+    if (!tests || !runs) {
+        fprintf(stderr, "out of memory\n");
+        return 1;
+    }
+    tests[0] = (struct CMUnitTest)cmocka_unit_test(test_fixture_file_loads);
+    tests[1] = (struct CMUnitTest)cmocka_unit_test(test_every_op_has_a_case);
+    size_t k = 2;
+    for (int d = 0; d < 2; d++) {
+        for (int i = 0; i < g_ncases; i++) {
+            fx_run *r = &runs[(size_t)d * (size_t)g_ncases + (size_t)i];
+            r->c = &g_cases[i];
+            r->dt = dts[d];
+            snprintf(r->name, sizeof r->name, "%s/%s [%s]", g_cases[i].op, g_cases[i].id,
+                     tg_dtype_name(dts[d]));
+            tests[k].name = r->name;
+            tests[k].test_func = run_case;
+            tests[k].setup_func = case_setup;
+            tests[k].teardown_func = case_teardown;
+            tests[k].initial_state = r;
+            k++;
+        }
+    }
+    int failed =
+        _cmocka_run_group_tests("torch_fixtures", tests, ntests, group_setup, group_teardown);
+    free(tests);
+    free(runs);
+    free(g_scratch);
+    free_cases();
+    return failed ? 1 : 0;
+}
