@@ -1,0 +1,152 @@
+/*
+ * tapegrad/nn.h: layers, losses and parameter initialisation.
+ *
+ * Overview
+ * --------
+ * A layer is a plain struct that holds its parameter and buffer tensors
+ * (persistent tensors of the context) and its hyper-parameters. Each layer has
+ * an init function that allocates and initialises its tensors the way
+ * PyTorch's default initialisation does, registers them in a tg_params list
+ * under dotted names ("conv1.weight", "bn1.running_mean", as PyTorch's
+ * state_dict names them), and a forward function built from the ops of the
+ * op table (or from a fused op with its own row), so that autograd needs
+ * nothing more.
+ *
+ *     tg_params ps = {0};
+ *     tg_rng rng = tg_rng_make(seed, 0);
+ *     tg_linear fc;
+ *     tg_status s = tg_linear_init(ctx, &fc, &ps, "fc1", 784, 256, true, &rng);
+ *     tg_tensor *y = tg_linear_forward(ctx, &fc, x);      // x: (N, 784)
+ *     tg_tensor *l = tg_cross_entropy(ctx, y, labels, 0.0);
+ *
+ * Ownership: all tensors belong to the context; tg_params only lists them
+ * (it allocates nothing and needs no free). Names passed as prefixes are
+ * copied into the context's persistent pool.
+ *
+ * Errors: init functions return a tg_status; forward functions and losses
+ * return NULL with the error in the context, like every op.
+ */
+#ifndef TAPEGRAD_NN_H
+#define TAPEGRAD_NN_H
+
+#include "tapegrad/rng.h"
+#include "tapegrad/runtime.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The most tensors one tg_params list holds. */
+#define TG_PARAMS_MAX 256
+
+/*
+ * The tensors of a model in registration order. params are the trainable
+ * tensors (requires_grad); buffers are the persistent state that is not
+ * trained (running statistics). Both are saved in checkpoints and broadcast
+ * at start in data-parallel runs. Every tensor has a unique ->name.
+ */
+typedef struct tg_params {
+    int nparams;
+    tg_tensor *params[TG_PARAMS_MAX];
+    int nbuffers;
+    tg_tensor *buffers[TG_PARAMS_MAX];
+} tg_params;
+
+/* Number of scalars in the trainable parameters. */
+int64_t tg_params_numel(const tg_params *ps);
+
+/* ---- initialisation (in place, from a counter-based stream) ---- */
+
+/* U(-bound, bound) with bound = gain * sqrt(3 / fan_in), gain = sqrt(2 / (1 + a^2)),
+ * as torch.nn.init.kaiming_uniform_(mode="fan_in", nonlinearity="leaky_relu"). */
+tg_status tg_init_kaiming_uniform(tg_ctx *ctx, tg_tensor *t, double a, tg_rng *rng);
+tg_status tg_init_kaiming_normal(tg_ctx *ctx, tg_tensor *t, double a, tg_rng *rng);
+tg_status tg_init_xavier_uniform(tg_ctx *ctx, tg_tensor *t, double gain, tg_rng *rng);
+tg_status tg_init_xavier_normal(tg_ctx *ctx, tg_tensor *t, double gain, tg_rng *rng);
+tg_status tg_init_uniform(tg_ctx *ctx, tg_tensor *t, double lo, double hi, tg_rng *rng);
+tg_status tg_init_normal(tg_ctx *ctx, tg_tensor *t, double mean, double std, tg_rng *rng);
+
+/* ---- fused ops of the op table used by the layers ---- */
+
+/* 2-D convolution, NCHW: x (N, C, H, W), w (K, C, R, S), b (K) or NULL.
+ * stride, pad and dilation are {h, w}; groups = 1. */
+typedef struct tg_conv2d_opts {
+    int stride[2];
+    int pad[2];
+    int dilation[2];
+} tg_conv2d_opts;
+tg_tensor *tg_conv2d(tg_ctx *ctx, tg_tensor *x, tg_tensor *w, tg_tensor *b,
+                     const tg_conv2d_opts *o);
+/* Pooling over NCHW windows kernel {h, w}, stride {h, w} (0 = kernel), pad {h, w}. */
+tg_tensor *tg_max_pool2d(tg_ctx *ctx, tg_tensor *x, const int kernel[2], const int stride[2],
+                         const int pad[2]);
+tg_tensor *tg_avg_pool2d(tg_ctx *ctx, tg_tensor *x, const int kernel[2], const int stride[2],
+                         const int pad[2]);
+/* Mean cross-entropy of logits (N, C) against integer targets (N,) in
+ * [0, C), with label smoothing in [0, 1): a scalar. */
+tg_tensor *tg_cross_entropy(tg_ctx *ctx, tg_tensor *logits, tg_tensor *targets,
+                            double label_smoothing);
+/* Mean squared error, a scalar. */
+tg_tensor *tg_mse_loss(tg_ctx *ctx, tg_tensor *a, tg_tensor *b);
+/* x with every element zeroed with probability p and the rest scaled by
+ * 1/(1-p) when training; x itself when not. */
+tg_tensor *tg_dropout(tg_ctx *ctx, tg_tensor *x, double p, bool training, tg_rng *rng);
+/* Collapse dims [start_dim, ndim) into one. */
+tg_tensor *tg_flatten(tg_ctx *ctx, tg_tensor *x, int start_dim);
+
+/* ---- layers ---- */
+
+typedef struct tg_linear {
+    tg_tensor *weight; /* (out, in) */
+    tg_tensor *bias;   /* (out) or NULL */
+} tg_linear;
+tg_status tg_linear_init(tg_ctx *ctx, tg_linear *l, tg_params *ps, const char *name, int64_t in,
+                         int64_t out, bool bias, tg_rng *rng);
+/* x (..., in) -> (..., out) */
+tg_tensor *tg_linear_forward(tg_ctx *ctx, const tg_linear *l, tg_tensor *x);
+
+typedef struct tg_conv2d_layer {
+    tg_tensor *weight; /* (out, in, kh, kw) */
+    tg_tensor *bias;   /* (out) or NULL */
+    tg_conv2d_opts opts;
+} tg_conv2d_layer;
+tg_status tg_conv2d_init(tg_ctx *ctx, tg_conv2d_layer *l, tg_params *ps, const char *name,
+                         int64_t in, int64_t out, const int kernel[2], const tg_conv2d_opts *o,
+                         bool bias, tg_rng *rng);
+tg_tensor *tg_conv2d_forward(tg_ctx *ctx, const tg_conv2d_layer *l, tg_tensor *x);
+
+/* BatchNorm over (N, C) (1d) or (N, C, H, W) (2d): batch statistics and a
+ * running-average update (unbiased variance, as PyTorch) when training, the
+ * running statistics when not. */
+typedef struct tg_batchnorm {
+    tg_tensor *weight, *bias;                /* (C), trainable */
+    tg_tensor *running_mean, *running_var;   /* (C), buffers */
+    tg_tensor *num_batches_tracked;          /* (), i64 buffer */
+    double eps, momentum;
+} tg_batchnorm;
+tg_status tg_batchnorm_init(tg_ctx *ctx, tg_batchnorm *bn, tg_params *ps, const char *name,
+                            int64_t channels, double eps, double momentum);
+tg_tensor *tg_batchnorm_forward(tg_ctx *ctx, tg_batchnorm *bn, tg_tensor *x, bool training);
+
+/* LayerNorm over the last `ndim` dims of shape `shape`. */
+typedef struct tg_layernorm {
+    tg_tensor *weight, *bias;
+    int ndim;
+    double eps;
+} tg_layernorm;
+tg_status tg_layernorm_init(tg_ctx *ctx, tg_layernorm *ln, tg_params *ps, const char *name, int ndim,
+                            const int64_t *shape, double eps);
+tg_tensor *tg_layernorm_forward(tg_ctx *ctx, const tg_layernorm *ln, tg_tensor *x);
+
+/* Embedding: integer indices (...) -> (..., dim). */
+typedef struct tg_embedding {
+    tg_tensor *weight; /* (num, dim) */
+} tg_embedding;
+tg_status tg_embedding_init(tg_ctx *ctx, tg_embedding *e, tg_params *ps, const char *name,
+                            int64_t num, int64_t dim, tg_rng *rng);
+tg_tensor *tg_embedding_forward(tg_ctx *ctx, const tg_embedding *e, tg_tensor *indices);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
