@@ -163,6 +163,15 @@ static bool touch(tg_ctx *ctx, tg_tensor *t)
 /* Add g into t's in-flight gradient. */
 static tg_status accumulate(tg_ctx *ctx, tg_tensor *t, tg_tensor *g)
 {
+    /* A non-leaf whose record was freed would swallow the gradient: the walk
+     * cannot go on through it to the leaves below, so refuse rather than
+     * return a silently incomplete result. */
+    if (t->record != 0 && t->record < ctx->tape_base)
+        return tg__fail(ctx, TG_ERR_AUTOGRAD,
+                        "backward: the graph reaches a tensor%s%s made by a graph that was "
+                        "already freed by a backward pass or tg_step_reset; pass "
+                        "TG_RETAIN_GRAPH to the first backward to go through it again",
+                        t->name ? " " : "", t->name ? t->name : "");
     if (!touch(ctx, t))
         return tg__fail(ctx, TG_ERR_NOMEM, "backward: out of memory");
     if (!t->gacc) {

@@ -225,8 +225,10 @@ tg_status tg_ctx_new(const tg_ctx_config *cfg, tg_ctx **out)
     tg_ctx_config def = {.device = TG_DEVICE_CPU, .threads = 0};
     if (!cfg)
         cfg = &def;
-    if (!out)
+    if (!out) {
+        snprintf(init_error, sizeof init_error, "ctx_new: NULL output pointer");
         return TG_ERR_INVALID;
+    }
     *out = NULL;
     const tg_backend *be = cfg->device == TG_DEVICE_CUDA ? tg_backend_cuda() : tg_backend_cpu();
     if (!be) {

@@ -50,6 +50,10 @@ tg_tensor *tg_sum_to(tg_ctx *ctx, tg_tensor *g, int ndim, const int64_t *shape)
     tg_tensor *ins[1] = {g};
     if (!tg__check_args(ctx, "sum_to", 1, ins))
         return NULL;
+    if (ndim < 0 || (ndim > 0 && !shape))
+        return tg__fail(ctx, TG_ERR_INVALID, "sum_to: %s target shape",
+                        ndim < 0 ? "negative dims in the" : "NULL"),
+               NULL;
     if (g->ndim == ndim && !memcmp(g->shape, shape, sizeof(int64_t) * (size_t)ndim))
         return g;
     if (ndim > g->ndim)
@@ -283,8 +287,12 @@ tg_tensor *tg_clamp(tg_ctx *ctx, tg_tensor *a, double lo, double hi)
 
 UNARY_BW(neg, tg_neg(ctx, g))
 UNARY_BW(affine, tg_mul_scalar(ctx, g, r->p.f[0]))
+/* p x^(p-1); for p = 0 the derivative is 0 everywhere, including x = 0 where
+ * the formula would give 0 * inf. */
 UNARY_BW(pow_scalar,
-         tg_mul(ctx, g, tg_mul_scalar(ctx, tg_pow_scalar(ctx, x, r->p.f[0] - 1.0), r->p.f[0])))
+         r->p.f[0] == 0.0
+             ? tg_zeros_like(ctx, x)
+             : tg_mul(ctx, g, tg_mul_scalar(ctx, tg_pow_scalar(ctx, x, r->p.f[0] - 1.0), r->p.f[0])))
 UNARY_BW(exp, tg_mul(ctx, g, y))
 UNARY_BW(log, tg_div(ctx, g, x))
 UNARY_BW(sqrt, tg_div(ctx, tg_mul_scalar(ctx, g, 0.5), y))

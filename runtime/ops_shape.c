@@ -203,9 +203,14 @@ tg_tensor *tg_slice_scatter(tg_ctx *ctx, tg_tensor *src, int ndim, const int64_t
     if (!tg__check_args(ctx, "slice_scatter", 1, &src) ||
         !tg__axis(ctx, "slice_scatter", ndim, &axis))
         return NULL;
-    if (step < 1 || ndim != src->ndim)
-        return tg__fail(ctx, TG_ERR_SHAPE, "slice_scatter: step %lld, %d dims for a source of %d",
-                        (long long)step, ndim, src->ndim), NULL;
+    if (!shape)
+        return tg__fail(ctx, TG_ERR_INVALID, "slice_scatter: NULL target shape"), NULL;
+    if (step < 1)
+        return tg__fail(ctx, TG_ERR_INVALID, "slice_scatter: step %lld (must be >= 1)",
+                        (long long)step), NULL;
+    if (ndim != src->ndim)
+        return tg__fail(ctx, TG_ERR_SHAPE, "slice_scatter: target of %d dims for a source of %d",
+                        ndim, src->ndim), NULL;
     int64_t cnt = norm_slice(shape[axis], &start, &stop, step);
     for (int i = 0; i < ndim; i++) {
         int64_t want = i == axis ? cnt : shape[i];

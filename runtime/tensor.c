@@ -26,6 +26,9 @@ int64_t tg_numel(const tg_tensor *t) { return t ? tg__numel(t->ndim, t->shape) :
 
 bool tg_is_contiguous(const tg_tensor *t)
 {
+    /* An empty tensor has no element whose address could be out of order. */
+    if (tg_numel(t) == 0)
+        return true;
     int64_t s = 1;
     for (int i = t->ndim - 1; i >= 0; i--) {
         if (t->shape[i] != 1 && t->strides[i] != s)
@@ -259,12 +262,14 @@ static double load_as_double(tg_dtype dt, const void *p)
     }
 }
 
-tg_status tg_get(tg_ctx *ctx, const tg_tensor *t, int64_t flat_index, double *value)
+/* tg_get and tg_item; fn names the caller in messages. */
+static tg_status get_value(tg_ctx *ctx, const char *fn, const tg_tensor *t, int64_t flat_index,
+                           double *value)
 {
     if (!t || !value)
-        return tg__fail(ctx, TG_ERR_INVALID, "get: NULL %s", t ? "destination" : "tensor");
+        return tg__fail(ctx, TG_ERR_INVALID, "%s: NULL %s", fn, t ? "destination" : "tensor");
     if (flat_index < 0 || flat_index >= tg_numel(t))
-        return tg__fail(ctx, TG_ERR_INVALID, "get: index %lld out of range for %lld elements",
+        return tg__fail(ctx, TG_ERR_INVALID, "%s: index %lld out of range for %lld elements", fn,
                         (long long)flat_index, (long long)tg_numel(t));
     int64_t off = t->offset, rem = flat_index;
     for (int i = t->ndim - 1; i >= 0; i--) {
@@ -274,9 +279,14 @@ tg_status tg_get(tg_ctx *ctx, const tg_tensor *t, int64_t flat_index, double *va
     size_t es = tg_dtype_size(t->dtype);
     unsigned char buf[8];
     if (ctx->be->copy_d2h(ctx->bstate, buf, (const char *)t->storage->data + off * (int64_t)es, es))
-        return tg__fail(ctx, TG_ERR_BACKEND, "get: copy from device failed");
+        return tg__fail(ctx, TG_ERR_BACKEND, "%s: copy from device failed", fn);
     *value = load_as_double(t->dtype, buf);
     return TG_OK;
+}
+
+tg_status tg_get(tg_ctx *ctx, const tg_tensor *t, int64_t flat_index, double *value)
+{
+    return get_value(ctx, "get", t, flat_index, value);
 }
 
 tg_status tg_item(tg_ctx *ctx, const tg_tensor *t, double *value)
@@ -286,7 +296,7 @@ tg_status tg_item(tg_ctx *ctx, const tg_tensor *t, double *value)
         return tg__fail(ctx, TG_ERR_SHAPE, "item: tensor of shape %s has %lld elements, not 1",
                         tg_shape_str(t, b, sizeof b), (long long)tg_numel(t));
     }
-    return tg_get(ctx, t, 0, value);
+    return get_value(ctx, "item", t, 0, value);
 }
 
 /* ---- in place ---- */
@@ -423,6 +433,8 @@ tg_status tg_copy_from_host(tg_ctx *ctx, tg_tensor *t, const void *src, size_t n
     if (s)
         return s;
     size_t want = (size_t)tg_numel(t) * tg_dtype_size(t->dtype);
+    if (!src && want)
+        return tg__fail(ctx, TG_ERR_INVALID, "copy_from_host: NULL source for %zu bytes", want);
     if (nbytes != want || !tg_is_contiguous(t))
         return tg__fail(ctx, TG_ERR_INVALID,
                         "copy_from_host: %zu bytes for a %scontiguous tensor of %zu bytes", nbytes,
