@@ -18,6 +18,7 @@ static const tg_cli_command commands[] = {
     {"convert", NULL, "convert MNIST-family IDX files to a tapegrad HDF5 dataset"},
     {"inspect", NULL, "describe a dataset or checkpoint file"},
     {"export", NULL, "export a checkpoint's parameters"},
+    {"plot", tg_cmd_plot, "draw loss, accuracy and throughput curves from a metrics file"},
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -17,7 +17,7 @@ packages=(
     build-essential cmake pkg-config
     libopenblas-dev libopenmpi-dev openmpi-bin
     libhdf5-dev hdf5-tools libcmocka-dev zlib1g-dev
-    dataset-fashion-mnist
+    dataset-fashion-mnist gnuplot-nox libinih-dev
     python3 python3-numpy
 )
 
