@@ -516,7 +516,8 @@ static void run_optim_case(const fx_optim *c, tg_dtype dt)
     bool has_state = c->cfg.kind != TG_OPTIM_SGD || c->cfg.momentum != 0.0;
     if (has_state)
         assert_true(nchecked >= c->np);
-    assert_int_equal(tg_optim_state(opt, NULL, 0), nchecked + (c->cfg.kind == TG_OPTIM_SGD && has_state ? c->np : 0));
+    int extra = c->cfg.kind == TG_OPTIM_SGD && has_state ? c->np : 0; /* the step counts */
+    assert_int_equal(tg_optim_state(opt, NULL, 0), nchecked + extra);
     tg_optim_free(opt);
     tg_ctx_free(ctx);
 }
@@ -1040,6 +1041,8 @@ static void test_resume_exact(void **state)
         int ns = tg_optim_state(oa, sa, 16);
         assert_int_equal(tg_optim_state(ob, sb, 16), ns);
         tg_optim_set_steps(ob, tg_optim_steps(oa));
+        /* set_steps also sets every parameter's own count. */
+        assert_true(((double *)find_state(ob, "optim.l2.bias.step")->storage->data)[0] == 3.0);
         for (int i = 0; i < ns; i++) {
             assert_string_equal(sa[i]->name, sb[i]->name);
             CHECK_OK(b, tg_copy_from_host(b, sb[i], sa[i]->storage->data, sa[i]->storage->nbytes));
