@@ -50,7 +50,7 @@ INT64_MAX = 9223372036854775807
 F64 = torch.float64
 
 # Ops whose output never requires grad (TG_OPF_DIFF unset in ops.def).
-NONDIFF = {"eq", "sign", "argmax"}
+NONDIFF = {"eq", "sign", "argmax", "max_pool2d_indices"}
 
 _lines = []
 _ids = set()
@@ -633,6 +633,194 @@ def index_cases():
     scatter("column_blocks", (3, 70), 0, (2, 70), 3)
 
 
+# ---- nn.h: losses, dropout, convolution, pooling, layers ------------------
+
+def _mix64(z):
+    M = (1 << 64) - 1
+    z = (z + 0x9E3779B97F4A7C15) & M
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M
+    return z ^ (z >> 31)
+
+
+def _philox(key, counter):
+    """Philox4x32-10, as runtime/rng.c (an independent implementation)."""
+    M32 = 0xFFFFFFFF
+    c = [counter & M32, (counter >> 32) & M32, 0, 0]
+    k0, k1 = key & M32, (key >> 32) & M32
+    for _ in range(10):
+        p0 = 0xD2511F53 * c[0]
+        p1 = 0xCD9E8D57 * c[2]
+        hi0, lo0 = p0 >> 32, p0 & M32
+        hi1, lo1 = p1 >> 32, p1 & M32
+        c = [hi1 ^ c[1] ^ k0, lo1, hi0 ^ c[3] ^ k1, lo0]
+        k0 = (k0 + 0x9E3779B9) & M32
+        k1 = (k1 + 0xBB67AE85) & M32
+    return c
+
+
+def dropout_mask(seed, stream, n, p):
+    key = _mix64(seed ^ _mix64(stream))
+    keep = []
+    for i in range(n):
+        w = _philox(key, i // 4)[i % 4]
+        keep.append(1.0 if w / 4294967296.0 >= p else 0.0)
+    return torch.tensor(keep, dtype=F64)
+
+
+def nn_cases():
+    F = torch.nn.functional
+
+    def ce(cid, n, c, smoothing, views=None):
+        case("cross_entropy", cid,
+             lambda: [inp("logits", randn(n, c, scale=2)), inp("targets", randint(0, c, n))],
+             lambda o: F.cross_entropy(o["logits"], o["targets"], label_smoothing=smoothing),
+             params=[("smoothing", [smoothing])], views=views)
+
+    ce("plain", 4, 5, 0.0)
+    ce("smooth", 6, 3, 0.1)
+    ce("one_row", 1, 7, 0.0)
+    ce("large_logits", 3, 4, 0.2)
+    case("cross_entropy", "shifted_100",
+         lambda: [inp("logits", randn(3, 4, scale=3) + 100.0), inp("targets", randint(0, 4, 3))],
+         lambda o: F.cross_entropy(o["logits"], o["targets"]), params=[("smoothing", [0.0])])
+
+    def ceb(cid, n, c, smoothing):
+        def f(o):
+            x = o["logits"]
+            lse = torch.logsumexp(x, 1, keepdim=True)
+            q = F.one_hot(o["targets"], c).to(F64) * (1 - smoothing) + smoothing / c
+            return o["g"] * (torch.exp(x - lse) - q) / n
+        case("cross_entropy_backward", cid,
+             lambda: [inp("g", randn()), inp("logits", randn(n, c, scale=2)),
+                      inp("targets", randint(0, c, n))], f, params=[("smoothing", [smoothing])])
+
+    ceb("plain", 4, 5, 0.0)
+    ceb("smooth", 3, 6, 0.3)
+
+    def drop(cid, shape, p, seed, stream):
+        n = 1
+        for d in shape:
+            n *= d
+        mask = dropout_mask(seed, stream, n, p).reshape(shape)
+        case("dropout", cid, lambda: [inp("a", randn(*shape))],
+             lambda o: o["a"] * mask / (1 - p),
+             params=[("p", [p]), ("seed", [seed]), ("stream", [stream])])
+
+    drop("p03", (4, 9), 0.3, 11, 0)
+    drop("p05_3d", (2, 3, 5), 0.5, 12345, 7)
+
+    def conv(cid, xs, ws, bias, stride, pad, dil):
+        def mk():
+            r = [inp("x", randn(*xs)), inp("w", randn(*ws, scale=0.5))]
+            if bias:
+                r.append(inp("b", randn(ws[0])))
+            return r
+        case("conv2d", cid, mk,
+             lambda o: F.conv2d(o["x"], o["w"], o.get("b"), stride, pad, dil),
+             params=[("stride", list(stride)), ("pad", list(pad)), ("dilation", list(dil))])
+
+    conv("pad1_bias", (2, 3, 5, 5), (4, 3, 3, 3), True, (1, 1), (1, 1), (1, 1))
+    conv("stride2", (1, 2, 7, 6), (3, 2, 3, 2), False, (2, 2), (0, 1), (1, 1))
+    conv("dilation", (2, 1, 6, 6), (2, 1, 2, 3), True, (1, 1), (2, 0), (2, 2))
+    conv("five_by_five", (2, 1, 8, 8), (3, 1, 5, 5), True, (1, 1), (2, 2), (1, 1))
+
+    def conv_bw(which, cid, xs, ws, stride, pad, dil):
+        n, c, h, w = xs
+        k, _, r, s = ws
+        oh = (h + 2 * pad[0] - dil[0] * (r - 1) - 1) // stride[0] + 1
+        ow = (w + 2 * pad[1] - dil[1] * (s - 1) - 1) // stride[1] + 1
+        params = [("stride", list(stride)), ("pad", list(pad)), ("dilation", list(dil))]
+        if which == "input":
+            def f(o):
+                x0 = torch.zeros(xs, dtype=F64, requires_grad=True)
+                y = F.conv2d(x0, o["w"], None, stride, pad, dil)
+                return torch.autograd.grad(y, x0, o["g"], create_graph=True)[0]
+            case("conv2d_backward_input", cid,
+                 lambda: [inp("g", randn(n, k, oh, ow)), inp("w", randn(*ws, scale=0.5))], f,
+                 params=params + [("size", [h, w])])
+        else:
+            def f(o):
+                w0 = torch.zeros(ws, dtype=F64, requires_grad=True)
+                y = F.conv2d(o["x"], w0, None, stride, pad, dil)
+                return torch.autograd.grad(y, w0, o["g"], create_graph=True)[0]
+            case("conv2d_backward_weight", cid,
+                 lambda: [inp("x", randn(*xs)), inp("g", randn(n, k, oh, ow))], f,
+                 params=params + [("size", [r, s])])
+
+    conv_bw("input", "stride2_pad1", (2, 3, 5, 5), (4, 3, 3, 3), (2, 2), (1, 1), (1, 1))
+    conv_bw("input", "dilation", (1, 2, 6, 5), (3, 2, 2, 2), (1, 1), (1, 0), (2, 1))
+    conv_bw("weight", "stride2_pad1", (2, 3, 5, 5), (4, 3, 3, 3), (2, 2), (1, 1), (1, 1))
+    conv_bw("weight", "dilation", (1, 2, 6, 5), (3, 2, 2, 2), (1, 2), (0, 1), (1, 2))
+
+    def pool(op, cid, xs, k, s, p, mk=None):
+        mk = mk or (lambda: randn(*xs))
+        params = [("kernel", list(k)), ("stride", list(s)), ("pad", list(p))]
+        if op == "max_pool2d":
+            fn = lambda o: F.max_pool2d(o["a"], k, s, p)
+        elif op == "max_pool2d_indices":
+            fn = lambda o: F.max_pool2d(o["a"], k, s, p, return_indices=True)[1]
+        else:
+            fn = lambda o: F.avg_pool2d(o["a"], k, s, p, count_include_pad=True)
+        case(op, cid, lambda: [inp("a", mk())], fn, params=params)
+
+    pool("max_pool2d", "k2", (2, 3, 4, 4), (2, 2), (2, 2), (0, 0))
+    pool("max_pool2d", "k3_s1_p1", (1, 2, 5, 6), (3, 3), (1, 2), (1, 1))
+    pool("max_pool2d", "odd_size", (1, 1, 5, 5), (2, 2), (2, 2), (0, 0))
+    pool("max_pool2d_indices", "k2_ties", (1, 2, 4, 4), (2, 2), (2, 2), (0, 0),
+         mk=lambda: small_ints(0, 3, 1, 2, 4, 4))
+    pool("max_pool2d_indices", "k3_p1", (1, 1, 5, 5), (3, 3), (2, 2), (1, 1))
+    pool("avg_pool2d", "k2", (2, 3, 4, 4), (2, 2), (2, 2), (0, 0))
+    pool("avg_pool2d", "k3_s2_p1", (1, 2, 5, 6), (3, 3), (2, 2), (1, 1))
+
+    def avgb(cid, xs, k, s, p):
+        n, c, h, w = xs
+        oh = (h + 2 * p[0] - k[0]) // s[0] + 1
+        ow = (w + 2 * p[1] - k[1]) // s[1] + 1
+
+        def f(o):
+            x0 = torch.zeros(xs, dtype=F64, requires_grad=True)
+            y = F.avg_pool2d(x0, k, s, p, count_include_pad=True)
+            return torch.autograd.grad(y, x0, o["a"], create_graph=True)[0]
+        case("avg_pool2d_backward", cid, lambda: [inp("a", randn(n, c, oh, ow))], f,
+             params=[("kernel", list(k)), ("stride", list(s)), ("pad", list(p)),
+                     ("size", [h, w])])
+
+    avgb("k2", (2, 1, 4, 5), (2, 2), (2, 2), (0, 0))
+    avgb("k3_s2_p1", (1, 2, 5, 5), (3, 3), (2, 2), (1, 1))
+
+    # Layers as compositions; their parameters are inputs that require grad.
+    case("linear", "bias", lambda: [inp("x", randn(3, 4)), inp("w", randn(5, 4)),
+                                    inp("b", randn(5))],
+         lambda o: F.linear(o["x"], o["w"], o["b"]))
+    case("linear", "3d_nobias", lambda: [inp("x", randn(2, 3, 4)), inp("w", randn(2, 4))],
+         lambda o: F.linear(o["x"], o["w"]))
+    case("mse_loss", "plain", lambda: [inp("a", randn(3, 4)), inp("b", randn(3, 4))],
+         lambda o: F.mse_loss(o["a"], o["b"]))
+
+    def bn(cid, xs, training):
+        c = xs[1]
+        rm0 = uniform(-0.5, 0.5, c)
+        rv0 = uniform(0.5, 2.0, c)
+
+        def f(o):
+            rm, rv = rm0.clone(), rv0.clone()
+            return F.batch_norm(o["x"], rm, rv, o["w"], o["b"], training, 0.1, 1e-5)
+        case("batchnorm", cid, lambda: [inp("x", randn(*xs)), inp("w", randn(c)),
+                                        inp("b", randn(c))], f,
+             params=[("training", [1 if training else 0]), ("running_mean", rm0.tolist()),
+                     ("running_var", rv0.tolist())])
+
+    bn("train_2d", (5, 3), True)
+    bn("train_4d", (2, 3, 3, 2), True)
+    bn("eval_4d", (2, 3, 2, 2), False)
+    case("layernorm", "last2", lambda: [inp("x", randn(2, 3, 4)), inp("w", randn(3, 4)),
+                                        inp("b", randn(3, 4))],
+         lambda o: F.layer_norm(o["x"], (3, 4), o["w"], o["b"], 1e-5))
+    case("embedding", "dups", lambda: [inp("w", randn(6, 3)), inp("index", randint(0, 6, 2, 4))],
+         lambda o: F.embedding(o["index"], o["w"]))
+
+
 def main():
     binary_cases()
     unary_cases()
@@ -641,6 +829,7 @@ def main():
     shape_cases()
     softmax_cases()
     index_cases()
+    nn_cases()
     os.makedirs(os.path.dirname(OUT_PATH), exist_ok=True)
     header = [
         "# tapegrad PyTorch reference fixtures: generated by tests/gen_fixtures.py; do not edit.",

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tapegrad/nn.h"
 #include "tapegrad/runtime.h"
 
 #define FX_MAX_PARAMS 16
@@ -562,6 +563,7 @@ static void check_tensor(tg_ctx *ctx, const char *what, const tg_tensor *got, co
 /* The composite functions (not ops.def rows) that fixtures also cover. */
 static const char *const k_composites[] = {
     "transpose", "stack", "chunk", "rearrange", "sum_to", "add_scalar", "mul_scalar", "contiguous",
+    "linear", "mse_loss", "batchnorm", "layernorm", "embedding",
 };
 
 static int op_by_name(const char *name) {
@@ -673,6 +675,92 @@ static bool apply_table(tg_ctx *ctx, const operands *o, tg_tensor **r) {
     return false;
 }
 
+/* Two-int params of the nn.h ops ("stride 2 1"). */
+static void pair_param(const fx_case *c, const char *key, int out[2]) {
+    out[0] = (int)param_i64(c, key, 0);
+    out[1] = (int)param_i64(c, key, 1);
+}
+
+/* A (C,) tensor from a list param (running statistics). */
+static tg_tensor *list_tensor(tg_ctx *ctx, const fx_case *c, const char *key, tg_dtype dt,
+                              int64_t n) {
+    fx_tensor t = {.ndim = 1, .shape = {n}, .numel = n};
+    strcpy(t.name, key);
+    t.v = scratch((size_t)n * sizeof(double));
+    for (int64_t i = 0; i < n; i++)
+        t.v[i] = param_f64(c, key, (int)i);
+    return build(ctx, &t, dt);
+}
+
+/* The ops and layers of nn.h; returns false when op is none of them. */
+static bool apply_nn(tg_ctx *ctx, const operands *o, tg_tensor **r) {
+    const fx_case *c = o->c;
+    const char *op = c->op;
+    int st[2], pd[2], dl[2], k[2];
+    if (strcmp(op, "cross_entropy") == 0) {
+        *r = tg_cross_entropy(ctx, opnd(o, "logits"), opnd(o, "targets"),
+                              param_f64(c, "smoothing", 0));
+    } else if (strcmp(op, "cross_entropy_backward") == 0) {
+        *r = tg_cross_entropy_backward(ctx, opnd(o, "g"), opnd(o, "logits"), opnd(o, "targets"),
+                                       param_f64(c, "smoothing", 0));
+    } else if (strcmp(op, "dropout") == 0) {
+        tg_rng rng = tg_rng_make((uint64_t)param_i64(c, "seed", 0),
+                                 (uint64_t)param_i64(c, "stream", 0));
+        *r = tg_dropout(ctx, opnd(o, "a"), param_f64(c, "p", 0), true, &rng);
+    } else if (strncmp(op, "conv2d", 6) == 0) {
+        pair_param(c, "stride", st);
+        pair_param(c, "pad", pd);
+        pair_param(c, "dilation", dl);
+        tg_conv2d_opts co = {{st[0], st[1]}, {pd[0], pd[1]}, {dl[0], dl[1]}};
+        if (strcmp(op, "conv2d") == 0)
+            *r = tg_conv2d(ctx, opnd(o, "x"), opnd(o, "w"),
+                           input_index(c, "b") >= 0 ? opnd(o, "b") : NULL, &co);
+        else if (strcmp(op, "conv2d_backward_input") == 0)
+            *r = tg_conv2d_backward_input(ctx, opnd(o, "g"), opnd(o, "w"), &co,
+                                          param_i64(c, "size", 0), param_i64(c, "size", 1));
+        else
+            *r = tg_conv2d_backward_weight(ctx, opnd(o, "x"), opnd(o, "g"), &co,
+                                           param_i64(c, "size", 0), param_i64(c, "size", 1));
+    } else if (strstr(op, "pool2d")) {
+        pair_param(c, "kernel", k);
+        pair_param(c, "stride", st);
+        pair_param(c, "pad", pd);
+        if (strcmp(op, "max_pool2d") == 0)
+            *r = tg_max_pool2d(ctx, opnd(o, "a"), k, st, pd);
+        else if (strcmp(op, "max_pool2d_indices") == 0)
+            *r = tg_max_pool2d_indices(ctx, opnd(o, "a"), k, st, pd);
+        else if (strcmp(op, "avg_pool2d") == 0)
+            *r = tg_avg_pool2d(ctx, opnd(o, "a"), k, st, pd);
+        else
+            *r = tg_avg_pool2d_backward(ctx, opnd(o, "a"), k, st, pd, param_i64(c, "size", 0),
+                                        param_i64(c, "size", 1));
+    } else if (strcmp(op, "linear") == 0) {
+        tg_linear l = {.weight = opnd(o, "w"),
+                       .bias = input_index(c, "b") >= 0 ? opnd(o, "b") : NULL};
+        *r = tg_linear_forward(ctx, &l, opnd(o, "x"));
+    } else if (strcmp(op, "mse_loss") == 0) {
+        *r = tg_mse_loss(ctx, opnd(o, "a"), opnd(o, "b"));
+    } else if (strcmp(op, "batchnorm") == 0) {
+        tg_tensor *w = opnd(o, "w");
+        int64_t ch = w->shape[0];
+        tg_batchnorm bn = {.weight = w, .bias = opnd(o, "b"), .eps = 1e-5, .momentum = 0.1};
+        bn.running_mean = list_tensor(ctx, c, "running_mean", w->dtype, ch);
+        bn.running_var = list_tensor(ctx, c, "running_var", w->dtype, ch);
+        bn.num_batches_tracked = tg_zeros(ctx, TG_I64, 0, NULL);
+        *r = tg_batchnorm_forward(ctx, &bn, opnd(o, "x"), param_i64(c, "training", 0) != 0);
+    } else if (strcmp(op, "layernorm") == 0) {
+        tg_tensor *w = opnd(o, "w");
+        tg_layernorm ln = {.weight = w, .bias = opnd(o, "b"), .ndim = w->ndim, .eps = 1e-5};
+        *r = tg_layernorm_forward(ctx, &ln, opnd(o, "x"));
+    } else if (strcmp(op, "embedding") == 0) {
+        tg_embedding e = {.weight = opnd(o, "w")};
+        *r = tg_embedding_forward(ctx, &e, opnd(o, "index"));
+    } else {
+        return false;
+    }
+    return true;
+}
+
 /* Applies the case's op; writes its results to out and returns how many. */
 static int apply(tg_ctx *ctx, const operands *o, tg_tensor **out) {
     const fx_case *c = o->c;
@@ -681,7 +769,7 @@ static int apply(tg_ctx *ctx, const operands *o, tg_tensor **out) {
     int axes[TG_MAX_DIMS];
     int64_t shape[TG_MAX_DIMS];
 
-    if (apply_table(ctx, o, &r)) {
+    if (apply_table(ctx, o, &r) || apply_nn(ctx, o, &r)) {
         /* r is checked below */
     } else if (strcmp(op, "where") == 0) {
         r = tg_where(ctx, opnd(o, "cond"), opnd(o, "a"), opnd(o, "b"));

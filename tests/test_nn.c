@@ -1,0 +1,341 @@
+/*
+ * Layers, initialisation and bad input of nn.h.
+ *
+ * Forward and backward values of every layer against PyTorch live in
+ * test_torch_fixtures.c (fixtures/ops.txt); here: init statistics against
+ * PyTorch's formulas, reproducibility, parameter registration, BatchNorm's
+ * running statistics over several steps against a reference computed here in
+ * double, dropout's independence of the thread count, and the errors bad
+ * input must give.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tapegrad/nn.h"
+
+static tg_ctx *new_ctx(int threads) {
+    tg_ctx_config cfg = {.device = TG_DEVICE_CPU, .threads = threads};
+    tg_ctx *ctx = NULL;
+    assert_int_equal(tg_ctx_new(&cfg, &ctx), TG_OK);
+    return ctx;
+}
+
+static float *host(tg_ctx *ctx, const tg_tensor *t) {
+    int64_t n = tg_numel(t);
+    float *v = malloc((size_t)(n ? n : 1) * sizeof *v);
+    assert_non_null(v);
+    assert_int_equal(tg_to_host(ctx, t, v, (size_t)n * sizeof *v), TG_OK);
+    return v;
+}
+
+/* Bounds, mean and standard deviation of a U(-b, b) or N(0, s) sample. */
+static void stats(const float *v, int64_t n, double *lo, double *hi, double *mean, double *sd) {
+    double s = 0, s2 = 0;
+    *lo = INFINITY, *hi = -INFINITY;
+    for (int64_t i = 0; i < n; i++) {
+        s += v[i];
+        s2 += (double)v[i] * v[i];
+        *lo = v[i] < *lo ? v[i] : *lo;
+        *hi = v[i] > *hi ? v[i] : *hi;
+    }
+    *mean = s / (double)n;
+    *sd = sqrt(s2 / (double)n - *mean * *mean);
+}
+
+static void test_linear_init_matches_pytorch_bounds(void **state) {
+    (void)state;
+    tg_ctx *ctx = new_ctx(0);
+    tg_params ps = {0};
+    tg_rng rng = tg_rng_make(1, 0);
+    tg_linear fc;
+    assert_int_equal(tg_linear_init(ctx, &fc, &ps, "fc1", 400, 300, true, &rng), TG_OK);
+    assert_int_equal(ps.nparams, 2);
+    assert_string_equal(ps.params[0]->name, "fc1.weight");
+    assert_string_equal(ps.params[1]->name, "fc1.bias");
+    assert_int_equal(tg_params_numel(&ps), 400 * 300 + 300);
+    assert_true(fc.weight->requires_grad);
+    /* kaiming_uniform(a = sqrt(5)) is U(-1/sqrt(in), 1/sqrt(in)): sd = b / sqrt(3). */
+    double b = 1.0 / sqrt(400.0), lo, hi, mean, sd;
+    float *w = host(ctx, fc.weight);
+    stats(w, 400 * 300, &lo, &hi, &mean, &sd);
+    assert_true(lo >= -b && hi <= b);
+    assert_true(lo < -0.99 * b && hi > 0.99 * b);
+    assert_true(fabs(mean) < 0.01 * b);
+    assert_true(fabs(sd - b / sqrt(3.0)) < 0.01 * b);
+    float *bias = host(ctx, fc.bias);
+    stats(bias, 300, &lo, &hi, &mean, &sd);
+    assert_true(lo >= -b && hi <= b && hi - lo > b);
+    /* Same seed, same values; another seed, other values. */
+    tg_rng r2 = tg_rng_make(1, 0), r3 = tg_rng_make(2, 0);
+    tg_linear f2, f3;
+    assert_int_equal(tg_linear_init(ctx, &f2, NULL, "again", 400, 300, true, &r2), TG_OK);
+    assert_int_equal(tg_linear_init(ctx, &f3, NULL, "other", 400, 300, true, &r3), TG_OK);
+    float *w2 = host(ctx, f2.weight), *w3 = host(ctx, f3.weight);
+    assert_memory_equal(w, w2, 400 * 300 * sizeof(float));
+    assert_true(memcmp(w, w3, 400 * 300 * sizeof(float)) != 0);
+    free(w), free(w2), free(w3), free(bias);
+    tg_ctx_free(ctx);
+}
+
+static void test_conv_and_other_inits(void **state) {
+    (void)state;
+    tg_ctx *ctx = new_ctx(0);
+    tg_params ps = {0};
+    tg_rng rng = tg_rng_make(5, 1);
+    tg_conv2d_layer cv;
+    tg_conv2d_opts o = {{1, 1}, {2, 2}, {1, 1}};
+    assert_int_equal(tg_conv2d_init(ctx, &cv, &ps, "conv1", 32, 64, (const int[]){5, 5}, &o, true,
+                                    &rng),
+                     TG_OK);
+    double b = 1.0 / sqrt(32.0 * 25.0), lo, hi, mean, sd;
+    float *w = host(ctx, cv.weight);
+    stats(w, 64 * 32 * 25, &lo, &hi, &mean, &sd);
+    assert_true(lo >= -b && hi <= b && lo < -0.99 * b && hi > 0.99 * b);
+    assert_true(fabs(sd - b / sqrt(3.0)) < 0.02 * b);
+    free(w);
+    /* kaiming_normal (a = 0): sd = sqrt(2 / fan_in); xavier_uniform: bound
+     * gain * sqrt(6 / (fan_in + fan_out)). */
+    tg_tensor *t = tg_persistent(ctx, TG_F32, 2, (const int64_t[]){200, 500}, "t");
+    assert_int_equal(tg_init_kaiming_normal(ctx, t, 0.0, &rng), TG_OK);
+    w = host(ctx, t);
+    stats(w, 100000, &lo, &hi, &mean, &sd);
+    assert_true(fabs(sd - sqrt(2.0 / 500.0)) < 0.01 * sqrt(2.0 / 500.0));
+    assert_true(fabs(mean) < 0.01 * sd);
+    free(w);
+    assert_int_equal(tg_init_xavier_uniform(ctx, t, 2.0, &rng), TG_OK);
+    w = host(ctx, t);
+    stats(w, 100000, &lo, &hi, &mean, &sd);
+    b = 2.0 * sqrt(6.0 / 700.0);
+    assert_true(lo >= -b && hi <= b && hi > 0.99 * b);
+    free(w);
+    assert_int_equal(tg_init_xavier_normal(ctx, t, 1.0, &rng), TG_OK);
+    w = host(ctx, t);
+    stats(w, 100000, &lo, &hi, &mean, &sd);
+    assert_true(fabs(sd - sqrt(2.0 / 700.0)) < 0.01 * sqrt(2.0 / 700.0));
+    free(w);
+    /* Registration: names are unique. */
+    tg_conv2d_layer dup;
+    assert_int_equal(tg_conv2d_init(ctx, &dup, &ps, "conv1", 1, 2, (const int[]){3, 3}, NULL, true,
+                                    &rng),
+                     TG_ERR_INVALID);
+    assert_non_null(strstr(tg_ctx_error(ctx), "conv1.weight"));
+    tg_ctx_free(ctx);
+}
+
+/* BatchNorm over three training steps, then eval, against the running
+ * averages computed here: biased variance normalises, unbiased variance
+ * updates, momentum 0.1, num_batches_tracked counts. */
+static void test_batchnorm_running_stats(void **state) {
+    (void)state;
+    tg_ctx *ctx = new_ctx(0);
+    tg_params ps = {0};
+    tg_batchnorm bn;
+    const int64_t N = 3, C = 2, HW = 4;
+    assert_int_equal(tg_batchnorm_init(ctx, &bn, &ps, "bn1", C, 1e-5, 0.1), TG_OK);
+    assert_int_equal(ps.nparams, 2);
+    assert_int_equal(ps.nbuffers, 3);
+    assert_string_equal(ps.buffers[0]->name, "bn1.running_mean");
+    assert_string_equal(ps.buffers[2]->name, "bn1.num_batches_tracked");
+    double rm[2] = {0, 0}, rv[2] = {1, 1};
+    float x[24];
+    for (int step = 0; step < 3; step++) {
+        for (int i = 0; i < 24; i++)
+            x[i] = (float)(sin(1.7 * i + step) * (1 + step) + 0.5 * step);
+        tg_tensor *xt = tg_from_data(ctx, TG_F32, 4, (const int64_t[]){N, C, 2, 2}, x);
+        tg_tensor *y = tg_batchnorm_forward(ctx, &bn, xt, true);
+        assert_non_null(y);
+        float *yv = host(ctx, y);
+        for (int c = 0; c < C; c++) {
+            double s = 0, s2 = 0;
+            for (int n = 0; n < N; n++)
+                for (int j = 0; j < HW; j++)
+                    s += x[(n * C + c) * HW + j];
+            double m = s / (double)(N * HW);
+            for (int n = 0; n < N; n++)
+                for (int j = 0; j < HW; j++) {
+                    double d = x[(n * C + c) * HW + j] - m;
+                    s2 += d * d;
+                }
+            double var = s2 / (double)(N * HW);
+            for (int n = 0; n < N; n++)
+                for (int j = 0; j < HW; j++) {
+                    int k = (n * C + c) * HW + j;
+                    assert_true(fabs(yv[k] - (x[k] - m) / sqrt(var + 1e-5)) < 1e-4);
+                }
+            rm[c] = 0.9 * rm[c] + 0.1 * m;
+            rv[c] = 0.9 * rv[c] + 0.1 * var * (double)(N * HW) / (double)(N * HW - 1);
+        }
+        free(yv);
+        tg_step_reset(ctx);
+    }
+    float *m = host(ctx, bn.running_mean), *v = host(ctx, bn.running_var);
+    for (int c = 0; c < C; c++) {
+        assert_true(fabs(m[c] - rm[c]) < 1e-5);
+        assert_true(fabs(v[c] - rv[c]) < 1e-5);
+    }
+    double nbt = 0;
+    assert_int_equal(tg_item(ctx, bn.num_batches_tracked, &nbt), TG_OK);
+    assert_true(nbt == 3.0);
+    /* Eval uses the running statistics and leaves them alone. */
+    tg_tensor *xt = tg_from_data(ctx, TG_F32, 4, (const int64_t[]){N, C, 2, 2}, x);
+    tg_tensor *y = tg_batchnorm_forward(ctx, &bn, xt, false);
+    assert_non_null(y);
+    float *yv = host(ctx, y), *m2 = host(ctx, bn.running_mean);
+    for (int k = 0; k < 24; k++) {
+        int c = (k / (int)HW) % (int)C;
+        assert_true(fabs(yv[k] - (x[k] - rm[c]) / sqrt(rv[c] + 1e-5)) < 1e-4);
+    }
+    assert_memory_equal(m, m2, (size_t)C * sizeof(float));
+    free(m), free(v), free(yv), free(m2);
+    /* One value per channel cannot be normalised in training. */
+    tg_tensor *one = tg_zeros(ctx, TG_F32, 2, (const int64_t[]){1, C});
+    assert_null(tg_batchnorm_forward(ctx, &bn, one, true));
+    assert_int_equal(tg_ctx_status(ctx), TG_ERR_SHAPE);
+    tg_ctx_free(ctx);
+}
+
+/* The dropout mask depends on the seed and position only. */
+static void test_dropout_thread_independent(void **state) {
+    (void)state;
+    const int64_t n = 100003; /* past the parallel threshold, not a multiple of 4 */
+    float *out[2];
+    for (int k = 0; k < 2; k++) {
+        tg_ctx *ctx = new_ctx(k + 1);
+        tg_tensor *x = tg_full(ctx, TG_F32, 1, &n, 1.0);
+        tg_rng rng = tg_rng_make(99, 4);
+        tg_tensor *y = tg_dropout(ctx, x, 0.25, true, &rng);
+        assert_non_null(y);
+        assert_true(rng.counter == (uint64_t)((n + 3) / 4));
+        out[k] = host(ctx, y);
+        /* eval mode: the input itself */
+        assert_ptr_equal(tg_dropout(ctx, x, 0.25, false, &rng), x);
+        tg_ctx_free(ctx);
+    }
+    assert_memory_equal(out[0], out[1], (size_t)n * sizeof(float));
+    int64_t kept = 0;
+    for (int64_t i = 0; i < n; i++) {
+        assert_true(out[0][i] == 0.0f || fabsf(out[0][i] - 1.0f / 0.75f) < 1e-6f);
+        kept += out[0][i] != 0.0f;
+    }
+    assert_true(fabs((double)kept / (double)n - 0.75) < 0.01);
+    free(out[0]), free(out[1]);
+}
+
+static void expect_error(tg_ctx *ctx, tg_tensor *r, tg_status s, const char *a, const char *b) {
+    assert_null(r);
+    assert_int_equal(tg_ctx_status(ctx), s);
+    if (!strstr(tg_ctx_error(ctx), a) || (b && !strstr(tg_ctx_error(ctx), b)))
+        fail_msg("message '%s' lacks '%s' / '%s'", tg_ctx_error(ctx), a, b ? b : "");
+    tg_ctx_clear_error(ctx);
+}
+
+static void test_bad_input(void **state) {
+    (void)state;
+    tg_ctx *ctx = new_ctx(0);
+    tg_tensor *logits = tg_zeros(ctx, TG_F32, 2, (const int64_t[]){3, 4});
+    const int64_t bad_t[3] = {1, 4, 0}, neg_t[3] = {0, -1, 2};
+    tg_tensor *t = tg_from_data(ctx, TG_I64, 1, (const int64_t[]){3}, bad_t);
+    expect_error(ctx, tg_cross_entropy(ctx, logits, t, 0.0), TG_ERR_INVALID, "cross_entropy",
+                 "target 4 of row 1 is out of range: expected a class in [0, 4)");
+    t = tg_from_data(ctx, TG_I64, 1, (const int64_t[]){3}, neg_t);
+    expect_error(ctx, tg_cross_entropy(ctx, logits, t, 0.0), TG_ERR_INVALID, "cross_entropy",
+                 "target -1");
+    tg_tensor *ft = tg_zeros(ctx, TG_F32, 1, (const int64_t[]){3});
+    expect_error(ctx, tg_cross_entropy(ctx, logits, ft, 0.0), TG_ERR_DTYPE, "cross_entropy",
+                 "integer");
+    tg_tensor *t2 = tg_zeros(ctx, TG_I64, 1, (const int64_t[]){2});
+    expect_error(ctx, tg_cross_entropy(ctx, logits, t2, 0.0), TG_ERR_SHAPE, "cross_entropy",
+                 "(N, C)");
+    expect_error(ctx, tg_cross_entropy(ctx, NULL, t2, 0.0), TG_ERR_INVALID, "cross_entropy",
+                 "NULL");
+    tg_tensor *t3 = tg_zeros(ctx, TG_I64, 1, (const int64_t[]){3});
+    expect_error(ctx, tg_cross_entropy(ctx, logits, t3, 1.0), TG_ERR_INVALID, "smoothing", NULL);
+    tg_tensor *x = tg_zeros(ctx, TG_F32, 4, (const int64_t[]){2, 3, 5, 5});
+    tg_tensor *w = tg_zeros(ctx, TG_F32, 4, (const int64_t[]){4, 2, 3, 3});
+    expect_error(ctx, tg_conv2d(ctx, x, w, NULL, NULL), TG_ERR_SHAPE, "conv2d", "(K, 3, R, S)");
+    tg_tensor *w7 = tg_zeros(ctx, TG_F32, 4, (const int64_t[]){4, 3, 7, 7});
+    expect_error(ctx, tg_conv2d(ctx, x, w7, NULL, NULL), TG_ERR_SHAPE, "conv2d", "larger");
+    tg_tensor *wd = tg_zeros(ctx, TG_F64, 4, (const int64_t[]){4, 3, 3, 3});
+    expect_error(ctx, tg_conv2d(ctx, x, wd, NULL, NULL), TG_ERR_DTYPE, "conv2d", NULL);
+    tg_tensor *w3 = tg_zeros(ctx, TG_F32, 4, (const int64_t[]){4, 3, 3, 3});
+    tg_tensor *b5 = tg_zeros(ctx, TG_F32, 1, (const int64_t[]){5});
+    expect_error(ctx, tg_conv2d(ctx, x, w3, b5, NULL), TG_ERR_SHAPE, "conv2d", "bias");
+    tg_conv2d_opts o0 = {{0, 1}, {0, 0}, {1, 1}};
+    expect_error(ctx, tg_conv2d(ctx, x, w3, NULL, &o0), TG_ERR_INVALID, "conv2d", "stride");
+    expect_error(ctx, tg_max_pool2d(ctx, x, (const int[]){2, 2}, NULL, (const int[]){2, 0}),
+                 TG_ERR_INVALID, "max_pool2d", "pad");
+    expect_error(ctx, tg_avg_pool2d(ctx, logits, (const int[]){2, 2}, NULL, NULL), TG_ERR_SHAPE,
+                 "avg_pool2d", "4 dims");
+    expect_error(ctx, tg_max_pool2d(ctx, x, NULL, NULL, NULL), TG_ERR_INVALID, "max_pool2d",
+                 "kernel");
+    expect_error(ctx, tg_dropout(ctx, x, 1.0, true, NULL), TG_ERR_INVALID, "dropout", "p = 1");
+    expect_error(ctx, tg_dropout(ctx, x, 0.5, true, NULL), TG_ERR_INVALID, "dropout", "rng");
+    expect_error(ctx, tg_mse_loss(ctx, logits, x), TG_ERR_SHAPE, "mse_loss", NULL);
+    /* layers */
+    tg_rng rng = tg_rng_make(0, 0);
+    tg_linear fc;
+    assert_int_equal(tg_linear_init(ctx, &fc, NULL, "fc", 5, 2, true, &rng), TG_OK);
+    expect_error(ctx, tg_linear_forward(ctx, &fc, logits), TG_ERR_SHAPE, "linear", "end in 5");
+    assert_int_equal(tg_linear_init(ctx, &fc, NULL, "fc0", 0, 2, true, &rng), TG_ERR_SHAPE);
+    tg_ctx_clear_error(ctx);
+    tg_embedding e;
+    assert_int_equal(tg_embedding_init(ctx, &e, NULL, "emb", 4, 3, &rng), TG_OK);
+    const int64_t idx[2] = {1, 4};
+    tg_tensor *it = tg_from_data(ctx, TG_I64, 1, (const int64_t[]){2}, idx);
+    expect_error(ctx, tg_embedding_forward(ctx, &e, it), TG_ERR_INVALID, "gather", "out of range");
+    expect_error(ctx, tg_embedding_forward(ctx, &e, logits), TG_ERR_DTYPE, "embedding", NULL);
+    tg_batchnorm bn;
+    assert_int_equal(tg_batchnorm_init(ctx, &bn, NULL, "bn", 3, 1e-5, 0.1), TG_OK);
+    expect_error(ctx, tg_batchnorm_forward(ctx, &bn, logits, true), TG_ERR_SHAPE, "batchnorm",
+                 "(N, 3)");
+    tg_ctx_free(ctx);
+}
+
+/* Cross-entropy forward against a value computed here, with smoothing, in
+ * f32 with large logits (the max must be subtracted). */
+static void test_cross_entropy_value(void **state) {
+    (void)state;
+    tg_ctx *ctx = new_ctx(0);
+    const float lg[6] = {1000.0f, 1001.0f, 999.0f, -2.0f, 0.5f, 3.0f};
+    const int32_t tg[2] = {2, 0};
+    tg_tensor *l = tg_from_data(ctx, TG_F32, 2, (const int64_t[]){2, 3}, lg);
+    tg_tensor *t = tg_from_data(ctx, TG_I32, 1, (const int64_t[]){2}, tg);
+    tg_tensor *loss = tg_cross_entropy(ctx, l, t, 0.2);
+    assert_non_null(loss);
+    double want = 0;
+    for (int i = 0; i < 2; i++) {
+        double mx = fmax(lg[3 * i], fmax(lg[3 * i + 1], lg[3 * i + 2])), s = 0;
+        for (int c = 0; c < 3; c++)
+            s += exp(lg[3 * i + c] - mx);
+        for (int c = 0; c < 3; c++) {
+            double q = 0.2 / 3 + (c == tg[i] ? 0.8 : 0.0);
+            want += -q * (lg[3 * i + c] - mx - log(s));
+        }
+    }
+    want /= 2;
+    double got;
+    assert_int_equal(tg_item(ctx, loss, &got), TG_OK);
+    assert_true(fabs(got - want) < 1e-5);
+    tg_ctx_free(ctx);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_linear_init_matches_pytorch_bounds),
+        cmocka_unit_test(test_conv_and_other_inits),
+        cmocka_unit_test(test_batchnorm_running_stats),
+        cmocka_unit_test(test_dropout_thread_independent),
+        cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_cross_entropy_value),
+    };
+    return cmocka_run_group_tests_name("nn", tests, NULL, NULL);
+}
