@@ -104,22 +104,22 @@ static inline void tg__cuda_report(char *err, size_t errlen, const char *call, c
         snprintf(err, errlen, "%s failed at %s:%d: %s", call, file, line, what);
 }
 
-#define TG__CUDA_TRY(call, err, errlen)                                                        \
-    do {                                                                                       \
-        cudaError_t e_ = (call);                                                               \
-        if (e_ != cudaSuccess) {                                                               \
-            tg__cuda_report(err, errlen, #call, __FILE__, __LINE__, cudaGetErrorString(e_));   \
-            return TG_ERR_BACKEND;                                                             \
-        }                                                                                      \
+#define TG__CUDA_TRY(call, err, errlen)                                                      \
+    do {                                                                                     \
+        cudaError_t e_ = (call);                                                             \
+        if (e_ != cudaSuccess) {                                                             \
+            tg__cuda_report(err, errlen, #call, __FILE__, __LINE__, cudaGetErrorString(e_)); \
+            return TG_ERR_BACKEND;                                                           \
+        }                                                                                    \
     } while (0)
 
-#define TG__CUBLAS_TRY(call, err, errlen)                                                      \
-    do {                                                                                       \
-        cublasStatus_t e_ = (call);                                                            \
-        if (e_ != CUBLAS_STATUS_SUCCESS) {                                                     \
+#define TG__CUBLAS_TRY(call, err, errlen)                                                       \
+    do {                                                                                        \
+        cublasStatus_t e_ = (call);                                                             \
+        if (e_ != CUBLAS_STATUS_SUCCESS) {                                                      \
             tg__cuda_report(err, errlen, #call, __FILE__, __LINE__, cublasGetStatusString(e_)); \
-            return TG_ERR_BACKEND;                                                             \
-        }                                                                                      \
+            return TG_ERR_BACKEND;                                                              \
+        }                                                                                       \
     } while (0)
 
 /* The kernel-call forms: the message goes to the call's error buffer. */
@@ -229,8 +229,8 @@ __device__ __forceinline__ int64_t tg__cuda_index_at(const void *p, tg_dtype dt,
 }
 
 /* The grid-stride loop every simple kernel uses. */
-#define TG__CUDA_FOR(i, n)                                                                     \
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                  \
+#define TG__CUDA_FOR(i, n)                                                    \
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
          i += (int64_t)blockDim.x * gridDim.x)
 #endif
 

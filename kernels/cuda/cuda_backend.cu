@@ -93,25 +93,25 @@ void tg__cuda_geom_collapse(tg__cuda_geom *g) {
 /* ---- lifetime ---- */
 
 /* Records a failed CUDA call of cuda_init and jumps to the cleanup label. */
-#define INIT_TRY(call, label)                                                                  \
-    do {                                                                                       \
-        cudaError_t e_ = (call);                                                               \
-        if (e_ != cudaSuccess) {                                                               \
-            if (err)                                                                           \
-                snprintf(err, errlen, "%s failed at %s:%d: %s", #call, __FILE__, __LINE__,     \
-                         cudaGetErrorString(e_));                                              \
-            goto label;                                                                        \
-        }                                                                                      \
+#define INIT_TRY(call, label)                                                              \
+    do {                                                                                   \
+        cudaError_t e_ = (call);                                                           \
+        if (e_ != cudaSuccess) {                                                           \
+            if (err)                                                                       \
+                snprintf(err, errlen, "%s failed at %s:%d: %s", #call, __FILE__, __LINE__, \
+                         cudaGetErrorString(e_));                                          \
+            goto label;                                                                    \
+        }                                                                                  \
     } while (0)
-#define INIT_BLAS_TRY(call, label)                                                             \
-    do {                                                                                       \
-        cublasStatus_t e_ = (call);                                                            \
-        if (e_ != CUBLAS_STATUS_SUCCESS) {                                                     \
-            if (err)                                                                           \
-                snprintf(err, errlen, "%s failed at %s:%d: %s", #call, __FILE__, __LINE__,     \
-                         cublasGetStatusString(e_));                                           \
-            goto label;                                                                        \
-        }                                                                                      \
+#define INIT_BLAS_TRY(call, label)                                                         \
+    do {                                                                                   \
+        cublasStatus_t e_ = (call);                                                        \
+        if (e_ != CUBLAS_STATUS_SUCCESS) {                                                 \
+            if (err)                                                                       \
+                snprintf(err, errlen, "%s failed at %s:%d: %s", #call, __FILE__, __LINE__, \
+                         cublasGetStatusString(e_));                                       \
+            goto label;                                                                    \
+        }                                                                                  \
     } while (0)
 
 static tg_status cuda_init(void **state, int threads, char *err, size_t errlen) {
@@ -247,9 +247,7 @@ template <typename T> __global__ void k_scale(int64_t n, T alpha, T *y) {
     TG__CUDA_FOR(i, n) y[i] *= alpha;
 }
 
-template <typename T> __global__ void k_fill(int64_t n, T v, T *y) {
-    TG__CUDA_FOR(i, n) y[i] = v;
-}
+template <typename T> __global__ void k_fill(int64_t n, T v, T *y) { TG__CUDA_FOR(i, n) y[i] = v; }
 
 static tg_status cuda_axpy(void *state, tg_dtype dt, int64_t n, double alpha, const void *x,
                            void *y) {
@@ -258,11 +256,11 @@ static tg_status cuda_axpy(void *state, tg_dtype dt, int64_t n, double alpha, co
         return TG_OK;
     const unsigned nb = tg__cuda_blocks(n);
     if (dt == TG_F32)
-        k_axpy<float><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(n, (float)alpha, (const float *)x,
-                                                              (float *)y);
+        k_axpy<float>
+            <<<nb, TG__CUDA_THREADS, 0, s->stream>>>(n, (float)alpha, (const float *)x, (float *)y);
     else if (dt == TG_F64)
-        k_axpy<double><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(n, alpha, (const double *)x,
-                                                               (double *)y);
+        k_axpy<double>
+            <<<nb, TG__CUDA_THREADS, 0, s->stream>>>(n, alpha, (const double *)x, (double *)y);
     else
         return TG_ERR_DTYPE;
     TG__CUDA_TRY(cudaGetLastError(), s->err, sizeof s->err);

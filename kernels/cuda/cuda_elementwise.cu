@@ -102,11 +102,11 @@ template <typename F> static tg_status ew_unary(void *state, const tg_kargs *a, 
         return TG_OK;
     const unsigned nb = tg__cuda_blocks(n);
     if (a->out.dtype == TG_F32)
-        k_unary<float><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(
-            n, g, (float *)a->out.data, (const float *)a->in[0].data, f);
+        k_unary<float><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(n, g, (float *)a->out.data,
+                                                               (const float *)a->in[0].data, f);
     else
-        k_unary<double><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(
-            n, g, (double *)a->out.data, (const double *)a->in[0].data, f);
+        k_unary<double><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(n, g, (double *)a->out.data,
+                                                                (const double *)a->in[0].data, f);
     TG__CUDA_LAUNCHED(a);
     return TG_OK;
 }
@@ -122,13 +122,13 @@ template <typename F> static tg_status ew_binary(void *state, const tg_kargs *a,
         return TG_OK;
     const unsigned nb = tg__cuda_blocks(n);
     if (a->out.dtype == TG_F32)
-        k_binary<float><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(
-            n, g, (float *)a->out.data, (const float *)a->in[0].data,
-            (const float *)a->in[1].data, f);
+        k_binary<float><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(n, g, (float *)a->out.data,
+                                                                (const float *)a->in[0].data,
+                                                                (const float *)a->in[1].data, f);
     else
-        k_binary<double><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(
-            n, g, (double *)a->out.data, (const double *)a->in[0].data,
-            (const double *)a->in[1].data, f);
+        k_binary<double><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(n, g, (double *)a->out.data,
+                                                                 (const double *)a->in[0].data,
+                                                                 (const double *)a->in[1].data, f);
     TG__CUDA_LAUNCHED(a);
     return TG_OK;
 }
@@ -139,18 +139,18 @@ static double ew_param(const tg_kargs *a, int i) { return a->p ? a->p->f[i] : 0.
 
 /* ---- binary ops: a is input 0, b input 1 ---- */
 
-#define CUDA_BINARY(name, EXPR)                                                                \
-    struct f_##name {                                                                          \
-        double p0, p1;                                                                         \
-        template <typename T> __device__ T operator()(T a, T b) const {                        \
-            const T lo = (T)p0, hi = (T)p1;                                                    \
-            (void)lo;                                                                          \
-            (void)hi;                                                                          \
-            return (EXPR);                                                                     \
-        }                                                                                      \
-    };                                                                                         \
-    tg_status tg__cuda_##name(void *state, const tg_kargs *a) {                                \
-        return ew_binary(state, a, f_##name{ew_param(a, 0), ew_param(a, 1)});                  \
+#define CUDA_BINARY(name, EXPR)                                               \
+    struct f_##name {                                                         \
+        double p0, p1;                                                        \
+        template <typename T> __device__ T operator()(T a, T b) const {       \
+            const T lo = (T)p0, hi = (T)p1;                                   \
+            (void)lo;                                                         \
+            (void)hi;                                                         \
+            return (EXPR);                                                    \
+        }                                                                     \
+    };                                                                        \
+    tg_status tg__cuda_##name(void *state, const tg_kargs *a) {               \
+        return ew_binary(state, a, f_##name{ew_param(a, 0), ew_param(a, 1)}); \
     }
 
 CUDA_BINARY(add, a + b)
@@ -164,18 +164,18 @@ CUDA_BINARY(clamp_backward, (lo <= b && b <= hi) ? a : (T)0)
 
 /* ---- where: input 0 is the condition, of any dtype ---- */
 
-template <typename C> static void where_launch(tg__cuda_state *s, const tg_kargs *a, int64_t n,
-                                               const tg__cuda_geom &g) {
+template <typename C>
+static void where_launch(tg__cuda_state *s, const tg_kargs *a, int64_t n, const tg__cuda_geom &g) {
     const unsigned nb = tg__cuda_blocks(n);
     const C *c = (const C *)a->in[0].data;
     if (a->out.dtype == TG_F32)
-        k_where<C, float><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(
-            n, g, (float *)a->out.data, c, (const float *)a->in[1].data,
-            (const float *)a->in[2].data);
+        k_where<C, float><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(n, g, (float *)a->out.data, c,
+                                                                  (const float *)a->in[1].data,
+                                                                  (const float *)a->in[2].data);
     else
-        k_where<C, double><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(
-            n, g, (double *)a->out.data, c, (const double *)a->in[1].data,
-            (const double *)a->in[2].data);
+        k_where<C, double><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(n, g, (double *)a->out.data, c,
+                                                                   (const double *)a->in[1].data,
+                                                                   (const double *)a->in[2].data);
 }
 
 tg_status tg__cuda_where(void *state, const tg_kargs *a) {
@@ -213,18 +213,18 @@ tg_status tg__cuda_where(void *state, const tg_kargs *a) {
 
 /* ---- unary ops: the expression sees a; p0, p1 are f[0], f[1] ---- */
 
-#define CUDA_UNARY(name, EXPR)                                                                 \
-    struct f_##name {                                                                          \
-        double p0, p1;                                                                         \
-        template <typename T> __device__ T operator()(T a) const {                             \
-            const T w = (T)p0, c = (T)p1;                                                      \
-            (void)w;                                                                           \
-            (void)c;                                                                           \
-            return (EXPR);                                                                     \
-        }                                                                                      \
-    };                                                                                         \
-    tg_status tg__cuda_##name(void *state, const tg_kargs *a) {                                \
-        return ew_unary(state, a, f_##name{ew_param(a, 0), ew_param(a, 1)});                   \
+#define CUDA_UNARY(name, EXPR)                                               \
+    struct f_##name {                                                        \
+        double p0, p1;                                                       \
+        template <typename T> __device__ T operator()(T a) const {           \
+            const T w = (T)p0, c = (T)p1;                                    \
+            (void)w;                                                         \
+            (void)c;                                                         \
+            return (EXPR);                                                   \
+        }                                                                    \
+    };                                                                       \
+    tg_status tg__cuda_##name(void *state, const tg_kargs *a) {              \
+        return ew_unary(state, a, f_##name{ew_param(a, 0), ew_param(a, 1)}); \
     }
 
 CUDA_UNARY(neg, -a)

@@ -90,16 +90,15 @@ static tg_status gemm_one(tg__cuda_state *s, const tg_kargs *a, const cuda_gemm 
                      a);
     } else {
         const double one = 1.0, zero = 0.0;
-        TG__CUBLAS_K(cublasDgemm(s->blas, g->opb, g->opa, g->m, g->n, g->k, &one,
-                                 (const double *)B, g->ldb, (const double *)A, g->lda, &zero,
-                                 (double *)C, g->m),
+        TG__CUBLAS_K(cublasDgemm(s->blas, g->opb, g->opa, g->m, g->n, g->k, &one, (const double *)B,
+                                 g->ldb, (const double *)A, g->lda, &zero, (double *)C, g->m),
                      a);
     }
     return TG_OK;
 }
 
-static tg_status gemm_strided(tg__cuda_state *s, const tg_kargs *a, const cuda_gemm *g,
-                              int64_t sa, int64_t sb, int batch) {
+static tg_status gemm_strided(tg__cuda_state *s, const tg_kargs *a, const cuda_gemm *g, int64_t sa,
+                              int64_t sb, int batch) {
     const long long sc = (long long)g->n * g->m;
     if (a->out.dtype == TG_F32) {
         const float one = 1.0f, zero = 0.0f;

@@ -23,7 +23,11 @@
 /* Threads of the block kernel; a power of two for the tree in shared memory. */
 #define CUDA_RED_THREADS 256
 
-enum cuda_red_kind { RED_SUM = 0, RED_MAX, RED_MIN };
+enum cuda_red_kind {
+    RED_SUM = 0,
+    RED_MAX,
+    RED_MIN
+};
 
 /* Kept and reduced dims with their input strides; both lists have at least
  * one dim (a size-1 stand-in when empty). */
@@ -127,8 +131,8 @@ template <typename T, int KIND>
 static void red_launch(tg__cuda_state *s, const cuda_red &r, const void *x, void *out, bool mean) {
     if (r.K >= CUDA_RED_BLOCK_MIN) {
         const unsigned nb = (unsigned)(r.M < TG__CUDA_MAX_BLOCKS ? r.M : TG__CUDA_MAX_BLOCKS);
-        k_reduce_block<T, KIND><<<nb, CUDA_RED_THREADS, 0, s->stream>>>(r, (const T *)x, (T *)out,
-                                                                        mean);
+        k_reduce_block<T, KIND>
+            <<<nb, CUDA_RED_THREADS, 0, s->stream>>>(r, (const T *)x, (T *)out, mean);
     } else {
         k_reduce_thread<T, KIND><<<tg__cuda_blocks(r.M), TG__CUDA_THREADS, 0, s->stream>>>(
             r, (const T *)x, (T *)out, mean);
@@ -191,13 +195,21 @@ static tg_status cuda_reduce(void *state, const tg_kargs *a, int kind, bool mean
     return TG_OK;
 }
 
-tg_status tg__cuda_sum(void *state, const tg_kargs *a) { return cuda_reduce(state, a, RED_SUM, false); }
+tg_status tg__cuda_sum(void *state, const tg_kargs *a) {
+    return cuda_reduce(state, a, RED_SUM, false);
+}
 
-tg_status tg__cuda_mean(void *state, const tg_kargs *a) { return cuda_reduce(state, a, RED_SUM, true); }
+tg_status tg__cuda_mean(void *state, const tg_kargs *a) {
+    return cuda_reduce(state, a, RED_SUM, true);
+}
 
-tg_status tg__cuda_max(void *state, const tg_kargs *a) { return cuda_reduce(state, a, RED_MAX, false); }
+tg_status tg__cuda_max(void *state, const tg_kargs *a) {
+    return cuda_reduce(state, a, RED_MAX, false);
+}
 
-tg_status tg__cuda_min(void *state, const tg_kargs *a) { return cuda_reduce(state, a, RED_MIN, false); }
+tg_status tg__cuda_min(void *state, const tg_kargs *a) {
+    return cuda_reduce(state, a, RED_MIN, false);
+}
 
 /* ---- argmax ---- */
 

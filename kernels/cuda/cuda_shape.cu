@@ -10,8 +10,7 @@
  */
 #include "cuda.h"
 
-template <typename T>
-__global__ void k_copy(int64_t n, tg__cuda_geom g, T *dst, const T *src) {
+template <typename T> __global__ void k_copy(int64_t n, tg__cuda_geom g, T *dst, const T *src) {
     TG__CUDA_FOR(i, n) {
         int64_t off[2];
         tg__cuda_offsets<2>(g, i, off);

@@ -107,7 +107,9 @@ template <bool LOG> static tg_status softmax_any(void *state, const tg_kargs *a)
 
 tg_status tg__cuda_softmax(void *state, const tg_kargs *a) { return softmax_any<false>(state, a); }
 
-tg_status tg__cuda_log_softmax(void *state, const tg_kargs *a) { return softmax_any<true>(state, a); }
+tg_status tg__cuda_log_softmax(void *state, const tg_kargs *a) {
+    return softmax_any<true>(state, a);
+}
 
 /* ---- index checking shared by gather and scatter_add ---- */
 
@@ -311,8 +313,8 @@ tg_status tg__cuda_scatter_add(void *state, const tg_kargs *a) {
     const unsigned nb = tg__cuda_blocks(n);
     if (a->out.dtype == TG_F32)
         k_scatter_add<float><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(
-            n, g, axis, lim, (float *)a->out.data, idx->data, idx->dtype,
-            (const float *)src->data, s->bad);
+            n, g, axis, lim, (float *)a->out.data, idx->data, idx->dtype, (const float *)src->data,
+            s->bad);
     else
         k_scatter_add<double><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(
             n, g, axis, lim, (double *)a->out.data, idx->data, idx->dtype,
