@@ -855,9 +855,38 @@ static void test_inplace_helpers(void **state) {
 
 /* ---- structural checks, which need no device ---- */
 
+/* Rows that have no CUDA kernel yet (kernels/cuda/cuda.h says the same):
+ * they must be NULL in the table and need no case here. */
+static const tg_op cb_pending[] = {
+    TG_OP_CROSS_ENTROPY, TG_OP_CROSS_ENTROPY_BACKWARD, TG_OP_DROPOUT,
+    TG_OP_CONV2D,        TG_OP_CONV2D_BACKWARD_INPUT,  TG_OP_CONV2D_BACKWARD_WEIGHT,
+    TG_OP_MAX_POOL2D,    TG_OP_MAX_POOL2D_INDICES,     TG_OP_AVG_POOL2D,
+    TG_OP_AVG_POOL2D_BACKWARD,
+};
+
+static bool cb_is_pending(int op) {
+    for (size_t i = 0; i < sizeof cb_pending / sizeof cb_pending[0]; i++)
+        if ((int)cb_pending[i] == op)
+            return true;
+    return false;
+}
+
 static int check_structure(void) {
     int bad = 0;
+    const tg_backend *be = tg_backend_cuda();
     for (int op = 0; op < TG_OP_COUNT; op++) {
+        if (!cb_is_pending(op))
+            continue;
+        printf("op row %s: no CUDA kernel yet (reported as unsupported)\n", tg_op_name((tg_op)op));
+        if (be && be->kernels[op]) {
+            printf("op row %s has a CUDA kernel: take it off the pending list\n",
+                   tg_op_name((tg_op)op));
+            bad++;
+        }
+    }
+    for (int op = 0; op < TG_OP_COUNT; op++) {
+        if (cb_is_pending(op))
+            continue;
         bool covered = false;
         for (int ci = 0; ci < CB_NCASES && !covered; ci++)
             covered = cb_table[ci].op == op;
@@ -866,8 +895,9 @@ static int check_structure(void) {
             bad++;
         }
     }
-    const tg_backend *be = tg_backend_cuda();
     for (int op = 0; be && op < TG_OP_COUNT; op++) {
+        if (cb_is_pending(op))
+            continue;
         const bool view = (tg_op_flags((tg_op)op) & TG_OPF_VIEW) != 0;
         if (view != (be->kernels[op] == NULL)) {
             printf("op row %s: the cuda table has %s kernel\n", tg_op_name((tg_op)op),
