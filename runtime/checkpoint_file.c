@@ -81,10 +81,38 @@ static const char *h5_detail(char *buf, size_t len) {
     struct detail_walk w = {buf, len, 0};
 
     buf[0] = '\0';
+    char *m, *q;
+
     if (H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, detail_cb, &w) < 0 || !w.found)
         snprintf(buf, len, "no detail from HDF5");
     (void)H5Eclear2(H5E_DEFAULT);
+    /* A failed write() reads "file write failed: time = ..., filename = ...,
+     * errno = 28, error message = 'No space left on device', ..." over two
+     * lines: keep the head and the system's message, on one line. */
+    m = strstr(buf, "error message = '");
+    q = strchr(buf, ':');
+    if (m && q && q < m) {
+        char *end = strchr(m + 17, '\'');
+        size_t head = (size_t)(q - buf) + 1, n = end ? (size_t)(end - (m + 17)) : strlen(m + 17);
+        buf[head] = ' ';
+        memmove(buf + head + 1, m + 17, n);
+        buf[head + 1 + n] = '\0';
+    }
+    for (q = buf; *q; q++)
+        if (*q == '\n' || *q == '\r')
+            *q = ' ';
     return buf;
+}
+
+/* Any successful HDF5 call clears the error stack, so a failing path keeps
+ * it aside while it closes what it opened, then puts it back for
+ * h5_detail(). */
+static hid_t h5_keep(bool failed) { return failed ? H5Eget_current_stack() : -1; }
+
+static void h5_restore(hid_t stack) {
+    /* H5Eset_current_stack also closes the saved copy. */
+    if (stack >= 0)
+        (void)H5Eset_current_stack(stack);
 }
 
 static uint32_t crc_bytes(const void *p, size_t n) {
@@ -183,29 +211,31 @@ static herr_t put_attr(hid_t obj, const char *name, hid_t ftype, hid_t mtype, in
                        const void *v) {
     hsize_t d = (hsize_t)count;
     hid_t sp = count == 1 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &d, NULL);
-    hid_t a;
+    hid_t a, es;
     herr_t r;
 
     if (sp < 0)
         return -1;
     a = H5Acreate2(obj, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT);
     r = a < 0 ? -1 : H5Awrite(a, mtype, v);
+    es = h5_keep(r < 0);
     if (a >= 0 && H5Aclose(a) < 0)
         r = -1;
-    if (H5Sclose(sp) < 0)
-        r = -1;
+    (void)H5Sclose(sp);
+    h5_restore(es);
     return r;
 }
 
 static herr_t put_str(hid_t obj, const char *name, const char *s) {
-    hid_t t = str_type(strlen(s));
+    hid_t t = str_type(strlen(s)), es;
     herr_t r;
 
     if (t < 0)
         return -1;
     r = put_attr(obj, name, t, t, 1, s);
-    if (H5Tclose(t) < 0)
-        r = -1;
+    es = h5_keep(r < 0);
+    (void)H5Tclose(t);
+    h5_restore(es);
     return r;
 }
 
@@ -241,7 +271,7 @@ static herr_t write_meta(hid_t file, const tg_ckpt_meta *m, int n) {
 static herr_t write_config(hid_t file, const char *config) {
     const char *s = config ? config : "";
     size_t len = strlen(s);
-    hid_t t = str_type(len), sp = H5Screate(H5S_SCALAR), d = -1;
+    hid_t t = str_type(len), sp = H5Screate(H5S_SCALAR), d = -1, es;
     herr_t r = -1;
 
     if (t >= 0 && sp >= 0)
@@ -249,12 +279,14 @@ static herr_t write_config(hid_t file, const char *config) {
     if (d >= 0 && H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, s) >= 0 &&
         put_u32(d, "crc32", crc_bytes(s, len)) >= 0)
         r = 0;
+    es = h5_keep(r < 0);
     if (d >= 0 && H5Dclose(d) < 0)
         r = -1;
     if (sp >= 0)
         (void)H5Sclose(sp);
     if (t >= 0)
         (void)H5Tclose(t);
+    h5_restore(es);
     return r;
 }
 
@@ -290,7 +322,7 @@ static tg_status write_tensor(tg_ctx *ctx, hid_t grp, const char *path, const tg
                               void *buf, char *err, size_t errlen) {
     hsize_t dims[TG_MAX_DIMS];
     size_t nbytes = (size_t)tg_numel(t) * tg_dtype_size(t->dtype);
-    hid_t sp, dcpl, d = -1;
+    hid_t sp, dcpl, d = -1, es;
     char why[256];
     tg_status st = TG_OK;
 
@@ -311,12 +343,14 @@ static tg_status write_tensor(tg_ctx *ctx, hid_t grp, const char *path, const tg
                                      buf) < 0) ||
         put_u32(d, "crc32", crc_bytes(buf, nbytes)) < 0)
         st = TG_ERR_IO;
+    es = h5_keep(st != TG_OK);
     if (d >= 0 && H5Dclose(d) < 0)
         st = TG_ERR_IO;
     if (dcpl >= 0)
         (void)H5Pclose(dcpl);
     if (sp >= 0)
         (void)H5Sclose(sp);
+    h5_restore(es);
     if (st)
         return tg__ck_fail(st, err, errlen, "%s: writing tensor '%s': %s", path, t->name,
                            h5_detail(why, sizeof why));
@@ -390,7 +424,7 @@ static tg_status write_body(tg_ctx *ctx, hid_t file, const char *path, const tg_
 
 tg_status tg__ck_write(tg_ctx *ctx, const char *path, const tg_ckpt_meta *m, int n,
                        tg_tensor *const *ts, char *err, size_t errlen) {
-    hid_t fapl, file;
+    hid_t fapl, file, es;
     char why[256];
     tg_status st;
 
@@ -402,8 +436,10 @@ tg_status tg__ck_write(tg_ctx *ctx, const char *path, const tg_ckpt_meta *m, int
                                tg_dtype_name(ts[i]->dtype));
     fapl = make_fapl();
     file = fapl < 0 ? -1 : H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    es = h5_keep(file < 0);
     if (fapl >= 0)
         (void)H5Pclose(fapl);
+    h5_restore(es);
     if (file < 0)
         return tg__ck_fail(TG_ERR_IO, err, errlen, "%s: cannot create the file: %s", path,
                            h5_detail(why, sizeof why));
@@ -587,7 +623,7 @@ static void ck_close(ckfile *f) {
 static tg_status ck_open(const char *path, ckfile *f, tg_ckpt_meta *m, char *err, size_t errlen) {
     struct stat sb;
     htri_t h5;
-    hid_t fapl;
+    hid_t fapl, es;
     char why[256];
     tg_status st;
 
@@ -612,8 +648,10 @@ static tg_status ck_open(const char *path, ckfile *f, tg_ckpt_meta *m, char *err
     }
     fapl = make_fapl();
     f->file = fapl < 0 ? -1 : H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    es = h5_keep(f->file < 0);
     if (fapl >= 0)
         (void)H5Pclose(fapl);
+    h5_restore(es);
     if (f->file < 0)
         return tg__ck_fail(TG_ERR_FORMAT, err, errlen, "%s: cannot open as HDF5: %s", path,
                            h5_detail(why, sizeof why));
