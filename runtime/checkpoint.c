@@ -115,10 +115,10 @@ static tg_status mkdir_p(const char *dir, char *err, size_t errlen) {
     return TG_OK;
 }
 
-/* fsync a file (opened for writing, which every system accepts for fsync)
- * or a folder (opened read-only, as Linux requires). */
-static tg_status sync_path(const char *path, bool folder, char *err, size_t errlen) {
-    int fd = open(path, folder ? O_RDONLY | O_DIRECTORY : O_WRONLY);
+/* fsync a folder, so that a rename in it survives a power cut (Linux needs
+ * the folder opened read-only for this). */
+static tg_status sync_dir(const char *path, char *err, size_t errlen) {
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
     if (fd < 0)
         return tg__ck_fail(TG_ERR_IO, err, errlen, "%s: cannot open for fsync: %s", path,
@@ -135,7 +135,7 @@ static tg_status sync_path(const char *path, bool folder, char *err, size_t errl
 }
 
 static tg_status write_all(const char *path, const char *text, char *err, size_t errlen) {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
     size_t len = strlen(text), off = 0;
 
     if (fd < 0)
@@ -189,7 +189,7 @@ static tg_status write_latest(const char *dir, const char *name, bool *replaced,
         return st;
     }
     *replaced = true;
-    return sync_path(dir, true, err, errlen);
+    return sync_dir(dir, err, errlen);
 }
 
 /* The step of a file named ckpt-<digits>.h5, or -1. */
@@ -255,7 +255,8 @@ static tg_status list_steps(const char *dir, int64_t **steps, int *n, bool stale
         v[cnt++] = s;
     }
     (void)closedir(d);
-    qsort(v, (size_t)cnt, sizeof *v, cmp_desc);
+    if (cnt > 1)
+        qsort(v, (size_t)cnt, sizeof *v, cmp_desc);
     *steps = v;
     *n = cnt;
     return TG_OK;
@@ -286,16 +287,12 @@ static tg_status prune(const char *dir, int keep, int64_t step, char *err, size_
 
 /* ---- save ---- */
 
-/* Steps 1-3 of a save: the temporary file, its fsync, the rename. On
- * failure the temporary is gone. */
+/* Steps 1-3 of a save: the temporary file and its fsync (tg__ck_write),
+ * then the rename. On failure the temporary is gone. */
 static tg_status save_file(tg_ctx *ctx, const char *tmp, const char *dst, const tg_ckpt_meta *m,
                            int n, tg_tensor *const *ts, char *err, size_t errlen) {
     tg_status st = tg__ck_write(ctx, tmp, m, n, ts, err, errlen);
 
-    if (st == TG_OK && tg__ck_fault(TG__CK_FSYNC, 0, tmp, err, errlen))
-        st = TG_ERR_IO;
-    if (st == TG_OK)
-        st = sync_path(tmp, false, err, errlen);
     if (st == TG_OK && tg__ck_fault(TG__CK_RENAME, 0, tmp, err, errlen))
         st = TG_ERR_IO;
     if (st == TG_OK && rename(tmp, dst) != 0)
@@ -336,7 +333,7 @@ tg_status tg_ckpt_save(tg_ctx *ctx, const char *dir, const tg_ckpt_meta *meta, i
     if (tg__ck_fault(TG__CK_DIRSYNC, 0, dir, err, sizeof err))
         st = TG_ERR_IO;
     if (!st)
-        st = sync_path(dir, true, err, sizeof err);
+        st = sync_dir(dir, err, sizeof err);
     if (!st)
         st = write_latest(dir, name, &replaced, err, sizeof err);
     if (st) {

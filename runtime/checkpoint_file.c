@@ -12,6 +12,7 @@
  * docs/CHECKPOINTS.md is the reference for readers outside tapegrad.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
@@ -19,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <hdf5.h>
 #include <zlib.h>
@@ -36,6 +38,7 @@ typedef struct ckfile {
     const char *path;
     hid_t file;
     hid_t tensors;
+    int64_t num_tensors;
 } ckfile;
 
 /* One tensor as the file describes it. */
@@ -247,11 +250,28 @@ static herr_t put_u32(hid_t obj, const char *name, uint32_t v) {
     return put_attr(obj, name, H5T_STD_U32LE, H5T_NATIVE_UINT32, 1, &v);
 }
 
-static herr_t write_meta(hid_t file, const tg_ckpt_meta *m, int n) {
-    int32_t fv = TG_CKPT_FORMAT_VERSION, ws = m->world_size;
-    char model[TG_CKPT_NAME_MAX];
+/* The CRC-32 of the metadata's canonical text (docs/CHECKPOINTS.md gives
+ * the recipe), so that a flipped bit in an attribute is caught. */
+static uint32_t meta_crc(const tg_ckpt_meta *m, int64_t n) {
+    char buf[512];
+    int len = snprintf(buf, sizeof buf,
+                       "%d\n%s\n%s\n%" PRId64 "\n%" PRId64 "\n%" PRId64 "\n%" PRId64 "\n%" PRIu64
+                       "\n%" PRIu64 "\n%d\n%" PRId64 "\n",
+                       (int)m->format_version, m->version, m->model, m->step, m->epoch,
+                       m->samples_consumed, m->optim_steps, m->rng[0], m->rng[1],
+                       (int)m->world_size, n);
+    return crc_bytes(buf, len < 0 ? 0 : (size_t)len < sizeof buf ? (size_t)len : sizeof buf - 1);
+}
 
-    snprintf(model, sizeof model, "%s", m->model);
+static herr_t write_meta(hid_t file, const tg_ckpt_meta *meta, int n) {
+    tg_ckpt_meta mm = *meta, *m = &mm;
+    int32_t fv = TG_CKPT_FORMAT_VERSION, ws = m->world_size;
+    const char *model = m->model;
+
+    /* What a reader will see: the writer's version, the name as kept. */
+    mm.format_version = fv;
+    snprintf(mm.version, sizeof mm.version, "%s", TG_VERSION_STRING);
+    mm.model[sizeof mm.model - 1] = '\0';
     if (put_str(file, "format", FORMAT_NAME) < 0 ||
         put_attr(file, "format_version", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &fv) < 0 ||
         put_str(file, "tapegrad_version", TG_VERSION_STRING) < 0 ||
@@ -261,7 +281,7 @@ static herr_t write_meta(hid_t file, const tg_ckpt_meta *m, int n) {
         put_i64(file, "optim_steps", m->optim_steps) < 0 ||
         put_attr(file, "rng_state", H5T_STD_U64LE, H5T_NATIVE_UINT64, 2, m->rng) < 0 ||
         put_attr(file, "world_size", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &ws) < 0 ||
-        put_i64(file, "num_tensors", n) < 0)
+        put_i64(file, "num_tensors", n) < 0 || put_u32(file, "meta_crc32", meta_crc(m, n)) < 0)
         return -1;
     return 0;
 }
@@ -357,15 +377,23 @@ static tg_status write_tensor(tg_ctx *ctx, hid_t grp, const char *path, const tg
     return TG_OK;
 }
 
-static hid_t make_fapl(void) {
+/* Access properties: the default (sec2) driver for reading, or, with
+ * core_increment > 0, an in-memory file that grows by that many bytes. */
+static hid_t make_fapl(size_t core_increment) {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
 
     if (fapl < 0)
         return fapl;
-    /* The 1.8 format checksums its metadata (object headers, B-trees), so a
-     * flipped bit outside the tensor data is caught too, and h5py and any
-     * HDF5 from 1.8 on can read it. */
-    if (H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18) < 0) {
+    if (core_increment && H5Pset_fapl_core(fapl, core_increment, false) < 0) {
+        (void)H5Pclose(fapl);
+        return -1;
+    }
+    /* The earliest format that holds what we write (the creation-ordered
+     * group needs 1.8), so any HDF5 from 1.8 on and h5py read it. Newer
+     * lower bounds (a checksummed v2 superblock) give a corrupt image from
+     * H5Fget_file_image() in HDF5 1.10, so the metadata carries its own
+     * CRC-32 (meta_crc32) instead. */
+    if (H5Pset_libver_bounds(fapl, H5F_LIBVER_EARLIEST, H5F_LIBVER_V18) < 0) {
         (void)H5Pclose(fapl);
         return -1;
     }
@@ -422,10 +450,83 @@ static tg_status write_body(tg_ctx *ctx, hid_t file, const char *path, const tg_
     return st;
 }
 
+/* Builds the whole file in memory and returns its image (heap memory).
+ * HDF5 never writes to disk here: a write() that fails inside HDF5 leaves
+ * the file half-closed in the library (H5Fclose fails and the id stays, to
+ * crash at exit), so the disk I/O is done by write_image() below, where a
+ * full disk is an ordinary error. */
+static tg_status build_image(tg_ctx *ctx, const char *path, const tg_ckpt_meta *m, int n,
+                             tg_tensor *const *ts, void **image, size_t *size, char *err,
+                             size_t errlen) {
+    size_t guess = (size_t)1 << 20;
+    hid_t fapl, file, es;
+    ssize_t len = -1;
+    char why[256];
+    tg_status st;
+
+    *image = NULL;
+    for (int i = 0; i < n; i++)
+        guess += (size_t)tg_numel(ts[i]) * tg_dtype_size(ts[i]->dtype) + 4096;
+    fapl = make_fapl(guess);
+    file = fapl < 0 ? -1 : H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    es = h5_keep(file < 0);
+    if (fapl >= 0)
+        (void)H5Pclose(fapl);
+    h5_restore(es);
+    if (file < 0)
+        return tg__ck_fail(TG_ERR_IO, err, errlen, "%s: cannot create the file in memory: %s",
+                           path, h5_detail(why, sizeof why));
+    st = write_body(ctx, file, path, m, n, ts, err, errlen);
+    if (st == TG_OK && (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0 ||
+                        (len = H5Fget_file_image(file, NULL, 0)) <= 0))
+        st = tg__ck_fail(TG_ERR_IO, err, errlen, "%s: cannot lay out the file: %s", path,
+                         h5_detail(why, sizeof why));
+    if (st == TG_OK && !(*image = malloc((size_t)len)))
+        st = tg__ck_fail(TG_ERR_NOMEM, err, errlen, "%s: no memory for a %zd-byte file image",
+                         path, len);
+    if (st == TG_OK && H5Fget_file_image(file, *image, (size_t)len) != len)
+        st = tg__ck_fail(TG_ERR_IO, err, errlen, "%s: cannot copy the file image: %s", path,
+                         h5_detail(why, sizeof why));
+    if (H5Fclose(file) < 0 && st == TG_OK)
+        st = tg__ck_fail(TG_ERR_IO, err, errlen, "%s: closing the in-memory file: %s", path,
+                         h5_detail(why, sizeof why));
+    (void)H5Eclear2(H5E_DEFAULT);
+    if (st) {
+        free(*image);
+        *image = NULL;
+        return st;
+    }
+    *size = (size_t)len;
+    return TG_OK;
+}
+
+static tg_status write_image(int fd, const char *path, const char *image, size_t size,
+                             char *err, size_t errlen) {
+    size_t off = 0;
+
+    while (off < size) {
+        ssize_t w = write(fd, image + off, size - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return tg__ck_fail(TG_ERR_IO, err, errlen,
+                               "%s: write failed after %zu of %zu bytes: %s", path, off, size,
+                               w < 0 ? strerror(errno) : "no progress");
+        off += (size_t)w;
+    }
+    if (tg__ck_fault(TG__CK_FSYNC, 0, path, err, errlen))
+        return TG_ERR_IO;
+    if (fsync(fd) != 0)
+        return tg__ck_fail(TG_ERR_IO, err, errlen, "%s: fsync failed: %s", path,
+                           strerror(errno));
+    return TG_OK;
+}
+
 tg_status tg__ck_write(tg_ctx *ctx, const char *path, const tg_ckpt_meta *m, int n,
                        tg_tensor *const *ts, char *err, size_t errlen) {
-    hid_t fapl, file, es;
-    char why[256];
+    void *image = NULL;
+    size_t size = 0;
+    int fd;
     tg_status st;
 
     h5_quiet();
@@ -434,24 +535,19 @@ tg_status tg__ck_write(tg_ctx *ctx, const char *path, const tg_ckpt_meta *m, int
             return tg__ck_fail(TG_ERR_DTYPE, err, errlen, "%s: tensor '%s' has dtype %s, which "
                                "checkpoints do not store", path, ts[i]->name,
                                tg_dtype_name(ts[i]->dtype));
-    fapl = make_fapl();
-    file = fapl < 0 ? -1 : H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-    es = h5_keep(file < 0);
-    if (fapl >= 0)
-        (void)H5Pclose(fapl);
-    h5_restore(es);
-    if (file < 0)
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (fd < 0)
         return tg__ck_fail(TG_ERR_IO, err, errlen, "%s: cannot create the file: %s", path,
-                           h5_detail(why, sizeof why));
+                           strerror(errno));
     if (tg__ck_fault(TG__CK_CREATED, 0, path, err, errlen))
         st = TG_ERR_IO;
     else
-        st = write_body(ctx, file, path, m, n, ts, err, errlen);
-    /* Closing flushes the metadata cache: a full disk may first show here. */
-    if (H5Fclose(file) < 0 && st == TG_OK)
-        st = tg__ck_fail(TG_ERR_IO, err, errlen, "%s: writing the file out: %s", path,
-                         h5_detail(why, sizeof why));
-    (void)H5Eclear2(H5E_DEFAULT);
+        st = build_image(ctx, path, m, n, ts, &image, &size, err, errlen);
+    if (st == TG_OK)
+        st = write_image(fd, path, image, size, err, errlen);
+    free(image);
+    if (close(fd) != 0 && st == TG_OK)
+        st = tg__ck_fail(TG_ERR_IO, err, errlen, "%s: close failed: %s", path, strerror(errno));
     return st;
 }
 
@@ -562,8 +658,9 @@ static tg_status read_config(const ckfile *f, tg_ckpt_meta *m, char *err, size_t
     return TG_OK;
 }
 
-static tg_status read_meta(const ckfile *f, tg_ckpt_meta *m, char *err, size_t errlen) {
+static tg_status read_meta(ckfile *f, tg_ckpt_meta *m, char *err, size_t errlen) {
     char fmt[64];
+    uint32_t crc = 0;
     tg_status st;
 
     memset(m, 0, sizeof *m);
@@ -604,6 +701,15 @@ static tg_status read_meta(const ckfile *f, tg_ckpt_meta *m, char *err, size_t e
     if (!st)
         st = get_attr(f, "world_size", H5T_INTEGER, H5T_NATIVE_INT32, 1, &m->world_size, err,
                       errlen);
+    if (!st)
+        st = get_attr(f, "num_tensors", H5T_INTEGER, H5T_NATIVE_INT64, 1, &f->num_tensors, err,
+                      errlen);
+    if (!st)
+        st = get_attr(f, "meta_crc32", H5T_INTEGER, H5T_NATIVE_UINT32, 1, &crc, err, errlen);
+    if (!st && crc != meta_crc(m, f->num_tensors))
+        st = tg__ck_fail(TG_ERR_FORMAT, err, errlen,
+                         "%s: the metadata fails its CRC-32 checksum (the file is corrupt)",
+                         f->path);
     if (!st)
         st = read_config(f, m, err, errlen);
     return st;
@@ -646,7 +752,7 @@ static tg_status ck_open(const char *path, ckfile *f, tg_ckpt_meta *m, char *err
         return tg__ck_fail(TG_ERR_FORMAT, err, errlen,
                            "%s: not an HDF5 file (expected a tapegrad checkpoint)", path);
     }
-    fapl = make_fapl();
+    fapl = make_fapl(0);
     f->file = fapl < 0 ? -1 : H5Fopen(path, H5F_ACC_RDONLY, fapl);
     es = h5_keep(f->file < 0);
     if (fapl >= 0)
@@ -737,6 +843,10 @@ static tg_status ck_entries(const ckfile *f, ckent **out, int *count, char *err,
     *count = 0;
     if (H5Gget_info(f->tensors, &gi) < 0 || gi.nlinks > (1u << 30))
         return tg__ck_fail(TG_ERR_FORMAT, err, errlen, "%s: cannot list /tensors", f->path);
+    if ((int64_t)gi.nlinks != f->num_tensors)
+        return tg__ck_fail(TG_ERR_FORMAT, err, errlen,
+                           "%s: /tensors holds %llu datasets but num_tensors says %" PRId64,
+                           f->path, (unsigned long long)gi.nlinks, f->num_tensors);
     e = calloc(gi.nlinks ? gi.nlinks : 1, sizeof *e);
     if (!e)
         return tg__ck_fail(TG_ERR_NOMEM, err, errlen, "%s: no memory to list %llu tensors",

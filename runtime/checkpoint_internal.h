@@ -24,9 +24,9 @@
  * that the previous checkpoint survives.
  */
 typedef enum tg__ck_stage {
-    TG__CK_CREATED = 0,   /* the temporary HDF5 file exists, nothing written yet */
+    TG__CK_CREATED = 0,   /* the temporary file exists, nothing written yet */
     TG__CK_TENSOR,        /* before tensor `index` is written */
-    TG__CK_FSYNC,         /* the temporary is closed, before its fsync */
+    TG__CK_FSYNC,         /* the temporary is written, before its fsync */
     TG__CK_RENAME,        /* before the temporary is renamed to ckpt-<step>.h5 */
     TG__CK_DIRSYNC,       /* renamed, before the folder's fsync */
     TG__CK_LATEST,        /* before the temporary `latest` is written */
@@ -59,8 +59,10 @@ tg_status tg__ck_fail(tg_status st, char *err, size_t errlen, const char *fmt, .
 tg_status tg__ck_check_tensors(const char *what, int n, tg_tensor *const *ts, char *err,
                                size_t errlen);
 
-/* Writes the checkpoint file at `path` (created or truncated). On failure
- * the file may be left half-written: the caller removes it. */
+/* Writes the checkpoint file at `path` (created or truncated) and fsyncs
+ * it. The file is built in memory first, so a save holds its whole image in
+ * memory, twice at the peak. On failure the file may be left half-written:
+ * the caller removes it. */
 tg_status tg__ck_write(tg_ctx *ctx, const char *path, const tg_ckpt_meta *meta, int n,
                        tg_tensor *const *ts, char *err, size_t errlen);
 

@@ -70,6 +70,14 @@ static int group_teardown(void **state) {
     return nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* No HDF5 object (file, group, dataset, attribute) is left open. */
+static void expect_no_open_ids(void) {
+    ssize_t n = H5Fget_obj_count((hid_t)H5F_OBJ_ALL, H5F_OBJ_ALL);
+    if (n != 0)
+        print_error("%zd HDF5 objects left open\n", n);
+    assert_int_equal(n, 0);
+}
+
 static tg_ctx *new_ctx(void) {
     tg_ctx *ctx = NULL;
     assert_int_equal(tg_ctx_new(NULL, &ctx), TG_OK);
@@ -325,6 +333,7 @@ static void test_config_sizes(void **state) {
     tg_ckpt_meta_free(&got);
     free(cfg);
     tg_ctx_free(ctx);
+    expect_no_open_ids();
 }
 
 /* The layout docs/CHECKPOINTS.md promises, read with HDF5 and zlib only. */
@@ -390,6 +399,7 @@ static void test_layout(void **state) {
     H5Gclose(g);
     H5Fclose(f);
     tg_ctx_free(ctx);
+    expect_no_open_ids();
 }
 
 /* ---- the folder: latest, keep-K ---- */
@@ -438,6 +448,7 @@ static void test_latest_and_keep(void **state) {
     assert_int_equal(count_suffix(dir, ".h5"), 5);
     assert_int_equal(count_suffix(dir, ".tmp"), 0);
     tg_ctx_free(ctx);
+    expect_no_open_ids();
 }
 
 /* ---- failure injection ---- */
@@ -525,6 +536,7 @@ static void test_fault_injection(void **state) {
     }
     tg__ckpt_fault = NULL;
     tg_ctx_free(ctx);
+    expect_no_open_ids();
 }
 
 /* A real write failure: the file-size limit makes write() fail with EFBIG
@@ -554,6 +566,7 @@ static void test_real_write_failure(void **state) {
     expect_fail(ctx, st, TG_ERR_IO, ".ckpt-00000200.h5.tmp", NULL);
     expect_previous(ctx, dir, &a);
     tg_ctx_free(ctx);
+    expect_no_open_ids();
 }
 
 /* ---- bad inputs ---- */
@@ -597,6 +610,7 @@ static void test_folders(void **state) {
                 TG_ERR_IO, "nothing to resume in", "emptydir", "no checkpoint files", NULL);
     assert_string_equal(warn, "");
     tg_ctx_free(ctx);
+    expect_no_open_ids();
 }
 
 static void test_bad_names(void **state) {
@@ -625,6 +639,7 @@ static void test_bad_names(void **state) {
                 "negative", NULL);
     assert_false(exists(dir));
     tg_ctx_free(ctx);
+    expect_no_open_ids();
 }
 
 /* Bad files: missing, not HDF5, HDF5 but not a checkpoint, truncated. */
@@ -663,6 +678,7 @@ static void test_bad_files(void **state) {
     expect_fail(ctx, tg_ckpt_read_meta(ctx, cut, &m), TG_ERR_FORMAT, "cut.h5", NULL);
     free(data);
     tg_ctx_free(ctx);
+    expect_no_open_ids();
 }
 
 /* Flips one bit of the first occurrence of `pattern` in the file. */
@@ -720,6 +736,7 @@ static void test_bit_flips(void **state) {
     expect_fail(ctx, tg_ckpt_load(ctx, path, b.n, b.t, &m), TG_ERR_FORMAT, path, "'scale'",
                 "CRC-32", NULL);
     tg_ctx_free(ctx);
+    expect_no_open_ids();
 }
 
 /* A checkpoint of another model: missing, extra, other shape, other dtype. */
@@ -758,6 +775,7 @@ static void test_other_model(void **state) {
     a.t[0] = swap;
     assert_int_equal(tg_ckpt_load(ctx, path, a.n, a.t, NULL), TG_OK);
     tg_ctx_free(ctx);
+    expect_no_open_ids();
 }
 
 static void set_root_i32(const char *path, const char *name, int32_t v) {
@@ -786,10 +804,20 @@ static void test_newer_format(void **state) {
     expect_fail(ctx, tg_ckpt_load(ctx, path, a.n, a.t, &m), TG_ERR_UNSUPPORTED, path, want,
                 "upgrade", NULL);
     expect_fail(ctx, tg_ckpt_read_meta(ctx, path, &m), TG_ERR_UNSUPPORTED, path, NULL);
+    /* A changed attribute (here world_size) fails the metadata's CRC-32. */
+    path = save_at(ctx, tmp_path("metaflip"), &a, 1, 1);
+    set_root_i32(path, "world_size", 5);
+    expect_fail(ctx, tg_ckpt_read_meta(ctx, path, &m), TG_ERR_FORMAT, path,
+                "metadata fails its CRC-32", NULL);
+    expect_fail(ctx, tg_ckpt_verify(ctx, path), TG_ERR_FORMAT, "metadata", NULL);
+    set_root_i32(path, "world_size", 4);
+    assert_int_equal(tg_ckpt_verify(ctx, path), TG_OK);
+    path = save_at(ctx, tmp_path("newer"), &a, 2, 1);
     set_root_i32(path, "format_version", 0);
     expect_fail(ctx, tg_ckpt_load(ctx, path, a.n, a.t, &m), TG_ERR_FORMAT, path,
                 "invalid checkpoint format version 0", NULL);
     tg_ctx_free(ctx);
+    expect_no_open_ids();
 }
 
 /* ---- resume: latest broken or missing ---- */
@@ -839,6 +867,7 @@ static void test_find_fallback(void **state) {
     assert_non_null(strstr(warn, "not an HDF5 file"));
     assert_string_equal(found, "");
     tg_ctx_free(ctx);
+    expect_no_open_ids();
 }
 
 /* ---- describe ---- */
@@ -883,6 +912,7 @@ static void test_describe(void **state) {
                 NULL);
     assert_null(text);
     tg_ctx_free(ctx);
+    expect_no_open_ids();
 }
 
 int main(void) {
