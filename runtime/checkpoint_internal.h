@@ -3,7 +3,8 @@
  * failure-injection hook the tests use.
  *
  * checkpoint_file.c knows the HDF5 layout of one checkpoint file (writing,
- * opening, reading, verifying, describing); checkpoint.c knows the folder
+ * opening, reading, verifying); checkpoint_load.c loads one into the
+ * caller's tensors and describes one; checkpoint.c knows the folder
  * (temporary names, fsync, rename, `latest`, pruning, choosing a file to
  * resume from). Not part of the public API.
  */
@@ -12,6 +13,8 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+
+#include <hdf5.h>
 
 #include "tapegrad/checkpoint.h"
 
@@ -68,5 +71,42 @@ tg_status tg__ck_write(tg_ctx *ctx, const char *path, const tg_ckpt_meta *meta, 
 
 /* tg_ckpt_verify() with the message in err instead of the context. */
 tg_status tg__ck_verify(const char *path, char *err, size_t errlen);
+
+/* ---- one open checkpoint file (checkpoint_file.c) ---- */
+
+/* An open checkpoint: the file and its /tensors group. */
+typedef struct tg__ckfile {
+    const char *path;
+    hid_t file;
+    hid_t tensors;
+    int64_t num_tensors;
+} tg__ckfile;
+
+/* One tensor as the file describes it. */
+typedef struct tg__ckent {
+    char *name;
+    int ndim;
+    int64_t shape[TG_MAX_DIMS];
+    int dtype; /* a tg_dtype, or -1 for a type tapegrad does not use */
+    char tname[24];
+    uint32_t crc;
+    size_t nbytes;
+} tg__ckent;
+
+/* Opens the file at `path` and reads and checks its metadata into m
+ * (m->config is heap memory the caller frees with tg_ckpt_meta_free(), also
+ * on failure). */
+tg_status tg__ck_open(const char *path, tg__ckfile *f, tg_ckpt_meta *m, char *err, size_t errlen);
+void tg__ck_close(tg__ckfile *f);
+/* Lists the datasets under /tensors in the order they were saved; *out is
+ * heap memory for tg__ck_free_entries(). */
+tg_status tg__ck_entries(const tg__ckfile *f, tg__ckent **out, int *count, char *err,
+                         size_t errlen);
+void tg__ck_free_entries(tg__ckent *e, int n);
+/* Reads one tensor's bytes (e->nbytes) into buf and checks both checksums. */
+tg_status tg__ck_read(const tg__ckfile *f, const tg__ckent *e, void *buf, char *err,
+                      size_t errlen);
+/* "(2, 3)", "(4,)", "()" into buf; returns buf. */
+const char *tg__ck_shape_str(int ndim, const int64_t *shape, char *buf, size_t len);
 
 #endif
