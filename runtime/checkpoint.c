@@ -231,7 +231,7 @@ static tg_status list_steps(const char *dir, int64_t **steps, int *n, bool stale
                            strerror(errno));
     while ((de = readdir(d)) != NULL) {
         int64_t s = parse_step(de->d_name);
-        if (stale && s < 0 && de->d_name[0] == '.' && parse_step(de->d_name + 1) < 0) {
+        if (stale && s < 0 && de->d_name[0] == '.') {
             size_t l = strlen(de->d_name);
             /* ".ckpt-<digits>.h5.tmp": strip the dot and the suffix to check. */
             if (l > 5 && strcmp(de->d_name + l - 4, ".tmp") == 0) {

@@ -116,6 +116,9 @@ void tg_ckpt_meta_free(tg_ckpt_meta *m);
  *
  * If the new checkpoint was made durable but deleting an old one failed, the
  * status is TG_ERR_IO and the message says so: the new checkpoint is valid.
+ * The file is built in memory and then written with write() and fsync(), so
+ * a save holds the file's image (about the tensors' total size) twice at its
+ * peak.
  */
 tg_status tg_ckpt_save(tg_ctx *ctx, const char *dir, const tg_ckpt_meta *meta, int n,
                        tg_tensor *const *tensors, int keep, char *path, size_t pathlen);
