@@ -65,13 +65,13 @@ tg_status tg__ck_check_tensors(const char *what, int n, tg_tensor *const *ts, ch
     for (int i = 0; i < n; i++) {
         const char *nm = ts[i] ? ts[i]->name : NULL;
         if (!ts[i])
-            return tg__ck_fail(TG_ERR_INVALID, err, errlen, "%s: tensor %d of %d is NULL", what,
-                               i, n);
+            return tg__ck_fail(TG_ERR_INVALID, err, errlen, "%s: tensor %d of %d is NULL", what, i,
+                               n);
         if (!nm || !nm[0] || strchr(nm, '/') || strcmp(nm, ".") == 0)
             return tg__ck_fail(TG_ERR_INVALID, err, errlen,
                                "%s: tensor %d has %s%s%s; checkpoints need a unique, non-empty "
-                               "name without '/'", what, i, nm ? "the name '" : "no name",
-                               nm ? nm : "", nm ? "'" : "");
+                               "name without '/'",
+                               what, i, nm ? "the name '" : "no name", nm ? nm : "", nm ? "'" : "");
         for (int j = 0; j < i; j++)
             if (strcmp(ts[j]->name, nm) == 0)
                 return tg__ck_fail(TG_ERR_INVALID, err, errlen,
@@ -129,8 +129,7 @@ static tg_status sync_dir(const char *path, char *err, size_t errlen) {
         return tg__ck_fail(TG_ERR_IO, err, errlen, "%s: fsync failed: %s", path, strerror(e));
     }
     if (close(fd) != 0)
-        return tg__ck_fail(TG_ERR_IO, err, errlen, "%s: close failed: %s", path,
-                           strerror(errno));
+        return tg__ck_fail(TG_ERR_IO, err, errlen, "%s: close failed: %s", path, strerror(errno));
     return TG_OK;
 }
 
@@ -139,8 +138,7 @@ static tg_status write_all(const char *path, const char *text, char *err, size_t
     size_t len = strlen(text), off = 0;
 
     if (fd < 0)
-        return tg__ck_fail(TG_ERR_IO, err, errlen, "%s: cannot create: %s", path,
-                           strerror(errno));
+        return tg__ck_fail(TG_ERR_IO, err, errlen, "%s: cannot create: %s", path, strerror(errno));
     while (off < len) {
         ssize_t w = write(fd, text + off, len - off);
         if (w < 0 && errno == EINTR)
@@ -148,8 +146,7 @@ static tg_status write_all(const char *path, const char *text, char *err, size_t
         if (w <= 0) {
             int e = w < 0 ? errno : ENOSPC;
             (void)close(fd);
-            return tg__ck_fail(TG_ERR_IO, err, errlen, "%s: write failed: %s", path,
-                               strerror(e));
+            return tg__ck_fail(TG_ERR_IO, err, errlen, "%s: write failed: %s", path, strerror(e));
         }
         off += (size_t)w;
     }
@@ -159,8 +156,7 @@ static tg_status write_all(const char *path, const char *text, char *err, size_t
         return tg__ck_fail(TG_ERR_IO, err, errlen, "%s: fsync failed: %s", path, strerror(e));
     }
     if (close(fd) != 0)
-        return tg__ck_fail(TG_ERR_IO, err, errlen, "%s: close failed: %s", path,
-                           strerror(errno));
+        return tg__ck_fail(TG_ERR_IO, err, errlen, "%s: close failed: %s", path, strerror(errno));
     return TG_OK;
 }
 
@@ -278,8 +274,8 @@ static tg_status prune(const char *dir, int keep, int64_t step, char *err, size_
         if (join(p, sizeof p, dir, name, err, errlen))
             st = TG_ERR_INVALID;
         else if (unlink(p) != 0 && errno != ENOENT)
-            st = tg__ck_fail(TG_ERR_IO, err, errlen, "%s: cannot delete the old checkpoint: %s",
-                             p, strerror(errno));
+            st = tg__ck_fail(TG_ERR_IO, err, errlen, "%s: cannot delete the old checkpoint: %s", p,
+                             strerror(errno));
     }
     free(v);
     return st;
@@ -431,8 +427,8 @@ tg_status tg_ckpt_find(tg_ctx *ctx, const char *dir, char *path, size_t pathlen,
     if (have_latest && join(p, sizeof p, dir, latest, err, sizeof err) == 0) {
         if (tg__ck_verify(p, err, sizeof err) == TG_OK)
             goto found;
-        warn_add(warn, warnlen, "%s/%s names %s, which cannot be used: %s", dir, LATEST,
-                 latest, err);
+        warn_add(warn, warnlen, "%s/%s names %s, which cannot be used: %s", dir, LATEST, latest,
+                 err);
     }
     for (int i = 0; i < n; i++) {
         ckpt_name(name, sizeof name, v[i]);
@@ -448,14 +444,15 @@ tg_status tg_ckpt_find(tg_ctx *ctx, const char *dir, char *path, size_t pathlen,
     }
     free(v);
     if (n)
-        return tg__fail(ctx, TG_ERR_IO, "nothing to resume in %s (%d checkpoint file%s, none "
-                        "valid)", dir, n, n > 1 ? "s" : "");
+        return tg__fail(ctx, TG_ERR_IO,
+                        "nothing to resume in %s (%d checkpoint file%s, none "
+                        "valid)",
+                        dir, n, n > 1 ? "s" : "");
     return tg__fail(ctx, TG_ERR_IO, "nothing to resume in %s (no checkpoint files)", dir);
 found:
     free(v);
     if (strlen(p) >= pathlen)
-        return tg__fail(ctx, TG_ERR_INVALID, "ckpt_find: %s does not fit in %zu bytes", p,
-                        pathlen);
+        return tg__fail(ctx, TG_ERR_INVALID, "ckpt_find: %s does not fit in %zu bytes", p, pathlen);
     memcpy(path, p, strlen(p) + 1);
     return TG_OK;
 }

@@ -237,12 +237,12 @@ static herr_t put_u32(hid_t obj, const char *name, uint32_t v) {
  * the recipe), so that a flipped bit in an attribute is caught. */
 static uint32_t meta_crc(const tg_ckpt_meta *m, int64_t n) {
     char buf[512];
-    int len = snprintf(buf, sizeof buf,
-                       "%d\n%s\n%s\n%" PRId64 "\n%" PRId64 "\n%" PRId64 "\n%" PRId64 "\n%" PRIu64
-                       "\n%" PRIu64 "\n%d\n%" PRId64 "\n",
-                       (int)m->format_version, m->version, m->model, m->step, m->epoch,
-                       m->samples_consumed, m->optim_steps, m->rng[0], m->rng[1],
-                       (int)m->world_size, n);
+    int len =
+        snprintf(buf, sizeof buf,
+                 "%d\n%s\n%s\n%" PRId64 "\n%" PRId64 "\n%" PRId64 "\n%" PRId64 "\n%" PRIu64
+                 "\n%" PRIu64 "\n%d\n%" PRId64 "\n",
+                 (int)m->format_version, m->version, m->model, m->step, m->epoch,
+                 m->samples_consumed, m->optim_steps, m->rng[0], m->rng[1], (int)m->world_size, n);
     return crc_bytes(buf, len < 0 ? 0 : (size_t)len < sizeof buf ? (size_t)len : sizeof buf - 1);
 }
 
@@ -330,8 +330,8 @@ static tg_status write_tensor(tg_ctx *ctx, hid_t grp, const char *path, const tg
     tg_status st = TG_OK;
 
     if (tg_to_host(ctx, t, buf, nbytes) != TG_OK) {
-        st = tg__ck_fail(ctx->status, err, errlen, "%s: reading tensor '%s' to the host: %s",
-                         path, t->name, tg_ctx_error(ctx));
+        st = tg__ck_fail(ctx->status, err, errlen, "%s: reading tensor '%s' to the host: %s", path,
+                         t->name, tg_ctx_error(ctx));
         tg_ctx_clear_error(ctx);
         return st;
     }
@@ -342,8 +342,8 @@ static tg_status write_tensor(tg_ctx *ctx, hid_t grp, const char *path, const tg
     if (sp >= 0 && dcpl >= 0)
         d = H5Dcreate2(grp, t->name, file_type(t->dtype), sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     /* An empty tensor has nothing to write; its dataset reads back empty. */
-    if (d < 0 || (nbytes && H5Dwrite(d, mem_type(t->dtype), H5S_ALL, H5S_ALL, H5P_DEFAULT,
-                                     buf) < 0) ||
+    if (d < 0 ||
+        (nbytes && H5Dwrite(d, mem_type(t->dtype), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) ||
         put_u32(d, "crc32", crc_bytes(buf, nbytes)) < 0)
         st = TG_ERR_IO;
     es = h5_keep(st != TG_OK);
@@ -390,8 +390,8 @@ static hid_t make_fapl(size_t core_increment) {
     return fapl;
 }
 
-static tg_status write_body(tg_ctx *ctx, hid_t file, const char *path, const tg_ckpt_meta *m,
-                            int n, tg_tensor *const *ts, char *err, size_t errlen) {
+static tg_status write_body(tg_ctx *ctx, hid_t file, const char *path, const tg_ckpt_meta *m, int n,
+                            tg_tensor *const *ts, char *err, size_t errlen) {
     size_t maxb = 1;
     hid_t gcpl, grp = -1;
     void *buf;
@@ -404,8 +404,8 @@ static tg_status write_body(tg_ctx *ctx, hid_t file, const char *path, const tg_
     /* Tracking creation order lets readers list the tensors in the order
      * they were saved (parameters first, then optimizer state). */
     gcpl = H5Pcreate(H5P_GROUP_CREATE);
-    if (gcpl >= 0 && H5Pset_link_creation_order(gcpl, H5P_CRT_ORDER_TRACKED |
-                                                          H5P_CRT_ORDER_INDEXED) >= 0)
+    if (gcpl >= 0 &&
+        H5Pset_link_creation_order(gcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED) >= 0)
         grp = H5Gcreate2(file, "tensors", H5P_DEFAULT, gcpl, H5P_DEFAULT);
     if (gcpl >= 0)
         (void)H5Pclose(gcpl);
@@ -457,16 +457,16 @@ static tg_status build_image(tg_ctx *ctx, const char *path, const tg_ckpt_meta *
         (void)H5Pclose(fapl);
     h5_restore(es);
     if (file < 0)
-        return tg__ck_fail(TG_ERR_IO, err, errlen, "%s: cannot create the file in memory: %s",
-                           path, h5_detail(why, sizeof why));
+        return tg__ck_fail(TG_ERR_IO, err, errlen, "%s: cannot create the file in memory: %s", path,
+                           h5_detail(why, sizeof why));
     st = write_body(ctx, file, path, m, n, ts, err, errlen);
-    if (st == TG_OK && (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0 ||
-                        (len = H5Fget_file_image(file, NULL, 0)) <= 0))
+    if (st == TG_OK &&
+        (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0 || (len = H5Fget_file_image(file, NULL, 0)) <= 0))
         st = tg__ck_fail(TG_ERR_IO, err, errlen, "%s: cannot lay out the file: %s", path,
                          h5_detail(why, sizeof why));
     if (st == TG_OK && !(*image = malloc((size_t)len)))
-        st = tg__ck_fail(TG_ERR_NOMEM, err, errlen, "%s: no memory for a %zd-byte file image",
-                         path, len);
+        st = tg__ck_fail(TG_ERR_NOMEM, err, errlen, "%s: no memory for a %zd-byte file image", path,
+                         len);
     if (st == TG_OK && H5Fget_file_image(file, *image, (size_t)len) != len)
         st = tg__ck_fail(TG_ERR_IO, err, errlen, "%s: cannot copy the file image: %s", path,
                          h5_detail(why, sizeof why));
@@ -483,8 +483,8 @@ static tg_status build_image(tg_ctx *ctx, const char *path, const tg_ckpt_meta *
     return TG_OK;
 }
 
-static tg_status write_image(int fd, const char *path, const char *image, size_t size,
-                             char *err, size_t errlen) {
+static tg_status write_image(int fd, const char *path, const char *image, size_t size, char *err,
+                             size_t errlen) {
     size_t off = 0;
 
     while (off < size) {
@@ -500,8 +500,7 @@ static tg_status write_image(int fd, const char *path, const char *image, size_t
     if (tg__ck_fault(TG__CK_FSYNC, 0, path, err, errlen))
         return TG_ERR_IO;
     if (fsync(fd) != 0)
-        return tg__ck_fail(TG_ERR_IO, err, errlen, "%s: fsync failed: %s", path,
-                           strerror(errno));
+        return tg__ck_fail(TG_ERR_IO, err, errlen, "%s: fsync failed: %s", path, strerror(errno));
     return TG_OK;
 }
 
@@ -515,9 +514,10 @@ tg_status tg__ck_write(tg_ctx *ctx, const char *path, const tg_ckpt_meta *m, int
     h5_quiet();
     for (int i = 0; i < n; i++)
         if (file_type(ts[i]->dtype) < 0)
-            return tg__ck_fail(TG_ERR_DTYPE, err, errlen, "%s: tensor '%s' has dtype %s, which "
-                               "checkpoints do not store", path, ts[i]->name,
-                               tg_dtype_name(ts[i]->dtype));
+            return tg__ck_fail(TG_ERR_DTYPE, err, errlen,
+                               "%s: tensor '%s' has dtype %s, which "
+                               "checkpoints do not store",
+                               path, ts[i]->name, tg_dtype_name(ts[i]->dtype));
     fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
     if (fd < 0)
         return tg__ck_fail(TG_ERR_IO, err, errlen, "%s: cannot create the file: %s", path,
@@ -562,8 +562,8 @@ static tg_status get_attr(const tg__ckfile *f, const char *name, H5T_class_t cls
     (void)H5Eclear2(H5E_DEFAULT);
     if (!ok)
         return tg__ck_fail(TG_ERR_FORMAT, err, errlen,
-                           "%s: the root attribute '%s' is not %d %s value%s", f->path, name,
-                           count, cls == H5T_INTEGER ? "integer" : "string", count > 1 ? "s" : "");
+                           "%s: the root attribute '%s' is not %d %s value%s", f->path, name, count,
+                           cls == H5T_INTEGER ? "integer" : "string", count > 1 ? "s" : "");
     return TG_OK;
 }
 
@@ -596,8 +596,7 @@ static tg_status get_str(const tg__ckfile *f, const char *name, char *out, size_
     (void)H5Eclear2(H5E_DEFAULT);
     if (ex <= 0)
         return tg__ck_fail(TG_ERR_FORMAT, err, errlen,
-                           "%s: not a tapegrad checkpoint (no root attribute '%s')", f->path,
-                           name);
+                           "%s: not a tapegrad checkpoint (no root attribute '%s')", f->path, name);
     if (!ok)
         return tg__ck_fail(TG_ERR_FORMAT, err, errlen,
                            "%s: the root attribute '%s' is not a fixed-length string", f->path,
@@ -650,8 +649,8 @@ static tg_status read_meta(tg__ckfile *f, tg_ckpt_meta *m, char *err, size_t err
     st = get_str(f, "format", fmt, sizeof fmt, err, errlen);
     if (st == TG_OK && strcmp(fmt, FORMAT_NAME) != 0)
         st = tg__ck_fail(TG_ERR_FORMAT, err, errlen,
-                         "%s: not a tapegrad checkpoint (format is '%s', expected '%s')",
-                         f->path, fmt, FORMAT_NAME);
+                         "%s: not a tapegrad checkpoint (format is '%s', expected '%s')", f->path,
+                         fmt, FORMAT_NAME);
     if (st == TG_OK)
         st = get_attr(f, "format_version", H5T_INTEGER, H5T_NATIVE_INT32, 1, &m->format_version,
                       err, errlen);
@@ -674,8 +673,8 @@ static tg_status read_meta(tg__ckfile *f, tg_ckpt_meta *m, char *err, size_t err
     if (!st)
         st = get_attr(f, "epoch", H5T_INTEGER, H5T_NATIVE_INT64, 1, &m->epoch, err, errlen);
     if (!st)
-        st = get_attr(f, "samples_consumed", H5T_INTEGER, H5T_NATIVE_INT64, 1,
-                      &m->samples_consumed, err, errlen);
+        st = get_attr(f, "samples_consumed", H5T_INTEGER, H5T_NATIVE_INT64, 1, &m->samples_consumed,
+                      err, errlen);
     if (!st)
         st = get_attr(f, "optim_steps", H5T_INTEGER, H5T_NATIVE_INT64, 1, &m->optim_steps, err,
                       errlen);
@@ -746,8 +745,7 @@ tg_status tg__ck_open(const char *path, tg__ckfile *f, tg_ckpt_meta *m, char *er
     if (st == TG_OK) {
         f->tensors = H5Gopen2(f->file, "tensors", H5P_DEFAULT);
         if (f->tensors < 0)
-            st = tg__ck_fail(TG_ERR_FORMAT, err, errlen, "%s: the group /tensors is missing",
-                             path);
+            st = tg__ck_fail(TG_ERR_FORMAT, err, errlen, "%s: the group /tensors is missing", path);
     }
     if (st)
         tg__ck_close(f);
@@ -760,7 +758,8 @@ void tg__ck_free_entries(tg__ckent *e, int n) {
     free(e);
 }
 
-static tg_status describe_entry(const tg__ckfile *f, hid_t d, tg__ckent *e, char *err, size_t errlen) {
+static tg_status describe_entry(const tg__ckfile *f, hid_t d, tg__ckent *e, char *err,
+                                size_t errlen) {
     hid_t sp = H5Dget_space(d), t = H5Dget_type(d), a = -1;
     hsize_t dims[TG_MAX_DIMS];
     int nd = sp < 0 ? -1 : H5Sget_simple_extent_ndims(sp);
@@ -791,8 +790,8 @@ static tg_status describe_entry(const tg__ckfile *f, hid_t d, tg__ckent *e, char
                            e->name, TG_MAX_DIMS);
     if (e->dtype < 0)
         return tg__ck_fail(TG_ERR_FORMAT, err, errlen,
-                           "%s: /tensors/%s holds %s (expected f32, f64, u8, i32 or i64)",
-                           f->path, e->name, e->tname);
+                           "%s: /tensors/%s holds %s (expected f32, f64, u8, i32 or i64)", f->path,
+                           e->name, e->tname);
     snprintf(e->tname, sizeof e->tname, "%s", tg_dtype_name((tg_dtype)e->dtype));
     if (!crc_ok)
         return tg__ck_fail(TG_ERR_FORMAT, err, errlen, "%s: /tensors/%s has no crc32 attribute",
@@ -805,8 +804,8 @@ static char *link_name(hid_t grp, H5_index_t idx, hsize_t i) {
     ssize_t len = H5Lget_name_by_idx(grp, ".", idx, H5_ITER_INC, i, NULL, 0, H5P_DEFAULT);
     char *s = len < 0 ? NULL : malloc((size_t)len + 1);
 
-    if (s && H5Lget_name_by_idx(grp, ".", idx, H5_ITER_INC, i, s, (size_t)len + 1,
-                                H5P_DEFAULT) < 0) {
+    if (s &&
+        H5Lget_name_by_idx(grp, ".", idx, H5_ITER_INC, i, s, (size_t)len + 1, H5P_DEFAULT) < 0) {
         free(s);
         s = NULL;
     }
@@ -814,7 +813,8 @@ static char *link_name(hid_t grp, H5_index_t idx, hsize_t i) {
 }
 
 /* Lists the datasets under /tensors, in the order they were saved. */
-tg_status tg__ck_entries(const tg__ckfile *f, tg__ckent **out, int *count, char *err, size_t errlen) {
+tg_status tg__ck_entries(const tg__ckfile *f, tg__ckent **out, int *count, char *err,
+                         size_t errlen) {
     H5G_info_t gi;
     H5_index_t idx = H5_INDEX_CRT_ORDER;
     tg__ckent *e;
@@ -830,8 +830,8 @@ tg_status tg__ck_entries(const tg__ckfile *f, tg__ckent **out, int *count, char 
                            f->path, (unsigned long long)gi.nlinks, f->num_tensors);
     e = calloc(gi.nlinks ? gi.nlinks : 1, sizeof *e);
     if (!e)
-        return tg__ck_fail(TG_ERR_NOMEM, err, errlen, "%s: no memory to list %llu tensors",
-                           f->path, (unsigned long long)gi.nlinks);
+        return tg__ck_fail(TG_ERR_NOMEM, err, errlen, "%s: no memory to list %llu tensors", f->path,
+                           (unsigned long long)gi.nlinks);
     for (hsize_t i = 0; i < gi.nlinks && st == TG_OK; i++) {
         hid_t d;
 
@@ -867,7 +867,8 @@ tg_status tg__ck_entries(const tg__ckfile *f, tg__ckent **out, int *count, char 
 }
 
 /* Reads one tensor's bytes into buf (e->nbytes) and checks both checksums. */
-tg_status tg__ck_read(const tg__ckfile *f, const tg__ckent *e, void *buf, char *err, size_t errlen) {
+tg_status tg__ck_read(const tg__ckfile *f, const tg__ckent *e, void *buf, char *err,
+                      size_t errlen) {
     hid_t d;
     herr_t r = 0;
     char why[256];
@@ -885,9 +886,10 @@ tg_status tg__ck_read(const tg__ckfile *f, const tg__ckent *e, void *buf, char *
         if (strstr(why, "Fletcher32") || strstr(why, "checksum"))
             return tg__ck_fail(TG_ERR_FORMAT, err, errlen,
                                "%s: tensor '%s' fails its Fletcher-32 checksum (the file is "
-                               "corrupt)", f->path, e->name);
-        return tg__ck_fail(TG_ERR_FORMAT, err, errlen, "%s: cannot read tensor '%s': %s",
-                           f->path, e->name, why);
+                               "corrupt)",
+                               f->path, e->name);
+        return tg__ck_fail(TG_ERR_FORMAT, err, errlen, "%s: cannot read tensor '%s': %s", f->path,
+                           e->name, why);
     }
     (void)H5Dclose(d);
     crc = crc_bytes(buf, e->nbytes);
@@ -962,4 +964,3 @@ tg_status tg_ckpt_verify(tg_ctx *ctx, const char *path) {
     st = tg__ck_verify(path, err, sizeof err);
     return st ? tg__fail(ctx, st, "%s", err) : TG_OK;
 }
-

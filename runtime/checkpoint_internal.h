@@ -104,8 +104,7 @@ tg_status tg__ck_entries(const tg__ckfile *f, tg__ckent **out, int *count, char 
                          size_t errlen);
 void tg__ck_free_entries(tg__ckent *e, int n);
 /* Reads one tensor's bytes (e->nbytes) into buf and checks both checksums. */
-tg_status tg__ck_read(const tg__ckfile *f, const tg__ckent *e, void *buf, char *err,
-                      size_t errlen);
+tg_status tg__ck_read(const tg__ckfile *f, const tg__ckent *e, void *buf, char *err, size_t errlen);
 /* "(2, 3)", "(4,)", "()" into buf; returns buf. */
 const char *tg__ck_shape_str(int ndim, const int64_t *shape, char *buf, size_t len);
 

@@ -15,8 +15,8 @@
 
 /* Pairs every caller tensor with a file entry (match[i]); reports the first
  * problem (missing, extra, shape, dtype, non-contiguous) and how many. */
-static tg_status match_tensors(const tg__ckfile *f, const tg_ckpt_meta *m, const tg__ckent *e, int ne,
-                               int n, tg_tensor *const *ts, int *match, char *err,
+static tg_status match_tensors(const tg__ckfile *f, const tg_ckpt_meta *m, const tg__ckent *e,
+                               int ne, int n, tg_tensor *const *ts, int *match, char *err,
                                size_t errlen) {
     int problems = 0;
     tg_status st = TG_OK;
@@ -37,23 +37,29 @@ static tg_status match_tensors(const tg__ckfile *f, const tg_ckpt_meta *m, const
         if (!x) {
             s = TG_ERR_SHAPE;
             if (!problems)
-                tg__ck_fail(s, err, errlen, "%s: tensor '%s' %s %s is missing from the file (a "
-                            "checkpoint of model '%s' with %d tensors)", f->path, t->name, b,
-                            tg_dtype_name(t->dtype), m->model, ne);
-        } else if (x->ndim != t->ndim || memcmp(x->shape, t->shape, sizeof(int64_t) *
-                                                (size_t)t->ndim) != 0 || x->dtype != (int)t->dtype) {
+                tg__ck_fail(s, err, errlen,
+                            "%s: tensor '%s' %s %s is missing from the file (a "
+                            "checkpoint of model '%s' with %d tensors)",
+                            f->path, t->name, b, tg_dtype_name(t->dtype), m->model, ne);
+        } else if (x->ndim != t->ndim ||
+                   memcmp(x->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim) != 0 ||
+                   x->dtype != (int)t->dtype) {
             bool same_shape = x->ndim == t->ndim &&
-                memcmp(x->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim) == 0;
+                              memcmp(x->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim) == 0;
             s = same_shape ? TG_ERR_DTYPE : TG_ERR_SHAPE;
             if (!problems)
-                tg__ck_fail(s, err, errlen, "%s: tensor '%s' is %s %s in the file but %s %s in "
-                            "the model", f->path, t->name, tg__ck_shape_str(x->ndim, x->shape, a,
-                            sizeof a), x->tname, b, tg_dtype_name(t->dtype));
+                tg__ck_fail(s, err, errlen,
+                            "%s: tensor '%s' is %s %s in the file but %s %s in "
+                            "the model",
+                            f->path, t->name, tg__ck_shape_str(x->ndim, x->shape, a, sizeof a),
+                            x->tname, b, tg_dtype_name(t->dtype));
         } else if (!tg_is_contiguous(t)) {
             s = TG_ERR_INVALID;
             if (!problems)
-                tg__ck_fail(s, err, errlen, "%s: tensor '%s' is a non-contiguous view: load into "
-                            "the tensor it views", f->path, t->name);
+                tg__ck_fail(s, err, errlen,
+                            "%s: tensor '%s' is a non-contiguous view: load into "
+                            "the tensor it views",
+                            f->path, t->name);
         }
         if (s && !problems++)
             st = s;
@@ -66,9 +72,11 @@ static tg_status match_tensors(const tg__ckfile *f, const tg_ckpt_meta *m, const
             continue;
         if (!problems++) {
             st = TG_ERR_SHAPE;
-            tg__ck_fail(st, err, errlen, "%s: the file holds tensor '%s' %s %s, which the model "
-                        "does not have (a checkpoint of model '%s'?)", f->path, e[j].name,
-                        tg__ck_shape_str(e[j].ndim, e[j].shape, a, sizeof a), e[j].tname, m->model);
+            tg__ck_fail(st, err, errlen,
+                        "%s: the file holds tensor '%s' %s %s, which the model "
+                        "does not have (a checkpoint of model '%s'?)",
+                        f->path, e[j].name, tg__ck_shape_str(e[j].ndim, e[j].shape, a, sizeof a),
+                        e[j].tname, m->model);
         }
     }
     if (problems > 1) {
@@ -193,12 +201,23 @@ static double l2_norm(const void *buf, tg_dtype dt, size_t count) {
     for (size_t i = 0; i < count; i++) {
         double v = 0;
         switch (dt) {
-        case TG_F32: v = ((const float *)buf)[i]; break;
-        case TG_F64: v = ((const double *)buf)[i]; break;
-        case TG_U8: v = ((const uint8_t *)buf)[i]; break;
-        case TG_I32: v = ((const int32_t *)buf)[i]; break;
-        case TG_I64: v = (double)((const int64_t *)buf)[i]; break;
-        default: break;
+        case TG_F32:
+            v = ((const float *)buf)[i];
+            break;
+        case TG_F64:
+            v = ((const double *)buf)[i];
+            break;
+        case TG_U8:
+            v = ((const uint8_t *)buf)[i];
+            break;
+        case TG_I32:
+            v = ((const int32_t *)buf)[i];
+            break;
+        case TG_I64:
+            v = (double)((const int64_t *)buf)[i];
+            break;
+        default:
+            break;
         }
         s += v * v;
     }
@@ -267,8 +286,8 @@ tg_status tg_ckpt_describe(tg_ctx *ctx, const char *path, char **text) {
         if (b.oom)
             st = tg__ck_fail(TG_ERR_NOMEM, err, sizeof err, "%s: out of memory", path);
         else if (bad) {
-            st = tg__ck_fail(TG_ERR_FORMAT, err, sizeof err, "%s (%d tensor%s damaged)", first,
-                             bad, bad > 1 ? "s" : "");
+            st = tg__ck_fail(TG_ERR_FORMAT, err, sizeof err, "%s (%d tensor%s damaged)", first, bad,
+                             bad > 1 ? "s" : "");
         }
     }
     free(buf);

@@ -114,7 +114,7 @@ typedef struct model {
     int n;
 } model;
 
-static const char *const k_names[NT] = {"fc1.weight", "fc1.bias",  "scale",    "optim.step",
+static const char *const k_names[NT] = {"fc1.weight", "fc1.bias",   "scale",  "optim.step",
                                         "empty",      "big.weight", "mask.u8"};
 
 static void make_model(tg_ctx *ctx, model *m) {
@@ -319,15 +319,13 @@ static void test_config_sizes(void **state) {
     make_model(ctx, &a);
     fill_model(ctx, &a, 3);
     m.config = cfg;
-    assert_int_equal(tg_ckpt_save(ctx, tmp_path("cfg"), &m, a.n, a.t, 0, path, sizeof path),
-                     TG_OK);
+    assert_int_equal(tg_ckpt_save(ctx, tmp_path("cfg"), &m, a.n, a.t, 0, path, sizeof path), TG_OK);
     assert_int_equal(tg_ckpt_read_meta(ctx, path, &got), TG_OK);
     assert_string_equal(got.config, cfg);
     tg_ckpt_meta_free(&got);
     m.config = NULL;
     m.step = 8;
-    assert_int_equal(tg_ckpt_save(ctx, tmp_path("cfg"), &m, a.n, a.t, 0, path, sizeof path),
-                     TG_OK);
+    assert_int_equal(tg_ckpt_save(ctx, tmp_path("cfg"), &m, a.n, a.t, 0, path, sizeof path), TG_OK);
     assert_int_equal(tg_ckpt_read_meta(ctx, path, &got), TG_OK);
     assert_string_equal(got.config, "");
     tg_ckpt_meta_free(&got);
@@ -628,15 +626,15 @@ static void test_bad_names(void **state) {
                 "both named 'fc1.weight'", NULL);
     a.t[1] = dup;
     dup->name = "fc1/bias";
-    expect_fail(ctx, tg_ckpt_save(ctx, dir, &m, a.n, a.t, 1, NULL, 0), TG_ERR_INVALID,
-                "'fc1/bias'", "without '/'", NULL);
+    expect_fail(ctx, tg_ckpt_save(ctx, dir, &m, a.n, a.t, 1, NULL, 0), TG_ERR_INVALID, "'fc1/bias'",
+                "without '/'", NULL);
     dup->name = NULL;
     expect_fail(ctx, tg_ckpt_save(ctx, dir, &m, a.n, a.t, 1, NULL, 0), TG_ERR_INVALID, "no name",
                 NULL);
     dup->name = "fc1.bias";
     m.step = -1;
-    expect_fail(ctx, tg_ckpt_save(ctx, dir, &m, a.n, a.t, 1, NULL, 0), TG_ERR_INVALID,
-                "negative", NULL);
+    expect_fail(ctx, tg_ckpt_save(ctx, dir, &m, a.n, a.t, 1, NULL, 0), TG_ERR_INVALID, "negative",
+                NULL);
     assert_false(exists(dir));
     tg_ctx_free(ctx);
     expect_no_open_ids();
@@ -666,14 +664,13 @@ static void test_bad_files(void **state) {
     H5Fclose(f);
     expect_fail(ctx, tg_ckpt_load(ctx, other, a.n, a.t, &m), TG_ERR_FORMAT, "other.h5",
                 "not a tapegrad checkpoint", NULL);
-    expect_fail(ctx, tg_ckpt_verify(ctx, other), TG_ERR_FORMAT, "not a tapegrad checkpoint",
-                NULL);
+    expect_fail(ctx, tg_ckpt_verify(ctx, other), TG_ERR_FORMAT, "not a tapegrad checkpoint", NULL);
 
     path = save_at(ctx, tmp_path("cut"), &a, 5, 1);
     data = slurp(path, &len);
     spit(cut, data, len / 2);
-    expect_fail(ctx, tg_ckpt_load(ctx, cut, a.n, a.t, &m), TG_ERR_FORMAT, "cut.h5",
-                "truncated", NULL);
+    expect_fail(ctx, tg_ckpt_load(ctx, cut, a.n, a.t, &m), TG_ERR_FORMAT, "cut.h5", "truncated",
+                NULL);
     spit(cut, data, 100);
     expect_fail(ctx, tg_ckpt_read_meta(ctx, cut, &m), TG_ERR_FORMAT, "cut.h5", NULL);
     free(data);
@@ -714,8 +711,8 @@ static void test_bit_flips(void **state) {
     flip_in_file(path, raw + 4096, 32);
     free(raw);
     before = bytes_of(ctx, b.t[0]);
-    expect_fail(ctx, tg_ckpt_load(ctx, path, b.n, b.t, &m), TG_ERR_FORMAT, path,
-                "'big.weight'", "checksum", NULL);
+    expect_fail(ctx, tg_ckpt_load(ctx, path, b.n, b.t, &m), TG_ERR_FORMAT, path, "'big.weight'",
+                "checksum", NULL);
     /* All or nothing: tensors read before the damaged one were not filled. */
     raw = bytes_of(ctx, b.t[0]);
     assert_memory_equal(raw, before, nbytes(b.t[0]));
@@ -754,13 +751,13 @@ static void test_other_model(void **state) {
     path = save_at(ctx, tmp_path("other"), &a, 1, 1);
 
     /* One tensor fewer in the model: the file has an extra one. */
-    expect_fail(ctx, tg_ckpt_load(ctx, path, a.n - 1, a.t, &m), TG_ERR_SHAPE, path,
-                "'mask.u8'", "(2, 2, 3) u8", "the model does not have", "'mlp'", NULL);
+    expect_fail(ctx, tg_ckpt_load(ctx, path, a.n - 1, a.t, &m), TG_ERR_SHAPE, path, "'mask.u8'",
+                "(2, 2, 3) u8", "the model does not have", "'mlp'", NULL);
     /* A tensor the file lacks. */
     swap = a.t[6];
     a.t[6] = tg_persistent(ctx, TG_U8, 1, s43, "conv1.weight");
-    expect_fail(ctx, tg_ckpt_load(ctx, path, a.n, a.t, &m), TG_ERR_SHAPE, path,
-                "'conv1.weight'", "missing from the file", "2 mismatches in all", NULL);
+    expect_fail(ctx, tg_ckpt_load(ctx, path, a.n, a.t, &m), TG_ERR_SHAPE, path, "'conv1.weight'",
+                "missing from the file", "2 mismatches in all", NULL);
     a.t[6] = swap;
     /* Shape, then dtype. */
     swap = a.t[0];
@@ -908,8 +905,7 @@ static void test_describe(void **state) {
     assert_non_null(strstr(text, "lr = 0.001\n"));
     assert_non_null(strstr(text, "tensors           3 (9 elements, 64 bytes)"));
     free(text);
-    expect_fail(ctx, tg_ckpt_describe(ctx, tmp_path("none.h5"), &text), TG_ERR_IO, "none.h5",
-                NULL);
+    expect_fail(ctx, tg_ckpt_describe(ctx, tmp_path("none.h5"), &text), TG_ERR_IO, "none.h5", NULL);
     assert_null(text);
     tg_ctx_free(ctx);
     expect_no_open_ids();
@@ -917,20 +913,13 @@ static void test_describe(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_roundtrip),
-        cmocka_unit_test(test_config_sizes),
-        cmocka_unit_test(test_layout),
-        cmocka_unit_test(test_latest_and_keep),
-        cmocka_unit_test(test_fault_injection),
-        cmocka_unit_test(test_real_write_failure),
-        cmocka_unit_test(test_folders),
-        cmocka_unit_test(test_bad_names),
-        cmocka_unit_test(test_bad_files),
-        cmocka_unit_test(test_bit_flips),
-        cmocka_unit_test(test_other_model),
-        cmocka_unit_test(test_newer_format),
-        cmocka_unit_test(test_find_fallback),
-        cmocka_unit_test(test_describe),
+        cmocka_unit_test(test_roundtrip),       cmocka_unit_test(test_config_sizes),
+        cmocka_unit_test(test_layout),          cmocka_unit_test(test_latest_and_keep),
+        cmocka_unit_test(test_fault_injection), cmocka_unit_test(test_real_write_failure),
+        cmocka_unit_test(test_folders),         cmocka_unit_test(test_bad_names),
+        cmocka_unit_test(test_bad_files),       cmocka_unit_test(test_bit_flips),
+        cmocka_unit_test(test_other_model),     cmocka_unit_test(test_newer_format),
+        cmocka_unit_test(test_find_fallback),   cmocka_unit_test(test_describe),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -87,14 +87,14 @@ extern "C" {
  * sets them); tg_ckpt_load() and tg_ckpt_read_meta() fill all of it.
  */
 typedef struct tg_ckpt_meta {
-    int32_t format_version;        /* set by the writer: TG_CKPT_FORMAT_VERSION */
-    int64_t step;                  /* optimizer steps done; >= 0; names the file */
-    int64_t epoch;                 /* the epoch in progress */
-    int64_t samples_consumed;      /* global samples read so far (any world size) */
-    uint64_t rng[2];               /* the trainer's RNG state: tg_rng key, counter */
-    int64_t optim_steps;           /* tg_optim_steps() */
-    int32_t world_size;            /* ranks at save time (informative only) */
-    char model[TG_CKPT_NAME_MAX];  /* the model's name, e.g. "mlp" */
+    int32_t format_version;         /* set by the writer: TG_CKPT_FORMAT_VERSION */
+    int64_t step;                   /* optimizer steps done; >= 0; names the file */
+    int64_t epoch;                  /* the epoch in progress */
+    int64_t samples_consumed;       /* global samples read so far (any world size) */
+    uint64_t rng[2];                /* the trainer's RNG state: tg_rng key, counter */
+    int64_t optim_steps;            /* tg_optim_steps() */
+    int32_t world_size;             /* ranks at save time (informative only) */
+    char model[TG_CKPT_NAME_MAX];   /* the model's name, e.g. "mlp" */
     char version[TG_CKPT_NAME_MAX]; /* set by the writer: TG_VERSION_STRING */
     /* The resolved configuration as text, any length (NULL saves ""). After
      * tg_ckpt_load()/tg_ckpt_read_meta() it is heap memory owned by this
