@@ -1,0 +1,178 @@
+/*
+ * tapegrad/checkpoint.h: saving and resuming training state.
+ *
+ * A checkpoint is one HDF5 file written by rank 0 that holds a list of named
+ * tensors (parameters, buffers, optimizer state) and the metadata a trainer
+ * needs to continue exactly where it stopped (step, epoch, samples consumed,
+ * RNG state, optimizer step count, the resolved configuration). Nothing in it
+ * depends on the world size, so any number of ranks can resume from it: each
+ * rank loads the same file, and the sampler continues from samples_consumed.
+ * docs/CHECKPOINTS.md describes the file layout for h5dump and h5py users.
+ *
+ * Folder layout, as tg_ckpt_save() leaves it:
+ *
+ *     DIR/ckpt-00000100.h5    one file per saved step (the last `keep`)
+ *     DIR/ckpt-00000200.h5
+ *     DIR/latest              one line: "ckpt-00000200.h5"
+ *
+ * Saving is atomic and durable: the file is written under a temporary name
+ * (DIR/.ckpt-00000200.h5.tmp), fsynced, renamed, the folder fsynced, and only
+ * then is `latest` replaced the same way and older checkpoints deleted. A
+ * failure at any point returns an error naming the file and leaves the
+ * previous checkpoint and `latest` as they were, with no temporary behind.
+ *
+ * Every dataset carries a CRC-32 of its bytes, and tensors of one or more
+ * elements are also stored with HDF5's Fletcher-32 filter; loading verifies
+ * both, so a flipped bit is reported, never loaded.
+ *
+ * Worked example: save every 100 steps, resume from whatever is there.
+ *
+ *     tg_tensor *ts[64];
+ *     int n = ...;  // parameters, then tg_optim_state(opt, ts + np, 64 - np)
+ *     char path[4096], warn[1024];
+ *     tg_ckpt_meta m = {0};
+ *     if (tg_ckpt_find(ctx, "runs/a", path, sizeof path, warn, sizeof warn) == TG_OK) {
+ *         if (warn[0])
+ *             fprintf(stderr, "warning: %s\n", warn);
+ *         if (tg_ckpt_load(ctx, path, n, ts, &m) != TG_OK)
+ *             goto fail;                  // tg_ctx_error(ctx) says why
+ *         tg_optim_set_steps(opt, m.optim_steps);
+ *         ... continue from m.step, m.samples_consumed, m.rng ...
+ *         tg_ckpt_meta_free(&m);
+ *     }
+ *     ...
+ *     tg_ckpt_meta s = {.step = step, .epoch = epoch, .samples_consumed = seen,
+ *                       .rng = {rng.key, rng.counter}, .optim_steps = tg_optim_steps(opt),
+ *                       .world_size = world, .model = "mlp", .config = cfg_text};
+ *     if (tg_ckpt_save(ctx, "runs/a", &s, n, ts, 3, NULL, 0) != TG_OK)
+ *         goto fail;
+ *
+ * Errors: every call returns a tg_status and sets the context's message
+ * (tg_ctx_error), which names the file and what was expected, e.g.
+ * "runs/a/ckpt-00000100.h5: tensor 'fc1.weight' is (128, 784) f32 in the file
+ * but (256, 784) f32 in the model". Like every fallible call, these keep the
+ * first pending error: clear it (tg_ctx_clear_error) before calling. The
+ * statuses: TG_ERR_INVALID for bad arguments (a NULL pointer, a tensor name
+ * that is empty, repeated or holds '/'); TG_ERR_IO for the file system
+ * (missing file, unwritable folder, full disk, and "nothing to resume");
+ * TG_ERR_FORMAT for a file that is not a valid checkpoint (not HDF5,
+ * truncated, a failed checksum, missing metadata); TG_ERR_UNSUPPORTED for a
+ * checkpoint of a newer format version; TG_ERR_SHAPE / TG_ERR_DTYPE when the
+ * file's tensors do not match the caller's (missing, extra, other shape or
+ * dtype); TG_ERR_NOMEM. Nothing is printed.
+ *
+ * Threads: the calls are reentrant (HDF5 is the thread-safe build), but two
+ * processes must not save into the same folder at once; only rank 0 saves.
+ * Tensors may live on any device: data goes through tg_to_host() and
+ * tg_copy_from_host().
+ */
+#ifndef TAPEGRAD_CHECKPOINT_H
+#define TAPEGRAD_CHECKPOINT_H
+
+#include "tapegrad/runtime.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The format this build writes; it reads every version up to this one. */
+#define TG_CKPT_FORMAT_VERSION 1
+
+/* Longest model name and version string kept, including the NUL. */
+#define TG_CKPT_NAME_MAX 64
+
+/*
+ * What a checkpoint records besides its tensors. The caller fills it for
+ * tg_ckpt_save() (format_version and version are ignored there: the writer
+ * sets them); tg_ckpt_load() and tg_ckpt_read_meta() fill all of it.
+ */
+typedef struct tg_ckpt_meta {
+    int32_t format_version;         /* set by the writer: TG_CKPT_FORMAT_VERSION */
+    int64_t step;                   /* optimizer steps done; >= 0; names the file */
+    int64_t epoch;                  /* the epoch in progress */
+    int64_t samples_consumed;       /* global samples read so far (any world size) */
+    uint64_t rng[2];                /* the trainer's RNG state: tg_rng key, counter */
+    int64_t optim_steps;            /* tg_optim_steps() */
+    int32_t world_size;             /* ranks at save time (informative only) */
+    char model[TG_CKPT_NAME_MAX];   /* the model's name, e.g. "mlp" */
+    char version[TG_CKPT_NAME_MAX]; /* set by the writer: TG_VERSION_STRING */
+    /* The resolved configuration as text, any length (NULL saves ""). After
+     * tg_ckpt_load()/tg_ckpt_read_meta() it is heap memory owned by this
+     * struct: release it with tg_ckpt_meta_free(). */
+    const char *config;
+} tg_ckpt_meta;
+
+/* Frees m->config when a load made it, and sets it to NULL. NULL is a no-op. */
+void tg_ckpt_meta_free(tg_ckpt_meta *m);
+
+/*
+ * Save n tensors and the metadata as DIR/ckpt-<step, 8 digits>.h5, point
+ * DIR/latest at it, then delete older checkpoints so that `keep` remain (the
+ * new one and the keep-1 with the highest steps among the others; keep <= 0
+ * keeps all). DIR is created with its parents (mkdir -p) when missing. Each
+ * tensor needs a unique, non-empty ->name without '/' (dots are fine); 0-d
+ * and empty tensors are allowed. The tensors are only read. A file of the
+ * same step is replaced. The path written goes to `path` (may be NULL).
+ *
+ * If the new checkpoint was made durable but deleting an old one failed, the
+ * status is TG_ERR_IO and the message says so: the new checkpoint is valid.
+ * The file is built in memory and then written with write() and fsync(), so
+ * a save holds the file's image (about the tensors' total size) twice at its
+ * peak.
+ */
+tg_status tg_ckpt_save(tg_ctx *ctx, const char *dir, const tg_ckpt_meta *meta, int n,
+                       tg_tensor *const *tensors, int keep, char *path, size_t pathlen);
+
+/*
+ * Load the checkpoint file at `path` into the caller's n tensors, matched by
+ * ->name: the file must hold exactly these names (a missing or an extra
+ * tensor is an error, as is another shape or dtype; the message names the
+ * tensor and both shapes and dtypes). Checks the format version and every
+ * checksum. The tensors are filled in place (their versions bump; grad mode
+ * is switched off for the copy) only when everything checked out: on any
+ * error they are untouched. The data passes through one host buffer as large
+ * as all the tensors together. meta (may be NULL) receives the metadata;
+ * free it with tg_ckpt_meta_free().
+ */
+tg_status tg_ckpt_load(tg_ctx *ctx, const char *path, int n, tg_tensor *const *tensors,
+                       tg_ckpt_meta *meta);
+
+/* Read only the metadata of the checkpoint at `path` (checks its format
+ * version and the configuration's checksum), e.g. to build the model that
+ * the checkpoint's configuration describes before tg_ckpt_load(). */
+tg_status tg_ckpt_read_meta(tg_ctx *ctx, const char *path, tg_ckpt_meta *meta);
+
+/* Check the checkpoint at `path` without a model: format version, metadata
+ * and every tensor's checksums (reads the whole file once). */
+tg_status tg_ckpt_verify(tg_ctx *ctx, const char *path);
+
+/*
+ * Choose the checkpoint to resume from in DIR (the `auto` policy): the one
+ * `latest` names, if it passes tg_ckpt_verify(); otherwise the valid
+ * checkpoint with the highest step. Each candidate passed over (and a
+ * missing or unreadable `latest`) is described in `warn` (one sentence per
+ * candidate, "; "-separated, truncated to warnlen; empty when there was
+ * nothing to warn about), for the caller to print. The chosen file's path
+ * goes to `path`. When DIR is missing or holds no valid checkpoint the status
+ * is TG_ERR_IO with the message "nothing to resume in DIR ..."; warn is then
+ * empty exactly when DIR held no checkpoint at all, which lets a trainer start
+ * afresh on an empty folder yet refuse to overwrite broken checkpoints.
+ * Each candidate is read in full once to verify it.
+ */
+tg_status tg_ckpt_find(tg_ctx *ctx, const char *dir, char *path, size_t pathlen, char *warn,
+                       size_t warnlen);
+
+/*
+ * A human-readable description of the checkpoint at `path` (for `tapegrad
+ * inspect`): the metadata, the configuration, and one line per tensor with
+ * its name, shape, dtype, L2 norm and whether its checksum holds. *text is
+ * heap memory for the caller to free(). A tensor that fails its checksum is
+ * still listed (as "CHECKSUM MISMATCH") and the call returns TG_ERR_FORMAT
+ * with the text set; on other errors *text is NULL.
+ */
+tg_status tg_ckpt_describe(tg_ctx *ctx, const char *path, char **text);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
