@@ -100,8 +100,10 @@ tg_status tg__ddp_check_model(tg_world *w, tg_ctx *ctx, int nparams, tg_tensor *
     tg_status s = all && mine ? TG_OK : tg__comm_fail(w, TG_ERR_NOMEM, "ddp: out of memory");
     if (!s)
         s = tg_allgather(w, counts, all, 2, TG_I64, "ddp model check");
+    /* Compare with rank 0's counts, so that every rank finds the same
+     * difference and all skip the next exchange together. */
     for (int r = 1; !s && r < w->size; r++)
-        if (all[2 * r] != nparams || all[2 * r + 1] != nbuffers)
+        if (all[2 * r] != all[0] || all[2 * r + 1] != all[1])
             s = tg__comm_fail(w, TG_ERR_INVALID,
                               "ddp: the model differs between ranks: rank 0 has %lld parameters "
                               "and %lld buffers, rank %d has %lld and %lld",

@@ -5,23 +5,22 @@
 #include <limits.h>
 #include <stdio.h>
 
-static bool check_count(tg_world *w, int64_t count, const char *what)
+static tg_status check_count(tg_world *w, int64_t count, const char *what)
 {
     if (count >= 0 && count <= INT_MAX)
-        return true;
-    tg__comm_fail(w, TG_ERR_INVALID, "%s: count %lld out of range [0, %d]",
+        return TG_OK;
+    return tg__comm_fail(w, TG_ERR_INVALID, "%s: count %lld out of range [0, %d]",
                   what ? what : "collective", (long long)count, INT_MAX);
-    return false;
 }
 
-static bool check_type(tg_world *w, tg_dtype dt, bool sum, const char *what, MPI_Datatype *t)
+static tg_status check_type(tg_world *w, tg_dtype dt, bool sum, const char *what,
+                            MPI_Datatype *t)
 {
     if ((unsigned)dt < TG_DTYPE_COUNT && tg__mpi_type(dt, sum, t))
-        return true;
-    tg__comm_fail(w, TG_ERR_DTYPE, "%s: dtype %s is not supported%s", what ? what : "collective",
+        return TG_OK;
+    return tg__comm_fail(w, TG_ERR_DTYPE, "%s: dtype %s is not supported%s", what ? what : "collective",
                   (unsigned)dt < TG_DTYPE_COUNT ? tg_dtype_name(dt) : "?",
                   sum ? " for a sum (f32, f64, i32, i64 are)" : "");
-    return false;
 }
 
 static tg_status mpi_allreduce_start(tg_world *w, void *state, void *buf, int64_t count,
@@ -29,8 +28,9 @@ static tg_status mpi_allreduce_start(tg_world *w, void *state, void *buf, int64_
 {
     (void)state;
     MPI_Datatype t;
-    if (!check_count(w, count, what) || !check_type(w, dt, true, what, &t))
-        return TG_ERR_INVALID;
+    tg_status c = check_count(w, count, what);
+    if (c || (c = check_type(w, dt, true, what, &t)))
+        return c;
     tg_status s = tg__mpi_check(
         w, MPI_Iallreduce(MPI_IN_PLACE, buf, (int)count, t, MPI_SUM, w->comm, &r->mpi),
         "MPI_Iallreduce", what);
@@ -43,8 +43,9 @@ static tg_status mpi_bcast_start(tg_world *w, void *state, void *buf, int64_t co
 {
     (void)state;
     MPI_Datatype t;
-    if (!check_count(w, count, what) || !check_type(w, dt, false, what, &t))
-        return TG_ERR_INVALID;
+    tg_status c = check_count(w, count, what);
+    if (c || (c = check_type(w, dt, false, what, &t)))
+        return c;
     tg_status s = tg__mpi_check(w, MPI_Ibcast(buf, (int)count, t, root, w->comm, &r->mpi),
                                 "MPI_Ibcast", what);
     r->active = !s;
@@ -56,8 +57,9 @@ static tg_status mpi_allgather_start(tg_world *w, void *state, const void *send,
 {
     (void)state;
     MPI_Datatype t;
-    if (!check_count(w, count, what) || !check_type(w, dt, false, what, &t))
-        return TG_ERR_INVALID;
+    tg_status c = check_count(w, count, what);
+    if (c || (c = check_type(w, dt, false, what, &t)))
+        return c;
     tg_status s = tg__mpi_check(
         w, MPI_Iallgather(send, (int)count, t, recv, (int)count, t, w->comm, &r->mpi),
         "MPI_Iallgather", what);
