@@ -58,7 +58,6 @@ struct tg_world {
 extern const tg__coll tg__coll_mpi;
 #ifdef TG_HAVE_CUDA
 extern const tg__coll tg__coll_nccl;
-tg_status tg__nccl_new(tg_world *w, void **state);
 #endif
 
 /* Set the message, prefixed with "rank R: "; returns s. */
