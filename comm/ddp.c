@@ -273,6 +273,10 @@ tg_status tg_ddp_wait(tg_ddp *d)
         s = unpack(d, i);
     d->err = TG_OK;
     reset_step(d);
+    /* Collectives may be left in flight, or skipped here but issued by the
+     * peers: this world cannot be used for another step. */
+    if (s && !d->w->broken)
+        tg__comm_break(d->w, s);
     return s;
 }
 

@@ -194,7 +194,9 @@ bool tg_ddp_sync(const tg_ddp *d);
  * average over ranks into each parameter's ->grad. A parameter that got a
  * gradient on some rank but not here gets a (persistent, zero-initialised)
  * ->grad; one that got none on any rank keeps ->grad NULL. Call it after the
- * last backward of a step, before the optimizer. */
+ * last backward of a step, before the optimizer. A failure here (a timeout,
+ * an MPI error, a gradient finalised twice in one synchronised step) breaks
+ * the world: end the run. */
 tg_status tg_ddp_wait(tg_ddp *d);
 
 /* Record bucket spans ("allreduce bucket 3") in t (NULL: stop recording). */
