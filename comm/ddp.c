@@ -1,0 +1,451 @@
+/*
+ * Data-parallel gradients. Parameters are grouped into buckets in reverse
+ * order (the order in which backward finalises them); each bucket is one
+ * flat persistent tensor holding the gradients of its parameters followed by
+ * one "used" flag per parameter. The grad hook copies a final gradient into
+ * its slot; buckets are started strictly in index order, so that every rank
+ * issues the same collectives in the same order even when a parameter gets
+ * no gradient on some rank (its bucket then starts only in tg_ddp_wait).
+ * The flags, summed with the gradients, tell whether any rank had a
+ * gradient, so a parameter unused everywhere keeps ->grad NULL, as in
+ * PyTorch.
+ */
+#include "comm_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TG__MIB ((size_t)1 << 20)
+
+typedef struct ddp_param {
+    tg_tensor *t;
+    int bucket;
+    int64_t off; /* element offset of the gradient in its bucket */
+    int64_t numel;
+    bool ready; /* its gradient was copied this step */
+} ddp_param;
+
+typedef struct ddp_bucket {
+    tg_tensor *buf;
+    tg_dtype dt;
+    int first, count; /* order positions */
+    int64_t ngrad;    /* gradient elements; the flags follow */
+    int nready;
+    bool launched, done;
+    tg__req req;
+    double t0_us;
+    char label[40];
+} ddp_bucket;
+
+struct tg_ddp {
+    tg_ctx *ctx;
+    tg_world *w;
+    int ntrain;
+    ddp_param *p; /* by order position */
+    int *index;   /* order position -> index into the caller's params */
+    ddp_bucket *b;
+    int nb, next_launch;
+    /* Open-addressing table from tensor pointer to order position. */
+    tg_tensor **keys;
+    int *vals;
+    size_t mask;
+    double *flags; /* host scratch, as many as the largest bucket has params */
+    float *flags32;
+    bool sync;
+    tg_status err; /* a failure inside the hook, reported by tg_ddp_wait */
+    tg_trace *trace;
+    const tg__coll *coll;
+    void *cstate;
+};
+
+static size_t ptr_hash(const void *p)
+{
+    uint64_t x = (uint64_t)(uintptr_t)p;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return (size_t)x;
+}
+
+static int lookup(const tg_ddp *d, const tg_tensor *t)
+{
+    for (size_t i = ptr_hash(t) & d->mask;; i = (i + 1) & d->mask) {
+        if (d->keys[i] == t)
+            return d->vals[i];
+        if (!d->keys[i])
+            return -1;
+    }
+}
+
+static tg_status ctx_fail(tg_ddp *d, const char *doing)
+{
+    return tg__comm_fail(d->w, tg_ctx_status(d->ctx) ? tg_ctx_status(d->ctx) : TG_ERR_BACKEND,
+                         "ddp: %s: %s", doing, tg_ctx_error(d->ctx));
+}
+
+static void *bucket_data(const ddp_bucket *b)
+{
+    return (char *)b->buf->storage->data + (size_t)b->buf->offset * tg_dtype_size(b->dt);
+}
+
+/* A view of parameter k's slot in its bucket, shaped like the parameter. */
+static tg_tensor *slot_view(tg_ddp *d, int k)
+{
+    const ddp_param *p = &d->p[k];
+    tg_tensor *v = tg_slice(d->ctx, d->b[p->bucket].buf, 0, p->off, p->off + p->numel, 1);
+    return tg_reshape(d->ctx, v, p->t->ndim, p->t->shape);
+}
+
+/* Copy parameter k's gradient (or zeros when it has none) into its slot. */
+static tg_status fill_slot(tg_ddp *d, int k)
+{
+    tg_tensor *v = slot_view(d, k);
+    tg_tensor *g = d->p[k].t->grad;
+    tg_status s = !v ? TG_ERR_BACKEND : g ? tg_copy_(d->ctx, v, g) : tg_fill_(d->ctx, v, 0.0);
+    return s ? ctx_fail(d, d->p[k].t->name ? d->p[k].t->name : "gradient copy") : TG_OK;
+}
+
+/* Write the used flags of bucket i (1 where this rank has a gradient). The
+ * copy from host also orders the slot copies before the all-reduce on a
+ * device whose copies to the device synchronise its stream. */
+static tg_status write_flags(tg_ddp *d, int i)
+{
+    ddp_bucket *b = &d->b[i];
+    for (int j = 0; j < b->count; j++) {
+        const ddp_param *p = &d->p[b->first + j];
+        d->flags[j] = p->ready || p->t->grad ? 1.0 : 0.0;
+        d->flags32[j] = (float)d->flags[j];
+    }
+    tg_tensor *v = tg_slice(d->ctx, b->buf, 0, b->ngrad, b->ngrad + b->count, 1);
+    size_t n = (size_t)b->count * tg_dtype_size(b->dt);
+    const void *src = b->dt == TG_F32 ? (const void *)d->flags32 : (const void *)d->flags;
+    if (!v || tg_copy_from_host(d->ctx, v, src, n))
+        return ctx_fail(d, "writing bucket flags");
+    return TG_OK;
+}
+
+static tg_status launch(tg_ddp *d, int i)
+{
+    ddp_bucket *b = &d->b[i];
+    tg_status s = write_flags(d, i);
+    if (s)
+        return s;
+    if (d->w->broken)
+        return tg__comm_refuse(d->w, b->label);
+    d->w->seq++;
+    b->t0_us = tg_trace_now_us();
+    s = d->coll->allreduce_start(d->w, d->cstate, bucket_data(b), b->ngrad + b->count, b->dt,
+                                 b->label, &b->req);
+    b->launched = !s;
+    return s;
+}
+
+static void finished(tg_ddp *d, ddp_bucket *b)
+{
+    b->done = true;
+    tg_trace_span(d->trace, 1, b->label, b->t0_us, tg_trace_now_us());
+}
+
+/* Drive the in-flight all-reduces (MPI progresses only inside its calls). */
+static tg_status progress(tg_ddp *d)
+{
+    for (int i = 0; i < d->next_launch; i++) {
+        ddp_bucket *b = &d->b[i];
+        bool done;
+        if (b->done)
+            continue;
+        tg_status s = tg__comm_poll(d->w, d->coll, d->cstate, &b->req, b->label, &done);
+        if (s)
+            return s;
+        if (done)
+            finished(d, b);
+    }
+    return TG_OK;
+}
+
+static tg_status launch_ready(tg_ddp *d)
+{
+    while (d->next_launch < d->nb && d->b[d->next_launch].nready == d->b[d->next_launch].count) {
+        tg_status s = launch(d, d->next_launch);
+        if (s)
+            return s;
+        d->next_launch++;
+    }
+    return progress(d);
+}
+
+static void hook(tg_ctx *ctx, tg_tensor *leaf, void *user)
+{
+    (void)ctx;
+    tg_ddp *d = user;
+    if (!d->sync || d->err || d->w->size == 1)
+        return;
+    int k = lookup(d, leaf);
+    if (k < 0)
+        return;
+    ddp_param *p = &d->p[k];
+    ddp_bucket *b = &d->b[p->bucket];
+    if (p->ready && b->launched) {
+        d->err = tg__comm_fail(d->w, TG_ERR_AUTOGRAD,
+                               "ddp: parameter %s got a second gradient after its bucket's "
+                               "all-reduce started%s; call backward once per synchronised step "
+                               "(use tg_ddp_set_sync(false) for the others)",
+                               leaf->name ? leaf->name : "(unnamed)", "");
+        return;
+    }
+    if ((d->err = fill_slot(d, k)))
+        return;
+    if (!p->ready) {
+        p->ready = true;
+        b->nready++;
+    }
+    d->err = launch_ready(d);
+}
+
+static void reset_step(tg_ddp *d)
+{
+    for (int k = 0; k < d->ntrain; k++)
+        d->p[k].ready = false;
+    for (int i = 0; i < d->nb; i++) {
+        d->b[i].nready = 0;
+        d->b[i].launched = d->b[i].done = false;
+        d->b[i].req.active = false;
+    }
+    d->next_launch = 0;
+}
+
+/* After bucket i's sum: average, and copy back where any rank had a gradient. */
+static tg_status unpack(tg_ddp *d, int i)
+{
+    ddp_bucket *b = &d->b[i];
+    tg_tensor *fv = tg_slice(d->ctx, b->buf, 0, b->ngrad, b->ngrad + b->count, 1);
+    size_t n = (size_t)b->count * tg_dtype_size(b->dt);
+    void *dst = b->dt == TG_F32 ? (void *)d->flags32 : (void *)d->flags;
+    if (!fv || tg_to_host(d->ctx, fv, dst, n))
+        return ctx_fail(d, "reading bucket flags");
+    if (tg_mul_scalar_(d->ctx, b->buf, 1.0 / d->w->size))
+        return ctx_fail(d, "averaging a bucket");
+    for (int j = 0; j < b->count; j++) {
+        double used = b->dt == TG_F32 ? (double)d->flags32[j] : d->flags[j];
+        tg_tensor *t = d->p[b->first + j].t;
+        if (used <= 0)
+            continue;
+        if (!t->grad) {
+            /* Another rank had a gradient: take the average too, so that
+             * every rank steps identically. */
+            t->grad = tg_persistent(d->ctx, t->dtype, t->ndim, t->shape, t->name);
+            if (!t->grad)
+                return ctx_fail(d, "allocating a gradient");
+        }
+        tg_tensor *v = slot_view(d, b->first + j);
+        if (!v || tg_copy_(d->ctx, t->grad, v))
+            return ctx_fail(d, "copying a gradient back");
+    }
+    return TG_OK;
+}
+
+tg_status tg_ddp_wait(tg_ddp *d)
+{
+    if (!d->sync || d->w->size == 1)
+        return TG_OK;
+    tg_status s = d->err;
+    /* Buckets that did not fill (a parameter without a gradient here) start
+     * now, in order, their missing slots holding whatever ->grad has. */
+    for (; !s && d->next_launch < d->nb; d->next_launch++) {
+        ddp_bucket *b = &d->b[d->next_launch];
+        for (int j = 0; !s && j < b->count; j++)
+            if (!d->p[b->first + j].ready)
+                s = fill_slot(d, b->first + j);
+        if (!s)
+            s = launch(d, d->next_launch);
+    }
+    double deadline = tg__now_s() + d->w->timeout_s;
+    for (int i = 0; !s && i < d->nb; i++) {
+        ddp_bucket *b = &d->b[i];
+        if (b->done)
+            continue;
+        s = tg__comm_wait(d->w, d->coll, d->cstate, &b->req, deadline, b->label);
+        if (!s)
+            finished(d, b);
+    }
+    for (int i = 0; !s && i < d->nb; i++)
+        s = unpack(d, i);
+    d->err = TG_OK;
+    reset_step(d);
+    /* Collectives may be left in flight, or skipped here but issued by the
+     * peers: this world cannot be used for another step. */
+    if (s && !d->w->broken)
+        tg__comm_break(d->w, s);
+    return s;
+}
+
+void tg_ddp_set_sync(tg_ddp *d, bool sync) { d->sync = sync; }
+bool tg_ddp_sync(const tg_ddp *d) { return d->sync; }
+void tg_ddp_set_trace(tg_ddp *d, tg_trace *t) { d->trace = t; }
+int tg_ddp_bucket_count(const tg_ddp *d) { return d->nb; }
+
+bool tg_ddp_bucket_info(const tg_ddp *d, int i, int *first, int *count, size_t *bytes)
+{
+    if (i < 0 || i >= d->nb)
+        return false;
+    if (first)
+        *first = d->b[i].first;
+    if (count)
+        *count = d->b[i].count;
+    if (bytes)
+        *bytes = (size_t)d->b[i].ngrad * tg_dtype_size(d->b[i].dt);
+    return true;
+}
+
+int tg_ddp_bucket_param(const tg_ddp *d, int k)
+{
+    return k >= 0 && k < d->ntrain ? d->index[k] : -1;
+}
+
+void tg_ddp_free(tg_ddp *d)
+{
+    if (!d)
+        return;
+    tg_set_grad_hook(d->ctx, NULL, NULL);
+    free(d->p);
+    free(d->index);
+    free(d->b);
+    free(d->keys);
+    free(d->vals);
+    free(d->flags);
+    free(d->flags32);
+    free(d);
+}
+
+/* ---- construction ---- */
+
+tg_status tg__ddp_check_model(tg_world *w, tg_ctx *ctx, int nparams, tg_tensor *const *params,
+                              int nbuffers, tg_tensor *const *buffers);
+tg_status tg__ddp_broadcast(tg_world *w, tg_ctx *ctx, int n, tg_tensor *const *ts);
+
+static tg_status build_buckets(tg_ddp *d, const tg_ddp_config *cfg)
+{
+    size_t cap_first = cfg && cfg->first_bucket_bytes ? cfg->first_bucket_bytes : TG__MIB;
+    size_t cap = cfg && cfg->bucket_bytes ? cfg->bucket_bytes : 25 * TG__MIB;
+    d->b = calloc((size_t)d->ntrain + 1, sizeof *d->b);
+    if (!d->b)
+        return tg__comm_fail(d->w, TG_ERR_NOMEM, "ddp: out of memory");
+    size_t bytes = 0;
+    int maxcount = 1;
+    for (int k = 0; k < d->ntrain; k++) {
+        tg_tensor *t = d->p[k].t;
+        size_t pb = (size_t)d->p[k].numel * tg_dtype_size(t->dtype);
+        ddp_bucket *cur = d->nb ? &d->b[d->nb - 1] : NULL;
+        size_t limit = d->nb == 1 ? cap_first : cap;
+        if (!cur || cur->dt != t->dtype || (cur->count > 0 && bytes + pb > limit)) {
+            cur = &d->b[d->nb++];
+            cur->dt = t->dtype;
+            cur->first = k;
+            snprintf(cur->label, sizeof cur->label, "allreduce bucket %d", d->nb - 1);
+            bytes = 0;
+        }
+        d->p[k].bucket = d->nb - 1;
+        d->p[k].off = cur->ngrad;
+        cur->ngrad += d->p[k].numel;
+        cur->count++;
+        bytes += pb;
+        maxcount = cur->count > maxcount ? cur->count : maxcount;
+    }
+    for (int i = 0; i < d->nb; i++) {
+        int64_t n = d->b[i].ngrad + d->b[i].count;
+        d->b[i].buf = tg_persistent(d->ctx, d->b[i].dt, 1, &n, "ddp bucket");
+        if (!d->b[i].buf)
+            return ctx_fail(d, "allocating a bucket");
+    }
+    d->flags = calloc((size_t)maxcount, sizeof *d->flags);
+    d->flags32 = calloc((size_t)maxcount, sizeof *d->flags32);
+    if (!d->flags || !d->flags32)
+        return tg__comm_fail(d->w, TG_ERR_NOMEM, "ddp: out of memory");
+    return TG_OK;
+}
+
+static tg_status build_table(tg_ddp *d, int nparams, tg_tensor *const *params)
+{
+    for (int i = nparams - 1; i >= 0; i--) {
+        tg_tensor *t = params[i];
+        if (!t->requires_grad)
+            continue;
+        if (!tg_dtype_is_float(t->dtype) || !tg_is_contiguous(t))
+            return tg__comm_fail(d->w, TG_ERR_INVALID, "ddp: parameter %d (%s) must be a "
+                                 "contiguous f32 or f64 tensor", i, t->name ? t->name : "unnamed");
+        d->index[d->ntrain] = i;
+        d->p[d->ntrain].t = t;
+        d->p[d->ntrain].numel = tg_numel(t);
+        d->ntrain++;
+    }
+    size_t size = 16;
+    while (size < 2 * (size_t)d->ntrain + 1)
+        size *= 2;
+    d->keys = calloc(size, sizeof *d->keys);
+    d->vals = calloc(size, sizeof *d->vals);
+    if (!d->keys || !d->vals)
+        return tg__comm_fail(d->w, TG_ERR_NOMEM, "ddp: out of memory");
+    d->mask = size - 1;
+    for (int k = 0; k < d->ntrain; k++) {
+        size_t i = ptr_hash(d->p[k].t) & d->mask;
+        while (d->keys[i] && d->keys[i] != d->p[k].t)
+            i = (i + 1) & d->mask;
+        if (d->keys[i])
+            return tg__comm_fail(d->w, TG_ERR_INVALID, "ddp: parameter %d (%s) is listed twice",
+                                 d->index[k], d->p[k].t->name ? d->p[k].t->name : "unnamed");
+        d->keys[i] = d->p[k].t;
+        d->vals[i] = k;
+    }
+    return TG_OK;
+}
+
+tg_status tg_ddp_new(tg_ctx *ctx, tg_world *w, int nparams, tg_tensor *const *params, int nbuffers,
+                     tg_tensor *const *buffers, const tg_ddp_config *cfg, tg_ddp **out)
+{
+    if (!out || !ctx || !w)
+        return w ? tg__comm_fail(w, TG_ERR_INVALID, "ddp: NULL argument") : TG_ERR_INVALID;
+    *out = NULL;
+    if (nparams < 0 || nbuffers < 0 || (nparams && !params) || (nbuffers && !buffers))
+        return tg__comm_fail(w, TG_ERR_INVALID, "ddp: bad parameter or buffer list");
+    for (int i = 0; i < nparams + nbuffers; i++)
+        if (!(i < nparams ? params[i] : buffers[i - nparams]))
+            return tg__comm_fail(w, TG_ERR_INVALID, "ddp: %s %d is NULL",
+                                 i < nparams ? "parameter" : "buffer",
+                                 i < nparams ? i : i - nparams);
+    tg_status s = tg__ddp_check_model(w, ctx, nparams, params, nbuffers, buffers);
+    if (!s)
+        s = tg__ddp_broadcast(w, ctx, nparams, params);
+    if (!s)
+        s = tg__ddp_broadcast(w, ctx, nbuffers, buffers);
+    if (s)
+        return s;
+    tg_ddp *d = calloc(1, sizeof *d);
+    if (!d)
+        return tg__comm_fail(w, TG_ERR_NOMEM, "ddp: out of memory");
+    d->ctx = ctx;
+    d->w = w;
+    d->sync = true;
+    d->coll = w->host;
+    d->cstate = w->host_state;
+    d->p = calloc((size_t)nparams + 1, sizeof *d->p);
+    d->index = calloc((size_t)nparams + 1, sizeof *d->index);
+    if (!d->p || !d->index)
+        s = tg__comm_fail(w, TG_ERR_NOMEM, "ddp: out of memory");
+    if (!s)
+        s = build_table(d, nparams, params);
+    if (!s)
+        s = build_buckets(d, cfg);
+    if (!s && tg_ctx_backend(ctx)->device == TG_DEVICE_CUDA && w->size > 1) {
+        s = w->dev ? TG_OK : tg_world_nccl_init(w);
+        d->coll = w->dev;
+        d->cstate = w->dev_state;
+    }
+    if (s) {
+        tg_ddp_free(d);
+        return s;
+    }
+    tg_set_grad_hook(ctx, hook, d);
+    *out = d;
+    return TG_OK;
+}
