@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "gradcheck.h"
+#include "tapegrad/nn.h"
 
 /* ------------------------------------------------------------------------ */
 /* The checker                                                              */
@@ -942,6 +943,87 @@ SQ(stack_m1)
 SQ(rearrange_3d)
 #undef SQ
 
+
+#define SQ2(name)                                                       \
+    static tg_tensor *b_sq_##name(tg_ctx *ctx, tg_tensor *const *in) { \
+        tg_tensor *t = b_##name(ctx, in);                              \
+        return tg_mul(ctx, t, t);                                      \
+    }
+
+/* nn.h: losses, dropout, convolution, pooling and the layers built on them */
+B(ce, tg_cross_entropy(ctx, X, Y, 0.0))
+B(ce_smooth, tg_cross_entropy(ctx, X, Y, 0.1))
+B(ceb, tg_cross_entropy_backward(ctx, X, Y, Z, 0.0))
+B(ceb_smooth, tg_cross_entropy_backward(ctx, X, Y, Z, 0.25))
+B(mse, tg_mse_loss(ctx, X, Y))
+B(flatten1, tg_flatten(ctx, X, 1))
+static tg_tensor *b_dropout(tg_ctx *ctx, tg_tensor *const *in) {
+    tg_rng r = tg_rng_make(7, 3);
+    return tg_dropout(ctx, X, 0.4, true, &r);
+}
+#define CV(...) (&(const tg_conv2d_opts){__VA_ARGS__})
+B(conv_p1, tg_conv2d(ctx, X, Y, Z, CV({1, 1}, {1, 1}, {1, 1})))
+B(conv_s2_d2, tg_conv2d(ctx, X, Y, NULL, CV({2, 1}, {1, 0}, {1, 2})))
+B(conv_plain, tg_conv2d(ctx, X, Y, NULL, NULL))
+B(conv_t, tg_conv2d(ctx, tg_transpose(ctx, X, 2, 3), Y, Z, CV({1, 2}, {0, 1}, {1, 1})))
+B(cbi_s2, tg_conv2d_backward_input(ctx, X, Y, CV({2, 2}, {1, 1}, {1, 1}), 5, 5))
+B(cbi_plain, tg_conv2d_backward_input(ctx, X, Y, NULL, 3, 4))
+B(cbw_s2, tg_conv2d_backward_weight(ctx, X, Y, CV({2, 2}, {1, 1}, {1, 1}), 3, 3))
+B(cbw_d2, tg_conv2d_backward_weight(ctx, X, Y, CV({1, 1}, {0, 2}, {2, 1}), 2, 2))
+B(maxp_22, tg_max_pool2d(ctx, X, AX(2, 2), NULL, NULL))
+B(maxp_31p, tg_max_pool2d(ctx, X, AX(3, 3), AX(1, 2), AX(1, 1)))
+B(maxi_22, tg_max_pool2d_indices(ctx, X, AX(2, 2), NULL, NULL))
+B(avgp_22, tg_avg_pool2d(ctx, X, AX(2, 2), NULL, NULL))
+B(avgp_32p, tg_avg_pool2d(ctx, X, AX(3, 3), AX(2, 2), AX(1, 1)))
+B(avgb_22, tg_avg_pool2d_backward(ctx, X, AX(2, 2), NULL, NULL, 4, 5))
+B(avgb_32p, tg_avg_pool2d_backward(ctx, X, AX(3, 3), AX(2, 2), AX(1, 1), 5, 5))
+#undef CV
+static tg_tensor *b_linear(tg_ctx *ctx, tg_tensor *const *in) {
+    tg_linear l = {.weight = Y, .bias = Z};
+    return tg_linear_forward(ctx, &l, X);
+}
+static tg_tensor *b_linear_3d(tg_ctx *ctx, tg_tensor *const *in) {
+    tg_linear l = {.weight = Y, .bias = NULL};
+    return tg_linear_forward(ctx, &l, X);
+}
+static tg_tensor *b_bn_train(tg_ctx *ctx, tg_tensor *const *in) {
+    int64_t c = Y->shape[0];
+    tg_batchnorm bn = {.weight = Y, .bias = Z, .eps = 1e-5, .momentum = 0.1};
+    bn.running_mean = tg_zeros(ctx, X->dtype, 1, &c);
+    bn.running_var = tg_full(ctx, X->dtype, 1, &c, 1.0);
+    bn.num_batches_tracked = tg_zeros(ctx, TG_I64, 0, NULL);
+    return tg_batchnorm_forward(ctx, &bn, X, true);
+}
+static tg_tensor *b_bn_eval(tg_ctx *ctx, tg_tensor *const *in) {
+    int64_t c = Y->shape[0];
+    tg_batchnorm bn = {.weight = Y, .bias = Z, .eps = 1e-5, .momentum = 0.1};
+    bn.running_mean = tg_full(ctx, X->dtype, 1, &c, 0.3);
+    bn.running_var = tg_full(ctx, X->dtype, 1, &c, 1.7);
+    bn.num_batches_tracked = tg_zeros(ctx, TG_I64, 0, NULL);
+    return tg_batchnorm_forward(ctx, &bn, X, false);
+}
+static tg_tensor *b_layernorm(tg_ctx *ctx, tg_tensor *const *in) {
+    tg_layernorm ln = {.weight = Y, .bias = Z, .ndim = Y->ndim, .eps = 1e-5};
+    return tg_layernorm_forward(ctx, &ln, X);
+}
+static tg_tensor *b_embedding(tg_ctx *ctx, tg_tensor *const *in) {
+    tg_embedding e = {.weight = X};
+    return tg_embedding_forward(ctx, &e, Y);
+}
+SQ2(ce)
+SQ2(ceb)
+SQ2(dropout)
+SQ2(conv_p1)
+SQ2(cbi_s2)
+SQ2(cbw_s2)
+SQ2(maxp_22)
+SQ2(avgp_32p)
+SQ2(avgb_22)
+SQ2(bn_train)
+SQ2(layernorm)
+SQ2(embedding)
+#undef SQ2
+
 static tg_tensor *b_chunk(tg_ctx *ctx, tg_tensor *const *in) {
     tg_tensor *parts[2] = {NULL, NULL};
     if (tg_chunk(ctx, X, 2, 1, parts) != 2)
@@ -992,6 +1074,14 @@ static const double sign_out[5] = {-1, 0, 1, -1, 1};
 static const double am_a[6] = {1, 5, 2, 7, 0, 7};
 static const double am_1[2] = {1, 0}; /* the first of tied maxima */
 static const double am_0k[3] = {1, 0, 1};
+
+/* nn.h cases: targets, indices and pooling data with ties */
+static const int64_t tgt4[4] = {2, 0, 4, 1};
+static const int64_t tgt1[1] = {2};
+static const int64_t tgt3c1[3] = {0, 0, 0};
+static const int64_t emb_idx[6] = {3, 0, 3, 1, 4, 2}; /* (2,3) into 5 rows */
+static const double mp_a[8] = {1, 3, 3, 0, 2, 2, 5, 5}; /* (1,1,2,4): ties */
+static const double mp_i[2] = {1, 6}; /* first maximum of each 2x2 window */
 
 #define GC(opx, fnx, desc, ...) \
     { .name = #fnx " " desc, .op = TG_OP_##opx, .mode = GC_GRAD, .fn = b_##fnx, __VA_ARGS__ }
@@ -1287,6 +1377,95 @@ static const gc_case gc_table[] = {
     GCC(sq_sum_to, "squared", .nin = 1, .in = {GC_IN(R, 3, 2, 3, 4)}, SO),
     GCC(sq_stack_m1, "squared", .nin = 2, .in = {GC_IN(R, 2, 2, 3), GC_IN(R, 2, 2, 3)}, SO),
     GCC(sq_rearrange_3d, "squared", .nin = 1, .in = {GC_IN(R, 3, 3, 4, 2)}, SO),
+    /* nn.h: losses */
+    GC(CROSS_ENTROPY, ce, "(4,5)", .nin = 2, .in = {GC_IN(R, 2, 4, 5), GC_IDX(tgt4, 1, 4)}, GC_OUT0,
+       SO),
+    GC(CROSS_ENTROPY, ce_smooth, "(4,5) smoothing 0.1", .nin = 2,
+       .in = {GC_IN(R, 2, 4, 5), GC_IDX(tgt4, 1, 4)}, GC_OUT0, SO),
+    GC(CROSS_ENTROPY, ce, "(1,3)", .nin = 2, .in = {GC_IN(R, 2, 1, 3), GC_IDX(tgt1, 1, 1)}, GC_OUT0),
+    GC(CROSS_ENTROPY, ce_smooth, "(3,1) one class", .nin = 2,
+       .in = {GC_IN(R, 2, 3, 1), GC_IDX(tgt3c1, 1, 3)}, GC_OUT0),
+    GC(CROSS_ENTROPY, sq_ce, "squared", .nin = 2, .in = {GC_IN(R, 2, 4, 5), GC_IDX(tgt4, 1, 4)},
+       SO),
+    GC(CROSS_ENTROPY_BACKWARD, ceb, "g () logits (4,5)", .nin = 3,
+       .in = {GC_IN0(R), GC_IN(R, 2, 4, 5), GC_IDX(tgt4, 1, 4)}, GC_OUT(2, 4, 5), SO),
+    GC(CROSS_ENTROPY_BACKWARD, ceb_smooth, "smoothing 0.25 (1,3)", .nin = 3,
+       .in = {GC_IN0(R), GC_IN(R, 2, 1, 3), GC_IDX(tgt1, 1, 1)}, GC_OUT(2, 1, 3), SO),
+    GC(CROSS_ENTROPY_BACKWARD, sq_ceb, "squared", .nin = 3,
+       .in = {GC_IN0(R), GC_IN(R, 2, 4, 5), GC_IDX(tgt4, 1, 4)}, SO),
+    GCC(mse, "(3,4)", .nin = 2, .in = {GC_IN(R, 2, 3, 4), GC_IN(R, 2, 3, 4)}, GC_OUT0, SO),
+    GCC(flatten1, "(2,3,1,2)", .nin = 1, .in = {GC_IN(R, 4, 2, 3, 1, 2)}, GC_OUT(2, 2, 6)),
+    GC(DROPOUT, dropout, "(4,6)", .nin = 1, .in = {GC_IN(R, 2, 4, 6)}, GC_OUT(2, 4, 6)),
+    GC(DROPOUT, dropout, "(1,5,1)", .nin = 1, .in = {GC_IN(R, 3, 1, 5, 1)}),
+    GC(DROPOUT, sq_dropout, "squared", .nin = 1, .in = {GC_IN(R, 2, 3, 5)}, SO),
+    /* nn.h: convolution */
+    GC(CONV2D, conv_p1, "(2,3,5,5) w (4,3,3,3) pad 1 bias", .nin = 3,
+       .in = {GC_IN(R, 4, 2, 3, 5, 5), GC_IN(R, 4, 4, 3, 3, 3), GC_IN(R, 1, 4)},
+       GC_OUT(4, 2, 4, 5, 5)),
+    GC(CONV2D, conv_s2_d2, "stride (2,1) pad (1,0) dilation (1,2)", .nin = 2,
+       .in = {GC_IN(R, 4, 2, 2, 6, 7), GC_IN(R, 4, 3, 2, 3, 2)}, GC_OUT(4, 2, 3, 3, 5), SO),
+    GC(CONV2D, conv_plain, "size-1 dims (1,1,3,4) w (2,1,1,1)", .nin = 2,
+       .in = {GC_IN(R, 4, 1, 1, 3, 4), GC_IN(R, 4, 2, 1, 1, 1)}, GC_OUT(4, 1, 2, 3, 4)),
+    GC(CONV2D, conv_t, "of a transposed view, stride (1,2)", .nin = 3,
+       .in = {GC_IN(R, 4, 2, 2, 5, 4), GC_IN(R, 4, 3, 2, 2, 3), GC_IN(R, 1, 3)},
+       GC_OUT(4, 2, 3, 3, 3)),
+    GC(CONV2D, sq_conv_p1, "squared", .nin = 3,
+       .in = {GC_IN(R, 4, 1, 2, 4, 4), GC_IN(R, 4, 2, 2, 3, 3), GC_IN(R, 1, 2)}, SO),
+    GC(CONV2D_BACKWARD_INPUT, cbi_s2, "g (2,4,3,3) w (4,3,3,3) stride 2 pad 1", .nin = 2,
+       .in = {GC_IN(R, 4, 2, 4, 3, 3), GC_IN(R, 4, 4, 3, 3, 3)}, GC_OUT(4, 2, 3, 5, 5), SO),
+    GC(CONV2D_BACKWARD_INPUT, cbi_plain, "size-1 dims", .nin = 2,
+       .in = {GC_IN(R, 4, 1, 2, 2, 4), GC_IN(R, 4, 2, 1, 2, 1)}, GC_OUT(4, 1, 1, 3, 4)),
+    GC(CONV2D_BACKWARD_INPUT, sq_cbi_s2, "squared", .nin = 2,
+       .in = {GC_IN(R, 4, 1, 2, 3, 3), GC_IN(R, 4, 2, 2, 3, 3)}, SO),
+    GC(CONV2D_BACKWARD_WEIGHT, cbw_s2, "x (2,3,5,5) g (2,4,3,3) stride 2 pad 1", .nin = 2,
+       .in = {GC_IN(R, 4, 2, 3, 5, 5), GC_IN(R, 4, 2, 4, 3, 3)}, GC_OUT(4, 4, 3, 3, 3), SO),
+    GC(CONV2D_BACKWARD_WEIGHT, cbw_d2, "dilation (2,1) pad (0,2)", .nin = 2,
+       .in = {GC_IN(R, 4, 1, 2, 4, 3), GC_IN(R, 4, 1, 3, 2, 6)}, GC_OUT(4, 3, 2, 2, 2)),
+    GC(CONV2D_BACKWARD_WEIGHT, sq_cbw_s2, "squared", .nin = 2,
+       .in = {GC_IN(R, 4, 1, 2, 5, 5), GC_IN(R, 4, 1, 2, 3, 3)}, SO),
+    /* nn.h: pooling (distinct values: a tie is a kink) */
+    GC(MAX_POOL2D, maxp_22, "(2,3,4,4) 2x2", .nin = 1, .in = {GC_IN(D, 4, 2, 3, 4, 4)},
+       GC_OUT(4, 2, 3, 2, 2)),
+    GC(MAX_POOL2D, maxp_31p, "(1,2,5,5) 3x3 stride (1,2) pad 1", .nin = 1,
+       .in = {GC_IN(D, 4, 1, 2, 5, 5)}, GC_OUT(4, 1, 2, 5, 3)),
+    GC(MAX_POOL2D, maxp_22, "(1,1,2,3) size-1 dims", .nin = 1, .in = {GC_IN(D, 4, 1, 1, 2, 3)},
+       GC_OUT(4, 1, 1, 1, 1)),
+    GC(MAX_POOL2D, sq_maxp_22, "squared", .nin = 1, .in = {GC_IN(D, 4, 1, 2, 4, 4)}, SO),
+    GCN(MAX_POOL2D_INDICES, maxi_22, "(1,1,2,4) ties", .nin = 1,
+        .in = {GC_DATA_IN(mp_a, 4, 1, 1, 2, 4)}, GC_OUT(4, 1, 1, 1, 2), .expect = mp_i),
+    GC(AVG_POOL2D, avgp_22, "(2,3,4,4) 2x2", .nin = 1, .in = {GC_IN(R, 4, 2, 3, 4, 4)},
+       GC_OUT(4, 2, 3, 2, 2)),
+    GC(AVG_POOL2D, avgp_32p, "(1,2,5,5) 3x3 stride 2 pad 1", .nin = 1,
+       .in = {GC_IN(R, 4, 1, 2, 5, 5)}, GC_OUT(4, 1, 2, 3, 3)),
+    GC(AVG_POOL2D, sq_avgp_32p, "squared", .nin = 1, .in = {GC_IN(R, 4, 1, 1, 5, 5)}, SO),
+    GC(AVG_POOL2D_BACKWARD, avgb_22, "g (2,1,2,2) to 4x5", .nin = 1, .in = {GC_IN(R, 4, 2, 1, 2, 2)},
+       GC_OUT(4, 2, 1, 4, 5)),
+    GC(AVG_POOL2D_BACKWARD, avgb_32p, "3x3 stride 2 pad 1", .nin = 1,
+       .in = {GC_IN(R, 4, 1, 2, 3, 3)}, GC_OUT(4, 1, 2, 5, 5)),
+    GC(AVG_POOL2D_BACKWARD, sq_avgb_22, "squared", .nin = 1, .in = {GC_IN(R, 4, 1, 2, 2, 2)}, SO),
+    GCC(sq_embedding, "squared", .nin = 2, .in = {GC_IN(R, 2, 5, 3), GC_IDX(emb_idx, 2, 2, 3)},
+        SO),
+    /* nn.h: layers (compositions) */
+    GCC(linear, "(3,4) w (5,4) b (5)", .nin = 3,
+        .in = {GC_IN(R, 2, 3, 4), GC_IN(R, 2, 5, 4), GC_IN(R, 1, 5)}, GC_OUT(2, 3, 5), SO),
+    GCC(linear_3d, "(2,1,4) w (1,4) no bias", .nin = 2,
+        .in = {GC_IN(R, 3, 2, 1, 4), GC_IN(R, 2, 1, 4)}, GC_OUT(3, 2, 1, 1)),
+    GCC(bn_train, "(4,3) train", .nin = 3,
+        .in = {GC_IN(R, 2, 4, 3), GC_IN(R, 1, 3), GC_IN(R, 1, 3)}, GC_OUT(2, 4, 3), SO),
+    GCC(bn_train, "(2,3,2,2) train", .nin = 3,
+        .in = {GC_IN(R, 4, 2, 3, 2, 2), GC_IN(R, 1, 3), GC_IN(R, 1, 3)}, GC_OUT(4, 2, 3, 2, 2)),
+    GCC(sq_bn_train, "squared", .nin = 3,
+        .in = {GC_IN(R, 4, 2, 2, 1, 3), GC_IN(R, 1, 2), GC_IN(R, 1, 2)}, SO),
+    GCC(bn_eval, "(2,3,2,2) eval", .nin = 3,
+        .in = {GC_IN(R, 4, 2, 3, 2, 2), GC_IN(R, 1, 3), GC_IN(R, 1, 3)}, GC_OUT(4, 2, 3, 2, 2)),
+    GCC(layernorm, "(3,4) over (4)", .nin = 3,
+        .in = {GC_IN(R, 2, 3, 4), GC_IN(R, 1, 4), GC_IN(R, 1, 4)}, GC_OUT(2, 3, 4), SO),
+    GCC(layernorm, "(2,2,3) over (2,3)", .nin = 3,
+        .in = {GC_IN(R, 3, 2, 2, 3), GC_IN(R, 2, 2, 3), GC_IN(R, 2, 2, 3)}, GC_OUT(3, 2, 2, 3)),
+    GCC(sq_layernorm, "squared", .nin = 3,
+        .in = {GC_IN(R, 2, 2, 5), GC_IN(R, 1, 5), GC_IN(R, 1, 5)}, SO),
+    GCC(embedding, "(5,3) by (2,3)", .nin = 2, .in = {GC_IN(R, 2, 5, 3), GC_IDX(emb_idx, 2, 2, 3)},
+        GC_OUT(3, 2, 3, 3)),
     /* rows without a backward rule */
     GCN(EQ, eq, "(2,3)==(2,3)", .nin = 2,
         .in = {GC_DATA_IN(eq_a, 2, 2, 3), GC_DATA_IN(eq_b, 2, 2, 3)}, GC_OUT(2, 2, 3),

@@ -77,19 +77,51 @@ typedef struct tg_conv2d_opts {
 } tg_conv2d_opts;
 tg_tensor *tg_conv2d(tg_ctx *ctx, tg_tensor *x, tg_tensor *w, tg_tensor *b,
                      const tg_conv2d_opts *o);
+/* The gradients of conv2d as ops of their own (conv2d's backward rule uses
+ * them; each is differentiable, so create_graph works through convolutions).
+ * backward_input: g (N, K, OH, OW), w (K, C, R, S) -> (N, C, h, w);
+ * backward_weight: x (N, C, H, W), g (N, K, OH, OW) -> (K, C, r, s). */
+tg_tensor *tg_conv2d_backward_input(tg_ctx *ctx, tg_tensor *g, tg_tensor *w,
+                                    const tg_conv2d_opts *o, int64_t h, int64_t w_size);
+tg_tensor *tg_conv2d_backward_weight(tg_ctx *ctx, tg_tensor *x, tg_tensor *g,
+                                     const tg_conv2d_opts *o, int64_t r, int64_t s);
 /* Pooling over NCHW windows kernel {h, w}, stride {h, w} (0 = kernel), pad {h, w}. */
 tg_tensor *tg_max_pool2d(tg_ctx *ctx, tg_tensor *x, const int kernel[2], const int stride[2],
                          const int pad[2]);
 tg_tensor *tg_avg_pool2d(tg_ctx *ctx, tg_tensor *x, const int kernel[2], const int stride[2],
                          const int pad[2]);
+/* Pooling requires 0 <= pad <= kernel / 2 (as PyTorch); windows start at
+ * -pad and the output size is floor((H + 2 pad - kernel) / stride) + 1. Max
+ * pooling pads with -inf and sends the gradient to the first maximum of each
+ * window in row-major order (ties: the earliest element wins, as PyTorch's
+ * CPU kernel); average pooling counts the padding (count_include_pad, the
+ * PyTorch default), so the divisor is always kernel[0] * kernel[1]. */
+/* The (i64) flat index ih * W + iw of each window's maximum, as PyTorch's
+ * return_indices; not differentiable. */
+tg_tensor *tg_max_pool2d_indices(tg_ctx *ctx, tg_tensor *x, const int kernel[2],
+                                 const int stride[2], const int pad[2]);
+/* The gradient of avg_pool2d for an input of spatial size h x w (an op, the
+ * adjoint of avg_pool2d). */
+tg_tensor *tg_avg_pool2d_backward(tg_ctx *ctx, tg_tensor *g, const int kernel[2],
+                                  const int stride[2], const int pad[2], int64_t h, int64_t w);
 /* Mean cross-entropy of logits (N, C) against integer targets (N,) in
  * [0, C), with label smoothing in [0, 1): a scalar. */
 tg_tensor *tg_cross_entropy(tg_ctx *ctx, tg_tensor *logits, tg_tensor *targets,
                             double label_smoothing);
+/* Its gradient with respect to the logits for an incoming scalar gradient g:
+ * g * (softmax(logits) - q) / N with q the smoothed one-hot targets (an op,
+ * differentiable in g and in the logits). A target outside [0, C) makes
+ * either op fail with TG_ERR_INVALID naming the row and the target. */
+tg_tensor *tg_cross_entropy_backward(tg_ctx *ctx, tg_tensor *g, tg_tensor *logits,
+                                     tg_tensor *targets, double label_smoothing);
 /* Mean squared error, a scalar. */
 tg_tensor *tg_mse_loss(tg_ctx *ctx, tg_tensor *a, tg_tensor *b);
 /* x with every element zeroed with probability p and the rest scaled by
- * 1/(1-p) when training; x itself when not. */
+ * 1/(1-p) when training; x itself when not (or when p is 0). p in [0, 1).
+ * Element i (row-major) is kept when word i % 4 of the Philox block
+ * (rng->key, rng->counter + i / 4), divided by 2^32, is >= p; the stream then
+ * advances by ceil(numel / 4) blocks. The mask so depends only on the seed
+ * and the position, never on the thread count. */
 tg_tensor *tg_dropout(tg_ctx *ctx, tg_tensor *x, double p, bool training, tg_rng *rng);
 /* Collapse dims [start_dim, ndim) into one. */
 tg_tensor *tg_flatten(tg_ctx *ctx, tg_tensor *x, int start_dim);

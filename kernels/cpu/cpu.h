@@ -74,6 +74,19 @@ tg_status tg__cpu_softmax(void *state, const tg_kargs *a);
 tg_status tg__cpu_log_softmax(void *state, const tg_kargs *a);
 tg_status tg__cpu_gather(void *state, const tg_kargs *a);
 tg_status tg__cpu_scatter_add(void *state, const tg_kargs *a);
+/* cpu_loss.c */
+tg_status tg__cpu_cross_entropy(void *state, const tg_kargs *a);
+tg_status tg__cpu_cross_entropy_backward(void *state, const tg_kargs *a);
+tg_status tg__cpu_dropout(void *state, const tg_kargs *a);
+/* cpu_conv.c */
+tg_status tg__cpu_conv2d(void *state, const tg_kargs *a);
+tg_status tg__cpu_conv2d_backward_input(void *state, const tg_kargs *a);
+tg_status tg__cpu_conv2d_backward_weight(void *state, const tg_kargs *a);
+/* cpu_pool.c */
+tg_status tg__cpu_max_pool2d(void *state, const tg_kargs *a);
+tg_status tg__cpu_max_pool2d_indices(void *state, const tg_kargs *a);
+tg_status tg__cpu_avg_pool2d(void *state, const tg_kargs *a);
+tg_status tg__cpu_avg_pool2d_backward(void *state, const tg_kargs *a);
 
 /* Views only change strides; the runtime never dispatches a kernel for them. */
 #define tg__cpu_permute NULL

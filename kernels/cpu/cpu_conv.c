@@ -1,0 +1,283 @@
+/*
+ * kernels/cpu/cpu_conv.c: 2-D convolution (NCHW, groups = 1) and its two
+ * gradients, by im2col and one OpenBLAS gemm per call.
+ *
+ * The column matrix of the whole batch is laid out (C*R*S, N*OH*OW): sample
+ * n owns columns [n*OH*OW, (n+1)*OH*OW). So each product is a single large
+ * gemm, which BLAS spreads over all threads, instead of N small ones; the
+ * im2col, col2im and layout passes around it run in parallel over (n, c) with
+ * OpenMP. The runtime hands every kernel a step-arena workspace as its last
+ * input, so no kernel allocates.
+ *
+ * Parameters (tg_op_params.ints): [0..1] stride, [2..3] pad, [4..5]
+ * dilation, [6] has bias (conv2d), [7..8] the spatial size of the tensor a
+ * gradient kernel produces (H, W of x, or R, S of w).
+ */
+#include <cblas.h>
+#include <limits.h>
+
+#include "cpu.h"
+
+typedef struct cpu_conv_geom {
+    int64_t n, c, h, w, k, r, s, oh, ow;
+    int64_t sh, sw, ph, pw, dh, dw;
+} cpu_conv_geom;
+
+static void cpu_conv_params(const tg_kargs *a, cpu_conv_geom *g) {
+    const int64_t *p = a->p->ints;
+    g->sh = p[0], g->sw = p[1], g->ph = p[2], g->pw = p[3], g->dh = p[4], g->dw = p[5];
+}
+
+static bool cpu_conv_geom_ok(const cpu_conv_geom *g) {
+    return g->oh == (g->h + 2 * g->ph - g->dh * (g->r - 1) - 1) / g->sh + 1 &&
+           g->ow == (g->w + 2 * g->pw - g->dw * (g->s - 1) - 1) / g->sw + 1 && g->sh > 0 &&
+           g->sw > 0 && g->dh > 0 && g->dw > 0;
+}
+
+static bool cpu_contig(const tg_kview *v) {
+    int64_t s = 1;
+    for (int d = v->ndim - 1; d >= 0; d--) {
+        if (v->shape[d] != 1 && v->strides[d] != s)
+            return false;
+        s *= v->shape[d];
+    }
+    return true;
+}
+
+/* The range [lo, hi) of output positions o whose input o*st - pad + off lies
+ * in [0, size). */
+static void cpu_valid_range(int64_t size, int64_t nout, int64_t st, int64_t pad, int64_t off,
+                            int64_t *lo, int64_t *hi) {
+    int64_t base = off - pad; /* input index at o = 0 */
+    int64_t l = base >= 0 ? 0 : (-base + st - 1) / st;
+    int64_t h = size - base <= 0 ? 0 : (size - base + st - 1) / st;
+    if (h > nout)
+        h = nout;
+    if (l > h)
+        l = h;
+    *lo = l;
+    *hi = h;
+}
+
+/* im2col and col2im for one dtype. xs are the strides of x over (n, c, h, w);
+ * ld is the column matrix's row length N*OH*OW. */
+#define CPU_CONV_FAMILY(TYPE, GEMM)                                                              \
+    static void cpu_im2col_##TYPE(const cpu_conv_geom *g, const TYPE *x, const int64_t *xs,       \
+                                  TYPE *col) {                                                   \
+        const int64_t ohw = g->oh * g->ow, ld = g->n * ohw;                                      \
+        _Pragma("omp parallel for collapse(2) schedule(static)") for (int64_t n = 0; n < g->n;  \
+                                                                      n++) {                     \
+            for (int64_t c = 0; c < g->c; c++) {                                                 \
+                const TYPE *xp = x + n * xs[0] + c * xs[1];                                      \
+                for (int64_t r = 0; r < g->r; r++) {                                             \
+                    int64_t ohlo, ohhi;                                                          \
+                    cpu_valid_range(g->h, g->oh, g->sh, g->ph, r * g->dh, &ohlo, &ohhi);          \
+                    for (int64_t s = 0; s < g->s; s++) {                                         \
+                        int64_t owlo, owhi;                                                      \
+                        cpu_valid_range(g->w, g->ow, g->sw, g->pw, s * g->dw, &owlo, &owhi);      \
+                        TYPE *d = col + ((c * g->r + r) * g->s + s) * ld + n * ohw;              \
+                        for (int64_t oh = 0; oh < g->oh; oh++) {                                 \
+                            TYPE *dr = d + oh * g->ow;                                           \
+                            if (oh < ohlo || oh >= ohhi) {                                       \
+                                for (int64_t ow = 0; ow < g->ow; ow++)                           \
+                                    dr[ow] = 0;                                                  \
+                                continue;                                                        \
+                            }                                                                    \
+                            const int64_t ih = oh * g->sh - g->ph + r * g->dh;                   \
+                            const TYPE *xr = xp + ih * xs[2];                                    \
+                            const int64_t iw0 = s * g->dw - g->pw, st = g->sw * xs[3];           \
+                            for (int64_t ow = 0; ow < owlo; ow++)                                \
+                                dr[ow] = 0;                                                      \
+                            for (int64_t ow = owlo; ow < owhi; ow++)                             \
+                                dr[ow] = xr[iw0 * xs[3] + ow * st];                              \
+                            for (int64_t ow = owhi; ow < g->ow; ow++)                            \
+                                dr[ow] = 0;                                                      \
+                        }                                                                        \
+                    }                                                                            \
+                }                                                                                \
+            }                                                                                    \
+        }                                                                                        \
+    }                                                                                            \
+    /* dx (contiguous, zeroed here) += col2im(col). */                                           \
+    static void cpu_col2im_##TYPE(const cpu_conv_geom *g, const TYPE *col, TYPE *dx) {            \
+        const int64_t ohw = g->oh * g->ow, ld = g->n * ohw;                                      \
+        _Pragma("omp parallel for collapse(2) schedule(static)") for (int64_t n = 0; n < g->n;  \
+                                                                      n++) {                     \
+            for (int64_t c = 0; c < g->c; c++) {                                                 \
+                TYPE *xp = dx + (n * g->c + c) * g->h * g->w;                                    \
+                for (int64_t i = 0; i < g->h * g->w; i++)                                        \
+                    xp[i] = 0;                                                                   \
+                for (int64_t r = 0; r < g->r; r++) {                                             \
+                    int64_t ohlo, ohhi;                                                          \
+                    cpu_valid_range(g->h, g->oh, g->sh, g->ph, r * g->dh, &ohlo, &ohhi);          \
+                    for (int64_t s = 0; s < g->s; s++) {                                         \
+                        int64_t owlo, owhi;                                                      \
+                        cpu_valid_range(g->w, g->ow, g->sw, g->pw, s * g->dw, &owlo, &owhi);      \
+                        const TYPE *d = col + ((c * g->r + r) * g->s + s) * ld + n * ohw;        \
+                        const int64_t iw0 = s * g->dw - g->pw;                                   \
+                        for (int64_t oh = ohlo; oh < ohhi; oh++) {                               \
+                            const int64_t ih = oh * g->sh - g->ph + r * g->dh;                   \
+                            TYPE *xr = xp + ih * g->w + iw0;                                     \
+                            const TYPE *dr = d + oh * g->ow;                                     \
+                            for (int64_t ow = owlo; ow < owhi; ow++)                             \
+                                xr[ow * g->sw] += dr[ow];                                        \
+                        }                                                                        \
+                    }                                                                            \
+                }                                                                                \
+            }                                                                                    \
+        }                                                                                        \
+    }                                                                                            \
+    /* gp (K, N*OH*OW) from g (N, K, OH, OW) with strides gs. */                                 \
+    static void cpu_gpack_##TYPE(const cpu_conv_geom *g, const TYPE *src, const int64_t *gs,      \
+                                 TYPE *gp) {                                                     \
+        const int64_t ohw = g->oh * g->ow, ld = g->n * ohw;                                      \
+        _Pragma("omp parallel for collapse(2) schedule(static)") for (int64_t n = 0; n < g->n;  \
+                                                                      n++) {                     \
+            for (int64_t k = 0; k < g->k; k++) {                                                 \
+                const TYPE *sp = src + n * gs[0] + k * gs[1];                                    \
+                TYPE *d = gp + k * ld + n * ohw;                                                 \
+                for (int64_t oh = 0; oh < g->oh; oh++)                                           \
+                    for (int64_t ow = 0; ow < g->ow; ow++)                                       \
+                        d[oh * g->ow + ow] = sp[oh * gs[2] + ow * gs[3]];                        \
+            }                                                                                    \
+        }                                                                                        \
+    }                                                                                            \
+    static void cpu_conv_fwd_##TYPE(const cpu_conv_geom *g, const tg_kview *x, const TYPE *w,     \
+                                    const tg_kview *b, TYPE *ws, TYPE *out) {                    \
+        const int64_t ohw = g->oh * g->ow, ld = g->n * ohw, crs = g->c * g->r * g->s;            \
+        TYPE *col = ws, *tmp = ws + crs * ld;                                                    \
+        cpu_im2col_##TYPE(g, x->data, x->strides, col);                                          \
+        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g->k, (int)ld, (int)crs, 1, w,     \
+             (int)crs, col, (int)ld, 0, tmp, (int)ld);                                           \
+        const TYPE *bd = b ? b->data : NULL;                                                     \
+        const int64_t bs = b ? b->strides[0] : 0;                                                \
+        _Pragma("omp parallel for collapse(2) schedule(static)") for (int64_t n = 0; n < g->n;  \
+                                                                      n++) {                     \
+            for (int64_t k = 0; k < g->k; k++) {                                                 \
+                const TYPE bias = bd ? bd[k * bs] : (TYPE)0;                                     \
+                const TYPE *src = tmp + k * ld + n * ohw;                                        \
+                TYPE *dst = out + (n * g->k + k) * ohw;                                          \
+                for (int64_t j = 0; j < ohw; j++)                                                \
+                    dst[j] = src[j] + bias;                                                      \
+            }                                                                                    \
+        }                                                                                        \
+    }                                                                                            \
+    static void cpu_conv_bwi_##TYPE(const cpu_conv_geom *g, const tg_kview *gv, const TYPE *w,    \
+                                    TYPE *ws, TYPE *dx) {                                        \
+        const int64_t ld = g->n * g->oh * g->ow, crs = g->c * g->r * g->s;                       \
+        TYPE *gp = ws, *dcol = ws + g->k * ld;                                                   \
+        cpu_gpack_##TYPE(g, gv->data, gv->strides, gp);                                          \
+        GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)crs, (int)ld, (int)g->k, 1, w,       \
+             (int)crs, gp, (int)ld, 0, dcol, (int)ld);                                           \
+        cpu_col2im_##TYPE(g, dcol, dx);                                                          \
+    }                                                                                            \
+    static void cpu_conv_bww_##TYPE(const cpu_conv_geom *g, const tg_kview *x,                    \
+                                    const tg_kview *gv, TYPE *ws, TYPE *dw) {                    \
+        const int64_t ld = g->n * g->oh * g->ow, crs = g->c * g->r * g->s;                       \
+        TYPE *gp = ws, *col = ws + g->k * ld;                                                    \
+        cpu_gpack_##TYPE(g, gv->data, gv->strides, gp);                                          \
+        cpu_im2col_##TYPE(g, x->data, x->strides, col);                                          \
+        GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g->k, (int)crs, (int)ld, 1, gp,      \
+             (int)ld, col, (int)ld, 0, dw, (int)crs);                                            \
+    }
+
+CPU_CONV_FAMILY(float, cblas_sgemm)
+CPU_CONV_FAMILY(double, cblas_dgemm)
+
+static tg_status cpu_conv_dims_ok(const tg_kargs *a, const cpu_conv_geom *g) {
+    if (!cpu_conv_geom_ok(g))
+        return tg__cpu_fail(a, TG_ERR_SHAPE, "cpu %s: inconsistent convolution geometry",
+                            tg_op_name(a->op));
+    const int64_t ld = g->n * g->oh * g->ow, crs = g->c * g->r * g->s;
+    if (ld > INT_MAX || crs > INT_MAX || g->k > INT_MAX)
+        return tg__cpu_fail(a, TG_ERR_UNSUPPORTED, "cpu %s: dims exceed BLAS's int range",
+                            tg_op_name(a->op));
+    return TG_OK;
+}
+
+static bool cpu_same_float(const tg_kargs *a, int nin) {
+    for (int i = 0; i < nin; i++)
+        if (a->in[i].dtype != a->out.dtype)
+            return false;
+    return a->out.dtype == TG_F32 || a->out.dtype == TG_F64;
+}
+
+tg_status tg__cpu_conv2d(void *state, const tg_kargs *a) {
+    (void)state;
+    const bool has_b = a->p->ints[6] != 0;
+    if (a->nin != (has_b ? 4 : 3) || !cpu_same_float(a, a->nin))
+        return tg__cpu_fail(a, TG_ERR_DTYPE, "cpu conv2d: expected x, w, [b,] workspace of one "
+                                             "float dtype");
+    const tg_kview *x = &a->in[0], *w = &a->in[1], *ws = &a->in[a->nin - 1];
+    cpu_conv_geom g;
+    cpu_conv_params(a, &g);
+    g.n = x->shape[0], g.c = x->shape[1], g.h = x->shape[2], g.w = x->shape[3];
+    g.k = w->shape[0], g.r = w->shape[2], g.s = w->shape[3];
+    g.oh = a->out.shape[2], g.ow = a->out.shape[3];
+    tg_status st = cpu_conv_dims_ok(a, &g);
+    if (st != TG_OK)
+        return st;
+    if (!cpu_contig(w) || tg__cpu_numel(ws) < (g.c * g.r * g.s + g.k) * g.n * g.oh * g.ow)
+        return tg__cpu_fail(a, TG_ERR_INVALID, "cpu conv2d: w must be contiguous and the "
+                                               "workspace large enough");
+    const tg_kview *b = has_b ? &a->in[2] : NULL;
+    if (x->dtype == TG_F32)
+        cpu_conv_fwd_float(&g, x, w->data, b, ws->data, a->out.data);
+    else
+        cpu_conv_fwd_double(&g, x, w->data, b, ws->data, a->out.data);
+    return TG_OK;
+}
+
+/* in: g (N, K, OH, OW), w (K, C, R, S), workspace; out: dx (N, C, H, W). */
+tg_status tg__cpu_conv2d_backward_input(void *state, const tg_kargs *a) {
+    (void)state;
+    if (a->nin != 3 || !cpu_same_float(a, 3))
+        return tg__cpu_fail(a, TG_ERR_DTYPE, "cpu conv2d_backward_input: expected g, w, "
+                                             "workspace of one float dtype");
+    const tg_kview *gv = &a->in[0], *w = &a->in[1], *ws = &a->in[2];
+    cpu_conv_geom g;
+    cpu_conv_params(a, &g);
+    g.n = gv->shape[0], g.k = gv->shape[1], g.oh = gv->shape[2], g.ow = gv->shape[3];
+    g.c = w->shape[1], g.r = w->shape[2], g.s = w->shape[3];
+    g.h = a->out.shape[2], g.w = a->out.shape[3];
+    tg_status st = cpu_conv_dims_ok(a, &g);
+    if (st != TG_OK)
+        return st;
+    if (!cpu_contig(w) || tg__cpu_numel(ws) < (g.c * g.r * g.s + g.k) * g.n * g.oh * g.ow)
+        return tg__cpu_fail(a, TG_ERR_INVALID, "cpu conv2d_backward_input: w must be "
+                                               "contiguous and the workspace large enough");
+    if (gv->dtype == TG_F32)
+        cpu_conv_bwi_float(&g, gv, w->data, ws->data, a->out.data);
+    else
+        cpu_conv_bwi_double(&g, gv, w->data, ws->data, a->out.data);
+    return TG_OK;
+}
+
+/* in: x (N, C, H, W), g (N, K, OH, OW), workspace; out: dw (K, C, R, S). */
+tg_status tg__cpu_conv2d_backward_weight(void *state, const tg_kargs *a) {
+    (void)state;
+    if (a->nin != 3 || !cpu_same_float(a, 3))
+        return tg__cpu_fail(a, TG_ERR_DTYPE, "cpu conv2d_backward_weight: expected x, g, "
+                                             "workspace of one float dtype");
+    const tg_kview *x = &a->in[0], *gv = &a->in[1], *ws = &a->in[2];
+    cpu_conv_geom g;
+    cpu_conv_params(a, &g);
+    g.n = x->shape[0], g.c = x->shape[1], g.h = x->shape[2], g.w = x->shape[3];
+    g.k = gv->shape[1], g.oh = gv->shape[2], g.ow = gv->shape[3];
+    g.r = a->out.shape[2], g.s = a->out.shape[3];
+    tg_status st = cpu_conv_dims_ok(a, &g);
+    if (st != TG_OK)
+        return st;
+    if (tg__cpu_numel(ws) < (g.c * g.r * g.s + g.k) * g.n * g.oh * g.ow)
+        return tg__cpu_fail(a, TG_ERR_INVALID,
+                            "cpu conv2d_backward_weight: the workspace is too small");
+    if (g.n * g.oh * g.ow == 0) {
+        tg__cpu_zero(a->out.data, (size_t)tg__cpu_numel(&a->out) * tg__cpu_esize(x->dtype));
+        return TG_OK;
+    }
+    if (x->dtype == TG_F32)
+        cpu_conv_bww_float(&g, x, gv, ws->data, a->out.data);
+    else
+        cpu_conv_bww_double(&g, x, gv, ws->data, a->out.data);
+    return TG_OK;
+}

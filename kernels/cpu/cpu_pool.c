@@ -1,0 +1,206 @@
+/*
+ * kernels/cpu/cpu_pool.c: max and average pooling over NCHW windows.
+ *
+ * Parameters (tg_op_params.ints): [0..1] kernel, [2..3] stride, [4..5] pad.
+ * Planes (n, c) are independent and spread over threads. Padding is -inf for
+ * max (never chosen, since every window holds an element: pad <= kernel / 2)
+ * and zero for the average, whose divisor is always kh * kw
+ * (count_include_pad, PyTorch's default).
+ *
+ * max_pool2d and max_pool2d_indices scan a window row by row and keep the
+ * first maximum (a later element wins only when strictly greater, or NaN), as
+ * PyTorch's CPU kernel does; the gradient goes to that element only.
+ */
+#include <math.h>
+
+#include "cpu.h"
+
+typedef struct cpu_pool_geom {
+    int64_t n, c, h, w, oh, ow, kh, kw, sh, sw, ph, pw;
+} cpu_pool_geom;
+
+static void cpu_pool_geom_make(const tg_kargs *a, const tg_kview *big, const tg_kview *small,
+                               cpu_pool_geom *g) {
+    const int64_t *p = a->p->ints;
+    g->kh = p[0], g->kw = p[1], g->sh = p[2], g->sw = p[3], g->ph = p[4], g->pw = p[5];
+    g->n = big->shape[0], g->c = big->shape[1], g->h = big->shape[2], g->w = big->shape[3];
+    g->oh = small->shape[2], g->ow = small->shape[3];
+}
+
+static tg_status cpu_pool_check(const tg_kargs *a, const tg_kview *big, const tg_kview *small) {
+    const int64_t *p = a->p->ints;
+    if (big->ndim != 4 || small->ndim != 4 || p[0] < 1 || p[1] < 1 || p[2] < 1 || p[3] < 1 ||
+        small->shape[2] != (big->shape[2] + 2 * p[4] - p[0]) / p[2] + 1 ||
+        small->shape[3] != (big->shape[3] + 2 * p[5] - p[1]) / p[3] + 1)
+        return tg__cpu_fail(a, TG_ERR_SHAPE, "cpu %s: inconsistent pooling geometry",
+                            tg_op_name(a->op));
+    return TG_OK;
+}
+
+/* One plane of max pooling; writes the values (vo) or the flat indices (io). */
+#define CPU_MAXPOOL(TYPE)                                                                      \
+    static void cpu_maxpool_##TYPE(const cpu_pool_geom *g, const TYPE *x, const int64_t *xs,    \
+                                   TYPE *vo, int64_t *io) {                                    \
+        _Pragma("omp parallel for collapse(2) schedule(static) if (g->n * g->c * g->oh * g->ow \
+                > TG__CPU_PAR_MIN / 8)") for (int64_t n = 0; n < g->n; n++) {                   \
+            for (int64_t c = 0; c < g->c; c++) {                                               \
+                const TYPE *xp = x + n * xs[0] + c * xs[1];                                    \
+                const int64_t base = (n * g->c + c) * g->oh * g->ow;                           \
+                for (int64_t oh = 0; oh < g->oh; oh++) {                                       \
+                    int64_t h0 = oh * g->sh - g->ph, h1 = h0 + g->kh;                          \
+                    h0 = h0 < 0 ? 0 : h0;                                                      \
+                    h1 = h1 > g->h ? g->h : h1;                                                \
+                    for (int64_t ow = 0; ow < g->ow; ow++) {                                   \
+                        int64_t w0 = ow * g->sw - g->pw, w1 = w0 + g->kw;                      \
+                        w0 = w0 < 0 ? 0 : w0;                                                  \
+                        w1 = w1 > g->w ? g->w : w1;                                            \
+                        TYPE mx = -INFINITY;                                                   \
+                        int64_t arg = h0 * g->w + w0;                                          \
+                        for (int64_t ih = h0; ih < h1; ih++)                                   \
+                            for (int64_t iw = w0; iw < w1; iw++) {                             \
+                                const TYPE v = xp[ih * xs[2] + iw * xs[3]];                    \
+                                if (v > mx || isnan(v)) {                                      \
+                                    mx = v;                                                    \
+                                    arg = ih * g->w + iw;                                      \
+                                    if (isnan(v))                                              \
+                                        goto done_##TYPE;                                      \
+                                }                                                              \
+                            }                                                                  \
+                    done_##TYPE:                                                               \
+                        if (vo)                                                                \
+                            vo[base + oh * g->ow + ow] = mx;                                   \
+                        else                                                                   \
+                            io[base + oh * g->ow + ow] = arg;                                  \
+                    }                                                                          \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+    }
+CPU_MAXPOOL(float)
+CPU_MAXPOOL(double)
+
+tg_status tg__cpu_max_pool2d(void *state, const tg_kargs *a) {
+    (void)state;
+    tg_status st = tg__cpu_check_float(a, 1);
+    if (st == TG_OK)
+        st = cpu_pool_check(a, &a->in[0], &a->out);
+    if (st != TG_OK)
+        return st;
+    cpu_pool_geom g;
+    cpu_pool_geom_make(a, &a->in[0], &a->out, &g);
+    if (a->out.dtype == TG_F32)
+        cpu_maxpool_float(&g, a->in[0].data, a->in[0].strides, a->out.data, NULL);
+    else
+        cpu_maxpool_double(&g, a->in[0].data, a->in[0].strides, a->out.data, NULL);
+    return TG_OK;
+}
+
+tg_status tg__cpu_max_pool2d_indices(void *state, const tg_kargs *a) {
+    (void)state;
+    const tg_kview *x = &a->in[0];
+    if (a->out.dtype != TG_I64 || (x->dtype != TG_F32 && x->dtype != TG_F64))
+        return tg__cpu_fail(a, TG_ERR_DTYPE, "cpu max_pool2d_indices: expected a float input "
+                                             "and an i64 output");
+    tg_status st = cpu_pool_check(a, x, &a->out);
+    if (st != TG_OK)
+        return st;
+    cpu_pool_geom g;
+    cpu_pool_geom_make(a, x, &a->out, &g);
+    if (x->dtype == TG_F32)
+        cpu_maxpool_float(&g, x->data, x->strides, NULL, a->out.data);
+    else
+        cpu_maxpool_double(&g, x->data, x->strides, NULL, a->out.data);
+    return TG_OK;
+}
+
+/* Average pooling forward (fwd) or its adjoint (bwd: dx += g / (kh*kw) over
+ * each window; src is g, dst is dx, zeroed here). */
+#define CPU_AVGPOOL(TYPE)                                                                      \
+    static void cpu_avgpool_fwd_##TYPE(const cpu_pool_geom *g, const TYPE *x, const int64_t *xs,\
+                                       TYPE *out) {                                            \
+        const double inv = 1.0 / (double)(g->kh * g->kw);                                      \
+        _Pragma("omp parallel for collapse(2) schedule(static) if (g->n * g->c * g->oh * g->ow \
+                > TG__CPU_PAR_MIN / 8)") for (int64_t n = 0; n < g->n; n++) {                   \
+            for (int64_t c = 0; c < g->c; c++) {                                               \
+                const TYPE *xp = x + n * xs[0] + c * xs[1];                                    \
+                TYPE *op = out + (n * g->c + c) * g->oh * g->ow;                               \
+                for (int64_t oh = 0; oh < g->oh; oh++) {                                       \
+                    int64_t h0 = oh * g->sh - g->ph, h1 = h0 + g->kh;                          \
+                    h0 = h0 < 0 ? 0 : h0;                                                      \
+                    h1 = h1 > g->h ? g->h : h1;                                                \
+                    for (int64_t ow = 0; ow < g->ow; ow++) {                                   \
+                        int64_t w0 = ow * g->sw - g->pw, w1 = w0 + g->kw;                      \
+                        w0 = w0 < 0 ? 0 : w0;                                                  \
+                        w1 = w1 > g->w ? g->w : w1;                                            \
+                        double s = 0;                                                          \
+                        for (int64_t ih = h0; ih < h1; ih++)                                   \
+                            for (int64_t iw = w0; iw < w1; iw++)                               \
+                                s += xp[ih * xs[2] + iw * xs[3]];                              \
+                        op[oh * g->ow + ow] = (TYPE)(s * inv);                                 \
+                    }                                                                          \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+    }                                                                                          \
+    static void cpu_avgpool_bwd_##TYPE(const cpu_pool_geom *g, const TYPE *gd, const int64_t *gs,\
+                                       TYPE *dx) {                                             \
+        const TYPE inv = (TYPE)(1.0 / (double)(g->kh * g->kw));                                \
+        _Pragma("omp parallel for collapse(2) schedule(static) if (g->n * g->c * g->h * g->w   \
+                > TG__CPU_PAR_MIN / 8)") for (int64_t n = 0; n < g->n; n++) {                   \
+            for (int64_t c = 0; c < g->c; c++) {                                               \
+                const TYPE *gp = gd + n * gs[0] + c * gs[1];                                   \
+                TYPE *xp = dx + (n * g->c + c) * g->h * g->w;                                  \
+                for (int64_t i = 0; i < g->h * g->w; i++)                                      \
+                    xp[i] = 0;                                                                 \
+                for (int64_t oh = 0; oh < g->oh; oh++) {                                       \
+                    int64_t h0 = oh * g->sh - g->ph, h1 = h0 + g->kh;                          \
+                    h0 = h0 < 0 ? 0 : h0;                                                      \
+                    h1 = h1 > g->h ? g->h : h1;                                                \
+                    for (int64_t ow = 0; ow < g->ow; ow++) {                                   \
+                        int64_t w0 = ow * g->sw - g->pw, w1 = w0 + g->kw;                      \
+                        w0 = w0 < 0 ? 0 : w0;                                                  \
+                        w1 = w1 > g->w ? g->w : w1;                                            \
+                        const TYPE v = gp[oh * gs[2] + ow * gs[3]] * inv;                      \
+                        for (int64_t ih = h0; ih < h1; ih++)                                   \
+                            for (int64_t iw = w0; iw < w1; iw++)                               \
+                                xp[ih * g->w + iw] += v;                                       \
+                    }                                                                          \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+    }
+CPU_AVGPOOL(float)
+CPU_AVGPOOL(double)
+
+tg_status tg__cpu_avg_pool2d(void *state, const tg_kargs *a) {
+    (void)state;
+    tg_status st = tg__cpu_check_float(a, 1);
+    if (st == TG_OK)
+        st = cpu_pool_check(a, &a->in[0], &a->out);
+    if (st != TG_OK)
+        return st;
+    cpu_pool_geom g;
+    cpu_pool_geom_make(a, &a->in[0], &a->out, &g);
+    if (a->out.dtype == TG_F32)
+        cpu_avgpool_fwd_float(&g, a->in[0].data, a->in[0].strides, a->out.data);
+    else
+        cpu_avgpool_fwd_double(&g, a->in[0].data, a->in[0].strides, a->out.data);
+    return TG_OK;
+}
+
+/* in: g (N, C, OH, OW); out: dx (N, C, H, W). */
+tg_status tg__cpu_avg_pool2d_backward(void *state, const tg_kargs *a) {
+    (void)state;
+    tg_status st = tg__cpu_check_float(a, 1);
+    if (st == TG_OK)
+        st = cpu_pool_check(a, &a->out, &a->in[0]);
+    if (st != TG_OK)
+        return st;
+    cpu_pool_geom g;
+    cpu_pool_geom_make(a, &a->out, &a->in[0], &g);
+    if (a->out.dtype == TG_F32)
+        cpu_avgpool_bwd_float(&g, a->in[0].data, a->in[0].strides, a->out.data);
+    else
+        cpu_avgpool_bwd_double(&g, a->in[0].data, a->in[0].strides, a->out.data);
+    return TG_OK;
+}

@@ -1,0 +1,401 @@
+/*
+ * Convolution and pooling (nn.h): shape logic and backward rules.
+ *
+ * conv2d's two gradients are ops of their own and adjoint to each other and
+ * to conv2d itself: for <v, bw_input(g, w)> = <conv2d(v, w), g> and
+ * <v, bw_weight(x, g)> = <conv2d(x, v), g>, so the backward rule of each of
+ * the three rows is made of the other two, and derivatives of any order stay
+ * on the tape. The CPU kernels need a column matrix; the runtime allocates it
+ * in the step arena and passes it as the kernel's last input (it is not
+ * recorded).
+ */
+#include "internal.h"
+#include "tapegrad/nn.h"
+
+#include <stdio.h>
+
+enum { CV_STRIDE = 0, CV_PAD = 2, CV_DIL = 4, CV_BIAS = 6, CV_SIZE = 7 };
+
+static const tg_conv2d_opts conv_default = {{1, 1}, {0, 0}, {1, 1}};
+
+static bool conv_params(tg_ctx *ctx, const char *op, const tg_conv2d_opts *o, tg_op_params *p)
+{
+    if (!o)
+        o = &conv_default;
+    for (int i = 0; i < 2; i++) {
+        if (o->stride[i] < 1 || o->dilation[i] < 1 || o->pad[i] < 0) {
+            tg__fail(ctx, TG_ERR_INVALID,
+                     "%s: stride (%d, %d) and dilation (%d, %d) must be >= 1 and pad (%d, %d) >= 0",
+                     op, o->stride[0], o->stride[1], o->dilation[0], o->dilation[1], o->pad[0],
+                     o->pad[1]);
+            return false;
+        }
+        p->ints[CV_STRIDE + i] = o->stride[i];
+        p->ints[CV_PAD + i] = o->pad[i];
+        p->ints[CV_DIL + i] = o->dilation[i];
+    }
+    return true;
+}
+
+static tg_conv2d_opts opts_of(const tg_op_params *p)
+{
+    tg_conv2d_opts o;
+    for (int i = 0; i < 2; i++) {
+        o.stride[i] = (int)p->ints[CV_STRIDE + i];
+        o.pad[i] = (int)p->ints[CV_PAD + i];
+        o.dilation[i] = (int)p->ints[CV_DIL + i];
+    }
+    return o;
+}
+
+/* Output size along one dim, or -1 when the kernel does not fit. */
+static int64_t conv_out(int64_t in, int64_t k, const tg_op_params *p, int i)
+{
+    int64_t span = p->ints[CV_DIL + i] * (k - 1) + 1, padded = in + 2 * p->ints[CV_PAD + i];
+    return padded < span ? -1 : (padded - span) / p->ints[CV_STRIDE + i] + 1;
+}
+
+static bool check4(tg_ctx *ctx, const char *op, const char *what, const tg_tensor *t)
+{
+    char s[96];
+    if (t->ndim == 4)
+        return true;
+    tg__fail(ctx, TG_ERR_SHAPE, "%s: %s must have 4 dims (NCHW / KCRS), got %s", op, what,
+             tg_shape_str(t, s, sizeof s));
+    return false;
+}
+
+/* Room for the column matrix (crs x cols) and the gradient or output
+ * matrix (k x cols) that the kernels lay out around one gemm. */
+static tg_tensor *workspace(tg_ctx *ctx, tg_dtype dt, int64_t crs, int64_t k, int64_t cols)
+{
+    int64_t n = (crs + k) * cols;
+    return tg__new(ctx, dt, 1, &n, false);
+}
+
+/* Runs a conv row with the workspace appended to the kernel's inputs and
+ * records it with the first nin inputs; the first two are saved. */
+static tg_tensor *conv_run(tg_ctx *ctx, tg_op op, const tg_op_params *p, tg_tensor *out, int nin,
+                           tg_tensor **ins, tg_tensor *ws)
+{
+    if (!out || !ws)
+        return NULL;
+    ins[nin] = ws;
+    if (tg__run(ctx, op, p, out, nin + 1, ins) != TG_OK)
+        return NULL;
+    if (tg__record(ctx, op, p, out, nin, ins, 3u) != TG_OK)
+        return NULL;
+    return out;
+}
+
+tg_tensor *tg_conv2d(tg_ctx *ctx, tg_tensor *x, tg_tensor *w, tg_tensor *b, const tg_conv2d_opts *o)
+{
+    const char *op = "conv2d";
+    tg_tensor *ins[4] = {x, w, b, NULL};
+    char sx[96], sw[96];
+    tg_op_params p = {0};
+    if (!tg__check_args(ctx, op, 2, ins) || !tg__check_float(ctx, op, x) ||
+        !tg__check_same_dtype(ctx, op, x, w) || !check4(ctx, op, "x", x) ||
+        !check4(ctx, op, "w", w) || !conv_params(ctx, op, o, &p))
+        return NULL;
+    if (w->shape[1] != x->shape[1] || w->shape[0] < 1 || w->shape[1] < 1 || w->shape[2] < 1 ||
+        w->shape[3] < 1)
+        return tg__fail(ctx, TG_ERR_SHAPE,
+                        "conv2d: weight %s does not fit input %s (expected (K, %lld, R, S) with "
+                        "K, R, S >= 1; groups = 1)",
+                        tg_shape_str(w, sw, sizeof sw), tg_shape_str(x, sx, sizeof sx),
+                        (long long)x->shape[1]),
+               NULL;
+    if (b) {
+        if (!tg__check_same_dtype(ctx, op, x, b))
+            return NULL;
+        if (b->ndim != 1 || b->shape[0] != w->shape[0])
+            return tg__fail(ctx, TG_ERR_SHAPE, "conv2d: bias %s, expected (%lld,)",
+                            tg_shape_str(b, sx, sizeof sx), (long long)w->shape[0]),
+                   NULL;
+    }
+    int64_t oh = conv_out(x->shape[2], w->shape[2], &p, 0);
+    int64_t ow = conv_out(x->shape[3], w->shape[3], &p, 1);
+    if (oh < 1 || ow < 1)
+        return tg__fail(ctx, TG_ERR_SHAPE,
+                        "conv2d: kernel %lldx%lld (dilation %lld, %lld) is larger than the padded "
+                        "input %s",
+                        (long long)w->shape[2], (long long)w->shape[3], (long long)p.ints[CV_DIL],
+                        (long long)p.ints[CV_DIL + 1], tg_shape_str(x, sx, sizeof sx)),
+               NULL;
+    ins[1] = w = tg_contiguous(ctx, w);
+    if (!w)
+        return NULL;
+    p.ints[CV_BIAS] = b != NULL;
+    int64_t shape[4] = {x->shape[0], w->shape[0], oh, ow};
+    int64_t crs = w->shape[1] * w->shape[2] * w->shape[3];
+    tg_tensor *out = tg__new(ctx, x->dtype, 4, shape, false);
+    tg_tensor *ws = workspace(ctx, x->dtype, crs, w->shape[0], x->shape[0] * oh * ow);
+    return conv_run(ctx, TG_OP_CONV2D, &p, out, b ? 3 : 2, ins, ws);
+}
+
+tg_tensor *tg_conv2d_backward_input(tg_ctx *ctx, tg_tensor *g, tg_tensor *w,
+                                    const tg_conv2d_opts *o, int64_t h, int64_t wd)
+{
+    const char *op = "conv2d_backward_input";
+    tg_tensor *ins[3] = {g, w, NULL};
+    char sg[96], sw[96];
+    tg_op_params p = {0};
+    if (!tg__check_args(ctx, op, 2, ins) || !tg__check_float(ctx, op, g) ||
+        !tg__check_same_dtype(ctx, op, g, w) || !check4(ctx, op, "g", g) ||
+        !check4(ctx, op, "w", w) || !conv_params(ctx, op, o, &p))
+        return NULL;
+    if (g->shape[1] != w->shape[0] || h < 1 || wd < 1 ||
+        conv_out(h, w->shape[2], &p, 0) != g->shape[2] ||
+        conv_out(wd, w->shape[3], &p, 1) != g->shape[3])
+        return tg__fail(ctx, TG_ERR_SHAPE,
+                        "%s: gradient %s and weight %s do not fit an input of size %lldx%lld", op,
+                        tg_shape_str(g, sg, sizeof sg), tg_shape_str(w, sw, sizeof sw),
+                        (long long)h, (long long)wd),
+               NULL;
+    ins[1] = w = tg_contiguous(ctx, w);
+    if (!w)
+        return NULL;
+    p.ints[CV_SIZE] = h;
+    p.ints[CV_SIZE + 1] = wd;
+    int64_t shape[4] = {g->shape[0], w->shape[1], h, wd};
+    int64_t crs = w->shape[1] * w->shape[2] * w->shape[3];
+    tg_tensor *out = tg__new(ctx, g->dtype, 4, shape, false);
+    tg_tensor *ws = workspace(ctx, g->dtype, crs, w->shape[0], g->shape[0] * g->shape[2] * g->shape[3]);
+    return conv_run(ctx, TG_OP_CONV2D_BACKWARD_INPUT, &p, out, 2, ins, ws);
+}
+
+tg_tensor *tg_conv2d_backward_weight(tg_ctx *ctx, tg_tensor *x, tg_tensor *g,
+                                     const tg_conv2d_opts *o, int64_t r, int64_t s)
+{
+    const char *op = "conv2d_backward_weight";
+    tg_tensor *ins[3] = {x, g, NULL};
+    char sx[96], sg[96];
+    tg_op_params p = {0};
+    if (!tg__check_args(ctx, op, 2, ins) || !tg__check_float(ctx, op, x) ||
+        !tg__check_same_dtype(ctx, op, x, g) || !check4(ctx, op, "x", x) ||
+        !check4(ctx, op, "g", g) || !conv_params(ctx, op, o, &p))
+        return NULL;
+    if (g->shape[0] != x->shape[0] || r < 1 || s < 1 || x->shape[1] < 1 ||
+        conv_out(x->shape[2], r, &p, 0) != g->shape[2] ||
+        conv_out(x->shape[3], s, &p, 1) != g->shape[3])
+        return tg__fail(ctx, TG_ERR_SHAPE,
+                        "%s: input %s and gradient %s do not fit a %lldx%lld kernel", op,
+                        tg_shape_str(x, sx, sizeof sx), tg_shape_str(g, sg, sizeof sg),
+                        (long long)r, (long long)s),
+               NULL;
+    p.ints[CV_SIZE] = r;
+    p.ints[CV_SIZE + 1] = s;
+    int64_t shape[4] = {g->shape[1], x->shape[1], r, s};
+    tg_tensor *out = tg__new(ctx, x->dtype, 4, shape, false);
+    tg_tensor *ws = workspace(ctx, x->dtype, x->shape[1] * r * s, g->shape[1],
+                              g->shape[0] * g->shape[2] * g->shape[3]);
+    return conv_run(ctx, TG_OP_CONV2D_BACKWARD_WEIGHT, &p, out, 2, ins, ws);
+}
+
+tg_status tg__bw_conv2d(tg_ctx *ctx, const tg__rec *r, tg_tensor *g, tg_tensor **gin)
+{
+    tg_tensor *x = r->in[0], *w = r->in[1];
+    tg_conv2d_opts o = opts_of(&r->p);
+    if (x->requires_grad &&
+        !(gin[0] = tg_conv2d_backward_input(ctx, g, w, &o, x->shape[2], x->shape[3])))
+        return ctx->status;
+    if (w->requires_grad &&
+        !(gin[1] = tg_conv2d_backward_weight(ctx, x, g, &o, w->shape[2], w->shape[3])))
+        return ctx->status;
+    if (r->nin == 3 && r->in[2]->requires_grad &&
+        !(gin[2] = tg_sum(ctx, g, 3, (const int[]){0, 2, 3}, false)))
+        return ctx->status;
+    return TG_OK;
+}
+
+tg_status tg__bw_conv2d_backward_input(tg_ctx *ctx, const tg__rec *r, tg_tensor *v,
+                                       tg_tensor **gin)
+{
+    tg_tensor *g = r->in[0], *w = r->in[1];
+    tg_conv2d_opts o = opts_of(&r->p);
+    if (g->requires_grad && !(gin[0] = tg_conv2d(ctx, v, w, NULL, &o)))
+        return ctx->status;
+    if (w->requires_grad &&
+        !(gin[1] = tg_conv2d_backward_weight(ctx, v, g, &o, w->shape[2], w->shape[3])))
+        return ctx->status;
+    return TG_OK;
+}
+
+tg_status tg__bw_conv2d_backward_weight(tg_ctx *ctx, const tg__rec *r, tg_tensor *v,
+                                        tg_tensor **gin)
+{
+    tg_tensor *x = r->in[0], *g = r->in[1];
+    tg_conv2d_opts o = opts_of(&r->p);
+    if (x->requires_grad &&
+        !(gin[0] = tg_conv2d_backward_input(ctx, g, v, &o, x->shape[2], x->shape[3])))
+        return ctx->status;
+    if (g->requires_grad && !(gin[1] = tg_conv2d(ctx, x, v, NULL, &o)))
+        return ctx->status;
+    return TG_OK;
+}
+
+/* ---- pooling ---- */
+
+enum { PL_KERNEL = 0, PL_STRIDE = 2, PL_PAD = 4 };
+
+static bool pool_params(tg_ctx *ctx, const char *op, const int kernel[2], const int stride[2],
+                        const int pad[2], tg_op_params *p)
+{
+    if (!kernel) {
+        tg__fail(ctx, TG_ERR_INVALID, "%s: NULL kernel size", op);
+        return false;
+    }
+    for (int i = 0; i < 2; i++) {
+        int k = kernel[i], s = stride && stride[i] ? stride[i] : kernel[i], pd = pad ? pad[i] : 0;
+        if (k < 1 || s < 1 || pd < 0 || 2 * pd > k) {
+            tg__fail(ctx, TG_ERR_INVALID,
+                     "%s: kernel %d, stride %d, pad %d in dim %d: expected kernel >= 1, stride "
+                     ">= 1 (0 = kernel) and 0 <= pad <= kernel / 2",
+                     op, k, s, pd, i);
+            return false;
+        }
+        p->ints[PL_KERNEL + i] = k;
+        p->ints[PL_STRIDE + i] = s;
+        p->ints[PL_PAD + i] = pd;
+    }
+    return true;
+}
+
+static int64_t pool_out(int64_t in, const tg_op_params *p, int i)
+{
+    int64_t padded = in + 2 * p->ints[PL_PAD + i];
+    return padded < p->ints[PL_KERNEL + i] ? -1
+                                           : (padded - p->ints[PL_KERNEL + i]) /
+                                                     p->ints[PL_STRIDE + i] +
+                                                 1;
+}
+
+/* Checks x and fills p; writes the output shape. */
+static bool pool_setup(tg_ctx *ctx, const char *op, tg_tensor *x, const int kernel[2],
+                       const int stride[2], const int pad[2], tg_op_params *p, int64_t *shape)
+{
+    char s[96];
+    if (!tg__check_args(ctx, op, 1, &x) || !tg__check_float(ctx, op, x) ||
+        !check4(ctx, op, "x", x) || !pool_params(ctx, op, kernel, stride, pad, p))
+        return false;
+    shape[0] = x->shape[0];
+    shape[1] = x->shape[1];
+    shape[2] = pool_out(x->shape[2], p, 0);
+    shape[3] = pool_out(x->shape[3], p, 1);
+    if (shape[2] < 1 || shape[3] < 1) {
+        tg__fail(ctx, TG_ERR_SHAPE, "%s: a %lldx%lld window does not fit the padded input %s", op,
+                 (long long)p->ints[PL_KERNEL], (long long)p->ints[PL_KERNEL + 1],
+                 tg_shape_str(x, s, sizeof s));
+        return false;
+    }
+    return true;
+}
+
+tg_tensor *tg_max_pool2d(tg_ctx *ctx, tg_tensor *x, const int kernel[2], const int stride[2],
+                         const int pad[2])
+{
+    tg_op_params p = {0};
+    int64_t shape[4];
+    if (!pool_setup(ctx, "max_pool2d", x, kernel, stride, pad, &p, shape))
+        return NULL;
+    return tg__apply(ctx, TG_OP_MAX_POOL2D, &p, tg__new(ctx, x->dtype, 4, shape, false), 1, &x,
+                     1u);
+}
+
+tg_tensor *tg_max_pool2d_indices(tg_ctx *ctx, tg_tensor *x, const int kernel[2],
+                                 const int stride[2], const int pad[2])
+{
+    tg_op_params p = {0};
+    int64_t shape[4];
+    if (!pool_setup(ctx, "max_pool2d_indices", x, kernel, stride, pad, &p, shape))
+        return NULL;
+    return tg__apply(ctx, TG_OP_MAX_POOL2D_INDICES, &p, tg__new(ctx, TG_I64, 4, shape, false), 1,
+                     &x, 0);
+}
+
+static void pool_args(const tg_op_params *p, int k[2], int s[2], int pd[2])
+{
+    for (int i = 0; i < 2; i++) {
+        k[i] = (int)p->ints[PL_KERNEL + i];
+        s[i] = (int)p->ints[PL_STRIDE + i];
+        pd[i] = (int)p->ints[PL_PAD + i];
+    }
+}
+
+/* The gradient goes to the first maximum of each window: scatter g through
+ * the indices into each (H*W) plane. scatter_add's own backward (gather)
+ * keeps second derivatives correct; the gradient with respect to x through
+ * the choice of the maximum is zero almost everywhere. */
+tg_status tg__bw_max_pool2d(tg_ctx *ctx, const tg__rec *r, tg_tensor *g, tg_tensor **gin)
+{
+    tg_tensor *x = r->in[0];
+    int k[2], s[2], pd[2];
+    pool_args(&r->p, k, s, pd);
+    tg_tensor *idx = tg_max_pool2d_indices(ctx, x, k, s, pd);
+    if (!idx)
+        return ctx->status;
+    int64_t n = x->shape[0], c = x->shape[1];
+    int64_t gs[3] = {n, c, g->shape[2] * g->shape[3]}, xs[3] = {n, c, x->shape[2] * x->shape[3]};
+    tg_tensor *sc = tg_scatter_add(ctx, tg_reshape(ctx, g, 3, gs), 2, tg_reshape(ctx, idx, 3, gs),
+                                   3, xs);
+    gin[0] = tg_reshape(ctx, sc, 4, x->shape);
+    return gin[0] ? TG_OK : ctx->status;
+}
+
+/* Never recorded (no TG_OPF_DIFF), so never called. */
+tg_status tg__bw_max_pool2d_indices(tg_ctx *ctx, const tg__rec *r, tg_tensor *g, tg_tensor **gin)
+{
+    (void)r, (void)g, (void)gin;
+    return tg__fail(ctx, TG_ERR_AUTOGRAD, "max_pool2d_indices: not differentiable");
+}
+
+tg_tensor *tg_avg_pool2d(tg_ctx *ctx, tg_tensor *x, const int kernel[2], const int stride[2],
+                         const int pad[2])
+{
+    tg_op_params p = {0};
+    int64_t shape[4];
+    if (!pool_setup(ctx, "avg_pool2d", x, kernel, stride, pad, &p, shape))
+        return NULL;
+    p.ints[6] = x->shape[2];
+    p.ints[7] = x->shape[3];
+    return tg__apply(ctx, TG_OP_AVG_POOL2D, &p, tg__new(ctx, x->dtype, 4, shape, false), 1, &x,
+                     0);
+}
+
+tg_tensor *tg_avg_pool2d_backward(tg_ctx *ctx, tg_tensor *g, const int kernel[2],
+                                  const int stride[2], const int pad[2], int64_t h, int64_t w)
+{
+    const char *op = "avg_pool2d_backward";
+    char s[96];
+    tg_op_params p = {0};
+    if (!tg__check_args(ctx, op, 1, &g) || !tg__check_float(ctx, op, g) ||
+        !check4(ctx, op, "g", g) || !pool_params(ctx, op, kernel, stride, pad, &p))
+        return NULL;
+    if (h < 1 || w < 1 || pool_out(h, &p, 0) != g->shape[2] || pool_out(w, &p, 1) != g->shape[3])
+        return tg__fail(ctx, TG_ERR_SHAPE, "%s: gradient %s does not fit an input of %lldx%lld",
+                        op, tg_shape_str(g, s, sizeof s), (long long)h, (long long)w),
+               NULL;
+    p.ints[6] = h;
+    p.ints[7] = w;
+    int64_t shape[4] = {g->shape[0], g->shape[1], h, w};
+    return tg__apply(ctx, TG_OP_AVG_POOL2D_BACKWARD, &p, tg__new(ctx, g->dtype, 4, shape, false),
+                     1, &g, 0);
+}
+
+/* The two rows are adjoint: each one's gradient is the other. */
+tg_status tg__bw_avg_pool2d(tg_ctx *ctx, const tg__rec *r, tg_tensor *g, tg_tensor **gin)
+{
+    int k[2], s[2], pd[2];
+    pool_args(&r->p, k, s, pd);
+    gin[0] = tg_avg_pool2d_backward(ctx, g, k, s, pd, r->p.ints[6], r->p.ints[7]);
+    return gin[0] ? TG_OK : ctx->status;
+}
+
+tg_status tg__bw_avg_pool2d_backward(tg_ctx *ctx, const tg__rec *r, tg_tensor *g, tg_tensor **gin)
+{
+    int k[2], s[2], pd[2];
+    pool_args(&r->p, k, s, pd);
+    gin[0] = tg_avg_pool2d(ctx, g, k, s, pd);
+    return gin[0] ? TG_OK : ctx->status;
+}
