@@ -1,0 +1,1121 @@
+/*
+ * Optimizers, gradient clipping and learning-rate schedules.
+ *
+ * The references are PyTorch's: tests/fixtures/optim.txt (written by
+ * tests/gen_optim_fixtures.py, which documents the format) holds trajectories
+ * of torch.optim.SGD/Adam/AdamW run by torch in f64 and in f32 from the same
+ * starting values and gradients, torch.nn.utils.clip_grad_norm_ results and
+ * torch.optim.lr_scheduler values. The rest is checked against hand-computed
+ * values: the first Adam step, skipped parameters, a long parameter that
+ * takes the parallel path against a scalar re-implementation, bad configs,
+ * resume from saved state, and that a step allocates nothing.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tapegrad/optim.h"
+
+#define MAXP 8
+#define MAXSTEPS 16
+#define MAXSTATE 32
+#define MAXCASES 32
+
+/* ---- fixture storage ---- */
+
+typedef struct fx_vec {
+    int ndim;
+    int64_t shape[TG_MAX_DIMS];
+    int64_t n;
+    double *v; /* NULL: "none" */
+} fx_vec;
+
+typedef struct fx_state {
+    int dt; /* 0 f64, 1 f32 */
+    int idx;
+    char key[32];
+    fx_vec val;
+} fx_state;
+
+typedef struct fx_optim {
+    char id[64];
+    tg_optim_config cfg;
+    int nsteps, np;
+    char pname[MAXP][16];
+    fx_vec init[MAXP];
+    fx_vec grad[MAXSTEPS][MAXP];
+    double lr[MAXSTEPS];
+    fx_vec expect[2][MAXSTEPS][MAXP];
+    fx_state state[MAXSTATE * 2];
+    int nstate;
+} fx_optim;
+
+typedef struct fx_clip {
+    char id[64];
+    int np;
+    double max_norm;
+    fx_vec grad[MAXP];
+    double total[2];
+    fx_vec clipped[2][MAXP];
+} fx_clip;
+
+typedef struct fx_sched {
+    char kind[16], id[32];
+    int n;
+    double lr;
+    double a, b; /* warmup: W; step: step_size, gamma; cosine: t_max, min_lr */
+    double v[64];
+} fx_sched;
+
+static fx_optim g_opt[MAXCASES];
+static int g_nopt;
+static fx_clip g_clip[MAXCASES];
+static int g_nclip;
+static fx_sched g_sched[MAXCASES];
+static int g_nsched;
+static char g_load_error[512];
+static void *g_keep[8192];
+static int g_nkeep;
+
+static double *keep_doubles(int64_t n)
+{
+    if (g_nkeep == (int)(sizeof g_keep / sizeof g_keep[0]))
+        return NULL;
+    double *p = calloc((size_t)(n ? n : 1), sizeof *p);
+    if (p)
+        g_keep[g_nkeep++] = p;
+    return p;
+}
+
+static void free_kept(void)
+{
+    for (int i = 0; i < g_nkeep; i++)
+        free(g_keep[i]);
+    g_nkeep = 0;
+}
+
+/* ---- parsing ---- */
+
+static int split(char *s, char **tok, int max)
+{
+    int n = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(s, " \t\n", &save); t; t = strtok_r(NULL, " \t\n", &save)) {
+        if (n == max)
+            return -1;
+        tok[n++] = t;
+    }
+    return n;
+}
+
+static bool to_f64(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    *out = strtod(s, &end);
+    return !(errno == ERANGE || *end || end == s);
+}
+
+static bool to_int(const char *s, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    *out = (int)v;
+    return !(errno || *end || end == s);
+}
+
+/* Parses the values after " : " into v, which must hold exactly n of them
+ * (n < 0: as many as there are, into a fresh vector). */
+static const char *parse_values(char *vals, fx_vec *v, int64_t n)
+{
+    int64_t cap = n >= 0 ? n : 64;
+    v->v = keep_doubles(cap);
+    if (!v->v)
+        return "out of memory";
+    int64_t k = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(vals, " \t\n", &save); t; t = strtok_r(NULL, " \t\n", &save)) {
+        if (k == cap)
+            return "too many values";
+        if (!to_f64(t, &v->v[k++]))
+            return "bad value";
+    }
+    if (n >= 0 && k != n)
+        return "wrong number of values";
+    v->n = k;
+    return NULL;
+}
+
+/* Splits "<head...> : <values>" at the colon. */
+static char *cut_values(char *line)
+{
+    char *c = strstr(line, " : ");
+    if (!c)
+        return NULL;
+    *c = '\0';
+    return c + 3;
+}
+
+static const char *parse_shape(char **tok, int ntok, fx_vec *v)
+{
+    if (ntok < 1 || !to_int(tok[0], &v->ndim) || v->ndim < 0 || v->ndim > TG_MAX_DIMS ||
+        ntok != 1 + v->ndim)
+        return "bad shape";
+    v->n = 1;
+    for (int d = 0; d < v->ndim; d++) {
+        int s;
+        if (!to_int(tok[1 + d], &s) || s < 0)
+            return "bad dim";
+        v->shape[d] = s;
+        v->n *= s;
+    }
+    return NULL;
+}
+
+static const char *parse_cfg(fx_optim *o, char **tok, int n)
+{
+    if (n < 5 || g_nopt == MAXCASES)
+        return "bad optim line";
+    snprintf(o->id, sizeof o->id, "%s", tok[1]);
+    tg_optim_kind kind = strcmp(tok[2], "sgd") == 0    ? TG_OPTIM_SGD
+                         : strcmp(tok[2], "adam") == 0 ? TG_OPTIM_ADAM
+                                                       : TG_OPTIM_ADAMW;
+    o->cfg = tg_optim_defaults(kind);
+    if (!to_int(tok[3], &o->nsteps) || !to_int(tok[4], &o->np) || o->nsteps > MAXSTEPS ||
+        o->np > MAXP)
+        return "bad step or parameter count";
+    for (int i = 5; i < n; i++) {
+        char *eq = strchr(tok[i], '=');
+        double x;
+        if (!eq || !to_f64(eq + 1, &x))
+            return "bad key=value";
+        *eq = '\0';
+        const char *k = tok[i];
+        if (!strcmp(k, "lr")) o->cfg.lr = x;
+        else if (!strcmp(k, "momentum")) o->cfg.momentum = x;
+        else if (!strcmp(k, "dampening")) o->cfg.dampening = x;
+        else if (!strcmp(k, "nesterov")) o->cfg.nesterov = x != 0.0;
+        else if (!strcmp(k, "weight_decay")) o->cfg.weight_decay = x;
+        else if (!strcmp(k, "beta1")) o->cfg.beta1 = x;
+        else if (!strcmp(k, "beta2")) o->cfg.beta2 = x;
+        else if (!strcmp(k, "eps")) o->cfg.eps = x;
+        else return "unknown key";
+    }
+    return NULL;
+}
+
+static int dt_index(const char *s) { return strcmp(s, "f64") == 0 ? 0 : 1; }
+
+static bool in_range(int v, int hi) { return v >= 0 && v < hi; }
+
+/* One line of an optim block. */
+static const char *parse_optim_line(fx_optim *o, char *line)
+{
+    char *vals = cut_values(line);
+    char *tok[16];
+    int n = split(line, tok, 16), a, b;
+    if (n < 1)
+        return "empty line";
+    if (!strcmp(tok[0], "param")) {
+        if (n < 3 || !to_int(tok[1], &a) || !in_range(a, o->np) || !vals)
+            return "bad param line";
+        snprintf(o->pname[a], sizeof o->pname[a], "%s", tok[2]);
+        const char *e = parse_shape(tok + 3, n - 3, &o->init[a]);
+        return e ? e : parse_values(vals, &o->init[a], o->init[a].n);
+    }
+    if (!strcmp(tok[0], "lr")) {
+        if (n != 3 || !to_int(tok[1], &a) || !in_range(a, o->nsteps) || !to_f64(tok[2], &o->lr[a]))
+            return "bad lr line";
+        return NULL;
+    }
+    if (!strcmp(tok[0], "grad")) {
+        if (n < 3 || !to_int(tok[1], &a) || !to_int(tok[2], &b) || !in_range(a, o->nsteps) ||
+            !in_range(b, o->np))
+            return "bad grad line";
+        fx_vec *g = &o->grad[a][b];
+        *g = o->init[b];
+        g->v = NULL;
+        if (n == 4 && !strcmp(tok[3], "none"))
+            return NULL;
+        return vals ? parse_values(vals, g, g->n) : "grad without values";
+    }
+    if (!strcmp(tok[0], "expect")) {
+        if (n != 4 || !to_int(tok[2], &a) || !to_int(tok[3], &b) || !in_range(a, o->nsteps) ||
+            !in_range(b, o->np) || !vals)
+            return "bad expect line";
+        fx_vec *e = &o->expect[dt_index(tok[1])][a][b];
+        *e = o->init[b];
+        return parse_values(vals, e, e->n);
+    }
+    if (!strcmp(tok[0], "state")) {
+        if (n != 4 || !to_int(tok[2], &a) || !in_range(a, o->np) || !vals ||
+            o->nstate == MAXSTATE * 2)
+            return "bad state line";
+        fx_state *s = &o->state[o->nstate++];
+        s->dt = dt_index(tok[1]);
+        s->idx = a;
+        snprintf(s->key, sizeof s->key, "%s", tok[3]);
+        return parse_values(vals, &s->val, -1);
+    }
+    return "unknown line in an optim block";
+}
+
+static const char *parse_clip_line(fx_clip *c, char *line)
+{
+    char *vals = cut_values(line);
+    char *tok[16];
+    int n = split(line, tok, 16), a;
+    if (n < 2)
+        return "short line";
+    if (!strcmp(tok[0], "cgrad")) {
+        if (!to_int(tok[1], &a) || !in_range(a, c->np))
+            return "bad cgrad line";
+        if (n == 3 && !strcmp(tok[2], "none"))
+            return NULL;
+        const char *e = parse_shape(tok + 2, n - 2, &c->grad[a]);
+        return e ? e : vals ? parse_values(vals, &c->grad[a], c->grad[a].n) : "no values";
+    }
+    if (!strcmp(tok[0], "total"))
+        return n == 3 && to_f64(tok[2], &c->total[dt_index(tok[1])]) ? NULL : "bad total line";
+    if (!strcmp(tok[0], "clipped")) {
+        if (n != 3 || !to_int(tok[2], &a) || !in_range(a, c->np) || !vals)
+            return "bad clipped line";
+        fx_vec *v = &c->clipped[dt_index(tok[1])][a];
+        *v = c->grad[a];
+        return parse_values(vals, v, v->n);
+    }
+    return "unknown line in a clip block";
+}
+
+static const char *parse_sched(char *line)
+{
+    char *vals = cut_values(line);
+    char *tok[16];
+    int n = split(line, tok, 16);
+    if (!vals || n < 6 || g_nsched == MAXCASES)
+        return "bad sched line";
+    fx_sched *s = &g_sched[g_nsched++];
+    snprintf(s->kind, sizeof s->kind, "%s", tok[1]);
+    snprintf(s->id, sizeof s->id, "%s", tok[2]);
+    if (!to_int(tok[3], &s->n) || s->n > 64 || !to_f64(tok[4], &s->lr) || !to_f64(tok[5], &s->a))
+        return "bad sched fields";
+    if (n > 6 && !to_f64(tok[6], &s->b))
+        return "bad sched fields";
+    fx_vec v;
+    const char *e = parse_values(vals, &v, s->n);
+    if (!e)
+        memcpy(s->v, v.v, (size_t)s->n * sizeof(double));
+    return e;
+}
+
+/* Reads the fixture file; on failure g_load_error says where and why. */
+static void load_fixtures(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(g_load_error, sizeof g_load_error, "%s: %s", path, strerror(errno));
+        return;
+    }
+    static char line[1 << 16];
+    int lineno = 0;
+    fx_optim *o = NULL;
+    fx_clip *c = NULL;
+    const char *err = NULL;
+    while (!err && fgets(line, sizeof line, f)) {
+        lineno++;
+        line[strcspn(line, "\n")] = '\0';
+        if (line[0] == '#' || line[0] == '\0')
+            continue;
+        char head[16] = {0};
+        sscanf(line, "%15s", head);
+        if (!strcmp(head, "end")) {
+            o = NULL;
+            c = NULL;
+        } else if (o) {
+            err = parse_optim_line(o, line);
+        } else if (c) {
+            err = parse_clip_line(c, line);
+        } else if (!strcmp(head, "optim")) {
+            char *tok[32];
+            o = &g_opt[g_nopt];
+            int n = split(line, tok, 32);
+            err = n < 0 ? "too many fields" : parse_cfg(o, tok, n);
+            g_nopt++;
+        } else if (!strcmp(head, "clip")) {
+            char *tok[8];
+            if (g_nclip == MAXCASES || split(line, tok, 8) != 4)
+                err = "bad clip line";
+            c = &g_clip[g_nclip++];
+            if (!err && (!to_int(tok[2], &c->np) || c->np > MAXP || !to_f64(tok[3], &c->max_norm)))
+                err = "bad clip fields";
+            if (!err)
+                snprintf(c->id, sizeof c->id, "%s", tok[1]);
+        } else if (!strcmp(head, "sched")) {
+            err = parse_sched(line);
+        } else {
+            err = "unknown block";
+        }
+    }
+    fclose(f);
+    if (err)
+        snprintf(g_load_error, sizeof g_load_error, "%s:%d: %s", path, lineno, err);
+}
+
+/* ---- helpers ---- */
+
+static tg_ctx *new_ctx(void)
+{
+    tg_ctx *ctx = NULL;
+    tg_status s = tg_ctx_new(NULL, &ctx);
+    if (s != TG_OK)
+        fail_msg("tg_ctx_new: %s (%s)", tg_status_str(s), tg_last_init_error());
+    /* Setting values of parameters is an in-place write, refused in grad mode. */
+    tg_set_grad_enabled(ctx, false);
+    return ctx;
+}
+
+#define CHECK_OK(ctx, call)                                                                    \
+    do {                                                                                       \
+        tg_status s_ = (call);                                                                 \
+        if (s_ != TG_OK)                                                                       \
+            fail_msg("%s: %s (%s)", #call, tg_status_str(s_), tg_ctx_error(ctx));              \
+    } while (0)
+
+/* Writes n doubles into a tensor of dtype f32 or f64. */
+static void set_values(tg_ctx *ctx, tg_tensor *t, const double *v, int64_t n)
+{
+    assert_int_equal(tg_numel(t), n);
+    if (t->dtype == TG_F64) {
+        CHECK_OK(ctx, tg_copy_from_host(ctx, t, v, (size_t)n * sizeof(double)));
+        return;
+    }
+    float *f = calloc((size_t)(n ? n : 1), sizeof *f);
+    assert_non_null(f);
+    for (int64_t i = 0; i < n; i++)
+        f[i] = (float)v[i];
+    tg_status s = tg_copy_from_host(ctx, t, f, (size_t)n * sizeof(float));
+    free(f);
+    CHECK_OK(ctx, s);
+}
+
+static double value_at(tg_ctx *ctx, const tg_tensor *t, int64_t i)
+{
+    double v = 0.0;
+    CHECK_OK(ctx, tg_get(ctx, t, i, &v));
+    return v;
+}
+
+/* Every element of t against want, within atol + rtol * |want|. */
+static void check_close(tg_ctx *ctx, const tg_tensor *t, const double *want, int64_t n,
+                        double rtol, double atol, const char *what)
+{
+    assert_int_equal(tg_numel(t), n);
+    for (int64_t i = 0; i < n; i++) {
+        double got = value_at(ctx, t, i);
+        if (!(fabs(got - want[i]) <= atol + rtol * fabs(want[i])))
+            fail_msg("%s[%lld]: got %.17g, want %.17g (diff %.3g)", what, (long long)i, got,
+                     want[i], got - want[i]);
+    }
+}
+
+static tg_tensor *find_state(const tg_optim *opt, const char *name)
+{
+    tg_tensor *st[64];
+    int n = tg_optim_state(opt, st, 64);
+    for (int i = 0; i < n && i < 64; i++)
+        if (!strcmp(st[i]->name, name))
+            return st[i];
+    return NULL;
+}
+
+/* ---- the fixture file itself ---- */
+
+static void test_fixtures_load(void **state)
+{
+    (void)state;
+    if (g_load_error[0])
+        fail_msg("%s", g_load_error);
+    assert_true(g_nopt >= 8);
+    assert_true(g_nclip >= 2);
+    assert_true(g_nsched >= 6);
+}
+
+/* ---- optimizers against torch ---- */
+
+static void run_optim_case(const fx_optim *c, tg_dtype dt)
+{
+    int di = dt == TG_F64 ? 0 : 1;
+    double rtol = di ? 2e-6 : 1e-12, atol = di ? 1e-6 : 1e-14;
+    tg_ctx *ctx = new_ctx();
+    tg_tensor *ps[MAXP], *gs[MAXP];
+    for (int i = 0; i < c->np; i++) {
+        const fx_vec *v = &c->init[i];
+        ps[i] = tg_param(ctx, dt, v->ndim, v->shape, c->pname[i]);
+        gs[i] = tg_persistent(ctx, dt, v->ndim, v->shape, "grad");
+        assert_non_null(ps[i]);
+        assert_non_null(gs[i]);
+        set_values(ctx, ps[i], v->v, v->n);
+    }
+    tg_optim *opt = NULL;
+    CHECK_OK(ctx, tg_optim_new(ctx, &c->cfg, c->np, ps, &opt));
+    char what[512];
+    for (int step = 0; step < c->nsteps; step++) {
+        for (int i = 0; i < c->np; i++) {
+            ps[i]->grad = c->grad[step][i].v ? gs[i] : NULL;
+            if (c->grad[step][i].v)
+                set_values(ctx, gs[i], c->grad[step][i].v, c->grad[step][i].n);
+        }
+        CHECK_OK(ctx, tg_optim_step(ctx, opt, c->lr[step]));
+        for (int i = 0; i < c->np; i++) {
+            const fx_vec *e = &c->expect[di][step][i];
+            assert_non_null(e->v);
+            snprintf(what, sizeof what, "%.63s %s step %d %.15s", c->id, tg_dtype_name(dt), step,
+                     c->pname[i]);
+            check_close(ctx, ps[i], e->v, e->n, rtol, atol, what);
+        }
+    }
+    assert_int_equal(tg_optim_steps(opt), c->nsteps);
+    /* torch's state after the last step, under torch's key names. */
+    int nchecked = 0;
+    for (int k = 0; k < c->nstate; k++) {
+        const fx_state *s = &c->state[k];
+        if (s->dt != di)
+            continue;
+        char name[96];
+        snprintf(name, sizeof name, "optim.%s.%s", c->pname[s->idx], s->key);
+        tg_tensor *t = find_state(opt, name);
+        if (!t)
+            fail_msg("%s: no state tensor %s", c->id, name);
+        snprintf(what, sizeof what, "%.63s %s state %.95s", c->id, tg_dtype_name(dt), name);
+        check_close(ctx, t, s->val.v, s->val.n, rtol, atol, what);
+        nchecked++;
+    }
+    /* torch's SGD keeps no step count; ours counts the steps with a grad. */
+    if (c->cfg.kind == TG_OPTIM_SGD && c->cfg.momentum != 0.0) {
+        for (int i = 0; i < c->np; i++) {
+            char name[96];
+            snprintf(name, sizeof name, "optim.%s.step", c->pname[i]);
+            double want = 0;
+            for (int step = 0; step < c->nsteps; step++)
+                want += c->grad[step][i].v != NULL;
+            tg_tensor *t = find_state(opt, name);
+            assert_non_null(t);
+            assert_true(value_at(ctx, t, 0) == want);
+        }
+    }
+    bool has_state = c->cfg.kind != TG_OPTIM_SGD || c->cfg.momentum != 0.0;
+    if (has_state)
+        assert_true(nchecked >= c->np);
+    assert_int_equal(tg_optim_state(opt, NULL, 0), nchecked + (c->cfg.kind == TG_OPTIM_SGD && has_state ? c->np : 0));
+    tg_optim_free(opt);
+    tg_ctx_free(ctx);
+}
+
+static void test_optim_torch_f64(void **state)
+{
+    (void)state;
+    for (int i = 0; i < g_nopt; i++)
+        run_optim_case(&g_opt[i], TG_F64);
+}
+
+static void test_optim_torch_f32(void **state)
+{
+    (void)state;
+    for (int i = 0; i < g_nopt; i++)
+        run_optim_case(&g_opt[i], TG_F32);
+}
+
+/* ---- clipping against torch ---- */
+
+static void run_clip_case(const fx_clip *c, tg_dtype dt)
+{
+    int di = dt == TG_F64 ? 0 : 1;
+    double rtol = di ? 1e-6 : 1e-14, atol = di ? 1e-7 : 1e-15;
+    tg_ctx *ctx = new_ctx();
+    tg_tensor *ps[MAXP];
+    for (int i = 0; i < c->np; i++) {
+        int64_t one = 1;
+        const fx_vec *g = &c->grad[i];
+        ps[i] = g->v ? tg_param(ctx, dt, g->ndim, g->shape, "p") : tg_param(ctx, dt, 1, &one, "p");
+        assert_non_null(ps[i]);
+        if (g->v) {
+            ps[i]->grad = tg_persistent(ctx, dt, g->ndim, g->shape, "grad");
+            set_values(ctx, ps[i]->grad, g->v, g->n);
+        }
+    }
+    double total = -1.0;
+    CHECK_OK(ctx, tg_clip_grad_norm(ctx, c->np, ps, c->max_norm, &total));
+    if (!(fabs(total - c->total[di]) <= rtol * c->total[di]))
+        fail_msg("%s %s: total norm %.17g, torch %.17g", c->id, tg_dtype_name(dt), total,
+                 c->total[di]);
+    char what[512];
+    for (int i = 0; i < c->np; i++) {
+        if (!c->grad[i].v) {
+            assert_null(ps[i]->grad);
+            continue;
+        }
+        snprintf(what, sizeof what, "%.63s %s grad %d", c->id, tg_dtype_name(dt), i);
+        check_close(ctx, ps[i]->grad, c->clipped[di][i].v, c->clipped[di][i].n, rtol, atol, what);
+    }
+    tg_ctx_free(ctx);
+}
+
+static void test_clip_torch(void **state)
+{
+    (void)state;
+    for (int i = 0; i < g_nclip; i++) {
+        run_clip_case(&g_clip[i], TG_F64);
+        run_clip_case(&g_clip[i], TG_F32);
+    }
+}
+
+/* A long gradient takes the parallel, blocked path: its norm must still be
+ * the plain sum of squares, and clipping must reach every element. */
+static void test_clip_long(void **state)
+{
+    (void)state;
+    tg_ctx *ctx = new_ctx();
+    const int64_t n = 300007;
+    tg_tensor *p = tg_param(ctx, TG_F64, 1, &n, "long");
+    assert_non_null(p);
+    p->grad = tg_persistent(ctx, TG_F64, 1, &n, "grad");
+    double *g = calloc((size_t)n, sizeof *g);
+    assert_non_null(g);
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        g[i] = sin((double)i * 0.37) * 0.01;
+        ss += g[i] * g[i];
+    }
+    set_values(ctx, p->grad, g, n);
+    double total = 0.0, max_norm = 0.5;
+    tg_tensor *ps[1] = {p};
+    CHECK_OK(ctx, tg_clip_grad_norm(ctx, 1, ps, max_norm, &total));
+    assert_true(fabs(total - sqrt(ss)) <= 1e-12 * sqrt(ss));
+    double coef = max_norm / (sqrt(ss) + 1e-6);
+    assert_true(coef < 1.0);
+    for (int64_t i = 0; i < n; i++)
+        g[i] *= coef;
+    check_close(ctx, p->grad, g, n, 1e-13, 1e-18, "clipped long grad");
+    /* Bad max_norm is refused. */
+    tg_ctx_clear_error(ctx);
+    assert_int_equal(tg_clip_grad_norm(ctx, 1, ps, -1.0, NULL), TG_ERR_INVALID);
+    assert_non_null(strstr(tg_ctx_error(ctx), "max_norm"));
+    free(g);
+    tg_ctx_free(ctx);
+}
+
+/* ---- schedules ---- */
+
+static const fx_sched *sched_find(const char *kind, int nth)
+{
+    for (int i = 0; i < g_nsched; i++)
+        if (!strcmp(g_sched[i].kind, kind) && nth-- == 0)
+            return &g_sched[i];
+    return NULL;
+}
+
+static void check_lr(const tg_lr_schedule *s, int64_t step, double want, const char *what)
+{
+    double got = tg_lr_at(s, step);
+    if (!(fabs(got - want) <= 1e-12 * fabs(want) + 1e-15))
+        fail_msg("%s step %lld: lr %.17g, want %.17g", what, (long long)step, got, want);
+}
+
+/* Warm-up (from torch's LinearLR) followed by the schedule proper (torch's
+ * StepLR / CosineAnnealingLR counting from the end of the warm-up). */
+static void test_schedules_torch(void **state)
+{
+    (void)state;
+    for (int wi = -1;; wi++) {
+        const fx_sched *w = wi < 0 ? NULL : sched_find("warmup", wi);
+        if (wi >= 0 && !w)
+            break;
+        int W = w ? (int)w->a : 0;
+        const fx_sched *p;
+        char what[512];
+        for (int k = 0; (p = sched_find("step", k)); k++) {
+            tg_lr_schedule s = {.kind = TG_LR_STEP, .lr = p->lr, .warmup_steps = W,
+                                .step_size = (int64_t)p->a, .gamma = p->b};
+            snprintf(what, sizeof what, "warmup %d + %s", W, p->id);
+            for (int t = 0; t < W; t++)
+                check_lr(&s, t, w->v[t], what);
+            for (int t = 0; t < p->n; t++)
+                check_lr(&s, W + t, p->v[t], what);
+        }
+        for (int k = 0; (p = sched_find("cosine", k)); k++) {
+            tg_lr_schedule s = {.kind = TG_LR_COSINE, .lr = p->lr, .warmup_steps = W,
+                                .total_steps = W + (int64_t)p->a, .min_lr = p->b};
+            snprintf(what, sizeof what, "warmup %d + %s", W, p->id);
+            for (int t = 0; t < W; t++)
+                check_lr(&s, t, w->v[t], what);
+            for (int t = 0; t < p->n; t++)
+                check_lr(&s, W + t, p->v[t], what);
+            /* After the end: min_lr (torch would rise again). */
+            check_lr(&s, W + (int64_t)p->a + 5, p->b, what);
+        }
+        tg_lr_schedule s = {.kind = TG_LR_CONSTANT, .lr = 0.1, .warmup_steps = W};
+        for (int t = 0; t < W; t++)
+            check_lr(&s, t, w->v[t], "constant with warm-up");
+        check_lr(&s, W + 100, 0.1, "constant with warm-up");
+    }
+    assert_non_null(sched_find("warmup", 1));
+    assert_non_null(sched_find("cosine", 1));
+}
+
+static void test_schedules_hand(void **state)
+{
+    (void)state;
+    tg_lr_schedule s = {.kind = TG_LR_STEP, .lr = 1.0, .step_size = 2, .gamma = 0.5};
+    check_lr(&s, -3, 1.0, "negative step");
+    check_lr(&s, 1, 1.0, "step");
+    check_lr(&s, 2, 0.5, "step");
+    check_lr(&s, 5, 0.25, "step");
+    s = (tg_lr_schedule){.kind = TG_LR_COSINE, .lr = 1.0, .warmup_steps = 2, .total_steps = 6};
+    check_lr(&s, 0, 0.5, "cosine");
+    check_lr(&s, 1, 1.0, "cosine");
+    check_lr(&s, 2, 1.0, "cosine");
+    check_lr(&s, 4, 0.5, "cosine");      /* t = 2 of T = 4: cos(pi/2) = 0 */
+    check_lr(&s, 6, 0.0, "cosine");
+    check_lr(&s, 1000, 0.0, "cosine");
+
+    tg_ctx *ctx = new_ctx();
+    struct {
+        tg_lr_schedule s;
+        const char *field;
+    } bad[] = {
+        {{.kind = TG_LR_CONSTANT, .lr = -1.0}, "lr"},
+        {{.kind = TG_LR_CONSTANT, .lr = NAN}, "lr"},
+        {{.kind = TG_LR_CONSTANT, .lr = 1.0, .warmup_steps = -1}, "warmup_steps"},
+        {{.kind = TG_LR_STEP, .lr = 1.0, .step_size = 0, .gamma = 0.5}, "step_size"},
+        {{.kind = TG_LR_STEP, .lr = 1.0, .step_size = 1, .gamma = -0.5}, "gamma"},
+        {{.kind = TG_LR_COSINE, .lr = 1.0, .warmup_steps = 5, .total_steps = 5}, "total_steps"},
+        {{.kind = TG_LR_COSINE, .lr = 1.0, .total_steps = 5, .min_lr = -1}, "min_lr"},
+        {{.kind = (tg_lr_kind)9, .lr = 1.0}, "kind"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        tg_ctx_clear_error(ctx);
+        assert_true(isnan(tg_lr_at(&bad[i].s, 3)));
+        assert_int_equal(tg_lr_check(ctx, &bad[i].s), TG_ERR_INVALID);
+        if (!strstr(tg_ctx_error(ctx), bad[i].field))
+            fail_msg("bad schedule %zu: message '%s' does not name %s", i, tg_ctx_error(ctx),
+                     bad[i].field);
+    }
+    tg_ctx_clear_error(ctx);
+    assert_int_equal(tg_lr_check(ctx, &s), TG_OK);
+    assert_true(isnan(tg_lr_at(NULL, 0)));
+    tg_ctx_free(ctx);
+}
+
+/* ---- configuration and parameter checks ---- */
+
+static void test_bad_configs(void **state)
+{
+    (void)state;
+    tg_ctx *ctx = new_ctx();
+    int64_t sh = 3;
+    tg_tensor *p = tg_param(ctx, TG_F32, 1, &sh, "w");
+    assert_non_null(p);
+    tg_optim_config sgd = tg_optim_defaults(TG_OPTIM_SGD), adam = tg_optim_defaults(TG_OPTIM_ADAM);
+    struct {
+        tg_optim_config c;
+        const char *field;
+    } bad[16];
+    int nb = 0;
+#define BAD(base, field_, member, value)                                                      \
+    do {                                                                                       \
+        bad[nb].c = base;                                                                      \
+        bad[nb].c.member = value;                                                              \
+        bad[nb++].field = field_;                                                              \
+    } while (0)
+    BAD(sgd, "lr", lr, -0.1);
+    BAD(sgd, "lr", lr, NAN);
+    BAD(sgd, "momentum", momentum, -0.5);
+    BAD(sgd, "weight_decay", weight_decay, -1e-4);
+    BAD(sgd, "dampening", dampening, INFINITY);
+    BAD(sgd, "nesterov", nesterov, true); /* momentum 0 */
+    BAD(adam, "beta1", beta1, 1.0);
+    BAD(adam, "beta1", beta1, -0.1);
+    BAD(adam, "beta2", beta2, 1.0);
+    BAD(adam, "eps", eps, -1e-8);
+    BAD(adam, "weight_decay", weight_decay, -0.1);
+    BAD(tg_optim_defaults(TG_OPTIM_ADAMW), "lr", lr, INFINITY);
+    BAD(sgd, "kind", kind, (tg_optim_kind)7);
+    bad[nb].c = sgd;
+    bad[nb].c.momentum = 0.9;
+    bad[nb].c.dampening = 0.1;
+    bad[nb].c.nesterov = true;
+    bad[nb++].field = "dampening";
+#undef BAD
+    for (int i = 0; i < nb; i++) {
+        tg_ctx_clear_error(ctx);
+        tg_optim *opt = (tg_optim *)&bad[i]; /* must be reset to NULL */
+        assert_int_equal(tg_optim_new(ctx, &bad[i].c, 1, &p, &opt), TG_ERR_INVALID);
+        assert_null(opt);
+        if (!strstr(tg_ctx_error(ctx), bad[i].field))
+            fail_msg("bad config %d: message '%s' does not name %s", i, tg_ctx_error(ctx),
+                     bad[i].field);
+        tg_ctx_clear_error(ctx);
+        assert_int_equal(tg_optim_check(ctx, &bad[i].c), TG_ERR_INVALID);
+    }
+    /* Fields of other kinds are ignored. */
+    tg_optim_config ok = sgd;
+    ok.beta2 = 7.0;
+    tg_ctx_clear_error(ctx);
+    assert_int_equal(tg_optim_check(ctx, &ok), TG_OK);
+    ok = adam;
+    ok.nesterov = true;
+    assert_int_equal(tg_optim_check(ctx, &ok), TG_OK);
+    tg_ctx_free(ctx);
+}
+
+static void expect_bad_params(tg_ctx *ctx, int n, tg_tensor *const *ps, tg_status want,
+                              const char *needle)
+{
+    tg_optim_config c = tg_optim_defaults(TG_OPTIM_ADAM);
+    tg_optim *opt = NULL;
+    tg_ctx_clear_error(ctx);
+    assert_int_equal(tg_optim_new(ctx, &c, n, ps, &opt), want);
+    assert_null(opt);
+    if (!strstr(tg_ctx_error(ctx), needle))
+        fail_msg("message '%s' lacks '%s'", tg_ctx_error(ctx), needle);
+}
+
+static void test_bad_params(void **state)
+{
+    (void)state;
+    tg_ctx *ctx = new_ctx();
+    int64_t sh[2] = {2, 3};
+    tg_tensor *a = tg_param(ctx, TG_F32, 2, sh, "a");
+    tg_tensor *b = tg_param(ctx, TG_F32, 2, sh, "b");
+    tg_tensor *a2 = tg_param(ctx, TG_F32, 2, sh, "a");
+    tg_tensor *lab = tg_persistent(ctx, TG_I64, 2, sh, "labels");
+    tg_tensor *tr = tg_transpose(ctx, b, 0, 1);
+    assert_non_null(tr);
+    expect_bad_params(ctx, 2, (tg_tensor *[]){a, NULL}, TG_ERR_INVALID, "parameter 1 is NULL");
+    expect_bad_params(ctx, 1, (tg_tensor *[]){lab}, TG_ERR_DTYPE, "labels");
+    expect_bad_params(ctx, 2, (tg_tensor *[]){a, tr}, TG_ERR_INVALID, "not contiguous");
+    expect_bad_params(ctx, 2, (tg_tensor *[]){a, a}, TG_ERR_INVALID, "twice");
+    expect_bad_params(ctx, 2, (tg_tensor *[]){a, a2}, TG_ERR_INVALID, "both named a");
+    expect_bad_params(ctx, -1, (tg_tensor *[]){a}, TG_ERR_INVALID, "n = -1");
+
+    /* A bad gradient fails the step before anything is written. */
+    tg_optim_config c = tg_optim_defaults(TG_OPTIM_SGD);
+    tg_optim *opt = NULL;
+    CHECK_OK(ctx, tg_optim_new(ctx, &c, 2, (tg_tensor *[]){a, b}, &opt));
+    int64_t wrong = 6;
+    a->grad = tg_persistent(ctx, TG_F32, 2, sh, "ga");
+    CHECK_OK(ctx, tg_fill_(ctx, a->grad, 1.0));
+    b->grad = tg_persistent(ctx, TG_F32, 1, &wrong, "gb");
+    tg_ctx_clear_error(ctx);
+    assert_int_equal(tg_optim_step(ctx, opt, 0.1), TG_ERR_SHAPE);
+    assert_non_null(strstr(tg_ctx_error(ctx), "(2, 3)"));
+    assert_true(value_at(ctx, a, 0) == 0.0);
+    b->grad = tg_persistent(ctx, TG_F64, 2, sh, "gb64");
+    tg_ctx_clear_error(ctx);
+    assert_int_equal(tg_optim_step(ctx, opt, 0.1), TG_ERR_DTYPE);
+    b->grad = NULL;
+    tg_ctx_clear_error(ctx);
+    assert_int_equal(tg_optim_step(ctx, opt, NAN), TG_ERR_INVALID);
+    assert_non_null(strstr(tg_ctx_error(ctx), "lr"));
+    assert_int_equal(tg_optim_steps(opt), 0);
+    /* lr < 0 takes the configured one: p = 0 - 1e-3 * 1. */
+    tg_ctx_clear_error(ctx);
+    CHECK_OK(ctx, tg_optim_step(ctx, opt, -1.0));
+    assert_true(value_at(ctx, a, 4) == (double)(0.0f - (float)1e-3 * 1.0f));
+    tg_optim_free(opt);
+    tg_ctx_free(ctx);
+}
+
+/* ---- skipped parameters, hand-computed first step ---- */
+
+static void test_frozen_and_null_grad(void **state)
+{
+    (void)state;
+    tg_ctx *ctx = new_ctx();
+    int64_t n = 4;
+    const double init[4] = {0.5, -1.0, 2.0, 0.25}, g[4] = {0.5, -0.25, 1e-9, 3.0};
+    tg_tensor *ps[3];
+    const char *names[3] = {"live", "frozen", "nograd"};
+    for (int i = 0; i < 3; i++) {
+        ps[i] = tg_param(ctx, TG_F64, 1, &n, names[i]);
+        assert_non_null(ps[i]);
+        set_values(ctx, ps[i], init, n);
+    }
+    CHECK_OK(ctx, tg_set_requires_grad(ctx, ps[1], false));
+    for (int i = 0; i < 2; i++) {
+        ps[i]->grad = tg_persistent(ctx, TG_F64, 1, &n, "grad");
+        set_values(ctx, ps[i]->grad, g, n);
+    }
+    tg_optim_config c = tg_optim_defaults(TG_OPTIM_ADAM);
+    c.lr = 0.1;
+    tg_optim *opt = NULL;
+    CHECK_OK(ctx, tg_optim_new(ctx, &c, 3, ps, &opt));
+    uint32_t ver[3];
+    for (int i = 0; i < 3; i++)
+        ver[i] = ps[i]->storage->version;
+    CHECK_OK(ctx, tg_optim_step(ctx, opt, -1.0));
+    /* First Adam step: m/(1-b1) = g and sqrt(v/(1-b2)) = |g|, so
+     * p -= lr * g / (|g| + eps). */
+    double want[4];
+    for (int k = 0; k < 4; k++)
+        want[k] = init[k] - 0.1 * g[k] / (fabs(g[k]) + 1e-8);
+    check_close(ctx, ps[0], want, n, 1e-12, 1e-15, "live after one step");
+    assert_true(ps[0]->storage->version > ver[0]);
+    for (int i = 1; i < 3; i++) {
+        check_close(ctx, ps[i], init, n, 0.0, 0.0, names[i]);
+        assert_int_equal(ps[i]->storage->version, ver[i]);
+        char nm[64];
+        snprintf(nm, sizeof nm, "optim.%s.exp_avg", names[i]);
+        const double zero[4] = {0};
+        check_close(ctx, find_state(opt, nm), zero, n, 0.0, 0.0, nm);
+        snprintf(nm, sizeof nm, "optim.%s.step", names[i]);
+        assert_true(value_at(ctx, find_state(opt, nm), 0) == 0.0);
+    }
+    /* zero_grad zeroes every grad, frozen ones included, and keeps NULL. */
+    CHECK_OK(ctx, tg_optim_zero_grad(ctx, opt));
+    const double zero[4] = {0};
+    check_close(ctx, ps[0]->grad, zero, n, 0.0, 0.0, "zeroed grad");
+    check_close(ctx, ps[1]->grad, zero, n, 0.0, 0.0, "zeroed frozen grad");
+    assert_null(ps[2]->grad);
+    tg_optim_free(opt);
+    tg_ctx_free(ctx);
+}
+
+/* ---- state names ---- */
+
+static void test_state_names(void **state)
+{
+    (void)state;
+    tg_ctx *ctx = new_ctx();
+    int64_t sh[2] = {3, 2};
+    tg_tensor *ps[3] = {tg_param(ctx, TG_F32, 2, sh, "fc1.weight"),
+                        tg_param(ctx, TG_F32, 1, sh, "fc1.bias"),
+                        tg_param(ctx, TG_F64, 1, sh, NULL)};
+    tg_optim_config c = tg_optim_defaults(TG_OPTIM_ADAMW);
+    tg_optim *opt = NULL;
+    CHECK_OK(ctx, tg_optim_new(ctx, &c, 3, ps, &opt));
+    static const char *const want[] = {
+        "optim.fc1.weight.step", "optim.fc1.weight.exp_avg", "optim.fc1.weight.exp_avg_sq",
+        "optim.fc1.bias.step",   "optim.fc1.bias.exp_avg",   "optim.fc1.bias.exp_avg_sq",
+        "optim.param2.step",     "optim.param2.exp_avg",     "optim.param2.exp_avg_sq",
+    };
+    tg_tensor *st[16];
+    assert_int_equal(tg_optim_state(opt, NULL, 0), 9);
+    assert_int_equal(tg_optim_state(opt, st, 2), 9);
+    assert_int_equal(tg_optim_state(opt, st, 16), 9);
+    for (int i = 0; i < 9; i++) {
+        assert_string_equal(st[i]->name, want[i]);
+        assert_true(st[i]->storage->persistent);
+        const tg_tensor *p = ps[i / 3];
+        if (i % 3 == 0) {
+            assert_int_equal(st[i]->dtype, TG_F64);
+            assert_int_equal(tg_numel(st[i]), 1);
+        } else {
+            assert_int_equal(st[i]->dtype, p->dtype);
+            assert_int_equal(st[i]->ndim, p->ndim);
+            assert_memory_equal(st[i]->shape, p->shape, sizeof(int64_t) * (size_t)p->ndim);
+        }
+    }
+    tg_optim_free(opt);
+    /* Plain SGD has no state; SGD with momentum has step and momentum_buffer. */
+    c = tg_optim_defaults(TG_OPTIM_SGD);
+    CHECK_OK(ctx, tg_optim_new(ctx, &c, 3, ps, &opt));
+    assert_int_equal(tg_optim_state(opt, st, 16), 0);
+    tg_optim_free(opt);
+    c.momentum = 0.9;
+    CHECK_OK(ctx, tg_optim_new(ctx, &c, 3, ps, &opt));
+    assert_int_equal(tg_optim_state(opt, st, 16), 6);
+    assert_string_equal(st[1]->name, "optim.fc1.weight.momentum_buffer");
+    tg_optim_free(opt);
+    tg_ctx_free(ctx);
+}
+
+/* ---- a long parameter against a scalar re-implementation ---- */
+
+static void test_long_param_adamw(void **state)
+{
+    (void)state;
+    tg_ctx *ctx = new_ctx();
+    const int64_t n = 200003;
+    const double lr = 3e-3, wd = 0.1, b1 = 0.9, b2 = 0.99, eps = 1e-8;
+    tg_tensor *p = tg_param(ctx, TG_F64, 1, &n, "long");
+    assert_non_null(p);
+    p->grad = tg_persistent(ctx, TG_F64, 1, &n, "grad");
+    double *x = calloc((size_t)n, sizeof *x), *g = calloc((size_t)n, sizeof *g);
+    double *m = calloc((size_t)n, sizeof *m), *v = calloc((size_t)n, sizeof *v);
+    assert_true(x && g && m && v);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = cos((double)i * 0.01);
+    set_values(ctx, p, x, n);
+    tg_optim_config c = tg_optim_defaults(TG_OPTIM_ADAMW);
+    c.lr = lr;
+    c.weight_decay = wd;
+    c.beta2 = b2;
+    tg_optim *opt = NULL;
+    CHECK_OK(ctx, tg_optim_new(ctx, &c, 1, &p, &opt));
+    for (int t = 1; t <= 3; t++) {
+        for (int64_t i = 0; i < n; i++)
+            g[i] = sin((double)(i + 7 * t) * 0.013);
+        set_values(ctx, p->grad, g, n);
+        CHECK_OK(ctx, tg_optim_step(ctx, opt, -1.0));
+        for (int64_t i = 0; i < n; i++) {
+            x[i] *= 1.0 - lr * wd;
+            m[i] = b1 * m[i] + (1.0 - b1) * g[i];
+            v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
+            double mh = m[i] / (1.0 - pow(b1, t)), vh = v[i] / (1.0 - pow(b2, t));
+            x[i] -= lr * mh / (sqrt(vh) + eps);
+        }
+    }
+    check_close(ctx, p, x, n, 1e-11, 1e-12, "long AdamW parameter");
+    free(x);
+    free(g);
+    free(m);
+    free(v);
+    tg_optim_free(opt);
+    tg_ctx_free(ctx);
+}
+
+/* ---- resume and allocation ---- */
+
+static void fill_grads(tg_ctx *ctx, int np, tg_tensor **ps, int step)
+{
+    for (int i = 0; i < np; i++) {
+        int64_t n = tg_numel(ps[i]);
+        float *buf = ps[i]->grad->storage->data;
+        for (int64_t k = 0; k < n; k++)
+            buf[k] = (float)sin(0.1 * (double)(k + 1) * (double)(step + 1) + i);
+        tg_bump_version(ps[i]->grad);
+    }
+    (void)ctx;
+}
+
+static tg_optim *make_model(tg_ctx *ctx, tg_optim_kind kind, tg_tensor **ps, int np,
+                            const int64_t *sizes)
+{
+    static const char *const names[] = {"l1.weight", "l1.bias", "l2.weight", "l2.bias"};
+    for (int i = 0; i < np; i++) {
+        ps[i] = tg_param(ctx, TG_F32, 1, &sizes[i], names[i]);
+        assert_non_null(ps[i]);
+        ps[i]->grad = tg_persistent(ctx, TG_F32, 1, &sizes[i], "grad");
+        assert_non_null(ps[i]->grad);
+        CHECK_OK(ctx, tg_fill_(ctx, ps[i], 0.5 - 0.25 * i));
+    }
+    tg_optim_config c = tg_optim_defaults(kind);
+    c.momentum = kind == TG_OPTIM_SGD ? 0.9 : 0.0;
+    c.nesterov = kind == TG_OPTIM_SGD;
+    c.weight_decay = 1e-3;
+    tg_optim *opt = NULL;
+    CHECK_OK(ctx, tg_optim_new(ctx, &c, np, ps, &opt));
+    return opt;
+}
+
+/* Saving params + state after 3 steps and restoring them into a fresh
+ * context continues bit for bit like the uninterrupted run. */
+static void test_resume_exact(void **state)
+{
+    (void)state;
+    const int64_t sizes[4] = {37, 5, 40000, 1};
+    for (int kind = 0; kind < 3; kind++) {
+        tg_ctx *a = new_ctx(), *b = new_ctx();
+        tg_tensor *pa[4], *pb[4];
+        tg_optim *oa = make_model(a, (tg_optim_kind)kind, pa, 4, sizes);
+        tg_optim *ob = make_model(b, (tg_optim_kind)kind, pb, 4, sizes);
+        for (int s = 0; s < 3; s++) {
+            fill_grads(a, 4, pa, s);
+            CHECK_OK(a, tg_optim_step(a, oa, 1e-2));
+        }
+        for (int i = 0; i < 4; i++)
+            CHECK_OK(b, tg_copy_(b, pb[i], pa[i]));
+        tg_tensor *sa[16], *sb[16];
+        int ns = tg_optim_state(oa, sa, 16);
+        assert_int_equal(tg_optim_state(ob, sb, 16), ns);
+        tg_optim_set_steps(ob, tg_optim_steps(oa));
+        for (int i = 0; i < ns; i++) {
+            assert_string_equal(sa[i]->name, sb[i]->name);
+            CHECK_OK(b, tg_copy_from_host(b, sb[i], sa[i]->storage->data, sa[i]->storage->nbytes));
+        }
+        for (int s = 3; s < 6; s++) {
+            fill_grads(a, 4, pa, s);
+            fill_grads(b, 4, pb, s);
+            CHECK_OK(a, tg_optim_step(a, oa, 1e-2));
+            CHECK_OK(b, tg_optim_step(b, ob, 1e-2));
+        }
+        assert_int_equal(tg_optim_steps(ob), 6);
+        for (int i = 0; i < 4; i++)
+            assert_memory_equal(pa[i]->storage->data, pb[i]->storage->data,
+                                pa[i]->storage->nbytes);
+        /* The step changed the parameters at all. */
+        assert_true(((float *)pa[2]->storage->data)[0] != 0.0f);
+        tg_optim_free(oa);
+        tg_optim_free(ob);
+        tg_ctx_free(a);
+        tg_ctx_free(b);
+    }
+}
+
+/* A step (with clipping and zero_grad) makes no heap allocation and takes
+ * nothing from the step arena. */
+static void test_zero_alloc(void **state)
+{
+    (void)state;
+    const int64_t sizes[4] = {300, 17, 100000, 3};
+    for (int kind = 0; kind < 3; kind++) {
+        tg_ctx *ctx = new_ctx();
+        tg_tensor *ps[4];
+        tg_optim *opt = make_model(ctx, (tg_optim_kind)kind, ps, 4, sizes);
+        fill_grads(ctx, 4, ps, 0);
+        CHECK_OK(ctx, tg_optim_step(ctx, opt, -1.0));
+        uint64_t before = tg_ctx_alloc_count(ctx);
+        size_t used0, res0, hw0, used1, res1, hw1;
+        tg_arena_stats(ctx, &used0, &res0, &hw0);
+        float p0 = ((float *)ps[2]->storage->data)[5];
+        for (int s = 1; s < 6; s++) {
+            fill_grads(ctx, 4, ps, s);
+            double total;
+            CHECK_OK(ctx, tg_clip_grad_norm(ctx, 4, ps, 1.0, &total));
+            CHECK_OK(ctx, tg_optim_step(ctx, opt, -1.0));
+            CHECK_OK(ctx, tg_optim_zero_grad(ctx, opt));
+        }
+        tg_arena_stats(ctx, &used1, &res1, &hw1);
+        assert_int_equal(tg_ctx_alloc_count(ctx), before);
+        assert_int_equal(used1, used0);
+        assert_int_equal(res1, res0);
+        assert_true(((float *)ps[2]->storage->data)[5] != p0);
+        tg_optim_free(opt);
+        tg_ctx_free(ctx);
+    }
+}
+
+int main(void)
+{
+    load_fixtures(TG_FIXTURE_DIR "/optim.txt");
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fixtures_load),
+        cmocka_unit_test(test_optim_torch_f64),
+        cmocka_unit_test(test_optim_torch_f32),
+        cmocka_unit_test(test_clip_torch),
+        cmocka_unit_test(test_clip_long),
+        cmocka_unit_test(test_schedules_torch),
+        cmocka_unit_test(test_schedules_hand),
+        cmocka_unit_test(test_bad_configs),
+        cmocka_unit_test(test_bad_params),
+        cmocka_unit_test(test_frozen_and_null_grad),
+        cmocka_unit_test(test_state_names),
+        cmocka_unit_test(test_long_param_adamw),
+        cmocka_unit_test(test_resume_exact),
+        cmocka_unit_test(test_zero_alloc),
+    };
+    int failed = cmocka_run_group_tests_name("optim", tests, NULL, NULL);
+    free_kept();
+    return failed ? 1 : 0;
+}
