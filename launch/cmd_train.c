@@ -296,12 +296,14 @@ static void print_header(tg_trainer *tr, const char *data, int threads) {
     printf("model %s (%lld parameters), data %s (%lld train / %lld test)\n",
            tg_model_name(c->model), (long long)tg_params_numel(tg_trainer_params(tr)), data,
            (long long)tg_trainer_train_len(tr), (long long)tg_trainer_test_len(tr));
+    char th[32] = "the OpenMP default";
+    if (threads > 0)
+        snprintf(th, sizeof th, "%d", threads);
     printf("%lld steps (%lld per epoch), batch %lld, %s lr %g weight_decay %g %s, seed %llu, "
-           "threads %s%d\n",
+           "threads %s\n",
            (long long)tg_trainer_total_steps(tr), (long long)tg_trainer_steps_per_epoch(tr),
            (long long)c->batch_size, optim_name(c->optim.kind), c->optim.lr,
-           c->optim.weight_decay, sched_name(c->schedule.kind), (unsigned long long)c->seed,
-           threads > 0 ? "" : "default ", threads > 0 ? threads : 0);
+           c->optim.weight_decay, sched_name(c->schedule.kind), (unsigned long long)c->seed, th);
     fflush(stdout);
 }
 

@@ -50,7 +50,7 @@ tg_trainer_config tg_trainer_defaults(tg_model_kind kind) {
     c.test_split = "test";
     c.epochs = 15;
     c.batch_size = 128;
-    c.eval_batch_size = 1000;
+    c.eval_batch_size = 250; /* bounds the CNNs' activation memory */
     c.seed = 42;
     c.optim = tg_optim_defaults(TG_OPTIM_ADAMW);
     c.optim.lr = 1e-3;
@@ -62,10 +62,10 @@ tg_trainer_config tg_trainer_defaults(tg_model_kind kind) {
     c.world = 1;
     switch (kind) {
     case TG_MODEL_CNN:
-        c.epochs = 12;
+        c.epochs = 10;
         break;
     case TG_MODEL_CNN_BN:
-        c.epochs = 12;
+        c.epochs = 10;
         c.optim.lr = 2e-3;
         break;
     default:
@@ -142,7 +142,7 @@ static tg_status open_data(tg_trainer *tr) {
     s = tg_sampler_new(&sc, &tr->train_sp, err, sizeof err);
     if (s)
         return ds_fail(ctx, s, err);
-    int64_t eb = c->eval_batch_size ? c->eval_batch_size : 1000;
+    int64_t eb = c->eval_batch_size ? c->eval_batch_size : 250;
     eb = (eb + c->world - 1) / c->world * c->world; /* divisible by world */
     sc = tg_sampler_config_eval(tg_dataset_len(tr->test_ds), eb, c->rank, c->world);
     s = tg_sampler_new(&sc, &tr->test_sp, err, sizeof err);

@@ -164,7 +164,7 @@ typedef struct tg_trainer_config {
     const char *test_split;  /* NULL: "test" */
     int64_t epochs;          /* >= 1 */
     int64_t batch_size;      /* global batch, divisible by world */
-    int64_t eval_batch_size; /* global; 0: 1000 */
+    int64_t eval_batch_size; /* global; 0: 250 */
     int64_t max_steps;       /* stop after this many steps; 0: no cap */
     uint64_t seed;           /* model init and epoch order */
     tg_optim_config optim;   /* optim.lr is the peak learning rate */
