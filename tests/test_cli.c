@@ -14,6 +14,7 @@
 
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <ftw.h>
 #include <hdf5.h>
 #include <spawn.h>
@@ -441,6 +442,60 @@ static void test_train_data_errors(void **state) {
     free(r);
 }
 
+/* The whole default path on tiny data: the IDX files are converted into the
+ * cache folder (and only the finished file is left there), then trained on.
+ * 20 samples in batches of 4 give 5 steps per epoch. */
+static void test_train_tiny_from_idx(void **state) {
+    (void)state;
+    cli_result *r = result();
+    const char *jsonl = tmp_path("tiny.jsonl");
+    for (int k = 0; k < 2; k++) {
+        run_cli(r, (char *const[]){"tapegrad", "train", "--idx-dir", g_dir, "--model",
+                                   k ? "cnn-bn" : "cnn", "--epochs", "2", "--batch-size", "4",
+                                   "--eval-batch-size", "8", "--log-every", "5", "--metrics",
+                                   (char *)jsonl, "--threads", "1", NULL});
+        if (r->code != 0)
+            fail_msg("train exited %d:\n%s%s", r->code, r->out, r->err);
+        /* The first run converts, the second finds the cache. */
+        assert_true((strstr(r->out, "converting Fashion-MNIST") != NULL) == (k == 0));
+        assert_non_null(strstr(r->out, "(20 train / 20 test)"));
+        assert_non_null(strstr(r->out, "10 steps (5 per epoch), batch 4"));
+        assert_non_null(strstr(r->out, "epoch 2/2 done: "));
+        assert_non_null(strstr(r->out, "test accuracy: "));
+    }
+    DIR *d = opendir(tmp_path("cache/tapegrad"));
+    assert_non_null(d);
+    int files = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        if (e->d_name[0] != '.') {
+            assert_string_equal(e->d_name, "fashion-mnist.h5");
+            files++;
+        }
+    closedir(d);
+    assert_int_equal(files, 1);
+
+    /* The metrics of the last run: 2 step events (steps 5 and 10), 2 epoch
+     * events and the end event, in this order. */
+    FILE *f = fopen(jsonl, "r");
+    assert_non_null(f);
+    char line[1024];
+    static const char *const want[] = {"{\"event\":\"step\",\"step\":5,",
+                                       "{\"event\":\"epoch\",\"epoch\":1,\"step\":5,",
+                                       "{\"event\":\"step\",\"step\":10,",
+                                       "{\"event\":\"epoch\",\"epoch\":2,\"step\":10,",
+                                       "{\"event\":\"end\",\"epoch\":2,\"step\":10,"};
+    int n = 0;
+    while (fgets(line, sizeof line, f)) {
+        assert_true(n < 5);
+        if (strncmp(line, want[n], strlen(want[n])) != 0)
+            fail_msg("metrics line %d is '%s', expected it to start with '%s'", n, line, want[n]);
+        n++;
+    }
+    fclose(f);
+    assert_int_equal(n, 5);
+    free(r);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_version),         cmocka_unit_test(test_help),
@@ -448,7 +503,7 @@ int main(void) {
         cmocka_unit_test(test_no_args),         cmocka_unit_test(test_convert_and_inspect),
         cmocka_unit_test(test_convert_errors),  cmocka_unit_test(test_inspect_errors),
         cmocka_unit_test(test_train_help),      cmocka_unit_test(test_train_bad_values),
-        cmocka_unit_test(test_train_data_errors),
+        cmocka_unit_test(test_train_data_errors), cmocka_unit_test(test_train_tiny_from_idx),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
