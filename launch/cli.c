@@ -13,10 +13,10 @@
  * reports that this build lacks the command.
  */
 static const tg_cli_command commands[] = {
-    {"train", NULL, "train a model (by default: Fashion-MNIST, on the CPU)"},
+    {"train", tg_cmd_train, "train a model (by default: Fashion-MNIST, on the CPU)"},
     {"eval", NULL, "evaluate a checkpoint on a dataset split"},
-    {"convert", NULL, "convert MNIST-family IDX files to a tapegrad HDF5 dataset"},
-    {"inspect", NULL, "describe a dataset or checkpoint file"},
+    {"convert", tg_cmd_convert, "convert MNIST-family IDX files to a tapegrad HDF5 dataset"},
+    {"inspect", tg_cmd_inspect, "describe a dataset or checkpoint file"},
     {"export", NULL, "export a checkpoint's parameters"},
     {"plot", tg_cmd_plot, "draw loss, accuracy and throughput curves from a metrics file"},
 };

@@ -10,6 +10,7 @@
 #ifndef TAPEGRAD_LAUNCH_CLI_H
 #define TAPEGRAD_LAUNCH_CLI_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 #include "tapegrad/base.h"
@@ -54,5 +55,38 @@ void tg_cli_usage(FILE *f);
 
 /* The exit code that a library status stands for. */
 int tg_cli_exit_for_status(tg_status s);
+
+/* ---- the subcommands (one file each) ---- */
+
+int tg_cmd_train(int argc, char **argv);
+int tg_cmd_convert(int argc, char **argv);
+int tg_cmd_inspect(int argc, char **argv);
+
+/* ---- option parsing shared by the subcommands (opts.c) ---- */
+
+/*
+ * Prints "tapegrad CMD: MESSAGE" and a pointer to CMD's help on stderr and
+ * returns TG_EXIT_USAGE.
+ */
+int tg_cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * Matches argv[*i] against the option `name` ("--epochs"), given either as
+ * "--epochs 3" or "--epochs=3". Returns 1 and sets *value (advancing *i past
+ * a separate value) on a match, 0 when argv[*i] is another option, and -1
+ * after printing a usage error when the value is missing.
+ */
+int tg_cli_opt(const char *cmd, int argc, char **argv, int *i, const char *name,
+               const char **value);
+
+/* Parse a whole-string integer / finite number within [lo, hi]; on failure
+ * print a usage error naming the flag and the value and return -1. */
+int tg_cli_parse_i64(const char *cmd, const char *flag, const char *v, int64_t lo, int64_t hi,
+                     int64_t *out);
+int tg_cli_parse_f64(const char *cmd, const char *flag, const char *v, double lo, double hi,
+                     double *out);
+
+/* True for "-h" and "--help". */
+int tg_cli_is_help(const char *arg);
 
 #endif

@@ -1,0 +1,233 @@
+/*
+ * tapegrad/trainer.h: the built-in models and the training loop.
+ *
+ * Overview
+ * --------
+ * A tg_model is one of the built-in image classifiers (an MLP and two small
+ * CNNs), with its parameters registered in a tg_params list under PyTorch
+ * state_dict names ("fc1.weight", "conv1.weight", "bn1.running_mean").
+ *
+ * A tg_trainer owns everything one training run needs besides the context:
+ * the model, the optimizer, the datasets, samplers and prefetching loaders of
+ * the train and test splits. tg_trainer_run() loops over the training split
+ * until the configured epochs (or max_steps) are done, and evaluates on the
+ * test split at each epoch end, in no-grad mode, over every test sample
+ * exactly once. Each step resets the context's step arena, so after the first
+ * step the loop allocates nothing.
+ *
+ *     tg_trainer_config tc = tg_trainer_defaults(TG_MODEL_MLP);
+ *     tc.data_path = "fmnist.h5";
+ *     tg_trainer *tr;
+ *     if (tg_trainer_new(ctx, &tc, &tr) != TG_OK ||
+ *         tg_trainer_run(tr) != TG_OK)
+ *         fprintf(stderr, "%s\n", tg_ctx_error(ctx));
+ *     tg_eval_result r = tg_trainer_last_eval(tr);   // r.accuracy
+ *     tg_trainer_free(tr);
+ *
+ * Nothing here prints. Progress reaches the caller through the on_event hook
+ * (a tg_trainer_event at every log interval, at each epoch end and at the
+ * end); the command line turns those into progress lines and JSONL metrics.
+ *
+ * Data parallelism and checkpoints plug in through the config: rank/world go
+ * to both samplers (each rank reads its slice of every global batch, and the
+ * test split is cut so that every sample is seen once across the ranks);
+ * after_backward runs after backward and before gradient clipping and the
+ * optimizer step (the place to wait for the gradient all-reduce); allreduce_sum
+ * sums the evaluation counters across the ranks; on_event may ask the loop to
+ * stop after the current step (pre-emption), and tg_trainer_state() /
+ * tg_trainer_set_position() give a checkpoint the position to save and
+ * restore (step, epoch, samples consumed; the parameters, buffers and
+ * optimizer state are reached through tg_trainer_params() and
+ * tg_trainer_optim()).
+ *
+ * Determinism: the epoch order comes from (seed, epoch) alone and the model's
+ * initial values from (seed) alone, so on the CPU the same seed and thread
+ * count give a bit-identical loss curve.
+ *
+ * Errors: every fallible call returns a tg_status and leaves a message in the
+ * context (tg_ctx_error), naming the file, split or setting at fault. Dataset
+ * problems are TG_ERR_IO or TG_ERR_FORMAT; bad settings TG_ERR_INVALID.
+ */
+#ifndef TAPEGRAD_TRAINER_H
+#define TAPEGRAD_TRAINER_H
+
+#include "tapegrad/datasets.h"
+#include "tapegrad/nn.h"
+#include "tapegrad/optim.h"
+#include "tapegrad/runtime.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Models                                                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef enum tg_model_kind {
+    /* flatten - fc1 (256) - relu - fc2 (128) - relu - fc3 (classes) */
+    TG_MODEL_MLP = 0,
+    /* conv1 5x5x32 pad 2 - relu - maxpool 2 - conv2 5x5x64 pad 2 - relu -
+     * maxpool 2 - flatten - fc1 (1024) - relu - fc2 (classes) */
+    TG_MODEL_CNN,
+    /* as cnn with bn1/bn2 (BatchNorm2d) after conv1/conv2 and bn3
+     * (BatchNorm1d) after fc1, each before its relu */
+    TG_MODEL_CNN_BN,
+    TG_MODEL_COUNT
+} tg_model_kind;
+
+/* "mlp", "cnn", "cnn-bn"; NULL for a bad kind. */
+const char *tg_model_name(tg_model_kind kind);
+/* The kind named `name`; false when there is none. */
+bool tg_model_from_name(const char *name, tg_model_kind *kind);
+
+typedef struct tg_model {
+    tg_model_kind kind;
+    int64_t in_shape[3]; /* C, H, W of one sample */
+    int64_t num_classes;
+    tg_params params;
+    tg_linear fc1, fc2, fc3;
+    tg_conv2d_layer conv1, conv2;
+    tg_batchnorm bn1, bn2, bn3;
+} tg_model;
+
+/*
+ * Allocates and initialises the model's tensors in ctx's persistent pool, as
+ * PyTorch's default initialisation does, from the stream tg_rng_make(seed, 0).
+ * in_shape is one sample's (C, H, W) (the MLP takes any; the CNNs need H and
+ * W divisible by 4). Returns TG_ERR_INVALID for a bad kind or shape.
+ */
+tg_status tg_model_init(tg_ctx *ctx, tg_model *m, tg_model_kind kind, const int64_t in_shape[3],
+                        int64_t num_classes, uint64_t seed);
+
+/* x (N, C, H, W) f32 -> logits (N, num_classes). training selects batch
+ * statistics (and running-average updates) in the BatchNorm layers. */
+tg_tensor *tg_model_forward(tg_ctx *ctx, tg_model *m, tg_tensor *x, bool training);
+
+/* ------------------------------------------------------------------------ */
+/* The trainer                                                               */
+/* ------------------------------------------------------------------------ */
+
+typedef struct tg_trainer tg_trainer;
+
+typedef enum tg_trainer_event_kind {
+    TG_EVENT_STEP = 0, /* every log_every steps */
+    TG_EVENT_EPOCH,    /* after each epoch's evaluation */
+    TG_EVENT_END,      /* once, after the last evaluation */
+} tg_trainer_event_kind;
+
+typedef struct tg_eval_result {
+    double loss;      /* mean cross-entropy over the split */
+    double accuracy;  /* fraction of samples whose argmax is the label */
+    int64_t samples;  /* samples evaluated (all ranks): the split's size */
+    double seconds;
+} tg_eval_result;
+
+typedef struct tg_trainer_event {
+    tg_trainer_event_kind kind;
+    int64_t step;        /* optimizer steps taken so far */
+    int64_t total_steps; /* steps the run will take */
+    int64_t epoch;       /* 1-based: the epoch the step belongs to / that ended */
+    int64_t epochs;      /* epochs the run will take (the last may be partial) */
+    int64_t step_in_epoch, steps_per_epoch;
+    double loss;         /* STEP: this step's training loss */
+    double lr;           /* STEP: the learning rate of this step */
+    double train_loss;   /* EPOCH/END: mean training loss of the epoch's steps */
+    tg_eval_result eval; /* EPOCH/END: the test split */
+    double samples_per_s; /* training samples per second: since the last STEP
+                           * event (STEP), over the epoch (EPOCH), over the run,
+                           * evaluations included (END) */
+    double seconds;      /* STEP: since the run began; EPOCH: the epoch's
+                          * training time; END: the whole run's wall time */
+} tg_trainer_event;
+
+/*
+ * Hooks (all optional). A hook returning a status other than TG_OK stops the
+ * run with that status; a hook that fails should set the context's message
+ * with its own words first.
+ */
+typedef struct tg_trainer_hooks {
+    void *user;
+    /* Progress. Set *stop to end the run after this step (the trainer still
+     * evaluates and sends TG_EVENT_END). */
+    tg_status (*on_event)(tg_trainer *tr, const tg_trainer_event *ev, bool *stop, void *user);
+    /* After backward, before clipping and the optimizer step (the DDP wait). */
+    tg_status (*after_backward)(tg_trainer *tr, void *user);
+    /* Sums n doubles across the ranks in place (evaluation counters). */
+    tg_status (*allreduce_sum)(tg_trainer *tr, double *vals, int n, void *user);
+} tg_trainer_hooks;
+
+typedef struct tg_trainer_config {
+    tg_model_kind model;
+    const char *data_path;   /* HDF5 file with both splits (required) */
+    const char *train_split; /* NULL: "train" */
+    const char *test_split;  /* NULL: "test" */
+    int64_t epochs;          /* >= 1 */
+    int64_t batch_size;      /* global batch, divisible by world */
+    int64_t eval_batch_size; /* global; 0: 250 */
+    int64_t max_steps;       /* stop after this many steps; 0: no cap */
+    uint64_t seed;           /* model init and epoch order */
+    tg_optim_config optim;   /* optim.lr is the peak learning rate */
+    /* Schedule over the run: kind, warmup_steps, min_lr, step_size and gamma
+     * are used; lr comes from optim.lr and total_steps from the run. */
+    tg_lr_schedule schedule;
+    double label_smoothing;  /* [0, 1) */
+    double clip_grad_norm;   /* 0: no clipping */
+    int64_t log_every;       /* steps between TG_EVENT_STEP; 0: none */
+    int rank, world;         /* this process in the data-parallel job; world 1 alone */
+    tg_trainer_hooks hooks;
+} tg_trainer_config;
+
+/* Per-model defaults (the command line's): data_path NULL, everything else
+ * set, reaching the documented test accuracy on Fashion-MNIST. */
+tg_trainer_config tg_trainer_defaults(tg_model_kind kind);
+
+/*
+ * Opens both splits, checks that they agree (sample shape, classes), builds
+ * the model and the optimizer and starts the loaders. The config is copied
+ * (the strings must outlive the trainer). On failure *out is NULL.
+ */
+tg_status tg_trainer_new(tg_ctx *ctx, const tg_trainer_config *cfg, tg_trainer **out);
+
+/* Trains from the current position to the end of the run (or a stop). */
+tg_status tg_trainer_run(tg_trainer *tr);
+
+/* Evaluates the current parameters on the test split (no grad). */
+tg_status tg_trainer_evaluate(tg_trainer *tr, tg_eval_result *out);
+
+/* The result of the last evaluation (zeros before the first). */
+tg_eval_result tg_trainer_last_eval(const tg_trainer *tr);
+
+/* The position, for checkpoints. samples_consumed counts global training
+ * samples since epoch 0, step 0 (valid for any world size). */
+typedef struct tg_trainer_state {
+    int64_t step;
+    int64_t epoch; /* 0-based epoch of the next step */
+    int64_t samples_consumed;
+    uint64_t seed;
+} tg_trainer_state;
+tg_trainer_state tg_trainer_state_get(const tg_trainer *tr);
+
+/* Moves a fresh (not yet run) trainer to a saved position: step and
+ * samples_consumed must agree with the batch size. The optimizer's step
+ * count is set too; its state tensors are restored by the caller. */
+tg_status tg_trainer_set_position(tg_trainer *tr, int64_t step, int64_t samples_consumed);
+
+tg_ctx *tg_trainer_ctx(tg_trainer *tr);
+const tg_trainer_config *tg_trainer_get_config(const tg_trainer *tr);
+tg_model *tg_trainer_model(tg_trainer *tr);
+const tg_params *tg_trainer_params(const tg_trainer *tr);
+tg_optim *tg_trainer_optim(tg_trainer *tr);
+int64_t tg_trainer_steps_per_epoch(const tg_trainer *tr);
+int64_t tg_trainer_total_steps(const tg_trainer *tr);
+int64_t tg_trainer_train_len(const tg_trainer *tr);
+int64_t tg_trainer_test_len(const tg_trainer *tr);
+
+/* Stops the loaders and frees the trainer (the tensors stay in the context
+ * until tg_ctx_free). NULL is a no-op. */
+void tg_trainer_free(tg_trainer *tr);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,117 @@
+/*
+ * launch/cmd_convert.c: `tapegrad convert idx`, IDX files to an HDF5 split.
+ */
+#include "cli.h"
+
+#include <string.h>
+
+#include "tapegrad/datasets.h"
+
+static void convert_usage(FILE *f) {
+    fprintf(f, "usage: tapegrad convert idx --images FILE.gz --labels FILE.gz --out FILE.h5\n"
+               "                           [--split NAME] [--chunk N] [--deflate LEVEL]\n"
+               "\n"
+               "Converts a pair of gzip'd MNIST-family IDX files (images magic 0x00000803,\n"
+               "labels magic 0x00000801) into split NAME of the HDF5 dataset FILE.h5: x u8\n"
+               "(N, 1, rows, cols), y u8 (N,), attributes num_classes, scale 1/255 and the\n"
+               "split's pixel mean and std. A new file is written under a temporary name and\n"
+               "renamed; an existing file keeps its other splits and a split of the same name\n"
+               "is replaced. A file that is not HDF5 is never overwritten.\n"
+               "\n"
+               "options:\n"
+               "  --images FILE.gz   the IDX image file (required)\n"
+               "  --labels FILE.gz   the IDX label file (required)\n"
+               "  --out FILE.h5      the dataset to write or extend (required)\n"
+               "  --split NAME       the split to write (default: train)\n"
+               "  --chunk N          samples per HDF5 chunk of x (default: 1024)\n"
+               "  --deflate LEVEL    zlib level 0-9 (default: 0, uncompressed, fastest reads)\n"
+               "  -h, --help         print this help and exit\n"
+               "\n"
+               "example (Fashion-MNIST from the Debian package dataset-fashion-mnist):\n"
+               "  d=/usr/share/datasets/fashion-mnist\n"
+               "  tapegrad convert idx --images $d/train-images-idx3-ubyte.gz \\\n"
+               "      --labels $d/train-labels-idx1-ubyte.gz --out fmnist.h5 --split train\n"
+               "  tapegrad convert idx --images $d/t10k-images-idx3-ubyte.gz \\\n"
+               "      --labels $d/t10k-labels-idx1-ubyte.gz --out fmnist.h5 --split test\n");
+}
+
+/* Prints what the converter wrote, read back through the reader so that the
+ * summary is also a check that the split opens. */
+static int summarize(const char *out, const char *split) {
+    char err[512];
+    tg_dataset *ds;
+    tg_status s = tg_dataset_open(out, split, &ds, err, sizeof err);
+    if (s) {
+        fprintf(stderr, "tapegrad convert: %s\n", err);
+        return tg_cli_exit_for_status(s);
+    }
+    int nd;
+    const int64_t *sh = tg_dataset_sample_shape(ds, &nd);
+    printf("%s: split '%s': %lld samples of ", out, split, (long long)tg_dataset_len(ds));
+    for (int i = 0; i < nd; i++)
+        printf("%s%lld", i ? "x" : "", (long long)sh[i]);
+    printf(" %s, %lld classes, mean %.6f, std %.6f\n", tg_dtype_name(tg_dataset_x_dtype(ds)),
+           (long long)tg_dataset_num_classes(ds), tg_dataset_mean(ds), tg_dataset_std(ds));
+    tg_dataset_close(ds);
+    return TG_EXIT_OK;
+}
+
+int tg_cmd_convert(int argc, char **argv) {
+    const char *cmd = "convert";
+    if (argc < 2) {
+        convert_usage(stderr);
+        return TG_EXIT_USAGE;
+    }
+    if (tg_cli_is_help(argv[1])) {
+        convert_usage(stdout);
+        return TG_EXIT_OK;
+    }
+    if (strcmp(argv[1], "idx") != 0)
+        return tg_cli_usage_error(cmd, "unknown format '%s' (this build converts: idx)", argv[1]);
+
+    const char *images = NULL, *labels = NULL, *out = NULL, *split = "train", *v;
+    tg_idx_options o = {0};
+    for (int i = 2; i < argc; i++) {
+        int m;
+        int64_t x;
+        if (tg_cli_is_help(argv[i])) {
+            convert_usage(stdout);
+            return TG_EXIT_OK;
+        } else if ((m = tg_cli_opt(cmd, argc, argv, &i, "--images", &v)) != 0) {
+            images = v;
+        } else if ((m = tg_cli_opt(cmd, argc, argv, &i, "--labels", &v)) != 0) {
+            labels = v;
+        } else if ((m = tg_cli_opt(cmd, argc, argv, &i, "--out", &v)) != 0) {
+            out = v;
+        } else if ((m = tg_cli_opt(cmd, argc, argv, &i, "--split", &v)) != 0) {
+            split = v;
+        } else if ((m = tg_cli_opt(cmd, argc, argv, &i, "--chunk", &v)) != 0) {
+            if (m < 0 || tg_cli_parse_i64(cmd, "--chunk", v, 1, INT32_MAX, &x))
+                return TG_EXIT_USAGE;
+            o.chunk_samples = x;
+        } else if ((m = tg_cli_opt(cmd, argc, argv, &i, "--deflate", &v)) != 0) {
+            if (m < 0 || tg_cli_parse_i64(cmd, "--deflate", v, 0, 9, &x))
+                return TG_EXIT_USAGE;
+            o.deflate_level = (int)x;
+        } else {
+            return tg_cli_usage_error(cmd, "unknown option '%s'", argv[i]);
+        }
+        if (m < 0)
+            return TG_EXIT_USAGE;
+    }
+    if (!images || !labels || !out)
+        return tg_cli_usage_error(cmd, "%s is required", !images ? "--images"
+                                                         : !labels ? "--labels"
+                                                                   : "--out");
+    if (!split[0] || split[0] == '.' || strchr(split, '/'))
+        return tg_cli_usage_error(cmd, "--split: expected a group name without '/' or a "
+                                       "leading '.', got '%s'", split);
+
+    char err[512];
+    tg_status s = tg_idx_convert_opts(images, labels, out, split, &o, err, sizeof err);
+    if (s) {
+        fprintf(stderr, "tapegrad convert: %s\n", err);
+        return s == TG_ERR_INVALID ? TG_EXIT_USAGE : tg_cli_exit_for_status(s);
+    }
+    return summarize(out, split);
+}

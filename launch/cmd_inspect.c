@@ -1,0 +1,267 @@
+/*
+ * launch/cmd_inspect.c: `tapegrad inspect FILE.h5`, what a file holds.
+ *
+ * For a dataset: each split's size, the shapes and dtypes of x and y, the
+ * chunking, the group's attributes and the class histogram. The split is
+ * also opened with the reader, so that inspect reports the same schema
+ * errors training would. Checkpoints are recognised by their lack of split
+ * groups and refused with a message until the checkpoint module provides
+ * their description.
+ */
+#include "cli.h"
+
+#include <hdf5.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "tapegrad/datasets.h"
+
+#define MAX_SPLITS 64
+
+static void inspect_usage(FILE *f) {
+    fprintf(f, "usage: tapegrad inspect FILE.h5\n"
+               "\n"
+               "Describes a tapegrad dataset: its splits, the shapes, dtypes and chunking of\n"
+               "x and y, the attributes of each split and its class histogram. Every split is\n"
+               "validated as training would validate it.\n"
+               "\n"
+               "exit codes: 0 the file is a valid dataset, 2 usage error, 3 the file is\n"
+               "missing, not HDF5, not a dataset, or a split breaks the schema\n");
+}
+
+typedef struct split_list {
+    int n;
+    char names[MAX_SPLITS][128];
+} split_list;
+
+/* H5Literate callback: keep the groups below the root that hold x and y. */
+static herr_t collect(hid_t root, const char *name, const H5L_info_t *info, void *data) {
+    (void)info;
+    split_list *sl = data;
+    if (name[0] == '.' || sl->n >= MAX_SPLITS || strlen(name) >= sizeof(sl->names[0]))
+        return 0;
+    H5O_info_t oi;
+#if H5_VERSION_GE(1, 12, 0)
+    if (H5Oget_info_by_name3(root, name, &oi, H5O_INFO_BASIC, H5P_DEFAULT) < 0)
+#else
+    if (H5Oget_info_by_name(root, name, &oi, H5P_DEFAULT) < 0)
+#endif
+        return 0;
+    if (oi.type != H5O_TYPE_GROUP)
+        return 0;
+    char px[160], py[160];
+    snprintf(px, sizeof px, "%s/x", name);
+    snprintf(py, sizeof py, "%s/y", name);
+    if (H5Lexists(root, px, H5P_DEFAULT) > 0 && H5Lexists(root, py, H5P_DEFAULT) > 0)
+        snprintf(sl->names[sl->n++], sizeof(sl->names[0]), "%s", name);
+    return 0;
+}
+
+/* "u8", "i64", "f32", ... for an HDF5 type. */
+static const char *type_name(hid_t t, char *buf, size_t len) {
+    H5T_class_t c = H5Tget_class(t);
+    size_t bits = H5Tget_size(t) * 8;
+    if (c == H5T_INTEGER)
+        snprintf(buf, len, "%c%zu", H5Tget_sign(t) == H5T_SGN_NONE ? 'u' : 'i', bits);
+    else if (c == H5T_FLOAT)
+        snprintf(buf, len, "f%zu", bits);
+    else if (c == H5T_STRING)
+        snprintf(buf, len, "string");
+    else
+        snprintf(buf, len, "class %d", (int)c);
+    return buf;
+}
+
+/* Prints "name: u8 (60000, 1, 28, 28), chunks (1024, 1, 28, 28), deflate 0". */
+static void describe_dataset(hid_t grp, const char *name) {
+    hid_t d = H5Dopen2(grp, name, H5P_DEFAULT);
+    if (d < 0) {
+        printf("    %s: cannot be opened\n", name);
+        return;
+    }
+    hid_t t = H5Dget_type(d), sp = H5Dget_space(d), pl = H5Dget_create_plist(d);
+    char tn[32];
+    hsize_t dims[H5S_MAX_RANK];
+    int nd = sp >= 0 ? H5Sget_simple_extent_dims(sp, dims, NULL) : -1;
+    printf("    %s: %s (", name, t >= 0 ? type_name(t, tn, sizeof tn) : "?");
+    for (int i = 0; i < nd; i++)
+        printf("%s%llu", i ? ", " : "", (unsigned long long)dims[i]);
+    printf("%s)", nd == 1 ? "," : "");
+    if (pl >= 0 && H5Pget_layout(pl) == H5D_CHUNKED) {
+        hsize_t ch[H5S_MAX_RANK];
+        int nc = H5Pget_chunk(pl, H5S_MAX_RANK, ch);
+        printf(", chunks (");
+        for (int i = 0; i < nc; i++)
+            printf("%s%llu", i ? ", " : "", (unsigned long long)ch[i]);
+        printf("%s)", nc == 1 ? "," : "");
+        int nf = H5Pget_nfilters(pl);
+        printf(", %s", nf > 0 ? "compressed" : "uncompressed");
+    } else if (pl >= 0) {
+        printf(", contiguous");
+    }
+    printf("\n");
+    if (pl >= 0)
+        H5Pclose(pl);
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (t >= 0)
+        H5Tclose(t);
+    H5Dclose(d);
+}
+
+/* H5Aiterate callback: prints one attribute's value when it is a number or
+ * a string, else its type. */
+static herr_t print_attr(hid_t loc, const char *name, const H5A_info_t *info, void *data) {
+    (void)info;
+    (void)data;
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    if (a < 0)
+        return 0;
+    hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
+    hssize_t n = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
+    H5T_class_t c = t >= 0 ? H5Tget_class(t) : H5T_NO_CLASS;
+    char tn[32];
+    double v;
+    printf("    attribute %s = ", name);
+    if ((c == H5T_INTEGER || c == H5T_FLOAT) && n == 1 &&
+        H5Aread(a, H5T_NATIVE_DOUBLE, &v) >= 0)
+        printf("%.9g (%s)\n", v, type_name(t, tn, sizeof tn));
+    else
+        printf("<%s, %lld values>\n", t >= 0 ? type_name(t, tn, sizeof tn) : "?", (long long)n);
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (t >= 0)
+        H5Tclose(t);
+    H5Aclose(a);
+    return 0;
+}
+
+/* Reads every label through the reader, in blocks, and prints the counts. */
+static int histogram(tg_dataset *ds, const char *path, const char *split) {
+    int64_t n = tg_dataset_len(ds), k = tg_dataset_num_classes(ds);
+    const int64_t block = 65536;
+    int64_t *idx = malloc((size_t)block * sizeof(*idx));
+    int64_t *y = malloc((size_t)block * sizeof(*y));
+    int64_t *count = calloc((size_t)k, sizeof(*count));
+    int code = TG_EXIT_OK;
+    if (!idx || !y || !count) {
+        fprintf(stderr, "tapegrad inspect: out of memory for %lld classes\n", (long long)k);
+        code = TG_EXIT_RUNTIME;
+        goto out;
+    }
+    char err[512];
+    for (int64_t at = 0; at < n; at += block) {
+        int64_t m = n - at < block ? n - at : block;
+        for (int64_t i = 0; i < m; i++)
+            idx[i] = at + i;
+        tg_status s = tg_dataset_read(ds, idx, m, NULL, y, err, sizeof err);
+        if (s) {
+            fprintf(stderr, "tapegrad inspect: %s\n", err);
+            code = tg_cli_exit_for_status(s);
+            goto out;
+        }
+        for (int64_t i = 0; i < m; i++)
+            count[y[i]]++;
+    }
+    printf("    classes (%s/%s):", path, split);
+    for (int64_t c = 0; c < k; c++)
+        printf("%s%lld: %lld (%.1f%%)", c % 5 ? "  " : "\n      ", (long long)c,
+               (long long)count[c], 100.0 * (double)count[c] / (double)n);
+    printf("\n");
+out:
+    free(idx);
+    free(y);
+    free(count);
+    return code;
+}
+
+static int inspect_split(hid_t f, const char *path, const char *split) {
+    char err[512];
+    tg_dataset *ds;
+    tg_status s = tg_dataset_open(path, split, &ds, err, sizeof err);
+    if (s) {
+        printf("  split %s: invalid\n", split);
+        fprintf(stderr, "tapegrad inspect: %s\n", err);
+        return tg_cli_exit_for_status(s);
+    }
+    printf("  split %s: %lld samples, %lld classes, normalised as (x*%.9g - %.9g)/%.9g\n", split,
+           (long long)tg_dataset_len(ds), (long long)tg_dataset_num_classes(ds),
+           tg_dataset_scale(ds), tg_dataset_mean(ds), tg_dataset_std(ds));
+    hid_t g = H5Gopen2(f, split, H5P_DEFAULT);
+    if (g >= 0) {
+        describe_dataset(g, "x");
+        describe_dataset(g, "y");
+        hsize_t at = 0;
+        H5Aiterate2(g, H5_INDEX_NAME, H5_ITER_INC, &at, print_attr, NULL);
+        H5Gclose(g);
+    }
+    int code = histogram(ds, path, split);
+    tg_dataset_close(ds);
+    return code;
+}
+
+static int inspect_file(const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        fprintf(stderr, "tapegrad inspect: %s: no such file\n", path);
+        return TG_EXIT_DATA;
+    }
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    if (H5Fis_hdf5(path) <= 0) {
+        fprintf(stderr, "tapegrad inspect: %s: not an HDF5 file\n", path);
+        return TG_EXIT_DATA;
+    }
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) {
+        fprintf(stderr, "tapegrad inspect: %s: cannot be opened as HDF5 (truncated?)\n", path);
+        return TG_EXIT_DATA;
+    }
+    split_list sl = {0};
+    hsize_t at = 0;
+    herr_t e = H5Literate(f, H5_INDEX_NAME, H5_ITER_INC, &at, collect, &sl);
+    int code = TG_EXIT_OK;
+    if (e < 0) {
+        fprintf(stderr, "tapegrad inspect: %s: cannot list the root group\n", path);
+        code = TG_EXIT_DATA;
+    } else if (sl.n == 0) {
+        /* Checkpoints hold parameters, not splits: their description belongs
+         * to the checkpoint module, which this build does not have yet. */
+        fprintf(stderr,
+                "tapegrad inspect: %s: not a dataset (no split group holding x and y); "
+                "describing checkpoints is not available in this build\n",
+                path);
+        code = TG_EXIT_DATA;
+    } else {
+        printf("%s: dataset, %d split%s\n", path, sl.n, sl.n == 1 ? "" : "s");
+        for (int i = 0; i < sl.n; i++) {
+            int c = inspect_split(f, path, sl.names[i]);
+            if (c != TG_EXIT_OK && code == TG_EXIT_OK)
+                code = c;
+        }
+    }
+    H5Fclose(f);
+    return code;
+}
+
+int tg_cmd_inspect(int argc, char **argv) {
+    const char *cmd = "inspect";
+    const char *path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (tg_cli_is_help(argv[i])) {
+            inspect_usage(stdout);
+            return TG_EXIT_OK;
+        }
+        if (argv[i][0] == '-' && argv[i][1] != '\0')
+            return tg_cli_usage_error(cmd, "unknown option '%s'", argv[i]);
+        if (path)
+            return tg_cli_usage_error(cmd, "one file at a time ('%s' and '%s' given)", path,
+                                      argv[i]);
+        path = argv[i];
+    }
+    if (!path) {
+        inspect_usage(stderr);
+        return TG_EXIT_USAGE;
+    }
+    return inspect_file(path);
+}

@@ -1,0 +1,483 @@
+/*
+ * runtime/trainer.c: the training loop (see trainer.h).
+ *
+ * One step: reset the step arena, take the next batch from the prefetching
+ * loader, forward, loss, backward, the after_backward hook, optional clipping,
+ * the optimizer step at the schedule's learning rate, zero the gradients.
+ * Everything a step makes lives in the step arena, so the arena reaches its
+ * high-water mark on the first step and the loop allocates nothing after it.
+ */
+#include "internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tapegrad/trainer.h"
+
+struct tg_trainer {
+    tg_ctx *ctx;
+    tg_trainer_config cfg;
+    tg_model model;
+    tg_optim *opt;
+    tg_lr_schedule sched;
+    tg_dataset *train_ds, *test_ds;
+    tg_sampler *train_sp, *test_sp;
+    tg_loader *train_ld, *test_ld;
+    int64_t sample_shape[3];
+    int64_t steps_per_epoch, total_steps, epochs;
+    int64_t step;
+    int64_t *pred;  /* argmax of one evaluation batch, on the host */
+    int64_t pred_cap;
+    tg_eval_result last;
+    double t_run;      /* when the current run() began */
+    int64_t run_step0; /* and at which step */
+    bool ran;
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+tg_trainer_config tg_trainer_defaults(tg_model_kind kind) {
+    tg_trainer_config c;
+    memset(&c, 0, sizeof(c));
+    c.model = kind;
+    c.train_split = "train";
+    c.test_split = "test";
+    c.epochs = 15;
+    c.batch_size = 128;
+    c.eval_batch_size = 250; /* bounds the CNNs' activation memory */
+    c.seed = 42;
+    c.optim = tg_optim_defaults(TG_OPTIM_ADAMW);
+    c.optim.lr = 1e-3;
+    c.optim.weight_decay = 1e-2;
+    c.schedule.kind = TG_LR_COSINE;
+    c.schedule.min_lr = 0.0;
+    c.log_every = 50;
+    c.rank = 0;
+    c.world = 1;
+    switch (kind) {
+    case TG_MODEL_CNN:
+        c.epochs = 10;
+        break;
+    case TG_MODEL_CNN_BN:
+        c.epochs = 10;
+        c.optim.lr = 2e-3;
+        break;
+    default:
+        break;
+    }
+    return c;
+}
+
+static tg_status check_config(tg_ctx *ctx, const tg_trainer_config *c) {
+    if (!tg_model_name(c->model))
+        return tg__fail(ctx, TG_ERR_INVALID, "trainer: unknown model kind %d", (int)c->model);
+    if (!c->data_path || !c->data_path[0])
+        return tg__fail(ctx, TG_ERR_INVALID, "trainer: no data file given");
+    if (c->epochs < 1)
+        return tg__fail(ctx, TG_ERR_INVALID, "trainer: epochs must be >= 1, got %lld",
+                        (long long)c->epochs);
+    if (c->world < 1 || c->rank < 0 || c->rank >= c->world)
+        return tg__fail(ctx, TG_ERR_INVALID, "trainer: rank %d outside world of %d", c->rank,
+                        c->world);
+    if (c->batch_size < 1 || c->batch_size % c->world != 0)
+        return tg__fail(ctx, TG_ERR_INVALID,
+                        "trainer: batch size %lld must be >= 1 and divisible by the world size %d",
+                        (long long)c->batch_size, c->world);
+    if (c->eval_batch_size < 0 || c->max_steps < 0 || c->log_every < 0)
+        return tg__fail(ctx, TG_ERR_INVALID,
+                        "trainer: eval batch size, max steps and log interval must be >= 0");
+    if (!(c->optim.lr > 0) || !isfinite(c->optim.lr))
+        return tg__fail(ctx, TG_ERR_INVALID, "trainer: learning rate must be > 0, got %g",
+                        c->optim.lr);
+    if (!(c->label_smoothing >= 0 && c->label_smoothing < 1))
+        return tg__fail(ctx, TG_ERR_INVALID, "trainer: label smoothing must be in [0, 1), got %g",
+                        c->label_smoothing);
+    if (!(c->clip_grad_norm >= 0))
+        return tg__fail(ctx, TG_ERR_INVALID, "trainer: clip norm must be >= 0, got %g",
+                        c->clip_grad_norm);
+    return TG_OK;
+}
+
+/* Dataset errors arrive in a buffer; move them into the context. */
+static tg_status ds_fail(tg_ctx *ctx, tg_status s, const char *err) {
+    return tg__fail(ctx, s, "%s", err);
+}
+
+static tg_status open_data(tg_trainer *tr) {
+    tg_ctx *ctx = tr->ctx;
+    const tg_trainer_config *c = &tr->cfg;
+    char err[512];
+    tg_status s = tg_dataset_open(c->data_path, c->train_split, &tr->train_ds, err, sizeof err);
+    if (s == TG_OK)
+        s = tg_dataset_open(c->data_path, c->test_split, &tr->test_ds, err, sizeof err);
+    if (s)
+        return ds_fail(ctx, s, err);
+
+    int nd, nd2;
+    const int64_t *sh = tg_dataset_sample_shape(tr->train_ds, &nd);
+    const int64_t *sh2 = tg_dataset_sample_shape(tr->test_ds, &nd2);
+    if (nd != 3)
+        return tg__fail(ctx, TG_ERR_FORMAT,
+                        "%s: /%s/x has samples of rank %d; the models take images (C, H, W)",
+                        c->data_path, c->train_split, nd);
+    if (nd2 != nd || memcmp(sh, sh2, (size_t)nd * sizeof(*sh)) != 0 ||
+        tg_dataset_num_classes(tr->train_ds) != tg_dataset_num_classes(tr->test_ds))
+        return tg__fail(ctx, TG_ERR_FORMAT,
+                        "%s: splits %s and %s differ in sample shape or num_classes",
+                        c->data_path, c->train_split, c->test_split);
+    memcpy(tr->sample_shape, sh, sizeof(tr->sample_shape));
+
+    int64_t n = tg_dataset_len(tr->train_ds);
+    if (n < c->batch_size)
+        return tg__fail(ctx, TG_ERR_INVALID,
+                        "%s: split %s has %lld samples, fewer than one batch of %lld",
+                        c->data_path, c->train_split, (long long)n, (long long)c->batch_size);
+    tg_sampler_config sc = tg_sampler_config_train(n, c->batch_size, c->seed, c->rank, c->world);
+    s = tg_sampler_new(&sc, &tr->train_sp, err, sizeof err);
+    if (s)
+        return ds_fail(ctx, s, err);
+    int64_t eb = c->eval_batch_size ? c->eval_batch_size : 250;
+    eb = (eb + c->world - 1) / c->world * c->world; /* divisible by world */
+    sc = tg_sampler_config_eval(tg_dataset_len(tr->test_ds), eb, c->rank, c->world);
+    s = tg_sampler_new(&sc, &tr->test_sp, err, sizeof err);
+    if (s)
+        return ds_fail(ctx, s, err);
+    tr->pred_cap = tg_sampler_local_batch(tr->test_sp);
+    tr->pred = malloc((size_t)tr->pred_cap * sizeof(*tr->pred));
+    if (!tr->pred)
+        return tg__fail(ctx, TG_ERR_NOMEM, "trainer: no memory for %lld predictions",
+                        (long long)tr->pred_cap);
+    return TG_OK;
+}
+
+static tg_status build(tg_trainer *tr) {
+    tg_ctx *ctx = tr->ctx;
+    const tg_trainer_config *c = &tr->cfg;
+    tg_status s = open_data(tr);
+    if (s)
+        return s;
+    s = tg_model_init(ctx, &tr->model, c->model, tr->sample_shape,
+                      tg_dataset_num_classes(tr->train_ds), c->seed);
+    if (s)
+        return s;
+    s = tg_optim_new(ctx, &c->optim, tr->model.params.nparams, tr->model.params.params, &tr->opt);
+    if (s)
+        return s;
+
+    tr->steps_per_epoch = tg_sampler_num_batches(tr->train_sp);
+    tr->total_steps = c->epochs * tr->steps_per_epoch;
+    if (c->max_steps > 0 && c->max_steps < tr->total_steps)
+        tr->total_steps = c->max_steps;
+    tr->epochs = (tr->total_steps + tr->steps_per_epoch - 1) / tr->steps_per_epoch;
+    tr->sched = c->schedule;
+    tr->sched.lr = c->optim.lr;
+    tr->sched.total_steps = tr->total_steps;
+    return TG_OK;
+}
+
+tg_status tg_trainer_new(tg_ctx *ctx, const tg_trainer_config *cfg, tg_trainer **out) {
+    *out = NULL;
+    tg_status s = check_config(ctx, cfg);
+    if (s)
+        return s;
+    tg_trainer *tr = calloc(1, sizeof(*tr));
+    if (!tr)
+        return tg__fail(ctx, TG_ERR_NOMEM, "trainer: out of memory");
+    tr->ctx = ctx;
+    tr->cfg = *cfg;
+    if (!tr->cfg.train_split)
+        tr->cfg.train_split = "train";
+    if (!tr->cfg.test_split)
+        tr->cfg.test_split = "test";
+    s = build(tr);
+    if (s) {
+        tg_trainer_free(tr);
+        return s;
+    }
+    *out = tr;
+    return TG_OK;
+}
+
+void tg_trainer_free(tg_trainer *tr) {
+    if (!tr)
+        return;
+    tg_loader_free(tr->train_ld);
+    tg_loader_free(tr->test_ld);
+    tg_sampler_free(tr->train_sp);
+    tg_sampler_free(tr->test_sp);
+    tg_dataset_close(tr->train_ds);
+    tg_dataset_close(tr->test_ds);
+    tg_optim_free(tr->opt);
+    free(tr->pred);
+    free(tr);
+}
+
+/* The loaders start on first use, so that a resumed trainer starts them at
+ * its restored position. */
+static tg_status start_loaders(tg_trainer *tr) {
+    char err[512];
+    tg_status s = TG_OK;
+    if (!tr->train_ld)
+        s = tg_loader_new(tr->train_ds, tr->train_sp, NULL, &tr->train_ld, err, sizeof err);
+    if (s == TG_OK && !tr->test_ld)
+        s = tg_loader_new(tr->test_ds, tr->test_sp, NULL, &tr->test_ld, err, sizeof err);
+    return s ? ds_fail(tr->ctx, s, err) : TG_OK;
+}
+
+/* A batch from the loader as step tensors x (n, C, H, W) and y (n). */
+static tg_status batch_tensors(tg_trainer *tr, const float *x, const int64_t *y, int64_t n,
+                               tg_tensor **xt, tg_tensor **yt) {
+    int64_t xs[4] = {n, tr->sample_shape[0], tr->sample_shape[1], tr->sample_shape[2]};
+    *xt = tg_from_data(tr->ctx, TG_F32, 4, xs, x);
+    *yt = tg_from_data(tr->ctx, TG_I64, 1, &n, y);
+    return (*xt && *yt) ? TG_OK : tg_ctx_status(tr->ctx);
+}
+
+/* One evaluation batch: adds the summed loss and the number of correct
+ * predictions to acc[0] and acc[1]. */
+static tg_status eval_batch(tg_trainer *tr, const float *x, const int64_t *y, int64_t n,
+                            double *acc) {
+    tg_ctx *ctx = tr->ctx;
+    tg_step_reset(ctx);
+    tg_tensor *xt, *yt;
+    tg_status s = batch_tensors(tr, x, y, n, &xt, &yt);
+    if (s)
+        return s;
+    tg_tensor *logits = tg_model_forward(ctx, &tr->model, xt, false);
+    tg_tensor *loss = tg_cross_entropy(ctx, logits, yt, 0.0);
+    tg_tensor *pred = tg_argmax(ctx, logits, 1, false);
+    double l;
+    if (!loss || !pred)
+        return tg_ctx_status(ctx);
+    if ((s = tg_item(ctx, loss, &l)) != TG_OK)
+        return s;
+    if ((s = tg_to_host(ctx, pred, tr->pred, (size_t)n * sizeof(*tr->pred))) != TG_OK)
+        return s;
+    acc[0] += l * (double)n;
+    for (int64_t i = 0; i < n; i++)
+        acc[1] += tr->pred[i] == y[i];
+    return TG_OK;
+}
+
+tg_status tg_trainer_evaluate(tg_trainer *tr, tg_eval_result *out) {
+    tg_ctx *ctx = tr->ctx;
+    tg_status s = start_loaders(tr);
+    if (s)
+        return s;
+    double t0 = now_s();
+    double acc[3] = {0, 0, 0}; /* loss sum, correct, samples */
+    bool prev = tg_set_grad_enabled(ctx, false);
+    char err[512];
+    for (;;) {
+        const float *x;
+        const int64_t *y;
+        int64_t n;
+        bool end;
+        s = tg_loader_next(tr->test_ld, &x, &y, &n, &end, err, sizeof err);
+        if (s) {
+            ds_fail(ctx, s, err);
+            break;
+        }
+        if (end)
+            break;
+        if (n > tr->pred_cap) {
+            s = tg__fail(ctx, TG_ERR_INVALID, "trainer: evaluation batch of %lld > %lld",
+                         (long long)n, (long long)tr->pred_cap);
+            break;
+        }
+        if (n > 0 && (s = eval_batch(tr, x, y, n, acc)) != TG_OK)
+            break;
+        acc[2] += (double)n;
+    }
+    tg_step_reset(ctx);
+    tg_set_grad_enabled(ctx, prev);
+    if (s)
+        return s;
+    if (tr->cfg.hooks.allreduce_sum &&
+        (s = tr->cfg.hooks.allreduce_sum(tr, acc, 3, tr->cfg.hooks.user)) != TG_OK)
+        return s;
+    if (acc[2] != (double)tg_dataset_len(tr->test_ds))
+        return tg__fail(ctx, TG_ERR_INVALID, "trainer: evaluated %.0f samples of %s, expected %lld",
+                        acc[2], tr->cfg.test_split, (long long)tg_dataset_len(tr->test_ds));
+    out->loss = acc[0] / acc[2];
+    out->accuracy = acc[1] / acc[2];
+    out->samples = (int64_t)acc[2];
+    out->seconds = now_s() - t0;
+    tr->last = *out;
+    return TG_OK;
+}
+
+/* One optimizer step on batch (x, y); *loss receives its training loss. */
+static tg_status train_step(tg_trainer *tr, const float *x, const int64_t *y, int64_t n,
+                            double lr, double *loss) {
+    tg_ctx *ctx = tr->ctx;
+    const tg_trainer_config *c = &tr->cfg;
+    tg_step_reset(ctx);
+    tg_tensor *xt, *yt;
+    tg_status s = batch_tensors(tr, x, y, n, &xt, &yt);
+    if (s)
+        return s;
+    tg_tensor *logits = tg_model_forward(ctx, &tr->model, xt, true);
+    tg_tensor *l = tg_cross_entropy(ctx, logits, yt, c->label_smoothing);
+    if (!l)
+        return tg_ctx_status(ctx);
+    if ((s = tg_item(ctx, l, loss)) != TG_OK)
+        return s;
+    if (!isfinite(*loss))
+        return tg__fail(ctx, TG_ERR_INVALID,
+                        "trainer: training loss is %g at step %lld (learning rate %g too high?)",
+                        *loss, (long long)tr->step + 1, lr);
+    if ((s = tg_backward(ctx, l, NULL, 0)) != TG_OK)
+        return s;
+    if (c->hooks.after_backward && (s = c->hooks.after_backward(tr, c->hooks.user)) != TG_OK)
+        return s;
+    if (c->clip_grad_norm > 0 &&
+        (s = tg_clip_grad_norm(ctx, tr->model.params.nparams, tr->model.params.params,
+                               c->clip_grad_norm, NULL)) != TG_OK)
+        return s;
+    if ((s = tg_optim_step(ctx, tr->opt, lr)) != TG_OK)
+        return s;
+    return tg_optim_zero_grad(ctx, tr->opt);
+}
+
+static tg_status emit(tg_trainer *tr, tg_trainer_event *ev, bool *stop) {
+    if (!tr->cfg.hooks.on_event)
+        return TG_OK;
+    ev->total_steps = tr->total_steps;
+    ev->epochs = tr->epochs;
+    ev->steps_per_epoch = tr->steps_per_epoch;
+    return tr->cfg.hooks.on_event(tr, ev, stop, tr->cfg.hooks.user);
+}
+
+/* Per-epoch running figures. */
+typedef struct epoch_acc {
+    double loss_sum;
+    int64_t steps;
+    double t_start, t_log;
+    int64_t step_log;
+} epoch_acc;
+
+static tg_status end_epoch(tg_trainer *tr, epoch_acc *ea, bool final, bool *stop) {
+    double train_s = now_s() - ea->t_start;
+    tg_trainer_event ev = {.kind = TG_EVENT_EPOCH, .step = tr->step};
+    ev.epoch = (tr->step - 1) / tr->steps_per_epoch + 1;
+    ev.step_in_epoch = (tr->step - 1) % tr->steps_per_epoch + 1;
+    ev.train_loss = ea->steps ? ea->loss_sum / (double)ea->steps : NAN;
+    ev.seconds = train_s;
+    ev.samples_per_s = train_s > 0 ? (double)(ea->steps * tr->cfg.batch_size) / train_s : 0;
+    tg_status s = tg_trainer_evaluate(tr, &ev.eval);
+    if (s == TG_OK)
+        s = emit(tr, &ev, stop);
+    if (s == TG_OK && (final || *stop)) {
+        ev.kind = TG_EVENT_END;
+        ev.seconds = now_s() - tr->t_run;
+        ev.samples_per_s = ev.seconds > 0 ? (double)((tr->step - tr->run_step0) *
+                                                     tr->cfg.batch_size) / ev.seconds
+                                          : 0;
+        s = emit(tr, &ev, stop);
+    }
+    ea->loss_sum = 0;
+    ea->steps = 0;
+    ea->t_start = ea->t_log = now_s();
+    ea->step_log = tr->step;
+    return s;
+}
+
+tg_status tg_trainer_run(tg_trainer *tr) {
+    tg_ctx *ctx = tr->ctx;
+    const tg_trainer_config *c = &tr->cfg;
+    tg_status s = start_loaders(tr);
+    if (s)
+        return s;
+    tr->ran = true;
+    char err[512];
+    epoch_acc ea = {.t_start = now_s(), .step_log = tr->step};
+    ea.t_log = ea.t_start;
+    tr->t_run = ea.t_start;
+    tr->run_step0 = tr->step;
+    bool stop = false;
+    while (tr->step < tr->total_steps) {
+        const float *x;
+        const int64_t *y;
+        int64_t n;
+        bool end;
+        if ((s = tg_loader_next(tr->train_ld, &x, &y, &n, &end, err, sizeof err)) != TG_OK)
+            return ds_fail(ctx, s, err);
+        if (end)
+            continue; /* the marker after an epoch that ended at a resume point */
+        double lr = tg_lr_at(&tr->sched, tr->step);
+        double loss;
+        if ((s = train_step(tr, x, y, n, lr, &loss)) != TG_OK)
+            return s;
+        tr->step++;
+        ea.loss_sum += loss;
+        ea.steps++;
+        bool epoch_done = tr->step % tr->steps_per_epoch == 0;
+        bool final = tr->step == tr->total_steps;
+        if (c->log_every > 0 && tr->step % c->log_every == 0) {
+            double t = now_s();
+            tg_trainer_event ev = {.kind = TG_EVENT_STEP, .step = tr->step, .loss = loss, .lr = lr};
+            ev.epoch = (tr->step - 1) / tr->steps_per_epoch + 1;
+            ev.step_in_epoch = (tr->step - 1) % tr->steps_per_epoch + 1;
+            ev.seconds = t - tr->t_run;
+            ev.samples_per_s =
+                t > ea.t_log ? (double)((tr->step - ea.step_log) * c->batch_size) / (t - ea.t_log)
+                             : 0;
+            ea.t_log = t;
+            ea.step_log = tr->step;
+            if ((s = emit(tr, &ev, &stop)) != TG_OK)
+                return s;
+        }
+        if (epoch_done || final || stop) {
+            if ((s = end_epoch(tr, &ea, final, &stop)) != TG_OK)
+                return s;
+        }
+        if (stop)
+            break;
+    }
+    tg_step_reset(ctx);
+    return TG_OK;
+}
+
+tg_eval_result tg_trainer_last_eval(const tg_trainer *tr) { return tr->last; }
+
+tg_trainer_state tg_trainer_state_get(const tg_trainer *tr) {
+    tg_trainer_state st = {.step = tr->step, .seed = tr->cfg.seed};
+    st.samples_consumed = tr->step * tr->cfg.batch_size;
+    st.epoch = tr->step / tr->steps_per_epoch;
+    return st;
+}
+
+tg_status tg_trainer_set_position(tg_trainer *tr, int64_t step, int64_t samples_consumed) {
+    if (tr->ran || tr->train_ld)
+        return tg__fail(tr->ctx, TG_ERR_INVALID, "trainer: set_position after the run started");
+    if (step < 0 || step > tr->total_steps || samples_consumed != step * tr->cfg.batch_size)
+        return tg__fail(tr->ctx, TG_ERR_INVALID,
+                        "trainer: position step %lld / %lld samples does not match batch %lld "
+                        "and %lld total steps",
+                        (long long)step, (long long)samples_consumed,
+                        (long long)tr->cfg.batch_size, (long long)tr->total_steps);
+    char err[512];
+    tg_status s = tg_sampler_set_samples_consumed(tr->train_sp, samples_consumed, err, sizeof err);
+    if (s)
+        return ds_fail(tr->ctx, s, err);
+    tr->step = step;
+    tg_optim_set_steps(tr->opt, step);
+    return TG_OK;
+}
+
+tg_ctx *tg_trainer_ctx(tg_trainer *tr) { return tr->ctx; }
+const tg_trainer_config *tg_trainer_get_config(const tg_trainer *tr) { return &tr->cfg; }
+tg_model *tg_trainer_model(tg_trainer *tr) { return &tr->model; }
+const tg_params *tg_trainer_params(const tg_trainer *tr) { return &tr->model.params; }
+tg_optim *tg_trainer_optim(tg_trainer *tr) { return tr->opt; }
+int64_t tg_trainer_steps_per_epoch(const tg_trainer *tr) { return tr->steps_per_epoch; }
+int64_t tg_trainer_total_steps(const tg_trainer *tr) { return tr->total_steps; }
+int64_t tg_trainer_train_len(const tg_trainer *tr) { return tg_dataset_len(tr->train_ds); }
+int64_t tg_trainer_test_len(const tg_trainer *tr) { return tg_dataset_len(tr->test_ds); }
