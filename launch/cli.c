@@ -17,7 +17,7 @@ static const tg_cli_command commands[] = {
     {"eval", NULL, "evaluate a checkpoint on a dataset split"},
     {"convert", tg_cmd_convert, "convert MNIST-family IDX files to a tapegrad HDF5 dataset"},
     {"inspect", tg_cmd_inspect, "describe a dataset or checkpoint file"},
-    {"export", NULL, "export a checkpoint's parameters"},
+    {"export", tg_cmd_export, "export a checkpoint's parameters"},
     {"plot", tg_cmd_plot, "draw loss, accuracy and throughput curves from a metrics file"},
 };
 

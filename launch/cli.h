@@ -46,6 +46,7 @@ typedef struct tg_cli_command {
 
 /* The subcommands (launch/cmd_*.c). */
 int tg_cmd_plot(int argc, char **argv);
+int tg_cmd_export(int argc, char **argv);
 
 /* Parses the global options and runs a subcommand; returns the exit code. */
 int tg_cli_main(int argc, char **argv);
