@@ -98,7 +98,9 @@ SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
 # Our own munged, not the system one: its socket lives under DIR.
-AuthInfo=socket=$dir/munge/munge.socket
+# cred_expire is also how long a requeued job waits before it may start
+# again (120 s by default); a test cluster needs no such margin.
+AuthInfo=socket=$dir/munge/munge.socket,cred_expire=5
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool/slurmd
 SlurmctldPidFile=$dir/run/slurmctld.pid
@@ -117,6 +119,9 @@ SwitchType=switch/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/builtin
+# Run the main scheduling loop every second (default 60 s), so that a
+# requeued job starts as soon as it is eligible again.
+SchedulerParameters=sched_interval=1
 # PMIx is what "srun --mpi=pmix" in launch/slurm/train.sbatch asks for;
 # Debian's slurm-wlm-basic-plugins ships mpi_pmix. The default stays none so
 # that a plain srun of a non-MPI program needs nothing from it.
