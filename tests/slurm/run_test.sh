@@ -11,8 +11,10 @@
 #      job requeued itself, restarted once, resumed from the checkpoint and
 #      completed with exit code 0;
 #   5. the cluster is torn down, whatever happened.
+# With --cancel it checks the other way out instead: a plain scancel (SIGTERM
+# to everything) makes the ranks checkpoint, and the job is NOT requeued.
 #
-#   tests/slurm/run_test.sh [--timed] [--launcher srun|mpirun]
+#   tests/slurm/run_test.sh [--timed | --cancel] [--launcher srun|mpirun]
 #
 # Exit codes: 0 passed, 1 failed, 77 skipped (no SLURM on this machine and it
 # cannot be installed, not root, or the daemons cannot run here: the reason
@@ -38,16 +40,18 @@ root=$(cd "$here/../.." && pwd)
 . "$here/common.sh"
 
 timed=0
+cancel=0
 launcher=srun
 while [ $# -gt 0 ]; do
     case "$1" in
     --timed) timed=1 ;;
+    --cancel) cancel=1 ;;
     --launcher)
         launcher=${2:-}
         shift
         ;;
     *)
-        echo "usage: $0 [--timed] [--launcher srun|mpirun]" >&2
+        echo "usage: $0 [--timed | --cancel] [--launcher srun|mpirun]" >&2
         exit 2
         ;;
     esac
@@ -165,6 +169,25 @@ wait_for "$(left)" "both ranks training (/$ready_regex/ in the job output)" read
     fail "the job did not start training: state $(job_field JobState), reason $(job_field Reason)"
 log "training after $((SECONDS - t1))s"
 
+if [ "$cancel" -eq 1 ]; then
+    sleep 1
+    scancel "$job_id" || fail "scancel $job_id failed"
+    log "cancelled job $job_id"
+    wait_for "$(left)" "the cancelled job to end" job_done || fail "job did not end after scancel"
+    # The state turns CANCELLED at once; the batch shell still has its
+    # KillWait (5 s here) to write its last lines.
+    wait_for 10 "the batch script's report" grep -q \
+        "train.sbatch\[$job_id\]: checkpointed after SIGTERM; not requeueing" "$work/job.out" ||
+        fail "the batch script did not report a checkpoint after SIGTERM"
+    [ "$(job_field JobState)" = CANCELLED ] || fail "job state $(job_field JobState), expected CANCELLED"
+    [ "$(job_field Restarts)" = 0 ] || fail "a cancelled job was requeued ($(job_field Restarts) restarts)"
+    if [ -f "$TG_CKPT_DIR/events" ]; then
+        [ "$(grep -c ' checkpoint .* sig=TERM ' "$TG_CKPT_DIR/events")" -eq 2 ] ||
+            fail "expected both ranks to checkpoint on SIGTERM"
+    fi
+    log "PASS: cancelled job $job_id checkpointed on SIGTERM and was not requeued ($((SECONDS - t0))s)"
+    exit 0
+fi
 if [ "$timed" -eq 0 ]; then
     sleep 1
     # --batch: the batch shell only, exactly as --signal=B:USR1@120 does at
@@ -173,11 +196,13 @@ if [ "$timed" -eq 0 ]; then
     log "sent SIGUSR1 to the batch shell of job $job_id"
 fi
 
-restarted() {
-    [ "$(job_field Restarts)" -ge 1 ] 2>/dev/null
+# A job that ends without requeueing ends the wait too (and fails below).
+restarted_or_done() {
+    [ "$(job_field Restarts)" -ge 1 ] 2>/dev/null || job_done
 }
-wait_for "$(left)" "the job to requeue itself" restarted ||
-    fail "job did not requeue: state $(job_field JobState), restarts $(job_field Restarts)"
+wait_for "$(left)" "the job to requeue itself" restarted_or_done &&
+    [ "$(job_field Restarts)" -ge 1 ] 2>/dev/null ||
+    fail "job did not requeue: state $(job_field JobState), exit code $(job_field ExitCode), restarts $(job_field Restarts)"
 log "requeued after $((SECONDS - t1))s"
 if [ "$timed" -eq 1 ]; then
     # The requeued run would get the same one-minute limit and be warned
