@@ -36,10 +36,10 @@ alive() {
 
 # stop NAME PID: SIGTERM, up to 5 s of grace, then SIGKILL.
 stop() {
-    local name=$1 pid=$2 i
+    local name=$1 pid=$2
     alive "$pid" || return 0
     kill -TERM "$pid" 2>/dev/null
-    for i in $(seq 25); do
+    for _ in $(seq 25); do
         alive "$pid" || return 0
         sleep 0.2
     done

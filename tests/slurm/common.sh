@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers shared by the scripts in tests/slurm/ (sourced, not run).
 
 # The name of the script that sourced this file, for messages.

@@ -200,9 +200,10 @@ fi
 restarted_or_done() {
     [ "$(job_field Restarts)" -ge 1 ] 2>/dev/null || job_done
 }
-wait_for "$(left)" "the job to requeue itself" restarted_or_done &&
-    [ "$(job_field Restarts)" -ge 1 ] 2>/dev/null ||
+wait_for "$(left)" "the job to requeue itself" restarted_or_done
+if ! [ "$(job_field Restarts)" -ge 1 ] 2>/dev/null; then
     fail "job did not requeue: state $(job_field JobState), exit code $(job_field ExitCode), restarts $(job_field Restarts)"
+fi
 log "requeued after $((SECONDS - t1))s"
 if [ "$timed" -eq 1 ]; then
     # The requeued run would get the same one-minute limit and be warned
@@ -248,7 +249,9 @@ if [ -f "$events" ]; then
     for r in 0 1; do
         ck=$(sed -n "s/^rank=$r checkpoint step=\([0-9]*\) sig=USR1 .* restart=0$/\1/p" "$events")
         [ -n "$ck" ] || fail "rank $r did not checkpoint on SIGUSR1 in the first run"
-        [ "$ck" -gt 0 ] && [ "$ck" -lt "$max" ] || fail "rank $r checkpointed at step $ck, not inside 1..$((max - 1))"
+        if [ "$ck" -le 0 ] || [ "$ck" -ge "$max" ]; then
+            fail "rank $r checkpointed at step $ck, not inside 1..$((max - 1))"
+        fi
         grep -qx "rank=$r start step=$ck sig=none job=$job_id restart=1" "$events" ||
             fail "rank $r did not resume from its checkpoint (step $ck) after the requeue"
         grep -qx "rank=$r done step=$max sig=none job=$job_id restart=1" "$events" ||

@@ -42,10 +42,10 @@ while [ $# -gt 0 ]; do
     esac
     shift 2
 done
-[ -n "$ckpt_dir" ] && [ -n "$max_steps" ] || {
+if [ -z "$ckpt_dir" ] || [ -z "$max_steps" ]; then
     echo "standin_train.sh: --ckpt-dir and --max-steps are required" >&2
     exit 2
-}
+fi
 mkdir -p "$ckpt_dir" || exit 1
 
 ckpt=$ckpt_dir/ckpt.rank$rank
@@ -95,5 +95,5 @@ while [ "$step" -lt "$max_steps" ]; do
 done
 echo "$step" >"$ckpt_dir/done.rank$rank"
 echo "standin rank $rank: done at step $step"
-event done "$step"
+event "done" "$step"
 exit 0
