@@ -71,10 +71,23 @@ chmod 700 "$dir/munge"
 # Free TCP ports on 127.0.0.1: bind to port 0 and read back what the kernel
 # chose. The port is released before the daemon binds it; a collision in
 # between is possible but needs another process to grab that exact port.
+# Without python3: random ports in 20000..39999 that nothing listens on.
 free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+    if command -v python3 >/dev/null 2>&1; then
+        python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+        return
+    fi
+    local p
+    for _ in $(seq 50); do
+        p=$((20000 + RANDOM % 20000))
+        if ! (: <"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return 0
+        fi
+    done
+    return 1
 }
-ctld_port=$(free_port) || die "cannot pick a free port (python3 missing?)"
+ctld_port=$(free_port) || die "cannot pick a free port"
 slurmd_port=$(free_port) || die "cannot pick a free port"
 while [ "$slurmd_port" = "$ctld_port" ]; do slurmd_port=$(free_port); done
 
