@@ -57,8 +57,8 @@ event() {
 step=0
 case "$resume" in
 '') ;;
-auto) [ -s "$ckpt" ] && step=$(cat "$ckpt") ;;
-*) step=$(cat "$resume") || exit 1 ;;
+auto) [ -s "$ckpt" ] && read -r step <"$ckpt" ;;
+*) read -r step <"$resume" || exit 1 ;;
 esac
 
 signal=
@@ -87,13 +87,16 @@ while [ "$step" -lt "$max_steps" ]; do
     wait $! 2>/dev/null || wait $! 2>/dev/null
     step=$((step + 1))
     if [ -n "$signal" ]; then
-        echo "$step" >"$ckpt.tmp" && mv "$ckpt.tmp" "$ckpt" || exit 1
+        # Builtins only from here on: srun and slurmstepd signal the whole
+        # process group, and a second signal (SIGTERM from scancel, then the
+        # batch script's SIGUSR1) would kill a child such as mv.
+        echo "$step" >"$ckpt" || exit 1
         echo "standin rank $rank: SIG$signal, checkpointed at step $step, exit 75"
         event checkpoint "$step" "$signal"
         exit 75
     fi
 done
-echo "$step" >"$ckpt_dir/done.rank$rank"
+echo "$step" >"$ckpt_dir/done.rank$rank" || exit 1
 echo "standin rank $rank: done at step $step"
 event "done" "$step"
 exit 0
