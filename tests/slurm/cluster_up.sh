@@ -64,7 +64,7 @@ fi
 mkdir -p "$dir" || die "cannot create $dir"
 dir=$(cd "$dir" && pwd)
 [ -z "$(ls -A "$dir")" ] || die "$dir is not empty"
-mkdir -p "$dir"/{munge,state,spool/slurmd,log,run} || die "cannot create folders under $dir"
+mkdir -p "$dir"/{munge,state,spool/slurmd,log,run,pmix} || die "cannot create folders under $dir"
 # munged refuses a socket folder or key that others can write to.
 chmod 700 "$dir/munge"
 
@@ -99,9 +99,14 @@ hw=$(slurmd -C 2>/dev/null | head -n 1) || true
 hw=${hw#NodeName=* } # drop the real host name; the node is called localhost
 log "node hardware: $hw"
 
+first_job_id=$((1000 + RANDOM * 16 + RANDOM % 16))
+
 cat >"$dir/slurm.conf" <<EOF
 # Single-node test cluster written by tests/slurm/cluster_up.sh.
 ClusterName=tgtest
+# Job ids from a random start: the pmix plugin and others name files in /tmp
+# after the job id, and two test clusters at once must not share them.
+FirstJobId=$first_job_id
 MailProg=/bin/true
 SlurmctldHost=localhost(127.0.0.1)
 SlurmctldPort=$ctld_port
@@ -158,6 +163,8 @@ NodeName=localhost NodeAddr=127.0.0.1 $hw State=UNKNOWN
 PartitionName=test Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 EOF
 : >"$dir/plugstack.conf"
+# The pmix plugin's per-step client folder (default /tmp/spmix_appdir_UID_JOB.STEP).
+echo "PMIxCliTmpDirBase=$dir/pmix" >"$dir/mpi.conf"
 
 cat >"$dir/env" <<EOF
 export SLURM_CONF=$dir/slurm.conf

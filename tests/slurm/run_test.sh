@@ -165,8 +165,11 @@ ready() {
 }
 
 t1=$SECONDS
-wait_for "$(left)" "both ranks training (/$ready_regex/ in the job output)" ready ||
-    fail "the job did not start training: state $(job_field JobState), reason $(job_field Reason)"
+# A job that ends before it trains ends the wait too.
+wait_for "$(left)" "both ranks training (/$ready_regex/ in the job output)" \
+    sh -c 'grep -qE "$1" "$2" 2>/dev/null || ! scontrol show job "$3" | grep -qE "JobState=(PENDING|RUNNING|CONFIGURING)"' \
+    sh "$ready_regex" "$work/job.out" "$job_id"
+ready || fail "the job did not start training: state $(job_field JobState), reason $(job_field Reason)"
 log "training after $((SECONDS - t1))s"
 
 if [ "$cancel" -eq 1 ]; then
