@@ -18,6 +18,7 @@ packages=(
     libopenblas-dev libopenmpi-dev openmpi-bin
     libhdf5-dev hdf5-tools libcmocka-dev zlib1g-dev
     dataset-fashion-mnist gnuplot-nox libinih-dev
+    slurmctld slurmd slurm-client munge
     python3 python3-numpy
 )
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds tapegrad twice and runs its test suite:
-#   1. build/      Release, default options; every test except the "bench" label.
+#   1. build/      Release, default options; every test except the labels "bench"
+#                  and "slurm-slow".
 #   2. build-asan/ Debug with AddressSanitizer + UndefinedBehaviorSanitizer, CPU
 #                  only; the "unit" label.
 # Exits non-zero when any configure, build or test step fails, and ends with a
@@ -70,7 +71,7 @@ rm -f build/ctest.log build-asan/ctest.log
 
 if step "configure (release)" cmake -S . -B build &&
     step "build (release)" cmake --build build -j"$jobs"; then
-    step "test (release)" run_ctest build -LE bench
+    step "test (release)" run_ctest build -LE 'bench|slurm-slow'
 fi
 
 if step "configure (asan)" cmake -S . -B build-asan -DTG_SANITIZE=ON -DTG_CUDA=OFF \
