@@ -33,6 +33,7 @@
 
 #include "internal.h"
 #include "tapegrad/nn.h"
+#include "tapegrad/optim.h"
 #include "tapegrad/rng.h"
 #include "tapegrad/runtime.h"
 
@@ -1077,6 +1078,103 @@ static void test_bad_target_reported(void **state) {
     assert_string_equal(msg[0], msg[1]);
 }
 
+/*
+ * The optimizers on the CUDA backend's fused update against the CPU's host
+ * loops (which test_optim checks against PyTorch): the same parameters and
+ * gradients for four steps, where the second parameter has no gradient in
+ * step 1 (so its own step count falls behind), then every parameter and
+ * every state tensor compared. The kernels repeat the host's operations with
+ * unfused roundings, so the two should agree far inside the tolerance.
+ */
+#define OPT_STEPS 4
+#define OPT_NP 2
+
+static void opt_run(tg_ctx *ctx, const tg_optim_config *cfg, tg_dtype dt, uint64_t seed,
+                    double *out, int64_t *nout) {
+    static const int64_t shp[OPT_NP][2] = {{37, 1}, {5, 300}};
+    static const char *const names[OPT_NP] = {"w", "b"};
+    const bool was = tg_set_grad_enabled(ctx, false);
+    tg_tensor *ps[OPT_NP], *gs[OPT_NP];
+    uint64_t s = seed;
+    for (int i = 0; i < OPT_NP; i++) {
+        const cb_arg pa = IN(CB_RAND, 2, shp[i][0], shp[i][1]);
+        double v[1500];
+        ps[i] = tg_param(ctx, dt, 2, shp[i], names[i]);
+        gs[i] = tg_persistent(ctx, dt, 2, shp[i], "grad");
+        assert_non_null(ps[i]);
+        assert_non_null(gs[i]);
+        for (int64_t k = 0; k < shp[i][0] * shp[i][1]; k++)
+            v[k] = cb_unif(&s, -1.0, 1.0);
+        tg_tensor *src = cb_tensor(ctx, dt, &pa, v);
+        assert_non_null(src);
+        assert_int_equal(tg_copy_(ctx, ps[i], src), TG_OK);
+    }
+    tg_optim *opt = NULL;
+    if (tg_optim_new(ctx, cfg, OPT_NP, ps, &opt) != TG_OK)
+        fail_msg("tg_optim_new on %s: %s", ctx->be->name, tg_ctx_error(ctx));
+    for (int step = 0; step < OPT_STEPS; step++) {
+        for (int i = 0; i < OPT_NP; i++) {
+            const cb_arg ga = IN(CB_RAND, 2, shp[i][0], shp[i][1]);
+            double v[1500];
+            for (int64_t k = 0; k < shp[i][0] * shp[i][1]; k++)
+                v[k] = cb_unif(&s, -1.0, 1.0);
+            tg_tensor *src = cb_tensor(ctx, dt, &ga, v);
+            assert_non_null(src);
+            assert_int_equal(tg_copy_(ctx, gs[i], src), TG_OK);
+            ps[i]->grad = i == 1 && step == 1 ? NULL : gs[i];
+        }
+        if (tg_optim_step(ctx, opt, 0.05 * (step + 1)) != TG_OK)
+            fail_msg("optim step on %s: %s", ctx->be->name, tg_ctx_error(ctx));
+        tg_step_reset(ctx);
+    }
+    int64_t n = 0;
+    for (int i = 0; i < OPT_NP; i++) {
+        assert_true(cb_read(ctx, ps[i], out + n));
+        n += tg_numel(ps[i]);
+    }
+    tg_tensor *st[8];
+    const int ns = tg_optim_state(opt, st, 8);
+    assert_true(ns <= 8);
+    for (int k = 0; k < ns; k++) {
+        assert_true(cb_read(ctx, st[k], out + n));
+        n += tg_numel(st[k]);
+    }
+    *nout = n;
+    tg_optim_free(opt);
+    tg_set_grad_enabled(ctx, was);
+}
+
+static void test_optim_matches_cpu(void **state) {
+    cb_env *env = *state;
+    tg_optim_config cfgs[5] = {
+        tg_optim_defaults(TG_OPTIM_SGD), tg_optim_defaults(TG_OPTIM_SGD),
+        tg_optim_defaults(TG_OPTIM_SGD), tg_optim_defaults(TG_OPTIM_ADAM),
+        tg_optim_defaults(TG_OPTIM_ADAMW),
+    };
+    cfgs[1].momentum = 0.9, cfgs[1].dampening = 0.1, cfgs[1].weight_decay = 0.01;
+    cfgs[2].momentum = 0.8, cfgs[2].nesterov = true, cfgs[2].weight_decay = 0.05;
+    cfgs[3].weight_decay = 0.02;
+    cfgs[4].weight_decay = 0.1, cfgs[4].beta1 = 0.8;
+    /* Parameters, momentum buffers or both moments, and step counts. */
+    enum { MAXV = 3 * (37 + 1500) + 2 * OPT_NP };
+    static double rc[MAXV], rg[MAXV];
+    for (int c = 0; c < 5; c++) {
+        for (int di = 0; di < 2; di++) {
+            const tg_dtype dt = di ? TG_F64 : TG_F32;
+            const double tol = di ? 1e-12 : 1e-6;
+            int64_t nc = 0, ng = 0;
+            opt_run(env->cpu, &cfgs[c], dt, 77 + (uint64_t)c, rc, &nc);
+            opt_run(env->cuda, &cfgs[c], dt, 77 + (uint64_t)c, rg, &ng);
+            assert_int_equal(nc, ng);
+            for (int64_t k = 0; k < nc; k++) {
+                if (!cb_close(rg[k], rc[k], tol))
+                    fail_msg("optim config %d (%s): value %lld: cuda %.12g, cpu %.12g", c,
+                             tg_dtype_name(dt), (long long)k, rg[k], rc[k]);
+            }
+        }
+    }
+}
+
 /* ---- structural checks, which need no device ---- */
 
 /* The host instance of the CUDA backend's Philox port (cuda_loss.cu). */
@@ -1169,6 +1267,7 @@ int main(void) {
         cmocka_unit_test(test_inplace_helpers),
         cmocka_unit_test(test_dropout_mask),
         cmocka_unit_test(test_bad_target_reported),
+        cmocka_unit_test(test_optim_matches_cpu),
     };
     return cmocka_run_group_tests(tests, cb_setup, cb_teardown);
 }

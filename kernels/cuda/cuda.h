@@ -106,6 +106,9 @@ TG__CUDA_KERNEL(avg_pool2d);
 TG__CUDA_KERNEL(avg_pool2d_backward);
 #undef TG__CUDA_KERNEL
 
+/* cuda_optim.cu: the backend's optim_update member. */
+tg_status tg__cuda_optim_update(void *state, const tg_optim_update_args *a);
+
 /* Views only change strides; the runtime never dispatches a kernel for them. */
 #define tg__cuda_permute NULL
 #define tg__cuda_broadcast_to NULL

@@ -327,6 +327,7 @@ static tg_backend make_backend(void) {
     b.axpy = cuda_axpy;
     b.scale = cuda_scale;
     b.fill = cuda_fill;
+    b.optim_update = tg__cuda_optim_update;
     /* One assignment per row, each naming tg__cuda_<name>: a row without a
      * kernel (or an explicit NULL in cuda.h) fails to compile. */
 #define TG_OP(E, name, arity, flags) b.kernels[TG_OP_##E] = tg__cuda_##name;
