@@ -1,7 +1,8 @@
 /* Optimizers (SGD, Adam, AdamW) and gradient clipping, with PyTorch's update
  * rules (torch.optim, foreach=False, PyTorch 1.13). The update loops work on
- * the flat host buffers of contiguous CPU tensors; see optim.h for the rules
- * and the state layout. */
+ * the flat host buffers of contiguous CPU tensors; a backend with an
+ * optim_update member (CUDA) runs the same update on its own memory instead.
+ * See optim.h for the rules and the state layout. */
 #include "internal.h"
 #include "tapegrad/optim.h"
 
@@ -28,6 +29,7 @@ typedef struct optim_slot {
 } optim_slot;
 
 struct tg_optim {
+    tg_ctx *ctx; /* the context that holds the parameters and the state */
     tg_optim_config cfg;
     int n;
     int64_t steps;
@@ -136,9 +138,9 @@ static tg_status check_param(tg_ctx *ctx, tg_tensor *const *params, int i)
     if (!tg_dtype_is_float(p->dtype))
         return tg__fail(ctx, TG_ERR_DTYPE, "optim: parameter %d (%s) is %s; f32 or f64 expected",
                         i, nm, tg_dtype_name(p->dtype));
-    if (p->device != TG_DEVICE_CPU)
+    if (p->device != TG_DEVICE_CPU && !ctx->be->optim_update)
         return tg__fail(ctx, TG_ERR_UNSUPPORTED,
-                        "optim: parameter %d (%s) is on %s; the optimizers run on the CPU only",
+                        "optim: parameter %d (%s) is on %s, whose backend has no optimizer update",
                         i, nm, tg_device_name(p->device));
     if (!tg_is_contiguous(p))
         return tg__fail(ctx, TG_ERR_INVALID, "optim: parameter %d (%s) is not contiguous", i, nm);
@@ -200,6 +202,23 @@ static tg_optim *alloc_optim(const tg_optim_config *cfg, int n, tg_tensor *const
     return o;
 }
 
+/* The step count lives in the context's memory (device memory on a device
+ * backend), so it is read and written through the backend's copies. */
+static tg_status step_get(tg_ctx *ctx, const tg_tensor *t, double *v)
+{
+    if (ctx->be->copy_d2h(ctx->bstate, v, data_of(t), sizeof *v))
+        return tg__fail(ctx, TG_ERR_BACKEND, "optim: reading %s failed", t->name);
+    return TG_OK;
+}
+
+static tg_status step_set(tg_ctx *ctx, tg_tensor *t, double v)
+{
+    if (ctx->be->copy_h2d(ctx->bstate, data_of(t), &v, sizeof v))
+        return tg__fail(ctx, TG_ERR_BACKEND, "optim: writing %s failed", t->name);
+    tg_bump_version(t);
+    return TG_OK;
+}
+
 static tg_status make_state(tg_ctx *ctx, tg_optim *o, int i, char **name_at)
 {
     const char *const *keys;
@@ -250,6 +269,7 @@ tg_status tg_optim_new(tg_ctx *ctx, const tg_optim_config *cfg, int n, tg_tensor
     tg_optim *o = alloc_optim(cfg, n, params);
     if (!o)
         return tg__fail(ctx, TG_ERR_NOMEM, "optim: out of memory for %d parameters", n);
+    o->ctx = ctx;
     char *name_at = o->names;
     for (int i = 0; i < n; i++) {
         o->slots[i].p = params[i];
@@ -279,11 +299,11 @@ void tg_optim_set_steps(tg_optim *opt, int64_t steps)
     if (!opt)
         return;
     opt->steps = steps < 0 ? 0 : steps;
+    /* A failed copy leaves its message in the context; the function has no
+     * status to return it with. */
     for (int i = 0; i < opt->n; i++)
-        if (opt->slots[i].step) {
-            *(double *)data_of(opt->slots[i].step) = (double)opt->steps;
-            tg_bump_version(opt->slots[i].step);
-        }
+        if (opt->slots[i].step)
+            (void)step_set(opt->ctx, opt->slots[i].step, (double)opt->steps);
 }
 
 int tg_optim_state(const tg_optim *opt, tg_tensor **out, int max)
@@ -379,50 +399,88 @@ static tg_status check_grad(tg_ctx *ctx, const tg_tensor *p, int i)
 
 static bool takes_step(const tg_tensor *p) { return p->requires_grad && p->grad; }
 
-static void sgd_slot(const tg_optim *o, optim_slot *sl, double lr)
+/* The backend's fused update, for a backend that has one. */
+static tg_status backend_update(tg_ctx *ctx, tg_optim_update_args *a, const tg_tensor *p)
+{
+    a->dtype = p->dtype;
+    a->n = tg_numel(p);
+    a->p = data_of(p);
+    a->g = data_of(p->grad);
+    a->err = ctx->kerr;
+    a->errlen = sizeof ctx->kerr;
+    ctx->kerr[0] = '\0';
+    tg_status s = ctx->be->optim_update(ctx->bstate, a);
+    if (s)
+        return tg__fail(ctx, s, "optim step (%s): %s", p->name ? p->name : "(unnamed)",
+                        ctx->kerr[0] ? ctx->kerr : tg_status_str(s));
+    return TG_OK;
+}
+
+static tg_status sgd_slot(const tg_optim *o, optim_slot *sl, double lr)
 {
     const tg_optim_config *c = &o->cfg;
+    tg_ctx *ctx = o->ctx;
     tg_tensor *p = sl->p;
     int64_t n = tg_numel(p);
     bool first = true;
     if (sl->step) {
-        double *t = data_of(sl->step);
-        first = *t == 0.0;
-        *t += 1.0;
-        tg_bump_version(sl->step);
+        double t;
+        tg_status s = step_get(ctx, sl->step, &t);
+        if (s || (s = step_set(ctx, sl->step, t + 1.0)))
+            return s;
+        first = t == 0.0;
         tg_bump_version(sl->buf);
     }
     void *b = sl->buf ? data_of(sl->buf) : NULL;
+    if (ctx->be->optim_update) {
+        tg_optim_update_args a = {.rule = TG_OPTIM_RULE_SGD, .buf = b, .lr = lr,
+                                  .wd = c->weight_decay, .momentum = c->momentum,
+                                  .dampening = c->dampening, .nesterov = c->nesterov,
+                                  .first = first};
+        return backend_update(ctx, &a, p);
+    }
     if (p->dtype == TG_F32)
         sgd_float(n, data_of(p), data_of(p->grad), b, lr, c->weight_decay, c->momentum,
                   c->dampening, c->nesterov, first);
     else
         sgd_double(n, data_of(p), data_of(p->grad), b, lr, c->weight_decay, c->momentum,
                    c->dampening, c->nesterov, first);
+    return TG_OK;
 }
 
-static void adam_slot(const tg_optim *o, optim_slot *sl, double lr)
+static tg_status adam_slot(const tg_optim *o, optim_slot *sl, double lr)
 {
     const tg_optim_config *c = &o->cfg;
+    tg_ctx *ctx = o->ctx;
     tg_tensor *p = sl->p;
-    double *t = data_of(sl->step);
-    *t += 1.0;
+    double t;
+    tg_status s = step_get(ctx, sl->step, &t);
+    if (s || (s = step_set(ctx, sl->step, t + 1.0)))
+        return s;
+    t += 1.0;
+    tg_bump_version(sl->m);
+    tg_bump_version(sl->v);
     adam_k k = {
         .decay = c->kind == TG_OPTIM_ADAMW ? 1.0 - lr * c->weight_decay : 1.0,
         .wd = c->kind == TG_OPTIM_ADAM ? c->weight_decay : 0.0,
         .b1 = c->beta1,
         .b2 = c->beta2,
         .eps = c->eps,
-        .step_size = lr / (1.0 - pow(c->beta1, *t)),
-        .bc2_sqrt = sqrt(1.0 - pow(c->beta2, *t)),
+        .step_size = lr / (1.0 - pow(c->beta1, t)),
+        .bc2_sqrt = sqrt(1.0 - pow(c->beta2, t)),
     };
+    if (ctx->be->optim_update) {
+        tg_optim_update_args a = {.rule = TG_OPTIM_RULE_ADAM, .m = data_of(sl->m),
+                                  .v = data_of(sl->v), .lr = lr, .wd = k.wd, .decay = k.decay,
+                                  .beta1 = k.b1, .beta2 = k.b2, .eps = k.eps,
+                                  .step_size = k.step_size, .bc2_sqrt = k.bc2_sqrt};
+        return backend_update(ctx, &a, p);
+    }
     if (p->dtype == TG_F32)
         adam_float(tg_numel(p), data_of(p), data_of(p->grad), data_of(sl->m), data_of(sl->v), &k);
     else
         adam_double(tg_numel(p), data_of(p), data_of(p->grad), data_of(sl->m), data_of(sl->v), &k);
-    tg_bump_version(sl->step);
-    tg_bump_version(sl->m);
-    tg_bump_version(sl->v);
+    return TG_OK;
 }
 
 tg_status tg_optim_step(tg_ctx *ctx, tg_optim *opt, double lr)
@@ -445,10 +503,9 @@ tg_status tg_optim_step(tg_ctx *ctx, tg_optim *opt, double lr)
         optim_slot *sl = &opt->slots[i];
         if (!takes_step(sl->p))
             continue;
-        if (opt->cfg.kind == TG_OPTIM_SGD)
-            sgd_slot(opt, sl, lr);
-        else
-            adam_slot(opt, sl, lr);
+        tg_status s = opt->cfg.kind == TG_OPTIM_SGD ? sgd_slot(opt, sl, lr) : adam_slot(opt, sl, lr);
+        if (s)
+            return s;
         tg_bump_version(sl->p);
     }
     opt->steps++;

@@ -67,6 +67,36 @@ typedef struct tg_kargs {
 
 typedef tg_status (*tg_kernel_fn)(void *state, const tg_kargs *a);
 
+/*
+ * One optimizer update of one parameter, over flat contiguous buffers of n
+ * elements of dtype (f32 or f64) in the backend's memory, with the rules of
+ * tapegrad/optim.h (runtime/optim.c computes the scalars):
+ *   SGD:  buf is the momentum buffer (NULL without momentum); first is true
+ *         on the parameter's first step; wd is the L2 weight decay.
+ *   ADAM: decay is AdamW's factor 1 - lr*wd (1 for Adam), wd the L2 term
+ *         (0 for AdamW), step_size = lr / (1 - beta1^t),
+ *         bc2_sqrt = sqrt(1 - beta2^t).
+ * err/errlen as in tg_kargs.
+ */
+typedef enum tg_optim_rule {
+    TG_OPTIM_RULE_SGD = 0,
+    TG_OPTIM_RULE_ADAM,
+} tg_optim_rule;
+
+typedef struct tg_optim_update_args {
+    tg_optim_rule rule;
+    tg_dtype dtype;
+    int64_t n;
+    void *p;
+    const void *g;
+    void *buf, *m, *v;
+    double lr, wd, momentum, dampening;
+    bool nesterov, first;
+    double decay, beta1, beta2, eps, step_size, bc2_sqrt;
+    char *err;
+    size_t errlen;
+} tg_optim_update_args;
+
 typedef struct tg_backend {
     const char *name;
     tg_device device;
@@ -89,6 +119,9 @@ typedef struct tg_backend {
     tg_status (*axpy)(void *state, tg_dtype dt, int64_t n, double alpha, const void *src, void *dst);
     tg_status (*scale)(void *state, tg_dtype dt, int64_t n, double alpha, void *dst);
     tg_status (*fill)(void *state, tg_dtype dt, int64_t n, double value, void *dst);
+    /* (optional) One fused optimizer update (tg_optim_update_args). NULL:
+     * the runtime runs its host loop, which needs host-addressable memory. */
+    tg_status (*optim_update)(void *state, const tg_optim_update_args *a);
     /* The kernel table, indexed by tg_op. */
     tg_kernel_fn kernels[TG_OP_COUNT];
 } tg_backend;

@@ -27,15 +27,22 @@
 
 #include "tapegrad/kernels.h"
 
+/* Doubles in the per-context scratch buffer: the partial sums of
+ * cross_entropy's row blocks, one per block of its first pass. */
+#define TG__CUDA_SCRATCH 1024
+
 /* Per-context state: the stream all work goes on, the cuBLAS handle bound
- * to it, the device the context was made on, and one device word that the
- * indexing kernels use to report the first bad index. err keeps the message
- * of the last failed memory call, which has no error buffer of its own. */
+ * to it, the device the context was made on, one device word that the
+ * indexing kernels use to report the first bad index, and a small device
+ * scratch buffer allocated once at init (so that no kernel allocates). err
+ * keeps the message of the last failed memory call, which has no error
+ * buffer of its own. */
 typedef struct tg__cuda_state {
     cudaStream_t stream;
     cublasHandle_t blas;
     int device;
     unsigned long long *bad;
+    double *scratch;
     char err[256];
 } tg__cuda_state;
 
@@ -84,20 +91,23 @@ TG__CUDA_KERNEL(softmax);
 TG__CUDA_KERNEL(log_softmax);
 TG__CUDA_KERNEL(gather);
 TG__CUDA_KERNEL(scatter_add);
+/* cuda_loss.cu */
+TG__CUDA_KERNEL(cross_entropy);
+TG__CUDA_KERNEL(cross_entropy_backward);
+TG__CUDA_KERNEL(dropout);
+/* cuda_conv.cu */
+TG__CUDA_KERNEL(conv2d);
+TG__CUDA_KERNEL(conv2d_backward_input);
+TG__CUDA_KERNEL(conv2d_backward_weight);
+/* cuda_pool.cu */
+TG__CUDA_KERNEL(max_pool2d);
+TG__CUDA_KERNEL(max_pool2d_indices);
+TG__CUDA_KERNEL(avg_pool2d);
+TG__CUDA_KERNEL(avg_pool2d_backward);
 #undef TG__CUDA_KERNEL
 
-/* The fused layer ops have no CUDA kernel yet: the runtime reports them as
- * unsupported on this backend. test_cuda_backend.c lists the same rows. */
-#define tg__cuda_cross_entropy NULL
-#define tg__cuda_cross_entropy_backward NULL
-#define tg__cuda_dropout NULL
-#define tg__cuda_conv2d NULL
-#define tg__cuda_conv2d_backward_input NULL
-#define tg__cuda_conv2d_backward_weight NULL
-#define tg__cuda_max_pool2d NULL
-#define tg__cuda_max_pool2d_indices NULL
-#define tg__cuda_avg_pool2d NULL
-#define tg__cuda_avg_pool2d_backward NULL
+/* cuda_optim.cu: the backend's optim_update member. */
+tg_status tg__cuda_optim_update(void *state, const tg_optim_update_args *a);
 
 /* Views only change strides; the runtime never dispatches a kernel for them. */
 #define tg__cuda_permute NULL

@@ -136,7 +136,8 @@ static tg_status cuda_init(void **state, int threads, char *err, size_t errlen) 
     INIT_TRY(cudaGetDevice(&s->device), out_state);
     INIT_TRY(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), out_state);
     INIT_TRY(cudaMalloc(&s->bad, sizeof *s->bad), out_stream);
-    INIT_BLAS_TRY(cublasCreate(&s->blas), out_bad);
+    INIT_TRY(cudaMalloc(&s->scratch, TG__CUDA_SCRATCH * sizeof *s->scratch), out_bad);
+    INIT_BLAS_TRY(cublasCreate(&s->blas), out_scratch);
     /* The handle queues its work on the context's stream. Default math
      * keeps f32 products in f32 (no TF32 tensor cores), which is what the
      * CPU results are compared with. */
@@ -146,6 +147,8 @@ static tg_status cuda_init(void **state, int threads, char *err, size_t errlen) 
     return TG_OK;
 out_blas:
     (void)cublasDestroy(s->blas);
+out_scratch:
+    (void)cudaFree(s->scratch);
 out_bad:
     (void)cudaFree(s->bad);
 out_stream:
@@ -165,6 +168,7 @@ static void cuda_release(void *state) {
      * is destroyed whatever an earlier step returned. */
     (void)cudaStreamSynchronize(s->stream);
     (void)cublasDestroy(s->blas);
+    (void)cudaFree(s->scratch);
     (void)cudaFree(s->bad);
     (void)cudaStreamDestroy(s->stream);
     free(s);
@@ -323,6 +327,7 @@ static tg_backend make_backend(void) {
     b.axpy = cuda_axpy;
     b.scale = cuda_scale;
     b.fill = cuda_fill;
+    b.optim_update = tg__cuda_optim_update;
     /* One assignment per row, each naming tg__cuda_<name>: a row without a
      * kernel (or an explicit NULL in cuda.h) fails to compile. */
 #define TG_OP(E, name, arity, flags) b.kernels[TG_OP_##E] = tg__cuda_##name;
