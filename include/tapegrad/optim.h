@@ -44,9 +44,11 @@
  * state. All are zero at tg_optim_new(). Restoring them (tg_optim_state() and
  * tg_copy_from_host) plus tg_optim_set_steps() resumes a run exactly.
  *
- * Parameters must be contiguous f32 or f64 tensors on the CPU; the updates
- * run as OpenMP loops over the flat buffers and bump each written storage's
- * version, like any in-place operation.
+ * Parameters must be contiguous f32 or f64 tensors. On the CPU the updates
+ * run as OpenMP loops over the flat buffers; on a backend that offers a fused
+ * update (tg_backend.optim_update: the CUDA backend) they run there. Either
+ * way each written storage's version is bumped, like any in-place operation.
+ * tg_clip_grad_norm() needs gradients on the CPU.
  *
  * Ownership: tg_optim is heap-allocated by tg_optim_new() and freed by
  * tg_optim_free(); its state tensors belong to the context.
@@ -92,7 +94,8 @@ typedef struct tg_optim tg_optim;
 tg_status tg_optim_check(tg_ctx *ctx, const tg_optim_config *cfg);
 
 /* Checks the configuration (names the bad field) and the parameters (each
- * non-NULL, f32 or f64, contiguous, on the CPU, listed once, with a unique
+ * non-NULL, f32 or f64, contiguous, on the CPU or on a backend with a
+ * fused update, listed once, with a unique
  * name), then allocates the zeroed state. n may be 0. On failure *out is
  * NULL; state tensors already made stay in the context's pool until
  * tg_ctx_free(). The optimizer keeps the params pointers (not the array). */
