@@ -375,6 +375,33 @@ static tg_status write_images(struct idx_file *im, const struct idx_out *o, hid_
 }
 
 /* Writes x, y and the attributes into the temporary group. */
+/* A split other than train is normalised as train was, when the file already
+ * holds a train split: a model must see test data the way it saw its
+ * training data, and statistics of the test split itself would leak it into
+ * the preprocessing. Returns true (with mean and sd set) when it applies. */
+static bool train_norm(const struct idx_out *o, double *mean, double *sd) {
+    if (strcmp(o->split, "/train") == 0 || H5Lexists(o->file, "/train", H5P_DEFAULT) <= 0)
+        return false;
+    hid_t g = H5Gopen2(o->file, "/train", H5P_DEFAULT);
+    if (g < 0)
+        return false;
+    double v[2];
+    const char *names[2] = {TG__ATTR_MEAN, TG__ATTR_STD};
+    bool ok = true;
+    for (int i = 0; i < 2 && ok; i++) {
+        hid_t a = H5Aexists(g, names[i]) > 0 ? H5Aopen(g, names[i], H5P_DEFAULT) : -1;
+        ok = a >= 0 && H5Aread(a, H5T_NATIVE_DOUBLE, &v[i]) >= 0;
+        if (a >= 0)
+            H5Aclose(a);
+    }
+    H5Gclose(g);
+    if (!ok || !(v[1] > 0))
+        return false;
+    *mean = v[0];
+    *sd = v[1];
+    return true;
+}
+
 static tg_status write_split(struct idx_file *im, const uint8_t *labels, const struct idx_out *o,
                              const tg_idx_options *opts, char *err, size_t errlen) {
     int64_t n = im->dims[0], chunk = opts->chunk_samples;
@@ -421,6 +448,7 @@ static tg_status write_split(struct idx_file *im, const uint8_t *labels, const s
         /* Constant pixels would divide by zero at read time. */
         if (!(sd > 0))
             sd = 1.0;
+        train_norm(o, &mean, &sd);
         st = write_attr(o, grp, TG__ATTR_NUM_CLASSES, H5T_STD_I32LE, H5T_NATIVE_INT32, &ncls, err,
                         errlen);
         if (st == TG_OK)

@@ -208,12 +208,22 @@ static void test_idx_splits_and_classes(void **state) {
     write_images(im, 0x803, 4, 2, 2, 4);
     write_labels(lb, 0x801, 4, lab, 4);
     assert_int_equal(tg_idx_convert(im, lb, out, "/test", err, sizeof err), TG_OK);
+    assert_int_equal(tg_dataset_open(out, "train", &ds, err, sizeof err), TG_OK);
+    assert_int_equal(tg_dataset_len(ds), 6);
+    double train_mean = tg_dataset_mean(ds), train_std = tg_dataset_std(ds);
+    tg_dataset_close(ds);
     assert_int_equal(tg_dataset_open(out, "test", &ds, err, sizeof err), TG_OK);
     assert_int_equal(tg_dataset_len(ds), 4);
     assert_int_equal(tg_dataset_num_classes(ds), 13);
-    tg_dataset_close(ds);
-    assert_int_equal(tg_dataset_open(out, "train", &ds, err, sizeof err), TG_OK);
-    assert_int_equal(tg_dataset_len(ds), 6);
+    /* The test split is normalised with the training split's statistics,
+     * not with its own (which differ: the 4 images are not the 6). */
+    double own = 0;
+    for (int64_t i = 0; i < 4; i++)
+        for (int64_t k = 0; k < 4; k++)
+            own += pixel(i, k) / 255.0 / 16.0;
+    assert_true(fabs(own - train_mean) > 1e-3);
+    assert_true(tg_dataset_mean(ds) == train_mean);
+    assert_true(tg_dataset_std(ds) == train_std);
     tg_dataset_close(ds);
     /* Replace train with the 4-sample files. */
     assert_int_equal(tg_idx_convert(im, lb, out, "train", err, sizeof err), TG_OK);

@@ -97,7 +97,10 @@ typedef struct tg_idx_options {
  *   num_classes  10 when every label is in 0..9, else max label + 1
  *   scale        1/255
  *   mean, std    mean and population standard deviation of all pixels of the
- *                split after scaling (std 1 if the pixels are constant)
+ *                split after scaling (std 1 if the pixels are constant); a
+ *                split other than "train" written into a file that already
+ *                holds "train" takes train's mean and std instead, so that
+ *                test data is normalised as the training data was
  *
  * A new file is written under a temporary name and renamed into place. An
  * existing HDF5 file keeps its other splits; a split of the same name is
