@@ -4,7 +4,7 @@
  * Four pieces, each usable alone:
  *
  *   - tg_idx_convert() turns MNIST-family IDX files (gzip) into the HDF5
- *     schema below.
+ *     schema below, and tg_npy_convert() does the same for NumPy .npy files.
  *   - tg_dataset reads one split of such a file: validated at open, then
  *     tg_dataset_read() gathers any set of sample indices into normalised f32
  *     inputs and i64 labels.
@@ -120,6 +120,69 @@ tg_status tg_idx_convert(const char *images_gz, const char *labels_gz, const cha
 tg_status tg_idx_convert_opts(const char *images_gz, const char *labels_gz, const char *out_h5,
                               const char *split, const tg_idx_options *opts, char *err,
                               size_t errlen);
+
+/* ------------------------------------------------------------------------ */
+/* NumPy (.npy) conversion                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* What tg_npy_convert() writes; all-zero fields mean the defaults. */
+typedef struct tg_npy_options {
+    /* Samples per HDF5 chunk of x (and of y, times 64). 0 means 1024, or
+     * fewer when a chunk of x would pass 64 MiB; a value given is kept
+     * (halved only below HDF5's 4 GiB chunk limit). The converter holds one
+     * chunk of x in memory. */
+    int64_t chunk_samples;
+    /* zlib level 0..9 for x and y, as tg_idx_options (0: no filter). */
+    int deflate_level;
+    /* The split's num_classes: 0 means the largest label + 1; a value given
+     * must be 1..2^31-1 and every label must lie below it. */
+    int64_t num_classes;
+    /* The scale attribute: 0 means 1/255 for u8 x and 1 for float x; a value
+     * given must be finite and non-zero. */
+    double scale;
+    /* When true, mean and std are written as given (finite, std > 0), e.g.
+     * the training split's for a test split; else they are computed from
+     * the split like tg_idx_convert() does. */
+    bool set_mean_std;
+    double mean, std;
+} tg_npy_options;
+
+/*
+ * Converts a pair of NumPy .npy files (format versions 1.0, 2.0 and 3.0) into
+ * split `split` of the HDF5 file out_h5:
+ *
+ *   x_npy  shape (N, d1[, ..., d4]) (1 to 4 dims after N), dtype u1 (stored
+ *          as u8) or f4/f8 (stored as f32; every value must be finite, and an
+ *          f8 value must fit in f32). C order; any byte order.
+ *   y_npy  shape (N,), any integer dtype (i1..i8, u1..u8), any byte order;
+ *          labels in [0, num_classes). Stored as u8 when num_classes <= 256,
+ *          else as i32.
+ *
+ * Attributes: num_classes, scale and mean/std as tg_npy_options says; the
+ * computed mean and std are the mean and population standard deviation of
+ * all values of x*scale of the split (std 1 if x is constant), with x as
+ * stored. x is streamed from the file one chunk at a time and y in blocks,
+ * so memory stays bounded by one chunk of x whatever the size of the files.
+ *
+ * The output is written as tg_idx_convert() writes it: a new file under a
+ * temporary name renamed into place; an existing HDF5 file keeps its other
+ * splits and `split` is replaced only once the new one is complete; an
+ * existing file that is not HDF5 is refused.
+ *
+ * Returns TG_OK; TG_ERR_IO when a file cannot be opened, read or written;
+ * TG_ERR_FORMAT for a file that is not .npy, a truncated or malformed header,
+ * a body shorter or longer than the header says, shapes that break the
+ * schema or disagree, empty arrays, a label out of range or a non-finite x
+ * (each message names the file and the first offending index);
+ * TG_ERR_UNSUPPORTED for a valid .npy this converter does not take: another
+ * format version, another dtype (objects, bool, complex, structured, ...) or
+ * Fortran order with more than one dimension (save with
+ * np.ascontiguousarray()); TG_ERR_INVALID for NULL or empty arguments or bad
+ * options; TG_ERR_NOMEM. opts may be NULL. On failure a new output file is
+ * not created and an existing one keeps its previous content.
+ */
+tg_status tg_npy_convert(const char *x_npy, const char *y_npy, const char *out_h5,
+                         const char *split, const tg_npy_options *opts, char *err, size_t errlen);
 
 /* ------------------------------------------------------------------------ */
 /* Dataset reader                                                            */

@@ -1,0 +1,642 @@
+/*
+ * npy_convert.c: NumPy .npy files (x and y) to the tapegrad HDF5 schema.
+ *
+ * Memory stays bounded whatever the size of the inputs: y is read twice in
+ * blocks (once to check the labels and find num_classes, which decides the
+ * stored type, and once to write it), and x is streamed through one chunk of
+ * samples and a small raw block, converted, checked and summed on the way.
+ * The output side follows idx.c: a new file under a temporary name, or a
+ * temporary group in an existing file, published only when complete.
+ */
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "npy_internal.h"
+
+#define NPY_DEFAULT_CHUNK 1024
+/* The default chunk shrinks for large samples so that the one chunk held in
+ * memory (and the reads of a chunk cache) stay modest. */
+#define NPY_CHUNK_BYTES ((int64_t)64 << 20)
+#define NPY_LABEL_CHUNK_FACTOR 64
+/* Elements per raw read of x. */
+#define NPY_RAW_BLOCK ((int64_t)1 << 18)
+/* Labels per read while checking y. */
+#define NPY_LABEL_BLOCK ((int64_t)1 << 16)
+
+struct npy_out {
+    const char *path; /* as the caller named it, for messages */
+    char *tmp_path;   /* non-NULL while a new file is written */
+    char tmp_group[300];
+    char split[256];
+    hid_t file;
+    hid_t fapl;
+    bool existed;
+};
+
+struct conv {
+    struct npy_file x, y;
+    tg_npy_options o;
+    int64_t n, per;       /* samples, elements per sample */
+    int64_t ncls;         /* num_classes to write */
+    bool xu8;             /* x stored as u8 (else f32) */
+    int64_t chunk;        /* samples per chunk of x */
+    double scale, mean, sd;
+    /* Statistics of x: exact integer sums for u8; for floats, count, mean
+     * and sum of squared deviations merged block by block (Chan et al.),
+     * which stays accurate where E[v^2] - E[v]^2 would cancel. */
+    uint64_t sum, sumsq;
+    double cnt, fmean, m2;
+};
+
+static tg_status h5_err(const struct npy_out *o, const char *what, char *err, size_t errlen) {
+    char detail[256];
+
+    return tg__ds_fail(TG_ERR_IO, err, errlen, "%s: %s failed (HDF5: %s)", o->path, what,
+                       tg__ds_h5_detail(detail, sizeof detail));
+}
+
+/* ---------------------------------------------------------------------- */
+/* Inputs                                                                  */
+/* ---------------------------------------------------------------------- */
+
+static tg_status check_x(const struct npy_file *x, char *err, size_t errlen) {
+    char sh[160];
+
+    tg__npy_shape_str(x, sh, sizeof sh);
+    if (!(x->kind == 'u' && x->size == 1) && x->kind != 'f')
+        return tg__ds_fail(TG_ERR_UNSUPPORTED, err, errlen,
+                           "%s: x has dtype %s%s but expected uint8 ('|u1'), float32 ('<f4') or "
+                           "float64 ('<f8')",
+                           x->path, x->descr,
+                           strchr(x->descr, 'O') ? " (Python objects)" : "");
+    if (x->fortran && x->ndim > 1)
+        return tg__ds_fail(TG_ERR_UNSUPPORTED, err, errlen,
+                           "%s: x of shape %s is in Fortran order; expected C order (save "
+                           "np.ascontiguousarray(x))",
+                           x->path, sh);
+    if (x->ndim < 2 || x->ndim > 5)
+        return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                           "%s: x has shape %s but expected (N, d1[, ..., d4]): 1 to 4 dims "
+                           "after N",
+                           x->path, sh);
+    for (int i = 0; i < x->ndim; i++)
+        if (x->shape[i] == 0)
+            return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                               "%s: x has shape %s: an empty array, nothing to convert", x->path,
+                               sh);
+    return tg__npy_check_body(x, err, errlen);
+}
+
+static tg_status check_y(const struct npy_file *y, char *err, size_t errlen) {
+    char sh[160];
+
+    tg__npy_shape_str(y, sh, sizeof sh);
+    if (y->kind != 'u' && y->kind != 'i')
+        return tg__ds_fail(TG_ERR_UNSUPPORTED, err, errlen,
+                           "%s: y has dtype %s%s but expected an integer dtype (i1, i2, i4, i8, "
+                           "u1, u2, u4, u8)",
+                           y->path, y->descr,
+                           strchr(y->descr, 'O') ? " (Python objects)" : "");
+    if (y->ndim != 1)
+        return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                           "%s: y has shape %s but expected (N,): one label per sample", y->path,
+                           sh);
+    /* One dimension is laid out the same in either order. */
+    if (y->shape[0] == 0)
+        return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                           "%s: y has shape %s: an empty array, nothing to convert", y->path, sh);
+    return tg__npy_check_body(y, err, errlen);
+}
+
+/* Decodes the label at p; *raw receives its bits as read (for messages),
+ * and a uint64 label above INT64_MAX comes back as INT64_MAX. */
+static int64_t label_at(const struct npy_file *y, const unsigned char *p, uint64_t *raw) {
+    uint64_t v = tg__npy_load_bits(p, y->size, y->big);
+    int bits = 8 * y->size;
+
+    if (y->kind == 'i' && bits < 64 && (v >> (bits - 1)) & 1)
+        v |= ~(uint64_t)0 << bits;
+    *raw = v;
+    if (y->kind == 'u' && v > (uint64_t)INT64_MAX)
+        return INT64_MAX;
+    return (int64_t)v;
+}
+
+/* First pass over y: every label in range; num_classes when not given. */
+static tg_status scan_labels(struct conv *c, char *err, size_t errlen) {
+    struct npy_file *y = &c->y;
+    unsigned char *buf = malloc((size_t)(NPY_LABEL_BLOCK * y->size));
+    int64_t max = -1, given = c->o.num_classes;
+    tg_status st = TG_OK;
+
+    if (!buf)
+        return tg__ds_fail(TG_ERR_NOMEM, err, errlen, "%s: out of memory", y->path);
+    for (int64_t i = 0; i < c->n && st == TG_OK; i += NPY_LABEL_BLOCK) {
+        int64_t m = c->n - i < NPY_LABEL_BLOCK ? c->n - i : NPY_LABEL_BLOCK;
+
+        st = tg__npy_read(y, buf, m, err, errlen);
+        for (int64_t k = 0; k < m && st == TG_OK; k++) {
+            uint64_t raw;
+            int64_t v = label_at(y, buf + k * y->size, &raw);
+
+            if (v < 0)
+                st = tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                                 "%s: label y[%lld] = %lld is negative; labels must lie in [0, "
+                                 "num_classes)",
+                                 y->path, (long long)(i + k), (long long)v);
+            else if (given && v >= given)
+                st = tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                                 "%s: label y[%lld] = %llu is not below num_classes %lld",
+                                 y->path, (long long)(i + k), (unsigned long long)raw,
+                                 (long long)given);
+            else if (v >= INT32_MAX)
+                st = tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                                 "%s: label y[%lld] = %llu is too large: num_classes must be "
+                                 "below 2^31",
+                                 y->path, (long long)(i + k), (unsigned long long)raw);
+            else if (v > max)
+                max = v;
+        }
+    }
+    free(buf);
+    c->ncls = given ? given : max + 1;
+    return st;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Output file (as idx.c)                                                  */
+/* ---------------------------------------------------------------------- */
+
+/*
+ * Opens the output: an existing HDF5 file in place, or a new file under a
+ * temporary name. A partial group from an earlier failed run is removed.
+ */
+static tg_status out_open(struct npy_out *o, char *err, size_t errlen) {
+    struct stat sb;
+    size_t len;
+
+    /* Kept open until out_close: closing it between a failed H5Fopen and
+     * the message would clear the error stack the message quotes. */
+    o->fapl = tg__ds_fapl(false);
+    if (o->fapl < 0)
+        return h5_err(o, "setting up file access", err, errlen);
+    if (stat(o->path, &sb) == 0) {
+        if (tg__ds_is_hdf5(o->path) <= 0)
+            return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                               "%s: exists and is not an HDF5 file; refusing to overwrite it",
+                               o->path);
+        o->existed = true;
+        o->file = H5Fopen(o->path, H5F_ACC_RDWR, o->fapl);
+        if (o->file < 0)
+            return h5_err(o, "opening for writing", err, errlen);
+        if (H5Lexists(o->file, o->tmp_group, H5P_DEFAULT) > 0 &&
+            H5Ldelete(o->file, o->tmp_group, H5P_DEFAULT) < 0)
+            return h5_err(o, "removing a partial split", err, errlen);
+        return TG_OK;
+    }
+    if (errno != ENOENT)
+        return tg__ds_fail(TG_ERR_IO, err, errlen, "%s: cannot stat: %s", o->path, strerror(errno));
+    len = strlen(o->path) + 32;
+    o->tmp_path = malloc(len);
+    if (!o->tmp_path)
+        return tg__ds_fail(TG_ERR_NOMEM, err, errlen, "%s: out of memory", o->path);
+    snprintf(o->tmp_path, len, "%s.tmp%ld", o->path, (long)getpid());
+    o->file = H5Fcreate(o->tmp_path, H5F_ACC_TRUNC, H5P_DEFAULT, o->fapl);
+    if (o->file < 0)
+        return h5_err(o, "creating the file", err, errlen);
+    return TG_OK;
+}
+
+/* Publishes the finished split: swap the group in, close, rename a new file
+ * into place. On failure everything written is taken back. */
+static tg_status out_close(struct npy_out *o, tg_status st, char *err, size_t errlen) {
+    if (st == TG_OK) {
+        if (H5Lexists(o->file, o->split, H5P_DEFAULT) > 0 &&
+            H5Ldelete(o->file, o->split, H5P_DEFAULT) < 0)
+            st = h5_err(o, "removing the old split", err, errlen);
+        else if (H5Lmove(o->file, o->tmp_group, o->file, o->split, H5P_DEFAULT, H5P_DEFAULT) < 0)
+            st = h5_err(o, "naming the split", err, errlen);
+    }
+    if (st != TG_OK && o->existed && o->file >= 0)
+        (void)H5Ldelete(o->file, o->tmp_group, H5P_DEFAULT);
+    /* Closing flushes everything written: its failure is a write failure. */
+    if (o->file >= 0 && H5Fclose(o->file) < 0 && st == TG_OK)
+        st = h5_err(o, "closing the file", err, errlen);
+    o->file = -1;
+    if (o->fapl >= 0)
+        (void)H5Pclose(o->fapl);
+    o->fapl = -1;
+    if (o->tmp_path) {
+        if (st == TG_OK && rename(o->tmp_path, o->path) != 0)
+            st = tg__ds_fail(TG_ERR_IO, err, errlen, "%s: cannot rename the finished file: %s",
+                             o->path, strerror(errno));
+        if (st != TG_OK)
+            (void)unlink(o->tmp_path);
+        free(o->tmp_path);
+        o->tmp_path = NULL;
+    }
+    return st;
+}
+
+static tg_status write_attr(const struct npy_out *o, hid_t grp, const char *name, hid_t ftype,
+                            hid_t mtype, const void *val, char *err, size_t errlen) {
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = sp < 0 ? -1 : H5Acreate2(grp, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t w = a < 0 ? -1 : H5Awrite(a, mtype, val);
+    char what[64];
+
+    if (a >= 0 && H5Aclose(a) < 0)
+        w = -1;
+    if (sp >= 0)
+        (void)H5Sclose(sp);
+    if (w < 0) {
+        snprintf(what, sizeof what, "writing attribute %s", name);
+        return h5_err(o, what, err, errlen);
+    }
+    return TG_OK;
+}
+
+/* Creates a chunked dataset of file type `type`, optionally deflated. */
+static hid_t make_dataset(hid_t grp, const char *name, hid_t type, int rank, const hsize_t *dims,
+                          const hsize_t *chunk, int level) {
+    hid_t sp = H5Screate_simple(rank, dims, NULL);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    hid_t d = -1;
+
+    if (sp >= 0 && dcpl >= 0 && H5Pset_chunk(dcpl, rank, chunk) >= 0 &&
+        (level <= 0 || H5Pset_deflate(dcpl, (unsigned)level) >= 0))
+        d = H5Dcreate2(grp, name, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    if (dcpl >= 0)
+        (void)H5Pclose(dcpl);
+    if (sp >= 0)
+        (void)H5Sclose(sp);
+    return d;
+}
+
+/* Writes rows [start, start+m) of dataset d (rank dims) from buf. */
+static herr_t write_rows(hid_t d, hid_t mtype, int rank, const hsize_t *dims, int64_t start,
+                         int64_t m, const void *buf) {
+    hsize_t off[TG_MAX_DIMS] = {0}, cnt[TG_MAX_DIMS];
+    hid_t ms, fs;
+    herr_t w = -1;
+
+    memcpy(cnt, dims, sizeof(hsize_t) * (size_t)rank);
+    off[0] = (hsize_t)start;
+    cnt[0] = (hsize_t)m;
+    ms = H5Screate_simple(rank, cnt, NULL);
+    fs = H5Dget_space(d);
+    if (ms >= 0 && fs >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, off, NULL, cnt, NULL) >= 0)
+        w = H5Dwrite(d, mtype, ms, fs, H5P_DEFAULT, buf);
+    if (fs >= 0)
+        (void)H5Sclose(fs);
+    if (ms >= 0)
+        (void)H5Sclose(ms);
+    return w;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Streaming                                                               */
+/* ---------------------------------------------------------------------- */
+
+/* Second pass over y: the checked labels as i32, one chunk of y per write. */
+static tg_status write_labels(struct conv *c, const struct npy_out *o, hid_t yd, int64_t yc,
+                              char *err, size_t errlen) {
+    struct npy_file *y = &c->y;
+    unsigned char *raw = malloc((size_t)(yc * y->size));
+    int32_t *lab = malloc(sizeof(int32_t) * (size_t)yc);
+    hsize_t dims[1] = {(hsize_t)c->n};
+    tg_status st = raw && lab ? tg__npy_seek_body(y, err, errlen)
+                              : tg__ds_fail(TG_ERR_NOMEM, err, errlen, "%s: out of memory", y->path);
+
+    for (int64_t i = 0; i < c->n && st == TG_OK; i += yc) {
+        int64_t m = c->n - i < yc ? c->n - i : yc;
+        uint64_t bits;
+
+        st = tg__npy_read(y, raw, m, err, errlen);
+        for (int64_t k = 0; k < m && st == TG_OK; k++)
+            lab[k] = (int32_t)label_at(y, raw + k * y->size, &bits);
+        if (st == TG_OK && write_rows(yd, H5T_NATIVE_INT32, 1, dims, i, m, lab) < 0)
+            st = h5_err(o, "writing y", err, errlen);
+    }
+    free(raw);
+    free(lab);
+    return st;
+}
+
+/* Names element e of x as "x[3, 0, 1, 2]" in buf. */
+static const char *x_index(const struct npy_file *x, int64_t e, char *buf, size_t len) {
+    int64_t idx[TG_MAX_DIMS];
+    size_t used = 0;
+
+    for (int d = x->ndim - 1; d >= 0; d--) {
+        idx[d] = e % x->shape[d];
+        e /= x->shape[d];
+    }
+    used += (size_t)snprintf(buf, len, "x[");
+    for (int d = 0; d < x->ndim && used < len; d++)
+        used += (size_t)snprintf(buf + used, len - used, "%s%lld", d ? ", " : "",
+                                 (long long)idx[d]);
+    if (used < len)
+        snprintf(buf + used, len - used, "]");
+    return buf;
+}
+
+/* Converts m raw float elements to f32 into out, refusing non-finite
+ * values; `first` is the element index of raw[0] for the message. */
+static tg_status convert_floats(const struct npy_file *x, const unsigned char *raw, int64_t m,
+                                int64_t first, float *out, char *err, size_t errlen) {
+    char where[160];
+
+    for (int64_t k = 0; k < m; k++) {
+        uint64_t bits = tg__npy_load_bits(raw + k * x->size, x->size, x->big);
+        double d;
+        float f;
+
+        if (x->size == 4) {
+            uint32_t b32 = (uint32_t)bits;
+            memcpy(&f, &b32, sizeof f);
+            d = f;
+        } else {
+            memcpy(&d, &bits, sizeof d);
+            f = (float)d;
+        }
+        if (!isfinite(d))
+            return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                               "%s: %s is %s; float inputs must be finite", x->path,
+                               x_index(x, first + k, where, sizeof where),
+                               isnan(d) ? "NaN" : d > 0 ? "inf" : "-inf");
+        if (!isfinite(f))
+            return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                               "%s: %s = %g is outside the float32 range it is stored in",
+                               x->path, x_index(x, first + k, where, sizeof where), d);
+        out[k] = f;
+    }
+    return TG_OK;
+}
+
+/* Adds m stored values to the statistics. */
+static void add_stats(struct conv *c, const void *vals, int64_t m) {
+    const uint8_t *u = vals;
+    const float *f = vals;
+    double bmean = 0, bm2 = 0, delta, tot;
+
+    if (c->xu8) {
+        for (int64_t k = 0; k < m; k++) {
+            c->sum += u[k];
+            c->sumsq += (uint64_t)u[k] * u[k];
+        }
+        return;
+    }
+    for (int64_t k = 0; k < m; k++)
+        bmean += (double)f[k] * c->scale;
+    bmean /= (double)m;
+    for (int64_t k = 0; k < m; k++) {
+        double dv = (double)f[k] * c->scale - bmean;
+        bm2 += dv * dv;
+    }
+    tot = c->cnt + (double)m;
+    delta = bmean - c->fmean;
+    c->fmean += delta * (double)m / tot;
+    c->m2 += bm2 + delta * delta * c->cnt * (double)m / tot;
+    c->cnt = tot;
+}
+
+/* Streams x into the dataset one chunk of samples at a time. */
+static tg_status write_x(struct conv *c, const struct npy_out *o, hid_t xd, const hsize_t *dims,
+                         char *err, size_t errlen) {
+    struct npy_file *x = &c->x;
+    size_t esz = c->xu8 ? 1 : sizeof(float);
+    unsigned char *out = malloc((size_t)(c->chunk * c->per) * esz);
+    unsigned char *raw = malloc((size_t)(NPY_RAW_BLOCK * x->size));
+    tg_status st = out && raw ? TG_OK
+                              : tg__ds_fail(TG_ERR_NOMEM, err, errlen, "%s: out of memory", x->path);
+
+    for (int64_t i = 0; i < c->n && st == TG_OK; i += c->chunk) {
+        int64_t m = c->n - i < c->chunk ? c->n - i : c->chunk, total = m * c->per;
+
+        for (int64_t k = 0; k < total && st == TG_OK; k += NPY_RAW_BLOCK) {
+            int64_t b = total - k < NPY_RAW_BLOCK ? total - k : NPY_RAW_BLOCK;
+            unsigned char *dst = out + (size_t)k * esz;
+
+            st = tg__npy_read(x, raw, b, err, errlen);
+            if (st)
+                break;
+            if (c->xu8)
+                memcpy(dst, raw, (size_t)b);
+            else
+                st = convert_floats(x, raw, b, i * c->per + k, (float *)(void *)dst, err, errlen);
+            if (st == TG_OK)
+                add_stats(c, dst, b);
+        }
+        if (st == TG_OK && write_rows(xd, c->xu8 ? H5T_NATIVE_UCHAR : H5T_NATIVE_FLOAT, x->ndim,
+                                      dims, i, m, out) < 0)
+            st = h5_err(o, "writing x", err, errlen);
+    }
+    /* Anything after the body means the header lied (checked up front for
+     * regular files; this catches pipes and files that grew). */
+    if (st == TG_OK && fgetc(x->fp) != EOF)
+        st = tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                         "%s: data continues past the %lld body bytes its header announces",
+                         x->path, (long long)x->body);
+    free(out);
+    free(raw);
+    return st;
+}
+
+/* mean and std from the statistics, or as given. */
+static void finish_stats(struct conv *c) {
+    double cnt = (double)c->n * (double)c->per, var;
+
+    if (c->o.set_mean_std) {
+        c->mean = c->o.mean;
+        c->sd = c->o.std;
+        return;
+    }
+    if (c->xu8) {
+        /* As idx.c: exact integer sums, then E[v^2] - E[v]^2, well
+         * conditioned for values in 0..255. */
+        double m = (double)c->sum / cnt;
+        var = (double)c->sumsq / cnt - m * m;
+        c->mean = m * c->scale;
+        c->sd = var > 0 ? sqrt(var) * fabs(c->scale) : 0.0;
+    } else {
+        c->mean = c->fmean;
+        c->sd = c->m2 > 0 ? sqrt(c->m2 / c->cnt) : 0.0;
+    }
+    /* Constant inputs would divide by zero at read time. */
+    if (!(c->sd > 0) || !isfinite(c->sd))
+        c->sd = 1.0;
+}
+
+/* The chunk of x: as asked, or the default, within the split and HDF5's
+ * 4 GiB chunk limit. */
+static void choose_chunk(struct conv *c) {
+    int64_t bytes = c->per * (c->xu8 ? 1 : 4);
+
+    c->chunk = c->o.chunk_samples;
+    if (c->chunk <= 0) {
+        c->chunk = NPY_CHUNK_BYTES / bytes;
+        if (c->chunk > NPY_DEFAULT_CHUNK)
+            c->chunk = NPY_DEFAULT_CHUNK;
+        if (c->chunk < 1)
+            c->chunk = 1;
+    }
+    if (c->chunk > c->n)
+        c->chunk = c->n;
+    while (c->chunk > 1 && c->chunk * bytes >= ((int64_t)1 << 32))
+        c->chunk /= 2;
+}
+
+/* Writes x, y and the attributes into the temporary group. */
+static tg_status write_split(struct conv *c, const struct npy_out *o, char *err, size_t errlen) {
+    hsize_t xd[TG_MAX_DIMS], xc[TG_MAX_DIMS], yd[1] = {(hsize_t)c->n}, yc[1];
+    hid_t grp, x = -1, y = -1;
+    tg_status st = TG_OK;
+    int32_t ncls = (int32_t)c->ncls;
+
+    choose_chunk(c);
+    for (int i = 0; i < c->x.ndim; i++)
+        xd[i] = xc[i] = (hsize_t)c->x.shape[i];
+    xc[0] = (hsize_t)c->chunk;
+    yc[0] = (hsize_t)(c->chunk * NPY_LABEL_CHUNK_FACTOR < c->n ? c->chunk * NPY_LABEL_CHUNK_FACTOR
+                                                               : c->n);
+    grp = H5Gcreate2(o->file, o->tmp_group, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (grp < 0)
+        return h5_err(o, "creating the split group", err, errlen);
+    x = make_dataset(grp, "x", c->xu8 ? H5T_STD_U8LE : H5T_IEEE_F32LE, c->x.ndim, xd, xc,
+                     c->o.deflate_level);
+    y = make_dataset(grp, "y", c->ncls <= 256 ? H5T_STD_U8LE : H5T_STD_I32LE, 1, yd, yc,
+                     c->o.deflate_level);
+    if (x < 0 || y < 0)
+        st = h5_err(o, "creating x and y", err, errlen);
+    if (st == TG_OK)
+        st = write_labels(c, o, y, (int64_t)yc[0], err, errlen);
+    if (st == TG_OK)
+        st = write_x(c, o, x, xd, err, errlen);
+    if (st == TG_OK) {
+        finish_stats(c);
+        st = write_attr(o, grp, TG__ATTR_NUM_CLASSES, H5T_STD_I32LE, H5T_NATIVE_INT32, &ncls, err,
+                        errlen);
+    }
+    if (st == TG_OK)
+        st = write_attr(o, grp, TG__ATTR_SCALE, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &c->scale, err,
+                        errlen);
+    if (st == TG_OK)
+        st = write_attr(o, grp, TG__ATTR_MEAN, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &c->mean, err,
+                        errlen);
+    if (st == TG_OK)
+        st = write_attr(o, grp, TG__ATTR_STD, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &c->sd, err,
+                        errlen);
+    if (x >= 0 && H5Dclose(x) < 0 && st == TG_OK)
+        st = h5_err(o, "closing x", err, errlen);
+    if (y >= 0 && H5Dclose(y) < 0 && st == TG_OK)
+        st = h5_err(o, "closing y", err, errlen);
+    if (H5Gclose(grp) < 0 && st == TG_OK)
+        st = h5_err(o, "closing the split group", err, errlen);
+    return st;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Entry point                                                             */
+/* ---------------------------------------------------------------------- */
+
+static tg_status check_split_name(const char *split, struct npy_out *o, char *err, size_t errlen) {
+    while (*split == '/')
+        split++;
+    if (!*split || strchr(split, '/') || strlen(split) >= sizeof o->split - 16)
+        return tg__ds_fail(TG_ERR_INVALID, err, errlen,
+                           "%s: bad split name \"%s\" (expected a top-level name like \"train\")",
+                           o->path, split);
+    snprintf(o->split, sizeof o->split, "/%s", split);
+    /* The split is built under this name and renamed when complete, so a
+     * failure never leaves a split that looks valid but is partial. */
+    snprintf(o->tmp_group, sizeof o->tmp_group, "/.%s.partial", split);
+    return TG_OK;
+}
+
+static tg_status check_options(const tg_npy_options *o, const char *out, char *err,
+                               size_t errlen) {
+    if (o->chunk_samples < 0)
+        return tg__ds_fail(TG_ERR_INVALID, err, errlen, "%s: chunk_samples %lld is negative", out,
+                           (long long)o->chunk_samples);
+    if (o->deflate_level < 0 || o->deflate_level > 9)
+        return tg__ds_fail(TG_ERR_INVALID, err, errlen, "%s: deflate level %d is outside 0..9",
+                           out, o->deflate_level);
+    if (o->num_classes < 0 || o->num_classes > INT32_MAX)
+        return tg__ds_fail(TG_ERR_INVALID, err, errlen,
+                           "%s: num_classes %lld is outside 1..2^31-1 (0 for max label + 1)", out,
+                           (long long)o->num_classes);
+    if (!isfinite(o->scale))
+        return tg__ds_fail(TG_ERR_INVALID, err, errlen, "%s: scale %g is not finite", out,
+                           o->scale);
+    if (o->set_mean_std && !(isfinite(o->mean) && isfinite(o->std) && o->std > 0))
+        return tg__ds_fail(TG_ERR_INVALID, err, errlen,
+                           "%s: mean %g / std %g: expected finite values with std > 0", out,
+                           o->mean, o->std);
+    return TG_OK;
+}
+
+/* Opens and checks both inputs and that they agree. */
+static tg_status open_inputs(struct conv *c, const char *x_npy, const char *y_npy, char *err,
+                             size_t errlen) {
+    tg_status st = tg__npy_open(&c->x, x_npy, err, errlen);
+
+    if (st == TG_OK)
+        st = check_x(&c->x, err, errlen);
+    if (st == TG_OK)
+        st = tg__npy_open(&c->y, y_npy, err, errlen);
+    if (st == TG_OK)
+        st = check_y(&c->y, err, errlen);
+    if (st == TG_OK && c->x.shape[0] != c->y.shape[0])
+        st = tg__ds_fail(TG_ERR_FORMAT, err, errlen, "%s has %lld labels but %s has %lld samples",
+                         y_npy, (long long)c->y.shape[0], x_npy, (long long)c->x.shape[0]);
+    if (st)
+        return st;
+    c->n = c->x.shape[0];
+    c->per = c->x.numel / c->n;
+    c->xu8 = c->x.kind == 'u';
+    c->scale = c->o.scale != 0 ? c->o.scale : c->xu8 ? 1.0 / 255.0 : 1.0;
+    return TG_OK;
+}
+
+tg_status tg_npy_convert(const char *x_npy, const char *y_npy, const char *out_h5,
+                         const char *split, const tg_npy_options *opts, char *err,
+                         size_t errlen) {
+    struct npy_out out = {.path = out_h5, .file = -1, .fapl = -1};
+    struct conv *c;
+    tg_status st;
+
+    if (!x_npy || !y_npy || !out_h5 || !split || !*x_npy || !*y_npy || !*out_h5)
+        return tg__ds_fail(TG_ERR_INVALID, err, errlen,
+                           "tg_npy_convert: x, y, output and split must be given");
+    c = calloc(1, sizeof *c);
+    if (!c)
+        return tg__ds_fail(TG_ERR_NOMEM, err, errlen, "%s: out of memory", out_h5);
+    if (opts)
+        c->o = *opts;
+    st = check_options(&c->o, out_h5, err, errlen);
+    if (st == TG_OK)
+        st = check_split_name(split, &out, err, errlen);
+    if (st == TG_OK)
+        st = open_inputs(c, x_npy, y_npy, err, errlen);
+    /* Labels are checked before the output is touched. */
+    if (st == TG_OK)
+        st = scan_labels(c, err, errlen);
+    if (st == TG_OK) {
+        tg__ds_h5_quiet();
+        st = out_open(&out, err, errlen);
+        if (st == TG_OK)
+            st = write_split(c, &out, err, errlen);
+        st = out_close(&out, st, err, errlen);
+    }
+    tg__npy_close(&c->x);
+    tg__npy_close(&c->y);
+    free(c);
+    return st;
+}
