@@ -291,29 +291,25 @@ static int resolve(const given *g, tg_trainer_config *cfg, train_opts *o) {
     return 0;
 }
 
-/* The dataset's path: --data as given, or the Fashion-MNIST cache, which
- * rank 0 builds first (the other ranks wait, then find it in place, so that
- * no two ranks convert into the same folder at once). Returns an exit code;
- * every rank returns the same one. */
-static int find_data(const train_opts *o, tg_world *w, char *cache, size_t len,
-                     const char **data) {
+int tg_train_find_data(const char *cmd, const char *given, const char *idx_dir, tg_world *w,
+                       char *cache, size_t len, const char **data) {
     int rank = tg_world_rank(w);
-    *data = o->data;
-    if (o->data) {
+    *data = given;
+    if (given) {
         struct stat st;
-        if (stat(o->data, &st) != 0) {
-            fprintf(stderr, "tapegrad train: rank %d: %s: %s\n", rank, o->data, strerror(errno));
+        if (stat(given, &st) != 0) {
+            fprintf(stderr, "tapegrad %s: rank %d: %s: %s\n", cmd, rank, given, strerror(errno));
             return TG_EXIT_DATA;
         }
         return TG_EXIT_OK;
     }
-    int64_t code = rank == 0 ? tg_fmnist_cache(o->idx_dir, cache, len) : 0;
+    int64_t code = rank == 0 ? tg_fmnist_cache(idx_dir, cache, len) : 0;
     if (tg_world_size(w) > 1 && tg_broadcast(w, &code, 1, TG_I64, 0, "dataset ready") != TG_OK) {
-        fprintf(stderr, "tapegrad train: %s\n", tg_world_error(w));
+        fprintf(stderr, "tapegrad %s: %s\n", cmd, tg_world_error(w));
         return TG_EXIT_LOST_RANK;
     }
     if (code == 0 && rank != 0)
-        code = tg_fmnist_cache(o->idx_dir, cache, len);
+        code = tg_fmnist_cache(idx_dir, cache, len);
     *data = cache;
     return (int)code;
 }
@@ -351,7 +347,7 @@ int tg_cmd_train(int argc, char **argv) {
     } else {
         char cache[4096];
         const char *data;
-        code = find_data(&o, w, cache, sizeof cache, &data);
+        code = tg_train_find_data("train", o.data, o.idx_dir, w, cache, sizeof cache, &data);
         if (code == TG_EXIT_OK)
             code = tg_train_run(&cfg, &o, data, w);
     }

@@ -36,6 +36,13 @@ const char *tg_train_sched_name(tg_lr_kind k);
  * compared at resume, printed in the banner). Returns buf. */
 char *tg_train_config_text(const tg_trainer_config *c, char *buf, size_t len);
 
+/* The dataset's path: `given` (--data) when set, else the Fashion-MNIST
+ * cache, which rank 0 builds first (the other ranks wait, then find it in
+ * place, so that no two ranks convert into the same folder at once).
+ * Returns an exit code. */
+int tg_train_find_data(const char *cmd, const char *given, const char *idx_dir, tg_world *w,
+                       char *cache, size_t len, const char **data);
+
 /*
  * Runs the training on this rank of world w: the context, the trainer,
  * resuming, DDP, checkpoints, pre-emption, progress. Returns the exit code.

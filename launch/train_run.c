@@ -417,12 +417,10 @@ static int load_resume(run_state *st, tg_trainer *tr, const char *path) {
         say_error(st, msg);
         return s == TG_ERR_NOMEM ? TG_EXIT_RUNTIME : TG_EXIT_DATA;
     }
+    /* Another model is reported by the load below, which names the first
+     * tensor that differs and the file's model. */
     int code = 0;
-    if (strcmp(m.model, tg_model_name(c->model)) != 0) {
-        snprintf(msg, sizeof msg, "--resume: %s is a checkpoint of model '%s', not '%s' (--model)",
-                 path, m.model, tg_model_name(c->model));
-        code = TG_EXIT_DATA;
-    } else if (m.samples_consumed != m.step * c->batch_size) {
+    if (m.samples_consumed != m.step * c->batch_size) {
         snprintf(msg, sizeof msg,
                  "--resume: %s was written with another global batch (%lld samples in %lld "
                  "steps), this run has --batch-size %lld",
@@ -470,6 +468,33 @@ static int load_resume(run_state *st, tg_trainer *tr, const char *path) {
     }
     tg_ckpt_meta_free(&m);
     return code;
+}
+
+/* mkdir -p: every missing folder of path, then path itself. */
+static int mkdir_p(const char *path) {
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+        return -1;
+    struct stat sb;
+    if (stat(buf, &sb) != 0)
+        return -1;
+    if (!S_ISDIR(sb.st_mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
+    return access(buf, W_OK | X_OK);
 }
 
 /* The worst exit code over the ranks (so that all stop together). */
@@ -587,6 +612,12 @@ int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, 
         fprintf(stderr, "tapegrad train: --metrics: cannot create '%s': %s\n", o->metrics,
                 strerror(errno));
         code = TG_EXIT_USAGE;
+    }
+    /* An unusable checkpoint folder is found now, not at the first save. */
+    if (code == 0 && st.rank == 0 && o->ckpt_dir && mkdir_p(o->ckpt_dir) != 0) {
+        fprintf(stderr, "tapegrad train: --ckpt-dir %s: cannot create or write the folder: %s\n",
+                o->ckpt_dir, strerror(errno));
+        code = TG_EXIT_DATA;
     }
     if ((code = agree(&st, code)) != 0)
         goto out;
