@@ -403,6 +403,33 @@ static int choose_resume(run_state *st, tg_ctx *ctx, char *path, size_t len) {
     return (int)code;
 }
 
+/* Names the settings that differ from the checkpoint's (a resumed run
+ * takes the command line's; a different schedule or batch changes it). */
+static void warn_config(const char *old, const char *now, const char *path) {
+    bool said = false;
+    for (const char *l = now; *l;) {
+        size_t n = strcspn(l, "\n");
+        size_t k = strcspn(l, "=");
+        bool found = false;
+        for (const char *o = old; *o;) {
+            size_t on = strcspn(o, "\n");
+            if (on == n && strncmp(o, l, n) == 0)
+                found = true;
+            o += on + (o[on] == '\n');
+        }
+        if (!found && k < n) {
+            if (!said)
+                fprintf(stderr, "tapegrad train: warning: resuming %s with other settings (the "
+                                "new ones apply):", path);
+            fprintf(stderr, " %.*s;", (int)n, l);
+            said = true;
+        }
+        l += n + (l[n] == '\n');
+    }
+    if (said)
+        fprintf(stderr, "\n");
+}
+
 /* Loads `path` into this rank's trainer and moves it to the saved position.
  * Returns an exit code (0: loaded; -1: the run was already complete). */
 static int load_resume(run_state *st, tg_trainer *tr, const char *path) {
@@ -427,31 +454,21 @@ static int load_resume(run_state *st, tg_trainer *tr, const char *path) {
                  path, (long long)m.samples_consumed, (long long)m.step,
                  (long long)c->batch_size);
         code = TG_EXIT_USAGE;
-    } else if (m.step >= tg_trainer_total_steps(tr)) {
-        if (st->rank == 0)
-            printf("%s is at step %lld: the run (%lld steps) is already complete\n", path,
-                   (long long)m.step, (long long)tg_trainer_total_steps(tr));
-        code = -1;
     }
     if (code > 0) {
         say_error(st, msg);
         tg_ckpt_meta_free(&m);
         return code;
     }
-    if (code < 0) {
-        tg_ckpt_meta_free(&m);
-        return code;
-    }
-    if (st->rank == 0 && m.config && strcmp(m.config, st->cfg_text) != 0)
-        fprintf(stderr,
-                "tapegrad train: warning: the options differ from those %s was written with; "
-                "the run continues with the new ones:\n%s",
-                path, m.config);
+    if (st->rank == 0 && m.config)
+        warn_config(m.config, st->cfg_text, path);
     tg_tensor *ts[MAX_CKPT_TENSORS];
     int n = ckpt_tensors(tr, ts);
     /* The position first: it resets the optimizer's step counts, which the
-     * checkpoint's own step tensors then overwrite. */
-    s = tg_trainer_set_position(tr, m.step, m.samples_consumed);
+     * checkpoint's own step tensors then overwrite. A checkpoint at or past
+     * the end is still loaded, to report a broken or foreign file. */
+    bool complete = m.step >= tg_trainer_total_steps(tr);
+    s = complete ? TG_OK : tg_trainer_set_position(tr, m.step, m.samples_consumed);
     if (s == TG_OK) {
         tg_optim_set_steps(tg_trainer_optim(tr), m.optim_steps);
         s = tg_ckpt_load(ctx, path, n, ts, NULL);
@@ -460,6 +477,11 @@ static int load_resume(run_state *st, tg_trainer *tr, const char *path) {
         snprintf(msg, sizeof msg, "--resume: %s", tg_ctx_error(ctx));
         say_error(st, msg);
         code = s == TG_ERR_NOMEM ? TG_EXIT_RUNTIME : TG_EXIT_DATA;
+    } else if (complete) {
+        if (st->rank == 0)
+            printf("%s is at step %lld: the run (%lld steps) is already complete\n", path,
+                   (long long)m.step, (long long)tg_trainer_total_steps(tr));
+        code = -1;
     } else if (st->rank == 0) {
         printf("resumed from %s: step %lld, epoch %lld, %lld samples consumed (written by %d "
                "rank%s)\n",

@@ -221,7 +221,8 @@ static void group_badckpt(void) {
     int code = run(0, &out, TRAIN("--ckpt-dir", P("good"), "--ckpt-every", "2"));
     CHECK(code == 0, "exit %d\n%s", code, out);
     free(out);
-    const char *good = CKPT("good", 4);
+    char good[1024];
+    snprintf(good, sizeof good, "%s", CKPT("good", 4));
 
     expect(2, "a file in the way", 3, "cannot create or write the folder",
            TRAIN("--ckpt-dir", P("d.h5/sub")));
@@ -254,7 +255,7 @@ static void group_badckpt(void) {
     code = run(2, &out, ARGS("train", "--data", data, "--max-steps", "6", "--threads", "1",
                              "--ckpt-dir", P("fb"), "--resume", "auto"));
     CHECK(code == 0, "fallback: exit %d\n%s", code, out);
-    CHECK(has(out, "warning: ") && has(out, "falling back") && has(out, "step 2, epoch 1"),
+    CHECK(has(out, "warning: ") && has(out, "falling back") && has(out, "step 2, epoch"),
           "%s", out);
     free(out);
 }
@@ -398,8 +399,9 @@ static void group_eval(void) {
           "1 rank: %g %g; 3 ranks: %g %g", loss[0], acc[0], loss[1], acc[1]);
 
     const char *small = make_data("small.h5", 8, 3);
-    expect(4, "eval of 3 samples on 4 ranks", 0, "(3 samples",
-           ARGS("eval", "--ckpt", ck, "--data", small, "--threads", "1"));
+    /* Batches of 6 on 2 ranks: rank 0 gets all 3 samples, rank 1 none. */
+    expect(2, "eval of 3 samples on 2 ranks", 0, "(3 samples",
+           ARGS("eval", "--ckpt", ck, "--data", small, "--batch-size", "6", "--threads", "1"));
     expect(0, "eval of a missing checkpoint", 3, "No such file",
            ARGS("eval", "--ckpt", P("nope.h5"), "--data", data));
     expect(0, "eval of a dataset", 3, "not a tapegrad checkpoint",
