@@ -223,7 +223,7 @@ static int inspect_checkpoint(const char *path) {
         code = TG_EXIT_DATA;
     } else if (s) {
         fprintf(stderr,
-                "tapegrad inspect: %s: neither a dataset (no split group holding x and y) nor "
+                "tapegrad inspect: %s: not a dataset (no split group holding x and y), nor "
                 "a checkpoint: %s\n",
                 path, tg_ctx_error(ctx));
         code = s == TG_ERR_NOMEM ? TG_EXIT_RUNTIME : TG_EXIT_DATA;

@@ -344,6 +344,11 @@ int tg_cmd_train(int argc, char **argv) {
                                "--batch-size %lld (the global batch) is not divisible by the "
                                "world size %d; choose a multiple of %d",
                                (long long)cfg.batch_size, cfg.world, cfg.world);
+    } else if ((code = tg_train_open_device(&o, w, err, sizeof err)) != 0) {
+        if (cfg.world == 1)
+            fprintf(stderr, "tapegrad train: %s\n", err);
+        else if (cfg.rank == 0 || code != TG_EXIT_USAGE)
+            fprintf(stderr, "tapegrad train: rank %d: %s\n", cfg.rank, err);
     } else {
         char cache[4096];
         const char *data;

@@ -43,6 +43,10 @@ char *tg_train_config_text(const tg_trainer_config *c, char *buf, size_t len);
 int tg_train_find_data(const char *cmd, const char *given, const char *idx_dir, tg_world *w,
                        char *cache, size_t len, const char **data);
 
+/* --device: for cuda, checks the build and the node's GPUs and selects the
+ * GPU of this rank's local rank. Returns an exit code; err says why. */
+int tg_train_open_device(const train_opts *o, tg_world *w, char *err, size_t len);
+
 /*
  * Runs the training on this rank of world w: the context, the trainer,
  * resuming, DDP, checkpoints, pre-emption, progress. Returns the exit code.

@@ -536,7 +536,7 @@ static int agree(run_state *st, int code) {
 
 /* ---- the run ---- */
 
-static int open_device(const train_opts *o, tg_world *w, char *err, size_t len) {
+int tg_train_open_device(const train_opts *o, tg_world *w, char *err, size_t len) {
     if (o->device != TG_DEVICE_CUDA)
         return TG_EXIT_OK;
 #ifndef TG_HAVE_CUDA
@@ -622,11 +622,6 @@ int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, 
     if (install_signals(err, sizeof err) != 0) {
         say_error(&st, err);
         return TG_EXIT_RUNTIME;
-    }
-    if ((code = open_device(o, w, err, sizeof err)) != 0) {
-        if (st.rank == 0 || code != TG_EXIT_USAGE)
-            say_error(&st, err);
-        return code;
     }
     if (st.rank == 0 && o->metrics &&
         !(st.metrics = fopen(o->metrics, o->resume ? "a" : "w"))) {
