@@ -298,7 +298,11 @@ int tg_train_find_data(const char *cmd, const char *given, const char *idx_dir, 
     if (given) {
         struct stat st;
         if (stat(given, &st) != 0) {
-            fprintf(stderr, "tapegrad %s: rank %d: %s: %s\n", cmd, rank, given, strerror(errno));
+            if (tg_world_size(w) > 1)
+                fprintf(stderr, "tapegrad %s: rank %d: %s: %s\n", cmd, rank, given,
+                        strerror(errno));
+            else
+                fprintf(stderr, "tapegrad %s: %s: %s\n", cmd, given, strerror(errno));
             return TG_EXIT_DATA;
         }
         return TG_EXIT_OK;
