@@ -14,7 +14,7 @@
  */
 static const tg_cli_command commands[] = {
     {"train", tg_cmd_train, "train a model (by default: Fashion-MNIST, on the CPU)"},
-    {"eval", NULL, "evaluate a checkpoint on a dataset split"},
+    {"eval", tg_cmd_eval, "evaluate a checkpoint on a dataset split"},
     {"convert", tg_cmd_convert, "convert MNIST-family IDX files to a tapegrad HDF5 dataset"},
     {"inspect", tg_cmd_inspect, "describe a dataset or checkpoint file"},
     {"export", tg_cmd_export, "export a checkpoint's parameters"},

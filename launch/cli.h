@@ -60,6 +60,7 @@ int tg_cli_exit_for_status(tg_status s);
 /* ---- the subcommands (one file each) ---- */
 
 int tg_cmd_train(int argc, char **argv);
+int tg_cmd_eval(int argc, char **argv);
 int tg_cmd_convert(int argc, char **argv);
 int tg_cmd_inspect(int argc, char **argv);
 

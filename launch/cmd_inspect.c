@@ -4,9 +4,9 @@
  * For a dataset: each split's size, the shapes and dtypes of x and y, the
  * chunking, the group's attributes and the class histogram. The split is
  * also opened with the reader, so that inspect reports the same schema
- * errors training would. Checkpoints are recognised by their lack of split
- * groups and refused with a message until the checkpoint module provides
- * their description.
+ * errors training would. A file without split groups is described as a
+ * checkpoint (tg_ckpt_describe: step, epoch, configuration, every tensor's
+ * name, shape, dtype, norm and checksum).
  */
 #include "cli.h"
 
@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "tapegrad/checkpoint.h"
 #include "tapegrad/datasets.h"
 
 #define MAX_SPLITS 64
@@ -26,8 +27,13 @@ static void inspect_usage(FILE *f) {
                "x and y, the attributes of each split and its class histogram. Every split is\n"
                "validated as training would validate it.\n"
                "\n"
-               "exit codes: 0 the file is a valid dataset, 2 usage error, 3 the file is\n"
-               "missing, not HDF5, not a dataset, or a split breaks the schema\n");
+               "Or a checkpoint: its step, epoch, samples consumed, the configuration it was\n"
+               "trained with, and each tensor's name, shape, dtype and L2 norm; every\n"
+               "checksum is verified.\n"
+               "\n"
+               "exit codes: 0 the file is a valid dataset or checkpoint, 2 usage error, 3 the\n"
+               "file is missing, not HDF5, neither, a split breaks the schema or a checkpoint\n"
+               "fails a checksum\n");
 }
 
 typedef struct split_list {
@@ -201,6 +207,32 @@ static int inspect_split(hid_t f, const char *path, const char *split) {
     return code;
 }
 
+static int inspect_checkpoint(const char *path) {
+    tg_ctx *ctx;
+    if (tg_ctx_new(NULL, &ctx) != TG_OK) {
+        fprintf(stderr, "tapegrad inspect: %s\n", tg_last_init_error());
+        return TG_EXIT_RUNTIME;
+    }
+    char *text = NULL;
+    tg_status s = tg_ckpt_describe(ctx, path, &text);
+    if (text)
+        fputs(text, stdout);
+    int code = TG_EXIT_OK;
+    if (s == TG_ERR_FORMAT && text) {
+        fprintf(stderr, "tapegrad inspect: %s\n", tg_ctx_error(ctx));
+        code = TG_EXIT_DATA;
+    } else if (s) {
+        fprintf(stderr,
+                "tapegrad inspect: %s: not a dataset (no split group holding x and y), nor "
+                "a checkpoint: %s\n",
+                path, tg_ctx_error(ctx));
+        code = s == TG_ERR_NOMEM ? TG_EXIT_RUNTIME : TG_EXIT_DATA;
+    }
+    free(text);
+    tg_ctx_free(ctx);
+    return code;
+}
+
 static int inspect_file(const char *path) {
     struct stat st;
     if (stat(path, &st) != 0) {
@@ -225,13 +257,8 @@ static int inspect_file(const char *path) {
         fprintf(stderr, "tapegrad inspect: %s: cannot list the root group\n", path);
         code = TG_EXIT_DATA;
     } else if (sl.n == 0) {
-        /* Checkpoints hold parameters, not splits: their description belongs
-         * to the checkpoint module, which this build does not have yet. */
-        fprintf(stderr,
-                "tapegrad inspect: %s: not a dataset (no split group holding x and y); "
-                "describing checkpoints is not available in this build\n",
-                path);
-        code = TG_EXIT_DATA;
+        /* Checkpoints hold tensors, not splits. */
+        code = inspect_checkpoint(path);
     } else {
         printf("%s: dataset, %d split%s\n", path, sl.n, sl.n == 1 ? "" : "s");
         for (int i = 0; i < sl.n; i++) {

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "tapegrad/trainer.h"
+#include "train.h"
 #include "train_data.h"
 
 /* Settings for SGD when --optimizer sgd is chosen without --lr etc. */
@@ -22,12 +23,31 @@
 #define SGD_MOMENTUM 0.9
 #define SGD_WEIGHT_DECAY 5e-4
 
-static const char *optim_name(tg_optim_kind k) {
+const char *tg_train_optim_name(tg_optim_kind k) {
     return k == TG_OPTIM_SGD ? "sgd" : k == TG_OPTIM_ADAM ? "adam" : "adamw";
 }
 
-static const char *sched_name(tg_lr_kind k) {
+const char *tg_train_sched_name(tg_lr_kind k) {
     return k == TG_LR_COSINE ? "cosine" : k == TG_LR_STEP ? "step" : "constant";
+}
+
+#define optim_name tg_train_optim_name
+#define sched_name tg_train_sched_name
+
+char *tg_train_config_text(const tg_trainer_config *c, char *buf, size_t len) {
+    snprintf(buf, len,
+             "model = %s\nepochs = %lld\nbatch_size = %lld\neval_batch_size = %lld\n"
+             "max_steps = %lld\nseed = %llu\noptimizer = %s\nlr = %.9g\n"
+             "weight_decay = %.9g\nmomentum = %.9g\nschedule = %s\nwarmup = %lld\n"
+             "label_smoothing = %.9g\nclip_grad_norm = %.9g\ntrain_split = %s\n"
+             "test_split = %s\n",
+             tg_model_name(c->model), (long long)c->epochs, (long long)c->batch_size,
+             (long long)c->eval_batch_size, (long long)c->max_steps, (unsigned long long)c->seed,
+             optim_name(c->optim.kind), c->optim.lr, c->optim.weight_decay, c->optim.momentum,
+             sched_name(c->schedule.kind), (long long)c->schedule.warmup_steps,
+             c->label_smoothing, c->clip_grad_norm, c->train_split ? c->train_split : "train",
+             c->test_split ? c->test_split : "test");
+    return buf;
 }
 
 static void train_usage(FILE *f) {
@@ -61,8 +81,33 @@ static void train_usage(FILE *f) {
             "  --clip-grad-norm X    clip the gradients' global norm; 0 off (default: %g)\n"
             "  --max-steps N         stop after N optimizer steps; 0 no cap (default: 0)\n"
             "  --seed N              model initialisation and data order (default: %llu)\n"
-            "  --threads N           CPU threads (default: the OpenMP default, all cores\n"
-            "                        or OMP_NUM_THREADS)\n"
+            "  --threads N           CPU threads per rank (default: the OpenMP default,\n"
+            "                        all cores or OMP_NUM_THREADS)\n"
+            "  --device NAME         cpu or cuda (cuda: the GPU of the rank's local rank;\n"
+            "                        default: cpu)\n"
+            "\n"
+            "data-parallel (under mpirun -np N or srun; alone it is a world of one):\n"
+            "  --comm-timeout S      seconds any collective may take before the run\n"
+            "                        fails with exit code 4 (default: 300)\n"
+            "  --bucket-mb X         gradient all-reduce bucket size in MiB (default: 25)\n"
+            "  --trace FILE.json     write a Chrome trace per rank to FILE.rank<r>.json:\n"
+            "                        forward, backward, each bucket's all-reduce, optimizer\n"
+            "  --check-replicas      after every step, check that every rank holds\n"
+            "                        bit-identical parameters (a digest all-gather; a\n"
+            "                        mismatch ends the run with exit code 1)\n"
+            "\n"
+            "checkpoints:\n"
+            "  --ckpt-dir DIR        save checkpoints in DIR (created when missing) at every\n"
+            "                        epoch end, at the last step and when pre-empted\n"
+            "  --ckpt-every N        also every N steps (default: 0, only the above)\n"
+            "  --keep K              keep the K newest checkpoints; 0 all (default: 3)\n"
+            "  --resume auto|FILE    continue from FILE, or with auto from the newest valid\n"
+            "                        checkpoint of --ckpt-dir (a broken newest one is\n"
+            "                        skipped with a warning). auto on a folder that holds no\n"
+            "                        checkpoint at all starts afresh; on one whose\n"
+            "                        checkpoints are all broken it fails (exit code 3).\n"
+            "                        --max-steps counts all steps, those before the resume\n"
+            "                        included. Give the options of the first run again.\n"
             "\n"
             "output:\n"
             "  --log-every N         a progress line every N steps; 0 none (default: %lld)\n"
@@ -86,16 +131,14 @@ static void train_usage(FILE *f) {
                 c.optim.lr, c.optim.weight_decay);
     }
     fprintf(f, "\n"
-               "exit codes: 0 success, 1 runtime error, 2 usage error, 3 data error\n");
+               "signals: SIGTERM, SIGUSR1 or SIGINT stop the run at the next step: rank 0\n"
+               "checkpoints (with --ckpt-dir) and every rank exits 75. A second SIGINT\n"
+               "exits at once (130).\n"
+               "\n"
+               "exit codes: 0 success, 1 runtime error, 2 usage error, 3 data or checkpoint\n"
+               "error, 4 lost rank (a collective failed or timed out), 75 checkpointed after\n"
+               "a signal: requeue the job (EX_TEMPFAIL)\n");
 }
-
-/* Everything the options decide besides the trainer config. */
-typedef struct train_opts {
-    const char *data;
-    const char *idx_dir;
-    const char *metrics;
-    int threads;
-} train_opts;
 
 /* Values given on the command line, applied onto the model's defaults once
  * every option is read (so that the order of the options does not matter). */
@@ -103,6 +146,7 @@ typedef struct given {
     const char *model, *optimizer, *schedule;
     const char *epochs, *batch, *eval_batch, *lr, *wd, *momentum, *warmup, *smoothing, *clip,
         *max_steps, *seed, *threads, *log_every;
+    const char *device, *comm_timeout, *bucket_mb, *ckpt_every, *keep;
 } given;
 
 static int collect(int argc, char **argv, given *g, train_opts *o) {
@@ -130,11 +174,23 @@ static int collect(int argc, char **argv, given *g, train_opts *o) {
         {"--threads", &g->threads},
         {"--log-every", &g->log_every},
         {"--metrics", &o->metrics},
+        {"--device", &g->device},
+        {"--trace", &o->trace},
+        {"--comm-timeout", &g->comm_timeout},
+        {"--bucket-mb", &g->bucket_mb},
+        {"--ckpt-dir", &o->ckpt_dir},
+        {"--ckpt-every", &g->ckpt_every},
+        {"--keep", &g->keep},
+        {"--resume", &o->resume},
     };
     for (int i = 1; i < argc; i++) {
         if (tg_cli_is_help(argv[i])) {
             train_usage(stdout);
             return -1;
+        }
+        if (strcmp(argv[i], "--check-replicas") == 0) {
+            o->check_replicas = true;
+            continue;
         }
         size_t t = 0, nt = sizeof(table) / sizeof(table[0]);
         int m = 0;
@@ -189,7 +245,7 @@ static int resolve(const given *g, tg_trainer_config *cfg, train_opts *o) {
             return tg_cli_usage_error(cmd, "--schedule: expected cosine or constant, got '%s'",
                                       g->schedule);
     }
-    int64_t seed = (int64_t)cfg->seed, threads = 0;
+    int64_t seed = (int64_t)cfg->seed, threads = 0, keep = 3;
     if (parse_i("--epochs", g->epochs, 1, 100000, &cfg->epochs) ||
         parse_i("--batch-size", g->batch, 1, 1 << 20, &cfg->batch_size) ||
         parse_i("--eval-batch-size", g->eval_batch, 1, 1 << 20, &cfg->eval_batch_size) ||
@@ -202,8 +258,28 @@ static int resolve(const given *g, tg_trainer_config *cfg, train_opts *o) {
         parse_d("--weight-decay", g->wd, 0, 10, &cfg->optim.weight_decay) ||
         parse_d("--momentum", g->momentum, 0, 0.999999, &cfg->optim.momentum) ||
         parse_d("--label-smoothing", g->smoothing, 0, 0.999999, &cfg->label_smoothing) ||
-        parse_d("--clip-grad-norm", g->clip, 0, 1e12, &cfg->clip_grad_norm))
+        parse_d("--clip-grad-norm", g->clip, 0, 1e12, &cfg->clip_grad_norm) ||
+        parse_d("--comm-timeout", g->comm_timeout, 0.01, 1e6, &o->comm_timeout) ||
+        parse_d("--bucket-mb", g->bucket_mb, 0.001, 4096, &o->bucket_mb) ||
+        parse_i("--ckpt-every", g->ckpt_every, 0, INT64_MAX, &o->ckpt_every) ||
+        parse_i("--keep", g->keep, 0, 1000000, &keep))
         return TG_EXIT_USAGE;
+    o->keep = (int)keep;
+    o->device = TG_DEVICE_CPU;
+    if (g->device && strcmp(g->device, "cuda") == 0)
+        o->device = TG_DEVICE_CUDA;
+    else if (g->device && strcmp(g->device, "cpu") != 0)
+        return tg_cli_usage_error(cmd, "--device: expected cpu or cuda, got '%s'", g->device);
+    if (o->ckpt_dir && !o->ckpt_dir[0])
+        return tg_cli_usage_error(cmd, "--ckpt-dir: empty folder name");
+    if (o->trace && !o->trace[0])
+        return tg_cli_usage_error(cmd, "--trace: empty file name");
+    if (o->resume && !o->resume[0])
+        return tg_cli_usage_error(cmd, "--resume: expected auto or a checkpoint file");
+    if (o->resume && strcmp(o->resume, "auto") == 0 && !o->ckpt_dir)
+        return tg_cli_usage_error(cmd, "--resume auto needs --ckpt-dir");
+    if ((g->ckpt_every || g->keep) && !o->ckpt_dir)
+        return tg_cli_usage_error(cmd, "--ckpt-every and --keep need --ckpt-dir");
     if (g->momentum && cfg->optim.kind != TG_OPTIM_SGD)
         return tg_cli_usage_error(cmd, "--momentum applies to --optimizer sgd only");
     cfg->seed = (uint64_t)seed;
@@ -215,138 +291,31 @@ static int resolve(const given *g, tg_trainer_config *cfg, train_opts *o) {
     return 0;
 }
 
-/* ---- progress and metrics ---- */
-
-typedef struct printer {
-    FILE *metrics;
-    const char *metrics_path;
-    bool write_failed;
-} printer;
-
-/* VmRSS and VmHWM of this process in MiB (-1 when unknown). */
-static void rss_mb(double *rss, double *peak) {
-    *rss = *peak = -1;
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f)
-        return;
-    char line[256];
-    while (fgets(line, sizeof line, f)) {
-        long long kb;
-        if (sscanf(line, "VmRSS: %lld kB", &kb) == 1)
-            *rss = (double)kb / 1024.0;
-        else if (sscanf(line, "VmHWM: %lld kB", &kb) == 1)
-            *peak = (double)kb / 1024.0;
+int tg_train_find_data(const char *cmd, const char *given, const char *idx_dir, tg_world *w,
+                       char *cache, size_t len, const char **data) {
+    int rank = tg_world_rank(w);
+    *data = given;
+    if (given) {
+        struct stat st;
+        if (stat(given, &st) != 0) {
+            if (tg_world_size(w) > 1)
+                fprintf(stderr, "tapegrad %s: rank %d: %s: %s\n", cmd, rank, given,
+                        strerror(errno));
+            else
+                fprintf(stderr, "tapegrad %s: %s: %s\n", cmd, given, strerror(errno));
+            return TG_EXIT_DATA;
+        }
+        return TG_EXIT_OK;
     }
-    fclose(f);
-}
-
-static void write_metrics(printer *p, const tg_trainer_event *ev, double rss, double peak) {
-    if (!p->metrics || p->write_failed)
-        return;
-    int r;
-    if (ev->kind == TG_EVENT_STEP)
-        r = fprintf(p->metrics,
-                    "{\"event\":\"step\",\"step\":%lld,\"epoch\":%lld,\"loss\":%.9g,\"lr\":%.9g}\n",
-                    (long long)ev->step, (long long)ev->epoch, ev->loss, ev->lr);
-    else
-        r = fprintf(p->metrics,
-                    "{\"event\":\"%s\",\"epoch\":%lld,\"step\":%lld,\"train_loss\":%.9g,"
-                    "\"test_loss\":%.9g,\"test_acc\":%.9g,\"samples_per_s\":%.1f,"
-                    "\"seconds\":%.3f,\"eval_seconds\":%.3f,\"rss_mb\":%.1f,"
-                    "\"peak_rss_mb\":%.1f}\n",
-                    ev->kind == TG_EVENT_END ? "end" : "epoch", (long long)ev->epoch,
-                    (long long)ev->step, ev->train_loss, ev->eval.loss, ev->eval.accuracy,
-                    ev->samples_per_s, ev->seconds, ev->eval.seconds, rss, peak);
-    if (r < 0 || fflush(p->metrics) != 0)
-        p->write_failed = true;
-}
-
-static tg_status on_event(tg_trainer *tr, const tg_trainer_event *ev, bool *stop, void *user) {
-    (void)stop;
-    printer *p = user;
-    if (tg_trainer_get_config(tr)->rank != 0)
-        return TG_OK;
-    double rss = -1, peak = -1;
-    if (ev->kind != TG_EVENT_STEP)
-        rss_mb(&rss, &peak);
-    write_metrics(p, ev, rss, peak);
-    switch (ev->kind) {
-    case TG_EVENT_STEP:
-        printf("epoch %lld/%lld  step %lld/%lld  loss %.4f  lr %.3g  %.0f samples/s\n",
-               (long long)ev->epoch, (long long)ev->epochs, (long long)ev->step_in_epoch,
-               (long long)ev->steps_per_epoch, ev->loss, ev->lr, ev->samples_per_s);
-        break;
-    case TG_EVENT_EPOCH:
-        printf("epoch %lld/%lld done: train_loss %.4f  test_loss %.4f  test_acc %.4f  "
-               "(%.1f s, %.0f samples/s, eval %.1f s, rss %.0f MiB)\n",
-               (long long)ev->epoch, (long long)ev->epochs, ev->train_loss, ev->eval.loss,
-               ev->eval.accuracy, ev->seconds, ev->samples_per_s, ev->eval.seconds, rss);
-        break;
-    case TG_EVENT_END:
-        printf("test accuracy: %.4f (test_loss %.4f, %lld steps, %.1f s)\n", ev->eval.accuracy,
-               ev->eval.loss, (long long)ev->step, ev->seconds);
-        break;
+    int64_t code = rank == 0 ? tg_fmnist_cache(idx_dir, cache, len) : 0;
+    if (tg_world_size(w) > 1 && tg_broadcast(w, &code, 1, TG_I64, 0, "dataset ready") != TG_OK) {
+        fprintf(stderr, "tapegrad %s: %s\n", cmd, tg_world_error(w));
+        return TG_EXIT_LOST_RANK;
     }
-    fflush(stdout);
-    return TG_OK;
-}
-
-static void print_header(tg_trainer *tr, const char *data, int threads) {
-    const tg_trainer_config *c = tg_trainer_get_config(tr);
-    printf("model %s (%lld parameters), data %s (%lld train / %lld test)\n",
-           tg_model_name(c->model), (long long)tg_params_numel(tg_trainer_params(tr)), data,
-           (long long)tg_trainer_train_len(tr), (long long)tg_trainer_test_len(tr));
-    char th[32] = "the OpenMP default";
-    if (threads > 0)
-        snprintf(th, sizeof th, "%d", threads);
-    printf("%lld steps (%lld per epoch), batch %lld, %s lr %g weight_decay %g %s, seed %llu, "
-           "threads %s\n",
-           (long long)tg_trainer_total_steps(tr), (long long)tg_trainer_steps_per_epoch(tr),
-           (long long)c->batch_size, optim_name(c->optim.kind), c->optim.lr,
-           c->optim.weight_decay, sched_name(c->schedule.kind), (unsigned long long)c->seed, th);
-    fflush(stdout);
-}
-
-static int fail_ctx(tg_ctx *ctx, tg_status s) {
-    fprintf(stderr, "tapegrad train: %s\n", tg_ctx_error(ctx));
-    return s == TG_ERR_INVALID ? TG_EXIT_RUNTIME : tg_cli_exit_for_status(s);
-}
-
-static int run(tg_trainer_config *cfg, const train_opts *o, const char *data) {
-    printer p = {.metrics_path = o->metrics};
-    if (o->metrics && !(p.metrics = fopen(o->metrics, "w"))) {
-        return tg_cli_usage_error("train", "--metrics: cannot create '%s': %s", o->metrics,
-                                  strerror(errno));
-    }
-    cfg->data_path = data;
-    cfg->hooks.on_event = on_event;
-    cfg->hooks.user = &p;
-    tg_ctx_config cc = {.device = TG_DEVICE_CPU, .threads = o->threads};
-    tg_ctx *ctx;
-    int code = TG_EXIT_OK;
-    tg_status s = tg_ctx_new(&cc, &ctx);
-    if (s) {
-        fprintf(stderr, "tapegrad train: %s\n", tg_last_init_error());
-        code = TG_EXIT_RUNTIME;
-        goto out;
-    }
-    tg_trainer *tr;
-    if ((s = tg_trainer_new(ctx, cfg, &tr)) != TG_OK) {
-        code = fail_ctx(ctx, s);
-    } else {
-        print_header(tr, data, o->threads);
-        if ((s = tg_trainer_run(tr)) != TG_OK)
-            code = fail_ctx(ctx, s);
-        tg_trainer_free(tr);
-    }
-    tg_ctx_free(ctx);
-out:
-    if (p.metrics && (fclose(p.metrics) != 0 || p.write_failed)) {
-        fprintf(stderr, "tapegrad train: writing %s failed\n", o->metrics);
-        if (code == TG_EXIT_OK)
-            code = TG_EXIT_RUNTIME;
-    }
-    return code;
+    if (code == 0 && rank != 0)
+        code = tg_fmnist_cache(idx_dir, cache, len);
+    *data = cache;
+    return (int)code;
 }
 
 int tg_cmd_train(int argc, char **argv) {
@@ -361,18 +330,36 @@ int tg_cmd_train(int argc, char **argv) {
     if ((code = resolve(&g, &cfg, &o)) != 0)
         return code;
 
-    char cache[4096];
-    const char *data = o.data;
-    if (data) {
-        struct stat st;
-        if (stat(data, &st) != 0) {
-            fprintf(stderr, "tapegrad train: %s: %s\n", data, strerror(errno));
-            return TG_EXIT_DATA;
-        }
-    } else {
-        if ((code = tg_fmnist_cache(o.idx_dir, cache, sizeof cache)) != 0)
-            return code;
-        data = cache;
+    /* Without mpirun this is a world of one. */
+    char err[512];
+    tg_world *w;
+    tg_world_config wc = {.timeout_s = o.comm_timeout};
+    if (tg_world_init(NULL, NULL, &wc, &w, err, sizeof err) != TG_OK) {
+        fprintf(stderr, "tapegrad train: %s\n", err);
+        return TG_EXIT_LOST_RANK;
     }
-    return run(&cfg, &o, data);
+    cfg.rank = tg_world_rank(w);
+    cfg.world = tg_world_size(w);
+    /* The same on every rank: only rank 0 says it. */
+    if (cfg.batch_size % cfg.world != 0) {
+        code = TG_EXIT_USAGE;
+        if (cfg.rank == 0)
+            tg_cli_usage_error("train",
+                               "--batch-size %lld (the global batch) is not divisible by the "
+                               "world size %d; choose a multiple of %d",
+                               (long long)cfg.batch_size, cfg.world, cfg.world);
+    } else if ((code = tg_train_open_device(&o, w, err, sizeof err)) != 0) {
+        if (cfg.world == 1)
+            fprintf(stderr, "tapegrad train: %s\n", err);
+        else if (cfg.rank == 0 || code != TG_EXIT_USAGE)
+            fprintf(stderr, "tapegrad train: rank %d: %s\n", cfg.rank, err);
+    } else {
+        char cache[4096];
+        const char *data;
+        code = tg_train_find_data("train", o.data, o.idx_dir, w, cache, sizeof cache, &data);
+        if (code == TG_EXIT_OK)
+            code = tg_train_run(&cfg, &o, data, w);
+    }
+    tg_world_free(w);
+    return code;
 }

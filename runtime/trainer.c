@@ -31,6 +31,8 @@ struct tg_trainer {
     int64_t *pred;  /* argmax of one evaluation batch, on the host */
     int64_t pred_cap;
     tg_eval_result last;
+    double *confusion; /* during an evaluation that fills one, else NULL */
+    bool stopped;      /* the last run ended through after_step's stop */
     double t_run;      /* when the current run() began */
     int64_t run_step0; /* and at which step */
     bool ran;
@@ -260,13 +262,29 @@ static tg_status eval_batch(tg_trainer *tr, const float *x, const int64_t *y, in
     if ((s = tg_to_host(ctx, pred, tr->pred, (size_t)n * sizeof(*tr->pred))) != TG_OK)
         return s;
     acc[0] += l * (double)n;
-    for (int64_t i = 0; i < n; i++)
+    int64_t k = tr->model.num_classes;
+    for (int64_t i = 0; i < n; i++) {
         acc[1] += tr->pred[i] == y[i];
+        if (tr->confusion)
+            tr->confusion[y[i] * k + tr->pred[i]] += 1;
+    }
     return TG_OK;
 }
 
 tg_status tg_trainer_evaluate(tg_trainer *tr, tg_eval_result *out) {
+    return tg_trainer_evaluate_confusion(tr, out, NULL);
+}
+
+/* Sums n doubles over the ranks through the hook (nothing alone). */
+static tg_status reduce(tg_trainer *tr, double *vals, int n) {
+    if (!tr->cfg.hooks.allreduce_sum)
+        return TG_OK;
+    return tr->cfg.hooks.allreduce_sum(tr, vals, n, tr->cfg.hooks.user);
+}
+
+tg_status tg_trainer_evaluate_confusion(tg_trainer *tr, tg_eval_result *out, double *confusion) {
     tg_ctx *ctx = tr->ctx;
+    tr->confusion = confusion;
     tg_status s = start_loaders(tr);
     if (s)
         return s;
@@ -297,10 +315,13 @@ tg_status tg_trainer_evaluate(tg_trainer *tr, tg_eval_result *out) {
     }
     tg_step_reset(ctx);
     tg_set_grad_enabled(ctx, prev);
+    tr->confusion = NULL;
     if (s)
         return s;
-    if (tr->cfg.hooks.allreduce_sum &&
-        (s = tr->cfg.hooks.allreduce_sum(tr, acc, 3, tr->cfg.hooks.user)) != TG_OK)
+    if ((s = reduce(tr, acc, 3)) != TG_OK)
+        return s;
+    int64_t k = tr->model.num_classes;
+    if (confusion && (s = reduce(tr, confusion, (int)(k * k))) != TG_OK)
         return s;
     if (acc[2] != (double)tg_dataset_len(tr->test_ds))
         return tg__fail(ctx, TG_ERR_INVALID, "trainer: evaluated %.0f samples of %s, expected %lld",
@@ -313,6 +334,8 @@ tg_status tg_trainer_evaluate(tg_trainer *tr, tg_eval_result *out) {
     return TG_OK;
 }
 
+static tg_status step_params(tg_trainer *tr, double lr);
+
 /* One optimizer step on batch (x, y); *loss receives its training loss. */
 static tg_status train_step(tg_trainer *tr, const float *x, const int64_t *y, int64_t n,
                             double lr, double *loss) {
@@ -323,8 +346,10 @@ static tg_status train_step(tg_trainer *tr, const float *x, const int64_t *y, in
     tg_status s = batch_tensors(tr, x, y, n, &xt, &yt);
     if (s)
         return s;
+    tg_trace_begin(c->trace, "forward");
     tg_tensor *logits = tg_model_forward(ctx, &tr->model, xt, true);
     tg_tensor *l = tg_cross_entropy(ctx, logits, yt, c->label_smoothing);
+    tg_trace_end(c->trace);
     if (!l)
         return tg_ctx_status(ctx);
     if ((s = tg_item(ctx, l, loss)) != TG_OK)
@@ -333,10 +358,26 @@ static tg_status train_step(tg_trainer *tr, const float *x, const int64_t *y, in
         return tg__fail(ctx, TG_ERR_INVALID,
                         "trainer: training loss is %g at step %lld (learning rate %g too high?)",
                         *loss, (long long)tr->step + 1, lr);
-    if ((s = tg_backward(ctx, l, NULL, 0)) != TG_OK)
+    /* The span covers the DDP wait too: what is left of the all-reduce
+     * after backward is part of the step's gradient time. */
+    tg_trace_begin(c->trace, "backward");
+    s = tg_backward(ctx, l, NULL, 0);
+    if (s == TG_OK && c->hooks.after_backward)
+        s = c->hooks.after_backward(tr, c->hooks.user);
+    tg_trace_end(c->trace);
+    if (s)
         return s;
-    if (c->hooks.after_backward && (s = c->hooks.after_backward(tr, c->hooks.user)) != TG_OK)
-        return s;
+    tg_trace_begin(c->trace, "optimizer");
+    s = step_params(tr, lr);
+    tg_trace_end(c->trace);
+    return s;
+}
+
+/* Clipping, the optimizer step and zeroing the gradients. */
+static tg_status step_params(tg_trainer *tr, double lr) {
+    tg_ctx *ctx = tr->ctx;
+    const tg_trainer_config *c = &tr->cfg;
+    tg_status s;
     if (c->clip_grad_norm > 0 &&
         (s = tg_clip_grad_norm(ctx, tr->model.params.nparams, tr->model.params.params,
                                c->clip_grad_norm, NULL)) != TG_OK)
@@ -368,10 +409,14 @@ static tg_status end_epoch(tg_trainer *tr, epoch_acc *ea, bool final, bool *stop
     tg_trainer_event ev = {.kind = TG_EVENT_EPOCH, .step = tr->step};
     ev.epoch = (tr->step - 1) / tr->steps_per_epoch + 1;
     ev.step_in_epoch = (tr->step - 1) % tr->steps_per_epoch + 1;
-    ev.train_loss = ea->steps ? ea->loss_sum / (double)ea->steps : NAN;
+    double ls = ea->loss_sum;
+    tg_status s = reduce(tr, &ls, 1);
+    if (s)
+        return s;
+    ev.train_loss = ea->steps ? ls / tr->cfg.world / (double)ea->steps : NAN;
     ev.seconds = train_s;
     ev.samples_per_s = train_s > 0 ? (double)(ea->steps * tr->cfg.batch_size) / train_s : 0;
-    tg_status s = tg_trainer_evaluate(tr, &ev.eval);
+    s = tg_trainer_evaluate(tr, &ev.eval);
     if (s == TG_OK)
         s = emit(tr, &ev, stop);
     if (s == TG_OK && (final || *stop)) {
@@ -396,6 +441,7 @@ tg_status tg_trainer_run(tg_trainer *tr) {
     if (s)
         return s;
     tr->ran = true;
+    tr->stopped = false;
     char err[512];
     epoch_acc ea = {.t_start = now_s(), .step_log = tr->step};
     ea.t_log = ea.t_start;
@@ -420,9 +466,22 @@ tg_status tg_trainer_run(tg_trainer *tr) {
         ea.steps++;
         bool epoch_done = tr->step % tr->steps_per_epoch == 0;
         bool final = tr->step == tr->total_steps;
+        if (c->hooks.after_step) {
+            bool halt = false;
+            if ((s = c->hooks.after_step(tr, &halt, c->hooks.user)) != TG_OK)
+                return s;
+            if (halt) {
+                tr->stopped = true;
+                break;
+            }
+        }
         if (c->log_every > 0 && tr->step % c->log_every == 0) {
             double t = now_s();
-            tg_trainer_event ev = {.kind = TG_EVENT_STEP, .step = tr->step, .loss = loss, .lr = lr};
+            double gl = loss;
+            if ((s = reduce(tr, &gl, 1)) != TG_OK)
+                return s;
+            tg_trainer_event ev = {.kind = TG_EVENT_STEP, .step = tr->step, .lr = lr};
+            ev.loss = gl / c->world;
             ev.epoch = (tr->step - 1) / tr->steps_per_epoch + 1;
             ev.step_in_epoch = (tr->step - 1) % tr->steps_per_epoch + 1;
             ev.seconds = t - tr->t_run;
@@ -446,6 +505,8 @@ tg_status tg_trainer_run(tg_trainer *tr) {
 }
 
 tg_eval_result tg_trainer_last_eval(const tg_trainer *tr) { return tr->last; }
+int64_t tg_trainer_num_classes(const tg_trainer *tr) { return tr->model.num_classes; }
+bool tg_trainer_stopped(const tg_trainer *tr) { return tr->stopped; }
 
 tg_trainer_state tg_trainer_state_get(const tg_trainer *tr) {
     tg_trainer_state st = {.step = tr->step, .seed = tr->cfg.seed};

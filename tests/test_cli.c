@@ -332,6 +332,32 @@ static void test_inspect_errors(void **state) {
 
     run_cli(r, (char *const[]){"tapegrad", "inspect", NULL});
     assert_int_equal(r->code, 2);
+    /* eval: usage errors before anything is opened. */
+    run_cli(r, (char *const[]){"tapegrad", "eval", "--data", (char *)empty, NULL});
+    assert_int_equal(r->code, 2);
+    assert_non_null(strstr(r->err, "--ckpt FILE is required"));
+    run_cli(r, (char *const[]){"tapegrad", "eval", "--ckpt", (char *)empty, "--bogus", NULL});
+    assert_int_equal(r->code, 2);
+    assert_non_null(strstr(r->err, "unknown option '--bogus'"));
+    run_cli(r, (char *const[]){"tapegrad", "eval", "--ckpt", (char *)empty, "--data",
+                               (char *)empty, NULL});
+    assert_int_equal(r->code, 3);
+    assert_non_null(strstr(r->err, "not a tapegrad checkpoint"));
+    /* train: checkpoint options need a folder; a bad device is refused. */
+    run_cli(r, (char *const[]){"tapegrad", "train", "--resume", "auto", NULL});
+    assert_int_equal(r->code, 2);
+    assert_non_null(strstr(r->err, "--resume auto needs --ckpt-dir"));
+    run_cli(r, (char *const[]){"tapegrad", "train", "--keep", "2", NULL});
+    assert_int_equal(r->code, 2);
+    assert_non_null(strstr(r->err, "--ckpt-every and --keep need --ckpt-dir"));
+    run_cli(r, (char *const[]){"tapegrad", "train", "--device", "tpu", NULL});
+    assert_int_equal(r->code, 2);
+    assert_non_null(strstr(r->err, "--device: expected cpu or cuda, got 'tpu'"));
+#ifndef TG_HAVE_CUDA
+    run_cli(r, (char *const[]){"tapegrad", "train", "--device", "cuda", NULL});
+    assert_int_equal(r->code, 2);
+    assert_non_null(strstr(r->err, "--device cuda: this build has no CUDA backend"));
+#endif
     run_cli(r, (char *const[]){"tapegrad", "inspect", "--bogus", NULL});
     assert_int_equal(r->code, 2);
     assert_non_null(strstr(r->err, "--bogus"));
@@ -347,6 +373,9 @@ static void test_train_help(void **state) {
         "--lr",        "--optimizer",     "--seed",          "--threads",
         "--metrics",   "--max-steps",     "--log-every",     "--idx-dir",
         "--weight-decay", "--schedule",   "--eval-batch-size", "--label-smoothing",
+        "--device",    "--comm-timeout",  "--bucket-mb",     "--trace",
+        "--check-replicas", "--ckpt-dir", "--ckpt-every",    "--keep",
+        "--resume",
     };
     cli_result *r = result();
     run_cli(r, (char *const[]){"tapegrad", "train", "--help", NULL});

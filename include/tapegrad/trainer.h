@@ -51,6 +51,7 @@
 #ifndef TAPEGRAD_TRAINER_H
 #define TAPEGRAD_TRAINER_H
 
+#include "tapegrad/comm.h"
 #include "tapegrad/datasets.h"
 #include "tapegrad/nn.h"
 #include "tapegrad/optim.h"
@@ -153,8 +154,16 @@ typedef struct tg_trainer_hooks {
     tg_status (*on_event)(tg_trainer *tr, const tg_trainer_event *ev, bool *stop, void *user);
     /* After backward, before clipping and the optimizer step (the DDP wait). */
     tg_status (*after_backward)(tg_trainer *tr, void *user);
-    /* Sums n doubles across the ranks in place (evaluation counters). */
+    /* Sums n doubles across the ranks in place: the evaluation counters, and
+     * the training loss of each logged step and of each epoch (so that
+     * events report the mean over the global batch, not this rank's). */
     tg_status (*allreduce_sum)(tg_trainer *tr, double *vals, int n, void *user);
+    /* After every optimizer step (the step count already advanced), before
+     * the step's progress event and evaluation: the place for periodic
+     * checkpoints and the pre-emption vote. Setting *stop ends the run at
+     * once, without an evaluation or TG_EVENT_END; tg_trainer_run() returns
+     * TG_OK and tg_trainer_stopped() tells. */
+    tg_status (*after_step)(tg_trainer *tr, bool *stop, void *user);
 } tg_trainer_hooks;
 
 typedef struct tg_trainer_config {
@@ -175,6 +184,9 @@ typedef struct tg_trainer_config {
     double clip_grad_norm;   /* 0: no clipping */
     int64_t log_every;       /* steps between TG_EVENT_STEP; 0: none */
     int rank, world;         /* this process in the data-parallel job; world 1 alone */
+    /* Optional: spans "forward", "backward" and "optimizer" of every
+     * training step go here (NULL: none). Not owned by the trainer. */
+    tg_trace *trace;
     tg_trainer_hooks hooks;
 } tg_trainer_config;
 
@@ -194,6 +206,18 @@ tg_status tg_trainer_run(tg_trainer *tr);
 
 /* Evaluates the current parameters on the test split (no grad). */
 tg_status tg_trainer_evaluate(tg_trainer *tr, tg_eval_result *out);
+
+/* As tg_trainer_evaluate(), also adding every sample's (label, prediction)
+ * into confusion (num_classes x num_classes doubles, row = label, column =
+ * prediction; the caller zeroes it), summed across the ranks through the
+ * allreduce_sum hook. confusion may be NULL. */
+tg_status tg_trainer_evaluate_confusion(tg_trainer *tr, tg_eval_result *out, double *confusion);
+
+/* Classes of the dataset (the model's outputs). */
+int64_t tg_trainer_num_classes(const tg_trainer *tr);
+
+/* True when the last tg_trainer_run() ended because after_step set *stop. */
+bool tg_trainer_stopped(const tg_trainer *tr);
 
 /* The result of the last evaluation (zeros before the first). */
 tg_eval_result tg_trainer_last_eval(const tg_trainer *tr);

@@ -1,0 +1,56 @@
+/*
+ * launch/train.h: the parts of `tapegrad train` shared between the option
+ * handling (cmd_train.c) and the distributed run (train_run.c); private to
+ * launch/.
+ */
+#ifndef TAPEGRAD_LAUNCH_TRAIN_H
+#define TAPEGRAD_LAUNCH_TRAIN_H
+
+#include <stddef.h>
+
+#include "tapegrad/comm.h"
+#include "tapegrad/trainer.h"
+
+/* Everything the options decide besides the trainer config. */
+typedef struct train_opts {
+    const char *data;
+    const char *idx_dir;
+    const char *metrics;
+    int threads;
+    tg_device device;
+    const char *trace;    /* --trace FILE.json: FILE is the prefix */
+    double comm_timeout;  /* seconds; 0: the world's default */
+    double bucket_mb;     /* 0: the DDP default */
+    const char *ckpt_dir; /* NULL: no checkpoints */
+    int64_t ckpt_every;   /* steps; 0: only at epoch ends, the end and a stop */
+    int keep;             /* checkpoints kept; 0: all */
+    const char *resume;   /* NULL, "auto" or a checkpoint file */
+    bool check_replicas;  /* compare a digest of the parameters every step */
+} train_opts;
+
+/* "sgd", "adam", "adamw" / "cosine", "step", "constant". */
+const char *tg_train_optim_name(tg_optim_kind k);
+const char *tg_train_sched_name(tg_lr_kind k);
+
+/* The resolved configuration as "key = value" lines (saved in checkpoints,
+ * compared at resume, printed in the banner). Returns buf. */
+char *tg_train_config_text(const tg_trainer_config *c, char *buf, size_t len);
+
+/* The dataset's path: `given` (--data) when set, else the Fashion-MNIST
+ * cache, which rank 0 builds first (the other ranks wait, then find it in
+ * place, so that no two ranks convert into the same folder at once).
+ * Returns an exit code. */
+int tg_train_find_data(const char *cmd, const char *given, const char *idx_dir, tg_world *w,
+                       char *cache, size_t len, const char **data);
+
+/* --device: for cuda, checks the build and the node's GPUs and selects the
+ * GPU of this rank's local rank. Returns an exit code; err says why. */
+int tg_train_open_device(const train_opts *o, tg_world *w, char *err, size_t len);
+
+/*
+ * Runs the training on this rank of world w: the context, the trainer,
+ * resuming, DDP, checkpoints, pre-emption, progress. Returns the exit code.
+ */
+int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, tg_world *w);
+
+#endif

@@ -1,0 +1,697 @@
+/*
+ * launch/train_run.c: one rank of `tapegrad train`.
+ *
+ * The trainer (runtime/trainer.c) runs the loop; this file plugs the job
+ * around it through the trainer's hooks: the DDP wait after backward, the
+ * metric all-reduce, and after each step the pre-emption vote and the
+ * periodic checkpoint. It also resumes from a checkpoint before the first
+ * step, prints the banner and the progress (rank 0 only) and turns the
+ * outcome into the exit code.
+ *
+ * Signals: SIGTERM, SIGUSR1 and SIGINT only set a flag here (all that a
+ * handler may safely do). At every step boundary the ranks sum their flags
+ * in one small all-reduce, so they all stop after the same step even when
+ * the signal reached one rank only, or reached them at different moments.
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifdef TG_HAVE_CUDA
+#include <cuda_runtime.h>
+#endif
+
+#include "tapegrad/checkpoint.h"
+#include "tapegrad/kernels.h"
+#include "train.h"
+
+#define MAX_CKPT_TENSORS (3 * TG_PARAMS_MAX + 8)
+
+/* The signal that asked for a stop (0: none), and SIGINTs seen. A signal
+ * handler can reach only globals; these two are the launcher's only ones. */
+static volatile sig_atomic_t g_stop_signal;
+static volatile sig_atomic_t g_sigints;
+
+static void on_signal(int sig) {
+    if (sig == SIGINT && g_sigints++ > 0)
+        _exit(130); /* a second Ctrl-C: the user does not want to wait */
+    if (!g_stop_signal)
+        g_stop_signal = sig;
+}
+
+static int install_signals(char *err, size_t len) {
+    static const int sigs[] = {SIGTERM, SIGUSR1, SIGINT};
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+        if (sigaction(sigs[i], &sa, NULL) != 0) {
+            snprintf(err, len, "sigaction(%d): %s", sigs[i], strerror(errno));
+            return -1;
+        }
+    return 0;
+}
+
+/* Everything one rank's run needs in the hooks. */
+typedef struct run_state {
+    const train_opts *o;
+    tg_world *w;
+    tg_ddp *ddp;
+    int rank, world;
+    FILE *metrics;
+    bool metrics_failed;
+    char cfg_text[2048];
+    char err[1536];        /* a hook's failure, said in our words */
+    int err_code;          /* its exit code (0: from the status) */
+    int64_t stop_step;     /* the step the run stopped at after a signal */
+    int64_t stop_ranks;    /* how many ranks had seen a signal */
+    char last_ckpt[4096];  /* the last checkpoint written (rank 0) */
+    unsigned char *scratch; /* --check-replicas: one tensor's bytes */
+    size_t scratch_len;
+} run_state;
+
+/* ---- messages ---- */
+
+/* Prints "tapegrad train: rank R: MSG" (the rank only in a real job, and
+ * not twice when MSG already names it). */
+static void say_error(const run_state *st, const char *msg) {
+    if (st->world > 1 && strncmp(msg, "rank ", 5) != 0)
+        fprintf(stderr, "tapegrad train: rank %d: %s\n", st->rank, msg);
+    else
+        fprintf(stderr, "tapegrad train: %s\n", msg);
+}
+
+static tg_status hook_fail(run_state *st, tg_status s, int code, const char *msg) {
+    snprintf(st->err, sizeof st->err, "%s", msg);
+    st->err_code = code;
+    return s;
+}
+
+static int exit_code(tg_status s) {
+    return s == TG_ERR_INVALID ? TG_EXIT_RUNTIME : tg_cli_exit_for_status(s);
+}
+
+/* ---- progress and metrics (rank 0) ---- */
+
+/* VmRSS and VmHWM of this process in MiB (-1 when unknown). */
+static void rss_mb(double *rss, double *peak) {
+    *rss = *peak = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        return;
+    char line[256];
+    while (fgets(line, sizeof line, f)) {
+        long long kb;
+        if (sscanf(line, "VmRSS: %lld kB", &kb) == 1)
+            *rss = (double)kb / 1024.0;
+        else if (sscanf(line, "VmHWM: %lld kB", &kb) == 1)
+            *peak = (double)kb / 1024.0;
+    }
+    fclose(f);
+}
+
+static void write_metrics(run_state *st, const tg_trainer_event *ev, double rss, double peak) {
+    if (!st->metrics || st->metrics_failed)
+        return;
+    int r;
+    if (ev->kind == TG_EVENT_STEP)
+        r = fprintf(st->metrics,
+                    "{\"event\":\"step\",\"step\":%lld,\"epoch\":%lld,\"loss\":%.9g,\"lr\":%.9g}\n",
+                    (long long)ev->step, (long long)ev->epoch, ev->loss, ev->lr);
+    else
+        r = fprintf(st->metrics,
+                    "{\"event\":\"%s\",\"epoch\":%lld,\"step\":%lld,\"train_loss\":%.9g,"
+                    "\"test_loss\":%.9g,\"test_acc\":%.9g,\"samples_per_s\":%.1f,"
+                    "\"seconds\":%.3f,\"eval_seconds\":%.3f,\"rss_mb\":%.1f,"
+                    "\"peak_rss_mb\":%.1f,\"world\":%d}\n",
+                    ev->kind == TG_EVENT_END ? "end" : "epoch", (long long)ev->epoch,
+                    (long long)ev->step, ev->train_loss, ev->eval.loss, ev->eval.accuracy,
+                    ev->samples_per_s, ev->seconds, ev->eval.seconds, rss, peak, st->world);
+    if (r < 0 || fflush(st->metrics) != 0)
+        st->metrics_failed = true;
+}
+
+static tg_status on_event(tg_trainer *tr, const tg_trainer_event *ev, bool *stop, void *user) {
+    (void)tr;
+    (void)stop;
+    run_state *st = user;
+    if (st->rank != 0)
+        return TG_OK;
+    double rss = -1, peak = -1;
+    if (ev->kind != TG_EVENT_STEP)
+        rss_mb(&rss, &peak);
+    write_metrics(st, ev, rss, peak);
+    switch (ev->kind) {
+    case TG_EVENT_STEP:
+        printf("epoch %lld/%lld  step %lld/%lld  loss %.4f  lr %.3g  %.0f samples/s\n",
+               (long long)ev->epoch, (long long)ev->epochs, (long long)ev->step_in_epoch,
+               (long long)ev->steps_per_epoch, ev->loss, ev->lr, ev->samples_per_s);
+        break;
+    case TG_EVENT_EPOCH:
+        printf("epoch %lld/%lld done: train_loss %.4f  test_loss %.4f  test_acc %.4f  "
+               "(%.1f s, %.0f samples/s, eval %.1f s, rss %.0f MiB)\n",
+               (long long)ev->epoch, (long long)ev->epochs, ev->train_loss, ev->eval.loss,
+               ev->eval.accuracy, ev->seconds, ev->samples_per_s, ev->eval.seconds, rss);
+        break;
+    case TG_EVENT_END:
+        printf("test accuracy: %.4f (test_loss %.4f, %lld steps, %.1f s)\n", ev->eval.accuracy,
+               ev->eval.loss, (long long)ev->step, ev->seconds);
+        break;
+    }
+    fflush(stdout);
+    return TG_OK;
+}
+
+static void print_banner(const run_state *st, tg_trainer *tr, const char *data) {
+    const tg_trainer_config *c = tg_trainer_get_config(tr);
+    const train_opts *o = st->o;
+    printf("tapegrad %s: %d rank%s (%d per node, %d node%s), device %s\n", TG_VERSION_STRING,
+           st->world, st->world == 1 ? "" : "s", tg_world_local_size(st->w),
+           tg_world_node_count(st->w), tg_world_node_count(st->w) == 1 ? "" : "s",
+           o->device == TG_DEVICE_CUDA ? "cuda" : "cpu");
+    static const char *const slurm[] = {"SLURM_JOB_ID", "SLURM_NTASKS", "SLURM_NNODES",
+                                        "SLURM_JOB_NODELIST", "SLURM_CPUS_PER_TASK"};
+    bool any = false;
+    for (size_t i = 0; i < sizeof slurm / sizeof slurm[0]; i++) {
+        const char *v = getenv(slurm[i]);
+        if (v && *v) {
+            printf("%s%s=%s", any ? " " : "slurm: ", slurm[i], v);
+            any = true;
+        }
+    }
+    if (any)
+        printf("\n");
+    printf("model %s (%lld parameters), data %s (%lld train / %lld test)\n",
+           tg_model_name(c->model), (long long)tg_params_numel(tg_trainer_params(tr)), data,
+           (long long)tg_trainer_train_len(tr), (long long)tg_trainer_test_len(tr));
+    char th[32] = "the OpenMP default";
+    if (o->threads > 0)
+        snprintf(th, sizeof th, "%d", o->threads);
+    printf("%lld steps (%lld per epoch), batch %lld (%lld per rank), %s lr %g weight_decay %g "
+           "%s, seed %llu, threads %s per rank\n",
+           (long long)tg_trainer_total_steps(tr), (long long)tg_trainer_steps_per_epoch(tr),
+           (long long)c->batch_size, (long long)(c->batch_size / st->world),
+           tg_train_optim_name(c->optim.kind), c->optim.lr, c->optim.weight_decay,
+           tg_train_sched_name(c->schedule.kind), (unsigned long long)c->seed, th);
+    printf("config:");
+    for (const char *p = st->cfg_text; *p; p++)
+        if (*p != '\n')
+            putchar(*p);
+        else if (p[1])
+            fputs(",", stdout);
+    printf("\n");
+    if (o->ckpt_dir)
+        printf("checkpoints: %s (every %lld steps and each epoch end, keep %d)\n", o->ckpt_dir,
+               (long long)o->ckpt_every, o->keep);
+    fflush(stdout);
+}
+
+/* ---- checkpoints ---- */
+
+/* Parameters, buffers and the optimizer's state: what a checkpoint holds. */
+static int ckpt_tensors(tg_trainer *tr, tg_tensor **ts) {
+    const tg_params *ps = tg_trainer_params(tr);
+    int n = 0;
+    for (int i = 0; i < ps->nparams; i++)
+        ts[n++] = ps->params[i];
+    for (int i = 0; i < ps->nbuffers; i++)
+        ts[n++] = ps->buffers[i];
+    int k = tg_optim_state(tg_trainer_optim(tr), ts + n, MAX_CKPT_TENSORS - n);
+    return k > MAX_CKPT_TENSORS - n ? -1 : n + k;
+}
+
+/* Rank 0 saves; then every rank learns whether it worked, so that a failed
+ * save ends every rank with the same exit code. */
+static tg_status save_checkpoint(run_state *st, tg_trainer *tr) {
+    tg_ctx *ctx = tg_trainer_ctx(tr);
+    int64_t code = 0;
+    if (st->rank == 0) {
+        tg_tensor *ts[MAX_CKPT_TENSORS];
+        int n = ckpt_tensors(tr, ts);
+        tg_trainer_state ps = tg_trainer_state_get(tr);
+        const tg_trainer_config *c = tg_trainer_get_config(tr);
+        tg_ckpt_meta m = {.step = ps.step,
+                          .epoch = ps.epoch,
+                          .samples_consumed = ps.samples_consumed,
+                          .rng = {ps.seed, 0},
+                          .optim_steps = tg_optim_steps(tg_trainer_optim(tr)),
+                          .world_size = st->world,
+                          .config = st->cfg_text};
+        snprintf(m.model, sizeof m.model, "%s", tg_model_name(c->model));
+        tg_ctx_clear_error(ctx);
+        tg_status s = n < 0 ? TG_ERR_INVALID
+                            : tg_ckpt_save(ctx, st->o->ckpt_dir, &m, n, ts, st->o->keep,
+                                           st->last_ckpt, sizeof st->last_ckpt);
+        if (s != TG_OK) {
+            char msg[1200];
+            snprintf(msg, sizeof msg, "saving the checkpoint of step %lld failed: %s",
+                     (long long)ps.step, n < 0 ? "too many tensors" : tg_ctx_error(ctx));
+            hook_fail(st, s, TG_EXIT_DATA, msg);
+            code = TG_EXIT_DATA;
+        }
+    }
+    if (st->world > 1 && tg_broadcast(st->w, &code, 1, TG_I64, 0, "checkpoint saved") != TG_OK)
+        return hook_fail(st, TG_ERR_COMM, TG_EXIT_LOST_RANK, tg_world_error(st->w));
+    if (code && st->rank != 0)
+        return hook_fail(st, TG_ERR_IO, (int)code,
+                         "rank 0 could not save the checkpoint (see its message); stopping");
+    return code ? TG_ERR_IO : TG_OK;
+}
+
+/* ---- --check-replicas ---- */
+
+/* FNV-1a over the bytes of every trainable parameter. (Buffers are left
+ * out: batch-norm statistics are per rank, as in PyTorch's DDP.) */
+static tg_status params_digest(run_state *st, tg_trainer *tr, uint64_t *out) {
+    const tg_params *ps = tg_trainer_params(tr);
+    uint64_t h = 1469598103934665603ull;
+    for (int i = 0; i < ps->nparams; i++) {
+        tg_tensor *t = ps->params[i];
+        size_t nb = (size_t)tg_numel(t) * tg_dtype_size(t->dtype);
+        if (nb > st->scratch_len) {
+            unsigned char *p = realloc(st->scratch, nb);
+            if (!p)
+                return hook_fail(st, TG_ERR_NOMEM, TG_EXIT_RUNTIME,
+                                 "--check-replicas: out of memory");
+            st->scratch = p;
+            st->scratch_len = nb;
+        }
+        tg_status s = tg_to_host(tg_trainer_ctx(tr), t, st->scratch, nb);
+        if (s)
+            return hook_fail(st, s, TG_EXIT_RUNTIME, tg_ctx_error(tg_trainer_ctx(tr)));
+        for (size_t k = 0; k < nb; k++)
+            h = (h ^ st->scratch[k]) * 1099511628211ull;
+    }
+    *out = h;
+    return TG_OK;
+}
+
+/* Every rank must hold bit-identical parameters after every step. */
+static tg_status check_replicas(run_state *st, tg_trainer *tr, int64_t step) {
+    uint64_t h, all[1024];
+    tg_status s = params_digest(st, tr, &h);
+    if (s)
+        return s;
+    if (st->world > 1024)
+        return TG_OK;
+    if ((s = tg_allgather(st->w, &h, all, 8, TG_U8, "replica digest")) != TG_OK)
+        return hook_fail(st, s, TG_EXIT_LOST_RANK, tg_world_error(st->w));
+    for (int r = 1; r < st->world; r++)
+        if (all[r] != all[0]) {
+            char msg[256];
+            snprintf(msg, sizeof msg,
+                     "--check-replicas: after step %lld the parameters of rank %d differ from "
+                     "rank 0's (digest %016llx vs %016llx)",
+                     (long long)step, r, (unsigned long long)all[r],
+                     (unsigned long long)all[0]);
+            return hook_fail(st, TG_ERR_INVALID, TG_EXIT_RUNTIME, msg);
+        }
+    return TG_OK;
+}
+
+/* ---- hooks ---- */
+
+static tg_status after_backward(tg_trainer *tr, void *user) {
+    (void)tr;
+    run_state *st = user;
+    tg_status s = tg_ddp_wait(st->ddp);
+    return s ? hook_fail(st, s, TG_EXIT_LOST_RANK, tg_world_error(st->w)) : TG_OK;
+}
+
+static tg_status allreduce_sum(tg_trainer *tr, double *vals, int n, void *user) {
+    (void)tr;
+    run_state *st = user;
+    if (st->world == 1)
+        return TG_OK;
+    tg_status s = tg_metrics_allreduce(st->w, n, vals);
+    return s ? hook_fail(st, s, TG_EXIT_LOST_RANK, tg_world_error(st->w)) : TG_OK;
+}
+
+static tg_status after_step(tg_trainer *tr, bool *stop, void *user) {
+    run_state *st = user;
+    tg_trainer_state ps = tg_trainer_state_get(tr);
+    tg_world_set_step(st->w, ps.step);
+    if (st->o->check_replicas && st->world > 1) {
+        tg_status s = check_replicas(st, tr, ps.step);
+        if (s)
+            return s;
+    }
+    int64_t flag = g_stop_signal != 0;
+    if (st->world > 1) {
+        tg_status s = tg_allreduce_sum(st->w, &flag, 1, TG_I64, "stop vote");
+        if (s)
+            return hook_fail(st, s, TG_EXIT_LOST_RANK, tg_world_error(st->w));
+    }
+    const train_opts *o = st->o;
+    bool epoch_end = ps.step % tg_trainer_steps_per_epoch(tr) == 0;
+    bool last = ps.step == tg_trainer_total_steps(tr);
+    bool every = o->ckpt_every > 0 && ps.step % o->ckpt_every == 0;
+    if (o->ckpt_dir && (flag || epoch_end || last || every)) {
+        tg_status s = save_checkpoint(st, tr);
+        if (s)
+            return s;
+    }
+    if (flag) {
+        st->stop_step = ps.step;
+        st->stop_ranks = flag;
+        *stop = true;
+    }
+    return TG_OK;
+}
+
+/* ---- resuming ---- */
+
+/* Rank 0 picks the file (the auto policy, or --resume FILE) and tells the
+ * others, so that every rank loads the same one. *path is "" to start
+ * afresh. Returns an exit code, the same on every rank. */
+static int choose_resume(run_state *st, tg_ctx *ctx, char *path, size_t len) {
+    const train_opts *o = st->o;
+    int64_t code = 0;
+    path[0] = '\0';
+    if (st->rank == 0) {
+        if (strcmp(o->resume, "auto") != 0) {
+            snprintf(path, len, "%s", o->resume);
+        } else {
+            char warn[2048];
+            tg_ctx_clear_error(ctx);
+            tg_status s = tg_ckpt_find(ctx, o->ckpt_dir, path, len, warn, sizeof warn);
+            if (s == TG_OK && warn[0]) {
+                fprintf(stderr, "tapegrad train: warning: %s\n", warn);
+            } else if (s != TG_OK && !warn[0] && s == TG_ERR_IO) {
+                printf("resume auto: no checkpoint in %s; starting afresh\n", o->ckpt_dir);
+                path[0] = '\0';
+            } else if (s != TG_OK) {
+                fprintf(stderr, "tapegrad train: --resume auto: %s%s%s\n", tg_ctx_error(ctx),
+                        warn[0] ? ": " : "", warn);
+                code = TG_EXIT_DATA;
+            }
+        }
+    }
+    if (st->world > 1) {
+        if (tg_broadcast(st->w, &code, 1, TG_I64, 0, "resume choice") != TG_OK ||
+            tg_broadcast(st->w, path, (int64_t)len, TG_U8, 0, "resume path") != TG_OK) {
+            say_error(st, tg_world_error(st->w));
+            return TG_EXIT_LOST_RANK;
+        }
+    }
+    return (int)code;
+}
+
+/* Names the settings that differ from the checkpoint's (a resumed run
+ * takes the command line's; a different schedule or batch changes it). */
+static void warn_config(const char *old, const char *now, const char *path) {
+    bool said = false;
+    for (const char *l = now; *l;) {
+        size_t n = strcspn(l, "\n");
+        size_t k = strcspn(l, "=");
+        bool found = false;
+        for (const char *o = old; *o;) {
+            size_t on = strcspn(o, "\n");
+            if (on == n && strncmp(o, l, n) == 0)
+                found = true;
+            o += on + (o[on] == '\n');
+        }
+        if (!found && k < n) {
+            if (!said)
+                fprintf(stderr, "tapegrad train: warning: resuming %s with other settings (the "
+                                "new ones apply):", path);
+            fprintf(stderr, " %.*s;", (int)n, l);
+            said = true;
+        }
+        l += n + (l[n] == '\n');
+    }
+    if (said)
+        fprintf(stderr, "\n");
+}
+
+/* Loads `path` into this rank's trainer and moves it to the saved position.
+ * Returns an exit code (0: loaded; -1: the run was already complete). */
+static int load_resume(run_state *st, tg_trainer *tr, const char *path) {
+    tg_ctx *ctx = tg_trainer_ctx(tr);
+    const tg_trainer_config *c = tg_trainer_get_config(tr);
+    char msg[1400];
+    tg_ckpt_meta m = {0};
+    tg_ctx_clear_error(ctx);
+    tg_status s = tg_ckpt_read_meta(ctx, path, &m);
+    if (s) {
+        snprintf(msg, sizeof msg, "--resume: %s", tg_ctx_error(ctx));
+        say_error(st, msg);
+        return s == TG_ERR_NOMEM ? TG_EXIT_RUNTIME : TG_EXIT_DATA;
+    }
+    /* Another model is reported by the load below, which names the first
+     * tensor that differs and the file's model. */
+    int code = 0;
+    if (m.samples_consumed != m.step * c->batch_size) {
+        snprintf(msg, sizeof msg,
+                 "--resume: %s was written with another global batch (%lld samples in %lld "
+                 "steps), this run has --batch-size %lld",
+                 path, (long long)m.samples_consumed, (long long)m.step,
+                 (long long)c->batch_size);
+        code = TG_EXIT_USAGE;
+    }
+    if (code > 0) {
+        say_error(st, msg);
+        tg_ckpt_meta_free(&m);
+        return code;
+    }
+    if (st->rank == 0 && m.config)
+        warn_config(m.config, st->cfg_text, path);
+    tg_tensor *ts[MAX_CKPT_TENSORS];
+    int n = ckpt_tensors(tr, ts);
+    /* The position first: it resets the optimizer's step counts, which the
+     * checkpoint's own step tensors then overwrite. A checkpoint at or past
+     * the end is still loaded, to report a broken or foreign file. */
+    bool complete = m.step >= tg_trainer_total_steps(tr);
+    s = complete ? TG_OK : tg_trainer_set_position(tr, m.step, m.samples_consumed);
+    if (s == TG_OK) {
+        tg_optim_set_steps(tg_trainer_optim(tr), m.optim_steps);
+        s = tg_ckpt_load(ctx, path, n, ts, NULL);
+    }
+    if (s) {
+        snprintf(msg, sizeof msg, "--resume: %s", tg_ctx_error(ctx));
+        say_error(st, msg);
+        code = s == TG_ERR_NOMEM ? TG_EXIT_RUNTIME : TG_EXIT_DATA;
+    } else if (complete) {
+        if (st->rank == 0)
+            printf("%s is at step %lld: the run (%lld steps) is already complete\n", path,
+                   (long long)m.step, (long long)tg_trainer_total_steps(tr));
+        code = -1;
+    } else if (st->rank == 0) {
+        printf("resumed from %s: step %lld, epoch %lld, %lld samples consumed (written by %d "
+               "rank%s)\n",
+               path, (long long)m.step, (long long)m.epoch + 1, (long long)m.samples_consumed,
+               m.world_size, m.world_size == 1 ? "" : "s");
+    }
+    tg_ckpt_meta_free(&m);
+    return code;
+}
+
+/* mkdir -p: every missing folder of path, then path itself. */
+static int mkdir_p(const char *path) {
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+        return -1;
+    struct stat sb;
+    if (stat(buf, &sb) != 0)
+        return -1;
+    if (!S_ISDIR(sb.st_mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
+    return access(buf, W_OK | X_OK);
+}
+
+/* The worst exit code over the ranks (so that all stop together). */
+static int agree(run_state *st, int code) {
+    if (st->world == 1)
+        return code;
+    /* Encoded so that a sum tells any failure and the largest code apart. */
+    int64_t v[2] = {code != 0, code};
+    int64_t all[2 * 1024];
+    if (st->world > 1024 || tg_allgather(st->w, v, all, 2, TG_I64, "start-up status") != TG_OK)
+        return code ? code : TG_EXIT_LOST_RANK;
+    int worst = code;
+    for (int r = 0; r < st->world && worst == 0; r++)
+        worst = (int)all[2 * r + 1];
+    return worst;
+}
+
+/* ---- the run ---- */
+
+int tg_train_open_device(const train_opts *o, tg_world *w, char *err, size_t len) {
+    if (o->device != TG_DEVICE_CUDA)
+        return TG_EXIT_OK;
+#ifndef TG_HAVE_CUDA
+    (void)w;
+    snprintf(err, len, "--device cuda: this build has no CUDA backend (configure with nvcc "
+                       "present and TG_CUDA=ON)");
+    return TG_EXIT_USAGE;
+#else
+    int n = tg_cuda_device_count();
+    if (n < 1) {
+        snprintf(err, len, "--device cuda: no GPU is visible on this node");
+        return TG_EXIT_RUNTIME;
+    }
+    if (tg_world_local_size(w) > n) {
+        snprintf(err, len,
+                 "--device cuda: %d ranks run on this node but it has %d GPU%s; start at "
+                 "most %d ranks per node",
+                 tg_world_local_size(w), n, n == 1 ? "" : "s", n);
+        return TG_EXIT_USAGE;
+    }
+    cudaError_t e = cudaSetDevice(tg_world_local_rank(w));
+    if (e != cudaSuccess) {
+        snprintf(err, len, "--device cuda: cudaSetDevice(%d): %s", tg_world_local_rank(w),
+                 cudaGetErrorString(e));
+        return TG_EXIT_RUNTIME;
+    }
+    return TG_EXIT_OK;
+#endif
+}
+
+/* After the trainer exists: resume, DDP, trace, the loop. */
+static int train(run_state *st, tg_trainer *tr, const char *data) {
+    tg_ctx *ctx = tg_trainer_ctx(tr);
+    const train_opts *o = st->o;
+    int code = 0;
+    if (o->resume) {
+        char path[4096];
+        /* The choice is rank 0's and the same everywhere; a load can fail on
+         * one rank only (its own file system), so the ranks agree on it. */
+        code = choose_resume(st, ctx, path, sizeof path);
+        if (code == 0 && path[0])
+            code = agree(st, load_resume(st, tr, path));
+        if (code)
+            return code < 0 ? TG_EXIT_OK : code;
+    }
+    const tg_params *ps = tg_trainer_params(tr);
+    tg_ddp_config dc = {.bucket_bytes = (size_t)(o->bucket_mb * 1024 * 1024)};
+    tg_status s = tg_ddp_new(ctx, st->w, ps->nparams, ps->params, ps->nbuffers, ps->buffers, &dc,
+                             &st->ddp);
+    if (s) {
+        say_error(st, tg_world_error(st->w));
+        return s == TG_ERR_INVALID ? TG_EXIT_RUNTIME : TG_EXIT_LOST_RANK;
+    }
+    tg_ddp_set_trace(st->ddp, tg_trainer_get_config(tr)->trace);
+    if (st->rank == 0)
+        print_banner(st, tr, data);
+    tg_world_set_step(st->w, tg_trainer_state_get(tr).step);
+    s = tg_trainer_run(tr);
+    if (s) {
+        say_error(st, st->err[0] ? st->err : tg_ctx_error(ctx));
+        code = st->err_code ? st->err_code : exit_code(s);
+    } else if (tg_trainer_stopped(tr)) {
+        int sig = g_stop_signal;
+        if (st->rank == 0 && o->ckpt_dir)
+            printf("stopped by a signal (seen by %lld of %d ranks) after step %lld; "
+                   "checkpoint %s; exit %d: requeue to continue with --resume auto\n",
+                   (long long)st->stop_ranks, st->world, (long long)st->stop_step,
+                   st->last_ckpt, TG_EXIT_REQUEUE);
+        else if (st->rank == 0)
+            printf("stopped by a signal after step %lld; no --ckpt-dir, so nothing was saved\n",
+                   (long long)st->stop_step);
+        /* 75 promises a checkpoint; without one, the usual 128 + signal. */
+        code = o->ckpt_dir ? TG_EXIT_REQUEUE : 128 + (sig ? sig : SIGTERM);
+    }
+    tg_ddp_free(st->ddp);
+    return code;
+}
+
+int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, tg_world *w) {
+    run_state st = {.o = o, .w = w, .rank = tg_world_rank(w), .world = tg_world_size(w)};
+    int code = TG_EXIT_OK;
+    char err[512];
+    if (install_signals(err, sizeof err) != 0) {
+        say_error(&st, err);
+        return TG_EXIT_RUNTIME;
+    }
+    if (st.rank == 0 && o->metrics &&
+        !(st.metrics = fopen(o->metrics, o->resume ? "a" : "w"))) {
+        /* Told to the others below, through agree(). */
+        fprintf(stderr, "tapegrad train: --metrics: cannot create '%s': %s\n", o->metrics,
+                strerror(errno));
+        code = TG_EXIT_USAGE;
+    }
+    /* An unusable checkpoint folder is found now, not at the first save. */
+    if (code == 0 && st.rank == 0 && o->ckpt_dir && mkdir_p(o->ckpt_dir) != 0) {
+        fprintf(stderr, "tapegrad train: --ckpt-dir %s: cannot create or write the folder: %s\n",
+                o->ckpt_dir, strerror(errno));
+        code = TG_EXIT_DATA;
+    }
+    if ((code = agree(&st, code)) != 0)
+        goto out;
+    cfg->data_path = data;
+    cfg->hooks = (tg_trainer_hooks){.user = &st,
+                                    .on_event = on_event,
+                                    .after_backward = after_backward,
+                                    .allreduce_sum = allreduce_sum,
+                                    .after_step = after_step};
+    tg_train_config_text(cfg, st.cfg_text, sizeof st.cfg_text);
+    tg_trace *trace = NULL;
+    if (o->trace) {
+        char prefix[4096];
+        snprintf(prefix, sizeof prefix, "%s", o->trace);
+        size_t pl = strlen(prefix);
+        if (pl > 5 && strcmp(prefix + pl - 5, ".json") == 0)
+            prefix[pl - 5] = '\0';
+        if (tg_trace_open(prefix, st.rank, 0, &trace, err, sizeof err) != TG_OK) {
+            say_error(&st, err);
+            code = TG_EXIT_RUNTIME;
+        }
+    }
+    cfg->trace = trace;
+    tg_ctx_config cc = {.device = o->device, .threads = o->threads};
+    tg_ctx *ctx = NULL;
+    if (code == 0 && tg_ctx_new(&cc, &ctx) != TG_OK) {
+        say_error(&st, tg_last_init_error());
+        code = TG_EXIT_RUNTIME;
+    }
+    tg_trainer *tr = NULL;
+    if (code == 0) {
+        tg_status s = tg_trainer_new(ctx, cfg, &tr);
+        if (s) {
+            say_error(&st, tg_ctx_error(ctx));
+            code = exit_code(s);
+        }
+    }
+    /* A rank that failed to start must not leave the others waiting in the
+     * model check: agree first. */
+    code = agree(&st, code);
+    if (code == 0) {
+        code = train(&st, tr, data);
+    }
+    tg_trainer_free(tr);
+    if (ctx)
+        tg_ctx_free(ctx);
+    if (trace && tg_trace_close(trace, err, sizeof err) != TG_OK) {
+        say_error(&st, err);
+        if (code == TG_EXIT_OK)
+            code = TG_EXIT_RUNTIME;
+    }
+out:
+    free(st.scratch);
+    if (st.metrics && (fclose(st.metrics) != 0 || st.metrics_failed)) {
+        fprintf(stderr, "tapegrad train: writing %s failed\n", o->metrics);
+        if (code == TG_EXIT_OK)
+            code = TG_EXIT_RUNTIME;
+    }
+    return code;
+}
