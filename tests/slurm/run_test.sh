@@ -74,6 +74,19 @@ work=$tmp/job
 mkdir -p "$work" || die "cannot create $work"
 chmod 755 "$tmp"
 
+# The real trainer needs data: Fashion-MNIST from the Debian package,
+# converted into the job folder (the stand-in reads nothing).
+if [ -z "${TG_DATA:-}" ] && [ "$TAPEGRAD" != "$here/standin_train.sh" ]; then
+    fm=${TG_IDX_DIR:-/usr/share/datasets/fashion-mnist}
+    [ -f "$fm/train-images-idx3-ubyte.gz" ] || skip "no Fashion-MNIST in $fm (dataset-fashion-mnist)"
+    for s in train:train t10k:test; do
+        "$TAPEGRAD" convert idx --images "$fm/${s%%:*}-images-idx3-ubyte.gz" \
+            --labels "$fm/${s%%:*}-labels-idx1-ubyte.gz" --out "$work/data.h5" \
+            --split "${s##*:}" >/dev/null || die "converting Fashion-MNIST failed"
+    done
+    export TG_DATA=$work/data.h5
+fi
+
 job_id=
 result=1
 show_logs() {
