@@ -44,6 +44,33 @@ typedef struct tg_cli_command {
     const char *summary;
 } tg_cli_command;
 
+/* ---- --config FILE.ini (launch/config.c) ---- */
+
+#define TG_CLI_CONFIG_MAX 128
+
+/* One "key = value" of a configuration file; key has '_' turned into '-'. */
+typedef struct tg_cli_setting {
+    char *key;
+    char *value;
+    int line;
+} tg_cli_setting;
+
+typedef struct tg_cli_config {
+    const char *path;
+    int n;
+    tg_cli_setting s[TG_CLI_CONFIG_MAX];
+} tg_cli_config;
+
+/* Reads the INI file at path for command cmd: keys in section [cmd] or
+ * before any section. Prints what is wrong (file:line) and returns an exit
+ * code; on success release it with tg_cli_config_free(). */
+int tg_cli_config_read(const char *cmd, const char *path, tg_cli_config *c);
+void tg_cli_config_free(tg_cli_config *c);
+/* How to name a value in a message: "FILE:LINE: key 'lr'" when value is one
+ * of c's values (compared by address), else flag ("--lr"). */
+const char *tg_cli_label(const tg_cli_config *c, const char *flag, const char *value, char *buf,
+                         size_t len);
+
 /* The subcommands (launch/cmd_*.c). */
 int tg_cmd_plot(int argc, char **argv);
 int tg_cmd_export(int argc, char **argv);

@@ -116,6 +116,14 @@ static void train_usage(FILE *f) {
             "                        epoch, loss, lr) every --log-every steps, \"epoch\" and\n"
             "                        \"end\" (epoch, step, train_loss, test_loss, test_acc,\n"
             "                        samples_per_s, seconds, eval_seconds, rss_mb, peak_rss_mb)\n"
+            "\n"
+            "configuration:\n"
+            "  --config FILE.ini     read options from an INI file: one 'key = value' per\n"
+            "                        line, keys as the options without '--' (batch-size or\n"
+            "                        batch_size), in a [train] section or before any;\n"
+            "                        check-replicas = true for the switch; options on the\n"
+            "                        command line override the file\n"
+            "  --print-config        print the resolved configuration and exit\n"
             "  -h, --help            print this help and exit\n"
             "\n"
             "per-model defaults:\n"
@@ -147,7 +155,28 @@ typedef struct given {
     const char *epochs, *batch, *eval_batch, *lr, *wd, *momentum, *warmup, *smoothing, *clip,
         *max_steps, *seed, *threads, *log_every;
     const char *device, *comm_timeout, *bucket_mb, *ckpt_every, *keep;
+    /* --config FILE: its settings, applied before the command line's. */
+    const char *config;
+    tg_cli_config file;
+    bool print_config;
 } given;
+
+/* "--lr" for a value from the command line, "run.ini:3: key 'lr'" for one
+ * from the configuration file. */
+#define LABEL(g, flag, v, buf) tg_cli_label(&(g)->file, (flag), (v), (buf), sizeof(buf))
+
+/* true/false (and yes/no, 1/0) for a switch set in a configuration file. */
+static int parse_switch(const given *g, const tg_cli_setting *s, bool *out) {
+    const char *v = s->value;
+    if (!strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "1"))
+        *out = true;
+    else if (!strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "0"))
+        *out = false;
+    else
+        return tg_cli_usage_error("train", "%s:%d: key '%s': expected true or false, got '%s'",
+                                  g->file.path, s->line, s->key, v);
+    return 0;
+}
 
 static int collect(int argc, char **argv, given *g, train_opts *o) {
     const char *cmd = "train";
@@ -183,43 +212,81 @@ static int collect(int argc, char **argv, given *g, train_opts *o) {
         {"--keep", &g->keep},
         {"--resume", &o->resume},
     };
+    size_t nt = sizeof(table) / sizeof(table[0]);
+    /* First the configuration file, so that the command line overrides it. */
     for (int i = 1; i < argc; i++) {
         if (tg_cli_is_help(argv[i])) {
             train_usage(stdout);
             return -1;
         }
+        int m = tg_cli_opt(cmd, argc, argv, &i, "--config", &g->config);
+        if (m < 0)
+            return TG_EXIT_USAGE;
+    }
+    if (g->config) {
+        int code = tg_cli_config_read(cmd, g->config, &g->file);
+        if (code)
+            return code;
+    }
+    for (int k = 0; k < g->file.n; k++) {
+        const tg_cli_setting *s = &g->file.s[k];
+        if (!strcmp(s->key, "check-replicas")) {
+            if (parse_switch(g, s, &o->check_replicas))
+                return TG_EXIT_USAGE;
+            continue;
+        }
+        size_t t = 0;
+        while (t < nt && strcmp(table[t].flag + 2, s->key) != 0)
+            t++;
+        if (t == nt)
+            return tg_cli_usage_error(cmd,
+                                      "%s:%d: unknown key '%s' (keys are the options of "
+                                      "'tapegrad train --help' without the dashes)",
+                                      g->file.path, s->line, s->key);
+        *table[t].dst = s->value;
+    }
+    for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--check-replicas") == 0) {
             o->check_replicas = true;
             continue;
         }
-        size_t t = 0, nt = sizeof(table) / sizeof(table[0]);
-        int m = 0;
-        for (; t < nt; t++)
+        if (strcmp(argv[i], "--print-config") == 0) {
+            g->print_config = true;
+            continue;
+        }
+        const char *ignored;
+        int m = tg_cli_opt(cmd, argc, argv, &i, "--config", &ignored);
+        for (size_t t = 0; m == 0 && t < nt; t++)
             if ((m = tg_cli_opt(cmd, argc, argv, &i, table[t].flag, table[t].dst)) != 0)
                 break;
         if (m < 0)
             return TG_EXIT_USAGE;
-        if (t == nt)
+        if (m == 0)
             return tg_cli_usage_error(cmd, "unknown option '%s'", argv[i]);
     }
     return 0;
 }
 
-static int parse_i(const char *flag, const char *v, int64_t lo, int64_t hi, int64_t *out) {
-    return v ? tg_cli_parse_i64("train", flag, v, lo, hi, out) : 0;
+static int parse_i(const given *g, const char *flag, const char *v, int64_t lo, int64_t hi,
+                   int64_t *out) {
+    char b[4200];
+    return v ? tg_cli_parse_i64("train", LABEL(g, flag, v, b), v, lo, hi, out) : 0;
 }
 
-static int parse_d(const char *flag, const char *v, double lo, double hi, double *out) {
-    return v ? tg_cli_parse_f64("train", flag, v, lo, hi, out) : 0;
+static int parse_d(const given *g, const char *flag, const char *v, double lo, double hi,
+                   double *out) {
+    char b[4200];
+    return v ? tg_cli_parse_f64("train", LABEL(g, flag, v, b), v, lo, hi, out) : 0;
 }
 
 /* Resolves the given values into cfg (starting from the model's defaults). */
 static int resolve(const given *g, tg_trainer_config *cfg, train_opts *o) {
     const char *cmd = "train";
+    char lb[4200];
     tg_model_kind kind = TG_MODEL_MLP;
     if (g->model && !tg_model_from_name(g->model, &kind))
-        return tg_cli_usage_error(cmd, "--model: expected mlp, cnn or cnn-bn, got '%s'",
-                                  g->model);
+        return tg_cli_usage_error(cmd, "%s: expected mlp, cnn or cnn-bn, got '%s'",
+                                  LABEL(g, "--model", g->model, lb), g->model);
     *cfg = tg_trainer_defaults(kind);
     if (g->optimizer) {
         if (strcmp(g->optimizer, "sgd") == 0) {
@@ -232,8 +299,8 @@ static int resolve(const given *g, tg_trainer_config *cfg, train_opts *o) {
             cfg->optim = tg_optim_defaults(TG_OPTIM_ADAM);
             cfg->optim.lr = lr;
         } else if (strcmp(g->optimizer, "adamw") != 0) {
-            return tg_cli_usage_error(cmd, "--optimizer: expected adamw, adam or sgd, got '%s'",
-                                      g->optimizer);
+            return tg_cli_usage_error(cmd, "%s: expected adamw, adam or sgd, got '%s'",
+                                      LABEL(g, "--optimizer", g->optimizer, lb), g->optimizer);
         }
     }
     if (g->schedule) {
@@ -242,34 +309,35 @@ static int resolve(const given *g, tg_trainer_config *cfg, train_opts *o) {
         else if (strcmp(g->schedule, "constant") == 0)
             cfg->schedule.kind = TG_LR_CONSTANT;
         else
-            return tg_cli_usage_error(cmd, "--schedule: expected cosine or constant, got '%s'",
-                                      g->schedule);
+            return tg_cli_usage_error(cmd, "%s: expected cosine or constant, got '%s'",
+                                      LABEL(g, "--schedule", g->schedule, lb), g->schedule);
     }
     int64_t seed = (int64_t)cfg->seed, threads = 0, keep = 3;
-    if (parse_i("--epochs", g->epochs, 1, 100000, &cfg->epochs) ||
-        parse_i("--batch-size", g->batch, 1, 1 << 20, &cfg->batch_size) ||
-        parse_i("--eval-batch-size", g->eval_batch, 1, 1 << 20, &cfg->eval_batch_size) ||
-        parse_i("--warmup", g->warmup, 0, INT64_MAX, &cfg->schedule.warmup_steps) ||
-        parse_i("--max-steps", g->max_steps, 0, INT64_MAX, &cfg->max_steps) ||
-        parse_i("--seed", g->seed, 0, INT64_MAX, &seed) ||
-        parse_i("--threads", g->threads, 1, 1024, &threads) ||
-        parse_i("--log-every", g->log_every, 0, INT64_MAX, &cfg->log_every) ||
-        parse_d("--lr", g->lr, 1e-12, 1e3, &cfg->optim.lr) ||
-        parse_d("--weight-decay", g->wd, 0, 10, &cfg->optim.weight_decay) ||
-        parse_d("--momentum", g->momentum, 0, 0.999999, &cfg->optim.momentum) ||
-        parse_d("--label-smoothing", g->smoothing, 0, 0.999999, &cfg->label_smoothing) ||
-        parse_d("--clip-grad-norm", g->clip, 0, 1e12, &cfg->clip_grad_norm) ||
-        parse_d("--comm-timeout", g->comm_timeout, 0.01, 1e6, &o->comm_timeout) ||
-        parse_d("--bucket-mb", g->bucket_mb, 0.001, 4096, &o->bucket_mb) ||
-        parse_i("--ckpt-every", g->ckpt_every, 0, INT64_MAX, &o->ckpt_every) ||
-        parse_i("--keep", g->keep, 0, 1000000, &keep))
+    if (parse_i(g, "--epochs", g->epochs, 1, 100000, &cfg->epochs) ||
+        parse_i(g, "--batch-size", g->batch, 1, 1 << 20, &cfg->batch_size) ||
+        parse_i(g, "--eval-batch-size", g->eval_batch, 1, 1 << 20, &cfg->eval_batch_size) ||
+        parse_i(g, "--warmup", g->warmup, 0, INT64_MAX, &cfg->schedule.warmup_steps) ||
+        parse_i(g, "--max-steps", g->max_steps, 0, INT64_MAX, &cfg->max_steps) ||
+        parse_i(g, "--seed", g->seed, 0, INT64_MAX, &seed) ||
+        parse_i(g, "--threads", g->threads, 1, 1024, &threads) ||
+        parse_i(g, "--log-every", g->log_every, 0, INT64_MAX, &cfg->log_every) ||
+        parse_d(g, "--lr", g->lr, 1e-12, 1e3, &cfg->optim.lr) ||
+        parse_d(g, "--weight-decay", g->wd, 0, 10, &cfg->optim.weight_decay) ||
+        parse_d(g, "--momentum", g->momentum, 0, 0.999999, &cfg->optim.momentum) ||
+        parse_d(g, "--label-smoothing", g->smoothing, 0, 0.999999, &cfg->label_smoothing) ||
+        parse_d(g, "--clip-grad-norm", g->clip, 0, 1e12, &cfg->clip_grad_norm) ||
+        parse_d(g, "--comm-timeout", g->comm_timeout, 0.01, 1e6, &o->comm_timeout) ||
+        parse_d(g, "--bucket-mb", g->bucket_mb, 0.001, 4096, &o->bucket_mb) ||
+        parse_i(g, "--ckpt-every", g->ckpt_every, 0, INT64_MAX, &o->ckpt_every) ||
+        parse_i(g, "--keep", g->keep, 0, 1000000, &keep))
         return TG_EXIT_USAGE;
     o->keep = (int)keep;
     o->device = TG_DEVICE_CPU;
     if (g->device && strcmp(g->device, "cuda") == 0)
         o->device = TG_DEVICE_CUDA;
     else if (g->device && strcmp(g->device, "cpu") != 0)
-        return tg_cli_usage_error(cmd, "--device: expected cpu or cuda, got '%s'", g->device);
+        return tg_cli_usage_error(cmd, "%s: expected cpu or cuda, got '%s'",
+                                  LABEL(g, "--device", g->device, lb), g->device);
     if (o->ckpt_dir && !o->ckpt_dir[0])
         return tg_cli_usage_error(cmd, "--ckpt-dir: empty folder name");
     if (o->trace && !o->trace[0])
@@ -322,13 +390,23 @@ int tg_cmd_train(int argc, char **argv) {
     given g = {0};
     train_opts o = {.idx_dir = TG_FMNIST_IDX_DIR};
     int code = collect(argc, argv, &g, &o);
-    if (code < 0)
-        return TG_EXIT_OK; /* --help */
-    if (code)
-        return code;
+    if (code) {
+        tg_cli_config_free(&g.file);
+        return code < 0 ? TG_EXIT_OK : code; /* < 0: --help */
+    }
     tg_trainer_config cfg;
-    if ((code = resolve(&g, &cfg, &o)) != 0)
-        return code;
+    code = resolve(&g, &cfg, &o);
+    if (code == 0 && g.print_config) {
+        char text[4096];
+        fputs(tg_train_config_text(&cfg, text, sizeof text), stdout);
+        code = -1;
+    }
+    /* The values resolved into cfg and o; the strings the file gave o (data,
+     * metrics, ...) must stay, so the file is released at the end. */
+    if (code) {
+        tg_cli_config_free(&g.file);
+        return code < 0 ? TG_EXIT_OK : code;
+    }
 
     /* Without mpirun this is a world of one. */
     char err[512];
@@ -361,5 +439,6 @@ int tg_cmd_train(int argc, char **argv) {
             code = tg_train_run(&cfg, &o, data, w);
     }
     tg_world_free(w);
+    tg_cli_config_free(&g.file);
     return code;
 }

@@ -99,6 +99,23 @@ static int exit_code(tg_status s) {
 
 /* ---- progress and metrics (rank 0) ---- */
 
+/* The first line of a metrics file: {"event":"config", "model":"cnn", ...},
+ * the resolved configuration's "key = value" lines as string fields (the
+ * values hold no quotes or backslashes). */
+static void write_config_event(FILE *f, const tg_trainer_config *cfg, int world) {
+    char text[4096];
+    tg_train_config_text(cfg, text, sizeof text);
+    fprintf(f, "{\"event\":\"config\",\"world_size\":%d", world);
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        char *eq = strstr(line, " = ");
+        if (!eq)
+            continue;
+        *eq = 0;
+        fprintf(f, ",\"%s\":\"%s\"", line, eq + 3);
+    }
+    fputs("}\n", f);
+}
+
 /* VmRSS and VmHWM of this process in MiB (-1 when unknown). */
 static void rss_mb(double *rss, double *peak) {
     *rss = *peak = -1;
@@ -630,6 +647,8 @@ int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, 
                 strerror(errno));
         code = TG_EXIT_USAGE;
     }
+    if (st.metrics)
+        write_config_event(st.metrics, cfg, st.world);
     /* An unusable checkpoint folder is found now, not at the first save. */
     if (code == 0 && st.rank == 0 && o->ckpt_dir && mkdir_p(o->ckpt_dir) != 0) {
         fprintf(stderr, "tapegrad train: --ckpt-dir %s: cannot create or write the folder: %s\n",

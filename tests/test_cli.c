@@ -503,25 +503,27 @@ static void test_train_tiny_from_idx(void **state) {
     closedir(d);
     assert_int_equal(files, 1);
 
-    /* The metrics of the last run: 2 step events (steps 5 and 10), 2 epoch
-     * events and the end event, in this order. */
+    /* The metrics of the last run: the resolved configuration, 2 step events
+     * (steps 5 and 10), 2 epoch events and the end event, in this order. */
     FILE *f = fopen(jsonl, "r");
     assert_non_null(f);
     char line[1024];
-    static const char *const want[] = {"{\"event\":\"step\",\"step\":5,",
+    static const char *const want[] = {"{\"event\":\"config\",\"world_size\":1,\"model\":\"cnn-bn\","
+                                       "\"epochs\":\"2\",\"batch_size\":\"4\",",
+                                       "{\"event\":\"step\",\"step\":5,",
                                        "{\"event\":\"epoch\",\"epoch\":1,\"step\":5,",
                                        "{\"event\":\"step\",\"step\":10,",
                                        "{\"event\":\"epoch\",\"epoch\":2,\"step\":10,",
                                        "{\"event\":\"end\",\"epoch\":2,\"step\":10,"};
     int n = 0;
     while (fgets(line, sizeof line, f)) {
-        assert_true(n < 5);
+        assert_true(n < 6);
         if (strncmp(line, want[n], strlen(want[n])) != 0)
             fail_msg("metrics line %d is '%s', expected it to start with '%s'", n, line, want[n]);
         n++;
     }
     fclose(f);
-    assert_int_equal(n, 5);
+    assert_int_equal(n, 6);
     free(r);
 }
 
