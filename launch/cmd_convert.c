@@ -1,20 +1,61 @@
 /*
- * launch/cmd_convert.c: `tapegrad convert idx`, IDX files to an HDF5 split.
+ * launch/cmd_convert.c: `tapegrad convert idx|npy`: MNIST-family IDX files
+ * or NumPy .npy files to a split of an HDF5 dataset.
  */
 #include "cli.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "tapegrad/datasets.h"
 
 static void convert_usage(FILE *f) {
+    fprintf(f, "usage: tapegrad convert idx --images FILE.gz --labels FILE.gz --out FILE.h5 ...\n"
+               "       tapegrad convert npy --x X.npy --y Y.npy --out FILE.h5 ...\n"
+               "\n"
+               "Run 'tapegrad convert idx --help' or 'tapegrad convert npy --help' for the\n"
+               "options of each.\n");
+}
+
+static void npy_usage(FILE *f) {
+    fprintf(f, "usage: tapegrad convert npy --x X.npy --y Y.npy --out FILE.h5\n"
+               "                           [--split NAME] [--num-classes K] [--scale S]\n"
+               "                           [--mean M --std S] [--chunk N] [--deflate LEVEL]\n"
+               "\n"
+               "Converts a pair of NumPy .npy files (np.save, format 1.0, 2.0 or 3.0) into\n"
+               "split NAME of the HDF5 dataset FILE.h5: x (N, d1[, ..., d4]) uint8 -> u8 or\n"
+               "float32/float64 -> f32 (values must be finite), y (N,) any integer dtype ->\n"
+               "u8 (or i32 above 256 classes), attributes num_classes, scale, mean and std.\n"
+               "A split other than train written into a file that holds train takes train's\n"
+               "mean and std unless --mean/--std are given. A new file is written under a\n"
+               "temporary name and renamed; an existing file keeps its other splits and a\n"
+               "split of the same name is replaced. A file that is not HDF5 is never\n"
+               "overwritten.\n"
+               "\n"
+               "options:\n"
+               "  --x FILE.npy       the inputs, C order (required)\n"
+               "  --y FILE.npy       the labels, in [0, num_classes) (required)\n"
+               "  --out FILE.h5      the dataset to write or extend (required)\n"
+               "  --split NAME       the split to write (default: train)\n"
+               "  --num-classes K    default: the largest label + 1\n"
+               "  --scale S          default: 1/255 for uint8 x, 1 for float x\n"
+               "  --mean M --std S   normalisation to record, both or neither\n"
+               "                     (default: mean and std of x*scale over the split)\n"
+               "  --chunk N          samples per HDF5 chunk of x (default: 1024, fewer for\n"
+               "                     samples over 64 KiB)\n"
+               "  --deflate LEVEL    zlib level 0-9 (default: 0, uncompressed, fastest reads)\n"
+               "  -h, --help         print this help and exit\n");
+}
+
+static void idx_usage(FILE *f) {
     fprintf(f, "usage: tapegrad convert idx --images FILE.gz --labels FILE.gz --out FILE.h5\n"
                "                           [--split NAME] [--chunk N] [--deflate LEVEL]\n"
                "\n"
                "Converts a pair of gzip'd MNIST-family IDX files (images magic 0x00000803,\n"
                "labels magic 0x00000801) into split NAME of the HDF5 dataset FILE.h5: x u8\n"
                "(N, 1, rows, cols), y u8 (N,), attributes num_classes, scale 1/255 and the\n"
-               "split's pixel mean and std. A new file is written under a temporary name and\n"
+               "split's pixel mean and std (a split other than train written into a file\n"
+               "that holds train takes train's). A new file is written under a temporary name and\n"
                "renamed; an existing file keeps its other splits and a split of the same name\n"
                "is replaced. A file that is not HDF5 is never overwritten.\n"
                "\n"
@@ -56,6 +97,83 @@ static int summarize(const char *out, const char *split) {
     return TG_EXIT_OK;
 }
 
+static bool bad_split(const char *split) {
+    if (split[0] && split[0] != '.' && !strchr(split, '/'))
+        return false;
+    tg_cli_usage_error("convert",
+                       "--split: expected a group name without '/' or a leading '.', got '%s'",
+                       split);
+    return true;
+}
+
+/* The converter's status as an exit code, with its message. */
+static int convert_failed(tg_status s, const char *err) {
+    fprintf(stderr, "tapegrad convert: %s\n", err);
+    /* A valid file of a kind the converter does not take is a data error. */
+    if (s == TG_ERR_UNSUPPORTED)
+        return TG_EXIT_DATA;
+    return s == TG_ERR_INVALID ? TG_EXIT_USAGE : tg_cli_exit_for_status(s);
+}
+
+static int convert_npy(int argc, char **argv) {
+    const char *cmd = "convert";
+    const char *x = NULL, *y = NULL, *out = NULL, *split = "train", *v;
+    const char *mean = NULL, *sd = NULL;
+    tg_npy_options o = {0};
+    for (int i = 2; i < argc; i++) {
+        int m;
+        int64_t k;
+        if (tg_cli_is_help(argv[i])) {
+            npy_usage(stdout);
+            return TG_EXIT_OK;
+        } else if ((m = tg_cli_opt(cmd, argc, argv, &i, "--x", &v)) != 0) {
+            x = v;
+        } else if ((m = tg_cli_opt(cmd, argc, argv, &i, "--y", &v)) != 0) {
+            y = v;
+        } else if ((m = tg_cli_opt(cmd, argc, argv, &i, "--out", &v)) != 0) {
+            out = v;
+        } else if ((m = tg_cli_opt(cmd, argc, argv, &i, "--split", &v)) != 0) {
+            split = v;
+        } else if ((m = tg_cli_opt(cmd, argc, argv, &i, "--num-classes", &v)) != 0) {
+            if (m < 0 || tg_cli_parse_i64(cmd, "--num-classes", v, 1, INT32_MAX, &k))
+                return TG_EXIT_USAGE;
+            o.num_classes = k;
+        } else if ((m = tg_cli_opt(cmd, argc, argv, &i, "--scale", &v)) != 0) {
+            if (m < 0 || tg_cli_parse_f64(cmd, "--scale", v, 1e-300, 1e300, &o.scale))
+                return TG_EXIT_USAGE;
+        } else if ((m = tg_cli_opt(cmd, argc, argv, &i, "--mean", &v)) != 0) {
+            mean = v;
+        } else if ((m = tg_cli_opt(cmd, argc, argv, &i, "--std", &v)) != 0) {
+            sd = v;
+        } else if ((m = tg_cli_opt(cmd, argc, argv, &i, "--chunk", &v)) != 0) {
+            if (m < 0 || tg_cli_parse_i64(cmd, "--chunk", v, 1, INT32_MAX, &k))
+                return TG_EXIT_USAGE;
+            o.chunk_samples = k;
+        } else if ((m = tg_cli_opt(cmd, argc, argv, &i, "--deflate", &v)) != 0) {
+            if (m < 0 || tg_cli_parse_i64(cmd, "--deflate", v, 0, 9, &k))
+                return TG_EXIT_USAGE;
+            o.deflate_level = (int)k;
+        } else {
+            return tg_cli_usage_error(cmd, "unknown option '%s'", argv[i]);
+        }
+        if (m < 0)
+            return TG_EXIT_USAGE;
+    }
+    if (!x || !y || !out)
+        return tg_cli_usage_error(cmd, "%s is required", !x ? "--x" : !y ? "--y" : "--out");
+    if (!mean != !sd)
+        return tg_cli_usage_error(cmd, "--mean and --std go together: give both or neither");
+    if (mean && (tg_cli_parse_f64(cmd, "--mean", mean, -1e300, 1e300, &o.mean) ||
+                 tg_cli_parse_f64(cmd, "--std", sd, 1e-300, 1e300, &o.std)))
+        return TG_EXIT_USAGE;
+    o.set_mean_std = mean != NULL;
+    if (bad_split(split))
+        return TG_EXIT_USAGE;
+    char err[512];
+    tg_status s = tg_npy_convert(x, y, out, split, &o, err, sizeof err);
+    return s ? convert_failed(s, err) : summarize(out, split);
+}
+
 int tg_cmd_convert(int argc, char **argv) {
     const char *cmd = "convert";
     if (argc < 2) {
@@ -66,8 +184,10 @@ int tg_cmd_convert(int argc, char **argv) {
         convert_usage(stdout);
         return TG_EXIT_OK;
     }
+    if (strcmp(argv[1], "npy") == 0)
+        return convert_npy(argc, argv);
     if (strcmp(argv[1], "idx") != 0)
-        return tg_cli_usage_error(cmd, "unknown format '%s' (this build converts: idx)", argv[1]);
+        return tg_cli_usage_error(cmd, "unknown format '%s' (expected idx or npy)", argv[1]);
 
     const char *images = NULL, *labels = NULL, *out = NULL, *split = "train", *v;
     tg_idx_options o = {0};
@@ -75,7 +195,7 @@ int tg_cmd_convert(int argc, char **argv) {
         int m;
         int64_t x;
         if (tg_cli_is_help(argv[i])) {
-            convert_usage(stdout);
+            idx_usage(stdout);
             return TG_EXIT_OK;
         } else if ((m = tg_cli_opt(cmd, argc, argv, &i, "--images", &v)) != 0) {
             images = v;
@@ -103,15 +223,10 @@ int tg_cmd_convert(int argc, char **argv) {
         return tg_cli_usage_error(cmd, "%s is required", !images ? "--images"
                                                          : !labels ? "--labels"
                                                                    : "--out");
-    if (!split[0] || split[0] == '.' || strchr(split, '/'))
-        return tg_cli_usage_error(cmd, "--split: expected a group name without '/' or a "
-                                       "leading '.', got '%s'", split);
+    if (bad_split(split))
+        return TG_EXIT_USAGE;
 
     char err[512];
     tg_status s = tg_idx_convert_opts(images, labels, out, split, &o, err, sizeof err);
-    if (s) {
-        fprintf(stderr, "tapegrad convert: %s\n", err);
-        return s == TG_ERR_INVALID ? TG_EXIT_USAGE : tg_cli_exit_for_status(s);
-    }
-    return summarize(out, split);
+    return s ? convert_failed(s, err) : summarize(out, split);
 }
