@@ -391,6 +391,17 @@ static void test_npy_options(void **state) {
     tg_dataset_close(ds);
 }
 
+/* Converts two fixtures into split `split` of out, which must succeed. */
+static void conv_ok(const char *x, const char *y, const char *out, const char *split,
+                    const tg_npy_options *opts) {
+    char err[512] = "";
+    tg_status st = tg_npy_convert(fixture(x), fixture(y), out, split, opts, err, sizeof err);
+
+    if (st)
+        print_error("%s + %s -> %s: %s\n", x, y, split, err);
+    assert_int_equal(st, TG_OK);
+}
+
 /* Reads mean and std of a split through the reader. */
 static void read_norm(const char *path, const char *split, double *mean, double *sd) {
     char err[512] = "";
@@ -411,19 +422,14 @@ static void test_npy_test_takes_train(void **state) {
     const struct expect te = {"test", 5, 3, 2, {5, 3}, false, ref_f, ref_label, 5, 1, 5, 5};
     const tg_npy_options given = {.set_mean_std = true, .mean = 0.25, .std = 2.0};
     double trm, trs, tem, tes, m1, s1, m2, s2;
-    char err[512] = "";
 
     (void)state;
     ref_stats(&tr, 1.0 / 255.0, &trm, &trs);
     ref_stats(&te, 1.0, &tem, &tes);
     /* The rule is only visible when the two splits' statistics differ. */
     assert_true(fabs(trm - tem) > 0.1 && fabs(trs - tes) > 0.01);
-    assert_int_equal(tg_npy_convert(fixture("x_u8.npy"), fixture("y_u1_7.npy"), out, "train", NULL,
-                                    err, sizeof err),
-                     TG_OK);
-    assert_int_equal(tg_npy_convert(fixture("x_f4.npy"), fixture("y_i4_5.npy"), out, "test", NULL,
-                                    err, sizeof err),
-                     TG_OK);
+    conv_ok("x_u8.npy", "y_u1_7.npy", out, "train", NULL);
+    conv_ok("x_f4.npy", "y_i4_5.npy", out, "test", NULL);
     check_dataset(out, &tr, 1.0 / 255.0);
     /* Every test sample is normalised with train's statistics. */
     check_dataset_norm(out, &te, 1.0, trm, trs);
@@ -431,19 +437,13 @@ static void test_npy_test_takes_train(void **state) {
     read_norm(out, "test", &m2, &s2);
     assert_true(m2 == m1 && s2 == s1);
     /* Explicit statistics win over train's. */
-    assert_int_equal(tg_npy_convert(fixture("x_f4.npy"), fixture("y_i4_5.npy"), out, "test", &given,
-                                    err, sizeof err),
-                     TG_OK);
+    conv_ok("x_f4.npy", "y_i4_5.npy", out, "test", &given);
     check_dataset_norm(out, &te, 1.0, 0.25, 2.0);
     /* Train converted again keeps its own; the test split, converted alone,
      * gets its own. */
-    assert_int_equal(tg_npy_convert(fixture("x_u8.npy"), fixture("y_u1_7.npy"), out, "train", NULL,
-                                    err, sizeof err),
-                     TG_OK);
+    conv_ok("x_u8.npy", "y_u1_7.npy", out, "train", NULL);
     check_dataset(out, &tr, 1.0 / 255.0);
-    assert_int_equal(tg_npy_convert(fixture("x_f4.npy"), fixture("y_i4_5.npy"), alone, "test", NULL,
-                                    err, sizeof err),
-                     TG_OK);
+    conv_ok("x_f4.npy", "y_i4_5.npy", alone, "test", NULL);
     check_dataset(alone, &te, 1.0);
 }
 
@@ -452,12 +452,9 @@ static void test_npy_deflate(void **state) {
     const char *out = tmp_path("deflate.h5");
     const struct expect e = {"train", 7, 12, 4, {7, 1, 3, 4}, true, ref_u8, ref_label, 5, 1, 7, 7};
     tg_npy_options o = {.deflate_level = 1};
-    char err[512] = "";
 
     (void)state;
-    assert_int_equal(tg_npy_convert(fixture("x_u8.npy"), fixture("y_u1_7.npy"), out, "train", &o,
-                                    err, sizeof err),
-                     TG_OK);
+    conv_ok("x_u8.npy", "y_u1_7.npy", out, "train", &o);
     check_stored(out, &e);
 }
 
@@ -672,12 +669,8 @@ static void test_npy_keeps_output(void **state) {
 
     (void)state;
     assert_non_null(xf);
-    assert_int_equal(tg_npy_convert(fixture("x_u8.npy"), fixture("y_u1_7.npy"), out, "train", NULL,
-                                    err, sizeof err),
-                     TG_OK);
-    assert_int_equal(tg_npy_convert(fixture("x_f4.npy"), fixture("y_i4_5.npy"), out, "test", NULL,
-                                    err, sizeof err),
-                     TG_OK);
+    conv_ok("x_u8.npy", "y_u1_7.npy", out, "train", NULL);
+    conv_ok("x_f4.npy", "y_i4_5.npy", out, "test", NULL);
     /* NaN in the second chunk of x: the first chunk is already written. */
     xf[2 * 1500 + 1] = NAN;
     write_arr(p, "<f4", "(2000, 2)", xf, sizeof(float) * N * 2);
