@@ -9,7 +9,6 @@
  * name, or a temporary group in an existing file, published only when
  * complete.
  */
-#include <errno.h>
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
