@@ -87,4 +87,83 @@ const char *tg__ds_dims_str(const hsize_t *dims, int ndim, char *buf, size_t len
  */
 tg_status tg__ds_reserve(tg_dataset *ds, int64_t n, char *err, size_t errlen);
 
+/* ---------------------------------------------------------------------- */
+/* Converter output (h5out.c)                                              */
+/* ---------------------------------------------------------------------- */
+
+/*
+ * One split being written by a converter. tg__ds_out_init() and
+ * tg__ds_out_split_name() prepare it, tg__ds_out_open() opens the file,
+ * the converter fills the group o->tmp_group, and tg__ds_out_close()
+ * publishes it or takes everything back.
+ */
+struct tg__ds_out {
+    const char *path; /* as the caller named it, for messages */
+    char *tmp_path;   /* non-NULL while a new file is written */
+    char tmp_group[300];
+    char split[256];
+    hid_t file;
+    hid_t fapl;
+    bool existed;
+};
+
+/* Sets o up for the output file `path` (borrowed) with nothing open. */
+void tg__ds_out_init(struct tg__ds_out *o, const char *path);
+
+/*
+ * Checks a split name ("train" or "/train": one top-level name) and sets
+ * o->split and o->tmp_group from it; TG_ERR_INVALID names the bad name.
+ */
+tg_status tg__ds_out_split_name(struct tg__ds_out *o, const char *split, char *err, size_t errlen);
+
+/* TG_ERR_IO with "PATH: WHAT failed (HDF5: innermost detail)". */
+tg_status tg__ds_out_err(const struct tg__ds_out *o, const char *what, char *err, size_t errlen);
+
+/*
+ * Opens the output: an existing HDF5 file in place, or a new file under a
+ * temporary name. A partial group from an earlier failed run is removed. An
+ * existing file that is not HDF5 is refused (TG_ERR_FORMAT). Whatever it
+ * returns, tg__ds_out_close() must follow.
+ */
+tg_status tg__ds_out_open(struct tg__ds_out *o, char *err, size_t errlen);
+
+/*
+ * Publishes the finished split when st is TG_OK: swaps the group in,
+ * closes, renames a new file into place. On failure (st or its own)
+ * everything written is taken back. Returns the first failure.
+ */
+tg_status tg__ds_out_close(struct tg__ds_out *o, tg_status st, char *err, size_t errlen);
+
+/* Writes the scalar attribute `name` of file type ftype on grp from val
+ * (memory type mtype). */
+tg_status tg__ds_out_attr(const struct tg__ds_out *o, hid_t grp, const char *name, hid_t ftype,
+                          hid_t mtype, const void *val, char *err, size_t errlen);
+
+/* Writes the schema's four attributes num_classes, scale, mean and std. */
+tg_status tg__ds_out_norm_attrs(const struct tg__ds_out *o, hid_t grp, int32_t num_classes,
+                                double scale, double mean, double sd, char *err, size_t errlen);
+
+/* Creates a chunked dataset of file type `type` in grp, deflated at
+ * `level` when level > 0. Returns the dataset or a negative id. */
+hid_t tg__ds_out_dataset(hid_t grp, const char *name, hid_t type, int rank, const hsize_t *dims,
+                         const hsize_t *chunk, int level);
+
+/* Writes rows [start, start+m) of dataset d, whose shape is dims (rank
+ * dims, at most TG_MAX_DIMS), from buf of memory type mtype. */
+herr_t tg__ds_out_rows(hid_t d, hid_t mtype, int rank, const hsize_t *dims, int64_t start,
+                       int64_t m, const void *buf);
+
+/* Closes x and y (when >= 0) and the split group grp; returns st, or the
+ * first closing failure when st is TG_OK. */
+tg_status tg__ds_out_split_close(const struct tg__ds_out *o, hid_t grp, hid_t x, hid_t y,
+                                 tg_status st, char *err, size_t errlen);
+
+/*
+ * The normalisation rule of the converters: a split other than "train"
+ * written into a file that already holds "/train" with a mean and a
+ * positive std takes train's (into *mean and *sd, returning true); else it
+ * returns false and leaves them alone. Needs o open.
+ */
+bool tg__ds_out_train_norm(const struct tg__ds_out *o, double *mean, double *sd);
+
 #endif

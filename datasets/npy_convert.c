@@ -5,17 +5,15 @@
  * blocks (once to check the labels and find num_classes, which decides the
  * stored type, and once to write it), and x is streamed through one chunk of
  * samples and a small raw block, converted, checked and summed on the way.
- * The output side follows idx.c: a new file under a temporary name, or a
- * temporary group in an existing file, published only when complete.
+ * The output side is h5out.c's, as for idx.c: a new file under a temporary
+ * name, or a temporary group in an existing file, published only when
+ * complete.
  */
-#include <errno.h>
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "npy_internal.h"
 
@@ -28,16 +26,6 @@
 #define NPY_RAW_BLOCK ((int64_t)1 << 18)
 /* Labels per read while checking y. */
 #define NPY_LABEL_BLOCK ((int64_t)1 << 16)
-
-struct npy_out {
-    const char *path; /* as the caller named it, for messages */
-    char *tmp_path;   /* non-NULL while a new file is written */
-    char tmp_group[300];
-    char split[256];
-    hid_t file;
-    hid_t fapl;
-    bool existed;
-};
 
 struct conv {
     struct npy_file x, y;
@@ -53,13 +41,6 @@ struct conv {
     uint64_t sum, sumsq;
     double cnt, fmean, m2;
 };
-
-static tg_status h5_err(const struct npy_out *o, const char *what, char *err, size_t errlen) {
-    char detail[256];
-
-    return tg__ds_fail(TG_ERR_IO, err, errlen, "%s: %s failed (HDF5: %s)", o->path, what,
-                       tg__ds_h5_detail(detail, sizeof detail));
-}
 
 /* ---------------------------------------------------------------------- */
 /* Inputs                                                                  */
@@ -170,142 +151,11 @@ static tg_status scan_labels(struct conv *c, char *err, size_t errlen) {
 }
 
 /* ---------------------------------------------------------------------- */
-/* Output file (as idx.c)                                                  */
-/* ---------------------------------------------------------------------- */
-
-/*
- * Opens the output: an existing HDF5 file in place, or a new file under a
- * temporary name. A partial group from an earlier failed run is removed.
- */
-static tg_status out_open(struct npy_out *o, char *err, size_t errlen) {
-    struct stat sb;
-    size_t len;
-
-    /* Kept open until out_close: closing it between a failed H5Fopen and
-     * the message would clear the error stack the message quotes. */
-    o->fapl = tg__ds_fapl(false);
-    if (o->fapl < 0)
-        return h5_err(o, "setting up file access", err, errlen);
-    if (stat(o->path, &sb) == 0) {
-        if (tg__ds_is_hdf5(o->path) <= 0)
-            return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
-                               "%s: exists and is not an HDF5 file; refusing to overwrite it",
-                               o->path);
-        o->existed = true;
-        o->file = H5Fopen(o->path, H5F_ACC_RDWR, o->fapl);
-        if (o->file < 0)
-            return h5_err(o, "opening for writing", err, errlen);
-        if (H5Lexists(o->file, o->tmp_group, H5P_DEFAULT) > 0 &&
-            H5Ldelete(o->file, o->tmp_group, H5P_DEFAULT) < 0)
-            return h5_err(o, "removing a partial split", err, errlen);
-        return TG_OK;
-    }
-    if (errno != ENOENT)
-        return tg__ds_fail(TG_ERR_IO, err, errlen, "%s: cannot stat: %s", o->path, strerror(errno));
-    len = strlen(o->path) + 32;
-    o->tmp_path = malloc(len);
-    if (!o->tmp_path)
-        return tg__ds_fail(TG_ERR_NOMEM, err, errlen, "%s: out of memory", o->path);
-    snprintf(o->tmp_path, len, "%s.tmp%ld", o->path, (long)getpid());
-    o->file = H5Fcreate(o->tmp_path, H5F_ACC_TRUNC, H5P_DEFAULT, o->fapl);
-    if (o->file < 0)
-        return h5_err(o, "creating the file", err, errlen);
-    return TG_OK;
-}
-
-/* Publishes the finished split: swap the group in, close, rename a new file
- * into place. On failure everything written is taken back. */
-static tg_status out_close(struct npy_out *o, tg_status st, char *err, size_t errlen) {
-    if (st == TG_OK) {
-        if (H5Lexists(o->file, o->split, H5P_DEFAULT) > 0 &&
-            H5Ldelete(o->file, o->split, H5P_DEFAULT) < 0)
-            st = h5_err(o, "removing the old split", err, errlen);
-        else if (H5Lmove(o->file, o->tmp_group, o->file, o->split, H5P_DEFAULT, H5P_DEFAULT) < 0)
-            st = h5_err(o, "naming the split", err, errlen);
-    }
-    if (st != TG_OK && o->existed && o->file >= 0)
-        (void)H5Ldelete(o->file, o->tmp_group, H5P_DEFAULT);
-    /* Closing flushes everything written: its failure is a write failure. */
-    if (o->file >= 0 && H5Fclose(o->file) < 0 && st == TG_OK)
-        st = h5_err(o, "closing the file", err, errlen);
-    o->file = -1;
-    if (o->fapl >= 0)
-        (void)H5Pclose(o->fapl);
-    o->fapl = -1;
-    if (o->tmp_path) {
-        if (st == TG_OK && rename(o->tmp_path, o->path) != 0)
-            st = tg__ds_fail(TG_ERR_IO, err, errlen, "%s: cannot rename the finished file: %s",
-                             o->path, strerror(errno));
-        if (st != TG_OK)
-            (void)unlink(o->tmp_path);
-        free(o->tmp_path);
-        o->tmp_path = NULL;
-    }
-    return st;
-}
-
-static tg_status write_attr(const struct npy_out *o, hid_t grp, const char *name, hid_t ftype,
-                            hid_t mtype, const void *val, char *err, size_t errlen) {
-    hid_t sp = H5Screate(H5S_SCALAR);
-    hid_t a = sp < 0 ? -1 : H5Acreate2(grp, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t w = a < 0 ? -1 : H5Awrite(a, mtype, val);
-    char what[64];
-
-    if (a >= 0 && H5Aclose(a) < 0)
-        w = -1;
-    if (sp >= 0)
-        (void)H5Sclose(sp);
-    if (w < 0) {
-        snprintf(what, sizeof what, "writing attribute %s", name);
-        return h5_err(o, what, err, errlen);
-    }
-    return TG_OK;
-}
-
-/* Creates a chunked dataset of file type `type`, optionally deflated. */
-static hid_t make_dataset(hid_t grp, const char *name, hid_t type, int rank, const hsize_t *dims,
-                          const hsize_t *chunk, int level) {
-    hid_t sp = H5Screate_simple(rank, dims, NULL);
-    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    hid_t d = -1;
-
-    if (sp >= 0 && dcpl >= 0 && H5Pset_chunk(dcpl, rank, chunk) >= 0 &&
-        (level <= 0 || H5Pset_deflate(dcpl, (unsigned)level) >= 0))
-        d = H5Dcreate2(grp, name, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    if (dcpl >= 0)
-        (void)H5Pclose(dcpl);
-    if (sp >= 0)
-        (void)H5Sclose(sp);
-    return d;
-}
-
-/* Writes rows [start, start+m) of dataset d (rank dims) from buf. */
-static herr_t write_rows(hid_t d, hid_t mtype, int rank, const hsize_t *dims, int64_t start,
-                         int64_t m, const void *buf) {
-    hsize_t off[TG_MAX_DIMS] = {0}, cnt[TG_MAX_DIMS];
-    hid_t ms, fs;
-    herr_t w = -1;
-
-    memcpy(cnt, dims, sizeof(hsize_t) * (size_t)rank);
-    off[0] = (hsize_t)start;
-    cnt[0] = (hsize_t)m;
-    ms = H5Screate_simple(rank, cnt, NULL);
-    fs = H5Dget_space(d);
-    if (ms >= 0 && fs >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, off, NULL, cnt, NULL) >= 0)
-        w = H5Dwrite(d, mtype, ms, fs, H5P_DEFAULT, buf);
-    if (fs >= 0)
-        (void)H5Sclose(fs);
-    if (ms >= 0)
-        (void)H5Sclose(ms);
-    return w;
-}
-
-/* ---------------------------------------------------------------------- */
 /* Streaming                                                               */
 /* ---------------------------------------------------------------------- */
 
 /* Second pass over y: the checked labels as i32, one chunk of y per write. */
-static tg_status write_labels(struct conv *c, const struct npy_out *o, hid_t yd, int64_t yc,
+static tg_status write_labels(struct conv *c, const struct tg__ds_out *o, hid_t yd, int64_t yc,
                               char *err, size_t errlen) {
     struct npy_file *y = &c->y;
     unsigned char *raw = malloc((size_t)(yc * y->size));
@@ -321,8 +171,8 @@ static tg_status write_labels(struct conv *c, const struct npy_out *o, hid_t yd,
         st = tg__npy_read(y, raw, m, err, errlen);
         for (int64_t k = 0; k < m && st == TG_OK; k++)
             lab[k] = (int32_t)label_at(y, raw + k * y->size, &bits);
-        if (st == TG_OK && write_rows(yd, H5T_NATIVE_INT32, 1, dims, i, m, lab) < 0)
-            st = h5_err(o, "writing y", err, errlen);
+        if (st == TG_OK && tg__ds_out_rows(yd, H5T_NATIVE_INT32, 1, dims, i, m, lab) < 0)
+            st = tg__ds_out_err(o, "writing y", err, errlen);
     }
     free(raw);
     free(lab);
@@ -408,7 +258,7 @@ static void add_stats(struct conv *c, const void *vals, int64_t m) {
 }
 
 /* Streams x into the dataset one chunk of samples at a time. */
-static tg_status write_x(struct conv *c, const struct npy_out *o, hid_t xd, const hsize_t *dims,
+static tg_status write_x(struct conv *c, const struct tg__ds_out *o, hid_t xd, const hsize_t *dims,
                          char *err, size_t errlen) {
     struct npy_file *x = &c->x;
     size_t esz = c->xu8 ? 1 : sizeof(float);
@@ -434,9 +284,9 @@ static tg_status write_x(struct conv *c, const struct npy_out *o, hid_t xd, cons
             if (st == TG_OK)
                 add_stats(c, dst, b);
         }
-        if (st == TG_OK && write_rows(xd, c->xu8 ? H5T_NATIVE_UCHAR : H5T_NATIVE_FLOAT, x->ndim,
-                                      dims, i, m, out) < 0)
-            st = h5_err(o, "writing x", err, errlen);
+        if (st == TG_OK && tg__ds_out_rows(xd, c->xu8 ? H5T_NATIVE_UCHAR : H5T_NATIVE_FLOAT,
+                                           x->ndim, dims, i, m, out) < 0)
+            st = tg__ds_out_err(o, "writing x", err, errlen);
     }
     /* Anything after the body means the header lied (checked up front for
      * regular files; this catches pipes and files that grew). */
@@ -449,8 +299,10 @@ static tg_status write_x(struct conv *c, const struct npy_out *o, hid_t xd, cons
     return st;
 }
 
-/* mean and std from the statistics, or as given. */
-static void finish_stats(struct conv *c) {
+/* mean and std as given; else train's when the file holds a train split
+ * and this is another split (tg__ds_out_train_norm), else from the
+ * statistics. */
+static void finish_stats(struct conv *c, const struct tg__ds_out *o) {
     double cnt = (double)c->n * (double)c->per, var;
 
     if (c->o.set_mean_std) {
@@ -472,6 +324,7 @@ static void finish_stats(struct conv *c) {
     /* Constant inputs would divide by zero at read time. */
     if (!(c->sd > 0) || !isfinite(c->sd))
         c->sd = 1.0;
+    (void)tg__ds_out_train_norm(o, &c->mean, &c->sd);
 }
 
 /* The chunk of x: as asked, or the default, within the split and HDF5's
@@ -494,7 +347,7 @@ static void choose_chunk(struct conv *c) {
 }
 
 /* Writes x, y and the attributes into the temporary group. */
-static tg_status write_split(struct conv *c, const struct npy_out *o, char *err, size_t errlen) {
+static tg_status write_split(struct conv *c, const struct tg__ds_out *o, char *err, size_t errlen) {
     hsize_t xd[TG_MAX_DIMS], xc[TG_MAX_DIMS], yd[1] = {(hsize_t)c->n}, yc[1];
     hid_t grp, x = -1, y = -1;
     tg_status st = TG_OK;
@@ -508,57 +361,27 @@ static tg_status write_split(struct conv *c, const struct npy_out *o, char *err,
                                                                : c->n);
     grp = H5Gcreate2(o->file, o->tmp_group, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (grp < 0)
-        return h5_err(o, "creating the split group", err, errlen);
-    x = make_dataset(grp, "x", c->xu8 ? H5T_STD_U8LE : H5T_IEEE_F32LE, c->x.ndim, xd, xc,
-                     c->o.deflate_level);
-    y = make_dataset(grp, "y", c->ncls <= 256 ? H5T_STD_U8LE : H5T_STD_I32LE, 1, yd, yc,
-                     c->o.deflate_level);
+        return tg__ds_out_err(o, "creating the split group", err, errlen);
+    x = tg__ds_out_dataset(grp, "x", c->xu8 ? H5T_STD_U8LE : H5T_IEEE_F32LE, c->x.ndim, xd, xc,
+                           c->o.deflate_level);
+    y = tg__ds_out_dataset(grp, "y", c->ncls <= 256 ? H5T_STD_U8LE : H5T_STD_I32LE, 1, yd, yc,
+                           c->o.deflate_level);
     if (x < 0 || y < 0)
-        st = h5_err(o, "creating x and y", err, errlen);
+        st = tg__ds_out_err(o, "creating x and y", err, errlen);
     if (st == TG_OK)
         st = write_labels(c, o, y, (int64_t)yc[0], err, errlen);
     if (st == TG_OK)
         st = write_x(c, o, x, xd, err, errlen);
     if (st == TG_OK) {
-        finish_stats(c);
-        st = write_attr(o, grp, TG__ATTR_NUM_CLASSES, H5T_STD_I32LE, H5T_NATIVE_INT32, &ncls, err,
-                        errlen);
+        finish_stats(c, o);
+        st = tg__ds_out_norm_attrs(o, grp, ncls, c->scale, c->mean, c->sd, err, errlen);
     }
-    if (st == TG_OK)
-        st = write_attr(o, grp, TG__ATTR_SCALE, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &c->scale, err,
-                        errlen);
-    if (st == TG_OK)
-        st = write_attr(o, grp, TG__ATTR_MEAN, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &c->mean, err,
-                        errlen);
-    if (st == TG_OK)
-        st = write_attr(o, grp, TG__ATTR_STD, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &c->sd, err,
-                        errlen);
-    if (x >= 0 && H5Dclose(x) < 0 && st == TG_OK)
-        st = h5_err(o, "closing x", err, errlen);
-    if (y >= 0 && H5Dclose(y) < 0 && st == TG_OK)
-        st = h5_err(o, "closing y", err, errlen);
-    if (H5Gclose(grp) < 0 && st == TG_OK)
-        st = h5_err(o, "closing the split group", err, errlen);
-    return st;
+    return tg__ds_out_split_close(o, grp, x, y, st, err, errlen);
 }
 
 /* ---------------------------------------------------------------------- */
 /* Entry point                                                             */
 /* ---------------------------------------------------------------------- */
-
-static tg_status check_split_name(const char *split, struct npy_out *o, char *err, size_t errlen) {
-    while (*split == '/')
-        split++;
-    if (!*split || strchr(split, '/') || strlen(split) >= sizeof o->split - 16)
-        return tg__ds_fail(TG_ERR_INVALID, err, errlen,
-                           "%s: bad split name \"%s\" (expected a top-level name like \"train\")",
-                           o->path, split);
-    snprintf(o->split, sizeof o->split, "/%s", split);
-    /* The split is built under this name and renamed when complete, so a
-     * failure never leaves a split that looks valid but is partial. */
-    snprintf(o->tmp_group, sizeof o->tmp_group, "/.%s.partial", split);
-    return TG_OK;
-}
 
 static tg_status check_options(const tg_npy_options *o, const char *out, char *err,
                                size_t errlen) {
@@ -608,13 +431,14 @@ static tg_status open_inputs(struct conv *c, const char *x_npy, const char *y_np
 tg_status tg_npy_convert(const char *x_npy, const char *y_npy, const char *out_h5,
                          const char *split, const tg_npy_options *opts, char *err,
                          size_t errlen) {
-    struct npy_out out = {.path = out_h5, .file = -1, .fapl = -1};
+    struct tg__ds_out out;
     struct conv *c;
     tg_status st;
 
     if (!x_npy || !y_npy || !out_h5 || !split || !*x_npy || !*y_npy || !*out_h5)
         return tg__ds_fail(TG_ERR_INVALID, err, errlen,
                            "tg_npy_convert: x, y, output and split must be given");
+    tg__ds_out_init(&out, out_h5);
     c = calloc(1, sizeof *c);
     if (!c)
         return tg__ds_fail(TG_ERR_NOMEM, err, errlen, "%s: out of memory", out_h5);
@@ -622,7 +446,7 @@ tg_status tg_npy_convert(const char *x_npy, const char *y_npy, const char *out_h
         c->o = *opts;
     st = check_options(&c->o, out_h5, err, errlen);
     if (st == TG_OK)
-        st = check_split_name(split, &out, err, errlen);
+        st = tg__ds_out_split_name(&out, split, err, errlen);
     if (st == TG_OK)
         st = open_inputs(c, x_npy, y_npy, err, errlen);
     /* Labels are checked before the output is touched. */
@@ -630,10 +454,10 @@ tg_status tg_npy_convert(const char *x_npy, const char *y_npy, const char *out_h
         st = scan_labels(c, err, errlen);
     if (st == TG_OK) {
         tg__ds_h5_quiet();
-        st = out_open(&out, err, errlen);
+        st = tg__ds_out_open(&out, err, errlen);
         if (st == TG_OK)
             st = write_split(c, &out, err, errlen);
-        st = out_close(&out, st, err, errlen);
+        st = tg__ds_out_close(&out, st, err, errlen);
     }
     tg__npy_close(&c->x);
     tg__npy_close(&c->y);

@@ -199,10 +199,26 @@ static void check_stored(const char *path, const struct expect *e) {
     assert_true(H5Fclose(f) >= 0);
 }
 
-/* The split through the reader: shape, attributes (mean and std recomputed
- * here, in two passes), and every sample normalised. */
-static void check_dataset(const char *path, const struct expect *e, double scale) {
-    double cnt = (double)(e->n * e->per), mean = 0, var = 0;
+/* The population mean and standard deviation of x*scale (x as stored, in
+ * f32), recomputed here in two passes. */
+static void ref_stats(const struct expect *e, double scale, double *mean, double *sd) {
+    double cnt = (double)(e->n * e->per), m = 0, var = 0;
+
+    for (int64_t i = 0; i < e->n; i++)
+        for (int64_t k = 0; k < e->per; k++)
+            m += (float)e->xref(i, k) * scale;
+    m /= cnt;
+    for (int64_t i = 0; i < e->n; i++)
+        for (int64_t k = 0; k < e->per; k++)
+            var += ((float)e->xref(i, k) * scale - m) * ((float)e->xref(i, k) * scale - m);
+    *mean = m;
+    *sd = sqrt(var / cnt);
+}
+
+/* The split through the reader: shape, attributes (mean and std as given,
+ * to 1e-12), and every sample normalised. */
+static void check_dataset_norm(const char *path, const struct expect *e, double scale, double mean,
+                               double sd) {
     int64_t *idx = malloc(sizeof(int64_t) * (size_t)e->n), *y = malloc(sizeof(int64_t) * (size_t)e->n);
     float *x = malloc(sizeof(float) * (size_t)(e->n * e->per));
     char err[512] = "";
@@ -211,15 +227,6 @@ static void check_dataset(const char *path, const struct expect *e, double scale
     int ndim;
 
     assert_true(idx && y && x);
-    for (int64_t i = 0; i < e->n; i++)
-        for (int64_t k = 0; k < e->per; k++)
-            mean += (float)e->xref(i, k) * scale;
-    mean /= cnt;
-    for (int64_t i = 0; i < e->n; i++)
-        for (int64_t k = 0; k < e->per; k++)
-            var += ((float)e->xref(i, k) * scale - mean) * ((float)e->xref(i, k) * scale - mean);
-    var /= cnt;
-
     assert_int_equal(tg_dataset_open(path, e->split, &ds, err, sizeof err), TG_OK);
     assert_int_equal(tg_dataset_len(ds), e->n);
     shape = tg_dataset_sample_shape(ds, &ndim);
@@ -230,7 +237,7 @@ static void check_dataset(const char *path, const struct expect *e, double scale
     assert_int_equal(tg_dataset_num_classes(ds), e->num_classes);
     assert_true(tg_dataset_scale(ds) == scale);
     assert_true(fabs(tg_dataset_mean(ds) - mean) <= 1e-12 * fmax(1.0, fabs(mean)));
-    assert_true(fabs(tg_dataset_std(ds) - sqrt(var)) <= 1e-12 * fmax(1.0, sqrt(var)));
+    assert_true(fabs(tg_dataset_std(ds) - sd) <= 1e-12 * fmax(1.0, sd));
     /* Reverse order, to read through the index path too. */
     for (int64_t i = 0; i < e->n; i++)
         idx[i] = e->n - 1 - i;
@@ -247,6 +254,14 @@ static void check_dataset(const char *path, const struct expect *e, double scale
     free(idx);
     free(y);
     free(x);
+}
+
+/* check_dataset_norm() with the split's own statistics. */
+static void check_dataset(const char *path, const struct expect *e, double scale) {
+    double mean, sd;
+
+    ref_stats(e, scale, &mean, &sd);
+    check_dataset_norm(path, e, scale, mean, sd);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -376,17 +391,70 @@ static void test_npy_options(void **state) {
     tg_dataset_close(ds);
 }
 
+/* Converts two fixtures into split `split` of out, which must succeed. */
+static void conv_ok(const char *x, const char *y, const char *out, const char *split,
+                    const tg_npy_options *opts) {
+    char err[512] = "";
+    tg_status st = tg_npy_convert(fixture(x), fixture(y), out, split, opts, err, sizeof err);
+
+    if (st)
+        print_error("%s + %s -> %s: %s\n", x, y, split, err);
+    assert_int_equal(st, TG_OK);
+}
+
+/* Reads mean and std of a split through the reader. */
+static void read_norm(const char *path, const char *split, double *mean, double *sd) {
+    char err[512] = "";
+    tg_dataset *ds;
+
+    assert_int_equal(tg_dataset_open(path, split, &ds, err, sizeof err), TG_OK);
+    *mean = tg_dataset_mean(ds);
+    *sd = tg_dataset_std(ds);
+    tg_dataset_close(ds);
+}
+
+/* A split other than train converted into a file that holds train takes
+ * train's mean and std, as the IDX converter does; set_mean_std still wins,
+ * and the same split converted into a file without train gets its own. */
+static void test_npy_test_takes_train(void **state) {
+    const char *out = tmp_path("train-test.h5"), *alone = tmp_path("test-alone.h5");
+    const struct expect tr = {"train", 7, 12, 4, {7, 1, 3, 4}, true, ref_u8, ref_label, 5, 1, 7, 7};
+    const struct expect te = {"test", 5, 3, 2, {5, 3}, false, ref_f, ref_label, 5, 1, 5, 5};
+    const tg_npy_options given = {.set_mean_std = true, .mean = 0.25, .std = 2.0};
+    double trm, trs, tem, tes, m1, s1, m2, s2;
+
+    (void)state;
+    ref_stats(&tr, 1.0 / 255.0, &trm, &trs);
+    ref_stats(&te, 1.0, &tem, &tes);
+    /* The rule is only visible when the two splits' statistics differ. */
+    assert_true(fabs(trm - tem) > 0.1 && fabs(trs - tes) > 0.01);
+    conv_ok("x_u8.npy", "y_u1_7.npy", out, "train", NULL);
+    conv_ok("x_f4.npy", "y_i4_5.npy", out, "test", NULL);
+    check_dataset(out, &tr, 1.0 / 255.0);
+    /* Every test sample is normalised with train's statistics. */
+    check_dataset_norm(out, &te, 1.0, trm, trs);
+    read_norm(out, "train", &m1, &s1);
+    read_norm(out, "test", &m2, &s2);
+    assert_true(m2 == m1 && s2 == s1);
+    /* Explicit statistics win over train's. */
+    conv_ok("x_f4.npy", "y_i4_5.npy", out, "test", &given);
+    check_dataset_norm(out, &te, 1.0, 0.25, 2.0);
+    /* Train converted again keeps its own; the test split, converted alone,
+     * gets its own. */
+    conv_ok("x_u8.npy", "y_u1_7.npy", out, "train", NULL);
+    check_dataset(out, &tr, 1.0 / 255.0);
+    conv_ok("x_f4.npy", "y_i4_5.npy", alone, "test", NULL);
+    check_dataset(alone, &te, 1.0);
+}
+
 /* Deflate gives the same values. */
 static void test_npy_deflate(void **state) {
     const char *out = tmp_path("deflate.h5");
     const struct expect e = {"train", 7, 12, 4, {7, 1, 3, 4}, true, ref_u8, ref_label, 5, 1, 7, 7};
     tg_npy_options o = {.deflate_level = 1};
-    char err[512] = "";
 
     (void)state;
-    assert_int_equal(tg_npy_convert(fixture("x_u8.npy"), fixture("y_u1_7.npy"), out, "train", &o,
-                                    err, sizeof err),
-                     TG_OK);
+    conv_ok("x_u8.npy", "y_u1_7.npy", out, "train", &o);
     check_stored(out, &e);
 }
 
@@ -601,12 +669,8 @@ static void test_npy_keeps_output(void **state) {
 
     (void)state;
     assert_non_null(xf);
-    assert_int_equal(tg_npy_convert(fixture("x_u8.npy"), fixture("y_u1_7.npy"), out, "train", NULL,
-                                    err, sizeof err),
-                     TG_OK);
-    assert_int_equal(tg_npy_convert(fixture("x_f4.npy"), fixture("y_i4_5.npy"), out, "test", NULL,
-                                    err, sizeof err),
-                     TG_OK);
+    conv_ok("x_u8.npy", "y_u1_7.npy", out, "train", NULL);
+    conv_ok("x_f4.npy", "y_i4_5.npy", out, "test", NULL);
     /* NaN in the second chunk of x: the first chunk is already written. */
     xf[2 * 1500 + 1] = NAN;
     write_arr(p, "<f4", "(2000, 2)", xf, sizeof(float) * N * 2);
@@ -629,10 +693,11 @@ static void test_npy_keeps_output(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_npy_numpy_files), cmocka_unit_test(test_npy_chunks),
-        cmocka_unit_test(test_npy_options),     cmocka_unit_test(test_npy_deflate),
-        cmocka_unit_test(test_npy_bad_headers), cmocka_unit_test(test_npy_bad_arrays),
-        cmocka_unit_test(test_npy_bad_values),  cmocka_unit_test(test_npy_keeps_output),
+        cmocka_unit_test(test_npy_numpy_files),  cmocka_unit_test(test_npy_chunks),
+        cmocka_unit_test(test_npy_options),      cmocka_unit_test(test_npy_test_takes_train),
+        cmocka_unit_test(test_npy_deflate),      cmocka_unit_test(test_npy_bad_headers),
+        cmocka_unit_test(test_npy_bad_arrays),   cmocka_unit_test(test_npy_bad_values),
+        cmocka_unit_test(test_npy_keeps_output),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

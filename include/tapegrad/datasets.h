@@ -140,9 +140,9 @@ typedef struct tg_npy_options {
     /* The scale attribute: 0 means 1/255 for u8 x and 1 for float x; a value
      * given must be finite and non-zero. */
     double scale;
-    /* When true, mean and std are written as given (finite, std > 0), e.g.
-     * the training split's for a test split; else they are computed from
-     * the split like tg_idx_convert() does. */
+    /* When true, mean and std are written as given (finite, std > 0);
+     * else they are chosen like tg_idx_convert() does: train's for another
+     * split written beside a train split, else computed from the split. */
     bool set_mean_std;
     double mean, std;
 } tg_npy_options;
@@ -158,11 +158,15 @@ typedef struct tg_npy_options {
  *          labels in [0, num_classes). Stored as u8 when num_classes <= 256,
  *          else as i32.
  *
- * Attributes: num_classes, scale and mean/std as tg_npy_options says; the
- * computed mean and std are the mean and population standard deviation of
- * all values of x*scale of the split (std 1 if x is constant), with x as
- * stored. x is streamed from the file one chunk at a time and y in blocks,
- * so memory stays bounded by one chunk of x whatever the size of the files.
+ * Attributes: num_classes, scale and mean/std as tg_npy_options says. Unless
+ * set_mean_std gives them, a split other than "train" written into a file
+ * that already holds "train" (with a mean and a positive std) takes train's
+ * mean and std, so that test data is normalised as the training data was;
+ * otherwise mean and std are computed: the mean and population standard
+ * deviation of all values of x*scale of the split (std 1 if x is constant),
+ * with x as stored. x is streamed from the file one chunk at a time and y
+ * in blocks, so memory stays bounded by one chunk of x whatever the size of
+ * the files.
  *
  * The output is written as tg_idx_convert() writes it: a new file under a
  * temporary name renamed into place; an existing HDF5 file keeps its other
