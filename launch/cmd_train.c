@@ -121,9 +121,13 @@ static void train_usage(FILE *f) {
             "  --config FILE.ini     read options from an INI file: one 'key = value' per\n"
             "                        line, keys as the options without '--' (batch-size or\n"
             "                        batch_size), in a [train] section or before any;\n"
-            "                        check-replicas = true for the switch; options on the\n"
-            "                        command line override the file\n"
+            "                        check-replicas/quiet/verbose = true for switches;\n"
+            "                        options on the command line override the file\n"
             "  --print-config        print the resolved configuration and exit\n"
+            "  -q, --quiet           only the final accuracy, warnings and errors\n"
+            "  -v, --verbose         plain progress lines even on a terminal (where the\n"
+            "                        default is one progress bar with an ETA, redrawn in\n"
+            "                        place; logs that are not a terminal get plain lines)\n"
             "  -h, --help            print this help and exit\n"
             "\n"
             "per-model defaults:\n"
@@ -155,6 +159,7 @@ typedef struct given {
     const char *epochs, *batch, *eval_batch, *lr, *wd, *momentum, *warmup, *smoothing, *clip,
         *max_steps, *seed, *threads, *log_every;
     const char *device, *comm_timeout, *bucket_mb, *ckpt_every, *keep;
+    bool quiet, verbose;
     /* --config FILE: its settings, applied before the command line's. */
     const char *config;
     tg_cli_config file;
@@ -230,8 +235,12 @@ static int collect(int argc, char **argv, given *g, train_opts *o) {
     }
     for (int k = 0; k < g->file.n; k++) {
         const tg_cli_setting *s = &g->file.s[k];
-        if (!strcmp(s->key, "check-replicas")) {
-            if (parse_switch(g, s, &o->check_replicas))
+        bool *sw = !strcmp(s->key, "check-replicas") ? &o->check_replicas
+                   : !strcmp(s->key, "quiet")        ? &g->quiet
+                   : !strcmp(s->key, "verbose")      ? &g->verbose
+                                                     : NULL;
+        if (sw) {
+            if (parse_switch(g, s, sw))
                 return TG_EXIT_USAGE;
             continue;
         }
@@ -252,6 +261,14 @@ static int collect(int argc, char **argv, given *g, train_opts *o) {
         }
         if (strcmp(argv[i], "--print-config") == 0) {
             g->print_config = true;
+            continue;
+        }
+        if (strcmp(argv[i], "--quiet") == 0 || strcmp(argv[i], "-q") == 0) {
+            g->quiet = true;
+            continue;
+        }
+        if (strcmp(argv[i], "--verbose") == 0 || strcmp(argv[i], "-v") == 0) {
+            g->verbose = true;
             continue;
         }
         const char *ignored;
@@ -356,6 +373,9 @@ static int resolve(const given *g, tg_trainer_config *cfg, train_opts *o) {
         return tg_cli_usage_error(cmd, "--data: empty file name");
     if (o->metrics && !o->metrics[0])
         return tg_cli_usage_error(cmd, "--metrics: empty file name");
+    if (g->quiet && g->verbose)
+        return tg_cli_usage_error(cmd, "--quiet and --verbose exclude each other");
+    o->verbosity = g->quiet ? -1 : g->verbose ? 1 : 0;
     return 0;
 }
 

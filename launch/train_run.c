@@ -74,6 +74,10 @@ typedef struct run_state {
     char last_ckpt[4096];  /* the last checkpoint written (rank 0) */
     unsigned char *scratch; /* --check-replicas: one tensor's bytes */
     size_t scratch_len;
+    bool bar;              /* stdout is a terminal: one redrawn progress line */
+    bool bar_drawn;        /* the progress line is on screen (no newline yet) */
+    int64_t eta_step0;     /* step and time of the first progress event, */
+    double eta_t0;         /* the origin of the ETA estimate */
 } run_state;
 
 /* ---- messages ---- */
@@ -154,6 +158,50 @@ static void write_metrics(run_state *st, const tg_trainer_event *ev, double rss,
         st->metrics_failed = true;
 }
 
+/* "1:02:03" or "2:03" for a count of seconds. */
+static const char *hms(double s, char *buf, size_t len) {
+    long t = s > 0 && s < 1e8 ? (long)(s + 0.5) : 0;
+    if (t >= 3600)
+        snprintf(buf, len, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else
+        snprintf(buf, len, "%ld:%02ld", t / 60, t % 60);
+    return buf;
+}
+
+/* On a terminal: one line redrawn in place,
+ *   epoch 2/15 [#######.............] 180/468  loss 0.4213  21034 samples/s  ETA 0:49
+ * elsewhere (a batch log) a plain line per progress event. */
+static void print_step(run_state *st, const tg_trainer_event *ev) {
+    if (st->o->verbosity < 0)
+        return;
+    if (!st->bar) {
+        printf("epoch %lld/%lld  step %lld/%lld  loss %.4f  lr %.3g  %.0f samples/s\n",
+               (long long)ev->epoch, (long long)ev->epochs, (long long)ev->step_in_epoch,
+               (long long)ev->steps_per_epoch, ev->loss, ev->lr, ev->samples_per_s);
+        return;
+    }
+    if (st->eta_t0 == 0) {
+        st->eta_t0 = ev->seconds;
+        st->eta_step0 = ev->step;
+    }
+    char eta[32] = "?";
+    double rate = ev->step > st->eta_step0
+                      ? (ev->seconds - st->eta_t0) / (double)(ev->step - st->eta_step0)
+                      : 0;
+    if (rate > 0)
+        hms(rate * (double)(ev->total_steps - ev->step), eta, sizeof eta);
+    enum { W = 20 };
+    char bar[W + 1];
+    int fill = ev->steps_per_epoch > 0 ? (int)(W * ev->step_in_epoch / ev->steps_per_epoch) : 0;
+    for (int i = 0; i < W; i++)
+        bar[i] = i < fill ? '#' : '.';
+    bar[W] = 0;
+    printf("\r\033[Kepoch %lld/%lld [%s] %lld/%lld  loss %.4f  %.0f samples/s  ETA %s",
+           (long long)ev->epoch, (long long)ev->epochs, bar, (long long)ev->step_in_epoch,
+           (long long)ev->steps_per_epoch, ev->loss, ev->samples_per_s, eta);
+    st->bar_drawn = true;
+}
+
 static tg_status on_event(tg_trainer *tr, const tg_trainer_event *ev, bool *stop, void *user) {
     (void)tr;
     (void)stop;
@@ -164,13 +212,17 @@ static tg_status on_event(tg_trainer *tr, const tg_trainer_event *ev, bool *stop
     if (ev->kind != TG_EVENT_STEP)
         rss_mb(&rss, &peak);
     write_metrics(st, ev, rss, peak);
+    if (ev->kind != TG_EVENT_STEP && st->bar_drawn) {
+        printf("\r\033[K");
+        st->bar_drawn = false;
+    }
     switch (ev->kind) {
     case TG_EVENT_STEP:
-        printf("epoch %lld/%lld  step %lld/%lld  loss %.4f  lr %.3g  %.0f samples/s\n",
-               (long long)ev->epoch, (long long)ev->epochs, (long long)ev->step_in_epoch,
-               (long long)ev->steps_per_epoch, ev->loss, ev->lr, ev->samples_per_s);
+        print_step(st, ev);
         break;
     case TG_EVENT_EPOCH:
+        if (st->o->verbosity < 0)
+            break;
         printf("epoch %lld/%lld done: train_loss %.4f  test_loss %.4f  test_acc %.4f  "
                "(%.1f s, %.0f samples/s, eval %.1f s, rss %.0f MiB)\n",
                (long long)ev->epoch, (long long)ev->epochs, ev->train_loss, ev->eval.loss,
@@ -608,7 +660,7 @@ static int train(run_state *st, tg_trainer *tr, const char *data) {
         return s == TG_ERR_INVALID ? TG_EXIT_RUNTIME : TG_EXIT_LOST_RANK;
     }
     tg_ddp_set_trace(st->ddp, tg_trainer_get_config(tr)->trace);
-    if (st->rank == 0)
+    if (st->rank == 0 && o->verbosity >= 0)
         print_banner(st, tr, data);
     tg_world_set_step(st->w, tg_trainer_state_get(tr).step);
     s = tg_trainer_run(tr);
@@ -634,6 +686,7 @@ static int train(run_state *st, tg_trainer *tr, const char *data) {
 
 int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, tg_world *w) {
     run_state st = {.o = o, .w = w, .rank = tg_world_rank(w), .world = tg_world_size(w)};
+    st.bar = o->verbosity == 0 && isatty(STDOUT_FILENO);
     int code = TG_EXIT_OK;
     char err[512];
     if (install_signals(err, sizeof err) != 0) {

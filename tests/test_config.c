@@ -105,6 +105,10 @@ static void test_bad_files(void **state) {
     f = ini("switch.ini", "check-replicas = maybe\n");
     assert_int_equal(run("train --config '%s'", f), 2);
     expect_out("switch.ini:1: key 'check-replicas': expected true or false, got 'maybe'");
+    f = ini("quiet.ini", "quiet = yes\n");
+    assert_int_equal(run("train --config '%s' --print-config", f), 0);
+    assert_int_equal(run("train --config '%s' --verbose --print-config", f), 2);
+    expect_out("--quiet and --verbose exclude each other");
     assert_int_equal(run("train --config '%s/none.ini'", dir), 2);
     expect_out("cannot open");
     assert_int_equal(run("train --config"), 2);
