@@ -686,7 +686,10 @@ static int train(run_state *st, tg_trainer *tr, const char *data) {
 
 int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, tg_world *w) {
     run_state st = {.o = o, .w = w, .rank = tg_world_rank(w), .world = tg_world_size(w)};
-    st.bar = o->verbosity == 0 && isatty(STDOUT_FILENO);
+    /* mpirun and srun hand their ranks a pseudo-terminal even when the job's
+     * output goes to a file, so a launched run always gets plain lines. */
+    st.bar = o->verbosity == 0 && isatty(STDOUT_FILENO) && st.world == 1 &&
+             !getenv("OMPI_COMM_WORLD_SIZE") && !getenv("PMIX_RANK") && !getenv("SLURM_STEP_ID");
     int code = TG_EXIT_OK;
     char err[512];
     if (install_signals(err, sizeof err) != 0) {
