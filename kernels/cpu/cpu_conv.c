@@ -2,12 +2,14 @@
  * kernels/cpu/cpu_conv.c: 2-D convolution (NCHW, groups = 1) and its two
  * gradients, by im2col and one OpenBLAS gemm per call.
  *
- * The column matrix of the whole batch is laid out (C*R*S, N*OH*OW): sample
- * n owns columns [n*OH*OW, (n+1)*OH*OW). So each product is a single large
- * gemm, which BLAS spreads over all threads, instead of N small ones; the
+ * The batch is cut into blocks of whole samples, as many as the workspace
+ * the runtime hands every kernel as its last input holds (a few MiB, so no
+ * kernel allocates and the column matrix stays in cache). A block's column
+ * matrix is laid out (C*R*S, nb*OH*OW): sample n owns columns [n*OH*OW,
+ * (n+1)*OH*OW). So each product is one gemm per block, thousands of columns
+ * wide, which BLAS spreads over all threads, instead of N small ones; the
  * im2col, col2im and layout passes around it run in parallel over (n, c) with
- * OpenMP. The runtime hands every kernel a step-arena workspace as its last
- * input, so no kernel allocates.
+ * OpenMP.
  *
  * Parameters (tg_op_params.ints): [0..1] stride, [2..3] pad, [4..5]
  * dilation, [6] has bias (conv2d), [7..8] the spatial size of the tensor a
@@ -142,43 +144,63 @@ static void cpu_valid_range(int64_t size, int64_t nout, int64_t st, int64_t pad,
             }                                                                                    \
         }                                                                                        \
     }                                                                                            \
-    static void cpu_conv_fwd_##TYPE(const cpu_conv_geom *g, const tg_kview *x, const TYPE *w,     \
-                                    const tg_kview *b, TYPE *ws, TYPE *out) {                    \
-        const int64_t ohw = g->oh * g->ow, ld = g->n * ohw, crs = g->c * g->r * g->s;            \
-        TYPE *col = ws, *tmp = ws + crs * ld;                                                    \
-        cpu_im2col_##TYPE(g, x->data, x->strides, col);                                          \
-        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g->k, (int)ld, (int)crs, 1, w,     \
-             (int)crs, col, (int)ld, 0, tmp, (int)ld);                                           \
+    /* Each of the three products runs over blocks of nb whole samples (the  \
+     * workspace holds one block), with gb the geometry of one block. */     \
+    static void cpu_conv_fwd_##TYPE(const cpu_conv_geom *g, int64_t nb, const tg_kview *x,        \
+                                    const TYPE *w, const tg_kview *b, TYPE *ws, TYPE *out) {     \
+        const int64_t ohw = g->oh * g->ow, crs = g->c * g->r * g->s;                             \
         const TYPE *bd = b ? b->data : NULL;                                                     \
         const int64_t bs = b ? b->strides[0] : 0;                                                \
-        _Pragma("omp parallel for collapse(2) schedule(static)") for (int64_t n = 0; n < g->n;  \
-                                                                      n++) {                     \
-            for (int64_t k = 0; k < g->k; k++) {                                                 \
-                const TYPE bias = bd ? bd[k * bs] : (TYPE)0;                                     \
-                const TYPE *src = tmp + k * ld + n * ohw;                                        \
-                TYPE *dst = out + (n * g->k + k) * ohw;                                          \
-                for (int64_t j = 0; j < ohw; j++)                                                \
-                    dst[j] = src[j] + bias;                                                      \
+        for (int64_t n0 = 0; n0 < g->n; n0 += nb) {                                              \
+            cpu_conv_geom gb = *g;                                                               \
+            gb.n = g->n - n0 < nb ? g->n - n0 : nb;                                              \
+            const int64_t ld = gb.n * ohw;                                                       \
+            TYPE *col = ws, *tmp = ws + crs * ld;                                                \
+            cpu_im2col_##TYPE(&gb, (const TYPE *)x->data + n0 * x->strides[0], x->strides, col); \
+            GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g->k, (int)ld, (int)crs, 1, w, \
+                 (int)crs, col, (int)ld, 0, tmp, (int)ld);                                       \
+            TYPE *ob = out + n0 * g->k * ohw;                                                    \
+            _Pragma("omp parallel for collapse(2) schedule(static)") for (int64_t n = 0;        \
+                                                                          n < gb.n; n++) {       \
+                for (int64_t k = 0; k < g->k; k++) {                                             \
+                    const TYPE bias = bd ? bd[k * bs] : (TYPE)0;                                 \
+                    const TYPE *src = tmp + k * ld + n * ohw;                                    \
+                    TYPE *dst = ob + (n * g->k + k) * ohw;                                       \
+                    for (int64_t j = 0; j < ohw; j++)                                            \
+                        dst[j] = src[j] + bias;                                                  \
+                }                                                                                \
             }                                                                                    \
         }                                                                                        \
     }                                                                                            \
-    static void cpu_conv_bwi_##TYPE(const cpu_conv_geom *g, const tg_kview *gv, const TYPE *w,    \
-                                    TYPE *ws, TYPE *dx) {                                        \
-        const int64_t ld = g->n * g->oh * g->ow, crs = g->c * g->r * g->s;                       \
-        TYPE *gp = ws, *dcol = ws + g->k * ld;                                                   \
-        cpu_gpack_##TYPE(g, gv->data, gv->strides, gp);                                          \
-        GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)crs, (int)ld, (int)g->k, 1, w,       \
-             (int)crs, gp, (int)ld, 0, dcol, (int)ld);                                           \
-        cpu_col2im_##TYPE(g, dcol, dx);                                                          \
+    static void cpu_conv_bwi_##TYPE(const cpu_conv_geom *g, int64_t nb, const tg_kview *gv,       \
+                                    const TYPE *w, TYPE *ws, TYPE *dx) {                         \
+        const int64_t crs = g->c * g->r * g->s;                                                  \
+        for (int64_t n0 = 0; n0 < g->n; n0 += nb) {                                              \
+            cpu_conv_geom gb = *g;                                                               \
+            gb.n = g->n - n0 < nb ? g->n - n0 : nb;                                              \
+            const int64_t ld = gb.n * g->oh * g->ow;                                             \
+            TYPE *gp = ws, *dcol = ws + g->k * ld;                                               \
+            cpu_gpack_##TYPE(&gb, (const TYPE *)gv->data + n0 * gv->strides[0], gv->strides, gp);\
+            GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)crs, (int)ld, (int)g->k, 1, w,   \
+                 (int)crs, gp, (int)ld, 0, dcol, (int)ld);                                       \
+            cpu_col2im_##TYPE(&gb, dcol, dx + n0 * g->c * g->h * g->w);                          \
+        }                                                                                        \
     }                                                                                            \
-    static void cpu_conv_bww_##TYPE(const cpu_conv_geom *g, const tg_kview *x,                    \
+    /* dw is the sum of the blocks' products: the first block writes it (beta \
+     * 0), the others add to it (beta 1). */                                  \
+    static void cpu_conv_bww_##TYPE(const cpu_conv_geom *g, int64_t nb, const tg_kview *x,        \
                                     const tg_kview *gv, TYPE *ws, TYPE *dw) {                    \
-        const int64_t ld = g->n * g->oh * g->ow, crs = g->c * g->r * g->s;                       \
-        TYPE *gp = ws, *col = ws + g->k * ld;                                                    \
-        cpu_gpack_##TYPE(g, gv->data, gv->strides, gp);                                          \
-        cpu_im2col_##TYPE(g, x->data, x->strides, col);                                          \
-        GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g->k, (int)crs, (int)ld, 1, gp,      \
-             (int)ld, col, (int)ld, 0, dw, (int)crs);                                            \
+        const int64_t crs = g->c * g->r * g->s;                                                  \
+        for (int64_t n0 = 0; n0 < g->n; n0 += nb) {                                              \
+            cpu_conv_geom gb = *g;                                                               \
+            gb.n = g->n - n0 < nb ? g->n - n0 : nb;                                              \
+            const int64_t ld = gb.n * g->oh * g->ow;                                             \
+            TYPE *gp = ws, *col = ws + g->k * ld;                                                \
+            cpu_gpack_##TYPE(&gb, (const TYPE *)gv->data + n0 * gv->strides[0], gv->strides, gp);\
+            cpu_im2col_##TYPE(&gb, (const TYPE *)x->data + n0 * x->strides[0], x->strides, col); \
+            GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g->k, (int)crs, (int)ld, 1, gp,  \
+                 (int)ld, col, (int)ld, n0 ? 1 : 0, dw, (int)crs);                               \
+        }                                                                                        \
     }
 
 CPU_CONV_FAMILY(float, cblas_sgemm)
@@ -193,6 +215,17 @@ static tg_status cpu_conv_dims_ok(const tg_kargs *a, const cpu_conv_geom *g) {
         return tg__cpu_fail(a, TG_ERR_UNSUPPORTED, "cpu %s: dims exceed BLAS's int range",
                             tg_op_name(a->op));
     return TG_OK;
+}
+
+/* How many whole samples one block of the workspace holds (the column or
+ * gradient matrix of crs x OH*OW and the k x OH*OW one per sample), at most
+ * N; 0 when not even one fits. */
+static int64_t cpu_conv_block(const cpu_conv_geom *g, const tg_kview *ws) {
+    const int64_t per = (g->c * g->r * g->s + g->k) * g->oh * g->ow;
+    if (per <= 0)
+        return g->n > 0 ? g->n : 1;
+    const int64_t nb = tg__cpu_numel(ws) / per;
+    return nb > g->n ? (g->n > 0 ? g->n : 1) : nb;
 }
 
 static bool cpu_same_float(const tg_kargs *a, int nin) {
@@ -217,14 +250,15 @@ tg_status tg__cpu_conv2d(void *state, const tg_kargs *a) {
     tg_status st = cpu_conv_dims_ok(a, &g);
     if (st != TG_OK)
         return st;
-    if (!cpu_contig(w) || tg__cpu_numel(ws) < (g.c * g.r * g.s + g.k) * g.n * g.oh * g.ow)
+    const int64_t nb = cpu_conv_block(&g, ws);
+    if (!cpu_contig(w) || nb < 1)
         return tg__cpu_fail(a, TG_ERR_INVALID, "cpu conv2d: w must be contiguous and the "
                                                "workspace large enough");
     const tg_kview *b = has_b ? &a->in[2] : NULL;
     if (x->dtype == TG_F32)
-        cpu_conv_fwd_float(&g, x, w->data, b, ws->data, a->out.data);
+        cpu_conv_fwd_float(&g, nb, x, w->data, b, ws->data, a->out.data);
     else
-        cpu_conv_fwd_double(&g, x, w->data, b, ws->data, a->out.data);
+        cpu_conv_fwd_double(&g, nb, x, w->data, b, ws->data, a->out.data);
     return TG_OK;
 }
 
@@ -243,13 +277,14 @@ tg_status tg__cpu_conv2d_backward_input(void *state, const tg_kargs *a) {
     tg_status st = cpu_conv_dims_ok(a, &g);
     if (st != TG_OK)
         return st;
-    if (!cpu_contig(w) || tg__cpu_numel(ws) < (g.c * g.r * g.s + g.k) * g.n * g.oh * g.ow)
+    const int64_t nb = cpu_conv_block(&g, ws);
+    if (!cpu_contig(w) || nb < 1)
         return tg__cpu_fail(a, TG_ERR_INVALID, "cpu conv2d_backward_input: w must be "
                                                "contiguous and the workspace large enough");
     if (gv->dtype == TG_F32)
-        cpu_conv_bwi_float(&g, gv, w->data, ws->data, a->out.data);
+        cpu_conv_bwi_float(&g, nb, gv, w->data, ws->data, a->out.data);
     else
-        cpu_conv_bwi_double(&g, gv, w->data, ws->data, a->out.data);
+        cpu_conv_bwi_double(&g, nb, gv, w->data, ws->data, a->out.data);
     return TG_OK;
 }
 
@@ -268,7 +303,8 @@ tg_status tg__cpu_conv2d_backward_weight(void *state, const tg_kargs *a) {
     tg_status st = cpu_conv_dims_ok(a, &g);
     if (st != TG_OK)
         return st;
-    if (tg__cpu_numel(ws) < (g.c * g.r * g.s + g.k) * g.n * g.oh * g.ow)
+    const int64_t nb = cpu_conv_block(&g, ws);
+    if (nb < 1 && g.n * g.oh * g.ow > 0)
         return tg__cpu_fail(a, TG_ERR_INVALID,
                             "cpu conv2d_backward_weight: the workspace is too small");
     if (g.n * g.oh * g.ow == 0) {
@@ -276,8 +312,8 @@ tg_status tg__cpu_conv2d_backward_weight(void *state, const tg_kargs *a) {
         return TG_OK;
     }
     if (x->dtype == TG_F32)
-        cpu_conv_bww_float(&g, x, gv, ws->data, a->out.data);
+        cpu_conv_bww_float(&g, nb, x, gv, ws->data, a->out.data);
     else
-        cpu_conv_bww_double(&g, x, gv, ws->data, a->out.data);
+        cpu_conv_bww_double(&g, nb, x, gv, ws->data, a->out.data);
     return TG_OK;
 }
