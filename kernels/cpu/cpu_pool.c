@@ -55,16 +55,23 @@ static bool cpu_pool_is_2x2(const cpu_pool_geom *g, const int64_t *xs) {
         for (int64_t oh = 0; oh < g->oh; oh++) {                                               \
             const TYPE *r0 = xp + 2 * oh * rs, *r1 = r0 + rs;                                  \
             for (int64_t ow = 0; ow < g->ow; ow++) {                                           \
-                const TYPE v[4] = {r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1]};    \
-                TYPE mx = v[0];                                                                \
-                int j = 0;                                                                     \
-                if (!isnan(mx))                                                                \
-                    for (int t = 1; t < 4; t++)                                                \
-                        if (v[t] > mx || isnan(v[t])) {                                        \
-                            mx = v[t], j = t;                                                  \
-                            if (isnan(mx))                                                     \
-                                break;                                                         \
-                        }                                                                      \
+                const TYPE v0 = r0[2 * ow], v1 = r0[2 * ow + 1], v2 = r1[2 * ow],              \
+                           v3 = r1[2 * ow + 1];                                                \
+                TYPE mx;                                                                       \
+                int j;                                                                         \
+                if (__builtin_expect(isnan(v0) | isnan(v1) | isnan(v2) | isnan(v3), 0)) {      \
+                    /* The first NaN in scan order wins. */                                    \
+                    j = isnan(v0) ? 0 : isnan(v1) ? 1 : isnan(v2) ? 2 : 3;                     \
+                    mx = v0 + v1 + v2 + v3;                                                    \
+                } else {                                                                       \
+                    /* Select, not branch: which element wins is data, and a                   \
+                     * mispredicted branch per window cost more than the loads. */             \
+                    const int a = v1 > v0, b = v3 > v2;                                        \
+                    const TYPE m01 = a ? v1 : v0, m23 = b ? v3 : v2;                           \
+                    const int c = m23 > m01;                                                   \
+                    mx = c ? m23 : m01;                                                        \
+                    j = c ? 2 + b : a;                                                         \
+                }                                                                              \
                 if (vo)                                                                        \
                     vo[oh * g->ow + ow] = mx;                                                  \
                 else                                                                           \
