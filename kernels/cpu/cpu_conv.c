@@ -90,8 +90,16 @@ static void cpu_valid_range(int64_t size, int64_t nout, int64_t st, int64_t pad,
                             const int64_t iw0 = s * g->dw - g->pw, st = g->sw * xs[3];           \
                             for (int64_t ow = 0; ow < owlo; ow++)                                \
                                 dr[ow] = 0;                                                      \
-                            for (int64_t ow = owlo; ow < owhi; ow++)                             \
-                                dr[ow] = xr[iw0 * xs[3] + ow * st];                              \
+                            /* Unit stride (the common case) is a plain copy the compiler   \
+                             * vectorises; the strided loop is a scalar gather. */            \
+                            if (st == 1) {                                                       \
+                                const TYPE *xq = xr + iw0 * xs[3];                               \
+                                for (int64_t ow = owlo; ow < owhi; ow++)                         \
+                                    dr[ow] = xq[ow];                                             \
+                            } else {                                                             \
+                                for (int64_t ow = owlo; ow < owhi; ow++)                         \
+                                    dr[ow] = xr[iw0 * xs[3] + ow * st];                          \
+                            }                                                                    \
                             for (int64_t ow = owhi; ow < g->ow; ow++)                            \
                                 dr[ow] = 0;                                                      \
                         }                                                                        \
