@@ -65,25 +65,27 @@ static bool check4(tg_ctx *ctx, const char *op, const char *what, const tg_tenso
     return false;
 }
 
-/* The workspace budget of one conv call. The kernels cut the batch into
- * blocks of whole samples whose column matrix fits it, one gemm per block:
- * a column matrix for the whole batch (crs x N*OH*OW: 160 MB for the cnn's
- * conv2 at batch 256, times three calls per step) cost more peak memory than
- * all the activations, and a block this size still gives gemms thousands of
- * columns wide while staying in the last-level cache. */
+/* The workspace budget of one conv call. The CPU kernels give each thread
+ * a slot of its own (one sample's column matrix, a packed gradient and a
+ * weight-gradient partial sum) and run one gemm per sample in it: a column
+ * matrix for the whole batch (crs x N*OH*OW: 160 MB for the cnn's conv2 at
+ * batch 256, times three calls per step) cost more peak memory than all the
+ * activations. The kernel uses as many threads as slots fit, so the budget
+ * holds at least 8 slots (and at least one). */
 #define CONV_WS_BYTES ((int64_t)4 << 20)
+#define CONV_MIN_SLOTS 8
 
-/* Room for the column matrix (crs x cols) and the gradient or output
- * matrix (k x cols) of one block of samples, each of ohw columns: as many
- * samples as fit CONV_WS_BYTES, at least one, at most n. The kernel reads
- * the block size back from the workspace's size. */
+/* Room for the slots: each (crs + k) * ohw + k * crs values (the layout
+ * cpu_conv.c reads back), as many as fit CONV_WS_BYTES, at least
+ * CONV_MIN_SLOTS, at most one per sample. */
 static tg_tensor *workspace(tg_ctx *ctx, tg_dtype dt, int64_t crs, int64_t k, int64_t n,
                             int64_t ohw)
 {
-    int64_t per = (crs + k) * (ohw > 0 ? ohw : 1);
-    int64_t nb = CONV_WS_BYTES / ((int64_t)tg_dtype_size(dt) * per);
-    nb = nb < 1 ? 1 : nb > n ? n : nb;
-    int64_t len = per * (nb > 0 ? nb : 1);
+    int64_t slot = (crs + k) * ohw + k * crs;
+    int64_t ns = CONV_WS_BYTES / ((int64_t)tg_dtype_size(dt) * (slot > 0 ? slot : 1));
+    ns = ns < CONV_MIN_SLOTS ? CONV_MIN_SLOTS : ns;
+    ns = ns > n ? n : ns;
+    int64_t len = slot * (ns > 0 ? ns : 1);
     return tg__new(ctx, dt, 1, &len, false);
 }
 

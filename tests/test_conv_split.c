@@ -1,11 +1,11 @@
 /*
- * Convolutions large enough that the CPU kernels cut the batch into several
- * blocks of samples (the workspace holds a few MiB), against a direct
- * convolution computed here in double: forward with bias, the input
- * gradient and the weight gradient (summed over the blocks), with padding
- * and dilation, and a batch that does not divide into whole blocks.
- * The small cases of test_torch_fixtures.c and test_gradcheck.c all fit one
- * block.
+ * Convolutions with a batch that the CPU kernels split across threads (each
+ * thread runs its samples in its own workspace slot and the weight gradient
+ * is summed per thread), at 1 and 2 threads, against a direct convolution
+ * computed here in double: forward with bias, the input gradient and the
+ * weight gradient, with stride, padding and dilation, and a batch of 5 that does not
+ * split evenly. The small cases of test_torch_fixtures.c and test_gradcheck.c
+ * mostly have batches of 1 or 2.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,8 +20,7 @@
 #include "tapegrad/nn.h"
 
 /* 16 channels of 48x48 with a 3x3 kernel: about 1.5 MB of columns per
- * sample, so the kernels take 2 samples per block and the batch of 5 runs as
- * blocks of 2, 2 and 1. */
+ * sample. */
 enum { N = 5, C = 16, H = 48, W = 48, K = 8, R = 3, S = 3 };
 
 typedef struct geo {
@@ -49,7 +48,7 @@ static void check_close(const float *got, const double *want, int64_t n) {
         assert_true(fabs(got[i] - want[i]) <= 1e-3 * (1.0 + fabs(want[i])));
 }
 
-static void run_case(const geo *gin) {
+static void run_case(const geo *gin, int threads) {
     geo g = *gin;
     g.oh = (H + 2 * g.pad - g.dil * (R - 1) - 1) / g.st + 1;
     g.ow = (W + 2 * g.pad - g.dil * (S - 1) - 1) / g.st + 1;
@@ -81,7 +80,7 @@ static void run_case(const geo *gin) {
                     y[o] = acc;
                 }
 
-    tg_ctx_config cfg = {.device = TG_DEVICE_CPU, .threads = 2};
+    tg_ctx_config cfg = {.device = TG_DEVICE_CPU, .threads = threads};
     tg_ctx *ctx = NULL;
     assert_int_equal(tg_ctx_new(&cfg, &ctx), TG_OK);
     int64_t xs[4] = {N, C, H, W}, ws[4] = {K, C, R, S}, bs[1] = {K}, gs[4] = {N, K, g.oh, g.ow};
@@ -104,20 +103,22 @@ static void run_case(const geo *gin) {
     free(got), free(x), free(w), free(b), free(gy), free(y), free(dx), free(dw);
 }
 
-static void test_blocks_plain(void **state) {
+static void test_split_plain(void **state) {
     (void)state;
-    run_case(&(geo){.st = 1, .pad = 1, .dil = 1});
+    run_case(&(geo){.st = 1, .pad = 1, .dil = 1}, 1);
+    run_case(&(geo){.st = 1, .pad = 1, .dil = 1}, 2);
 }
 
-static void test_blocks_padded_dilated(void **state) {
+static void test_split_padded_dilated(void **state) {
     (void)state;
-    run_case(&(geo){.st = 1, .pad = 2, .dil = 2});
+    run_case(&(geo){.st = 1, .pad = 2, .dil = 2}, 2);
+    run_case(&(geo){.st = 2, .pad = 1, .dil = 1}, 2);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_blocks_plain),
-        cmocka_unit_test(test_blocks_padded_dilated),
+        cmocka_unit_test(test_split_plain),
+        cmocka_unit_test(test_split_padded_dilated),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
