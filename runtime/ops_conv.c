@@ -65,12 +65,28 @@ static bool check4(tg_ctx *ctx, const char *op, const char *what, const tg_tenso
     return false;
 }
 
-/* Room for the column matrix (crs x cols) and the gradient or output
- * matrix (k x cols) that the kernels lay out around one gemm. */
-static tg_tensor *workspace(tg_ctx *ctx, tg_dtype dt, int64_t crs, int64_t k, int64_t cols)
+/* The workspace budget of one conv call. The CPU kernels give each thread
+ * a slot of its own (one sample's column matrix, a packed gradient and a
+ * weight-gradient partial sum) and run one gemm per sample in it: a column
+ * matrix for the whole batch (crs x N*OH*OW: 160 MB for the cnn's conv2 at
+ * batch 256, times three calls per step) cost more peak memory than all the
+ * activations. The kernel uses as many threads as slots fit, so the budget
+ * holds at least 8 slots (and at least one). */
+#define CONV_WS_BYTES ((int64_t)4 << 20)
+#define CONV_MIN_SLOTS 8
+
+/* Room for the slots: each (crs + k) * ohw + k * crs values (the layout
+ * cpu_conv.c reads back), as many as fit CONV_WS_BYTES, at least
+ * CONV_MIN_SLOTS, at most one per sample. */
+static tg_tensor *workspace(tg_ctx *ctx, tg_dtype dt, int64_t crs, int64_t k, int64_t n,
+                            int64_t ohw)
 {
-    int64_t n = (crs + k) * cols;
-    return tg__new(ctx, dt, 1, &n, false);
+    int64_t slot = (crs + k) * ohw + k * crs;
+    int64_t ns = CONV_WS_BYTES / ((int64_t)tg_dtype_size(dt) * (slot > 0 ? slot : 1));
+    ns = ns < CONV_MIN_SLOTS ? CONV_MIN_SLOTS : ns;
+    ns = ns > n ? n : ns;
+    int64_t len = slot * (ns > 0 ? ns : 1);
+    return tg__new(ctx, dt, 1, &len, false);
 }
 
 /* Runs a conv row with the workspace appended to the kernel's inputs and
@@ -130,7 +146,7 @@ tg_tensor *tg_conv2d(tg_ctx *ctx, tg_tensor *x, tg_tensor *w, tg_tensor *b, cons
     int64_t shape[4] = {x->shape[0], w->shape[0], oh, ow};
     int64_t crs = w->shape[1] * w->shape[2] * w->shape[3];
     tg_tensor *out = tg__new(ctx, x->dtype, 4, shape, false);
-    tg_tensor *ws = workspace(ctx, x->dtype, crs, w->shape[0], x->shape[0] * oh * ow);
+    tg_tensor *ws = workspace(ctx, x->dtype, crs, w->shape[0], x->shape[0], oh * ow);
     return conv_run(ctx, TG_OP_CONV2D, &p, out, b ? 3 : 2, ins, ws);
 }
 
@@ -161,7 +177,8 @@ tg_tensor *tg_conv2d_backward_input(tg_ctx *ctx, tg_tensor *g, tg_tensor *w,
     int64_t shape[4] = {g->shape[0], w->shape[1], h, wd};
     int64_t crs = w->shape[1] * w->shape[2] * w->shape[3];
     tg_tensor *out = tg__new(ctx, g->dtype, 4, shape, false);
-    tg_tensor *ws = workspace(ctx, g->dtype, crs, w->shape[0], g->shape[0] * g->shape[2] * g->shape[3]);
+    tg_tensor *ws = workspace(ctx, g->dtype, crs, w->shape[0], g->shape[0],
+                              g->shape[2] * g->shape[3]);
     return conv_run(ctx, TG_OP_CONV2D_BACKWARD_INPUT, &p, out, 2, ins, ws);
 }
 
@@ -188,8 +205,8 @@ tg_tensor *tg_conv2d_backward_weight(tg_ctx *ctx, tg_tensor *x, tg_tensor *g,
     p.ints[CV_SIZE + 1] = s;
     int64_t shape[4] = {g->shape[1], x->shape[1], r, s};
     tg_tensor *out = tg__new(ctx, x->dtype, 4, shape, false);
-    tg_tensor *ws = workspace(ctx, x->dtype, x->shape[1] * r * s, g->shape[1],
-                              g->shape[0] * g->shape[2] * g->shape[3]);
+    tg_tensor *ws = workspace(ctx, x->dtype, x->shape[1] * r * s, g->shape[1], g->shape[0],
+                              g->shape[2] * g->shape[3]);
     return conv_run(ctx, TG_OP_CONV2D_BACKWARD_WEIGHT, &p, out, 2, ins, ws);
 }
 

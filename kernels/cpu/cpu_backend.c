@@ -126,10 +126,14 @@ static tg_status cpu_synchronize(void *state) {
         const real av = (real)alpha;                                                               \
         (void)s;                                                                                   \
         (void)av;                                                                                  \
-        _Pragma("omp parallel for simd schedule(static) if(n > TG__CPU_PAR_MIN)") for (int64_t i = \
-                                                                                           0;      \
-                                                                                       i < n; i++) \
-            BODY;                                                                                  \
+        /* Small sizes run on the caller: an if(false) region still makes      \
+         * libgomp allocate (and free) a one-thread team. */                    \
+        if (n > TG__CPU_PAR_MIN) {                                                                 \
+            _Pragma("omp parallel for simd schedule(static)") for (int64_t i = 0; i < n; i++)     \
+                BODY;                                                                              \
+        } else {                                                                                   \
+            _Pragma("omp simd") for (int64_t i = 0; i < n; i++) BODY;                              \
+        }                                                                                          \
     } while (0)
 
 #define CPU_INPLACE_DISPATCH(BODY) \

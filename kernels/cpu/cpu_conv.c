@@ -2,12 +2,13 @@
  * kernels/cpu/cpu_conv.c: 2-D convolution (NCHW, groups = 1) and its two
  * gradients, by im2col and one OpenBLAS gemm per call.
  *
- * The column matrix of the whole batch is laid out (C*R*S, N*OH*OW): sample
- * n owns columns [n*OH*OW, (n+1)*OH*OW). So each product is a single large
- * gemm, which BLAS spreads over all threads, instead of N small ones; the
- * im2col, col2im and layout passes around it run in parallel over (n, c) with
- * OpenMP. The runtime hands every kernel a step-arena workspace as its last
- * input, so no kernel allocates.
+ * The batch is split into runs of samples, one per OpenMP thread, and each
+ * thread runs im2col, one single-threaded gemm per sample and col2im in its
+ * own slot of the workspace the runtime hands every kernel as its last input
+ * (so no kernel allocates, a sample's column matrix stays in cache, and no
+ * threaded gemm forks and joins, or allocates its job array, per call). The
+ * weight gradient is summed per thread and the partial sums added in thread
+ * order, so one thread count always gives the same bits.
  *
  * Parameters (tg_op_params.ints): [0..1] stride, [2..3] pad, [4..5]
  * dilation, [6] has bias (conv2d), [7..8] the spatial size of the tensor a
@@ -15,6 +16,7 @@
  */
 #include <cblas.h>
 #include <limits.h>
+#include <omp.h>
 
 #include "cpu.h"
 
@@ -65,8 +67,7 @@ static void cpu_valid_range(int64_t size, int64_t nout, int64_t st, int64_t pad,
     static void cpu_im2col_##TYPE(const cpu_conv_geom *g, const TYPE *x, const int64_t *xs,       \
                                   TYPE *col) {                                                   \
         const int64_t ohw = g->oh * g->ow, ld = g->n * ohw;                                      \
-        _Pragma("omp parallel for collapse(2) schedule(static)") for (int64_t n = 0; n < g->n;  \
-                                                                      n++) {                     \
+        for (int64_t n = 0; n < g->n; n++) {                                                     \
             for (int64_t c = 0; c < g->c; c++) {                                                 \
                 const TYPE *xp = x + n * xs[0] + c * xs[1];                                      \
                 for (int64_t r = 0; r < g->r; r++) {                                             \
@@ -88,8 +89,16 @@ static void cpu_valid_range(int64_t size, int64_t nout, int64_t st, int64_t pad,
                             const int64_t iw0 = s * g->dw - g->pw, st = g->sw * xs[3];           \
                             for (int64_t ow = 0; ow < owlo; ow++)                                \
                                 dr[ow] = 0;                                                      \
-                            for (int64_t ow = owlo; ow < owhi; ow++)                             \
-                                dr[ow] = xr[iw0 * xs[3] + ow * st];                              \
+                            /* Unit stride (the common case) is a plain copy the compiler   \
+                             * vectorises; the strided loop is a scalar gather. */            \
+                            if (st == 1) {                                                       \
+                                const TYPE *xq = xr + iw0 * xs[3];                               \
+                                for (int64_t ow = owlo; ow < owhi; ow++)                         \
+                                    dr[ow] = xq[ow];                                             \
+                            } else {                                                             \
+                                for (int64_t ow = owlo; ow < owhi; ow++)                         \
+                                    dr[ow] = xr[iw0 * xs[3] + ow * st];                          \
+                            }                                                                    \
                             for (int64_t ow = owhi; ow < g->ow; ow++)                            \
                                 dr[ow] = 0;                                                      \
                         }                                                                        \
@@ -101,8 +110,7 @@ static void cpu_valid_range(int64_t size, int64_t nout, int64_t st, int64_t pad,
     /* dx (contiguous, zeroed here) += col2im(col). */                                           \
     static void cpu_col2im_##TYPE(const cpu_conv_geom *g, const TYPE *col, TYPE *dx) {            \
         const int64_t ohw = g->oh * g->ow, ld = g->n * ohw;                                      \
-        _Pragma("omp parallel for collapse(2) schedule(static)") for (int64_t n = 0; n < g->n;  \
-                                                                      n++) {                     \
+        for (int64_t n = 0; n < g->n; n++) {                                                     \
             for (int64_t c = 0; c < g->c; c++) {                                                 \
                 TYPE *xp = dx + (n * g->c + c) * g->h * g->w;                                    \
                 for (int64_t i = 0; i < g->h * g->w; i++)                                        \
@@ -131,8 +139,7 @@ static void cpu_valid_range(int64_t size, int64_t nout, int64_t st, int64_t pad,
     static void cpu_gpack_##TYPE(const cpu_conv_geom *g, const TYPE *src, const int64_t *gs,      \
                                  TYPE *gp) {                                                     \
         const int64_t ohw = g->oh * g->ow, ld = g->n * ohw;                                      \
-        _Pragma("omp parallel for collapse(2) schedule(static)") for (int64_t n = 0; n < g->n;  \
-                                                                      n++) {                     \
+        for (int64_t n = 0; n < g->n; n++) {                                                     \
             for (int64_t k = 0; k < g->k; k++) {                                                 \
                 const TYPE *sp = src + n * gs[0] + k * gs[1];                                    \
                 TYPE *d = gp + k * ld + n * ohw;                                                 \
@@ -142,43 +149,127 @@ static void cpu_valid_range(int64_t size, int64_t nout, int64_t st, int64_t pad,
             }                                                                                    \
         }                                                                                        \
     }                                                                                            \
-    static void cpu_conv_fwd_##TYPE(const cpu_conv_geom *g, const tg_kview *x, const TYPE *w,     \
-                                    const tg_kview *b, TYPE *ws, TYPE *out) {                    \
-        const int64_t ohw = g->oh * g->ow, ld = g->n * ohw, crs = g->c * g->r * g->s;            \
-        TYPE *col = ws, *tmp = ws + crs * ld;                                                    \
-        cpu_im2col_##TYPE(g, x->data, x->strides, col);                                          \
-        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g->k, (int)ld, (int)crs, 1, w,     \
-             (int)crs, col, (int)ld, 0, tmp, (int)ld);                                           \
-        const TYPE *bd = b ? b->data : NULL;                                                     \
-        const int64_t bs = b ? b->strides[0] : 0;                                                \
-        _Pragma("omp parallel for collapse(2) schedule(static)") for (int64_t n = 0; n < g->n;  \
-                                                                      n++) {                     \
-            for (int64_t k = 0; k < g->k; k++) {                                                 \
-                const TYPE bias = bd ? bd[k * bs] : (TYPE)0;                                     \
-                const TYPE *src = tmp + k * ld + n * ohw;                                        \
-                TYPE *dst = out + (n * g->k + k) * ohw;                                          \
-                for (int64_t j = 0; j < ohw; j++)                                                \
-                    dst[j] = src[j] + bias;                                                      \
-            }                                                                                    \
+    /* One thread's share of the forward pass: samples [lo, hi), one gemm     \
+     * each straight into the output, with slot as its column matrix. */      \
+    static void cpu_conv_fwd_part_##TYPE(const cpu_conv_geom *g, const tg_kview *x,              \
+                                         const TYPE *w, const tg_kview *b, TYPE *slot,           \
+                                         TYPE *out, int64_t lo, int64_t hi) {                    \
+        const int64_t ohw = g->oh * g->ow, crs = g->c * g->r * g->s;                             \
+        cpu_conv_geom g1 = *g;                                                                   \
+        g1.n = 1;                                                                                \
+        for (int64_t n = lo; n < hi; n++) {                                                      \
+            TYPE *on = out + n * g->k * ohw;                                                     \
+            cpu_im2col_##TYPE(&g1, (const TYPE *)x->data + n * x->strides[0], x->strides, slot); \
+            GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g->k, (int)ohw, (int)crs, 1, w,\
+                 (int)crs, slot, (int)ohw, 0, on, (int)ohw);                                     \
+            if (b)                                                                               \
+                for (int64_t k = 0; k < g->k; k++) {                                             \
+                    const TYPE bias = ((const TYPE *)b->data)[k * b->strides[0]];                \
+                    for (int64_t j = 0; j < ohw; j++)                                            \
+                        on[k * ohw + j] += bias;                                                 \
+                }                                                                                \
         }                                                                                        \
     }                                                                                            \
-    static void cpu_conv_bwi_##TYPE(const cpu_conv_geom *g, const tg_kview *gv, const TYPE *w,    \
-                                    TYPE *ws, TYPE *dx) {                                        \
-        const int64_t ld = g->n * g->oh * g->ow, crs = g->c * g->r * g->s;                       \
-        TYPE *gp = ws, *dcol = ws + g->k * ld;                                                   \
-        cpu_gpack_##TYPE(g, gv->data, gv->strides, gp);                                          \
-        GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)crs, (int)ld, (int)g->k, 1, w,       \
-             (int)crs, gp, (int)ld, 0, dcol, (int)ld);                                           \
-        cpu_col2im_##TYPE(g, dcol, dx);                                                          \
+    /* g of sample n as a (K, OH*OW) row-major matrix: in place when its      \
+     * layout already is, else packed into tmp. */                            \
+    static const TYPE *cpu_conv_gmat_##TYPE(const cpu_conv_geom *g, const tg_kview *gv,           \
+                                            int64_t n, TYPE *tmp) {                              \
+        const int64_t *gs = gv->strides, ohw = g->oh * g->ow;                                    \
+        const TYPE *gn = (const TYPE *)gv->data + n * gs[0];                                     \
+        if ((g->ow == 1 || gs[3] == 1) && (g->oh == 1 || gs[2] == g->ow) &&                      \
+            (g->k == 1 || gs[1] == ohw))                                                         \
+            return gn;                                                                           \
+        cpu_conv_geom g1 = *g;                                                                   \
+        g1.n = 1;                                                                                \
+        cpu_gpack_##TYPE(&g1, gn, gs, tmp);                                                      \
+        return tmp;                                                                              \
     }                                                                                            \
-    static void cpu_conv_bww_##TYPE(const cpu_conv_geom *g, const tg_kview *x,                    \
-                                    const tg_kview *gv, TYPE *ws, TYPE *dw) {                    \
-        const int64_t ld = g->n * g->oh * g->ow, crs = g->c * g->r * g->s;                       \
-        TYPE *gp = ws, *col = ws + g->k * ld;                                                    \
-        cpu_gpack_##TYPE(g, gv->data, gv->strides, gp);                                          \
-        cpu_im2col_##TYPE(g, x->data, x->strides, col);                                          \
-        GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g->k, (int)crs, (int)ld, 1, gp,      \
-             (int)ld, col, (int)ld, 0, dw, (int)crs);                                            \
+    static void cpu_conv_bwi_part_##TYPE(const cpu_conv_geom *g, const tg_kview *gv,              \
+                                         const TYPE *w, TYPE *slot, TYPE *dx, int64_t lo,        \
+                                         int64_t hi) {                                           \
+        const int64_t ohw = g->oh * g->ow, crs = g->c * g->r * g->s;                             \
+        cpu_conv_geom g1 = *g;                                                                   \
+        g1.n = 1;                                                                                \
+        TYPE *dcol = slot, *tmp = slot + crs * ohw;                                              \
+        for (int64_t n = lo; n < hi; n++) {                                                      \
+            const TYPE *gn = cpu_conv_gmat_##TYPE(g, gv, n, tmp);                                \
+            GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)crs, (int)ohw, (int)g->k, 1, w,  \
+                 (int)crs, gn, (int)ohw, 0, dcol, (int)ohw);                                     \
+            cpu_col2im_##TYPE(&g1, dcol, dx + n * g->c * g->h * g->w);                           \
+        }                                                                                        \
+    }                                                                                            \
+    /* acc (K, CRS) = the sum over samples [lo, hi) of g_n col_n^T (zero when \
+     * the range is empty). */                                                \
+    static void cpu_conv_bww_part_##TYPE(const cpu_conv_geom *g, const tg_kview *x,               \
+                                         const tg_kview *gv, TYPE *slot, TYPE *acc, int64_t lo,  \
+                                         int64_t hi) {                                           \
+        const int64_t ohw = g->oh * g->ow, crs = g->c * g->r * g->s;                             \
+        cpu_conv_geom g1 = *g;                                                                   \
+        g1.n = 1;                                                                                \
+        TYPE *col = slot, *tmp = slot + crs * ohw;                                               \
+        if (lo >= hi)                                                                            \
+            for (int64_t i = 0; i < g->k * crs; i++)                                             \
+                acc[i] = 0;                                                                      \
+        for (int64_t n = lo; n < hi; n++) {                                                      \
+            const TYPE *gn = cpu_conv_gmat_##TYPE(g, gv, n, tmp);                                \
+            cpu_im2col_##TYPE(&g1, (const TYPE *)x->data + n * x->strides[0], x->strides, col);  \
+            GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g->k, (int)crs, (int)ohw, 1, gn, \
+                 (int)ohw, col, (int)ohw, n > lo ? 1 : 0, acc, (int)crs);                        \
+        }                                                                                        \
+    }                                                                                            \
+    /* The three products: nt threads, each with its own workspace slot of    \
+     * sl values, take contiguous runs of samples (a static split, so a given  \
+     * thread count always sums in the same order). One thread runs on the     \
+     * caller without a parallel region (libgomp allocates a team for every    \
+     * one-thread region). Inside the region OpenBLAS runs single-threaded. */ \
+    static void cpu_conv_fwd_##TYPE(const cpu_conv_geom *g, int nt, int64_t sl,                   \
+                                    const tg_kview *x, const TYPE *w, const tg_kview *b,         \
+                                    TYPE *ws, TYPE *out) {                                       \
+        if (nt == 1) {                                                                           \
+            cpu_conv_fwd_part_##TYPE(g, x, w, b, ws, out, 0, g->n);                              \
+            return;                                                                              \
+        }                                                                                        \
+        _Pragma("omp parallel num_threads(nt)") {                                                \
+            const int64_t t = omp_get_thread_num(), T = omp_get_num_threads();                  \
+            cpu_conv_fwd_part_##TYPE(g, x, w, b, ws + t * sl, out, g->n * t / T,                 \
+                                     g->n * (t + 1) / T);                                        \
+        }                                                                                        \
+    }                                                                                            \
+    static void cpu_conv_bwi_##TYPE(const cpu_conv_geom *g, int nt, int64_t sl,                   \
+                                    const tg_kview *gv, const TYPE *w, TYPE *ws, TYPE *dx) {     \
+        if (nt == 1) {                                                                           \
+            cpu_conv_bwi_part_##TYPE(g, gv, w, ws, dx, 0, g->n);                                 \
+            return;                                                                              \
+        }                                                                                        \
+        _Pragma("omp parallel num_threads(nt)") {                                                \
+            const int64_t t = omp_get_thread_num(), T = omp_get_num_threads();                  \
+            cpu_conv_bwi_part_##TYPE(g, gv, w, ws + t * sl, dx, g->n * t / T,                    \
+                                     g->n * (t + 1) / T);                                        \
+        }                                                                                        \
+    }                                                                                            \
+    /* Thread 0 sums into dw, the others into the tail of their slots; the    \
+     * partial sums are then added in thread order. */                        \
+    static void cpu_conv_bww_##TYPE(const cpu_conv_geom *g, int nt, int64_t sl,                   \
+                                    const tg_kview *x, const tg_kview *gv, TYPE *ws, TYPE *dw) { \
+        const int64_t kcrs = g->k * g->c * g->r * g->s;                                          \
+        if (nt == 1) {                                                                           \
+            cpu_conv_bww_part_##TYPE(g, x, gv, ws, dw, 0, g->n);                                 \
+            return;                                                                              \
+        }                                                                                        \
+        int used = nt;                                                                           \
+        _Pragma("omp parallel num_threads(nt)") {                                                \
+            const int64_t t = omp_get_thread_num(), T = omp_get_num_threads();                  \
+            TYPE *acc = t == 0 ? dw : ws + t * sl + sl - kcrs;                                   \
+            cpu_conv_bww_part_##TYPE(g, x, gv, ws + t * sl, acc, g->n * t / T,                   \
+                                     g->n * (t + 1) / T);                                        \
+            if (t == 0)                                                                          \
+                used = (int)T;                                                                   \
+        }                                                                                        \
+        for (int t = 1; t < used; t++) {                                                         \
+            const TYPE *acc = ws + t * sl + sl - kcrs;                                           \
+            for (int64_t i = 0; i < kcrs; i++)                                                   \
+                dw[i] += acc[i];                                                                 \
+        }                                                                                        \
     }
 
 CPU_CONV_FAMILY(float, cblas_sgemm)
@@ -193,6 +284,26 @@ static tg_status cpu_conv_dims_ok(const tg_kargs *a, const cpu_conv_geom *g) {
         return tg__cpu_fail(a, TG_ERR_UNSUPPORTED, "cpu %s: dims exceed BLAS's int range",
                             tg_op_name(a->op));
     return TG_OK;
+}
+
+/* Values in one thread's workspace slot: the column matrix of one sample
+ * (crs x OH*OW), a packed gradient (k x OH*OW) and a weight-gradient partial
+ * sum (k x crs). Must match ops_conv.c's workspace(). */
+static int64_t cpu_conv_slot(const cpu_conv_geom *g) {
+    const int64_t crs = g->c * g->r * g->s;
+    return (crs + g->k) * g->oh * g->ow + g->k * crs;
+}
+
+/* How many threads the kernels use: OpenMP's count, at most one per sample
+ * and per slot the workspace holds; 0 when it holds none. */
+static int cpu_conv_threads(const cpu_conv_geom *g, const tg_kview *ws) {
+    const int64_t sl = cpu_conv_slot(g);
+    int64_t nt = omp_get_max_threads();
+    if (sl > 0 && tg__cpu_numel(ws) / sl < nt)
+        nt = tg__cpu_numel(ws) / sl;
+    if (g->n < nt)
+        nt = g->n > 0 ? g->n : 1;
+    return (int)nt;
 }
 
 static bool cpu_same_float(const tg_kargs *a, int nin) {
@@ -217,14 +328,16 @@ tg_status tg__cpu_conv2d(void *state, const tg_kargs *a) {
     tg_status st = cpu_conv_dims_ok(a, &g);
     if (st != TG_OK)
         return st;
-    if (!cpu_contig(w) || tg__cpu_numel(ws) < (g.c * g.r * g.s + g.k) * g.n * g.oh * g.ow)
+    const int nt = cpu_conv_threads(&g, ws);
+    const int64_t sl = cpu_conv_slot(&g);
+    if (!cpu_contig(w) || nt < 1)
         return tg__cpu_fail(a, TG_ERR_INVALID, "cpu conv2d: w must be contiguous and the "
                                                "workspace large enough");
     const tg_kview *b = has_b ? &a->in[2] : NULL;
     if (x->dtype == TG_F32)
-        cpu_conv_fwd_float(&g, x, w->data, b, ws->data, a->out.data);
+        cpu_conv_fwd_float(&g, nt, sl, x, w->data, b, ws->data, a->out.data);
     else
-        cpu_conv_fwd_double(&g, x, w->data, b, ws->data, a->out.data);
+        cpu_conv_fwd_double(&g, nt, sl, x, w->data, b, ws->data, a->out.data);
     return TG_OK;
 }
 
@@ -243,13 +356,15 @@ tg_status tg__cpu_conv2d_backward_input(void *state, const tg_kargs *a) {
     tg_status st = cpu_conv_dims_ok(a, &g);
     if (st != TG_OK)
         return st;
-    if (!cpu_contig(w) || tg__cpu_numel(ws) < (g.c * g.r * g.s + g.k) * g.n * g.oh * g.ow)
+    const int nt = cpu_conv_threads(&g, ws);
+    const int64_t sl = cpu_conv_slot(&g);
+    if (!cpu_contig(w) || nt < 1)
         return tg__cpu_fail(a, TG_ERR_INVALID, "cpu conv2d_backward_input: w must be "
                                                "contiguous and the workspace large enough");
     if (gv->dtype == TG_F32)
-        cpu_conv_bwi_float(&g, gv, w->data, ws->data, a->out.data);
+        cpu_conv_bwi_float(&g, nt, sl, gv, w->data, ws->data, a->out.data);
     else
-        cpu_conv_bwi_double(&g, gv, w->data, ws->data, a->out.data);
+        cpu_conv_bwi_double(&g, nt, sl, gv, w->data, ws->data, a->out.data);
     return TG_OK;
 }
 
@@ -268,7 +383,9 @@ tg_status tg__cpu_conv2d_backward_weight(void *state, const tg_kargs *a) {
     tg_status st = cpu_conv_dims_ok(a, &g);
     if (st != TG_OK)
         return st;
-    if (tg__cpu_numel(ws) < (g.c * g.r * g.s + g.k) * g.n * g.oh * g.ow)
+    const int nt = cpu_conv_threads(&g, ws);
+    const int64_t sl = cpu_conv_slot(&g);
+    if (nt < 1)
         return tg__cpu_fail(a, TG_ERR_INVALID,
                             "cpu conv2d_backward_weight: the workspace is too small");
     if (g.n * g.oh * g.ow == 0) {
@@ -276,8 +393,8 @@ tg_status tg__cpu_conv2d_backward_weight(void *state, const tg_kargs *a) {
         return TG_OK;
     }
     if (x->dtype == TG_F32)
-        cpu_conv_bww_float(&g, x, gv, ws->data, a->out.data);
+        cpu_conv_bww_float(&g, nt, sl, x, gv, ws->data, a->out.data);
     else
-        cpu_conv_bww_double(&g, x, gv, ws->data, a->out.data);
+        cpu_conv_bww_double(&g, nt, sl, x, gv, ws->data, a->out.data);
     return TG_OK;
 }

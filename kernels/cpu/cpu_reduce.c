@@ -358,9 +358,15 @@ static tg_status cpu_reduce(const tg_kargs *a, cpu_red_kind kind, bool mean) {
         j.Q = q < CPU_RED_PARTIALS / r->M ? q : CPU_RED_PARTIALS / r->M;
     }
     if (j.Q < 2) {
-#pragma omp parallel for schedule(static) if (par)
-        for (int64_t t = 0; t < ntasks; t++)
-            red_task_full(&j, t);
+        /* Not an if(false) region: libgomp allocates a one-thread team. */
+        if (par) {
+#pragma omp parallel for schedule(static)
+            for (int64_t t = 0; t < ntasks; t++)
+                red_task_full(&j, t);
+        } else {
+            for (int64_t t = 0; t < ntasks; t++)
+                red_task_full(&j, t);
+        }
         return TG_OK;
     }
     double partial[CPU_RED_PARTIALS];
@@ -445,10 +451,15 @@ tg_status tg__cpu_argmax(void *state, const tg_kargs *a) {
     const int64_t esize = (int64_t)tg__cpu_esize(x->dtype);
     const char *base = x->data;
     int64_t *out = a->out.data;
-#pragma omp parallel for schedule(static) if (r.M * r.K > TG__CPU_PAR_MIN)
-    for (int64_t m = 0; m < r.M; m++) {
-        const int64_t off = red_offset(r.nk, r.kshape, r.kstride, m);
-        out[m] = line(base + off * esize, r.K, r.rstride[0]);
+    if (r.M * r.K > TG__CPU_PAR_MIN) {
+#pragma omp parallel for schedule(static)
+        for (int64_t m = 0; m < r.M; m++)
+            out[m] = line(base + red_offset(r.nk, r.kshape, r.kstride, m) * esize, r.K,
+                          r.rstride[0]);
+    } else {
+        for (int64_t m = 0; m < r.M; m++)
+            out[m] = line(base + red_offset(r.nk, r.kshape, r.kstride, m) * esize, r.K,
+                          r.rstride[0]);
     }
     return TG_OK;
 }

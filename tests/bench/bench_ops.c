@@ -11,6 +11,9 @@
  * step. tg_step_reset() runs after every chain, so the arena stays small and
  * its (amortised) cost is included.
  *
+ * Part 3 times the cnn's two convolutions (forward and both gradients)
+ * through the ops against the three bare sgemms of the same sizes.
+ *
  * Part 2 times square f32 matmuls through tg_matmul and through cblas_sgemm
  * directly on the same data, so the ratio is the runtime's overhead on top of
  * the BLAS it calls.
@@ -27,6 +30,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "tapegrad/nn.h"
 #include "tapegrad/runtime.h"
 
 /* Ops per chain: tg_step_reset() runs after each one. */
@@ -272,6 +276,93 @@ static void bench_matmul(tg_ctx *ctx) {
     }
 }
 
+/* A buffer of n values in [-0.5, 0.5) from a fixed LCG. */
+static float *lcg_buf(size_t n, uint32_t seed) {
+    float *v = malloc(n * sizeof(float));
+    if (!v) {
+        fprintf(stderr, "bench_ops: out of memory\n");
+        exit(1);
+    }
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        v[i] = (float)(seed >> 8) / 16777216.0f - 0.5f;
+    }
+    return v;
+}
+
+typedef struct conv_shape {
+    const char *name;
+    int n, c, h, w, k, r, pad;
+} conv_shape;
+
+/*
+ * One training step's convolution work (forward, input gradient, weight
+ * gradient) through the ops, against the three bare sgemms of the same sizes
+ * (K x CRS by CRS x N*OH*OW and its two transposes): the same FLOPs with no
+ * im2col, col2im, layout or bias passes, so the ratio is what the conv path
+ * costs on top of OpenBLAS.
+ */
+static void measure_conv(tg_ctx *ctx, const conv_shape *cs, int reps) {
+    const int oh = cs->h + 2 * cs->pad - cs->r + 1, ow = cs->w + 2 * cs->pad - cs->r + 1;
+    const int crs = cs->c * cs->r * cs->r, cols = cs->n * oh * ow;
+    int64_t xs[4] = {cs->n, cs->c, cs->h, cs->w}, ws[4] = {cs->k, cs->c, cs->r, cs->r};
+    int64_t gs[4] = {cs->n, cs->k, oh, ow}, bs[1] = {cs->k};
+    float *x = lcg_buf((size_t)cs->n * cs->c * cs->h * cs->w, 1);
+    float *w = lcg_buf((size_t)cs->k * crs, 2), *g = lcg_buf((size_t)cols * cs->k, 3);
+    float *bias = lcg_buf((size_t)cs->k, 4);
+    float *A = lcg_buf((size_t)cs->k * crs, 5), *B = lcg_buf((size_t)crs * cols, 6);
+    float *C = lcg_buf((size_t)cs->k * cols, 7);
+    double *t_tg = malloc((size_t)reps * sizeof(double)), *t_blas = malloc((size_t)reps * sizeof(double));
+    tg_tensor *tx = tg_persistent(ctx, TG_F32, 4, xs, "x"), *tw = tg_persistent(ctx, TG_F32, 4, ws, "w");
+    tg_tensor *tgr = tg_persistent(ctx, TG_F32, 4, gs, "g"), *tb = tg_persistent(ctx, TG_F32, 1, bs, "b");
+    if (!t_tg || !t_blas || !tx || !tw || !tgr || !tb ||
+        tg_copy_from_host(ctx, tx, x, (size_t)tg_numel(tx) * sizeof(float)) != TG_OK ||
+        tg_copy_from_host(ctx, tw, w, (size_t)tg_numel(tw) * sizeof(float)) != TG_OK ||
+        tg_copy_from_host(ctx, tgr, g, (size_t)tg_numel(tgr) * sizeof(float)) != TG_OK ||
+        tg_copy_from_host(ctx, tb, bias, (size_t)cs->k * sizeof(float)) != TG_OK)
+        die_ctx(ctx, "conv inputs");
+    tg_conv2d_opts o = {{1, 1}, {cs->pad, cs->pad}, {1, 1}};
+    for (int r = -2; r < reps; r++) {
+        tg_step_reset(ctx);
+        double t0 = now_s();
+        if (!tg_conv2d(ctx, tx, tw, tb, &o) ||
+            !tg_conv2d_backward_input(ctx, tgr, tw, &o, cs->h, cs->w) ||
+            !tg_conv2d_backward_weight(ctx, tx, tgr, &o, cs->r, cs->r))
+            die_ctx(ctx, "conv ops");
+        double t1 = now_s();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cs->k, cols, crs, 1.0f, A, crs, B,
+                    cols, 0.0f, C, cols);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, crs, cols, cs->k, 1.0f, A, crs, C,
+                    cols, 0.0f, B, cols);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, cs->k, crs, cols, 1.0f, C, cols, B,
+                    cols, 0.0f, A, crs);
+        double t2 = now_s();
+        if (r >= 0) {
+            t_tg[r] = t1 - t0;
+            t_blas[r] = t2 - t1;
+        }
+    }
+    tg_step_reset(ctx);
+    double flop = 3.0 * 2.0 * cs->k * (double)crs * cols;
+    double tt = median(t_tg, reps), tb2 = median(t_blas, reps);
+    printf("%-22s %5d %10.2f %10.2f %12.1f %12.1f %8.3f\n", cs->name, reps, tt * 1e3, tb2 * 1e3,
+           flop / tt * 1e-9, flop / tb2 * 1e-9, tb2 / tt);
+    free(x), free(w), free(g), free(bias), free(A), free(B), free(C), free(t_tg), free(t_blas);
+}
+
+static void bench_conv(tg_ctx *ctx) {
+    static const conv_shape shapes[] = {
+        {"cnn conv1 (64,1,28,28)", 64, 1, 28, 28, 32, 5, 2},
+        {"cnn conv2 (64,32,14,14)", 64, 32, 14, 14, 64, 5, 2},
+    };
+    printf("\nConv2d, f32, forward + both gradients through the ops against the three "
+           "sgemms\nof the same sizes (same FLOPs), alternating; median after 2 warm-up reps\n");
+    printf("%-22s %5s %10s %10s %12s %12s %8s\n", "shape (x)", "reps", "ops ms", "sgemm ms",
+           "ops GFLOP/s", "sgemm GF/s", "ops/sgemm");
+    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++)
+        measure_conv(ctx, &shapes[i], 9);
+}
+
 static void usage(FILE *f) {
     fprintf(f, "usage: bench_ops [--threads N]\n"
                "  --threads N  CPU threads for tapegrad and OpenBLAS (default 2)\n");
@@ -312,6 +403,7 @@ int main(int argc, char **argv) {
            threads == 1 ? "" : "s");
     bench_tape(ctx);
     bench_matmul(ctx);
+    bench_conv(ctx);
     tg_ctx_free(ctx);
     return 0;
 }
