@@ -15,7 +15,7 @@ usage() {
 
 packages=(
     build-essential cmake pkg-config
-    libopenblas-dev libopenblas-openmp-dev libopenmpi-dev openmpi-bin
+    libopenblas-dev libopenblas0-openmp libopenmpi-dev openmpi-bin
     libhdf5-dev hdf5-tools libcmocka-dev zlib1g-dev
     dataset-fashion-mnist gnuplot-nox libinih-dev
     slurmctld slurmd slurm-client munge
