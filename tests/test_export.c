@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -21,18 +20,7 @@
 #include "tapegrad/optim.h"
 #include "tapegrad/trainer.h"
 
-static char dir[] = "/tmp/tg_export_XXXXXX";
-
-static int run(const char *fmt, ...) {
-    char args[2048], cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "'%s' %s", TG_CLI_PATH, args);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+#include "test_util.h"
 
 static unsigned char *slurp(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
@@ -97,12 +85,11 @@ static void test_export_matches_checkpoint(void **state) {
     assert_true(n > nmodel);
     tg_ckpt_meta meta = {.step = 7, .model = "cnn-bn", .config = "model = cnn-bn\n"};
     char ck[4096];
-    assert_int_equal(tg_ckpt_save(ctx, dir, &meta, n, ts, 2, ck, sizeof ck), TG_OK);
+    assert_int_equal(tg_ckpt_save(ctx, tgt_dir, &meta, n, ts, 2, ck, sizeof ck), TG_OK);
 
-    char out[512];
-    snprintf(out, sizeof out, "%s/model.safetensors", dir);
-    assert_int_equal(run("export --ckpt '%s' --format safetensors --out '%s' >/dev/null", ck, out),
-                     0);
+    const char *out;
+    out = tgt_path("model.safetensors");
+    assert_int_equal(tgt_run("export --ckpt '%s' --format safetensors --out '%s'", ck, out), 0);
     size_t len;
     unsigned char *f = slurp(out, &len);
     assert_non_null(f);
@@ -140,8 +127,7 @@ static void test_export_matches_checkpoint(void **state) {
     free(f);
 
     /* --include-optimizer adds the optimizer state. */
-    assert_int_equal(run("export --ckpt '%s' --out '%s' --include-optimizer >/dev/null", ck, out),
-                     0);
+    assert_int_equal(tgt_run("export --ckpt '%s' --out '%s' --include-optimizer", ck, out), 0);
     f = slurp(out, &len);
     assert_non_null(f);
     assert_non_null(strstr((char *)f + 8, "\"optim.fc1.weight.exp_avg\""));
@@ -152,33 +138,36 @@ static void test_export_matches_checkpoint(void **state) {
 
 static void test_bad_input(void **state) {
     (void)state;
-    char out[512], junk[512];
-    snprintf(out, sizeof out, "%s/bad.safetensors", dir);
-    snprintf(junk, sizeof junk, "%s/junk.h5", dir);
+    const char *out, *junk;
+    out = tgt_path("bad.safetensors");
+    junk = tgt_path("junk.h5");
     FILE *j = fopen(junk, "w");
     assert_non_null(j);
     fputs("this is not an HDF5 file\n", j);
     fclose(j);
-    assert_int_equal(run("export --out '%s' 2>/dev/null", out), 2);
-    assert_int_equal(run("export --ckpt '%s' 2>/dev/null", junk), 2);
-    assert_int_equal(run("export --ckpt '%s' --out '%s' --format onnx 2>/dev/null", junk, out), 2);
-    assert_int_equal(run("export --ckpt '%s/none.h5' --out '%s' 2>/dev/null", dir, out), 3);
-    assert_int_equal(run("export --ckpt '%s' --out '%s' 2>/dev/null", junk, out), 3);
+    assert_int_equal(tgt_run("export --out '%s'", out), 2);
+    assert_int_equal(tgt_run("export --ckpt '%s'", junk), 2);
+    assert_int_equal(tgt_run("export --ckpt '%s' --out '%s' --format onnx", junk, out), 2);
+    assert_int_equal(tgt_run("export --ckpt '%s/none.h5' --out '%s'", tgt_dir, out), 3);
+    assert_int_equal(tgt_run("export --ckpt '%s' --out '%s'", junk, out), 3);
     assert_int_not_equal(access(out, F_OK), 0);
-    assert_int_equal(run("export --help >/dev/null"), 0);
+    assert_int_equal(tgt_run("export --help"), 0);
+}
+
+static int setup(void **state) {
+    (void)state;
+    return tgt_dir_setup("tg_export");
+}
+
+static int teardown(void **state) {
+    (void)state;
+    return tgt_dir_teardown();
 }
 
 int main(void) {
-    if (!mkdtemp(dir))
-        return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_export_matches_checkpoint),
         cmocka_unit_test(test_bad_input),
     };
-    int rc = cmocka_run_group_tests_name("export", tests, NULL, NULL);
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        rc = rc ? rc : 1;
-    return rc;
+    return cmocka_run_group_tests_name("export", tests, setup, teardown);
 }

@@ -9,31 +9,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
-static char dir[] = "/tmp/tg_plot_XXXXXX";
+#include "test_util.h"
 
 /* Runs the CLI with a shell command line; returns its exit code. */
-static int run(const char *fmt, ...) {
-    char args[2048], cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "'%s' %s", TG_CLI_PATH, args);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static void write_file(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    assert_int_equal(fclose(f), 0);
-}
 
 static uint32_t be32(const unsigned char *p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
@@ -50,11 +32,11 @@ static const char *metrics =
 
 static void test_writes_png_of_requested_size(void **state) {
     (void)state;
-    char in[256], out[256];
-    snprintf(in, sizeof in, "%s/m.jsonl", dir);
-    snprintf(out, sizeof out, "%s/curves.png", dir);
-    write_file(in, metrics);
-    assert_int_equal(run("plot '%s' --out '%s' --size 900x300 >/dev/null", in, out), 0);
+    const char *in, *out;
+    in = tgt_path("m.jsonl");
+    out = tgt_path("curves.png");
+    tgt_write_file(in, metrics);
+    assert_int_equal(tgt_run("plot '%s' --out '%s' --size 900x300", in, out), 0);
     FILE *f = fopen(out, "rb");
     assert_non_null(f);
     unsigned char h[24];
@@ -71,31 +53,41 @@ static void test_writes_png_of_requested_size(void **state) {
     assert_true(size > 5000);
     /* Only the image is left beside it. */
     char cmd[512];
-    snprintf(cmd, sizeof cmd, "test $(ls '%s' | wc -l) -eq 2", dir);
+    snprintf(cmd, sizeof cmd, "test $(ls '%s' | wc -l) -eq 2", tgt_dir);
     assert_int_equal(system(cmd), 0);
 }
 
 static void test_bad_input(void **state) {
     (void)state;
-    char in[256], out[256], bad[256], empty[256];
-    snprintf(in, sizeof in, "%s/m2.jsonl", dir);
-    snprintf(out, sizeof out, "%s/x.png", dir);
-    snprintf(bad, sizeof bad, "%s/bad.jsonl", dir);
-    snprintf(empty, sizeof empty, "%s/empty.jsonl", dir);
-    write_file(in, metrics);
-    write_file(bad, "{\"event\":\"epoch\",\"epoch\":1,\"train_loss\":0.5}\n");
-    write_file(empty, "{\"event\":\"step\",\"step\":1,\"loss\":2.0,\"lr\":0.1}\n");
+    const char *in, *out, *bad, *empty;
+    in = tgt_path("m2.jsonl");
+    out = tgt_path("x.png");
+    bad = tgt_path("bad.jsonl");
+    empty = tgt_path("empty.jsonl");
+    tgt_write_file(in, metrics);
+    tgt_write_file(bad, "{\"event\":\"epoch\",\"epoch\":1,\"train_loss\":0.5}\n");
+    tgt_write_file(empty, "{\"event\":\"step\",\"step\":1,\"loss\":2.0,\"lr\":0.1}\n");
     /* usage errors: no --out, no input, a bad size, an unknown option */
-    assert_int_equal(run("plot '%s' 2>/dev/null", in), 2);
-    assert_int_equal(run("plot --out '%s' 2>/dev/null", out), 2);
-    assert_int_equal(run("plot '%s' --out '%s' --size 10x10 2>/dev/null", in, out), 2);
-    assert_int_equal(run("plot '%s' --out '%s' --frobnicate 2>/dev/null", in, out), 2);
+    assert_int_equal(tgt_run("plot '%s'", in), 2);
+    assert_int_equal(tgt_run("plot --out '%s'", out), 2);
+    assert_int_equal(tgt_run("plot '%s' --out '%s' --size 10x10", in, out), 2);
+    assert_int_equal(tgt_run("plot '%s' --out '%s' --frobnicate", in, out), 2);
     /* data errors: a missing file, an epoch event missing fields, no epochs */
-    assert_int_equal(run("plot '%s/none.jsonl' --out '%s' 2>/dev/null", dir, out), 3);
-    assert_int_equal(run("plot '%s' --out '%s' 2>/dev/null", bad, out), 3);
-    assert_int_equal(run("plot '%s' --out '%s' 2>/dev/null", empty, out), 3);
+    assert_int_equal(tgt_run("plot '%s/none.jsonl' --out '%s'", tgt_dir, out), 3);
+    assert_int_equal(tgt_run("plot '%s' --out '%s'", bad, out), 3);
+    assert_int_equal(tgt_run("plot '%s' --out '%s'", empty, out), 3);
     assert_int_not_equal(access(out, F_OK), 0);
-    assert_int_equal(run("plot --help >/dev/null"), 0);
+    assert_int_equal(tgt_run("plot --help"), 0);
+}
+
+static int setup(void **state) {
+    (void)state;
+    return tgt_dir_setup("tg_plot");
+}
+
+static int teardown(void **state) {
+    (void)state;
+    return tgt_dir_teardown();
 }
 
 int main(void) {
@@ -103,16 +95,9 @@ int main(void) {
         printf("gnuplot is not installed (Debian: gnuplot-nox): skipped\n");
         return 77;
     }
-    if (!mkdtemp(dir))
-        return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_writes_png_of_requested_size),
         cmocka_unit_test(test_bad_input),
     };
-    int rc = cmocka_run_group_tests_name("plot", tests, NULL, NULL);
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0)
-        rc = rc ? rc : 1;
-    return rc;
+    return cmocka_run_group_tests_name("plot", tests, setup, teardown);
 }
