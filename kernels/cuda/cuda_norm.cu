@@ -132,7 +132,7 @@ static tg_status bn_geom(const tg_kargs *a, const tg_kview *x, int64_t *n, int64
 /* in: x, weight, bias, stats (written); out: y. */
 tg_status tg__cuda_batch_norm(void *state, const tg_kargs *a) {
     tg__cuda_state *s = (tg__cuda_state *)state;
-    int64_t n, c, sp;
+    int64_t n = 0, c = 0, sp = 0;
     tg_status st = tg__cuda_check_float(a, 4);
     if (st == TG_OK)
         st = bn_geom(a, &a->in[0], &n, &c, &sp);
@@ -159,7 +159,7 @@ tg_status tg__cuda_batch_norm(void *state, const tg_kargs *a) {
 /* in: g, x, weight, stats, gparams (written); out: dx. */
 tg_status tg__cuda_batch_norm_backward(void *state, const tg_kargs *a) {
     tg__cuda_state *s = (tg__cuda_state *)state;
-    int64_t n, c, sp;
+    int64_t n = 0, c = 0, sp = 0;
     tg_status st = tg__cuda_check_float(a, 5);
     if (st == TG_OK)
         st = bn_geom(a, &a->in[1], &n, &c, &sp);
