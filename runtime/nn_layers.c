@@ -2,10 +2,12 @@
  * Layers (nn.h): init functions with PyTorch's default initialisation and
  * forward functions built from op rows, so autograd needs nothing more.
  *
- * BatchNorm and LayerNorm are compositions of elementwise and reduction
- * rows (mean, sub, mul, pow_scalar, add), not fused rows: correct to every
- * order of derivative, at the cost of a few more passes over the
- * activations than a fused kernel would make.
+ * BatchNorm in training mode is the fused batch_norm row (runtime/ops_norm.c),
+ * which keeps only x and per-channel statistics for backward; in eval mode
+ * it is an affine map built from elementwise rows. LayerNorm is a
+ * composition of elementwise and reduction rows (mean, sub, mul, pow_scalar,
+ * add): correct to every order of derivative, at the cost of a few more
+ * passes over the activations than a fused kernel would make.
  */
 #include "nn_internal.h"
 
@@ -184,11 +186,9 @@ tg_tensor *tg_batchnorm_forward(tg_ctx *ctx, tg_batchnorm *bn, tg_tensor *x, boo
                         tg_shape_str(x, sx, sizeof sx), (long long)c, (long long)c),
                NULL;
     int64_t pshape[4] = {1, c, 1, 1};
-    const int axes[3] = {0, 2, 3};
-    int naxes = x->ndim == 4 ? 3 : 1;
-    tg_tensor *w = tg_reshape(ctx, bn->weight, x->ndim, pshape);
-    tg_tensor *b = tg_reshape(ctx, bn->bias, x->ndim, pshape);
     if (!training) {
+        tg_tensor *w = tg_reshape(ctx, bn->weight, x->ndim, pshape);
+        tg_tensor *b = tg_reshape(ctx, bn->bias, x->ndim, pshape);
         tg_tensor *rm = tg_reshape(ctx, bn->running_mean, x->ndim, pshape);
         tg_tensor *rv = tg_reshape(ctx, bn->running_var, x->ndim, pshape);
         tg_tensor *scale = tg_mul(ctx, w, tg_pow_scalar(ctx, tg_add_scalar(ctx, rv, bn->eps), -0.5));
@@ -201,12 +201,13 @@ tg_tensor *tg_batchnorm_forward(tg_ctx *ctx, tg_batchnorm *bn, tg_tensor *x, boo
                         "batchnorm: training needs more than 1 value per channel, input %s",
                         tg_shape_str(x, sx, sizeof sx)),
                NULL;
-    tg_tensor *mean = tg_mean(ctx, x, naxes, axes, true);
-    tg_tensor *xc = tg_sub(ctx, x, mean);
-    tg_tensor *var = tg_mean(ctx, tg_mul(ctx, xc, xc), naxes, axes, true);
-    tg_tensor *scale = tg_mul(ctx, tg_pow_scalar(ctx, tg_add_scalar(ctx, var, bn->eps), -0.5), w);
-    tg_tensor *y = tg_add(ctx, tg_mul(ctx, xc, scale), b);
-    if (!y || bn_update(ctx, bn, mean, var, count) != TG_OK)
+    tg_tensor *stats = NULL;
+    tg_tensor *y = tg_batch_norm(ctx, x, bn->weight, bn->bias, bn->eps, &stats);
+    if (!y)
+        return NULL;
+    /* stats rows: mean, invstd, biased variance. */
+    tg_tensor *mean = tg_slice(ctx, stats, 0, 0, 1, 1), *var = tg_slice(ctx, stats, 0, 2, 3, 1);
+    if (!mean || !var || bn_update(ctx, bn, mean, var, count) != TG_OK)
         return NULL;
     return y;
 }

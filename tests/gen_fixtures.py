@@ -50,7 +50,7 @@ INT64_MAX = 9223372036854775807
 F64 = torch.float64
 
 # Ops whose output never requires grad (TG_OPF_DIFF unset in ops.def).
-NONDIFF = {"eq", "sign", "argmax", "max_pool2d_indices"}
+NONDIFF = {"eq", "sign", "argmax", "max_pool2d_indices", "batch_norm_backward"}
 
 _lines = []
 _ids = set()
@@ -814,6 +814,38 @@ def nn_cases():
     bn("train_2d", (5, 3), True)
     bn("train_4d", (2, 3, 3, 2), True)
     bn("eval_4d", (2, 3, 2, 2), False)
+    # The fused training-mode rows: batch_norm (no running statistics), and
+    # batch_norm_backward as the gradients (dx, dweight, dbias) of the same
+    # forward for an upstream g. view: the op sees transpose(x, 2, 3).
+    def bnf(cid, xs, views=None):
+        c = xs[1]
+        case("batch_norm", cid, lambda: [inp("x", randn(*xs)), inp("w", randn(c)),
+                                         inp("b", randn(c))],
+             lambda o: F.batch_norm(o["x"], None, None, o["w"], o["b"], True, 0.1, 1e-5),
+             params=[("eps", [1e-5])], views=views)
+
+    bnf("2d", (5, 3))
+    bnf("4d", (2, 3, 3, 2))
+    bnf("size1_dims", (1, 2, 3, 1))
+    bnf("one_channel", (4, 1))
+    bnf("4d_strided", (2, 2, 3, 4), views={"x": (2, 3)})
+
+    def bnb(cid, xs):
+        c = xs[1]
+
+        def f(o):
+            x0 = o["x"].detach().requires_grad_(True)
+            w0 = o["w"].detach().requires_grad_(True)
+            b0 = torch.zeros(c, dtype=F64, requires_grad=True)
+            y = F.batch_norm(x0, None, None, w0, b0, True, 0.1, 1e-5)
+            return list(torch.autograd.grad(y, [x0, w0, b0], o["g"]))
+        case("batch_norm_backward", cid, lambda: [inp("g", randn(*xs)), inp("x", randn(*xs)),
+                                                  inp("w", randn(c))], f,
+             params=[("eps", [1e-5])])
+
+    bnb("2d", (6, 4))
+    bnb("4d", (2, 3, 2, 3))
+    bnb("size1_dims", (1, 2, 1, 3))
     case("layernorm", "last2", lambda: [inp("x", randn(2, 3, 4)), inp("w", randn(3, 4)),
                                         inp("b", randn(3, 4))],
          lambda o: F.layer_norm(o["x"], (3, 4), o["w"], o["b"], 1e-5))

@@ -254,6 +254,20 @@ static tg_tensor *b_bn_eval(tg_ctx *ctx, tg_tensor *const *in) {
     bn.num_batches_tracked = tg_zeros(ctx, TG_I64, 0, NULL);
     return tg_batchnorm_forward(ctx, &bn, X, false);
 }
+/* The fused training-mode rows: batch_norm(x, w, b), and batch_norm_backward
+ * (g, x, w) with the statistics of x made under no-grad. */
+B(bnf, tg_batch_norm(ctx, X, Y, Z, 1e-5, NULL))
+static tg_tensor *b_bnb(tg_ctx *ctx, tg_tensor *const *in) {
+    tg_tensor *st = NULL, *gw = NULL, *gb = NULL;
+    bool prev = tg_set_grad_enabled(ctx, false);
+    tg_tensor *bias = tg_zeros(ctx, Y->dtype, 1, Z->shape);
+    tg_tensor *y = tg_batch_norm(ctx, Y, Z, bias, 1e-5, &st);
+    tg_set_grad_enabled(ctx, prev);
+    if (!y)
+        return NULL;
+    tg_tensor *dx = tg_batch_norm_backward(ctx, X, Y, Z, st, &gw, &gb);
+    return dx && gw && !gw->requires_grad && gb && !gb->requires_grad ? dx : NULL;
+}
 static tg_tensor *b_layernorm(tg_ctx *ctx, tg_tensor *const *in) {
     tg_layernorm ln = {.weight = Y, .bias = Z, .ndim = Y->ndim, .eps = 1e-5};
     return tg_layernorm_forward(ctx, &ln, X);
@@ -272,6 +286,7 @@ SQ2(maxp_22)
 SQ2(avgp_32p)
 SQ2(avgb_22)
 SQ2(bn_train)
+SQ2(bnf)
 SQ2(layernorm)
 SQ2(embedding)
 #undef SQ2
@@ -708,6 +723,21 @@ static const gc_case gc_table[] = {
         .in = {GC_IN(R, 4, 2, 3, 2, 2), GC_IN(R, 1, 3), GC_IN(R, 1, 3)}, GC_OUT(4, 2, 3, 2, 2)),
     GCC(sq_bn_train, "squared", .nin = 3,
         .in = {GC_IN(R, 4, 2, 2, 1, 3), GC_IN(R, 1, 2), GC_IN(R, 1, 2)}, SO),
+    GC(BATCH_NORM, bnf, "(4,3)", .nin = 3,
+       .in = {GC_IN(R, 2, 4, 3), GC_IN(R, 1, 3), GC_IN(R, 1, 3)}, GC_OUT(2, 4, 3), SO),
+    GC(BATCH_NORM, bnf, "(2,3,2,2)", .nin = 3,
+       .in = {GC_IN(R, 4, 2, 3, 2, 2), GC_IN(R, 1, 3), GC_IN(R, 1, 3)}, GC_OUT(4, 2, 3, 2, 2), SO),
+    GC(BATCH_NORM, bnf, "size-1 dims (1,2,3,1)", .nin = 3,
+       .in = {GC_IN(R, 4, 1, 2, 3, 1), GC_IN(R, 1, 2), GC_IN(R, 1, 2)}, GC_OUT(4, 1, 2, 3, 1)),
+    GC(BATCH_NORM, bnf, "one channel (5,1) weight fixed", .nin = 3,
+       .in = {GC_IN(R, 2, 5, 1), GC_CONST(R, 1, 1), GC_IN(R, 1, 1)}, GC_OUT(2, 5, 1)),
+    GC(BATCH_NORM, sq_bnf, "squared", .nin = 3,
+       .in = {GC_IN(R, 4, 2, 2, 1, 3), GC_IN(R, 1, 2), GC_IN(R, 1, 2)}, SO),
+    GCN(BATCH_NORM_BACKWARD, bnb, "g x (2,3,2,2)", .nin = 3,
+        .in = {GC_IN(R, 4, 2, 3, 2, 2), GC_IN(R, 4, 2, 3, 2, 2), GC_IN(R, 1, 3)},
+        GC_OUT(4, 2, 3, 2, 2)),
+    GCN(BATCH_NORM_BACKWARD, bnb, "g x (4,3)", .nin = 3,
+        .in = {GC_IN(R, 2, 4, 3), GC_IN(R, 2, 4, 3), GC_IN(R, 1, 3)}, GC_OUT(2, 4, 3)),
     GCC(bn_eval, "(2,3,2,2) eval", .nin = 3,
         .in = {GC_IN(R, 4, 2, 3, 2, 2), GC_IN(R, 1, 3), GC_IN(R, 1, 3)}, GC_OUT(4, 2, 3, 2, 2)),
     GCC(layernorm, "(3,4) over (4)", .nin = 3,

@@ -183,6 +183,25 @@ CB_BUILD(avgpool_pad_t, tg_avg_pool2d(ctx, T23(in[0]), (int[]){3, 2}, (int[]){2,
 CB_BUILD(avgpool_bw, tg_avg_pool2d_backward(ctx, in[0], (int[]){3, 3}, (int[]){2, 2}, (int[]){1, 1}, 7, 6))
 CB_BUILD(avgpool_bw_t, tg_avg_pool2d_backward(ctx, T23(in[0]), (int[]){2, 3}, (int[]){1, 2}, (int[]){1, 1}, 4, 5))
 
+/* batch norm: the fused forward (of a contiguous and a transposed input),
+ * and the fused backward with the statistics of x made under no-grad. */
+CB_BUILD(bn, tg_batch_norm(ctx, in[0], in[1], in[2], 1e-5, NULL))
+CB_BUILD(bn_t, tg_batch_norm(ctx, T23(in[0]), in[1], in[2], 1e-5, NULL))
+static tg_tensor *b_bn_bw(tg_ctx *ctx, tg_tensor *const *in) {
+    tg_tensor *st = NULL, *gw = NULL, *gb = NULL;
+    bool prev = tg_set_grad_enabled(ctx, false);
+    tg_tensor *y = tg_batch_norm(ctx, in[1], in[2], tg_zeros(ctx, in[2]->dtype, 1, in[2]->shape),
+                                 1e-5, &st);
+    tg_set_grad_enabled(ctx, prev);
+    tg_tensor *dx = y ? tg_batch_norm_backward(ctx, in[0], in[1], in[2], st, &gw, &gb) : NULL;
+    /* One result: dx scaled by the two parameter gradients, so that a wrong
+     * dweight or dbias shows in it. */
+    int64_t pshape[4] = {1, in[2]->shape[0], 1, 1};
+    return dx ? tg_add(ctx, tg_mul(ctx, dx, tg_reshape(ctx, gw, in[1]->ndim, pshape)),
+                       tg_reshape(ctx, gb, in[1]->ndim, pshape))
+              : NULL;
+}
+
 static const int64_t gidx1[6] = {0, 3, 1, 1, 2, 0};       /* (3,2), axis 1 of (3,4) */
 static const int64_t gidx0[8] = {2, 0, 1, 2, 0, 0, 1, 2}; /* (2,4), axis 0 of (3,4) */
 static const int64_t sidx1[6] = {3, 3, 0, 1, 2, 2};       /* (3,2) into (3,4): duplicates */
@@ -632,6 +651,36 @@ static const cb_case cb_table[] = {
      .fn = b_avgpool_bw_t,
      .nin = 1,
      .in = {IN(CB_RAND, 4, 2, 2, 3, 5)}},
+    {.name = "batch_norm (N, C, H, W)",
+     .op = TG_OP_BATCH_NORM,
+     .fn = b_bn,
+     .nin = 3,
+     .in = {IN(CB_RAND, 4, 3, 5, 4, 6), IN(CB_RAND, 1, 5), IN(CB_RAND, 1, 5)},
+     .tol = 1e-4},
+    {.name = "batch_norm (N, C) many rows",
+     .op = TG_OP_BATCH_NORM,
+     .fn = b_bn,
+     .nin = 3,
+     .in = {IN(CB_RAND, 2, 700, 3), IN(CB_RAND, 1, 3), IN(CB_RAND, 1, 3)},
+     .tol = 1e-4},
+    {.name = "batch_norm transposed size-1 dims",
+     .op = TG_OP_BATCH_NORM,
+     .fn = b_bn_t,
+     .nin = 3,
+     .in = {IN(CB_RAND, 4, 1, 2, 3, 1), IN(CB_RAND, 1, 2), IN(CB_RAND, 1, 2)},
+     .tol = 1e-4},
+    {.name = "batch_norm_backward",
+     .op = TG_OP_BATCH_NORM_BACKWARD,
+     .fn = b_bn_bw,
+     .nin = 3,
+     .in = {IN(CB_RAND, 4, 2, 3, 5, 4), IN(CB_RAND, 4, 2, 3, 5, 4), IN(CB_RAND, 1, 3)},
+     .tol = 1e-4},
+    {.name = "batch_norm_backward (N, C)",
+     .op = TG_OP_BATCH_NORM_BACKWARD,
+     .fn = b_bn_bw,
+     .nin = 3,
+     .in = {IN(CB_RAND, 2, 9, 70), IN(CB_RAND, 2, 9, 70), IN(CB_RAND, 1, 70)},
+     .tol = 1e-4},
 };
 #define CB_NCASES ((int)(sizeof cb_table / sizeof cb_table[0]))
 

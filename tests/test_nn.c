@@ -203,6 +203,94 @@ static void test_batchnorm_running_stats(void **state) {
     tg_ctx_free(ctx);
 }
 
+/* The fused training forward and backward (batch_norm rows) against the
+ * composition of mean, sub, mul and pow rows that BatchNorm used before, on
+ * shapes past the kernels' parallel threshold, (N, C) with a partial block
+ * of channels and (N, C, H, W) with a mean far from zero; and the fused
+ * results bit for bit the same at 1 and 2 threads. */
+typedef struct bn_run {
+    float *y, *dx, *dw, *db;
+} bn_run;
+
+static void bn_run_free(bn_run *r) { free(r->y), free(r->dx), free(r->dw), free(r->db); }
+
+static bn_run bn_one(int threads, bool fused, int ndim, const int64_t *shape, const float *x,
+                     const float *w, const float *b, const float *seed) {
+    tg_ctx *ctx = new_ctx(threads);
+    int64_t c = shape[1], pshape[4] = {1, c, 1, 1};
+    tg_tensor *xt = tg_from_data(ctx, TG_F32, ndim, shape, x);
+    tg_tensor *wt = tg_from_data(ctx, TG_F32, 1, &c, w), *bt = tg_from_data(ctx, TG_F32, 1, &c, b);
+    assert_int_equal(tg_set_requires_grad(ctx, xt, true), TG_OK);
+    assert_int_equal(tg_set_requires_grad(ctx, wt, true), TG_OK);
+    assert_int_equal(tg_set_requires_grad(ctx, bt, true), TG_OK);
+    tg_tensor *y;
+    if (fused) {
+        tg_batchnorm bn = {.weight = wt, .bias = bt, .eps = 1e-5, .momentum = 0.1};
+        bn.running_mean = tg_zeros(ctx, TG_F32, 1, &c);
+        bn.running_var = tg_full(ctx, TG_F32, 1, &c, 1.0);
+        bn.num_batches_tracked = tg_zeros(ctx, TG_I64, 0, NULL);
+        y = tg_batchnorm_forward(ctx, &bn, xt, true);
+    } else {
+        const int axes[3] = {0, 2, 3};
+        int nax = ndim == 4 ? 3 : 1;
+        tg_tensor *mean = tg_mean(ctx, xt, nax, axes, true);
+        tg_tensor *xc = tg_sub(ctx, xt, mean);
+        tg_tensor *var = tg_mean(ctx, tg_mul(ctx, xc, xc), nax, axes, true);
+        tg_tensor *scale = tg_mul(ctx, tg_pow_scalar(ctx, tg_add_scalar(ctx, var, 1e-5), -0.5),
+                                  tg_reshape(ctx, wt, ndim, pshape));
+        y = tg_add(ctx, tg_mul(ctx, xc, scale), tg_reshape(ctx, bt, ndim, pshape));
+    }
+    assert_non_null(y);
+    tg_tensor *st = tg_from_data(ctx, TG_F32, ndim, shape, seed);
+    assert_int_equal(tg_backward(ctx, y, st, 0), TG_OK);
+    bn_run r = {host(ctx, y), host(ctx, xt->grad), host(ctx, wt->grad), host(ctx, bt->grad)};
+    tg_ctx_free(ctx);
+    return r;
+}
+
+static void bn_close(const float *a, const float *b, int64_t n, double tol, const char *what) {
+    for (int64_t i = 0; i < n; i++)
+        if (!(fabs((double)a[i] - b[i]) <= tol * (1.0 + fabs((double)b[i]))))
+            fail_msg("%s element %lld: fused %.9g, composed %.9g", what, (long long)i, a[i], b[i]);
+}
+
+static void test_batchnorm_fused_matches_composed(void **state) {
+    (void)state;
+    const int64_t shapes[2][4] = {{300, 130, 1, 1}, {16, 6, 20, 20}};
+    for (int k = 0; k < 2; k++) {
+        int ndim = k == 0 ? 2 : 4;
+        const int64_t *shape = shapes[k];
+        int64_t c = shape[1], n = shape[0] * c * shape[2] * shape[3];
+        float *x = malloc((size_t)n * sizeof *x), *seed = malloc((size_t)n * sizeof *seed);
+        float *w = malloc((size_t)c * sizeof *w), *b = malloc((size_t)c * sizeof *b);
+        assert_true(x && seed && w && b);
+        for (int64_t i = 0; i < n; i++) {
+            /* channel-dependent offsets (up to 20) and spreads */
+            int64_t ch = (i / (shape[2] * shape[3])) % c;
+            x[i] = (float)(sin(0.37 * (double)i) * (0.5 + 0.1 * (double)(ch % 7)) +
+                           2.0 * (double)(ch % 11));
+            seed[i] = (float)cos(0.11 * (double)i + 0.3);
+        }
+        for (int64_t j = 0; j < c; j++) {
+            w[j] = (float)(0.5 + 0.01 * (double)j);
+            b[j] = (float)(0.2 - 0.003 * (double)j);
+        }
+        bn_run f1 = bn_one(1, true, ndim, shape, x, w, b, seed);
+        bn_run f2 = bn_one(2, true, ndim, shape, x, w, b, seed);
+        bn_run cp = bn_one(1, false, ndim, shape, x, w, b, seed);
+        bn_close(f1.y, cp.y, n, 1e-4, "y");
+        bn_close(f1.dx, cp.dx, n, 1e-3, "dx");
+        bn_close(f1.dw, cp.dw, c, 1e-3, "dweight");
+        bn_close(f1.db, cp.db, c, 1e-4, "dbias");
+        assert_memory_equal(f1.y, f2.y, (size_t)n * sizeof(float));
+        assert_memory_equal(f1.dx, f2.dx, (size_t)n * sizeof(float));
+        assert_memory_equal(f1.dw, f2.dw, (size_t)c * sizeof(float));
+        assert_memory_equal(f1.db, f2.db, (size_t)c * sizeof(float));
+        bn_run_free(&f1), bn_run_free(&f2), bn_run_free(&cp);
+        free(x), free(seed), free(w), free(b);
+    }
+}
+
 /* The dropout mask depends on the seed and position only. */
 static void test_dropout_thread_independent(void **state) {
     (void)state;
@@ -333,6 +421,7 @@ int main(void) {
         cmocka_unit_test(test_linear_init_matches_pytorch_bounds),
         cmocka_unit_test(test_conv_and_other_inits),
         cmocka_unit_test(test_batchnorm_running_stats),
+        cmocka_unit_test(test_batchnorm_fused_matches_composed),
         cmocka_unit_test(test_dropout_thread_independent),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_cross_entropy_value),

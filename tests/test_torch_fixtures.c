@@ -748,6 +748,9 @@ static bool apply_nn(tg_ctx *ctx, const operands *o, tg_tensor **r) {
         bn.running_var = list_tensor(ctx, c, "running_var", w->dtype, ch);
         bn.num_batches_tracked = tg_zeros(ctx, TG_I64, 0, NULL);
         *r = tg_batchnorm_forward(ctx, &bn, opnd(o, "x"), param_i64(c, "training", 0) != 0);
+    } else if (strcmp(op, "batch_norm") == 0) {
+        *r = tg_batch_norm(ctx, opnd(o, "x"), opnd(o, "w"), opnd(o, "b"), param_f64(c, "eps", 0),
+                           NULL);
     } else if (strcmp(op, "layernorm") == 0) {
         tg_tensor *w = opnd(o, "w");
         tg_layernorm ln = {.weight = w, .bias = opnd(o, "b"), .ndim = w->ndim, .eps = 1e-5};
@@ -822,6 +825,18 @@ static int apply(tg_ctx *ctx, const operands *o, tg_tensor **out) {
         int n = seq_operands(o, ts);
         int axis = (int)param_i64(c, "axis", 0);
         r = op[0] == 'c' ? tg_concat(ctx, n, ts, axis) : tg_stack(ctx, n, ts, axis);
+    } else if (strcmp(op, "batch_norm_backward") == 0) {
+        /* The statistics of x from the forward row (zero bias), then the
+         * three gradients. */
+        tg_tensor *x = opnd(o, "x"), *w = opnd(o, "w"), *st = NULL;
+        bool prev = tg_set_grad_enabled(ctx, false);
+        tg_tensor *y = tg_batch_norm(ctx, x, w, tg_zeros(ctx, w->dtype, 1, w->shape),
+                                     param_f64(c, "eps", 0), &st);
+        tg_set_grad_enabled(ctx, prev);
+        out[0] = y ? tg_batch_norm_backward(ctx, opnd(o, "g"), x, w, st, &out[1], &out[2]) : NULL;
+        if (!out[0])
+            CASE_FAIL("batch_norm_backward failed: %s", tg_ctx_error(ctx));
+        return 3;
     } else if (strcmp(op, "chunk") == 0) {
         int chunks = (int)param_i64(c, "chunks", 0);
         if (chunks > FX_MAX_OUTPUTS)

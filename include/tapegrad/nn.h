@@ -104,6 +104,20 @@ tg_tensor *tg_max_pool2d_indices(tg_ctx *ctx, tg_tensor *x, const int kernel[2],
  * adjoint of avg_pool2d). */
 tg_tensor *tg_avg_pool2d_backward(tg_ctx *ctx, tg_tensor *g, const int kernel[2],
                                   const int stride[2], const int pad[2], int64_t h, int64_t w);
+/* Batch norm in training mode over x (N, C) or (N, C, H, W) with weight and
+ * bias (C): y = (x - mean) * invstd * weight + bias, per channel over every
+ * dim but 1, with the biased variance and invstd = 1 / sqrt(var + eps). When
+ * stats is not NULL it receives a (3, C) step tensor that never requires
+ * grad: rows mean, invstd and the biased variance. Differentiable in x,
+ * weight and bias to every order. */
+tg_tensor *tg_batch_norm(tg_ctx *ctx, tg_tensor *x, tg_tensor *weight, tg_tensor *bias,
+                         double eps, tg_tensor **stats);
+/* Its gradient for an incoming g shaped like x, given the stats tg_batch_norm
+ * returned for this x: dx, and (when not NULL) the weight and bias gradients
+ * (C). Not differentiable: the results never require grad (tg_batch_norm's
+ * own backward rule builds a differentiable gradient under create_graph). */
+tg_tensor *tg_batch_norm_backward(tg_ctx *ctx, tg_tensor *g, tg_tensor *x, tg_tensor *weight,
+                                  tg_tensor *stats, tg_tensor **gweight, tg_tensor **gbias);
 /* Mean cross-entropy of logits (N, C) against integer targets (N,) in
  * [0, C), with label smoothing in [0, 1): a scalar. */
 tg_tensor *tg_cross_entropy(tg_ctx *ctx, tg_tensor *logits, tg_tensor *targets,

@@ -87,6 +87,9 @@ tg_status tg__cpu_max_pool2d(void *state, const tg_kargs *a);
 tg_status tg__cpu_max_pool2d_indices(void *state, const tg_kargs *a);
 tg_status tg__cpu_avg_pool2d(void *state, const tg_kargs *a);
 tg_status tg__cpu_avg_pool2d_backward(void *state, const tg_kargs *a);
+/* cpu_norm.c */
+tg_status tg__cpu_batch_norm(void *state, const tg_kargs *a);
+tg_status tg__cpu_batch_norm_backward(void *state, const tg_kargs *a);
 
 /* Views only change strides; the runtime never dispatches a kernel for them. */
 #define tg__cpu_permute NULL

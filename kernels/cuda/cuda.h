@@ -104,6 +104,9 @@ TG__CUDA_KERNEL(max_pool2d);
 TG__CUDA_KERNEL(max_pool2d_indices);
 TG__CUDA_KERNEL(avg_pool2d);
 TG__CUDA_KERNEL(avg_pool2d_backward);
+/* cuda_norm.cu */
+TG__CUDA_KERNEL(batch_norm);
+TG__CUDA_KERNEL(batch_norm_backward);
 #undef TG__CUDA_KERNEL
 
 /* cuda_optim.cu: the backend's optim_update member. */
