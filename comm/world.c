@@ -275,6 +275,68 @@ static tg_status world_comms(tg_world *w, char *err, size_t errlen)
     return TG_OK;
 }
 
+/*
+ * Open MPI's non-blocking all-reduce (coll/libnbc) picks, for fewer than 4
+ * ranks or any in-place call, a binomial tree: reduce to rank 0, then
+ * broadcast. Every DDP bucket is in place, and on 2 ranks that algorithm
+ * takes twice as long as the blocking MPI_Allreduce of the same bytes
+ * (docs/COMM.md, "Performance"). Its reduce-scatter + all-gather algorithm
+ * (Rabenseifner's) matches the blocking call. The choice is a control
+ * variable that the library reads on every call, so it can be set through
+ * the tool interface after initialisation: only when it still holds its
+ * default ("ignore", 0), so a user's OMPI_MCA_coll_libnbc_iallreduce_algorithm
+ * wins, and only when every rank can set it, since ranks must run the same
+ * algorithm. With another MPI the variable does not exist and nothing
+ * changes. Every step is optional: a failure leaves MPI's default.
+ */
+typedef struct nbc_tuner {
+    MPI_T_cvar_handle h;
+} nbc_tuner;
+
+#define TG__NBC_REDSCAT_ALLGATHER 3
+
+static bool nbc_tuner_open(nbc_tuner *t)
+{
+    int provided, idx, count, value = -1;
+    if (MPI_T_init_thread(MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+        return false;
+    if (MPI_T_cvar_get_index("coll_libnbc_iallreduce_algorithm", &idx) == MPI_SUCCESS &&
+        MPI_T_cvar_handle_alloc(idx, NULL, &t->h, &count) == MPI_SUCCESS) {
+        if (count == 1 && MPI_T_cvar_read(t->h, &value) == MPI_SUCCESS && value == 0)
+            return true;
+        MPI_T_cvar_handle_free(&t->h);
+    }
+    MPI_T_finalize();
+    return false;
+}
+
+static bool nbc_tuner_write(nbc_tuner *t, int value)
+{
+    return MPI_T_cvar_write(t->h, &value) == MPI_SUCCESS;
+}
+
+static void nbc_tuner_close(nbc_tuner *t)
+{
+    MPI_T_cvar_handle_free(&t->h);
+    MPI_T_finalize();
+}
+
+/* Set the algorithm on every rank or on none (t is open iff can). */
+static tg_status nbc_tune(tg_world *w, nbc_tuner *t, bool can, int64_t ranks_that_can)
+{
+    tg_status s = TG_OK;
+    if (ranks_that_can == w->size) {
+        int64_t ok = can && nbc_tuner_write(t, TG__NBC_REDSCAT_ALLGATHER);
+        s = tg_allreduce_sum(w, &ok, 1, TG_I64, "libnbc tuning");
+        w->nbc_tuned = !s && ok == w->size;
+        if (!w->nbc_tuned && can)
+            nbc_tuner_write(t, 0); /* back to the default, like the others */
+    }
+    if (can)
+        nbc_tuner_close(t);
+    return s;
+}
+
 tg_status tg_world_init(int *argc, char ***argv, const tg_world_config *cfg, tg_world **out,
                         char *err, size_t errlen)
 {
@@ -316,10 +378,17 @@ tg_status tg_world_init(int *argc, char ***argv, const tg_world_config *cfg, tg_
     if (!s)
         s = world_comms(w, err, errlen);
     if (!s) {
-        /* Count nodes: one leader (local rank 0) per node. */
-        int64_t leader = w->local_rank == 0;
-        s = tg_allreduce_sum(w, &leader, 1, TG_I64, "node count");
-        w->nodes = (int)leader;
+        /* Count nodes (one leader, local rank 0, per node) and the ranks
+         * that can choose libnbc's all-reduce algorithm, in one exchange. */
+        nbc_tuner t;
+        bool can = w->size > 1 && nbc_tuner_open(&t);
+        int64_t v[2] = {w->local_rank == 0, can};
+        s = tg_allreduce_sum(w, v, 2, TG_I64, "node count");
+        w->nodes = (int)v[0];
+        if (!s)
+            s = nbc_tune(w, &t, can, v[1]);
+        else if (can)
+            nbc_tuner_close(&t);
         if (s && err && errlen)
             snprintf(err, errlen, "%s", w->err);
     }
