@@ -2,6 +2,7 @@
  * and the deadline loop that every collective waits in. */
 #include "comm_internal.h"
 
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,8 @@
 
 #define TG__DEFAULT_TIMEOUT_S 300.0
 #define TG__DIAG_TAG 7001
+/* How long a waiter polls without sleeping (see tg__comm_wait). */
+#define TG__SPIN_S 0.01
 
 double tg__now_s(void)
 {
@@ -218,16 +221,27 @@ tg_status tg__comm_poll(tg_world *w, const tg__coll *c, void *state, tg__req *r,
 tg_status tg__comm_wait(tg_world *w, const tg__coll *c, void *state, tg__req *r, double deadline,
                         const char *what)
 {
-    /* Poll with a growing pause: ranks share cores when oversubscribed, and
-     * a spinning waiter would slow the peer it waits for. */
-    long pause_ns = 2000;
+    /* Poll without pause for the first TG__SPIN_S seconds: a collective
+     * needs the progress calls of both sides between its rounds, and a
+     * sleeping poller adds the sleep (at least the 50 us timer slack of
+     * nanosleep) to every round. sched_yield() hands the core to a peer
+     * that shares it when ranks outnumber cores. After that, poll with a
+     * pause growing to 0.5 ms, so that a long wait (a slow or lost peer)
+     * does not hold a core until the deadline. */
+    double spin_until = tg__now_s() + TG__SPIN_S;
+    long pause_ns = 50000;
     for (;;) {
         bool done;
         tg_status s = tg__comm_poll(w, c, state, r, what, &done);
         if (s || done)
             return s;
-        if (tg__now_s() > deadline)
+        double now = tg__now_s();
+        if (now > deadline)
             return tg__comm_expire(w, c, state, what);
+        if (now < spin_until) {
+            sched_yield();
+            continue;
+        }
         struct timespec ts = {0, pause_ns};
         nanosleep(&ts, NULL);
         if (pause_ns < 500000)
