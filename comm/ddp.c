@@ -2,13 +2,15 @@
  * Data-parallel gradients. Parameters are grouped into buckets in reverse
  * order (the order in which backward finalises them); each bucket is one
  * flat persistent tensor holding the gradients of its parameters followed by
- * one "used" flag per parameter. The grad hook copies a final gradient into
- * its slot; buckets are started strictly in index order, so that every rank
- * issues the same collectives in the same order even when a parameter gets
- * no gradient on some rank (its bucket then starts only in tg_ddp_wait).
- * The flags, summed with the gradients, tell whether any rank had a
- * gradient, so a parameter unused everywhere keeps ->grad NULL, as in
- * PyTorch.
+ * one "used" flag per parameter. A parameter's ->grad becomes a view of its
+ * slot the first time its gradient is final in a synchronised step (the
+ * gradient is copied in once), so autograd then accumulates straight into
+ * the bucket and the average is left there: no copy in or out. Buckets are
+ * started strictly in index order, so that every rank issues the same
+ * collectives in the same order even when a parameter gets no gradient on
+ * some rank (its bucket then starts only in tg_ddp_wait). The flags, summed
+ * with the gradients, tell whether any rank had a gradient, so a parameter
+ * unused everywhere keeps ->grad NULL, as in PyTorch.
  */
 #include "comm_internal.h"
 
