@@ -46,6 +46,8 @@ struct tg_world {
     double timeout_s;
     int64_t step;
     uint64_t seq; /* collectives started, for the diagnosis */
+    bool oversubscribed; /* more ranks on this node than online cores */
+    bool nbc_tuned; /* libnbc's all-reduce algorithm set to reduce-scatter + all-gather */
     bool broken;
     tg_status broken_status;
     char err[1024];

@@ -2,13 +2,15 @@
  * Data-parallel gradients. Parameters are grouped into buckets in reverse
  * order (the order in which backward finalises them); each bucket is one
  * flat persistent tensor holding the gradients of its parameters followed by
- * one "used" flag per parameter. The grad hook copies a final gradient into
- * its slot; buckets are started strictly in index order, so that every rank
- * issues the same collectives in the same order even when a parameter gets
- * no gradient on some rank (its bucket then starts only in tg_ddp_wait).
- * The flags, summed with the gradients, tell whether any rank had a
- * gradient, so a parameter unused everywhere keeps ->grad NULL, as in
- * PyTorch.
+ * one "used" flag per parameter. A parameter's ->grad becomes a view of its
+ * slot the first time its gradient is final in a synchronised step (the
+ * gradient is copied in once), so autograd then accumulates straight into
+ * the bucket and the average is left there: no copy in or out. Buckets are
+ * started strictly in index order, so that every rank issues the same
+ * collectives in the same order even when a parameter gets no gradient on
+ * some rank (its bucket then starts only in tg_ddp_wait). The flags, summed
+ * with the gradients, tell whether any rank had a gradient, so a parameter
+ * unused everywhere keeps ->grad NULL, as in PyTorch.
  */
 #include "comm_internal.h"
 
@@ -20,6 +22,7 @@
 
 typedef struct ddp_param {
     tg_tensor *t;
+    tg_tensor *view; /* its slot, shaped like t: the ->grad it adopts */
     int bucket;
     int64_t off; /* element offset of the gradient in its bucket */
     int64_t numel;
@@ -43,6 +46,7 @@ struct tg_ddp {
     tg_world *w;
     int ntrain;
     ddp_param *p; /* by order position */
+    tg_tensor *views; /* the slot views, one per trainable parameter */
     int *index;   /* order position -> index into the caller's params */
     ddp_bucket *b;
     int nb, next_launch;
@@ -97,13 +101,20 @@ static tg_tensor *slot_view(tg_ddp *d, int k)
     return tg_reshape(d->ctx, v, p->t->ndim, p->t->shape);
 }
 
-/* Copy parameter k's gradient (or zeros when it has none) into its slot. */
+/* Make parameter k's slot hold its gradient (zeros when it has none). A
+ * ->grad that is the slot already does; any other is copied in, and a plain
+ * (not graph-recorded) one is then replaced by the slot, so that from then
+ * on autograd accumulates straight into the bucket. */
 static tg_status fill_slot(tg_ddp *d, int k)
 {
-    tg_tensor *v = slot_view(d, k);
-    tg_tensor *g = d->p[k].t->grad;
-    tg_status s = !v ? TG_ERR_BACKEND : g ? tg_copy_(d->ctx, v, g) : tg_fill_(d->ctx, v, 0.0);
-    return s ? ctx_fail(d, d->p[k].t->name ? d->p[k].t->name : "gradient copy") : TG_OK;
+    tg_tensor *t = d->p[k].t, *v = d->p[k].view, *g = t->grad;
+    if (g == v)
+        return TG_OK;
+    if (g ? tg_copy_(d->ctx, v, g) : tg_fill_(d->ctx, v, 0.0))
+        return ctx_fail(d, t->name ? t->name : "gradient copy");
+    if (g && g->record == 0)
+        t->grad = v;
+    return TG_OK;
 }
 
 /* Write the used flags of bucket i (1 where this rank has a gradient). The
@@ -231,16 +242,15 @@ static tg_status unpack(tg_ddp *d, int i)
         tg_tensor *t = d->p[b->first + j].t;
         if (used <= 0)
             continue;
+        tg_tensor *v = d->p[b->first + j].view;
         if (!t->grad) {
             /* Another rank had a gradient: take the average too, so that
              * every rank steps identically. */
-            t->grad = tg_persistent(d->ctx, t->dtype, t->ndim, t->shape, t->name);
-            if (!t->grad)
-                return ctx_fail(d, "allocating a gradient");
-        }
-        tg_tensor *v = slot_view(d, b->first + j);
-        if (!v || tg_copy_(d->ctx, t->grad, v))
+            t->grad = v;
+        } else if (t->grad != v && tg_copy_(d->ctx, t->grad, v)) {
+            /* A graph-recorded gradient keeps its own tensor. */
             return ctx_fail(d, "copying a gradient back");
+        }
     }
     return TG_OK;
 }
@@ -308,6 +318,15 @@ void tg_ddp_free(tg_ddp *d)
     if (!d)
         return;
     tg_set_grad_hook(d->ctx, NULL, NULL);
+    /* A gradient that is a slot view outlives the ddp as a copy. */
+    for (int k = 0; k < d->ntrain; k++) {
+        tg_tensor *t = d->p[k].t;
+        if (!t->grad || t->grad != d->p[k].view)
+            continue;
+        tg_tensor *g = tg_persistent(d->ctx, t->dtype, t->ndim, t->shape, t->name);
+        t->grad = g && tg_copy_(d->ctx, g, d->p[k].view) == TG_OK ? g : NULL;
+    }
+    free(d->views);
     free(d->p);
     free(d->index);
     free(d->b);
@@ -357,6 +376,25 @@ static tg_status build_buckets(tg_ddp *d, const tg_ddp_config *cfg)
         d->b[i].buf = tg_persistent(d->ctx, d->b[i].dt, 1, &n, "ddp bucket");
         if (!d->b[i].buf)
             return ctx_fail(d, "allocating a bucket");
+    }
+    d->views = calloc((size_t)d->ntrain + 1, sizeof *d->views);
+    if (!d->views)
+        return tg__comm_fail(d->w, TG_ERR_NOMEM, "ddp: out of memory");
+    for (int k = 0; k < d->ntrain; k++) {
+        /* A view made in the step arena, copied into memory that lives as
+         * long as the ddp; it shares the bucket's persistent storage, so
+         * tg_step_reset keeps it as a gradient. */
+        const tg_tensor *v = slot_view(d, k);
+        if (!v || v->storage != d->b[d->p[k].bucket].buf->storage)
+            return v ? tg__comm_fail(d->w, TG_ERR_BACKEND, "ddp: a slot view copied its bucket")
+                     : ctx_fail(d, "making a slot view");
+        tg_tensor *g = &d->views[k];
+        *g = *v;
+        g->requires_grad = g->retain_grad = g->touched = false;
+        g->grad = g->gacc = NULL;
+        g->record = g->first_use = 0;
+        g->name = d->p[k].t->name;
+        d->p[k].view = g;
     }
     d->flags = calloc((size_t)maxcount, sizeof *d->flags);
     d->flags32 = calloc((size_t)maxcount, sizeof *d->flags32);

@@ -2,13 +2,17 @@
  * and the deadline loop that every collective waits in. */
 #include "comm_internal.h"
 
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define TG__DEFAULT_TIMEOUT_S 300.0
 #define TG__DIAG_TAG 7001
+/* How long a waiter polls without sleeping (see tg__comm_wait). */
+#define TG__SPIN_S 0.01
 
 double tg__now_s(void)
 {
@@ -218,16 +222,31 @@ tg_status tg__comm_poll(tg_world *w, const tg__coll *c, void *state, tg__req *r,
 tg_status tg__comm_wait(tg_world *w, const tg__coll *c, void *state, tg__req *r, double deadline,
                         const char *what)
 {
-    /* Poll with a growing pause: ranks share cores when oversubscribed, and
-     * a spinning waiter would slow the peer it waits for. */
-    long pause_ns = 2000;
+    /* Poll without pause for the first TG__SPIN_S seconds: a collective
+     * needs the progress calls of both sides between its rounds, and a
+     * sleeping poller adds the sleep (at least the 50 us timer slack of
+     * nanosleep) to every round. When this node's ranks outnumber its
+     * cores, sched_yield() between polls hands the core to a peer that
+     * shares it; otherwise it would only hand it to unrelated processes,
+     * which may keep it for a whole time slice (measured: a 4 MiB bucket
+     * 0.8 ms spinning, 3 to 5 ms yielding on a loaded 2-core machine).
+     * After the spin, poll with a pause growing to 0.5 ms, so that a long
+     * wait (a slow or lost peer) does not hold a core until the deadline. */
+    double spin_until = tg__now_s() + TG__SPIN_S;
+    long pause_ns = 50000;
     for (;;) {
         bool done;
         tg_status s = tg__comm_poll(w, c, state, r, what, &done);
         if (s || done)
             return s;
-        if (tg__now_s() > deadline)
+        double now = tg__now_s();
+        if (now > deadline)
             return tg__comm_expire(w, c, state, what);
+        if (now < spin_until) {
+            if (w->oversubscribed)
+                sched_yield();
+            continue;
+        }
         struct timespec ts = {0, pause_ns};
         nanosleep(&ts, NULL);
         if (pause_ns < 500000)
@@ -275,6 +294,68 @@ static tg_status world_comms(tg_world *w, char *err, size_t errlen)
     return TG_OK;
 }
 
+/*
+ * Open MPI's non-blocking all-reduce (coll/libnbc) picks, for fewer than 4
+ * ranks or any in-place call, a binomial tree: reduce to rank 0, then
+ * broadcast. Every DDP bucket is in place, and on 2 ranks that algorithm
+ * takes twice as long as the blocking MPI_Allreduce of the same bytes
+ * (docs/COMM.md, "Performance"). Its reduce-scatter + all-gather algorithm
+ * (Rabenseifner's) matches the blocking call. The choice is a control
+ * variable that the library reads on every call, so it can be set through
+ * the tool interface after initialisation: only when it still holds its
+ * default ("ignore", 0), so a user's OMPI_MCA_coll_libnbc_iallreduce_algorithm
+ * wins, and only when every rank can set it, since ranks must run the same
+ * algorithm. With another MPI the variable does not exist and nothing
+ * changes. Every step is optional: a failure leaves MPI's default.
+ */
+typedef struct nbc_tuner {
+    MPI_T_cvar_handle h;
+} nbc_tuner;
+
+#define TG__NBC_REDSCAT_ALLGATHER 3
+
+static bool nbc_tuner_open(nbc_tuner *t)
+{
+    int provided, idx, count, value = -1;
+    if (MPI_T_init_thread(MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+        return false;
+    if (MPI_T_cvar_get_index("coll_libnbc_iallreduce_algorithm", &idx) == MPI_SUCCESS &&
+        MPI_T_cvar_handle_alloc(idx, NULL, &t->h, &count) == MPI_SUCCESS) {
+        if (count == 1 && MPI_T_cvar_read(t->h, &value) == MPI_SUCCESS && value == 0)
+            return true;
+        MPI_T_cvar_handle_free(&t->h);
+    }
+    MPI_T_finalize();
+    return false;
+}
+
+static bool nbc_tuner_write(nbc_tuner *t, int value)
+{
+    return MPI_T_cvar_write(t->h, &value) == MPI_SUCCESS;
+}
+
+static void nbc_tuner_close(nbc_tuner *t)
+{
+    MPI_T_cvar_handle_free(&t->h);
+    MPI_T_finalize();
+}
+
+/* Set the algorithm on every rank or on none (t is open iff can). */
+static tg_status nbc_tune(tg_world *w, nbc_tuner *t, bool can, int64_t ranks_that_can)
+{
+    tg_status s = TG_OK;
+    if (ranks_that_can == w->size) {
+        int64_t ok = can && nbc_tuner_write(t, TG__NBC_REDSCAT_ALLGATHER);
+        s = tg_allreduce_sum(w, &ok, 1, TG_I64, "libnbc tuning");
+        w->nbc_tuned = !s && ok == w->size;
+        if (!w->nbc_tuned && can)
+            nbc_tuner_write(t, 0); /* back to the default, like the others */
+    }
+    if (can)
+        nbc_tuner_close(t);
+    return s;
+}
+
 tg_status tg_world_init(int *argc, char ***argv, const tg_world_config *cfg, tg_world **out,
                         char *err, size_t errlen)
 {
@@ -316,10 +397,21 @@ tg_status tg_world_init(int *argc, char ***argv, const tg_world_config *cfg, tg_
     if (!s)
         s = world_comms(w, err, errlen);
     if (!s) {
-        /* Count nodes: one leader (local rank 0) per node. */
-        int64_t leader = w->local_rank == 0;
-        s = tg_allreduce_sum(w, &leader, 1, TG_I64, "node count");
-        w->nodes = (int)leader;
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        w->oversubscribed = cpus > 0 && w->local_size > cpus;
+    }
+    if (!s) {
+        /* Count nodes (one leader, local rank 0, per node) and the ranks
+         * that can choose libnbc's all-reduce algorithm, in one exchange. */
+        nbc_tuner t;
+        bool can = w->size > 1 && nbc_tuner_open(&t);
+        int64_t v[2] = {w->local_rank == 0, can};
+        s = tg_allreduce_sum(w, v, 2, TG_I64, "node count");
+        w->nodes = (int)v[0];
+        if (!s)
+            s = nbc_tune(w, &t, can, v[1]);
+        else if (can)
+            nbc_tuner_close(&t);
         if (s && err && errlen)
             snprintf(err, errlen, "%s", w->err);
     }

@@ -13,10 +13,14 @@
  *
  * A tg_ddp makes a set of parameters data-parallel: at creation it checks
  * that every rank has the same parameters (names, dtypes, shapes, order) and
- * copies rank 0's values to all; during tg_backward() it packs final
+ * copies rank 0's values to all; during tg_backward() it gathers final
  * gradients into buckets and starts an all-reduce for each full bucket while
  * backward goes on; tg_ddp_wait() finishes them and leaves in every ->grad
- * the average over ranks.
+ * the average over ranks. After its first synchronised step a parameter's
+ * ->grad is a view of its slot in a bucket (PyTorch's
+ * gradient_as_bucket_view): autograd accumulates into the bucket in place,
+ * and no gradient is copied. Do not replace ->grad by another tensor while
+ * the ddp lives (it would be copied in, and then adopted, at the next step).
  *
  *     tg_world *world;
  *     char err[512];
@@ -179,7 +183,8 @@ tg_status tg_ddp_new(tg_ctx *ctx, tg_world *world, int nparams, tg_tensor *const
                      int nbuffers, tg_tensor *const *buffers, const tg_ddp_config *cfg,
                      tg_ddp **out);
 /* Remove the hook and free the ddp (the bucket tensors stay in the context's
- * persistent pool). NULL is ok. */
+ * persistent pool). A ->grad that is a bucket view is replaced by a
+ * persistent copy (NULL if that allocation fails). NULL is ok. */
 void tg_ddp_free(tg_ddp *d);
 
 /* sync false is PyTorch's no_sync(): backward only accumulates into ->grad

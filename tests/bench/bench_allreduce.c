@@ -2,7 +2,7 @@
  * tests/bench/bench_allreduce.c: the DDP hook's gradient all-reduce against a
  * bare MPI_Allreduce of the same bytes.
  *
- *     mpiexec -n 2 build/tests/bench/bench_allreduce [--reps N]
+ *     mpiexec -n 2 build/tests/bench/bench_allreduce [--reps N] [--mib SIZE]
  *
  * For each total gradient size, the "model" is 8 f32 parameters of equal size
  * and the loss is the sum of all their elements, so backward is a few cheap
@@ -65,9 +65,12 @@ static int step(tg_ctx *ctx, tg_ddp *d, tg_tensor **ps, bool sync)
 int main(int argc, char **argv)
 {
     int reps = 15;
+    double only = 0; /* --mib X: that size alone (for profiling) */
     for (int i = 1; i + 1 < argc; i++)
         if (!strcmp(argv[i], "--reps"))
             reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--mib"))
+            only = atof(argv[++i]);
     char err[256];
     tg_world *w;
     if (tg_world_init(&argc, &argv, NULL, &w, err, sizeof err)) {
@@ -80,8 +83,10 @@ int main(int argc, char **argv)
                "%10s %12s %12s %12s %10s %10s %8s\n",
                TG_VERSION_STRING, size, reps, "MiB", "local ms", "hook ms", "bare ms",
                "hook GB/s", "bare GB/s", "ratio");
-    static const double mib[] = {1, 4, 25, 100};
-    for (size_t k = 0; k < sizeof mib / sizeof mib[0]; k++) {
+    static const double sizes[] = {1, 4, 25, 100};
+    const double *mib = only > 0 ? &only : sizes;
+    size_t nsizes = only > 0 ? 1 : sizeof sizes / sizeof sizes[0];
+    for (size_t k = 0; k < nsizes; k++) {
         tg_ctx_config cc = {.threads = 1};
         tg_ctx *ctx;
         if (tg_ctx_new(&cc, &ctx))

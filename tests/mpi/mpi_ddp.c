@@ -5,8 +5,9 @@
  * reference the data-parallel run must match (within 1e-5 relative), and
  * the data-parallel parameters must be bit-identical on every rank after
  * every step. Also: no_sync accumulation of two half batches equals one full
- * step; a parameter used on one rank only, and one used nowhere; a rank with
- * a different model fails at start naming the difference.
+ * step; a parameter used on one rank only, and one used nowhere; gradients
+ * that live in the buckets, accumulate across steps and outlive the ddp; a
+ * rank with a different model fails at start naming the difference.
  */
 #include "mpi_check.h"
 
@@ -276,6 +277,76 @@ static void test_unused(tg_world *w)
     tg_ctx_free(ctx);
 }
 
+/* Max |grad a - grad b| / max |grad b| over parameter i of both models. */
+static double grad_diff(tg_ctx *ca, const mlp *a, tg_ctx *cb, const mlp *b, int i)
+{
+    float *x = host_copy(ca, a->p[i]->grad), *y = host_copy(cb, b->p[i]->grad);
+    double d = 0, s = 0;
+    for (int64_t k = 0; k < tg_numel(a->p[i]); k++) {
+        d = fmax(d, fabs((double)x[k] - y[k]));
+        s = fmax(s, fabs((double)y[k]));
+    }
+    free(x);
+    free(y);
+    return s > 0 ? d / s : d;
+}
+
+/* Gradients live in the buckets (one bucket: one storage for all four);
+ * left unzeroed they accumulate across synchronised steps (avg1 + avg2,
+ * like 1-rank g1 + g2); after tg_ddp_free they are plain tensors holding the
+ * same values, and a backward without the ddp adds to them. */
+static void test_grad_views(tg_world *w)
+{
+    int r = tg_world_rank(w), n = tg_world_size(w), lb = GB / n;
+    tg_ctx *ctx = new_ctx(), *ref = new_ctx();
+    mlp m = make_mlp(ctx, 0.0f, OUT), mr = make_mlp(ref, 0.0f, OUT);
+    tg_ddp *ddp = NULL;
+    CHECK_OK(w, tg_ddp_new(ctx, w, 4, m.p, 0, NULL, NULL, &ddp));
+    if (!ddp)
+        goto out;
+    CHECK(tg_ddp_bucket_count(ddp) == 1, "%d buckets", tg_ddp_bucket_count(ddp));
+    for (int k = 0; k < 2; k++) {
+        tg_tensor *l = loss_of(ctx, &m, k * GB + r * lb, k * GB + (r + 1) * lb, 1.0, false);
+        CHECK(l && tg_backward(ctx, l, NULL, 0) == TG_OK, "%s", tg_ctx_error(ctx));
+        CHECK_OK(w, tg_ddp_wait(ddp));
+        tg_tensor *lr = loss_of(ref, &mr, k * GB, (k + 1) * GB, 1.0, false);
+        CHECK(lr && tg_backward(ref, lr, NULL, 0) == TG_OK, "%s", tg_ctx_error(ref));
+        for (int i = 0; i < 4; i++) {
+            CHECK(m.p[i]->grad, "step %d: %s has no gradient", k, names[i]);
+            if (!m.p[i]->grad)
+                goto out;
+            double d = grad_diff(ctx, &m, ref, &mr, i);
+            CHECK(d <= 1e-5, "step %d: accumulated %s gradient differs by %g", k, names[i], d);
+            if (n > 1)
+                CHECK(m.p[i]->grad->storage == m.p[0]->grad->storage,
+                      "step %d: %s's gradient is not in the bucket", k, names[i]);
+        }
+        tg_step_reset(ctx);
+        tg_step_reset(ref);
+    }
+    float *before = host_copy(ctx, m.p[0]->grad);
+    tg_ddp_free(ddp);
+    ddp = NULL;
+    float *after = m.p[0]->grad ? host_copy(ctx, m.p[0]->grad) : NULL;
+    CHECK(after && !memcmp(before, after, (size_t)tg_numel(m.p[0]) * sizeof *after),
+          "fc1.weight's gradient changed when the ddp was freed");
+    free(before);
+    free(after);
+    /* Without the ddp, a local backward on the first rows adds to it. */
+    tg_tensor *l = loss_of(ctx, &m, 0, lb, 1.0, false);
+    tg_tensor *lr = loss_of(ref, &mr, 0, lb, 1.0, false);
+    CHECK(l && tg_backward(ctx, l, NULL, 0) == TG_OK, "%s", tg_ctx_error(ctx));
+    CHECK(lr && tg_backward(ref, lr, NULL, 0) == TG_OK, "%s", tg_ctx_error(ref));
+    for (int i = 0; i < 4; i++) {
+        double d = grad_diff(ctx, &m, ref, &mr, i);
+        CHECK(d <= 1e-5, "after free: %s gradient differs by %g", names[i], d);
+    }
+out:
+    tg_ddp_free(ddp);
+    tg_ctx_free(ctx);
+    tg_ctx_free(ref);
+}
+
 /* Rank 1 builds fc2 with 5 outputs, or passes one parameter fewer. */
 static void test_mismatch(tg_world *w)
 {
@@ -321,6 +392,7 @@ int main(int argc, char **argv)
     test_equivalence(w, NULL, 2, 1);
     test_no_sync(w);
     test_unused(w);
+    test_grad_views(w);
     test_mismatch(w);
     int rc = tg_check_finish(w, "mpi_ddp");
     tg_world_free(w);
