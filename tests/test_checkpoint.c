@@ -11,7 +11,6 @@
  */
 #define _GNU_SOURCE
 #include <dirent.h>
-#include <ftw.h>
 #include <math.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -31,17 +30,7 @@
 
 #include "checkpoint_internal.h"
 #include "tapegrad/checkpoint.h"
-
-static char g_dir[256];
-
-static const char *tmp_path(const char *name) {
-    static char buf[8][512];
-    static int next;
-    char *p = buf[next++ % 8];
-
-    snprintf(p, 512, "%s/%s", g_dir, name);
-    return p;
-}
+#include "test_util.h"
 
 static const char *join2(const char *a, const char *b) {
     static char buf[8][768];
@@ -52,22 +41,14 @@ static const char *join2(const char *a, const char *b) {
     return p;
 }
 
-static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int group_setup(void **state) {
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "/tmp/tg_ckpt_XXXXXX");
-    return mkdtemp(g_dir) ? 0 : -1;
+    return tgt_dir_setup("tg_ckpt");
 }
 
 static int group_teardown(void **state) {
     (void)state;
-    return nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    return tgt_dir_teardown();
 }
 
 /* No HDF5 object (file, group, dataset, attribute) is left open. */
@@ -260,7 +241,7 @@ static void test_roundtrip(void **state) {
     tg_ctx *ctx = new_ctx(), *c2 = new_ctx();
     model a, b;
     tg_ckpt_meta m = {0}, want = meta_at(100);
-    const char *dir = tmp_path("rt"), *path;
+    const char *dir = tgt_path("rt"), *path;
     uint32_t v0;
 
     (void)state;
@@ -319,13 +300,13 @@ static void test_config_sizes(void **state) {
     make_model(ctx, &a);
     fill_model(ctx, &a, 3);
     m.config = cfg;
-    assert_int_equal(tg_ckpt_save(ctx, tmp_path("cfg"), &m, a.n, a.t, 0, path, sizeof path), TG_OK);
+    assert_int_equal(tg_ckpt_save(ctx, tgt_path("cfg"), &m, a.n, a.t, 0, path, sizeof path), TG_OK);
     assert_int_equal(tg_ckpt_read_meta(ctx, path, &got), TG_OK);
     assert_string_equal(got.config, cfg);
     tg_ckpt_meta_free(&got);
     m.config = NULL;
     m.step = 8;
-    assert_int_equal(tg_ckpt_save(ctx, tmp_path("cfg"), &m, a.n, a.t, 0, path, sizeof path), TG_OK);
+    assert_int_equal(tg_ckpt_save(ctx, tgt_path("cfg"), &m, a.n, a.t, 0, path, sizeof path), TG_OK);
     assert_int_equal(tg_ckpt_read_meta(ctx, path, &got), TG_OK);
     assert_string_equal(got.config, "");
     tg_ckpt_meta_free(&got);
@@ -353,7 +334,7 @@ static void test_layout(void **state) {
     (void)state;
     make_model(ctx, &a);
     fill_model(ctx, &a, 4);
-    path = save_at(ctx, tmp_path("layout"), &a, 42, 0);
+    path = save_at(ctx, tgt_path("layout"), &a, 42, 0);
     f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     assert_true(f >= 0);
     attr = H5Aopen(f, "step", H5P_DEFAULT);
@@ -405,7 +386,7 @@ static void test_layout(void **state) {
 static void test_latest_and_keep(void **state) {
     tg_ctx *ctx = new_ctx();
     model a;
-    const char *dir = tmp_path("keep");
+    const char *dir = tgt_path("keep");
     char found[1024], warn[512], *latest;
 
     (void)state;
@@ -499,7 +480,7 @@ static void test_fault_injection(void **state) {
     };
     tg_ctx *ctx = new_ctx();
     model a, b;
-    const char *dir = tmp_path("fault");
+    const char *dir = tgt_path("fault");
 
     (void)state;
     make_model(ctx, &a);
@@ -542,7 +523,7 @@ static void test_fault_injection(void **state) {
 static void test_real_write_failure(void **state) {
     tg_ctx *ctx = new_ctx();
     model a, b;
-    const char *dir = tmp_path("efbig");
+    const char *dir = tgt_path("efbig");
     struct rlimit old, lim;
     tg_ckpt_meta m = meta_at(200);
     tg_status st;
@@ -573,7 +554,7 @@ static void test_folders(void **state) {
     tg_ctx *ctx = new_ctx();
     model a;
     tg_ckpt_meta m = meta_at(1);
-    const char *nested = tmp_path("new/a/b"), *file = tmp_path("plainfile");
+    const char *nested = tgt_path("new/a/b"), *file = tgt_path("plainfile");
     char found[1024], warn[512];
 
     (void)state;
@@ -591,7 +572,7 @@ static void test_folders(void **state) {
                 "not a folder", NULL);
     /* A folder without write permission (root writes anyway: not checked). */
     if (geteuid() != 0) {
-        const char *ro = tmp_path("readonly");
+        const char *ro = tgt_path("readonly");
         assert_int_equal(mkdir(ro, 0500), 0);
         expect_fail(ctx, tg_ckpt_save(ctx, ro, &m, a.n, a.t, 1, NULL, 0), TG_ERR_IO, ro,
                     "cannot create", NULL);
@@ -599,12 +580,12 @@ static void test_folders(void **state) {
     }
 
     /* Nothing to resume: no folder, an empty folder. */
-    expect_fail(ctx, tg_ckpt_find(ctx, tmp_path("nope"), found, sizeof found, warn, sizeof warn),
+    expect_fail(ctx, tg_ckpt_find(ctx, tgt_path("nope"), found, sizeof found, warn, sizeof warn),
                 TG_ERR_IO, "nothing to resume in", "nope", "no such folder", NULL);
     assert_string_equal(warn, "");
-    assert_int_equal(mkdir(tmp_path("emptydir"), 0700), 0);
+    assert_int_equal(mkdir(tgt_path("emptydir"), 0700), 0);
     expect_fail(ctx,
-                tg_ckpt_find(ctx, tmp_path("emptydir"), found, sizeof found, warn, sizeof warn),
+                tg_ckpt_find(ctx, tgt_path("emptydir"), found, sizeof found, warn, sizeof warn),
                 TG_ERR_IO, "nothing to resume in", "emptydir", "no checkpoint files", NULL);
     assert_string_equal(warn, "");
     tg_ctx_free(ctx);
@@ -615,7 +596,7 @@ static void test_bad_names(void **state) {
     tg_ctx *ctx = new_ctx();
     model a;
     tg_ckpt_meta m = meta_at(1);
-    const char *dir = tmp_path("names");
+    const char *dir = tgt_path("names");
     tg_tensor *dup;
 
     (void)state;
@@ -645,8 +626,8 @@ static void test_bad_files(void **state) {
     tg_ctx *ctx = new_ctx();
     model a;
     tg_ckpt_meta m;
-    const char *path, *junk = tmp_path("junk.h5"), *other = tmp_path("other.h5"),
-                      *cut = tmp_path("cut.h5");
+    const char *path, *junk = tgt_path("junk.h5"), *other = tgt_path("other.h5"),
+                      *cut = tgt_path("cut.h5");
     char *data;
     size_t len;
     hid_t f;
@@ -654,7 +635,7 @@ static void test_bad_files(void **state) {
     (void)state;
     make_model(ctx, &a);
     fill_model(ctx, &a, 6);
-    expect_fail(ctx, tg_ckpt_load(ctx, tmp_path("missing.h5"), a.n, a.t, &m), TG_ERR_IO,
+    expect_fail(ctx, tg_ckpt_load(ctx, tgt_path("missing.h5"), a.n, a.t, &m), TG_ERR_IO,
                 "missing.h5", "No such file", NULL);
     spit(junk, "this is not HDF5\n", 17);
     expect_fail(ctx, tg_ckpt_load(ctx, junk, a.n, a.t, &m), TG_ERR_FORMAT, "junk.h5",
@@ -666,7 +647,7 @@ static void test_bad_files(void **state) {
                 "not a tapegrad checkpoint", NULL);
     expect_fail(ctx, tg_ckpt_verify(ctx, other), TG_ERR_FORMAT, "not a tapegrad checkpoint", NULL);
 
-    path = save_at(ctx, tmp_path("cut"), &a, 5, 1);
+    path = save_at(ctx, tgt_path("cut"), &a, 5, 1);
     data = slurp(path, &len);
     spit(cut, data, len / 2);
     expect_fail(ctx, tg_ckpt_load(ctx, cut, a.n, a.t, &m), TG_ERR_FORMAT, "cut.h5", "truncated",
@@ -706,7 +687,7 @@ static void test_bit_flips(void **state) {
     fill_model(ctx, &b, 8);
 
     /* In a chunked tensor: HDF5's Fletcher-32 catches it. */
-    path = save_at(ctx, tmp_path("flip1"), &a, 1, 1);
+    path = save_at(ctx, tgt_path("flip1"), &a, 1, 1);
     raw = bytes_of(ctx, a.t[5]);
     flip_in_file(path, raw + 4096, 32);
     free(raw);
@@ -726,7 +707,7 @@ static void test_bit_flips(void **state) {
     free(text);
 
     /* In the 0-d f64 (stored contiguous, without Fletcher-32): the CRC-32. */
-    path = save_at(ctx, tmp_path("flip2"), &a, 1, 1);
+    path = save_at(ctx, tgt_path("flip2"), &a, 1, 1);
     raw = bytes_of(ctx, a.t[2]);
     flip_in_file(path, raw, 8);
     free(raw);
@@ -748,7 +729,7 @@ static void test_other_model(void **state) {
     (void)state;
     make_model(ctx, &a);
     fill_model(ctx, &a, 9);
-    path = save_at(ctx, tmp_path("other"), &a, 1, 1);
+    path = save_at(ctx, tgt_path("other"), &a, 1, 1);
 
     /* One tensor fewer in the model: the file has an extra one. */
     expect_fail(ctx, tg_ckpt_load(ctx, path, a.n - 1, a.t, &m), TG_ERR_SHAPE, path, "'mask.u8'",
@@ -795,21 +776,21 @@ static void test_newer_format(void **state) {
     (void)state;
     make_model(ctx, &a);
     fill_model(ctx, &a, 10);
-    path = save_at(ctx, tmp_path("newer"), &a, 1, 1);
+    path = save_at(ctx, tgt_path("newer"), &a, 1, 1);
     set_root_i32(path, "format_version", TG_CKPT_FORMAT_VERSION + 1);
     snprintf(want, sizeof want, "format version %d", TG_CKPT_FORMAT_VERSION + 1);
     expect_fail(ctx, tg_ckpt_load(ctx, path, a.n, a.t, &m), TG_ERR_UNSUPPORTED, path, want,
                 "upgrade", NULL);
     expect_fail(ctx, tg_ckpt_read_meta(ctx, path, &m), TG_ERR_UNSUPPORTED, path, NULL);
     /* A changed attribute (here world_size) fails the metadata's CRC-32. */
-    path = save_at(ctx, tmp_path("metaflip"), &a, 1, 1);
+    path = save_at(ctx, tgt_path("metaflip"), &a, 1, 1);
     set_root_i32(path, "world_size", 5);
     expect_fail(ctx, tg_ckpt_read_meta(ctx, path, &m), TG_ERR_FORMAT, path,
                 "metadata fails its CRC-32", NULL);
     expect_fail(ctx, tg_ckpt_verify(ctx, path), TG_ERR_FORMAT, "metadata", NULL);
     set_root_i32(path, "world_size", 4);
     assert_int_equal(tg_ckpt_verify(ctx, path), TG_OK);
-    path = save_at(ctx, tmp_path("newer"), &a, 2, 1);
+    path = save_at(ctx, tgt_path("newer"), &a, 2, 1);
     set_root_i32(path, "format_version", 0);
     expect_fail(ctx, tg_ckpt_load(ctx, path, a.n, a.t, &m), TG_ERR_FORMAT, path,
                 "invalid checkpoint format version 0", NULL);
@@ -822,7 +803,7 @@ static void test_newer_format(void **state) {
 static void test_find_fallback(void **state) {
     tg_ctx *ctx = new_ctx();
     model a;
-    const char *dir = tmp_path("fallback"), *p3;
+    const char *dir = tgt_path("fallback"), *p3;
     char found[1024], warn[1024], *data;
     size_t len;
 
@@ -886,7 +867,7 @@ static void test_describe(void **state) {
     assert_int_equal(set_bytes(ctx, ts[0], w, sizeof w), TG_OK);
     assert_int_equal(tg_copy_from_host(ctx, ts[1], ix, sizeof ix), TG_OK);
     assert_int_equal(tg_copy_from_host(ctx, ts[2], &pi, sizeof pi), TG_OK);
-    assert_int_equal(tg_ckpt_save(ctx, tmp_path("desc"), &m, 3, ts, 1, path, sizeof path), TG_OK);
+    assert_int_equal(tg_ckpt_save(ctx, tgt_path("desc"), &m, 3, ts, 1, path, sizeof path), TG_OK);
     assert_int_equal(tg_ckpt_describe(ctx, path, &text), TG_OK);
     if (getenv("TG_TEST_VERBOSE"))
         print_message("%s", text);
@@ -905,7 +886,7 @@ static void test_describe(void **state) {
     assert_non_null(strstr(text, "lr = 0.001\n"));
     assert_non_null(strstr(text, "tensors           3 (9 elements, 64 bytes)"));
     free(text);
-    expect_fail(ctx, tg_ckpt_describe(ctx, tmp_path("none.h5"), &text), TG_ERR_IO, "none.h5", NULL);
+    expect_fail(ctx, tg_ckpt_describe(ctx, tgt_path("none.h5"), &text), TG_ERR_IO, "none.h5", NULL);
     assert_null(text);
     tg_ctx_free(ctx);
     expect_no_open_ids();

@@ -6,7 +6,6 @@
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
-#include <ftw.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,6 +22,7 @@
 #include <zlib.h>
 
 #include "tapegrad/datasets.h"
+#include "test_util.h"
 
 /* Where the Debian package dataset-fashion-mnist puts the files; a build
  * may point elsewhere with -DFMNIST_DIR=... */
@@ -30,35 +30,14 @@
 #define FMNIST_DIR "/usr/share/datasets/fashion-mnist"
 #endif
 
-static char g_dir[256];
-
-static const char *tmp_path(const char *name) {
-    static char buf[8][512];
-    static int next;
-    char *p = buf[next++ % 8];
-
-    snprintf(p, 512, "%s/%s", g_dir, name);
-    return p;
-}
-
-static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int group_setup(void **state) {
-    const char *base = getenv("TMPDIR");
-
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "%s/tg_datasets_XXXXXX", base && *base ? base : "/tmp");
-    return mkdtemp(g_dir) ? 0 : -1;
+    return tgt_dir_setup("tg_datasets");
 }
 
 static int group_teardown(void **state) {
     (void)state;
-    return nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    return tgt_dir_teardown();
 }
 
 /* Asserts a failure with status want whose message holds every given
@@ -142,8 +121,8 @@ static void write_labels(const char *path, uint32_t magic, uint32_t n, const uin
 static const uint8_t k_labels[6] = {3, 1, 4, 1, 5, 9};
 
 static void test_idx_round_trip(void **state) {
-    const char *im = tmp_path("rt-images.gz"), *lb = tmp_path("rt-labels.gz");
-    const char *out = tmp_path("rt.h5");
+    const char *im = tgt_path("rt-images.gz"), *lb = tgt_path("rt-labels.gz");
+    const char *out = tgt_path("rt.h5");
     const int64_t idx[5] = {5, 0, 2, 2, 4};
     double sum = 0, sumsq = 0, cnt = 6.0 * 12, mean, sd;
     char err[512] = "";
@@ -195,8 +174,8 @@ static void test_idx_round_trip(void **state) {
 /* num_classes grows past 10 with the labels; a second split joins the file
  * and converting a split again replaces it. */
 static void test_idx_splits_and_classes(void **state) {
-    const char *im = tmp_path("sc-images.gz"), *lb = tmp_path("sc-labels.gz");
-    const char *out = tmp_path("sc.h5");
+    const char *im = tgt_path("sc-images.gz"), *lb = tgt_path("sc-labels.gz");
+    const char *out = tgt_path("sc.h5");
     const uint8_t lab[4] = {0, 12, 3, 7};
     char err[512] = "";
     tg_dataset *ds;
@@ -233,9 +212,9 @@ static void test_idx_splits_and_classes(void **state) {
 }
 
 static void test_idx_bad_files(void **state) {
-    const char *im = tmp_path("bad-images.gz"), *lb = tmp_path("bad-labels.gz");
-    const char *out = tmp_path("bad-out.h5"), *nothere = tmp_path("nothere.gz");
-    const char *plain = tmp_path("plain-images");
+    const char *im = tgt_path("bad-images.gz"), *lb = tgt_path("bad-labels.gz");
+    const char *out = tgt_path("bad-out.h5"), *nothere = tgt_path("nothere.gz");
+    const char *plain = tgt_path("plain-images");
     unsigned char raw[32] = {0, 0, 8, 3};
     char err[512] = "";
 
@@ -422,7 +401,7 @@ static void test_h5_bad_files(void **state) {
     (void)state;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const struct bad_case *c = &cases[i];
-        const char *path = tmp_path(c->name);
+        const char *path = tgt_path(c->name);
         tg_dataset *ds = (tg_dataset *)&err;
 
         write_h5(path, &c->spec);
@@ -434,8 +413,8 @@ static void test_h5_bad_files(void **state) {
 }
 
 static void test_h5_not_hdf5_truncated_missing(void **state) {
-    const char *txt = tmp_path("text.h5"), *tr = tmp_path("trunc.h5");
-    const char *none = tmp_path("none.h5");
+    const char *txt = tgt_path("text.h5"), *tr = tgt_path("trunc.h5");
+    const char *none = tgt_path("none.h5");
     char err[512];
     tg_dataset *ds;
     struct stat sb;
@@ -457,7 +436,7 @@ static void test_h5_not_hdf5_truncated_missing(void **state) {
 /* f32 x, i64 y, chunked and contiguous layouts, cached and uncached reads:
  * all must give the same normalised values. */
 static void test_h5_read_paths(void **state) {
-    const char *a = tmp_path("f32.h5"), *b = tmp_path("u8chunk.h5");
+    const char *a = tgt_path("f32.h5"), *b = tgt_path("u8chunk.h5");
     const int64_t idx[7] = {9, 3, 3, 0, 4, 5, 8};
     tg_dataset_options nocache = {-1};
     char err[512];
@@ -549,7 +528,7 @@ static void check_loader(const char *path, tg_sampler_config sc, int depth, int6
 }
 
 static void test_loader_epochs(void **state) {
-    const char *p = tmp_path("loader.h5");
+    const char *p = tgt_path("loader.h5");
 
     (void)state;
     write_h5(p, &(struct spec){.xn = 50, .yn = 50, .chunked = true});
@@ -562,7 +541,7 @@ static void test_loader_epochs(void **state) {
 }
 
 static void test_loader_shutdown(void **state) {
-    const char *p = tmp_path("loader2.h5");
+    const char *p = tgt_path("loader2.h5");
     tg_sampler_config sc = tg_sampler_config_train(50, 8, 1, 0, 2);
     tg_dataset *ds;
     tg_sampler *s;
@@ -630,7 +609,7 @@ static void corrupt_labels(const char *path) {
 }
 
 static void test_loader_error(void **state) {
-    const char *p = tmp_path("loader3.h5");
+    const char *p = tgt_path("loader3.h5");
     tg_sampler_config sc = tg_sampler_config_train(50, 8, 1, 0, 1);
     tg_dataset_options nocache = {-1};
     tg_dataset *ds;
@@ -668,7 +647,7 @@ static void test_loader_error(void **state) {
 static void test_fashion_mnist(void **state) {
     const char *im = FMNIST_DIR "/t10k-images-idx3-ubyte.gz";
     const char *lb = FMNIST_DIR "/t10k-labels-idx1-ubyte.gz";
-    const char *out = tmp_path("fmnist.h5");
+    const char *out = tgt_path("fmnist.h5");
     const int64_t idx[3] = {0, 5000, 9999};
     tg_dataset *ds;
     const int64_t *shape;

@@ -8,7 +8,6 @@
  */
 #define _GNU_SOURCE
 #include <dirent.h>
-#include <ftw.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,17 +23,7 @@
 #include <hdf5.h>
 
 #include "tapegrad/datasets.h"
-
-static char g_dir[256];
-
-static const char *tmp_path(const char *name) {
-    static char buf[8][512];
-    static int next;
-    char *p = buf[next++ % 8];
-
-    snprintf(p, 512, "%s/%s", g_dir, name);
-    return p;
-}
+#include "test_util.h"
 
 static const char *fixture(const char *name) {
     static char buf[8][512];
@@ -45,24 +34,14 @@ static const char *fixture(const char *name) {
     return p;
 }
 
-static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int group_setup(void **state) {
-    const char *base = getenv("TMPDIR");
-
     (void)state;
-    snprintf(g_dir, sizeof g_dir, "%s/tg_npy_XXXXXX", base && *base ? base : "/tmp");
-    return mkdtemp(g_dir) ? 0 : -1;
+    return tgt_dir_setup("tg_npy");
 }
 
 static int group_teardown(void **state) {
     (void)state;
-    return nftw(g_dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    return tgt_dir_teardown();
 }
 
 /* Asserts a failure with status want whose message holds every given
@@ -144,13 +123,13 @@ static void write_arr(const char *path, const char *descr, const char *shape, co
 struct expect {
     const char *split;
     int64_t n, per;
-    int ndim;             /* of x, N included */
-    int64_t shape[5];     /* of x */
-    bool u8;              /* x stored as u8, else f32 */
+    int ndim;         /* of x, N included */
+    int64_t shape[5]; /* of x */
+    bool u8;          /* x stored as u8, else f32 */
     double (*xref)(int64_t i, int64_t k);
     int64_t (*yref)(int64_t i);
     int64_t num_classes;
-    size_t ysize;         /* bytes per stored label */
+    size_t ysize; /* bytes per stored label */
     hsize_t xchunk, ychunk;
 };
 
@@ -219,7 +198,8 @@ static void ref_stats(const struct expect *e, double scale, double *mean, double
  * to 1e-12), and every sample normalised. */
 static void check_dataset_norm(const char *path, const struct expect *e, double scale, double mean,
                                double sd) {
-    int64_t *idx = malloc(sizeof(int64_t) * (size_t)e->n), *y = malloc(sizeof(int64_t) * (size_t)e->n);
+    int64_t *idx = malloc(sizeof(int64_t) * (size_t)e->n),
+            *y = malloc(sizeof(int64_t) * (size_t)e->n);
     float *x = malloc(sizeof(float) * (size_t)(e->n * e->per));
     char err[512] = "";
     const int64_t *shape;
@@ -275,15 +255,27 @@ static void test_npy_numpy_files(void **state) {
         const char *x, *y;
         struct expect e;
     } cases[] = {
-        {"x_u8.npy", "y_u1_7.npy", {"u8", 7, 12, 4, {7, 1, 3, 4}, true, ref_u8, ref_label, 5, 1, 7, 7}},
-        {"x_u8_v3.npy", "y_i1_7.npy", {"u8v3", 7, 12, 4, {7, 1, 3, 4}, true, ref_u8, ref_label, 5, 1, 7, 7}},
-        {"x_u8.npy", "y_u2be_7.npy", {"u2be", 7, 12, 4, {7, 1, 3, 4}, true, ref_u8, ref_label, 5, 1, 7, 7}},
+        {"x_u8.npy",
+         "y_u1_7.npy",
+         {"u8", 7, 12, 4, {7, 1, 3, 4}, true, ref_u8, ref_label, 5, 1, 7, 7}},
+        {"x_u8_v3.npy",
+         "y_i1_7.npy",
+         {"u8v3", 7, 12, 4, {7, 1, 3, 4}, true, ref_u8, ref_label, 5, 1, 7, 7}},
+        {"x_u8.npy",
+         "y_u2be_7.npy",
+         {"u2be", 7, 12, 4, {7, 1, 3, 4}, true, ref_u8, ref_label, 5, 1, 7, 7}},
         {"x_f4.npy", "y_i4_5.npy", {"f4", 5, 3, 2, {5, 3}, false, ref_f, ref_label, 5, 1, 5, 5}},
-        {"x_f4_v2.npy", "y_i8_5.npy", {"f4v2", 5, 3, 2, {5, 3}, false, ref_f, ref_label, 5, 1, 5, 5}},
-        {"x_f8_be.npy", "y_u8_5.npy", {"f8be", 5, 4, 3, {5, 2, 2}, false, ref_f, ref_label, 5, 1, 5, 5}},
-        {"x_f4_4d.npy", "y_i2be_5.npy", {"f4d4", 5, 12, 5, {5, 2, 1, 2, 3}, false, ref_f, ref_label, 5, 1, 5, 5}},
+        {"x_f4_v2.npy",
+         "y_i8_5.npy",
+         {"f4v2", 5, 3, 2, {5, 3}, false, ref_f, ref_label, 5, 1, 5, 5}},
+        {"x_f8_be.npy",
+         "y_u8_5.npy",
+         {"f8be", 5, 4, 3, {5, 2, 2}, false, ref_f, ref_label, 5, 1, 5, 5}},
+        {"x_f4_4d.npy",
+         "y_i2be_5.npy",
+         {"f4d4", 5, 12, 5, {5, 2, 1, 2, 3}, false, ref_f, ref_label, 5, 1, 5, 5}},
     };
-    const char *out = tmp_path("numpy.h5");
+    const char *out = tgt_path("numpy.h5");
     char err[512] = "";
 
     (void)state;
@@ -302,15 +294,20 @@ static void test_npy_numpy_files(void **state) {
     }
 }
 
-static double ref_big(int64_t i, int64_t k) { return (double)((i * 131 + k * 17) % 1000) / 64.0 - 3.0; }
+static double ref_big(int64_t i, int64_t k) {
+    return (double)((i * 131 + k * 17) % 1000) / 64.0 - 3.0;
+}
 static int64_t ref_many(int64_t i) { return (i * 7) % 300; }
 
 /* A split of several chunks and raw blocks, labels that need i32, the
  * default chunk and an explicit one. */
 static void test_npy_chunks(void **state) {
-    enum { N = 3000, PER = 100 };
-    const char *xp = tmp_path("big-x.npy"), *yp = tmp_path("big-y.npy");
-    const char *out = tmp_path("big.h5");
+    enum {
+        N = 3000,
+        PER = 100
+    };
+    const char *xp = tgt_path("big-x.npy"), *yp = tgt_path("big-y.npy");
+    const char *out = tgt_path("big.h5");
     float *xb = malloc(sizeof(float) * N * PER);
     int32_t yb[N];
     struct expect e = {"train", N, PER, 3, {N, 4, 25}, false, ref_big, ref_many, 300, 4, 1024, N};
@@ -347,9 +344,9 @@ static void test_npy_chunks(void **state) {
 
 /* num_classes, scale, mean and std as given, and options refused. */
 static void test_npy_options(void **state) {
-    const char *out = tmp_path("opts.h5");
-    tg_npy_options o = {.num_classes = 10, .scale = 0.5, .set_mean_std = true, .mean = 0.25,
-                        .std = 2.0};
+    const char *out = tgt_path("opts.h5");
+    tg_npy_options o = {
+        .num_classes = 10, .scale = 0.5, .set_mean_std = true, .mean = 0.25, .std = 2.0};
     char err[512] = "";
     tg_dataset *ds;
 
@@ -417,7 +414,7 @@ static void read_norm(const char *path, const char *split, double *mean, double 
  * train's mean and std, as the IDX converter does; set_mean_std still wins,
  * and the same split converted into a file without train gets its own. */
 static void test_npy_test_takes_train(void **state) {
-    const char *out = tmp_path("train-test.h5"), *alone = tmp_path("test-alone.h5");
+    const char *out = tgt_path("train-test.h5"), *alone = tgt_path("test-alone.h5");
     const struct expect tr = {"train", 7, 12, 4, {7, 1, 3, 4}, true, ref_u8, ref_label, 5, 1, 7, 7};
     const struct expect te = {"test", 5, 3, 2, {5, 3}, false, ref_f, ref_label, 5, 1, 5, 5};
     const tg_npy_options given = {.set_mean_std = true, .mean = 0.25, .std = 2.0};
@@ -449,7 +446,7 @@ static void test_npy_test_takes_train(void **state) {
 
 /* Deflate gives the same values. */
 static void test_npy_deflate(void **state) {
-    const char *out = tmp_path("deflate.h5");
+    const char *out = tgt_path("deflate.h5");
     const struct expect e = {"train", 7, 12, 4, {7, 1, 3, 4}, true, ref_u8, ref_label, 5, 1, 7, 7};
     tg_npy_options o = {.deflate_level = 1};
 
@@ -466,12 +463,12 @@ static void test_npy_deflate(void **state) {
 static const char *bad_out(void) {
     static char buf[512];
 
-    snprintf(buf, sizeof buf, "%s/bad-out.h5", g_dir);
+    snprintf(buf, sizeof buf, "%s/bad-out.h5", tgt_dir);
     return buf;
 }
 
 static void no_output_left(void) {
-    DIR *d = opendir(g_dir);
+    DIR *d = opendir(tgt_dir);
     struct dirent *de;
 
     assert_non_null(d);
@@ -489,7 +486,7 @@ static tg_status conv(const char *x, const char *y, char *err, size_t errlen) {
 }
 
 static void test_npy_bad_headers(void **state) {
-    const char *p = tmp_path("bad.npy"), *nothere = tmp_path("nothere.npy");
+    const char *p = tgt_path("bad.npy"), *nothere = tgt_path("nothere.npy");
     unsigned char raw[64];
     char err[512] = "";
     const struct {
@@ -509,8 +506,7 @@ static void test_npy_bad_headers(void **state) {
         {"{'descr': <f4, 'fortran_order': False, 'shape': (5, 3)}", "quoted string"},
         {"{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999, 3)}",
          "too large"},
-        {"{'descr': '<f4', 'fortran_order': False, 'shape': (1,1,1,1,1,1,1,1,1)}",
-         "more than 8"},
+        {"{'descr': '<f4', 'fortran_order': False, 'shape': (1,1,1,1,1,1,1,1,1)}", "more than 8"},
     };
 
     (void)state;
@@ -545,8 +541,7 @@ static void test_npy_bad_headers(void **state) {
         expect_fail(conv(p, NULL, err, sizeof err), TG_ERR_FORMAT, err, p, "bad header dict",
                     dicts[c].frag, NULL);
     }
-    expect_fail(conv(nothere, NULL, err, sizeof err), TG_ERR_IO, err, nothere, "cannot open",
-                NULL);
+    expect_fail(conv(nothere, NULL, err, sizeof err), TG_ERR_IO, err, nothere, "cannot open", NULL);
     /* The labels file goes through the same parser. */
     write_bytes(p, "hello, world", 12);
     expect_fail(conv(NULL, p, err, sizeof err), TG_ERR_FORMAT, err, p, "not a .npy file", NULL);
@@ -554,7 +549,7 @@ static void test_npy_bad_headers(void **state) {
 }
 
 static void test_npy_bad_arrays(void **state) {
-    const char *p = tmp_path("bad.npy"), *q = tmp_path("bad-y.npy");
+    const char *p = tgt_path("bad.npy"), *q = tgt_path("bad-y.npy");
     unsigned char body[512] = {0};
     char err[512] = "";
 
@@ -609,13 +604,12 @@ static void test_npy_bad_arrays(void **state) {
     write_arr(q, "<i8", "(5,)", body, 8);
     expect_fail(conv(NULL, q, err, sizeof err), TG_ERR_FORMAT, err, q, "truncated body", NULL);
     write_arr(p, "<f4", "(5, 3)", body, 61);
-    expect_fail(conv(p, NULL, err, sizeof err), TG_ERR_FORMAT, err, p, "data continues past",
-                NULL);
+    expect_fail(conv(p, NULL, err, sizeof err), TG_ERR_FORMAT, err, p, "data continues past", NULL);
     no_output_left();
 }
 
 static void test_npy_bad_values(void **state) {
-    const char *p = tmp_path("bad.npy"), *q = tmp_path("bad-y.npy");
+    const char *p = tgt_path("bad.npy"), *q = tgt_path("bad-y.npy");
     float xf[4 * 2 * 3] = {0};
     double xd[5 * 3] = {0};
     int8_t y8[5] = {0, 1, 2, -1, 4};
@@ -657,9 +651,11 @@ static void test_npy_bad_values(void **state) {
 /* A conversion that fails late (after y and part of x are written) leaves
  * an existing file with its splits as they were and no partial group. */
 static void test_npy_keeps_output(void **state) {
-    enum { N = 2000 };
-    const char *out = tmp_path("keep.h5"), *p = tmp_path("late-nan.npy"),
-               *q = tmp_path("late-y.npy");
+    enum {
+        N = 2000
+    };
+    const char *out = tgt_path("keep.h5"), *p = tgt_path("late-nan.npy"),
+               *q = tgt_path("late-y.npy");
     const struct expect tr = {"train", 7, 12, 4, {7, 1, 3, 4}, true, ref_u8, ref_label, 5, 1, 7, 7};
     const struct expect te = {"test", 5, 3, 2, {5, 3}, false, ref_f, ref_label, 5, 1, 5, 5};
     float *xf = calloc(N * 2, sizeof(float));
@@ -685,8 +681,8 @@ static void test_npy_keeps_output(void **state) {
     assert_int_equal(H5Lexists(f, "/.train.partial", H5P_DEFAULT), 0);
     assert_true(H5Fclose(f) >= 0);
     /* And into a new file: neither it nor its temporary remains. */
-    expect_fail(tg_npy_convert(p, q, bad_out(), "train", NULL, err, sizeof err), TG_ERR_FORMAT,
-                err, "x[1500, 1] is NaN", NULL);
+    expect_fail(tg_npy_convert(p, q, bad_out(), "train", NULL, err, sizeof err), TG_ERR_FORMAT, err,
+                "x[1500, 1] is NaN", NULL);
     no_output_left();
     free(xf);
 }
