@@ -18,6 +18,7 @@
 #include <inttypes.h>
 
 #include "tapegrad/kernels.h"
+#include "kview.h"
 
 /*
  * Below this many elements a kernel runs on the calling thread: starting an
@@ -122,22 +123,6 @@ static inline size_t tg__cpu_esize(tg_dtype dt) {
         return 8;
     default:
         return 0;
-    }
-}
-
-static inline int64_t tg__cpu_numel(const tg_kview *v) {
-    int64_t n = 1;
-    for (int d = 0; d < v->ndim; d++)
-        n *= v->shape[d];
-    return n;
-}
-
-/* Row-major contiguous strides of a shape. */
-static inline void tg__cpu_contig_strides(int ndim, const int64_t *shape, int64_t *strides) {
-    int64_t s = 1;
-    for (int d = ndim - 1; d >= 0; d--) {
-        strides[d] = s;
-        s *= shape[d];
     }
 }
 

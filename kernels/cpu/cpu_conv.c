@@ -20,30 +20,10 @@
 
 #include "cpu.h"
 
-typedef struct cpu_conv_geom {
-    int64_t n, c, h, w, k, r, s, oh, ow;
-    int64_t sh, sw, ph, pw, dh, dw;
-} cpu_conv_geom;
-
-static void cpu_conv_params(const tg_kargs *a, cpu_conv_geom *g) {
-    const int64_t *p = a->p->ints;
-    g->sh = p[0], g->sw = p[1], g->ph = p[2], g->pw = p[3], g->dh = p[4], g->dw = p[5];
-}
-
-static bool cpu_conv_geom_ok(const cpu_conv_geom *g) {
+static bool cpu_conv_geom_ok(const tg__conv_geom *g) {
     return g->oh == (g->h + 2 * g->ph - g->dh * (g->r - 1) - 1) / g->sh + 1 &&
            g->ow == (g->w + 2 * g->pw - g->dw * (g->s - 1) - 1) / g->sw + 1 && g->sh > 0 &&
            g->sw > 0 && g->dh > 0 && g->dw > 0;
-}
-
-static bool cpu_contig(const tg_kview *v) {
-    int64_t s = 1;
-    for (int d = v->ndim - 1; d >= 0; d--) {
-        if (v->shape[d] != 1 && v->strides[d] != s)
-            return false;
-        s *= v->shape[d];
-    }
-    return true;
 }
 
 /* The range [lo, hi) of output positions o whose input o*st - pad + off lies
@@ -64,7 +44,7 @@ static void cpu_valid_range(int64_t size, int64_t nout, int64_t st, int64_t pad,
 /* im2col and col2im for one dtype. xs are the strides of x over (n, c, h, w);
  * ld is the column matrix's row length N*OH*OW. */
 #define CPU_CONV_FAMILY(TYPE, GEMM)                                                              \
-    static void cpu_im2col_##TYPE(const cpu_conv_geom *g, const TYPE *x, const int64_t *xs,       \
+    static void cpu_im2col_##TYPE(const tg__conv_geom *g, const TYPE *x, const int64_t *xs,       \
                                   TYPE *col) {                                                   \
         const int64_t ohw = g->oh * g->ow, ld = g->n * ohw;                                      \
         for (int64_t n = 0; n < g->n; n++) {                                                     \
@@ -108,7 +88,7 @@ static void cpu_valid_range(int64_t size, int64_t nout, int64_t st, int64_t pad,
         }                                                                                        \
     }                                                                                            \
     /* dx (contiguous, zeroed here) += col2im(col). */                                           \
-    static void cpu_col2im_##TYPE(const cpu_conv_geom *g, const TYPE *col, TYPE *dx) {            \
+    static void cpu_col2im_##TYPE(const tg__conv_geom *g, const TYPE *col, TYPE *dx) {            \
         const int64_t ohw = g->oh * g->ow, ld = g->n * ohw;                                      \
         for (int64_t n = 0; n < g->n; n++) {                                                     \
             for (int64_t c = 0; c < g->c; c++) {                                                 \
@@ -136,7 +116,7 @@ static void cpu_valid_range(int64_t size, int64_t nout, int64_t st, int64_t pad,
         }                                                                                        \
     }                                                                                            \
     /* gp (K, N*OH*OW) from g (N, K, OH, OW) with strides gs. */                                 \
-    static void cpu_gpack_##TYPE(const cpu_conv_geom *g, const TYPE *src, const int64_t *gs,      \
+    static void cpu_gpack_##TYPE(const tg__conv_geom *g, const TYPE *src, const int64_t *gs,      \
                                  TYPE *gp) {                                                     \
         const int64_t ohw = g->oh * g->ow, ld = g->n * ohw;                                      \
         for (int64_t n = 0; n < g->n; n++) {                                                     \
@@ -151,11 +131,11 @@ static void cpu_valid_range(int64_t size, int64_t nout, int64_t st, int64_t pad,
     }                                                                                            \
     /* One thread's share of the forward pass: samples [lo, hi), one gemm     \
      * each straight into the output, with slot as its column matrix. */      \
-    static void cpu_conv_fwd_part_##TYPE(const cpu_conv_geom *g, const tg_kview *x,              \
+    static void cpu_conv_fwd_part_##TYPE(const tg__conv_geom *g, const tg_kview *x,              \
                                          const TYPE *w, const tg_kview *b, TYPE *slot,           \
                                          TYPE *out, int64_t lo, int64_t hi) {                    \
         const int64_t ohw = g->oh * g->ow, crs = g->c * g->r * g->s;                             \
-        cpu_conv_geom g1 = *g;                                                                   \
+        tg__conv_geom g1 = *g;                                                                   \
         g1.n = 1;                                                                                \
         for (int64_t n = lo; n < hi; n++) {                                                      \
             TYPE *on = out + n * g->k * ohw;                                                     \
@@ -172,23 +152,23 @@ static void cpu_valid_range(int64_t size, int64_t nout, int64_t st, int64_t pad,
     }                                                                                            \
     /* g of sample n as a (K, OH*OW) row-major matrix: in place when its      \
      * layout already is, else packed into tmp. */                            \
-    static const TYPE *cpu_conv_gmat_##TYPE(const cpu_conv_geom *g, const tg_kview *gv,           \
+    static const TYPE *cpu_conv_gmat_##TYPE(const tg__conv_geom *g, const tg_kview *gv,           \
                                             int64_t n, TYPE *tmp) {                              \
         const int64_t *gs = gv->strides, ohw = g->oh * g->ow;                                    \
         const TYPE *gn = (const TYPE *)gv->data + n * gs[0];                                     \
         if ((g->ow == 1 || gs[3] == 1) && (g->oh == 1 || gs[2] == g->ow) &&                      \
             (g->k == 1 || gs[1] == ohw))                                                         \
             return gn;                                                                           \
-        cpu_conv_geom g1 = *g;                                                                   \
+        tg__conv_geom g1 = *g;                                                                   \
         g1.n = 1;                                                                                \
         cpu_gpack_##TYPE(&g1, gn, gs, tmp);                                                      \
         return tmp;                                                                              \
     }                                                                                            \
-    static void cpu_conv_bwi_part_##TYPE(const cpu_conv_geom *g, const tg_kview *gv,              \
+    static void cpu_conv_bwi_part_##TYPE(const tg__conv_geom *g, const tg_kview *gv,              \
                                          const TYPE *w, TYPE *slot, TYPE *dx, int64_t lo,        \
                                          int64_t hi) {                                           \
         const int64_t ohw = g->oh * g->ow, crs = g->c * g->r * g->s;                             \
-        cpu_conv_geom g1 = *g;                                                                   \
+        tg__conv_geom g1 = *g;                                                                   \
         g1.n = 1;                                                                                \
         TYPE *dcol = slot, *tmp = slot + crs * ohw;                                              \
         for (int64_t n = lo; n < hi; n++) {                                                      \
@@ -200,11 +180,11 @@ static void cpu_valid_range(int64_t size, int64_t nout, int64_t st, int64_t pad,
     }                                                                                            \
     /* acc (K, CRS) = the sum over samples [lo, hi) of g_n col_n^T (zero when \
      * the range is empty). */                                                \
-    static void cpu_conv_bww_part_##TYPE(const cpu_conv_geom *g, const tg_kview *x,               \
+    static void cpu_conv_bww_part_##TYPE(const tg__conv_geom *g, const tg_kview *x,               \
                                          const tg_kview *gv, TYPE *slot, TYPE *acc, int64_t lo,  \
                                          int64_t hi) {                                           \
         const int64_t ohw = g->oh * g->ow, crs = g->c * g->r * g->s;                             \
-        cpu_conv_geom g1 = *g;                                                                   \
+        tg__conv_geom g1 = *g;                                                                   \
         g1.n = 1;                                                                                \
         TYPE *col = slot, *tmp = slot + crs * ohw;                                               \
         if (lo >= hi)                                                                            \
@@ -222,7 +202,7 @@ static void cpu_valid_range(int64_t size, int64_t nout, int64_t st, int64_t pad,
      * thread count always sums in the same order). One thread runs on the     \
      * caller without a parallel region (libgomp allocates a team for every    \
      * one-thread region). Inside the region OpenBLAS runs single-threaded. */ \
-    static void cpu_conv_fwd_##TYPE(const cpu_conv_geom *g, int nt, int64_t sl,                   \
+    static void cpu_conv_fwd_##TYPE(const tg__conv_geom *g, int nt, int64_t sl,                   \
                                     const tg_kview *x, const TYPE *w, const tg_kview *b,         \
                                     TYPE *ws, TYPE *out) {                                       \
         if (nt == 1) {                                                                           \
@@ -235,7 +215,7 @@ static void cpu_valid_range(int64_t size, int64_t nout, int64_t st, int64_t pad,
                                      g->n * (t + 1) / T);                                        \
         }                                                                                        \
     }                                                                                            \
-    static void cpu_conv_bwi_##TYPE(const cpu_conv_geom *g, int nt, int64_t sl,                   \
+    static void cpu_conv_bwi_##TYPE(const tg__conv_geom *g, int nt, int64_t sl,                   \
                                     const tg_kview *gv, const TYPE *w, TYPE *ws, TYPE *dx) {     \
         if (nt == 1) {                                                                           \
             cpu_conv_bwi_part_##TYPE(g, gv, w, ws, dx, 0, g->n);                                 \
@@ -249,7 +229,7 @@ static void cpu_valid_range(int64_t size, int64_t nout, int64_t st, int64_t pad,
     }                                                                                            \
     /* Thread 0 sums into dw, the others into the tail of their slots; the    \
      * partial sums are then added in thread order. */                        \
-    static void cpu_conv_bww_##TYPE(const cpu_conv_geom *g, int nt, int64_t sl,                   \
+    static void cpu_conv_bww_##TYPE(const tg__conv_geom *g, int nt, int64_t sl,                   \
                                     const tg_kview *x, const tg_kview *gv, TYPE *ws, TYPE *dw) { \
         const int64_t kcrs = g->k * g->c * g->r * g->s;                                          \
         if (nt == 1) {                                                                           \
@@ -275,7 +255,7 @@ static void cpu_valid_range(int64_t size, int64_t nout, int64_t st, int64_t pad,
 CPU_CONV_FAMILY(float, cblas_sgemm)
 CPU_CONV_FAMILY(double, cblas_dgemm)
 
-static tg_status cpu_conv_dims_ok(const tg_kargs *a, const cpu_conv_geom *g) {
+static tg_status cpu_conv_dims_ok(const tg_kargs *a, const tg__conv_geom *g) {
     if (!cpu_conv_geom_ok(g))
         return tg__cpu_fail(a, TG_ERR_SHAPE, "cpu %s: inconsistent convolution geometry",
                             tg_op_name(a->op));
@@ -289,18 +269,18 @@ static tg_status cpu_conv_dims_ok(const tg_kargs *a, const cpu_conv_geom *g) {
 /* Values in one thread's workspace slot: the column matrix of one sample
  * (crs x OH*OW), a packed gradient (k x OH*OW) and a weight-gradient partial
  * sum (k x crs). Must match ops_conv.c's workspace(). */
-static int64_t cpu_conv_slot(const cpu_conv_geom *g) {
+static int64_t cpu_conv_slot(const tg__conv_geom *g) {
     const int64_t crs = g->c * g->r * g->s;
     return (crs + g->k) * g->oh * g->ow + g->k * crs;
 }
 
 /* How many threads the kernels use: OpenMP's count, at most one per sample
  * and per slot the workspace holds; 0 when it holds none. */
-static int cpu_conv_threads(const cpu_conv_geom *g, const tg_kview *ws) {
+static int cpu_conv_threads(const tg__conv_geom *g, const tg_kview *ws) {
     const int64_t sl = cpu_conv_slot(g);
     int64_t nt = omp_get_max_threads();
-    if (sl > 0 && tg__cpu_numel(ws) / sl < nt)
-        nt = tg__cpu_numel(ws) / sl;
+    if (sl > 0 && tg__kview_numel(ws) / sl < nt)
+        nt = tg__kview_numel(ws) / sl;
     if (g->n < nt)
         nt = g->n > 0 ? g->n : 1;
     return (int)nt;
@@ -320,8 +300,8 @@ tg_status tg__cpu_conv2d(void *state, const tg_kargs *a) {
         return tg__cpu_fail(a, TG_ERR_DTYPE, "cpu conv2d: expected x, w, [b,] workspace of one "
                                              "float dtype");
     const tg_kview *x = &a->in[0], *w = &a->in[1], *ws = &a->in[a->nin - 1];
-    cpu_conv_geom g;
-    cpu_conv_params(a, &g);
+    tg__conv_geom g;
+    tg__conv_params(a, &g);
     g.n = x->shape[0], g.c = x->shape[1], g.h = x->shape[2], g.w = x->shape[3];
     g.k = w->shape[0], g.r = w->shape[2], g.s = w->shape[3];
     g.oh = a->out.shape[2], g.ow = a->out.shape[3];
@@ -330,7 +310,7 @@ tg_status tg__cpu_conv2d(void *state, const tg_kargs *a) {
         return st;
     const int nt = cpu_conv_threads(&g, ws);
     const int64_t sl = cpu_conv_slot(&g);
-    if (!cpu_contig(w) || nt < 1)
+    if (!tg__kview_contig(w) || nt < 1)
         return tg__cpu_fail(a, TG_ERR_INVALID, "cpu conv2d: w must be contiguous and the "
                                                "workspace large enough");
     const tg_kview *b = has_b ? &a->in[2] : NULL;
@@ -348,8 +328,8 @@ tg_status tg__cpu_conv2d_backward_input(void *state, const tg_kargs *a) {
         return tg__cpu_fail(a, TG_ERR_DTYPE, "cpu conv2d_backward_input: expected g, w, "
                                              "workspace of one float dtype");
     const tg_kview *gv = &a->in[0], *w = &a->in[1], *ws = &a->in[2];
-    cpu_conv_geom g;
-    cpu_conv_params(a, &g);
+    tg__conv_geom g;
+    tg__conv_params(a, &g);
     g.n = gv->shape[0], g.k = gv->shape[1], g.oh = gv->shape[2], g.ow = gv->shape[3];
     g.c = w->shape[1], g.r = w->shape[2], g.s = w->shape[3];
     g.h = a->out.shape[2], g.w = a->out.shape[3];
@@ -358,7 +338,7 @@ tg_status tg__cpu_conv2d_backward_input(void *state, const tg_kargs *a) {
         return st;
     const int nt = cpu_conv_threads(&g, ws);
     const int64_t sl = cpu_conv_slot(&g);
-    if (!cpu_contig(w) || nt < 1)
+    if (!tg__kview_contig(w) || nt < 1)
         return tg__cpu_fail(a, TG_ERR_INVALID, "cpu conv2d_backward_input: w must be "
                                                "contiguous and the workspace large enough");
     if (gv->dtype == TG_F32)
@@ -375,8 +355,8 @@ tg_status tg__cpu_conv2d_backward_weight(void *state, const tg_kargs *a) {
         return tg__cpu_fail(a, TG_ERR_DTYPE, "cpu conv2d_backward_weight: expected x, g, "
                                              "workspace of one float dtype");
     const tg_kview *x = &a->in[0], *gv = &a->in[1], *ws = &a->in[2];
-    cpu_conv_geom g;
-    cpu_conv_params(a, &g);
+    tg__conv_geom g;
+    tg__conv_params(a, &g);
     g.n = x->shape[0], g.c = x->shape[1], g.h = x->shape[2], g.w = x->shape[3];
     g.k = gv->shape[1], g.oh = gv->shape[2], g.ow = gv->shape[3];
     g.r = a->out.shape[2], g.s = a->out.shape[3];
@@ -389,7 +369,7 @@ tg_status tg__cpu_conv2d_backward_weight(void *state, const tg_kargs *a) {
         return tg__cpu_fail(a, TG_ERR_INVALID,
                             "cpu conv2d_backward_weight: the workspace is too small");
     if (g.n * g.oh * g.ow == 0) {
-        tg__cpu_zero(a->out.data, (size_t)tg__cpu_numel(&a->out) * tg__cpu_esize(x->dtype));
+        tg__cpu_zero(a->out.data, (size_t)tg__kview_numel(&a->out) * tg__cpu_esize(x->dtype));
         return TG_OK;
     }
     if (x->dtype == TG_F32)

@@ -173,7 +173,7 @@ tg_status tg__cpu_dropout(void *state, const tg_kargs *a) {
     if (st != TG_OK)
         return st;
     const tg_kview *x = &a->in[0];
-    int64_t n = tg__cpu_numel(x), s = 1;
+    int64_t n = tg__kview_numel(x), s = 1;
     for (int d = x->ndim - 1; d >= 0; d--) {
         if (x->shape[d] != 1 && x->strides[d] != s)
             return tg__cpu_fail(a, TG_ERR_INVALID, "cpu dropout: the input must be contiguous");

@@ -12,40 +12,7 @@
 
 #include "cpu.h"
 
-/* How one operand of shape rows x cols is passed to a row-major gemm. */
-typedef struct cpu_gemm_arg {
-    bool trans;
-    int64_t ld;
-} cpu_gemm_arg;
-
-/*
- * Picks the BLAS layout of a rows x cols matrix with strides (sr, sc).
- * Row-major storage (sc == 1) is passed untransposed with ld = sr; column-major
- * storage (sr == 1) is passed transposed with ld = sc. A dim of size 1 never
- * moves, so its stride is free and ld only has to satisfy BLAS's lower bound.
- * Returns false when neither layout fits.
- */
-static bool cpu_gemm_layout(int64_t rows, int64_t cols, int64_t sr, int64_t sc, cpu_gemm_arg *g) {
-    const int64_t min_ld_rm = cols > 1 ? cols : 1;
-    const int64_t min_ld_cm = rows > 1 ? rows : 1;
-    if (sc == 1 || cols == 1) {
-        if (rows == 1 || sr >= min_ld_rm) {
-            g->trans = false;
-            g->ld = rows == 1 ? min_ld_rm : sr;
-            return true;
-        }
-    }
-    if (sr == 1 || rows == 1) {
-        if (cols == 1 || sc >= min_ld_cm) {
-            g->trans = true;
-            g->ld = cols == 1 ? min_ld_cm : sc;
-            return true;
-        }
-    }
-    return false;
-}
-
-static void cpu_gemm(tg_dtype dt, const cpu_gemm_arg *ga, const cpu_gemm_arg *gb, int64_t n,
+static void cpu_gemm(tg_dtype dt, const tg__gemm_arg *ga, const tg__gemm_arg *gb, int64_t n,
                      int64_t m, int64_t k, const void *A, const void *B, void *C) {
     const enum CBLAS_TRANSPOSE ta = ga->trans ? CblasTrans : CblasNoTrans;
     const enum CBLAS_TRANSPOSE tb = gb->trans ? CblasTrans : CblasNoTrans;
@@ -115,17 +82,17 @@ tg_status tg__cpu_matmul(void *state, const tg_kargs *a) {
         tg__cpu_zero(C->data, (size_t)(batch * n * m) * esize);
         return TG_OK;
     }
-    cpu_gemm_arg ga, gb;
-    if (!cpu_gemm_layout(n, k, A->strides[nb], A->strides[nb + 1], &ga) ||
-        !cpu_gemm_layout(k, m, B->strides[nb], B->strides[nb + 1], &gb))
+    tg__gemm_arg ga, gb;
+    if (!tg__gemm_layout(n, k, A->strides[nb], A->strides[nb + 1], &ga) ||
+        !tg__gemm_layout(k, m, B->strides[nb], B->strides[nb + 1], &gb))
         return tg__cpu_fail(a, TG_ERR_INVALID,
                             "cpu matmul: an operand has neither its last nor its second-to-last "
                             "dim contiguous");
 
     int64_t rows, row_stride;
-    cpu_gemm_arg gfold;
+    tg__gemm_arg gfold;
     if (batch > 1 && cpu_matmul_fold(A, B, nb, C->shape, &rows, &row_stride) &&
-        cpu_gemm_layout(rows, k, row_stride, A->strides[nb + 1], &gfold) && !gfold.trans) {
+        tg__gemm_layout(rows, k, row_stride, A->strides[nb + 1], &gfold) && !gfold.trans) {
         if (rows > INT_MAX || m > INT_MAX || k > INT_MAX || gfold.ld > INT_MAX || gb.ld > INT_MAX)
             return tg__cpu_fail(a, TG_ERR_UNSUPPORTED, "cpu matmul: dims exceed BLAS's int range");
         cpu_gemm(C->dtype, &gfold, &gb, rows, m, k, A->data, B->data, C->data);

@@ -30,21 +30,12 @@ typedef struct cpu_bn_geom {
     int64_t n, c, s, block, nblocks;
 } cpu_bn_geom;
 
-static bool cpu_bn_contig(const tg_kview *v) {
-    int64_t st[TG_MAX_DIMS];
-    tg__cpu_contig_strides(v->ndim, v->shape, st);
-    for (int d = 0; d < v->ndim; d++)
-        if (v->shape[d] > 1 && v->strides[d] != st[d])
-            return false;
-    return true;
-}
-
 static bool cpu_bn_is_vec(const tg_kview *v, int64_t c) {
     return v->ndim == 1 && v->shape[0] == c && (c == 1 || v->strides[0] == 1);
 }
 
 static bool cpu_bn_is_rows(const tg_kview *v, int64_t rows, int64_t c) {
-    return v->ndim == 2 && v->shape[0] == rows && v->shape[1] == c && cpu_bn_contig(v);
+    return v->ndim == 2 && v->shape[0] == rows && v->shape[1] == c && tg__kview_contig(v);
 }
 
 /* Checks the operands: x (and g, dx, y) (N, C[, H, W]) contiguous, weight and
@@ -58,8 +49,8 @@ static tg_status cpu_bn_check(const tg_kargs *a, const tg_kview *x, cpu_bn_geom 
     g->s = x->ndim == 4 ? x->shape[2] * x->shape[3] : 1;
     g->block = g->s == 1 ? CPU_BN_BLOCK : 1;
     g->nblocks = (g->c + g->block - 1) / g->block;
-    if (!cpu_bn_contig(x) || !cpu_bn_contig(&a->out) || !tg__cpu_numel(x) ||
-        tg__cpu_numel(&a->out) != tg__cpu_numel(x))
+    if (!tg__kview_contig(x) || !tg__kview_contig(&a->out) || !tg__kview_numel(x) ||
+        tg__kview_numel(&a->out) != tg__kview_numel(x))
         return tg__cpu_fail(a, TG_ERR_SHAPE, "cpu %s: operands must be contiguous and alike",
                             tg_op_name(a->op));
     return TG_OK;
@@ -220,7 +211,7 @@ tg_status tg__cpu_batch_norm_backward(void *state, const tg_kargs *a) {
         s = cpu_bn_check(a, &a->in[1], &g);
     if (s)
         return s;
-    if (!cpu_bn_contig(&a->in[0]) || tg__cpu_numel(&a->in[0]) != tg__cpu_numel(&a->in[1]) ||
+    if (!tg__kview_contig(&a->in[0]) || tg__kview_numel(&a->in[0]) != tg__kview_numel(&a->in[1]) ||
         !cpu_bn_is_vec(&a->in[2], g.c) || !cpu_bn_is_rows(&a->in[3], 3, g.c) ||
         !cpu_bn_is_rows(&a->in[4], 2, g.c))
         return tg__cpu_fail(a, TG_ERR_SHAPE,

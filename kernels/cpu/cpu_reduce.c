@@ -318,10 +318,10 @@ static tg_status cpu_reduce(const tg_kargs *a, cpu_red_kind kind, bool mean) {
                      .Q = 1};
     red_build(x, axes, &j.r);
     const cpu_red *r = &j.r;
-    if (r->M != tg__cpu_numel(&a->out))
+    if (r->M != tg__kview_numel(&a->out))
         return tg__cpu_fail(a, TG_ERR_SHAPE,
                             "cpu %s: output has %" PRId64 " elements, expected %" PRId64,
-                            tg_op_name(a->op), tg__cpu_numel(&a->out), r->M);
+                            tg_op_name(a->op), tg__kview_numel(&a->out), r->M);
     if (r->M == 0)
         return TG_OK;
     if (r->K == 0) {
@@ -440,7 +440,7 @@ tg_status tg__cpu_argmax(void *state, const tg_kargs *a) {
                             x->ndim);
     cpu_red r;
     red_build(x, 1u << axis, &r);
-    if (r.M != tg__cpu_numel(&a->out))
+    if (r.M != tg__kview_numel(&a->out))
         return tg__cpu_fail(a, TG_ERR_SHAPE, "cpu argmax: output has the wrong size");
     if (r.M == 0)
         return TG_OK;

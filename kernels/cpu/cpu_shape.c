@@ -91,10 +91,10 @@ tg_status tg__cpu_reshape(void *state, const tg_kargs *a) {
     tg_status st = cpu_check_same_dtype(a);
     if (st != TG_OK)
         return st;
-    if (tg__cpu_numel(&a->in[0]) != tg__cpu_numel(&a->out))
+    if (tg__kview_numel(&a->in[0]) != tg__kview_numel(&a->out))
         return tg__cpu_fail(a, TG_ERR_SHAPE, "cpu reshape: input and output sizes differ");
     int64_t strides[TG_MAX_DIMS];
-    tg__cpu_contig_strides(a->in[0].ndim, a->in[0].shape, strides);
+    tg__contig_strides(a->in[0].ndim, a->in[0].shape, strides);
     return cpu_copy_view(a, a->out.data, strides, &a->in[0]);
 }
 
@@ -116,7 +116,7 @@ tg_status tg__cpu_slice_scatter(void *state, const tg_kargs *a) {
                             " with step %" PRId64 " do not fit in size %" PRId64,
                             src->shape[axis], start, step, a->out.shape[axis]);
     size_t esize = tg__cpu_esize(a->out.dtype);
-    tg__cpu_zero(a->out.data, (size_t)tg__cpu_numel(&a->out) * esize);
+    tg__cpu_zero(a->out.data, (size_t)tg__kview_numel(&a->out) * esize);
     /* The destination is the output seen through the slice: offset by start
      * along axis, and step times the stride there. */
     int64_t strides[TG_MAX_DIMS];

@@ -87,7 +87,7 @@ static tg_status cpu_softmax_any(const tg_kargs *a, cpu_line_fn f32, cpu_line_fn
     if (axis < 0 || axis >= x->ndim || x->ndim != a->out.ndim)
         return tg__cpu_fail(a, TG_ERR_AXIS, "cpu %s: axis %d invalid for %d dims",
                             tg_op_name(a->op), axis, x->ndim);
-    const int64_t numel = tg__cpu_numel(x), n = x->shape[axis];
+    const int64_t numel = tg__kview_numel(x), n = x->shape[axis];
     if (numel == 0)
         return TG_OK;
     /* The output is contiguous: line m starts at (m / inner) * n * inner +
@@ -142,7 +142,7 @@ static tg_status cpu_bad_report(const tg_kargs *a, const cpu_bad *b, const tg_kv
     char where[16 * TG_MAX_DIMS + 4];
     int64_t cs[TG_MAX_DIMS], rest = b->pos;
     size_t len = 0;
-    tg__cpu_contig_strides(idx->ndim, idx->shape, cs);
+    tg__contig_strides(idx->ndim, idx->shape, cs);
     where[len++] = '(';
     for (int d = 0; d < idx->ndim && len < sizeof where; d++) {
         int w =
@@ -217,7 +217,7 @@ tg_status tg__cpu_gather(void *state, const tg_kargs *a) {
     if (a->out.dtype != x->dtype)
         return tg__cpu_fail(a, TG_ERR_DTYPE, "cpu gather: output dtype differs from the source");
     const int axis = a->p->axis, nd = idx->ndim;
-    const int64_t numel = tg__cpu_numel(idx), inner = idx->shape[nd - 1];
+    const int64_t numel = tg__kview_numel(idx), inner = idx->shape[nd - 1];
     const int64_t lim = x->shape[axis], esize = (int64_t)tg__cpu_esize(x->dtype);
     if (numel == 0)
         return TG_OK;
@@ -321,10 +321,10 @@ tg_status tg__cpu_scatter_add(void *state, const tg_kargs *a) {
     cpu_scatter s = {.src = src, .idx = idx, .a = a, .axis = a->p->axis, .nd = idx->ndim};
     const int last = s.nd - 1;
     s.lim = a->out.shape[s.axis];
-    tg__cpu_contig_strides(a->out.ndim, a->out.shape, s.ostrides);
-    tg__cpu_contig_strides(idx->ndim, idx->shape, s.cstrides);
-    const int64_t numel = tg__cpu_numel(idx);
-    tg__cpu_zero(a->out.data, (size_t)tg__cpu_numel(&a->out) * tg__cpu_esize(a->out.dtype));
+    tg__contig_strides(a->out.ndim, a->out.shape, s.ostrides);
+    tg__contig_strides(idx->ndim, idx->shape, s.cstrides);
+    const int64_t numel = tg__kview_numel(idx);
+    tg__cpu_zero(a->out.data, (size_t)tg__kview_numel(&a->out) * tg__cpu_esize(a->out.dtype));
     if (numel == 0)
         return TG_OK;
     /* When the axis is the last dim, a task is one line along it; otherwise a

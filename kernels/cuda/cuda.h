@@ -26,6 +26,7 @@
 #include <stdio.h>
 
 #include "tapegrad/kernels.h"
+#include "kview.h"
 
 /* Doubles in the per-context scratch buffer: the partial sums of
  * cross_entropy's row blocks, one per block of its first pass. */
@@ -200,21 +201,6 @@ void tg__cuda_geom_add(tg__cuda_geom *g, const int64_t *strides);
 /* Drops size-1 dims and merges neighbours that every operand steps over as
  * one; the offsets of every element are unchanged. */
 void tg__cuda_geom_collapse(tg__cuda_geom *g);
-
-static inline int64_t tg__cuda_numel(const tg_kview *v) {
-    int64_t n = 1;
-    for (int d = 0; d < v->ndim; d++)
-        n *= v->shape[d];
-    return n;
-}
-
-static inline void tg__cuda_contig_strides(int ndim, const int64_t *shape, int64_t *strides) {
-    int64_t s = 1;
-    for (int d = ndim - 1; d >= 0; d--) {
-        strides[d] = s;
-        s *= shape[d];
-    }
-}
 
 static inline bool tg__cuda_same_shape(const tg_kview *x, const tg_kview *y) {
     if (x->ndim != y->ndim)

@@ -30,28 +30,8 @@
 
 #include "cuda.h"
 
-typedef struct cuda_conv_geom {
-    int64_t n, c, h, w, k, r, s, oh, ow;
-    int64_t sh, sw, ph, pw, dh, dw;
-} cuda_conv_geom;
-
-static void conv_params(const tg_kargs *a, cuda_conv_geom *g) {
-    const int64_t *p = a->p->ints;
-    g->sh = p[0], g->sw = p[1], g->ph = p[2], g->pw = p[3], g->dh = p[4], g->dw = p[5];
-}
-
-static bool conv_contig(const tg_kview *v) {
-    int64_t s = 1;
-    for (int d = v->ndim - 1; d >= 0; d--) {
-        if (v->shape[d] != 1 && v->strides[d] != s)
-            return false;
-        s *= v->shape[d];
-    }
-    return true;
-}
-
 /* The CPU's checks: the geometry, BLAS's int range, one float dtype. */
-static tg_status conv_dims_ok(const tg_kargs *a, const cuda_conv_geom *g) {
+static tg_status conv_dims_ok(const tg_kargs *a, const tg__conv_geom *g) {
     const bool fits = g->sh > 0 && g->sw > 0 && g->dh > 0 && g->dw > 0 &&
                       g->oh == (g->h + 2 * g->ph - g->dh * (g->r - 1) - 1) / g->sh + 1 &&
                       g->ow == (g->w + 2 * g->pw - g->dw * (g->s - 1) - 1) / g->sw + 1;
@@ -72,8 +52,8 @@ static bool conv_same_float(const tg_kargs *a, int nin) {
     return a->out.dtype == TG_F32 || a->out.dtype == TG_F64;
 }
 
-static bool conv_ws_ok(const cuda_conv_geom *g, const tg_kview *ws) {
-    return tg__cuda_numel(ws) >= (g->c * g->r * g->s + g->k) * g->n * g->oh * g->ow;
+static bool conv_ws_ok(const tg__conv_geom *g, const tg_kview *ws) {
+    return tg__kview_numel(ws) >= (g->c * g->r * g->s + g->k) * g->n * g->oh * g->ow;
 }
 
 /* ---- device kernels ---- */
@@ -81,7 +61,7 @@ static bool conv_ws_ok(const cuda_conv_geom *g, const tg_kview *ws) {
 /* col[(c*R + r)*S + s][n*OH*OW + oh*OW + ow] = x[n, c, ih, iw] or 0 in the
  * padding; xs are x's strides over (n, c, h, w). One thread per entry. */
 template <typename T>
-__global__ static void k_im2col(cuda_conv_geom g, const T *x, int64_t xs0, int64_t xs1, int64_t xs2,
+__global__ static void k_im2col(tg__conv_geom g, const T *x, int64_t xs0, int64_t xs1, int64_t xs2,
                                 int64_t xs3, T *col) {
     const int64_t ohw = g.oh * g.ow, ld = g.n * ohw, total = g.c * g.r * g.s * ld;
     TG__CUDA_FOR(i, total) {
@@ -97,7 +77,7 @@ __global__ static void k_im2col(cuda_conv_geom g, const T *x, int64_t xs0, int64
 
 /* dx[n, c, ih, iw] = sum over (r, s) of the column entry that im2col took
  * from it; dx is contiguous. One thread per element of dx. */
-template <typename T> __global__ static void k_col2im(cuda_conv_geom g, const T *col, T *dx) {
+template <typename T> __global__ static void k_col2im(tg__conv_geom g, const T *col, T *dx) {
     const int64_t ohw = g.oh * g.ow, ld = g.n * ohw, total = g.n * g.c * g.h * g.w;
     TG__CUDA_FOR(i, total) {
         const int64_t iw = i % g.w, ih = i / g.w % g.h, c = i / (g.w * g.h) % g.c;
@@ -122,7 +102,7 @@ template <typename T> __global__ static void k_col2im(cuda_conv_geom g, const T 
 
 /* gp[k][n*OH*OW + oh*OW + ow] = src[n, k, oh, ow]; gs are src's strides. */
 template <typename T>
-__global__ static void k_gpack(cuda_conv_geom g, const T *src, int64_t gs0, int64_t gs1,
+__global__ static void k_gpack(tg__conv_geom g, const T *src, int64_t gs0, int64_t gs1,
                                int64_t gs2, int64_t gs3, T *gp) {
     const int64_t ohw = g.oh * g.ow, ld = g.n * ohw, total = g.k * ld;
     TG__CUDA_FOR(i, total) {
@@ -134,7 +114,7 @@ __global__ static void k_gpack(cuda_conv_geom g, const T *src, int64_t gs0, int6
 
 /* out[n, k, j] = tmp[k][n*OH*OW + j] + b[k] (b may be NULL). */
 template <typename T>
-__global__ static void k_conv_out(cuda_conv_geom g, const T *tmp, const T *b, int64_t bs, T *out) {
+__global__ static void k_conv_out(tg__conv_geom g, const T *tmp, const T *b, int64_t bs, T *out) {
     const int64_t ohw = g.oh * g.ow, ld = g.n * ohw, total = g.n * g.k * ohw;
     TG__CUDA_FOR(i, total) {
         const int64_t j = i % ohw, k = i / ohw % g.k, n = i / (ohw * g.k);
@@ -167,7 +147,7 @@ static tg_status conv_gemm(tg__cuda_state *s, const tg_kargs *a, cublasOperation
 /* ---- launchers, one dtype each ---- */
 
 template <typename T>
-static tg_status conv_fwd(tg__cuda_state *s, const tg_kargs *a, const cuda_conv_geom *g,
+static tg_status conv_fwd(tg__cuda_state *s, const tg_kargs *a, const tg__conv_geom *g,
                           const tg_kview *x, const tg_kview *w, const tg_kview *b, T *ws) {
     const int64_t ld = g->n * g->oh * g->ow, crs = g->c * g->r * g->s;
     T *col = ws, *tmp = ws + crs * ld;
@@ -187,7 +167,7 @@ static tg_status conv_fwd(tg__cuda_state *s, const tg_kargs *a, const cuda_conv_
 }
 
 template <typename T>
-static tg_status conv_bwi(tg__cuda_state *s, const tg_kargs *a, const cuda_conv_geom *g,
+static tg_status conv_bwi(tg__cuda_state *s, const tg_kargs *a, const tg__conv_geom *g,
                           const tg_kview *gv, const tg_kview *w, T *ws) {
     const int64_t ld = g->n * g->oh * g->ow, crs = g->c * g->r * g->s;
     T *gp = ws, *dcol = ws + g->k * ld;
@@ -210,7 +190,7 @@ static tg_status conv_bwi(tg__cuda_state *s, const tg_kargs *a, const cuda_conv_
 }
 
 template <typename T>
-static tg_status conv_bww(tg__cuda_state *s, const tg_kargs *a, const cuda_conv_geom *g,
+static tg_status conv_bww(tg__cuda_state *s, const tg_kargs *a, const tg__conv_geom *g,
                           const tg_kview *x, const tg_kview *gv, T *ws) {
     const int64_t ld = g->n * g->oh * g->ow, crs = g->c * g->r * g->s;
     T *gp = ws, *col = ws + g->k * ld;
@@ -237,15 +217,15 @@ tg_status tg__cuda_conv2d(void *state, const tg_kargs *a) {
         return tg__cuda_fail(a, TG_ERR_DTYPE,
                              "cuda conv2d: expected x, w, [b,] workspace of one float dtype");
     const tg_kview *x = &a->in[0], *w = &a->in[1], *ws = &a->in[a->nin - 1];
-    cuda_conv_geom g;
-    conv_params(a, &g);
+    tg__conv_geom g;
+    tg__conv_params(a, &g);
     g.n = x->shape[0], g.c = x->shape[1], g.h = x->shape[2], g.w = x->shape[3];
     g.k = w->shape[0], g.r = w->shape[2], g.s = w->shape[3];
     g.oh = a->out.shape[2], g.ow = a->out.shape[3];
     tg_status st = conv_dims_ok(a, &g);
     if (st != TG_OK)
         return st;
-    if (!conv_contig(w) || !conv_ws_ok(&g, ws))
+    if (!tg__kview_contig(w) || !conv_ws_ok(&g, ws))
         return tg__cuda_fail(a, TG_ERR_INVALID,
                              "cuda conv2d: w must be contiguous and the workspace large enough");
     /* An empty batch has an empty output; cuBLAS would refuse ld = 0. */
@@ -267,15 +247,15 @@ tg_status tg__cuda_conv2d_backward_input(void *state, const tg_kargs *a) {
                              "cuda conv2d_backward_input: expected g, w, "
                              "workspace of one float dtype");
     const tg_kview *gv = &a->in[0], *w = &a->in[1], *ws = &a->in[2];
-    cuda_conv_geom g;
-    conv_params(a, &g);
+    tg__conv_geom g;
+    tg__conv_params(a, &g);
     g.n = gv->shape[0], g.k = gv->shape[1], g.oh = gv->shape[2], g.ow = gv->shape[3];
     g.c = w->shape[1], g.r = w->shape[2], g.s = w->shape[3];
     g.h = a->out.shape[2], g.w = a->out.shape[3];
     tg_status st = conv_dims_ok(a, &g);
     if (st != TG_OK)
         return st;
-    if (!conv_contig(w) || !conv_ws_ok(&g, ws))
+    if (!tg__kview_contig(w) || !conv_ws_ok(&g, ws))
         return tg__cuda_fail(a, TG_ERR_INVALID,
                              "cuda conv2d_backward_input: w must be "
                              "contiguous and the workspace large enough");
@@ -301,8 +281,8 @@ tg_status tg__cuda_conv2d_backward_weight(void *state, const tg_kargs *a) {
                              "cuda conv2d_backward_weight: expected x, g, "
                              "workspace of one float dtype");
     const tg_kview *x = &a->in[0], *gv = &a->in[1], *ws = &a->in[2];
-    cuda_conv_geom g;
-    conv_params(a, &g);
+    tg__conv_geom g;
+    tg__conv_params(a, &g);
     g.n = x->shape[0], g.c = x->shape[1], g.h = x->shape[2], g.w = x->shape[3];
     g.k = gv->shape[1], g.oh = gv->shape[2], g.ow = gv->shape[3];
     g.r = a->out.shape[2], g.s = a->out.shape[3];

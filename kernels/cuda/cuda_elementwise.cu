@@ -97,7 +97,7 @@ template <typename F> static tg_status ew_unary(void *state, const tg_kargs *a, 
     tg_status st = ew_prepare(a, 1, false, &g);
     if (st != TG_OK)
         return st;
-    const int64_t n = tg__cuda_numel(&a->out);
+    const int64_t n = tg__kview_numel(&a->out);
     if (n == 0)
         return TG_OK;
     const unsigned nb = tg__cuda_blocks(n);
@@ -117,7 +117,7 @@ template <typename F> static tg_status ew_binary(void *state, const tg_kargs *a,
     tg_status st = ew_prepare(a, 2, false, &g);
     if (st != TG_OK)
         return st;
-    const int64_t n = tg__cuda_numel(&a->out);
+    const int64_t n = tg__kview_numel(&a->out);
     if (n == 0)
         return TG_OK;
     const unsigned nb = tg__cuda_blocks(n);
@@ -184,7 +184,7 @@ tg_status tg__cuda_where(void *state, const tg_kargs *a) {
     tg_status st = ew_prepare(a, 3, true, &g);
     if (st != TG_OK)
         return st;
-    const int64_t n = tg__cuda_numel(&a->out);
+    const int64_t n = tg__kview_numel(&a->out);
     if (n == 0)
         return TG_OK;
     switch (a->in[0].dtype) {

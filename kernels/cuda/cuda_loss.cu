@@ -325,7 +325,7 @@ tg_status tg__cuda_dropout(void *state, const tg_kargs *a) {
     if (st != TG_OK)
         return st;
     const tg_kview *x = &a->in[0];
-    int64_t n = tg__cuda_numel(x), sz = 1;
+    int64_t n = tg__kview_numel(x), sz = 1;
     for (int d = x->ndim - 1; d >= 0; d--) {
         if (x->shape[d] != 1 && x->strides[d] != sz)
             return tg__cuda_fail(a, TG_ERR_INVALID, "cuda dropout: the input must be contiguous");

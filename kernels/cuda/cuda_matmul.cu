@@ -19,35 +19,6 @@
 
 #include "cuda.h"
 
-/* How one operand of shape rows x cols is handed to cuBLAS. */
-typedef struct cuda_gemm_arg {
-    bool trans; /* stored column-major (row stride 1) */
-    int64_t ld;
-} cuda_gemm_arg;
-
-/* The layout rule of the CPU kernel (cpu_gemm_layout): row-major storage is
- * passed as is with ld = row stride, column-major storage transposed with
- * ld = column stride; a size-1 dim's stride is free. */
-static bool gemm_layout(int64_t rows, int64_t cols, int64_t sr, int64_t sc, cuda_gemm_arg *g) {
-    const int64_t min_ld_rm = cols > 1 ? cols : 1;
-    const int64_t min_ld_cm = rows > 1 ? rows : 1;
-    if (sc == 1 || cols == 1) {
-        if (rows == 1 || sr >= min_ld_rm) {
-            g->trans = false;
-            g->ld = rows == 1 ? min_ld_rm : sr;
-            return true;
-        }
-    }
-    if (sr == 1 || rows == 1) {
-        if (cols == 1 || sc >= min_ld_cm) {
-            g->trans = true;
-            g->ld = cols == 1 ? min_ld_cm : sc;
-            return true;
-        }
-    }
-    return false;
-}
-
 /*
  * The batch strides of an operand (0 along its size-1 dims) as one stride
  * over the flat batch index of the output's batch shape, when there is one:
@@ -151,9 +122,9 @@ tg_status tg__cuda_matmul(void *state, const tg_kargs *a) {
         TG__CUDA_K(cudaMemsetAsync(C->data, 0, (size_t)(batch * n * m) * esize, s->stream), a);
         return TG_OK;
     }
-    cuda_gemm_arg ga, gb;
-    if (!gemm_layout(n, k, A->strides[nb], A->strides[nb + 1], &ga) ||
-        !gemm_layout(k, m, B->strides[nb], B->strides[nb + 1], &gb))
+    tg__gemm_arg ga, gb;
+    if (!tg__gemm_layout(n, k, A->strides[nb], A->strides[nb + 1], &ga) ||
+        !tg__gemm_layout(k, m, B->strides[nb], B->strides[nb + 1], &gb))
         return tg__cuda_fail(a, TG_ERR_INVALID,
                              "cuda matmul: an operand has neither its last nor its second-to-last "
                              "dim contiguous");

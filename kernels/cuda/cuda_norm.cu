@@ -94,28 +94,19 @@ __global__ static void k_bn_backward(int64_t n, int64_t nc, int64_t s, const T *
     }
 }
 
-static bool bn_contig(const tg_kview *v) {
-    int64_t st[TG_MAX_DIMS];
-    tg__cuda_contig_strides(v->ndim, v->shape, st);
-    for (int d = 0; d < v->ndim; d++)
-        if (v->shape[d] > 1 && v->strides[d] != st[d])
-            return false;
-    return true;
-}
-
 static bool bn_vec(const tg_kview *v, int64_t c) {
-    return v->ndim == 1 && v->shape[0] == c && bn_contig(v);
+    return v->ndim == 1 && v->shape[0] == c && tg__kview_contig(v);
 }
 
 static bool bn_rows(const tg_kview *v, int64_t rows, int64_t c) {
-    return v->ndim == 2 && v->shape[0] == rows && v->shape[1] == c && bn_contig(v);
+    return v->ndim == 2 && v->shape[0] == rows && v->shape[1] == c && tg__kview_contig(v);
 }
 
 /* x (N, C[, H, W]) and out alike and contiguous; n, c, s from x. */
 static tg_status bn_geom(const tg_kargs *a, const tg_kview *x, int64_t *n, int64_t *c,
                          int64_t *s) {
-    if ((x->ndim != 2 && x->ndim != 4) || !tg__cuda_same_shape(x, &a->out) || !bn_contig(x) ||
-        !bn_contig(&a->out) || tg__cuda_numel(x) == 0)
+    if ((x->ndim != 2 && x->ndim != 4) || !tg__cuda_same_shape(x, &a->out) || !tg__kview_contig(x) ||
+        !tg__kview_contig(&a->out) || tg__kview_numel(x) == 0)
         return tg__cuda_fail(a, TG_ERR_SHAPE,
                              "cuda %s: input must be a contiguous non-empty (N, C) or (N, C, H, "
                              "W) and the output alike",
@@ -165,7 +156,7 @@ tg_status tg__cuda_batch_norm_backward(void *state, const tg_kargs *a) {
         st = bn_geom(a, &a->in[1], &n, &c, &sp);
     if (st != TG_OK)
         return st;
-    if (!tg__cuda_same_shape(&a->in[0], &a->in[1]) || !bn_contig(&a->in[0]) ||
+    if (!tg__cuda_same_shape(&a->in[0], &a->in[1]) || !tg__kview_contig(&a->in[0]) ||
         !bn_vec(&a->in[2], c) || !bn_rows(&a->in[3], 3, c) || !bn_rows(&a->in[4], 2, c))
         return tg__cuda_fail(a, TG_ERR_SHAPE,
                              "cuda batch_norm_backward: g must be contiguous and like x, weight "

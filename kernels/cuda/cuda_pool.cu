@@ -153,7 +153,7 @@ tg_status tg__cuda_max_pool2d(void *state, const tg_kargs *a) {
         return st;
     cuda_pool_geom g;
     pool_geom_make(a, &a->in[0], &a->out, a->in[0].strides, &g);
-    const int64_t n = tg__cuda_numel(&a->out);
+    const int64_t n = tg__kview_numel(&a->out);
     if (n == 0)
         return TG_OK;
     const unsigned nb = tg__cuda_blocks(n);
@@ -179,7 +179,7 @@ tg_status tg__cuda_max_pool2d_indices(void *state, const tg_kargs *a) {
         return st;
     cuda_pool_geom g;
     pool_geom_make(a, x, &a->out, x->strides, &g);
-    const int64_t n = tg__cuda_numel(&a->out);
+    const int64_t n = tg__kview_numel(&a->out);
     if (n == 0)
         return TG_OK;
     const unsigned nb = tg__cuda_blocks(n);
@@ -202,7 +202,7 @@ tg_status tg__cuda_avg_pool2d(void *state, const tg_kargs *a) {
         return st;
     cuda_pool_geom g;
     pool_geom_make(a, &a->in[0], &a->out, a->in[0].strides, &g);
-    const int64_t n = tg__cuda_numel(&a->out);
+    const int64_t n = tg__kview_numel(&a->out);
     if (n == 0)
         return TG_OK;
     const unsigned nb = tg__cuda_blocks(n);
@@ -226,7 +226,7 @@ tg_status tg__cuda_avg_pool2d_backward(void *state, const tg_kargs *a) {
         return st;
     cuda_pool_geom g;
     pool_geom_make(a, &a->out, &a->in[0], a->in[0].strides, &g);
-    const int64_t n = tg__cuda_numel(&a->out);
+    const int64_t n = tg__kview_numel(&a->out);
     if (n == 0)
         return TG_OK;
     const unsigned nb = tg__cuda_blocks(n);

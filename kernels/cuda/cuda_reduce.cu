@@ -156,10 +156,10 @@ static tg_status cuda_reduce(void *state, const tg_kargs *a, int kind, bool mean
                              tg_op_name(a->op), (unsigned)axes, x->ndim);
     cuda_red r;
     red_build(x, axes, &r);
-    if (r.M != tg__cuda_numel(&a->out))
+    if (r.M != tg__kview_numel(&a->out))
         return tg__cuda_fail(a, TG_ERR_SHAPE,
                              "cuda %s: output has %" PRId64 " elements, expected %" PRId64,
-                             tg_op_name(a->op), tg__cuda_numel(&a->out), r.M);
+                             tg_op_name(a->op), tg__kview_numel(&a->out), r.M);
     if (r.M == 0)
         return TG_OK;
     const bool f32 = a->out.dtype == TG_F32;
@@ -250,7 +250,7 @@ tg_status tg__cuda_argmax(void *state, const tg_kargs *a) {
                              x->ndim);
     cuda_red r;
     red_build(x, 1u << axis, &r);
-    if (r.M != tg__cuda_numel(&a->out))
+    if (r.M != tg__kview_numel(&a->out))
         return tg__cuda_fail(a, TG_ERR_SHAPE, "cuda argmax: output has the wrong size");
     if (r.M == 0)
         return TG_OK;

@@ -36,7 +36,7 @@ static size_t shape_esize(tg_dtype dt) {
 /* Copies src into dst, a view with src's shape and strides dst_strides. */
 static tg_status copy_view(tg__cuda_state *s, const tg_kargs *a, void *dst,
                            const int64_t *dst_strides, const tg_kview *src) {
-    const int64_t n = tg__cuda_numel(src);
+    const int64_t n = tg__kview_numel(src);
     if (n == 0)
         return TG_OK;
     tg__cuda_geom g;
@@ -90,10 +90,10 @@ tg_status tg__cuda_reshape(void *state, const tg_kargs *a) {
     tg_status st = check_same_dtype(a);
     if (st != TG_OK)
         return st;
-    if (tg__cuda_numel(&a->in[0]) != tg__cuda_numel(&a->out))
+    if (tg__kview_numel(&a->in[0]) != tg__kview_numel(&a->out))
         return tg__cuda_fail(a, TG_ERR_SHAPE, "cuda reshape: input and output sizes differ");
     int64_t strides[TG_MAX_DIMS];
-    tg__cuda_contig_strides(a->in[0].ndim, a->in[0].shape, strides);
+    tg__contig_strides(a->in[0].ndim, a->in[0].shape, strides);
     return copy_view((tg__cuda_state *)state, a, a->out.data, strides, &a->in[0]);
 }
 
@@ -120,7 +120,7 @@ tg_status tg__cuda_slice_scatter(void *state, const tg_kargs *a) {
                                  "cuda slice_scatter: source dim %d differs from the output", d);
     }
     const size_t esize = shape_esize(a->out.dtype);
-    TG__CUDA_K(cudaMemsetAsync(a->out.data, 0, (size_t)tg__cuda_numel(&a->out) * esize, s->stream),
+    TG__CUDA_K(cudaMemsetAsync(a->out.data, 0, (size_t)tg__kview_numel(&a->out) * esize, s->stream),
                a);
     /* The destination is the output seen through the slice: offset by start
      * along axis, and step times the stride there. */

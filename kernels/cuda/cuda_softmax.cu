@@ -84,7 +84,7 @@ template <bool LOG> static tg_status softmax_any(void *state, const tg_kargs *a)
     if (axis < 0 || axis >= x->ndim || !tg__cuda_same_shape(x, &a->out))
         return tg__cuda_fail(a, TG_ERR_AXIS, "cuda %s: axis %d invalid for %d dims",
                              tg_op_name(a->op), axis, x->ndim);
-    const int64_t numel = tg__cuda_numel(x), n = x->shape[axis];
+    const int64_t numel = tg__kview_numel(x), n = x->shape[axis];
     if (numel == 0)
         return TG_OK;
     int64_t inner = 1;
@@ -232,7 +232,7 @@ tg_status tg__cuda_gather(void *state, const tg_kargs *a) {
     if (!tg__cuda_same_shape(idx, &a->out))
         return tg__cuda_fail(a, TG_ERR_SHAPE, "cuda gather: output shape differs from the index");
     const int axis = a->p->axis;
-    const int64_t n = tg__cuda_numel(idx), lim = x->shape[axis];
+    const int64_t n = tg__kview_numel(idx), lim = x->shape[axis];
     if (n == 0)
         return TG_OK;
     tg__cuda_geom g;
@@ -294,16 +294,16 @@ tg_status tg__cuda_scatter_add(void *state, const tg_kargs *a) {
     if (!tg__cuda_same_shape(src, idx))
         return tg__cuda_fail(a, TG_ERR_SHAPE, "cuda scatter_add: src and index shapes differ");
     const int axis = a->p->axis;
-    const int64_t n = tg__cuda_numel(idx), lim = a->out.shape[axis];
+    const int64_t n = tg__kview_numel(idx), lim = a->out.shape[axis];
     const size_t esize = a->out.dtype == TG_F32 ? 4 : 8;
-    TG__CUDA_K(cudaMemsetAsync(a->out.data, 0, (size_t)tg__cuda_numel(&a->out) * esize, s->stream),
+    TG__CUDA_K(cudaMemsetAsync(a->out.data, 0, (size_t)tg__kview_numel(&a->out) * esize, s->stream),
                a);
     if (n == 0)
         return TG_OK;
     /* The output is contiguous; its strides serve the index's coordinates
      * because every index dim but axis is no larger than the output's. */
     int64_t ostrides[TG_MAX_DIMS];
-    tg__cuda_contig_strides(a->out.ndim, a->out.shape, ostrides);
+    tg__contig_strides(a->out.ndim, a->out.shape, ostrides);
     tg__cuda_geom g;
     tg__cuda_geom_init(&g, idx->ndim, idx->shape);
     tg__cuda_geom_add(&g, ostrides);
