@@ -22,9 +22,13 @@
  * The heap counter: this executable defines malloc, calloc, realloc,
  * aligned_alloc, posix_memalign and memalign over glibc's __libc_* entry
  * points and counts every call made while the timed steps run, from any
- * thread (OpenMP and OpenBLAS workers included). Not a ctest test.
+ * thread (OpenMP and OpenBLAS workers included). With TG_BENCH_HEAP_TRACE=N
+ * in the environment it prints the call stacks of the first N of them to
+ * stderr (glibc's backtrace; build with -rdynamic to name this file's
+ * functions). Not a ctest test.
  */
 #include <errno.h>
+#include <execinfo.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -48,10 +52,21 @@ extern void *__libc_memalign(size_t, size_t);
 
 static atomic_long heap_calls;
 static atomic_int heap_counting;
+static long heap_trace; /* TG_BENCH_HEAP_TRACE=N: backtraces of the first N */
+static _Thread_local int heap_in_trace;
 
 static void heap_count(void) {
-    if (atomic_load_explicit(&heap_counting, memory_order_relaxed))
-        atomic_fetch_add_explicit(&heap_calls, 1, memory_order_relaxed);
+    if (!atomic_load_explicit(&heap_counting, memory_order_relaxed) || heap_in_trace)
+        return;
+    long k = atomic_fetch_add_explicit(&heap_calls, 1, memory_order_relaxed);
+    if (k < heap_trace) {
+        void *frames[24];
+        heap_in_trace = 1;
+        int n = backtrace(frames, 24);
+        fprintf(stderr, "heap call %ld:\n", k + 1);
+        backtrace_symbols_fd(frames, n, 2);
+        heap_in_trace = 0;
+    }
 }
 
 void *malloc(size_t n) {
@@ -223,6 +238,12 @@ static int run(const bench_opts *o, bench_run *r) {
     for (int64_t k = 0; k < o->warmup; k++)
         if (bench_step(r, k, &loss) != TG_OK)
             goto fail;
+    const char *trace = getenv("TG_BENCH_HEAP_TRACE");
+    if (trace) {
+        void *prime[2];
+        heap_trace = strtol(trace, NULL, 10);
+        backtrace(prime, 2); /* loads libgcc's unwinder before counting */
+    }
     atomic_store(&heap_calls, 0);
     atomic_store(&heap_counting, 1);
     double t0 = now_s();
