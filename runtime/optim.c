@@ -3,10 +3,12 @@
  * the flat host buffers of contiguous CPU tensors; a backend with an
  * optim_update member (CUDA) runs the same update on its own memory instead.
  * See optim.h for the rules and the state layout. */
-#include "internal.h"
 #include "tapegrad/optim.h"
+#include "internal.h"
 
 #include <math.h>
+#include <omp.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +16,23 @@
 /* Below this many elements a loop runs on one thread: starting a parallel
  * region costs more than the work. */
 #define OPTIM_PAR_MIN 32768
+
+/* Whether an update loop runs as an OpenMP region. Not an if() clause:
+ * libgomp allocates a team for every region that runs on one thread, and an
+ * optimizer step must not touch the heap. */
+static inline bool optim_par_if(bool big) {
+    return big && omp_get_max_threads() > 1 && !omp_in_parallel();
+}
+
+/* Runs the loop after `pragma` as a region when `par` holds, else inline. */
+#define OPTIM_FOR(par, pragma, ...)     \
+    do {                                \
+        if (par) {                      \
+            _Pragma(pragma) __VA_ARGS__ \
+        } else {                        \
+            __VA_ARGS__                 \
+        }                               \
+    } while (0)
 
 /* Clipping sums squares in this many fixed blocks per gradient (at most), so
  * that the total does not depend on how many threads run. */
@@ -39,15 +58,13 @@ struct tg_optim {
     char *names;       /* the state tensors' names (tensors do not copy them) */
 };
 
-static void *data_of(const tg_tensor *t)
-{
+static void *data_of(const tg_tensor *t) {
     return (char *)t->storage->data + t->offset * (int64_t)tg_dtype_size(t->dtype);
 }
 
 /* ---- configuration ---- */
 
-tg_optim_config tg_optim_defaults(tg_optim_kind kind)
-{
+tg_optim_config tg_optim_defaults(tg_optim_kind kind) {
     tg_optim_config c = {
         .kind = kind,
         .lr = 1e-3,
@@ -60,35 +77,34 @@ tg_optim_config tg_optim_defaults(tg_optim_kind kind)
     return c;
 }
 
-static const char *kind_name(tg_optim_kind k)
-{
+static const char *kind_name(tg_optim_kind k) {
     switch (k) {
-    case TG_OPTIM_SGD: return "sgd";
-    case TG_OPTIM_ADAM: return "adam";
-    case TG_OPTIM_ADAMW: return "adamw";
+    case TG_OPTIM_SGD:
+        return "sgd";
+    case TG_OPTIM_ADAM:
+        return "adam";
+    case TG_OPTIM_ADAMW:
+        return "adamw";
     }
     return "?";
 }
 
 /* NaN fails every comparison, so `!(x >= lo)` also refuses it. */
-static tg_status check_nonneg(tg_ctx *ctx, const char *kind, const char *field, double x)
-{
+static tg_status check_nonneg(tg_ctx *ctx, const char *kind, const char *field, double x) {
     if (!(x >= 0.0) || isinf(x))
         return tg__fail(ctx, TG_ERR_INVALID, "optim (%s): %s = %g must be finite and >= 0", kind,
                         field, x);
     return TG_OK;
 }
 
-static tg_status check_beta(tg_ctx *ctx, const char *kind, const char *field, double x)
-{
+static tg_status check_beta(tg_ctx *ctx, const char *kind, const char *field, double x) {
     if (!(x >= 0.0 && x < 1.0))
         return tg__fail(ctx, TG_ERR_INVALID, "optim (%s): %s = %g must be in [0, 1)", kind, field,
                         x);
     return TG_OK;
 }
 
-static tg_status check_sgd(tg_ctx *ctx, const tg_optim_config *c)
-{
+static tg_status check_sgd(tg_ctx *ctx, const tg_optim_config *c) {
     tg_status s;
     if ((s = check_nonneg(ctx, "sgd", "momentum", c->momentum)))
         return s;
@@ -103,8 +119,7 @@ static tg_status check_sgd(tg_ctx *ctx, const tg_optim_config *c)
     return TG_OK;
 }
 
-static tg_status check_adam(tg_ctx *ctx, const tg_optim_config *c)
-{
+static tg_status check_adam(tg_ctx *ctx, const tg_optim_config *c) {
     const char *k = kind_name(c->kind);
     tg_status s;
     if ((s = check_beta(ctx, k, "beta1", c->beta1)) || (s = check_beta(ctx, k, "beta2", c->beta2)))
@@ -112,8 +127,7 @@ static tg_status check_adam(tg_ctx *ctx, const tg_optim_config *c)
     return check_nonneg(ctx, k, "eps", c->eps);
 }
 
-tg_status tg_optim_check(tg_ctx *ctx, const tg_optim_config *cfg)
-{
+tg_status tg_optim_check(tg_ctx *ctx, const tg_optim_config *cfg) {
     if (!cfg)
         return tg__fail(ctx, TG_ERR_INVALID, "optim: NULL configuration");
     if (cfg->kind != TG_OPTIM_SGD && cfg->kind != TG_OPTIM_ADAM && cfg->kind != TG_OPTIM_ADAMW)
@@ -129,15 +143,14 @@ tg_status tg_optim_check(tg_ctx *ctx, const tg_optim_config *cfg)
 
 /* ---- construction ---- */
 
-static tg_status check_param(tg_ctx *ctx, tg_tensor *const *params, int i)
-{
+static tg_status check_param(tg_ctx *ctx, tg_tensor *const *params, int i) {
     const tg_tensor *p = params[i];
     if (!p)
         return tg__fail(ctx, TG_ERR_INVALID, "optim: parameter %d is NULL", i);
     const char *nm = p->name ? p->name : "(unnamed)";
     if (!tg_dtype_is_float(p->dtype))
-        return tg__fail(ctx, TG_ERR_DTYPE, "optim: parameter %d (%s) is %s; f32 or f64 expected",
-                        i, nm, tg_dtype_name(p->dtype));
+        return tg__fail(ctx, TG_ERR_DTYPE, "optim: parameter %d (%s) is %s; f32 or f64 expected", i,
+                        nm, tg_dtype_name(p->dtype));
     if (p->device != TG_DEVICE_CPU && !ctx->be->optim_update)
         return tg__fail(ctx, TG_ERR_UNSUPPORTED,
                         "optim: parameter %d (%s) is on %s, whose backend has no optimizer update",
@@ -161,8 +174,7 @@ static tg_status check_param(tg_ctx *ctx, tg_tensor *const *params, int i)
 static const char *const SGD_KEYS[] = {"step", "momentum_buffer"};
 static const char *const ADAM_KEYS[] = {"step", "exp_avg", "exp_avg_sq"};
 
-static int keys_of(const tg_optim_config *c, const char *const **keys)
-{
+static int keys_of(const tg_optim_config *c, const char *const **keys) {
     if (c->kind == TG_OPTIM_SGD) {
         *keys = SGD_KEYS;
         return c->momentum != 0.0 ? 2 : 0;
@@ -172,15 +184,13 @@ static int keys_of(const tg_optim_config *c, const char *const **keys)
 }
 
 /* Length of "optim.<name>.<key>" with the NUL; unnamed: "param<i>". */
-static size_t state_name_len(const tg_tensor *p, int i, const char *key)
-{
+static size_t state_name_len(const tg_tensor *p, int i, const char *key) {
     char idx[32];
     size_t base = p->name ? strlen(p->name) : (size_t)snprintf(idx, sizeof idx, "param%d", i);
     return strlen("optim.") + base + 1 + strlen(key) + 1;
 }
 
-static tg_optim *alloc_optim(const tg_optim_config *cfg, int n, tg_tensor *const *params)
-{
+static tg_optim *alloc_optim(const tg_optim_config *cfg, int n, tg_tensor *const *params) {
     const char *const *keys;
     int nk = keys_of(cfg, &keys);
     size_t names = 0;
@@ -204,23 +214,20 @@ static tg_optim *alloc_optim(const tg_optim_config *cfg, int n, tg_tensor *const
 
 /* The step count lives in the context's memory (device memory on a device
  * backend), so it is read and written through the backend's copies. */
-static tg_status step_get(tg_ctx *ctx, const tg_tensor *t, double *v)
-{
+static tg_status step_get(tg_ctx *ctx, const tg_tensor *t, double *v) {
     if (ctx->be->copy_d2h(ctx->bstate, v, data_of(t), sizeof *v))
         return tg__fail(ctx, TG_ERR_BACKEND, "optim: reading %s failed", t->name);
     return TG_OK;
 }
 
-static tg_status step_set(tg_ctx *ctx, tg_tensor *t, double v)
-{
+static tg_status step_set(tg_ctx *ctx, tg_tensor *t, double v) {
     if (ctx->be->copy_h2d(ctx->bstate, data_of(t), &v, sizeof v))
         return tg__fail(ctx, TG_ERR_BACKEND, "optim: writing %s failed", t->name);
     tg_bump_version(t);
     return TG_OK;
 }
 
-static tg_status make_state(tg_ctx *ctx, tg_optim *o, int i, char **name_at)
-{
+static tg_status make_state(tg_ctx *ctx, tg_optim *o, int i, char **name_at) {
     const char *const *keys;
     int nk = keys_of(&o->cfg, &keys);
     optim_slot *sl = &o->slots[i];
@@ -252,8 +259,7 @@ static tg_status make_state(tg_ctx *ctx, tg_optim *o, int i, char **name_at)
 }
 
 tg_status tg_optim_new(tg_ctx *ctx, const tg_optim_config *cfg, int n, tg_tensor *const *params,
-                       tg_optim **out)
-{
+                       tg_optim **out) {
     if (!out)
         return tg__fail(ctx, TG_ERR_INVALID, "optim: NULL output pointer");
     *out = NULL;
@@ -282,8 +288,7 @@ tg_status tg_optim_new(tg_ctx *ctx, const tg_optim_config *cfg, int n, tg_tensor
     return TG_OK;
 }
 
-void tg_optim_free(tg_optim *opt)
-{
+void tg_optim_free(tg_optim *opt) {
     if (!opt)
         return;
     free(opt->slots);
@@ -294,8 +299,7 @@ void tg_optim_free(tg_optim *opt)
 
 int64_t tg_optim_steps(const tg_optim *opt) { return opt ? opt->steps : 0; }
 
-void tg_optim_set_steps(tg_optim *opt, int64_t steps)
-{
+void tg_optim_set_steps(tg_optim *opt, int64_t steps) {
     if (!opt)
         return;
     opt->steps = steps < 0 ? 0 : steps;
@@ -306,8 +310,7 @@ void tg_optim_set_steps(tg_optim *opt, int64_t steps)
             (void)step_set(opt->ctx, opt->slots[i].step, (double)opt->steps);
 }
 
-int tg_optim_state(const tg_optim *opt, tg_tensor **out, int max)
-{
+int tg_optim_state(const tg_optim *opt, tg_tensor **out, int max) {
     if (!opt)
         return 0;
     for (int i = 0; i < opt->nstate && i < max && out; i++)
@@ -321,23 +324,23 @@ int tg_optim_state(const tg_optim *opt, tg_tensor **out, int max)
  * to its kernels, and every expression follows torch's order of operations
  * (buf.mul_(m).add_(g, alpha=1-d), addcmul, addcdiv), so that f32 results
  * match torch's f32 results as closely as a different compiler allows. */
-#define SGD_LOOP(T)                                                                            \
+#define SGD_LOOP(T)                                                                              \
     static void sgd_##T(int64_t n, T *restrict p, const T *restrict g, T *restrict b, double lr, \
-                        double wd, double mom, double damp, bool nesterov, bool first)          \
-    {                                                                                          \
-        const T nlr = (T)-lr, twd = (T)wd, tm = (T)mom, omd = (T)(1.0 - damp);                 \
-        _Pragma("omp parallel for schedule(static) if(n > OPTIM_PAR_MIN)")                     \
-        for (int64_t i = 0; i < n; i++) {                                                      \
-            T d = g[i];                                                                        \
-            if (wd != 0.0)                                                                     \
-                d = d + twd * p[i];                                                            \
-            if (b) {                                                                           \
-                T bi = first ? d : (T)(b[i] * tm) + omd * d;                                   \
-                b[i] = bi;                                                                     \
-                d = nesterov ? d + tm * bi : bi;                                               \
-            }                                                                                  \
-            p[i] = p[i] + nlr * d;                                                             \
-        }                                                                                      \
+                        double wd, double mom, double damp, bool nesterov, bool first) {         \
+        const T nlr = (T)-lr, twd = (T)wd, tm = (T)mom, omd = (T)(1.0 - damp);                   \
+        OPTIM_FOR(                                                                               \
+            optim_par_if(n > OPTIM_PAR_MIN), "omp parallel for schedule(static)",                \
+            for (int64_t i = 0; i < n; i++) {                                                    \
+                T d = g[i];                                                                      \
+                if (wd != 0.0)                                                                   \
+                    d = d + twd * p[i];                                                          \
+                if (b) {                                                                         \
+                    T bi = first ? d : (T)(b[i] * tm) + omd * d;                                 \
+                    b[i] = bi;                                                                   \
+                    d = nesterov ? d + tm * bi : bi;                                             \
+                }                                                                                \
+                p[i] = p[i] + nlr * d;                                                           \
+            });                                                                                  \
     }
 SGD_LOOP(float)
 SGD_LOOP(double)
@@ -348,28 +351,28 @@ typedef struct adam_k {
     double decay, wd, b1, b2, eps, step_size, bc2_sqrt;
 } adam_k;
 
-#define ADAM_LOOP(T)                                                                           \
-    static void adam_##T(int64_t n, T *restrict p, const T *restrict g, T *restrict m,         \
-                         T *restrict v, const adam_k *k)                                       \
-    {                                                                                          \
-        const T decay = (T)k->decay, wd = (T)k->wd, b1 = (T)k->b1, b2 = (T)k->b2;              \
-        const T omb1 = (T)(1.0 - k->b1), omb2 = (T)(1.0 - k->b2), eps = (T)k->eps;             \
-        const T nss = (T)-k->step_size, bc2 = (T)k->bc2_sqrt;                                  \
-        const bool do_decay = k->decay != 1.0, do_wd = k->wd != 0.0;                           \
-        _Pragma("omp parallel for schedule(static) if(n > OPTIM_PAR_MIN)")                     \
-        for (int64_t i = 0; i < n; i++) {                                                      \
-            T pi = p[i], d = g[i];                                                             \
-            if (do_decay)                                                                      \
-                pi = pi * decay;                                                               \
-            if (do_wd)                                                                         \
-                d = d + wd * pi;                                                               \
-            T mi = (T)(m[i] * b1) + omb1 * d;                                                  \
-            T vi = (T)(v[i] * b2) + (T)(omb2 * d) * d;                                         \
-            m[i] = mi;                                                                         \
-            v[i] = vi;                                                                         \
-            T den = (T)sqrt(vi) / bc2 + eps;                                                   \
-            p[i] = pi + (T)(nss * mi) / den;                                                   \
-        }                                                                                      \
+#define ADAM_LOOP(T)                                                                   \
+    static void adam_##T(int64_t n, T *restrict p, const T *restrict g, T *restrict m, \
+                         T *restrict v, const adam_k *k) {                             \
+        const T decay = (T)k->decay, wd = (T)k->wd, b1 = (T)k->b1, b2 = (T)k->b2;      \
+        const T omb1 = (T)(1.0 - k->b1), omb2 = (T)(1.0 - k->b2), eps = (T)k->eps;     \
+        const T nss = (T)-k->step_size, bc2 = (T)k->bc2_sqrt;                          \
+        const bool do_decay = k->decay != 1.0, do_wd = k->wd != 0.0;                   \
+        OPTIM_FOR(                                                                     \
+            optim_par_if(n > OPTIM_PAR_MIN), "omp parallel for schedule(static)",      \
+            for (int64_t i = 0; i < n; i++) {                                          \
+                T pi = p[i], d = g[i];                                                 \
+                if (do_decay)                                                          \
+                    pi = pi * decay;                                                   \
+                if (do_wd)                                                             \
+                    d = d + wd * pi;                                                   \
+                T mi = (T)(m[i] * b1) + omb1 * d;                                      \
+                T vi = (T)(v[i] * b2) + (T)(omb2 * d) * d;                             \
+                m[i] = mi;                                                             \
+                v[i] = vi;                                                             \
+                T den = (T)sqrt(vi) / bc2 + eps;                                       \
+                p[i] = pi + (T)(nss * mi) / den;                                       \
+            });                                                                        \
     }
 ADAM_LOOP(float)
 ADAM_LOOP(double)
@@ -377,8 +380,7 @@ ADAM_LOOP(double)
 /* A gradient the step can use: present, of the parameter's dtype and shape,
  * contiguous and on the same device. NULL grads and frozen parameters are
  * skipped, not errors. */
-static tg_status check_grad(tg_ctx *ctx, const tg_tensor *p, int i)
-{
+static tg_status check_grad(tg_ctx *ctx, const tg_tensor *p, int i) {
     const tg_tensor *g = p->grad;
     const char *nm = p->name ? p->name : "(unnamed)";
     char a[96], b[96];
@@ -400,8 +402,7 @@ static tg_status check_grad(tg_ctx *ctx, const tg_tensor *p, int i)
 static bool takes_step(const tg_tensor *p) { return p->requires_grad && p->grad; }
 
 /* The backend's fused update, for a backend that has one. */
-static tg_status backend_update(tg_ctx *ctx, tg_optim_update_args *a, const tg_tensor *p)
-{
+static tg_status backend_update(tg_ctx *ctx, tg_optim_update_args *a, const tg_tensor *p) {
     a->dtype = p->dtype;
     a->n = tg_numel(p);
     a->p = data_of(p);
@@ -416,8 +417,7 @@ static tg_status backend_update(tg_ctx *ctx, tg_optim_update_args *a, const tg_t
     return TG_OK;
 }
 
-static tg_status sgd_slot(const tg_optim *o, optim_slot *sl, double lr)
-{
+static tg_status sgd_slot(const tg_optim *o, optim_slot *sl, double lr) {
     const tg_optim_config *c = &o->cfg;
     tg_ctx *ctx = o->ctx;
     tg_tensor *p = sl->p;
@@ -433,9 +433,13 @@ static tg_status sgd_slot(const tg_optim *o, optim_slot *sl, double lr)
     }
     void *b = sl->buf ? data_of(sl->buf) : NULL;
     if (ctx->be->optim_update) {
-        tg_optim_update_args a = {.rule = TG_OPTIM_RULE_SGD, .buf = b, .lr = lr,
-                                  .wd = c->weight_decay, .momentum = c->momentum,
-                                  .dampening = c->dampening, .nesterov = c->nesterov,
+        tg_optim_update_args a = {.rule = TG_OPTIM_RULE_SGD,
+                                  .buf = b,
+                                  .lr = lr,
+                                  .wd = c->weight_decay,
+                                  .momentum = c->momentum,
+                                  .dampening = c->dampening,
+                                  .nesterov = c->nesterov,
                                   .first = first};
         return backend_update(ctx, &a, p);
     }
@@ -448,8 +452,7 @@ static tg_status sgd_slot(const tg_optim *o, optim_slot *sl, double lr)
     return TG_OK;
 }
 
-static tg_status adam_slot(const tg_optim *o, optim_slot *sl, double lr)
-{
+static tg_status adam_slot(const tg_optim *o, optim_slot *sl, double lr) {
     const tg_optim_config *c = &o->cfg;
     tg_ctx *ctx = o->ctx;
     tg_tensor *p = sl->p;
@@ -470,10 +473,17 @@ static tg_status adam_slot(const tg_optim *o, optim_slot *sl, double lr)
         .bc2_sqrt = sqrt(1.0 - pow(c->beta2, t)),
     };
     if (ctx->be->optim_update) {
-        tg_optim_update_args a = {.rule = TG_OPTIM_RULE_ADAM, .m = data_of(sl->m),
-                                  .v = data_of(sl->v), .lr = lr, .wd = k.wd, .decay = k.decay,
-                                  .beta1 = k.b1, .beta2 = k.b2, .eps = k.eps,
-                                  .step_size = k.step_size, .bc2_sqrt = k.bc2_sqrt};
+        tg_optim_update_args a = {.rule = TG_OPTIM_RULE_ADAM,
+                                  .m = data_of(sl->m),
+                                  .v = data_of(sl->v),
+                                  .lr = lr,
+                                  .wd = k.wd,
+                                  .decay = k.decay,
+                                  .beta1 = k.b1,
+                                  .beta2 = k.b2,
+                                  .eps = k.eps,
+                                  .step_size = k.step_size,
+                                  .bc2_sqrt = k.bc2_sqrt};
         return backend_update(ctx, &a, p);
     }
     if (p->dtype == TG_F32)
@@ -483,8 +493,7 @@ static tg_status adam_slot(const tg_optim *o, optim_slot *sl, double lr)
     return TG_OK;
 }
 
-tg_status tg_optim_step(tg_ctx *ctx, tg_optim *opt, double lr)
-{
+tg_status tg_optim_step(tg_ctx *ctx, tg_optim *opt, double lr) {
     if (!opt)
         return tg__fail(ctx, TG_ERR_INVALID, "optim step: NULL optimizer");
     if (isnan(lr) || isinf(lr))
@@ -503,7 +512,8 @@ tg_status tg_optim_step(tg_ctx *ctx, tg_optim *opt, double lr)
         optim_slot *sl = &opt->slots[i];
         if (!takes_step(sl->p))
             continue;
-        tg_status s = opt->cfg.kind == TG_OPTIM_SGD ? sgd_slot(opt, sl, lr) : adam_slot(opt, sl, lr);
+        tg_status s =
+            opt->cfg.kind == TG_OPTIM_SGD ? sgd_slot(opt, sl, lr) : adam_slot(opt, sl, lr);
         if (s)
             return s;
         tg_bump_version(sl->p);
@@ -512,8 +522,7 @@ tg_status tg_optim_step(tg_ctx *ctx, tg_optim *opt, double lr)
     return TG_OK;
 }
 
-tg_status tg_optim_zero_grad(tg_ctx *ctx, tg_optim *opt)
-{
+tg_status tg_optim_zero_grad(tg_ctx *ctx, tg_optim *opt) {
     if (!opt)
         return tg__fail(ctx, TG_ERR_INVALID, "optim zero_grad: NULL optimizer");
     for (int i = 0; i < opt->n; i++) {
@@ -526,30 +535,29 @@ tg_status tg_optim_zero_grad(tg_ctx *ctx, tg_optim *opt)
 
 /* ---- gradient clipping ---- */
 
-#define SUMSQ(T)                                                                              \
-    static double sumsq_##T(int64_t n, const T *x)                                           \
-    {                                                                                         \
-        double part[CLIP_BLOCKS];                                                             \
-        int64_t nb = n < CLIP_BLOCKS ? (n > 0 ? n : 1) : CLIP_BLOCKS;                        \
-        int64_t per = (n + nb - 1) / nb;                                                      \
-        _Pragma("omp parallel for schedule(static) if(n > OPTIM_PAR_MIN)")                    \
-        for (int64_t b = 0; b < nb; b++) {                                                    \
-            int64_t lo = b * per, hi = lo + per < n ? lo + per : n;                           \
-            double acc = 0.0;                                                                 \
-            for (int64_t i = lo; i < hi; i++)                                                 \
-                acc += (double)x[i] * (double)x[i];                                           \
-            part[b] = acc;                                                                    \
-        }                                                                                     \
-        double s = 0.0;                                                                       \
-        for (int64_t b = 0; b < nb; b++)                                                      \
-            s += part[b];                                                                     \
-        return s;                                                                             \
+#define SUMSQ(T)                                                                  \
+    static double sumsq_##T(int64_t n, const T *x) {                              \
+        double part[CLIP_BLOCKS];                                                 \
+        int64_t nb = n < CLIP_BLOCKS ? (n > 0 ? n : 1) : CLIP_BLOCKS;             \
+        int64_t per = (n + nb - 1) / nb;                                          \
+        OPTIM_FOR(                                                                \
+            optim_par_if(n > OPTIM_PAR_MIN), "omp parallel for schedule(static)", \
+            for (int64_t b = 0; b < nb; b++) {                                    \
+                int64_t lo = b * per, hi = lo + per < n ? lo + per : n;           \
+                double acc = 0.0;                                                 \
+                for (int64_t i = lo; i < hi; i++)                                 \
+                    acc += (double)x[i] * (double)x[i];                           \
+                part[b] = acc;                                                    \
+            });                                                                   \
+        double s = 0.0;                                                           \
+        for (int64_t b = 0; b < nb; b++)                                          \
+            s += part[b];                                                         \
+        return s;                                                                 \
     }
 SUMSQ(float)
 SUMSQ(double)
 
-static tg_status check_clip_grad(tg_ctx *ctx, const tg_tensor *p, int i)
-{
+static tg_status check_clip_grad(tg_ctx *ctx, const tg_tensor *p, int i) {
     const tg_tensor *g = p->grad;
     const char *nm = p->name ? p->name : "(unnamed)";
     if (!tg_dtype_is_float(g->dtype) || !tg_is_contiguous(g) || g->device != TG_DEVICE_CPU)
@@ -561,8 +569,7 @@ static tg_status check_clip_grad(tg_ctx *ctx, const tg_tensor *p, int i)
 }
 
 tg_status tg_clip_grad_norm(tg_ctx *ctx, int n, tg_tensor *const *params, double max_norm,
-                            double *total_norm)
-{
+                            double *total_norm) {
     if (n < 0 || (n > 0 && !params))
         return tg__fail(ctx, TG_ERR_INVALID, "clip_grad_norm: bad parameter list (n = %d)", n);
     if (!(max_norm >= 0.0))

@@ -46,7 +46,7 @@ tg_status tg__cpu_check_float(const tg_kargs *a, int nin) {
 }
 
 void tg__cpu_zero(void *dst, size_t nbytes) {
-    if (nbytes <= 4 * CPU_ZERO_CHUNK) {
+    if (!tg__cpu_par_if(nbytes > 4 * CPU_ZERO_CHUNK)) {
         memset(dst, 0, nbytes);
         return;
     }
@@ -119,21 +119,21 @@ static tg_status cpu_synchronize(void *state) {
 /* ---- in-place helpers ---- */
 
 /* Generates the f32 and f64 bodies of one in-place helper from one loop. */
-#define CPU_INPLACE(real, BODY)                                                                    \
-    do {                                                                                           \
-        real *d = dst;                                                                             \
-        const real *s = src;                                                                       \
-        const real av = (real)alpha;                                                               \
-        (void)s;                                                                                   \
-        (void)av;                                                                                  \
-        /* Small sizes run on the caller: an if(false) region still makes      \
-         * libgomp allocate (and free) a one-thread team. */                    \
-        if (n > TG__CPU_PAR_MIN) {                                                                 \
-            _Pragma("omp parallel for simd schedule(static)") for (int64_t i = 0; i < n; i++)     \
-                BODY;                                                                              \
-        } else {                                                                                   \
-            _Pragma("omp simd") for (int64_t i = 0; i < n; i++) BODY;                              \
-        }                                                                                          \
+#define CPU_INPLACE(real, BODY)                                                               \
+    do {                                                                                      \
+        real *d = dst;                                                                        \
+        const real *s = src;                                                                  \
+        const real av = (real)alpha;                                                          \
+        (void)s;                                                                              \
+        (void)av;                                                                             \
+        /* Small sizes run on the caller: an if(false) region still makes                     \
+         * libgomp allocate (and free) a one-thread team. */                                  \
+        if (tg__cpu_par_if(n > TG__CPU_PAR_MIN)) {                                            \
+            _Pragma("omp parallel for simd schedule(static)") for (int64_t i = 0; i < n; i++) \
+                BODY;                                                                         \
+        } else {                                                                              \
+            _Pragma("omp simd") for (int64_t i = 0; i < n; i++) BODY;                         \
+        }                                                                                     \
     } while (0)
 
 #define CPU_INPLACE_DISPATCH(BODY) \

@@ -157,30 +157,30 @@ static void loop_run_tiled(const tg__cpu_loop *l, tg__cpu_row_fn fn, const tg_op
     for (int k = 0; k < l->nops; k++)
         inner[k] = l->strides[k][last];
     const int64_t ntiles = outer * nj * nl;
-#pragma omp parallel for schedule(static) if (outer * l->shape[j] * l->shape[last] > \
-                                              TG__CPU_PAR_MIN)
-    for (int64_t t = 0; t < ntiles; t++) {
-        const int64_t c0 = t % nl * T, j0 = t / nl % nj * T;
-        const int64_t nc = l->shape[last] - c0 < T ? l->shape[last] - c0 : T;
-        const int64_t jn = l->shape[j] - j0 < T ? l->shape[j] - j0 : T;
-        int64_t off[TG__CPU_MAX_OPERANDS], rest = t / (nl * nj);
-        for (int k = 0; k < l->nops; k++)
-            off[k] = c0 * inner[k] + j0 * l->strides[k][j];
-        for (int d = last - 1; d >= 0; d--) {
-            if (d == j)
-                continue;
-            const int64_t c = rest % l->shape[d];
-            rest /= l->shape[d];
+    TG__CPU_FOR(
+        tg__cpu_par_if(outer * l->shape[j] * l->shape[last] > TG__CPU_PAR_MIN),
+        "omp parallel for schedule(static)", for (int64_t t = 0; t < ntiles; t++) {
+            const int64_t c0 = t % nl * T, j0 = t / nl % nj * T;
+            const int64_t nc = l->shape[last] - c0 < T ? l->shape[last] - c0 : T;
+            const int64_t jn = l->shape[j] - j0 < T ? l->shape[j] - j0 : T;
+            int64_t off[TG__CPU_MAX_OPERANDS], rest = t / (nl * nj);
             for (int k = 0; k < l->nops; k++)
-                off[k] += c * l->strides[k][d];
-        }
-        char *ptr[TG__CPU_MAX_OPERANDS];
-        for (int64_t jj = 0; jj < jn; jj++) {
-            for (int k = 0; k < l->nops; k++)
-                ptr[k] = l->data[k] + (off[k] + jj * l->strides[k][j]) * (int64_t)l->esize[k];
-            fn(ptr, inner, nc, p);
-        }
-    }
+                off[k] = c0 * inner[k] + j0 * l->strides[k][j];
+            for (int d = last - 1; d >= 0; d--) {
+                if (d == j)
+                    continue;
+                const int64_t c = rest % l->shape[d];
+                rest /= l->shape[d];
+                for (int k = 0; k < l->nops; k++)
+                    off[k] += c * l->strides[k][d];
+            }
+            char *ptr[TG__CPU_MAX_OPERANDS];
+            for (int64_t jj = 0; jj < jn; jj++) {
+                for (int k = 0; k < l->nops; k++)
+                    ptr[k] = l->data[k] + (off[k] + jj * l->strides[k][j]) * (int64_t)l->esize[k];
+                fn(ptr, inner, nc, p);
+            }
+        });
 }
 
 void tg__cpu_loop_run(tg__cpu_loop *l, tg__cpu_row_fn fn, const tg_op_params *p) {
@@ -198,7 +198,7 @@ void tg__cpu_loop_run(tg__cpu_loop *l, tg__cpu_row_fn fn, const tg_op_params *p)
     int64_t rows = 1;
     for (int d = 0; d < l->ndim - 1; d++)
         rows *= l->shape[d];
-    if (rows * inner <= TG__CPU_PAR_MIN) {
+    if (!tg__cpu_par_if(rows * inner > TG__CPU_PAR_MIN)) {
         loop_rows(l, fn, p, 0, rows, 0, inner);
         return;
     }

@@ -40,42 +40,43 @@ static tg_status cpu_ce_check(const tg_kargs *a, const tg_kview *x, const tg_kvi
 }
 
 /* Row statistics: the max and the log of sum exp(x - max), in double. */
-#define CPU_CE_ROW(TYPE)                                                                       \
+#define CPU_CE_ROW(TYPE)                                                                        \
     static inline double cpu_ce_lse_##TYPE(const TYPE *x, int64_t sx, int64_t c, double *sum) { \
-        TYPE mx = -INFINITY;                                                                   \
-        double s = 0;                                                                          \
-        for (int64_t k = 0; k < c; k++)                                                        \
-            mx = x[k * sx] > mx ? x[k * sx] : mx;                                              \
-        for (int64_t k = 0; k < c; k++) {                                                      \
-            s += exp((double)x[k * sx] - (double)mx);                                          \
-            *sum += (double)x[k * sx];                                                         \
-        }                                                                                      \
-        return (double)mx + log(s);                                                            \
+        TYPE mx = -INFINITY;                                                                    \
+        double s = 0;                                                                           \
+        for (int64_t k = 0; k < c; k++)                                                         \
+            mx = x[k * sx] > mx ? x[k * sx] : mx;                                               \
+        for (int64_t k = 0; k < c; k++) {                                                       \
+            s += exp((double)x[k * sx] - (double)mx);                                           \
+            *sum += (double)x[k * sx];                                                          \
+        }                                                                                       \
+        return (double)mx + log(s);                                                             \
     }
 CPU_CE_ROW(float)
 CPU_CE_ROW(double)
 
-#define CPU_CE_FORWARD(TYPE)                                                                  \
-    do {                                                                                      \
-        const TYPE *xd = x->data;                                                             \
-        const int64_t sr = x->strides[0], sc = x->strides[1];                                 \
-        _Pragma("omp parallel for schedule(static) if (n * c > TG__CPU_PAR_MIN)") for (      \
-            int64_t b = 0; b < nblocks; b++) {                                                \
-            double acc = 0;                                                                   \
-            const int64_t hi = (b + 1) * rows < n ? (b + 1) * rows : n;                       \
-            for (int64_t i = b * rows; i < hi; i++) {                                         \
-                const TYPE *row = xd + i * sr;                                                \
-                double sum = 0;                                                               \
-                double lse = cpu_ce_lse_##TYPE(row, sc, c, &sum);                             \
-                int64_t y = tg__cpu_index_at(t->data, t->dtype, i * t->strides[0]);           \
-                acc += lse - (1.0 - eps) * (double)row[y * sc] - eps / (double)c * sum;       \
-            }                                                                                 \
-            part[b] = acc;                                                                    \
-        }                                                                                     \
-        double tot = 0;                                                                       \
-        for (int64_t b = 0; b < nblocks; b++)                                                 \
-            tot += part[b];                                                                   \
-        *(TYPE *)a->out.data = (TYPE)(tot / (double)n);                                       \
+#define CPU_CE_FORWARD(TYPE)                                                                \
+    do {                                                                                    \
+        const TYPE *xd = x->data;                                                           \
+        const int64_t sr = x->strides[0], sc = x->strides[1];                               \
+        TG__CPU_FOR(                                                                        \
+            tg__cpu_par_if(n * c > TG__CPU_PAR_MIN), "omp parallel for schedule(static)",    \
+            for (int64_t b = 0; b < nblocks; b++) {                                         \
+                double acc = 0;                                                             \
+                const int64_t hi = (b + 1) * rows < n ? (b + 1) * rows : n;                 \
+                for (int64_t i = b * rows; i < hi; i++) {                                   \
+                    const TYPE *row = xd + i * sr;                                          \
+                    double sum = 0;                                                         \
+                    double lse = cpu_ce_lse_##TYPE(row, sc, c, &sum);                       \
+                    int64_t y = tg__cpu_index_at(t->data, t->dtype, i * t->strides[0]);     \
+                    acc += lse - (1.0 - eps) * (double)row[y * sc] - eps / (double)c * sum; \
+                }                                                                           \
+                part[b] = acc;                                                              \
+            });                                                                             \
+        double tot = 0;                                                                     \
+        for (int64_t b = 0; b < nblocks; b++)                                               \
+            tot += part[b];                                                                 \
+        *(TYPE *)a->out.data = (TYPE)(tot / (double)n);                                     \
     } while (0)
 
 tg_status tg__cpu_cross_entropy(void *state, const tg_kargs *a) {
@@ -109,24 +110,25 @@ tg_status tg__cpu_cross_entropy(void *state, const tg_kargs *a) {
 }
 
 /* out[i, c] = g / N * (softmax(x_i)_c - q_ic). */
-#define CPU_CE_BACKWARD(TYPE)                                                                 \
-    do {                                                                                      \
-        const TYPE *xd = x->data;                                                             \
-        TYPE *od = a->out.data;                                                               \
-        const int64_t sr = x->strides[0], sc = x->strides[1];                                 \
-        const double gs = (double)*(const TYPE *)g->data / (double)n;                        \
-        _Pragma("omp parallel for schedule(static) if (n * c > TG__CPU_PAR_MIN)") for (      \
-            int64_t i = 0; i < n; i++) {                                                      \
-            const TYPE *row = xd + i * sr;                                                    \
-            double sum = 0;                                                                   \
-            const double lse = cpu_ce_lse_##TYPE(row, sc, c, &sum);                           \
-            const int64_t y = tg__cpu_index_at(t->data, t->dtype, i * t->strides[0]);         \
-            TYPE *o = od + i * c;                                                             \
-            for (int64_t k = 0; k < c; k++) {                                                 \
-                double q = eps / (double)c + (k == y ? 1.0 - eps : 0.0);                      \
-                o[k] = (TYPE)(gs * (exp((double)row[k * sc] - lse) - q));                     \
-            }                                                                                 \
-        }                                                                                     \
+#define CPU_CE_BACKWARD(TYPE)                                                             \
+    do {                                                                                  \
+        const TYPE *xd = x->data;                                                         \
+        TYPE *od = a->out.data;                                                           \
+        const int64_t sr = x->strides[0], sc = x->strides[1];                             \
+        const double gs = (double)*(const TYPE *)g->data / (double)n;                     \
+        TG__CPU_FOR(                                                                      \
+            tg__cpu_par_if(n * c > TG__CPU_PAR_MIN), "omp parallel for schedule(static)",  \
+            for (int64_t i = 0; i < n; i++) {                                             \
+                const TYPE *row = xd + i * sr;                                            \
+                double sum = 0;                                                           \
+                const double lse = cpu_ce_lse_##TYPE(row, sc, c, &sum);                   \
+                const int64_t y = tg__cpu_index_at(t->data, t->dtype, i * t->strides[0]); \
+                TYPE *o = od + i * c;                                                     \
+                for (int64_t k = 0; k < c; k++) {                                         \
+                    double q = eps / (double)c + (k == y ? 1.0 - eps : 0.0);              \
+                    o[k] = (TYPE)(gs * (exp((double)row[k * sc] - lse) - q));             \
+                }                                                                         \
+            });                                                                           \
     } while (0)
 
 tg_status tg__cpu_cross_entropy_backward(void *state, const tg_kargs *a) {
@@ -151,20 +153,21 @@ tg_status tg__cpu_cross_entropy_backward(void *state, const tg_kargs *a) {
 
 /* ---- dropout ---- */
 
-#define CPU_DROPOUT(TYPE)                                                                     \
-    do {                                                                                      \
-        const TYPE *xd = x->data;                                                             \
-        TYPE *od = a->out.data;                                                               \
-        const TYPE scale = (TYPE)a->p->f[1];                                                  \
-        _Pragma("omp parallel for schedule(static) if (n > TG__CPU_PAR_MIN)") for (          \
-            int64_t b = 0; b < nblk; b++) {                                                   \
-            uint32_t w[4];                                                                    \
-            tg_philox4x32(key, counter + (uint64_t)b, w);                                     \
-            for (int j = 0; j < 4 && 4 * b + j < n; j++) {                                    \
-                const int64_t i = 4 * b + j;                                                  \
-                od[i] = tg_u32_to_unit(w[j]) >= p ? xd[i] * scale : (TYPE)0;                  \
-            }                                                                                 \
-        }                                                                                     \
+#define CPU_DROPOUT(TYPE)                                                             \
+    do {                                                                              \
+        const TYPE *xd = x->data;                                                     \
+        TYPE *od = a->out.data;                                                       \
+        const TYPE scale = (TYPE)a->p->f[1];                                          \
+        TG__CPU_FOR(                                                                  \
+            tg__cpu_par_if(n > TG__CPU_PAR_MIN), "omp parallel for schedule(static)", \
+            for (int64_t b = 0; b < nblk; b++) {                                      \
+                uint32_t w[4];                                                        \
+                tg_philox4x32(key, counter + (uint64_t)b, w);                         \
+                for (int j = 0; j < 4 && 4 * b + j < n; j++) {                        \
+                    const int64_t i = 4 * b + j;                                      \
+                    od[i] = tg_u32_to_unit(w[j]) >= p ? xd[i] * scale : (TYPE)0;      \
+                }                                                                     \
+            });                                                                       \
     } while (0)
 
 tg_status tg__cpu_dropout(void *state, const tg_kargs *a) {

@@ -3,25 +3,72 @@
  *
  * Operands are handed to BLAS as they lie in memory: a matrix whose last dim
  * is contiguous is passed as is, one whose second-to-last dim is contiguous
- * is passed transposed, so transposed views never cost a copy. BLAS threads
- * each call itself, so the batch loop runs on the calling thread.
+ * is passed transposed, so transposed views never cost a copy. Each large
+ * product is split across the OpenMP threads (cpu_gemm), so the batch loop
+ * runs on the calling thread.
  */
 #include <cblas.h>
 #include <limits.h>
+#include <omp.h>
 #include <stdbool.h>
 
 #include "cpu.h"
 
-static void cpu_gemm(tg_dtype dt, const tg__gemm_arg *ga, const tg__gemm_arg *gb, int64_t n,
-                     int64_t m, int64_t k, const void *A, const void *B, void *C) {
+static void cpu_gemm1(tg_dtype dt, const tg__gemm_arg *ga, const tg__gemm_arg *gb, int64_t n,
+                      int64_t m, int64_t k, const void *A, const void *B, void *C, int64_t ldc) {
     const enum CBLAS_TRANSPOSE ta = ga->trans ? CblasTrans : CblasNoTrans;
     const enum CBLAS_TRANSPOSE tb = gb->trans ? CblasTrans : CblasNoTrans;
     if (dt == TG_F32)
         cblas_sgemm(CblasRowMajor, ta, tb, (int)n, (int)m, (int)k, 1.0f, A, (int)ga->ld, B,
-                    (int)gb->ld, 0.0f, C, (int)m);
+                    (int)gb->ld, 0.0f, C, (int)ldc);
     else
         cblas_dgemm(CblasRowMajor, ta, tb, (int)n, (int)m, (int)k, 1.0, A, (int)ga->ld, B,
-                    (int)gb->ld, 0.0, C, (int)m);
+                    (int)gb->ld, 0.0, C, (int)ldc);
+}
+
+/* Below this many multiply-adds a product runs on the calling thread. */
+#define CPU_GEMM_PAR_MIN (1 << 18)
+/* Blocks of C start at multiples of this (a multiple of the kernels' tiles). */
+#define CPU_GEMM_ALIGN 16
+
+/*
+ * C (n x m, row-major, ld m) = op(A) op(B). A large product is split into
+ * column blocks of C (row blocks when C has more rows than columns), one per
+ * OpenMP thread, each a single-threaded gemm: OpenBLAS runs single-threaded
+ * inside a parallel region. This is about as fast as OpenBLAS's own threading
+ * but, unlike it, allocates nothing (its threaded path mallocs a job array on
+ * every call) and sums every element in the same order at any thread count,
+ * because K is never split.
+ */
+static void cpu_gemm(tg_dtype dt, const tg__gemm_arg *ga, const tg__gemm_arg *gb, int64_t n,
+                     int64_t m, int64_t k, const void *A, const void *B, void *C) {
+    const int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+    const bool by_rows = n > m;
+    const int64_t len = by_rows ? n : m;
+    if (nt < 2 || n * m * k < CPU_GEMM_PAR_MIN || len < 2 * CPU_GEMM_ALIGN) {
+        cpu_gemm1(dt, ga, gb, n, m, k, A, B, C, m);
+        return;
+    }
+    const int64_t es = (int64_t)tg__cpu_esize(dt);
+    const int64_t units = (len + CPU_GEMM_ALIGN - 1) / CPU_GEMM_ALIGN;
+    const int T = units < nt ? (int)units : nt;
+#pragma omp parallel num_threads(T)
+    {
+        const int64_t t = omp_get_thread_num(), tt = omp_get_num_threads();
+        const int64_t lo = units * t / tt * CPU_GEMM_ALIGN;
+        int64_t hi = units * (t + 1) / tt * CPU_GEMM_ALIGN;
+        hi = hi < len ? hi : len;
+        if (hi > lo) {
+            if (by_rows) {
+                /* Row i of op(A) is row i of A, or column i when transposed. */
+                const char *a0 = (const char *)A + (ga->trans ? lo : lo * ga->ld) * es;
+                cpu_gemm1(dt, ga, gb, hi - lo, m, k, a0, B, (char *)C + lo * m * es, m);
+            } else {
+                const char *b0 = (const char *)B + (gb->trans ? lo * gb->ld : lo) * es;
+                cpu_gemm1(dt, ga, gb, n, hi - lo, k, A, b0, (char *)C + lo * es, m);
+            }
+        }
+    }
 }
 
 /*

@@ -49,82 +49,84 @@ static bool cpu_pool_is_2x2(const cpu_pool_geom *g, const int64_t *xs) {
 /* One plane, same first-maximum and NaN rule as the general loop: scan
  * (0,0), (0,1), (1,0), (1,1); a later element wins only when strictly
  * greater, and a NaN wins and ends the scan. */
-#define CPU_MAXPOOL_2X2(TYPE)                                                                  \
-    static void cpu_maxpool_2x2_##TYPE(const cpu_pool_geom *g, const TYPE *xp, int64_t rs,     \
-                                       TYPE *vo, int64_t *io) {                                \
-        for (int64_t oh = 0; oh < g->oh; oh++) {                                               \
-            const TYPE *r0 = xp + 2 * oh * rs, *r1 = r0 + rs;                                  \
-            for (int64_t ow = 0; ow < g->ow; ow++) {                                           \
-                const TYPE v0 = r0[2 * ow], v1 = r0[2 * ow + 1], v2 = r1[2 * ow],              \
-                           v3 = r1[2 * ow + 1];                                                \
-                TYPE mx;                                                                       \
-                int j;                                                                         \
-                if (__builtin_expect(isnan(v0) | isnan(v1) | isnan(v2) | isnan(v3), 0)) {      \
-                    /* The first NaN in scan order wins. */                                    \
-                    j = isnan(v0) ? 0 : isnan(v1) ? 1 : isnan(v2) ? 2 : 3;                     \
-                    mx = v0 + v1 + v2 + v3;                                                    \
-                } else {                                                                       \
-                    /* Select, not branch: which element wins is data, and a                   \
-                     * mispredicted branch per window cost more than the loads. */             \
-                    const int a = v1 > v0, b = v3 > v2;                                        \
-                    const TYPE m01 = a ? v1 : v0, m23 = b ? v3 : v2;                           \
-                    const int c = m23 > m01;                                                   \
-                    mx = c ? m23 : m01;                                                        \
-                    j = c ? 2 + b : a;                                                         \
-                }                                                                              \
-                if (vo)                                                                        \
-                    vo[oh * g->ow + ow] = mx;                                                  \
-                else                                                                           \
-                    io[oh * g->ow + ow] = (2 * oh + (j >> 1)) * g->w + 2 * ow + (j & 1);       \
-            }                                                                                  \
-        }                                                                                      \
+#define CPU_MAXPOOL_2X2(TYPE)                                                              \
+    static void cpu_maxpool_2x2_##TYPE(const cpu_pool_geom *g, const TYPE *xp, int64_t rs, \
+                                       TYPE *vo, int64_t *io) {                            \
+        for (int64_t oh = 0; oh < g->oh; oh++) {                                           \
+            const TYPE *r0 = xp + 2 * oh * rs, *r1 = r0 + rs;                              \
+            for (int64_t ow = 0; ow < g->ow; ow++) {                                       \
+                const TYPE v0 = r0[2 * ow], v1 = r0[2 * ow + 1], v2 = r1[2 * ow],          \
+                           v3 = r1[2 * ow + 1];                                            \
+                TYPE mx;                                                                   \
+                int j;                                                                     \
+                if (__builtin_expect(isnan(v0) | isnan(v1) | isnan(v2) | isnan(v3), 0)) {  \
+                    /* The first NaN in scan order wins. */                                \
+                    j = isnan(v0) ? 0 : isnan(v1) ? 1 : isnan(v2) ? 2 : 3;                 \
+                    mx = v0 + v1 + v2 + v3;                                                \
+                } else {                                                                   \
+                    /* Select, not branch: which element wins is data, and a               \
+                     * mispredicted branch per window cost more than the loads. */         \
+                    const int a = v1 > v0, b = v3 > v2;                                    \
+                    const TYPE m01 = a ? v1 : v0, m23 = b ? v3 : v2;                       \
+                    const int c = m23 > m01;                                               \
+                    mx = c ? m23 : m01;                                                    \
+                    j = c ? 2 + b : a;                                                     \
+                }                                                                          \
+                if (vo)                                                                    \
+                    vo[oh * g->ow + ow] = mx;                                              \
+                else                                                                       \
+                    io[oh * g->ow + ow] = (2 * oh + (j >> 1)) * g->w + 2 * ow + (j & 1);   \
+            }                                                                              \
+        }                                                                                  \
     }
 CPU_MAXPOOL_2X2(float)
 CPU_MAXPOOL_2X2(double)
 
 /* One plane of max pooling; writes the values (vo) or the flat indices (io). */
-#define CPU_MAXPOOL(TYPE)                                                                      \
-    static void cpu_maxpool_##TYPE(const cpu_pool_geom *g, const TYPE *x, const int64_t *xs,    \
-                                   TYPE *vo, int64_t *io) {                                    \
-        _Pragma("omp parallel for collapse(2) schedule(static) if (g->n * g->c * g->oh * g->ow \
-                > TG__CPU_PAR_MIN / 8)") for (int64_t n = 0; n < g->n; n++) {                   \
-            for (int64_t c = 0; c < g->c; c++) {                                               \
-                const TYPE *xp = x + n * xs[0] + c * xs[1];                                    \
-                const int64_t base = (n * g->c + c) * g->oh * g->ow;                           \
-                if (cpu_pool_is_2x2(g, xs)) {                                                  \
-                    cpu_maxpool_2x2_##TYPE(g, xp, xs[2], vo ? vo + base : NULL,                \
-                                           io ? io + base : NULL);                             \
-                    continue;                                                                  \
-                }                                                                              \
-                for (int64_t oh = 0; oh < g->oh; oh++) {                                       \
-                    int64_t h0 = oh * g->sh - g->ph, h1 = h0 + g->kh;                          \
-                    h0 = h0 < 0 ? 0 : h0;                                                      \
-                    h1 = h1 > g->h ? g->h : h1;                                                \
-                    for (int64_t ow = 0; ow < g->ow; ow++) {                                   \
-                        int64_t w0 = ow * g->sw - g->pw, w1 = w0 + g->kw;                      \
-                        w0 = w0 < 0 ? 0 : w0;                                                  \
-                        w1 = w1 > g->w ? g->w : w1;                                            \
-                        TYPE mx = -INFINITY;                                                   \
-                        int64_t arg = h0 * g->w + w0;                                          \
-                        for (int64_t ih = h0; ih < h1; ih++)                                   \
-                            for (int64_t iw = w0; iw < w1; iw++) {                             \
-                                const TYPE v = xp[ih * xs[2] + iw * xs[3]];                    \
-                                if (v > mx || isnan(v)) {                                      \
-                                    mx = v;                                                    \
-                                    arg = ih * g->w + iw;                                      \
-                                    if (isnan(v))                                              \
-                                        goto done_##TYPE;                                      \
-                                }                                                              \
-                            }                                                                  \
-                    done_##TYPE:                                                               \
-                        if (vo)                                                                \
-                            vo[base + oh * g->ow + ow] = mx;                                   \
-                        else                                                                   \
-                            io[base + oh * g->ow + ow] = arg;                                  \
-                    }                                                                          \
-                }                                                                              \
-            }                                                                                  \
-        }                                                                                      \
+#define CPU_MAXPOOL(TYPE)                                                                          \
+    static void cpu_maxpool_plane_##TYPE(const cpu_pool_geom *g, const TYPE *x, const int64_t *xs, \
+                                         TYPE *vo, int64_t *io, int64_t pl) {                      \
+        const int64_t n = pl / g->c, c = pl % g->c;                                                \
+        const TYPE *xp = x + n * xs[0] + c * xs[1];                                                \
+        const int64_t base = pl * g->oh * g->ow;                                                   \
+        if (cpu_pool_is_2x2(g, xs)) {                                                              \
+            cpu_maxpool_2x2_##TYPE(g, xp, xs[2], vo ? vo + base : NULL, io ? io + base : NULL);    \
+            return;                                                                                \
+        }                                                                                          \
+        for (int64_t oh = 0; oh < g->oh; oh++) {                                                   \
+            int64_t h0 = oh * g->sh - g->ph, h1 = h0 + g->kh;                                      \
+            h0 = h0 < 0 ? 0 : h0;                                                                  \
+            h1 = h1 > g->h ? g->h : h1;                                                            \
+            for (int64_t ow = 0; ow < g->ow; ow++) {                                               \
+                int64_t w0 = ow * g->sw - g->pw, w1 = w0 + g->kw;                                  \
+                w0 = w0 < 0 ? 0 : w0;                                                              \
+                w1 = w1 > g->w ? g->w : w1;                                                        \
+                TYPE mx = -INFINITY;                                                               \
+                int64_t arg = h0 * g->w + w0;                                                      \
+                for (int64_t ih = h0; ih < h1; ih++)                                               \
+                    for (int64_t iw = w0; iw < w1; iw++) {                                         \
+                        const TYPE v = xp[ih * xs[2] + iw * xs[3]];                                \
+                        if (v > mx || isnan(v)) {                                                  \
+                            mx = v;                                                                \
+                            arg = ih * g->w + iw;                                                  \
+                            if (isnan(v))                                                          \
+                                goto done;                                                         \
+                        }                                                                          \
+                    }                                                                              \
+            done:                                                                                  \
+                if (vo)                                                                            \
+                    vo[base + oh * g->ow + ow] = mx;                                               \
+                else                                                                               \
+                    io[base + oh * g->ow + ow] = arg;                                              \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+    static void cpu_maxpool_##TYPE(const cpu_pool_geom *g, const TYPE *x, const int64_t *xs,       \
+                                   TYPE *vo, int64_t *io) {                                        \
+        TG__CPU_FOR(tg__cpu_par_if(g->n * g->c * g->oh * g->ow > TG__CPU_PAR_MIN / 8),             \
+                    "omp parallel for schedule(static)",                                           \
+                    for (int64_t pl = 0; pl < g->n * g->c; pl++)                                   \
+                        cpu_maxpool_plane_##TYPE(g, x, xs, vo, io, pl););                          \
     }
 CPU_MAXPOOL(float)
 CPU_MAXPOOL(double)
@@ -149,8 +151,9 @@ tg_status tg__cpu_max_pool2d_indices(void *state, const tg_kargs *a) {
     (void)state;
     const tg_kview *x = &a->in[0];
     if (a->out.dtype != TG_I64 || (x->dtype != TG_F32 && x->dtype != TG_F64))
-        return tg__cpu_fail(a, TG_ERR_DTYPE, "cpu max_pool2d_indices: expected a float input "
-                                             "and an i64 output");
+        return tg__cpu_fail(a, TG_ERR_DTYPE,
+                            "cpu max_pool2d_indices: expected a float input "
+                            "and an i64 output");
     tg_status st = cpu_pool_check(a, x, &a->out);
     if (st != TG_OK)
         return st;
@@ -165,59 +168,61 @@ tg_status tg__cpu_max_pool2d_indices(void *state, const tg_kargs *a) {
 
 /* Average pooling forward (fwd) or its adjoint (bwd: dx += g / (kh*kw) over
  * each window; src is g, dst is dx, zeroed here). */
-#define CPU_AVGPOOL(TYPE)                                                                      \
-    static void cpu_avgpool_fwd_##TYPE(const cpu_pool_geom *g, const TYPE *x, const int64_t *xs,\
-                                       TYPE *out) {                                            \
-        const double inv = 1.0 / (double)(g->kh * g->kw);                                      \
-        _Pragma("omp parallel for collapse(2) schedule(static) if (g->n * g->c * g->oh * g->ow \
-                > TG__CPU_PAR_MIN / 8)") for (int64_t n = 0; n < g->n; n++) {                   \
-            for (int64_t c = 0; c < g->c; c++) {                                               \
-                const TYPE *xp = x + n * xs[0] + c * xs[1];                                    \
-                TYPE *op = out + (n * g->c + c) * g->oh * g->ow;                               \
-                for (int64_t oh = 0; oh < g->oh; oh++) {                                       \
-                    int64_t h0 = oh * g->sh - g->ph, h1 = h0 + g->kh;                          \
-                    h0 = h0 < 0 ? 0 : h0;                                                      \
-                    h1 = h1 > g->h ? g->h : h1;                                                \
-                    for (int64_t ow = 0; ow < g->ow; ow++) {                                   \
-                        int64_t w0 = ow * g->sw - g->pw, w1 = w0 + g->kw;                      \
-                        w0 = w0 < 0 ? 0 : w0;                                                  \
-                        w1 = w1 > g->w ? g->w : w1;                                            \
-                        double s = 0;                                                          \
-                        for (int64_t ih = h0; ih < h1; ih++)                                   \
-                            for (int64_t iw = w0; iw < w1; iw++)                               \
-                                s += xp[ih * xs[2] + iw * xs[3]];                              \
-                        op[oh * g->ow + ow] = (TYPE)(s * inv);                                 \
-                    }                                                                          \
-                }                                                                              \
-            }                                                                                  \
-        }                                                                                      \
-    }                                                                                          \
-    static void cpu_avgpool_bwd_##TYPE(const cpu_pool_geom *g, const TYPE *gd, const int64_t *gs,\
-                                       TYPE *dx) {                                             \
-        const TYPE inv = (TYPE)(1.0 / (double)(g->kh * g->kw));                                \
-        _Pragma("omp parallel for collapse(2) schedule(static) if (g->n * g->c * g->h * g->w   \
-                > TG__CPU_PAR_MIN / 8)") for (int64_t n = 0; n < g->n; n++) {                   \
-            for (int64_t c = 0; c < g->c; c++) {                                               \
-                const TYPE *gp = gd + n * gs[0] + c * gs[1];                                   \
-                TYPE *xp = dx + (n * g->c + c) * g->h * g->w;                                  \
-                for (int64_t i = 0; i < g->h * g->w; i++)                                      \
-                    xp[i] = 0;                                                                 \
-                for (int64_t oh = 0; oh < g->oh; oh++) {                                       \
-                    int64_t h0 = oh * g->sh - g->ph, h1 = h0 + g->kh;                          \
-                    h0 = h0 < 0 ? 0 : h0;                                                      \
-                    h1 = h1 > g->h ? g->h : h1;                                                \
-                    for (int64_t ow = 0; ow < g->ow; ow++) {                                   \
-                        int64_t w0 = ow * g->sw - g->pw, w1 = w0 + g->kw;                      \
-                        w0 = w0 < 0 ? 0 : w0;                                                  \
-                        w1 = w1 > g->w ? g->w : w1;                                            \
-                        const TYPE v = gp[oh * gs[2] + ow * gs[3]] * inv;                      \
-                        for (int64_t ih = h0; ih < h1; ih++)                                   \
-                            for (int64_t iw = w0; iw < w1; iw++)                               \
-                                xp[ih * g->w + iw] += v;                                       \
-                    }                                                                          \
-                }                                                                              \
-            }                                                                                  \
-        }                                                                                      \
+#define CPU_AVGPOOL(TYPE)                                                                         \
+    static void cpu_avgpool_fwd_##TYPE(const cpu_pool_geom *g, const TYPE *x, const int64_t *xs,  \
+                                       TYPE *out) {                                               \
+        const double inv = 1.0 / (double)(g->kh * g->kw);                                         \
+        TG__CPU_FOR(                                                                              \
+            tg__cpu_par_if(g->n * g->c * g->oh * g->ow > TG__CPU_PAR_MIN / 8),                    \
+            "omp parallel for collapse(2) schedule(static)", for (int64_t n = 0; n < g->n; n++) { \
+                for (int64_t c = 0; c < g->c; c++) {                                              \
+                    const TYPE *xp = x + n * xs[0] + c * xs[1];                                   \
+                    TYPE *op = out + (n * g->c + c) * g->oh * g->ow;                              \
+                    for (int64_t oh = 0; oh < g->oh; oh++) {                                      \
+                        int64_t h0 = oh * g->sh - g->ph, h1 = h0 + g->kh;                         \
+                        h0 = h0 < 0 ? 0 : h0;                                                     \
+                        h1 = h1 > g->h ? g->h : h1;                                               \
+                        for (int64_t ow = 0; ow < g->ow; ow++) {                                  \
+                            int64_t w0 = ow * g->sw - g->pw, w1 = w0 + g->kw;                     \
+                            w0 = w0 < 0 ? 0 : w0;                                                 \
+                            w1 = w1 > g->w ? g->w : w1;                                           \
+                            double s = 0;                                                         \
+                            for (int64_t ih = h0; ih < h1; ih++)                                  \
+                                for (int64_t iw = w0; iw < w1; iw++)                              \
+                                    s += xp[ih * xs[2] + iw * xs[3]];                             \
+                            op[oh * g->ow + ow] = (TYPE)(s * inv);                                \
+                        }                                                                         \
+                    }                                                                             \
+                }                                                                                 \
+            });                                                                                   \
+    }                                                                                             \
+    static void cpu_avgpool_bwd_##TYPE(const cpu_pool_geom *g, const TYPE *gd, const int64_t *gs, \
+                                       TYPE *dx) {                                                \
+        const TYPE inv = (TYPE)(1.0 / (double)(g->kh * g->kw));                                   \
+        TG__CPU_FOR(                                                                              \
+            tg__cpu_par_if(g->n * g->c * g->h * g->w > TG__CPU_PAR_MIN / 8),                      \
+            "omp parallel for collapse(2) schedule(static)", for (int64_t n = 0; n < g->n; n++) { \
+                for (int64_t c = 0; c < g->c; c++) {                                              \
+                    const TYPE *gp = gd + n * gs[0] + c * gs[1];                                  \
+                    TYPE *xp = dx + (n * g->c + c) * g->h * g->w;                                 \
+                    for (int64_t i = 0; i < g->h * g->w; i++)                                     \
+                        xp[i] = 0;                                                                \
+                    for (int64_t oh = 0; oh < g->oh; oh++) {                                      \
+                        int64_t h0 = oh * g->sh - g->ph, h1 = h0 + g->kh;                         \
+                        h0 = h0 < 0 ? 0 : h0;                                                     \
+                        h1 = h1 > g->h ? g->h : h1;                                               \
+                        for (int64_t ow = 0; ow < g->ow; ow++) {                                  \
+                            int64_t w0 = ow * g->sw - g->pw, w1 = w0 + g->kw;                     \
+                            w0 = w0 < 0 ? 0 : w0;                                                 \
+                            w1 = w1 > g->w ? g->w : w1;                                           \
+                            const TYPE v = gp[oh * gs[2] + ow * gs[3]] * inv;                     \
+                            for (int64_t ih = h0; ih < h1; ih++)                                  \
+                                for (int64_t iw = w0; iw < w1; iw++)                              \
+                                    xp[ih * g->w + iw] += v;                                      \
+                        }                                                                         \
+                    }                                                                             \
+                }                                                                                 \
+            });                                                                                   \
     }
 CPU_AVGPOOL(float)
 CPU_AVGPOOL(double)

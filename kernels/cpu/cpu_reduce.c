@@ -350,29 +350,23 @@ static tg_status cpu_reduce(const tg_kargs *a, cpu_red_kind kind, bool mean) {
         j.nblocks = (j.ncols + CPU_RED_COLS - 1) / CPU_RED_COLS;
         ntasks = r->M / j.ncols * j.nblocks;
     }
-    const bool par = r->M * r->K > TG__CPU_PAR_MIN;
-    if (par && ntasks < CPU_RED_MIN_TASKS && r->M <= CPU_RED_PARTIALS / 2) {
+    /* How a reduction is cut depends on its size alone, so its bits do not
+     * depend on the thread count; whether a region runs depends on both. */
+    const bool big = r->M * r->K > TG__CPU_PAR_MIN, par = tg__cpu_par_if(big);
+    if (big && ntasks < CPU_RED_MIN_TASKS && r->M <= CPU_RED_PARTIALS / 2) {
         const int64_t width = j.column ? (j.ncols < CPU_RED_COLS ? j.ncols : CPU_RED_COLS) : 1;
         int64_t q = r->K * width / CPU_RED_PIECE_MIN;
         q = q < CPU_RED_PIECES_MAX ? q : CPU_RED_PIECES_MAX;
         j.Q = q < CPU_RED_PARTIALS / r->M ? q : CPU_RED_PARTIALS / r->M;
     }
     if (j.Q < 2) {
-        /* Not an if(false) region: libgomp allocates a one-thread team. */
-        if (par) {
-#pragma omp parallel for schedule(static)
-            for (int64_t t = 0; t < ntasks; t++)
-                red_task_full(&j, t);
-        } else {
-            for (int64_t t = 0; t < ntasks; t++)
-                red_task_full(&j, t);
-        }
+        TG__CPU_FOR(par, "omp parallel for schedule(static)",
+                    for (int64_t t = 0; t < ntasks; t++) red_task_full(&j, t););
         return TG_OK;
     }
     double partial[CPU_RED_PARTIALS];
-#pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < ntasks * j.Q; t++)
-        red_task_piece(&j, t, partial);
+    TG__CPU_FOR(par, "omp parallel for schedule(static)",
+                for (int64_t t = 0; t < ntasks * j.Q; t++) red_task_piece(&j, t, partial););
     for (int64_t m = 0; m < r->M; m++) {
         double v = partial[m * j.Q];
         for (int64_t q = 1; q < j.Q; q++)
@@ -451,15 +445,15 @@ tg_status tg__cpu_argmax(void *state, const tg_kargs *a) {
     const int64_t esize = (int64_t)tg__cpu_esize(x->dtype);
     const char *base = x->data;
     int64_t *out = a->out.data;
-    if (r.M * r.K > TG__CPU_PAR_MIN) {
+    if (tg__cpu_par_if(r.M * r.K > TG__CPU_PAR_MIN)) {
 #pragma omp parallel for schedule(static)
         for (int64_t m = 0; m < r.M; m++)
-            out[m] = line(base + red_offset(r.nk, r.kshape, r.kstride, m) * esize, r.K,
-                          r.rstride[0]);
+            out[m] =
+                line(base + red_offset(r.nk, r.kshape, r.kstride, m) * esize, r.K, r.rstride[0]);
     } else {
         for (int64_t m = 0; m < r.M; m++)
-            out[m] = line(base + red_offset(r.nk, r.kshape, r.kstride, m) * esize, r.K,
-                          r.rstride[0]);
+            out[m] =
+                line(base + red_offset(r.nk, r.kshape, r.kstride, m) * esize, r.K, r.rstride[0]);
     }
     return TG_OK;
 }

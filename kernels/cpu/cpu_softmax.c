@@ -49,14 +49,17 @@ static int64_t cpu_line_offset(const tg_kview *v, int axis, int64_t m) {
             mx = v > mx ? v : mx;                                                                \
         }                                                                                        \
         TG__CPU_SIMD("omp simd")                                                                 \
-        for (int64_t k = 0; k < n; k++) o[k * so] = tg__cpu_vexp(x[k * sx] - mx);                \
+        for (int64_t k = 0; k < n; k++)                                                          \
+            o[k * so] = tg__cpu_vexp(x[k * sx] - mx);                                            \
         double sum = 0;                                                                          \
         TG__CPU_SIMD("omp simd reduction(+ : sum)")                                              \
-        for (int64_t k = 0; k < n; k++) sum += o[k * so];                                        \
+        for (int64_t k = 0; k < n; k++)                                                          \
+            sum += o[k * so];                                                                    \
         if (LOG_OUTPUT) {                                                                        \
             const TYPE lse = (TYPE)log(sum);                                                     \
             TG__CPU_SIMD("omp simd")                                                             \
-            for (int64_t k = 0; k < n; k++) o[k * so] = (x[k * sx] - mx) - lse;                  \
+            for (int64_t k = 0; k < n; k++)                                                      \
+                o[k * so] = (x[k * sx] - mx) - lse;                                              \
         } else {                                                                                 \
             const TYPE inv = (TYPE)(1.0 / sum);                                                  \
             TG__CPU_SIMD("omp simd") for (int64_t k = 0; k < n; k++) o[k * so] *= inv;           \
@@ -99,12 +102,13 @@ static tg_status cpu_softmax_any(const tg_kargs *a, cpu_line_fn f32, cpu_line_fn
     const cpu_line_fn line = x->dtype == TG_F32 ? f32 : f64;
     const char *xd = x->data;
     char *od = a->out.data;
-#pragma omp parallel for schedule(static) if (numel > TG__CPU_PAR_MIN)
-    for (int64_t m = 0; m < lines; m++) {
-        const int64_t xo = cpu_line_offset(x, axis, m);
-        const int64_t oo = m / inner * n * inner + m % inner;
-        line(xd + xo * esize, x->strides[axis], od + oo * esize, inner, n);
-    }
+    TG__CPU_FOR(
+        tg__cpu_par_if(numel > TG__CPU_PAR_MIN), "omp parallel for schedule(static)",
+        for (int64_t m = 0; m < lines; m++) {
+            const int64_t xo = cpu_line_offset(x, axis, m);
+            const int64_t oo = m / inner * n * inner + m % inner;
+            line(xd + xo * esize, x->strides[axis], od + oo * esize, inner, n);
+        });
     return TG_OK;
 }
 
@@ -229,22 +233,23 @@ tg_status tg__cpu_gather(void *state, const tg_kargs *a) {
     const char *xd = x->data, *id = idx->data;
     char *od = a->out.data;
     cpu_bad bad = {.pos = -1};
-#pragma omp parallel for schedule(static) if (numel > TG__CPU_PAR_MIN)
-    for (int64_t r = 0; r < numel / inner; r++) {
-        int64_t rest = r, xo = 0, io = 0;
-        for (int d = nd - 2; d >= 0; d--) {
-            const int64_t c = rest % idx->shape[d];
-            rest /= idx->shape[d];
-            io += c * idx->strides[d];
-            xo += d == axis ? 0 : c * x->strides[d];
-        }
-        int64_t val;
-        int64_t j =
-            row(xd + xo * esize, xs, x->strides[axis], id + io * (int64_t)tg__cpu_esize(idx->dtype),
-                idx->dtype, idx->strides[nd - 1], od + r * inner * esize, inner, lim, &val);
-        if (j >= 0)
-            cpu_bad_note(&bad, r * inner + j, val);
-    }
+    TG__CPU_FOR(
+        tg__cpu_par_if(numel > TG__CPU_PAR_MIN), "omp parallel for schedule(static)",
+        for (int64_t r = 0; r < numel / inner; r++) {
+            int64_t rest = r, xo = 0, io = 0;
+            for (int d = nd - 2; d >= 0; d--) {
+                const int64_t c = rest % idx->shape[d];
+                rest /= idx->shape[d];
+                io += c * idx->strides[d];
+                xo += d == axis ? 0 : c * x->strides[d];
+            }
+            int64_t val;
+            int64_t j = row(xd + xo * esize, xs, x->strides[axis],
+                            id + io * (int64_t)tg__cpu_esize(idx->dtype), idx->dtype,
+                            idx->strides[nd - 1], od + r * inner * esize, inner, lim, &val);
+            if (j >= 0)
+                cpu_bad_note(&bad, r * inner + j, val);
+        });
     if (bad.pos >= 0)
         return cpu_bad_report(a, &bad, idx, axis, lim);
     return TG_OK;
@@ -335,9 +340,8 @@ tg_status tg__cpu_scatter_add(void *state, const tg_kargs *a) {
     void (*task)(const cpu_scatter *, int64_t, cpu_bad *) =
         a->out.dtype == TG_F32 ? cpu_scatter_f32 : cpu_scatter_f64;
     cpu_bad bad = {.pos = -1};
-#pragma omp parallel for schedule(static) if (numel > TG__CPU_PAR_MIN)
-    for (int64_t t = 0; t < ntasks; t++)
-        task(&s, t, &bad);
+    TG__CPU_FOR(tg__cpu_par_if(numel > TG__CPU_PAR_MIN), "omp parallel for schedule(static)",
+                for (int64_t t = 0; t < ntasks; t++) task(&s, t, &bad););
     if (bad.pos >= 0)
         return cpu_bad_report(a, &bad, idx, s.axis, s.lim);
     return TG_OK;
