@@ -104,17 +104,22 @@ static tg_tensor *forward_mlp(tg_ctx *ctx, tg_model *m, tg_tensor *x) {
     return tg_linear_forward(ctx, &m->fc3, h);
 }
 
+/* The module order is PyTorch's (conv, [bn,] relu, pool), but relu runs after
+ * the pooling: max and relu commute (relu is monotonic), values and gradients
+ * are the same (a window's gradient goes to its maximum, and relu's mask of
+ * the maximum is the window's), and relu's two passes then cover a quarter of
+ * the elements. Only NaN inputs, which end training anyway, tell them apart. */
 static tg_tensor *forward_cnn(tg_ctx *ctx, tg_model *m, tg_tensor *x, bool training) {
     static const int k2[2] = {2, 2}, s2[2] = {2, 2}, p0[2] = {0, 0};
     bool bn = m->kind == TG_MODEL_CNN_BN;
     tg_tensor *h = tg_conv2d_forward(ctx, &m->conv1, x);
     if (bn)
         h = tg_batchnorm_forward(ctx, &m->bn1, h, training);
-    h = tg_max_pool2d(ctx, tg_relu(ctx, h), k2, s2, p0);
+    h = tg_relu(ctx, tg_max_pool2d(ctx, h, k2, s2, p0));
     h = tg_conv2d_forward(ctx, &m->conv2, h);
     if (bn)
         h = tg_batchnorm_forward(ctx, &m->bn2, h, training);
-    h = tg_max_pool2d(ctx, tg_relu(ctx, h), k2, s2, p0);
+    h = tg_relu(ctx, tg_max_pool2d(ctx, h, k2, s2, p0));
     h = tg_linear_forward(ctx, &m->fc1, tg_flatten(ctx, h, 1));
     if (bn)
         h = tg_batchnorm_forward(ctx, &m->bn3, h, training);
