@@ -1,0 +1,345 @@
+/*
+ * tests/test_heap_steady.c: a steady-state training step makes no heap call.
+ *
+ * This executable defines malloc, calloc, realloc, aligned_alloc,
+ * posix_memalign and memalign over glibc's __libc_* entry points and counts
+ * every call made from any thread (OpenMP and OpenBLAS workers included)
+ * while counting is on. Each case builds a built-in model, takes warm-up
+ * steps on random data (the arenas grow to their high-water mark, the
+ * optimizer creates its state), then counts the calls over further steps:
+ * forward, cross-entropy, loss to host, backward, clipping, optimizer step,
+ * zero grad, as the trainer runs them. The expected count is zero, at one
+ * thread and at two, for every model and optimizer.
+ *
+ * The same holds for the trainer's whole loop (tg_trainer_run: the loader
+ * thread's batches, the step, the schedule, the hooks) between two of its
+ * steps, on a small synthetic dataset converted from IDX files.
+ *
+ * The counter itself is checked first: a plain malloc while counting must
+ * count. Under AddressSanitizer, which owns malloc, the test is skipped (77).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <omp.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <zlib.h>
+
+#include "tapegrad/datasets.h"
+#include "tapegrad/nn.h"
+#include "tapegrad/optim.h"
+#include "tapegrad/rng.h"
+#include "tapegrad/runtime.h"
+#include "tapegrad/trainer.h"
+#include "test_util.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+int main(void) {
+    printf("test_heap_steady: skipped: AddressSanitizer replaces malloc\n");
+    return 77;
+}
+#else
+
+/* ---- the counter ---- */
+
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void *__libc_memalign(size_t, size_t);
+
+static atomic_long heap_calls;
+static atomic_int heap_counting;
+
+static void heap_count(void) {
+    if (atomic_load_explicit(&heap_counting, memory_order_relaxed))
+        atomic_fetch_add_explicit(&heap_calls, 1, memory_order_relaxed);
+}
+
+void *malloc(size_t n) {
+    heap_count();
+    return __libc_malloc(n);
+}
+void *calloc(size_t m, size_t n) {
+    heap_count();
+    return __libc_calloc(m, n);
+}
+void *realloc(void *p, size_t n) {
+    heap_count();
+    return __libc_realloc(p, n);
+}
+void *aligned_alloc(size_t al, size_t n) {
+    heap_count();
+    return __libc_memalign(al, n);
+}
+void *memalign(size_t al, size_t n) {
+    heap_count();
+    return __libc_memalign(al, n);
+}
+int posix_memalign(void **out, size_t al, size_t n) {
+    heap_count();
+    void *p = __libc_memalign(al, n);
+    if (!p)
+        return ENOMEM;
+    *out = p;
+    return 0;
+}
+
+static void count_start(void) {
+    atomic_store(&heap_calls, 0);
+    atomic_store(&heap_counting, 1);
+}
+
+static long count_stop(void) {
+    atomic_store(&heap_counting, 0);
+    return atomic_load(&heap_calls);
+}
+
+/* ---- the steps ---- */
+
+#define WARMUP 3
+#define COUNTED 3
+
+typedef struct step_case {
+    tg_model_kind model;
+    tg_optim_kind optim;
+    int64_t batch;
+    int threads;
+    double clip; /* clip_grad_norm's max norm; 0: none */
+} step_case;
+
+static void check_ok(tg_ctx *ctx, tg_status s) {
+    if (s != TG_OK)
+        fail_msg("%s", tg_ctx_error(ctx));
+}
+
+/* One training step on the batch (x, y), as the trainer's. */
+static void train_step(tg_ctx *ctx, tg_model *m, tg_optim *opt, const step_case *c,
+                       const int64_t xs[4], float *x, int64_t *y) {
+    tg_step_reset(ctx);
+    tg_tensor *xt = tg_from_data(ctx, TG_F32, 4, xs, x);
+    tg_tensor *yt = tg_from_data(ctx, TG_I64, 1, &c->batch, y);
+    tg_tensor *logits = xt && yt ? tg_model_forward(ctx, m, xt, true) : NULL;
+    tg_tensor *l = logits ? tg_cross_entropy(ctx, logits, yt, 0.1) : NULL;
+    if (!l)
+        fail_msg("%s", tg_ctx_error(ctx));
+    double loss;
+    check_ok(ctx, tg_item(ctx, l, &loss));
+    assert_true(loss > 0 && loss < 10);
+    check_ok(ctx, tg_backward(ctx, l, NULL, 0));
+    if (c->clip > 0) {
+        double norm;
+        check_ok(ctx, tg_clip_grad_norm(ctx, m->params.nparams, m->params.params, c->clip, &norm));
+    }
+    check_ok(ctx, tg_optim_step(ctx, opt, -1.0));
+    check_ok(ctx, tg_optim_zero_grad(ctx, opt));
+}
+
+static long heap_calls_per_case(const step_case *c) {
+    tg_ctx_config cc = {.threads = c->threads};
+    tg_ctx *ctx;
+    assert_int_equal(tg_ctx_new(&cc, &ctx), TG_OK);
+    const int64_t shape[3] = {1, 28, 28}, xs[4] = {c->batch, 1, 28, 28};
+    tg_model m;
+    check_ok(ctx, tg_model_init(ctx, &m, c->model, shape, 10, 7));
+    tg_optim_config oc = tg_optim_defaults(c->optim);
+    oc.lr = 1e-3;
+    if (c->optim == TG_OPTIM_SGD)
+        oc.momentum = 0.9, oc.weight_decay = 1e-4;
+    tg_optim *opt;
+    check_ok(ctx, tg_optim_new(ctx, &oc, m.params.nparams, m.params.params, &opt));
+    const int64_t n = c->batch * 28 * 28;
+    float *x = malloc((size_t)n * sizeof *x);
+    int64_t *y = malloc((size_t)c->batch * sizeof *y);
+    assert_non_null(x);
+    assert_non_null(y);
+    tg_rng rng = tg_rng_make(11, 0);
+    tg_rng_normal(&rng, x, n, 0.0f, 1.0f);
+    for (int64_t i = 0; i < c->batch; i++)
+        y[i] = i % 10;
+    for (int k = 0; k < WARMUP; k++)
+        train_step(ctx, &m, opt, c, xs, x, y);
+    count_start();
+    for (int k = 0; k < COUNTED; k++)
+        train_step(ctx, &m, opt, c, xs, x, y);
+    long calls = count_stop();
+    free(x);
+    free(y);
+    tg_ctx_free(ctx);
+    return calls;
+}
+
+static void test_counter_counts(void **state) {
+    (void)state;
+    count_start();
+    void *volatile p = malloc(64);
+    void *volatile q = calloc(4, 16);
+    long calls = count_stop();
+    free(p);
+    free(q);
+    assert_int_equal(calls, 2);
+}
+
+static void run_cases(const step_case *cases, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        long calls = heap_calls_per_case(&cases[i]);
+        if (calls != 0)
+            fail_msg("%s, %s, batch %lld, %d thread(s)%s: %ld heap calls in %d steady-state "
+                     "steps, expected 0",
+                     tg_model_name(cases[i].model),
+                     cases[i].optim == TG_OPTIM_SGD ? "sgd" : "adamw", (long long)cases[i].batch,
+                     cases[i].threads, cases[i].clip > 0 ? ", clipped" : "", calls, COUNTED);
+    }
+}
+
+static void test_mlp(void **state) {
+    (void)state;
+    const step_case cases[] = {
+        {TG_MODEL_MLP, TG_OPTIM_ADAMW, 256, 1, 0},
+        {TG_MODEL_MLP, TG_OPTIM_ADAMW, 256, 2, 0},
+        {TG_MODEL_MLP, TG_OPTIM_SGD, 64, 2, 1.0},
+    };
+    run_cases(cases, sizeof cases / sizeof cases[0]);
+}
+
+static void test_cnn(void **state) {
+    (void)state;
+    const step_case cases[] = {
+        {TG_MODEL_CNN, TG_OPTIM_ADAMW, 32, 1, 0},
+        {TG_MODEL_CNN, TG_OPTIM_ADAMW, 32, 2, 0},
+        {TG_MODEL_CNN_BN, TG_OPTIM_SGD, 32, 2, 1.0},
+        {TG_MODEL_CNN_BN, TG_OPTIM_ADAMW, 16, 1, 0},
+    };
+    run_cases(cases, sizeof cases / sizeof cases[0]);
+}
+
+/* ---- the trainer's loop ---- */
+
+#define TRAIN_N 2048
+#define TEST_N 256
+
+static void put_be32(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)(v >> 24), p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8), p[3] = (unsigned char)v;
+}
+
+/* An IDX pair (n 28x28 images whose pixels depend on the label, labels) of
+ * gzip files, converted into `split` of data.h5. */
+static void write_split(const char *split, uint32_t n) {
+    const size_t per = 28 * 28, ilen = 16 + n * per, llen = 8 + n;
+    unsigned char *img = malloc(ilen), *lab = malloc(llen);
+    assert_non_null(img);
+    assert_non_null(lab);
+    put_be32(img, 0x803), put_be32(img + 4, n), put_be32(img + 8, 28), put_be32(img + 12, 28);
+    put_be32(lab, 0x801), put_be32(lab + 4, n);
+    for (uint32_t i = 0; i < n; i++) {
+        lab[8 + i] = (unsigned char)(i * 7 % 10);
+        for (size_t k = 0; k < per; k++)
+            img[16 + i * per + k] = (unsigned char)((k * 13 + i * 5 + lab[8 + i] * 40) % 256);
+    }
+    char ip[600], lp[600], err[512];
+    snprintf(ip, sizeof ip, "%s", tgt_path("images.gz"));
+    snprintf(lp, sizeof lp, "%s", tgt_path("labels.gz"));
+    const struct {
+        const char *path;
+        unsigned char *buf;
+        size_t len;
+    } files[] = {{ip, img, ilen}, {lp, lab, llen}};
+    for (int f = 0; f < 2; f++) {
+        gzFile gz = gzopen(files[f].path, "wb1");
+        assert_non_null(gz);
+        assert_int_equal(gzwrite(gz, files[f].buf, (unsigned)files[f].len), (int)files[f].len);
+        assert_int_equal(gzclose(gz), Z_OK);
+    }
+    if (tg_idx_convert(ip, lp, tgt_path("data.h5"), split, err, sizeof err) != TG_OK)
+        fail_msg("%s", err);
+    free(img);
+    free(lab);
+}
+
+static int group_setup(void **state) {
+    (void)state;
+    if (tgt_dir_setup("tg_heap") != 0)
+        return -1;
+    write_split("train", TRAIN_N);
+    write_split("test", TEST_N);
+    return 0;
+}
+
+static int group_teardown(void **state) {
+    (void)state;
+    return tgt_dir_teardown();
+}
+
+/* Counting runs from the end of step FIRST to the end of step LAST. */
+typedef struct window {
+    int64_t first, last;
+    long calls;
+    bool seen;
+} window;
+
+static tg_status count_window(tg_trainer *tr, bool *stop, void *user) {
+    (void)stop;
+    window *w = user;
+    const int64_t step = tg_trainer_state_get(tr).step;
+    if (step == w->first)
+        count_start();
+    if (step == w->last) {
+        w->calls = count_stop();
+        w->seen = true;
+    }
+    return TG_OK;
+}
+
+static void trainer_case(tg_model_kind model, int64_t batch, int threads) {
+    tg_ctx_config cc = {.threads = threads};
+    tg_ctx *ctx;
+    assert_int_equal(tg_ctx_new(&cc, &ctx), TG_OK);
+    tg_trainer_config c = tg_trainer_defaults(model);
+    const char *path = tgt_path("data.h5");
+    window w = {.first = 4, .last = TRAIN_N / batch - 2};
+    c.data_path = path;
+    c.epochs = 1;
+    c.batch_size = batch;
+    c.log_every = 0;
+    c.hooks.after_step = count_window;
+    c.hooks.user = &w;
+    tg_trainer *tr;
+    check_ok(ctx, tg_trainer_new(ctx, &c, &tr));
+    check_ok(ctx, tg_trainer_run(tr));
+    tg_trainer_free(tr);
+    tg_ctx_free(ctx);
+    assert_true(w.seen);
+    if (w.calls != 0)
+        fail_msg("trainer, %s, batch %lld, %d thread(s): %ld heap calls from step %lld to step "
+                 "%lld, expected 0",
+                 tg_model_name(model), (long long)batch, threads, w.calls, (long long)w.first,
+                 (long long)w.last);
+}
+
+static void test_trainer(void **state) {
+    (void)state;
+    trainer_case(TG_MODEL_MLP, 64, 1);
+    trainer_case(TG_MODEL_MLP, 64, 2);
+    trainer_case(TG_MODEL_CNN, 32, 2);
+    trainer_case(TG_MODEL_CNN_BN, 32, 1);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_counter_counts),
+        cmocka_unit_test(test_mlp),
+        cmocka_unit_test(test_cnn),
+        cmocka_unit_test(test_trainer),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
+#endif
