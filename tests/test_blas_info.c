@@ -114,9 +114,8 @@ static void run_child(const char *core, char *got, size_t len, int *core_avx512,
     assert_non_null(fgets(line, sizeof line, p));
     assert_int_equal(pclose(p), 0);
     char name[64];
-    assert_int_equal(sscanf(line, "core=%63s core_avx512=%d cpu_avx512=%d", name, core_avx512,
-                            cpu_avx512),
-                     3);
+    assert_int_equal(
+        sscanf(line, "core=%63s core_avx512=%d cpu_avx512=%d", name, core_avx512, cpu_avx512), 3);
     snprintf(got, len, "%s", name);
 }
 
