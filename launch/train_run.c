@@ -268,6 +268,23 @@ static void print_banner(const run_state *st, tg_trainer *tr, const char *data) 
            (long long)c->batch_size, (long long)(c->batch_size / st->world),
            tg_train_optim_name(c->optim.kind), c->optim.lr, c->optim.weight_decay,
            tg_train_sched_name(c->schedule.kind), (unsigned long long)c->seed, th);
+    if (o->device == TG_DEVICE_CPU) {
+        /* OpenBLAS picks its kernels at load time, and OPENBLAS_CORETYPE
+         * overrides the pick silently; an AVX2 core on an AVX-512 CPU makes
+         * convolutions and matrix products much slower, so say so. The
+         * variable stays the user's choice: this only reports it. */
+        tg_blas_info b;
+        tg_blas_info_get(&b);
+        printf("blas: %s, %s kernels\n", b.config, b.core);
+        if (b.forced_core && b.cpu_avx512 && !b.core_avx512) {
+            fflush(stdout);
+            fprintf(stderr,
+                    "tapegrad train: warning: OPENBLAS_CORETYPE=%s keeps OpenBLAS on its %s "
+                    "kernels although this CPU has AVX-512; unset it for faster convolutions "
+                    "and matrix products (the cnn model trains about 1.5x faster)\n",
+                    b.forced_core, b.core);
+        }
+    }
     printf("config:");
     for (const char *p = st->cfg_text; *p; p++)
         if (*p != '\n')

@@ -527,6 +527,51 @@ static void test_train_tiny_from_idx(void **state) {
     free(r);
 }
 
+/* The banner names the OpenBLAS kernels in use. OPENBLAS_CORETYPE=Haswell
+ * takes the Haswell kernels (on any CPU with AVX2) and, on a CPU with
+ * AVX-512, brings a warning; without the variable there is none. */
+static void test_train_blas_banner(void **state) {
+    (void)state;
+    const char *old = getenv("OPENBLAS_CORETYPE");
+    char *saved = old ? strdup(old) : NULL;
+    tg_blas_info here;
+    tg_blas_info_get(&here);
+    cli_result *r = result();
+    char *const argv[] = {"tapegrad", "train", "--idx-dir", g_dir, "--model", "mlp",
+                          "--max-steps", "1", "--batch-size", "4", "--eval-batch-size", "8",
+                          "--threads", "1", NULL};
+    for (int forced = 0; forced < 2; forced++) {
+        if (forced)
+            assert_int_equal(setenv("OPENBLAS_CORETYPE", "Haswell", 1), 0);
+        else
+            assert_int_equal(unsetenv("OPENBLAS_CORETYPE"), 0);
+        run_cli(r, argv);
+        if (r->code != 0)
+            fail_msg("train exited %d:\n%s%s", r->code, r->out, r->err);
+        const char *line = strstr(r->out, "\nblas: OpenBLAS ");
+        if (!line)
+            fail_msg("no blas line in the banner:\n%s", r->out);
+        const char *end = strchr(line + 1, '\n');
+        assert_non_null(end);
+        static const char want[] = ", Haswell kernels";
+        size_t wn = sizeof want - 1;
+        assert_true((size_t)(end - line) > wn && strncmp(end - 8, " kernels", 8) == 0);
+        if (forced && __builtin_cpu_supports("avx2"))
+            assert_true(strncmp(end - wn, want, wn) == 0);
+        bool warned = strstr(r->err, "warning: OPENBLAS_CORETYPE=Haswell keeps OpenBLAS on its "
+                                     "Haswell kernels although this CPU has AVX-512") != NULL;
+        assert_int_equal(warned, forced && here.cpu_avx512);
+        if (!forced)
+            assert_null(strstr(r->err, "OPENBLAS_CORETYPE"));
+    }
+    if (saved)
+        setenv("OPENBLAS_CORETYPE", saved, 1);
+    else
+        unsetenv("OPENBLAS_CORETYPE");
+    free(saved);
+    free(r);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_version),         cmocka_unit_test(test_help),
@@ -535,6 +580,7 @@ int main(void) {
         cmocka_unit_test(test_convert_errors),  cmocka_unit_test(test_inspect_errors),
         cmocka_unit_test(test_train_help),      cmocka_unit_test(test_train_bad_values),
         cmocka_unit_test(test_train_data_errors), cmocka_unit_test(test_train_tiny_from_idx),
+        cmocka_unit_test(test_train_blas_banner),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

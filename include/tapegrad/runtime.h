@@ -121,6 +121,33 @@ void tg_arena_stats(const tg_ctx *ctx, size_t *used, size_t *reserved, size_t *h
  * growth). A training loop in steady state leaves it unchanged. */
 uint64_t tg_ctx_alloc_count(const tg_ctx *ctx);
 
+/* ---- the BLAS library ---- */
+
+/*
+ * The BLAS library the CPU backend runs on (always OpenBLAS), as the loaded
+ * library reports it, for start-up banners and benchmark logs. OpenBLAS
+ * chooses its kernels once, when it is loaded: by the CPU, unless the
+ * variable OPENBLAS_CORETYPE names a core, which it then takes even when the
+ * CPU could run faster ones.
+ *   core         the kernel set in use, e.g. "Haswell" or "Cooperlake"
+ *                ("unknown" when the library does not say);
+ *   config       the library's build string, e.g. "OpenBLAS 0.3.21 ...";
+ *   forced_core  the value of OPENBLAS_CORETYPE now, or NULL when it is unset
+ *                or empty (the library read it at load time);
+ *   cpu_avx512   this CPU runs AVX-512 F, BW, DQ and VL;
+ *   core_avx512  core is one of OpenBLAS's AVX-512 kernel sets (SkylakeX,
+ *                Cooperlake, SapphireRapids).
+ * The strings belong to the library (or the environment); do not free them.
+ */
+typedef struct tg_blas_info {
+    const char *core;
+    const char *config;
+    const char *forced_core;
+    bool cpu_avx512;
+    bool core_avx512;
+} tg_blas_info;
+void tg_blas_info_get(tg_blas_info *out);
+
 /* ---- making tensors ---- */
 
 /* Step tensors (released by tg_step_reset). Values of tg_empty are undefined. */

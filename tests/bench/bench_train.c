@@ -8,11 +8,12 @@
  * Trains the built-in model on the train split with AdamW (lr 1e-3, the
  * PyTorch defaults otherwise), exactly as the trainer's step does (forward,
  * cross-entropy, loss to host, backward, optimizer step, zero grad), and
- * prints one JSON line in torch_train.py's format plus "mallocs_per_step":
+ * prints one JSON line in torch_train.py's format plus "mallocs_per_step"
+ * and "blas_core" (the OpenBLAS kernel set that ran, see tg_blas_info_get):
  *
  *   {"framework": "tapegrad", "model": "cnn", "batch": 256, "threads": 2,
  *    "steps": 20, "samples_per_s": 1234.5, "loss": 0.61, "peak_rss_mb": 412.0,
- *    "mallocs_per_step": 0.0}
+ *    "mallocs_per_step": 0.0, "blas_core": "Cooperlake"}
  *
  * Like torch_train.py it holds the whole train split in memory as f32 and
  * gathers each batch from it through a random permutation, times only the
@@ -254,12 +255,14 @@ static int run(const bench_opts *o, bench_run *r) {
     atomic_store(&heap_counting, 0);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
+    tg_blas_info blas;
+    tg_blas_info_get(&blas);
     printf("{\"framework\": \"tapegrad\", \"model\": \"%s\", \"batch\": %lld, \"threads\": %d, "
            "\"steps\": %lld, \"samples_per_s\": %.1f, \"loss\": %.6f, \"peak_rss_mb\": %.1f, "
-           "\"mallocs_per_step\": %.2f}\n",
+           "\"mallocs_per_step\": %.2f, \"blas_core\": \"%s\"}\n",
            o->model, (long long)o->batch, o->threads, (long long)o->steps,
            (double)(o->steps * o->batch) / dt, loss, (double)ru.ru_maxrss / 1024.0,
-           (double)atomic_load(&heap_calls) / (double)o->steps);
+           (double)atomic_load(&heap_calls) / (double)o->steps, blas.core);
     return 0;
 fail:
     fprintf(stderr, "bench_train: %s\n", tg_ctx_error(r->ctx));

@@ -3,7 +3,7 @@
 
     tests/bench/compare_torch.py [--build build] [--models mlp,cnn,cnn-bn]
         [--batches 64,256] [--threads 1,2] [--runs 3] [--steps 20] [--warmup 3]
-        [--no-ops]
+        [--no-ops] [--blas-core inherit|native|NAME]
 
 For every (model, batch, threads) it runs build/tests/bench/bench_train (the
 tapegrad side) and tests/bench/torch_train.py (the PyTorch side) alternately,
@@ -15,6 +15,15 @@ configuration the median samples/s of each, their ratio, the peak RSS of each
 (the largest over the runs) and tapegrad's heap allocations per timed step.
 Then, unless --no-ops, it runs bench_ops (matmul and conv2d forward+backward
 GFLOP/s through the ops against bare OpenBLAS sgemm on the same FLOPs).
+
+Both sides, and bench_ops, run with the same OpenBLAS kernel choice:
+--blas-core inherit (the default) leaves OPENBLAS_CORETYPE as the environment
+has it, native removes it (OpenBLAS picks by the CPU), NAME sets
+OPENBLAS_CORETYPE=NAME (e.g. Haswell, SkylakeX). PyTorch's convolutions go
+through oneDNN, which ignores the variable, but its matrix products run on
+OpenBLAS too. Every run sets OPENBLAS_VERBOSE=2, so that OpenBLAS names the
+core it loaded on stderr; the table's last column shows it (one name when both
+sides agree, tapegrad's/torch's otherwise; "-" when a side loaded no OpenBLAS).
 
 The PyTorch side needs Debian's python3-torch, importable by /usr/bin/python3;
 this script installs it with apt-get when it is missing (when run as root).
@@ -54,11 +63,47 @@ def ensure_data(build):
     return h5
 
 
-def run_json(cmd):
-    p = subprocess.run(cmd, capture_output=True, text=True)
+def blas_env(choice):
+    """The environment every benchmark process runs in, for --blas-core."""
+    env = dict(os.environ)
+    if choice == "native":
+        env.pop("OPENBLAS_CORETYPE", None)
+    elif choice != "inherit":
+        env["OPENBLAS_CORETYPE"] = choice
+    # OpenBLAS prints "Core: NAME" to stderr when it is loaded.
+    env["OPENBLAS_VERBOSE"] = "2"
+    return env
+
+
+def split_cores(stderr):
+    """The OpenBLAS cores named in stderr ("-" for none), and the other lines."""
+    cores, rest = [], []
+    for line in stderr.splitlines(keepends=True):
+        if line.startswith("Core: "):
+            name = line[len("Core: "):].strip()
+            if name not in cores:
+                cores.append(name)
+        else:
+            rest.append(line)
+    return "+".join(cores) or "-", "".join(rest)
+
+
+def run_json(cmd, env):
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    core, rest = split_cores(p.stderr)
     if p.returncode != 0:
-        sys.exit("compare_torch: %s failed:\n%s" % (" ".join(cmd), p.stderr))
-    return json.loads(p.stdout.strip().splitlines()[-1])
+        sys.exit("compare_torch: %s failed:\n%s" % (" ".join(cmd), rest))
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    r["blas_core_seen"] = core
+    return r
+
+
+def one_core(runs, what):
+    """The core all runs of one side used; differing runs would be a bug here."""
+    cores = sorted({x["blas_core_seen"] for x in runs})
+    if len(cores) != 1:
+        sys.exit("compare_torch: %s ran on different OpenBLAS cores: %s" % (what, cores))
+    return cores[0]
 
 
 def main():
@@ -71,15 +116,21 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--no-ops", action="store_true")
+    ap.add_argument("--blas-core", default="inherit", metavar="{inherit,native,NAME}",
+                    help="OPENBLAS_CORETYPE for both sides: as inherited, removed, or NAME")
     a = ap.parse_args()
+    env = blas_env(a.blas_core)
 
     ensure_torch()
     h5 = ensure_data(a.build)
     bench_train = os.path.join(a.build, "tests", "bench", "bench_train")
     rows = []
-    print("%-7s %5s %3s %12s %12s %6s %9s %9s %8s" % (
+    forced = env.get("OPENBLAS_CORETYPE")
+    print("blas: --blas-core %s, OPENBLAS_CORETYPE%s" % (
+        a.blas_core, "=" + forced if forced else " unset"))
+    print("%-7s %5s %3s %12s %12s %6s %9s %9s %8s  %s" % (
         "model", "batch", "thr", "tapegrad/s", "torch/s", "ratio", "tg MiB", "torch MiB",
-        "mallocs"))
+        "mallocs", "blas core"))
     for model in a.models.split(","):
         for batch in [int(b) for b in a.batches.split(",")]:
             for thr in [int(t) for t in a.threads.split(",")]:
@@ -87,8 +138,9 @@ def main():
                           "--steps", str(a.steps), "--warmup", str(a.warmup)]
                 tg, th = [], []
                 for _ in range(a.runs):
-                    tg.append(run_json([bench_train, "--data", h5] + common))
-                    th.append(run_json([TORCH_PY, os.path.join(HERE, "torch_train.py")] + common))
+                    tg.append(run_json([bench_train, "--data", h5] + common, env))
+                    th.append(run_json([TORCH_PY, os.path.join(HERE, "torch_train.py")] + common,
+                                       env))
                 r = {
                     "model": model, "batch": batch, "threads": thr,
                     "tapegrad": statistics.median(x["samples_per_s"] for x in tg),
@@ -96,17 +148,33 @@ def main():
                     "tapegrad_rss": max(x["peak_rss_mb"] for x in tg),
                     "torch_rss": max(x["peak_rss_mb"] for x in th),
                     "mallocs": max(x["mallocs_per_step"] for x in tg),
+                    "blas_core_tapegrad": one_core(tg, "bench_train"),
+                    "blas_core_torch": one_core(th, "torch_train.py"),
                 }
+                # bench_train names its core itself; OpenBLAS's own word must agree.
+                for x in tg:
+                    if x.get("blas_core", x["blas_core_seen"]) != x["blas_core_seen"]:
+                        sys.exit("compare_torch: bench_train says core %s, OpenBLAS said %s" % (
+                            x["blas_core"], x["blas_core_seen"]))
+                cores = r["blas_core_tapegrad"]
+                if r["blas_core_torch"] != cores:
+                    cores += "/" + r["blas_core_torch"]
                 r["ratio"] = r["tapegrad"] / r["torch"]
                 rows.append(r)
-                print("%-7s %5d %3d %12.1f %12.1f %6.2f %9.1f %9.1f %8.2f" % (
+                print("%-7s %5d %3d %12.1f %12.1f %6.2f %9.1f %9.1f %8.2f  %s" % (
                     model, batch, thr, r["tapegrad"], r["torch"], r["ratio"],
-                    r["tapegrad_rss"], r["torch_rss"], r["mallocs"]), flush=True)
+                    r["tapegrad_rss"], r["torch_rss"], r["mallocs"], cores), flush=True)
     print(json.dumps(rows))
     if not a.no_ops:
         for thr in sorted({int(t) for t in a.threads.split(",")}):
-            subprocess.run([os.path.join(a.build, "tests", "bench", "bench_ops"), "--threads",
-                            str(thr)], check=True)
+            sys.stdout.flush()
+            p = subprocess.run([os.path.join(a.build, "tests", "bench", "bench_ops"), "--threads",
+                                str(thr)], stderr=subprocess.PIPE, text=True, env=env)
+            core, rest = split_cores(p.stderr)
+            sys.stderr.write(rest)
+            if p.returncode != 0:
+                sys.exit("compare_torch: bench_ops --threads %d failed" % thr)
+            print("(bench_ops --threads %d: OpenBLAS core %s)" % (thr, core), flush=True)
     return 0
 
 
