@@ -67,17 +67,17 @@ typedef struct run_state {
     FILE *metrics;
     bool metrics_failed;
     char cfg_text[2048];
-    char err[1536];        /* a hook's failure, said in our words */
-    int err_code;          /* its exit code (0: from the status) */
-    int64_t stop_step;     /* the step the run stopped at after a signal */
-    int64_t stop_ranks;    /* how many ranks had seen a signal */
-    char last_ckpt[4096];  /* the last checkpoint written (rank 0) */
+    char err[1536];         /* a hook's failure, said in our words */
+    int err_code;           /* its exit code (0: from the status) */
+    int64_t stop_step;      /* the step the run stopped at after a signal */
+    int64_t stop_ranks;     /* how many ranks had seen a signal */
+    char last_ckpt[4096];   /* the last checkpoint written (rank 0) */
     unsigned char *scratch; /* --check-replicas: one tensor's bytes */
     size_t scratch_len;
-    bool bar;              /* stdout is a terminal: one redrawn progress line */
-    bool bar_drawn;        /* the progress line is on screen (no newline yet) */
-    int64_t eta_step0;     /* step and time of the first progress event, */
-    double eta_t0;         /* the origin of the ETA estimate */
+    bool bar;          /* stdout is a terminal: one redrawn progress line */
+    bool bar_drawn;    /* the progress line is on screen (no newline yet) */
+    int64_t eta_step0; /* step and time of the first progress event, */
+    double eta_t0;     /* the origin of the ETA estimate */
 } run_state;
 
 /* ---- messages ---- */
@@ -190,7 +190,9 @@ static void print_step(run_state *st, const tg_trainer_event *ev) {
                       : 0;
     if (rate > 0)
         hms(rate * (double)(ev->total_steps - ev->step), eta, sizeof eta);
-    enum { W = 20 };
+    enum {
+        W = 20
+    };
     char bar[W + 1];
     int fill = ev->steps_per_epoch > 0 ? (int)(W * ev->step_in_epoch / ev->steps_per_epoch) : 0;
     for (int i = 0; i < W; i++)
@@ -237,6 +239,25 @@ static tg_status on_event(tg_trainer *tr, const tg_trainer_event *ev, bool *stop
     return TG_OK;
 }
 
+/* OpenBLAS picks its kernels at load time, and OPENBLAS_CORETYPE overrides
+ * the pick silently; an AVX2 core on an AVX-512 CPU makes convolutions and
+ * matrix products much slower, so say so, even under --quiet (a warning). The
+ * variable stays the user's choice: this only reports it. */
+static void warn_blas_core(const train_opts *o) {
+    if (o->device != TG_DEVICE_CPU)
+        return;
+    tg_blas_info b;
+    tg_blas_info_get(&b);
+    if (b.forced_core && b.cpu_avx512 && !b.core_avx512) {
+        fflush(stdout);
+        fprintf(stderr,
+                "tapegrad train: warning: OPENBLAS_CORETYPE=%s keeps OpenBLAS on its %s "
+                "kernels although this CPU has AVX-512; unset it for faster convolutions "
+                "and matrix products (the cnn model trains about 1.5x faster)\n",
+                b.forced_core, b.core);
+    }
+}
+
 static void print_banner(const run_state *st, tg_trainer *tr, const char *data) {
     const tg_trainer_config *c = tg_trainer_get_config(tr);
     const train_opts *o = st->o;
@@ -269,21 +290,9 @@ static void print_banner(const run_state *st, tg_trainer *tr, const char *data) 
            tg_train_optim_name(c->optim.kind), c->optim.lr, c->optim.weight_decay,
            tg_train_sched_name(c->schedule.kind), (unsigned long long)c->seed, th);
     if (o->device == TG_DEVICE_CPU) {
-        /* OpenBLAS picks its kernels at load time, and OPENBLAS_CORETYPE
-         * overrides the pick silently; an AVX2 core on an AVX-512 CPU makes
-         * convolutions and matrix products much slower, so say so. The
-         * variable stays the user's choice: this only reports it. */
         tg_blas_info b;
         tg_blas_info_get(&b);
         printf("blas: %s, %s kernels\n", b.config, b.core);
-        if (b.forced_core && b.cpu_avx512 && !b.core_avx512) {
-            fflush(stdout);
-            fprintf(stderr,
-                    "tapegrad train: warning: OPENBLAS_CORETYPE=%s keeps OpenBLAS on its %s "
-                    "kernels although this CPU has AVX-512; unset it for faster convolutions "
-                    "and matrix products (the cnn model trains about 1.5x faster)\n",
-                    b.forced_core, b.core);
-        }
     }
     printf("config:");
     for (const char *p = st->cfg_text; *p; p++)
@@ -394,8 +403,7 @@ static tg_status check_replicas(run_state *st, tg_trainer *tr, int64_t step) {
             snprintf(msg, sizeof msg,
                      "--check-replicas: after step %lld the parameters of rank %d differ from "
                      "rank 0's (digest %016llx vs %016llx)",
-                     (long long)step, r, (unsigned long long)all[r],
-                     (unsigned long long)all[0]);
+                     (long long)step, r, (unsigned long long)all[r], (unsigned long long)all[0]);
             return hook_fail(st, TG_ERR_INVALID, TG_EXIT_RUNTIME, msg);
         }
     return TG_OK;
@@ -505,8 +513,10 @@ static void warn_config(const char *old, const char *now, const char *path) {
         }
         if (!found && k < n) {
             if (!said)
-                fprintf(stderr, "tapegrad train: warning: resuming %s with other settings (the "
-                                "new ones apply):", path);
+                fprintf(stderr,
+                        "tapegrad train: warning: resuming %s with other settings (the "
+                        "new ones apply):",
+                        path);
             fprintf(stderr, " %.*s;", (int)n, l);
             said = true;
         }
@@ -537,8 +547,7 @@ static int load_resume(run_state *st, tg_trainer *tr, const char *path) {
         snprintf(msg, sizeof msg,
                  "--resume: %s was written with another global batch (%lld samples in %lld "
                  "steps), this run has --batch-size %lld",
-                 path, (long long)m.samples_consumed, (long long)m.step,
-                 (long long)c->batch_size);
+                 path, (long long)m.samples_consumed, (long long)m.step, (long long)c->batch_size);
         code = TG_EXIT_USAGE;
     }
     if (code > 0) {
@@ -627,8 +636,9 @@ int tg_train_open_device(const train_opts *o, tg_world *w, char *err, size_t len
         return TG_EXIT_OK;
 #ifndef TG_HAVE_CUDA
     (void)w;
-    snprintf(err, len, "--device cuda: this build has no CUDA backend (configure with nvcc "
-                       "present and TG_CUDA=ON)");
+    snprintf(err, len,
+             "--device cuda: this build has no CUDA backend (configure with nvcc "
+             "present and TG_CUDA=ON)");
     return TG_EXIT_USAGE;
 #else
     int n = tg_cuda_device_count();
@@ -670,8 +680,8 @@ static int train(run_state *st, tg_trainer *tr, const char *data) {
     }
     const tg_params *ps = tg_trainer_params(tr);
     tg_ddp_config dc = {.bucket_bytes = (size_t)(o->bucket_mb * 1024 * 1024)};
-    tg_status s = tg_ddp_new(ctx, st->w, ps->nparams, ps->params, ps->nbuffers, ps->buffers, &dc,
-                             &st->ddp);
+    tg_status s =
+        tg_ddp_new(ctx, st->w, ps->nparams, ps->params, ps->nbuffers, ps->buffers, &dc, &st->ddp);
     if (s) {
         say_error(st, tg_world_error(st->w));
         return s == TG_ERR_INVALID ? TG_EXIT_RUNTIME : TG_EXIT_LOST_RANK;
@@ -679,6 +689,8 @@ static int train(run_state *st, tg_trainer *tr, const char *data) {
     tg_ddp_set_trace(st->ddp, tg_trainer_get_config(tr)->trace);
     if (st->rank == 0 && o->verbosity >= 0)
         print_banner(st, tr, data);
+    if (st->rank == 0)
+        warn_blas_core(o);
     tg_world_set_step(st->w, tg_trainer_state_get(tr).step);
     s = tg_trainer_run(tr);
     if (s) {
@@ -689,8 +701,8 @@ static int train(run_state *st, tg_trainer *tr, const char *data) {
         if (st->rank == 0 && o->ckpt_dir)
             printf("stopped by a signal (seen by %lld of %d ranks) after step %lld; "
                    "checkpoint %s; exit %d: requeue to continue with --resume auto\n",
-                   (long long)st->stop_ranks, st->world, (long long)st->stop_step,
-                   st->last_ckpt, TG_EXIT_REQUEUE);
+                   (long long)st->stop_ranks, st->world, (long long)st->stop_step, st->last_ckpt,
+                   TG_EXIT_REQUEUE);
         else if (st->rank == 0)
             printf("stopped by a signal after step %lld; no --ckpt-dir, so nothing was saved\n",
                    (long long)st->stop_step);
@@ -713,8 +725,7 @@ int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, 
         say_error(&st, err);
         return TG_EXIT_RUNTIME;
     }
-    if (st.rank == 0 && o->metrics &&
-        !(st.metrics = fopen(o->metrics, o->resume ? "a" : "w"))) {
+    if (st.rank == 0 && o->metrics && !(st.metrics = fopen(o->metrics, o->resume ? "a" : "w"))) {
         /* Told to the others below, through agree(). */
         fprintf(stderr, "tapegrad train: --metrics: cannot create '%s': %s\n", o->metrics,
                 strerror(errno));

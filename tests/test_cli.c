@@ -339,8 +339,8 @@ static void test_inspect_errors(void **state) {
     run_cli(r, (char *const[]){"tapegrad", "eval", "--ckpt", (char *)empty, "--bogus", NULL});
     assert_int_equal(r->code, 2);
     assert_non_null(strstr(r->err, "unknown option '--bogus'"));
-    run_cli(r, (char *const[]){"tapegrad", "eval", "--ckpt", (char *)empty, "--data",
-                               (char *)empty, NULL});
+    run_cli(r, (char *const[]){"tapegrad", "eval", "--ckpt", (char *)empty, "--data", (char *)empty,
+                               NULL});
     assert_int_equal(r->code, 3);
     assert_non_null(strstr(r->err, "not a tapegrad checkpoint"));
     /* train: checkpoint options need a folder; a bad device is refused. */
@@ -369,13 +369,11 @@ static void test_inspect_errors(void **state) {
 static void test_train_help(void **state) {
     (void)state;
     static const char *const flags[] = {
-        "--model",     "--data",          "--epochs",        "--batch-size",
-        "--lr",        "--optimizer",     "--seed",          "--threads",
-        "--metrics",   "--max-steps",     "--log-every",     "--idx-dir",
-        "--weight-decay", "--schedule",   "--eval-batch-size", "--label-smoothing",
-        "--device",    "--comm-timeout",  "--bucket-mb",     "--trace",
-        "--check-replicas", "--ckpt-dir", "--ckpt-every",    "--keep",
-        "--resume",
+        "--model",           "--data",     "--epochs",       "--batch-size", "--lr",
+        "--optimizer",       "--seed",     "--threads",      "--metrics",    "--max-steps",
+        "--log-every",       "--idx-dir",  "--weight-decay", "--schedule",   "--eval-batch-size",
+        "--label-smoothing", "--device",   "--comm-timeout", "--bucket-mb",  "--trace",
+        "--check-replicas",  "--ckpt-dir", "--ckpt-every",   "--keep",       "--resume",
     };
     cli_result *r = result();
     run_cli(r, (char *const[]){"tapegrad", "train", "--help", NULL});
@@ -392,8 +390,7 @@ static void test_train_help(void **state) {
         char row[128];
         snprintf(row, sizeof row, "\n  %-7s %-7lld %-6lld %-10s %-7g %g\n",
                  tg_model_name((tg_model_kind)k), (long long)c.epochs, (long long)c.batch_size,
-                 c.optim.kind == TG_OPTIM_ADAMW ? "adamw" : "?", c.optim.lr,
-                 c.optim.weight_decay);
+                 c.optim.kind == TG_OPTIM_ADAMW ? "adamw" : "?", c.optim.lr, c.optim.weight_decay);
         if (!strstr(r->out, row))
             fail_msg("train --help lacks the defaults row '%s':\n%s", row, r->out);
     }
@@ -408,16 +405,16 @@ static void test_train_help(void **state) {
 static void test_train_bad_values(void **state) {
     (void)state;
     static const char *const bad[][2] = {
-        {"--epochs", "0"},        {"--epochs", "ten"},      {"--batch-size", "0"},
-        {"--batch-size", "12x"},  {"--lr", "-1"},           {"--lr", "nan"},
-        {"--optimizer", "lbfgs"}, {"--model", "resnet"},    {"--threads", "0"},
-        {"--seed", "-3"},         {"--max-steps", "-1"},    {"--label-smoothing", "1"},
-        {"--schedule", "linear"}, {"--weight-decay", "x"},  {"--log-every", "1.5"},
+        {"--epochs", "0"},        {"--epochs", "ten"},     {"--batch-size", "0"},
+        {"--batch-size", "12x"},  {"--lr", "-1"},          {"--lr", "nan"},
+        {"--optimizer", "lbfgs"}, {"--model", "resnet"},   {"--threads", "0"},
+        {"--seed", "-3"},         {"--max-steps", "-1"},   {"--label-smoothing", "1"},
+        {"--schedule", "linear"}, {"--weight-decay", "x"}, {"--log-every", "1.5"},
     };
     cli_result *r = result();
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        run_cli(r, (char *const[]){"tapegrad", "train", (char *)bad[i][0], (char *)bad[i][1],
-                                   NULL});
+        run_cli(r,
+                (char *const[]){"tapegrad", "train", (char *)bad[i][0], (char *)bad[i][1], NULL});
         if (r->code != 2 || !strstr(r->err, bad[i][0]))
             fail_msg("train %s %s: exit %d, stderr: %s", bad[i][0], bad[i][1], r->code, r->err);
         assert_string_equal(r->out, "");
@@ -462,8 +459,8 @@ static void test_train_data_errors(void **state) {
 
     /* No IDX files where the default data should come from: a data error,
      * and no cache file (not even a partial one) is left behind. */
-    run_cli(r, (char *const[]){"tapegrad", "train", "--idx-dir", (char *)tmp_path("nowhere"),
-                               NULL});
+    run_cli(r,
+            (char *const[]){"tapegrad", "train", "--idx-dir", (char *)tmp_path("nowhere"), NULL});
     assert_int_equal(r->code, 3);
     assert_non_null(strstr(r->err, "nowhere/train-images-idx3-ubyte.gz"));
     assert_non_null(strstr(r->err, "dataset-fashion-mnist"));
@@ -508,13 +505,14 @@ static void test_train_tiny_from_idx(void **state) {
     FILE *f = fopen(jsonl, "r");
     assert_non_null(f);
     char line[1024];
-    static const char *const want[] = {"{\"event\":\"config\",\"world_size\":1,\"model\":\"cnn-bn\","
-                                       "\"epochs\":\"2\",\"batch_size\":\"4\",",
-                                       "{\"event\":\"step\",\"step\":5,",
-                                       "{\"event\":\"epoch\",\"epoch\":1,\"step\":5,",
-                                       "{\"event\":\"step\",\"step\":10,",
-                                       "{\"event\":\"epoch\",\"epoch\":2,\"step\":10,",
-                                       "{\"event\":\"end\",\"epoch\":2,\"step\":10,"};
+    static const char *const want[] = {
+        "{\"event\":\"config\",\"world_size\":1,\"model\":\"cnn-bn\","
+        "\"epochs\":\"2\",\"batch_size\":\"4\",",
+        "{\"event\":\"step\",\"step\":5,",
+        "{\"event\":\"epoch\",\"epoch\":1,\"step\":5,",
+        "{\"event\":\"step\",\"step\":10,",
+        "{\"event\":\"epoch\",\"epoch\":2,\"step\":10,",
+        "{\"event\":\"end\",\"epoch\":2,\"step\":10,"};
     int n = 0;
     while (fgets(line, sizeof line, f)) {
         assert_true(n < 6);
@@ -529,7 +527,8 @@ static void test_train_tiny_from_idx(void **state) {
 
 /* The banner names the OpenBLAS kernels in use. OPENBLAS_CORETYPE=Haswell
  * takes the Haswell kernels (on any CPU with AVX2) and, on a CPU with
- * AVX-512, brings a warning; without the variable there is none. */
+ * AVX-512, brings a warning, also under --quiet (which drops the banner);
+ * without the variable there is none. */
 static void test_train_blas_banner(void **state) {
     (void)state;
     const char *old = getenv("OPENBLAS_CORETYPE");
@@ -537,10 +536,12 @@ static void test_train_blas_banner(void **state) {
     tg_blas_info here;
     tg_blas_info_get(&here);
     cli_result *r = result();
-    char *const argv[] = {"tapegrad", "train", "--idx-dir", g_dir, "--model", "mlp",
-                          "--max-steps", "1", "--batch-size", "4", "--eval-batch-size", "8",
-                          "--threads", "1", NULL};
-    for (int forced = 0; forced < 2; forced++) {
+    char *argv[] = {"tapegrad",    "train", "--idx-dir",    g_dir, "--model",           "mlp",
+                    "--max-steps", "1",     "--batch-size", "4",   "--eval-batch-size", "8",
+                    "--threads",   "1",     NULL,           NULL};
+    for (int run = 0; run < 3; run++) {
+        const bool forced = run > 0, quiet = run == 2;
+        argv[14] = quiet ? "--quiet" : NULL;
         if (forced)
             assert_int_equal(setenv("OPENBLAS_CORETYPE", "Haswell", 1), 0);
         else
@@ -548,7 +549,14 @@ static void test_train_blas_banner(void **state) {
         run_cli(r, argv);
         if (r->code != 0)
             fail_msg("train exited %d:\n%s%s", r->code, r->out, r->err);
+        bool warned = strstr(r->err, "warning: OPENBLAS_CORETYPE=Haswell keeps OpenBLAS on its "
+                                     "Haswell kernels although this CPU has AVX-512") != NULL;
+        assert_int_equal(warned, forced && here.cpu_avx512);
         const char *line = strstr(r->out, "\nblas: OpenBLAS ");
+        if (quiet) {
+            assert_null(line);
+            continue;
+        }
         if (!line)
             fail_msg("no blas line in the banner:\n%s", r->out);
         const char *end = strchr(line + 1, '\n');
@@ -558,9 +566,6 @@ static void test_train_blas_banner(void **state) {
         assert_true((size_t)(end - line) > wn && strncmp(end - 8, " kernels", 8) == 0);
         if (forced && __builtin_cpu_supports("avx2"))
             assert_true(strncmp(end - wn, want, wn) == 0);
-        bool warned = strstr(r->err, "warning: OPENBLAS_CORETYPE=Haswell keeps OpenBLAS on its "
-                                     "Haswell kernels although this CPU has AVX-512") != NULL;
-        assert_int_equal(warned, forced && here.cpu_avx512);
         if (!forced)
             assert_null(strstr(r->err, "OPENBLAS_CORETYPE"));
     }
@@ -574,11 +579,11 @@ static void test_train_blas_banner(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_version),         cmocka_unit_test(test_help),
-        cmocka_unit_test(test_unknown_command), cmocka_unit_test(test_unknown_option),
-        cmocka_unit_test(test_no_args),         cmocka_unit_test(test_convert_and_inspect),
-        cmocka_unit_test(test_convert_errors),  cmocka_unit_test(test_inspect_errors),
-        cmocka_unit_test(test_train_help),      cmocka_unit_test(test_train_bad_values),
+        cmocka_unit_test(test_version),           cmocka_unit_test(test_help),
+        cmocka_unit_test(test_unknown_command),   cmocka_unit_test(test_unknown_option),
+        cmocka_unit_test(test_no_args),           cmocka_unit_test(test_convert_and_inspect),
+        cmocka_unit_test(test_convert_errors),    cmocka_unit_test(test_inspect_errors),
+        cmocka_unit_test(test_train_help),        cmocka_unit_test(test_train_bad_values),
         cmocka_unit_test(test_train_data_errors), cmocka_unit_test(test_train_tiny_from_idx),
         cmocka_unit_test(test_train_blas_banner),
     };
