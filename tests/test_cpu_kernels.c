@@ -585,6 +585,59 @@ static void test_matmul(void **state) {
     }
 }
 
+/* Products large enough to be split across threads (in column blocks of C,
+ * or row blocks when C is taller than wide), every transpose combination,
+ * at 1 to 4 threads: each matches the naive product, and a second run at the
+ * same thread count gives the same bits. (Different thread counts may differ
+ * in the last bits: OpenBLAS picks its kernels by block size.) */
+static void test_matmul_split(void **state) {
+    (void)state;
+    const int64_t dims[][3] = {{100, 70, 333}, {333, 70, 100}, {37, 129, 2049}, {1029, 64, 33}};
+    for (int di = 0; di < 2; di++) {
+        const tg_dtype dt = float_dtypes[di];
+        for (size_t c = 0; c < sizeof dims / sizeof dims[0]; c++) {
+            const int64_t n = dims[c][0], k = dims[c][1], m = dims[c][2];
+            for (int t = 0; t < 4; t++) {
+                const bool ta = t & 1, tb = t & 2;
+                double *av = rand_vals(dt, n * k, 31 + c, 1.0), *bv = rand_vals(dt, k * m, 32, 1.0);
+                void *ab = buf_from(dt, av, n * k), *bb = buf_from(dt, bv, k * m);
+                const int64_t ashape[2] = {n, k}, bshape[2] = {k, m}, cshape[2] = {n, m};
+                int64_t as[2] = {ta ? 1 : k, ta ? n : 1}, bs[2] = {tb ? 1 : m, tb ? k : 1};
+                tg_kview in[2] = {view(ab, dt, 2, ashape, as), view(bb, dt, 2, bshape, bs)};
+                double *want = calloc((size_t)(n * m), sizeof *want);
+                for (int64_t i = 0; i < n; i++)
+                    for (int64_t j = 0; j < m; j++) {
+                        double sum = 0;
+                        for (int64_t l = 0; l < k; l++)
+                            sum += av[i * as[0] + l * as[1]] * bv[l * bs[0] + j * bs[1]];
+                        want[i * m + j] = sum;
+                    }
+                for (int nt = 1; nt <= 4; nt++) {
+                    void *c1 = malloc((size_t)(n * m) * esize(dt));
+                    void *c2 = malloc((size_t)(n * m) * esize(dt));
+                    omp_set_num_threads(nt);
+                    assert_int_equal(
+                        run_kernel(TG_OP_MATMUL, NULL, view(c1, dt, 2, cshape, NULL), 2, in),
+                        TG_OK);
+                    assert_int_equal(
+                        run_kernel(TG_OP_MATMUL, NULL, view(c2, dt, 2, cshape, NULL), 2, in),
+                        TG_OK);
+                    expect_buf(dt, c1, want, n * m, dt == TG_F32 ? 1e-5 : 1e-12, "split matmul");
+                    assert_memory_equal(c1, c2, (size_t)(n * m) * esize(dt));
+                    free(c1);
+                    free(c2);
+                }
+                free(want);
+                free(av);
+                free(bv);
+                free(ab);
+                free(bb);
+            }
+        }
+    }
+    omp_set_num_threads(2);
+}
+
 /* A 4-D matmul whose batch is (2, 3) with B broadcast over the first dim and
  * A a transposed view of its storage. */
 static void test_matmul_4d(void **state) {
@@ -1071,16 +1124,27 @@ static void test_backend_memory(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_binary_ops),       cmocka_unit_test(test_where),
-        cmocka_unit_test(test_unary_ops),        cmocka_unit_test(test_unary_extremes),
-        cmocka_unit_test(test_dtype_errors),     cmocka_unit_test(test_reductions),
-        cmocka_unit_test(test_reduce_large),     cmocka_unit_test(test_argmax),
-        cmocka_unit_test(test_matmul),           cmocka_unit_test(test_matmul_4d),
-        cmocka_unit_test(test_copy_reshape),     cmocka_unit_test(test_concat_slice_scatter),
-        cmocka_unit_test(test_softmax),          cmocka_unit_test(test_gather),
-        cmocka_unit_test(test_scatter_add),      cmocka_unit_test(test_scatter_add_large),
-        cmocka_unit_test(test_pow_scalar),       cmocka_unit_test(test_nan_propagation),
-        cmocka_unit_test(test_transposed_tiles), cmocka_unit_test(test_empty_shapes),
+        cmocka_unit_test(test_binary_ops),
+        cmocka_unit_test(test_where),
+        cmocka_unit_test(test_unary_ops),
+        cmocka_unit_test(test_unary_extremes),
+        cmocka_unit_test(test_dtype_errors),
+        cmocka_unit_test(test_reductions),
+        cmocka_unit_test(test_reduce_large),
+        cmocka_unit_test(test_argmax),
+        cmocka_unit_test(test_matmul),
+        cmocka_unit_test(test_matmul_4d),
+        cmocka_unit_test(test_matmul_split),
+        cmocka_unit_test(test_copy_reshape),
+        cmocka_unit_test(test_concat_slice_scatter),
+        cmocka_unit_test(test_softmax),
+        cmocka_unit_test(test_gather),
+        cmocka_unit_test(test_scatter_add),
+        cmocka_unit_test(test_scatter_add_large),
+        cmocka_unit_test(test_pow_scalar),
+        cmocka_unit_test(test_nan_propagation),
+        cmocka_unit_test(test_transposed_tiles),
+        cmocka_unit_test(test_empty_shapes),
         cmocka_unit_test(test_backend_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

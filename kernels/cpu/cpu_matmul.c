@@ -37,8 +37,8 @@ static void cpu_gemm1(tg_dtype dt, const tg__gemm_arg *ga, const tg__gemm_arg *g
  * OpenMP thread, each a single-threaded gemm: OpenBLAS runs single-threaded
  * inside a parallel region. This is about as fast as OpenBLAS's own threading
  * but, unlike it, allocates nothing (its threaded path mallocs a job array on
- * every call) and sums every element in the same order at any thread count,
- * because K is never split.
+ * every call). K is never split, and the blocks depend on the thread count
+ * alone, so a given thread count always gives the same bits.
  */
 static void cpu_gemm(tg_dtype dt, const tg__gemm_arg *ga, const tg__gemm_arg *gb, int64_t n,
                      int64_t m, int64_t k, const void *A, const void *B, void *C) {
