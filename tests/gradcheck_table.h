@@ -228,8 +228,8 @@ B(maxi_22, tg_max_pool2d_indices(ctx, X, AX(2, 2), NULL, NULL))
 /* max_pool2d_backward(g, x); _t: g is the transpose of the stored input */
 B(mpb_22, tg_max_pool2d_backward(ctx, X, Y, AX(2, 2), NULL, NULL))
 B(mpb_31p, tg_max_pool2d_backward(ctx, X, Y, AX(3, 3), AX(1, 1), AX(1, 1)))
-B(mpb_31p_t, tg_max_pool2d_backward(ctx, tg_transpose(ctx, X, 2, 3), Y, AX(3, 3), AX(1, 1),
-                                    AX(1, 1)))
+B(mpb_31p_t,
+  tg_max_pool2d_backward(ctx, tg_transpose(ctx, X, 2, 3), Y, AX(3, 3), AX(1, 1), AX(1, 1)))
 B(avgp_22, tg_avg_pool2d(ctx, X, AX(2, 2), NULL, NULL))
 B(avgp_32p, tg_avg_pool2d(ctx, X, AX(3, 3), AX(2, 2), AX(1, 1)))
 B(avgb_22, tg_avg_pool2d_backward(ctx, X, AX(2, 2), NULL, NULL, 4, 5))
