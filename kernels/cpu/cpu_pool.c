@@ -16,6 +16,8 @@
  * zeroes the plane and adds each window's g, in increasing (oh, ow) order.
  */
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "cpu.h"
 
@@ -94,12 +96,20 @@ CPU_MAXPOOL_2X2(float)
 CPU_MAXPOOL_2X2(double)
 
 /* One plane of the 2x2 gradient: each window's four dx elements get g at
- * the winner and zero elsewhere (selects again, no branch). A last row or
- * column that no window covers (odd H or W) is zeroed. gp, gs: the plane of
- * g and its row and column strides; dp: the contiguous plane of dx. */
-#define CPU_MAXPOOL_BW_2X2(TYPE)                                                                  \
+ * the winner and zero elsewhere. The four stores mask g's bits rather than
+ * select on j: compilers turned `j == 0 ? v : 0` into branches on the data,
+ * which mispredicted about once a window and made this loop twice as slow
+ * as the forward one. A last row or column that no window covers (odd H or
+ * W) is zeroed. gp, gs: the plane of g and its strides; dp: the contiguous
+ * plane of dx. */
+#define CPU_MAXPOOL_BW_2X2(TYPE, UTYPE)                                                           \
+    static inline void cpu_put_if_##TYPE(TYPE *dst, UTYPE bits, int keep) {                       \
+        const UTYPE v = bits & ((UTYPE)0 - (UTYPE)keep);                                          \
+        memcpy(dst, &v, sizeof v);                                                                \
+    }                                                                                             \
     static void cpu_maxpool_bw_2x2_##TYPE(const cpu_pool_geom *g, const TYPE *xp, int64_t rs,     \
                                           const TYPE *gp, const int64_t *gs, TYPE *dp) {          \
+        const int64_t gcs = gs[3];                                                                \
         for (int64_t oh = 0; oh < g->oh; oh++) {                                                  \
             const TYPE *r0 = xp + 2 * oh * rs, *r1 = r0 + rs;                                     \
             const TYPE *gr = gp + oh * gs[2];                                                     \
@@ -108,11 +118,12 @@ CPU_MAXPOOL_2X2(double)
                 TYPE mx;                                                                          \
                 const int j =                                                                     \
                     cpu_max4_##TYPE(r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1], &mx); \
-                const TYPE v = gr[ow * gs[3]];                                                    \
-                d0[2 * ow] = j == 0 ? v : 0;                                                      \
-                d0[2 * ow + 1] = j == 1 ? v : 0;                                                  \
-                d1[2 * ow] = j == 2 ? v : 0;                                                      \
-                d1[2 * ow + 1] = j == 3 ? v : 0;                                                  \
+                UTYPE v;                                                                          \
+                memcpy(&v, gr + ow * gcs, sizeof v);                                              \
+                cpu_put_if_##TYPE(d0 + 2 * ow, v, j == 0);                                        \
+                cpu_put_if_##TYPE(d0 + 2 * ow + 1, v, j == 1);                                    \
+                cpu_put_if_##TYPE(d1 + 2 * ow, v, j == 2);                                        \
+                cpu_put_if_##TYPE(d1 + 2 * ow + 1, v, j == 3);                                    \
             }                                                                                     \
             for (int64_t iw = 2 * g->ow; iw < g->w; iw++)                                         \
                 d0[iw] = d1[iw] = 0;                                                              \
@@ -120,8 +131,8 @@ CPU_MAXPOOL_2X2(double)
         for (int64_t i = 2 * g->oh * g->w; i < g->h * g->w; i++)                                  \
             dp[i] = 0;                                                                            \
     }
-CPU_MAXPOOL_BW_2X2(float)
-CPU_MAXPOOL_BW_2X2(double)
+CPU_MAXPOOL_BW_2X2(float, uint32_t)
+CPU_MAXPOOL_BW_2X2(double, uint64_t)
 
 /* The first maximum of window (oh, ow) of plane xp: its flat index
  * ih * W + iw; *mx gets its value. Padding never wins (pad <= kernel / 2, so
