@@ -145,10 +145,39 @@ static void test_pool_2x2_backward_ties_nan_inf(void **state) {
     check_backward(4, 8, 25, 24, 7);
 }
 
+/* Bad arguments fail with a message that names the op and what was
+ * expected, and make no tensor. */
+static void test_pool_backward_bad_args(void **state) {
+    (void)state;
+    tg_ctx_config cfg = {.device = TG_DEVICE_CPU, .threads = 1};
+    tg_ctx *ctx = NULL;
+    assert_int_equal(tg_ctx_new(&cfg, &ctx), TG_OK);
+    const int k[2] = {2, 2};
+    int64_t xs[4] = {1, 2, 4, 6}, gs[4] = {1, 2, 2, 3}, bad[4] = {1, 2, 3, 2};
+    tg_tensor *x = tg_zeros(ctx, TG_F32, 4, xs), *g = tg_zeros(ctx, TG_F32, 4, gs);
+    tg_tensor *gbad = tg_zeros(ctx, TG_F32, 4, bad), *g64 = tg_zeros(ctx, TG_F64, 4, gs);
+    assert_non_null(tg_max_pool2d_backward(ctx, g, x, k, NULL, NULL));
+    /* The context keeps its first error: clear it before each check. */
+    assert_null(tg_max_pool2d_backward(ctx, gbad, x, k, NULL, NULL));
+    assert_non_null(strstr(tg_ctx_error(ctx), "max_pool2d_backward"));
+    assert_non_null(strstr(tg_ctx_error(ctx), "(1, 2, 2, 3)"));
+    tg_ctx_clear_error(ctx);
+    assert_null(tg_max_pool2d_backward(ctx, g64, x, k, NULL, NULL));
+    assert_non_null(strstr(tg_ctx_error(ctx), "max_pool2d_backward"));
+    assert_non_null(strstr(tg_ctx_error(ctx), "f64"));
+    tg_ctx_clear_error(ctx);
+    assert_null(tg_max_pool2d_backward(ctx, NULL, x, k, NULL, NULL));
+    tg_ctx_clear_error(ctx);
+    assert_null(tg_max_pool2d_backward(ctx, g, x, (const int[]){2, 0}, NULL, NULL));
+    assert_non_null(strstr(tg_ctx_error(ctx), "max_pool2d_backward: kernel"));
+    tg_ctx_free(ctx);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pool_2x2_ties_nan_inf),
         cmocka_unit_test(test_pool_2x2_backward_ties_nan_inf),
+        cmocka_unit_test(test_pool_backward_bad_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
