@@ -340,15 +340,46 @@ static void pool_args(const tg_op_params *p, int k[2], int s[2], int pd[2])
     }
 }
 
-/* The gradient goes to the first maximum of each window: scatter g through
- * the indices into each (H*W) plane. scatter_add's own backward (gather)
- * keeps second derivatives correct; the gradient with respect to x through
- * the choice of the maximum is zero almost everywhere. */
+tg_tensor *tg_max_pool2d_backward(tg_ctx *ctx, tg_tensor *g, tg_tensor *x, const int kernel[2],
+                                  const int stride[2], const int pad[2])
+{
+    const char *op = "max_pool2d_backward";
+    char sg[96], sx[96];
+    tg_op_params p = {0};
+    int64_t shape[4];
+    tg_tensor *ins[2] = {g, x};
+    if (!tg__check_args(ctx, op, 2, ins) ||
+        !pool_setup(ctx, op, x, kernel, stride, pad, &p, shape) ||
+        !tg__check_same_dtype(ctx, op, x, g) || !check4(ctx, op, "g", g))
+        return NULL;
+    for (int d = 0; d < 4; d++)
+        if (g->shape[d] != shape[d])
+            return tg__fail(ctx, TG_ERR_SHAPE,
+                            "%s: gradient %s must have max_pool2d's output shape "
+                            "(%lld, %lld, %lld, %lld) for input %s",
+                            op, tg_shape_str(g, sg, sizeof sg), (long long)shape[0],
+                            (long long)shape[1], (long long)shape[2], (long long)shape[3],
+                            tg_shape_str(x, sx, sizeof sx)),
+                   NULL;
+    return tg__apply(ctx, TG_OP_MAX_POOL2D_BACKWARD, &p,
+                     tg__new(ctx, x->dtype, 4, x->shape, false), 2, ins, 0);
+}
+
+/* The gradient goes to the first maximum of each window. Without
+ * create_graph (every training step) the fused row does it in one pass.
+ * Under create_graph g is scattered through the indices into each (H*W)
+ * plane instead: scatter_add's own backward (gather) keeps second
+ * derivatives correct; the gradient with respect to x through the choice of
+ * the maximum is zero almost everywhere. */
 tg_status tg__bw_max_pool2d(tg_ctx *ctx, const tg__rec *r, tg_tensor *g, tg_tensor **gin)
 {
     tg_tensor *x = r->in[0];
     int k[2], s[2], pd[2];
     pool_args(&r->p, k, s, pd);
+    if (!ctx->grad_enabled) {
+        gin[0] = tg_max_pool2d_backward(ctx, g, x, k, s, pd);
+        return gin[0] ? TG_OK : ctx->status;
+    }
     tg_tensor *idx = tg_max_pool2d_indices(ctx, x, k, s, pd);
     if (!idx)
         return ctx->status;
@@ -365,6 +396,15 @@ tg_status tg__bw_max_pool2d_indices(tg_ctx *ctx, const tg__rec *r, tg_tensor *g,
 {
     (void)r, (void)g, (void)gin;
     return tg__fail(ctx, TG_ERR_AUTOGRAD, "max_pool2d_indices: not differentiable");
+}
+
+/* Never recorded (no TG_OPF_DIFF), so never called. */
+tg_status tg__bw_max_pool2d_backward(tg_ctx *ctx, const tg__rec *r, tg_tensor *g, tg_tensor **gin)
+{
+    (void)r, (void)g, (void)gin;
+    return tg__fail(ctx, TG_ERR_AUTOGRAD,
+                    "max_pool2d_backward: no second derivative (max_pool2d's backward rule "
+                    "scatters through max_pool2d_indices under create_graph)");
 }
 
 tg_tensor *tg_avg_pool2d(tg_ctx *ctx, tg_tensor *x, const int kernel[2], const int stride[2],

@@ -50,7 +50,8 @@ INT64_MAX = 9223372036854775807
 F64 = torch.float64
 
 # Ops whose output never requires grad (TG_OPF_DIFF unset in ops.def).
-NONDIFF = {"eq", "sign", "argmax", "max_pool2d_indices", "batch_norm_backward"}
+NONDIFF = {"eq", "sign", "argmax", "max_pool2d_indices", "max_pool2d_backward",
+           "batch_norm_backward"}
 
 _lines = []
 _ids = set()
@@ -770,6 +771,33 @@ def nn_cases():
     pool("max_pool2d_indices", "k2_ties", (1, 2, 4, 4), (2, 2), (2, 2), (0, 0),
          mk=lambda: small_ints(0, 3, 1, 2, 4, 4))
     pool("max_pool2d_indices", "k3_p1", (1, 1, 5, 5), (3, 3), (2, 2), (1, 1))
+    # max_pool2d_backward as torch's gradient of max_pool2d(x) for an
+    # upstream g; small integers give ties (the first maximum takes g), and
+    # stride < kernel overlapping windows (their g summed). view: the op sees
+    # transpose(g, 2, 3).
+    def mpb(cid, xs, k, s, p, mk=None, views=None):
+        n, c, h, w = xs
+        oh = (h + 2 * p[0] - k[0]) // s[0] + 1
+        ow = (w + 2 * p[1] - k[1]) // s[1] + 1
+        gs = (n, c, ow, oh) if views else (n, c, oh, ow)
+        mk = mk or (lambda: randn(*xs))
+
+        def f(o):
+            x0 = o["x"].detach().requires_grad_(True)
+            y = F.max_pool2d(x0, k, s, p)
+            return torch.autograd.grad((y * o["g"]).sum(), x0)[0]
+        case("max_pool2d_backward", cid, lambda: [inp("g", randn(*gs)), inp("x", mk())], f,
+             params=[("kernel", list(k)), ("stride", list(s)), ("pad", list(p))], views=views)
+
+    mpb("k2_ties", (2, 3, 4, 6), (2, 2), (2, 2), (0, 0), mk=lambda: small_ints(0, 3, 2, 3, 4, 6))
+    mpb("k2_odd_size", (1, 2, 5, 7), (2, 2), (2, 2), (0, 0))
+    mpb("k3_s1_p1_ties", (1, 2, 5, 5), (3, 3), (1, 1), (1, 1),
+        mk=lambda: small_ints(0, 3, 1, 2, 5, 5))
+    mpb("k3_s2_p1", (2, 1, 6, 5), (3, 3), (2, 2), (1, 1))
+    mpb("k2_g_transposed", (1, 2, 4, 6), (2, 2), (2, 2), (0, 0),
+        mk=lambda: small_ints(0, 3, 1, 2, 4, 6), views={"g": (2, 3)})
+    mpb("k3_s1_p1_g_transposed", (1, 1, 4, 5), (3, 3), (1, 1), (1, 1),
+        mk=lambda: small_ints(0, 3, 1, 1, 4, 5), views={"g": (2, 3)})
     pool("avg_pool2d", "k2", (2, 3, 4, 4), (2, 2), (2, 2), (0, 0))
     pool("avg_pool2d", "k3_s2_p1", (1, 2, 5, 6), (3, 3), (2, 2), (1, 1))
 

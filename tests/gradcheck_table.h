@@ -225,6 +225,11 @@ B(cbw_d2, tg_conv2d_backward_weight(ctx, X, Y, CV({1, 1}, {0, 2}, {2, 1}), 2, 2)
 B(maxp_22, tg_max_pool2d(ctx, X, AX(2, 2), NULL, NULL))
 B(maxp_31p, tg_max_pool2d(ctx, X, AX(3, 3), AX(1, 2), AX(1, 1)))
 B(maxi_22, tg_max_pool2d_indices(ctx, X, AX(2, 2), NULL, NULL))
+/* max_pool2d_backward(g, x); _t: g is the transpose of the stored input */
+B(mpb_22, tg_max_pool2d_backward(ctx, X, Y, AX(2, 2), NULL, NULL))
+B(mpb_31p, tg_max_pool2d_backward(ctx, X, Y, AX(3, 3), AX(1, 1), AX(1, 1)))
+B(mpb_31p_t,
+  tg_max_pool2d_backward(ctx, tg_transpose(ctx, X, 2, 3), Y, AX(3, 3), AX(1, 1), AX(1, 1)))
 B(avgp_22, tg_avg_pool2d(ctx, X, AX(2, 2), NULL, NULL))
 B(avgp_32p, tg_avg_pool2d(ctx, X, AX(3, 3), AX(2, 2), AX(1, 1)))
 B(avgb_22, tg_avg_pool2d_backward(ctx, X, AX(2, 2), NULL, NULL, 4, 5))
@@ -349,6 +354,17 @@ static const int64_t tgt3c1[3] = {0, 0, 0};
 static const int64_t emb_idx[6] = {3, 0, 3, 1, 4, 2}; /* (2,3) into 5 rows */
 static const double mp_a[8] = {1, 3, 3, 0, 2, 2, 5, 5}; /* (1,1,2,4): ties */
 static const double mp_i[2] = {1, 6}; /* first maximum of each 2x2 window */
+/* max_pool2d_backward by hand. 2x2 on mp_a: the windows' first maxima are
+ * elements 1 and 6. 3x3, stride 1, pad 1 on mpb_x (rows 1 2 2 / 0 2 1 /
+ * 3 3 0): the nine windows' first maxima are 1 1 1 / 6 6 7 / 6 6 7, so
+ * with g = 1..9 element 1 gets 1+2+3, element 6 gets 4+5+7+8 and element 7
+ * gets 6+9. mpb_gt is g = 1..9 stored transposed. */
+static const double mpb_g2[2] = {0.5, -2};
+static const double mpb_dx2[8] = {0, 0.5, 0, 0, 0, 0, -2, 0};
+static const double mpb_x[9] = {1, 2, 2, 0, 2, 1, 3, 3, 0};
+static const double mpb_g[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+static const double mpb_gt[9] = {1, 4, 7, 2, 5, 8, 3, 6, 9};
+static const double mpb_dx[9] = {0, 6, 0, 0, 0, 0, 24, 15, 0};
 
 #define GC(opx, fnx, desc, ...) \
     { .name = #fnx " " desc, .op = TG_OP_##opx, .mode = GC_GRAD, .fn = b_##fnx, __VA_ARGS__ }
@@ -700,6 +716,15 @@ static const gc_case gc_table[] = {
     GC(MAX_POOL2D, sq_maxp_22, "squared", .nin = 1, .in = {GC_IN(D, 4, 1, 2, 4, 4)}, SO),
     GCN(MAX_POOL2D_INDICES, maxi_22, "(1,1,2,4) ties", .nin = 1,
         .in = {GC_DATA_IN(mp_a, 4, 1, 1, 2, 4)}, GC_OUT(4, 1, 1, 1, 2), .expect = mp_i),
+    GCN(MAX_POOL2D_BACKWARD, mpb_22, "(1,1,2,4) 2x2 ties", .nin = 2,
+        .in = {GC_DATA_IN(mpb_g2, 4, 1, 1, 1, 2), GC_DATA_IN(mp_a, 4, 1, 1, 2, 4)},
+        GC_OUT(4, 1, 1, 2, 4), .expect = mpb_dx2),
+    GCN(MAX_POOL2D_BACKWARD, mpb_31p, "(1,1,3,3) 3x3 stride 1 pad 1 overlapping ties", .nin = 2,
+        .in = {GC_DATA_IN(mpb_g, 4, 1, 1, 3, 3), GC_DATA_IN(mpb_x, 4, 1, 1, 3, 3)},
+        GC_OUT(4, 1, 1, 3, 3), .expect = mpb_dx),
+    GCN(MAX_POOL2D_BACKWARD, mpb_31p_t, "transposed g", .nin = 2,
+        .in = {GC_DATA_IN(mpb_gt, 4, 1, 1, 3, 3), GC_DATA_IN(mpb_x, 4, 1, 1, 3, 3)},
+        GC_OUT(4, 1, 1, 3, 3), .expect = mpb_dx),
     GC(AVG_POOL2D, avgp_22, "(2,3,4,4) 2x2", .nin = 1, .in = {GC_IN(R, 4, 2, 3, 4, 4)},
        GC_OUT(4, 2, 3, 2, 2)),
     GC(AVG_POOL2D, avgp_32p, "(1,2,5,5) 3x3 stride 2 pad 1", .nin = 1,

@@ -178,6 +178,11 @@ CB_BUILD(maxpool, tg_max_pool2d(ctx, in[0], (int[]){2, 2}, NULL, NULL))
 CB_BUILD(maxpool_pad_t, tg_max_pool2d(ctx, T23(in[0]), (int[]){3, 2}, (int[]){2, 1}, (int[]){1, 1}))
 CB_BUILD(maxpool_idx, tg_max_pool2d_indices(ctx, in[0], (int[]){3, 3}, (int[]){2, 2}, (int[]){1, 1}))
 CB_BUILD(maxpool_idx_t, tg_max_pool2d_indices(ctx, T23(in[0]), (int[]){2, 3}, (int[]){1, 2}, (int[]){1, 0}))
+/* max_pool2d_backward(g, x): 2x2 windows over odd sizes (an uncovered last
+ * row and column), and overlapping 3x3 windows with a transposed g. */
+CB_BUILD(maxpool_bw, tg_max_pool2d_backward(ctx, in[0], in[1], (int[]){2, 2}, NULL, NULL))
+CB_BUILD(maxpool_bw_ov_t, tg_max_pool2d_backward(ctx, T23(in[0]), in[1], (int[]){3, 3},
+                                                 (int[]){1, 1}, (int[]){1, 1}))
 CB_BUILD(avgpool, tg_avg_pool2d(ctx, in[0], (int[]){2, 2}, NULL, NULL))
 CB_BUILD(avgpool_pad_t, tg_avg_pool2d(ctx, T23(in[0]), (int[]){3, 2}, (int[]){2, 1}, (int[]){1, 1}))
 CB_BUILD(avgpool_bw, tg_avg_pool2d_backward(ctx, in[0], (int[]){3, 3}, (int[]){2, 2}, (int[]){1, 1}, 7, 6))
@@ -631,6 +636,18 @@ static const cb_case cb_table[] = {
      .fn = b_maxpool_idx_t,
      .nin = 1,
      .in = {IN(CB_SMALLINT, 4, 2, 2, 6, 5)}},
+    /* Small integers in x: windows with ties, where the first maximum takes
+     * the gradient. */
+    {.name = "max_pool2d_backward 2x2 odd size ties",
+     .op = TG_OP_MAX_POOL2D_BACKWARD,
+     .fn = b_maxpool_bw,
+     .nin = 2,
+     .in = {IN(CB_RAND, 4, 2, 3, 3, 4), IN(CB_SMALLINT, 4, 2, 3, 7, 9)}},
+    {.name = "max_pool2d_backward 3x3 stride 1 pad 1 transposed g ties",
+     .op = TG_OP_MAX_POOL2D_BACKWARD,
+     .fn = b_maxpool_bw_ov_t,
+     .nin = 2,
+     .in = {IN(CB_RAND, 4, 2, 2, 6, 5), IN(CB_SMALLINT, 4, 2, 2, 5, 6)}},
     {.name = "avg_pool2d",
      .op = TG_OP_AVG_POOL2D,
      .fn = b_avgpool,

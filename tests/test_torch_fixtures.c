@@ -729,6 +729,8 @@ static bool apply_nn(tg_ctx *ctx, const operands *o, tg_tensor **r) {
             *r = tg_max_pool2d(ctx, opnd(o, "a"), k, st, pd);
         else if (strcmp(op, "max_pool2d_indices") == 0)
             *r = tg_max_pool2d_indices(ctx, opnd(o, "a"), k, st, pd);
+        else if (strcmp(op, "max_pool2d_backward") == 0)
+            *r = tg_max_pool2d_backward(ctx, opnd(o, "g"), opnd(o, "x"), k, st, pd);
         else if (strcmp(op, "avg_pool2d") == 0)
             *r = tg_avg_pool2d(ctx, opnd(o, "a"), k, st, pd);
         else

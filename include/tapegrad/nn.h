@@ -100,6 +100,14 @@ tg_tensor *tg_avg_pool2d(tg_ctx *ctx, tg_tensor *x, const int kernel[2], const i
  * return_indices; not differentiable. */
 tg_tensor *tg_max_pool2d_indices(tg_ctx *ctx, tg_tensor *x, const int kernel[2],
                                  const int stride[2], const int pad[2]);
+/* The gradient of tg_max_pool2d(x, kernel, stride, pad) for an incoming g
+ * shaped like its output: dx shaped like x, each window's g at the window's
+ * first maximum (the element tg_max_pool2d_indices names), summed where
+ * windows overlap. One pass; not differentiable (the result never requires
+ * grad; tg_max_pool2d's own backward rule stays differentiable under
+ * create_graph). */
+tg_tensor *tg_max_pool2d_backward(tg_ctx *ctx, tg_tensor *g, tg_tensor *x, const int kernel[2],
+                                  const int stride[2], const int pad[2]);
 /* The gradient of avg_pool2d for an input of spatial size h x w (an op, the
  * adjoint of avg_pool2d). */
 tg_tensor *tg_avg_pool2d_backward(tg_ctx *ctx, tg_tensor *g, const int kernel[2],

@@ -110,6 +110,7 @@ tg_status tg__cpu_conv2d_backward_weight(void *state, const tg_kargs *a);
 /* cpu_pool.c */
 tg_status tg__cpu_max_pool2d(void *state, const tg_kargs *a);
 tg_status tg__cpu_max_pool2d_indices(void *state, const tg_kargs *a);
+tg_status tg__cpu_max_pool2d_backward(void *state, const tg_kargs *a);
 tg_status tg__cpu_avg_pool2d(void *state, const tg_kargs *a);
 tg_status tg__cpu_avg_pool2d_backward(void *state, const tg_kargs *a);
 /* cpu_norm.c */

@@ -10,8 +10,14 @@
  * max_pool2d and max_pool2d_indices scan a window row by row and keep the
  * first maximum (a later element wins only when strictly greater, or NaN), as
  * PyTorch's CPU kernel does; the gradient goes to that element only.
+ * max_pool2d_backward finds the same element and writes g there in the same
+ * pass: the 2x2 windows of the cnns tile the plane, so each of their four dx
+ * elements is written once (g or zero) with no zero fill; the general case
+ * zeroes the plane and adds each window's g, in increasing (oh, ow) order.
  */
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "cpu.h"
 
@@ -46,41 +52,119 @@ static bool cpu_pool_is_2x2(const cpu_pool_geom *g, const int64_t *xs) {
            xs[3] == 1;
 }
 
-/* One plane, same first-maximum and NaN rule as the general loop: scan
- * (0,0), (0,1), (1,0), (1,1); a later element wins only when strictly
- * greater, and a NaN wins and ends the scan. */
-#define CPU_MAXPOOL_2X2(TYPE)                                                              \
-    static void cpu_maxpool_2x2_##TYPE(const cpu_pool_geom *g, const TYPE *xp, int64_t rs, \
-                                       TYPE *vo, int64_t *io) {                            \
-        for (int64_t oh = 0; oh < g->oh; oh++) {                                           \
-            const TYPE *r0 = xp + 2 * oh * rs, *r1 = r0 + rs;                              \
-            for (int64_t ow = 0; ow < g->ow; ow++) {                                       \
-                const TYPE v0 = r0[2 * ow], v1 = r0[2 * ow + 1], v2 = r1[2 * ow],          \
-                           v3 = r1[2 * ow + 1];                                            \
-                TYPE mx;                                                                   \
-                int j;                                                                     \
-                if (__builtin_expect(isnan(v0) | isnan(v1) | isnan(v2) | isnan(v3), 0)) {  \
-                    /* The first NaN in scan order wins. */                                \
-                    j = isnan(v0) ? 0 : isnan(v1) ? 1 : isnan(v2) ? 2 : 3;                 \
-                    mx = v0 + v1 + v2 + v3;                                                \
-                } else {                                                                   \
-                    /* Select, not branch: which element wins is data, and a               \
-                     * mispredicted branch per window cost more than the loads. */         \
-                    const int a = v1 > v0, b = v3 > v2;                                    \
-                    const TYPE m01 = a ? v1 : v0, m23 = b ? v3 : v2;                       \
-                    const int c = m23 > m01;                                               \
-                    mx = c ? m23 : m01;                                                    \
-                    j = c ? 2 + b : a;                                                     \
-                }                                                                          \
-                if (vo)                                                                    \
-                    vo[oh * g->ow + ow] = mx;                                              \
-                else                                                                       \
-                    io[oh * g->ow + ow] = (2 * oh + (j >> 1)) * g->w + 2 * ow + (j & 1);   \
-            }                                                                              \
-        }                                                                                  \
+/* The winner of one 2x2 window (v0, v1 on the first row, v2, v3 on the
+ * second), with the general loop's first-maximum and NaN rule: scan (0,0),
+ * (0,1), (1,0), (1,1); a later element wins only when strictly greater, and
+ * a NaN wins and ends the scan. Returns its position 0..3; *mx gets the
+ * maximum. */
+#define CPU_MAX4(TYPE)                                                                \
+    static inline int cpu_max4_##TYPE(TYPE v0, TYPE v1, TYPE v2, TYPE v3, TYPE *mx) { \
+        if (__builtin_expect(isnan(v0) | isnan(v1) | isnan(v2) | isnan(v3), 0)) {     \
+            /* The first NaN in scan order wins. */                                   \
+            *mx = v0 + v1 + v2 + v3;                                                  \
+            return isnan(v0) ? 0 : isnan(v1) ? 1 : isnan(v2) ? 2 : 3;                 \
+        }                                                                             \
+        /* Select, not branch: which element wins is data, and a mispredicted         \
+         * branch per window cost more than the loads. */                             \
+        const int a = v1 > v0, b = v3 > v2;                                           \
+        const TYPE m01 = a ? v1 : v0, m23 = b ? v3 : v2;                              \
+        const int c = m23 > m01;                                                      \
+        *mx = c ? m23 : m01;                                                          \
+        return c ? 2 + b : a;                                                         \
+    }
+CPU_MAX4(float)
+CPU_MAX4(double)
+
+/* One plane of 2x2 max pooling: the values (vo) or the flat indices (io). */
+#define CPU_MAXPOOL_2X2(TYPE)                                                                     \
+    static void cpu_maxpool_2x2_##TYPE(const cpu_pool_geom *g, const TYPE *xp, int64_t rs,        \
+                                       TYPE *vo, int64_t *io) {                                   \
+        for (int64_t oh = 0; oh < g->oh; oh++) {                                                  \
+            const TYPE *r0 = xp + 2 * oh * rs, *r1 = r0 + rs;                                     \
+            for (int64_t ow = 0; ow < g->ow; ow++) {                                              \
+                TYPE mx;                                                                          \
+                const int j =                                                                     \
+                    cpu_max4_##TYPE(r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1], &mx); \
+                if (vo)                                                                           \
+                    vo[oh * g->ow + ow] = mx;                                                     \
+                else                                                                              \
+                    io[oh * g->ow + ow] = (2 * oh + (j >> 1)) * g->w + 2 * ow + (j & 1);          \
+            }                                                                                     \
+        }                                                                                         \
     }
 CPU_MAXPOOL_2X2(float)
 CPU_MAXPOOL_2X2(double)
+
+/* One plane of the 2x2 gradient: each window's four dx elements get g at
+ * the winner and zero elsewhere. The four stores mask g's bits rather than
+ * select on j: compilers turned `j == 0 ? v : 0` into branches on the data,
+ * which mispredicted about once a window and made this loop twice as slow
+ * as the forward one. A last row or column that no window covers (odd H or
+ * W) is zeroed. gp, gs: the plane of g and its strides; dp: the contiguous
+ * plane of dx. */
+#define CPU_MAXPOOL_BW_2X2(TYPE, UTYPE)                                                           \
+    static inline void cpu_put_if_##TYPE(TYPE *dst, UTYPE bits, int keep) {                       \
+        const UTYPE v = bits & ((UTYPE)0 - (UTYPE)keep);                                          \
+        memcpy(dst, &v, sizeof v);                                                                \
+    }                                                                                             \
+    static void cpu_maxpool_bw_2x2_##TYPE(const cpu_pool_geom *g, const TYPE *xp, int64_t rs,     \
+                                          const TYPE *gp, const int64_t *gs, TYPE *dp) {          \
+        const int64_t gcs = gs[3];                                                                \
+        for (int64_t oh = 0; oh < g->oh; oh++) {                                                  \
+            const TYPE *r0 = xp + 2 * oh * rs, *r1 = r0 + rs;                                     \
+            const TYPE *gr = gp + oh * gs[2];                                                     \
+            TYPE *d0 = dp + 2 * oh * g->w, *d1 = d0 + g->w;                                       \
+            for (int64_t ow = 0; ow < g->ow; ow++) {                                              \
+                TYPE mx;                                                                          \
+                const int j =                                                                     \
+                    cpu_max4_##TYPE(r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1], &mx); \
+                UTYPE v;                                                                          \
+                memcpy(&v, gr + ow * gcs, sizeof v);                                              \
+                cpu_put_if_##TYPE(d0 + 2 * ow, v, j == 0);                                        \
+                cpu_put_if_##TYPE(d0 + 2 * ow + 1, v, j == 1);                                    \
+                cpu_put_if_##TYPE(d1 + 2 * ow, v, j == 2);                                        \
+                cpu_put_if_##TYPE(d1 + 2 * ow + 1, v, j == 3);                                    \
+            }                                                                                     \
+            for (int64_t iw = 2 * g->ow; iw < g->w; iw++)                                         \
+                d0[iw] = d1[iw] = 0;                                                              \
+        }                                                                                         \
+        for (int64_t i = 2 * g->oh * g->w; i < g->h * g->w; i++)                                  \
+            dp[i] = 0;                                                                            \
+    }
+CPU_MAXPOOL_BW_2X2(float, uint32_t)
+CPU_MAXPOOL_BW_2X2(double, uint64_t)
+
+/* The first maximum of window (oh, ow) of plane xp: its flat index
+ * ih * W + iw; *mx gets its value. Padding never wins (pad <= kernel / 2, so
+ * every window holds an element). */
+#define CPU_WINDOW_ARG(TYPE)                                                               \
+    static inline int64_t cpu_window_arg_##TYPE(const cpu_pool_geom *g, const TYPE *xp,    \
+                                                const int64_t *xs, int64_t oh, int64_t ow, \
+                                                TYPE *mx) {                                \
+        int64_t h0 = oh * g->sh - g->ph, h1 = h0 + g->kh;                                  \
+        h0 = h0 < 0 ? 0 : h0;                                                              \
+        h1 = h1 > g->h ? g->h : h1;                                                        \
+        int64_t w0 = ow * g->sw - g->pw, w1 = w0 + g->kw;                                  \
+        w0 = w0 < 0 ? 0 : w0;                                                              \
+        w1 = w1 > g->w ? g->w : w1;                                                        \
+        TYPE m = -INFINITY;                                                                \
+        int64_t arg = h0 * g->w + w0;                                                      \
+        for (int64_t ih = h0; ih < h1; ih++)                                               \
+            for (int64_t iw = w0; iw < w1; iw++) {                                         \
+                const TYPE v = xp[ih * xs[2] + iw * xs[3]];                                \
+                if (v > m || isnan(v)) {                                                   \
+                    m = v;                                                                 \
+                    arg = ih * g->w + iw;                                                  \
+                    if (isnan(v))                                                          \
+                        goto done;                                                         \
+                }                                                                          \
+            }                                                                              \
+    done:                                                                                  \
+        *mx = m;                                                                           \
+        return arg;                                                                        \
+    }
+CPU_WINDOW_ARG(float)
+CPU_WINDOW_ARG(double)
 
 /* One plane of max pooling; writes the values (vo) or the flat indices (io). */
 #define CPU_MAXPOOL(TYPE)                                                                          \
@@ -93,33 +177,15 @@ CPU_MAXPOOL_2X2(double)
             cpu_maxpool_2x2_##TYPE(g, xp, xs[2], vo ? vo + base : NULL, io ? io + base : NULL);    \
             return;                                                                                \
         }                                                                                          \
-        for (int64_t oh = 0; oh < g->oh; oh++) {                                                   \
-            int64_t h0 = oh * g->sh - g->ph, h1 = h0 + g->kh;                                      \
-            h0 = h0 < 0 ? 0 : h0;                                                                  \
-            h1 = h1 > g->h ? g->h : h1;                                                            \
+        for (int64_t oh = 0; oh < g->oh; oh++)                                                     \
             for (int64_t ow = 0; ow < g->ow; ow++) {                                               \
-                int64_t w0 = ow * g->sw - g->pw, w1 = w0 + g->kw;                                  \
-                w0 = w0 < 0 ? 0 : w0;                                                              \
-                w1 = w1 > g->w ? g->w : w1;                                                        \
-                TYPE mx = -INFINITY;                                                               \
-                int64_t arg = h0 * g->w + w0;                                                      \
-                for (int64_t ih = h0; ih < h1; ih++)                                               \
-                    for (int64_t iw = w0; iw < w1; iw++) {                                         \
-                        const TYPE v = xp[ih * xs[2] + iw * xs[3]];                                \
-                        if (v > mx || isnan(v)) {                                                  \
-                            mx = v;                                                                \
-                            arg = ih * g->w + iw;                                                  \
-                            if (isnan(v))                                                          \
-                                goto done;                                                         \
-                        }                                                                          \
-                    }                                                                              \
-            done:                                                                                  \
+                TYPE mx;                                                                           \
+                const int64_t arg = cpu_window_arg_##TYPE(g, xp, xs, oh, ow, &mx);                 \
                 if (vo)                                                                            \
                     vo[base + oh * g->ow + ow] = mx;                                               \
                 else                                                                               \
                     io[base + oh * g->ow + ow] = arg;                                              \
             }                                                                                      \
-        }                                                                                          \
     }                                                                                              \
     static void cpu_maxpool_##TYPE(const cpu_pool_geom *g, const TYPE *x, const int64_t *xs,       \
                                    TYPE *vo, int64_t *io) {                                        \
@@ -130,6 +196,39 @@ CPU_MAXPOOL_2X2(double)
     }
 CPU_MAXPOOL(float)
 CPU_MAXPOOL(double)
+
+/* max_pool2d's gradient, one plane per task: dx (contiguous) from g (strides
+ * gs) and x (strides xs). The general case zeroes the plane and adds each
+ * window's g at its first maximum, windows in increasing (oh, ow) order (the
+ * order of the scatter it replaces, so overlapping sums round the same). */
+#define CPU_MAXPOOL_BW(TYPE)                                                                      \
+    static void cpu_maxpool_bw_plane_##TYPE(const cpu_pool_geom *g, const TYPE *x,                \
+                                            const int64_t *xs, const TYPE *gd, const int64_t *gs, \
+                                            TYPE *dx, int64_t pl) {                               \
+        const int64_t n = pl / g->c, c = pl % g->c;                                               \
+        const TYPE *xp = x + n * xs[0] + c * xs[1], *gp = gd + n * gs[0] + c * gs[1];             \
+        TYPE *dp = dx + pl * g->h * g->w;                                                         \
+        if (cpu_pool_is_2x2(g, xs)) {                                                             \
+            cpu_maxpool_bw_2x2_##TYPE(g, xp, xs[2], gp, gs, dp);                                  \
+            return;                                                                               \
+        }                                                                                         \
+        for (int64_t i = 0; i < g->h * g->w; i++)                                                 \
+            dp[i] = 0;                                                                            \
+        for (int64_t oh = 0; oh < g->oh; oh++)                                                    \
+            for (int64_t ow = 0; ow < g->ow; ow++) {                                              \
+                TYPE mx;                                                                          \
+                dp[cpu_window_arg_##TYPE(g, xp, xs, oh, ow, &mx)] += gp[oh * gs[2] + ow * gs[3]]; \
+            }                                                                                     \
+    }                                                                                             \
+    static void cpu_maxpool_bw_##TYPE(const cpu_pool_geom *g, const TYPE *x, const int64_t *xs,   \
+                                      const TYPE *gd, const int64_t *gs, TYPE *dx) {              \
+        TG__CPU_FOR(tg__cpu_par_if(g->n * g->c * g->h * g->w > TG__CPU_PAR_MIN / 8),              \
+                    "omp parallel for schedule(static)",                                          \
+                    for (int64_t pl = 0; pl < g->n * g->c; pl++)                                  \
+                        cpu_maxpool_bw_plane_##TYPE(g, x, xs, gd, gs, dx, pl););                  \
+    }
+CPU_MAXPOOL_BW(float)
+CPU_MAXPOOL_BW(double)
 
 tg_status tg__cpu_max_pool2d(void *state, const tg_kargs *a) {
     (void)state;
@@ -163,6 +262,29 @@ tg_status tg__cpu_max_pool2d_indices(void *state, const tg_kargs *a) {
         cpu_maxpool_float(&g, x->data, x->strides, NULL, a->out.data);
     else
         cpu_maxpool_double(&g, x->data, x->strides, NULL, a->out.data);
+    return TG_OK;
+}
+
+/* in: g (N, C, OH, OW), x (N, C, H, W); out: dx shaped like x. */
+tg_status tg__cpu_max_pool2d_backward(void *state, const tg_kargs *a) {
+    (void)state;
+    const tg_kview *gv = &a->in[0], *x = &a->in[1];
+    tg_status st = tg__cpu_check_float(a, 2);
+    if (st == TG_OK)
+        st = cpu_pool_check(a, x, gv);
+    if (st != TG_OK)
+        return st;
+    for (int d = 0; d < 4; d++)
+        if (a->out.shape[d] != x->shape[d] || (d < 2 && gv->shape[d] != x->shape[d]))
+            return tg__cpu_fail(a, TG_ERR_SHAPE,
+                                "cpu max_pool2d_backward: dx and g must match x in N and C, "
+                                "and dx x's shape");
+    cpu_pool_geom g;
+    cpu_pool_geom_make(a, x, gv, &g);
+    if (x->dtype == TG_F32)
+        cpu_maxpool_bw_float(&g, x->data, x->strides, gv->data, gv->strides, a->out.data);
+    else
+        cpu_maxpool_bw_double(&g, x->data, x->strides, gv->data, gv->strides, a->out.data);
     return TG_OK;
 }
 

@@ -103,6 +103,7 @@ TG__CUDA_KERNEL(conv2d_backward_weight);
 /* cuda_pool.cu */
 TG__CUDA_KERNEL(max_pool2d);
 TG__CUDA_KERNEL(max_pool2d_indices);
+TG__CUDA_KERNEL(max_pool2d_backward);
 TG__CUDA_KERNEL(avg_pool2d);
 TG__CUDA_KERNEL(avg_pool2d_backward);
 /* cuda_norm.cu */

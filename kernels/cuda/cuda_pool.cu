@@ -9,9 +9,13 @@
  * average sums in double with the divisor kh * kw (count_include_pad), so
  * both give the CPU's results exactly.
  *
- * avg_pool2d_backward is written as a gather: one thread per element of dx
- * adds g / (kh * kw) of every window that holds it, in increasing (oh, ow)
- * order, the order in which the CPU's scatter adds them; no atomics.
+ * avg_pool2d_backward and max_pool2d_backward are written as gathers: one
+ * thread per element of dx adds g (over kh * kw for the average) of every
+ * window that holds it, in increasing (oh, ow) order, the order in which the
+ * CPU's scatter adds them; no atomics, so the sums are deterministic. For
+ * max pooling the thread rescans each such window and takes its g only when
+ * the window's first maximum is this element: kh * kw windows of kh * kw
+ * loads at most, four loads for the cnns' 2x2 windows.
  */
 #include <math.h>
 
@@ -20,6 +24,7 @@
 typedef struct cuda_pool_geom {
     int64_t n, c, h, w, oh, ow, kh, kw, sh, sw, ph, pw;
     int64_t xs[4]; /* strides of the strided operand over (n, c, h, w) */
+    int64_t gs[4]; /* max_pool2d_backward: the strides of g (xs are x's) */
 } cuda_pool_geom;
 
 static void pool_geom_make(const tg_kargs *a, const tg_kview *big, const tg_kview *small,
@@ -29,7 +34,7 @@ static void pool_geom_make(const tg_kargs *a, const tg_kview *big, const tg_kvie
     g->n = big->shape[0], g->c = big->shape[1], g->h = big->shape[2], g->w = big->shape[3];
     g->oh = small->shape[2], g->ow = small->shape[3];
     for (int d = 0; d < 4; d++)
-        g->xs[d] = strides[d];
+        g->xs[d] = strides[d], g->gs[d] = 0;
 }
 
 static tg_status pool_check(const tg_kargs *a, const tg_kview *big, const tg_kview *small) {
@@ -57,35 +62,45 @@ __device__ static pool_pos pool_at(const cuda_pool_geom &g, int64_t i) {
     return q;
 }
 
+/* The first maximum of window (oh, ow) of plane xp (strides g.xs): its flat
+ * index ih * W + iw; *mx gets its value. A later element wins only when
+ * strictly greater, and a NaN wins and ends the scan. */
+template <typename T>
+__device__ static int64_t window_arg(const cuda_pool_geom &g, const T *xp, int64_t oh, int64_t ow,
+                                     T *mx) {
+    int64_t h0 = oh * g.sh - g.ph, h1 = h0 + g.kh;
+    h0 = h0 < 0 ? 0 : h0;
+    h1 = h1 > g.h ? g.h : h1;
+    int64_t w0 = ow * g.sw - g.pw, w1 = w0 + g.kw;
+    w0 = w0 < 0 ? 0 : w0;
+    w1 = w1 > g.w ? g.w : w1;
+    T m = -INFINITY;
+    int64_t arg = h0 * g.w + w0;
+    for (int64_t ih = h0; ih < h1; ih++) {
+        for (int64_t iw = w0; iw < w1; iw++) {
+            const T v = xp[ih * g.xs[2] + iw * g.xs[3]];
+            if (v > m || isnan(v)) {
+                m = v;
+                arg = ih * g.w + iw;
+                if (isnan(v)) {
+                    *mx = m;
+                    return arg;
+                }
+            }
+        }
+    }
+    *mx = m;
+    return arg;
+}
+
 /* Writes the window maximum (vo) or its flat index ih * W + iw (io). */
 template <typename T>
 __global__ static void k_maxpool(cuda_pool_geom g, const T *x, T *vo, int64_t *io) {
     const int64_t total = g.n * g.c * g.oh * g.ow;
     TG__CUDA_FOR(i, total) {
         const pool_pos q = pool_at(g, i);
-        const T *xp = x + q.n * g.xs[0] + q.c * g.xs[1];
-        int64_t h0 = q.oh * g.sh - g.ph, h1 = h0 + g.kh;
-        h0 = h0 < 0 ? 0 : h0;
-        h1 = h1 > g.h ? g.h : h1;
-        int64_t w0 = q.ow * g.sw - g.pw, w1 = w0 + g.kw;
-        w0 = w0 < 0 ? 0 : w0;
-        w1 = w1 > g.w ? g.w : w1;
-        T mx = -INFINITY;
-        int64_t arg = h0 * g.w + w0;
-        bool done = false;
-        for (int64_t ih = h0; ih < h1 && !done; ih++) {
-            for (int64_t iw = w0; iw < w1; iw++) {
-                const T v = xp[ih * g.xs[2] + iw * g.xs[3]];
-                if (v > mx || isnan(v)) {
-                    mx = v;
-                    arg = ih * g.w + iw;
-                    if (isnan(v)) {
-                        done = true;
-                        break;
-                    }
-                }
-            }
-        }
+        T mx;
+        const int64_t arg = window_arg(g, x + q.n * g.xs[0] + q.c * g.xs[1], q.oh, q.ow, &mx);
         if (vo)
             vo[i] = mx;
         else
@@ -142,7 +157,30 @@ template <typename T> __global__ static void k_avgpool_bwd(cuda_pool_geom g, con
     }
 }
 
-/* ---- the four rows ---- */
+/* dx[n, c, ih, iw] (contiguous): the g (strides g.gs) of every window whose
+ * first maximum is this element. x has strides g.xs. */
+template <typename T>
+__global__ static void k_maxpool_bwd(cuda_pool_geom g, const T *x, const T *gd, T *dx) {
+    const int64_t total = g.n * g.c * g.h * g.w;
+    TG__CUDA_FOR(i, total) {
+        const int64_t iw = i % g.w, ih = i / g.w % g.h, c = i / (g.w * g.h) % g.c;
+        const int64_t n = i / (g.w * g.h * g.c), self = ih * g.w + iw;
+        const T *xp = x + n * g.xs[0] + c * g.xs[1], *gp = gd + n * g.gs[0] + c * g.gs[1];
+        int64_t ohlo, ohhi, owlo, owhi;
+        pool_windows(ih, g.kh, g.sh, g.ph, g.oh, &ohlo, &ohhi);
+        pool_windows(iw, g.kw, g.sw, g.pw, g.ow, &owlo, &owhi);
+        T acc = 0;
+        for (int64_t oh = ohlo; oh <= ohhi; oh++)
+            for (int64_t ow = owlo; ow <= owhi; ow++) {
+                T mx;
+                if (window_arg(g, xp, oh, ow, &mx) == self)
+                    acc += gp[oh * g.gs[2] + ow * g.gs[3]];
+            }
+        dx[i] = acc;
+    }
+}
+
+/* ---- the five rows ---- */
 
 tg_status tg__cuda_max_pool2d(void *state, const tg_kargs *a) {
     tg__cuda_state *s = (tg__cuda_state *)state;
@@ -189,6 +227,37 @@ tg_status tg__cuda_max_pool2d_indices(void *state, const tg_kargs *a) {
     else
         k_maxpool<double><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(g, (const double *)x->data, NULL,
                                                                   (int64_t *)a->out.data);
+    TG__CUDA_LAUNCHED(a);
+    return TG_OK;
+}
+
+/* in: g (N, C, OH, OW), x (N, C, H, W); out: dx shaped like x. */
+tg_status tg__cuda_max_pool2d_backward(void *state, const tg_kargs *a) {
+    tg__cuda_state *s = (tg__cuda_state *)state;
+    const tg_kview *gv = &a->in[0], *x = &a->in[1];
+    tg_status st = tg__cuda_check_float(a, 2);
+    if (st == TG_OK)
+        st = pool_check(a, x, gv);
+    if (st != TG_OK)
+        return st;
+    for (int d = 0; d < 4; d++)
+        if (a->out.shape[d] != x->shape[d])
+            return tg__cuda_fail(a, TG_ERR_SHAPE,
+                                 "cuda max_pool2d_backward: dx must have x's shape");
+    cuda_pool_geom g;
+    pool_geom_make(a, x, gv, x->strides, &g);
+    for (int d = 0; d < 4; d++)
+        g.gs[d] = gv->strides[d];
+    const int64_t n = tg__kview_numel(&a->out);
+    if (n == 0)
+        return TG_OK;
+    const unsigned nb = tg__cuda_blocks(n);
+    if (x->dtype == TG_F32)
+        k_maxpool_bwd<float><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(
+            g, (const float *)x->data, (const float *)gv->data, (float *)a->out.data);
+    else
+        k_maxpool_bwd<double><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(
+            g, (const double *)x->data, (const double *)gv->data, (double *)a->out.data);
     TG__CUDA_LAUNCHED(a);
     return TG_OK;
 }
