@@ -61,8 +61,9 @@ static bool cpu_pool_is_2x2(const cpu_pool_geom *g, const int64_t *xs) {
     static inline int cpu_max4_##TYPE(TYPE v0, TYPE v1, TYPE v2, TYPE v3, TYPE *mx) { \
         if (__builtin_expect(isnan(v0) | isnan(v1) | isnan(v2) | isnan(v3), 0)) {     \
             /* The first NaN in scan order wins. */                                   \
-            *mx = v0 + v1 + v2 + v3;                                                  \
-            return isnan(v0) ? 0 : isnan(v1) ? 1 : isnan(v2) ? 2 : 3;                 \
+            const int j = isnan(v0) ? 0 : isnan(v1) ? 1 : isnan(v2) ? 2 : 3;          \
+            *mx = j == 0 ? v0 : j == 1 ? v1 : j == 2 ? v2 : v3;                       \
+            return j;                                                                 \
         }                                                                             \
         /* Select, not branch: which element wins is data, and a mispredicted         \
          * branch per window cost more than the loads. */                             \
@@ -75,25 +76,104 @@ static bool cpu_pool_is_2x2(const cpu_pool_geom *g, const int64_t *xs) {
 CPU_MAX4(float)
 CPU_MAX4(double)
 
-/* One plane of 2x2 max pooling: the values (vo) or the flat indices (io). */
-#define CPU_MAXPOOL_2X2(TYPE)                                                                     \
-    static void cpu_maxpool_2x2_##TYPE(const cpu_pool_geom *g, const TYPE *xp, int64_t rs,        \
-                                       TYPE *vo, int64_t *io) {                                   \
-        for (int64_t oh = 0; oh < g->oh; oh++) {                                                  \
-            const TYPE *r0 = xp + 2 * oh * rs, *r1 = r0 + rs;                                     \
-            for (int64_t ow = 0; ow < g->ow; ow++) {                                              \
-                TYPE mx;                                                                          \
-                const int j =                                                                     \
-                    cpu_max4_##TYPE(r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1], &mx); \
-                if (vo)                                                                           \
-                    vo[oh * g->ow + ow] = mx;                                                     \
-                else                                                                              \
-                    io[oh * g->ow + ow] = (2 * oh + (j >> 1)) * g->w + 2 * ow + (j & 1);          \
-            }                                                                                     \
-        }                                                                                         \
+/* Windows per vector of the f32 rows (AVX2). */
+#define CPU_POOL_VEC 8
+
+/* Stores bits, or zero unless keep (a mask, not a branch on the data:
+ * compilers turned `keep ? v : 0` into a mispredicted branch per window). */
+static inline void cpu_put_f32_if(float *dst, uint32_t bits, int keep) {
+    const uint32_t v = bits & (0u - (uint32_t)keep);
+    memcpy(dst, &v, sizeof v);
+}
+
+/*
+ * One output row of the 2x2 pooling of f32 planes with unit-stride rows,
+ * written for the vectoriser: the scan is a chain of selects on whole
+ * vectors (no branch on the data, no early exit; GCC keeps a loop scalar when
+ * NaN tests are or-ed together, but vectorises selects), and the stride-2
+ * loads and stores become shuffles. The vector loop covers whole vectors of
+ * CPU_POOL_VEC windows; the rest (the cnns' rows are 14 and 7 windows long)
+ * goes through the scalar window, without the branches on the data that the
+ * vectoriser's own remainder loop had. Same rule as cpu_max4: the first strictly
+ * greatest element in scan order wins, and a window holding a NaN gives its
+ * first NaN (value and gradient).
+ */
+TG__CPU_CLONES static void cpu_max2x2_row_f32(const float *restrict r0, const float *restrict r1,
+                                              float *restrict out, int64_t ow) {
+    const int64_t nv = ow & ~(int64_t)(CPU_POOL_VEC - 1);
+    TG__CPU_SIMD("omp simd")
+    for (int64_t i = 0; i < nv; i++) {
+        const float v0 = r0[2 * i], v1 = r0[2 * i + 1], v2 = r1[2 * i], v3 = r1[2 * i + 1];
+        const float m01 = v1 > v0 ? v1 : v0, m23 = v3 > v2 ? v3 : v2;
+        float m = m23 > m01 ? m23 : m01;
+        m = v3 != v3 ? v3 : m;
+        m = v2 != v2 ? v2 : m;
+        m = v1 != v1 ? v1 : m;
+        out[i] = v0 != v0 ? v0 : m;
     }
-CPU_MAXPOOL_2X2(float)
-CPU_MAXPOOL_2X2(double)
+    for (int64_t i = nv; i < ow; i++)
+        (void)cpu_max4_float(r0[2 * i], r0[2 * i + 1], r1[2 * i], r1[2 * i + 1], &out[i]);
+}
+
+/* The gradient of one such row: g (contiguous) goes to each window's
+ * winner, zero to the other three. The winner's position is carried as a
+ * float, because selects on int positions made GCC fall back to branches. */
+TG__CPU_CLONES static void cpu_max2x2_bw_row_f32(const float *restrict r0, const float *restrict r1,
+                                                 const float *restrict gr, float *restrict d0,
+                                                 float *restrict d1, int64_t ow) {
+    const int64_t nv = ow & ~(int64_t)(CPU_POOL_VEC - 1);
+    TG__CPU_SIMD("omp simd")
+    for (int64_t i = 0; i < nv; i++) {
+        const float v0 = r0[2 * i], v1 = r0[2 * i + 1], v2 = r1[2 * i], v3 = r1[2 * i + 1];
+        const float m01 = v1 > v0 ? v1 : v0, m23 = v3 > v2 ? v3 : v2;
+        const float ja = v1 > v0 ? 1.0f : 0.0f, jb = v3 > v2 ? 3.0f : 2.0f;
+        float j = m23 > m01 ? jb : ja;
+        j = v3 != v3 ? 3.0f : j;
+        j = v2 != v2 ? 2.0f : j;
+        j = v1 != v1 ? 1.0f : j;
+        j = v0 != v0 ? 0.0f : j;
+        const float g = gr[i];
+        d0[2 * i] = j == 0.0f ? g : 0.0f;
+        d0[2 * i + 1] = j == 1.0f ? g : 0.0f;
+        d1[2 * i] = j == 2.0f ? g : 0.0f;
+        d1[2 * i + 1] = j == 3.0f ? g : 0.0f;
+    }
+    for (int64_t i = nv; i < ow; i++) {
+        float mx;
+        const int j = cpu_max4_float(r0[2 * i], r0[2 * i + 1], r1[2 * i], r1[2 * i + 1], &mx);
+        uint32_t v;
+        memcpy(&v, gr + i, sizeof v);
+        cpu_put_f32_if(d0 + 2 * i, v, j == 0);
+        cpu_put_f32_if(d0 + 2 * i + 1, v, j == 1);
+        cpu_put_f32_if(d1 + 2 * i, v, j == 2);
+        cpu_put_f32_if(d1 + 2 * i + 1, v, j == 3);
+    }
+}
+
+/* One plane of 2x2 max pooling: the values (vo) or the flat indices (io). */
+#define CPU_MAXPOOL_2X2(TYPE, VROW)                                                                \
+    static void cpu_maxpool_2x2_##TYPE(const cpu_pool_geom *g, const TYPE *xp, int64_t rs,         \
+                                       TYPE *vo, int64_t *io) {                                    \
+        for (int64_t oh = 0; oh < g->oh; oh++) {                                                   \
+            const TYPE *r0 = xp + 2 * oh * rs, *r1 = r0 + rs;                                      \
+            if (VROW && vo) {                                                                      \
+                cpu_max2x2_row_f32((const float *)r0, (const float *)r1, (float *)vo + oh * g->ow, \
+                                   g->ow);                                                         \
+                continue;                                                                          \
+            }                                                                                      \
+            for (int64_t ow = 0; ow < g->ow; ow++) {                                               \
+                TYPE mx;                                                                           \
+                const int j =                                                                      \
+                    cpu_max4_##TYPE(r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1], &mx);  \
+                if (vo)                                                                            \
+                    vo[oh * g->ow + ow] = mx;                                                      \
+                else                                                                               \
+                    io[oh * g->ow + ow] = (2 * oh + (j >> 1)) * g->w + 2 * ow + (j & 1);           \
+            }                                                                                      \
+        }                                                                                          \
+    }
+CPU_MAXPOOL_2X2(float, 1)
+CPU_MAXPOOL_2X2(double, 0)
 
 /* One plane of the 2x2 gradient: each window's four dx elements get g at
  * the winner and zero elsewhere. The four stores mask g's bits rather than
@@ -102,37 +182,41 @@ CPU_MAXPOOL_2X2(double)
  * as the forward one. A last row or column that no window covers (odd H or
  * W) is zeroed. gp, gs: the plane of g and its strides; dp: the contiguous
  * plane of dx. */
-#define CPU_MAXPOOL_BW_2X2(TYPE, UTYPE)                                                           \
-    static inline void cpu_put_if_##TYPE(TYPE *dst, UTYPE bits, int keep) {                       \
-        const UTYPE v = bits & ((UTYPE)0 - (UTYPE)keep);                                          \
-        memcpy(dst, &v, sizeof v);                                                                \
-    }                                                                                             \
-    static void cpu_maxpool_bw_2x2_##TYPE(const cpu_pool_geom *g, const TYPE *xp, int64_t rs,     \
-                                          const TYPE *gp, const int64_t *gs, TYPE *dp) {          \
-        const int64_t gcs = gs[3];                                                                \
-        for (int64_t oh = 0; oh < g->oh; oh++) {                                                  \
-            const TYPE *r0 = xp + 2 * oh * rs, *r1 = r0 + rs;                                     \
-            const TYPE *gr = gp + oh * gs[2];                                                     \
-            TYPE *d0 = dp + 2 * oh * g->w, *d1 = d0 + g->w;                                       \
-            for (int64_t ow = 0; ow < g->ow; ow++) {                                              \
-                TYPE mx;                                                                          \
-                const int j =                                                                     \
-                    cpu_max4_##TYPE(r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1], &mx); \
-                UTYPE v;                                                                          \
-                memcpy(&v, gr + ow * gcs, sizeof v);                                              \
-                cpu_put_if_##TYPE(d0 + 2 * ow, v, j == 0);                                        \
-                cpu_put_if_##TYPE(d0 + 2 * ow + 1, v, j == 1);                                    \
-                cpu_put_if_##TYPE(d1 + 2 * ow, v, j == 2);                                        \
-                cpu_put_if_##TYPE(d1 + 2 * ow + 1, v, j == 3);                                    \
-            }                                                                                     \
-            for (int64_t iw = 2 * g->ow; iw < g->w; iw++)                                         \
-                d0[iw] = d1[iw] = 0;                                                              \
-        }                                                                                         \
-        for (int64_t i = 2 * g->oh * g->w; i < g->h * g->w; i++)                                  \
-            dp[i] = 0;                                                                            \
+#define CPU_MAXPOOL_BW_2X2(TYPE, UTYPE, VROW)                                                  \
+    static inline void cpu_put_if_##TYPE(TYPE *dst, UTYPE bits, int keep) {                    \
+        const UTYPE v = bits & ((UTYPE)0 - (UTYPE)keep);                                       \
+        memcpy(dst, &v, sizeof v);                                                             \
+    }                                                                                          \
+    static void cpu_maxpool_bw_2x2_##TYPE(const cpu_pool_geom *g, const TYPE *xp, int64_t rs,  \
+                                          const TYPE *gp, const int64_t *gs, TYPE *dp) {       \
+        const int64_t gcs = gs[3];                                                             \
+        for (int64_t oh = 0; oh < g->oh; oh++) {                                               \
+            const TYPE *r0 = xp + 2 * oh * rs, *r1 = r0 + rs;                                  \
+            const TYPE *gr = gp + oh * gs[2];                                                  \
+            TYPE *d0 = dp + 2 * oh * g->w, *d1 = d0 + g->w;                                    \
+            if (VROW && gcs == 1)                                                              \
+                cpu_max2x2_bw_row_f32((const float *)r0, (const float *)r1, (const float *)gr, \
+                                      (float *)d0, (float *)d1, g->ow);                        \
+            else                                                                               \
+                for (int64_t ow = 0; ow < g->ow; ow++) {                                       \
+                    TYPE mx;                                                                   \
+                    const int j = cpu_max4_##TYPE(r0[2 * ow], r0[2 * ow + 1], r1[2 * ow],      \
+                                                  r1[2 * ow + 1], &mx);                        \
+                    UTYPE v;                                                                   \
+                    memcpy(&v, gr + ow * gcs, sizeof v);                                       \
+                    cpu_put_if_##TYPE(d0 + 2 * ow, v, j == 0);                                 \
+                    cpu_put_if_##TYPE(d0 + 2 * ow + 1, v, j == 1);                             \
+                    cpu_put_if_##TYPE(d1 + 2 * ow, v, j == 2);                                 \
+                    cpu_put_if_##TYPE(d1 + 2 * ow + 1, v, j == 3);                             \
+                }                                                                              \
+            for (int64_t iw = 2 * g->ow; iw < g->w; iw++)                                      \
+                d0[iw] = d1[iw] = 0;                                                           \
+        }                                                                                      \
+        for (int64_t i = 2 * g->oh * g->w; i < g->h * g->w; i++)                               \
+            dp[i] = 0;                                                                         \
     }
-CPU_MAXPOOL_BW_2X2(float, uint32_t)
-CPU_MAXPOOL_BW_2X2(double, uint64_t)
+CPU_MAXPOOL_BW_2X2(float, uint32_t, 1)
+CPU_MAXPOOL_BW_2X2(double, uint64_t, 0)
 
 /* The first maximum of window (oh, ow) of plane xp: its flat index
  * ih * W + iw; *mx gets its value. Padding never wins (pad <= kernel / 2, so
