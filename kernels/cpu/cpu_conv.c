@@ -43,213 +43,216 @@ static void cpu_valid_range(int64_t size, int64_t nout, int64_t st, int64_t pad,
 
 /* im2col and col2im for one dtype. xs are the strides of x over (n, c, h, w);
  * ld is the column matrix's row length N*OH*OW. */
-#define CPU_CONV_FAMILY(TYPE, GEMM)                                                              \
-    static void cpu_im2col_##TYPE(const tg__conv_geom *g, const TYPE *x, const int64_t *xs,       \
-                                  TYPE *col) {                                                   \
-        const int64_t ohw = g->oh * g->ow, ld = g->n * ohw;                                      \
-        for (int64_t n = 0; n < g->n; n++) {                                                     \
-            for (int64_t c = 0; c < g->c; c++) {                                                 \
-                const TYPE *xp = x + n * xs[0] + c * xs[1];                                      \
-                for (int64_t r = 0; r < g->r; r++) {                                             \
-                    int64_t ohlo, ohhi;                                                          \
-                    cpu_valid_range(g->h, g->oh, g->sh, g->ph, r * g->dh, &ohlo, &ohhi);          \
-                    for (int64_t s = 0; s < g->s; s++) {                                         \
-                        int64_t owlo, owhi;                                                      \
-                        cpu_valid_range(g->w, g->ow, g->sw, g->pw, s * g->dw, &owlo, &owhi);      \
-                        TYPE *d = col + ((c * g->r + r) * g->s + s) * ld + n * ohw;              \
-                        for (int64_t oh = 0; oh < g->oh; oh++) {                                 \
-                            TYPE *dr = d + oh * g->ow;                                           \
-                            if (oh < ohlo || oh >= ohhi) {                                       \
-                                for (int64_t ow = 0; ow < g->ow; ow++)                           \
-                                    dr[ow] = 0;                                                  \
-                                continue;                                                        \
-                            }                                                                    \
-                            const int64_t ih = oh * g->sh - g->ph + r * g->dh;                   \
-                            const TYPE *xr = xp + ih * xs[2];                                    \
-                            const int64_t iw0 = s * g->dw - g->pw, st = g->sw * xs[3];           \
-                            for (int64_t ow = 0; ow < owlo; ow++)                                \
-                                dr[ow] = 0;                                                      \
-                            /* Unit stride (the common case) is a plain copy the compiler   \
-                             * vectorises; the strided loop is a scalar gather. */            \
-                            if (st == 1) {                                                       \
-                                const TYPE *xq = xr + iw0 * xs[3];                               \
-                                for (int64_t ow = owlo; ow < owhi; ow++)                         \
-                                    dr[ow] = xq[ow];                                             \
-                            } else {                                                             \
-                                for (int64_t ow = owlo; ow < owhi; ow++)                         \
-                                    dr[ow] = xr[iw0 * xs[3] + ow * st];                          \
-                            }                                                                    \
-                            for (int64_t ow = owhi; ow < g->ow; ow++)                            \
-                                dr[ow] = 0;                                                      \
-                        }                                                                        \
-                    }                                                                            \
-                }                                                                                \
-            }                                                                                    \
-        }                                                                                        \
-    }                                                                                            \
-    /* dx (contiguous, zeroed here) += col2im(col). */                                           \
-    static void cpu_col2im_##TYPE(const tg__conv_geom *g, const TYPE *col, TYPE *dx) {            \
-        const int64_t ohw = g->oh * g->ow, ld = g->n * ohw;                                      \
-        for (int64_t n = 0; n < g->n; n++) {                                                     \
-            for (int64_t c = 0; c < g->c; c++) {                                                 \
-                TYPE *xp = dx + (n * g->c + c) * g->h * g->w;                                    \
-                for (int64_t i = 0; i < g->h * g->w; i++)                                        \
-                    xp[i] = 0;                                                                   \
-                for (int64_t r = 0; r < g->r; r++) {                                             \
-                    int64_t ohlo, ohhi;                                                          \
-                    cpu_valid_range(g->h, g->oh, g->sh, g->ph, r * g->dh, &ohlo, &ohhi);          \
-                    for (int64_t s = 0; s < g->s; s++) {                                         \
-                        int64_t owlo, owhi;                                                      \
-                        cpu_valid_range(g->w, g->ow, g->sw, g->pw, s * g->dw, &owlo, &owhi);      \
-                        const TYPE *d = col + ((c * g->r + r) * g->s + s) * ld + n * ohw;        \
-                        const int64_t iw0 = s * g->dw - g->pw;                                   \
-                        for (int64_t oh = ohlo; oh < ohhi; oh++) {                               \
-                            const int64_t ih = oh * g->sh - g->ph + r * g->dh;                   \
-                            TYPE *xr = xp + ih * g->w + iw0;                                     \
-                            const TYPE *dr = d + oh * g->ow;                                     \
-                            for (int64_t ow = owlo; ow < owhi; ow++)                             \
-                                xr[ow * g->sw] += dr[ow];                                        \
-                        }                                                                        \
-                    }                                                                            \
-                }                                                                                \
-            }                                                                                    \
-        }                                                                                        \
-    }                                                                                            \
-    /* gp (K, N*OH*OW) from g (N, K, OH, OW) with strides gs. */                                 \
-    static void cpu_gpack_##TYPE(const tg__conv_geom *g, const TYPE *src, const int64_t *gs,      \
-                                 TYPE *gp) {                                                     \
-        const int64_t ohw = g->oh * g->ow, ld = g->n * ohw;                                      \
-        for (int64_t n = 0; n < g->n; n++) {                                                     \
-            for (int64_t k = 0; k < g->k; k++) {                                                 \
-                const TYPE *sp = src + n * gs[0] + k * gs[1];                                    \
-                TYPE *d = gp + k * ld + n * ohw;                                                 \
-                for (int64_t oh = 0; oh < g->oh; oh++)                                           \
-                    for (int64_t ow = 0; ow < g->ow; ow++)                                       \
-                        d[oh * g->ow + ow] = sp[oh * gs[2] + ow * gs[3]];                        \
-            }                                                                                    \
-        }                                                                                        \
-    }                                                                                            \
-    /* One thread's share of the forward pass: samples [lo, hi), one gemm     \
-     * each straight into the output, with slot as its column matrix. */      \
-    static void cpu_conv_fwd_part_##TYPE(const tg__conv_geom *g, const tg_kview *x,              \
-                                         const TYPE *w, const tg_kview *b, TYPE *slot,           \
-                                         TYPE *out, int64_t lo, int64_t hi) {                    \
-        const int64_t ohw = g->oh * g->ow, crs = g->c * g->r * g->s;                             \
-        tg__conv_geom g1 = *g;                                                                   \
-        g1.n = 1;                                                                                \
-        for (int64_t n = lo; n < hi; n++) {                                                      \
-            TYPE *on = out + n * g->k * ohw;                                                     \
-            cpu_im2col_##TYPE(&g1, (const TYPE *)x->data + n * x->strides[0], x->strides, slot); \
-            GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g->k, (int)ohw, (int)crs, 1, w,\
-                 (int)crs, slot, (int)ohw, 0, on, (int)ohw);                                     \
-            if (b)                                                                               \
-                for (int64_t k = 0; k < g->k; k++) {                                             \
-                    const TYPE bias = ((const TYPE *)b->data)[k * b->strides[0]];                \
-                    for (int64_t j = 0; j < ohw; j++)                                            \
-                        on[k * ohw + j] += bias;                                                 \
-                }                                                                                \
-        }                                                                                        \
-    }                                                                                            \
-    /* g of sample n as a (K, OH*OW) row-major matrix: in place when its      \
-     * layout already is, else packed into tmp. */                            \
-    static const TYPE *cpu_conv_gmat_##TYPE(const tg__conv_geom *g, const tg_kview *gv,           \
-                                            int64_t n, TYPE *tmp) {                              \
-        const int64_t *gs = gv->strides, ohw = g->oh * g->ow;                                    \
-        const TYPE *gn = (const TYPE *)gv->data + n * gs[0];                                     \
-        if ((g->ow == 1 || gs[3] == 1) && (g->oh == 1 || gs[2] == g->ow) &&                      \
-            (g->k == 1 || gs[1] == ohw))                                                         \
-            return gn;                                                                           \
-        tg__conv_geom g1 = *g;                                                                   \
-        g1.n = 1;                                                                                \
-        cpu_gpack_##TYPE(&g1, gn, gs, tmp);                                                      \
-        return tmp;                                                                              \
-    }                                                                                            \
-    static void cpu_conv_bwi_part_##TYPE(const tg__conv_geom *g, const tg_kview *gv,              \
-                                         const TYPE *w, TYPE *slot, TYPE *dx, int64_t lo,        \
-                                         int64_t hi) {                                           \
-        const int64_t ohw = g->oh * g->ow, crs = g->c * g->r * g->s;                             \
-        tg__conv_geom g1 = *g;                                                                   \
-        g1.n = 1;                                                                                \
-        TYPE *dcol = slot, *tmp = slot + crs * ohw;                                              \
-        for (int64_t n = lo; n < hi; n++) {                                                      \
-            const TYPE *gn = cpu_conv_gmat_##TYPE(g, gv, n, tmp);                                \
-            GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)crs, (int)ohw, (int)g->k, 1, w,  \
-                 (int)crs, gn, (int)ohw, 0, dcol, (int)ohw);                                     \
-            cpu_col2im_##TYPE(&g1, dcol, dx + n * g->c * g->h * g->w);                           \
-        }                                                                                        \
-    }                                                                                            \
-    /* acc (K, CRS) = the sum over samples [lo, hi) of g_n col_n^T (zero when \
-     * the range is empty). */                                                \
-    static void cpu_conv_bww_part_##TYPE(const tg__conv_geom *g, const tg_kview *x,               \
-                                         const tg_kview *gv, TYPE *slot, TYPE *acc, int64_t lo,  \
-                                         int64_t hi) {                                           \
-        const int64_t ohw = g->oh * g->ow, crs = g->c * g->r * g->s;                             \
-        tg__conv_geom g1 = *g;                                                                   \
-        g1.n = 1;                                                                                \
-        TYPE *col = slot, *tmp = slot + crs * ohw;                                               \
-        if (lo >= hi)                                                                            \
-            for (int64_t i = 0; i < g->k * crs; i++)                                             \
-                acc[i] = 0;                                                                      \
-        for (int64_t n = lo; n < hi; n++) {                                                      \
-            const TYPE *gn = cpu_conv_gmat_##TYPE(g, gv, n, tmp);                                \
-            cpu_im2col_##TYPE(&g1, (const TYPE *)x->data + n * x->strides[0], x->strides, col);  \
-            GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g->k, (int)crs, (int)ohw, 1, gn, \
-                 (int)ohw, col, (int)ohw, n > lo ? 1 : 0, acc, (int)crs);                        \
-        }                                                                                        \
-    }                                                                                            \
-    /* The three products: nt threads, each with its own workspace slot of    \
-     * sl values, take contiguous runs of samples (a static split, so a given  \
-     * thread count always sums in the same order). One thread runs on the     \
-     * caller without a parallel region (libgomp allocates a team for every    \
-     * one-thread region). Inside the region OpenBLAS runs single-threaded. */ \
-    static void cpu_conv_fwd_##TYPE(const tg__conv_geom *g, int nt, int64_t sl,                   \
-                                    const tg_kview *x, const TYPE *w, const tg_kview *b,         \
-                                    TYPE *ws, TYPE *out) {                                       \
-        if (nt == 1) {                                                                           \
-            cpu_conv_fwd_part_##TYPE(g, x, w, b, ws, out, 0, g->n);                              \
-            return;                                                                              \
-        }                                                                                        \
-        _Pragma("omp parallel num_threads(nt)") {                                                \
-            const int64_t t = omp_get_thread_num(), T = omp_get_num_threads();                  \
-            cpu_conv_fwd_part_##TYPE(g, x, w, b, ws + t * sl, out, g->n * t / T,                 \
-                                     g->n * (t + 1) / T);                                        \
-        }                                                                                        \
-    }                                                                                            \
-    static void cpu_conv_bwi_##TYPE(const tg__conv_geom *g, int nt, int64_t sl,                   \
-                                    const tg_kview *gv, const TYPE *w, TYPE *ws, TYPE *dx) {     \
-        if (nt == 1) {                                                                           \
-            cpu_conv_bwi_part_##TYPE(g, gv, w, ws, dx, 0, g->n);                                 \
-            return;                                                                              \
-        }                                                                                        \
-        _Pragma("omp parallel num_threads(nt)") {                                                \
-            const int64_t t = omp_get_thread_num(), T = omp_get_num_threads();                  \
-            cpu_conv_bwi_part_##TYPE(g, gv, w, ws + t * sl, dx, g->n * t / T,                    \
-                                     g->n * (t + 1) / T);                                        \
-        }                                                                                        \
-    }                                                                                            \
-    /* Thread 0 sums into dw, the others into the tail of their slots; the    \
-     * partial sums are then added in thread order. */                        \
-    static void cpu_conv_bww_##TYPE(const tg__conv_geom *g, int nt, int64_t sl,                   \
-                                    const tg_kview *x, const tg_kview *gv, TYPE *ws, TYPE *dw) { \
-        const int64_t kcrs = g->k * g->c * g->r * g->s;                                          \
-        if (nt == 1) {                                                                           \
-            cpu_conv_bww_part_##TYPE(g, x, gv, ws, dw, 0, g->n);                                 \
-            return;                                                                              \
-        }                                                                                        \
-        int used = nt;                                                                           \
-        _Pragma("omp parallel num_threads(nt)") {                                                \
-            const int64_t t = omp_get_thread_num(), T = omp_get_num_threads();                  \
-            TYPE *acc = t == 0 ? dw : ws + t * sl + sl - kcrs;                                   \
-            cpu_conv_bww_part_##TYPE(g, x, gv, ws + t * sl, acc, g->n * t / T,                   \
-                                     g->n * (t + 1) / T);                                        \
-            if (t == 0)                                                                          \
-                used = (int)T;                                                                   \
-        }                                                                                        \
-        for (int t = 1; t < used; t++) {                                                         \
-            const TYPE *acc = ws + t * sl + sl - kcrs;                                           \
-            for (int64_t i = 0; i < kcrs; i++)                                                   \
-                dw[i] += acc[i];                                                                 \
-        }                                                                                        \
+#define CPU_CONV_FAMILY(TYPE, GEMM)                                                                \
+    TG__CPU_CLONES static void cpu_im2col_##TYPE(const tg__conv_geom *g, const TYPE *x,            \
+                                                 const int64_t *xs, TYPE *col) {                   \
+        const int64_t ohw = g->oh * g->ow, ld = g->n * ohw;                                        \
+        for (int64_t n = 0; n < g->n; n++) {                                                       \
+            for (int64_t c = 0; c < g->c; c++) {                                                   \
+                const TYPE *xp = x + n * xs[0] + c * xs[1];                                        \
+                for (int64_t r = 0; r < g->r; r++) {                                               \
+                    int64_t ohlo, ohhi;                                                            \
+                    cpu_valid_range(g->h, g->oh, g->sh, g->ph, r * g->dh, &ohlo, &ohhi);           \
+                    for (int64_t s = 0; s < g->s; s++) {                                           \
+                        int64_t owlo, owhi;                                                        \
+                        cpu_valid_range(g->w, g->ow, g->sw, g->pw, s * g->dw, &owlo, &owhi);       \
+                        TYPE *d = col + ((c * g->r + r) * g->s + s) * ld + n * ohw;                \
+                        for (int64_t oh = 0; oh < g->oh; oh++) {                                   \
+                            TYPE *dr = d + oh * g->ow;                                             \
+                            if (oh < ohlo || oh >= ohhi) {                                         \
+                                for (int64_t ow = 0; ow < g->ow; ow++)                             \
+                                    dr[ow] = 0;                                                    \
+                                continue;                                                          \
+                            }                                                                      \
+                            const int64_t ih = oh * g->sh - g->ph + r * g->dh;                     \
+                            const TYPE *xr = xp + ih * xs[2];                                      \
+                            const int64_t iw0 = s * g->dw - g->pw, st = g->sw * xs[3];             \
+                            for (int64_t ow = 0; ow < owlo; ow++)                                  \
+                                dr[ow] = 0;                                                        \
+                            /* Unit stride (the common case) is a plain copy the compiler          \
+                             * vectorises; the strided loop is a scalar gather. */                 \
+                            if (st == 1) {                                                         \
+                                const TYPE *xq = xr + iw0 * xs[3];                                 \
+                                for (int64_t ow = owlo; ow < owhi; ow++)                           \
+                                    dr[ow] = xq[ow];                                               \
+                            } else {                                                               \
+                                for (int64_t ow = owlo; ow < owhi; ow++)                           \
+                                    dr[ow] = xr[iw0 * xs[3] + ow * st];                            \
+                            }                                                                      \
+                            for (int64_t ow = owhi; ow < g->ow; ow++)                              \
+                                dr[ow] = 0;                                                        \
+                        }                                                                          \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+    /* dx (contiguous, zeroed here) += col2im(col). */                                             \
+    TG__CPU_CLONES static void cpu_col2im_##TYPE(const tg__conv_geom *g, const TYPE *col,          \
+                                                 TYPE *dx) {                                       \
+        const int64_t ohw = g->oh * g->ow, ld = g->n * ohw;                                        \
+        for (int64_t n = 0; n < g->n; n++) {                                                       \
+            for (int64_t c = 0; c < g->c; c++) {                                                   \
+                TYPE *xp = dx + (n * g->c + c) * g->h * g->w;                                      \
+                for (int64_t i = 0; i < g->h * g->w; i++)                                          \
+                    xp[i] = 0;                                                                     \
+                for (int64_t r = 0; r < g->r; r++) {                                               \
+                    int64_t ohlo, ohhi;                                                            \
+                    cpu_valid_range(g->h, g->oh, g->sh, g->ph, r * g->dh, &ohlo, &ohhi);           \
+                    for (int64_t s = 0; s < g->s; s++) {                                           \
+                        int64_t owlo, owhi;                                                        \
+                        cpu_valid_range(g->w, g->ow, g->sw, g->pw, s * g->dw, &owlo, &owhi);       \
+                        const TYPE *d = col + ((c * g->r + r) * g->s + s) * ld + n * ohw;          \
+                        const int64_t iw0 = s * g->dw - g->pw;                                     \
+                        for (int64_t oh = ohlo; oh < ohhi; oh++) {                                 \
+                            const int64_t ih = oh * g->sh - g->ph + r * g->dh;                     \
+                            TYPE *xr = xp + ih * g->w + iw0;                                       \
+                            const TYPE *dr = d + oh * g->ow;                                       \
+                            if (g->sw == 1) /* a unit-stride add that vectorises */                \
+                                for (int64_t ow = owlo; ow < owhi; ow++)                           \
+                                    xr[ow] += dr[ow];                                              \
+                            else                                                                   \
+                                for (int64_t ow = owlo; ow < owhi; ow++)                           \
+                                    xr[ow * g->sw] += dr[ow];                                      \
+                        }                                                                          \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+    /* gp (K, N*OH*OW) from g (N, K, OH, OW) with strides gs. */                                   \
+    static void cpu_gpack_##TYPE(const tg__conv_geom *g, const TYPE *src, const int64_t *gs,       \
+                                 TYPE *gp) {                                                       \
+        const int64_t ohw = g->oh * g->ow, ld = g->n * ohw;                                        \
+        for (int64_t n = 0; n < g->n; n++) {                                                       \
+            for (int64_t k = 0; k < g->k; k++) {                                                   \
+                const TYPE *sp = src + n * gs[0] + k * gs[1];                                      \
+                TYPE *d = gp + k * ld + n * ohw;                                                   \
+                for (int64_t oh = 0; oh < g->oh; oh++)                                             \
+                    for (int64_t ow = 0; ow < g->ow; ow++)                                         \
+                        d[oh * g->ow + ow] = sp[oh * gs[2] + ow * gs[3]];                          \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+    /* One thread's share of the forward pass: samples [lo, hi), one gemm                          \
+     * each straight into the output, with slot as its column matrix. */                           \
+    static void cpu_conv_fwd_part_##TYPE(const tg__conv_geom *g, const tg_kview *x, const TYPE *w, \
+                                         const tg_kview *b, TYPE *slot, TYPE *out, int64_t lo,     \
+                                         int64_t hi) {                                             \
+        const int64_t ohw = g->oh * g->ow, crs = g->c * g->r * g->s;                               \
+        tg__conv_geom g1 = *g;                                                                     \
+        g1.n = 1;                                                                                  \
+        for (int64_t n = lo; n < hi; n++) {                                                        \
+            TYPE *on = out + n * g->k * ohw;                                                       \
+            cpu_im2col_##TYPE(&g1, (const TYPE *)x->data + n * x->strides[0], x->strides, slot);   \
+            GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g->k, (int)ohw, (int)crs, 1, w,   \
+                 (int)crs, slot, (int)ohw, 0, on, (int)ohw);                                       \
+            if (b)                                                                                 \
+                for (int64_t k = 0; k < g->k; k++) {                                               \
+                    const TYPE bias = ((const TYPE *)b->data)[k * b->strides[0]];                  \
+                    for (int64_t j = 0; j < ohw; j++)                                              \
+                        on[k * ohw + j] += bias;                                                   \
+                }                                                                                  \
+        }                                                                                          \
+    }                                                                                              \
+    /* g of sample n as a (K, OH*OW) row-major matrix: in place when its                           \
+     * layout already is, else packed into tmp. */                                                 \
+    static const TYPE *cpu_conv_gmat_##TYPE(const tg__conv_geom *g, const tg_kview *gv, int64_t n, \
+                                            TYPE *tmp) {                                           \
+        const int64_t *gs = gv->strides, ohw = g->oh * g->ow;                                      \
+        const TYPE *gn = (const TYPE *)gv->data + n * gs[0];                                       \
+        if ((g->ow == 1 || gs[3] == 1) && (g->oh == 1 || gs[2] == g->ow) &&                        \
+            (g->k == 1 || gs[1] == ohw))                                                           \
+            return gn;                                                                             \
+        tg__conv_geom g1 = *g;                                                                     \
+        g1.n = 1;                                                                                  \
+        cpu_gpack_##TYPE(&g1, gn, gs, tmp);                                                        \
+        return tmp;                                                                                \
+    }                                                                                              \
+    static void cpu_conv_bwi_part_##TYPE(const tg__conv_geom *g, const tg_kview *gv,               \
+                                         const TYPE *w, TYPE *slot, TYPE *dx, int64_t lo,          \
+                                         int64_t hi) {                                             \
+        const int64_t ohw = g->oh * g->ow, crs = g->c * g->r * g->s;                               \
+        tg__conv_geom g1 = *g;                                                                     \
+        g1.n = 1;                                                                                  \
+        TYPE *dcol = slot, *tmp = slot + crs * ohw;                                                \
+        for (int64_t n = lo; n < hi; n++) {                                                        \
+            const TYPE *gn = cpu_conv_gmat_##TYPE(g, gv, n, tmp);                                  \
+            GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)crs, (int)ohw, (int)g->k, 1, w,     \
+                 (int)crs, gn, (int)ohw, 0, dcol, (int)ohw);                                       \
+            cpu_col2im_##TYPE(&g1, dcol, dx + n * g->c * g->h * g->w);                             \
+        }                                                                                          \
+    }                                                                                              \
+    /* acc (K, CRS) = the sum over samples [lo, hi) of g_n col_n^T (zero when                      \
+     * the range is empty). */                                                                     \
+    static void cpu_conv_bww_part_##TYPE(const tg__conv_geom *g, const tg_kview *x,                \
+                                         const tg_kview *gv, TYPE *slot, TYPE *acc, int64_t lo,    \
+                                         int64_t hi) {                                             \
+        const int64_t ohw = g->oh * g->ow, crs = g->c * g->r * g->s;                               \
+        tg__conv_geom g1 = *g;                                                                     \
+        g1.n = 1;                                                                                  \
+        TYPE *col = slot, *tmp = slot + crs * ohw;                                                 \
+        if (lo >= hi)                                                                              \
+            for (int64_t i = 0; i < g->k * crs; i++)                                               \
+                acc[i] = 0;                                                                        \
+        for (int64_t n = lo; n < hi; n++) {                                                        \
+            const TYPE *gn = cpu_conv_gmat_##TYPE(g, gv, n, tmp);                                  \
+            cpu_im2col_##TYPE(&g1, (const TYPE *)x->data + n * x->strides[0], x->strides, col);    \
+            GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g->k, (int)crs, (int)ohw, 1, gn,    \
+                 (int)ohw, col, (int)ohw, n > lo ? 1 : 0, acc, (int)crs);                          \
+        }                                                                                          \
+    }                                                                                              \
+    /* The three products: nt threads, each with its own workspace slot of                         \
+     * sl values, take contiguous runs of samples (a static split, so a given                      \
+     * thread count always sums in the same order). One thread runs on the                         \
+     * caller without a parallel region (libgomp allocates a team for every                        \
+     * one-thread region). Inside the region OpenBLAS runs single-threaded. */                     \
+    static void cpu_conv_fwd_##TYPE(const tg__conv_geom *g, int nt, int64_t sl, const tg_kview *x, \
+                                    const TYPE *w, const tg_kview *b, TYPE *ws, TYPE *out) {       \
+        if (nt == 1) {                                                                             \
+            cpu_conv_fwd_part_##TYPE(g, x, w, b, ws, out, 0, g->n);                                \
+            return;                                                                                \
+        }                                                                                          \
+        _Pragma("omp parallel num_threads(nt)") {                                                  \
+            const int64_t t = omp_get_thread_num(), T = omp_get_num_threads();                     \
+            cpu_conv_fwd_part_##TYPE(g, x, w, b, ws + t * sl, out, g->n * t / T,                   \
+                                     g->n * (t + 1) / T);                                          \
+        }                                                                                          \
+    }                                                                                              \
+    static void cpu_conv_bwi_##TYPE(const tg__conv_geom *g, int nt, int64_t sl,                    \
+                                    const tg_kview *gv, const TYPE *w, TYPE *ws, TYPE *dx) {       \
+        if (nt == 1) {                                                                             \
+            cpu_conv_bwi_part_##TYPE(g, gv, w, ws, dx, 0, g->n);                                   \
+            return;                                                                                \
+        }                                                                                          \
+        _Pragma("omp parallel num_threads(nt)") {                                                  \
+            const int64_t t = omp_get_thread_num(), T = omp_get_num_threads();                     \
+            cpu_conv_bwi_part_##TYPE(g, gv, w, ws + t * sl, dx, g->n * t / T, g->n * (t + 1) / T); \
+        }                                                                                          \
+    }                                                                                              \
+    /* Thread 0 sums into dw, the others into the tail of their slots; the                         \
+     * partial sums are then added in thread order. */                                             \
+    static void cpu_conv_bww_##TYPE(const tg__conv_geom *g, int nt, int64_t sl, const tg_kview *x, \
+                                    const tg_kview *gv, TYPE *ws, TYPE *dw) {                      \
+        const int64_t kcrs = g->k * g->c * g->r * g->s;                                            \
+        if (nt == 1) {                                                                             \
+            cpu_conv_bww_part_##TYPE(g, x, gv, ws, dw, 0, g->n);                                   \
+            return;                                                                                \
+        }                                                                                          \
+        int used = nt;                                                                             \
+        _Pragma("omp parallel num_threads(nt)") {                                                  \
+            const int64_t t = omp_get_thread_num(), T = omp_get_num_threads();                     \
+            TYPE *acc = t == 0 ? dw : ws + t * sl + sl - kcrs;                                     \
+            cpu_conv_bww_part_##TYPE(g, x, gv, ws + t * sl, acc, g->n * t / T,                     \
+                                     g->n * (t + 1) / T);                                          \
+            if (t == 0)                                                                            \
+                used = (int)T;                                                                     \
+        }                                                                                          \
+        for (int t = 1; t < used; t++) {                                                           \
+            const TYPE *acc = ws + t * sl + sl - kcrs;                                             \
+            for (int64_t i = 0; i < kcrs; i++)                                                     \
+                dw[i] += acc[i];                                                                   \
+        }                                                                                          \
     }
 
 CPU_CONV_FAMILY(float, cblas_sgemm)
@@ -297,8 +300,9 @@ tg_status tg__cpu_conv2d(void *state, const tg_kargs *a) {
     (void)state;
     const bool has_b = a->p->ints[6] != 0;
     if (a->nin != (has_b ? 4 : 3) || !cpu_same_float(a, a->nin))
-        return tg__cpu_fail(a, TG_ERR_DTYPE, "cpu conv2d: expected x, w, [b,] workspace of one "
-                                             "float dtype");
+        return tg__cpu_fail(a, TG_ERR_DTYPE,
+                            "cpu conv2d: expected x, w, [b,] workspace of one "
+                            "float dtype");
     const tg_kview *x = &a->in[0], *w = &a->in[1], *ws = &a->in[a->nin - 1];
     tg__conv_geom g;
     tg__conv_params(a, &g);
@@ -311,8 +315,9 @@ tg_status tg__cpu_conv2d(void *state, const tg_kargs *a) {
     const int nt = cpu_conv_threads(&g, ws);
     const int64_t sl = cpu_conv_slot(&g);
     if (!tg__kview_contig(w) || nt < 1)
-        return tg__cpu_fail(a, TG_ERR_INVALID, "cpu conv2d: w must be contiguous and the "
-                                               "workspace large enough");
+        return tg__cpu_fail(a, TG_ERR_INVALID,
+                            "cpu conv2d: w must be contiguous and the "
+                            "workspace large enough");
     const tg_kview *b = has_b ? &a->in[2] : NULL;
     if (x->dtype == TG_F32)
         cpu_conv_fwd_float(&g, nt, sl, x, w->data, b, ws->data, a->out.data);
@@ -325,8 +330,9 @@ tg_status tg__cpu_conv2d(void *state, const tg_kargs *a) {
 tg_status tg__cpu_conv2d_backward_input(void *state, const tg_kargs *a) {
     (void)state;
     if (a->nin != 3 || !cpu_same_float(a, 3))
-        return tg__cpu_fail(a, TG_ERR_DTYPE, "cpu conv2d_backward_input: expected g, w, "
-                                             "workspace of one float dtype");
+        return tg__cpu_fail(a, TG_ERR_DTYPE,
+                            "cpu conv2d_backward_input: expected g, w, "
+                            "workspace of one float dtype");
     const tg_kview *gv = &a->in[0], *w = &a->in[1], *ws = &a->in[2];
     tg__conv_geom g;
     tg__conv_params(a, &g);
@@ -339,8 +345,9 @@ tg_status tg__cpu_conv2d_backward_input(void *state, const tg_kargs *a) {
     const int nt = cpu_conv_threads(&g, ws);
     const int64_t sl = cpu_conv_slot(&g);
     if (!tg__kview_contig(w) || nt < 1)
-        return tg__cpu_fail(a, TG_ERR_INVALID, "cpu conv2d_backward_input: w must be "
-                                               "contiguous and the workspace large enough");
+        return tg__cpu_fail(a, TG_ERR_INVALID,
+                            "cpu conv2d_backward_input: w must be "
+                            "contiguous and the workspace large enough");
     if (gv->dtype == TG_F32)
         cpu_conv_bwi_float(&g, nt, sl, gv, w->data, ws->data, a->out.data);
     else
@@ -352,8 +359,9 @@ tg_status tg__cpu_conv2d_backward_input(void *state, const tg_kargs *a) {
 tg_status tg__cpu_conv2d_backward_weight(void *state, const tg_kargs *a) {
     (void)state;
     if (a->nin != 3 || !cpu_same_float(a, 3))
-        return tg__cpu_fail(a, TG_ERR_DTYPE, "cpu conv2d_backward_weight: expected x, g, "
-                                             "workspace of one float dtype");
+        return tg__cpu_fail(a, TG_ERR_DTYPE,
+                            "cpu conv2d_backward_weight: expected x, g, "
+                            "workspace of one float dtype");
     const tg_kview *x = &a->in[0], *gv = &a->in[1], *ws = &a->in[2];
     tg__conv_geom g;
     tg__conv_params(a, &g);
