@@ -107,17 +107,22 @@ def one_core(runs, what):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
-    ap.add_argument("--models", default="mlp,cnn,cnn-bn")
-    ap.add_argument("--batches", default="64,256")
-    ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--no-ops", action="store_true")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"),
+                    help="build folder holding tests/bench/bench_train and bench_ops")
+    ap.add_argument("--models", default="mlp,cnn,cnn-bn", help="comma-separated built-in models")
+    ap.add_argument("--batches", default="64,256", help="comma-separated global batch sizes")
+    ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (both sides)")
+    ap.add_argument("--runs", type=int, default=3,
+                    help="alternated runs of each side per row; the table shows medians")
+    ap.add_argument("--steps", type=int, default=20, help="timed training steps per run")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps before them")
+    ap.add_argument("--no-ops", action="store_true",
+                    help="skip bench_ops (matmul and conv2d through the ops vs bare sgemm)")
     ap.add_argument("--blas-core", default="inherit", metavar="{inherit,native,NAME}",
-                    help="OPENBLAS_CORETYPE for both sides: as inherited, removed, or NAME")
+                    help="OpenBLAS kernels of both sides: OPENBLAS_CORETYPE as inherited, "
+                    "removed (OpenBLAS picks for this CPU), or set to NAME")
     a = ap.parse_args()
     env = blas_env(a.blas_core)
 
