@@ -71,7 +71,8 @@ static bool check4(tg_ctx *ctx, const char *op, const char *what, const tg_tenso
  * matrix for the whole batch (crs x N*OH*OW: 160 MB for the cnn's conv2 at
  * batch 256, times three calls per step) cost more peak memory than all the
  * activations. The kernel uses as many threads as slots fit, so the budget
- * holds at least 8 slots (and at least one). */
+ * holds at least 8 slots (and at least one). On a GPU, where memory is
+ * plentiful and one large gemm is what pays, the workspace holds the batch. */
 #define CONV_WS_BYTES ((int64_t)4 << 20)
 #define CONV_MIN_SLOTS 8
 
@@ -86,6 +87,13 @@ static tg_tensor *workspace(tg_ctx *ctx, tg_dtype dt, int64_t crs, int64_t k, in
     ns = ns < CONV_MIN_SLOTS ? CONV_MIN_SLOTS : ns;
     ns = ns > n ? n : ns;
     int64_t len = slot * (ns > 0 ? ns : 1);
+    /* The CUDA kernels run one im2col and one cuBLAS gemm over the whole
+     * batch: column matrix and packed gradient for all n samples
+     * (cuda_conv.cu's conv_ws_ok). */
+    if (ctx->be->device == TG_DEVICE_CUDA) {
+        const int64_t whole = (crs + k) * n * ohw;
+        len = whole > len ? whole : len;
+    }
     return tg__new(ctx, dt, 1, &len, false);
 }
 

@@ -174,6 +174,10 @@ CB_BUILD(conv_bwi, tg_conv2d_backward_input(ctx, in[0], in[1], &cv_pad, 5, 4))
 CB_BUILD(conv_bwi_odd, tg_conv2d_backward_input(ctx, T23(in[0]), in[1], &cv_odd, 6, 5))
 CB_BUILD(conv_bww, tg_conv2d_backward_weight(ctx, in[0], in[1], &cv_pad, 3, 3))
 CB_BUILD(conv_bww_odd, tg_conv2d_backward_weight(ctx, in[0], T23(in[1]), &cv_odd, 2, 3))
+/* A batch larger than the CPU kernels' workspace slots (the CUDA kernels
+ * need the whole batch's column matrix). */
+CB_BUILD(conv_big_bwi, tg_conv2d_backward_input(ctx, in[0], in[1], &cv_pad, 16, 16))
+CB_BUILD(conv_big_bww, tg_conv2d_backward_weight(ctx, in[0], in[1], &cv_pad, 3, 3))
 CB_BUILD(maxpool, tg_max_pool2d(ctx, in[0], (int[]){2, 2}, NULL, NULL))
 CB_BUILD(maxpool_pad_t, tg_max_pool2d(ctx, T23(in[0]), (int[]){3, 2}, (int[]){2, 1}, (int[]){1, 1}))
 CB_BUILD(maxpool_idx, tg_max_pool2d_indices(ctx, in[0], (int[]){3, 3}, (int[]){2, 2}, (int[]){1, 1}))
@@ -615,6 +619,24 @@ static const cb_case cb_table[] = {
      .nin = 2,
      .in = {IN(CB_RAND, 4, 2, 2, 6, 5), IN(CB_RAND, 4, 2, 3, 7, 3)},
      .tol = 1e-4},
+    {.name = "conv2d batch 32 (more samples than workspace slots)",
+     .op = TG_OP_CONV2D,
+     .fn = b_conv,
+     .nin = 3,
+     .in = {IN(CB_RAND, 4, 32, 16, 16, 16), IN(CB_RAND, 4, 16, 16, 3, 3), IN(CB_RAND, 1, 16)},
+     .tol = 1e-3},
+    {.name = "conv2d_backward_input batch 32",
+     .op = TG_OP_CONV2D_BACKWARD_INPUT,
+     .fn = b_conv_big_bwi,
+     .nin = 2,
+     .in = {IN(CB_RAND, 4, 32, 16, 16, 16), IN(CB_RAND, 4, 16, 16, 3, 3)},
+     .tol = 1e-3},
+    {.name = "conv2d_backward_weight batch 32",
+     .op = TG_OP_CONV2D_BACKWARD_WEIGHT,
+     .fn = b_conv_big_bww,
+     .nin = 2,
+     .in = {IN(CB_RAND, 4, 32, 16, 16, 16), IN(CB_RAND, 4, 32, 16, 16, 16)},
+     .tol = 1e-3},
     {.name = "max_pool2d",
      .op = TG_OP_MAX_POOL2D,
      .fn = b_maxpool,
