@@ -303,17 +303,32 @@ tg_status tg__bw_matmul(tg_ctx *ctx, const tg__rec *r, tg_tensor *g, tg_tensor *
             return ctx->status;
     }
     if (b->requires_grad) {
-        tg_tensor *gb;
+        /* A matrix used transposed (x W^T, where b is the view W^T) gets its
+         * gradient in the same layout, computed as (g^T a)^T: transpose's
+         * backward then hands W a contiguous gradient, which accumulates
+         * without a transposing copy. */
+        const bool bt = b->ndim == 2 && b->shape[0] > 1 && b->shape[1] > 1 &&
+                        b->strides[0] == 1 && b->strides[1] == b->shape[0];
+        tg_tensor *gb, *ra = a2, *rg = g2;
+        bool two = a2->ndim == 2;
         if (b2->ndim == 2 && a2->ndim > 2 && tg_is_contiguous(a2) && tg_is_contiguous(g2)) {
             /* b was shared by every batch: fold the batch into the rows and do
              * one GEMM instead of a batched product and a sum. */
             int64_t as[2] = {-1, a2->shape[a2->ndim - 1]}, gs2[2] = {-1, gs[gnd - 1]};
-            gb = tg_matmul(ctx, tg_transpose(ctx, tg_reshape(ctx, a2, 2, as), 0, 1),
-                           tg_reshape(ctx, g2, 2, gs2));
-        } else {
-            gb = tg_matmul(ctx, tg_transpose(ctx, a2, -1, -2), g2);
+            ra = tg_reshape(ctx, a2, 2, as);
+            rg = tg_reshape(ctx, g2, 2, gs2);
+            two = true;
         }
-        gin[1] = tg_reshape(ctx, tg_sum_to(ctx, gb, b2->ndim, b2->shape), b->ndim, b->shape);
+        if (two && bt)
+            gb = tg_transpose(ctx, tg_matmul(ctx, tg_transpose(ctx, rg, 0, 1), ra), 0, 1);
+        else
+            gb = tg_matmul(ctx, tg_transpose(ctx, ra, -1, -2), rg);
+        gb = tg_sum_to(ctx, gb, b2->ndim, b2->shape);
+        /* reshape copies a strided tensor even to its own shape. */
+        gin[1] = gb && gb->ndim == b->ndim &&
+                         !memcmp(gb->shape, b->shape, sizeof(int64_t) * (size_t)b->ndim)
+                     ? gb
+                     : tg_reshape(ctx, gb, b->ndim, b->shape);
         if (!gin[1])
             return ctx->status;
     }
