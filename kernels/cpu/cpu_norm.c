@@ -61,61 +61,62 @@ static tg_status cpu_bn_check(const tg_kargs *a, const tg_kview *x, cpu_bn_geom 
  * + eps), then y = x * alpha + beta with alpha = invstd * w and beta = b -
  * mean * alpha (the form PyTorch's CPU kernel uses).
  */
-#define CPU_BN_FORWARD(T)                                                                     \
-    static void cpu_bn_fwd_block_##T(const cpu_bn_geom *g, int64_t b, double eps, const T *x, \
-                                     const T *w, const T *bias, T *st, T *y) {                \
-        const int64_t c0 = b * g->block;                                                      \
-        const int64_t nc = c0 + g->block > g->c ? g->c - c0 : g->block;                       \
-        const int64_t cs = g->c * g->s;                                                       \
-        double sh[CPU_BN_BLOCK], s1[CPU_BN_BLOCK] = {0}, s2[CPU_BN_BLOCK] = {0};              \
-        for (int64_t j = 0; j < nc; j++)                                                      \
-            sh[j] = (double)x[(c0 + j) * g->s];                                               \
-        for (int64_t n = 0; n < g->n; n++)                                                    \
-            for (int64_t j = 0; j < nc; j++) {                                                \
-                const T *p = x + n * cs + (c0 + j) * g->s;                                    \
-                const double x0 = sh[j];                                                      \
-                double a1 = 0, a2 = 0;                                                        \
-                TG__CPU_SIMD("omp simd reduction(+ : a1, a2)")                                \
-                for (int64_t i = 0; i < g->s; i++) {                                          \
-                    const double d = (double)p[i] - x0;                                       \
-                    a1 += d;                                                                  \
-                    a2 += d * d;                                                              \
-                }                                                                             \
-                s1[j] += a1;                                                                  \
-                s2[j] += a2;                                                                  \
-            }                                                                                 \
-        const double m = (double)(g->n * g->s);                                               \
-        T alpha[CPU_BN_BLOCK], beta[CPU_BN_BLOCK];                                            \
-        for (int64_t j = 0; j < nc; j++) {                                                    \
-            const double d1 = s1[j] / m;                                                      \
-            double var = s2[j] / m - d1 * d1;                                                 \
-            var = var > 0 ? var : 0;                                                          \
-            const double mean = sh[j] + d1, inv = 1.0 / sqrt(var + eps);                      \
-            const int64_t c = c0 + j;                                                         \
-            st[c] = (T)mean;                                                                  \
-            st[g->c + c] = (T)inv;                                                            \
-            st[2 * g->c + c] = (T)var;                                                        \
-            const double al = inv * (double)w[c];                                             \
-            alpha[j] = (T)al;                                                                 \
-            beta[j] = (T)((double)bias[c] - mean * al);                                       \
-        }                                                                                     \
-        for (int64_t n = 0; n < g->n; n++)                                                    \
-            for (int64_t j = 0; j < nc; j++) {                                                \
-                const int64_t o = n * cs + (c0 + j) * g->s;                                   \
-                const T *p = x + o;                                                           \
-                T *q = y + o;                                                                 \
-                const T al = alpha[j], be = beta[j];                                          \
-                TG__CPU_SIMD("omp simd")                                                      \
-                for (int64_t i = 0; i < g->s; i++)                                            \
-                    q[i] = p[i] * al + be;                                                    \
-            }                                                                                 \
-    }                                                                                         \
-    static void cpu_bn_fwd_##T(const cpu_bn_geom *g, double eps, const T *x, const T *w,      \
-                               const T *bias, T *st, T *y) {                                  \
-        TG__CPU_FOR(tg__cpu_par_if(g->n * g->c * g->s >= CPU_BN_PAR_MIN),                     \
-                    "omp parallel for schedule(static)",                                      \
-                    for (int64_t b = 0; b < g->nblocks; b++)                                  \
-                        cpu_bn_fwd_block_##T(g, b, eps, x, w, bias, st, y););                 \
+#define CPU_BN_FORWARD(T)                                                                         \
+    TG__CPU_CLONES static void cpu_bn_fwd_block_##T(const cpu_bn_geom *g, int64_t b, double eps,  \
+                                                    const T *x, const T *w, const T *bias, T *st, \
+                                                    T *y) {                                       \
+        const int64_t c0 = b * g->block;                                                          \
+        const int64_t nc = c0 + g->block > g->c ? g->c - c0 : g->block;                           \
+        const int64_t cs = g->c * g->s;                                                           \
+        double sh[CPU_BN_BLOCK], s1[CPU_BN_BLOCK] = {0}, s2[CPU_BN_BLOCK] = {0};                  \
+        for (int64_t j = 0; j < nc; j++)                                                          \
+            sh[j] = (double)x[(c0 + j) * g->s];                                                   \
+        for (int64_t n = 0; n < g->n; n++)                                                        \
+            for (int64_t j = 0; j < nc; j++) {                                                    \
+                const T *p = x + n * cs + (c0 + j) * g->s;                                        \
+                const double x0 = sh[j];                                                          \
+                double a1 = 0, a2 = 0;                                                            \
+                TG__CPU_SIMD("omp simd reduction(+ : a1, a2)")                                    \
+                for (int64_t i = 0; i < g->s; i++) {                                              \
+                    const double d = (double)p[i] - x0;                                           \
+                    a1 += d;                                                                      \
+                    a2 += d * d;                                                                  \
+                }                                                                                 \
+                s1[j] += a1;                                                                      \
+                s2[j] += a2;                                                                      \
+            }                                                                                     \
+        const double m = (double)(g->n * g->s);                                                   \
+        T alpha[CPU_BN_BLOCK], beta[CPU_BN_BLOCK];                                                \
+        for (int64_t j = 0; j < nc; j++) {                                                        \
+            const double d1 = s1[j] / m;                                                          \
+            double var = s2[j] / m - d1 * d1;                                                     \
+            var = var > 0 ? var : 0;                                                              \
+            const double mean = sh[j] + d1, inv = 1.0 / sqrt(var + eps);                          \
+            const int64_t c = c0 + j;                                                             \
+            st[c] = (T)mean;                                                                      \
+            st[g->c + c] = (T)inv;                                                                \
+            st[2 * g->c + c] = (T)var;                                                            \
+            const double al = inv * (double)w[c];                                                 \
+            alpha[j] = (T)al;                                                                     \
+            beta[j] = (T)((double)bias[c] - mean * al);                                           \
+        }                                                                                         \
+        for (int64_t n = 0; n < g->n; n++)                                                        \
+            for (int64_t j = 0; j < nc; j++) {                                                    \
+                const int64_t o = n * cs + (c0 + j) * g->s;                                       \
+                const T *p = x + o;                                                               \
+                T *q = y + o;                                                                     \
+                const T al = alpha[j], be = beta[j];                                              \
+                TG__CPU_SIMD("omp simd")                                                          \
+                for (int64_t i = 0; i < g->s; i++)                                                \
+                    q[i] = p[i] * al + be;                                                        \
+            }                                                                                     \
+    }                                                                                             \
+    static void cpu_bn_fwd_##T(const cpu_bn_geom *g, double eps, const T *x, const T *w,          \
+                               const T *bias, T *st, T *y) {                                      \
+        TG__CPU_FOR(tg__cpu_par_if(g->n * g->c * g->s >= CPU_BN_PAR_MIN),                         \
+                    "omp parallel for schedule(static)",                                          \
+                    for (int64_t b = 0; b < g->nblocks; b++)                                      \
+                        cpu_bn_fwd_block_##T(g, b, eps, x, w, bias, st, y););                     \
     }
 CPU_BN_FORWARD(float)
 CPU_BN_FORWARD(double)
@@ -150,57 +151,58 @@ tg_status tg__cpu_batch_norm(void *state, const tg_kargs *a) {
  *   d bias = sum_g, d weight = sum_gx * invstd,
  *   dx = (g - sum_g / M - (x - mean) * sum_gx * invstd^2 / M) * invstd * w.
  */
-#define CPU_BN_BACKWARD(T)                                                                  \
-    static void cpu_bnb_block_##T(const cpu_bn_geom *g, int64_t b, const T *gr, const T *x, \
-                                  const T *w, const T *st, T *gp, T *dx) {                  \
-        const int64_t c0 = b * g->block;                                                    \
-        const int64_t nc = c0 + g->block > g->c ? g->c - c0 : g->block;                     \
-        const int64_t cs = g->c * g->s;                                                     \
-        double sg[CPU_BN_BLOCK] = {0}, sgx[CPU_BN_BLOCK] = {0};                             \
-        for (int64_t n = 0; n < g->n; n++)                                                  \
-            for (int64_t j = 0; j < nc; j++) {                                              \
-                const int64_t o = n * cs + (c0 + j) * g->s;                                 \
-                const T *pg = gr + o, *px = x + o;                                          \
-                const double mean = (double)st[c0 + j];                                     \
-                double a1 = 0, a2 = 0;                                                      \
-                TG__CPU_SIMD("omp simd reduction(+ : a1, a2)")                              \
-                for (int64_t i = 0; i < g->s; i++) {                                        \
-                    const double gv = (double)pg[i];                                        \
-                    a1 += gv;                                                               \
-                    a2 += gv * ((double)px[i] - mean);                                      \
-                }                                                                           \
-                sg[j] += a1;                                                                \
-                sgx[j] += a2;                                                               \
-            }                                                                               \
-        const double m = (double)(g->n * g->s);                                             \
-        T mg[CPU_BN_BLOCK], proj[CPU_BN_BLOCK], gs[CPU_BN_BLOCK], mu[CPU_BN_BLOCK];         \
-        for (int64_t j = 0; j < nc; j++) {                                                  \
-            const int64_t c = c0 + j;                                                       \
-            const double inv = (double)st[g->c + c];                                        \
-            gp[c] = (T)(sgx[j] * inv);                                                      \
-            gp[g->c + c] = (T)sg[j];                                                        \
-            mg[j] = (T)(sg[j] / m);                                                         \
-            proj[j] = (T)(sgx[j] / m * inv * inv);                                          \
-            gs[j] = (T)(inv * (double)w[c]);                                                \
-            mu[j] = st[c];                                                                  \
-        }                                                                                   \
-        for (int64_t n = 0; n < g->n; n++)                                                  \
-            for (int64_t j = 0; j < nc; j++) {                                              \
-                const int64_t o = n * cs + (c0 + j) * g->s;                                 \
-                const T *pg = gr + o, *px = x + o;                                          \
-                T *q = dx + o;                                                              \
-                const T a_mg = mg[j], a_pr = proj[j], a_gs = gs[j], a_mu = mu[j];           \
-                TG__CPU_SIMD("omp simd")                                                    \
-                for (int64_t i = 0; i < g->s; i++)                                          \
-                    q[i] = (pg[i] - a_mg - (px[i] - a_mu) * a_pr) * a_gs;                   \
-            }                                                                               \
-    }                                                                                       \
-    static void cpu_bnb_##T(const cpu_bn_geom *g, const T *gr, const T *x, const T *w,      \
-                            const T *st, T *gp, T *dx) {                                    \
-        TG__CPU_FOR(tg__cpu_par_if(g->n * g->c * g->s >= CPU_BN_PAR_MIN),                   \
-                    "omp parallel for schedule(static)",                                    \
-                    for (int64_t b = 0; b < g->nblocks; b++)                                \
-                        cpu_bnb_block_##T(g, b, gr, x, w, st, gp, dx););                    \
+#define CPU_BN_BACKWARD(T)                                                                     \
+    TG__CPU_CLONES static void cpu_bnb_block_##T(const cpu_bn_geom *g, int64_t b, const T *gr, \
+                                                 const T *x, const T *w, const T *st, T *gp,   \
+                                                 T *dx) {                                      \
+        const int64_t c0 = b * g->block;                                                       \
+        const int64_t nc = c0 + g->block > g->c ? g->c - c0 : g->block;                        \
+        const int64_t cs = g->c * g->s;                                                        \
+        double sg[CPU_BN_BLOCK] = {0}, sgx[CPU_BN_BLOCK] = {0};                                \
+        for (int64_t n = 0; n < g->n; n++)                                                     \
+            for (int64_t j = 0; j < nc; j++) {                                                 \
+                const int64_t o = n * cs + (c0 + j) * g->s;                                    \
+                const T *pg = gr + o, *px = x + o;                                             \
+                const double mean = (double)st[c0 + j];                                        \
+                double a1 = 0, a2 = 0;                                                         \
+                TG__CPU_SIMD("omp simd reduction(+ : a1, a2)")                                 \
+                for (int64_t i = 0; i < g->s; i++) {                                           \
+                    const double gv = (double)pg[i];                                           \
+                    a1 += gv;                                                                  \
+                    a2 += gv * ((double)px[i] - mean);                                         \
+                }                                                                              \
+                sg[j] += a1;                                                                   \
+                sgx[j] += a2;                                                                  \
+            }                                                                                  \
+        const double m = (double)(g->n * g->s);                                                \
+        T mg[CPU_BN_BLOCK], proj[CPU_BN_BLOCK], gs[CPU_BN_BLOCK], mu[CPU_BN_BLOCK];            \
+        for (int64_t j = 0; j < nc; j++) {                                                     \
+            const int64_t c = c0 + j;                                                          \
+            const double inv = (double)st[g->c + c];                                           \
+            gp[c] = (T)(sgx[j] * inv);                                                         \
+            gp[g->c + c] = (T)sg[j];                                                           \
+            mg[j] = (T)(sg[j] / m);                                                            \
+            proj[j] = (T)(sgx[j] / m * inv * inv);                                             \
+            gs[j] = (T)(inv * (double)w[c]);                                                   \
+            mu[j] = st[c];                                                                     \
+        }                                                                                      \
+        for (int64_t n = 0; n < g->n; n++)                                                     \
+            for (int64_t j = 0; j < nc; j++) {                                                 \
+                const int64_t o = n * cs + (c0 + j) * g->s;                                    \
+                const T *pg = gr + o, *px = x + o;                                             \
+                T *q = dx + o;                                                                 \
+                const T a_mg = mg[j], a_pr = proj[j], a_gs = gs[j], a_mu = mu[j];              \
+                TG__CPU_SIMD("omp simd")                                                       \
+                for (int64_t i = 0; i < g->s; i++)                                             \
+                    q[i] = (pg[i] - a_mg - (px[i] - a_mu) * a_pr) * a_gs;                      \
+            }                                                                                  \
+    }                                                                                          \
+    static void cpu_bnb_##T(const cpu_bn_geom *g, const T *gr, const T *x, const T *w,         \
+                            const T *st, T *gp, T *dx) {                                       \
+        TG__CPU_FOR(tg__cpu_par_if(g->n * g->c * g->s >= CPU_BN_PAR_MIN),                      \
+                    "omp parallel for schedule(static)",                                       \
+                    for (int64_t b = 0; b < g->nblocks; b++)                                   \
+                        cpu_bnb_block_##T(g, b, gr, x, w, st, gp, dx););                       \
     }
 CPU_BN_BACKWARD(float)
 CPU_BN_BACKWARD(double)
