@@ -19,12 +19,11 @@
 
 #include "tapegrad/nn.h"
 
-/* 16 channels of 48x48 with a 3x3 kernel: about 1.5 MB of columns per
- * sample. */
-enum { N = 5, C = 16, H = 48, W = 48, K = 8, R = 3, S = 3 };
-
+/* The shape of a case; zero sizes take the defaults: 16 channels of 48x48
+ * with a 3x3 kernel, about 1.5 MB of columns per sample. */
 typedef struct geo {
     int st, pad, dil, oh, ow;
+    int n, c, h, w, k, r, s;
 } geo;
 
 static float *rand_buf(int64_t n, unsigned *seed) {
@@ -50,6 +49,8 @@ static void check_close(const float *got, const double *want, int64_t n) {
 
 static void run_case(const geo *gin, int threads) {
     geo g = *gin;
+    const int N = g.n ? g.n : 5, C = g.c ? g.c : 16, H = g.h ? g.h : 48, W = g.w ? g.w : 48;
+    const int K = g.k ? g.k : 8, R = g.r ? g.r : 3, S = g.s ? g.s : 3;
     g.oh = (H + 2 * g.pad - g.dil * (R - 1) - 1) / g.st + 1;
     g.ow = (W + 2 * g.pad - g.dil * (S - 1) - 1) / g.st + 1;
     unsigned seed = 7;
@@ -91,7 +92,8 @@ static void run_case(const geo *gin, int threads) {
     tg_tensor *dxt = tg_conv2d_backward_input(ctx, gt, wt, &o, H, W);
     tg_tensor *dwt = tg_conv2d_backward_weight(ctx, xt, gt, &o, R, S);
     assert_true(yt && dxt && dwt);
-    float *got = malloc((size_t)nx * sizeof *got);
+    const int64_t most = nx > ng ? (nx > nw ? nx : nw) : (ng > nw ? ng : nw);
+    float *got = malloc((size_t)most * sizeof *got);
     assert_non_null(got);
     assert_int_equal(tg_to_host(ctx, yt, got, (size_t)ng * sizeof *got), TG_OK);
     check_close(got, y, ng);
@@ -115,8 +117,29 @@ static void test_split_padded_dilated(void **state) {
     run_case(&(geo){.st = 2, .pad = 1, .dil = 1}, 2);
 }
 
+/* Shapes for the stride-1 im2col that copies whole 64-byte chunks from a
+ * zero-padded plane (rows of 14 and 28 as in the cnns, rows shorter than a
+ * chunk, several chunks with a remainder, no padding, 1x1) and one whose
+ * padded plane is too large for it (the general loop). */
+static void test_im2col_shapes(void **state) {
+    (void)state;
+    const geo cases[] = {
+        {.st = 1, .pad = 2, .dil = 1, .n = 3, .c = 32, .h = 14, .w = 14, .k = 8, .r = 5, .s = 5},
+        {.st = 1, .pad = 2, .dil = 1, .n = 3, .c = 1, .h = 28, .w = 28, .k = 4, .r = 5, .s = 5},
+        {.st = 1, .pad = 1, .dil = 1, .n = 2, .c = 3, .h = 7, .w = 19, .k = 3, .r = 3, .s = 2},
+        {.st = 1, .pad = 0, .dil = 1, .n = 2, .c = 2, .h = 9, .w = 9, .k = 2, .r = 3, .s = 3},
+        {.st = 1, .pad = 0, .dil = 1, .n = 2, .c = 5, .h = 6, .w = 37, .k = 3, .r = 1, .s = 1},
+        {.st = 1, .pad = 1, .dil = 1, .n = 2, .c = 2, .h = 100, .w = 100, .k = 2, .r = 3, .s = 3},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        run_case(&cases[i], 1);
+        run_case(&cases[i], 2);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_im2col_shapes),
         cmocka_unit_test(test_split_plain),
         cmocka_unit_test(test_split_padded_dilated),
     };

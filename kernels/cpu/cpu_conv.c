@@ -41,11 +41,70 @@ static void cpu_valid_range(int64_t size, int64_t nout, int64_t st, int64_t pad,
     *hi = h;
 }
 
+/* The stride-1, dilation-1 im2col of one sample (below) copies each output
+ * row as whole chunks of this many bytes and builds each zero-padded input
+ * plane, at most CPU_IM2COL_PLANE bytes, on the stack. */
+#define CPU_IM2COL_CHUNK 64
+#define CPU_IM2COL_PLANE 32768
+
+/*
+ * One sample's im2col for stride 1 and dilation 1 with unit-stride rows, the
+ * cnns' case. Each channel plane is first copied into a zero-padded plane,
+ * so every row of the column matrix is a plain copy from it without edge
+ * tests, done as whole chunks: the last chunk of a row runs past the row's
+ * end into the next one, which is written afterwards (rows in order, (c, r,
+ * s) blocks in order), and past the matrix's end by less than a chunk, into
+ * memory the caller says is free (slack values). The general loop spent most
+ * of its time in bounds tests and short remainder loops. Returns false, doing
+ * nothing, when the case does not apply.
+ */
+#define CPU_IM2COL_S1(TYPE)                                                                        \
+    TG__CPU_CLONES static bool cpu_im2col_s1_##TYPE(const tg__conv_geom *g, const TYPE *x,         \
+                                                    const int64_t *xs, TYPE *col, int64_t slack) { \
+        enum {                                                                                     \
+            CH = CPU_IM2COL_CHUNK / sizeof(TYPE)                                                   \
+        };                                                                                         \
+        const int64_t hp = g->h + 2 * g->ph, wp = g->w + 2 * g->pw + CH;                           \
+        if (g->n != 1 || g->sh != 1 || g->sw != 1 || g->dh != 1 || g->dw != 1 || xs[3] != 1 ||     \
+            slack < CH || hp * wp * (int64_t)sizeof(TYPE) > CPU_IM2COL_PLANE)                      \
+            return false;                                                                          \
+        TYPE plane[CPU_IM2COL_PLANE / sizeof(TYPE)];                                               \
+        const int64_t ohw = g->oh * g->ow, nch = (g->ow + CH - 1) / CH;                            \
+        for (int64_t i = 0; i < hp * wp; i++)                                                      \
+            plane[i] = 0;                                                                          \
+        for (int64_t c = 0; c < g->c; c++) {                                                       \
+            const TYPE *xp = x + c * xs[1];                                                        \
+            for (int64_t ih = 0; ih < g->h; ih++) {                                                \
+                TYPE *pr = plane + (ih + g->ph) * wp + g->pw;                                      \
+                const TYPE *xr = xp + ih * xs[2];                                                  \
+                for (int64_t iw = 0; iw < g->w; iw++)                                              \
+                    pr[iw] = xr[iw];                                                               \
+            }                                                                                      \
+            for (int64_t r = 0; r < g->r; r++)                                                     \
+                for (int64_t s = 0; s < g->s; s++) {                                               \
+                    TYPE *d = col + ((c * g->r + r) * g->s + s) * ohw;                             \
+                    for (int64_t oh = 0; oh < g->oh; oh++) {                                       \
+                        const TYPE *src = plane + (oh + r) * wp + s;                               \
+                        TYPE *dr = d + oh * g->ow;                                                 \
+                        for (int64_t q = 0; q < nch; q++)                                          \
+                            for (int e = 0; e < CH; e++)                                           \
+                                dr[q * CH + e] = src[q * CH + e];                                  \
+                    }                                                                              \
+                }                                                                                  \
+        }                                                                                          \
+        return true;                                                                               \
+    }
+CPU_IM2COL_S1(float)
+CPU_IM2COL_S1(double)
+
 /* im2col and col2im for one dtype. xs are the strides of x over (n, c, h, w);
- * ld is the column matrix's row length N*OH*OW. */
+ * ld is the column matrix's row length N*OH*OW; slack values after the
+ * matrix may be scribbled on (cpu_im2col_s1). */
 #define CPU_CONV_FAMILY(TYPE, GEMM)                                                                \
     TG__CPU_CLONES static void cpu_im2col_##TYPE(const tg__conv_geom *g, const TYPE *x,            \
-                                                 const int64_t *xs, TYPE *col) {                   \
+                                                 const int64_t *xs, TYPE *col, int64_t slack) {    \
+        if (cpu_im2col_s1_##TYPE(g, x, xs, col, slack))                                            \
+            return;                                                                                \
         const int64_t ohw = g->oh * g->ow, ld = g->n * ohw;                                        \
         for (int64_t n = 0; n < g->n; n++) {                                                       \
             for (int64_t c = 0; c < g->c; c++) {                                                   \
@@ -144,7 +203,8 @@ static void cpu_valid_range(int64_t size, int64_t nout, int64_t st, int64_t pad,
         g1.n = 1;                                                                                  \
         for (int64_t n = lo; n < hi; n++) {                                                        \
             TYPE *on = out + n * g->k * ohw;                                                       \
-            cpu_im2col_##TYPE(&g1, (const TYPE *)x->data + n * x->strides[0], x->strides, slot);   \
+            cpu_im2col_##TYPE(&g1, (const TYPE *)x->data + n * x->strides[0], x->strides, slot,    \
+                              g->k * ohw);                                                         \
             GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)g->k, (int)ohw, (int)crs, 1, w,   \
                  (int)crs, slot, (int)ohw, 0, on, (int)ohw);                                       \
             if (b)                                                                                 \
@@ -196,8 +256,10 @@ static void cpu_valid_range(int64_t size, int64_t nout, int64_t st, int64_t pad,
             for (int64_t i = 0; i < g->k * crs; i++)                                               \
                 acc[i] = 0;                                                                        \
         for (int64_t n = lo; n < hi; n++) {                                                        \
+            /* im2col first: it may scribble on the start of tmp. */                               \
+            cpu_im2col_##TYPE(&g1, (const TYPE *)x->data + n * x->strides[0], x->strides, col,     \
+                              g->k * ohw);                                                         \
             const TYPE *gn = cpu_conv_gmat_##TYPE(g, gv, n, tmp);                                  \
-            cpu_im2col_##TYPE(&g1, (const TYPE *)x->data + n * x->strides[0], x->strides, col);    \
             GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)g->k, (int)crs, (int)ohw, 1, gn,    \
                  (int)ohw, col, (int)ohw, n > lo ? 1 : 0, acc, (int)crs);                          \
         }                                                                                          \
