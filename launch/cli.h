@@ -118,4 +118,14 @@ int tg_cli_parse_f64(const char *cmd, const char *flag, const char *v, double lo
 /* True for "-h" and "--help". */
 int tg_cli_is_help(const char *arg);
 
+/*
+ * The CPU threads a rank uses when neither --threads nor OMP_NUM_THREADS
+ * says: 0 (the OpenMP default: the CPUs this process may run on) when it is
+ * alone on its node or the launcher bound it to its own CPUs; else, when
+ * local_size ranks share all of the node's CPUs, those CPUs divided among
+ * them (at least 1), since OpenMP's default would give every rank all of
+ * them and oversubscribe the node. desc gets a phrase for the banner.
+ */
+int tg_cli_rank_threads(int local_size, char *desc, size_t n);
+
 #endif

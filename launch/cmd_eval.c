@@ -33,7 +33,7 @@ static void eval_usage(FILE *f) {
             "  --batch-size N        global evaluation batch (default: 250)\n"
             "  --confusion           also print the confusion matrix (rows: labels,\n"
             "                        columns: predictions)\n"
-            "  --threads N           CPU threads per rank (default: the OpenMP default)\n"
+            "  --threads N           CPU threads per rank (default: as for train)\n"
             "  -h, --help            print this help and exit\n"
             "\n"
             "exit codes: 0 success, 1 runtime error, 2 usage error, 3 data or checkpoint\n"
@@ -100,8 +100,8 @@ static int config_from_meta(const tg_ckpt_meta *m, const char *path, tg_trainer_
     return TG_EXIT_OK;
 }
 
-static void print_result(const tg_eval_result *r, const double *conf, int64_t k,
-                         const char *path, const char *split, int64_t step) {
+static void print_result(const tg_eval_result *r, const double *conf, int64_t k, const char *path,
+                         const char *split, int64_t step) {
     printf("%s (step %lld) on %s: loss %.6f  accuracy %.6f  (%lld samples, %.2f s)\n", path,
            (long long)step, split, r->loss, r->accuracy, (long long)r->samples, r->seconds);
     if (!conf)
@@ -125,6 +125,8 @@ static int evaluate(const eval_opts *o, tg_world *w, const char *data) {
         (o->threads && tg_cli_parse_i64("eval", "--threads", o->threads, 1, 1024, &threads)))
         return TG_EXIT_USAGE;
     tg_ctx_config cc = {.device = TG_DEVICE_CPU, .threads = (int)threads};
+    if (threads == 0)
+        cc.threads = tg_cli_rank_threads(tg_world_local_size(w), NULL, 0);
     tg_ctx *ctx;
     if (tg_ctx_new(&cc, &ctx) != TG_OK) {
         fprintf(stderr, "tapegrad eval: rank %d: %s\n", rank, tg_last_init_error());

@@ -44,8 +44,8 @@ char *tg_train_config_text(const tg_trainer_config *c, char *buf, size_t len) {
              tg_model_name(c->model), (long long)c->epochs, (long long)c->batch_size,
              (long long)c->eval_batch_size, (long long)c->max_steps, (unsigned long long)c->seed,
              optim_name(c->optim.kind), c->optim.lr, c->optim.weight_decay, c->optim.momentum,
-             sched_name(c->schedule.kind), (long long)c->schedule.warmup_steps,
-             c->label_smoothing, c->clip_grad_norm, c->train_split ? c->train_split : "train",
+             sched_name(c->schedule.kind), (long long)c->schedule.warmup_steps, c->label_smoothing,
+             c->clip_grad_norm, c->train_split ? c->train_split : "train",
              c->test_split ? c->test_split : "test");
     return buf;
 }
@@ -81,8 +81,9 @@ static void train_usage(FILE *f) {
             "  --clip-grad-norm X    clip the gradients' global norm; 0 off (default: %g)\n"
             "  --max-steps N         stop after N optimizer steps; 0 no cap (default: 0)\n"
             "  --seed N              model initialisation and data order (default: %llu)\n"
-            "  --threads N           CPU threads per rank (default: the OpenMP default,\n"
-            "                        all cores or OMP_NUM_THREADS)\n"
+            "  --threads N           CPU threads per rank (default: OMP_NUM_THREADS, else\n"
+            "                        the CPUs the rank may use, divided among the ranks\n"
+            "                        of a node when they all share the same CPUs)\n"
             "  --device NAME         cpu or cuda (cuda: the GPU of the rank's local rank;\n"
             "                        default: cpu)\n"
             "\n"
@@ -140,8 +141,8 @@ static void train_usage(FILE *f) {
     for (int k = 0; k < TG_MODEL_COUNT; k++) {
         tg_trainer_config c = tg_trainer_defaults((tg_model_kind)k);
         fprintf(f, "  %-7s %-7lld %-6lld %-10s %-7g %g\n", tg_model_name(c.model),
-                (long long)c.epochs, (long long)c.batch_size, optim_name(c.optim.kind),
-                c.optim.lr, c.optim.weight_decay);
+                (long long)c.epochs, (long long)c.batch_size, optim_name(c.optim.kind), c.optim.lr,
+                c.optim.weight_decay);
     }
     fprintf(f, "\n"
                "signals: SIGTERM, SIGUSR1 or SIGINT stop the run at the next step: rank 0\n"

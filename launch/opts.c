@@ -4,13 +4,16 @@
  * Every bad value is reported with the command, the flag and the value as
  * given, so that a batch script's log says what to fix.
  */
+#define _GNU_SOURCE
 #include "cli.h"
 
 #include <errno.h>
 #include <math.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int tg_cli_usage_error(const char *cmd, const char *fmt, ...) {
     va_list ap;
@@ -74,4 +77,24 @@ int tg_cli_parse_f64(const char *cmd, const char *flag, const char *v, double lo
     }
     *out = x;
     return 0;
+}
+
+int tg_cli_rank_threads(int local_size, char *desc, size_t n) {
+    const char *omp = getenv("OMP_NUM_THREADS");
+    if (desc && n)
+        snprintf(desc, n, "the OpenMP default");
+    if ((omp && *omp) || local_size <= 1)
+        return 0;
+    cpu_set_t set;
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    if (sched_getaffinity(0, sizeof set, &set) != 0 || online < 1)
+        return 0;
+    const int mine = CPU_COUNT(&set);
+    if (mine < online)
+        return 0; /* bound by the launcher: its choice */
+    int t = mine / local_size;
+    t = t < 1 ? 1 : t;
+    if (desc && n)
+        snprintf(desc, n, "%d (%d ranks share this node's %d CPUs)", t, local_size, mine);
+    return t;
 }

@@ -78,6 +78,7 @@ typedef struct run_state {
     bool bar_drawn;    /* the progress line is on screen (no newline yet) */
     int64_t eta_step0; /* step and time of the first progress event, */
     double eta_t0;     /* the origin of the ETA estimate */
+    char threads[96];  /* the banner's thread count, e.g. "2" */
 } run_state;
 
 /* ---- messages ---- */
@@ -280,9 +281,7 @@ static void print_banner(const run_state *st, tg_trainer *tr, const char *data) 
     printf("model %s (%lld parameters), data %s (%lld train / %lld test)\n",
            tg_model_name(c->model), (long long)tg_params_numel(tg_trainer_params(tr)), data,
            (long long)tg_trainer_train_len(tr), (long long)tg_trainer_test_len(tr));
-    char th[32] = "the OpenMP default";
-    if (o->threads > 0)
-        snprintf(th, sizeof th, "%d", o->threads);
+    const char *th = st->threads;
     printf("%lld steps (%lld per epoch), batch %lld (%lld per rank), %s lr %g weight_decay %g "
            "%s, seed %llu, threads %s per rank\n",
            (long long)tg_trainer_total_steps(tr), (long long)tg_trainer_steps_per_epoch(tr),
@@ -762,6 +761,10 @@ int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, 
     }
     cfg->trace = trace;
     tg_ctx_config cc = {.device = o->device, .threads = o->threads};
+    if (o->threads > 0)
+        snprintf(st.threads, sizeof st.threads, "%d", o->threads);
+    else
+        cc.threads = tg_cli_rank_threads(tg_world_local_size(st.w), st.threads, sizeof st.threads);
     tg_ctx *ctx = NULL;
     if (code == 0 && tg_ctx_new(&cc, &ctx) != TG_OK) {
         say_error(&st, tg_last_init_error());

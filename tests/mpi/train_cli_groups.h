@@ -94,6 +94,33 @@ static void group_ddp(void) {
     acc = number_after(out, "test accuracy: ");
     CHECK(fabs(acc * 13 - round(acc * 13)) < 1e-3, "accuracy %g is not k/13", acc);
     free(out);
+
+    /* No --threads and no OMP_NUM_THREADS: ranks that share all of the
+     * node's CPUs divide them; alone, a rank keeps OpenMP's default. With
+     * more ranks than CPUs mpiexec --oversubscribe binds none, so 4 ranks
+     * share them on a machine of fewer than 4 CPUs (elsewhere mpiexec binds
+     * each to its own, and OpenMP's default is that). */
+    char *omp = getenv("OMP_NUM_THREADS") ? strdup(getenv("OMP_NUM_THREADS")) : NULL;
+    unsetenv("OMP_NUM_THREADS");
+    cpu_set_t set;
+    CHECK(sched_getaffinity(0, sizeof set, &set) == 0, "sched_getaffinity failed");
+    const int cpus = CPU_COUNT(&set), per = cpus / 4 > 1 ? cpus / 4 : 1;
+    char want[96];
+    snprintf(want, sizeof want, "threads %d (4 ranks share this node's %d CPUs) per rank", per,
+             cpus);
+    code = run(4, &out, ARGS("train", "--data", uneven, "--batch-size", "8", "--max-steps", "2"));
+    CHECK(code == 0, "default threads: exit %d\n%s", code, out);
+    CHECK(cpus >= 4 || cpus < sysconf(_SC_NPROCESSORS_ONLN) || has(out, want),
+          "expected '%s' in:\n%s", want, out);
+    free(out);
+    code = run(1, &out, ARGS("train", "--data", uneven, "--batch-size", "8", "--max-steps", "2"));
+    CHECK(code == 0 && has(out, "threads the OpenMP default per rank"), "1 rank: exit %d\n%s",
+          code, out);
+    free(out);
+    if (omp) {
+        setenv("OMP_NUM_THREADS", omp, 1);
+        free(omp);
+    }
 }
 
 /* ---- resume ---- */
