@@ -4,11 +4,10 @@
  * optim_update member (CUDA) runs the same update on its own memory instead.
  * See optim.h for the rules and the state layout. */
 #include "tapegrad/optim.h"
+#include "cpu/cpu_par.h"
 #include "internal.h"
 
 #include <math.h>
-#include <omp.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,23 +15,6 @@
 /* Below this many elements a loop runs on one thread: starting a parallel
  * region costs more than the work. */
 #define OPTIM_PAR_MIN 32768
-
-/* Whether an update loop runs as an OpenMP region. Not an if() clause:
- * libgomp allocates a team for every region that runs on one thread, and an
- * optimizer step must not touch the heap. */
-static inline bool optim_par_if(bool big) {
-    return big && omp_get_max_threads() > 1 && !omp_in_parallel();
-}
-
-/* Runs the loop after `pragma` as a region when `par` holds, else inline. */
-#define OPTIM_FOR(par, pragma, ...)     \
-    do {                                \
-        if (par) {                      \
-            _Pragma(pragma) __VA_ARGS__ \
-        } else {                        \
-            __VA_ARGS__                 \
-        }                               \
-    } while (0)
 
 /* Clipping sums squares in this many fixed blocks per gradient (at most), so
  * that the total does not depend on how many threads run. */
@@ -328,8 +310,8 @@ int tg_optim_state(const tg_optim *opt, tg_tensor **out, int max) {
     static void sgd_##T(int64_t n, T *restrict p, const T *restrict g, T *restrict b, double lr, \
                         double wd, double mom, double damp, bool nesterov, bool first) {         \
         const T nlr = (T)-lr, twd = (T)wd, tm = (T)mom, omd = (T)(1.0 - damp);                   \
-        OPTIM_FOR(                                                                               \
-            optim_par_if(n > OPTIM_PAR_MIN), "omp parallel for schedule(static)",                \
+        TG__CPU_FOR(                                                                             \
+            tg__cpu_par_if(n > OPTIM_PAR_MIN), "omp parallel for schedule(static)",              \
             for (int64_t i = 0; i < n; i++) {                                                    \
                 T d = g[i];                                                                      \
                 if (wd != 0.0)                                                                   \
@@ -358,8 +340,8 @@ typedef struct adam_k {
         const T omb1 = (T)(1.0 - k->b1), omb2 = (T)(1.0 - k->b2), eps = (T)k->eps;     \
         const T nss = (T)-k->step_size, bc2 = (T)k->bc2_sqrt;                          \
         const bool do_decay = k->decay != 1.0, do_wd = k->wd != 0.0;                   \
-        OPTIM_FOR(                                                                     \
-            optim_par_if(n > OPTIM_PAR_MIN), "omp parallel for schedule(static)",      \
+        TG__CPU_FOR(                                                                   \
+            tg__cpu_par_if(n > OPTIM_PAR_MIN), "omp parallel for schedule(static)",    \
             for (int64_t i = 0; i < n; i++) {                                          \
                 T pi = p[i], d = g[i];                                                 \
                 if (do_decay)                                                          \
@@ -535,24 +517,24 @@ tg_status tg_optim_zero_grad(tg_ctx *ctx, tg_optim *opt) {
 
 /* ---- gradient clipping ---- */
 
-#define SUMSQ(T)                                                                  \
-    static double sumsq_##T(int64_t n, const T *x) {                              \
-        double part[CLIP_BLOCKS];                                                 \
-        int64_t nb = n < CLIP_BLOCKS ? (n > 0 ? n : 1) : CLIP_BLOCKS;             \
-        int64_t per = (n + nb - 1) / nb;                                          \
-        OPTIM_FOR(                                                                \
-            optim_par_if(n > OPTIM_PAR_MIN), "omp parallel for schedule(static)", \
-            for (int64_t b = 0; b < nb; b++) {                                    \
-                int64_t lo = b * per, hi = lo + per < n ? lo + per : n;           \
-                double acc = 0.0;                                                 \
-                for (int64_t i = lo; i < hi; i++)                                 \
-                    acc += (double)x[i] * (double)x[i];                           \
-                part[b] = acc;                                                    \
-            });                                                                   \
-        double s = 0.0;                                                           \
-        for (int64_t b = 0; b < nb; b++)                                          \
-            s += part[b];                                                         \
-        return s;                                                                 \
+#define SUMSQ(T)                                                                    \
+    static double sumsq_##T(int64_t n, const T *x) {                                \
+        double part[CLIP_BLOCKS];                                                   \
+        int64_t nb = n < CLIP_BLOCKS ? (n > 0 ? n : 1) : CLIP_BLOCKS;               \
+        int64_t per = (n + nb - 1) / nb;                                            \
+        TG__CPU_FOR(                                                                \
+            tg__cpu_par_if(n > OPTIM_PAR_MIN), "omp parallel for schedule(static)", \
+            for (int64_t b = 0; b < nb; b++) {                                      \
+                int64_t lo = b * per, hi = lo + per < n ? lo + per : n;             \
+                double acc = 0.0;                                                   \
+                for (int64_t i = lo; i < hi; i++)                                   \
+                    acc += (double)x[i] * (double)x[i];                             \
+                part[b] = acc;                                                      \
+            });                                                                     \
+        double s = 0.0;                                                             \
+        for (int64_t b = 0; b < nb; b++)                                            \
+            s += part[b];                                                           \
+        return s;                                                                   \
     }
 SUMSQ(float)
 SUMSQ(double)

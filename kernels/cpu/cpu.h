@@ -19,6 +19,7 @@
 #include <omp.h>
 #include <stdbool.h>
 
+#include "cpu_par.h"
 #include "kview.h"
 #include "tapegrad/kernels.h"
 
@@ -28,27 +29,6 @@
  */
 #define TG__CPU_PAR_MIN 32768
 
-/*
- * Whether a loop runs as an OpenMP region: only when it is `big` enough and
- * more than one thread would run it. Kernels branch on this (TG__CPU_FOR)
- * rather than use an if() clause, because libgomp allocates and frees a team
- * for every region that runs on one thread, if(false) regions included, and a
- * steady-state step must not touch the heap.
- */
-static inline bool tg__cpu_par_if(bool big) {
-    return big && omp_get_max_threads() > 1 && !omp_in_parallel();
-}
-
-/* Runs the loop given after `pragma` (an "omp parallel for ..." string) as a
- * region when `par` holds, on the calling thread otherwise. */
-#define TG__CPU_FOR(par, pragma, ...)   \
-    do {                                \
-        if (par) {                      \
-            _Pragma(pragma) __VA_ARGS__ \
-        } else {                        \
-            __VA_ARGS__                 \
-        }                               \
-    } while (0)
 /* Elements per task of the loop driver: large enough to amortise the per-task
  * offset computation, small enough to balance many threads. */
 #define TG__CPU_TILE 8192

@@ -42,16 +42,15 @@ static void cpu_gemm1(tg_dtype dt, const tg__gemm_arg *ga, const tg__gemm_arg *g
  */
 static void cpu_gemm(tg_dtype dt, const tg__gemm_arg *ga, const tg__gemm_arg *gb, int64_t n,
                      int64_t m, int64_t k, const void *A, const void *B, void *C) {
-    const int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
     const bool by_rows = n > m;
     const int64_t len = by_rows ? n : m;
-    if (nt < 2 || n * m * k < CPU_GEMM_PAR_MIN || len < 2 * CPU_GEMM_ALIGN) {
+    if (!tg__cpu_par_if(n * m * k >= CPU_GEMM_PAR_MIN && len >= 2 * CPU_GEMM_ALIGN)) {
         cpu_gemm1(dt, ga, gb, n, m, k, A, B, C, m);
         return;
     }
     const int64_t es = (int64_t)tg__cpu_esize(dt);
     const int64_t units = (len + CPU_GEMM_ALIGN - 1) / CPU_GEMM_ALIGN;
-    const int T = units < nt ? (int)units : nt;
+    const int nt = omp_get_max_threads(), T = units < nt ? (int)units : nt;
 #pragma omp parallel num_threads(T)
     {
         const int64_t t = omp_get_thread_num(), tt = omp_get_num_threads();
