@@ -79,12 +79,28 @@ CPU_MAX4(double)
 /* Windows per vector of the f32 rows (AVX2). */
 #define CPU_POOL_VEC 8
 
-/* Stores bits, or zero unless keep (a mask, not a branch on the data:
- * compilers turned `keep ? v : 0` into a mispredicted branch per window). */
-static inline void cpu_put_f32_if(float *dst, uint32_t bits, int keep) {
-    const uint32_t v = bits & (0u - (uint32_t)keep);
-    memcpy(dst, &v, sizeof v);
-}
+/* The gradient of one 2x2 window (rows r0, r1 of x; dx rows d0, d1): g's
+ * bits at the winner, zero at the other three. The stores mask the bits
+ * rather than select on j: compilers turned `j == 0 ? v : 0` into branches on
+ * the data, which mispredicted about once a window. */
+#define CPU_MAXPOOL_BW_WINDOW(TYPE, UTYPE)                                                 \
+    static inline void cpu_put_if_##TYPE(TYPE *dst, UTYPE bits, int keep) {                \
+        const UTYPE v = bits & ((UTYPE)0 - (UTYPE)keep);                                   \
+        memcpy(dst, &v, sizeof v);                                                         \
+    }                                                                                      \
+    static inline void cpu_bw_window_##TYPE(const TYPE *r0, const TYPE *r1, const TYPE *g, \
+                                            TYPE *d0, TYPE *d1) {                          \
+        TYPE mx;                                                                           \
+        const int j = cpu_max4_##TYPE(r0[0], r0[1], r1[0], r1[1], &mx);                    \
+        UTYPE v;                                                                           \
+        memcpy(&v, g, sizeof v);                                                           \
+        cpu_put_if_##TYPE(d0, v, j == 0);                                                  \
+        cpu_put_if_##TYPE(d0 + 1, v, j == 1);                                              \
+        cpu_put_if_##TYPE(d1, v, j == 2);                                                  \
+        cpu_put_if_##TYPE(d1 + 1, v, j == 3);                                              \
+    }
+CPU_MAXPOOL_BW_WINDOW(float, uint32_t)
+CPU_MAXPOOL_BW_WINDOW(double, uint64_t)
 
 /*
  * One output row of the 2x2 pooling of f32 planes with unit-stride rows,
@@ -138,16 +154,8 @@ TG__CPU_CLONES static void cpu_max2x2_bw_row_f32(const float *restrict r0, const
         d1[2 * i] = j == 2.0f ? g : 0.0f;
         d1[2 * i + 1] = j == 3.0f ? g : 0.0f;
     }
-    for (int64_t i = nv; i < ow; i++) {
-        float mx;
-        const int j = cpu_max4_float(r0[2 * i], r0[2 * i + 1], r1[2 * i], r1[2 * i + 1], &mx);
-        uint32_t v;
-        memcpy(&v, gr + i, sizeof v);
-        cpu_put_f32_if(d0 + 2 * i, v, j == 0);
-        cpu_put_f32_if(d0 + 2 * i + 1, v, j == 1);
-        cpu_put_f32_if(d1 + 2 * i, v, j == 2);
-        cpu_put_f32_if(d1 + 2 * i + 1, v, j == 3);
-    }
+    for (int64_t i = nv; i < ow; i++)
+        cpu_bw_window_float(r0 + 2 * i, r1 + 2 * i, gr + i, d0 + 2 * i, d1 + 2 * i);
 }
 
 /* One plane of 2x2 max pooling: the values (vo) or the flat indices (io). */
@@ -176,17 +184,11 @@ CPU_MAXPOOL_2X2(float, 1)
 CPU_MAXPOOL_2X2(double, 0)
 
 /* One plane of the 2x2 gradient: each window's four dx elements get g at
- * the winner and zero elsewhere. The four stores mask g's bits rather than
- * select on j: compilers turned `j == 0 ? v : 0` into branches on the data,
- * which mispredicted about once a window and made this loop twice as slow
- * as the forward one. A last row or column that no window covers (odd H or
- * W) is zeroed. gp, gs: the plane of g and its strides; dp: the contiguous
- * plane of dx. */
-#define CPU_MAXPOOL_BW_2X2(TYPE, UTYPE, VROW)                                                  \
-    static inline void cpu_put_if_##TYPE(TYPE *dst, UTYPE bits, int keep) {                    \
-        const UTYPE v = bits & ((UTYPE)0 - (UTYPE)keep);                                       \
-        memcpy(dst, &v, sizeof v);                                                             \
-    }                                                                                          \
+ * the winner and zero elsewhere (the vectorised f32 row, or window by
+ * window). A last row or column that no window covers (odd H or W) is
+ * zeroed. gp, gs: the plane of g and its strides; dp: the contiguous plane
+ * of dx. */
+#define CPU_MAXPOOL_BW_2X2(TYPE, VROW)                                                         \
     static void cpu_maxpool_bw_2x2_##TYPE(const cpu_pool_geom *g, const TYPE *xp, int64_t rs,  \
                                           const TYPE *gp, const int64_t *gs, TYPE *dp) {       \
         const int64_t gcs = gs[3];                                                             \
@@ -198,25 +200,17 @@ CPU_MAXPOOL_2X2(double, 0)
                 cpu_max2x2_bw_row_f32((const float *)r0, (const float *)r1, (const float *)gr, \
                                       (float *)d0, (float *)d1, g->ow);                        \
             else                                                                               \
-                for (int64_t ow = 0; ow < g->ow; ow++) {                                       \
-                    TYPE mx;                                                                   \
-                    const int j = cpu_max4_##TYPE(r0[2 * ow], r0[2 * ow + 1], r1[2 * ow],      \
-                                                  r1[2 * ow + 1], &mx);                        \
-                    UTYPE v;                                                                   \
-                    memcpy(&v, gr + ow * gcs, sizeof v);                                       \
-                    cpu_put_if_##TYPE(d0 + 2 * ow, v, j == 0);                                 \
-                    cpu_put_if_##TYPE(d0 + 2 * ow + 1, v, j == 1);                             \
-                    cpu_put_if_##TYPE(d1 + 2 * ow, v, j == 2);                                 \
-                    cpu_put_if_##TYPE(d1 + 2 * ow + 1, v, j == 3);                             \
-                }                                                                              \
+                for (int64_t ow = 0; ow < g->ow; ow++)                                         \
+                    cpu_bw_window_##TYPE(r0 + 2 * ow, r1 + 2 * ow, gr + ow * gcs, d0 + 2 * ow, \
+                                         d1 + 2 * ow);                                         \
             for (int64_t iw = 2 * g->ow; iw < g->w; iw++)                                      \
                 d0[iw] = d1[iw] = 0;                                                           \
         }                                                                                      \
         for (int64_t i = 2 * g->oh * g->w; i < g->h * g->w; i++)                               \
             dp[i] = 0;                                                                         \
     }
-CPU_MAXPOOL_BW_2X2(float, uint32_t, 1)
-CPU_MAXPOOL_BW_2X2(double, uint64_t, 0)
+CPU_MAXPOOL_BW_2X2(float, 1)
+CPU_MAXPOOL_BW_2X2(double, 0)
 
 /* The first maximum of window (oh, ow) of plane xp: its flat index
  * ih * W + iw; *mx gets its value. Padding never wins (pad <= kernel / 2, so
