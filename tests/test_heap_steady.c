@@ -1,10 +1,9 @@
 /*
  * tests/test_heap_steady.c: a steady-state training step makes no heap call.
  *
- * This executable defines malloc, calloc, realloc, aligned_alloc,
- * posix_memalign and memalign over glibc's __libc_* entry points and counts
- * every call made from any thread (OpenMP and OpenBLAS workers included)
- * while counting is on. Each case builds a built-in model, takes warm-up
+ * The counter (heap_count.h) wraps malloc and its relatives and counts every
+ * call made from any thread (OpenMP and OpenBLAS workers included) while
+ * counting is on. Each case builds a built-in model, takes warm-up
  * steps on random data (the arenas grow to their high-water mark, the
  * optimizer creates its state), then counts the calls over further steps:
  * forward, cross-entropy, loss to host, backward, clipping, optimizer step,
@@ -25,9 +24,7 @@
 
 #include <cmocka.h>
 
-#include <errno.h>
 #include <omp.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,57 +48,7 @@ int main(void) {
 
 /* ---- the counter ---- */
 
-extern void *__libc_malloc(size_t);
-extern void *__libc_calloc(size_t, size_t);
-extern void *__libc_realloc(void *, size_t);
-extern void *__libc_memalign(size_t, size_t);
-
-static atomic_long heap_calls;
-static atomic_int heap_counting;
-
-static void heap_count(void) {
-    if (atomic_load_explicit(&heap_counting, memory_order_relaxed))
-        atomic_fetch_add_explicit(&heap_calls, 1, memory_order_relaxed);
-}
-
-void *malloc(size_t n) {
-    heap_count();
-    return __libc_malloc(n);
-}
-void *calloc(size_t m, size_t n) {
-    heap_count();
-    return __libc_calloc(m, n);
-}
-void *realloc(void *p, size_t n) {
-    heap_count();
-    return __libc_realloc(p, n);
-}
-void *aligned_alloc(size_t al, size_t n) {
-    heap_count();
-    return __libc_memalign(al, n);
-}
-void *memalign(size_t al, size_t n) {
-    heap_count();
-    return __libc_memalign(al, n);
-}
-int posix_memalign(void **out, size_t al, size_t n) {
-    heap_count();
-    void *p = __libc_memalign(al, n);
-    if (!p)
-        return ENOMEM;
-    *out = p;
-    return 0;
-}
-
-static void count_start(void) {
-    atomic_store(&heap_calls, 0);
-    atomic_store(&heap_counting, 1);
-}
-
-static long count_stop(void) {
-    atomic_store(&heap_counting, 0);
-    return atomic_load(&heap_calls);
-}
+#include "heap_count.h"
 
 /* ---- the steps ---- */
 
@@ -167,10 +114,10 @@ static long heap_calls_per_case(const step_case *c) {
         y[i] = i % 10;
     for (int k = 0; k < WARMUP; k++)
         train_step(ctx, &m, opt, c, xs, x, y);
-    count_start();
+    tg_heap_count_start(0);
     for (int k = 0; k < COUNTED; k++)
         train_step(ctx, &m, opt, c, xs, x, y);
-    long calls = count_stop();
+    long calls = tg_heap_count_stop();
     free(x);
     free(y);
     tg_ctx_free(ctx);
@@ -179,10 +126,10 @@ static long heap_calls_per_case(const step_case *c) {
 
 static void test_counter_counts(void **state) {
     (void)state;
-    count_start();
+    tg_heap_count_start(0);
     void *volatile p = malloc(64);
     void *volatile q = calloc(4, 16);
-    long calls = count_stop();
+    long calls = tg_heap_count_stop();
     free(p);
     free(q);
     assert_int_equal(calls, 2);
@@ -291,9 +238,9 @@ static tg_status count_window(tg_trainer *tr, bool *stop, void *user) {
     window *w = user;
     const int64_t step = tg_trainer_state_get(tr).step;
     if (step == w->first)
-        count_start();
+        tg_heap_count_start(0);
     if (step == w->last) {
-        w->calls = count_stop();
+        w->calls = tg_heap_count_stop();
         w->seen = true;
     }
     return TG_OK;

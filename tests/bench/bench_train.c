@@ -20,17 +20,11 @@
  * `--steps` steps after `--warmup` untimed ones, and never evaluates, so both
  * sides time the same work.
  *
- * The heap counter: this executable defines malloc, calloc, realloc,
- * aligned_alloc, posix_memalign and memalign over glibc's __libc_* entry
- * points and counts every call made while the timed steps run, from any
- * thread (OpenMP and OpenBLAS workers included). With TG_BENCH_HEAP_TRACE=N
- * in the environment it prints the call stacks of the first N of them to
- * stderr (glibc's backtrace; build with -rdynamic to name this file's
- * functions). Not a ctest test.
+ * The heap counter (tests/heap_count.h) counts every call to malloc & co.
+ * made while the timed steps run, from any thread (OpenMP and OpenBLAS
+ * workers included). With TG_BENCH_HEAP_TRACE=N in the environment it prints
+ * the call stacks of the first N of them to stderr. Not a ctest test.
  */
-#include <errno.h>
-#include <execinfo.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,60 +38,7 @@
 #include "tapegrad/runtime.h"
 #include "tapegrad/trainer.h"
 
-/* ---- the heap counter ---- */
-
-extern void *__libc_malloc(size_t);
-extern void *__libc_calloc(size_t, size_t);
-extern void *__libc_realloc(void *, size_t);
-extern void *__libc_memalign(size_t, size_t);
-
-static atomic_long heap_calls;
-static atomic_int heap_counting;
-static long heap_trace; /* TG_BENCH_HEAP_TRACE=N: backtraces of the first N */
-static _Thread_local int heap_in_trace;
-
-static void heap_count(void) {
-    if (!atomic_load_explicit(&heap_counting, memory_order_relaxed) || heap_in_trace)
-        return;
-    long k = atomic_fetch_add_explicit(&heap_calls, 1, memory_order_relaxed);
-    if (k < heap_trace) {
-        void *frames[24];
-        heap_in_trace = 1;
-        int n = backtrace(frames, 24);
-        fprintf(stderr, "heap call %ld:\n", k + 1);
-        backtrace_symbols_fd(frames, n, 2);
-        heap_in_trace = 0;
-    }
-}
-
-void *malloc(size_t n) {
-    heap_count();
-    return __libc_malloc(n);
-}
-void *calloc(size_t m, size_t n) {
-    heap_count();
-    return __libc_calloc(m, n);
-}
-void *realloc(void *p, size_t n) {
-    heap_count();
-    return __libc_realloc(p, n);
-}
-void *aligned_alloc(size_t al, size_t n) {
-    heap_count();
-    return __libc_memalign(al, n);
-}
-void *memalign(size_t al, size_t n) {
-    heap_count();
-    return __libc_memalign(al, n);
-}
-int posix_memalign(void **out, size_t al, size_t n) {
-    heap_count();
-    void *p = __libc_memalign(al, n);
-    if (!p)
-        return ENOMEM;
-    *out = p;
-    return 0;
-}
+#include "../heap_count.h"
 
 /* ---- the benchmark ---- */
 
@@ -120,8 +61,8 @@ static int usage(void) {
 }
 
 static int parse(int argc, char **argv, bench_opts *o) {
-    *o = (bench_opts){.model = "mlp", .batch = 256, .steps = 20, .warmup = 3, .seed = 0,
-                      .threads = 2};
+    *o = (bench_opts){
+        .model = "mlp", .batch = 256, .steps = 20, .warmup = 3, .seed = 0, .threads = 2};
     for (int i = 1; i < argc; i++) {
         if (i + 1 >= argc)
             return usage();
@@ -240,19 +181,13 @@ static int run(const bench_opts *o, bench_run *r) {
         if (bench_step(r, k, &loss) != TG_OK)
             goto fail;
     const char *trace = getenv("TG_BENCH_HEAP_TRACE");
-    if (trace) {
-        void *prime[2];
-        heap_trace = strtol(trace, NULL, 10);
-        backtrace(prime, 2); /* loads libgcc's unwinder before counting */
-    }
-    atomic_store(&heap_calls, 0);
-    atomic_store(&heap_counting, 1);
+    tg_heap_count_start(trace ? strtol(trace, NULL, 10) : 0);
     double t0 = now_s();
     for (int64_t k = o->warmup; k < o->warmup + o->steps; k++)
         if (bench_step(r, k, &loss) != TG_OK)
             goto fail;
     double dt = now_s() - t0;
-    atomic_store(&heap_counting, 0);
+    const long heap_calls = tg_heap_count_stop();
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     tg_blas_info blas;
@@ -262,7 +197,7 @@ static int run(const bench_opts *o, bench_run *r) {
            "\"mallocs_per_step\": %.2f, \"blas_core\": \"%s\"}\n",
            o->model, (long long)o->batch, o->threads, (long long)o->steps,
            (double)(o->steps * o->batch) / dt, loss, (double)ru.ru_maxrss / 1024.0,
-           (double)atomic_load(&heap_calls) / (double)o->steps, blas.core);
+           (double)heap_calls / (double)o->steps, blas.core);
     return 0;
 fail:
     fprintf(stderr, "bench_train: %s\n", tg_ctx_error(r->ctx));
