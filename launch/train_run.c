@@ -730,6 +730,17 @@ int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, 
             code = TG_EXIT_RUNTIME;
         }
     }
+    /* Every rank's clock against rank 0's, so that `tapegrad trace merge`
+     * can lay the ranks' files on one time line. Collective: all ranks
+     * measure when any traces (the option is the same everywhere). */
+    if (o->trace && (code = agree(&st, code)) == 0) {
+        double off = 0;
+        if (tg_world_clock_offset(st.w, &off, NULL) != TG_OK) {
+            say_error(&st, tg_world_error(st.w));
+            code = TG_EXIT_LOST_RANK;
+        }
+        tg_trace_set_clock_offset(trace, off);
+    }
     cfg->trace = trace;
     tg_ctx_config cc = {.device = o->device, .threads = o->threads};
     if (o->threads > 0)
@@ -758,6 +769,11 @@ int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, 
     tg_trainer_free(tr);
     if (ctx)
         tg_ctx_free(ctx);
+    if (trace && tg_trace_dropped(trace) > 0)
+        fprintf(stderr,
+                "tapegrad train: rank %d: warning: the trace kept its first %lld spans and "
+                "dropped %lld more (its buffer is full); trace a shorter run (--max-steps)\n",
+                st.rank, (long long)tg_trace_count(trace), (long long)tg_trace_dropped(trace));
     if (trace && tg_trace_close(trace, err, sizeof err) != TG_OK) {
         say_error(&st, err);
         if (code == TG_EXIT_OK)
