@@ -58,6 +58,12 @@ struct tg_ddp {
     float *flags32;
     bool sync;
     tg_status err; /* a failure inside the hook, reported by tg_ddp_wait */
+    /* Buffers (batch-norm statistics) broadcast from rank 0 by
+     * tg_ddp_broadcast_buffers, packed into one host staging area. */
+    tg_tensor **bufs;
+    int nbufs;
+    unsigned char *bstage;
+    size_t bstage_bytes;
     tg_trace *trace;
     const tg__coll *coll;
     void *cstate;
@@ -349,7 +355,42 @@ void tg_ddp_free(tg_ddp *d)
     free(d->vals);
     free(d->flags);
     free(d->flags32);
+    free(d->bufs);
+    free(d->bstage);
     free(d);
+}
+
+tg_status tg_ddp_broadcast_buffers(tg_ddp *d)
+{
+    if (d->w->size == 1 || d->nbufs == 0)
+        return TG_OK;
+    if (d->w->broken)
+        return tg__comm_refuse(d->w, "buffer broadcast");
+    tg_status s = TG_OK;
+    size_t off = 0;
+    for (int i = 0; i < d->nbufs && !s && d->w->rank == 0; i++) {
+        size_t b = (size_t)tg_numel(d->bufs[i]) * tg_dtype_size(d->bufs[i]->dtype);
+        if (tg_to_host(d->ctx, d->bufs[i], d->bstage + off, b))
+            s = ctx_fail(d, "reading a buffer for its broadcast");
+        off += b;
+    }
+    /* Every rank joins the broadcast even after a local failure, so that no
+     * peer waits for it. */
+    tg_status bs = tg_broadcast(d->w, d->bstage, (int64_t)d->bstage_bytes, TG_U8, 0,
+                                "buffers (batch-norm statistics)");
+    s = s ? s : bs;
+    if (s || d->w->rank == 0)
+        return s;
+    bool prev = tg_set_grad_enabled(d->ctx, false);
+    off = 0;
+    for (int i = 0; i < d->nbufs && !s; i++) {
+        size_t b = (size_t)tg_numel(d->bufs[i]) * tg_dtype_size(d->bufs[i]->dtype);
+        if (tg_copy_from_host(d->ctx, d->bufs[i], d->bstage + off, b))
+            s = ctx_fail(d, "writing a broadcast buffer");
+        off += b;
+    }
+    tg_set_grad_enabled(d->ctx, prev);
+    return s;
 }
 
 /* ---- construction ---- */
@@ -510,6 +551,17 @@ tg_status tg_ddp_new(tg_ctx *ctx, tg_world *w, int nparams, tg_tensor *const *pa
         s = tg__comm_fail(w, TG_ERR_NOMEM, "ddp: out of memory");
     if (!s)
         s = build_table(d, nparams, params);
+    if (!s && nbuffers > 0) {
+        d->bufs = malloc((size_t)nbuffers * sizeof *d->bufs);
+        for (int i = 0; d->bufs && i < nbuffers; i++)
+            d->bstage_bytes += (size_t)tg_numel(buffers[i]) * tg_dtype_size(buffers[i]->dtype);
+        d->bstage = d->bufs ? malloc(d->bstage_bytes ? d->bstage_bytes : 1) : NULL;
+        if (!d->bstage)
+            s = tg__comm_fail(w, TG_ERR_NOMEM, "ddp: out of memory");
+        else
+            memcpy(d->bufs, buffers, (size_t)nbuffers * sizeof *d->bufs);
+        d->nbufs = s ? 0 : nbuffers;
+    }
     if (!s)
         s = build_buckets(d, cfg);
     if (!s && tg_ctx_backend(ctx)->device == TG_DEVICE_CUDA && w->size > 1) {
