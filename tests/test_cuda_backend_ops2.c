@@ -109,8 +109,8 @@ static void test_accuracy_and_print_on_device(void **state) {
     const int64_t y[3] = {1, 0, 1};
     tg_tensor *lg = tg_from_data(e->cuda, TG_F64, 2, SH(3, 2), logits);
     tg_tensor *yt = tg_from_data(e->cuda, TG_I64, 1, SH(3), y);
-    tg_tensor *n = tg_sum(e->cuda, tg_eq(e->cuda, tg_argmax(e->cuda, lg, 1, false), yt), 0, NULL,
-                          false);
+    tg_tensor *n =
+        tg_sum(e->cuda, tg_eq(e->cuda, tg_argmax(e->cuda, lg, 1, false), yt), 0, NULL, false);
     double v;
     assert_non_null(n);
     assert_int_equal(tg_item(e->cuda, n, &v), TG_OK);

@@ -38,10 +38,10 @@ static int teardown(void **state) {
     return 0;
 }
 
-#define CHECK_T(ctx, t)                                                           \
-    do {                                                                          \
-        if (!(t))                                                                 \
-            fail_msg("%s is NULL: %s", #t, tg_ctx_error(ctx));                    \
+#define CHECK_T(ctx, t)                                        \
+    do {                                                       \
+        if (!(t))                                              \
+            fail_msg("%s is NULL: %s", #t, tg_ctx_error(ctx)); \
     } while (0)
 
 static double at(tg_ctx *ctx, const tg_tensor *t, int64_t i) {
@@ -108,7 +108,8 @@ static void test_casts(void **state) {
     const double trunc[5] = {-2, 0, 0, 1, 250};
     for (int k = 0; k < 5; k++)
         assert_true(at(ctx, i, k) == trunc[k]);
-    tg_tensor *i32 = tg_to_dtype(ctx, i, TG_I32), *u8 = tg_to_dtype(ctx, tg_slice(ctx, x, 0, 2, 5, 1), TG_U8);
+    tg_tensor *i32 = tg_to_dtype(ctx, i, TG_I32),
+              *u8 = tg_to_dtype(ctx, tg_slice(ctx, x, 0, 2, 5, 1), TG_U8);
     tg_tensor *f32 = tg_to_dtype(ctx, i32, TG_F32);
     CHECK_T(ctx, f32);
     CHECK_T(ctx, u8);
@@ -123,7 +124,8 @@ static void test_casts(void **state) {
     assert_false(c->requires_grad);
     assert_int_equal(tg_tape_size(ctx), before);
     /* float -> float keeps the gradient, converted back to x's dtype */
-    tg_tensor *s = tg_sum(ctx, tg_mul_scalar(ctx, tg_to_dtype(ctx, x, TG_F32), 3.0), 0, NULL, false);
+    tg_tensor *s =
+        tg_sum(ctx, tg_mul_scalar(ctx, tg_to_dtype(ctx, x, TG_F32), 3.0), 0, NULL, false);
     CHECK_T(ctx, s);
     assert_int_equal(s->dtype, TG_F32);
     assert_int_equal(tg_backward(ctx, s, NULL, 0), TG_OK);
@@ -137,7 +139,7 @@ static void test_casts(void **state) {
 
 static void test_accuracy_expression(void **state) {
     tg_ctx *ctx = *state;
-    const double logits[12] = {0.1, 2.0, -1.0, /* 1 */ 3.0, 0.0, 0.5,  /* 0 */
+    const double logits[12] = {0.1, 2.0, -1.0, /* 1 */ 3.0,  0.0, 0.5, /* 0 */
                                0.2, 0.1, 0.9,  /* 2 */ -1.0, 4.0, 4.0 /* 1, tie: first */};
     tg_tensor *lg = f64v(ctx, 2, SH(4, 3), logits);
     tg_tensor *y = i64v(ctx, 1, SH(4), (const int64_t[]){1, 2, 2, 1});
@@ -164,8 +166,8 @@ static void test_accuracy_expression(void **state) {
     assert_int_equal(su->dtype, TG_I64);
     assert_true(at(ctx, su, 0) == 601.0);
     int32_t iv[6] = {1, 2, 3, 4, 5, 6};
-    tg_tensor *s32 = tg_sum(ctx, tg_transpose(ctx, tg_from_data(ctx, TG_I32, 2, SH(2, 3), iv), 0, 1),
-                            1, AX(1), true);
+    tg_tensor *s32 = tg_sum(
+        ctx, tg_transpose(ctx, tg_from_data(ctx, TG_I32, 2, SH(2, 3), iv), 0, 1), 1, AX(1), true);
     CHECK_T(ctx, s32);
     assert_true(s32->ndim == 2 && s32->shape[0] == 3 && s32->shape[1] == 1);
     assert_true(at(ctx, s32, 0) == 5.0 && at(ctx, s32, 1) == 7.0 && at(ctx, s32, 2) == 9.0);
@@ -398,7 +400,8 @@ static void test_tensor_str_matches_pytorch(void **state) {
                "tensor([ 1.,  2., -3.])");
     expect_str(ctx, tg_from_data(ctx, TG_F32, 1, SH(3), (const float[]){1e-5f, 1, 2.5f}),
                "tensor([1.0000e-05, 1.0000e+00, 2.5000e+00])");
-    expect_str(ctx, i64v(ctx, 2, SH(1, 3), (const int64_t[]){1, -20, 3}), "tensor([[  1, -20,   3]])");
+    expect_str(ctx, i64v(ctx, 2, SH(1, 3), (const int64_t[]){1, -20, 3}),
+               "tensor([[  1, -20,   3]])");
     expect_str(ctx, f64v(ctx, 1, SH(2), (const double[]){0.5, 0.25}),
                "tensor([0.5000, 0.2500], dtype=torch.float64)");
     expect_str(ctx, tg_from_data(ctx, TG_U8, 1, SH(2), (const uint8_t[]){1, 200}),

@@ -224,7 +224,9 @@ int64_t tg_tape_size(const tg_ctx *ctx);
 /* ---- ops (each returns a new tensor, or NULL with the error in ctx) ---- */
 
 /* Elementwise with broadcasting (seed 000 rules: shapes align from the
- * right; each pair of dims must be equal or one of them 1). */
+ * right; each pair of dims must be equal or one of them 1). Both operands
+ * have one dtype (no promotion); add, sub, mul and eq also take integer
+ * tensors (u8, i32, i64; wrapping arithmetic), div only floats. */
 tg_tensor *tg_add(tg_ctx *ctx, tg_tensor *a, tg_tensor *b);
 tg_tensor *tg_sub(tg_ctx *ctx, tg_tensor *a, tg_tensor *b);
 tg_tensor *tg_mul(tg_ctx *ctx, tg_tensor *a, tg_tensor *b);
@@ -259,7 +261,7 @@ tg_tensor *tg_relu_backward(tg_ctx *ctx, tg_tensor *g, tg_tensor *x);
 tg_tensor *tg_clamp_backward(tg_ctx *ctx, tg_tensor *g, tg_tensor *x, double lo, double hi);
 
 /* Reductions over the axes listed (negative axes count from the end; naxes 0
- * means all axes). */
+ * means all axes). sum also takes integer tensors and then gives i64. */
 tg_tensor *tg_sum(tg_ctx *ctx, tg_tensor *a, int naxes, const int *axes, bool keepdim);
 tg_tensor *tg_mean(tg_ctx *ctx, tg_tensor *a, int naxes, const int *axes, bool keepdim);
 tg_tensor *tg_max(tg_ctx *ctx, tg_tensor *a, int naxes, const int *axes, bool keepdim);

@@ -26,21 +26,21 @@ static int64_t cpu_offset(int ndim, const int64_t *shape, const int64_t *strides
 
 /* One row function per (output, input) dtype pair; the C conversion is the
  * rule (float to integer truncates toward zero). */
-#define CPU_CAST_ROW(osfx, OT, isfx, IT)                                                      \
-    static void cpu_cast_##osfx##_##isfx(char *const *ptr, const int64_t *s, int64_t n,       \
-                                         const tg_op_params *p) {                             \
-        OT *o = (OT *)ptr[0];                                                                 \
-        const IT *x = (const IT *)ptr[1];                                                     \
-        const int64_t sx = s[1];                                                              \
-        (void)p;                                                                              \
-        for (int64_t i = 0; i < n; i++)                                                       \
-            o[i] = (OT)x[i * sx];                                                             \
+#define CPU_CAST_ROW(osfx, OT, isfx, IT)                                                \
+    static void cpu_cast_##osfx##_##isfx(char *const *ptr, const int64_t *s, int64_t n, \
+                                         const tg_op_params *p) {                       \
+        OT *o = (OT *)ptr[0];                                                           \
+        const IT *x = (const IT *)ptr[1];                                               \
+        const int64_t sx = s[1];                                                        \
+        (void)p;                                                                        \
+        for (int64_t i = 0; i < n; i++)                                                 \
+            o[i] = (OT)x[i * sx];                                                       \
     }
-#define CPU_CAST_FROM(osfx, OT)                    \
-    CPU_CAST_ROW(osfx, OT, f32, float)             \
-    CPU_CAST_ROW(osfx, OT, f64, double)            \
-    CPU_CAST_ROW(osfx, OT, u8, uint8_t)            \
-    CPU_CAST_ROW(osfx, OT, i32, int32_t)           \
+#define CPU_CAST_FROM(osfx, OT)          \
+    CPU_CAST_ROW(osfx, OT, f32, float)   \
+    CPU_CAST_ROW(osfx, OT, f64, double)  \
+    CPU_CAST_ROW(osfx, OT, u8, uint8_t)  \
+    CPU_CAST_ROW(osfx, OT, i32, int32_t) \
     CPU_CAST_ROW(osfx, OT, i64, int64_t)
 CPU_CAST_FROM(f32, float)
 CPU_CAST_FROM(f64, double)
@@ -50,11 +50,11 @@ CPU_CAST_FROM(i64, int64_t)
 #undef CPU_CAST_FROM
 #undef CPU_CAST_ROW
 
-#define CPU_CAST_TABLE(osfx)                                                            \
-    {                                                                                   \
-        [TG_F32] = cpu_cast_##osfx##_f32, [TG_F64] = cpu_cast_##osfx##_f64,             \
-        [TG_U8] = cpu_cast_##osfx##_u8, [TG_I32] = cpu_cast_##osfx##_i32,               \
-        [TG_I64] = cpu_cast_##osfx##_i64,                                               \
+#define CPU_CAST_TABLE(osfx)                                                \
+    {                                                                       \
+        [TG_F32] = cpu_cast_##osfx##_f32, [TG_F64] = cpu_cast_##osfx##_f64, \
+        [TG_U8] = cpu_cast_##osfx##_u8, [TG_I32] = cpu_cast_##osfx##_i32,   \
+        [TG_I64] = cpu_cast_##osfx##_i64,                                   \
     }
 
 tg_status tg__cpu_cast(void *state, const tg_kargs *a) {
@@ -110,16 +110,16 @@ static int64_t cpu_line_start(const cpu_lines *L, int64_t j) {
 
 /* ---- cumsum ---- */
 
-#define CPU_CUMSUM(T)                                                                    \
-    for (int64_t j = 0; j < xl.count; j++) {                                             \
-        const T *x = (const T *)a->in[0].data + cpu_line_start(&xl, j);                  \
-        T *o = (T *)a->out.data + cpu_line_start(&ol, j);                                \
-        T acc = 0;                                                                       \
-        for (int64_t k = 0; k < xl.len; k++) {                                           \
-            const int64_t i = reverse ? xl.len - 1 - k : k;                              \
-            acc += x[i * xl.step];                                                       \
-            o[i * ol.step] = acc;                                                        \
-        }                                                                                \
+#define CPU_CUMSUM(T)                                                   \
+    for (int64_t j = 0; j < xl.count; j++) {                            \
+        const T *x = (const T *)a->in[0].data + cpu_line_start(&xl, j); \
+        T *o = (T *)a->out.data + cpu_line_start(&ol, j);               \
+        T acc = 0;                                                      \
+        for (int64_t k = 0; k < xl.len; k++) {                          \
+            const int64_t i = reverse ? xl.len - 1 - k : k;             \
+            acc += x[i * xl.step];                                      \
+            o[i * ol.step] = acc;                                       \
+        }                                                               \
     }
 
 tg_status tg__cpu_cumsum(void *state, const tg_kargs *a) {
@@ -161,24 +161,23 @@ static inline bool cpu_topk_before(double v, int64_t i, double w, int64_t j, boo
     return i < j;
 }
 
-#define CPU_TOPK(T)                                                                           \
-    for (int64_t j = 0; j < xl.count; j++) {                                                  \
-        const T *x = (const T *)a->in[0].data + cpu_line_start(&xl, j);                       \
-        int64_t *o = (int64_t *)a->out.data + cpu_line_start(&ol, j);                         \
-        int64_t prev = -1;                                                                    \
-        for (int64_t r = 0; r < k; r++) {                                                     \
-            int64_t best = -1;                                                                \
-            for (int64_t i = 0; i < xl.len; i++) {                                            \
-                const double v = (double)x[i * xl.step];                                      \
-                if (prev >= 0 && !cpu_topk_before((double)x[prev * xl.step], prev, v, i,      \
-                                                  largest))                                   \
-                    continue;                                                                 \
-                if (best < 0 || cpu_topk_before(v, i, (double)x[best * xl.step], best, largest)) \
-                    best = i;                                                                 \
-            }                                                                                 \
-            o[r * ol.step] = best;                                                            \
-            prev = best;                                                                      \
-        }                                                                                     \
+#define CPU_TOPK(T)                                                                                \
+    for (int64_t j = 0; j < xl.count; j++) {                                                       \
+        const T *x = (const T *)a->in[0].data + cpu_line_start(&xl, j);                            \
+        int64_t *o = (int64_t *)a->out.data + cpu_line_start(&ol, j);                              \
+        int64_t prev = -1;                                                                         \
+        for (int64_t r = 0; r < k; r++) {                                                          \
+            int64_t best = -1;                                                                     \
+            for (int64_t i = 0; i < xl.len; i++) {                                                 \
+                const double v = (double)x[i * xl.step];                                           \
+                if (prev >= 0 && !cpu_topk_before((double)x[prev * xl.step], prev, v, i, largest)) \
+                    continue;                                                                      \
+                if (best < 0 || cpu_topk_before(v, i, (double)x[best * xl.step], best, largest))   \
+                    best = i;                                                                      \
+            }                                                                                      \
+            o[r * ol.step] = best;                                                                 \
+            prev = best;                                                                           \
+        }                                                                                          \
     }
 
 tg_status tg__cpu_topk_indices(void *state, const tg_kargs *a) {
@@ -192,10 +191,9 @@ tg_status tg__cpu_topk_indices(void *state, const tg_kargs *a) {
     const int axis = a->p->axis;
     const int64_t k = a->p->ints[0];
     const bool largest = a->p->ints[1] != 0;
-    if (axis < 0 || axis >= x->ndim || k < 0 || k > x->shape[axis] ||
-        a->out.shape[axis] != k)
-        return tg__cpu_fail(a, TG_ERR_SHAPE, "cpu topk_indices: k = %" PRId64
-                            " does not fit axis %d", k, axis);
+    if (axis < 0 || axis >= x->ndim || k < 0 || k > x->shape[axis] || a->out.shape[axis] != k)
+        return tg__cpu_fail(a, TG_ERR_SHAPE,
+                            "cpu topk_indices: k = %" PRId64 " does not fit axis %d", k, axis);
     cpu_lines xl, ol;
     cpu_lines_init(&xl, x, axis);
     cpu_lines_init(&ol, &a->out, axis);

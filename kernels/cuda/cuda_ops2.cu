@@ -36,8 +36,7 @@ static k_geom geom_of(const tg_kview *v) {
 
 /* ---- cast ---- */
 
-template <typename O, typename I>
-__global__ void k_cast(int64_t n, k_geom gx, O *o, const I *x) {
+template <typename O, typename I> __global__ void k_cast(int64_t n, k_geom gx, O *o, const I *x) {
     TG__CUDA_FOR(i, n) o[i] = (O)x[k_offset(gx.ndim, gx.shape, gx.strides, i)];
 }
 
@@ -203,8 +202,8 @@ tg_status tg__cuda_topk_indices(void *state, const tg_kargs *a) {
     const int64_t k = a->p->ints[0];
     const bool largest = a->p->ints[1] != 0;
     if (axis < 0 || axis >= x->ndim || k < 0 || k > x->shape[axis] || a->out.shape[axis] != k)
-        return tg__cuda_fail(a, TG_ERR_SHAPE, "cuda topk_indices: k = %" PRId64
-                             " does not fit axis %d", k, axis);
+        return tg__cuda_fail(a, TG_ERR_SHAPE,
+                             "cuda topk_indices: k = %" PRId64 " does not fit axis %d", k, axis);
     if (tg__kview_numel(&a->out) == 0)
         return TG_OK;
     const k_lines L = lines_of(x, &a->out, axis);
@@ -228,8 +227,8 @@ __global__ void k_sum_int(int64_t m, int64_t kred, k_geom kept, k_geom red, cons
         const int64_t base = k_offset(kept.ndim, kept.shape, kept.strides, i);
         uint64_t acc = 0;
         for (int64_t r = 0; r < kred; r++)
-            acc += (uint64_t)tg__cuda_index_at(x, dt,
-                                               base + k_offset(red.ndim, red.shape, red.strides, r));
+            acc += (uint64_t)tg__cuda_index_at(
+                x, dt, base + k_offset(red.ndim, red.shape, red.strides, r));
         o[i] = (int64_t)acc;
     }
 }
@@ -253,9 +252,8 @@ tg_status tg__cuda_sum_int(void *state, const tg_kargs *a) {
     const int64_t m = tg__kview_numel(&a->out);
     if (m == 0)
         return TG_OK;
-    k_sum_int<<<tg__cuda_blocks(m), TG__CUDA_THREADS, 0, s->stream>>>(m, kred, kept, red, x->data,
-                                                                      x->dtype,
-                                                                      (int64_t *)a->out.data);
+    k_sum_int<<<tg__cuda_blocks(m), TG__CUDA_THREADS, 0, s->stream>>>(
+        m, kred, kept, red, x->data, x->dtype, (int64_t *)a->out.data);
     TG__CUDA_LAUNCHED(a);
     return TG_OK;
 }
