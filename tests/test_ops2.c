@@ -5,7 +5,8 @@
  * errors that name the op, arange and the *_like functions, the Philox
  * streams of rand/randn/randint against an independent Philox4x32-10 (with
  * the Random123 known answers), squeeze/unsqueeze, and tg_tensor_str
- * against the text PyTorch 1.13 prints for the same tensors.
+ * against the text PyTorch 1.13 prints for the same tensors, and layers made
+ * in f64 (tg_params.dtype) checked by finite differences.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tapegrad/nn.h"
 #include "tapegrad/rng.h"
 #include "tapegrad/runtime.h"
 
@@ -451,6 +453,63 @@ static void test_tensor_str_matches_pytorch(void **state) {
     tg_step_reset(ctx);
 }
 
+/* ---- f64 layers ---- */
+
+/* loss(w) = sum(layernorm(linear(x))^2) with every layer in f64. */
+static double f64_loss(tg_ctx *ctx, tg_linear *fc, tg_layernorm *ln, tg_tensor *x, bool backward) {
+    tg_tensor *y = tg_layernorm_forward(ctx, ln, tg_linear_forward(ctx, fc, x));
+    tg_tensor *l = tg_sum(ctx, tg_mul(ctx, y, y), 0, NULL, false);
+    double v = NAN;
+    CHECK_T(ctx, l);
+    assert_int_equal(l->dtype, TG_F64);
+    assert_int_equal(tg_item(ctx, l, &v), TG_OK);
+    if (backward)
+        assert_int_equal(tg_backward(ctx, l, NULL, 0), TG_OK);
+    return v;
+}
+
+static void test_f64_layers(void **state) {
+    tg_ctx *ctx = *state;
+    tg_params ps = {.dtype = TG_F64};
+    tg_rng rng = tg_rng_make(11, 0);
+    tg_linear fc;
+    tg_layernorm ln;
+    tg_batchnorm bn;
+    assert_int_equal(tg_linear_init(ctx, &fc, &ps, "fc", 3, 4, true, &rng), TG_OK);
+    assert_int_equal(tg_layernorm_init(ctx, &ln, &ps, "ln", 1, SH(4), 1e-5), TG_OK);
+    assert_int_equal(tg_batchnorm_init(ctx, &bn, &ps, "bn", 4, 1e-5, 0.1), TG_OK);
+    for (int i = 0; i < ps.nparams; i++)
+        assert_int_equal(ps.params[i]->dtype, TG_F64);
+    assert_int_equal(bn.running_var->dtype, TG_F64);
+    /* the zero value of the list is f32, as before */
+    tg_params p32 = {0};
+    tg_linear f32;
+    assert_int_equal(tg_linear_init(ctx, &f32, &p32, "fc", 3, 4, true, &rng), TG_OK);
+    assert_int_equal(f32.weight->dtype, TG_F32);
+    /* a central difference in f64 agrees with backward to ~1e-8: only an
+     * f64 model can be checked this closely */
+    tg_tensor *x = f64v(ctx, 2, SH(2, 3), (const double[]){0.3, -1.2, 0.8, 1.1, 0.4, -0.7});
+    f64_loss(ctx, &fc, &ln, x, true);
+    double g;
+    assert_int_equal(tg_get(ctx, fc.weight->grad, 5, &g), TG_OK);
+    double w0, h = 1e-6;
+    assert_int_equal(tg_get(ctx, fc.weight, 5, &w0), TG_OK);
+    double wb[12];
+    assert_int_equal(tg_to_host(ctx, fc.weight, wb, sizeof wb), TG_OK);
+    bool prev = tg_set_grad_enabled(ctx, false);
+    wb[5] = w0 + h;
+    assert_int_equal(tg_copy_from_host(ctx, fc.weight, wb, sizeof wb), TG_OK);
+    double lp = f64_loss(ctx, &fc, &ln, x, false);
+    wb[5] = w0 - h;
+    assert_int_equal(tg_copy_from_host(ctx, fc.weight, wb, sizeof wb), TG_OK);
+    double lm = f64_loss(ctx, &fc, &ln, x, false);
+    tg_set_grad_enabled(ctx, prev);
+    double fd = (lp - lm) / (2 * h);
+    if (fabs(fd - g) > 1e-8 * (1 + fabs(g)))
+        fail_msg("d loss / d w[5]: backward %.12g, central difference %.12g", g, fd);
+    tg_step_reset(ctx);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_detach),
@@ -463,6 +522,7 @@ int main(void) {
         cmocka_unit_test(test_random_streams),
         cmocka_unit_test(test_squeeze_unsqueeze),
         cmocka_unit_test(test_tensor_str_matches_pytorch),
+        cmocka_unit_test(test_f64_layers),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
