@@ -385,13 +385,29 @@ CPU_MAXMIN(u8, uint8_t, CPU_NO_NAN)
 CPU_MAXMIN(i32, int32_t, CPU_NO_NAN)
 CPU_MAXMIN(i64, int64_t, CPU_NO_NAN)
 #undef CPU_MAXMIN
+/* Integer add/sub/mul wrap: the arithmetic runs in uint64_t, where
+ * overflow is defined, and is truncated to the dtype (signed overflow would
+ * be undefined behaviour in C). */
+#define CPU_WRAP(sfx, T, OP, NAME)                                                          \
+    static inline T cpu_##NAME##_##sfx(T a, T b) { return (T)((uint64_t)a OP(uint64_t) b); }
+#define CPU_PLAIN(sfx, T, OP, NAME) \
+    static inline T cpu_##NAME##_##sfx(T a, T b) { return a OP b; }
+#define CPU_ARITH(GEN, sfx, T) GEN(sfx, T, +, wadd) GEN(sfx, T, -, wsub) GEN(sfx, T, *, wmul)
+CPU_ARITH(CPU_PLAIN, f32, float)
+CPU_ARITH(CPU_PLAIN, f64, double)
+CPU_ARITH(CPU_WRAP, u8, uint8_t)
+CPU_ARITH(CPU_WRAP, i32, int32_t)
+CPU_ARITH(CPU_WRAP, i64, int64_t)
+#undef CPU_ARITH
+#undef CPU_PLAIN
+#undef CPU_WRAP
 #define CPU_GENERIC_2(fn, a, b)                                                            \
     _Generic((a), float: fn##_f32, double: fn##_f64, uint8_t: fn##_u8, int32_t: fn##_i32, \
              int64_t: fn##_i64)(a, b)
 
-CPU_BINARY_INT(add, a + b)
-CPU_BINARY_INT(sub, a - b)
-CPU_BINARY_INT(mul, a *b)
+CPU_BINARY_INT(add, CPU_GENERIC_2(cpu_wadd, a, b))
+CPU_BINARY_INT(sub, CPU_GENERIC_2(cpu_wsub, a, b))
+CPU_BINARY_INT(mul, CPU_GENERIC_2(cpu_wmul, a, b))
 CPU_BINARY(div, , a / b)
 CPU_BINARY_INT(eq, (real)(a == b))
 CPU_BINARY_INT(ne, (real)(a != b))

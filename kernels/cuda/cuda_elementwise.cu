@@ -219,9 +219,27 @@ template <typename T> __device__ __forceinline__ bool m_isnan(T x) { return fals
 template <> __device__ __forceinline__ bool m_isnan<float>(float x) { return isnan(x); }
 template <> __device__ __forceinline__ bool m_isnan<double>(double x) { return isnan(x); }
 
-CUDA_BINARY_INT(add, a + b)
-CUDA_BINARY_INT(sub, a - b)
-CUDA_BINARY_INT(mul, a *b)
+/* Integer add/sub/mul wrap: they run in unsigned 64-bit arithmetic, where
+ * overflow is defined, as on the CPU. */
+template <typename T> __device__ __forceinline__ T w_add(T a, T b) {
+    return (T)((unsigned long long)a + (unsigned long long)b);
+}
+template <typename T> __device__ __forceinline__ T w_sub(T a, T b) {
+    return (T)((unsigned long long)a - (unsigned long long)b);
+}
+template <typename T> __device__ __forceinline__ T w_mul(T a, T b) {
+    return (T)((unsigned long long)a * (unsigned long long)b);
+}
+template <> __device__ __forceinline__ float w_add<float>(float a, float b) { return a + b; }
+template <> __device__ __forceinline__ double w_add<double>(double a, double b) { return a + b; }
+template <> __device__ __forceinline__ float w_sub<float>(float a, float b) { return a - b; }
+template <> __device__ __forceinline__ double w_sub<double>(double a, double b) { return a - b; }
+template <> __device__ __forceinline__ float w_mul<float>(float a, float b) { return a * b; }
+template <> __device__ __forceinline__ double w_mul<double>(double a, double b) { return a * b; }
+
+CUDA_BINARY_INT(add, w_add(a, b))
+CUDA_BINARY_INT(sub, w_sub(a, b))
+CUDA_BINARY_INT(mul, w_mul(a, b))
 CUDA_BINARY(div, a / b)
 CUDA_BINARY_INT(eq, a == b)
 CUDA_BINARY_INT(ne, a != b)
