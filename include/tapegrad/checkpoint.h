@@ -78,6 +78,10 @@ extern "C" {
 /* The format this build writes; it reads every version up to this one. */
 #define TG_CKPT_FORMAT_VERSION 1
 
+/* The largest step, epoch, samples_consumed and optim_steps a checkpoint
+ * holds (2^48): saving refuses larger ones, reading reports them as damage. */
+#define TG_CKPT_COUNT_MAX ((int64_t)1 << 48)
+
 /* Longest model name and version string kept, including the NUL. */
 #define TG_CKPT_NAME_MAX 64
 
@@ -161,6 +165,31 @@ tg_status tg_ckpt_verify(tg_ctx *ctx, const char *path);
  */
 tg_status tg_ckpt_find(tg_ctx *ctx, const char *dir, char *path, size_t pathlen, char *warn,
                        size_t warnlen);
+
+/* One tensor of a checkpoint, as tg_ckpt_read_tensors() returns it. */
+typedef struct tg_ckpt_tensor {
+    char *name;
+    tg_dtype dtype;
+    int ndim;
+    int64_t shape[TG_MAX_DIMS];
+    size_t nbytes; /* the data's size: numel x the dtype's size */
+    void *data;    /* row-major, in the host's byte order */
+} tg_ckpt_tensor;
+
+/*
+ * Read every tensor of the checkpoint at `path` without a model, in the
+ * order they were saved, each checked against both its checksums (for
+ * `tapegrad export`, which then checks them against the model the
+ * checkpoint names). *tensors is heap memory for tg_ckpt_tensors_free();
+ * on error it is NULL and *n is 0. Sizes are bounded by the file's size.
+ */
+tg_status tg_ckpt_read_tensors(tg_ctx *ctx, const char *path, tg_ckpt_tensor **tensors, int *n);
+void tg_ckpt_tensors_free(tg_ckpt_tensor *tensors, int n);
+
+/* Whether the file at `path` is a regular file that starts with the
+ * tapegrad checkpoint header (checkpoints written since the header was
+ * introduced; docs/CHECKPOINTS.md). Reads 16 bytes; checks nothing else. */
+bool tg_ckpt_has_header(const char *path);
 
 /*
  * A human-readable description of the checkpoint at `path` (for `tapegrad
