@@ -95,7 +95,7 @@ static void model_dims(tg_model_kind kind, const tg_ckpt_tensor *ts, int n, int6
     in[1] = in[2] = 28;
     if (kind == TG_MODEL_MLP) {
         int64_t d = dim_of(ts, n, "fc1.weight", 2, 1, 0);
-        *classes = dim_of(ts, n, "fc3.bias", 1, 0, 10);
+        *classes = dim_of(ts, n, "fc3.weight", 2, 0, dim_of(ts, n, "fc3.bias", 1, 0, 10));
         if (d > 0) {
             in[1] = 1;
             in[2] = d;
@@ -104,7 +104,7 @@ static void model_dims(tg_model_kind kind, const tg_ckpt_tensor *ts, int n, int6
     }
     int64_t d = dim_of(ts, n, "fc1.weight", 2, 1, 0);
     in[0] = dim_of(ts, n, "conv1.weight", 4, 1, 1);
-    *classes = dim_of(ts, n, "fc2.bias", 1, 0, 10);
+    *classes = dim_of(ts, n, "fc2.weight", 2, 0, dim_of(ts, n, "fc2.bias", 1, 0, 10));
     if (d > 0 && d % 64 == 0) {
         in[1] = 4;
         in[2] = 4 * (d / 64);

@@ -330,10 +330,10 @@ static tg_status entry_size(const tg__ckfile *f, hid_t d, tg__ckent *e, char *er
             n = UINT64_MAX;
     if (n > (uint64_t)f->size)
         return tg__ck_fail(TG_ERR_FORMAT, err, errlen,
-                           "%s: /tensors/%s is %s %s: %s bytes, more than the file's %" PRId64,
+                           "%s: /tensors/%s is %s %s: %s%" PRIu64 " bytes, more than the file's %" PRId64,
                            f->path, e->name,
                            tg__ck_shape_str(e->ndim, e->shape, shp, sizeof shp), e->tname,
-                           n == UINT64_MAX ? "over 2^64" : "too many", f->size);
+                           n == UINT64_MAX ? "over " : "", n, f->size);
     e->nbytes = (size_t)n;
     pl = H5Dget_create_plist(d);
     if (pl >= 0 && H5Pget_layout(pl) == H5D_CHUNKED) {
