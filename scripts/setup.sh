@@ -20,6 +20,7 @@ packages=(
     dataset-fashion-mnist gnuplot-nox libinih-dev
     slurmctld slurmd slurm-client munge
     python3 python3-numpy
+    clang libclang-rt-14-dev libomp-dev
 )
 
 for arg in "$@"; do
