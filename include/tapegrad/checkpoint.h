@@ -21,9 +21,12 @@
  * failure at any point returns an error naming the file and leaves the
  * previous checkpoint and `latest` as they were, with no temporary behind.
  *
- * Every dataset carries a CRC-32 of its bytes, and tensors of one or more
- * elements are also stored with HDF5's Fletcher-32 filter; loading verifies
- * both, so a flipped bit is reported, never loaded.
+ * The file starts with a 512-byte tapegrad header (in HDF5's user block)
+ * holding the file's length and a CRC-32 of the rest, which every reader
+ * checks before HDF5 parses the file; every size HDF5 then reports is bounded
+ * by the file's. Every dataset carries a CRC-32 of its bytes, and tensors of
+ * one or more elements are also stored with HDF5's Fletcher-32 filter;
+ * loading verifies both, so a flipped bit is reported, never loaded.
  *
  * Worked example: save every 100 steps, resume from whatever is there.
  *
@@ -56,7 +59,8 @@
  * that is empty, repeated or holds '/'); TG_ERR_IO for the file system
  * (missing file, unwritable folder, full disk, and "nothing to resume");
  * TG_ERR_FORMAT for a file that is not a valid checkpoint (not HDF5,
- * truncated, a failed checksum, missing metadata); TG_ERR_UNSUPPORTED for a
+ * truncated, a failed checksum, missing metadata, a count or size out of
+ * range); TG_ERR_UNSUPPORTED for a
  * checkpoint of a newer format version; TG_ERR_SHAPE / TG_ERR_DTYPE when the
  * file's tensors do not match the caller's (missing, extra, other shape or
  * dtype); TG_ERR_NOMEM. Nothing is printed.
@@ -118,8 +122,10 @@ void tg_ckpt_meta_free(tg_ckpt_meta *m);
  * and empty tensors are allowed. The tensors are only read. A file of the
  * same step is replaced. The path written goes to `path` (may be NULL).
  *
- * If the new checkpoint was made durable but deleting an old one failed, the
- * status is TG_ERR_IO and the message says so: the new checkpoint is valid.
+ * Only valid checkpoints of this format count towards `keep` and are deleted
+ * (a folder or junk named like one is left alone), and pruning never fails
+ * the save: a file that cannot be deleted stays. step, epoch,
+ * samples_consumed and optim_steps must lie in 0..TG_CKPT_COUNT_MAX.
  * The file is built in memory and then written with write() and fsync(), so
  * a save holds the file's image (about the tensors' total size) twice at its
  * peak.
