@@ -419,6 +419,7 @@ tg_status tg__ck_entries(const tg__ckfile *f, tg__ckent **out, int *count, char 
                          size_t errlen) {
     H5G_info_t gi;
     H5_index_t idx = H5_INDEX_CRT_ORDER;
+    uint64_t total = 0;
     tg__ckent *e;
     tg_status st = TG_OK;
 
@@ -463,6 +464,14 @@ tg_status tg__ck_entries(const tg__ckfile *f, tg__ckent **out, int *count, char 
         }
         st = describe_entry(f, d, &e[i], err, errlen);
         (void)H5Dclose(d);
+        /* Each tensor has storage of its own: together they fit in the file
+         * too (a load allocates their sum). */
+        total += e[i].nbytes;
+        if (st == TG_OK && total > (uint64_t)f->size)
+            st = tg__ck_fail(TG_ERR_FORMAT, err, errlen,
+                             "%s: the tensors up to '%s' hold %" PRIu64
+                             " bytes, more than the file's %" PRId64,
+                             f->path, e[i].name, total, f->size);
     }
     (void)H5Eclear2(H5E_DEFAULT);
     if (st) {
