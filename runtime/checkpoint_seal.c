@@ -174,7 +174,7 @@ int tg__ck_open_regular(const char *path, int64_t *size, char *err, size_t errle
 
 tg_status tg__ck_check_file(const char *path, bool body, tg__ck_kind *kind, int64_t *size,
                             char *err, size_t errlen) {
-    unsigned char h[TG__CK_HEADER + 8], *buf = NULL;
+    unsigned char h[TG__CK_HEADER + 9], *buf = NULL;
     int64_t fsize = 0;
     uint64_t len;
     uint32_t want, got;
@@ -206,7 +206,7 @@ tg_status tg__ck_check_file(const char *path, bool body, tg__ck_kind *kind, int6
                          path);
         goto out;
     }
-    if (n < TG__CK_HEADER + 8) {
+    if (n < (ssize_t)sizeof h) {
         st = tg__ck_fail(TG_ERR_FORMAT, err, errlen,
                          "%s: truncated (%zd bytes, shorter than the %d-byte tapegrad header and "
                          "the HDF5 signature)",
@@ -236,6 +236,19 @@ tg_status tg__ck_check_file(const char *path, bool body, tg__ck_kind *kind, int6
                          ")",
                          path, len > (uint64_t)fsize ? "truncated" : "has trailing bytes", len,
                          fsize);
+        goto out;
+    }
+    /* tapegrad writes the newest HDF5 format behind the header (superblock
+     * version 2 or later: metadata with checksums); an older superblock
+     * there is no file this format wrote. */
+    if (memcmp(h + TG__CK_HEADER, k_h5sig, 8) != 0 || h[TG__CK_HEADER + 8] < 2) {
+        st = tg__ck_fail(TG_ERR_FORMAT, err, errlen,
+                         "%s: no HDF5 superblock of version 2 or later after the tapegrad header "
+                         "(found %s, version %d)",
+                         path,
+                         memcmp(h + TG__CK_HEADER, k_h5sig, 8) == 0 ? "a superblock"
+                                                                     : "no HDF5 signature",
+                         (int)h[TG__CK_HEADER + 8]);
         goto out;
     }
     *kind = TG__CK_KIND_SEALED;

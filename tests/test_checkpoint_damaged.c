@@ -706,6 +706,19 @@ static void test_plain_hdf5_readable(void **state) {
     spit(join2(dir, "latest"), "ckpt-00000003.h5\n", 17);
     assert_int_equal(tg_ckpt_find(ctx, dir, found, sizeof found, warn, sizeof warn), TG_OK);
     assert_string_equal(found, join2(dir, "ckpt-00000003.h5"));
+    /* Behind a header, only the newest HDF5 format (metadata with
+     * checksums) is accepted: the header never vouches for the old one. */
+    {
+        unsigned char *w = calloc(len + TG__CK_HEADER, 1);
+        const char *wp = tgt_path("wrapped.h5");
+        assert_non_null(w);
+        memcpy(w + TG__CK_HEADER, d, len);
+        tg__ck_seal(w, len + TG__CK_HEADER);
+        spit(wp, w, len + TG__CK_HEADER);
+        free(w);
+        expect_msg(ctx, tg_ckpt_verify(ctx, wp), TG_ERR_FORMAT, wp,
+                   "no HDF5 superblock of version 2 or later", "version 0", NULL);
+    }
     free(d);
     /* A new file with its header stripped reads the same way. */
     p = save_at(ctx, tgt_path("strip"), 4, 0);
