@@ -139,8 +139,8 @@ static int check_model(const char *path, const tg_ckpt_meta *m, const tg_ckpt_te
     model_dims(kind, ts, n, in, &classes);
     int code = TG_EXIT_OK;
     if (tg_model_init(ctx, &md, kind, in, classes, 0) != TG_OK) {
-        fprintf(stderr, "tapegrad export: %s: the tensors do not describe a model '%s': %s\n",
-                path, m->model, tg_ctx_error(ctx));
+        fprintf(stderr, "tapegrad export: %s: the tensors do not describe a model '%s': %s\n", path,
+                m->model, tg_ctx_error(ctx));
         code = TG_EXIT_DATA;
     }
     const tg_params *ps = &md.params;

@@ -265,8 +265,7 @@ static bool valid_ckpt(const char *dir, const char *name) {
     tg__ck_kind kind;
 
     return join(p, sizeof p, dir, name, NULL, 0) == TG_OK &&
-           tg__ck_check_file(p, true, &kind, NULL, NULL, 0) == TG_OK &&
-           kind == TG__CK_KIND_SEALED;
+           tg__ck_check_file(p, true, &kind, NULL, NULL, 0) == TG_OK && kind == TG__CK_KIND_SEALED;
 }
 
 /* Keeps the new checkpoint and the keep-1 highest valid others. Only valid

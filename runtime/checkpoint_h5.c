@@ -170,7 +170,6 @@ hid_t tg__ck_str_type(size_t len) {
     return t;
 }
 
-
 /* The CRC-32 of the metadata's canonical text (docs/CHECKPOINTS.md gives
  * the recipe), so that a flipped bit in an attribute is caught. */
 uint32_t tg__ck_meta_crc(const tg_ckpt_meta *m, int64_t n) {
@@ -181,7 +180,9 @@ uint32_t tg__ck_meta_crc(const tg_ckpt_meta *m, int64_t n) {
                  "\n%" PRIu64 "\n%d\n%" PRId64 "\n",
                  (int)m->format_version, m->version, m->model, m->step, m->epoch,
                  m->samples_consumed, m->optim_steps, m->rng[0], m->rng[1], (int)m->world_size, n);
-    return tg__ck_crc_bytes(buf, len < 0 ? 0 : (size_t)len < sizeof buf ? (size_t)len : sizeof buf - 1);
+    return tg__ck_crc_bytes(buf, len < 0                    ? 0
+                                 : (size_t)len < sizeof buf ? (size_t)len
+                                                            : sizeof buf - 1);
 }
 
 /* Access properties: the default (sec2) driver for reading, or, with

@@ -41,8 +41,7 @@ static tg_status get_attr(const tg__ckfile *f, const char *name, H5T_class_t cls
         t = H5Aget_type(a);
         sp = H5Aget_space(a);
     }
-    if (t >= 0 && sp >= 0 && H5Tget_class(t) == cls && H5Tget_size(t) <= 8 &&
-        npoints(sp) == count)
+    if (t >= 0 && sp >= 0 && H5Tget_class(t) == cls && H5Tget_size(t) <= 8 && npoints(sp) == count)
         ok = H5Aread(a, mtype, v) >= 0;
     if (sp >= 0)
         (void)H5Sclose(sp);
@@ -74,8 +73,7 @@ static tg_status get_str(const tg__ckfile *f, const char *name, char *out, size_
         sp = H5Aget_space(a);
     }
     /* One string of a bounded length: H5Aread writes points x size bytes. */
-    if (t >= 0 && npoints(sp) == 1 && H5Tget_class(t) == H5T_STRING &&
-        H5Tis_variable_str(t) == 0) {
+    if (t >= 0 && npoints(sp) == 1 && H5Tget_class(t) == H5T_STRING && H5Tis_variable_str(t) == 0) {
         size = H5Tget_size(t);
         if (size > 0 && size <= TG__CK_STR_MAX)
             tmp = calloc(size + 1, 1);
@@ -114,9 +112,8 @@ static tg_status read_config(const tg__ckfile *f, tg_ckpt_meta *m, char *err, si
         sp = H5Dget_space(d);
     }
     /* One string no longer than the file. */
-    if (t >= 0 && npoints(sp) == 1 && H5Tget_class(t) == H5T_STRING &&
-        H5Tis_variable_str(t) == 0 && H5Tget_size(t) > 0 &&
-        H5Tget_size(t) <= (size_t)f->size)
+    if (t >= 0 && npoints(sp) == 1 && H5Tget_class(t) == H5T_STRING && H5Tis_variable_str(t) == 0 &&
+        H5Tget_size(t) > 0 && H5Tget_size(t) <= (size_t)f->size)
         s = calloc(H5Tget_size(t) + 1, 1);
     if (s && H5Dread(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, s) >= 0)
         a = H5Aopen(d, "crc32", H5P_DEFAULT);
@@ -305,8 +302,7 @@ static tg_status entry_shape(const tg__ckfile *f, hid_t d, tg__ckent *e, char *e
         if (dims[i] > (hsize_t)TG_CKPT_COUNT_MAX)
             return tg__ck_fail(TG_ERR_FORMAT, err, errlen,
                                "%s: /tensors/%s: dim %d is %llu (expected at most %" PRId64 ")",
-                               f->path, e->name, i, (unsigned long long)dims[i],
-                               TG_CKPT_COUNT_MAX);
+                               f->path, e->name, i, (unsigned long long)dims[i], TG_CKPT_COUNT_MAX);
         e->shape[i] = (int64_t)dims[i];
     }
     e->ndim = nd;
@@ -330,10 +326,10 @@ static tg_status entry_size(const tg__ckfile *f, hid_t d, tg__ckent *e, char *er
             n = UINT64_MAX;
     if (n > (uint64_t)f->size)
         return tg__ck_fail(TG_ERR_FORMAT, err, errlen,
-                           "%s: /tensors/%s is %s %s: %s%" PRIu64 " bytes, more than the file's %" PRId64,
-                           f->path, e->name,
-                           tg__ck_shape_str(e->ndim, e->shape, shp, sizeof shp), e->tname,
-                           n == UINT64_MAX ? "over " : "", n, f->size);
+                           "%s: /tensors/%s is %s %s: %s%" PRIu64
+                           " bytes, more than the file's %" PRId64,
+                           f->path, e->name, tg__ck_shape_str(e->ndim, e->shape, shp, sizeof shp),
+                           e->tname, n == UINT64_MAX ? "over " : "", n, f->size);
     e->nbytes = (size_t)n;
     pl = H5Dget_create_plist(d);
     if (pl >= 0 && H5Pget_layout(pl) == H5D_CHUNKED) {

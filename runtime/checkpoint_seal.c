@@ -231,24 +231,22 @@ tg_status tg__ck_check_file(const char *path, bool body, tg__ck_kind *kind, int6
     }
     len = get_le(h + 24, 8);
     if (len != (uint64_t)fsize) {
-        st = tg__ck_fail(TG_ERR_FORMAT, err, errlen,
-                         "%s: %s (the tapegrad header says %" PRIu64 " bytes, the file has %" PRId64
-                         ")",
-                         path, len > (uint64_t)fsize ? "truncated" : "has trailing bytes", len,
-                         fsize);
+        st = tg__ck_fail(
+            TG_ERR_FORMAT, err, errlen,
+            "%s: %s (the tapegrad header says %" PRIu64 " bytes, the file has %" PRId64 ")", path,
+            len > (uint64_t)fsize ? "truncated" : "has trailing bytes", len, fsize);
         goto out;
     }
     /* tapegrad writes the newest HDF5 format behind the header (superblock
      * version 2 or later: metadata with checksums); an older superblock
      * there is no file this format wrote. */
     if (memcmp(h + TG__CK_HEADER, k_h5sig, 8) != 0 || h[TG__CK_HEADER + 8] < 2) {
-        st = tg__ck_fail(TG_ERR_FORMAT, err, errlen,
-                         "%s: no HDF5 superblock of version 2 or later after the tapegrad header "
-                         "(found %s, version %d)",
-                         path,
-                         memcmp(h + TG__CK_HEADER, k_h5sig, 8) == 0 ? "a superblock"
-                                                                     : "no HDF5 signature",
-                         (int)h[TG__CK_HEADER + 8]);
+        st = tg__ck_fail(
+            TG_ERR_FORMAT, err, errlen,
+            "%s: no HDF5 superblock of version 2 or later after the tapegrad header "
+            "(found %s, version %d)",
+            path, memcmp(h + TG__CK_HEADER, k_h5sig, 8) == 0 ? "a superblock" : "no HDF5 signature",
+            (int)h[TG__CK_HEADER + 8]);
         goto out;
     }
     *kind = TG__CK_KIND_SEALED;

@@ -61,7 +61,6 @@ static herr_t put_u32(hid_t obj, const char *name, uint32_t v) {
     return put_attr(obj, name, H5T_STD_U32LE, H5T_NATIVE_UINT32, 1, &v);
 }
 
-
 static herr_t write_meta(hid_t file, const tg_ckpt_meta *meta, int n) {
     tg_ckpt_meta mm = *meta, *m = &mm;
     int32_t fv = TG_CKPT_FORMAT_VERSION, ws = m->world_size;
@@ -80,7 +79,8 @@ static herr_t write_meta(hid_t file, const tg_ckpt_meta *meta, int n) {
         put_i64(file, "optim_steps", m->optim_steps) < 0 ||
         put_attr(file, "rng_state", H5T_STD_U64LE, H5T_NATIVE_UINT64, 2, m->rng) < 0 ||
         put_attr(file, "world_size", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &ws) < 0 ||
-        put_i64(file, "num_tensors", n) < 0 || put_u32(file, "meta_crc32", tg__ck_meta_crc(m, n)) < 0)
+        put_i64(file, "num_tensors", n) < 0 ||
+        put_u32(file, "meta_crc32", tg__ck_meta_crc(m, n)) < 0)
         return -1;
     return 0;
 }
@@ -156,10 +156,12 @@ static tg_status write_tensor(tg_ctx *ctx, hid_t grp, const char *path, const tg
     sp = t->ndim ? H5Screate_simple(t->ndim, dims, NULL) : H5Screate(H5S_SCALAR);
     dcpl = tensor_dcpl(t);
     if (sp >= 0 && dcpl >= 0)
-        d = H5Dcreate2(grp, t->name, tg__ck_file_type(t->dtype), sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+        d = H5Dcreate2(grp, t->name, tg__ck_file_type(t->dtype), sp, H5P_DEFAULT, dcpl,
+                       H5P_DEFAULT);
     /* An empty tensor has nothing to write; its dataset reads back empty. */
     if (d < 0 ||
-        (nbytes && H5Dwrite(d, tg__ck_mem_type(t->dtype), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) ||
+        (nbytes &&
+         H5Dwrite(d, tg__ck_mem_type(t->dtype), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) ||
         put_u32(d, "crc32", tg__ck_crc_bytes(buf, nbytes)) < 0)
         st = TG_ERR_IO;
     es = tg__ck_h5_keep(st != TG_OK);
@@ -275,8 +277,7 @@ static tg_status build_image(tg_ctx *ctx, const char *path, const tg_ckpt_meta *
             memmove(img + TG__CK_HEADER, img + 2 * TG__CK_HEADER, (size_t)len);
         } else
             st = tg__ck_fail(TG_ERR_IO, err, errlen,
-                             "%s: the in-memory image has no HDF5 superblock where expected",
-                             path);
+                             "%s: the in-memory image has no HDF5 superblock where expected", path);
     }
     if (st) {
         free(img);
@@ -339,4 +340,3 @@ tg_status tg__ck_write(tg_ctx *ctx, const char *path, const tg_ckpt_meta *m, int
         st = tg__ck_fail(TG_ERR_IO, err, errlen, "%s: close failed: %s", path, strerror(errno));
     return st;
 }
-

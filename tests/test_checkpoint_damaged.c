@@ -175,22 +175,22 @@ static size_t find_once(const unsigned char *d, size_t len, const void *pat, siz
 /* ---- the damage ---- */
 
 typedef enum damage {
-    D_MAGIC,       /* a byte of the header's magic */
-    D_USERBLOCK,   /* a byte in the header's zero padding */
-    D_LENGTH,      /* the header's file length */
-    D_SUPERBLOCK,  /* a byte of the HDF5 superblock */
-    D_RANK,        /* the rank in w.dense's dataspace */
-    D_DIM_ZERO,    /* w.dense's first dim set to 0 */
-    D_NAME,        /* a byte of "w.dense" in its link */
-    D_DATA,        /* a byte of w.dense's data */
-    D_TRUNC_HALF,  /* the file cut in half */
-    D_TRUNC_HDR,   /* cut just after the header */
-    D_TRAILING,    /* bytes appended */
+    D_MAGIC,      /* a byte of the header's magic */
+    D_USERBLOCK,  /* a byte in the header's zero padding */
+    D_LENGTH,     /* the header's file length */
+    D_SUPERBLOCK, /* a byte of the HDF5 superblock */
+    D_RANK,       /* the rank in w.dense's dataspace */
+    D_DIM_ZERO,   /* w.dense's first dim set to 0 */
+    D_NAME,       /* a byte of "w.dense" in its link */
+    D_DATA,       /* a byte of w.dense's data */
+    D_TRUNC_HALF, /* the file cut in half */
+    D_TRUNC_HDR,  /* cut just after the header */
+    D_TRAILING,   /* bytes appended */
     D_COUNT
 } damage;
 
 static const char *const k_damage[D_COUNT] = {
-    "magic", "user block", "header length", "superblock", "dataspace rank",   "zero dim",
+    "magic", "user block", "header length", "superblock", "dataspace rank", "zero dim",
     "name",  "data",       "half",          "header cut", "trailing bytes",
 };
 
@@ -546,7 +546,10 @@ static void test_export_checks_model(void **state) {
     const int64_t in[3] = {1, 4, 4};
     tg_tensor *ts[32];
     int n = 0, nb = -1;
-    tg_ckpt_meta m = {.step = 5, .samples_consumed = 5, .world_size = 1, .model = "mlp",
+    tg_ckpt_meta m = {.step = 5,
+                      .samples_consumed = 5,
+                      .world_size = 1,
+                      .model = "mlp",
                       .config = "model = mlp\n"};
     char full[1024], part[1024];
     const char *out = tgt_path("mlp.safetensors");
@@ -590,8 +593,8 @@ static void test_export_out(void **state) {
 
     (void)state;
     assert_int_equal(tg_model_init(ctx, &md, TG_MODEL_MLP, in, 3, 1), TG_OK);
-    assert_int_equal(tg_ckpt_save(ctx, tgt_path("outck"), &m, md.params.nparams,
-                                  md.params.params, 0, ck, sizeof ck),
+    assert_int_equal(tg_ckpt_save(ctx, tgt_path("outck"), &m, md.params.nparams, md.params.params,
+                                  0, ck, sizeof ck),
                      TG_OK);
     assert_int_equal(tgt_run("export --ckpt '%s' --out ''", ck), 2);
     tgt_expect_out("--out: empty file name");
