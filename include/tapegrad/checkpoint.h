@@ -153,7 +153,8 @@ tg_status tg_ckpt_load(tg_ctx *ctx, const char *path, int n, tg_tensor *const *t
 tg_status tg_ckpt_read_meta(tg_ctx *ctx, const char *path, tg_ckpt_meta *meta);
 
 /* Check the checkpoint at `path` without a model: format version, metadata
- * and every tensor's checksums (reads the whole file once). */
+ * and every tensor's checksums (reads the whole file twice: once for the
+ * header's whole-file CRC-32, once through HDF5). */
 tg_status tg_ckpt_verify(tg_ctx *ctx, const char *path);
 
 /*
@@ -167,7 +168,7 @@ tg_status tg_ckpt_verify(tg_ctx *ctx, const char *path);
  * is TG_ERR_IO with the message "nothing to resume in DIR ..."; warn is then
  * empty exactly when DIR held no checkpoint at all, which lets a trainer start
  * afresh on an empty folder yet refuse to overwrite broken checkpoints.
- * Each candidate is read in full once to verify it.
+ * Each candidate is read in full twice to verify it (see tg_ckpt_verify).
  */
 tg_status tg_ckpt_find(tg_ctx *ctx, const char *dir, char *path, size_t pathlen, char *warn,
                        size_t warnlen);
