@@ -277,7 +277,7 @@ tg_status tg__ck_check_file(const char *path, bool body, tg__ck_kind *kind, int6
     want = (uint32_t)get_le(h + 32, 4);
     if (want != got)
         st = tg__ck_fail(TG_ERR_FORMAT, err, errlen,
-                         "%s: the file fails its whole-file CRC-32 (stored %08" PRIx32
+                         "%s: the file fails its whole-file CRC-32 checksum (stored %08" PRIx32
                          ", computed %08" PRIx32 "; the file is corrupt)",
                          path, want, got);
 out:
