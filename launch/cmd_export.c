@@ -10,36 +10,31 @@
  * equivalent torch.nn.Module with load_state_dict. Optimizer state ("optim.*")
  * is left out unless --include-optimizer is given.
  *
- * The checkpoint is verified first (every checksum), then read through its
- * documented HDF5 layout (/tensors/<name>, in creation order); the output is
- * written under a temporary name and renamed, so a failed export never leaves
- * a partial file under the requested name.
+ * The checkpoint is read and verified in full (its header, every checksum,
+ * every size bounded by the file's) and checked against the model its
+ * metadata names: every parameter and buffer of that model with its shape
+ * and dtype, and nothing else but optimizer state, so that the result loads
+ * with a strict load_state_dict. The output is written under a temporary
+ * name and renamed, so a failed export never leaves a partial file under the
+ * requested name, and it only ever replaces a regular file.
  */
 #include "cli.h"
 
 #include <errno.h>
-#include <hdf5.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "tapegrad/checkpoint.h"
+#include "tapegrad/trainer.h"
 
-typedef struct ex_tensor {
-    char name[256];
-    const char *dtype; /* safetensors dtype */
-    int ndim;
-    hsize_t dims[TG_MAX_DIMS];
-    size_t nbytes;
-    void *data;
-} ex_tensor;
-
+/* The tensors to write: pointers into the checkpoint's list. */
 typedef struct ex_list {
-    ex_tensor *t;
-    int n, cap;
-    bool optimizer;
-    const char *err; /* first failure inside the iteration */
+    const tg_ckpt_tensor **t;
+    int n;
 } ex_list;
 
 static void export_usage(FILE *f) {
@@ -59,101 +54,164 @@ static void export_usage(FILE *f) {
                "exit codes: 0 success, 1 runtime error, 2 usage error, 3 data error\n");
 }
 
-/* The safetensors dtype of an HDF5 integer/float type, or NULL. */
-static const char *st_dtype(hid_t type) {
-    H5T_class_t c = H5Tget_class(type);
-    size_t sz = H5Tget_size(type);
-    if (c == H5T_FLOAT)
-        return sz == 4 ? "F32" : sz == 8 ? "F64" : NULL;
-    if (c != H5T_INTEGER)
-        return NULL;
-    bool sign = H5Tget_sign(type) == H5T_SGN_2;
-    switch (sz) {
-    case 1:
-        return sign ? "I8" : "U8";
-    case 4:
-        return sign ? "I32" : "U32";
-    case 8:
-        return sign ? "I64" : "U64";
+/* The safetensors name of a dtype. */
+static const char *st_dtype(tg_dtype dt) {
+    switch (dt) {
+    case TG_F32:
+        return "F32";
+    case TG_F64:
+        return "F64";
+    case TG_U8:
+        return "U8";
+    case TG_I32:
+        return "I32";
+    case TG_I64:
+        return "I64";
     default:
         return NULL;
     }
 }
 
-static herr_t read_one(hid_t grp, const char *name, const H5L_info_t *info, void *op) {
-    (void)info;
-    ex_list *l = op;
-    if (!l->optimizer && strncmp(name, "optim.", 6) == 0)
-        return 0;
-    if (l->n == l->cap) {
-        int cap = l->cap ? 2 * l->cap : 32;
-        ex_tensor *p = realloc(l->t, (size_t)cap * sizeof *p);
-        if (!p)
-            return l->err = "out of memory", -1;
-        l->t = p;
-        l->cap = cap;
-    }
-    ex_tensor *t = &l->t[l->n];
-    memset(t, 0, sizeof *t);
-    if (strlen(name) >= sizeof t->name)
-        return l->err = "a tensor name is too long", -1;
-    /* Names go into the JSON header verbatim. */
-    for (const char *c = name; *c; c++)
-        if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20)
-            return l->err = "a tensor name holds a character that JSON would need escaped", -1;
-    strcpy(t->name, name);
-    hid_t d = H5Dopen2(grp, name, H5P_DEFAULT);
-    hid_t ty = d >= 0 ? H5Dget_type(d) : -1;
-    hid_t sp = d >= 0 ? H5Dget_space(d) : -1;
-    herr_t rc = -1;
-    t->dtype = ty >= 0 ? st_dtype(ty) : NULL;
-    int nd = sp >= 0 ? H5Sget_simple_extent_ndims(sp) : -1;
-    if (t->dtype && nd >= 0 && nd <= TG_MAX_DIMS) {
-        t->ndim = nd;
-        H5Sget_simple_extent_dims(sp, t->dims, NULL);
-        size_t n = 1;
-        for (int i = 0; i < nd; i++)
-            n *= (size_t)t->dims[i];
-        t->nbytes = n * H5Tget_size(ty);
-        /* Little-endian native types of the same class and size. */
-        hid_t mem = H5Tget_native_type(ty, H5T_DIR_ASCEND);
-        t->data = malloc(t->nbytes ? t->nbytes : 1);
-        if (mem >= 0 && t->data &&
-            (t->nbytes == 0 || H5Dread(d, mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, t->data) >= 0))
-            rc = 0;
-        if (mem >= 0)
-            H5Tclose(mem);
-    }
-    if (rc < 0) {
-        free(t->data);
-        l->err = t->dtype ? "a tensor could not be read" : "a tensor has an unsupported dtype";
-    } else {
-        l->n++;
-    }
-    if (sp >= 0)
-        H5Sclose(sp);
-    if (ty >= 0)
-        H5Tclose(ty);
-    if (d >= 0)
-        H5Dclose(d);
-    return rc;
+static const tg_ckpt_tensor *find(const tg_ckpt_tensor *ts, int n, const char *name) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(ts[i].name, name) == 0)
+            return &ts[i];
+    return NULL;
 }
 
-/* Reads /tensors of a verified checkpoint; prints and returns an exit code. */
-static int read_tensors(const char *path, ex_list *l) {
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    hid_t g = f >= 0 ? H5Gopen2(f, "/tensors", H5P_DEFAULT) : -1;
-    hsize_t idx = 0;
-    herr_t rc = g >= 0 ? H5Literate(g, H5_INDEX_CRT_ORDER, H5_ITER_INC, &idx, read_one, l) : -1;
-    if (g >= 0)
-        H5Gclose(g);
-    if (f >= 0)
-        H5Fclose(f);
-    if (rc < 0) {
-        fprintf(stderr, "tapegrad export: %s: reading /tensors failed: %s\n", path,
-                l->err ? l->err : "not a readable checkpoint");
+/* dim d of tensor `name` in the file, or `def` when it is absent or smaller. */
+static int64_t dim_of(const tg_ckpt_tensor *ts, int n, const char *name, int ndim, int d,
+                      int64_t def) {
+    const tg_ckpt_tensor *t = find(ts, n, name);
+    return t && t->ndim == ndim && t->shape[d] > 0 ? t->shape[d] : def;
+}
+
+/* The input shape and classes that give the file's layer shapes: the first
+ * layer's inputs and the last layer's outputs (the CNNs see H/4 x W/4 after
+ * two poolings, so H = 4 and W = 4 x the rest gives the same shapes). */
+static void model_dims(tg_model_kind kind, const tg_ckpt_tensor *ts, int n, int64_t in[3],
+                       int64_t *classes) {
+    in[0] = 1;
+    in[1] = in[2] = 28;
+    if (kind == TG_MODEL_MLP) {
+        int64_t d = dim_of(ts, n, "fc1.weight", 2, 1, 0);
+        *classes = dim_of(ts, n, "fc3.weight", 2, 0, dim_of(ts, n, "fc3.bias", 1, 0, 10));
+        if (d > 0) {
+            in[1] = 1;
+            in[2] = d;
+        }
+        return;
+    }
+    int64_t d = dim_of(ts, n, "fc1.weight", 2, 1, 0);
+    in[0] = dim_of(ts, n, "conv1.weight", 4, 1, 1);
+    *classes = dim_of(ts, n, "fc2.weight", 2, 0, dim_of(ts, n, "fc2.bias", 1, 0, 10));
+    if (d > 0 && d % 64 == 0) {
+        in[1] = 4;
+        in[2] = 4 * (d / 64);
+    }
+}
+
+static void shape_str(int ndim, const int64_t *s, char *buf, size_t len) {
+    size_t off = (size_t)snprintf(buf, len, "(");
+    for (int i = 0; i < ndim && off < len; i++)
+        off += (size_t)snprintf(buf + off, len - off, "%s%lld", i ? ", " : "", (long long)s[i]);
+    if (off < len)
+        snprintf(buf + off, len - off, ndim == 1 ? ",)" : ")");
+}
+
+/* Checks the file's tensors against the model its metadata names: every
+ * parameter and buffer present with its shape and dtype, nothing else but
+ * optimizer state. Prints the first problem; returns an exit code. */
+static int check_model(const char *path, const tg_ckpt_meta *m, const tg_ckpt_tensor *ts, int n) {
+    tg_model_kind kind;
+    if (!tg_model_from_name(m->model, &kind)) {
+        fprintf(stderr, "tapegrad export: %s: unknown model '%s' (expected mlp, cnn or cnn-bn)\n",
+                path, m->model);
         return TG_EXIT_DATA;
+    }
+    tg_ctx *ctx;
+    if (tg_ctx_new(NULL, &ctx) != TG_OK) {
+        fprintf(stderr, "tapegrad export: %s\n", tg_last_init_error());
+        return TG_EXIT_RUNTIME;
+    }
+    tg_model md;
+    int64_t in[3], classes;
+    model_dims(kind, ts, n, in, &classes);
+    int code = TG_EXIT_OK;
+    if (tg_model_init(ctx, &md, kind, in, classes, 0) != TG_OK) {
+        fprintf(stderr, "tapegrad export: %s: the tensors do not describe a model '%s': %s\n", path,
+                m->model, tg_ctx_error(ctx));
+        code = TG_EXIT_DATA;
+    }
+    const tg_params *ps = &md.params;
+    int nm = code ? 0 : ps->nparams + ps->nbuffers;
+    char a[128], b[128];
+    for (int i = 0; i < nm && !code; i++) {
+        const tg_tensor *t = i < ps->nparams ? ps->params[i] : ps->buffers[i - ps->nparams];
+        const tg_ckpt_tensor *x = find(ts, n, t->name);
+        shape_str(t->ndim, t->shape, b, sizeof b);
+        if (!x) {
+            fprintf(stderr,
+                    "tapegrad export: %s: tensor '%s' %s %s of model '%s' is missing from the "
+                    "file\n",
+                    path, t->name, b, tg_dtype_name(t->dtype), m->model);
+            code = TG_EXIT_DATA;
+        } else if (x->ndim != t->ndim || x->dtype != t->dtype ||
+                   memcmp(x->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim) != 0) {
+            shape_str(x->ndim, x->shape, a, sizeof a);
+            fprintf(stderr,
+                    "tapegrad export: %s: tensor '%s' is %s %s in the file but %s %s in model "
+                    "'%s'\n",
+                    path, t->name, a, tg_dtype_name(x->dtype), b, tg_dtype_name(t->dtype),
+                    m->model);
+            code = TG_EXIT_DATA;
+        }
+    }
+    for (int j = 0; j < n && !code; j++) {
+        bool known = strncmp(ts[j].name, "optim.", 6) == 0;
+        for (int i = 0; i < nm && !known; i++) {
+            const tg_tensor *t = i < ps->nparams ? ps->params[i] : ps->buffers[i - ps->nparams];
+            known = strcmp(t->name, ts[j].name) == 0;
+        }
+        if (!known) {
+            fprintf(stderr,
+                    "tapegrad export: %s: the file holds tensor '%s', which model '%s' does not "
+                    "have\n",
+                    path, ts[j].name, m->model);
+            code = TG_EXIT_DATA;
+        }
+    }
+    tg_ctx_free(ctx);
+    return code;
+}
+
+/* The tensors to export (optimizer state only when asked); prints and
+ * returns an exit code. */
+static int select_tensors(const char *path, const tg_ckpt_tensor *ts, int n, bool optimizer,
+                          ex_list *l) {
+    l->t = calloc((size_t)(n ? n : 1), sizeof *l->t);
+    if (!l->t) {
+        fprintf(stderr, "tapegrad export: out of memory\n");
+        return TG_EXIT_RUNTIME;
+    }
+    for (int i = 0; i < n; i++) {
+        if (!optimizer && strncmp(ts[i].name, "optim.", 6) == 0)
+            continue;
+        /* Names go into the JSON header verbatim. */
+        for (const char *c = ts[i].name; *c; c++)
+            if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20) {
+                fprintf(stderr,
+                        "tapegrad export: %s: tensor name '%s' holds a character that JSON "
+                        "would need escaped\n",
+                        path, ts[i].name);
+                return TG_EXIT_DATA;
+            }
+        if (!st_dtype(ts[i].dtype)) {
+            fprintf(stderr, "tapegrad export: %s: tensor '%s' has an unsupported dtype\n", path,
+                    ts[i].name);
+            return TG_EXIT_DATA;
+        }
+        l->t[l->n++] = &ts[i];
     }
     if (l->n == 0) {
         fprintf(stderr, "tapegrad export: %s holds no parameters\n", path);
@@ -195,10 +253,11 @@ static char *make_header(const ex_list *l, const tg_ckpt_meta *m, size_t *hlen) 
                         "\"model\":\"%s\",\"step\":\"%lld\"}",
                         TG_VERSION_STRING, m->model, (long long)m->step);
     for (int i = 0; ok && i < l->n; i++) {
-        const ex_tensor *t = &l->t[i];
-        ok = sb_printf(&s, &len, &cap, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", t->name, t->dtype);
+        const tg_ckpt_tensor *t = l->t[i];
+        ok = sb_printf(&s, &len, &cap, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", t->name,
+                       st_dtype(t->dtype));
         for (int d = 0; ok && d < t->ndim; d++)
-            ok = sb_printf(&s, &len, &cap, "%s%llu", d ? "," : "", (unsigned long long)t->dims[d]);
+            ok = sb_printf(&s, &len, &cap, "%s%lld", d ? "," : "", (long long)t->shape[d]);
         ok = ok && sb_printf(&s, &len, &cap, "],\"data_offsets\":[%zu,%zu]}", off, off + t->nbytes);
         off += t->nbytes;
     }
@@ -218,7 +277,11 @@ static int write_file(const char *out, const ex_list *l, const tg_ckpt_meta *m) 
     char *hdr = make_header(l, m, &hlen);
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", out, (long)getpid());
-    FILE *f = hdr ? fopen(tmp, "wb") : NULL;
+    /* O_EXCL: never through a file or link already at the temporary name. */
+    int fd = hdr ? open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666) : -1;
+    FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    if (fd >= 0 && !f)
+        close(fd);
     if (!f) {
         fprintf(stderr, "tapegrad export: cannot write %s: %s\n", tmp,
                 hdr ? strerror(errno) : "out of memory");
@@ -230,7 +293,7 @@ static int write_file(const char *out, const ex_list *l, const tg_ckpt_meta *m) 
         le[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
     bool ok = fwrite(le, 1, 8, f) == 8 && fwrite(hdr, 1, hlen, f) == hlen;
     for (int i = 0; ok && i < l->n; i++)
-        ok = fwrite(l->t[i].data, 1, l->t[i].nbytes, f) == l->t[i].nbytes;
+        ok = fwrite(l->t[i]->data, 1, l->t[i]->nbytes, f) == l->t[i]->nbytes;
     ok = (fflush(f) == 0) && ok && fsync(fileno(f)) == 0;
     ok = (fclose(f) == 0) && ok;
     free(hdr);
@@ -272,29 +335,45 @@ int tg_cmd_export(int argc, char **argv) {
         export_usage(stderr);
         return TG_EXIT_USAGE;
     }
+    if (!ckpt[0] || !out[0]) {
+        fprintf(stderr, "tapegrad export: %s: empty file name\n", ckpt[0] ? "--out" : "--ckpt");
+        return TG_EXIT_USAGE;
+    }
+    /* The output replaces a regular file at most (renaming over a device
+     * node, a FIFO, a folder or a link would replace it with a file). */
+    struct stat sb;
+    if (lstat(out, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+        fprintf(stderr, "tapegrad export: --out %s exists and is not a regular file\n", out);
+        return TG_EXIT_USAGE;
+    }
     tg_ctx *ctx;
     if (tg_ctx_new(NULL, &ctx) != TG_OK) {
         fprintf(stderr, "tapegrad export: %s\n", tg_last_init_error());
         return TG_EXIT_RUNTIME;
     }
+    /* Read and verified in full (the header and every checksum), then
+     * checked against the model the checkpoint names. */
     tg_ckpt_meta m = {0};
-    tg_status s = tg_ckpt_verify(ctx, ckpt);
+    tg_ckpt_tensor *ts = NULL;
+    int n = 0;
+    ex_list l = {0};
+    tg_status s = tg_ckpt_read_meta(ctx, ckpt, &m);
     if (!s)
-        s = tg_ckpt_read_meta(ctx, ckpt, &m);
+        s = tg_ckpt_read_tensors(ctx, ckpt, &ts, &n);
     int rc = s ? tg_cli_exit_for_status(s) : TG_EXIT_OK;
     if (s)
         fprintf(stderr, "tapegrad export: %s\n", tg_ctx_error(ctx));
-    ex_list l = {.optimizer = optimizer};
     if (!rc)
-        rc = read_tensors(ckpt, &l);
+        rc = check_model(ckpt, &m, ts, n);
+    if (!rc)
+        rc = select_tensors(ckpt, ts, n, optimizer, &l);
     if (!rc)
         rc = write_file(out, &l, &m);
     if (!rc)
         printf("wrote %s: %d tensors of model '%s' at step %lld\n", out, l.n, m.model,
                (long long)m.step);
-    for (int i = 0; i < l.n; i++)
-        free(l.t[i].data);
     free(l.t);
+    tg_ckpt_tensors_free(ts, n);
     tg_ckpt_meta_free(&m);
     tg_ctx_free(ctx);
     return rc;

@@ -207,7 +207,9 @@ static int inspect_split(hid_t f, const char *path, const char *split) {
     return code;
 }
 
-static int inspect_checkpoint(const char *path) {
+/* sealed: the file starts with the checkpoint header (so it is no dataset
+ * and was never opened as HDF5 here). */
+static int inspect_checkpoint(const char *path, bool sealed) {
     tg_ctx *ctx;
     if (tg_ctx_new(NULL, &ctx) != TG_OK) {
         fprintf(stderr, "tapegrad inspect: %s\n", tg_last_init_error());
@@ -221,6 +223,9 @@ static int inspect_checkpoint(const char *path) {
     if (s == TG_ERR_FORMAT && text) {
         fprintf(stderr, "tapegrad inspect: %s\n", tg_ctx_error(ctx));
         code = TG_EXIT_DATA;
+    } else if (s && sealed) {
+        fprintf(stderr, "tapegrad inspect: %s\n", tg_ctx_error(ctx));
+        code = s == TG_ERR_NOMEM ? TG_EXIT_RUNTIME : TG_EXIT_DATA;
     } else if (s) {
         fprintf(stderr,
                 "tapegrad inspect: %s: not a dataset (no split group holding x and y), nor "
@@ -239,6 +244,10 @@ static int inspect_file(const char *path) {
         fprintf(stderr, "tapegrad inspect: %s: no such file\n", path);
         return TG_EXIT_DATA;
     }
+    /* A checkpoint with its header is checked (header, whole-file CRC)
+     * before HDF5 parses any of it. */
+    if (tg_ckpt_has_header(path))
+        return inspect_checkpoint(path, true);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     if (H5Fis_hdf5(path) <= 0) {
         fprintf(stderr, "tapegrad inspect: %s: not an HDF5 file\n", path);
@@ -258,7 +267,7 @@ static int inspect_file(const char *path) {
         code = TG_EXIT_DATA;
     } else if (sl.n == 0) {
         /* Checkpoints hold tensors, not splits. */
-        code = inspect_checkpoint(path);
+        code = inspect_checkpoint(path, false);
     } else {
         printf("%s: dataset, %d split%s\n", path, sl.n, sl.n == 1 ? "" : "s");
         for (int i = 0; i < sl.n; i++) {

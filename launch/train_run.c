@@ -529,7 +529,16 @@ static int load_resume(run_state *st, tg_trainer *tr, const char *path) {
     /* Another model is reported by the load below, which names the first
      * tensor that differs and the file's model. */
     int code = 0;
-    if (m.samples_consumed != m.step * c->batch_size) {
+    int64_t want;
+    /* The reader bounds step to 2^48, but a batch size can still make the
+     * product overflow: that checkpoint cannot be this run's. */
+    if (__builtin_mul_overflow(m.step, (int64_t)c->batch_size, &want)) {
+        snprintf(msg, sizeof msg,
+                 "--resume: %s: the field 'step' (%lld) times --batch-size %lld overflows: not a "
+                 "checkpoint of this run",
+                 path, (long long)m.step, (long long)c->batch_size);
+        code = TG_EXIT_DATA;
+    } else if (m.samples_consumed != want) {
         snprintf(msg, sizeof msg,
                  "--resume: %s was written with another global batch (%lld samples in %lld "
                  "steps), this run has --batch-size %lld",

@@ -89,7 +89,8 @@ static void test_export_matches_checkpoint(void **state) {
 
     const char *out;
     out = tgt_path("model.safetensors");
-    assert_int_equal(tgt_run("export --ckpt '%s' --format safetensors --out '%s'", ck, out), 0);
+    if (tgt_run("export --ckpt '%s' --format safetensors --out '%s'", ck, out) != 0)
+        fail_msg("export failed:\n%s", tgt_out);
     size_t len;
     unsigned char *f = slurp(out, &len);
     assert_non_null(f);

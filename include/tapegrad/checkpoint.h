@@ -21,9 +21,12 @@
  * failure at any point returns an error naming the file and leaves the
  * previous checkpoint and `latest` as they were, with no temporary behind.
  *
- * Every dataset carries a CRC-32 of its bytes, and tensors of one or more
- * elements are also stored with HDF5's Fletcher-32 filter; loading verifies
- * both, so a flipped bit is reported, never loaded.
+ * The file starts with a 512-byte tapegrad header (in HDF5's user block)
+ * holding the file's length and a CRC-32 of the rest, which every reader
+ * checks before HDF5 parses the file; every size HDF5 then reports is bounded
+ * by the file's. Every dataset carries a CRC-32 of its bytes, and tensors of
+ * one or more elements are also stored with HDF5's Fletcher-32 filter;
+ * loading verifies both, so a flipped bit is reported, never loaded.
  *
  * Worked example: save every 100 steps, resume from whatever is there.
  *
@@ -56,7 +59,8 @@
  * that is empty, repeated or holds '/'); TG_ERR_IO for the file system
  * (missing file, unwritable folder, full disk, and "nothing to resume");
  * TG_ERR_FORMAT for a file that is not a valid checkpoint (not HDF5,
- * truncated, a failed checksum, missing metadata); TG_ERR_UNSUPPORTED for a
+ * truncated, a failed checksum, missing metadata, a count or size out of
+ * range); TG_ERR_UNSUPPORTED for a
  * checkpoint of a newer format version; TG_ERR_SHAPE / TG_ERR_DTYPE when the
  * file's tensors do not match the caller's (missing, extra, other shape or
  * dtype); TG_ERR_NOMEM. Nothing is printed.
@@ -77,6 +81,10 @@ extern "C" {
 
 /* The format this build writes; it reads every version up to this one. */
 #define TG_CKPT_FORMAT_VERSION 1
+
+/* The largest step, epoch, samples_consumed and optim_steps a checkpoint
+ * holds (2^48): saving refuses larger ones, reading reports them as damage. */
+#define TG_CKPT_COUNT_MAX ((int64_t)1 << 48)
 
 /* Longest model name and version string kept, including the NUL. */
 #define TG_CKPT_NAME_MAX 64
@@ -114,8 +122,10 @@ void tg_ckpt_meta_free(tg_ckpt_meta *m);
  * and empty tensors are allowed. The tensors are only read. A file of the
  * same step is replaced. The path written goes to `path` (may be NULL).
  *
- * If the new checkpoint was made durable but deleting an old one failed, the
- * status is TG_ERR_IO and the message says so: the new checkpoint is valid.
+ * Only valid checkpoints of this format count towards `keep` and are deleted
+ * (a folder or junk named like one is left alone), and pruning never fails
+ * the save: a file that cannot be deleted stays. step, epoch,
+ * samples_consumed and optim_steps must lie in 0..TG_CKPT_COUNT_MAX.
  * The file is built in memory and then written with write() and fsync(), so
  * a save holds the file's image (about the tensors' total size) twice at its
  * peak.
@@ -143,7 +153,8 @@ tg_status tg_ckpt_load(tg_ctx *ctx, const char *path, int n, tg_tensor *const *t
 tg_status tg_ckpt_read_meta(tg_ctx *ctx, const char *path, tg_ckpt_meta *meta);
 
 /* Check the checkpoint at `path` without a model: format version, metadata
- * and every tensor's checksums (reads the whole file once). */
+ * and every tensor's checksums (reads the whole file twice: once for the
+ * header's whole-file CRC-32, once through HDF5). */
 tg_status tg_ckpt_verify(tg_ctx *ctx, const char *path);
 
 /*
@@ -157,10 +168,35 @@ tg_status tg_ckpt_verify(tg_ctx *ctx, const char *path);
  * is TG_ERR_IO with the message "nothing to resume in DIR ..."; warn is then
  * empty exactly when DIR held no checkpoint at all, which lets a trainer start
  * afresh on an empty folder yet refuse to overwrite broken checkpoints.
- * Each candidate is read in full once to verify it.
+ * Each candidate is read in full twice to verify it (see tg_ckpt_verify).
  */
 tg_status tg_ckpt_find(tg_ctx *ctx, const char *dir, char *path, size_t pathlen, char *warn,
                        size_t warnlen);
+
+/* One tensor of a checkpoint, as tg_ckpt_read_tensors() returns it. */
+typedef struct tg_ckpt_tensor {
+    char *name;
+    tg_dtype dtype;
+    int ndim;
+    int64_t shape[TG_MAX_DIMS];
+    size_t nbytes; /* the data's size: numel x the dtype's size */
+    void *data;    /* row-major, in the host's byte order */
+} tg_ckpt_tensor;
+
+/*
+ * Read every tensor of the checkpoint at `path` without a model, in the
+ * order they were saved, each checked against both its checksums (for
+ * `tapegrad export`, which then checks them against the model the
+ * checkpoint names). *tensors is heap memory for tg_ckpt_tensors_free();
+ * on error it is NULL and *n is 0. Sizes are bounded by the file's size.
+ */
+tg_status tg_ckpt_read_tensors(tg_ctx *ctx, const char *path, tg_ckpt_tensor **tensors, int *n);
+void tg_ckpt_tensors_free(tg_ckpt_tensor *tensors, int n);
+
+/* Whether the file at `path` is a regular file that starts with the
+ * tapegrad checkpoint header (checkpoints written since the header was
+ * introduced; docs/CHECKPOINTS.md). Reads 16 bytes; checks nothing else. */
+bool tg_ckpt_has_header(const char *path);
 
 /*
  * A human-readable description of the checkpoint at `path` (for `tapegrad
