@@ -83,8 +83,12 @@ typedef struct tg_tensor {
     struct tg_tensor *grad;
     /* Sequence number of the tape record that made this tensor; 0 = leaf. */
     uint64_t record;
-    /* Optional name, used in error messages (not copied; keep it alive). */
+    /* Optional name, used in error messages and checkpoints (tg_param and
+     * tg_persistent keep a copy: the caller's string may be reused). */
     const char *name;
+    /* Internal: 0 for a persistent tensor, else the step it was made in + 1
+     * (checked against the context in debug mode, see TG_DEBUG_STEPS). */
+    uint64_t step;
     /* Internal to autograd. */
     uint64_t first_use;
     struct tg_tensor *gacc;
