@@ -362,8 +362,12 @@ int tg_chunk(tg_ctx *ctx, tg_tensor *a, int chunks, int axis, tg_tensor **out)
     /* ceil(len / chunks), written so that no sum can overflow. */
     int64_t len = a->shape[axis], size = len ? (len - 1) / chunks + 1 : 1;
     int n = 0;
-    for (int64_t start = 0; start < len && n < chunks; start += size)
-        if (!(out[n++] = tg_slice(ctx, a, axis, start, len - start < size ? len : start + size, 1)))
+    for (int64_t start = 0; start < len && n < chunks; start += size) {
+        bool last = len - start <= size;
+        if (!(out[n++] = tg_slice(ctx, a, axis, start, last ? len : start + size, 1)))
             return -1;
+        if (last)
+            break;
+    }
     return n;
 }

@@ -238,6 +238,10 @@ static void test_slice_chunk_concat_huge(void **state)
     tg_tensor *one = huge(ctx, 1, SH(1));
     expect_fail(ctx, tg_concat(ctx, 2, TS(t, one), 0), TG_ERR_SHAPE, "concat",
                 "(1,)", NULL);
+    /* rearrange: sizes whose product overflows. */
+    tg_tensor *r8 = tg_zeros(ctx, TG_F32, 1, SH(8));
+    expect_fail(ctx, tg_rearrange(ctx, r8, "(a b) -> a b", "a=4611686018427387904, b=4"),
+                TG_ERR_SHAPE, "rearrange", "a=4611686018427387904, b=4", NULL);
     /* slice_scatter into a target shape that overflows. */
     expect_fail(ctx, tg_slice_scatter(ctx, one, 2, SH(1LL << 62, 4), 0, 0, 1, 1), TG_ERR_SHAPE,
                 "slice_scatter", "(4611686018427387904, 4)", NULL);
