@@ -393,6 +393,8 @@ static tg_status build_buckets(tg_ddp *d, const tg_ddp_config *cfg)
         g->requires_grad = g->retain_grad = g->touched = false;
         g->grad = g->gacc = NULL;
         g->record = g->first_use = 0;
+        /* Not a step tensor any more: the step-lifetime checks pass it. */
+        g->step = 0;
         g->name = d->p[k].t->name;
         d->p[k].view = g;
     }

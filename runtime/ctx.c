@@ -162,7 +162,9 @@ static void chunk_mem_free(tg_ctx *ctx, tg__arena *a, void *p)
         free(p);
 }
 
-void *tg__arena_try(tg_ctx *ctx, tg__arena *a, size_t nbytes)
+/* Both entry points below; static so that it is inlined into each (the
+ * exported functions of a shared library are not). */
+static inline void *arena_take(tg_ctx *ctx, tg__arena *a, size_t nbytes)
 {
     size_t n;
     /* A request near SIZE_MAX would round up to a small size. */
@@ -194,9 +196,14 @@ void *tg__arena_try(tg_ctx *ctx, tg__arena *a, size_t nbytes)
     return p;
 }
 
+void *tg__arena_try(tg_ctx *ctx, tg__arena *a, size_t nbytes)
+{
+    return arena_take(ctx, a, nbytes);
+}
+
 void *tg__arena_alloc(tg_ctx *ctx, tg__arena *a, size_t nbytes)
 {
-    void *p = tg__arena_try(ctx, a, nbytes);
+    void *p = arena_take(ctx, a, nbytes);
     if (!p)
         tg__fail(ctx, TG_ERR_NOMEM, "out of memory allocating %zu bytes%s", nbytes,
                  nbytes > TG__MAX_BYTES ? " (more than any allocation can hold)" : "");

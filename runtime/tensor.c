@@ -94,10 +94,38 @@ bool tg__check_dims(tg_ctx *ctx, const char *op, int ndim, const int64_t *shape)
     return true;
 }
 
+/* check_shape's common case in one pass: false for anything unusual, which
+ * the full checks then name. */
+static inline bool shape_fits(tg_dtype dt, int ndim, const int64_t *shape, size_t *nbytes)
+{
+    if ((unsigned)dt >= TG_DTYPE_COUNT || (unsigned)ndim > TG_MAX_DIMS || (ndim && !shape))
+        return false;
+    uint64_t span = 1;
+    bool empty = false;
+    for (int i = 0; i < ndim; i++) {
+        int64_t d = shape[i];
+        if (d <= 0) {
+            if (d < 0)
+                return false;
+            empty = true;
+        } else if (__builtin_mul_overflow(span, (uint64_t)d, &span)) {
+            return false;
+        }
+    }
+    uint64_t b;
+    if (span > (uint64_t)INT64_MAX || __builtin_mul_overflow(span, tg_dtype_size(dt), &b) ||
+        b > TG__MAX_BYTES)
+        return false;
+    *nbytes = empty ? 0 : (size_t)b;
+    return true;
+}
+
 /* A shape for a new tensor of dtype dt: valid dims and a byte size that
  * fits TG__MAX_BYTES. Writes the byte size. */
 static bool check_shape(tg_ctx *ctx, tg_dtype dt, int ndim, const int64_t *shape, size_t *nbytes)
 {
+    if (shape_fits(dt, ndim, shape, nbytes))
+        return true;
     if ((unsigned)dt >= TG_DTYPE_COUNT)
         return tg__fail(ctx, TG_ERR_DTYPE, "tensor: unknown dtype %d", (int)dt), false;
     if (!tg__check_dims(ctx, "tensor", ndim, shape))
@@ -307,13 +335,26 @@ tg_tensor *tg_persistent(tg_ctx *ctx, tg_dtype dt, int ndim, const int64_t *shap
 
 /* ---- host access ---- */
 
+/* The bytes of t's elements (a broadcast view's can exceed any buffer). */
+static bool host_bytes(tg_ctx *ctx, const char *op, const tg_tensor *t, size_t *want)
+{
+    if (tg__nbytes_checked(t->ndim, t->shape, tg_dtype_size(t->dtype), want))
+        return true;
+    char b[TG__SHAPE_STR];
+    tg__fail(ctx, TG_ERR_NOMEM, "%s: a %s tensor of shape %s has more than %zu bytes", op,
+             tg_dtype_name(t->dtype), tg_shape_str(t, b, sizeof b), TG__MAX_BYTES);
+    return false;
+}
+
 tg_status tg_to_host(tg_ctx *ctx, const tg_tensor *t, void *dst, size_t nbytes)
 {
     if (!t || !dst)
         return tg__fail(ctx, TG_ERR_INVALID, "to_host: NULL %s", t ? "destination" : "tensor");
     if (!tg__check_live(ctx, "to_host", 0, t))
         return ctx->status;
-    size_t want = (size_t)tg_numel(t) * tg_dtype_size(t->dtype);
+    size_t want;
+    if (!host_bytes(ctx, "to_host", t, &want))
+        return ctx->status;
     if (nbytes != want)
         return tg__fail(ctx, TG_ERR_INVALID, "to_host: buffer of %zu bytes for a tensor of %zu",
                         nbytes, want);
@@ -524,7 +565,9 @@ tg_status tg_copy_from_host(tg_ctx *ctx, tg_tensor *t, const void *src, size_t n
     tg_status s = check_inplace(ctx, "copy_from_host", t);
     if (s)
         return s;
-    size_t want = (size_t)tg_numel(t) * tg_dtype_size(t->dtype);
+    size_t want;
+    if (!host_bytes(ctx, "copy_from_host", t, &want))
+        return ctx->status;
     if (!src && want)
         return tg__fail(ctx, TG_ERR_INVALID, "copy_from_host: NULL source for %zu bytes", want);
     if (nbytes != want || !tg_is_contiguous(t))

@@ -179,6 +179,10 @@ static void test_broadcast_views(void **state)
     expect_fail(ctx, huge(ctx, 3, SH(1LL << 40, 1LL << 40, 16)), TG_ERR_SHAPE, "broadcast_to",
                 "(1099511627776, 1099511627776, 16)", NULL);
     expect_fail(ctx, huge(ctx, 2, SH(3, -2)), TG_ERR_SHAPE, "broadcast_to", "(3, -2)", NULL);
+    /* Its bytes do not fit any host buffer. */
+    float buf[4];
+    assert_int_equal(tg_to_host(ctx, t, buf, sizeof buf), TG_ERR_NOMEM);
+    expect_fail(ctx, NULL, TG_ERR_NOMEM, "to_host", "(7, 1317624576693539401)", NULL);
     /* A binary op over huge operands: the result's bytes do not fit. */
     tg_tensor *a = huge(ctx, 2, SH(7, 1)), *b = huge(ctx, 2, SH(1, BIG_ROW));
     expect_ok(ctx, a);
