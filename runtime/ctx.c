@@ -2,7 +2,6 @@
 #include "checked.h"
 #include "internal.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -248,9 +247,14 @@ static void arena_poison(tg_ctx *ctx, tg__arena *a, uint64_t step)
 {
     for (tg__chunk *c = a->head; c; c = c->next) {
         if (a->device) {
-            /* All bits set: NaN as f32 and f64, -1 as integers. */
+            /* The f32 NaN 0xffffffff in every word: read as f64 it is the
+             * NaN 0xffffffffffffffff, as integers -1. (A double NaN keeps
+             * its sign and the top of its payload when it becomes a float.) */
+            uint64_t bits = UINT64_MAX;
+            double nan_all_ones;
+            memcpy(&nan_all_ones, &bits, sizeof nan_all_ones);
             if (c->used >= 4)
-                ctx->be->fill(ctx->bstate, TG_F32, (int64_t)(c->used / 4), (double)NAN, c->base);
+                ctx->be->fill(ctx->bstate, TG_F32, (int64_t)(c->used / 4), nan_all_ones, c->base);
             continue;
         }
         uint64_t w = (uint64_t)TG__POISON_HI << 32 | ((step + 1) & 0xffffffffu);

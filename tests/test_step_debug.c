@@ -4,6 +4,7 @@
  * the debug mode (TG_DEBUG_STEPS) catches a step tensor used after
  * tg_step_reset, naming the op and the step it came from.
  */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -132,10 +133,27 @@ static void test_use_after_reset_detected(void **state)
     tg_tensor *w = tg_param(ctx, TG_F32, 2, SH(2, 3), "w");
     tg_tensor *x = tg_full(ctx, TG_F32, 2, SH(2, 3), 2.0); /* step 0 */
     tg_tensor *wt = tg_transpose(ctx, w, 0, 1);             /* a step-0 view of w */
+    tg_tensor *xd = tg_full(ctx, TG_F64, 1, SH(2), 2.0);
+    tg_tensor *xi = tg_full(ctx, TG_I64, 1, SH(2), 2.0);
     assert_non_null(x);
     assert_non_null(wt);
+    assert_non_null(xd);
+    assert_non_null(xi);
     assert_non_null(tg_add(ctx, x, w));
+    bool prev = tg_set_grad_enabled(ctx, false);
+    assert_int_equal(tg_fill_(ctx, w, 4.0), TG_OK);
+    tg_set_grad_enabled(ctx, prev);
+    /* Host memory on the CPU backend: what the step's data becomes. */
+    const float *xp = x->storage->data;
+    const double *xdp = xd->storage->data;
+    const int64_t *xip = xi->storage->data;
+    const float *wp = w->storage->data;
     tg_step_reset(ctx);
+    /* The released data is poisoned (NaN, -1); the parameter's is intact. */
+    assert_true(isnan(xp[0]) && isnan(xp[5]));
+    assert_true(isnan(xdp[0]) && isnan(xdp[1]));
+    assert_true(xip[0] == -1 && xip[1] == -1);
+    assert_true(wp[0] == 4.0f && wp[5] == 4.0f);
     /* Step 1: every use of x or of the view is caught. */
     tg_tensor *y = tg_full(ctx, TG_F32, 2, SH(2, 3), 1.0);
     assert_null(tg_add(ctx, y, x));
@@ -155,7 +173,7 @@ static void test_use_after_reset_detected(void **state)
     tg_tensor *z = tg_add(ctx, tg_transpose(ctx, tg_transpose(ctx, w, 0, 1), 0, 1), y);
     assert_non_null(z);
     assert_int_equal(tg_get(ctx, z, 5, &v), TG_OK);
-    assert_true(v == 1.0);
+    assert_true(v == 5.0);
     /* Two resets later it still names the step it came from. */
     tg_tensor *q = tg_full(ctx, TG_F32, 1, SH(4), 3.0); /* step 1 */
     tg_step_reset(ctx);

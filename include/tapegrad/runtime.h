@@ -55,7 +55,8 @@
  * once, and the next step's tensors reuse their memory: a pointer to a step
  * tensor kept past the reset reads whatever tensor now lives there. Run
  * with TG_DEBUG_STEPS=1 in the environment to have every op check its
- * operands and fail with "tensor from step N used after tg_step_reset".
+ * operands and fail with "tensor from step N used after tg_step_reset"
+ * (always in the step after N; later while the memory was not reused).
  * Hoisting work out of the loop: to compute something once (a constant
  * input, a mask, a transposed weight that does not change), make a
  * tg_persistent() tensor of the right shape before the loop and fill it
