@@ -476,6 +476,8 @@ static void keep_view(tg_tensor *dst, const tg_tensor *v, const char *name)
     dst->requires_grad = dst->retain_grad = dst->touched = false;
     dst->grad = dst->gacc = NULL;
     dst->record = dst->first_use = 0;
+    /* Not a step tensor any more: the step-lifetime checks pass it. */
+    dst->step = 0;
     dst->name = name;
 }
 

@@ -102,6 +102,8 @@ tg_status tg_set_requires_grad(tg_ctx *ctx, tg_tensor *t, bool requires_grad)
 {
     if (!t)
         return tg__fail(ctx, TG_ERR_INVALID, "set_requires_grad: NULL tensor");
+    if (!tg__check_live(ctx, "set_requires_grad", 1, t))
+        return ctx->status;
     if (!tg_is_leaf(t))
         return tg__fail(ctx, TG_ERR_AUTOGRAD,
                         "set_requires_grad: only leaf tensors can change requires_grad; this "
@@ -117,6 +119,8 @@ tg_status tg_retain_grad(tg_ctx *ctx, tg_tensor *t)
 {
     if (!t)
         return tg__fail(ctx, TG_ERR_INVALID, "retain_grad: NULL tensor");
+    if (!tg__check_live(ctx, "retain_grad", 1, t))
+        return ctx->status;
     if (!t->requires_grad)
         return tg__fail(ctx, TG_ERR_AUTOGRAD, "retain_grad: tensor does not require grad");
     t->retain_grad = true;
@@ -281,6 +285,8 @@ static tg_status check_root(tg_ctx *ctx, const char *fn, tg_tensor *root, tg_ten
 {
     if (!root)
         return tg__fail(ctx, TG_ERR_INVALID, "%s: NULL root tensor", fn);
+    if (!tg__check_live(ctx, fn, 1, root) || !tg__check_live(ctx, fn, 2, *seed))
+        return ctx->status;
     if (!root->requires_grad)
         return tg__fail(ctx, TG_ERR_AUTOGRAD,
                         "%s: the root tensor does not require grad (no input of its graph has "
@@ -372,6 +378,8 @@ tg_status tg_grad(tg_ctx *ctx, tg_tensor *root, tg_tensor *seed, int n, tg_tenso
     if (n < 0 || (n > 0 && (!inputs || !grads)))
         return tg__fail(ctx, TG_ERR_INVALID, "grad: bad input list");
     for (int i = 0; i < n; i++) {
+        if (inputs[i] && !tg__check_live(ctx, "grad", 3 + i, inputs[i]))
+            return ctx->status;
         if (!inputs[i] || !inputs[i]->requires_grad)
             return tg__fail(ctx, TG_ERR_AUTOGRAD, "grad: input %d %s", i,
                             inputs[i] ? "does not require grad" : "is NULL");

@@ -1,4 +1,5 @@
 /* The context: errors, arenas, and the static tables generated from ops.def. */
+#include "checked.h"
 #include "internal.h"
 
 #include <stdio.h>
@@ -78,14 +79,36 @@ void tg_ctx_clear_error(tg_ctx *ctx)
 bool tg__check_args(tg_ctx *ctx, const char *op, int n, tg_tensor *const *ts)
 {
     for (int i = 0; i < n; i++) {
-        if (ts[i])
+        if (ts[i]) {
+            if (!tg__check_live(ctx, op, i + 1, ts[i]))
+                return false;
             continue;
+        }
         /* A NULL operand most often comes from an earlier failed op: keep that
          * error, which names the real cause. */
         tg__fail(ctx, TG_ERR_INVALID, "%s: operand %d is NULL", op, i + 1);
         return false;
     }
     return true;
+}
+
+bool tg__check_live_slow(tg_ctx *ctx, const char *op, int i, const tg_tensor *t)
+{
+    uint64_t s = t->step;
+    if (s == 0 || s == ctx->step + 1)
+        return true;
+    /* A released struct holds the poison word; one made in a later step
+     * cannot be seen from an earlier one. */
+    uint64_t from = (s >> 32) == TG__POISON_HI ? (s & 0xffffffffu) : s;
+    char who[32] = "";
+    if (i > 0)
+        snprintf(who, sizeof who, "operand %d: ", i);
+    tg__fail(ctx, TG_ERR_INVALID,
+             "%s: %stensor from step %llu used after tg_step_reset (now step %llu); step "
+             "tensors die at the reset: make it again in each step, or copy it into a "
+             "tg_persistent tensor before the loop",
+             op, who, (unsigned long long)(from ? from - 1 : 0), (unsigned long long)ctx->step);
+    return false;
 }
 
 bool tg__check_float(tg_ctx *ctx, const char *op, const tg_tensor *t)
@@ -138,22 +161,27 @@ static void chunk_mem_free(tg_ctx *ctx, tg__arena *a, void *p)
         free(p);
 }
 
-void *tg__arena_alloc(tg_ctx *ctx, tg__arena *a, size_t nbytes)
+/* Both entry points below; static so that it is inlined into each (the
+ * exported functions of a shared library are not). */
+static inline void *arena_take(tg_ctx *ctx, tg__arena *a, size_t nbytes)
 {
-    size_t n = (nbytes + TG__ALIGN - 1) & ~(size_t)(TG__ALIGN - 1);
+    size_t n;
+    /* A request near SIZE_MAX would round up to a small size. */
+    if (nbytes > TG__MAX_BYTES || !tg__round_up_size(nbytes, TG__ALIGN, &n))
+        return NULL;
     if (n == 0)
         n = TG__ALIGN;
     tg__chunk *c = a->head;
     if (!c || c->size - c->used < n) {
         size_t size = n > a->min_chunk ? n : a->min_chunk;
-        /* Grow geometrically so that the first step needs few chunks. */
-        if (c && size < 2 * c->size)
+        /* Grow geometrically so that the first step needs few chunks (while
+         * the double fits). */
+        if (c && c->size <= TG__MAX_BYTES / 2 && size < 2 * c->size)
             size = 2 * c->size;
         tg__chunk *nc = malloc(sizeof *nc);
         char *mem = nc ? chunk_mem_alloc(ctx, a, size) : NULL;
         if (!mem) {
             free(nc);
-            tg__fail(ctx, TG_ERR_NOMEM, "out of memory allocating %zu bytes", size);
             return NULL;
         }
         *nc = (tg__chunk){.base = mem, .size = size, .used = 0, .next = c};
@@ -164,6 +192,20 @@ void *tg__arena_alloc(tg_ctx *ctx, tg__arena *a, size_t nbytes)
     a->used += n;
     if (a->used > a->high_water)
         a->high_water = a->used;
+    return p;
+}
+
+void *tg__arena_try(tg_ctx *ctx, tg__arena *a, size_t nbytes)
+{
+    return arena_take(ctx, a, nbytes);
+}
+
+void *tg__arena_alloc(tg_ctx *ctx, tg__arena *a, size_t nbytes)
+{
+    void *p = arena_take(ctx, a, nbytes);
+    if (!p)
+        tg__fail(ctx, TG_ERR_NOMEM, "out of memory allocating %zu bytes%s", nbytes,
+                 nbytes > TG__MAX_BYTES ? " (more than any allocation can hold)" : "");
     return p;
 }
 
@@ -199,6 +241,29 @@ void tg__arena_reset(tg_ctx *ctx, tg__arena *a)
     a->used = 0;
 }
 
+/* Debug mode: fill what the arena handed out with poison (see
+ * TG__POISON_HI), or, for device memory, NaN. */
+static void arena_poison(tg_ctx *ctx, tg__arena *a, uint64_t step)
+{
+    for (tg__chunk *c = a->head; c; c = c->next) {
+        if (a->device) {
+            /* The f32 NaN 0xffffffff in every word: read as f64 it is the
+             * NaN 0xffffffffffffffff, as integers -1. (A double NaN keeps
+             * its sign and the top of its payload when it becomes a float.) */
+            uint64_t bits = UINT64_MAX;
+            double nan_all_ones;
+            memcpy(&nan_all_ones, &bits, sizeof nan_all_ones);
+            if (c->used >= 4)
+                ctx->be->fill(ctx->bstate, TG_F32, (int64_t)(c->used / 4), nan_all_ones, c->base);
+            continue;
+        }
+        uint64_t w = (uint64_t)TG__POISON_HI << 32 | ((step + 1) & 0xffffffffu);
+        uint64_t *p = (uint64_t *)(void *)c->base;
+        for (size_t i = 0; i < c->used / sizeof w; i++)
+            p[i] = w;
+    }
+}
+
 void tg_arena_stats(const tg_ctx *ctx, size_t *used, size_t *reserved, size_t *high_water)
 {
     size_t res = 0;
@@ -218,6 +283,20 @@ uint64_t tg_ctx_alloc_count(const tg_ctx *ctx) { return ctx->alloc_count; }
 
 static char init_error[256];
 
+/* Debug mode: on when built with TG_DEBUG_STEPS, unless the environment
+ * variable TG_DEBUG_STEPS is 0; else on when the variable is set and not 0. */
+static bool debug_steps_default(void)
+{
+    const char *e = getenv("TG_DEBUG_STEPS");
+    if (e && *e)
+        return strcmp(e, "0") != 0;
+#ifdef TG_DEBUG_STEPS
+    return true;
+#else
+    return false;
+#endif
+}
+
 const char *tg_last_init_error(void) { return init_error; }
 
 tg_status tg_ctx_new(const tg_ctx_config *cfg, tg_ctx **out)
@@ -230,6 +309,12 @@ tg_status tg_ctx_new(const tg_ctx_config *cfg, tg_ctx **out)
         return TG_ERR_INVALID;
     }
     *out = NULL;
+    if (cfg->device != TG_DEVICE_CPU && cfg->device != TG_DEVICE_CUDA) {
+        snprintf(init_error, sizeof init_error,
+                 "ctx_new: unknown device %d (expected TG_DEVICE_CPU = %d or TG_DEVICE_CUDA = %d)",
+                 (int)cfg->device, (int)TG_DEVICE_CPU, (int)TG_DEVICE_CUDA);
+        return TG_ERR_INVALID;
+    }
     const tg_backend *be = cfg->device == TG_DEVICE_CUDA ? tg_backend_cuda() : tg_backend_cpu();
     if (!be) {
         snprintf(init_error, sizeof init_error, "the %s backend is not built into this library",
@@ -244,7 +329,9 @@ tg_status tg_ctx_new(const tg_ctx_config *cfg, tg_ctx **out)
     ctx->be = be;
     ctx->grad_enabled = true;
     ctx->tape_base = 1;
+    ctx->debug_steps = debug_steps_default();
     ctx->step_meta.min_chunk = 64 * 1024;
+    ctx->step_meta_alt.min_chunk = 64 * 1024;
     ctx->step_data.min_chunk = 1 << 20;
     ctx->step_data.device = true;
     ctx->pers_meta.min_chunk = 16 * 1024;
@@ -266,6 +353,7 @@ void tg_ctx_free(tg_ctx *ctx)
     if (!ctx)
         return;
     tg__arena_release(ctx, &ctx->step_meta);
+    tg__arena_release(ctx, &ctx->step_meta_alt);
     tg__arena_release(ctx, &ctx->step_data);
     tg__arena_release(ctx, &ctx->pers_meta);
     tg__arena_release(ctx, &ctx->pers_data);
@@ -287,6 +375,14 @@ void tg_step_reset(tg_ctx *ctx)
     }
     ctx->tape_base += (uint64_t)ctx->nrecords;
     ctx->nrecords = 0;
+    if (ctx->debug_steps) {
+        arena_poison(ctx, &ctx->step_meta, ctx->step);
+        arena_poison(ctx, &ctx->step_data, ctx->step);
+        tg__arena t = ctx->step_meta;
+        ctx->step_meta = ctx->step_meta_alt;
+        ctx->step_meta_alt = t;
+    }
+    ctx->step++;
     tg__arena_reset(ctx, &ctx->step_meta);
     tg__arena_reset(ctx, &ctx->step_data);
 }

@@ -47,6 +47,14 @@ struct tg_ctx {
     char kerr[256];
     bool grad_enabled;
     tg__arena step_meta, step_data; /* tensor structs; tensor data */
+    /* The step: tg_step_reset calls so far. Step tensors carry step + 1. */
+    uint64_t step;
+    /* Debug mode (TG_DEBUG_STEPS): released step memory is poisoned, the
+     * tensor structs of two consecutive steps come from two arenas that take
+     * turns (step_meta and step_meta_alt), and every op checks that its
+     * operands belong to the current step. */
+    bool debug_steps;
+    tg__arena step_meta_alt;
     tg__arena pers_meta, pers_data;
     /* The tape: records[i] has seq tape_base + i. */
     tg__rec *records;
@@ -67,12 +75,36 @@ struct tg_ctx {
 tg_status tg__fail(tg_ctx *ctx, tg_status s, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* For ops: NULL operands keep the pending error, or set one naming the op. */
 bool tg__check_args(tg_ctx *ctx, const char *op, int n, tg_tensor *const *ts);
+
+/* Released step memory (debug mode) holds this in its top 32 bits and the
+ * step it belonged to + 1 in the low 32, in every 8-byte word: a tensor
+ * struct read after its release names its step. */
+#define TG__POISON_HI 0x7e6a11d0u
+/* Debug mode: false, with an error naming op, operand i (from 1) and the
+ * step, when t is a step tensor of an earlier step. */
+bool tg__check_live_slow(tg_ctx *ctx, const char *op, int i, const tg_tensor *t);
+/* One test of a flag outside debug mode. */
+static inline bool tg__check_live(tg_ctx *ctx, const char *op, int i, const tg_tensor *t)
+{
+    return !ctx->debug_steps || !t || tg__check_live_slow(ctx, op, i, t);
+}
+/* The longest string tg__dims_str writes for TG_MAX_DIMS sizes. */
+#define TG__SHAPE_STR 200
+/* Writes "(2, 3, 4)" for a shape; returns buf. */
+char *tg__dims_str(int ndim, const int64_t *shape, char *buf, size_t len);
+/* A user-given shape: 0..TG_MAX_DIMS dims, no negative size, and the
+ * product of its sizes (zeros counted as ones) fits an int64_t; else false
+ * with an error naming op and the shape. */
+bool tg__check_dims(tg_ctx *ctx, const char *op, int ndim, const int64_t *shape);
 bool tg__check_float(tg_ctx *ctx, const char *op, const tg_tensor *t);
 bool tg__check_same_dtype(tg_ctx *ctx, const char *op, const tg_tensor *a, const tg_tensor *b);
 /* Normalise a possibly negative axis for ndim; false (with error) if out of range. */
 bool tg__axis(tg_ctx *ctx, const char *op, int ndim, int *axis);
 
+/* nbytes from the arena, 64-byte aligned; NULL with an out-of-memory error.
+ * tg__arena_try sets no error (the caller names what it was for). */
 void *tg__arena_alloc(tg_ctx *ctx, tg__arena *a, size_t nbytes);
+void *tg__arena_try(tg_ctx *ctx, tg__arena *a, size_t nbytes);
 void tg__arena_reset(tg_ctx *ctx, tg__arena *a);
 void tg__arena_release(tg_ctx *ctx, tg__arena *a);
 

@@ -143,36 +143,42 @@ tg_status tg_init_xavier_normal(tg_ctx *ctx, tg_tensor *t, double gain, tg_rng *
 tg_tensor *tg__nn_tensor(tg_ctx *ctx, tg_params *ps, const char *prefix, const char *suffix,
                          bool trainable, tg_dtype dt, int ndim, const int64_t *shape)
 {
+    /* The name is built here and copied by tg_param / tg_persistent. */
     size_t len = (prefix && *prefix ? strlen(prefix) + 1 : 0) + strlen(suffix) + 1;
-    char *name = tg__arena_alloc(ctx, &ctx->pers_meta, len);
+    char buf[128];
+    char *name = len <= sizeof buf ? buf : malloc(len);
     if (!name)
-        return NULL;
+        return tg__fail(ctx, TG_ERR_NOMEM, "params: out of memory naming %s", suffix), NULL;
     if (prefix && *prefix)
         snprintf(name, len, "%s.%s", prefix, suffix);
     else
         snprintf(name, len, "%s", suffix);
+    tg_tensor *t = NULL;
     if (ps) {
         int n = trainable ? ps->nparams : ps->nbuffers;
-        if (n >= TG_PARAMS_MAX || ps->nparams < 0 || ps->nbuffers < 0)
-            return tg__fail(ctx, TG_ERR_INVALID,
-                            "params: cannot register %s: the list holds at most %d %s", name,
-                            TG_PARAMS_MAX, trainable ? "parameters" : "buffers"),
-                   NULL;
+        if (n >= TG_PARAMS_MAX || ps->nparams < 0 || ps->nbuffers < 0) {
+            tg__fail(ctx, TG_ERR_INVALID,
+                     "params: cannot register %s: the list holds at most %d %s", name,
+                     TG_PARAMS_MAX, trainable ? "parameters" : "buffers");
+            goto done;
+        }
         for (int i = 0; i < ps->nparams + ps->nbuffers; i++) {
             const tg_tensor *o = i < ps->nparams ? ps->params[i] : ps->buffers[i - ps->nparams];
-            if (o->name && strcmp(o->name, name) == 0)
-                return tg__fail(ctx, TG_ERR_INVALID,
-                                "params: the name %s is registered twice (layer names must be "
-                                "unique)",
-                                name),
-                       NULL;
+            if (o->name && strcmp(o->name, name) == 0) {
+                tg__fail(ctx, TG_ERR_INVALID,
+                         "params: the name %s is registered twice (layer names must be unique)",
+                         name);
+                goto done;
+            }
         }
     }
-    tg_tensor *t = trainable ? tg_param(ctx, dt, ndim, shape, name)
-                             : tg_persistent(ctx, dt, ndim, shape, name);
+    t = trainable ? tg_param(ctx, dt, ndim, shape, name)
+                  : tg_persistent(ctx, dt, ndim, shape, name);
+done:
+    if (name != buf)
+        free(name);
     if (!t)
         return NULL;
-    t->name = name;
     if (ps) {
         if (trainable)
             ps->params[ps->nparams++] = t;

@@ -9,6 +9,7 @@
  * in the step arena and passes it as the kernel's last input (it is not
  * recorded).
  */
+#include "checked.h"
 #include "internal.h"
 #include "tapegrad/nn.h"
 
@@ -48,11 +49,33 @@ static tg_conv2d_opts opts_of(const tg_op_params *p)
     return o;
 }
 
-/* Output size along one dim, or -1 when the kernel does not fit. */
-static int64_t conv_out(int64_t in, int64_t k, const tg_op_params *p, int i)
+/* Output size along one dim into *out, -1 when the kernel does not fit;
+ * false when the padded input or the dilated kernel overflows an int64_t
+ * (sizes of views and the sizes given to the gradient ops can be huge). */
+static bool conv_out(int64_t in, int64_t k, const tg_op_params *p, int i, int64_t *out)
 {
-    int64_t span = p->ints[CV_DIL + i] * (k - 1) + 1, padded = in + 2 * p->ints[CV_PAD + i];
-    return padded < span ? -1 : (padded - span) / p->ints[CV_STRIDE + i] + 1;
+    int64_t span, padded;
+    if (!tg__mul_i64(p->ints[CV_DIL + i], k - 1, &span) || !tg__add_i64(span, 1, &span) ||
+        !tg__add_i64(in, 2 * p->ints[CV_PAD + i], &padded))
+        return false;
+    *out = padded < span ? -1 : (padded - span) / p->ints[CV_STRIDE + i] + 1;
+    return true;
+}
+
+/* Both output sizes of a conv row, or false with an error naming op, the
+ * sizes and the options when they overflow. */
+static bool conv_out2(tg_ctx *ctx, const char *op, int64_t h, int64_t w, int64_t r, int64_t s,
+                      const tg_op_params *p, int64_t *oh, int64_t *ow)
+{
+    if (conv_out(h, r, p, 0, oh) && conv_out(w, s, p, 1, ow))
+        return true;
+    tg__fail(ctx, TG_ERR_SHAPE,
+             "%s: input %lldx%lld with kernel %lldx%lld, pad (%lld, %lld) and dilation (%lld, "
+             "%lld): the padded input or the dilated kernel overflows an int64_t",
+             op, (long long)h, (long long)w, (long long)r, (long long)s,
+             (long long)p->ints[CV_PAD], (long long)p->ints[CV_PAD + 1],
+             (long long)p->ints[CV_DIL], (long long)p->ints[CV_DIL + 1]);
+    return false;
 }
 
 static bool check4(tg_ctx *ctx, const char *op, const char *what, const tg_tensor *t)
@@ -79,20 +102,37 @@ static bool check4(tg_ctx *ctx, const char *op, const char *what, const tg_tenso
 /* Room for the slots: each (crs + k) * ohw + k * crs values (the layout
  * cpu_conv.c reads back), as many as fit CONV_WS_BYTES, at least
  * CONV_MIN_SLOTS, at most one per sample. */
-static tg_tensor *workspace(tg_ctx *ctx, tg_dtype dt, int64_t crs, int64_t k, int64_t n,
-                            int64_t ohw)
+static tg_tensor *workspace(tg_ctx *ctx, const char *op, tg_dtype dt, int64_t c, int64_t r,
+                            int64_t s, int64_t k, int64_t n, int64_t oh, int64_t ow)
 {
-    int64_t slot = (crs + k) * ohw + k * crs;
-    int64_t ns = CONV_WS_BYTES / ((int64_t)tg_dtype_size(dt) * (slot > 0 ? slot : 1));
-    ns = ns < CONV_MIN_SLOTS ? CONV_MIN_SLOTS : ns;
-    ns = ns > n ? n : ns;
-    int64_t len = slot * (ns > 0 ? ns : 1);
+    /* Every size here comes from tensors that exist, but their products
+     * need not fit (views can be huge): check each one. */
+    int64_t crs, ohw, slot, t1, t2, len, whole = 0;
+    bool ok = tg__mul_i64(c, r, &crs) && tg__mul_i64(crs, s, &crs) && tg__mul_i64(oh, ow, &ohw) &&
+              tg__add_i64(crs, k, &t1) && tg__mul_i64(t1, ohw, &t1) &&
+              tg__mul_i64(k, crs, &t2) && tg__add_i64(t1, t2, &slot);
+    int64_t ns = 0;
+    if (ok) {
+        ns = CONV_WS_BYTES / (int64_t)tg_dtype_size(dt) / (slot > 0 ? slot : 1);
+        ns = ns < CONV_MIN_SLOTS ? CONV_MIN_SLOTS : ns;
+        ns = ns > n ? n : ns;
+        ok = tg__mul_i64(slot, ns > 0 ? ns : 1, &len);
+    }
     /* The CUDA kernels run one im2col and one cuBLAS gemm over the whole
      * batch: column matrix and packed gradient for all n samples
      * (cuda_conv.cu's conv_ws_ok). */
-    if (ctx->be->device == TG_DEVICE_CUDA) {
-        const int64_t whole = (crs + k) * n * ohw;
-        len = whole > len ? whole : len;
+    if (ok && ctx->be->device == TG_DEVICE_CUDA) {
+        ok = tg__add_i64(crs, k, &whole) && tg__mul_i64(whole, n, &whole) &&
+             tg__mul_i64(whole, ohw, &whole);
+        len = ok && whole > len ? whole : len;
+    }
+    if (!ok) {
+        tg__fail(ctx, TG_ERR_SHAPE,
+                 "%s: the workspace for %lld channels, a %lldx%lld kernel, %lld filters, "
+                 "%lld samples and a %lldx%lld output has more elements than an int64_t counts",
+                 op, (long long)c, (long long)r, (long long)s, (long long)k, (long long)n,
+                 (long long)oh, (long long)ow);
+        return NULL;
     }
     return tg__new(ctx, dt, 1, &len, false);
 }
@@ -131,15 +171,16 @@ tg_tensor *tg_conv2d(tg_ctx *ctx, tg_tensor *x, tg_tensor *w, tg_tensor *b, cons
                         (long long)x->shape[1]),
                NULL;
     if (b) {
-        if (!tg__check_same_dtype(ctx, op, x, b))
+        if (!tg__check_live(ctx, op, 3, b) || !tg__check_same_dtype(ctx, op, x, b))
             return NULL;
         if (b->ndim != 1 || b->shape[0] != w->shape[0])
             return tg__fail(ctx, TG_ERR_SHAPE, "conv2d: bias %s, expected (%lld,)",
                             tg_shape_str(b, sx, sizeof sx), (long long)w->shape[0]),
                    NULL;
     }
-    int64_t oh = conv_out(x->shape[2], w->shape[2], &p, 0);
-    int64_t ow = conv_out(x->shape[3], w->shape[3], &p, 1);
+    int64_t oh, ow;
+    if (!conv_out2(ctx, op, x->shape[2], x->shape[3], w->shape[2], w->shape[3], &p, &oh, &ow))
+        return NULL;
     if (oh < 1 || ow < 1)
         return tg__fail(ctx, TG_ERR_SHAPE,
                         "conv2d: kernel %lldx%lld (dilation %lld, %lld) is larger than the padded "
@@ -152,9 +193,10 @@ tg_tensor *tg_conv2d(tg_ctx *ctx, tg_tensor *x, tg_tensor *w, tg_tensor *b, cons
         return NULL;
     p.ints[CV_BIAS] = b != NULL;
     int64_t shape[4] = {x->shape[0], w->shape[0], oh, ow};
-    int64_t crs = w->shape[1] * w->shape[2] * w->shape[3];
     tg_tensor *out = tg__new(ctx, x->dtype, 4, shape, false);
-    tg_tensor *ws = workspace(ctx, x->dtype, crs, w->shape[0], x->shape[0], oh * ow);
+    tg_tensor *ws = out ? workspace(ctx, op, x->dtype, w->shape[1], w->shape[2], w->shape[3],
+                                    w->shape[0], x->shape[0], oh, ow)
+                        : NULL;
     return conv_run(ctx, TG_OP_CONV2D, &p, out, b ? 3 : 2, ins, ws);
 }
 
@@ -169,9 +211,10 @@ tg_tensor *tg_conv2d_backward_input(tg_ctx *ctx, tg_tensor *g, tg_tensor *w,
         !tg__check_same_dtype(ctx, op, g, w) || !check4(ctx, op, "g", g) ||
         !check4(ctx, op, "w", w) || !conv_params(ctx, op, o, &p))
         return NULL;
-    if (g->shape[1] != w->shape[0] || h < 1 || wd < 1 ||
-        conv_out(h, w->shape[2], &p, 0) != g->shape[2] ||
-        conv_out(wd, w->shape[3], &p, 1) != g->shape[3])
+    int64_t oh = 0, ow = 0;
+    if (h >= 1 && wd >= 1 && !conv_out2(ctx, op, h, wd, w->shape[2], w->shape[3], &p, &oh, &ow))
+        return NULL;
+    if (g->shape[1] != w->shape[0] || h < 1 || wd < 1 || oh != g->shape[2] || ow != g->shape[3])
         return tg__fail(ctx, TG_ERR_SHAPE,
                         "%s: gradient %s and weight %s do not fit an input of size %lldx%lld", op,
                         tg_shape_str(g, sg, sizeof sg), tg_shape_str(w, sw, sizeof sw),
@@ -183,10 +226,10 @@ tg_tensor *tg_conv2d_backward_input(tg_ctx *ctx, tg_tensor *g, tg_tensor *w,
     p.ints[CV_SIZE] = h;
     p.ints[CV_SIZE + 1] = wd;
     int64_t shape[4] = {g->shape[0], w->shape[1], h, wd};
-    int64_t crs = w->shape[1] * w->shape[2] * w->shape[3];
     tg_tensor *out = tg__new(ctx, g->dtype, 4, shape, false);
-    tg_tensor *ws = workspace(ctx, g->dtype, crs, w->shape[0], g->shape[0],
-                              g->shape[2] * g->shape[3]);
+    tg_tensor *ws = out ? workspace(ctx, op, g->dtype, w->shape[1], w->shape[2], w->shape[3],
+                                    w->shape[0], g->shape[0], g->shape[2], g->shape[3])
+                        : NULL;
     return conv_run(ctx, TG_OP_CONV2D_BACKWARD_INPUT, &p, out, 2, ins, ws);
 }
 
@@ -201,9 +244,11 @@ tg_tensor *tg_conv2d_backward_weight(tg_ctx *ctx, tg_tensor *x, tg_tensor *g,
         !tg__check_same_dtype(ctx, op, x, g) || !check4(ctx, op, "x", x) ||
         !check4(ctx, op, "g", g) || !conv_params(ctx, op, o, &p))
         return NULL;
-    if (g->shape[0] != x->shape[0] || r < 1 || s < 1 || x->shape[1] < 1 ||
-        conv_out(x->shape[2], r, &p, 0) != g->shape[2] ||
-        conv_out(x->shape[3], s, &p, 1) != g->shape[3])
+    int64_t oh = 0, ow = 0;
+    if (r >= 1 && s >= 1 && !conv_out2(ctx, op, x->shape[2], x->shape[3], r, s, &p, &oh, &ow))
+        return NULL;
+    if (g->shape[0] != x->shape[0] || r < 1 || s < 1 || x->shape[1] < 1 || oh != g->shape[2] ||
+        ow != g->shape[3])
         return tg__fail(ctx, TG_ERR_SHAPE,
                         "%s: input %s and gradient %s do not fit a %lldx%lld kernel", op,
                         tg_shape_str(x, sx, sizeof sx), tg_shape_str(g, sg, sizeof sg),
@@ -213,8 +258,9 @@ tg_tensor *tg_conv2d_backward_weight(tg_ctx *ctx, tg_tensor *x, tg_tensor *g,
     p.ints[CV_SIZE + 1] = s;
     int64_t shape[4] = {g->shape[1], x->shape[1], r, s};
     tg_tensor *out = tg__new(ctx, x->dtype, 4, shape, false);
-    tg_tensor *ws = workspace(ctx, x->dtype, x->shape[1] * r * s, g->shape[1], g->shape[0],
-                              g->shape[2] * g->shape[3]);
+    tg_tensor *ws = out ? workspace(ctx, op, x->dtype, x->shape[1], r, s, g->shape[1],
+                                    g->shape[0], g->shape[2], g->shape[3])
+                        : NULL;
     return conv_run(ctx, TG_OP_CONV2D_BACKWARD_WEIGHT, &p, out, 2, ins, ws);
 }
 
@@ -287,13 +333,16 @@ static bool pool_params(tg_ctx *ctx, const char *op, const int kernel[2], const 
     return true;
 }
 
+/* Output size along one dim, -1 when the window does not fit; -2 when the
+ * padded input overflows an int64_t. */
 static int64_t pool_out(int64_t in, const tg_op_params *p, int i)
 {
-    int64_t padded = in + 2 * p->ints[PL_PAD + i];
-    return padded < p->ints[PL_KERNEL + i] ? -1
-                                           : (padded - p->ints[PL_KERNEL + i]) /
-                                                     p->ints[PL_STRIDE + i] +
-                                                 1;
+    int64_t padded;
+    if (!tg__add_i64(in, 2 * p->ints[PL_PAD + i], &padded))
+        return -2;
+    return padded < p->ints[PL_KERNEL + i]
+               ? -1
+               : (padded - p->ints[PL_KERNEL + i]) / p->ints[PL_STRIDE + i] + 1;
 }
 
 /* Checks x and fills p; writes the output shape. */
@@ -308,6 +357,12 @@ static bool pool_setup(tg_ctx *ctx, const char *op, tg_tensor *x, const int kern
     shape[1] = x->shape[1];
     shape[2] = pool_out(x->shape[2], p, 0);
     shape[3] = pool_out(x->shape[3], p, 1);
+    if (shape[2] == -2 || shape[3] == -2) {
+        tg__fail(ctx, TG_ERR_SHAPE, "%s: input %s with pad (%lld, %lld): the padded input "
+                 "overflows an int64_t", op, tg_shape_str(x, s, sizeof s),
+                 (long long)p->ints[PL_PAD], (long long)p->ints[PL_PAD + 1]);
+        return false;
+    }
     if (shape[2] < 1 || shape[3] < 1) {
         tg__fail(ctx, TG_ERR_SHAPE, "%s: a %lldx%lld window does not fit the padded input %s", op,
                  (long long)p->ints[PL_KERNEL], (long long)p->ints[PL_KERNEL + 1],

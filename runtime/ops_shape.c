@@ -1,5 +1,6 @@
 /* Shape ops: views (permute, broadcast_to, slice), reshape, copies, concat.
  * Forward and backward side by side. */
+#include "checked.h"
 #include "internal.h"
 
 #include <stdio.h>
@@ -38,25 +39,30 @@ tg_tensor *tg_reshape(tg_ctx *ctx, tg_tensor *a, int ndim, const int64_t *shape)
         return tg__fail(ctx, TG_ERR_SHAPE, "reshape: bad target of %d dims", ndim), NULL;
     int64_t s[TG_MAX_DIMS], known = 1;
     int infer = -1;
+    char b[TG__SHAPE_STR], t[TG__SHAPE_STR];
     for (int i = 0; i < ndim; i++) {
         s[i] = shape[i];
         if (s[i] == -1 && infer < 0)
             infer = i;
         else if (s[i] < 0)
-            return tg__fail(ctx, TG_ERR_SHAPE, "reshape: bad size %lld in dim %d",
-                            (long long)s[i], i), NULL;
-        else
-            known *= s[i];
+            return tg__fail(ctx, TG_ERR_SHAPE, "reshape: bad size %lld in dim %d of %s",
+                            (long long)s[i], i, tg__dims_str(ndim, shape, t, sizeof t)), NULL;
+        else if (!tg__mul_i64(known, s[i], &known))
+            return tg__fail(ctx, TG_ERR_SHAPE, "reshape: cannot reshape %s to %s: the target has "
+                            "more elements than an int64_t counts", tg_shape_str(a, b, sizeof b),
+                            tg__dims_str(ndim, shape, t, sizeof t)), NULL;
     }
     int64_t n = tg_numel(a);
     if (infer >= 0)
         s[infer] = known ? n / known : 0;
-    if (tg__numel(ndim, s) != n) {
-        char b[96];
-        return tg__fail(ctx, TG_ERR_SHAPE, "reshape: cannot reshape %s (%lld elements) to %d dims "
-                        "with %lld elements", tg_shape_str(a, b, sizeof b), (long long)n, ndim,
-                        (long long)tg__numel(ndim, s)), NULL;
-    }
+    int64_t m;
+    if (!tg__numel_checked(ndim, s, &m) || m != n)
+        return tg__fail(ctx, TG_ERR_SHAPE, "reshape: cannot reshape %s (%lld elements) to %s",
+                        tg_shape_str(a, b, sizeof b), (long long)n,
+                        tg__dims_str(ndim, shape, t, sizeof t)), NULL;
+    /* The target's contiguous strides must fit too. */
+    if (!tg__check_dims(ctx, "reshape", ndim, s))
+        return NULL;
     tg_tensor *out;
     if (tg_is_contiguous(a)) {
         int64_t st[TG_MAX_DIMS];
@@ -135,6 +141,8 @@ tg_tensor *tg_broadcast_to(tg_ctx *ctx, tg_tensor *a, int ndim, const int64_t *s
     if (ndim < a->ndim || ndim > TG_MAX_DIMS || (ndim && !shape))
         return tg__fail(ctx, TG_ERR_SHAPE, "broadcast_to: cannot broadcast %d dims to %d", a->ndim,
                         ndim), NULL;
+    if (!tg__check_dims(ctx, "broadcast_to", ndim, shape))
+        return NULL;
     int64_t strides[TG_MAX_DIMS];
     for (int i = 0; i < ndim; i++) {
         int ia = a->ndim - ndim + i;
@@ -168,7 +176,7 @@ static int64_t norm_slice(int64_t len, int64_t *start, int64_t *stop, int64_t st
         *stop += len;
     *start = *start < 0 ? 0 : (*start > len ? len : *start);
     *stop = *stop < 0 ? 0 : (*stop > len ? len : *stop);
-    return *stop > *start ? (*stop - *start + step - 1) / step : 0;
+    return *stop > *start ? (*stop - *start - 1) / step + 1 : 0;
 }
 
 tg_tensor *tg_slice(tg_ctx *ctx, tg_tensor *a, int axis, int64_t start, int64_t stop, int64_t step)
@@ -183,7 +191,13 @@ tg_tensor *tg_slice(tg_ctx *ctx, tg_tensor *a, int axis, int64_t start, int64_t 
     memcpy(shape, a->shape, sizeof shape);
     memcpy(strides, a->strides, sizeof strides);
     shape[axis] = cnt;
-    strides[axis] = a->strides[axis] * step;
+    /* With at most one element selected the stride is never used (and a
+     * huge step must not overflow it). */
+    if (cnt > 1 && !tg__mul_i64(a->strides[axis], step, &strides[axis])) {
+        char b[96];
+        return tg__fail(ctx, TG_ERR_SHAPE, "slice: step %lld along dim %d of %s overflows the "
+                        "stride", (long long)step, axis, tg_shape_str(a, b, sizeof b)), NULL;
+    }
     tg_tensor *out = tg__view(ctx, a, a->ndim, shape, strides,
                               a->offset + (cnt ? start * a->strides[axis] : 0));
     tg_op_params p = {.axis = axis, .ints = {start, stop, step}};
@@ -205,6 +219,8 @@ tg_tensor *tg_slice_scatter(tg_ctx *ctx, tg_tensor *src, int ndim, const int64_t
         return NULL;
     if (!shape)
         return tg__fail(ctx, TG_ERR_INVALID, "slice_scatter: NULL target shape"), NULL;
+    if (!tg__check_dims(ctx, "slice_scatter", ndim, shape))
+        return NULL;
     if (step < 1)
         return tg__fail(ctx, TG_ERR_INVALID, "slice_scatter: step %lld (must be >= 1)",
                         (long long)step), NULL;
@@ -260,7 +276,12 @@ static tg_tensor *concat_small(tg_ctx *ctx, int n, tg_tensor *const *ts, int axi
         }
         if (!tg__check_same_dtype(ctx, "concat", a, t))
             return NULL;
-        shape[axis] += t->shape[axis];
+        if (!tg__add_i64(shape[axis], t->shape[axis], &shape[axis])) {
+            char sa[96];
+            return tg__fail(ctx, TG_ERR_SHAPE, "concat: the sizes along dim %d overflow an int64_t "
+                            "at tensor %d of shape %s", axis, i, tg_shape_str(t, sa, sizeof sa)),
+                   NULL;
+        }
     }
     tg_op_params p = {.axis = axis};
     return tg__apply(ctx, TG_OP_CONCAT, &p, tg__new(ctx, a->dtype, a->ndim, shape, false), n, ts, 0);
@@ -307,6 +328,20 @@ tg_tensor *tg_stack(tg_ctx *ctx, int n, tg_tensor *const *ts, int axis)
     if (n > TG_MAX_INPUTS * TG_MAX_INPUTS)
         return tg__fail(ctx, TG_ERR_INVALID, "stack: at most %d tensors",
                         TG_MAX_INPUTS * TG_MAX_INPUTS), NULL;
+    /* Check here, so that a mismatch names stack and the caller's shapes,
+     * not the concat of the unsqueezed tensors that it runs. */
+    for (int i = 1; i < n; i++) {
+        const tg_tensor *t = ts[i], *a = ts[0];
+        if (t->ndim != a->ndim ||
+            memcmp(t->shape, a->shape, sizeof(int64_t) * (size_t)a->ndim) != 0) {
+            char sa[96], sb[96];
+            return tg__fail(ctx, TG_ERR_SHAPE, "stack: tensor %d has shape %s, tensor 0 has %s "
+                            "(all must have the same shape)", i, tg_shape_str(t, sb, sizeof sb),
+                            tg_shape_str(a, sa, sizeof sa)), NULL;
+        }
+        if (!tg__check_same_dtype(ctx, "stack", a, t))
+            return NULL;
+    }
     for (int i = 0; i < n; i++) {
         int64_t shape[TG_MAX_DIMS];
         const tg_tensor *t = ts[i];
@@ -324,12 +359,15 @@ int tg_chunk(tg_ctx *ctx, tg_tensor *a, int chunks, int axis, tg_tensor **out)
         return -1;
     if (chunks < 1 || !out)
         return tg__fail(ctx, TG_ERR_INVALID, "chunk: chunks must be >= 1 (got %d)", chunks), -1;
-    int64_t len = a->shape[axis], size = (len + chunks - 1) / chunks;
-    if (size == 0)
-        size = 1;
+    /* ceil(len / chunks), written so that no sum can overflow. */
+    int64_t len = a->shape[axis], size = len ? (len - 1) / chunks + 1 : 1;
     int n = 0;
-    for (int64_t start = 0; start < len && n < chunks; start += size)
-        if (!(out[n++] = tg_slice(ctx, a, axis, start, start + size, 1)))
+    for (int64_t start = 0; start < len && n < chunks; start += size) {
+        bool last = len - start <= size;
+        if (!(out[n++] = tg_slice(ctx, a, axis, start, last ? len : start + size, 1)))
             return -1;
+        if (last)
+            break;
+    }
     return n;
 }

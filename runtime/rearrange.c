@@ -1,6 +1,7 @@
 /* einops-style rearrange, built from reshape and permute (so it needs no
  * backward rule of its own): split the left side's groups into elementary
  * axes, permute them into the right side's order, merge the right's groups. */
+#include "checked.h"
 #include "internal.h"
 
 #include <ctype.h>
@@ -120,9 +121,11 @@ static bool infer_sizes(tg_ctx *ctx, const ra_side *l, const tg_tensor *a, const
             if (size[i] == -2)
                 return tg__fail(ctx, TG_ERR_INVALID, "rearrange: bad sizes \"%s\" (want "
                                 "name=value,...)", sizes), false;
-            if (size[i] >= 0)
-                known *= size[i];
-            else if (unknown >= 0)
+            if (size[i] >= 0) {
+                if (!tg__mul_i64(known, size[i], &known))
+                    return tg__fail(ctx, TG_ERR_SHAPE, "rearrange: the sizes \"%s\" of dim %d "
+                                    "multiply past an int64_t", sizes, g), false;
+            } else if (unknown >= 0)
                 return tg__fail(ctx, TG_ERR_INVALID, "rearrange: cannot infer both '%s' and "
                                 "'%s': give one size", l->names[unknown], l->names[i]), false;
             else
@@ -130,7 +133,7 @@ static bool infer_sizes(tg_ctx *ctx, const ra_side *l, const tg_tensor *a, const
         }
         if (unknown >= 0)
             size[unknown] = known ? a->shape[g] / known : 0;
-        if (tg__numel(1, &a->shape[g]) != (unknown >= 0 ? size[unknown] * known : known) ||
+        if (a->shape[g] != (unknown >= 0 ? size[unknown] * known : known) ||
             (unknown >= 0 && known && a->shape[g] % known))
             return tg__fail(ctx, TG_ERR_SHAPE, "rearrange: dim %d of size %lld does not split as "
                             "the pattern and sizes say", g, (long long)a->shape[g]), false;
@@ -163,7 +166,9 @@ tg_tensor *tg_rearrange(tg_ctx *ctx, tg_tensor *a, const char *pattern, const ch
     for (int g = 0; g < r.ngroups; g++) {
         out_shape[g] = 1;
         for (int i = r.group_start[g]; i < r.group_start[g + 1]; i++)
-            out_shape[g] *= size[perm[i]];
+            if (!tg__mul_i64(out_shape[g], size[perm[i]], &out_shape[g]))
+                return tg__fail(ctx, TG_ERR_SHAPE, "rearrange: output dim %d of \"%s\" has more "
+                                "elements than an int64_t counts", g, pattern), NULL;
     }
     tg_tensor *t = tg_reshape(ctx, a, l.n, size);
     t = tg_permute(ctx, t, perm);

@@ -1,4 +1,5 @@
 /* Tensors: creation, views, host access and the in-place operations. */
+#include "checked.h"
 #include "internal.h"
 
 #include <stdio.h>
@@ -40,15 +41,20 @@ bool tg_is_contiguous(const tg_tensor *t)
 
 bool tg_is_leaf(const tg_tensor *t) { return t && t->record == 0; }
 
-char *tg_shape_str(const tg_tensor *t, char *buf, size_t len)
+char *tg__dims_str(int ndim, const int64_t *shape, char *buf, size_t len)
 {
     size_t off = 0;
     off += (size_t)snprintf(buf + off, len - off, "(");
-    for (int i = 0; i < t->ndim && off < len; i++)
-        off += (size_t)snprintf(buf + off, len - off, i ? ", %lld" : "%lld", (long long)t->shape[i]);
+    for (int i = 0; i < ndim && off < len; i++)
+        off += (size_t)snprintf(buf + off, len - off, i ? ", %lld" : "%lld", (long long)shape[i]);
     if (off < len)
-        snprintf(buf + off, len - off, t->ndim == 1 ? ",)" : ")");
+        snprintf(buf + off, len - off, ndim == 1 ? ",)" : ")");
     return buf;
+}
+
+char *tg_shape_str(const tg_tensor *t, char *buf, size_t len)
+{
+    return tg__dims_str(t->ndim, t->shape, buf, len);
 }
 
 void tg__kview(const tg_tensor *t, tg_kview *v)
@@ -62,20 +68,76 @@ void tg__kview(const tg_tensor *t, tg_kview *v)
     }
 }
 
-static bool check_shape(tg_ctx *ctx, tg_dtype dt, int ndim, const int64_t *shape)
+bool tg__check_dims(tg_ctx *ctx, const char *op, int ndim, const int64_t *shape)
 {
-    if ((unsigned)dt >= TG_DTYPE_COUNT)
-        return tg__fail(ctx, TG_ERR_DTYPE, "tensor: unknown dtype %d", (int)dt), false;
     if (ndim < 0 || ndim > TG_MAX_DIMS)
-        return tg__fail(ctx, TG_ERR_SHAPE, "tensor: %d dims (0 to %d allowed)", ndim, TG_MAX_DIMS),
+        return tg__fail(ctx, TG_ERR_SHAPE, "%s: %d dims (0 to %d allowed)", op, ndim, TG_MAX_DIMS),
                false;
     if (ndim > 0 && !shape)
-        return tg__fail(ctx, TG_ERR_INVALID, "tensor: NULL shape"), false;
+        return tg__fail(ctx, TG_ERR_INVALID, "%s: NULL shape", op), false;
+    char b[TG__SHAPE_STR];
     for (int i = 0; i < ndim; i++)
         if (shape[i] < 0)
-            return tg__fail(ctx, TG_ERR_SHAPE, "tensor: negative size %lld in dim %d",
-                            (long long)shape[i], i),
+            return tg__fail(ctx, TG_ERR_SHAPE, "%s: shape %s has the negative size %lld in dim %d",
+                            op, tg__dims_str(ndim, shape, b, sizeof b), (long long)shape[i], i),
                    false;
+    /* The product of the sizes, zeros counted as ones, bounds the element
+     * count and every contiguous stride: it must fit an int64_t. */
+    int64_t span = 1;
+    for (int i = 0; i < ndim; i++)
+        if (!tg__mul_i64(span, shape[i] > 0 ? shape[i] : 1, &span))
+            return tg__fail(ctx, TG_ERR_SHAPE,
+                            "%s: shape %s has more elements than an int64_t counts (at most "
+                            "%lld)",
+                            op, tg__dims_str(ndim, shape, b, sizeof b), (long long)INT64_MAX),
+                   false;
+    return true;
+}
+
+/* check_shape's common case in one pass: false for anything unusual, which
+ * the full checks then name. */
+static inline bool shape_fits(tg_dtype dt, int ndim, const int64_t *shape, size_t *nbytes)
+{
+    if ((unsigned)dt >= TG_DTYPE_COUNT || (unsigned)ndim > TG_MAX_DIMS || (ndim && !shape))
+        return false;
+    uint64_t span = 1;
+    bool empty = false;
+    for (int i = 0; i < ndim; i++) {
+        int64_t d = shape[i];
+        if (d <= 0) {
+            if (d < 0)
+                return false;
+            empty = true;
+        } else if (__builtin_mul_overflow(span, (uint64_t)d, &span)) {
+            return false;
+        }
+    }
+    uint64_t b;
+    if (span > (uint64_t)INT64_MAX || __builtin_mul_overflow(span, tg_dtype_size(dt), &b) ||
+        b > TG__MAX_BYTES)
+        return false;
+    *nbytes = empty ? 0 : (size_t)b;
+    return true;
+}
+
+/* A shape for a new tensor of dtype dt: valid dims and a byte size that
+ * fits TG__MAX_BYTES. Writes the byte size. */
+static bool check_shape(tg_ctx *ctx, tg_dtype dt, int ndim, const int64_t *shape, size_t *nbytes)
+{
+    if (shape_fits(dt, ndim, shape, nbytes))
+        return true;
+    if ((unsigned)dt >= TG_DTYPE_COUNT)
+        return tg__fail(ctx, TG_ERR_DTYPE, "tensor: unknown dtype %d", (int)dt), false;
+    if (!tg__check_dims(ctx, "tensor", ndim, shape))
+        return false;
+    if (!tg__nbytes_checked(ndim, shape, tg_dtype_size(dt), nbytes)) {
+        char b[TG__SHAPE_STR];
+        return tg__fail(ctx, TG_ERR_NOMEM,
+                        "tensor: shape %s of %s needs more than %zu bytes, the most a tensor can "
+                        "hold",
+                        tg__dims_str(ndim, shape, b, sizeof b), tg_dtype_name(dt), TG__MAX_BYTES),
+               false;
+    }
     return true;
 }
 
@@ -96,7 +158,8 @@ static bool track_persistent(tg_ctx *ctx, tg_tensor *t)
 
 tg_tensor *tg__new(tg_ctx *ctx, tg_dtype dt, int ndim, const int64_t *shape, bool persistent)
 {
-    if (!check_shape(ctx, dt, ndim, shape))
+    size_t nbytes;
+    if (!check_shape(ctx, dt, ndim, shape, &nbytes))
         return NULL;
     tg__arena *meta = persistent ? &ctx->pers_meta : &ctx->step_meta;
     tg__arena *data = persistent ? &ctx->pers_data : &ctx->step_data;
@@ -105,10 +168,14 @@ tg_tensor *tg__new(tg_ctx *ctx, tg_dtype dt, int ndim, const int64_t *shape, boo
         return NULL;
     memset(t, 0, sizeof *t);
     tg_storage *st = (tg_storage *)(t + 1);
-    size_t nbytes = (size_t)tg__numel(ndim, shape) * tg_dtype_size(dt);
-    st->data = tg__arena_alloc(ctx, data, nbytes);
-    if (!st->data)
-        return NULL;
+    st->data = tg__arena_try(ctx, data, nbytes);
+    if (!st->data) {
+        char b[TG__SHAPE_STR];
+        return tg__fail(ctx, TG_ERR_NOMEM,
+                        "tensor: out of memory allocating %zu bytes for a %s tensor of shape %s",
+                        nbytes, tg_dtype_name(dt), tg__dims_str(ndim, shape, b, sizeof b)),
+               NULL;
+    }
     st->nbytes = nbytes;
     st->version = 0;
     st->persistent = persistent;
@@ -119,14 +186,40 @@ tg_tensor *tg__new(tg_ctx *ctx, tg_dtype dt, int ndim, const int64_t *shape, boo
         t->shape[i] = shape[i];
     tg__contig_strides(ndim, shape, t->strides);
     t->storage = st;
+    t->step = persistent ? 0 : ctx->step + 1;
     if (persistent && !track_persistent(ctx, t))
         return NULL;
     return t;
 }
 
+/* The element offsets a view can reach, offset + sum (shape[i] - 1) *
+ * strides[i] at both ends, must fit an int64_t (and so must its numel). */
+static bool check_view(tg_ctx *ctx, int ndim, const int64_t *shape, const int64_t *strides,
+                       int64_t offset)
+{
+    int64_t lo = offset, hi = offset, n;
+    bool ok = tg__numel_checked(ndim, shape, &n);
+    for (int i = 0; ok && n > 0 && i < ndim; i++) {
+        int64_t span;
+        ok = tg__mul_i64(shape[i] - 1, strides[i], &span) &&
+             (span < 0 ? tg__add_i64(lo, span, &lo) : tg__add_i64(hi, span, &hi));
+    }
+    if (ok)
+        return true;
+    char a[TG__SHAPE_STR], b[TG__SHAPE_STR];
+    tg__fail(ctx, TG_ERR_SHAPE,
+             "view: shape %s with strides %s at offset %lld addresses elements past the int64_t "
+             "range",
+             tg__dims_str(ndim, shape, a, sizeof a), tg__dims_str(ndim, strides, b, sizeof b),
+             (long long)offset);
+    return false;
+}
+
 tg_tensor *tg__view(tg_ctx *ctx, const tg_tensor *src, int ndim, const int64_t *shape,
                     const int64_t *strides, int64_t offset)
 {
+    if (!check_view(ctx, ndim, shape, strides, offset))
+        return NULL;
     /* Views are step tensors, also views of persistent ones: they die with
      * the step, the storage they share does not. */
     tg_tensor *t = tg__arena_alloc(ctx, &ctx->step_meta, sizeof *t);
@@ -142,6 +235,7 @@ tg_tensor *tg__view(tg_ctx *ctx, const tg_tensor *src, int ndim, const int64_t *
     }
     t->offset = offset;
     t->storage = src->storage;
+    t->step = ctx->step + 1;
     return t;
 }
 
@@ -178,6 +272,8 @@ tg_tensor *tg_zeros_like(tg_ctx *ctx, const tg_tensor *t)
 {
     if (!t)
         return tg__fail(ctx, TG_ERR_INVALID, "zeros_like: operand 1 is NULL"), NULL;
+    if (!tg__check_live(ctx, "zeros_like", 1, t))
+        return NULL;
     return tg_zeros(ctx, t->dtype, t->ndim, t->shape);
 }
 
@@ -194,13 +290,27 @@ tg_tensor *tg_from_data(tg_ctx *ctx, tg_dtype dt, int ndim, const int64_t *shape
     return t;
 }
 
+/* A copy of name in the persistent pool, so that names built in one reused
+ * buffer stay distinct; NULL (with the error set) when out of memory. */
+static const char *copy_name(tg_ctx *ctx, const char *name)
+{
+    if (!name)
+        return NULL;
+    size_t len = strlen(name) + 1;
+    char *c = tg__arena_alloc(ctx, &ctx->pers_meta, len);
+    if (c)
+        memcpy(c, name, len);
+    return c;
+}
+
 static tg_tensor *new_persistent(tg_ctx *ctx, tg_dtype dt, int ndim, const int64_t *shape,
                                  const char *name)
 {
     tg_tensor *t = tg__new(ctx, dt, ndim, shape, true);
     if (!t)
         return NULL;
-    t->name = name;
+    if (name && !(t->name = copy_name(ctx, name)))
+        return NULL;
     if (t->storage->nbytes && ctx->be->zero(ctx->bstate, t->storage->data, t->storage->nbytes))
         return tg__fail(ctx, TG_ERR_BACKEND, "param: zero fill failed"), NULL;
     return t;
@@ -225,11 +335,26 @@ tg_tensor *tg_persistent(tg_ctx *ctx, tg_dtype dt, int ndim, const int64_t *shap
 
 /* ---- host access ---- */
 
+/* The bytes of t's elements (a broadcast view's can exceed any buffer). */
+static bool host_bytes(tg_ctx *ctx, const char *op, const tg_tensor *t, size_t *want)
+{
+    if (tg__nbytes_checked(t->ndim, t->shape, tg_dtype_size(t->dtype), want))
+        return true;
+    char b[TG__SHAPE_STR];
+    tg__fail(ctx, TG_ERR_NOMEM, "%s: a %s tensor of shape %s has more than %zu bytes", op,
+             tg_dtype_name(t->dtype), tg_shape_str(t, b, sizeof b), TG__MAX_BYTES);
+    return false;
+}
+
 tg_status tg_to_host(tg_ctx *ctx, const tg_tensor *t, void *dst, size_t nbytes)
 {
     if (!t || !dst)
         return tg__fail(ctx, TG_ERR_INVALID, "to_host: NULL %s", t ? "destination" : "tensor");
-    size_t want = (size_t)tg_numel(t) * tg_dtype_size(t->dtype);
+    if (!tg__check_live(ctx, "to_host", 0, t))
+        return ctx->status;
+    size_t want;
+    if (!host_bytes(ctx, "to_host", t, &want))
+        return ctx->status;
     if (nbytes != want)
         return tg__fail(ctx, TG_ERR_INVALID, "to_host: buffer of %zu bytes for a tensor of %zu",
                         nbytes, want);
@@ -268,6 +393,8 @@ static tg_status get_value(tg_ctx *ctx, const char *fn, const tg_tensor *t, int6
 {
     if (!t || !value)
         return tg__fail(ctx, TG_ERR_INVALID, "%s: NULL %s", fn, t ? "destination" : "tensor");
+    if (!tg__check_live(ctx, fn, 0, t))
+        return ctx->status;
     if (flat_index < 0 || flat_index >= tg_numel(t))
         return tg__fail(ctx, TG_ERR_INVALID, "%s: index %lld out of range for %lld elements", fn,
                         (long long)flat_index, (long long)tg_numel(t));
@@ -291,6 +418,8 @@ tg_status tg_get(tg_ctx *ctx, const tg_tensor *t, int64_t flat_index, double *va
 
 tg_status tg_item(tg_ctx *ctx, const tg_tensor *t, double *value)
 {
+    if (t && !tg__check_live(ctx, "item", 0, t))
+        return ctx->status;
     if (t && tg_numel(t) != 1) {
         char b[96];
         return tg__fail(ctx, TG_ERR_SHAPE, "item: tensor of shape %s has %lld elements, not 1",
@@ -305,6 +434,8 @@ static tg_status check_inplace(tg_ctx *ctx, const char *op, tg_tensor *t)
 {
     if (!t)
         return tg__fail(ctx, TG_ERR_INVALID, "%s: NULL tensor", op);
+    if (!tg__check_live(ctx, op, 1, t))
+        return ctx->status;
     if (t->requires_grad && ctx->grad_enabled)
         return tg__fail(ctx, TG_ERR_INPLACE,
                         "%s: in-place operation on %s%s%s that requires grad; in-place ops are "
@@ -376,6 +507,8 @@ static tg_status check_pair(tg_ctx *ctx, const char *op, const tg_tensor *dst, c
 {
     if (!src)
         return tg__fail(ctx, TG_ERR_INVALID, "%s: NULL source", op);
+    if (!tg__check_live(ctx, op, 2, src))
+        return ctx->status;
     if (dst->dtype != src->dtype)
         return tg__fail(ctx, TG_ERR_DTYPE, "%s: dtypes differ (%s and %s)", op,
                         tg_dtype_name(dst->dtype), tg_dtype_name(src->dtype));
@@ -432,7 +565,9 @@ tg_status tg_copy_from_host(tg_ctx *ctx, tg_tensor *t, const void *src, size_t n
     tg_status s = check_inplace(ctx, "copy_from_host", t);
     if (s)
         return s;
-    size_t want = (size_t)tg_numel(t) * tg_dtype_size(t->dtype);
+    size_t want;
+    if (!host_bytes(ctx, "copy_from_host", t, &want))
+        return ctx->status;
     if (!src && want)
         return tg__fail(ctx, TG_ERR_INVALID, "copy_from_host: NULL source for %zu bytes", want);
     if (nbytes != want || !tg_is_contiguous(t))

@@ -3,7 +3,9 @@
 #   1. build/      Release, default options; every test except the labels "bench"
 #                  and "slurm-slow".
 #   2. build-asan/ Debug with AddressSanitizer + UndefinedBehaviorSanitizer, CPU
-#                  only; the "unit" label.
+#                  only; the "unit" label, with the step-lifetime debug mode on
+#                  (TG_DEBUG_STEPS=1: a step tensor used after tg_step_reset
+#                  fails the op that uses it).
 #   3. build-fuzz/ clang with libFuzzer (when clang can link -fsanitize=fuzzer):
 #                  every tests/fuzz target fuzzed for TG_FUZZ_SECONDS (default
 #                  60) from its seed corpus.
@@ -41,6 +43,7 @@ asan_env=(
     ASAN_OPTIONS="halt_on_error=1:exitcode=1:detect_leaks=1:detect_stack_use_after_return=1:fast_unwind_on_malloc=0"
     UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
     LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0"
+    TG_DEBUG_STEPS=1
 )
 
 # Runs ctest, keeps its output in $1/ctest.log for the summary, and passes on

@@ -38,6 +38,50 @@
  * tg_step_reset() or tg_ctx_free(); persistent ones at tg_ctx_free(). Never
  * free a tensor yourself.
  *
+ * Lifetimes
+ * ---------
+ * Persistent tensors: those made by tg_param() and tg_persistent() (and the
+ * parameters, buffers and optimizer state that nn.h and optim.h make with
+ * them). They survive tg_step_reset(), keep their values, and are the only
+ * tensors that do.
+ * Step tensors: everything else, namely tg_empty/zeros/full/scalar/
+ * from_data/zeros_like, the result of every op, every gradient of a
+ * non-leaf, and every view (reshape, transpose, permute, slice,
+ * broadcast_to, chunk, ...) even of a persistent tensor: the view's struct
+ * is a step tensor although the storage it shares is not. A persistent
+ * leaf's ->grad is persistent once tg_backward made it, unless it was made
+ * under TG_CREATE_GRAPH (then it is a step tensor and the reset clears the
+ * pointer). tg_step_reset() releases all step tensors and the tape at
+ * once, and the next step's tensors reuse their memory: a pointer to a step
+ * tensor kept past the reset reads whatever tensor now lives there. Run
+ * with TG_DEBUG_STEPS=1 in the environment to have every op check its
+ * operands and fail with "tensor from step N used after tg_step_reset"
+ * (always in the step after N; later while the memory was not reused).
+ * Hoisting work out of the loop: to compute something once (a constant
+ * input, a mask, a transposed weight that does not change), make a
+ * tg_persistent() tensor of the right shape before the loop and fill it
+ * with tg_copy_(ctx, dst, src) from the step tensor that computed it, then
+ * tg_step_reset(); in the loop use the persistent tensor (views of it are
+ * cheap, but must be made again in each step). Values that change each
+ * step (a batch) are best written into a persistent tensor with
+ * tg_copy_from_host(), which allocates nothing.
+ *
+ *     // once, before the loop
+ *     int64_t n[1] = {64};
+ *     tg_tensor *scale = tg_persistent(ctx, TG_F32, 1, n, "scale");
+ *     tg_copy_(ctx, scale, tg_exp(ctx, tg_from_data(ctx, TG_F32, 1, n, host)));
+ *     tg_step_reset(ctx);
+ *     for (int step = 0; step < steps; step++) {
+ *         tg_tensor *y = tg_mul(ctx, tg_linear_forward(ctx, &layer, x), scale);
+ *         ...
+ *         tg_step_reset(ctx); // y and x die here; scale does not
+ *     }
+ *
+ * Sizes: element counts, byte sizes, strides and view offsets computed from
+ * shapes are overflow-checked. A shape with more elements than an int64_t
+ * counts fails with TG_ERR_SHAPE, one of more than PTRDIFF_MAX bytes with
+ * TG_ERR_NOMEM, and the message names the shape.
+ *
  * Semantics follow PyTorch: requires_grad propagates; leaves accumulate into
  * ->grad across backward calls until zeroed; non-leaf gradients are kept only
  * for tensors marked with tg_retain_grad(); in-place ops are never recorded,
@@ -83,8 +127,12 @@ typedef struct tg_tensor {
     struct tg_tensor *grad;
     /* Sequence number of the tape record that made this tensor; 0 = leaf. */
     uint64_t record;
-    /* Optional name, used in error messages (not copied; keep it alive). */
+    /* Optional name, used in error messages and checkpoints (tg_param and
+     * tg_persistent keep a copy: the caller's string may be reused). */
     const char *name;
+    /* Internal: 0 for a persistent tensor, else the step it was made in + 1
+     * (checked against the context in debug mode, see TG_DEBUG_STEPS). */
+    uint64_t step;
     /* Internal to autograd. */
     uint64_t first_use;
     struct tg_tensor *gacc;
@@ -100,7 +148,10 @@ typedef struct tg_ctx_config {
 
 /* Create a context; cfg may be NULL for the defaults. On failure *out is
  * NULL and the returned status says why (a message goes to stderr-free
- * storage: call tg_last_init_error()). */
+ * storage: call tg_last_init_error()); a device other than TG_DEVICE_CPU
+ * and TG_DEVICE_CUDA is TG_ERR_INVALID. The environment variable
+ * TG_DEBUG_STEPS (1 or 0), read here, turns the step-lifetime debug mode
+ * on or off for this context (see Lifetimes above). */
 tg_status tg_ctx_new(const tg_ctx_config *cfg, tg_ctx **out);
 const char *tg_last_init_error(void);
 void tg_ctx_free(tg_ctx *ctx);
@@ -113,7 +164,8 @@ const tg_backend *tg_ctx_backend(const tg_ctx *ctx);
 
 /* Release every step tensor and clear the tape. Persistent tensors keep
  * their values; a persistent leaf's gradient made under create_graph (which
- * lives in the step arena) is dropped. */
+ * lives in the step arena) is dropped. Every pointer to a step tensor,
+ * views of parameters included, is dead afterwards (see Lifetimes). */
 void tg_step_reset(tg_ctx *ctx);
 /* Bytes in use and reserved by the step arena, and its high-water mark. */
 void tg_arena_stats(const tg_ctx *ctx, size_t *used, size_t *reserved, size_t *high_water);
@@ -159,7 +211,8 @@ tg_tensor *tg_scalar(tg_ctx *ctx, tg_dtype dt, double value);
 tg_tensor *tg_from_data(tg_ctx *ctx, tg_dtype dt, int ndim, const int64_t *shape, const void *data);
 tg_tensor *tg_zeros_like(tg_ctx *ctx, const tg_tensor *t);
 
-/* Persistent tensors, zero-filled. tg_param also sets requires_grad. */
+/* Persistent tensors, zero-filled. tg_param also sets requires_grad. The
+ * name (may be NULL) is copied: a buffer reused for the next name is fine. */
 tg_tensor *tg_param(tg_ctx *ctx, tg_dtype dt, int ndim, const int64_t *shape, const char *name);
 tg_tensor *tg_persistent(tg_ctx *ctx, tg_dtype dt, int ndim, const int64_t *shape, const char *name);
 
