@@ -41,7 +41,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=scripts/gpu_deps.sh
 . "$here/scripts/gpu_deps.sh"
 
-usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "$0" | sed '/^$/q'; }
+usage() { sed -n '2,/^set /s/^# \{0,1\}//p' "$0"; }
 
 deps=$here/.gpu-deps build=$here/build-gpu arch="" only="" prepare=""
 while [ $# -gt 0 ]; do
@@ -158,7 +158,7 @@ if wanted memcheck; then
     if ! command -v compute-sanitizer >/dev/null; then
         result memcheck FAIL "compute-sanitizer not found"
     elif run_step memcheck 180 compute-sanitizer --tool memcheck --error-exitcode 9 \
-        --leak-check full "$build/tests/test_cuda_backend"; then
+        "$build/tests/test_cuda_backend"; then
         result memcheck ok "$TG_CUDA_TESTS (cases: $TG_CUDA_CASES): $(grep -m1 'ERROR SUMMARY' "$logs/memcheck.log")"
     else
         result memcheck FAIL "see $logs/memcheck.log: $(grep -m1 'ERROR SUMMARY' "$logs/memcheck.log")"

@@ -3,7 +3,7 @@
 
     gpu_data.py --out DIR [--train N] [--test N] [--seed S]
 
-Writes DIR/x_train.npy (N, 28, 28) uint8, DIR/y_train.npy (N,) uint8 and the
+Writes DIR/x_train.npy (N, 1, 28, 28) uint8, DIR/y_train.npy (N,) uint8 and the
 same for test: ten fixed random prototype images, one per class, plus noise,
 so that a model learns something in a few hundred steps and the loss curve
 has a shape to compare. `tapegrad convert npy` turns them into the HDF5 file
@@ -29,7 +29,8 @@ def main():
     for split, n in (("train", a.train), ("test", a.test)):
         y = rng.integers(0, 10, size=n).astype(np.uint8)
         x = 0.6 * protos[y] + rng.uniform(0, 0.4 * 255, size=(n, 28, 28))
-        np.save(os.path.join(a.out, f"x_{split}.npy"), np.clip(x, 0, 255).astype(np.uint8))
+        x = np.clip(x, 0, 255).astype(np.uint8).reshape(n, 1, 28, 28)
+        np.save(os.path.join(a.out, f"x_{split}.npy"), x)
         np.save(os.path.join(a.out, f"y_{split}.npy"), y)
     return 0
 

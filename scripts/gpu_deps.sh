@@ -144,13 +144,7 @@ gpu_deps_prepare() { # DIR
         gpu_deps_take "$work" "$root" "${new[@]}" || { rm -rf "$work"; return 1; }
         gpu_deps_strip "$root"
     done
-    # Debian picks these through update-alternatives, which dpkg-deb -x does
-    # not run: the OpenMP OpenBLAS and the pthread build's headers and .pc.
-    local L=$root/usr/lib/$GPU_DEPS_ARCH
-    ln -sfn openblas-openmp/libopenblas.so.0 "$L/libopenblas.so.0"
-    ln -sfn openblas-openmp/libopenblas.so.0 "$L/libopenblas.so"
-    ln -sfn ../openblas-pthread/openblas.pc "$L/pkgconfig/openblas.pc"
-    ln -sfn orterun "$root/usr/bin/mpiexec"
+    gpu_deps_alternatives "$root"
     sort -u "$work/packages.txt" >"$dir/packages.txt"
     rm -rf "$work"
     local left
@@ -168,6 +162,17 @@ gpu_deps_prepare() { # DIR
         gpu_deps_log "$dir is $((kib / 1024)) MiB, over the limit of $limit_mib MiB"
         return 1
     fi
+}
+
+# Debian picks these through update-alternatives, which dpkg-deb -x does
+# not run: the OpenMP OpenBLAS, the pthread build's .pc (the headers are the
+# same), the MPI launcher.
+gpu_deps_alternatives() { # root
+    local L=$1/usr/lib/$GPU_DEPS_ARCH
+    ln -sfn openblas-openmp/libopenblas.so.0 "$L/libopenblas.so.0"
+    ln -sfn openblas-openmp/libopenblas.so.0 "$L/libopenblas.so"
+    ln -sfn ../openblas-pthread/pkgconfig/openblas.pc "$L/pkgconfig/openblas.pc"
+    ln -sfn orterun "$1/usr/bin/mpiexec"
 }
 
 # Exports what makes the build and the programs use DIR/root: compiler
@@ -191,23 +196,36 @@ gpu_deps_use() { # DIR
         mv "$1/root.tmp" "$1/root" || return 1
     fi
     root=$(cd "$1/root" && pwd) || return 1
+    gpu_deps_alternatives "$root"
     local L=$root/usr/lib/$GPU_DEPS_ARCH
     export PATH="$root/usr/bin:$PATH"
     export CPATH="$root/usr/include:$root/usr/include/hdf5/serial:$root/usr/include/$GPU_DEPS_ARCH${CPATH:+:$CPATH}"
-    export LIBRARY_PATH="$L:$L/openblas-openmp${LIBRARY_PATH:+:$LIBRARY_PATH}"
-    export LD_LIBRARY_PATH="$L:$L/openblas-openmp:$L/openmpi/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    # Some Debian 12 packages (zlib1g, libudev1, ...) still install into /lib.
+    local R=$root/lib/$GPU_DEPS_ARCH
+    export LIBRARY_PATH="$L:$R:$L/openblas-openmp${LIBRARY_PATH:+:$LIBRARY_PATH}"
+    export LD_LIBRARY_PATH="$L:$R:$L/openblas-openmp:$L/openmpi/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     export PKG_CONFIG_LIBDIR="$L/pkgconfig:$root/usr/share/pkgconfig:$L/openmpi/lib/pkgconfig"
     export PKG_CONFIG_PATH="$PKG_CONFIG_LIBDIR"
     export PKG_CONFIG_SYSROOT_DIR="$root"
     export PKG_CONFIG_ALLOW_SYSTEM_CFLAGS=1 PKG_CONFIG_ALLOW_SYSTEM_LIBS=1
-    # Open MPI and PMIx find their plugins and help files under the prefix.
-    export OPAL_PREFIX="$root/usr" PMIX_INSTALL_PREFIX="$root/usr"
+    # Open MPI and PMIx find their plugins and help files through these
+    # (their installdirs "env" components); Debian's directories are not
+    # all below the prefix, so each is named.
+    export OPAL_PREFIX="$root/usr" OPAL_EXEC_PREFIX="$root/usr" OPAL_BINDIR="$root/usr/bin"
+    export OPAL_LIBDIR="$L/openmpi/lib" OPAL_PKGLIBDIR="$L/openmpi/lib/openmpi3"
+    export OPAL_DATAROOTDIR="$root/usr/share" OPAL_DATADIR="$root/usr/share"
+    export OPAL_PKGDATADIR="$root/usr/share/openmpi" OPAL_SYSCONFDIR="$root/etc/openmpi"
+    export OPAL_INCLUDEDIR="$L/openmpi/include"
+    export PMIX_INSTALL_PREFIX="$root/usr" PMIX_PREFIX="$root/usr"
+    export PMIX_LIBDIR="$L/pmix2/lib" PMIX_PKGLIBDIR="$L/pmix2/lib/pmix"
+    export PMIX_DATADIR="$L/pmix2/share" PMIX_PKGDATADIR="$L/pmix2/share/pmix"
+    export PMIX_MCA_mca_base_component_path="$L/pmix2/lib/pmix"
     export OMPI_MCA_mca_base_component_show_load_errors=0
     GPU_DEPS_CMAKE_ARGS=(
         -DPKG_CONFIG_EXECUTABLE="$root/usr/bin/pkgconf"
-        -DMPI_SKIP_COMPILER_WRAPPER=ON -DMPI_C_COMPILER="$(command -v cc)"
+        -DMPI_SKIP_COMPILER_WRAPPER=ON
         -DMPI_C_HEADER_DIR="$L/openmpi/include" -DMPI_C_LIB_NAMES=mpi
-        -DMPI_mpi_LIBRARY="$L/libmpi.so" -DMPIEXEC_EXECUTABLE="$root/usr/bin/orterun"
+        -DMPI_mpi_LIBRARY="$L/openmpi/lib/libmpi.so" -DMPIEXEC_EXECUTABLE="$root/usr/bin/orterun"
         -DHDF5_C_COMPILER_EXECUTABLE=HDF5_C_COMPILER_EXECUTABLE-NOTFOUND
         -DHDF5_ROOT="$L/hdf5/serial" -DHDF5_NO_FIND_PACKAGE_CONFIG_FILE=ON
         -DTG_OPENBLAS_OPENMP="$L/openblas-openmp/libopenblas.so.0"

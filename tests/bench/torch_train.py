@@ -96,7 +96,7 @@ def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     if a.npy:
-        x = np.load(os.path.join(a.npy, "x_train.npy"))
+        x = np.load(os.path.join(a.npy, "x_train.npy")).reshape(-1, 28, 28)
         y = np.load(os.path.join(a.npy, "y_train.npy"))
         mean, std = float((x / 255.0).mean()), float((x / 255.0).std())
     else:

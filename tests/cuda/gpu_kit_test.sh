@@ -8,7 +8,7 @@
 # 90) must unpack DIR, configure, build and link the project against it, and
 # stop at the first step that needs a GPU with exit status 77 and a line
 # saying so. The CLI it built must resolve every library from DIR and train
-# on the CPU there. Not a ctest test: it needs DIR and takes minutes (a CUDA
+# on the CPU there, and mpi_nccl (Open MPI from DIR) must start and skip. Not a ctest test: it needs DIR and takes minutes (a CUDA
 # build). Exit 77 where unshare -m is not permitted.
 set -u -o pipefail
 dir=$(cd "$1" && pwd) sm=${2:-90}
@@ -17,7 +17,16 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 
 if [ "${TG_KIT_NS:-}" != 1 ]; then
     unshare -m --propagation private true 2>/dev/null || { echo "unshare -m not permitted: skipped"; exit 77; }
-    TG_KIT_NS=1 exec unshare -m --propagation private bash "$0" "$@"
+    # The synthetic data set, made before numpy's own BLAS is hidden.
+    TG_KIT_DATA=$(mktemp -d)
+    trap 'rm -rf "$TG_KIT_DATA"' EXIT
+    py=python3
+    python3 -c 'import numpy' 2>/dev/null || py=/usr/bin/python3
+    $py "$here/scripts/gpu_data.py" --out "$TG_KIT_DATA" --train 512 --test 128 ||
+        fail "gpu_data.py"
+    export TG_KIT_DATA
+    TG_KIT_NS=1 unshare -m --propagation private bash "$0" "$@"
+    exit $?
 fi
 
 A=x86_64-linux-gnu
@@ -37,7 +46,8 @@ done
 echo "hid $hidden files of $(wc -l <"$dir/packages.txt") packages"
 [ -s /usr/include/cmocka.h ] && fail "cmocka.h is still visible"
 
-build=$(mktemp -d)/build-kit
+# TG_KIT_BUILD: a build folder to reuse (the CUDA build takes minutes).
+build=${TG_KIT_BUILD:-$(mktemp -d)/build-kit}
 out=$(bash "$here/scripts/gpu_check.sh" --deps "$dir" --arch "$sm" --build "$build" 2>&1)
 code=$?
 echo "$out"
@@ -57,15 +67,18 @@ for lib in libhdf5_serial libmpi libopenblas libinih libcurl libgfortran; do
     [ -n "$line" ] || fail "$lib is not a dependency of tapegrad?"
     echo "$line" | grep -q "$dir/root/" || fail "$lib does not come from $dir: $line"
 done
-mkdir -p "$build/data"
-py=python3
-python3 -c 'import numpy' 2>/dev/null || py=/usr/bin/python3
-$py "$here/scripts/gpu_data.py" --out "$build/data" --train 512 --test 128 2>/dev/null ||
-    fail "gpu_data.py"
+rm -f "$build/data.h5"
 for s in train test; do
-    "$build/tapegrad" convert npy --x "$build/data/x_$s.npy" --y "$build/data/y_$s.npy" \
+    "$build/tapegrad" convert npy --x "$TG_KIT_DATA/x_$s.npy" --y "$TG_KIT_DATA/y_$s.npy" \
         --out "$build/data.h5" --split $s >/dev/null || fail "convert $s"
 done
 "$build/tapegrad" train --data "$build/data.h5" --max-steps 5 --batch-size 32 --threads 1 \
     --quiet || fail "CPU training with DIR's libraries"
+# Open MPI from DIR: a singleton MPI_Init (what the nccl step does), which
+# then finds no GPU and skips.
+"$build/tests/mpi_nccl" >"$build/nccl.txt" 2>&1
+code=$?
+cat "$build/nccl.txt"
+[ $code -eq 77 ] || fail "mpi_nccl exited $code, expected 77 (no GPU)"
+grep -q "NCCL init" "$build/nccl.txt" || fail "mpi_nccl: no NCCL init message"
 echo "ok"
