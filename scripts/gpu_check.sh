@@ -7,7 +7,9 @@
 #   scripts/gpu_check.sh [--deps DIR] [--arch SM] [--build DIR] [--only LIST]
 #       on the GPU machine (CUDA toolkit, nvidia-smi, python3 with PyTorch; no
 #       -dev packages, no network needed), from the repository root:
-#         deps      unpack DIR and point the compiler and the loader at it
+#         deps      unpack DIR and point the compiler, pkg-config and CMake at
+#                   it (the project's programs run with DIR's libraries on
+#                   the loader's path; the machine's tools keep their own)
 #         build     configure with CUDA for the GPU's compute capability and
 #                   build the library, the CLI, test_cuda_backend, mpi_nccl
 #                   and bench_cuda in parallel
@@ -117,6 +119,8 @@ say "nvcc: $(nvcc --version 2>/dev/null | sed -n 's/.*release \([^,]*\).*/\1/p')
 # ---- 1. deps ----
 if gpu_deps_use "$deps" >"$logs/deps.log" 2>&1; then
     result deps ok "$(wc -l <"$deps/packages.txt") Debian packages from $deps"
+    # The project's programs run with DIR's libraries (also under timeout).
+    withlibs=(env "LD_LIBRARY_PATH=$GPU_DEPS_LD${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}")
 else
     result deps FAIL "$(tail -n 1 "$logs/deps.log")"
     finish 1
@@ -140,13 +144,13 @@ else
     finish 1
 fi
 tg=$build/tapegrad
-"$tg" --version >"$logs/version.log" 2>&1
+"${withlibs[@]}" "$tg" --version >"$logs/version.log" 2>&1
 sed 's/^/  /' "$logs/version.log" | tee -a "$summary"
 [ -n "$gpu" ] || no_gpu backend
 
 # ---- 3. the unit test, memcheck, NCCL ----
 if wanted backend; then
-    if run_step backend 120 "$build/tests/test_cuda_backend"; then
+    if run_step backend 120 "${withlibs[@]}" "$build/tests/test_cuda_backend"; then
         result backend ok "$(grep -c '^\[       OK \]' "$logs/backend.log") tests passed"
     else
         result backend FAIL "see $logs/backend.log: $(grep -m3 -E 'FAILED|Error|error' "$logs/backend.log" | paste -sd' ')"
@@ -157,7 +161,7 @@ if wanted memcheck; then
     export TG_CUDA_CASES=${TG_CUDA_CASES:-add transposed,sum long rows,matmul,gather,scatter_add,softmax,cross_entropy,dropout,conv2d,max_pool2d_backward,avg_pool2d_backward,batch_norm_backward}
     if ! command -v compute-sanitizer >/dev/null; then
         result memcheck FAIL "compute-sanitizer not found"
-    elif run_step memcheck 180 compute-sanitizer --tool memcheck --error-exitcode 9 \
+    elif run_step memcheck 180 "${withlibs[@]}" compute-sanitizer --tool memcheck --error-exitcode 9 \
         "$build/tests/test_cuda_backend"; then
         result memcheck ok "$TG_CUDA_TESTS (cases: $TG_CUDA_CASES): $(grep -m1 'ERROR SUMMARY' "$logs/memcheck.log")"
     else
@@ -166,7 +170,7 @@ if wanted memcheck; then
     unset TG_CUDA_TESTS TG_CUDA_CASES
 fi
 if wanted nccl; then
-    if run_step nccl 60 "$build/tests/mpi_nccl"; then
+    if run_step nccl 60 "${withlibs[@]}" "$build/tests/mpi_nccl"; then
         result nccl ok "$(grep -m1 'mpi_nccl:' "$logs/nccl.log")"
     else
         result nccl FAIL "see $logs/nccl.log: $(tail -n 2 "$logs/nccl.log" | paste -sd' ')"
@@ -177,9 +181,9 @@ fi
 data=$logs/data.h5
 make_data() {
     [ -f "$data" ] && return 0
-    run_step data 60 python3 "$here/scripts/gpu_data.py" --out "$logs/data" &&
+    run_step data 60 python3 "$here/scripts/gpu_data.py" --out "$logs/data" --train 32768 &&
         for split in train test; do
-            "$tg" convert npy --x "$logs/data/x_$split.npy" --y "$logs/data/y_$split.npy" \
+            "${withlibs[@]}" "$tg" convert npy --x "$logs/data/x_$split.npy" --y "$logs/data/y_$split.npy" \
                 --out "$data" --split "$split" >>"$logs/data.log" 2>&1 || return 1
         done
 }
@@ -190,7 +194,7 @@ if wanted curves; then
         for model in mlp cnn; do
             ok=1
             for dev in cuda cpu; do
-                run_step "curve_${model}_$dev" 150 "$tg" train --data "$data" --model "$model" \
+                run_step "curve_${model}_$dev" 150 "${withlibs[@]}" "$tg" train --data "$data" --model "$model" \
                     --device "$dev" --seed 7 --max-steps 200 --batch-size 64 --log-every 1 \
                     --schedule constant --metrics "$logs/curve_${model}_$dev.jsonl" --quiet || ok=0
             done
@@ -208,7 +212,7 @@ if wanted curves; then
     fi
 fi
 if wanted matmul; then
-    if run_step matmul 90 "$build/tests/bench/bench_cuda" --sizes 1024,2048,4096; then
+    if run_step matmul 90 "${withlibs[@]}" "$build/tests/bench/bench_cuda" --sizes 1024,2048,4096; then
         line=$(python3 "$here/scripts/gpu_compare.py" matmul "$logs/matmul.log" 0.90)
         case $line in
         ok*) result matmul ok "${line#ok }" ;;
@@ -226,7 +230,7 @@ if wanted train; then
             : >"$logs/train_$model.jsonl"
             ok=1
             for run in 1 2 3; do
-                run_step "train_${model}_tg$run" 60 "$tg" train --data "$data" --model "$model" \
+                run_step "train_${model}_tg$run" 60 "${withlibs[@]}" "$tg" train --data "$data" --model "$model" \
                     --device cuda --max-steps 120 --batch-size 256 --log-every 20 \
                     --schedule constant --optimizer adamw --lr 1e-3 || ok=0
                 python3 "$here/scripts/gpu_compare.py" tg_rate "$logs/train_${model}_tg$run.log" \

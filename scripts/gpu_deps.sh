@@ -3,8 +3,10 @@
 # without installing anything.
 #
 #   gpu_deps_prepare DIR   (here, on a Debian machine with apt and network)
-#   gpu_deps_use DIR       (there: points the compiler, pkg-config, CMake,
-#                           Open MPI and the loader at DIR/root)
+#   gpu_deps_use DIR       (there: points the compiler, pkg-config, CMake
+#                           and Open MPI at DIR/root)
+#   gpu_deps_run CMD...    (runs one of the project's programs with DIR's
+#                           libraries on the loader's path)
 #
 # DIR/root.tar.xz holds the unpacked .deb files (apt-get download +
 # dpkg-deb -x; gpu_deps_use unpacks it into DIR/root),
@@ -176,9 +178,10 @@ gpu_deps_alternatives() { # root
 }
 
 # Exports what makes the build and the programs use DIR/root: compiler
-# search paths, pkg-config, Open MPI's relocation, the loader's path. Prints
-# the CMake arguments that name the libraries FindMPI/FindHDF5 and the
-# OpenBLAS choice would otherwise look for under /usr.
+# search paths, pkg-config, Open MPI's relocation; sets GPU_DEPS_LD (the
+# loader's path for the project's programs, see gpu_deps_run) and
+# GPU_DEPS_CMAKE_ARGS (what FindMPI/FindHDF5 and the OpenBLAS choice would
+# otherwise look for under /usr).
 gpu_deps_use() { # DIR
     local root
     if [ ! -d "$1/root" ]; then
@@ -198,12 +201,19 @@ gpu_deps_use() { # DIR
     root=$(cd "$1/root" && pwd) || return 1
     gpu_deps_alternatives "$root"
     local L=$root/usr/lib/$GPU_DEPS_ARCH
-    export PATH="$root/usr/bin:$PATH"
     export CPATH="$root/usr/include:$root/usr/include/hdf5/serial:$root/usr/include/$GPU_DEPS_ARCH${CPATH:+:$CPATH}"
     # Some Debian 12 packages (zlib1g, libudev1, ...) still install into /lib.
     local R=$root/lib/$GPU_DEPS_ARCH
     export LIBRARY_PATH="$L:$R:$L/openblas-openmp${LIBRARY_PATH:+:$LIBRARY_PATH}"
-    export LD_LIBRARY_PATH="$L:$R:$L/openblas-openmp:$L/openmpi/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    # The loader's path for the project's own programs only (gpu_deps_run):
+    # the machine's tools (cmake, the compilers, python3 with PyTorch) keep
+    # their own libraries, which may be newer than Debian 12's.
+    GPU_DEPS_LD="$L:$R:$L/openblas-openmp:$L/openmpi/lib"
+    # pkg-config from DIR, run with DIR's libpkgconf.
+    mkdir -p "$root/tg-bin"
+    printf '#!/bin/sh\nLD_LIBRARY_PATH="%s" exec "%s" "$@"\n' "$GPU_DEPS_LD" \
+        "$root/usr/bin/pkgconf" >"$root/tg-bin/pkg-config"
+    chmod +x "$root/tg-bin/pkg-config"
     export PKG_CONFIG_LIBDIR="$L/pkgconfig:$root/usr/share/pkgconfig:$L/openmpi/lib/pkgconfig"
     export PKG_CONFIG_PATH="$PKG_CONFIG_LIBDIR"
     export PKG_CONFIG_SYSROOT_DIR="$root"
@@ -222,7 +232,10 @@ gpu_deps_use() { # DIR
     export PMIX_MCA_mca_base_component_path="$L/pmix2/lib/pmix"
     export OMPI_MCA_mca_base_component_show_load_errors=0
     GPU_DEPS_CMAKE_ARGS=(
-        -DPKG_CONFIG_EXECUTABLE="$root/usr/bin/pkgconf"
+        -DPKG_CONFIG_EXECUTABLE="$root/tg-bin/pkg-config"
+        # The linker follows the DT_NEEDED entries of DIR's libraries here.
+        -DCMAKE_EXE_LINKER_FLAGS="-Wl,-rpath-link,$GPU_DEPS_LD"
+        -DCMAKE_SHARED_LINKER_FLAGS="-Wl,-rpath-link,$GPU_DEPS_LD"
         -DMPI_SKIP_COMPILER_WRAPPER=ON
         -DMPI_C_HEADER_DIR="$L/openmpi/include" -DMPI_C_LIB_NAMES=mpi
         -DMPI_mpi_LIBRARY="$L/openmpi/lib/libmpi.so" -DMPIEXEC_EXECUTABLE="$root/usr/bin/orterun"
@@ -231,4 +244,9 @@ gpu_deps_use() { # DIR
         -DTG_OPENBLAS_OPENMP="$L/openblas-openmp/libopenblas.so.0"
         -DCMAKE_PREFIX_PATH="$root/usr"
     )
+}
+
+# Runs one of the project's programs with DIR's libraries on the loader's path.
+gpu_deps_run() {
+    LD_LIBRARY_PATH="$GPU_DEPS_LD${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$@"
 }

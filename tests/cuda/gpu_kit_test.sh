@@ -3,7 +3,8 @@
 # a GPU, as far as that goes. DIR was made by `scripts/gpu_check.sh --prepare
 # DIR`. In a private mount namespace every file of the Debian packages listed
 # in DIR/packages.txt that is installed here is hidden (an empty tmpfs over
-# their own directories, /dev/null over each other file), so that the build
+# their own directories, /dev/null over each other file; except the packages
+# whose libraries cmake, the compilers or python3 load), so that the build
 # can only use DIR; then scripts/gpu_check.sh --deps DIR --arch SM (default
 # 90) must unpack DIR, configure, build and link the project against it, and
 # stop at the first step that needs a GPU with exit status 77 and a line
@@ -35,15 +36,32 @@ for d in /usr/include/hdf5 /usr/lib/$A/hdf5 /usr/lib/$A/openmpi /usr/lib/$A/pmix
     /usr/include/$A/openblas-openmp /usr/share/openmpi /usr/share/pmix /usr/lib/$A/pkgconfig; do
     [ -d "$d" ] && mount -t tmpfs -o size=1m none "$d"
 done
-hidden=0
+# The machine's own tools keep their libraries (on a GPU machine they are
+# its own): the packages that own a library of cmake, make, the compilers,
+# nvcc or python3 stay visible; their copies in DIR must still be the ones
+# the project's programs load (checked with ldd below).
+keep=" "
+for t in cmake make cc ld as "$(cc -print-prog-name=cc1)" nvcc python3 /usr/bin/python3 git; do
+    t=$(command -v "$t") || continue
+    for lib in $(ldd "$t" 2>/dev/null | awk '/=> \//{print $3}'); do
+        # dpkg knows a file by the path its package gave (/lib or /usr/lib).
+        r=$(readlink -f "$lib")
+        for f in "$lib" "$r" "${r#/usr}" "/usr$r" "$(dirname "$lib")/$(basename "$r")"; do
+            o=$(dpkg -S "$f" 2>/dev/null | head -n 1 | cut -d: -f1)
+            [ -n "$o" ] && { keep="$keep$o "; break; }
+        done
+    done
+done
+hidden=0 kept=""
 for pkg in $(cut -d' ' -f1 "$dir/packages.txt"); do
     dpkg-query -W "$pkg" >/dev/null 2>&1 || continue
+    case $keep in *" $pkg "*) kept="$kept $pkg"; continue ;; esac
     for f in $(dpkg -L "$pkg" 2>/dev/null); do
         case $f in /usr/share/doc/* | /usr/share/man/* | /usr/share/lintian/*) continue ;; esac
         [ -f "$f" ] && [ ! -L "$f" ] && mount --bind /dev/null "$f" 2>/dev/null && hidden=$((hidden + 1))
     done
 done
-echo "hid $hidden files of $(wc -l <"$dir/packages.txt") packages"
+echo "hid $hidden files of the packages in $dir/packages.txt; left for the tools:$kept"
 [ -s /usr/include/cmocka.h ] && fail "cmocka.h is still visible"
 
 # TG_KIT_BUILD: a build folder to reuse (the CUDA build takes minutes).
@@ -59,7 +77,7 @@ echo "$out" | grep -q "^backend *STOP *no GPU on this machine" || fail "no STOP 
 # The CLI resolves its libraries from DIR only.
 . "$here/scripts/gpu_deps.sh"
 gpu_deps_use "$dir" || fail "gpu_deps_use"
-ldd "$build/tapegrad" >"$build/ldd.txt"
+gpu_deps_run ldd "$build/tapegrad" >"$build/ldd.txt"
 cat "$build/ldd.txt"
 grep -q "not found" "$build/ldd.txt" && fail "a library is not found"
 for lib in libhdf5_serial libmpi libopenblas libinih libcurl libgfortran; do
@@ -69,14 +87,14 @@ for lib in libhdf5_serial libmpi libopenblas libinih libcurl libgfortran; do
 done
 rm -f "$build/data.h5"
 for s in train test; do
-    "$build/tapegrad" convert npy --x "$TG_KIT_DATA/x_$s.npy" --y "$TG_KIT_DATA/y_$s.npy" \
+    gpu_deps_run "$build/tapegrad" convert npy --x "$TG_KIT_DATA/x_$s.npy" --y "$TG_KIT_DATA/y_$s.npy" \
         --out "$build/data.h5" --split $s >/dev/null || fail "convert $s"
 done
-"$build/tapegrad" train --data "$build/data.h5" --max-steps 5 --batch-size 32 --threads 1 \
+gpu_deps_run "$build/tapegrad" train --data "$build/data.h5" --max-steps 5 --batch-size 32 --threads 1 \
     --quiet || fail "CPU training with DIR's libraries"
 # Open MPI from DIR: a singleton MPI_Init (what the nccl step does), which
 # then finds no GPU and skips.
-"$build/tests/mpi_nccl" >"$build/nccl.txt" 2>&1
+gpu_deps_run "$build/tests/mpi_nccl" >"$build/nccl.txt" 2>&1
 code=$?
 cat "$build/nccl.txt"
 [ $code -eq 77 ] || fail "mpi_nccl exited $code, expected 77 (no GPU)"
