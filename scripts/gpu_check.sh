@@ -153,7 +153,8 @@ if wanted backend; then
     if run_step backend 120 "${withlibs[@]}" "$build/tests/test_cuda_backend"; then
         result backend ok "$(grep -c '^\[       OK \]' "$logs/backend.log") tests passed"
     else
-        result backend FAIL "see $logs/backend.log: $(grep -m3 -E 'FAILED|Error|error' "$logs/backend.log" | paste -sd' ')"
+        why=$(grep -m3 -E 'FAILED|Error|error' "$logs/backend.log" | paste -sd' ')
+        result backend FAIL "see $logs/backend.log: ${why:-$(tail -n 1 "$logs/backend.log")}"
     fi
 fi
 if wanted memcheck; then
