@@ -12,9 +12,10 @@
 #ifdef TG_HAVE_CUDA
 
 #include "comm_internal.h"
+#define TG__WANT_NCCL
+#include "cuda/cuda_loader.h"
 
 #include <cuda_runtime.h>
-#include <nccl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,7 +48,7 @@ static tg_status nccl_check(tg_world *w, ncclResult_t r, const char *call, const
         return TG_OK;
     char st[48];
     tg__comm_fail(w, TG_ERR_COMM, "%s%s%s%s failed: %s", call, what ? " for " : "",
-                  what ? what : "", tg__step_str(w, st, sizeof st), ncclGetErrorString(r));
+                  what ? what : "", tg__step_str(w, st, sizeof st), tg__nccl.GetErrorString(r));
     return tg__comm_break(w, TG_ERR_COMM);
 }
 
@@ -68,8 +69,8 @@ static tg_status settle(tg_world *w, nccl_state *s, double deadline, const char 
 {
     for (;;) {
         ncclResult_t a = ncclInProgress;
-        tg_status st = nccl_check(w, ncclCommGetAsyncError(s->comm, &a), "ncclCommGetAsyncError",
-                                  what);
+        tg_status st = nccl_check(w, tg__nccl.CommGetAsyncError(s->comm, &a),
+                                  "ncclCommGetAsyncError", what);
         if (st)
             return st;
         if (a != ncclInProgress)
@@ -99,8 +100,9 @@ static tg_status nccl_allreduce_start(tg_world *w, void *state, void *buf, int64
     if (!nccl_type(dt, &t) || dt == TG_U8)
         return tg__comm_fail(w, TG_ERR_DTYPE, "%s: dtype %s cannot be summed",
                              what ? what : "allreduce", tg_dtype_name(dt));
-    tg_status st = nccl_check(w, ncclAllReduce(buf, buf, (size_t)count, t, ncclSum, s->comm,
-                                               s->stream), "ncclAllReduce", what);
+    tg_status st = nccl_check(w, tg__nccl.AllReduce(buf, buf, (size_t)count, t, ncclSum,
+                                                    s->comm, s->stream),
+                              "ncclAllReduce", what);
     return st ? st : record(w, s, what, r);
 }
 
@@ -111,8 +113,9 @@ static tg_status nccl_bcast_start(tg_world *w, void *state, void *buf, int64_t c
     ncclDataType_t t;
     if (!nccl_type(dt, &t))
         return tg__comm_fail(w, TG_ERR_DTYPE, "%s: dtype not supported", what ? what : "broadcast");
-    tg_status st = nccl_check(w, ncclBroadcast(buf, buf, (size_t)count, t, root, s->comm,
-                                               s->stream), "ncclBroadcast", what);
+    tg_status st = nccl_check(w, tg__nccl.Broadcast(buf, buf, (size_t)count, t, root,
+                                                    s->comm, s->stream),
+                              "ncclBroadcast", what);
     return st ? st : record(w, s, what, r);
 }
 
@@ -123,7 +126,8 @@ static tg_status nccl_allgather_start(tg_world *w, void *state, const void *send
     ncclDataType_t t;
     if (!nccl_type(dt, &t))
         return tg__comm_fail(w, TG_ERR_DTYPE, "%s: dtype not supported", what ? what : "allgather");
-    tg_status st = nccl_check(w, ncclAllGather(send, recv, (size_t)count, t, s->comm, s->stream),
+    tg_status st = nccl_check(w, tg__nccl.AllGather(send, recv, (size_t)count, t, s->comm,
+                                                    s->stream),
                               "ncclAllGather", what);
     return st ? st : record(w, s, what, r);
 }
@@ -133,8 +137,8 @@ static tg_status nccl_test(tg_world *w, void *state, tg__req *r, const char *wha
     nccl_state *s = state;
     *done = false;
     ncclResult_t a = ncclSuccess;
-    tg_status st = nccl_check(w, ncclCommGetAsyncError(s->comm, &a), "ncclCommGetAsyncError",
-                              what);
+    tg_status st = nccl_check(w, tg__nccl.CommGetAsyncError(s->comm, &a),
+                              "ncclCommGetAsyncError", what);
     if (!st && a != ncclInProgress)
         st = nccl_check(w, a, "NCCL (asynchronous error)", what);
     if (st) {
@@ -154,7 +158,7 @@ static void nccl_abort(tg_world *w, void *state)
     (void)w;
     nccl_state *s = state;
     if (s && !s->aborted && s->comm) {
-        ncclCommAbort(s->comm);
+        tg__nccl.CommAbort(s->comm);
         s->aborted = true;
     }
 }
@@ -165,7 +169,7 @@ static void nccl_release(void *state)
     if (!s)
         return;
     if (s->comm && !s->aborted)
-        ncclCommDestroy(s->comm);
+        tg__nccl.CommDestroy(s->comm);
     for (int i = 0; i < s->nev; i++)
         cudaEventDestroy(s->ev[i]);
     if (s->stream)
@@ -185,6 +189,9 @@ const tg__coll tg__coll_nccl = {
 
 static tg_status nccl_setup(tg_world *w, nccl_state *s)
 {
+    char why[1024];
+    if (tg__nccl_load(why, sizeof why))
+        return tg__comm_fail(w, TG_ERR_UNSUPPORTED, "NCCL init: %s", why);
     int ndev = 0;
     tg_status st = cuda_check(w, cudaGetDeviceCount(&ndev), "cudaGetDeviceCount", "NCCL init");
     if (!st && ndev <= 0)
@@ -203,13 +210,14 @@ static tg_status nccl_setup(tg_world *w, nccl_state *s)
     /* Rank 0 makes the id; MPI (under its own timeout) hands it out. */
     ncclUniqueId id;
     memset(&id, 0, sizeof id);
-    if (w->rank == 0 && (st = nccl_check(w, ncclGetUniqueId(&id), "ncclGetUniqueId", "NCCL init")))
+    if (w->rank == 0 &&
+        (st = nccl_check(w, tg__nccl.GetUniqueId(&id), "ncclGetUniqueId", "NCCL init")))
         return st;
     if ((st = tg_broadcast(w, &id, (int64_t)sizeof id, TG_U8, 0, "NCCL unique id")))
         return st;
     ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
     cfg.blocking = 0;
-    st = nccl_check(w, ncclCommInitRankConfig(&s->comm, w->size, id, w->rank, &cfg),
+    st = nccl_check(w, tg__nccl.CommInitRankConfig(&s->comm, w->size, id, w->rank, &cfg),
                     "ncclCommInitRankConfig", "NCCL init");
     if (!st)
         st = settle(w, s, tg__now_s() + w->timeout_s, "NCCL init");

@@ -63,12 +63,9 @@ int tg_cli_exit_for_status(tg_status s) {
 
 static int print_version(void) {
     printf("tapegrad %s\n", TG_VERSION_STRING);
-#ifdef TG_HAVE_CUDA
-    int ngpus = tg_cuda_device_count();
-    printf("CUDA backend: built, %d GPU%s visible\n", ngpus, ngpus == 1 ? "" : "s");
-#else
-    printf("CUDA backend: not built\n");
-#endif
+    char cuda[4096];
+    tg_cuda_describe(cuda, sizeof cuda);
+    fputs(cuda, stdout);
     return TG_EXIT_OK;
 }
 

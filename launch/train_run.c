@@ -22,9 +22,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#ifdef TG_HAVE_CUDA
-#include <cuda_runtime.h>
-#endif
 
 #include "tapegrad/checkpoint.h"
 #include "tapegrad/kernels.h"
@@ -636,11 +633,12 @@ int tg_train_open_device(const train_opts *o, tg_world *w, char *err, size_t len
              "present and TG_CUDA=ON)");
     return TG_EXIT_USAGE;
 #else
-    int n = tg_cuda_device_count();
-    if (n < 1) {
-        snprintf(err, len, "--device cuda: no GPU is visible on this node");
+    char why[1024];
+    if (tg_cuda_available(why, sizeof why) != TG_OK) {
+        snprintf(err, len, "--device cuda: %s", why);
         return TG_EXIT_RUNTIME;
     }
+    int n = tg_cuda_device_count();
     if (tg_world_local_size(w) > n) {
         snprintf(err, len,
                  "--device cuda: %d ranks run on this node but it has %d GPU%s; start at "
@@ -648,10 +646,8 @@ int tg_train_open_device(const train_opts *o, tg_world *w, char *err, size_t len
                  tg_world_local_size(w), n, n == 1 ? "" : "s", n);
         return TG_EXIT_USAGE;
     }
-    cudaError_t e = cudaSetDevice(tg_world_local_rank(w));
-    if (e != cudaSuccess) {
-        snprintf(err, len, "--device cuda: cudaSetDevice(%d): %s", tg_world_local_rank(w),
-                 cudaGetErrorString(e));
+    if (tg_cuda_set_device(tg_world_local_rank(w), why, sizeof why) != TG_OK) {
+        snprintf(err, len, "--device cuda: %s", why);
         return TG_EXIT_RUNTIME;
     }
     return TG_EXIT_OK;

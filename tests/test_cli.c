@@ -27,6 +27,7 @@
 #include <zlib.h>
 
 #include "tapegrad/base.h"
+#include "tapegrad/kernels.h"
 #include "tapegrad/trainer.h"
 
 extern char **environ;
@@ -83,6 +84,18 @@ static void test_version(void **state) {
     assert_int_equal(r->code, 0);
     assert_non_null(strstr(r->out, "tapegrad " TG_VERSION_STRING "\n"));
     assert_non_null(strstr(r->out, "CUDA backend: "));
+#ifdef TG_HAVE_CUDA
+    /* Which libraries were found, and the GPU count. */
+    char gpus[64];
+    snprintf(gpus, sizeof gpus, "\n  GPUs: %d visible\n", tg_cuda_device_count());
+    assert_non_null(strstr(r->out, "CUDA backend: built (CUDA runtime "));
+    assert_non_null(strstr(r->out, "\n  driver: "));
+    assert_non_null(strstr(r->out, "\n  cuBLAS: "));
+    assert_non_null(strstr(r->out, "\n  NCCL: "));
+    assert_non_null(strstr(r->out, gpus));
+#else
+    assert_non_null(strstr(r->out, "CUDA backend: not built\n"));
+#endif
     free(r);
 }
 
@@ -525,6 +538,35 @@ static void test_train_tiny_from_idx(void **state) {
     free(r);
 }
 
+/* --device cuda in a CUDA build: where this process cannot run CUDA (no
+ * driver, no GPU, or cuBLAS not loadable) the run ends with exit 1 and the
+ * reason tg_cuda_available gives; on a GPU node it trains. Without CUDA see
+ * test_train_bad_values. */
+static void test_train_device_cuda(void **state) {
+    (void)state;
+#ifdef TG_HAVE_CUDA
+    char why[1024], want[1200];
+    const bool ok = tg_cuda_available(why, sizeof why) == TG_OK;
+    cli_result *r = result();
+    run_cli(r, (char *const[]){"tapegrad", "train", "--idx-dir", g_dir, "--model", "mlp",
+                               "--max-steps", "2", "--batch-size", "4", "--eval-batch-size",
+                               "8", "--threads", "1", "--device", "cuda", NULL});
+    if (ok) {
+        if (r->code != 0)
+            fail_msg("train --device cuda exited %d:\n%s%s", r->code, r->out, r->err);
+        assert_non_null(strstr(r->out, "test accuracy: "));
+    } else {
+        assert_int_equal(r->code, 1);
+        snprintf(want, sizeof want, "tapegrad train: --device cuda: %s\n", why);
+        if (!strstr(r->err, want))
+            fail_msg("expected '%s' in:\n%s", want, r->err);
+    }
+    free(r);
+#else
+    skip();
+#endif
+}
+
 /* The banner names the OpenBLAS kernels in use. OPENBLAS_CORETYPE=Haswell
  * takes the Haswell kernels (on any CPU with AVX2) and, on a CPU with
  * AVX-512, brings a warning, also under --quiet (which drops the banner);
@@ -585,7 +627,7 @@ int main(void) {
         cmocka_unit_test(test_convert_errors),    cmocka_unit_test(test_inspect_errors),
         cmocka_unit_test(test_train_help),        cmocka_unit_test(test_train_bad_values),
         cmocka_unit_test(test_train_data_errors), cmocka_unit_test(test_train_tiny_from_idx),
-        cmocka_unit_test(test_train_blas_banner),
+        cmocka_unit_test(test_train_blas_banner), cmocka_unit_test(test_train_device_cuda),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -1024,11 +1024,32 @@ static void cb_compare(const cb_case *c, tg_dtype dt, const cb_run *cpu, const c
     }
 }
 
+/* Whether name is in the comma-separated list (NULL or "": everything).
+ * scripts/gpu_check.sh runs a subset under compute-sanitizer with
+ * TG_CUDA_TESTS (test functions) and TG_CUDA_CASES (case names of
+ * test_every_case, each a prefix: "matmul" takes every matmul case). */
+static bool cb_listed(const char *list, const char *name, bool prefix) {
+    if (!list || !*list)
+        return true;
+    for (const char *p = list; *p;) {
+        size_t n = strcspn(p, ",");
+        if (n > 0 && strncmp(p, name, n) == 0 && (prefix || name[n] == '\0'))
+            return true;
+        p += n + (p[n] == ',');
+    }
+    return false;
+}
+
 static void test_every_case(void **state) {
     cb_env *env = *state;
     static const tg_dtype dts[2] = {TG_F32, TG_F64};
+    const char *only = getenv("TG_CUDA_CASES");
+    int ran = 0;
     for (int ci = 0; ci < CB_NCASES; ci++) {
         const cb_case *c = &cb_table[ci];
+        if (!cb_listed(only, c->name, true))
+            continue;
+        ran++;
         for (int di = 0; di < 2; di++) {
             const double tol = dts[di] == TG_F64 ? CB_TOL_F64 : (c->tol > 0 ? c->tol : CB_TOL_F32);
             /* Two seeds: fresh random values, the same on both backends. */
@@ -1053,7 +1074,9 @@ static void test_every_case(void **state) {
         }
     }
     /* The guard saw the kernels: a wrapper that was bypassed checks nothing. */
-    assert_true(cb_guards[TG_DEVICE_CUDA].calls > CB_NCASES);
+    if (ran == 0)
+        fail_msg("TG_CUDA_CASES=%s names no case", only);
+    assert_true(cb_guards[TG_DEVICE_CUDA].calls > (only && *only ? 0 : CB_NCASES));
 }
 
 /* A bad index is reported by both backends with the same position and value. */
@@ -1351,7 +1374,7 @@ int main(void) {
         printf("no CUDA device: skipped\n");
         return 77;
     }
-    const struct CMUnitTest tests[] = {
+    const struct CMUnitTest all[] = {
         cmocka_unit_test(test_every_case),
         cmocka_unit_test(test_bad_index_reported),
         cmocka_unit_test(test_inplace_helpers),
@@ -1359,5 +1382,14 @@ int main(void) {
         cmocka_unit_test(test_bad_target_reported),
         cmocka_unit_test(test_optim_matches_cpu),
     };
-    return cmocka_run_group_tests(tests, cb_setup, cb_teardown);
+    struct CMUnitTest tests[sizeof all / sizeof *all];
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+        if (cb_listed(getenv("TG_CUDA_TESTS"), all[i].name, false))
+            tests[n++] = all[i];
+    if (n == 0) {
+        fprintf(stderr, "TG_CUDA_TESTS=%s names no test\n", getenv("TG_CUDA_TESTS"));
+        return 1;
+    }
+    return _cmocka_run_group_tests("test_cuda_backend", tests, n, cb_setup, cb_teardown);
 }

@@ -134,6 +134,18 @@ const tg_backend *tg_backend_cpu(void);
 const tg_backend *tg_backend_cuda(void);
 /* Number of CUDA devices visible (0 without CUDA or without a GPU). */
 int tg_cuda_device_count(void);
+/* Whether this process can make CUDA contexts: cuBLAS (opened at run time),
+ * the NVIDIA driver (libcuda.so.1) and at least one visible GPU. TG_OK, else
+ * TG_ERR_UNSUPPORTED with a message in err naming what is missing (the
+ * library and why the loader refused it). Without CUDA: TG_ERR_UNSUPPORTED. */
+tg_status tg_cuda_available(char *err, size_t len);
+/* Makes GPU `device` the calling thread's current device; TG_ERR_BACKEND with
+ * the CUDA error in err on failure (TG_ERR_UNSUPPORTED without CUDA). */
+tg_status tg_cuda_set_device(int device, char *err, size_t len);
+/* A few lines for `tapegrad --version`: whether the CUDA backend is built,
+ * and where the driver, cuBLAS and NCCL were found (or why not), and how
+ * many GPUs are visible. Always NUL-terminated. */
+void tg_cuda_describe(char *buf, size_t len);
 
 #ifdef __cplusplus
 }

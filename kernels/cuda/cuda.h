@@ -20,12 +20,13 @@
 #ifndef TG_KERNELS_CUDA_H
 #define TG_KERNELS_CUDA_H
 
-#include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <inttypes.h>
 #include <stdio.h>
 
 #include "tapegrad/kernels.h"
+#define TG__WANT_CUBLAS
+#include "cuda/cuda_loader.h"
 #include "kview.h"
 
 /* Doubles in the per-context scratch buffer: the partial sums of
@@ -155,13 +156,14 @@ static inline void tg__cuda_report(char *err, size_t errlen, const char *call, c
         }                                                                                    \
     } while (0)
 
-#define TG__CUBLAS_TRY(call, err, errlen)                                                       \
-    do {                                                                                        \
-        cublasStatus_t e_ = (call);                                                             \
-        if (e_ != CUBLAS_STATUS_SUCCESS) {                                                      \
-            tg__cuda_report(err, errlen, #call, __FILE__, __LINE__, cublasGetStatusString(e_)); \
-            return TG_ERR_BACKEND;                                                              \
-        }                                                                                       \
+#define TG__CUBLAS_TRY(call, err, errlen)                           \
+    do {                                                            \
+        cublasStatus_t e_ = (call);                                 \
+        if (e_ != CUBLAS_STATUS_SUCCESS) {                          \
+            tg__cuda_report(err, errlen, #call, __FILE__, __LINE__, \
+                            tg__cublas.GetStatusString(e_));        \
+            return TG_ERR_BACKEND;                                  \
+        }                                                           \
     } while (0)
 
 /* The kernel-call forms: the message goes to the call's error buffer. */

@@ -109,7 +109,7 @@ void tg__cuda_geom_collapse(tg__cuda_geom *g) {
         if (e_ != CUBLAS_STATUS_SUCCESS) {                                                 \
             if (err)                                                                       \
                 snprintf(err, errlen, "%s failed at %s:%d: %s", #call, __FILE__, __LINE__, \
-                         cublasGetStatusString(e_));                                       \
+                         tg__cublas.GetStatusString(e_));                                  \
             goto label;                                                                    \
         }                                                                                  \
     } while (0)
@@ -118,6 +118,14 @@ static tg_status cuda_init(void **state, int threads, char *err, size_t errlen) 
     (void)threads;
     int n = 0;
     tg__cuda_state *s = NULL;
+    /* cuBLAS is opened at run time (cuda_loader.c): a node without it can
+     * still run CPU contexts. */
+    char why[1024];
+    if (tg__cublas_load(why, sizeof why) != TG_OK) {
+        if (err)
+            snprintf(err, errlen, "cuda backend: %s", why);
+        return TG_ERR_UNSUPPORTED;
+    }
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess || n == 0) {
         if (err)
@@ -137,16 +145,16 @@ static tg_status cuda_init(void **state, int threads, char *err, size_t errlen) 
     INIT_TRY(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), out_state);
     INIT_TRY(cudaMalloc(&s->bad, sizeof *s->bad), out_stream);
     INIT_TRY(cudaMalloc(&s->scratch, TG__CUDA_SCRATCH * sizeof *s->scratch), out_bad);
-    INIT_BLAS_TRY(cublasCreate(&s->blas), out_scratch);
+    INIT_BLAS_TRY(tg__cublas.Create(&s->blas), out_scratch);
     /* The handle queues its work on the context's stream. Default math
      * keeps f32 products in f32 (no TF32 tensor cores), which is what the
      * CPU results are compared with. */
-    INIT_BLAS_TRY(cublasSetStream(s->blas, s->stream), out_blas);
-    INIT_BLAS_TRY(cublasSetMathMode(s->blas, CUBLAS_DEFAULT_MATH), out_blas);
+    INIT_BLAS_TRY(tg__cublas.SetStream(s->blas, s->stream), out_blas);
+    INIT_BLAS_TRY(tg__cublas.SetMathMode(s->blas, CUBLAS_DEFAULT_MATH), out_blas);
     *state = s;
     return TG_OK;
 out_blas:
-    (void)cublasDestroy(s->blas);
+    (void)tg__cublas.Destroy(s->blas);
 out_scratch:
     (void)cudaFree(s->scratch);
 out_bad:
@@ -167,7 +175,7 @@ static void cuda_release(void *state) {
     /* Release cannot report: the queued work is waited for and every handle
      * is destroyed whatever an earlier step returned. */
     (void)cudaStreamSynchronize(s->stream);
-    (void)cublasDestroy(s->blas);
+    (void)tg__cublas.Destroy(s->blas);
     (void)cudaFree(s->scratch);
     (void)cudaFree(s->bad);
     (void)cudaStreamDestroy(s->stream);

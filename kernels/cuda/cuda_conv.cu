@@ -131,14 +131,15 @@ static tg_status conv_gemm(tg__cuda_state *s, const tg_kargs *a, cublasOperation
                            int64_t lda, const void *B, int64_t ldb, void *C, int64_t ldc) {
     if (a->out.dtype == TG_F32) {
         const float one = 1.0f, zero = 0.0f;
-        TG__CUBLAS_K(cublasSgemm(s->blas, ta, tb, (int)m, (int)n, (int)k, &one, (const float *)A,
-                                 (int)lda, (const float *)B, (int)ldb, &zero, (float *)C, (int)ldc),
+        TG__CUBLAS_K(tg__cublas.Sgemm(s->blas, ta, tb, (int)m, (int)n, (int)k, &one,
+                                      (const float *)A, (int)lda, (const float *)B, (int)ldb, &zero,
+                                      (float *)C, (int)ldc),
                      a);
     } else {
         const double one = 1.0, zero = 0.0;
-        TG__CUBLAS_K(cublasDgemm(s->blas, ta, tb, (int)m, (int)n, (int)k, &one, (const double *)A,
-                                 (int)lda, (const double *)B, (int)ldb, &zero, (double *)C,
-                                 (int)ldc),
+        TG__CUBLAS_K(tg__cublas.Dgemm(s->blas, ta, tb, (int)m, (int)n, (int)k, &one,
+                                      (const double *)A, (int)lda, (const double *)B, (int)ldb,
+                                      &zero, (double *)C, (int)ldc),
                      a);
     }
     return TG_OK;

@@ -56,13 +56,15 @@ static tg_status gemm_one(tg__cuda_state *s, const tg_kargs *a, const cuda_gemm 
                           const void *B, void *C) {
     if (a->out.dtype == TG_F32) {
         const float one = 1.0f, zero = 0.0f;
-        TG__CUBLAS_K(cublasSgemm(s->blas, g->opb, g->opa, g->m, g->n, g->k, &one, (const float *)B,
-                                 g->ldb, (const float *)A, g->lda, &zero, (float *)C, g->m),
+        TG__CUBLAS_K(tg__cublas.Sgemm(s->blas, g->opb, g->opa, g->m, g->n, g->k, &one,
+                                      (const float *)B, g->ldb, (const float *)A, g->lda, &zero,
+                                      (float *)C, g->m),
                      a);
     } else {
         const double one = 1.0, zero = 0.0;
-        TG__CUBLAS_K(cublasDgemm(s->blas, g->opb, g->opa, g->m, g->n, g->k, &one, (const double *)B,
-                                 g->ldb, (const double *)A, g->lda, &zero, (double *)C, g->m),
+        TG__CUBLAS_K(tg__cublas.Dgemm(s->blas, g->opb, g->opa, g->m, g->n, g->k, &one,
+                                      (const double *)B, g->ldb, (const double *)A, g->lda, &zero,
+                                      (double *)C, g->m),
                      a);
     }
     return TG_OK;
@@ -73,17 +75,17 @@ static tg_status gemm_strided(tg__cuda_state *s, const tg_kargs *a, const cuda_g
     const long long sc = (long long)g->n * g->m;
     if (a->out.dtype == TG_F32) {
         const float one = 1.0f, zero = 0.0f;
-        TG__CUBLAS_K(cublasSgemmStridedBatched(s->blas, g->opb, g->opa, g->m, g->n, g->k, &one,
-                                               (const float *)a->in[1].data, g->ldb, sb,
-                                               (const float *)a->in[0].data, g->lda, sa, &zero,
-                                               (float *)a->out.data, g->m, sc, batch),
+        TG__CUBLAS_K(tg__cublas.SgemmStridedBatched(s->blas, g->opb, g->opa, g->m, g->n, g->k, &one,
+                                                    (const float *)a->in[1].data, g->ldb, sb,
+                                                    (const float *)a->in[0].data, g->lda, sa, &zero,
+                                                    (float *)a->out.data, g->m, sc, batch),
                      a);
     } else {
         const double one = 1.0, zero = 0.0;
-        TG__CUBLAS_K(cublasDgemmStridedBatched(s->blas, g->opb, g->opa, g->m, g->n, g->k, &one,
-                                               (const double *)a->in[1].data, g->ldb, sb,
-                                               (const double *)a->in[0].data, g->lda, sa, &zero,
-                                               (double *)a->out.data, g->m, sc, batch),
+        TG__CUBLAS_K(tg__cublas.DgemmStridedBatched(s->blas, g->opb, g->opa, g->m, g->n, g->k, &one,
+                                                    (const double *)a->in[1].data, g->ldb, sb,
+                                                    (const double *)a->in[0].data, g->lda, sa,
+                                                    &zero, (double *)a->out.data, g->m, sc, batch),
                      a);
     }
     return TG_OK;

@@ -86,15 +86,28 @@ def main():
     ap.add_argument("--optimizer", choices=["sgd", "adamw"], default="adamw")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
+    # scripts/gpu_check.sh: the GPU, and its synthetic data set (x_train.npy,
+    # y_train.npy). The data stay in host memory and each batch is copied to
+    # the device, as tapegrad's trainer does.
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--npy", metavar="DIR", help="read DIR/x_train.npy, DIR/y_train.npy")
     a = ap.parse_args()
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
-    x = read_idx(os.path.join(DATA, "train-images-idx3-ubyte.gz"))
-    y = read_idx(os.path.join(DATA, "train-labels-idx1-ubyte.gz"))
-    xt = torch.from_numpy(((x.astype(np.float32) / 255.0 - MEAN) / STD)).unsqueeze(1)
+    if a.npy:
+        x = np.load(os.path.join(a.npy, "x_train.npy")).reshape(-1, 28, 28)
+        y = np.load(os.path.join(a.npy, "y_train.npy"))
+        mean, std = float((x / 255.0).mean()), float((x / 255.0).std())
+    else:
+        x = read_idx(os.path.join(DATA, "train-images-idx3-ubyte.gz"))
+        y = read_idx(os.path.join(DATA, "train-labels-idx1-ubyte.gz"))
+        mean, std = MEAN, STD
+    xt = torch.from_numpy(((x.astype(np.float32) / 255.0 - mean) / std)).unsqueeze(1)
     yt = torch.from_numpy(y.astype(np.int64))
+    dev = torch.device(a.device)
     model = MLP() if a.model == "mlp" else CNN(a.model == "cnn-bn")
+    model.to(dev)
     model.train()
     if a.optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=0.9)
@@ -105,7 +118,7 @@ def main():
 
     def step(k):
         idx = perm[(k % nb) * a.batch_size:(k % nb + 1) * a.batch_size]
-        xb, yb = xt[idx], yt[idx]
+        xb, yb = xt[idx].to(dev), yt[idx].to(dev)
         opt.zero_grad(set_to_none=False)
         loss = F.cross_entropy(model(xb), yb)
         loss.backward()
@@ -120,7 +133,8 @@ def main():
         loss = step(k)
     dt = time.perf_counter() - t0
     print(json.dumps({
-        "framework": "torch", "model": a.model, "batch": a.batch_size, "threads": a.threads,
+        "framework": "torch", "model": a.model, "device": a.device, "batch": a.batch_size,
+        "threads": a.threads,
         "steps": a.steps, "samples_per_s": a.steps * a.batch_size / dt, "loss": loss,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
     }))
