@@ -110,6 +110,14 @@ static int64_t label_at(const struct npy_file *y, const unsigned char *p, uint64
 }
 
 /* First pass over y: every label in range; num_classes when not given. */
+/* TG_ERR_STOPPED when the caller's stop callback asks for it. */
+static tg_status check_stop(const struct conv *c, const char *path, char *err, size_t errlen) {
+    if (c->o.stop && c->o.stop(c->o.stop_user))
+        return tg__ds_fail(TG_ERR_STOPPED, err, errlen, "%s: conversion stopped by request",
+                           path);
+    return TG_OK;
+}
+
 static tg_status scan_labels(struct conv *c, char *err, size_t errlen) {
     struct npy_file *y = &c->y;
     unsigned char *buf = malloc((size_t)(NPY_LABEL_BLOCK * y->size));
@@ -121,7 +129,9 @@ static tg_status scan_labels(struct conv *c, char *err, size_t errlen) {
     for (int64_t i = 0; i < c->n && st == TG_OK; i += NPY_LABEL_BLOCK) {
         int64_t m = c->n - i < NPY_LABEL_BLOCK ? c->n - i : NPY_LABEL_BLOCK;
 
-        st = tg__npy_read(y, buf, m, err, errlen);
+        st = check_stop(c, y->path, err, errlen);
+        if (st == TG_OK)
+            st = tg__npy_read(y, buf, m, err, errlen);
         for (int64_t k = 0; k < m && st == TG_OK; k++) {
             uint64_t raw;
             int64_t v = label_at(y, buf + k * y->size, &raw);
@@ -270,6 +280,7 @@ static tg_status write_x(struct conv *c, const struct tg__ds_out *o, hid_t xd, c
     for (int64_t i = 0; i < c->n && st == TG_OK; i += c->chunk) {
         int64_t m = c->n - i < c->chunk ? c->n - i : c->chunk, total = m * c->per;
 
+        st = check_stop(c, x->path, err, errlen);
         for (int64_t k = 0; k < total && st == TG_OK; k += NPY_RAW_BLOCK) {
             int64_t b = total - k < NPY_RAW_BLOCK ? total - k : NPY_RAW_BLOCK;
             unsigned char *dst = out + (size_t)k * esz;

@@ -397,6 +397,13 @@ int tg_train_find_data(const char *cmd, const char *given, const char *idx_dir, 
         }
         return TG_EXIT_OK;
     }
+    /* From here a stop request is recorded and honoured by the conversion,
+     * which then removes its temporary file, instead of killing it. */
+    char err[256];
+    if (tg_cli_stop_signals_install(err, sizeof err) != 0) {
+        fprintf(stderr, "tapegrad %s: %s\n", cmd, err);
+        return TG_EXIT_RUNTIME;
+    }
     int64_t code = rank == 0 ? tg_fmnist_cache(idx_dir, cache, len) : 0;
     if (tg_world_size(w) > 1 && tg_broadcast(w, &code, 1, TG_I64, 0, "dataset ready") != TG_OK) {
         fprintf(stderr, "tapegrad %s: %s\n", cmd, tg_world_error(w));
@@ -457,6 +464,8 @@ int tg_cmd_train(int argc, char **argv) {
         char cache[4096];
         const char *data;
         code = tg_train_find_data("train", o.data, o.idx_dir, w, cache, sizeof cache, &data);
+        if (code != TG_EXIT_OK && tg_cli_stop_signal())
+            code = tg_cli_stop_exit(o.ckpt_dir != NULL);
         if (code == TG_EXIT_OK)
             code = tg_train_run(&cfg, &o, data, w);
     }

@@ -85,6 +85,11 @@ typedef struct tg_idx_options {
      * keeps random reads fast: a compressed chunk must be inflated whole to
      * read one sample from it. */
     int deflate_level;
+    /* Optional: asked between blocks of work; when it returns true the
+     * conversion gives up with TG_ERR_STOPPED and leaves nothing behind
+     * (the pre-emption flag of a launcher). */
+    bool (*stop)(void *user);
+    void *stop_user;
 } tg_idx_options;
 
 /*
@@ -145,6 +150,9 @@ typedef struct tg_npy_options {
      * split written beside a train split, else computed from the split. */
     bool set_mean_std;
     double mean, std;
+    /* Optional: as tg_idx_options.stop. */
+    bool (*stop)(void *user);
+    void *stop_user;
 } tg_npy_options;
 
 /*
@@ -194,6 +202,12 @@ tg_status tg_npy_convert(const char *x_npy, const char *y_npy, const char *out_h
 
 typedef struct tg_dataset tg_dataset;
 
+/* The largest num_classes and the most elements per sample a split may
+ * declare: larger values are refused at open (TG_ERR_FORMAT) rather than
+ * left to fail as an allocation of the model. */
+#define TG_DATASET_MAX_CLASSES ((int64_t)1 << 20)
+#define TG_DATASET_MAX_SAMPLE_NUMEL ((int64_t)1 << 24)
+
 /* The default for tg_dataset_options.cache_budget: 256 MiB. */
 #define TG_DATASET_DEFAULT_CACHE_BUDGET ((int64_t)256 << 20)
 
@@ -207,6 +221,11 @@ typedef struct tg_dataset_options {
      * TG_DATASET_DEFAULT_CACHE_BUDGET; a negative value caches nothing.
      */
     int64_t cache_budget;
+    /* Optional: asked between the blocks of the work done at open (the
+     * label scan, the check of cached f32 inputs); when it returns true the
+     * open gives up with TG_ERR_STOPPED. */
+    bool (*stop)(void *user);
+    void *stop_user;
 } tg_dataset_options;
 
 /*
