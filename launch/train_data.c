@@ -122,7 +122,8 @@ static int convert_into(const char *idx_dir, const char *tmp) {
     tg_status s = tg_idx_convert_opts(src[0], src[1], tmp, "train", &io, err, sizeof err);
     if (s == TG_OK)
         s = tg_idx_convert_opts(src[2], src[3], tmp, "test", &io, err, sizeof err);
-    if (s == TG_ERR_STOPPED) {
+    /* A signal may also end a read early (EINTR): a stop all the same. */
+    if (s == TG_ERR_STOPPED || (s && tg_cli_stop_signal())) {
         printf("stopped by a signal while converting Fashion-MNIST; nothing was kept\n");
         return tg_cli_stop_exit(false);
     }
