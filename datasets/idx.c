@@ -166,15 +166,17 @@ static tg_status idx_open(struct idx_file *f, const char *path, uint32_t magic, 
                              err, errlen);
         body *= f->dims[i]; /* three 32-bit factors: at most 2^96, see below */
     }
-    /* An image of 4 GiB or more cannot be one HDF5 chunk. */
-    if (ndim == 3 && (uint64_t)f->dims[1] * f->dims[2] >= ((uint64_t)1 << 32))
+    /* The reader's bound on a sample, so that what is written reads. */
+    if (ndim == 3 &&
+        (uint64_t)f->dims[1] * f->dims[2] > (uint64_t)TG_DATASET_MAX_SAMPLE_NUMEL)
         return idx_close(f,
                          tg__ds_fail(TG_ERR_FORMAT, err, errlen,
-                                     "%s: header says images of %u rows x %u cols (%llu bytes "
-                                     "each); at most 4 GiB per image is supported (damaged "
-                                     "header?)",
+                                     "%s: header says images of %u rows x %u cols (%llu pixels "
+                                     "each); at most %lld pixels per image are supported "
+                                     "(damaged header?)",
                                      path, f->dims[1], f->dims[2],
-                                     (unsigned long long)f->dims[1] * f->dims[2]),
+                                     (unsigned long long)f->dims[1] * f->dims[2],
+                                     (long long)TG_DATASET_MAX_SAMPLE_NUMEL),
                          err, errlen);
     if (ndim == 3 && __builtin_mul_overflow((uint64_t)f->dims[0],
                                             (uint64_t)f->dims[1] * f->dims[2], &body))

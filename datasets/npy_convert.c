@@ -66,11 +66,19 @@ static tg_status check_x(const struct npy_file *x, char *err, size_t errlen) {
                            "%s: x has shape %s but expected (N, d1[, ..., d4]): 1 to 4 dims "
                            "after N",
                            x->path, sh);
-    for (int i = 0; i < x->ndim; i++)
+    int64_t per = 1;
+    for (int i = 0; i < x->ndim; i++) {
         if (x->shape[i] == 0)
             return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
                                "%s: x has shape %s: an empty array, nothing to convert", x->path,
                                sh);
+        /* The reader's bound on a sample, so that what is written reads. */
+        if (i > 0 && (x->shape[i] > TG_DATASET_MAX_SAMPLE_NUMEL ||
+                      (per *= x->shape[i]) > TG_DATASET_MAX_SAMPLE_NUMEL))
+            return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                               "%s: x has shape %s: a sample must have at most %lld elements",
+                               x->path, sh, (long long)TG_DATASET_MAX_SAMPLE_NUMEL);
+    }
     return tg__npy_check_body(x, err, errlen);
 }
 
@@ -146,11 +154,12 @@ static tg_status scan_labels(struct conv *c, char *err, size_t errlen) {
                                  "%s: label y[%lld] = %llu is not below num_classes %lld",
                                  y->path, (long long)(i + k), (unsigned long long)raw,
                                  (long long)given);
-            else if (v >= INT32_MAX)
+            else if (v >= TG_DATASET_MAX_CLASSES)
                 st = tg__ds_fail(TG_ERR_FORMAT, err, errlen,
                                  "%s: label y[%lld] = %llu is too large: num_classes must be "
-                                 "below 2^31",
-                                 y->path, (long long)(i + k), (unsigned long long)raw);
+                                 "at most %lld",
+                                 y->path, (long long)(i + k), (unsigned long long)raw,
+                                 (long long)TG_DATASET_MAX_CLASSES);
             else if (v > max)
                 max = v;
         }
@@ -402,10 +411,10 @@ static tg_status check_options(const tg_npy_options *o, const char *out, char *e
     if (o->deflate_level < 0 || o->deflate_level > 9)
         return tg__ds_fail(TG_ERR_INVALID, err, errlen, "%s: deflate level %d is outside 0..9",
                            out, o->deflate_level);
-    if (o->num_classes < 0 || o->num_classes > INT32_MAX)
+    if (o->num_classes < 0 || o->num_classes > TG_DATASET_MAX_CLASSES)
         return tg__ds_fail(TG_ERR_INVALID, err, errlen,
-                           "%s: num_classes %lld is outside 1..2^31-1 (0 for max label + 1)", out,
-                           (long long)o->num_classes);
+                           "%s: num_classes %lld is outside 1..%lld (0 for max label + 1)", out,
+                           (long long)o->num_classes, (long long)TG_DATASET_MAX_CLASSES);
     if (!isfinite(o->scale))
         return tg__ds_fail(TG_ERR_INVALID, err, errlen, "%s: scale %g is not finite", out,
                            o->scale);

@@ -138,7 +138,7 @@ static int convert_npy(int argc, char **argv) {
         } else if ((m = tg_cli_opt(cmd, argc, argv, &i, "--split", &v)) != 0) {
             split = v;
         } else if ((m = tg_cli_opt(cmd, argc, argv, &i, "--num-classes", &v)) != 0) {
-            if (m < 0 || tg_cli_parse_i64(cmd, "--num-classes", v, 1, INT32_MAX, &k))
+            if (m < 0 || tg_cli_parse_i64(cmd, "--num-classes", v, 1, TG_DATASET_MAX_CLASSES, &k))
                 return TG_EXIT_USAGE;
             o.num_classes = k;
         } else if ((m = tg_cli_opt(cmd, argc, argv, &i, "--scale", &v)) != 0) {

@@ -140,7 +140,7 @@ typedef struct tg_npy_options {
     /* zlib level 0..9 for x and y, as tg_idx_options (0: no filter). */
     int deflate_level;
     /* The split's num_classes: 0 means the largest label + 1; a value given
-     * must be 1..2^31-1 and every label must lie below it. */
+     * must be 1..TG_DATASET_MAX_CLASSES and every label must lie below it. */
     int64_t num_classes;
     /* The scale attribute: 0 means 1/255 for u8 x and 1 for float x; a value
      * given must be finite and non-zero. */
@@ -159,7 +159,8 @@ typedef struct tg_npy_options {
  * Converts a pair of NumPy .npy files (format versions 1.0, 2.0 and 3.0) into
  * split `split` of the HDF5 file out_h5:
  *
- *   x_npy  shape (N, d1[, ..., d4]) (1 to 4 dims after N), dtype u1 (stored
+ *   x_npy  shape (N, d1[, ..., d4]) (1 to 4 dims after N, at most
+ *          TG_DATASET_MAX_SAMPLE_NUMEL elements per sample), dtype u1 (stored
  *          as u8) or f4/f8 (stored as f32; every value must be finite, and an
  *          f8 value must fit in f32). C order; any byte order.
  *   y_npy  shape (N,), any integer dtype (i1..i8, u1..u8), any byte order;
