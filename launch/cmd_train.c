@@ -424,6 +424,14 @@ int tg_train_find_data(const char *cmd, const char *given, const char *idx_dir, 
                        char *cache, size_t len, const char **data) {
     int rank = tg_world_rank(w);
     *data = given;
+    /* From here a stop request is recorded and honoured by the long work
+     * before the first step (converting, opening and checking the data),
+     * which then cleans up after itself, instead of killing the process. */
+    char err[256];
+    if (tg_cli_stop_signals_install(err, sizeof err) != 0) {
+        fprintf(stderr, "tapegrad %s: %s\n", cmd, err);
+        return TG_EXIT_RUNTIME;
+    }
     if (given) {
         struct stat st;
         if (stat(given, &st) != 0) {
@@ -435,13 +443,6 @@ int tg_train_find_data(const char *cmd, const char *given, const char *idx_dir, 
             return TG_EXIT_DATA;
         }
         return TG_EXIT_OK;
-    }
-    /* From here a stop request is recorded and honoured by the conversion,
-     * which then removes its temporary file, instead of killing it. */
-    char err[256];
-    if (tg_cli_stop_signals_install(err, sizeof err) != 0) {
-        fprintf(stderr, "tapegrad %s: %s\n", cmd, err);
-        return TG_EXIT_RUNTIME;
     }
     int64_t code = rank == 0 ? tg_fmnist_cache(idx_dir, cache, len) : 0;
     if (tg_world_size(w) > 1 && tg_broadcast(w, &code, 1, TG_I64, 0, "dataset ready") != TG_OK) {

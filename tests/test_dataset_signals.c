@@ -83,6 +83,28 @@ static int wait_exit(pid_t pid, double limit, double *took) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* Waits until process pid has a file whose path ends in `name` open. */
+static bool wait_open(pid_t pid, const char *name, double limit) {
+    double t0 = now_s();
+    char dir[64], link[600], target[600];
+    size_t nl = strlen(name);
+
+    snprintf(dir, sizeof dir, "/proc/%ld/fd", (long)pid);
+    while (now_s() - t0 < limit) {
+        for (int fd = 3; fd < 64; fd++) {
+            snprintf(link, sizeof link, "%s/%d", dir, fd);
+            ssize_t n = readlink(link, target, sizeof target - 1);
+            if (n <= 0)
+                continue;
+            target[n] = '\0';
+            if ((size_t)n >= nl && strcmp(target + n - nl, name) == 0)
+                return true;
+        }
+        usleep(5000);
+    }
+    return false;
+}
+
 static void read_log(const char *log, char *buf, size_t len) {
     FILE *f = fopen(log, "r");
     size_t n;
@@ -154,8 +176,11 @@ static void test_sigterm_during_open(void **state) {
     (void)state;
     write_long_scan(path);
     pid = spawn(log, args);
-    /* Well inside the label scan (seconds long) by then. */
-    usleep(800 * 1000);
+    /* The signal handlers are in place before the file is opened: wait
+     * until the child holds it open, then a little into the label scan
+     * (seconds long). */
+    assert_true(wait_open(pid, "long.h5", 30));
+    usleep(300 * 1000);
     assert_int_equal(kill(pid, SIGTERM), 0);
     assert_int_equal(wait_exit(pid, 30, &took), 128 + SIGTERM);
     read_log(log, out, sizeof out);
