@@ -360,6 +360,24 @@ static tg_status after_backward(tg_trainer *tr, void *user) {
     return s ? hook_fail(st, s, TG_EXIT_LOST_RANK, tg_world_error(st->w)) : TG_OK;
 }
 
+/* Gradient accumulation: only the last micro-batch all-reduces. */
+static tg_status set_sync(tg_trainer *tr, bool sync, void *user) {
+    (void)tr;
+    run_state *st = user;
+    if (st->ddp)
+        tg_ddp_set_sync(st->ddp, sync);
+    return TG_OK;
+}
+
+/* Rank 0's batch-norm statistics to every rank before each forward and each
+ * evaluation (DDP's broadcast_buffers). */
+static tg_status before_forward(tg_trainer *tr, void *user) {
+    (void)tr;
+    run_state *st = user;
+    tg_status s = st->ddp ? tg_ddp_broadcast_buffers(st->ddp) : TG_OK;
+    return s ? hook_fail(st, s, TG_EXIT_LOST_RANK, tg_world_error(st->w)) : TG_OK;
+}
+
 static tg_status allreduce_sum(tg_trainer *tr, double *vals, int n, void *user) {
     (void)tr;
     run_state *st = user;
@@ -699,6 +717,8 @@ int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, 
     cfg->hooks = (tg_trainer_hooks){.user = &st,
                                     .on_event = on_event,
                                     .after_backward = after_backward,
+                                    .set_sync = set_sync,
+                                    .before_forward = before_forward,
                                     .allreduce_sum = allreduce_sum,
                                     .after_step = after_step,
                                     .should_stop = tg_cli_stop_requested};
@@ -714,6 +734,17 @@ int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, 
             say_error(&st, err);
             code = TG_EXIT_RUNTIME;
         }
+    }
+    /* Every rank's clock against rank 0's, so that `tapegrad trace merge`
+     * can lay the ranks' files on one time line. Collective: all ranks
+     * measure when any traces (the option is the same everywhere). */
+    if (o->trace && (code = agree(&st, code)) == 0) {
+        double off = 0;
+        if (tg_world_clock_offset(st.w, &off, NULL) != TG_OK) {
+            say_error(&st, tg_world_error(st.w));
+            code = TG_EXIT_LOST_RANK;
+        }
+        tg_trace_set_clock_offset(trace, off);
     }
     cfg->trace = trace;
     tg_ctx_config cc = {.device = o->device, .threads = o->threads};
@@ -745,6 +776,11 @@ int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, 
     tg_trainer_free(tr);
     if (ctx)
         tg_ctx_free(ctx);
+    if (trace && tg_trace_dropped(trace) > 0)
+        fprintf(stderr,
+                "tapegrad train: rank %d: warning: the trace kept its first %lld spans and "
+                "dropped %lld more (its buffer is full); trace a shorter run (--max-steps)\n",
+                st.rank, (long long)tg_trace_count(trace), (long long)tg_trace_dropped(trace));
     if (trace && tg_trace_close(trace, err, sizeof err) != TG_OK) {
         say_error(&st, err);
         if (code == TG_EXIT_OK)

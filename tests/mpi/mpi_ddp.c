@@ -196,8 +196,9 @@ static void test_equivalence(tg_world *w, const tg_ddp_config *cfg, int steps, i
     if (steps > 4)
         CHECK(tg_ctx_alloc_count(ctx) == allocs, "steady-state steps allocated %llu times",
               (unsigned long long)(tg_ctx_alloc_count(ctx) - allocs));
-    /* One bucket span per bucket and step (none on one rank: no communication). */
-    int64_t want = n > 1 ? (int64_t)tg_ddp_bucket_count(ddp) * steps + steps : steps;
+    /* The test's backward span, and with communication one span per bucket
+     * and one "ddp wait" per step (none on one rank). */
+    int64_t want = n > 1 ? (int64_t)tg_ddp_bucket_count(ddp) * steps + 2 * steps : steps;
     CHECK(tg_trace_count(tr) == want, "trace has %lld events, expected %lld",
           (long long)tg_trace_count(tr), (long long)want);
     CHECK(tg_trace_close(tr, err, sizeof err) == TG_OK, "%s", err);
@@ -377,6 +378,103 @@ static void test_mismatch(tg_world *w)
     }
 }
 
+/* The default bucket capacities follow the model. Bucket layouts of the
+ * built-in models' parameter shapes, listed in registration order; the
+ * buckets take them in reverse. mlp: the first bucket (a quarter of 0.9 MB)
+ * starts after fc2, while fc1's gradient is still being computed. cnn:
+ * fc1.weight (12.8 MB) gets a bucket of its own instead of waiting for the
+ * convolutions. A toy model stays in one bucket. */
+static void check_layout(tg_world *w, const char *what, int n, const int64_t (*shapes)[4],
+                         int nb, const int *counts)
+{
+    tg_ctx *ctx = new_ctx();
+    tg_tensor *p[8];
+    for (int i = 0; i < n; i++) {
+        int nd = 0;
+        while (nd < 4 && shapes[i][nd])
+            nd++;
+        p[i] = tg_param(ctx, TG_F32, nd, shapes[i], names[i % 6]);
+    }
+    tg_ddp *ddp = NULL;
+    CHECK_OK(w, tg_ddp_new(ctx, w, n, p, 0, NULL, NULL, &ddp));
+    if (ddp) {
+        CHECK(tg_ddp_bucket_count(ddp) == nb, "%s: %d buckets, expected %d", what,
+              tg_ddp_bucket_count(ddp), nb);
+        for (int i = 0; i < nb && i < tg_ddp_bucket_count(ddp); i++) {
+            int count = -1;
+            tg_ddp_bucket_info(ddp, i, NULL, &count, NULL);
+            CHECK(count == counts[i], "%s: bucket %d holds %d parameters, expected %d", what, i,
+                  count, counts[i]);
+        }
+    }
+    tg_ddp_free(ddp);
+    tg_ctx_free(ctx);
+}
+
+/* Parameters listed in another order than backward finalises them: after
+ * the first synchronised step the buckets follow the order the gradients
+ * became final (fc2.bias, fc2.weight, fc1.bias, fc1.weight), the gradients
+ * move with them, and training still equals the 1-rank run. */
+static void test_rebuild(tg_world *w)
+{
+    int r = tg_world_rank(w), n = tg_world_size(w), lb = GB / n;
+    tg_ctx *ctx = new_ctx(), *ref = new_ctx();
+    mlp m = make_mlp(ctx, 0.0f, OUT), mr = make_mlp(ref, 0.0f, OUT);
+    /* listed: fc2.weight, fc2.bias, fc1.weight, fc1.bias */
+    tg_tensor *listed[4] = {m.p[2], m.p[3], m.p[0], m.p[1]};
+    tg_ddp_config cfg = {.bucket_bytes = 128, .first_bucket_bytes = 16};
+    tg_ddp *ddp = NULL;
+    CHECK_OK(w, tg_ddp_new(ctx, w, 4, listed, 0, NULL, &cfg, &ddp));
+    if (!ddp)
+        goto out;
+    const int before[4] = {3, 2, 1, 0}, after[4] = {1, 0, 3, 2};
+    for (int k = 0; k < 4; k++)
+        CHECK(tg_ddp_bucket_param(ddp, k) == before[k], "position %d holds %d before step 1", k,
+              tg_ddp_bucket_param(ddp, k));
+    for (int k = 0; k < 3; k++) {
+        tg_tensor *l = loss_of(ctx, &m, k * GB + r * lb, k * GB + (r + 1) * lb, 1.0, false);
+        CHECK(l && tg_backward(ctx, l, NULL, 0) == TG_OK, "backward: %s", tg_ctx_error(ctx));
+        CHECK_OK(w, tg_ddp_wait(ddp));
+        if (k == 0)
+            for (int j = 0; j < 4; j++) {
+                int want = n > 1 ? after[j] : before[j];
+                CHECK(tg_ddp_bucket_param(ddp, j) == want,
+                      "position %d holds parameter %d after step 1, expected %d", j,
+                      tg_ddp_bucket_param(ddp, j), want);
+            }
+        /* The gradients moved with their slots: still the 1-rank ones. */
+        tg_tensor *lr = loss_of(ref, &mr, k * GB, (k + 1) * GB, 1.0, false);
+        CHECK(lr && tg_backward(ref, lr, NULL, 0) == TG_OK, "ref: %s", tg_ctx_error(ref));
+        for (int i = 0; i < 4; i++) {
+            double d = grad_diff(ctx, &m, ref, &mr, i);
+            CHECK(d <= 1e-5, "step %d: %s's gradient differs from 1 rank by %g", k, names[i], d);
+        }
+        sgd_and_zero(ctx, &m, 4);
+        sgd_and_zero(ref, &mr, 4);
+        for (int i = 0; i < 4; i++) {
+            double d = rel_diff(ctx, &m, ref, &mr, i);
+            CHECK(d <= 1e-5, "step %d: %s differs from the 1-rank run by %g", k, names[i], d);
+        }
+        tg_step_reset(ctx);
+        tg_step_reset(ref);
+    }
+out:
+    tg_ddp_free(ddp);
+    tg_ctx_free(ctx);
+    tg_ctx_free(ref);
+}
+
+static void test_default_buckets(tg_world *w)
+{
+    const int64_t mlp_shapes[6][4] = {{256, 784}, {256}, {128, 256}, {128}, {10, 128}, {10}};
+    check_layout(w, "mlp", 6, mlp_shapes, 2, (const int[]){5, 1});
+    const int64_t cnn_shapes[8][4] = {{32, 1, 5, 5}, {32},       {64, 32, 5, 5}, {64},
+                                      {1024, 3136},  {1024},     {10, 1024},     {10}};
+    check_layout(w, "cnn", 8, cnn_shapes, 3, (const int[]){3, 1, 4});
+    const int64_t toy[4][4] = {{IN, HID}, {HID}, {HID, OUT}, {OUT}};
+    check_layout(w, "toy", 4, toy, 1, (const int[]){4});
+}
+
 int main(int argc, char **argv)
 {
     tg_world *w;
@@ -390,6 +488,8 @@ int main(int argc, char **argv)
     tg_ddp_config small = {.bucket_bytes = 256, .first_bucket_bytes = 64};
     test_equivalence(w, &small, STEPS, 4);
     test_equivalence(w, NULL, 2, 1);
+    test_default_buckets(w);
+    test_rebuild(w);
     test_no_sync(w);
     test_unused(w);
     test_grad_views(w);

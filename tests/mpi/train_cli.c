@@ -307,7 +307,7 @@ static double now_s(void) {
 
 int main(int argc, char **argv) {
     if (argc != 2) {
-        fprintf(stderr, "usage: train_cli ddp|resume|badckpt|preempt|eval\n");
+        fprintf(stderr, "usage: train_cli ddp|resume|badckpt|preempt|eval|accum\n");
         return 2;
     }
     const char *base = getenv("TMPDIR");
