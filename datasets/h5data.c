@@ -22,6 +22,15 @@
 #define LABEL_BLOCK 65536
 /* The largest chunk cache given to a compressed dataset. */
 #define FILTERED_CHUNK_CACHE ((size_t)64 << 20)
+/* Cached f32 inputs are checked for non-finite values in blocks of this
+ * many elements, asking the stop callback between blocks. */
+#define SCAN_BLOCK ((int64_t)1 << 22)
+/*
+ * Deflate, the filter the converters and h5py use, cannot shrink data more
+ * than about 1032:1, so a compressed dataset cannot hold more than this many
+ * times the file's size. Uncompressed data must fit in the file itself.
+ */
+#define MAX_FILTER_RATIO 1032
 
 struct order {
     int64_t idx; /* sample index */
@@ -42,6 +51,9 @@ struct tg_dataset {
     int64_t num_classes;
     double scale, mean, std;
     int64_t budget;
+    int64_t file_bytes; /* the file's size on disk at open */
+    bool (*stop)(void *user);
+    void *stop_user;
     float lut[256];
 
     int64_t *y_cache;
@@ -57,6 +69,13 @@ struct tg_dataset {
 
 static const char *xdesc = "a dataset of shape (N, ...) with dtype u8 or f32";
 static const char *ydesc = "a dataset of shape (N,) with an integer dtype (u8, i32 or i64)";
+
+static bool stop_asked(const tg_dataset *ds) { return ds->stop && ds->stop(ds->stop_user); }
+
+static tg_status stopped(const tg_dataset *ds, const char *what, char *err, size_t errlen) {
+    return tg__ds_fail(TG_ERR_STOPPED, err, errlen, "%s: %s: %s stopped by request", ds->path,
+                       ds->split, what);
+}
 
 static tg_status h5fail(const tg_dataset *ds, tg_status st, const char *what, char *err,
                         size_t errlen) {
@@ -158,10 +177,12 @@ static tg_status check_x(tg_dataset *ds, hsize_t *dims, char *err, size_t errlen
     ds->sample_numel = 1;
     for (int i = 1; i < nd; i++) {
         ds->sample_shape[i - 1] = (int64_t)dims[i];
-        if (dims[i] == 0 || ds->sample_numel > INT64_MAX / 16 / (int64_t)dims[i])
+        if (dims[i] == 0 || dims[i] > (hsize_t)TG_DATASET_MAX_SAMPLE_NUMEL ||
+            ds->sample_numel * (int64_t)dims[i] > TG_DATASET_MAX_SAMPLE_NUMEL)
             return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
-                               "%s: %s/x has shape %s: a sample must have 1 to 2^59 elements",
-                               ds->path, ds->split, tg__ds_dims_str(dims, nd, sh, sizeof sh));
+                               "%s: %s/x has shape %s: a sample must have 1 to %lld elements",
+                               ds->path, ds->split, tg__ds_dims_str(dims, nd, sh, sizeof sh),
+                               (long long)TG_DATASET_MAX_SAMPLE_NUMEL);
         ds->sample_numel *= (int64_t)dims[i];
     }
     ds->sample_bytes = (size_t)ds->sample_numel * (ds->xdtype == TG_U8 ? 1 : 4);
@@ -257,12 +278,14 @@ static tg_status read_attrs(tg_dataset *ds, char *err, size_t errlen) {
         return st;
     if (!found)
         return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
-                           "%s: %s has no attribute num_classes (expected an integer >= 1)",
-                           ds->path, ds->split);
-    if (ds->num_classes < 1)
+                           "%s: %s has no attribute num_classes (expected an integer in 1..%lld)",
+                           ds->path, ds->split, (long long)TG_DATASET_MAX_CLASSES);
+    if (ds->num_classes < 1 || ds->num_classes > TG_DATASET_MAX_CLASSES)
         return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
-                           "%s: %s attribute num_classes is %lld but expected an integer >= 1",
-                           ds->path, ds->split, (long long)ds->num_classes);
+                           "%s: %s attribute num_classes is %lld but expected an integer in "
+                           "1..%lld",
+                           ds->path, ds->split, (long long)ds->num_classes,
+                           (long long)TG_DATASET_MAX_CLASSES);
     ds->scale = 1.0;
     ds->mean = 0.0;
     ds->std = 1.0;
@@ -317,6 +340,10 @@ static tg_status check_labels(tg_dataset *ds, char *err, size_t errlen) {
         int64_t m = ds->n - s < LABEL_BLOCK ? ds->n - s : LABEL_BLOCK;
         int64_t *dst = keep ? buf + s : buf;
 
+        if (stop_asked(ds)) {
+            free(buf);
+            return stopped(ds, "checking the labels", err, errlen);
+        }
         if (read_labels(ds, (hsize_t)s, (hsize_t)m, dst) < 0) {
             free(buf);
             return h5fail(ds, TG_ERR_IO, "reading y", err, errlen);
@@ -381,6 +408,49 @@ static tg_status open_tuned(tg_dataset *ds, const char *name, const char *desc, 
     return st;
 }
 
+/*
+ * Checks that the data dataset `name` declares (rows rows of `per_row`
+ * elements) can be in the file: at most its size on disk when stored
+ * uncompressed, MAX_FILTER_RATIO times that when compressed. A damaged or
+ * hostile header declaring 2^40 rows in a small file is refused here rather
+ * than read for hours as fill values. Overflow counts as too large.
+ */
+static tg_status check_stored(const tg_dataset *ds, hid_t dset, const char *name, uint64_t rows,
+                              uint64_t per_row, char *err, size_t errlen) {
+    hid_t t = H5Dget_type(dset), dcpl = H5Dget_create_plist(dset);
+    size_t es = t >= 0 ? H5Tget_size(t) : 0;
+    int nf = dcpl >= 0 ? H5Pget_nfilters(dcpl) : -1;
+    uint64_t bytes, cap;
+    char total[32];
+    bool over;
+
+    if (t >= 0)
+        (void)H5Tclose(t);
+    if (dcpl >= 0)
+        (void)H5Pclose(dcpl);
+    if (es == 0 || nf < 0)
+        return h5fail(ds, TG_ERR_IO, "reading the layout of a dataset", err, errlen);
+    over = __builtin_mul_overflow(rows, per_row, &bytes) ||
+           __builtin_mul_overflow(bytes, (uint64_t)es, &bytes);
+    if (nf == 0)
+        cap = (uint64_t)ds->file_bytes;
+    else if (__builtin_mul_overflow((uint64_t)ds->file_bytes, (uint64_t)MAX_FILTER_RATIO, &cap))
+        cap = UINT64_MAX;
+    if (!over && bytes <= cap)
+        return TG_OK;
+    if (over)
+        snprintf(total, sizeof total, "more than 2^64");
+    else
+        snprintf(total, sizeof total, "%llu", (unsigned long long)bytes);
+    return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                       "%s: %s/%s declares %llu rows of %llu elements of %zu bytes (%s bytes) but "
+                       "the file has only %lld bytes%s: its header is damaged or its data is "
+                       "missing",
+                       ds->path, ds->split, name, (unsigned long long)rows,
+                       (unsigned long long)per_row, es, total, (long long)ds->file_bytes,
+                       nf ? " (compressed data expands at most 1032 times)" : "");
+}
+
 static tg_status open_members(tg_dataset *ds, char *err, size_t errlen) {
     hsize_t dims[H5S_MAX_RANK];
     tg_status st;
@@ -395,9 +465,13 @@ static tg_status open_members(tg_dataset *ds, char *err, size_t errlen) {
     if (ds->xspace < 0 || ds->yspace < 0)
         return h5fail(ds, TG_ERR_IO, "reading the dataspaces", err, errlen);
     st = check_x(ds, dims, err, errlen);
-    if (st)
-        return st;
-    return check_y(ds, dims[0], err, errlen);
+    if (st == TG_OK)
+        st = check_y(ds, dims[0], err, errlen);
+    if (st == TG_OK)
+        st = check_stored(ds, ds->x, "x", dims[0], (uint64_t)ds->sample_numel, err, errlen);
+    if (st == TG_OK)
+        st = check_stored(ds, ds->y, "y", dims[0], 1, err, errlen);
+    return st;
 }
 
 /* Opens the file after checking it is a readable HDF5 file. */
@@ -413,6 +487,7 @@ static tg_status open_file(tg_dataset *ds, char *err, size_t errlen) {
     if (S_ISDIR(sb.st_mode))
         return tg__ds_fail(TG_ERR_IO, err, errlen, "%s: is a directory, expected an HDF5 file",
                            ds->path);
+    ds->file_bytes = (int64_t)sb.st_size;
     is = tg__ds_is_hdf5(ds->path);
     if (is < 0)
         return h5fail(ds, TG_ERR_IO, "checking the file", err, errlen);
@@ -468,6 +543,8 @@ tg_status tg_dataset_open_opts(const char *path, const char *split, const tg_dat
         return tg__ds_fail(TG_ERR_NOMEM, err, errlen, "%s: out of memory", path);
     ds->file = ds->grp = ds->x = ds->y = ds->xspace = ds->yspace = -1;
     ds->budget = opts && opts->cache_budget ? opts->cache_budget : TG_DATASET_DEFAULT_CACHE_BUDGET;
+    ds->stop = opts ? opts->stop : NULL;
+    ds->stop_user = opts ? opts->stop_user : NULL;
     ds->path = dup_str("", path);
     ds->split = dup_str("/", split);
     if (!ds->path || !ds->split) {
@@ -567,18 +644,72 @@ static tg_status grow_scratch(tg_dataset *ds, int64_t n, char *err, size_t errle
     return TG_OK;
 }
 
-/* Normalises one stored sample into n floats. */
-static void emit_x(const tg_dataset *ds, const unsigned char *src, float *dst) {
+/* The index of the first non-finite of the n floats at p, or -1. */
+static int64_t first_nonfinite(const unsigned char *p, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        float v;
+        memcpy(&v, p + 4 * i, sizeof v);
+        if (!isfinite(v))
+            return i;
+    }
+    return -1;
+}
+
+/* TG_ERR_FORMAT for element elem (of the flat f32 data at p) being NaN or
+ * infinite: names the sample, the element within it and the value. */
+static tg_status bad_value(const tg_dataset *ds, int64_t sample, int64_t elem,
+                           const unsigned char *src, char *err, size_t errlen) {
+    float v;
+
+    memcpy(&v, src + 4 * elem, sizeof v);
+    return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                       "%s: %s/x[%lld] (sample %lld) holds %s at element %lld; f32 inputs must "
+                       "be finite",
+                       ds->path, ds->split, (long long)sample, (long long)sample,
+                       isnan(v) ? "nan" : v > 0 ? "inf" : "-inf", (long long)elem);
+}
+
+/*
+ * Normalises one stored sample (index `sample`) into sample_numel floats.
+ * A NaN or infinite f32 input fails here, in the thread that reads the
+ * samples, rather than as a NaN loss some steps later.
+ */
+static tg_status emit_x(const tg_dataset *ds, int64_t sample, const unsigned char *src,
+                        float *dst, char *err, size_t errlen) {
     if (ds->xdtype == TG_U8) {
         for (int64_t i = 0; i < ds->sample_numel; i++)
             dst[i] = ds->lut[src[i]];
-        return;
+        return TG_OK;
     }
     for (int64_t i = 0; i < ds->sample_numel; i++) {
         float v;
         memcpy(&v, src + 4 * i, sizeof v);
+        if (!isfinite(v))
+            return bad_value(ds, sample, i, src, err, errlen);
         dst[i] = (float)(((double)v * ds->scale - ds->mean) / ds->std);
     }
+    return TG_OK;
+}
+
+/* Checks the whole cached f32 x for NaN and infinities, in blocks between
+ * which the stop callback is asked. */
+static tg_status scan_cached_x(const tg_dataset *ds, char *err, size_t errlen) {
+    int64_t total = ds->n * ds->sample_numel;
+
+    for (int64_t s = 0; s < total; s += SCAN_BLOCK) {
+        int64_t m = total - s < SCAN_BLOCK ? total - s : SCAN_BLOCK;
+        int64_t at;
+
+        if (stop_asked(ds))
+            return stopped(ds, "checking x", err, errlen);
+        at = first_nonfinite(ds->x_cache + 4 * (size_t)s, m);
+        if (at >= 0) {
+            int64_t e = s + at, i = e / ds->sample_numel;
+            return bad_value(ds, i, e - i * ds->sample_numel,
+                             ds->x_cache + (size_t)i * ds->sample_bytes, err, errlen);
+        }
+    }
+    return TG_OK;
 }
 
 /* Loads x whole when it fits what the label cache left of the budget. */
@@ -597,6 +728,16 @@ static tg_status maybe_cache_x(tg_dataset *ds, char *err, size_t errlen) {
         free(ds->x_cache);
         ds->x_cache = NULL;
         return h5fail(ds, TG_ERR_IO, "reading x", err, errlen);
+    }
+    if (ds->xdtype == TG_F32) {
+        tg_status st = scan_cached_x(ds, err, errlen);
+        if (st) {
+            free(ds->x_cache);
+            ds->x_cache = NULL;
+            /* A later read must not take the file's copy as checked. */
+            ds->x_cache_tried = false;
+            return st;
+        }
     }
     return TG_OK;
 }
@@ -708,11 +849,14 @@ static tg_status read_sorted(tg_dataset *ds, int64_t n, float *x_out, int64_t *y
         if (o->idx != prev)
             u++;
         prev = o->idx;
-        if (x_out)
-            emit_x(ds,
-                   fx ? ds->raw + (size_t)u * ds->sample_bytes
-                      : ds->x_cache + (size_t)o->idx * ds->sample_bytes,
-                   x_out + o->pos * ds->sample_numel);
+        if (x_out) {
+            tg_status st = emit_x(ds, o->idx,
+                                  fx ? ds->raw + (size_t)u * ds->sample_bytes
+                                     : ds->x_cache + (size_t)o->idx * ds->sample_bytes,
+                                  x_out + o->pos * ds->sample_numel, err, errlen);
+            if (st)
+                return st;
+        }
         if (y_out) {
             int64_t v = fy ? ds->ylab[u] : ds->y_cache[o->idx];
             if (v < 0 || v >= ds->num_classes)
@@ -748,9 +892,12 @@ tg_status tg_dataset_read(tg_dataset *ds, const int64_t *indices, int64_t n, flo
     if ((!x_out || ds->x_cache) && (!y_out || ds->y_cache)) {
         /* Everything needed is in memory: gather directly, no sort. */
         for (int64_t i = 0; i < n; i++) {
-            if (x_out)
-                emit_x(ds, ds->x_cache + (size_t)indices[i] * ds->sample_bytes,
-                       x_out + i * ds->sample_numel);
+            if (x_out) {
+                st = emit_x(ds, indices[i], ds->x_cache + (size_t)indices[i] * ds->sample_bytes,
+                            x_out + i * ds->sample_numel, err, errlen);
+                if (st)
+                    return st;
+            }
             if (y_out)
                 y_out[i] = ds->y_cache[indices[i]];
         }

@@ -75,6 +75,11 @@ tg_status tg__ds_out_open(struct tg__ds_out *o, char *err, size_t errlen) {
     if (!o->tmp_path)
         return tg__ds_fail(TG_ERR_NOMEM, err, errlen, "%s: out of memory", o->path);
     snprintf(o->tmp_path, len, "%s.tmp%ld", o->path, (long)getpid());
+    /* A new file takes the newest format this HDF5 writes: its metadata
+     * carries checksums, so damage is found when the file is read. Files of
+     * older formats (h5py's default) stay readable. */
+    if (H5Pset_libver_bounds(o->fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST) < 0)
+        return tg__ds_out_err(o, "choosing the file format", err, errlen);
     o->file = H5Fcreate(o->tmp_path, H5F_ACC_TRUNC, H5P_DEFAULT, o->fapl);
     if (o->file < 0)
         return tg__ds_out_err(o, "creating the file", err, errlen);

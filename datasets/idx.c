@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <zlib.h>
 
@@ -22,13 +23,25 @@
 #define IDX_DEFAULT_CHUNK 1024
 /* Labels are tiny; bigger chunks keep the chunk index small. */
 #define IDX_LABEL_CHUNK_FACTOR 64
+/* Deflate expands at most about 1032:1: a header announcing more body than
+ * that times the compressed file is damaged, and is refused before any
+ * allocation or read. */
+#define IDX_MAX_GZIP_RATIO 1032
+/* Labels are read in blocks of this many, the buffer growing as data
+ * arrives, so memory follows the body actually present. */
+#define IDX_LABEL_BLOCK ((size_t)1 << 20)
 
 struct idx_file {
     gzFile gz;
     const char *path;
     uint32_t dims[3];
     int64_t body; /* body bytes the header announces */
+    const tg_idx_options *opts;
 };
+
+static bool stop_asked(const struct idx_file *f) {
+    return f->opts && f->opts->stop && f->opts->stop(f->opts->stop_user);
+}
 
 static uint32_t be32(const unsigned char *p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
@@ -90,14 +103,19 @@ static tg_status idx_close(struct idx_file *f, tg_status st, char *err, size_t e
  * expected: `what` describes the expected content for the message.
  */
 static tg_status idx_open(struct idx_file *f, const char *path, uint32_t magic, int ndim,
-                          const char *what, char *err, size_t errlen) {
+                          const char *what, const tg_idx_options *opts, char *err,
+                          size_t errlen) {
+    static const char *const field[2][3] = {{"items", "", ""}, {"images", "rows", "cols"}};
     unsigned char hdr[16];
     size_t hlen = 4 + 4 * (size_t)ndim, got;
+    uint64_t body = 1, cap;
+    struct stat sb;
     uint32_t m;
     tg_status st;
 
     memset(f, 0, sizeof *f);
     f->path = path;
+    f->opts = opts;
     errno = 0;
     f->gz = gzopen(path, "rb");
     if (!f->gz)
@@ -139,7 +157,6 @@ static tg_status idx_open(struct idx_file *f, const char *path, uint32_t magic, 
                                      "%s: short header: %zu bytes, expected %zu (%s)", path, got,
                                      hlen, what),
                          err, errlen);
-    f->body = 1;
     for (int i = 0; i < ndim; i++) {
         f->dims[i] = be32(hdr + 4 + 4 * i);
         if (f->dims[i] == 0)
@@ -147,8 +164,44 @@ static tg_status idx_open(struct idx_file *f, const char *path, uint32_t magic, 
                              tg__ds_fail(TG_ERR_FORMAT, err, errlen,
                                          "%s: header has a zero dimension (%s)", path, what),
                              err, errlen);
-        f->body *= f->dims[i];
+        body *= f->dims[i]; /* three 32-bit factors: at most 2^96, see below */
     }
+    /* The reader's bound on a sample, so that what is written reads. */
+    if (ndim == 3 &&
+        (uint64_t)f->dims[1] * f->dims[2] > (uint64_t)TG_DATASET_MAX_SAMPLE_NUMEL)
+        return idx_close(f,
+                         tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                                     "%s: header says images of %u rows x %u cols (%llu pixels "
+                                     "each); at most %lld pixels per image are supported "
+                                     "(damaged header?)",
+                                     path, f->dims[1], f->dims[2],
+                                     (unsigned long long)f->dims[1] * f->dims[2],
+                                     (long long)TG_DATASET_MAX_SAMPLE_NUMEL),
+                         err, errlen);
+    if (ndim == 3 && __builtin_mul_overflow((uint64_t)f->dims[0],
+                                            (uint64_t)f->dims[1] * f->dims[2], &body))
+        body = UINT64_MAX;
+    if (stat(path, &sb) != 0 ||
+        __builtin_mul_overflow((uint64_t)sb.st_size, (uint64_t)IDX_MAX_GZIP_RATIO, &cap))
+        cap = UINT64_MAX;
+    if (body > cap || body > (uint64_t)INT64_MAX) {
+        char dims[96];
+        int k = ndim == 1 ? 0 : 1;
+        if (ndim == 1)
+            snprintf(dims, sizeof dims, "%s %u", field[k][0], f->dims[0]);
+        else
+            snprintf(dims, sizeof dims, "%s %u, %s %u, %s %u", field[k][0], f->dims[0],
+                     field[k][1], f->dims[1], field[k][2], f->dims[2]);
+        return idx_close(f,
+                         tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                                     "%s: header says %s (%llu body bytes) but the file has only "
+                                     "%lld compressed bytes, which gzip expands at most %d "
+                                     "times: the header is damaged",
+                                     path, dims, (unsigned long long)body, (long long)sb.st_size,
+                                     IDX_MAX_GZIP_RATIO),
+                         err, errlen);
+    }
+    f->body = (int64_t)body;
     return TG_OK;
 }
 
@@ -166,23 +219,46 @@ static tg_status idx_finish(struct idx_file *f, char *err, size_t errlen) {
     return idx_close(f, st, err, errlen);
 }
 
-static tg_status read_labels(const char *path, uint8_t **labels, int64_t *n, char *err,
-                             size_t errlen) {
+static tg_status read_labels(const char *path, const tg_idx_options *opts, uint8_t **labels,
+                             int64_t *n, char *err, size_t errlen) {
     struct idx_file f;
-    size_t got;
+    size_t got = 0, cap = 0;
     tg_status st;
 
-    st = idx_open(&f, path, IDX_MAGIC_LABELS, 1, "u8 labels, dims N", err, errlen);
+    *labels = NULL;
+    st = idx_open(&f, path, IDX_MAGIC_LABELS, 1, "u8 labels, dims N", opts, err, errlen);
     if (st)
         return st;
     *n = f.dims[0];
-    *labels = malloc((size_t)*n);
-    if (!*labels)
-        return idx_close(&f,
-                         tg__ds_fail(TG_ERR_NOMEM, err, errlen, "%s: no memory for %lld labels",
-                                     path, (long long)*n),
-                         err, errlen);
-    st = gz_read(&f, *labels, (size_t)*n, &got, err, errlen);
+    /* The buffer grows with the data read, not with the header's count. */
+    while (st == TG_OK && got < (size_t)*n) {
+        size_t want = (size_t)*n - got < IDX_LABEL_BLOCK ? (size_t)*n - got : IDX_LABEL_BLOCK;
+        size_t step;
+
+        if (stop_asked(&f)) {
+            st = tg__ds_fail(TG_ERR_STOPPED, err, errlen, "%s: reading the labels stopped by "
+                             "request", path);
+            break;
+        }
+        if (got + want > cap) {
+            size_t nc = cap ? cap * 2 : IDX_LABEL_BLOCK;
+            uint8_t *p;
+            if (nc > (size_t)*n)
+                nc = (size_t)*n;
+            p = realloc(*labels, nc);
+            if (!p) {
+                st = tg__ds_fail(TG_ERR_NOMEM, err, errlen, "%s: no memory for %lld labels",
+                                 path, (long long)*n);
+                break;
+            }
+            *labels = p;
+            cap = nc;
+        }
+        st = gz_read(&f, *labels + got, want, &step, err, errlen);
+        got += step;
+        if (st == TG_OK && step < want)
+            break;
+    }
     if (st == TG_OK && got < (size_t)*n)
         st = tg__ds_fail(TG_ERR_FORMAT, err, errlen,
                          "%s: short body: header says %lld labels but only %zu follow the header",
@@ -209,11 +285,18 @@ static tg_status write_images(struct idx_file *im, const struct tg__ds_out *o, h
     tg_status st = TG_OK;
 
     if (!buf)
-        return tg__ds_fail(TG_ERR_NOMEM, err, errlen, "%s: out of memory", im->path);
+        return tg__ds_fail(TG_ERR_NOMEM, err, errlen,
+                           "%s: no memory for a chunk of %lld images of %ux%u", im->path,
+                           (long long)chunk, im->dims[1], im->dims[2]);
     for (int64_t i = 0; i < n && st == TG_OK; i += chunk) {
         int64_t m = n - i < chunk ? n - i : chunk;
         size_t got;
 
+        if (stop_asked(im)) {
+            st = tg__ds_fail(TG_ERR_STOPPED, err, errlen,
+                             "%s: converting the images stopped by request", im->path);
+            break;
+        }
         st = gz_read(im, buf, (size_t)(m * per), &got, err, errlen);
         if (st)
             break;
@@ -293,7 +376,7 @@ static tg_status write_split(struct idx_file *im, const uint8_t *labels, const s
 tg_status tg_idx_convert_opts(const char *images_gz, const char *labels_gz, const char *out_h5,
                               const char *split, const tg_idx_options *opts, char *err,
                               size_t errlen) {
-    tg_idx_options o_ = {IDX_DEFAULT_CHUNK, 0};
+    tg_idx_options o_ = {.chunk_samples = IDX_DEFAULT_CHUNK};
     struct tg__ds_out out;
     struct idx_file im = {0};
     uint8_t *labels = NULL;
@@ -316,11 +399,11 @@ tg_status tg_idx_convert_opts(const char *images_gz, const char *labels_gz, cons
     if (st)
         return st;
     tg__ds_h5_quiet();
-    st = read_labels(labels_gz, &labels, &nlab, err, errlen);
+    st = read_labels(labels_gz, &o_, &labels, &nlab, err, errlen);
     if (st)
         return st;
-    st = idx_open(&im, images_gz, IDX_MAGIC_IMAGES, 3, "u8 images, dims N x rows x cols", err,
-                  errlen);
+    st = idx_open(&im, images_gz, IDX_MAGIC_IMAGES, 3, "u8 images, dims N x rows x cols", &o_,
+                  err, errlen);
     if (st == TG_OK && (int64_t)im.dims[0] != nlab)
         st = idx_close(&im,
                        tg__ds_fail(TG_ERR_FORMAT, err, errlen,

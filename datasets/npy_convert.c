@@ -66,11 +66,19 @@ static tg_status check_x(const struct npy_file *x, char *err, size_t errlen) {
                            "%s: x has shape %s but expected (N, d1[, ..., d4]): 1 to 4 dims "
                            "after N",
                            x->path, sh);
-    for (int i = 0; i < x->ndim; i++)
+    int64_t per = 1;
+    for (int i = 0; i < x->ndim; i++) {
         if (x->shape[i] == 0)
             return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
                                "%s: x has shape %s: an empty array, nothing to convert", x->path,
                                sh);
+        /* The reader's bound on a sample, so that what is written reads. */
+        if (i > 0 && (x->shape[i] > TG_DATASET_MAX_SAMPLE_NUMEL ||
+                      (per *= x->shape[i]) > TG_DATASET_MAX_SAMPLE_NUMEL))
+            return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                               "%s: x has shape %s: a sample must have at most %lld elements",
+                               x->path, sh, (long long)TG_DATASET_MAX_SAMPLE_NUMEL);
+    }
     return tg__npy_check_body(x, err, errlen);
 }
 
@@ -110,6 +118,14 @@ static int64_t label_at(const struct npy_file *y, const unsigned char *p, uint64
 }
 
 /* First pass over y: every label in range; num_classes when not given. */
+/* TG_ERR_STOPPED when the caller's stop callback asks for it. */
+static tg_status check_stop(const struct conv *c, const char *path, char *err, size_t errlen) {
+    if (c->o.stop && c->o.stop(c->o.stop_user))
+        return tg__ds_fail(TG_ERR_STOPPED, err, errlen, "%s: conversion stopped by request",
+                           path);
+    return TG_OK;
+}
+
 static tg_status scan_labels(struct conv *c, char *err, size_t errlen) {
     struct npy_file *y = &c->y;
     unsigned char *buf = malloc((size_t)(NPY_LABEL_BLOCK * y->size));
@@ -121,7 +137,9 @@ static tg_status scan_labels(struct conv *c, char *err, size_t errlen) {
     for (int64_t i = 0; i < c->n && st == TG_OK; i += NPY_LABEL_BLOCK) {
         int64_t m = c->n - i < NPY_LABEL_BLOCK ? c->n - i : NPY_LABEL_BLOCK;
 
-        st = tg__npy_read(y, buf, m, err, errlen);
+        st = check_stop(c, y->path, err, errlen);
+        if (st == TG_OK)
+            st = tg__npy_read(y, buf, m, err, errlen);
         for (int64_t k = 0; k < m && st == TG_OK; k++) {
             uint64_t raw;
             int64_t v = label_at(y, buf + k * y->size, &raw);
@@ -136,11 +154,12 @@ static tg_status scan_labels(struct conv *c, char *err, size_t errlen) {
                                  "%s: label y[%lld] = %llu is not below num_classes %lld",
                                  y->path, (long long)(i + k), (unsigned long long)raw,
                                  (long long)given);
-            else if (v >= INT32_MAX)
+            else if (v >= TG_DATASET_MAX_CLASSES)
                 st = tg__ds_fail(TG_ERR_FORMAT, err, errlen,
                                  "%s: label y[%lld] = %llu is too large: num_classes must be "
-                                 "below 2^31",
-                                 y->path, (long long)(i + k), (unsigned long long)raw);
+                                 "at most %lld",
+                                 y->path, (long long)(i + k), (unsigned long long)raw,
+                                 (long long)TG_DATASET_MAX_CLASSES);
             else if (v > max)
                 max = v;
         }
@@ -270,6 +289,7 @@ static tg_status write_x(struct conv *c, const struct tg__ds_out *o, hid_t xd, c
     for (int64_t i = 0; i < c->n && st == TG_OK; i += c->chunk) {
         int64_t m = c->n - i < c->chunk ? c->n - i : c->chunk, total = m * c->per;
 
+        st = check_stop(c, x->path, err, errlen);
         for (int64_t k = 0; k < total && st == TG_OK; k += NPY_RAW_BLOCK) {
             int64_t b = total - k < NPY_RAW_BLOCK ? total - k : NPY_RAW_BLOCK;
             unsigned char *dst = out + (size_t)k * esz;
@@ -391,10 +411,10 @@ static tg_status check_options(const tg_npy_options *o, const char *out, char *e
     if (o->deflate_level < 0 || o->deflate_level > 9)
         return tg__ds_fail(TG_ERR_INVALID, err, errlen, "%s: deflate level %d is outside 0..9",
                            out, o->deflate_level);
-    if (o->num_classes < 0 || o->num_classes > INT32_MAX)
+    if (o->num_classes < 0 || o->num_classes > TG_DATASET_MAX_CLASSES)
         return tg__ds_fail(TG_ERR_INVALID, err, errlen,
-                           "%s: num_classes %lld is outside 1..2^31-1 (0 for max label + 1)", out,
-                           (long long)o->num_classes);
+                           "%s: num_classes %lld is outside 1..%lld (0 for max label + 1)", out,
+                           (long long)o->num_classes, (long long)TG_DATASET_MAX_CLASSES);
     if (!isfinite(o->scale))
         return tg__ds_fail(TG_ERR_INVALID, err, errlen, "%s: scale %g is not finite", out,
                            o->scale);

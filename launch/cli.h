@@ -133,4 +133,21 @@ int tg_cli_is_help(const char *arg);
  */
 int tg_cli_rank_threads(int local_size, char *desc, size_t n);
 
+/*
+ * Stop requests (launch/stop.c). tg_cli_stop_signals_install() makes
+ * SIGTERM, SIGUSR1 and SIGINT only record the first signal (a second SIGINT
+ * still ends the process at once with 130); long work checks the record
+ * through tg_cli_stop_requested(), a callback for the library's stop options
+ * (user is ignored). tg_cli_stop_signals_restore() puts the default actions
+ * back. tg_cli_stop_signal() is the recorded signal, 0 for none.
+ * tg_cli_stop_exit() is the exit code of a stop before any training step:
+ * 75 when a checkpoint folder is in use (requeue: nothing was lost), else
+ * 128 + the signal.
+ */
+int tg_cli_stop_signals_install(char *err, size_t len);
+void tg_cli_stop_signals_restore(void);
+int tg_cli_stop_signal(void);
+bool tg_cli_stop_requested(void *user);
+int tg_cli_stop_exit(bool ckpt_dir);
+
 #endif

@@ -109,6 +109,9 @@ static bool bad_split(const char *split) {
 /* The converter's status as an exit code, with its message. */
 static int convert_failed(tg_status s, const char *err) {
     fprintf(stderr, "tapegrad convert: %s\n", err);
+    /* A signal: the converter took back everything it had written. */
+    if (s == TG_ERR_STOPPED)
+        return tg_cli_stop_exit(false);
     /* A valid file of a kind the converter does not take is a data error. */
     if (s == TG_ERR_UNSUPPORTED)
         return TG_EXIT_DATA;
@@ -135,7 +138,7 @@ static int convert_npy(int argc, char **argv) {
         } else if ((m = tg_cli_opt(cmd, argc, argv, &i, "--split", &v)) != 0) {
             split = v;
         } else if ((m = tg_cli_opt(cmd, argc, argv, &i, "--num-classes", &v)) != 0) {
-            if (m < 0 || tg_cli_parse_i64(cmd, "--num-classes", v, 1, INT32_MAX, &k))
+            if (m < 0 || tg_cli_parse_i64(cmd, "--num-classes", v, 1, TG_DATASET_MAX_CLASSES, &k))
                 return TG_EXIT_USAGE;
             o.num_classes = k;
         } else if ((m = tg_cli_opt(cmd, argc, argv, &i, "--scale", &v)) != 0) {
@@ -170,7 +173,11 @@ static int convert_npy(int argc, char **argv) {
     if (bad_split(split))
         return TG_EXIT_USAGE;
     char err[512];
+    o.stop = tg_cli_stop_requested;
+    if (tg_cli_stop_signals_install(err, sizeof err) != 0)
+        return convert_failed(TG_ERR_IO, err);
     tg_status s = tg_npy_convert(x, y, out, split, &o, err, sizeof err);
+    tg_cli_stop_signals_restore();
     return s ? convert_failed(s, err) : summarize(out, split);
 }
 
@@ -227,6 +234,10 @@ int tg_cmd_convert(int argc, char **argv) {
         return TG_EXIT_USAGE;
 
     char err[512];
+    o.stop = tg_cli_stop_requested;
+    if (tg_cli_stop_signals_install(err, sizeof err) != 0)
+        return convert_failed(TG_ERR_IO, err);
     tg_status s = tg_idx_convert_opts(images, labels, out, split, &o, err, sizeof err);
+    tg_cli_stop_signals_restore();
     return s ? convert_failed(s, err) : summarize(out, split);
 }

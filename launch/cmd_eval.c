@@ -152,8 +152,24 @@ static int evaluate(const eval_opts *o, tg_world *w, const char *data) {
     c.eval_batch_size = batch;
     c.rank = rank;
     c.world = world;
-    c.hooks = (tg_trainer_hooks){.user = &er, .allreduce_sum = allreduce_sum};
-    if ((s = tg_trainer_new(ctx, &c, &tr)) != TG_OK) {
+    c.hooks = (tg_trainer_hooks){
+        .user = &er, .allreduce_sum = allreduce_sum, .should_stop = tg_cli_stop_requested};
+    /* A stop request during the checks at open ends the command; after
+     * them, nothing is left to clean up, so signals act as usual again. */
+    char err[256];
+    if (tg_cli_stop_signals_install(err, sizeof err) != 0) {
+        fprintf(stderr, "tapegrad eval: %s\n", err);
+        code = TG_EXIT_RUNTIME;
+        goto out;
+    }
+    s = tg_trainer_new(ctx, &c, &tr);
+    tg_cli_stop_signals_restore();
+    if (s == TG_ERR_STOPPED || tg_cli_stop_signal()) {
+        printf("stopped by a signal while opening the data\n");
+        code = tg_cli_stop_exit(false);
+        goto out;
+    }
+    if (s != TG_OK) {
         fprintf(stderr, "tapegrad eval: rank %d: %s\n", rank, tg_ctx_error(ctx));
         code = s == TG_ERR_INVALID ? TG_EXIT_DATA : tg_cli_exit_for_status(s);
         goto out;

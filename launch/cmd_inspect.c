@@ -11,6 +11,7 @@
 #include "cli.h"
 
 #include <hdf5.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -38,28 +39,34 @@ static void inspect_usage(FILE *f) {
 
 typedef struct split_list {
     int n;
+    hsize_t pos; /* the index of the link the callback is called for */
     char names[MAX_SPLITS][128];
 } split_list;
 
-/* H5Literate callback: keep the groups below the root that hold x and y. */
+/*
+ * H5Literate callback: keep the groups below the root that are splits:
+ * those holding x or y (a split missing one of them is then reported by the
+ * reader, as training would), and "train" and "test" whatever they hold.
+ * The group is opened by its index, not by the name read from the file, and
+ * only the known names x and y are looked up in it.
+ */
 static herr_t collect(hid_t root, const char *name, const H5L_info_t *info, void *data) {
     (void)info;
     split_list *sl = data;
-    if (name[0] == '.' || sl->n >= MAX_SPLITS || strlen(name) >= sizeof(sl->names[0]))
+    hsize_t pos = sl->pos++;
+    if (name[0] == '.' || !name[0] || strchr(name, '/') || sl->n >= MAX_SPLITS ||
+        strlen(name) >= sizeof(sl->names[0]))
         return 0;
-    H5O_info_t oi;
-#if H5_VERSION_GE(1, 12, 0)
-    if (H5Oget_info_by_name3(root, name, &oi, H5O_INFO_BASIC, H5P_DEFAULT) < 0)
-#else
-    if (H5Oget_info_by_name(root, name, &oi, H5P_DEFAULT) < 0)
-#endif
+    hid_t g = H5Oopen_by_idx(root, ".", H5_INDEX_NAME, H5_ITER_INC, pos, H5P_DEFAULT);
+    if (g < 0)
         return 0;
-    if (oi.type != H5O_TYPE_GROUP)
-        return 0;
-    char px[160], py[160];
-    snprintf(px, sizeof px, "%s/x", name);
-    snprintf(py, sizeof py, "%s/y", name);
-    if (H5Lexists(root, px, H5P_DEFAULT) > 0 && H5Lexists(root, py, H5P_DEFAULT) > 0)
+    bool split = strcmp(name, "train") == 0 || strcmp(name, "test") == 0;
+    if (H5Iget_type(g) == H5I_GROUP)
+        split = split || H5Lexists(g, "x", H5P_DEFAULT) > 0 || H5Lexists(g, "y", H5P_DEFAULT) > 0;
+    else
+        split = false;
+    (void)H5Oclose(g);
+    if (split)
         snprintf(sl->names[sl->n++], sizeof(sl->names[0]), "%s", name);
     return 0;
 }
@@ -120,8 +127,10 @@ static void describe_dataset(hid_t grp, const char *name) {
  * a string, else its type. */
 static herr_t print_attr(hid_t loc, const char *name, const H5A_info_t *info, void *data) {
     (void)info;
-    (void)data;
-    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    /* By index, not by the name read from the file. */
+    hsize_t *pos = data;
+    hid_t a = H5Aopen_by_idx(loc, ".", H5_INDEX_NAME, H5_ITER_INC, (*pos)++, H5P_DEFAULT,
+                             H5P_DEFAULT);
     if (a < 0)
         return 0;
     hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
@@ -198,8 +207,8 @@ static int inspect_split(hid_t f, const char *path, const char *split) {
     if (g >= 0) {
         describe_dataset(g, "x");
         describe_dataset(g, "y");
-        hsize_t at = 0;
-        H5Aiterate2(g, H5_INDEX_NAME, H5_ITER_INC, &at, print_attr, NULL);
+        hsize_t at = 0, pos = 0;
+        H5Aiterate2(g, H5_INDEX_NAME, H5_ITER_INC, &at, print_attr, &pos);
         H5Gclose(g);
     }
     int code = histogram(ds, path, split);

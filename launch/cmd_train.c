@@ -430,6 +430,14 @@ int tg_train_find_data(const char *cmd, const char *given, const char *idx_dir, 
                        char *cache, size_t len, const char **data) {
     int rank = tg_world_rank(w);
     *data = given;
+    /* From here a stop request is recorded and honoured by the long work
+     * before the first step (converting, opening and checking the data),
+     * which then cleans up after itself, instead of killing the process. */
+    char err[256];
+    if (tg_cli_stop_signals_install(err, sizeof err) != 0) {
+        fprintf(stderr, "tapegrad %s: %s\n", cmd, err);
+        return TG_EXIT_RUNTIME;
+    }
     if (given) {
         struct stat st;
         if (stat(given, &st) != 0) {
@@ -510,6 +518,8 @@ int tg_cmd_train(int argc, char **argv) {
         char cache[4096];
         const char *data;
         code = tg_train_find_data("train", o.data, o.idx_dir, w, cache, sizeof cache, &data);
+        if (code != TG_EXIT_OK && tg_cli_stop_signal())
+            code = tg_cli_stop_exit(o.ckpt_dir != NULL);
         if (code == TG_EXIT_OK)
             code = tg_train_run(&cfg, &o, data, w);
     }

@@ -30,32 +30,6 @@
 
 #define MAX_CKPT_TENSORS (3 * TG_PARAMS_MAX + 8)
 
-/* The signal that asked for a stop (0: none), and SIGINTs seen. A signal
- * handler can reach only globals; these two are the launcher's only ones. */
-static volatile sig_atomic_t g_stop_signal;
-static volatile sig_atomic_t g_sigints;
-
-static void on_signal(int sig) {
-    if (sig == SIGINT && g_sigints++ > 0)
-        _exit(130); /* a second Ctrl-C: the user does not want to wait */
-    if (!g_stop_signal)
-        g_stop_signal = sig;
-}
-
-static int install_signals(char *err, size_t len) {
-    static const int sigs[] = {SIGTERM, SIGUSR1, SIGINT};
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
-        if (sigaction(sigs[i], &sa, NULL) != 0) {
-            snprintf(err, len, "sigaction(%d): %s", sigs[i], strerror(errno));
-            return -1;
-        }
-    return 0;
-}
-
 /* Everything one rank's run needs in the hooks. */
 typedef struct run_state {
     const train_opts *o;
@@ -419,7 +393,7 @@ static tg_status after_step(tg_trainer *tr, bool *stop, void *user) {
         if (s)
             return s;
     }
-    int64_t flag = g_stop_signal != 0;
+    int64_t flag = tg_cli_stop_signal() != 0;
     if (st->world > 1) {
         tg_status s = tg_allreduce_sum(st->w, &flag, 1, TG_I64, "stop vote");
         if (s)
@@ -606,6 +580,15 @@ static int mkdir_p(const char *path) {
     return access(buf, W_OK | X_OK);
 }
 
+/* A stop request that arrived before the first step (while the data was
+ * opened and checked): nothing was trained, so nothing is saved. */
+static int stopped_early(const run_state *st) {
+    if (st->rank == 0)
+        printf("stopped by a signal before the first step; nothing to save%s\n",
+               st->o->ckpt_dir ? "; exit 75: requeue to start (or continue) the run" : "");
+    return tg_cli_stop_exit(st->o->ckpt_dir != NULL);
+}
+
 /* The worst exit code over the ranks (so that all stop together). */
 static int agree(run_state *st, int code) {
     if (st->world == 1)
@@ -688,11 +671,12 @@ static int train(run_state *st, tg_trainer *tr, const char *data) {
         st->metrics_failed = true;
     tg_world_set_step(st->w, start_step);
     s = tg_trainer_run(tr);
-    if (s) {
+    if (s == TG_ERR_STOPPED) {
+        code = stopped_early(st);
+    } else if (s) {
         say_error(st, st->err[0] ? st->err : tg_ctx_error(ctx));
         code = st->err_code ? st->err_code : exit_code(s);
     } else if (tg_trainer_stopped(tr)) {
-        int sig = g_stop_signal;
         if (st->rank == 0 && o->ckpt_dir)
             printf("stopped by a signal (seen by %lld of %d ranks) after step %lld; "
                    "checkpoint %s; exit %d: requeue to continue with --resume auto\n",
@@ -702,7 +686,7 @@ static int train(run_state *st, tg_trainer *tr, const char *data) {
             printf("stopped by a signal after step %lld; no --ckpt-dir, so nothing was saved\n",
                    (long long)st->stop_step);
         /* 75 promises a checkpoint; without one, the usual 128 + signal. */
-        code = o->ckpt_dir ? TG_EXIT_REQUEUE : 128 + (sig ? sig : SIGTERM);
+        code = tg_cli_stop_exit(o->ckpt_dir != NULL);
     }
     tg_ddp_free(st->ddp);
     return code;
@@ -716,7 +700,7 @@ int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, 
              !getenv("OMPI_COMM_WORLD_SIZE") && !getenv("PMIX_RANK") && !getenv("SLURM_STEP_ID");
     int code = TG_EXIT_OK;
     char err[512];
-    if (install_signals(err, sizeof err) != 0) {
+    if (tg_cli_stop_signals_install(err, sizeof err) != 0) {
         say_error(&st, err);
         return TG_EXIT_RUNTIME;
     }
@@ -741,7 +725,8 @@ int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, 
                                     .set_sync = set_sync,
                                     .before_forward = before_forward,
                                     .allreduce_sum = allreduce_sum,
-                                    .after_step = after_step};
+                                    .after_step = after_step,
+                                    .should_stop = tg_cli_stop_requested};
     tg_train_config_text(cfg, st.cfg_text, sizeof st.cfg_text);
     tg_trace *trace = NULL;
     if (o->trace) {
@@ -780,7 +765,9 @@ int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, 
     tg_trainer *tr = NULL;
     if (code == 0) {
         tg_status s = tg_trainer_new(ctx, cfg, &tr);
-        if (s) {
+        if (s == TG_ERR_STOPPED) {
+            code = stopped_early(&st);
+        } else if (s) {
             say_error(&st, tg_ctx_error(ctx));
             code = exit_code(s);
         }

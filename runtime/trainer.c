@@ -122,9 +122,12 @@ static tg_status open_data(tg_trainer *tr) {
     tg_ctx *ctx = tr->ctx;
     const tg_trainer_config *c = &tr->cfg;
     char err[512];
-    tg_status s = tg_dataset_open(c->data_path, c->train_split, &tr->train_ds, err, sizeof err);
+    tg_dataset_options dopt = {.stop = c->hooks.should_stop, .stop_user = c->hooks.user};
+    tg_status s =
+        tg_dataset_open_opts(c->data_path, c->train_split, &dopt, &tr->train_ds, err, sizeof err);
     if (s == TG_OK)
-        s = tg_dataset_open(c->data_path, c->test_split, &tr->test_ds, err, sizeof err);
+        s = tg_dataset_open_opts(c->data_path, c->test_split, &dopt, &tr->test_ds, err,
+                                 sizeof err);
     if (s)
         return ds_fail(ctx, s, err);
 

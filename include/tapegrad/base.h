@@ -46,7 +46,8 @@ extern "C" {
     X(ERR_FORMAT, "bad file format")                                        \
     X(ERR_BACKEND, "backend error")                                         \
     X(ERR_COMM, "communication error")                                      \
-    X(ERR_TIMEOUT, "timed out")
+    X(ERR_TIMEOUT, "timed out")                                             \
+    X(ERR_STOPPED, "stopped by request")
 
 typedef enum tg_status {
 #define TG_X_(name, str) TG_##name,

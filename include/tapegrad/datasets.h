@@ -85,6 +85,11 @@ typedef struct tg_idx_options {
      * keeps random reads fast: a compressed chunk must be inflated whole to
      * read one sample from it. */
     int deflate_level;
+    /* Optional: asked between blocks of work; when it returns true the
+     * conversion gives up with TG_ERR_STOPPED and leaves nothing behind
+     * (the pre-emption flag of a launcher). */
+    bool (*stop)(void *user);
+    void *stop_user;
 } tg_idx_options;
 
 /*
@@ -135,7 +140,7 @@ typedef struct tg_npy_options {
     /* zlib level 0..9 for x and y, as tg_idx_options (0: no filter). */
     int deflate_level;
     /* The split's num_classes: 0 means the largest label + 1; a value given
-     * must be 1..2^31-1 and every label must lie below it. */
+     * must be 1..TG_DATASET_MAX_CLASSES and every label must lie below it. */
     int64_t num_classes;
     /* The scale attribute: 0 means 1/255 for u8 x and 1 for float x; a value
      * given must be finite and non-zero. */
@@ -145,13 +150,17 @@ typedef struct tg_npy_options {
      * split written beside a train split, else computed from the split. */
     bool set_mean_std;
     double mean, std;
+    /* Optional: as tg_idx_options.stop. */
+    bool (*stop)(void *user);
+    void *stop_user;
 } tg_npy_options;
 
 /*
  * Converts a pair of NumPy .npy files (format versions 1.0, 2.0 and 3.0) into
  * split `split` of the HDF5 file out_h5:
  *
- *   x_npy  shape (N, d1[, ..., d4]) (1 to 4 dims after N), dtype u1 (stored
+ *   x_npy  shape (N, d1[, ..., d4]) (1 to 4 dims after N, at most
+ *          TG_DATASET_MAX_SAMPLE_NUMEL elements per sample), dtype u1 (stored
  *          as u8) or f4/f8 (stored as f32; every value must be finite, and an
  *          f8 value must fit in f32). C order; any byte order.
  *   y_npy  shape (N,), any integer dtype (i1..i8, u1..u8), any byte order;
@@ -194,6 +203,12 @@ tg_status tg_npy_convert(const char *x_npy, const char *y_npy, const char *out_h
 
 typedef struct tg_dataset tg_dataset;
 
+/* The largest num_classes and the most elements per sample a split may
+ * declare: larger values are refused at open (TG_ERR_FORMAT) rather than
+ * left to fail as an allocation of the model. */
+#define TG_DATASET_MAX_CLASSES ((int64_t)1 << 20)
+#define TG_DATASET_MAX_SAMPLE_NUMEL ((int64_t)1 << 24)
+
 /* The default for tg_dataset_options.cache_budget: 256 MiB. */
 #define TG_DATASET_DEFAULT_CACHE_BUDGET ((int64_t)256 << 20)
 
@@ -207,6 +222,11 @@ typedef struct tg_dataset_options {
      * TG_DATASET_DEFAULT_CACHE_BUDGET; a negative value caches nothing.
      */
     int64_t cache_budget;
+    /* Optional: asked between the blocks of the work done at open (the
+     * label scan, the check of cached f32 inputs); when it returns true the
+     * open gives up with TG_ERR_STOPPED. */
+    bool (*stop)(void *user);
+    void *stop_user;
 } tg_dataset_options;
 
 /*

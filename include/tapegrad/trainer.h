@@ -173,6 +173,10 @@ typedef struct tg_trainer_hooks {
      * once, without an evaluation or TG_EVENT_END; tg_trainer_run() returns
      * TG_OK and tg_trainer_stopped() tells. */
     tg_status (*after_step)(tg_trainer *tr, bool *stop, void *user);
+    /* Asked in the long work before the first step (the dataset checks at
+     * open, loading and checking x when the loaders start); true makes
+     * tg_trainer_new() or tg_trainer_run() give up with TG_ERR_STOPPED. */
+    bool (*should_stop)(void *user);
 } tg_trainer_hooks;
 
 typedef struct tg_trainer_config {

@@ -12,6 +12,14 @@ fuzzer=$1 seeds=$2 artifacts=$3 seconds=$4
 work=$(mktemp -d "${TMPDIR:-/tmp}/tg-fuzz.XXXXXX") || exit 1
 trap 'rm -rf "$work"' EXIT INT TERM
 mkdir -p "$artifacts" || exit 1
+# Leaks of third-party libraries on their own error paths (tests/lsan.supp)
+# are not the target's; a setting given by the caller wins.
+: "${LSAN_OPTIONS:=suppressions=$(dirname "$0")/../lsan.supp:print_suppressions=0}"
+export LSAN_OPTIONS
+# Full allocation stacks through libraries built without frame pointers, so
+# that the suppressions can name the library's frame.
+: "${ASAN_OPTIONS:=fast_unwind_on_malloc=0}"
+export ASAN_OPTIONS
 "$fuzzer" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=2048 -malloc_limit_mb=2048 \
     -print_final_stats=1 -artifact_prefix="$artifacts/" "$work" "$seeds"
 rc=$?
