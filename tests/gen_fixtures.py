@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""PyTorch reference fixtures for tests/test_torch_fixtures.c.
+"""PyTorch reference fixtures for tests/test_torch_fixtures.c (which runs every
+case) and tests/test_torch_fixture_coverage.c (every ops.def row has a case).
 
 Regenerate (needs PyTorch; `scripts/setup.sh --with-torch` installs it):
 

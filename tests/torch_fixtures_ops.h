@@ -3,14 +3,9 @@
  * name: the binary, unary and reduction tables, and the runners of the ops
  * of runtime/ops_math2.c (casts, cumsum, topk, logsumexp, var/std,
  * index_select, masked_fill, squeeze/unsqueeze). Included once, by that
- * file, after its parameter helpers.
+ * file, after its parameter helpers. The composite names these runners
+ * answer to are listed in tests/torch_fixtures_load.h (k_composites2).
  */
-
-/* The composite functions of ops_math2.c (not ops.def rows) that fixtures
- * also cover. */
-static const char *const k_composites2[] = {
-    "topk", "logsumexp", "var", "std", "index_select", "masked_fill", "squeeze", "unsqueeze",
-};
 
 /* Ops that take the same operands, dispatched by name. */
 typedef tg_tensor *(*binary_fn)(tg_ctx *, tg_tensor *, tg_tensor *);
