@@ -39,8 +39,12 @@ step() {
 # third-party runtimes rather than to tapegrad. fast_unwind_on_malloc=0 gives
 # full allocation stacks through libraries built without frame pointers, so
 # that those entries can stay narrow.
+# allocator_may_return_null and hard_rss_limit_mb: a damaged file that makes
+# a reader ask for a huge allocation gets NULL (and must fail cleanly), and
+# one that grows without bound is killed at 6 GiB: the bad-input tests fail
+# instead of the machine.
 asan_env=(
-    ASAN_OPTIONS="halt_on_error=1:exitcode=1:detect_leaks=1:detect_stack_use_after_return=1:fast_unwind_on_malloc=0"
+    ASAN_OPTIONS="halt_on_error=1:exitcode=1:detect_leaks=1:detect_stack_use_after_return=1:fast_unwind_on_malloc=0:allocator_may_return_null=1:hard_rss_limit_mb=6144"
     UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
     LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0"
     TG_DEBUG_STEPS=1
