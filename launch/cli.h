@@ -47,6 +47,10 @@ typedef struct tg_cli_command {
 /* ---- --config FILE.ini (launch/config.c) ---- */
 
 #define TG_CLI_CONFIG_MAX 128
+/* The longest line (characters, without the line end) and the largest file
+ * (bytes) that --config reads. */
+#define TG_CLI_CONFIG_LINE 4096
+#define TG_CLI_CONFIG_BYTES (1 << 20)
 
 /* One "key = value" of a configuration file; key has '_' turned into '-'. */
 typedef struct tg_cli_setting {
@@ -62,8 +66,10 @@ typedef struct tg_cli_config {
 } tg_cli_config;
 
 /* Reads the INI file at path for command cmd: keys in section [cmd] or
- * before any section. Prints what is wrong (file:line) and returns an exit
- * code; on success release it with tg_cli_config_free(). */
+ * before any section; a key given twice (batch-size and batch_size are one
+ * key) is an error. Prints what is wrong (file:line) and returns an exit
+ * code; on success release it with tg_cli_config_free() (on failure there
+ * is nothing to release, and calling it does no harm). */
 int tg_cli_config_read(const char *cmd, const char *path, tg_cli_config *c);
 void tg_cli_config_free(tg_cli_config *c);
 /* How to name a value in a message: "FILE:LINE: key 'lr'" when value is one
