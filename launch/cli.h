@@ -134,4 +134,34 @@ int tg_cli_is_help(const char *arg);
  */
 int tg_cli_rank_threads(int local_size, char *desc, size_t n);
 
+/* An explicit thread count (flag: "--threads") capped at the CPUs that
+ * sched_getaffinity allows this process, with a warning when it asked for
+ * more; threads <= 0 (the default) is returned as it is. */
+int tg_cli_cap_threads(const char *cmd, const char *flag, int threads);
+/* The same without a word (ranks other than 0). */
+int tg_cli_cap_threads_quiet(int threads);
+
+/* The address space that OpenBLAS takes per thread for its buffers: it
+ * allocates them on a thread's first BLAS call and, when that fails, retries
+ * for ever. */
+#define TG_CLI_BLAS_BUFFER_MIB 130
+
+/*
+ * Under an address-space limit (RLIMIT_AS, ulimit -v): whether `threads`
+ * BLAS threads (0: the CPUs this process may run on) still find room for
+ * their buffers; if not, prints what to do and returns TG_EXIT_RUNTIME, so
+ * that the run fails now instead of hanging in its first matrix product.
+ */
+int tg_cli_check_blas_room(const char *cmd, int threads);
+/* One small matrix product, right after the context set the BLAS threads:
+ * OpenBLAS then takes its buffers while tg_cli_check_blas_room() knows
+ * there is room, not later, when the data and the model have taken it.
+ * -1 when even the product's operands find no memory. */
+int tg_cli_blas_warmup(void);
+
+/* Started by torchrun or the like: WORLD_SIZE > 1 in the environment while
+ * MPI made a world of world_size == 1. Prints how to launch and returns
+ * TG_EXIT_USAGE then, else TG_EXIT_OK. */
+int tg_cli_check_launch(const char *cmd, int world_size);
+
 #endif

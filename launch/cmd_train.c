@@ -441,7 +441,9 @@ int tg_cmd_train(int argc, char **argv) {
     cfg.rank = tg_world_rank(w);
     cfg.world = tg_world_size(w);
     /* The same on every rank: only rank 0 says it. */
-    if (cfg.batch_size % cfg.world != 0) {
+    if ((code = tg_cli_check_launch("train", cfg.world)) != 0) {
+        /* said */
+    } else if (cfg.batch_size % cfg.world != 0) {
         code = TG_EXIT_USAGE;
         if (cfg.rank == 0)
             tg_cli_usage_error("train",

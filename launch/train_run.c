@@ -760,14 +760,23 @@ int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, 
         }
     }
     cfg->trace = trace;
-    tg_ctx_config cc = {.device = o->device, .threads = o->threads};
-    if (o->threads > 0)
-        snprintf(st.threads, sizeof st.threads, "%d", o->threads);
+    /* More threads than CPUs only compete, and each costs OpenBLAS a buffer. */
+    int threads = st.rank == 0 ? tg_cli_cap_threads("train", "--threads", o->threads)
+                               : tg_cli_cap_threads_quiet(o->threads);
+    tg_ctx_config cc = {.device = o->device, .threads = threads};
+    if (threads > 0)
+        snprintf(st.threads, sizeof st.threads, "%d", threads);
     else
         cc.threads = tg_cli_rank_threads(tg_world_local_size(st.w), st.threads, sizeof st.threads);
     tg_ctx *ctx = NULL;
+    if (code == 0 && o->device == TG_DEVICE_CPU)
+        code = tg_cli_check_blas_room("train", cc.threads);
     if (code == 0 && tg_ctx_new(&cc, &ctx) != TG_OK) {
         say_error(&st, tg_last_init_error());
+        code = TG_EXIT_RUNTIME;
+    }
+    if (code == 0 && o->device == TG_DEVICE_CPU && tg_cli_blas_warmup() != 0) {
+        say_error(&st, "out of memory for a first matrix product");
         code = TG_EXIT_RUNTIME;
     }
     tg_trainer *tr = NULL;
