@@ -586,6 +586,45 @@ static int load_resume(run_state *st, tg_trainer *tr, const char *path) {
     return code;
 }
 
+/* ---- the pre-emption marker ---- */
+
+/*
+ * After the checkpoint of a signal stop, rank 0 leaves CKPT_DIR/PREEMPTED
+ * ("step N", the signal, the checkpoint), and removes it when the next run
+ * starts. A batch script reads it when the launcher does not pass exit code
+ * 75 on: mpirun that got SIGTERM or SIGINT itself exits 1 although every
+ * rank checkpointed and returned 75 (docs/SLURM.md).
+ */
+static void marker_path(const train_opts *o, char *buf, size_t len, const char *suffix) {
+    snprintf(buf, len, "%s/%s%s", o->ckpt_dir, TG_PREEMPT_MARKER, suffix);
+}
+
+static void clear_marker(const train_opts *o) {
+    char p[4200];
+    marker_path(o, p, sizeof p, "");
+    if (unlink(p) != 0 && errno != ENOENT)
+        fprintf(stderr, "tapegrad train: warning: cannot remove %s: %s\n", p, strerror(errno));
+}
+
+static void write_marker(const run_state *st, int sig) {
+    char p[4200], tmp[4200];
+    marker_path(st->o, p, sizeof p, "");
+    marker_path(st->o, tmp, sizeof tmp, ".tmp");
+    FILE *f = fopen(tmp, "w");
+    bool ok = f && fprintf(f, "step %lld\nsignal %s\ncheckpoint %s\n", (long long)st->stop_step,
+                           sig == SIGTERM   ? "SIGTERM"
+                           : sig == SIGUSR1 ? "SIGUSR1"
+                           : sig == SIGINT  ? "SIGINT"
+                                            : "another rank's",
+                           st->last_ckpt) > 0;
+    if (f && fclose(f) != 0)
+        ok = false;
+    if (ok && rename(tmp, p) == 0)
+        return;
+    fprintf(stderr, "tapegrad train: warning: cannot write %s: %s\n", p, strerror(errno));
+    remove(tmp);
+}
+
 /* mkdir -p: every missing folder of path, then path itself. */
 static int mkdir_p(const char *path) {
     char buf[4096];
@@ -698,6 +737,8 @@ static int train(run_state *st, tg_trainer *tr, const char *data) {
     } else if (tg_trainer_stopped(tr)) {
         int sig = g_stop_signal;
         if (st->rank == 0 && o->ckpt_dir)
+            write_marker(st, sig);
+        if (st->rank == 0 && o->ckpt_dir)
             printf("stopped by a signal (seen by %lld of %d ranks) after step %lld; "
                    "checkpoint %s; exit %d: requeue to continue with --resume auto\n",
                    (long long)st->stop_ranks, st->world, (long long)st->stop_step, st->last_ckpt,
@@ -738,6 +779,8 @@ int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, 
                 o->ckpt_dir, strerror(errno));
         code = TG_EXIT_DATA;
     }
+    if (code == 0 && st.rank == 0 && o->ckpt_dir)
+        clear_marker(o);
     if ((code = agree(&st, code)) != 0)
         goto out;
     cfg->data_path = data;

@@ -461,6 +461,8 @@ static void group_eval(void) {
     expect(0, "inspect of a flipped bit", 3, "CHECKSUM MISMATCH", ARGS("inspect", P("flip.h5")));
 }
 
+#include "train_cli_sbatch.h"
+
 static int run_group(const char *name) {
     static const struct {
         const char *name;
@@ -469,7 +471,8 @@ static int run_group(const char *name) {
                   {"resume", group_resume},
                   {"badckpt", group_badckpt},
                   {"preempt", group_preempt},
-                  {"eval", group_eval}};
+                  {"eval", group_eval},
+                  {"sbatch", group_sbatch}};
     for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++)
         if (strcmp(groups[i].name, name) == 0) {
             groups[i].fn();
