@@ -136,6 +136,9 @@ static void group_sbatch(void) {
     setenv("TG_CKPT_EVERY", "1000", 1);
     setenv("TG_TRAIN_ARGS", "--max-steps 100000 --batch-size 16 --schedule constant --log-every 1",
            1);
+    /* mpirun signalled itself waits this long before its SIGTERM reaches
+     * the ranks (and again before SIGKILL); the mlp's checkpoint is quick. */
+    setenv("TG_MPIRUN_GRACE", "2", 1);
     setenv("TG_MPIRUN_ARGS",
            geteuid() == 0 ? "--oversubscribe --allow-run-as-root" : "--oversubscribe", 1);
     char *out, *rq;
