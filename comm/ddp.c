@@ -226,6 +226,8 @@ static void reset_step(tg_ddp *d)
     d->next_launch = 0;
 }
 
+static tg_status wait_all(tg_ddp *d);
+
 /* After bucket i's sum: average, and copy back where any rank had a gradient. */
 static tg_status unpack(tg_ddp *d, int i)
 {
@@ -259,6 +261,16 @@ tg_status tg_ddp_wait(tg_ddp *d)
 {
     if (!d->sync || d->w->size == 1)
         return TG_OK;
+    const double t0_us = tg_trace_now_us();
+    tg_status s = wait_all(d);
+    /* The time backward's end waited for communication: the part of the
+     * all-reduce that did not overlap backward. */
+    tg_trace_span(d->trace, 0, "ddp wait", t0_us, tg_trace_now_us());
+    return s;
+}
+
+static tg_status wait_all(tg_ddp *d)
+{
     tg_status s = d->err;
     /* Buckets that did not fill (a parameter without a gradient here) start
      * now, in order, their missing slots holding whatever ->grad has. */
@@ -270,14 +282,17 @@ tg_status tg_ddp_wait(tg_ddp *d)
         if (!s)
             s = launch(d, d->next_launch);
     }
+    /* Wait for the buckets in order; after each, one poll of the others, so
+     * that every span ends at the first poll that saw its bucket complete
+     * (the precision of the comm track: the gaps between polls). */
     double deadline = tg__now_s() + d->w->timeout_s;
     for (int i = 0; !s && i < d->nb; i++) {
         ddp_bucket *b = &d->b[i];
-        if (b->done)
-            continue;
-        s = tg__comm_wait(d->w, d->coll, d->cstate, &b->req, deadline, b->label);
-        if (!s)
-            finished(d, b);
+        if (!(s = progress(d)) && !b->done) {
+            s = tg__comm_wait(d->w, d->coll, d->cstate, &b->req, deadline, b->label);
+            if (!s)
+                finished(d, b);
+        }
     }
     for (int i = 0; !s && i < d->nb; i++)
         s = unpack(d, i);
@@ -343,10 +358,33 @@ tg_status tg__ddp_check_model(tg_world *w, tg_ctx *ctx, int nparams, tg_tensor *
                               int nbuffers, tg_tensor *const *buffers);
 tg_status tg__ddp_broadcast(tg_world *w, tg_ctx *ctx, int n, tg_tensor *const *ts);
 
+static size_t clamp_size(size_t v, size_t lo, size_t hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* Bucket capacities not given in cfg follow the model's gradient bytes:
+ * the first bucket (the last layers, final first) holds about a quarter of
+ * them (64 KiB to 1 MiB), so that its all-reduce starts while backward
+ * still has most of the model to go; the others about half (1 to 25 MiB),
+ * so that a large layer (the cnn's fc1, 12.8 MB) does not wait in one
+ * bucket for every layer before it. A model of a few MiB thus gets two or
+ * three buckets; a toy model of a few KiB gets one. */
+static void bucket_caps(const tg_ddp *d, const tg_ddp_config *cfg, size_t *first, size_t *cap)
+{
+    size_t total = 0;
+    for (int k = 0; k < d->ntrain; k++)
+        total += (size_t)d->p[k].numel * tg_dtype_size(d->p[k].t->dtype);
+    *first = cfg && cfg->first_bucket_bytes ? cfg->first_bucket_bytes
+                                            : clamp_size(total / 4, 64 << 10, TG__MIB);
+    *cap = cfg && cfg->bucket_bytes ? cfg->bucket_bytes
+                                    : clamp_size(total / 2, TG__MIB, 25 * TG__MIB);
+}
+
 static tg_status build_buckets(tg_ddp *d, const tg_ddp_config *cfg)
 {
-    size_t cap_first = cfg && cfg->first_bucket_bytes ? cfg->first_bucket_bytes : TG__MIB;
-    size_t cap = cfg && cfg->bucket_bytes ? cfg->bucket_bytes : 25 * TG__MIB;
+    size_t cap_first, cap;
+    bucket_caps(d, cfg, &cap_first, &cap);
     d->b = calloc((size_t)d->ntrain + 1, sizeof *d->b);
     if (!d->b)
         return tg__comm_fail(d->w, TG_ERR_NOMEM, "ddp: out of memory");

@@ -15,10 +15,11 @@
 static const tg_cli_command commands[] = {
     {"train", tg_cmd_train, "train a model (by default: Fashion-MNIST, on the CPU)"},
     {"eval", tg_cmd_eval, "evaluate a checkpoint on a dataset split"},
-    {"convert", tg_cmd_convert, "convert MNIST-family IDX files to a tapegrad HDF5 dataset"},
+    {"convert", tg_cmd_convert, "make an HDF5 dataset: 'convert idx' (IDX) or 'convert npy'"},
     {"inspect", tg_cmd_inspect, "describe a dataset or checkpoint file"},
     {"export", tg_cmd_export, "export a checkpoint's parameters"},
-    {"plot", tg_cmd_plot, "draw loss, accuracy and throughput curves from a metrics file"},
+    {"plot", tg_cmd_plot, "draw loss, accuracy and throughput curves from metrics files"},
+    {"trace", tg_cmd_trace, "'trace merge': the ranks' traces of train --trace on one clock"},
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
@@ -79,7 +80,15 @@ static const tg_cli_command *find_command(const char *name) {
 }
 
 static int usage_error(const char *what, const char *arg) {
-    fprintf(stderr, "tapegrad: unknown %s '%s'\n", what, arg);
+    const char *names[NCOMMANDS + 3] = {"--help", "--version", "-h"};
+    size_t n = 3;
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        names[n++] = commands[i].name;
+    const char *near = tg_cli_nearest(arg, names, n);
+    if (near)
+        fprintf(stderr, "tapegrad: unknown %s '%s'; did you mean '%s'?\n", what, arg, near);
+    else
+        fprintf(stderr, "tapegrad: unknown %s '%s'\n", what, arg);
     fprintf(stderr, "Run 'tapegrad --help' for usage.\n");
     return TG_EXIT_USAGE;
 }

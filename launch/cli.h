@@ -79,6 +79,11 @@ const char *tg_cli_label(const tg_cli_config *c, const char *flag, const char *v
 
 /* The subcommands (launch/cmd_*.c). */
 int tg_cmd_plot(int argc, char **argv);
+int tg_cmd_trace(int argc, char **argv);
+
+/* The name among names[0..n) closest to `given` (a typo: up to about a third
+ * of its letters wrong), or NULL when none is that close. */
+const char *tg_cli_nearest(const char *given, const char *const *names, size_t n);
 int tg_cmd_export(int argc, char **argv);
 
 /* Parses the global options and runs a subcommand; returns the exit code. */

@@ -1,122 +1,239 @@
 /*
- * launch/cmd_plot.c: `tapegrad plot METRICS.jsonl --out curves.png`.
+ * launch/cmd_plot.c: `tapegrad plot METRICS.jsonl... --out curves.png
+ * [--csv curves.csv]`.
  *
- * Reads the "epoch" events of a metrics file written by `tapegrad train
- * --metrics` and draws three panels with gnuplot (Debian's gnuplot-nox):
- * train and test loss, test accuracy, and samples/s, each per epoch. The data
- * goes to gnuplot through a temporary file beside the output, so nothing but
- * the PNG is left behind.
+ * Reads metrics files written by `tapegrad train --metrics` with a JSON
+ * parser (launch/metrics.c) and draws three panels with gnuplot (Debian's
+ * gnuplot-nox): the training loss of every logged step with the per-epoch
+ * train and test loss over it, the test accuracy per epoch, and samples/s
+ * per epoch; several files are overlaid, each named in the legend. --csv
+ * writes the same curves as a table. The data goes to gnuplot through a
+ * temporary file beside the output, so nothing but the outputs is left.
  */
 #include "cli.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "metrics.h"
+
+/* A metrics file of 1 GiB is far beyond any run's; larger is not ours. */
+#define MAX_METRICS_BYTES (1L << 30)
+#define MAX_RUNS 16
+
 typedef struct plot_opts {
-    const char *in;
-    const char *out;
+    const char *in[MAX_RUNS];
+    int n_in;
+    const char *out, *csv;
     int width, height;
 } plot_opts;
 
 static void plot_usage(FILE *f) {
-    fprintf(f, "usage: tapegrad plot METRICS.jsonl --out FILE.png [--size WxH]\n"
+    fprintf(f, "usage: tapegrad plot METRICS.jsonl... [--out FILE.png] [--csv FILE.csv]\n"
+               "                     [--size WxH]\n"
                "\n"
-               "Draws train/test loss, test accuracy and samples/s per epoch from the\n"
-               "\"epoch\" events of a metrics file (tapegrad train --metrics) as a PNG,\n"
-               "with gnuplot (install gnuplot-nox).\n"
+               "Draws the curves of one or more metrics files (tapegrad train --metrics),\n"
+               "overlaid with a legend, as a PNG with gnuplot (install gnuplot-nox): the\n"
+               "training loss of every logged step with the per-epoch train and test loss\n"
+               "(by step), the test accuracy per epoch, and samples/s per epoch. A resumed\n"
+               "run's events replace what the first run logged after the resume point.\n"
                "\n"
-               "options:\n"
-               "  --out FILE.png   the image to write (required)\n"
-               "  --size WxH       its size in pixels (default 1200x400)\n"
-               "  -h, --help       print this help and exit\n");
+               "options (at least one of --out and --csv):\n"
+               "  --out FILE.png   the image to write\n"
+               "  --csv FILE.csv   the curves as CSV: run,event,step,epoch,loss,train_loss,\n"
+               "                   test_loss,test_acc,samples_per_s (event: step or epoch;\n"
+               "                   empty cells where a field does not apply)\n"
+               "  --size WxH       the image's size in pixels (default 1500x450)\n"
+               "  -h, --help       print this help and exit\n"
+               "\n"
+               "exit codes: 0 written, 1 gnuplot or writing failed, 2 usage error,\n"
+               "3 a metrics file is missing, unreadable, damaged or has no curves.\n");
 }
 
-/* The number after "key": in a flat JSON object, or false when absent. */
-static bool json_number(const char *line, const char *key, double *v) {
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    const char *p = strstr(line, pat);
-    if (!p)
-        return false;
-    p += strlen(pat);
-    while (*p == ' ')
-        p++;
-    char *end;
-    errno = 0;
-    *v = strtod(p, &end);
-    return end != p && errno == 0;
-}
-
-static bool is_epoch_event(const char *line) {
-    const char *p = strstr(line, "\"event\":");
-    if (!p)
-        return false;
-    p += strlen("\"event\":");
-    while (*p == ' ')
-        p++;
-    return strncmp(p, "\"epoch\"", 7) == 0;
-}
-
-/* Copies the epoch rows of in to the gnuplot data file dat; returns the row
- * count, or -1 with a message printed. */
-static int write_data(const char *in, FILE *dat) {
-    FILE *f = fopen(in, "r");
-    if (!f) {
-        fprintf(stderr, "tapegrad plot: cannot open %s: %s\n", in, strerror(errno));
-        return -1;
-    }
-    char line[4096];
-    int rows = 0, lineno = 0;
-    while (fgets(line, sizeof line, f)) {
-        lineno++;
-        if (!is_epoch_event(line))
-            continue;
-        double ep, trl, tel, acc, sps;
-        if (!json_number(line, "epoch", &ep) || !json_number(line, "train_loss", &trl) ||
-            !json_number(line, "test_loss", &tel) || !json_number(line, "test_acc", &acc) ||
-            !json_number(line, "samples_per_s", &sps)) {
-            fprintf(stderr,
-                    "tapegrad plot: %s:%d: an \"epoch\" event needs epoch, train_loss, "
-                    "test_loss, test_acc and samples_per_s\n",
-                    in, lineno);
+/* Reads a whole metrics file; NULL with a message printed. */
+static char *slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    struct stat st;
+    if (!f || fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fprintf(stderr, "tapegrad plot: cannot read %s: %s\n", path,
+                f ? "not a regular file" : strerror(errno));
+        if (f)
             fclose(f);
-            return -1;
-        }
-        fprintf(dat, "%g %.9g %.9g %.9g %.9g\n", ep, trl, tel, acc, sps);
-        rows++;
+        return NULL;
     }
-    bool bad = ferror(f);
+    if (st.st_size > MAX_METRICS_BYTES) {
+        fprintf(stderr, "tapegrad plot: %s: %lld bytes is too large for a metrics file\n", path,
+                (long long)st.st_size);
+        fclose(f);
+        return NULL;
+    }
+    char *buf = malloc((size_t)st.st_size + 1);
+    size_t n = buf ? fread(buf, 1, (size_t)st.st_size, f) : 0;
+    bool bad = !buf || ferror(f);
     fclose(f);
     if (bad) {
-        fprintf(stderr, "tapegrad plot: error reading %s\n", in);
-        return -1;
+        fprintf(stderr, "tapegrad plot: error reading %s\n", path);
+        free(buf);
+        return NULL;
     }
-    if (rows == 0)
-        fprintf(stderr,
-                "tapegrad plot: %s has no \"epoch\" events (is it a metrics file of "
-                "tapegrad train --metrics?)\n",
-                in);
-    return rows ? rows : -1;
+    buf[n] = 0;
+    *len = n;
+    return buf;
 }
 
-static void write_script(FILE *g, const plot_opts *o, const char *dat) {
+static int load(const plot_opts *o, tg_metrics_curves *c) {
+    for (int r = 0; r < o->n_in; r++) {
+        size_t len;
+        char *text = slurp(o->in[r], &len), err[512];
+        if (!text)
+            return -1;
+        int bad = tg_metrics_parse(text, len, o->in[r], &c[r], err, sizeof err);
+        free(text);
+        if (bad) {
+            fprintf(stderr, "tapegrad plot: %s\n", err);
+            return -1;
+        }
+        if (c[r].n_steps == 0 && c[r].n_epochs == 0) {
+            fprintf(stderr,
+                    "tapegrad plot: %s has no \"step\" or \"epoch\" events (is it a metrics "
+                    "file of tapegrad train --metrics?)\n",
+                    o->in[r]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* %g, or NaN (gnuplot skips it) / an empty CSV cell. */
+static void num(FILE *f, double v, bool csv) {
+    if (isfinite(v))
+        fprintf(f, "%.9g", v);
+    else if (!csv)
+        fputs("NaN", f);
+}
+
+/* Per run r: gnuplot block 2r holds its steps, block 2r+1 its epochs. */
+static void write_data(FILE *f, const tg_metrics_curves *c, int n) {
+    for (int r = 0; r < n; r++) {
+        for (size_t i = 0; i < c[r].n_steps; i++) {
+            num(f, c[r].step[i], false);
+            fputc(' ', f);
+            num(f, c[r].loss[i], false);
+            fputc('\n', f);
+        }
+        if (c[r].n_steps == 0)
+            fputs("NaN NaN\n", f);
+        fputs("\n\n", f);
+        for (size_t i = 0; i < c[r].n_epochs; i++) {
+            const double v[] = {c[r].ep[i],        c[r].ep_step[i],  c[r].train_loss[i],
+                                c[r].test_loss[i], c[r].test_acc[i], c[r].sps[i]};
+            for (int k = 0; k < 6; k++) {
+                num(f, v[k], false);
+                fputc(k < 5 ? ' ' : '\n', f);
+            }
+        }
+        if (c[r].n_epochs == 0)
+            fputs("NaN NaN NaN NaN NaN NaN\n", f);
+        fputs("\n\n", f);
+    }
+}
+
+static void csv_field(FILE *f, const char *s) {
+    if (!strpbrk(s, ",\"\n\r")) {
+        fputs(s, f);
+        return;
+    }
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"')
+            fputc('"', f);
+        fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+static int write_csv(const char *path, const plot_opts *o, const tg_metrics_curves *c) {
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "tapegrad plot: cannot create %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    fputs("run,event,step,epoch,loss,train_loss,test_loss,test_acc,samples_per_s\n", f);
+    for (int r = 0; r < o->n_in; r++) {
+        for (size_t i = 0; i < c[r].n_steps; i++) {
+            csv_field(f, o->in[r]);
+            fputs(",step,", f);
+            num(f, c[r].step[i], true);
+            fputc(',', f);
+            num(f, c[r].step_epoch[i], true);
+            fputc(',', f);
+            num(f, c[r].loss[i], true);
+            fputs(",,,,\n", f);
+        }
+        for (size_t i = 0; i < c[r].n_epochs; i++) {
+            csv_field(f, o->in[r]);
+            fputs(",epoch,", f);
+            const double v[] = {c[r].ep_step[i],    c[r].ep[i],       NAN,
+                                c[r].train_loss[i], c[r].test_loss[i], c[r].test_acc[i],
+                                c[r].sps[i]};
+            for (int k = 0; k < 7; k++) {
+                num(f, v[k], true);
+                fputc(k < 6 ? ',' : '\n', f);
+            }
+        }
+    }
+    if (fclose(f) != 0) {
+        fprintf(stderr, "tapegrad plot: writing %s failed\n", path);
+        return -1;
+    }
+    return 0;
+}
+
+/* The name a run has in the legend: its file name without the folder. */
+static const char *run_title(const char *path) {
+    const char *s = strrchr(path, '/');
+    return s ? s + 1 : path;
+}
+
+static void write_script(FILE *g, const plot_opts *o, const tg_metrics_curves *c,
+                         const char *dat) {
+    double max_ep = 1;
+    for (int r = 0; r < o->n_in; r++)
+        for (size_t i = 0; i < c[r].n_epochs; i++)
+            max_ep = c[r].ep[i] > max_ep ? c[r].ep[i] : max_ep;
+    int tic = (int)ceil(max_ep / 10.0);
     fprintf(g,
             "set terminal pngcairo size %d,%d noenhanced\n"
             "set output '%s'\n"
-            "set multiplot layout 1,3 title '%s'\n"
-            "set xlabel 'epoch'\nset grid\nset key top right\n"
-            "set title 'loss'\n"
-            "plot '%s' using 1:2 with linespoints title 'train', "
-            "'' using 1:3 with linespoints title 'test'\n"
-            "set title 'test accuracy'\nset key bottom right\n"
-            "plot '%s' using 1:4 with linespoints title 'test acc'\n"
-            "set title 'throughput'\n"
-            "plot '%s' using 1:5 with linespoints title 'samples/s'\n"
-            "unset multiplot\n",
-            o->width, o->height, o->out, o->in, dat, dat, dat);
+            "set multiplot layout 1,3\n"
+            "set grid\nset key top right\n",
+            o->width, o->height, o->out);
+    fprintf(g, "set title 'loss'\nset xlabel 'step'\nset ylabel 'loss'\nplot ");
+    for (int r = 0; r < o->n_in; r++) {
+        const char *t = run_title(o->in[r]);
+        fprintf(g,
+                "%s'%s' index %d using 1:2 with lines lw 1 lc %d title '%s: train (step)', "
+                "'' index %d using 2:3 with linespoints pt 7 lc %d title '%s: train (epoch)', "
+                "'' index %d using 2:4 with linespoints pt 5 dt 2 lc %d title '%s: test'",
+                r ? ", " : "", dat, 2 * r, r + 1, t, 2 * r + 1, r + 1, t, 2 * r + 1, r + 1, t);
+    }
+    fprintf(g, "\nset xlabel 'epoch'\nset xtics %d\nset format x '%%.0f'\n"
+               "set xrange [0.5:%g]\n",
+            tic, max_ep + 0.5);
+    fprintf(g, "set title 'test accuracy'\nset ylabel 'accuracy'\nset key bottom right\nplot ");
+    for (int r = 0; r < o->n_in; r++)
+        fprintf(g, "%s'%s' index %d using 1:5 with linespoints pt 7 lc %d title '%s'",
+                r ? ", " : "", dat, 2 * r + 1, r + 1, run_title(o->in[r]));
+    fprintf(g, "\nset title 'throughput'\nset ylabel 'samples/s'\nset key top right\nplot ");
+    for (int r = 0; r < o->n_in; r++)
+        fprintf(g, "%s'%s' index %d using 1:6 with linespoints pt 7 lc %d title '%s'",
+                r ? ", " : "", dat, 2 * r + 1, r + 1, run_title(o->in[r]));
+    fprintf(g, "\nunset multiplot\n");
 }
 
 /* Runs gnuplot on the script file; returns its exit status or -1. */
@@ -136,8 +253,16 @@ static int run_gnuplot(const char *script) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* The paths go into a gnuplot script between single quotes. */
+static bool plain_name(const char *s) {
+    for (; *s; s++)
+        if (*s == '\'' || (unsigned char)*s < 0x20)
+            return false;
+    return true;
+}
+
 static int parse_args(int argc, char **argv, plot_opts *o) {
-    *o = (plot_opts){.width = 1200, .height = 400};
+    *o = (plot_opts){.width = 1500, .height = 450};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -145,6 +270,8 @@ static int parse_args(int argc, char **argv, plot_opts *o) {
             return -1;
         } else if (!strcmp(a, "--out") && i + 1 < argc) {
             o->out = argv[++i];
+        } else if (!strcmp(a, "--csv") && i + 1 < argc) {
+            o->csv = argv[++i];
         } else if (!strcmp(a, "--size") && i + 1 < argc) {
             char *x;
             long w = strtol(argv[++i], &x, 10);
@@ -156,42 +283,39 @@ static int parse_args(int argc, char **argv, plot_opts *o) {
             }
             o->width = (int)w;
             o->height = (int)h;
-        } else if (a[0] == '-') {
+        } else if (a[0] == '-' && a[1] != '\0') {
             fprintf(stderr, "tapegrad plot: unknown option '%s' (or missing value)\n", a);
             return TG_EXIT_USAGE;
-        } else if (!o->in) {
-            o->in = a;
-        } else {
-            fprintf(stderr, "tapegrad plot: more than one metrics file ('%s')\n", a);
+        } else if (o->n_in == MAX_RUNS) {
+            fprintf(stderr, "tapegrad plot: at most %d metrics files ('%s')\n", MAX_RUNS, a);
             return TG_EXIT_USAGE;
+        } else {
+            o->in[o->n_in++] = a;
         }
     }
-    if (!o->in || !o->out) {
+    if (!o->n_in || (!o->out && !o->csv)) {
         fprintf(stderr, "tapegrad plot: %s is required\n",
-                o->in ? "--out FILE.png" : "a metrics file");
+                o->n_in ? "--out FILE.png or --csv FILE.csv" : "a metrics file");
         plot_usage(stderr);
         return TG_EXIT_USAGE;
     }
-    /* The paths go into a gnuplot script between single quotes. */
-    if (strchr(o->in, '\'') || strchr(o->out, '\'')) {
-        fprintf(stderr, "tapegrad plot: file names may not contain a single quote\n");
-        return TG_EXIT_USAGE;
-    }
+    for (int r = 0; r < o->n_in; r++)
+        if (!plain_name(o->in[r]) || (o->out && !plain_name(o->out))) {
+            fprintf(stderr, "tapegrad plot: file names may not contain a single quote or a "
+                            "control character\n");
+            return TG_EXIT_USAGE;
+        }
     return 0;
 }
 
-int tg_cmd_plot(int argc, char **argv) {
-    plot_opts o;
-    int rc = parse_args(argc, argv, &o);
-    if (rc)
-        return rc < 0 ? TG_EXIT_OK : rc;
+static int draw(const plot_opts *o, const tg_metrics_curves *c) {
     char dat[4096], gp[4096];
-    snprintf(dat, sizeof dat, "%s.data.XXXXXX", o.out);
-    snprintf(gp, sizeof gp, "%s.gp.XXXXXX", o.out);
+    snprintf(dat, sizeof dat, "%s.data.XXXXXX", o->out);
+    snprintf(gp, sizeof gp, "%s.gp.XXXXXX", o->out);
     int fd1 = mkstemp(dat);
     int fd2 = fd1 >= 0 ? mkstemp(gp) : -1;
     if (fd1 < 0 || fd2 < 0) {
-        fprintf(stderr, "tapegrad plot: cannot create a temporary file beside %s: %s\n", o.out,
+        fprintf(stderr, "tapegrad plot: cannot create a temporary file beside %s: %s\n", o->out,
                 strerror(errno));
         if (fd1 >= 0) {
             close(fd1);
@@ -200,23 +324,43 @@ int tg_cmd_plot(int argc, char **argv) {
         return TG_EXIT_RUNTIME;
     }
     FILE *fd = fdopen(fd1, "w"), *fg = fdopen(fd2, "w");
-    rc = TG_EXIT_OK;
-    if (!fd || !fg || write_data(o.in, fd) < 0)
-        rc = TG_EXIT_DATA;
-    else
-        write_script(fg, &o, dat);
-    if ((fd ? fclose(fd) : close(fd1)) | (fg ? fclose(fg) : close(fd2)))
-        rc = rc ? rc : TG_EXIT_RUNTIME;
+    bool bad = !fd || !fg;
+    if (!bad) {
+        write_data(fd, c, o->n_in);
+        write_script(fg, o, c, dat);
+    }
+    bad |= (fd ? fclose(fd) : close(fd1)) != 0;
+    bad |= (fg ? fclose(fg) : close(fd2)) != 0;
+    int rc = bad ? TG_EXIT_RUNTIME : TG_EXIT_OK;
     if (rc == TG_EXIT_OK) {
         int g = run_gnuplot(gp);
         if (g != 0) {
-            fprintf(stderr, "tapegrad plot: gnuplot failed (status %d) writing %s\n", g, o.out);
+            fprintf(stderr, "tapegrad plot: gnuplot failed (status %d) writing %s\n", g, o->out);
             rc = TG_EXIT_RUNTIME;
         }
     }
     unlink(dat);
     unlink(gp);
     if (rc == TG_EXIT_OK)
-        printf("wrote %s (%dx%d)\n", o.out, o.width, o.height);
+        printf("wrote %s (%dx%d)\n", o->out, o->width, o->height);
+    return rc;
+}
+
+int tg_cmd_plot(int argc, char **argv) {
+    plot_opts o;
+    int rc = parse_args(argc, argv, &o);
+    if (rc)
+        return rc < 0 ? TG_EXIT_OK : rc;
+    tg_metrics_curves c[MAX_RUNS] = {0};
+    rc = load(&o, c) ? TG_EXIT_DATA : TG_EXIT_OK;
+    if (rc == TG_EXIT_OK && o.csv) {
+        rc = write_csv(o.csv, &o, c) ? TG_EXIT_RUNTIME : TG_EXIT_OK;
+        if (rc == TG_EXIT_OK)
+            printf("wrote %s\n", o.csv);
+    }
+    if (rc == TG_EXIT_OK && o.out)
+        rc = draw(&o, c);
+    for (int r = 0; r < o.n_in; r++)
+        tg_metrics_curves_free(&c[r]);
     return rc;
 }

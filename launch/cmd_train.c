@@ -34,19 +34,55 @@ const char *tg_train_sched_name(tg_lr_kind k) {
 #define optim_name tg_train_optim_name
 #define sched_name tg_train_sched_name
 
+int tg_train_config_fields(const tg_trainer_config *c, tg_cfg_field *f, int max) {
+    const tg_cfg_field all[] = {
+        {"model", TG_CFG_STR, .s = tg_model_name(c->model)},
+        {"epochs", TG_CFG_INT, .i = c->epochs},
+        {"batch_size", TG_CFG_INT, .i = c->batch_size},
+        {"eval_batch_size", TG_CFG_INT, .i = c->eval_batch_size},
+        {"max_steps", TG_CFG_INT, .i = c->max_steps},
+        {"seed", TG_CFG_U64, .u = c->seed},
+        {"optimizer", TG_CFG_STR, .s = optim_name(c->optim.kind)},
+        {"lr", TG_CFG_NUM, .d = c->optim.lr},
+        {"weight_decay", TG_CFG_NUM, .d = c->optim.weight_decay},
+        {"momentum", TG_CFG_NUM, .d = c->optim.momentum},
+        {"schedule", TG_CFG_STR, .s = sched_name(c->schedule.kind)},
+        {"warmup", TG_CFG_INT, .i = c->schedule.warmup_steps},
+        {"label_smoothing", TG_CFG_NUM, .d = c->label_smoothing},
+        {"clip_grad_norm", TG_CFG_NUM, .d = c->clip_grad_norm},
+        {"train_split", TG_CFG_STR, .s = c->train_split ? c->train_split : "train"},
+        {"test_split", TG_CFG_STR, .s = c->test_split ? c->test_split : "test"},
+    };
+    int n = (int)(sizeof all / sizeof all[0]);
+    for (int i = 0; i < n && i < max; i++)
+        f[i] = all[i];
+    return n;
+}
+
 char *tg_train_config_text(const tg_trainer_config *c, char *buf, size_t len) {
-    snprintf(buf, len,
-             "model = %s\nepochs = %lld\nbatch_size = %lld\neval_batch_size = %lld\n"
-             "max_steps = %lld\nseed = %llu\noptimizer = %s\nlr = %.9g\n"
-             "weight_decay = %.9g\nmomentum = %.9g\nschedule = %s\nwarmup = %lld\n"
-             "label_smoothing = %.9g\nclip_grad_norm = %.9g\ntrain_split = %s\n"
-             "test_split = %s\n",
-             tg_model_name(c->model), (long long)c->epochs, (long long)c->batch_size,
-             (long long)c->eval_batch_size, (long long)c->max_steps, (unsigned long long)c->seed,
-             optim_name(c->optim.kind), c->optim.lr, c->optim.weight_decay, c->optim.momentum,
-             sched_name(c->schedule.kind), (long long)c->schedule.warmup_steps, c->label_smoothing,
-             c->clip_grad_norm, c->train_split ? c->train_split : "train",
-             c->test_split ? c->test_split : "test");
+    tg_cfg_field f[TG_CFG_MAX_FIELDS];
+    int n = tg_train_config_fields(c, f, TG_CFG_MAX_FIELDS);
+    size_t at = 0;
+    if (len)
+        buf[0] = 0;
+    for (int i = 0; i < n && at < len; i++) {
+        int w;
+        switch (f[i].kind) {
+        case TG_CFG_STR:
+            w = snprintf(buf + at, len - at, "%s = %s\n", f[i].key, f[i].s);
+            break;
+        case TG_CFG_INT:
+            w = snprintf(buf + at, len - at, "%s = %lld\n", f[i].key, (long long)f[i].i);
+            break;
+        case TG_CFG_U64:
+            w = snprintf(buf + at, len - at, "%s = %llu\n", f[i].key, (unsigned long long)f[i].u);
+            break;
+        default:
+            w = snprintf(buf + at, len - at, "%s = %.9g\n", f[i].key, f[i].d);
+            break;
+        }
+        at += w > 0 ? (size_t)w : 0;
+    }
     return buf;
 }
 
@@ -115,10 +151,13 @@ static void train_usage(FILE *f) {
             "output:\n"
             "  --log-every N         a progress line every N steps; 0 none (default: %lld)\n"
             "  --eval-batch-size N   test batch size, at most the test split (default: %lld)\n"
-            "  --metrics FILE.jsonl  one JSON object per line: \"event\" is \"step\" (step,\n"
-            "                        epoch, loss, lr) every --log-every steps, \"epoch\" and\n"
-            "                        \"end\" (epoch, step, train_loss, test_loss, test_acc,\n"
-            "                        samples_per_s, seconds, eval_seconds, rss_mb, peak_rss_mb)\n"
+            "  --metrics FILE.jsonl  one JSON object per line: \"event\" is \"config\" (the\n"
+            "                        resolved options), \"step\" (step, epoch, loss, lr)\n"
+            "                        every --log-every steps, \"epoch\" and \"end\" (epoch,\n"
+            "                        step, train_loss, test_loss, test_acc, samples_per_s,\n"
+            "                        seconds, eval_seconds, rss_mb, peak_rss_mb, world);\n"
+            "                        each ends with \"time\" (Unix seconds); appended to\n"
+            "                        on --resume\n"
             "\n"
             "configuration:\n"
             "  --config FILE.ini     read options from an INI file: one 'key = value' per\n"

@@ -7,6 +7,7 @@
 #define TAPEGRAD_LAUNCH_TRAIN_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "tapegrad/comm.h"
 #include "tapegrad/trainer.h"
@@ -37,6 +38,23 @@ typedef struct train_opts {
 /* "sgd", "adam", "adamw" / "cosine", "step", "constant". */
 const char *tg_train_optim_name(tg_optim_kind k);
 const char *tg_train_sched_name(tg_lr_kind k);
+
+/* One field of the resolved configuration, typed for JSON (numbers as
+ * numbers, strings as strings). The strings point into the config or into
+ * static tables. */
+typedef enum tg_cfg_kind { TG_CFG_STR, TG_CFG_INT, TG_CFG_U64, TG_CFG_NUM } tg_cfg_kind;
+typedef struct tg_cfg_field {
+    const char *key;
+    tg_cfg_kind kind;
+    const char *s;
+    int64_t i;
+    uint64_t u;
+    double d;
+} tg_cfg_field;
+#define TG_CFG_MAX_FIELDS 64
+
+/* Fills f (room for max) with the resolved configuration; returns the count. */
+int tg_train_config_fields(const tg_trainer_config *c, tg_cfg_field *f, int max);
 
 /* The resolved configuration as "key = value" lines (saved in checkpoints,
  * compared at resume, printed in the banner). Returns buf. */

@@ -28,6 +28,7 @@
 
 #include "tapegrad/checkpoint.h"
 #include "tapegrad/kernels.h"
+#include "metrics.h"
 #include "train.h"
 
 #define MAX_CKPT_TENSORS (3 * TG_PARAMS_MAX + 8)
@@ -104,23 +105,6 @@ static int exit_code(tg_status s) {
 
 /* ---- progress and metrics (rank 0) ---- */
 
-/* The first line of a metrics file: {"event":"config", "model":"cnn", ...},
- * the resolved configuration's "key = value" lines as string fields (the
- * values hold no quotes or backslashes). */
-static void write_config_event(FILE *f, const tg_trainer_config *cfg, int world) {
-    char text[4096];
-    tg_train_config_text(cfg, text, sizeof text);
-    fprintf(f, "{\"event\":\"config\",\"world_size\":%d", world);
-    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
-        char *eq = strstr(line, " = ");
-        if (!eq)
-            continue;
-        *eq = 0;
-        fprintf(f, ",\"%s\":\"%s\"", line, eq + 3);
-    }
-    fputs("}\n", f);
-}
-
 /* VmRSS and VmHWM of this process in MiB (-1 when unknown). */
 static void rss_mb(double *rss, double *peak) {
     *rss = *peak = -1;
@@ -139,23 +123,8 @@ static void rss_mb(double *rss, double *peak) {
 }
 
 static void write_metrics(run_state *st, const tg_trainer_event *ev, double rss, double peak) {
-    if (!st->metrics || st->metrics_failed)
-        return;
-    int r;
-    if (ev->kind == TG_EVENT_STEP)
-        r = fprintf(st->metrics,
-                    "{\"event\":\"step\",\"step\":%lld,\"epoch\":%lld,\"loss\":%.9g,\"lr\":%.9g}\n",
-                    (long long)ev->step, (long long)ev->epoch, ev->loss, ev->lr);
-    else
-        r = fprintf(st->metrics,
-                    "{\"event\":\"%s\",\"epoch\":%lld,\"step\":%lld,\"train_loss\":%.9g,"
-                    "\"test_loss\":%.9g,\"test_acc\":%.9g,\"samples_per_s\":%.1f,"
-                    "\"seconds\":%.3f,\"eval_seconds\":%.3f,\"rss_mb\":%.1f,"
-                    "\"peak_rss_mb\":%.1f,\"world\":%d}\n",
-                    ev->kind == TG_EVENT_END ? "end" : "epoch", (long long)ev->epoch,
-                    (long long)ev->step, ev->train_loss, ev->eval.loss, ev->eval.accuracy,
-                    ev->samples_per_s, ev->seconds, ev->eval.seconds, rss, peak, st->world);
-    if (r < 0 || fflush(st->metrics) != 0)
+    if (st->metrics && !st->metrics_failed &&
+        tg_metrics_write_event(st->metrics, ev, st->world, rss, peak) != 0)
         st->metrics_failed = true;
 }
 
@@ -729,7 +698,11 @@ static int train(run_state *st, tg_trainer *tr, const char *data) {
         print_banner(st, tr, data);
     if (st->rank == 0)
         warn_blas_core(o);
-    tg_world_set_step(st->w, tg_trainer_state_get(tr).step);
+    const int64_t start_step = tg_trainer_state_get(tr).step;
+    if (st->metrics && tg_metrics_write_config(st->metrics, tg_trainer_get_config(tr), st->world,
+                                               o->resume ? start_step : -1) != 0)
+        st->metrics_failed = true;
+    tg_world_set_step(st->w, start_step);
     s = tg_trainer_run(tr);
     if (s) {
         say_error(st, st->err[0] ? st->err : tg_ctx_error(ctx));
@@ -771,8 +744,6 @@ int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, 
                 strerror(errno));
         code = TG_EXIT_USAGE;
     }
-    if (st.metrics)
-        write_config_event(st.metrics, cfg, st.world);
     /* An unusable checkpoint folder is found now, not at the first save. */
     if (code == 0 && st.rank == 0 && o->ckpt_dir && mkdir_p(o->ckpt_dir) != 0) {
         fprintf(stderr, "tapegrad train: --ckpt-dir %s: cannot create or write the folder: %s\n",
@@ -801,6 +772,17 @@ int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, 
             say_error(&st, err);
             code = TG_EXIT_RUNTIME;
         }
+    }
+    /* Every rank's clock against rank 0's, so that `tapegrad trace merge`
+     * can lay the ranks' files on one time line. Collective: all ranks
+     * measure when any traces (the option is the same everywhere). */
+    if (o->trace && (code = agree(&st, code)) == 0) {
+        double off = 0;
+        if (tg_world_clock_offset(st.w, &off, NULL) != TG_OK) {
+            say_error(&st, tg_world_error(st.w));
+            code = TG_EXIT_LOST_RANK;
+        }
+        tg_trace_set_clock_offset(trace, off);
     }
     cfg->trace = trace;
     /* More threads than CPUs only compete, and each costs OpenBLAS a buffer. */
@@ -839,6 +821,11 @@ int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, 
     tg_trainer_free(tr);
     if (ctx)
         tg_ctx_free(ctx);
+    if (trace && tg_trace_dropped(trace) > 0)
+        fprintf(stderr,
+                "tapegrad train: rank %d: warning: the trace kept its first %lld spans and "
+                "dropped %lld more (its buffer is full); trace a shorter run (--max-steps)\n",
+                st.rank, (long long)tg_trace_count(trace), (long long)tg_trace_dropped(trace));
     if (trace && tg_trace_close(trace, err, sizeof err) != TG_OK) {
         say_error(&st, err);
         if (code == TG_EXIT_OK)

@@ -364,13 +364,13 @@ static tg_status train_step(tg_trainer *tr, const float *x, const int64_t *y, in
         return tg__fail(ctx, TG_ERR_INVALID,
                         "trainer: training loss is %g at step %lld (learning rate %g too high?)",
                         *loss, (long long)tr->step + 1, lr);
-    /* The span covers the DDP wait too: what is left of the all-reduce
-     * after backward is part of the step's gradient time. */
+    /* The DDP wait (after_backward) has a span of its own ("ddp wait"):
+     * what is left of the all-reduce after backward. */
     tg_trace_begin(c->trace, "backward");
     s = tg_backward(ctx, l, NULL, 0);
+    tg_trace_end(c->trace);
     if (s == TG_OK && c->hooks.after_backward)
         s = c->hooks.after_backward(tr, c->hooks.user);
-    tg_trace_end(c->trace);
     if (s)
         return s;
     tg_trace_begin(c->trace, "optimizer");
@@ -422,7 +422,9 @@ static tg_status end_epoch(tg_trainer *tr, epoch_acc *ea, bool final, bool *stop
     ev.train_loss = ea->steps ? ls / tr->cfg.world / (double)ea->steps : NAN;
     ev.seconds = train_s;
     ev.samples_per_s = train_s > 0 ? (double)(ea->steps * tr->cfg.batch_size) / train_s : 0;
+    tg_trace_begin(tr->cfg.trace, "eval");
     s = tg_trainer_evaluate(tr, &ev.eval);
+    tg_trace_end(tr->cfg.trace);
     if (s == TG_OK)
         s = emit(tr, &ev, stop);
     if (s == TG_OK && (final || *stop)) {
@@ -459,7 +461,14 @@ tg_status tg_trainer_run(tg_trainer *tr) {
         const int64_t *y;
         int64_t n;
         bool end;
-        if ((s = tg_loader_next(tr->train_ld, &x, &y, &n, &end, err, sizeof err)) != TG_OK)
+        /* Spans of step k: "data" (waiting for the prefetched batch),
+         * forward, backward, "ddp wait", optimizer, and "eval" at an epoch
+         * end. */
+        tg_trace_set_step(c->trace, tr->step + 1);
+        tg_trace_begin(c->trace, "data");
+        s = tg_loader_next(tr->train_ld, &x, &y, &n, &end, err, sizeof err);
+        tg_trace_end(c->trace);
+        if (s != TG_OK)
             return ds_fail(ctx, s, err);
         if (end)
             continue; /* the marker after an epoch that ended at a resume point */

@@ -17,9 +17,10 @@ packages=(
     build-essential cmake pkg-config
     libopenblas-dev libopenblas0-openmp libopenmpi-dev openmpi-bin
     libhdf5-dev hdf5-tools libcmocka-dev zlib1g-dev
-    dataset-fashion-mnist gnuplot-nox libinih-dev
+    dataset-fashion-mnist gnuplot-nox libinih-dev libcjson-dev
     slurmctld slurmd slurm-client munge
     python3 python3-numpy
+    clang libclang-rt-14-dev libomp-dev
 )
 
 for arg in "$@"; do

@@ -4,6 +4,9 @@
 #                  and "slurm-slow".
 #   2. build-asan/ Debug with AddressSanitizer + UndefinedBehaviorSanitizer, CPU
 #                  only; the "unit" label.
+#   3. build-fuzz/ clang with libFuzzer (when clang can link -fsanitize=fuzzer):
+#                  every tests/fuzz target fuzzed for TG_FUZZ_SECONDS (default
+#                  60) from its seed corpus.
 # Exits non-zero when any configure, build or test step fails, and ends with a
 # summary (the last line says PASS or FAIL). Run it from anywhere: it works in
 # the repository root. TG_TEST_JOBS sets the parallelism (default 2).
@@ -81,8 +84,23 @@ check_fixtures() {
     return $rc
 }
 
+# True when clang can build a libFuzzer program (Debian: clang and
+# libclang-rt-14-dev, which scripts/setup.sh installs).
+have_libfuzzer() {
+    local dir rc
+    command -v clang >/dev/null 2>&1 || return 1
+    dir=$(mktemp -d) || return 1
+    printf '%s\n' '#include <stddef.h>' '#include <stdint.h>' \
+        'int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) { (void)d; (void)n; return 0; }' \
+        >"$dir/t.c"
+    clang -fsanitize=fuzzer,address "$dir/t.c" -o "$dir/t" >/dev/null 2>&1
+    rc=$?
+    rm -rf "$dir"
+    return $rc
+}
+
 # A log from an earlier run must not stand in for a step that failed to build.
-rm -f build/ctest.log build-asan/ctest.log
+rm -f build/ctest.log build-asan/ctest.log build-fuzz/ctest.log
 
 if /usr/bin/python3 -c 'import torch, numpy' 2>/dev/null; then
     step "fixtures reproduce" check_fixtures
@@ -102,8 +120,22 @@ if step "configure (asan)" cmake -S . -B build-asan -DTG_SANITIZE=ON -DTG_CUDA=O
     step "test (asan)" run_asan_ctest build-asan -L unit
 fi
 
+fuzz_seconds=${TG_FUZZ_SECONDS:-60}
+if have_libfuzzer; then
+    if step "configure (fuzz)" env CC=clang cmake -S . -B build-fuzz -DTG_FUZZ=ON -DTG_CUDA=OFF \
+        -DTG_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTG_FUZZ_SECONDS="$fuzz_seconds" &&
+        step "build (fuzz)" cmake --build build-fuzz -j"$jobs"; then
+        step "fuzz (${fuzz_seconds} s per target)" run_ctest build-fuzz -L fuzz
+    fi
+else
+    echo "==> fuzz: skipped (clang cannot link -fsanitize=fuzzer: scripts/setup.sh installs it)"
+fi
+
 echo "test.sh: release: $(ctest_total build)"
 echo "test.sh: asan: $(ctest_total build-asan)"
+if [ -f build-fuzz/ctest.log ]; then
+    echo "test.sh: fuzz: $(ctest_total build-fuzz)"
+fi
 if [ "${#failed[@]}" -eq 0 ]; then
     echo "test.sh: PASS (${#passed[@]} steps)"
     exit 0

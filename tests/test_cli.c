@@ -506,8 +506,8 @@ static void test_train_tiny_from_idx(void **state) {
     assert_non_null(f);
     char line[1024];
     static const char *const want[] = {
-        "{\"event\":\"config\",\"world_size\":1,\"model\":\"cnn-bn\","
-        "\"epochs\":\"2\",\"batch_size\":\"4\",",
+        "{\"event\":\"config\",\"world_size\":1,\"resumed_from_step\":null,"
+        "\"model\":\"cnn-bn\",\"epochs\":2,\"batch_size\":4,",
         "{\"event\":\"step\",\"step\":5,",
         "{\"event\":\"epoch\",\"epoch\":1,\"step\":5,",
         "{\"event\":\"step\",\"step\":10,",

@@ -97,6 +97,12 @@ double tg_world_timeout(const tg_world *w);
 void tg_world_set_timeout(tg_world *w, double seconds);
 /* The training step, quoted in error messages; -1 (the default) means none. */
 void tg_world_set_step(tg_world *w, int64_t step);
+
+/* Collective: this rank's monotonic clock (tg_trace_now_us) minus rank 0's,
+ * in microseconds, measured by ping-pongs with rank 0 under the world's
+ * timeout; *error_us (may be NULL) gets the bound on its error (half the best
+ * round trip; on rank 0 the largest of the peers'). 0 on a world of one. */
+tg_status tg_world_clock_offset(tg_world *w, double *offset_us, double *error_us);
 int64_t tg_world_step(const tg_world *w);
 
 /* The message of the last failure ("" when none), and whether the world is
@@ -139,9 +145,11 @@ tg_status tg_allreduce_sum_device(tg_world *w, void *buf, int64_t count, tg_dtyp
 typedef struct tg_trace tg_trace;
 
 /* Events are kept in memory (up to max_events, <= 0: 65536; more are
- * counted and dropped) and written by tg_trace_close() to
+ * counted and dropped: tg_trace_dropped() tells, and the file's
+ * "otherData.dropped_events") and written by tg_trace_close() to
  * "<prefix>.rank<r>.json", loadable in chrome://tracing or Perfetto. pid is
- * the rank; track 0 holds begin/end spans, track 1 the DDP buckets. */
+ * the rank; track 0 holds begin/end spans, track 1 the DDP buckets; every
+ * span has "args":{"step":N}, the step set when it began. */
 tg_status tg_trace_open(const char *prefix, int rank, int max_events, tg_trace **out, char *err,
                         size_t errlen);
 /* Write the file and free the trace; NULL is ok. */
@@ -156,17 +164,26 @@ void tg_trace_end(tg_trace *t);
 void tg_trace_span(tg_trace *t, int track, const char *name, double t0_us, double t1_us);
 int64_t tg_trace_count(const tg_trace *t);
 int64_t tg_trace_dropped(const tg_trace *t);
+/* The step that spans begun from now on belong to (the trainer sets it
+ * before each step; 0 before the first). t may be NULL. */
+void tg_trace_set_step(tg_trace *t, int64_t step);
+/* This rank's monotonic clock minus rank 0's, in microseconds (from
+ * tg_world_clock_offset), written to the file so that `tapegrad trace
+ * merge` can put every rank on rank 0's time line. */
+void tg_trace_set_clock_offset(tg_trace *t, double offset_us);
 
 /* ---- data-parallel gradients ---- */
 
 typedef struct tg_ddp tg_ddp;
 
 typedef struct tg_ddp_config {
-    /* Bucket capacity in bytes; 0: 25 MiB. A parameter larger than a bucket
-     * gets a bucket of its own. */
+    /* Bucket capacity in bytes; 0: half the model's gradient bytes, at
+     * least 1 MiB and at most 25 MiB. A parameter larger than a bucket gets
+     * a bucket of its own. */
     size_t bucket_bytes;
     /* Capacity of the first bucket (the last parameters, whose gradients
-     * are final first), so that communication starts early; 0: 1 MiB. */
+     * are final first), so that communication starts early; 0: a quarter of
+     * the model's gradient bytes, at least 64 KiB and at most 1 MiB. */
     size_t first_bucket_bytes;
 } tg_ddp_config;
 

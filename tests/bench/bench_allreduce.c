@@ -3,7 +3,9 @@
  * bare MPI_Allreduce of the same bytes.
  *
  *     mpiexec -n 2 build/tests/bench/bench_allreduce [--reps N] [--mib SIZE]
+ *                  [--bucket-mb X] [--first-bucket-mb X]
  *
+ * (--help lists the options.)
  * For each total gradient size, the "model" is 8 f32 parameters of equal size
  * and the loss is the sum of all their elements, so backward is a few cheap
  * kernels and every gradient is final almost at once. Per repetition:
@@ -16,6 +18,7 @@
  * the effective throughput (bytes / time) and the ratio hook/bare throughput.
  */
 #include <mpi.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,15 +65,64 @@ static int step(tg_ctx *ctx, tg_ddp *d, tg_tensor **ps, bool sync)
     return 0;
 }
 
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: mpiexec -n N bench_allreduce [options]\n"
+               "\n"
+               "Times the DDP hook's gradient all-reduce (backward + tg_ddp_wait, minus\n"
+               "backward alone) against one bare MPI_Allreduce of the same bytes, for\n"
+               "models of 8 equal f32 parameters totalling 1, 4, 25 and 100 MiB.\n"
+               "\n"
+               "options:\n"
+               "  --reps N              repetitions per size, medians printed (default 15)\n"
+               "  --mib X               only a model of X MiB (for profiling)\n"
+               "  --bucket-mb X         the DDP's bucket capacity (default: the model's)\n"
+               "  --first-bucket-mb X   the first bucket's capacity (default: the model's)\n"
+               "  -h, --help            print this help and exit\n");
+}
+
+/* The value of option argv[*i], or NULL (with a message) when it is missing
+ * or not a positive number. */
+static bool positive(int argc, char **argv, int *i, double *out)
+{
+    char *end;
+    if (*i + 1 >= argc || (*out = strtod(argv[*i + 1], &end)) <= 0 || *end) {
+        fprintf(stderr, "bench_allreduce: %s needs a positive number\n", argv[*i]);
+        return false;
+    }
+    *i += 1;
+    return true;
+}
+
 int main(int argc, char **argv)
 {
     int reps = 15;
     double only = 0; /* --mib X: that size alone (for profiling) */
-    for (int i = 1; i + 1 < argc; i++)
-        if (!strcmp(argv[i], "--reps"))
-            reps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--mib"))
-            only = atof(argv[++i]);
+    double bucket_mb = 0, first_mb = 0, v;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--reps") && positive(argc, argv, &i, &v)) {
+            reps = (int)v;
+        } else if (!strcmp(argv[i], "--mib") && positive(argc, argv, &i, &v)) {
+            only = v;
+        } else if (!strcmp(argv[i], "--bucket-mb") && positive(argc, argv, &i, &v)) {
+            bucket_mb = v;
+        } else if (!strcmp(argv[i], "--first-bucket-mb") && positive(argc, argv, &i, &v)) {
+            first_mb = v;
+        } else {
+            if (argv[i][0] == '-' && strcmp(argv[i], "--reps") && strcmp(argv[i], "--mib") &&
+                strcmp(argv[i], "--bucket-mb") && strcmp(argv[i], "--first-bucket-mb"))
+                fprintf(stderr, "bench_allreduce: unknown option '%s'\n", argv[i]);
+            else if (argv[i][0] != '-')
+                fprintf(stderr, "bench_allreduce: unexpected argument '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    tg_ddp_config dc = {.bucket_bytes = (size_t)(bucket_mb * 1024 * 1024),
+                        .first_bucket_bytes = (size_t)(first_mb * 1024 * 1024)};
     char err[256];
     tg_world *w;
     if (tg_world_init(&argc, &argv, NULL, &w, err, sizeof err)) {
@@ -99,7 +151,7 @@ int main(int argc, char **argv)
             ps[i] = tg_param(ctx, TG_F32, 1, &per, names[i]);
         }
         tg_ddp *d;
-        if (tg_ddp_new(ctx, w, NPARAM, ps, 0, NULL, NULL, &d)) {
+        if (tg_ddp_new(ctx, w, NPARAM, ps, 0, NULL, &dc, &d)) {
             fprintf(stderr, "rank %d: %s\n", rank, tg_world_error(w));
             return 1;
         }

@@ -127,6 +127,20 @@ static void test_misc(tg_world *w)
     CHECK(tg_world_timeout(w) == 300.0, "default timeout %g", tg_world_timeout(w));
 }
 
+/* On one machine every rank reads the same monotonic clock: the measured
+ * offset is zero within its error bound (plus scheduling slack), and the
+ * bound is small on shared memory. */
+static void test_clock_offset(tg_world *w)
+{
+    double off = 1e9, err = 1e9;
+    CHECK(tg_world_clock_offset(w, &off, &err) == TG_OK, "%s", tg_world_error(w));
+    CHECK(err >= 0 && err < 50000, "error bound %g us", err);
+    CHECK(off <= err + 1000 && off >= -err - 1000, "offset %g us (error bound %g us) between "
+          "ranks of one machine", off, err);
+    if (tg_world_rank(w) == 0)
+        CHECK(off == 0, "rank 0's offset from itself is %g", off);
+}
+
 static void test_trace(tg_world *w)
 {
     int r = tg_world_rank(w);
@@ -134,8 +148,11 @@ static void test_trace(tg_world *w)
     tg_trace *t;
     const char *prefix = "mpi_collectives_trace";
     CHECK(tg_trace_open(prefix, r, 4, &t, err, sizeof err) == TG_OK, "%s", err);
+    tg_trace_set_step(t, 7);
+    tg_trace_set_clock_offset(t, -12.5);
     tg_trace_begin(t, "forward");
-    tg_trace_begin(t, "inner \"quoted\"");
+    tg_trace_set_step(t, 8);
+    tg_trace_begin(t, "inner \"quoted\" \\ \n");
     tg_trace_end(t);
     tg_trace_end(t);
     tg_trace_span(t, 1, "allreduce bucket 3", 10.0, 25.5);
@@ -157,9 +174,19 @@ static void test_trace(tg_world *w)
     CHECK(got > 0 && strstr(text, "\"traceEvents\":[") && strstr(text, pid) &&
               strstr(text, "\"name\":\"allreduce bucket 3\",\"ph\":\"X\",\"ts\":10.000,"
                            "\"dur\":15.500") &&
-              strstr(text, "inner _quoted_") && !strstr(text, "dropped") &&
-              text[got - 2] == '}',
+              strstr(text, "\"name\":\"inner \\\"quoted\\\" \\\\ \\u000a\"") &&
+              strstr(text, "\"otherData\":{\"rank\":") &&
+              strstr(text, "\"clock_offset_us\":-12.500,\"dropped_events\":1}") &&
+              !strstr(text, "\"dropped\"") && text[got - 2] == '}',
           "trace file:\n%s", text);
+    /* A span belongs to the step it began in; later spans to the new one. */
+    const char *fwd = strstr(text, "\"name\":\"forward\"");
+    const char *inner = strstr(text, "\"name\":\"inner");
+    const char *b3 = strstr(text, "\"name\":\"allreduce bucket 3\"");
+    CHECK(fwd && inner && b3 && strstr(fwd, "\"args\":{\"step\":7}") < strchr(fwd, '\n') &&
+              strstr(inner, "\"args\":{\"step\":8}") < strchr(inner, '\n') &&
+              strstr(b3, "\"args\":{\"step\":8}") < strchr(b3, '\n'),
+          "steps of the spans:\n%s", text);
     remove(path);
 }
 
@@ -183,6 +210,7 @@ int main(int argc, char **argv)
         test_allgather(w, dts[i], a, b);
     }
     test_misc(w);
+    test_clock_offset(w);
     test_trace(w);
     free(a);
     free(b);

@@ -196,8 +196,9 @@ static void test_equivalence(tg_world *w, const tg_ddp_config *cfg, int steps, i
     if (steps > 4)
         CHECK(tg_ctx_alloc_count(ctx) == allocs, "steady-state steps allocated %llu times",
               (unsigned long long)(tg_ctx_alloc_count(ctx) - allocs));
-    /* One bucket span per bucket and step (none on one rank: no communication). */
-    int64_t want = n > 1 ? (int64_t)tg_ddp_bucket_count(ddp) * steps + steps : steps;
+    /* The test's backward span, and with communication one span per bucket
+     * and one "ddp wait" per step (none on one rank). */
+    int64_t want = n > 1 ? (int64_t)tg_ddp_bucket_count(ddp) * steps + 2 * steps : steps;
     CHECK(tg_trace_count(tr) == want, "trace has %lld events, expected %lld",
           (long long)tg_trace_count(tr), (long long)want);
     CHECK(tg_trace_close(tr, err, sizeof err) == TG_OK, "%s", err);
@@ -377,6 +378,50 @@ static void test_mismatch(tg_world *w)
     }
 }
 
+/* The default bucket capacities follow the model. Bucket layouts of the
+ * built-in models' parameter shapes, listed in registration order; the
+ * buckets take them in reverse. mlp: the first bucket (a quarter of 0.9 MB)
+ * starts after fc2, while fc1's gradient is still being computed. cnn:
+ * fc1.weight (12.8 MB) gets a bucket of its own instead of waiting for the
+ * convolutions. A toy model stays in one bucket. */
+static void check_layout(tg_world *w, const char *what, int n, const int64_t (*shapes)[4],
+                         int nb, const int *counts)
+{
+    tg_ctx *ctx = new_ctx();
+    tg_tensor *p[8];
+    for (int i = 0; i < n; i++) {
+        int nd = 0;
+        while (nd < 4 && shapes[i][nd])
+            nd++;
+        p[i] = tg_param(ctx, TG_F32, nd, shapes[i], names[i % 6]);
+    }
+    tg_ddp *ddp = NULL;
+    CHECK_OK(w, tg_ddp_new(ctx, w, n, p, 0, NULL, NULL, &ddp));
+    if (ddp) {
+        CHECK(tg_ddp_bucket_count(ddp) == nb, "%s: %d buckets, expected %d", what,
+              tg_ddp_bucket_count(ddp), nb);
+        for (int i = 0; i < nb && i < tg_ddp_bucket_count(ddp); i++) {
+            int count = -1;
+            tg_ddp_bucket_info(ddp, i, NULL, &count, NULL);
+            CHECK(count == counts[i], "%s: bucket %d holds %d parameters, expected %d", what, i,
+                  count, counts[i]);
+        }
+    }
+    tg_ddp_free(ddp);
+    tg_ctx_free(ctx);
+}
+
+static void test_default_buckets(tg_world *w)
+{
+    const int64_t mlp_shapes[6][4] = {{256, 784}, {256}, {128, 256}, {128}, {10, 128}, {10}};
+    check_layout(w, "mlp", 6, mlp_shapes, 2, (const int[]){5, 1});
+    const int64_t cnn_shapes[8][4] = {{32, 1, 5, 5}, {32},       {64, 32, 5, 5}, {64},
+                                      {1024, 3136},  {1024},     {10, 1024},     {10}};
+    check_layout(w, "cnn", 8, cnn_shapes, 3, (const int[]){3, 1, 4});
+    const int64_t toy[4][4] = {{IN, HID}, {HID}, {HID, OUT}, {OUT}};
+    check_layout(w, "toy", 4, toy, 1, (const int[]){4});
+}
+
 int main(int argc, char **argv)
 {
     tg_world *w;
@@ -390,6 +435,7 @@ int main(int argc, char **argv)
     tg_ddp_config small = {.bucket_bytes = 256, .first_bucket_bytes = 64};
     test_equivalence(w, &small, STEPS, 4);
     test_equivalence(w, NULL, 2, 1);
+    test_default_buckets(w);
     test_no_sync(w);
     test_unused(w);
     test_grad_views(w);
