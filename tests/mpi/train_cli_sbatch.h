@@ -52,6 +52,65 @@ static pid_t child_named(pid_t parent, const char *comm) {
     return found;
 }
 
+/* SIGKILL to pid and everything under it (children first found, then the
+ * parent), so that a failed case leaves no ranks behind. */
+static void kill_tree(pid_t pid) {
+    if (pid <= 0)
+        return;
+    kill(pid, SIGSTOP);
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        char p[300], buf[512];
+        snprintf(p, sizeof p, "/proc/%s/stat", e->d_name);
+        FILE *f = fopen(p, "r");
+        if (!f)
+            continue;
+        int ppid = 0;
+        char st;
+        const char *rp = fgets(buf, sizeof buf, f) ? strrchr(buf, ')') : NULL;
+        fclose(f);
+        if (rp && sscanf(rp + 1, " %c %d", &st, &ppid) == 2 && ppid == pid)
+            kill_tree((pid_t)atoi(e->d_name));
+    }
+    if (d)
+        closedir(d);
+    kill(pid, SIGKILL);
+}
+
+/* The script's exit code, or -2 after killing it (and its job step) when it
+ * has not ended within secs. */
+static int wait_script(pid_t pid, int secs) {
+    for (int i = 0; i < secs * 50; i++) {
+        int st;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        if (r < 0)
+            return -1;
+        usleep(20000);
+    }
+    kill_tree(pid);
+    waitpid(pid, NULL, 0);
+    return -2;
+}
+
+/* Whether `log` shows `what` within secs; stops early when pid ended. */
+static bool wait_log(const char *log, const char *what, int secs, pid_t pid) {
+    for (int i = 0; i < secs * 50; i++) {
+        char *t = slurp(log);
+        bool ok = has(t, what);
+        free(t);
+        if (ok)
+            return true;
+        siginfo_t si = {0};
+        if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid)
+            return false; /* ended (still to be reaped by wait_script) */
+        usleep(20000);
+    }
+    return false;
+}
+
 /* Starts train.sbatch under bash with its output in `log`. */
 static pid_t spawn_sbatch(const char *log) {
     char *argv[] = {"bash", TG_SBATCH, NULL};
@@ -80,14 +139,17 @@ static int sbatch_case(const char *name, const char *launcher, sb_signal how, ch
     setenv("TG_CKPT_DIR", P("%s", name), 1);
     setenv("TG_STUB_LOG", rq, 1);
     pid_t pid = spawn_sbatch(log);
-    CHECK(wait_for(log, "step 5/"), "%s: no progress", name);
+    /* Generous: the machine may be busy; a case that does not get going
+     * is ended, not waited for. */
+    bool going = wait_log(log, "step 5/", 90, pid);
     pid_t step = child_named(pid, !strcmp(launcher, "mpirun") ? "mpirun" : "tapegrad");
-    CHECK(step > 0, "%s: no %s under the script (pid %d)", name, launcher, (int)pid);
-    if (how != TERM_LAUNCHER)
+    CHECK(going && step > 0, "%s: no progress, or no %s under the script (pid %d)", name,
+          launcher, (int)pid);
+    if (going && how != TERM_LAUNCHER)
         kill(pid, how == USR1_SHELL ? SIGUSR1 : SIGTERM);
-    if (how != USR1_SHELL && step > 0)
+    if (going && how != USR1_SHELL && step > 0)
         kill(step, SIGTERM);
-    int code = wait_code(pid);
+    int code = wait_script(pid, going && step > 0 ? 60 : 1);
     *out = slurp(log);
     *requeues = slurp(rq);
     return code;
@@ -182,7 +244,7 @@ static void group_sbatch(void) {
     setenv("TG_LAUNCHER", "mpirun", 1);
     setenv("TG_CKPT_DIR", P("stale"), 1);
     setenv("TG_STUB_LOG", P("stale.requeue"), 1);
-    code = wait_code(spawn_sbatch(P("stale.log")));
+    code = wait_script(spawn_sbatch(P("stale.log")), 60);
     out = slurp(P("stale.log"));
     rq = slurp(P("stale.requeue"));
     CHECK(code == 3 && has(out, "step exited with 3") && !has(out, "counting it") && !rq[0] &&
