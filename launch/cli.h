@@ -153,7 +153,7 @@ int tg_cli_cap_threads_quiet(int threads);
 
 /*
  * Under an address-space limit (RLIMIT_AS, ulimit -v): whether `threads`
- * BLAS threads (0: the CPUs this process may run on) still find room for
+ * BLAS threads (0: as many as OpenMP and OpenBLAS would start) find room for
  * their buffers; if not, prints what to do and returns TG_EXIT_RUNTIME, so
  * that the run fails now instead of hanging in its first matrix product.
  */

@@ -150,7 +150,13 @@ int tg_cli_check_blas_room(const char *cmd, int threads) {
     struct rlimit rl;
     if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
         return TG_EXIT_OK;
-    int n = threads > 0 ? threads : allowed_cpus();
+    /* Without a count of ours, the pools' own: OMP_NUM_THREADS or the
+     * CPUs, OPENBLAS_NUM_THREADS. */
+    int n = threads;
+    if (n <= 0) {
+        n = omp_get_max_threads();
+        n = openblas_get_num_threads() > n ? openblas_get_num_threads() : n;
+    }
     n = n < 1 ? 1 : n;
     /* One buffer per BLAS thread, one per OpenMP thread that calls BLAS
      * (the kernels do, from parallel loops), and the calling thread's. */
