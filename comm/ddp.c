@@ -56,8 +56,25 @@ struct tg_ddp {
     size_t mask;
     double *flags; /* host scratch, as many as the largest bucket has params */
     float *flags32;
+    /* One flat persistent tensor per dtype holds every bucket; b[i].buf is
+     * a view of it (kept in bufviews), so that the buckets can be laid out
+     * anew over the same memory. */
+    tg_tensor *flat[2];
+    tg_tensor *bufviews;
+    size_t cap_first, cap;
+    /* The order in which gradients became final in the first synchronised
+     * step (order positions), and whether the buckets were rebuilt from it. */
+    int *ready_seq;
+    int nready_seq;
+    bool rebuilt;
     bool sync;
     tg_status err; /* a failure inside the hook, reported by tg_ddp_wait */
+    /* Buffers (batch-norm statistics) broadcast from rank 0 by
+     * tg_ddp_broadcast_buffers, packed into one host staging area. */
+    tg_tensor **bufs;
+    int nbufs;
+    unsigned char *bstage;
+    size_t bstage_bytes;
     tg_trace *trace;
     const tg__coll *coll;
     void *cstate;
@@ -210,6 +227,8 @@ static void hook(tg_ctx *ctx, tg_tensor *leaf, void *user)
     if (!p->ready) {
         p->ready = true;
         b->nready++;
+        if (!d->rebuilt && d->ready_seq)
+            d->ready_seq[d->nready_seq++] = k;
     }
     d->err = launch_ready(d);
 }
@@ -227,6 +246,7 @@ static void reset_step(tg_ddp *d)
 }
 
 static tg_status wait_all(tg_ddp *d);
+static tg_status rebuild(tg_ddp *d);
 
 /* After bucket i's sum: average, and copy back where any rank had a gradient. */
 static tg_status unpack(tg_ddp *d, int i)
@@ -263,6 +283,8 @@ tg_status tg_ddp_wait(tg_ddp *d)
         return TG_OK;
     const double t0_us = tg_trace_now_us();
     tg_status s = wait_all(d);
+    if (!s && !d->rebuilt)
+        s = rebuild(d);
     /* The time backward's end waited for communication: the part of the
      * all-reduce that did not overlap backward. */
     tg_trace_span(d->trace, 0, "ddp wait", t0_us, tg_trace_now_us());
@@ -349,7 +371,44 @@ void tg_ddp_free(tg_ddp *d)
     free(d->vals);
     free(d->flags);
     free(d->flags32);
+    free(d->bufs);
+    free(d->bstage);
+    free(d->bufviews);
+    free(d->ready_seq);
     free(d);
+}
+
+tg_status tg_ddp_broadcast_buffers(tg_ddp *d)
+{
+    if (d->w->size == 1 || d->nbufs == 0)
+        return TG_OK;
+    if (d->w->broken)
+        return tg__comm_refuse(d->w, "buffer broadcast");
+    tg_status s = TG_OK;
+    size_t off = 0;
+    for (int i = 0; i < d->nbufs && !s && d->w->rank == 0; i++) {
+        size_t b = (size_t)tg_numel(d->bufs[i]) * tg_dtype_size(d->bufs[i]->dtype);
+        if (tg_to_host(d->ctx, d->bufs[i], d->bstage + off, b))
+            s = ctx_fail(d, "reading a buffer for its broadcast");
+        off += b;
+    }
+    /* Every rank joins the broadcast even after a local failure, so that no
+     * peer waits for it. */
+    tg_status bs = tg_broadcast(d->w, d->bstage, (int64_t)d->bstage_bytes, TG_U8, 0,
+                                "buffers (batch-norm statistics)");
+    s = s ? s : bs;
+    if (s || d->w->rank == 0)
+        return s;
+    bool prev = tg_set_grad_enabled(d->ctx, false);
+    off = 0;
+    for (int i = 0; i < d->nbufs && !s; i++) {
+        size_t b = (size_t)tg_numel(d->bufs[i]) * tg_dtype_size(d->bufs[i]->dtype);
+        if (tg_copy_from_host(d->ctx, d->bufs[i], d->bstage + off, b))
+            s = ctx_fail(d, "writing a broadcast buffer");
+        off += b;
+    }
+    tg_set_grad_enabled(d->ctx, prev);
+    return s;
 }
 
 /* ---- construction ---- */
@@ -381,20 +440,18 @@ static void bucket_caps(const tg_ddp *d, const tg_ddp_config *cfg, size_t *first
                                     : clamp_size(total / 2, TG__MIB, 25 * TG__MIB);
 }
 
-static tg_status build_buckets(tg_ddp *d, const tg_ddp_config *cfg)
+/* Cuts the parameters, in their order positions, into buckets: b[], nb and
+ * each parameter's bucket and offset. */
+static void layout(tg_ddp *d)
 {
-    size_t cap_first, cap;
-    bucket_caps(d, cfg, &cap_first, &cap);
-    d->b = calloc((size_t)d->ntrain + 1, sizeof *d->b);
-    if (!d->b)
-        return tg__comm_fail(d->w, TG_ERR_NOMEM, "ddp: out of memory");
+    memset(d->b, 0, ((size_t)d->ntrain + 1) * sizeof *d->b);
+    d->nb = 0;
     size_t bytes = 0;
-    int maxcount = 1;
     for (int k = 0; k < d->ntrain; k++) {
         tg_tensor *t = d->p[k].t;
         size_t pb = (size_t)d->p[k].numel * tg_dtype_size(t->dtype);
         ddp_bucket *cur = d->nb ? &d->b[d->nb - 1] : NULL;
-        size_t limit = d->nb == 1 ? cap_first : cap;
+        size_t limit = d->nb == 1 ? d->cap_first : d->cap;
         if (!cur || cur->dt != t->dtype || (cur->count > 0 && bytes + pb > limit)) {
             cur = &d->b[d->nb++];
             cur->dt = t->dtype;
@@ -407,38 +464,169 @@ static tg_status build_buckets(tg_ddp *d, const tg_ddp_config *cfg)
         cur->ngrad += d->p[k].numel;
         cur->count++;
         bytes += pb;
-        maxcount = cur->count > maxcount ? cur->count : maxcount;
     }
+}
+
+/* A view made in the step arena, copied into memory that lives as long as
+ * the ddp; it shares persistent storage, so tg_step_reset keeps it (as a
+ * gradient, or as a bucket). */
+static void keep_view(tg_tensor *dst, const tg_tensor *v, const char *name)
+{
+    *dst = *v;
+    dst->requires_grad = dst->retain_grad = dst->touched = false;
+    dst->grad = dst->gacc = NULL;
+    dst->record = dst->first_use = 0;
+    dst->name = name;
+}
+
+/* Each bucket's view of its dtype's flat tensor (buckets of one dtype lie
+ * in bucket order), then each parameter's slot view of its bucket. */
+static tg_status make_views(tg_ddp *d)
+{
+    int64_t at[2] = {0, 0};
     for (int i = 0; i < d->nb; i++) {
+        int f = d->b[i].dt == TG_F64;
         int64_t n = d->b[i].ngrad + d->b[i].count;
-        d->b[i].buf = tg_persistent(d->ctx, d->b[i].dt, 1, &n, "ddp bucket");
-        if (!d->b[i].buf)
-            return ctx_fail(d, "allocating a bucket");
+        const tg_tensor *v = tg_slice(d->ctx, d->flat[f], 0, at[f], at[f] + n, 1);
+        if (!v)
+            return ctx_fail(d, "making a bucket view");
+        keep_view(&d->bufviews[i], v, "ddp bucket");
+        d->b[i].buf = &d->bufviews[i];
+        at[f] += n;
     }
-    d->views = calloc((size_t)d->ntrain + 1, sizeof *d->views);
-    if (!d->views)
-        return tg__comm_fail(d->w, TG_ERR_NOMEM, "ddp: out of memory");
     for (int k = 0; k < d->ntrain; k++) {
-        /* A view made in the step arena, copied into memory that lives as
-         * long as the ddp; it shares the bucket's persistent storage, so
-         * tg_step_reset keeps it as a gradient. */
         const tg_tensor *v = slot_view(d, k);
         if (!v || v->storage != d->b[d->p[k].bucket].buf->storage)
             return v ? tg__comm_fail(d->w, TG_ERR_BACKEND, "ddp: a slot view copied its bucket")
                      : ctx_fail(d, "making a slot view");
-        tg_tensor *g = &d->views[k];
-        *g = *v;
-        g->requires_grad = g->retain_grad = g->touched = false;
-        g->grad = g->gacc = NULL;
-        g->record = g->first_use = 0;
-        g->name = d->p[k].t->name;
-        d->p[k].view = g;
+        keep_view(&d->views[k], v, d->p[k].t->name);
+        d->p[k].view = &d->views[k];
     }
-    d->flags = calloc((size_t)maxcount, sizeof *d->flags);
-    d->flags32 = calloc((size_t)maxcount, sizeof *d->flags32);
-    if (!d->flags || !d->flags32)
+    return TG_OK;
+}
+
+static tg_status build_buckets(tg_ddp *d, const tg_ddp_config *cfg)
+{
+    bucket_caps(d, cfg, &d->cap_first, &d->cap);
+    d->b = calloc((size_t)d->ntrain + 1, sizeof *d->b);
+    d->bufviews = calloc((size_t)d->ntrain + 1, sizeof *d->bufviews);
+    d->views = calloc((size_t)d->ntrain + 1, sizeof *d->views);
+    if (!d->b || !d->bufviews || !d->views)
+        return tg__comm_fail(d->w, TG_ERR_NOMEM, "ddp: out of memory");
+    layout(d);
+    /* One flat tensor per dtype: the gradients and one flag per parameter;
+     * the same total for any bucket layout. */
+    int64_t total[2] = {0, 0};
+    for (int k = 0; k < d->ntrain; k++)
+        total[d->p[k].t->dtype == TG_F64] += d->p[k].numel + 1;
+    for (int f = 0; f < 2; f++) {
+        if (total[f] == 0)
+            continue;
+        d->flat[f] = tg_persistent(d->ctx, f ? TG_F64 : TG_F32, 1, &total[f], "ddp buckets");
+        if (!d->flat[f])
+            return ctx_fail(d, "allocating the buckets");
+    }
+    tg_status s = make_views(d);
+    if (s)
+        return s;
+    /* Flags for any layout: at most every parameter in one bucket. */
+    d->flags = calloc((size_t)d->ntrain + 1, sizeof *d->flags);
+    d->flags32 = calloc((size_t)d->ntrain + 1, sizeof *d->flags32);
+    d->ready_seq = calloc((size_t)d->ntrain + 1, sizeof *d->ready_seq);
+    if (!d->flags || !d->flags32 || !d->ready_seq)
         return tg__comm_fail(d->w, TG_ERR_NOMEM, "ddp: out of memory");
     return TG_OK;
+}
+
+/*
+ * After the first synchronised step, lay the buckets out in the order the
+ * gradients became final (PyTorch DDP's bucket rebuild): a model whose
+ * parameters are registered in another order than backward finalises them
+ * (a residual projection, a shared embedding) otherwise fills its first
+ * bucket late. Rank 0's order is broadcast, so the layout stays identical
+ * on every rank. The gradients that live in the buckets are moved to their
+ * new slots through host memory (once).
+ */
+static tg_status rebuild(tg_ddp *d)
+{
+    d->rebuilt = true;
+    const int n = d->ntrain;
+    int32_t *order = calloc((size_t)n + 1, sizeof *order);
+    char *seen = calloc((size_t)n + 1, 1);
+    tg_status s = order && seen ? TG_OK : tg__comm_fail(d->w, TG_ERR_NOMEM, "ddp: out of memory");
+    int m = 0;
+    for (int i = 0; !s && i < d->nready_seq; i++)
+        if (!seen[d->ready_seq[i]]) {
+            seen[d->ready_seq[i]] = 1;
+            order[m++] = d->ready_seq[i];
+        }
+    for (int k = 0; !s && k < n; k++)
+        if (!seen[k])
+            order[m++] = k;
+    /* Every rank joins the broadcast, even after a local failure. */
+    tg_status bs = tg_broadcast(d->w, order ? (void *)order : (void *)seen,
+                                order ? (int64_t)n * 4 : 0, TG_U8, 0, "bucket order");
+    s = s ? s : bs;
+    bool same = true;
+    for (int k = 0; !s && k < n; k++)
+        same &= order[k] == k && order[k] >= 0 && order[k] < n;
+    for (int k = 0; !s && k < n; k++)
+        if (order[k] < 0 || order[k] >= n)
+            s = tg__comm_fail(d->w, TG_ERR_INVALID, "ddp: bad bucket order from rank 0");
+    if (s || same) {
+        free(order);
+        free(seen);
+        return s;
+    }
+    /* Save the gradients that are slot views, by old position. */
+    size_t *off = calloc((size_t)n + 1, sizeof *off), total = 0;
+    for (int k = 0; off && k < n; k++) {
+        off[k] = total;
+        total += (size_t)d->p[k].numel * tg_dtype_size(d->p[k].t->dtype);
+    }
+    unsigned char *host = off ? malloc(total ? total : 1) : NULL;
+    ddp_param *np = calloc((size_t)n + 1, sizeof *np);
+    int *nindex = calloc((size_t)n + 1, sizeof *nindex);
+    if (!off || !host || !np || !nindex)
+        s = tg__comm_fail(d->w, TG_ERR_NOMEM, "ddp: out of memory");
+    for (int k = 0; !s && k < n; k++) {
+        seen[k] = d->p[k].t->grad == d->p[k].view;
+        size_t b = (size_t)d->p[k].numel * tg_dtype_size(d->p[k].t->dtype);
+        if (seen[k] && tg_to_host(d->ctx, d->p[k].view, host + off[k], b))
+            s = ctx_fail(d, "saving a gradient for the bucket rebuild");
+    }
+    if (!s) {
+        for (int j = 0; j < n; j++) {
+            np[j] = d->p[order[j]];
+            nindex[j] = d->index[order[j]];
+        }
+        memcpy(d->p, np, (size_t)n * sizeof *np);
+        memcpy(d->index, nindex, (size_t)n * sizeof *nindex);
+        for (int j = 0; j < n; j++) {
+            size_t i = ptr_hash(d->p[j].t) & d->mask;
+            while (d->keys[i] != d->p[j].t)
+                i = (i + 1) & d->mask;
+            d->vals[i] = j;
+        }
+        layout(d);
+        s = make_views(d);
+    }
+    for (int j = 0; !s && j < n; j++) {
+        int k = order[j];
+        size_t b = (size_t)d->p[j].numel * tg_dtype_size(d->p[j].t->dtype);
+        if (!seen[k])
+            continue;
+        if (tg_copy_from_host(d->ctx, d->p[j].view, host + off[k], b))
+            s = ctx_fail(d, "restoring a gradient after the bucket rebuild");
+        d->p[j].t->grad = d->p[j].view;
+    }
+    free(order);
+    free(seen);
+    free(off);
+    free(host);
+    free(np);
+    free(nindex);
+    return s;
 }
 
 static tg_status build_table(tg_ddp *d, int nparams, tg_tensor *const *params)
@@ -510,6 +698,17 @@ tg_status tg_ddp_new(tg_ctx *ctx, tg_world *w, int nparams, tg_tensor *const *pa
         s = tg__comm_fail(w, TG_ERR_NOMEM, "ddp: out of memory");
     if (!s)
         s = build_table(d, nparams, params);
+    if (!s && nbuffers > 0) {
+        d->bufs = malloc((size_t)nbuffers * sizeof *d->bufs);
+        for (int i = 0; d->bufs && i < nbuffers; i++)
+            d->bstage_bytes += (size_t)tg_numel(buffers[i]) * tg_dtype_size(buffers[i]->dtype);
+        d->bstage = d->bufs ? malloc(d->bstage_bytes ? d->bstage_bytes : 1) : NULL;
+        if (!d->bstage)
+            s = tg__comm_fail(w, TG_ERR_NOMEM, "ddp: out of memory");
+        else
+            memcpy(d->bufs, buffers, (size_t)nbuffers * sizeof *d->bufs);
+        d->nbufs = s ? 0 : nbuffers;
+    }
     if (!s)
         s = build_buckets(d, cfg);
     if (!s && tg_ctx_backend(ctx)->device == TG_DEVICE_CUDA && w->size > 1) {

@@ -48,6 +48,7 @@ int tg_train_config_fields(const tg_trainer_config *c, tg_cfg_field *f, int max)
         {"momentum", TG_CFG_NUM, .d = c->optim.momentum},
         {"schedule", TG_CFG_STR, .s = sched_name(c->schedule.kind)},
         {"warmup", TG_CFG_INT, .i = c->schedule.warmup_steps},
+        {"accum_steps", TG_CFG_INT, .i = c->accum_steps > 1 ? c->accum_steps : 1},
         {"label_smoothing", TG_CFG_NUM, .d = c->label_smoothing},
         {"clip_grad_norm", TG_CFG_NUM, .d = c->clip_grad_norm},
         {"train_split", TG_CFG_STR, .s = c->train_split ? c->train_split : "train"},
@@ -106,6 +107,9 @@ static void train_usage(FILE *f) {
             "training (defaults per model below):\n"
             "  --epochs N            epochs over the training split\n"
             "  --batch-size N        global batch size\n"
+            "  --accum-steps N       cut each rank's share of a batch into N micro-batches\n"
+            "                        whose gradients add up before one all-reduce and one\n"
+            "                        optimizer step (memory of a batch / N; default: 1)\n"
             "  --lr X                peak learning rate\n"
             "  --optimizer NAME      adamw, adam or sgd (sgd: lr %g, momentum %g, weight\n"
             "                        decay %g unless given)\n"
@@ -202,7 +206,7 @@ static void train_usage(FILE *f) {
 typedef struct given {
     const char *model, *optimizer, *schedule;
     const char *epochs, *batch, *eval_batch, *lr, *wd, *momentum, *warmup, *smoothing, *clip,
-        *max_steps, *seed, *threads, *log_every;
+        *max_steps, *seed, *threads, *log_every, *accum;
     const char *device, *comm_timeout, *bucket_mb, *ckpt_every, *keep;
     bool quiet, verbose;
     /* --config FILE: its settings, applied before the command line's. */
@@ -239,6 +243,7 @@ static int collect(int argc, char **argv, given *g, train_opts *o) {
         {"--idx-dir", &o->idx_dir},
         {"--epochs", &g->epochs},
         {"--batch-size", &g->batch},
+        {"--accum-steps", &g->accum},
         {"--eval-batch-size", &g->eval_batch},
         {"--lr", &g->lr},
         {"--optimizer", &g->optimizer},
@@ -377,6 +382,7 @@ static int resolve(const given *g, tg_trainer_config *cfg, train_opts *o) {
     int64_t seed = (int64_t)cfg->seed, threads = 0, keep = 3;
     if (parse_i(g, "--epochs", g->epochs, 1, 100000, &cfg->epochs) ||
         parse_i(g, "--batch-size", g->batch, 1, 1 << 20, &cfg->batch_size) ||
+        parse_i(g, "--accum-steps", g->accum, 1, 1 << 20, &cfg->accum_steps) ||
         parse_i(g, "--eval-batch-size", g->eval_batch, 1, 1 << 20, &cfg->eval_batch_size) ||
         parse_i(g, "--warmup", g->warmup, 0, INT64_MAX, &cfg->schedule.warmup_steps) ||
         parse_i(g, "--max-steps", g->max_steps, 0, INT64_MAX, &cfg->max_steps) ||
@@ -484,15 +490,23 @@ int tg_cmd_train(int argc, char **argv) {
     cfg.rank = tg_world_rank(w);
     cfg.world = tg_world_size(w);
     /* The same on every rank: only rank 0 says it. */
+    const int64_t accum = cfg.accum_steps > 1 ? cfg.accum_steps : 1;
     if ((code = tg_cli_check_launch("train", cfg.world)) != 0) {
         /* said */
-    } else if (cfg.batch_size % cfg.world != 0) {
+    } else if (cfg.batch_size % (cfg.world * accum) != 0) {
         code = TG_EXIT_USAGE;
-        if (cfg.rank == 0)
+        if (cfg.rank == 0 && accum == 1)
             tg_cli_usage_error("train",
                                "--batch-size %lld (the global batch) is not divisible by the "
                                "world size %d; choose a multiple of %d",
                                (long long)cfg.batch_size, cfg.world, cfg.world);
+        else if (cfg.rank == 0)
+            tg_cli_usage_error("train",
+                               "--batch-size %lld (the global batch) is not divisible by %lld "
+                               "(%d rank%s x --accum-steps %lld); choose a multiple of %lld",
+                               (long long)cfg.batch_size, (long long)(cfg.world * accum),
+                               cfg.world, cfg.world == 1 ? "" : "s", (long long)accum,
+                               (long long)(cfg.world * accum));
     } else if ((code = tg_train_open_device(&o, w, err, sizeof err)) != 0) {
         if (cfg.world == 1)
             fprintf(stderr, "tapegrad train: %s\n", err);

@@ -386,6 +386,24 @@ static tg_status after_backward(tg_trainer *tr, void *user) {
     return s ? hook_fail(st, s, TG_EXIT_LOST_RANK, tg_world_error(st->w)) : TG_OK;
 }
 
+/* Gradient accumulation: only the last micro-batch all-reduces. */
+static tg_status set_sync(tg_trainer *tr, bool sync, void *user) {
+    (void)tr;
+    run_state *st = user;
+    if (st->ddp)
+        tg_ddp_set_sync(st->ddp, sync);
+    return TG_OK;
+}
+
+/* Rank 0's batch-norm statistics to every rank before each forward and each
+ * evaluation (DDP's broadcast_buffers). */
+static tg_status before_forward(tg_trainer *tr, void *user) {
+    (void)tr;
+    run_state *st = user;
+    tg_status s = st->ddp ? tg_ddp_broadcast_buffers(st->ddp) : TG_OK;
+    return s ? hook_fail(st, s, TG_EXIT_LOST_RANK, tg_world_error(st->w)) : TG_OK;
+}
+
 static tg_status allreduce_sum(tg_trainer *tr, double *vals, int n, void *user) {
     (void)tr;
     run_state *st = user;
@@ -758,6 +776,8 @@ int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, 
     cfg->hooks = (tg_trainer_hooks){.user = &st,
                                     .on_event = on_event,
                                     .after_backward = after_backward,
+                                    .set_sync = set_sync,
+                                    .before_forward = before_forward,
                                     .allreduce_sum = allreduce_sum,
                                     .after_step = after_step};
     tg_train_config_text(cfg, st.cfg_text, sizeof st.cfg_text);

@@ -101,6 +101,14 @@ tg_tensor *tg__apply(tg_ctx *ctx, tg_op op, const tg_op_params *p, tg_tensor *ou
 bool tg__broadcast_shape(tg_ctx *ctx, const char *op, const tg_tensor *a, const tg_tensor *b,
                          int *ndim, int64_t *shape);
 
+/* The elementwise constructors of ops_elementwise.c, shared by the op files:
+ * a binary op with broadcasting (ints: integer operands are accepted too),
+ * a unary float op, and a stride-0 view of t expanded to (ndim, shape). */
+tg_tensor *tg__binary(tg_ctx *ctx, tg_op op, tg_tensor *a, tg_tensor *b, const tg_op_params *p,
+                      uint32_t saved, bool ints);
+tg_tensor *tg__unary(tg_ctx *ctx, tg_op op, tg_tensor *a, const tg_op_params *p, uint32_t saved);
+tg_tensor *tg__expand_view(tg_ctx *ctx, tg_tensor *t, int ndim, const int64_t *shape);
+
 /* Backward rules: given the record and the gradient of its output, write the
  * gradient of each input (NULL when an input gets none) into gin. They are
  * written with the public ops, so they record when create_graph is on. */

@@ -17,6 +17,9 @@
 
 #define SHAPE_OF(t) (t)->ndim, (t)->shape
 
+/* The dtype of a layer's tensors: its list's (f32 without a list). */
+#define LAYER_DT(ps) ((ps) ? (ps)->dtype : TG_F32)
+
 static tg_status bad(tg_ctx *ctx, const char *op, const char *what)
 {
     return tg__fail(ctx, TG_ERR_INVALID, "%s: %s", op, what);
@@ -34,7 +37,7 @@ tg_status tg_linear_init(tg_ctx *ctx, tg_linear *l, tg_params *ps, const char *n
                         name ? name : "", (long long)in, (long long)out);
     memset(l, 0, sizeof *l);
     int64_t ws[2] = {out, in};
-    l->weight = tg__nn_tensor(ctx, ps, name, "weight", true, TG_F32, 2, ws);
+    l->weight = tg__nn_tensor(ctx, ps, name, "weight", true, LAYER_DT(ps), 2, ws);
     if (!l->weight)
         return ctx->status;
     /* torch.nn.Linear.reset_parameters: kaiming_uniform_(a = sqrt(5)), which
@@ -42,7 +45,7 @@ tg_status tg_linear_init(tg_ctx *ctx, tg_linear *l, tg_params *ps, const char *n
     tg_status s = tg_init_kaiming_uniform(ctx, l->weight, sqrt(5.0), rng);
     if (s || !bias)
         return s;
-    l->bias = tg__nn_tensor(ctx, ps, name, "bias", true, TG_F32, 1, &out);
+    l->bias = tg__nn_tensor(ctx, ps, name, "bias", true, LAYER_DT(ps), 1, &out);
     if (!l->bias)
         return ctx->status;
     double bound = 1.0 / sqrt((double)in);
@@ -84,14 +87,14 @@ tg_status tg_conv2d_init(tg_ctx *ctx, tg_conv2d_layer *l, tg_params *ps, const c
     else
         l->opts = (tg_conv2d_opts){{1, 1}, {0, 0}, {1, 1}};
     int64_t ws[4] = {out, in, kernel[0], kernel[1]};
-    l->weight = tg__nn_tensor(ctx, ps, name, "weight", true, TG_F32, 4, ws);
+    l->weight = tg__nn_tensor(ctx, ps, name, "weight", true, LAYER_DT(ps), 4, ws);
     if (!l->weight)
         return ctx->status;
     /* torch.nn.Conv2d.reset_parameters: as Linear, with fan_in = in*kh*kw. */
     tg_status s = tg_init_kaiming_uniform(ctx, l->weight, sqrt(5.0), rng);
     if (s || !bias)
         return s;
-    l->bias = tg__nn_tensor(ctx, ps, name, "bias", true, TG_F32, 1, &out);
+    l->bias = tg__nn_tensor(ctx, ps, name, "bias", true, LAYER_DT(ps), 1, &out);
     if (!l->bias)
         return ctx->status;
     double bound = 1.0 / sqrt((double)(in * kernel[0] * kernel[1]));
@@ -120,11 +123,11 @@ tg_status tg_batchnorm_init(tg_ctx *ctx, tg_batchnorm *bn, tg_params *ps, const 
     memset(bn, 0, sizeof *bn);
     bn->eps = eps;
     bn->momentum = momentum;
-    bn->weight = tg__nn_tensor(ctx, ps, name, "weight", true, TG_F32, 1, &channels);
-    bn->bias = bn->weight ? tg__nn_tensor(ctx, ps, name, "bias", true, TG_F32, 1, &channels) : NULL;
+    bn->weight = tg__nn_tensor(ctx, ps, name, "weight", true, LAYER_DT(ps), 1, &channels);
+    bn->bias = bn->weight ? tg__nn_tensor(ctx, ps, name, "bias", true, LAYER_DT(ps), 1, &channels) : NULL;
     bn->running_mean =
-        bn->bias ? tg__nn_tensor(ctx, ps, name, "running_mean", false, TG_F32, 1, &channels) : NULL;
-    bn->running_var = bn->running_mean ? tg__nn_tensor(ctx, ps, name, "running_var", false, TG_F32,
+        bn->bias ? tg__nn_tensor(ctx, ps, name, "running_mean", false, LAYER_DT(ps), 1, &channels) : NULL;
+    bn->running_var = bn->running_mean ? tg__nn_tensor(ctx, ps, name, "running_var", false, LAYER_DT(ps),
                                                        1, &channels)
                                        : NULL;
     bn->num_batches_tracked =
@@ -230,8 +233,8 @@ tg_status tg_layernorm_init(tg_ctx *ctx, tg_layernorm *ln, tg_params *ps, const 
     memset(ln, 0, sizeof *ln);
     ln->ndim = ndim;
     ln->eps = eps;
-    ln->weight = tg__nn_tensor(ctx, ps, name, "weight", true, TG_F32, ndim, shape);
-    ln->bias = ln->weight ? tg__nn_tensor(ctx, ps, name, "bias", true, TG_F32, ndim, shape) : NULL;
+    ln->weight = tg__nn_tensor(ctx, ps, name, "weight", true, LAYER_DT(ps), ndim, shape);
+    ln->bias = ln->weight ? tg__nn_tensor(ctx, ps, name, "bias", true, LAYER_DT(ps), ndim, shape) : NULL;
     if (!ln->bias)
         return ctx->status;
     bool prev = tg_set_grad_enabled(ctx, false);
@@ -277,7 +280,7 @@ tg_status tg_embedding_init(tg_ctx *ctx, tg_embedding *e, tg_params *ps, const c
                         name ? name : "", (long long)num, (long long)dim);
     memset(e, 0, sizeof *e);
     int64_t shape[2] = {num, dim};
-    e->weight = tg__nn_tensor(ctx, ps, name, "weight", true, TG_F32, 2, shape);
+    e->weight = tg__nn_tensor(ctx, ps, name, "weight", true, LAYER_DT(ps), 2, shape);
     if (!e->weight)
         return ctx->status;
     /* torch.nn.Embedding.reset_parameters: N(0, 1). */

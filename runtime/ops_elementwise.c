@@ -33,7 +33,7 @@ bool tg__broadcast_shape(tg_ctx *ctx, const char *op, const tg_tensor *a, const 
 
 /* A stride-0 view of t expanded to (ndim, shape); t itself when equal. Not
  * recorded: used to hand broadcast operands to kernels. */
-static tg_tensor *expand_view(tg_ctx *ctx, tg_tensor *t, int ndim, const int64_t *shape)
+tg_tensor *tg__expand_view(tg_ctx *ctx, tg_tensor *t, int ndim, const int64_t *shape)
 {
     if (t->ndim == ndim && !memcmp(t->shape, shape, sizeof(int64_t) * (size_t)ndim))
         return t;
@@ -80,12 +80,13 @@ tg_tensor *tg_sum_to(tg_ctx *ctx, tg_tensor *g, int ndim, const int64_t *shape)
 
 /* ---- binary ---- */
 
-static tg_tensor *binary(tg_ctx *ctx, tg_op op, tg_tensor *a, tg_tensor *b, const tg_op_params *p,
-                         uint32_t saved)
+tg_tensor *tg__binary(tg_ctx *ctx, tg_op op, tg_tensor *a, tg_tensor *b, const tg_op_params *p,
+                      uint32_t saved, bool ints)
 {
     const char *name = tg_op_name(op);
     tg_tensor *ins[2] = {a, b};
-    if (!tg__check_args(ctx, name, 2, ins) || !tg__check_float(ctx, name, a) ||
+    if (!tg__check_args(ctx, name, 2, ins) ||
+        (!(ints && !tg_dtype_is_float(a->dtype)) && !tg__check_float(ctx, name, a)) ||
         !tg__check_same_dtype(ctx, name, a, b))
         return NULL;
     int nd;
@@ -93,8 +94,8 @@ static tg_tensor *binary(tg_ctx *ctx, tg_op op, tg_tensor *a, tg_tensor *b, cons
     if (!tg__broadcast_shape(ctx, name, a, b, &nd, shape))
         return NULL;
     tg_tensor *out = tg__new(ctx, a->dtype, nd, shape, false);
-    tg_tensor *views[2] = {out ? expand_view(ctx, a, nd, shape) : NULL,
-                           out ? expand_view(ctx, b, nd, shape) : NULL};
+    tg_tensor *views[2] = {out ? tg__expand_view(ctx, a, nd, shape) : NULL,
+                           out ? tg__expand_view(ctx, b, nd, shape) : NULL};
     if (!views[0] || !views[1] || tg__run(ctx, op, p, out, 2, views) != TG_OK)
         return NULL;
     if (tg__record(ctx, op, p, out, 2, ins, saved) != TG_OK)
@@ -102,19 +103,21 @@ static tg_tensor *binary(tg_ctx *ctx, tg_op op, tg_tensor *a, tg_tensor *b, cons
     return out;
 }
 
-tg_tensor *tg_add(tg_ctx *ctx, tg_tensor *a, tg_tensor *b) { return binary(ctx, TG_OP_ADD, a, b, NULL, 0); }
-tg_tensor *tg_sub(tg_ctx *ctx, tg_tensor *a, tg_tensor *b) { return binary(ctx, TG_OP_SUB, a, b, NULL, 0); }
-tg_tensor *tg_mul(tg_ctx *ctx, tg_tensor *a, tg_tensor *b) { return binary(ctx, TG_OP_MUL, a, b, NULL, IN0 | IN1); }
-tg_tensor *tg_div(tg_ctx *ctx, tg_tensor *a, tg_tensor *b) { return binary(ctx, TG_OP_DIV, a, b, NULL, IN1 | OUT); }
-tg_tensor *tg_eq(tg_ctx *ctx, tg_tensor *a, tg_tensor *b) { return binary(ctx, TG_OP_EQ, a, b, NULL, 0); }
+/* add, sub, mul and eq also take integer operands (u8, i32, i64: wrapping
+ * arithmetic, never recorded since integer tensors do not require grad). */
+tg_tensor *tg_add(tg_ctx *ctx, tg_tensor *a, tg_tensor *b) { return tg__binary(ctx, TG_OP_ADD, a, b, NULL, 0, true); }
+tg_tensor *tg_sub(tg_ctx *ctx, tg_tensor *a, tg_tensor *b) { return tg__binary(ctx, TG_OP_SUB, a, b, NULL, 0, true); }
+tg_tensor *tg_mul(tg_ctx *ctx, tg_tensor *a, tg_tensor *b) { return tg__binary(ctx, TG_OP_MUL, a, b, NULL, IN0 | IN1, true); }
+tg_tensor *tg_div(tg_ctx *ctx, tg_tensor *a, tg_tensor *b) { return tg__binary(ctx, TG_OP_DIV, a, b, NULL, IN1 | OUT, false); }
+tg_tensor *tg_eq(tg_ctx *ctx, tg_tensor *a, tg_tensor *b) { return tg__binary(ctx, TG_OP_EQ, a, b, NULL, 0, true); }
 tg_tensor *tg_relu_backward(tg_ctx *ctx, tg_tensor *g, tg_tensor *x)
 {
-    return binary(ctx, TG_OP_RELU_BACKWARD, g, x, NULL, IN1);
+    return tg__binary(ctx, TG_OP_RELU_BACKWARD, g, x, NULL, IN1, false);
 }
 tg_tensor *tg_clamp_backward(tg_ctx *ctx, tg_tensor *g, tg_tensor *x, double lo, double hi)
 {
     tg_op_params p = {.f = {lo, hi}};
-    return binary(ctx, TG_OP_CLAMP_BACKWARD, g, x, &p, IN1);
+    return tg__binary(ctx, TG_OP_CLAMP_BACKWARD, g, x, &p, IN1, false);
 }
 
 #define SHAPE_OF(t) (t)->ndim, (t)->shape
@@ -212,7 +215,7 @@ tg_tensor *tg_where(tg_ctx *ctx, tg_tensor *cond, tg_tensor *a, tg_tensor *b)
     tg_tensor *out = tg__new(ctx, a->dtype, nd2, s2, false);
     tg_tensor *views[3];
     for (int i = 0; i < 3; i++)
-        if (!out || !(views[i] = expand_view(ctx, ins[i], nd2, s2)))
+        if (!out || !(views[i] = tg__expand_view(ctx, ins[i], nd2, s2)))
             return NULL;
     if (tg__run(ctx, TG_OP_WHERE, NULL, out, 3, views) != TG_OK ||
         tg__record(ctx, TG_OP_WHERE, NULL, out, 3, ins, 1u) != TG_OK)
@@ -234,7 +237,7 @@ tg_status tg__bw_where(tg_ctx *ctx, const tg__rec *r, tg_tensor *g, tg_tensor **
 
 /* ---- unary ---- */
 
-static tg_tensor *unary(tg_ctx *ctx, tg_op op, tg_tensor *a, const tg_op_params *p, uint32_t saved)
+tg_tensor *tg__unary(tg_ctx *ctx, tg_op op, tg_tensor *a, const tg_op_params *p, uint32_t saved)
 {
     const char *name = tg_op_name(op);
     if (!tg__check_args(ctx, name, 1, &a) || !tg__check_float(ctx, name, a))
@@ -242,37 +245,37 @@ static tg_tensor *unary(tg_ctx *ctx, tg_op op, tg_tensor *a, const tg_op_params 
     return tg__apply(ctx, op, p, tg__new(ctx, a->dtype, a->ndim, a->shape, false), 1, &a, saved);
 }
 
-tg_tensor *tg_neg(tg_ctx *ctx, tg_tensor *a) { return unary(ctx, TG_OP_NEG, a, NULL, 0); }
+tg_tensor *tg_neg(tg_ctx *ctx, tg_tensor *a) { return tg__unary(ctx, TG_OP_NEG, a, NULL, 0); }
 tg_tensor *tg_affine(tg_ctx *ctx, tg_tensor *a, double scale, double shift)
 {
     tg_op_params p = {.f = {scale, shift}};
-    return unary(ctx, TG_OP_AFFINE, a, &p, 0);
+    return tg__unary(ctx, TG_OP_AFFINE, a, &p, 0);
 }
 tg_tensor *tg_add_scalar(tg_ctx *ctx, tg_tensor *a, double s) { return tg_affine(ctx, a, 1.0, s); }
 tg_tensor *tg_mul_scalar(tg_ctx *ctx, tg_tensor *a, double s) { return tg_affine(ctx, a, s, 0.0); }
 tg_tensor *tg_pow_scalar(tg_ctx *ctx, tg_tensor *a, double e)
 {
     tg_op_params p = {.f = {e}};
-    return unary(ctx, TG_OP_POW_SCALAR, a, &p, IN0);
+    return tg__unary(ctx, TG_OP_POW_SCALAR, a, &p, IN0);
 }
-tg_tensor *tg_exp(tg_ctx *ctx, tg_tensor *a) { return unary(ctx, TG_OP_EXP, a, NULL, OUT); }
-tg_tensor *tg_log(tg_ctx *ctx, tg_tensor *a) { return unary(ctx, TG_OP_LOG, a, NULL, IN0); }
-tg_tensor *tg_sqrt(tg_ctx *ctx, tg_tensor *a) { return unary(ctx, TG_OP_SQRT, a, NULL, OUT); }
-tg_tensor *tg_abs(tg_ctx *ctx, tg_tensor *a) { return unary(ctx, TG_OP_ABS, a, NULL, IN0); }
-tg_tensor *tg_erf(tg_ctx *ctx, tg_tensor *a) { return unary(ctx, TG_OP_ERF, a, NULL, IN0); }
-tg_tensor *tg_relu(tg_ctx *ctx, tg_tensor *a) { return unary(ctx, TG_OP_RELU, a, NULL, IN0); }
-tg_tensor *tg_sigmoid(tg_ctx *ctx, tg_tensor *a) { return unary(ctx, TG_OP_SIGMOID, a, NULL, OUT); }
-tg_tensor *tg_tanh(tg_ctx *ctx, tg_tensor *a) { return unary(ctx, TG_OP_TANH, a, NULL, OUT); }
-tg_tensor *tg_silu(tg_ctx *ctx, tg_tensor *a) { return unary(ctx, TG_OP_SILU, a, NULL, IN0); }
-tg_tensor *tg_gelu(tg_ctx *ctx, tg_tensor *a) { return unary(ctx, TG_OP_GELU, a, NULL, IN0); }
-tg_tensor *tg_sign(tg_ctx *ctx, tg_tensor *a) { return unary(ctx, TG_OP_SIGN, a, NULL, 0); }
+tg_tensor *tg_exp(tg_ctx *ctx, tg_tensor *a) { return tg__unary(ctx, TG_OP_EXP, a, NULL, OUT); }
+tg_tensor *tg_log(tg_ctx *ctx, tg_tensor *a) { return tg__unary(ctx, TG_OP_LOG, a, NULL, IN0); }
+tg_tensor *tg_sqrt(tg_ctx *ctx, tg_tensor *a) { return tg__unary(ctx, TG_OP_SQRT, a, NULL, OUT); }
+tg_tensor *tg_abs(tg_ctx *ctx, tg_tensor *a) { return tg__unary(ctx, TG_OP_ABS, a, NULL, IN0); }
+tg_tensor *tg_erf(tg_ctx *ctx, tg_tensor *a) { return tg__unary(ctx, TG_OP_ERF, a, NULL, IN0); }
+tg_tensor *tg_relu(tg_ctx *ctx, tg_tensor *a) { return tg__unary(ctx, TG_OP_RELU, a, NULL, IN0); }
+tg_tensor *tg_sigmoid(tg_ctx *ctx, tg_tensor *a) { return tg__unary(ctx, TG_OP_SIGMOID, a, NULL, OUT); }
+tg_tensor *tg_tanh(tg_ctx *ctx, tg_tensor *a) { return tg__unary(ctx, TG_OP_TANH, a, NULL, OUT); }
+tg_tensor *tg_silu(tg_ctx *ctx, tg_tensor *a) { return tg__unary(ctx, TG_OP_SILU, a, NULL, IN0); }
+tg_tensor *tg_gelu(tg_ctx *ctx, tg_tensor *a) { return tg__unary(ctx, TG_OP_GELU, a, NULL, IN0); }
+tg_tensor *tg_sign(tg_ctx *ctx, tg_tensor *a) { return tg__unary(ctx, TG_OP_SIGN, a, NULL, 0); }
 tg_tensor *tg_clamp(tg_ctx *ctx, tg_tensor *a, double lo, double hi)
 {
     if (a && lo > hi)
         return tg__fail(ctx, TG_ERR_INVALID, "clamp: lower bound %g above upper bound %g", lo, hi),
                NULL;
     tg_op_params p = {.f = {lo, hi}};
-    return unary(ctx, TG_OP_CLAMP, a, &p, IN0);
+    return tg__unary(ctx, TG_OP_CLAMP, a, &p, IN0);
 }
 
 /* Each rule below writes gin[0]; they share this wrapper. */

@@ -49,7 +49,9 @@ static tg_tensor *reduce(tg_ctx *ctx, tg_op op, tg_tensor *a, int naxes, const i
 {
     const char *name = tg_op_name(op);
     uint32_t mask;
-    if (!tg__check_args(ctx, name, 1, &a) || !tg__check_float(ctx, name, a) ||
+    /* sum also counts: integer tensors sum to i64, as in PyTorch. */
+    bool int_sum = op == TG_OP_SUM && a && !tg_dtype_is_float(a->dtype);
+    if (!tg__check_args(ctx, name, 1, &a) || (!int_sum && !tg__check_float(ctx, name, a)) ||
         !axes_mask(ctx, name, a->ndim, naxes, axes, &mask))
         return NULL;
     for (int i = 0; (op == TG_OP_MAX || op == TG_OP_MIN) && i < a->ndim; i++)
@@ -59,7 +61,8 @@ static tg_tensor *reduce(tg_ctx *ctx, tg_op op, tg_tensor *a, int naxes, const i
     int64_t shape[TG_MAX_DIMS];
     int nd = reduced_shape(a, mask, keepdim, shape);
     tg_op_params p = {.axes = mask, .keepdim = keepdim};
-    return tg__apply(ctx, op, &p, tg__new(ctx, a->dtype, nd, shape, false), 1, &a, saved);
+    return tg__apply(ctx, op, &p, tg__new(ctx, int_sum ? TG_I64 : a->dtype, nd, shape, false), 1,
+                     &a, saved);
 }
 
 tg_tensor *tg_sum(tg_ctx *ctx, tg_tensor *a, int naxes, const int *axes, bool keepdim)

@@ -87,6 +87,13 @@ static tg_status check_config(tg_ctx *ctx, const tg_trainer_config *c) {
     if (c->world < 1 || c->rank < 0 || c->rank >= c->world)
         return tg__fail(ctx, TG_ERR_INVALID, "trainer: rank %d outside world of %d", c->rank,
                         c->world);
+    if (c->accum_steps < 0 ||
+        (c->accum_steps > 1 && c->batch_size % ((int64_t)c->world * c->accum_steps) != 0))
+        return tg__fail(ctx, TG_ERR_INVALID,
+                        "trainer: gradient accumulation over %lld micro-batches needs a batch "
+                        "size divisible by %lld (%d ranks x %lld), got %lld",
+                        (long long)c->accum_steps, (long long)c->world * c->accum_steps, c->world,
+                        (long long)c->accum_steps, (long long)c->batch_size);
     if (c->batch_size < 1 || c->batch_size % c->world != 0)
         return tg__fail(ctx, TG_ERR_INVALID,
                         "trainer: batch size %lld must be >= 1 and divisible by the world size %d",
@@ -342,9 +349,10 @@ tg_status tg_trainer_evaluate_confusion(tg_trainer *tr, tg_eval_result *out, dou
 
 static tg_status step_params(tg_trainer *tr, double lr);
 
-/* One optimizer step on batch (x, y); *loss receives its training loss. */
-static tg_status train_step(tg_trainer *tr, const float *x, const int64_t *y, int64_t n,
-                            double lr, double *loss) {
+/* Forward and backward of one micro-batch of n samples, its loss scaled
+ * by `scale` before backward; *loss gets the unscaled loss. */
+static tg_status micro_step(tg_trainer *tr, const float *x, const int64_t *y, int64_t n,
+                            double scale, double lr, double *loss) {
     tg_ctx *ctx = tr->ctx;
     const tg_trainer_config *c = &tr->cfg;
     tg_step_reset(ctx);
@@ -364,11 +372,32 @@ static tg_status train_step(tg_trainer *tr, const float *x, const int64_t *y, in
         return tg__fail(ctx, TG_ERR_INVALID,
                         "trainer: training loss is %g at step %lld (learning rate %g too high?)",
                         *loss, (long long)tr->step + 1, lr);
-    /* The DDP wait (after_backward) has a span of its own ("ddp wait"):
-     * what is left of the all-reduce after backward. */
+    if (scale != 1.0 && !(l = tg_mul_scalar(ctx, l, scale)))
+        return tg_ctx_status(ctx);
     tg_trace_begin(c->trace, "backward");
     s = tg_backward(ctx, l, NULL, 0);
     tg_trace_end(c->trace);
+    return s;
+}
+
+/* One optimizer step on batch (x, y); *loss receives its training loss. */
+static tg_status train_step(tg_trainer *tr, const float *x, const int64_t *y, int64_t n,
+                            double lr, double *loss) {
+    const tg_trainer_config *c = &tr->cfg;
+    const int64_t a = c->accum_steps > 1 ? c->accum_steps : 1, mb = n / a;
+    const int64_t sample = tr->sample_shape[0] * tr->sample_shape[1] * tr->sample_shape[2];
+    tg_status s = c->hooks.before_forward ? c->hooks.before_forward(tr, c->hooks.user) : TG_OK;
+    *loss = 0;
+    for (int64_t k = 0; k < a && s == TG_OK; k++) {
+        if (a > 1 && c->hooks.set_sync)
+            s = c->hooks.set_sync(tr, k == a - 1, c->hooks.user);
+        double lk = 0;
+        if (s == TG_OK)
+            s = micro_step(tr, x + k * mb * sample, y + k * mb, mb, 1.0 / (double)a, lr, &lk);
+        *loss += a > 1 ? lk / (double)a : lk;
+    }
+    /* The DDP wait (after_backward) has a span of its own ("ddp wait"):
+     * what is left of the all-reduce after backward. */
     if (s == TG_OK && c->hooks.after_backward)
         s = c->hooks.after_backward(tr, c->hooks.user);
     if (s)
@@ -423,7 +452,10 @@ static tg_status end_epoch(tg_trainer *tr, epoch_acc *ea, bool final, bool *stop
     ev.seconds = train_s;
     ev.samples_per_s = train_s > 0 ? (double)(ea->steps * tr->cfg.batch_size) / train_s : 0;
     tg_trace_begin(tr->cfg.trace, "eval");
-    s = tg_trainer_evaluate(tr, &ev.eval);
+    s = tr->cfg.hooks.before_forward ? tr->cfg.hooks.before_forward(tr, tr->cfg.hooks.user)
+                                     : TG_OK;
+    if (s == TG_OK)
+        s = tg_trainer_evaluate(tr, &ev.eval);
     tg_trace_end(tr->cfg.trace);
     if (s == TG_OK)
         s = emit(tr, &ev, stop);

@@ -319,6 +319,7 @@ static tg_tensor *b_mlp(tg_ctx *ctx, tg_tensor *const *in) {
     return tg_mean(ctx, tg_softmax(ctx, o, -1), 1, AX(0), false);
 }
 
+#include "gradcheck_table_ops2.h"
 #undef B
 
 /* ------------------------------------------------------------------------ */
@@ -806,6 +807,7 @@ static const gc_case gc_table[] = {
         GC_OUT0, SO),
     GCC(mlp, "two layers", .nin = 3,
         .in = {GC_IN(R, 2, 4, 3), GC_IN(R, 2, 3, 5), GC_IN(R, 2, 5, 2)}, GC_OUT(1, 2), SO),
+#include "gradcheck_rows_ops2.h"
 };
 
 #undef R

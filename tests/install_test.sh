@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the build in $1 into a scratch prefix, builds examples/ against the
-# installed package twice (CMake's find_package, and pkg-config), and runs the
-# example alone and on 2 MPI ranks. Every step must succeed.
+# installed package twice (CMake's find_package, and pkg-config), and runs
+# custom_model alone and on 2 MPI ranks and pytorch_style (which must learn
+# and print its tensors). Every step must succeed.
 set -euo pipefail
 build=$1
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -18,6 +19,9 @@ cmake -S "$src/examples" -B "$tmp/ex" -DCMAKE_PREFIX_PATH="$tmp/prefix" >"$tmp/c
 cmake --build "$tmp/ex" >"$tmp/build.log"
 (cd "$tmp" && "$tmp/ex/custom_model" --steps 300 --ckpt-dir "$tmp/ck1")
 test -s "$tmp/ck1/latest"
+"$tmp/ex/pytorch_style" --steps 300 | tee "$tmp/pystyle.log"
+grep -q "held-out accuracy" "$tmp/pystyle.log"
+grep -q "^tensor(\[" "$tmp/pystyle.log"
 
 echo "== pkg-config --cflags --libs tapegrad"
 export PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig"
@@ -27,6 +31,8 @@ echo "pkg-config: $flags"
 cc -std=c11 -Wall -Wextra -Werror "$src/examples/custom_model.c" -o "$tmp/custom_model_pc" $flags -lm
 mpi=(mpiexec -n 2 --oversubscribe)
 [ "$(id -u)" -ne 0 ] || mpi+=(--allow-run-as-root)
+cc -std=c11 -Wall -Wextra -Werror "$src/examples/pytorch_style.c" -o "$tmp/pytorch_style_pc" $flags -lm
+"$tmp/pytorch_style_pc" --steps 300 >/dev/null
 "${mpi[@]}" "$tmp/custom_model_pc" --steps 300 --ckpt-dir "$tmp/ck2"
 test -s "$tmp/ck2/latest"
 echo "install test: ok"

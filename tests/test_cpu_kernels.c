@@ -362,7 +362,7 @@ static void test_dtype_errors(void **state) {
     int32_t x[4] = {1, 2, 3, 4}, o[4];
     const int64_t shape[1] = {4};
     tg_kview in[2] = {view(x, TG_I32, 1, shape, NULL), view(x, TG_I32, 1, shape, NULL)};
-    assert_int_equal(run_kernel(TG_OP_ADD, NULL, view(o, TG_I32, 1, shape, NULL), 2, in),
+    assert_int_equal(run_kernel(TG_OP_DIV, NULL, view(o, TG_I32, 1, shape, NULL), 2, in),
                      TG_ERR_DTYPE);
     assert_true(strlen(errbuf) > 0);
     assert_int_equal(run_kernel(TG_OP_EXP, NULL, view(o, TG_I32, 1, shape, NULL), 1, in),

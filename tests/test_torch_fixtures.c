@@ -615,65 +615,7 @@ static const char *string_param(const fx_case *c, const char *key) {
     return p ? p->rest : "";
 }
 
-/* Ops that take the same operands, dispatched by name. */
-typedef tg_tensor *(*binary_fn)(tg_ctx *, tg_tensor *, tg_tensor *);
-typedef tg_tensor *(*unary_fn)(tg_ctx *, tg_tensor *);
-typedef tg_tensor *(*reduce_fn)(tg_ctx *, tg_tensor *, int, const int *, bool);
-
-static const struct {
-    const char *name;
-    binary_fn fn;
-} k_binary[] = {
-    {"add", tg_add}, {"sub", tg_sub}, {"mul", tg_mul},
-    {"div", tg_div}, {"eq", tg_eq},   {"matmul", tg_matmul},
-};
-
-static const struct {
-    const char *name;
-    unary_fn fn;
-} k_unary[] = {
-    {"neg", tg_neg},   {"exp", tg_exp},
-    {"log", tg_log},   {"sqrt", tg_sqrt},
-    {"abs", tg_abs},   {"erf", tg_erf},
-    {"relu", tg_relu}, {"sigmoid", tg_sigmoid},
-    {"tanh", tg_tanh}, {"silu", tg_silu},
-    {"gelu", tg_gelu}, {"sign", tg_sign},
-    {"copy", tg_copy}, {"contiguous", tg_contiguous},
-};
-
-static const struct {
-    const char *name;
-    reduce_fn fn;
-} k_reduce[] = {
-    {"sum", tg_sum},
-    {"mean", tg_mean},
-    {"max", tg_max},
-    {"min", tg_min},
-};
-
-/* Applies a binary, unary or reduction op found in the tables above;
- * returns false when op is in none of them. */
-static bool apply_table(tg_ctx *ctx, const operands *o, tg_tensor **r) {
-    const fx_case *c = o->c;
-    for (size_t i = 0; i < sizeof k_binary / sizeof k_binary[0]; i++)
-        if (strcmp(c->op, k_binary[i].name) == 0) {
-            *r = k_binary[i].fn(ctx, opnd(o, "a"), opnd(o, "b"));
-            return true;
-        }
-    for (size_t i = 0; i < sizeof k_unary / sizeof k_unary[0]; i++)
-        if (strcmp(c->op, k_unary[i].name) == 0) {
-            *r = k_unary[i].fn(ctx, opnd(o, "a"));
-            return true;
-        }
-    for (size_t i = 0; i < sizeof k_reduce / sizeof k_reduce[0]; i++)
-        if (strcmp(c->op, k_reduce[i].name) == 0) {
-            int axes[TG_MAX_DIMS];
-            int na = axes_param(c, axes);
-            *r = k_reduce[i].fn(ctx, opnd(o, "a"), na, axes, param_i64(c, "keepdim", 0) != 0);
-            return true;
-        }
-    return false;
-}
+#include "torch_fixtures_ops.h"
 
 /* Two-int params of the nn.h ops ("stride 2 1"). */
 static void pair_param(const fx_case *c, const char *key, int out[2]) {
@@ -774,7 +716,7 @@ static int apply(tg_ctx *ctx, const operands *o, tg_tensor **out) {
     int axes[TG_MAX_DIMS];
     int64_t shape[TG_MAX_DIMS];
 
-    if (apply_table(ctx, o, &r) || apply_nn(ctx, o, &r)) {
+    if (apply_table(ctx, o, &r) || apply_nn(ctx, o, &r) || apply_ops2(ctx, o, &r)) {
         /* r is checked below */
     } else if (strcmp(op, "where") == 0) {
         r = tg_where(ctx, opnd(o, "cond"), opnd(o, "a"), opnd(o, "b"));
@@ -889,6 +831,7 @@ static void run_case(void **state) {
     const fx_case *c = run->c;
     tg_ctx *ctx = g_ctx;
     tg_dtype dt = run->dt;
+    g_run_dt = dt;
     snprintf(g_label, sizeof g_label, "case %s/%s [%s] (ops.txt line %d)", c->op, c->id,
              tg_dtype_name(dt), c->line);
     assert_non_null(ctx);
@@ -1048,6 +991,8 @@ static void test_every_op_has_a_case(void **state) {
         bool known = op_by_name(g_cases[i].op) >= 0;
         for (size_t k = 0; !known && k < sizeof k_composites / sizeof k_composites[0]; k++)
             known = strcmp(g_cases[i].op, k_composites[k]) == 0;
+        for (size_t k = 0; !known && k < sizeof k_composites2 / sizeof k_composites2[0]; k++)
+            known = strcmp(g_cases[i].op, k_composites2[k]) == 0;
         if (!known) {
             print_error("fixture case %s/%s names an unknown op\n", g_cases[i].op, g_cases[i].id);
             missing++;

@@ -221,6 +221,13 @@ bool tg_ddp_sync(const tg_ddp *d);
  * the world: end the run. */
 tg_status tg_ddp_wait(tg_ddp *d);
 
+/* Collective: copies rank 0's buffers (those given to tg_ddp_new: batch-norm
+ * running statistics) to every rank, in one broadcast, as PyTorch DDP does
+ * before each forward (broadcast_buffers), so that the ranks' statistics do
+ * not drift apart and every rank evaluates rank 0's model (the one its
+ * checkpoints hold). Nothing to do on one rank or without buffers. */
+tg_status tg_ddp_broadcast_buffers(tg_ddp *d);
+
 /* Record bucket spans ("allreduce bucket 3") in t (NULL: stop recording). */
 void tg_ddp_set_trace(tg_ddp *d, tg_trace *t);
 

@@ -44,6 +44,8 @@ typedef struct tg_kview {
  *   argmax, softmax, log_softmax, gather, scatter_add, concat: `axis`
  *   permute:       ints[0..ndim) the permutation
  *   slice, slice_scatter: `axis`, ints[0] start, ints[1] stop, ints[2] step
+ *   cumsum:        `axis`, ints[0] = 1 to sum from the end
+ *   topk_indices:  `axis`, ints[0] = k, ints[1] = 1 for the largest
  */
 typedef struct tg_op_params {
     double f[4];

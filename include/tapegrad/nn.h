@@ -50,6 +50,12 @@ typedef struct tg_params {
     tg_tensor *params[TG_PARAMS_MAX];
     int nbuffers;
     tg_tensor *buffers[TG_PARAMS_MAX];
+    /* The float dtype the layer inits below make their tensors in: TG_F32
+     * (the zero value, so `tg_params ps = {0}` gives f32 layers) or TG_F64
+     * (torch's nn.Linear(..., dtype=torch.float64): gradient checks,
+     * scientific models). Set it before the inits. A layer given no list
+     * is f32. */
+    tg_dtype dtype;
 } tg_params;
 
 /* Number of scalars in the trainable parameters. */

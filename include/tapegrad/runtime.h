@@ -224,7 +224,9 @@ int64_t tg_tape_size(const tg_ctx *ctx);
 /* ---- ops (each returns a new tensor, or NULL with the error in ctx) ---- */
 
 /* Elementwise with broadcasting (seed 000 rules: shapes align from the
- * right; each pair of dims must be equal or one of them 1). */
+ * right; each pair of dims must be equal or one of them 1). Both operands
+ * have one dtype (no promotion); add, sub, mul and eq also take integer
+ * tensors (u8, i32, i64; wrapping arithmetic), div only floats. */
 tg_tensor *tg_add(tg_ctx *ctx, tg_tensor *a, tg_tensor *b);
 tg_tensor *tg_sub(tg_ctx *ctx, tg_tensor *a, tg_tensor *b);
 tg_tensor *tg_mul(tg_ctx *ctx, tg_tensor *a, tg_tensor *b);
@@ -259,7 +261,7 @@ tg_tensor *tg_relu_backward(tg_ctx *ctx, tg_tensor *g, tg_tensor *x);
 tg_tensor *tg_clamp_backward(tg_ctx *ctx, tg_tensor *g, tg_tensor *x, double lo, double hi);
 
 /* Reductions over the axes listed (negative axes count from the end; naxes 0
- * means all axes). */
+ * means all axes). sum also takes integer tensors and then gives i64. */
 tg_tensor *tg_sum(tg_ctx *ctx, tg_tensor *a, int naxes, const int *axes, bool keepdim);
 tg_tensor *tg_mean(tg_ctx *ctx, tg_tensor *a, int naxes, const int *axes, bool keepdim);
 tg_tensor *tg_max(tg_ctx *ctx, tg_tensor *a, int naxes, const int *axes, bool keepdim);
@@ -308,6 +310,97 @@ tg_tensor *tg_gather(tg_ctx *ctx, tg_tensor *a, int axis, tg_tensor *index);
 /* Zeros of `shape` with src added at index along axis (gather's gradient). */
 tg_tensor *tg_scatter_add(tg_ctx *ctx, tg_tensor *src, int axis, tg_tensor *index, int ndim,
                           const int64_t *shape);
+
+/* ---- more of what PyTorch users reach for (docs/PYTORCH.md) ---- */
+
+/* Comparisons, like tg_eq: 1 where the relation holds else 0, in the dtype
+ * of a (float or integer; both operands of one dtype); never require grad. */
+tg_tensor *tg_ne(tg_ctx *ctx, tg_tensor *a, tg_tensor *b);
+tg_tensor *tg_gt(tg_ctx *ctx, tg_tensor *a, tg_tensor *b);
+tg_tensor *tg_ge(tg_ctx *ctx, tg_tensor *a, tg_tensor *b);
+tg_tensor *tg_lt(tg_ctx *ctx, tg_tensor *a, tg_tensor *b);
+tg_tensor *tg_le(tg_ctx *ctx, tg_tensor *a, tg_tensor *b);
+/* Elementwise maximum/minimum with broadcasting (float or integer); NaN
+ * propagates. The gradient goes to the larger (smaller) operand and is split
+ * evenly on ties, as max splits it among tied extrema. */
+tg_tensor *tg_maximum(tg_ctx *ctx, tg_tensor *a, tg_tensor *b);
+tg_tensor *tg_minimum(tg_ctx *ctx, tg_tensor *a, tg_tensor *b);
+tg_tensor *tg_sin(tg_ctx *ctx, tg_tensor *a);
+tg_tensor *tg_cos(tg_ctx *ctx, tg_tensor *a);
+
+/* A copy converted to dtype dt (f32, f64, u8, i32, i64; float to integer
+ * truncates toward zero, out-of-range values are undefined as in C). The
+ * gradient flows between float dtypes; an integer result never requires
+ * grad. Always a new tensor, also when dt is a's dtype. */
+tg_tensor *tg_to_dtype(tg_ctx *ctx, tg_tensor *a, tg_dtype dt);
+/* A view of a's data that is a leaf and never requires grad (torch's
+ * detach): it shares storage and version counter with a. */
+tg_tensor *tg_detach(tg_ctx *ctx, tg_tensor *a);
+
+/* log(sum(exp(a))) over axes (naxes 0: all), computed stably. */
+tg_tensor *tg_logsumexp(tg_ctx *ctx, tg_tensor *a, int naxes, const int *axes, bool keepdim);
+/* Variance and standard deviation over axes (naxes 0: all); unbiased divides
+ * by n - 1 (PyTorch's default), else by n. */
+tg_tensor *tg_var(tg_ctx *ctx, tg_tensor *a, int naxes, const int *axes, bool unbiased,
+                  bool keepdim);
+tg_tensor *tg_std(tg_ctx *ctx, tg_tensor *a, int naxes, const int *axes, bool unbiased,
+                  bool keepdim);
+/* Cumulative sum along axis (float dtypes). */
+tg_tensor *tg_cumsum(tg_ctx *ctx, tg_tensor *a, int axis);
+/* The k largest (largest) or smallest elements along axis, sorted, ties by
+ * lower index first; *indices (when not NULL) receives their i64 indices.
+ * The values are differentiable (a gather); the indices are not. */
+tg_tensor *tg_topk(tg_ctx *ctx, tg_tensor *a, int64_t k, int axis, bool largest,
+                   tg_tensor **indices);
+tg_tensor *tg_topk_indices(tg_ctx *ctx, tg_tensor *a, int64_t k, int axis, bool largest);
+/* The entries of a at the 1-d integer index along axis (torch.index_select). */
+tg_tensor *tg_index_select(tg_ctx *ctx, tg_tensor *a, int axis, tg_tensor *index);
+/* a with value where mask (any dtype, nonzero = true, broadcast to a's
+ * shape) is set; the gradient flows to a where mask is not set. */
+tg_tensor *tg_masked_fill(tg_ctx *ctx, tg_tensor *a, tg_tensor *mask, double value);
+/* Insert a size-1 dim at axis (-ndim-1 <= axis <= ndim). */
+tg_tensor *tg_unsqueeze(tg_ctx *ctx, tg_tensor *a, int axis);
+/* Remove the size-1 dims among axes (naxes 0: all size-1 dims); a named dim
+ * of another size stays, as in PyTorch. */
+tg_tensor *tg_squeeze(tg_ctx *ctx, tg_tensor *a, int naxes, const int *axes);
+
+/* ---- creation (runtime/creation.c) ---- */
+
+/* start, start + step, ... below stop (above it for a negative step), as
+ * torch.arange; the count is ceil((stop - start) / step). */
+tg_tensor *tg_arange(tg_ctx *ctx, tg_dtype dt, double start, double stop, double step);
+/* Step tensors of t's dtype and shape. */
+tg_tensor *tg_full_like(tg_ctx *ctx, const tg_tensor *t, double value);
+tg_tensor *tg_ones_like(tg_ctx *ctx, const tg_tensor *t);
+
+/* Random tensors from a Philox stream (tapegrad/rng.h, as dropout takes):
+ * the values are a function of (key, counter) only, made on the host, so a
+ * seed gives the same numbers on CPU and CUDA and whatever the thread count.
+ * Each call advances rng->counter past the blocks it used.
+ *   rand:    uniform [0, 1): element i is word i of the stream (block i/4,
+ *            word i%4), 24 bits for f32 (as tg_rng_uniform), 32 for f64;
+ *   randn:   N(0, 1) by Box-Muller: elements 2m, 2m+1 from block m (as
+ *            tg_rng_normal);
+ *   randint: uniform in [low, high) (any dtype): element i from block i,
+ *            (w0 << 32 | w1) mod (high - low), as tg_rng_below. */
+struct tg_rng;
+tg_tensor *tg_rand(tg_ctx *ctx, struct tg_rng *rng, tg_dtype dt, int ndim, const int64_t *shape);
+tg_tensor *tg_randn(tg_ctx *ctx, struct tg_rng *rng, tg_dtype dt, int ndim, const int64_t *shape);
+tg_tensor *tg_randint(tg_ctx *ctx, struct tg_rng *rng, int64_t low, int64_t high, tg_dtype dt,
+                      int ndim, const int64_t *shape);
+
+/* ---- printing (runtime/print.c) ---- */
+
+/* The tensor as PyTorch prints it: "tensor([[1.5000, 2.0000], ...])" with
+ * 4 decimals (or "1." when every value is integral, or scientific notation
+ * for a wide range), ", dtype=torch.float64" and similar for dtypes other
+ * than f32 and i64, ", requires_grad=True" when it requires grad, and
+ * summarised with "..." (3 items each side of every dim) above 1000
+ * elements. Writes at most len bytes (NUL-terminated) into buf and returns
+ * the length of the whole text, as snprintf, or -1 with the error in ctx. */
+int64_t tg_tensor_str(tg_ctx *ctx, const tg_tensor *t, char *buf, size_t len);
+/* Prints tg_tensor_str and a newline to stdout. */
+tg_status tg_print(tg_ctx *ctx, const tg_tensor *t);
 
 #ifdef __cplusplus
 }

@@ -158,6 +158,15 @@ typedef struct tg_trainer_hooks {
      * the training loss of each logged step and of each epoch (so that
      * events report the mean over the global batch, not this rank's). */
     tg_status (*allreduce_sum)(tg_trainer *tr, double *vals, int n, void *user);
+    /* Gradient accumulation (accum_steps > 1): called before the backward of
+     * each micro-batch with sync false for all but the last, true for the
+     * last, so that only the last all-reduces (tg_ddp_set_sync). */
+    tg_status (*set_sync)(tg_trainer *tr, bool sync, void *user);
+    /* Before the forward of each training step and before each evaluation:
+     * the place to broadcast rank 0's buffers (batch-norm statistics), as
+     * PyTorch DDP's broadcast_buffers, so that every rank trains on and
+     * evaluates the same model. */
+    tg_status (*before_forward)(tg_trainer *tr, void *user);
     /* After every optimizer step (the step count already advanced), before
      * the step's progress event and evaluation: the place for periodic
      * checkpoints and the pre-emption vote. Setting *stop ends the run at
@@ -183,6 +192,12 @@ typedef struct tg_trainer_config {
     double label_smoothing;  /* [0, 1) */
     double clip_grad_norm;   /* 0: no clipping */
     int64_t log_every;       /* steps between TG_EVENT_STEP; 0: none */
+    /* Micro-batches per optimizer step (0 or 1: none). Each rank's slice of
+     * the global batch is cut into accum_steps equal micro-batches (it must
+     * divide batch_size / world); their gradients, each scaled by
+     * 1/accum_steps, add up to the gradient of the whole batch, and the
+     * step's loss is their mean. The global batch stays batch_size. */
+    int64_t accum_steps;
     int rank, world;         /* this process in the data-parallel job; world 1 alone */
     /* Optional: spans "forward", "backward" and "optimizer" of every
      * training step go here (NULL: none). Not owned by the trainer. */

@@ -97,6 +97,22 @@ tg_status tg__cpu_avg_pool2d_backward(void *state, const tg_kargs *a);
 tg_status tg__cpu_batch_norm(void *state, const tg_kargs *a);
 tg_status tg__cpu_batch_norm_backward(void *state, const tg_kargs *a);
 
+/* cpu_elementwise.c: comparisons, maximum/minimum, sin, cos */
+tg_status tg__cpu_ne(void *state, const tg_kargs *a);
+tg_status tg__cpu_gt(void *state, const tg_kargs *a);
+tg_status tg__cpu_ge(void *state, const tg_kargs *a);
+tg_status tg__cpu_lt(void *state, const tg_kargs *a);
+tg_status tg__cpu_le(void *state, const tg_kargs *a);
+tg_status tg__cpu_maximum(void *state, const tg_kargs *a);
+tg_status tg__cpu_minimum(void *state, const tg_kargs *a);
+tg_status tg__cpu_sin(void *state, const tg_kargs *a);
+tg_status tg__cpu_cos(void *state, const tg_kargs *a);
+/* cpu_ops2.c: cast, cumsum, topk indices and the integer sum */
+tg_status tg__cpu_cast(void *state, const tg_kargs *a);
+tg_status tg__cpu_cumsum(void *state, const tg_kargs *a);
+tg_status tg__cpu_topk_indices(void *state, const tg_kargs *a);
+tg_status tg__cpu_sum_int(const tg_kargs *a);
+
 /* Views only change strides; the runtime never dispatches a kernel for them. */
 #define tg__cpu_permute NULL
 #define tg__cpu_broadcast_to NULL

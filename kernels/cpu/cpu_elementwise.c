@@ -264,6 +264,36 @@ static tg_status cpu_map(const tg_kargs *a, int nin, bool first_any, const tg__c
     return TG_OK;
 }
 
+/* Walks the output and inputs with the row function for the output's dtype
+ * (fns indexed by tg_dtype; NULL: the op does not take that dtype). Every
+ * input has the output's dtype. */
+static tg_status cpu_map_any(const tg_kargs *a, int nin, const tg__cpu_row_fn *fns) {
+    const tg_dtype dt = a->out.dtype;
+    if ((unsigned)dt >= TG_DTYPE_COUNT || !fns[dt])
+        return tg__cpu_fail(a, TG_ERR_DTYPE, "cpu %s: output dtype %s is not supported",
+                            tg_op_name(a->op), tg_dtype_name(dt));
+    for (int i = 0; i < nin; i++) {
+        if (a->in[i].dtype != dt)
+            return tg__cpu_fail(a, TG_ERR_DTYPE, "cpu %s: input %d has dtype %s, expected %s",
+                                tg_op_name(a->op), i, tg_dtype_name(a->in[i].dtype),
+                                tg_dtype_name(dt));
+        bool same = a->in[i].ndim == a->out.ndim;
+        for (int d = 0; same && d < a->out.ndim; d++)
+            same = a->in[i].shape[d] == a->out.shape[d];
+        if (!same)
+            return tg__cpu_fail(a, TG_ERR_SHAPE,
+                                "cpu %s: input %d is not broadcast to the output shape",
+                                tg_op_name(a->op), i);
+    }
+    tg__cpu_loop l;
+    tg__cpu_loop_init(&l, a->out.ndim, a->out.shape);
+    tg__cpu_loop_add(&l, a->out.data, dt, a->out.strides);
+    for (int i = 0; i < nin; i++)
+        tg__cpu_loop_add(&l, a->in[i].data, dt, a->in[i].strides);
+    tg__cpu_loop_run(&l, fns[dt], a->p ? a->p : &cpu_no_params);
+    return TG_OK;
+}
+
 /* ---- math helpers, one definition per precision ---- */
 
 #define CPU_MATH_HELPERS(sfx, real)                                                        \
@@ -326,11 +356,67 @@ CPU_MATH_HELPERS(f64, double)
         return cpu_map(args, 2, false, fns);                                       \
     }
 
-CPU_BINARY(add, , a + b)
-CPU_BINARY(sub, , a - b)
-CPU_BINARY(mul, , a *b)
+/* The ops that also take integer operands (u8, i32, i64; wrapping). */
+#define CPU_BINARY_INT(name, EXPR)                                                  \
+    CPU_BINARY_ROW(cpu_##name##_f32, float, , EXPR)                                 \
+    CPU_BINARY_ROW(cpu_##name##_f64, double, , EXPR)                                \
+    CPU_BINARY_ROW(cpu_##name##_u8, uint8_t, , EXPR)                                \
+    CPU_BINARY_ROW(cpu_##name##_i32, int32_t, , EXPR)                               \
+    CPU_BINARY_ROW(cpu_##name##_i64, int64_t, , EXPR)                               \
+    tg_status tg__cpu_##name(void *state, const tg_kargs *args) {                   \
+        static const tg__cpu_row_fn fns[TG_DTYPE_COUNT] = {                         \
+            [TG_F32] = cpu_##name##_f32, [TG_F64] = cpu_##name##_f64,               \
+            [TG_U8] = cpu_##name##_u8,   [TG_I32] = cpu_##name##_i32,               \
+            [TG_I64] = cpu_##name##_i64,                                            \
+        };                                                                          \
+        (void)state;                                                                \
+        return cpu_map_any(args, 2, fns);                                           \
+    }
+
+/* maximum/minimum: NaN in either operand propagates, as in PyTorch. */
+#define CPU_MAXMIN(sfx, T, NAN_TEST)                                              \
+    static inline T cpu_vmax_##sfx(T a, T b) { return (NAN_TEST(a) || a > b) ? a : b; } \
+    static inline T cpu_vmin_##sfx(T a, T b) { return (NAN_TEST(a) || a < b) ? a : b; }
+#define CPU_NAN(x) isnan(x)
+#define CPU_NO_NAN(x) ((void)(x), 0)
+CPU_MAXMIN(f32, float, CPU_NAN)
+CPU_MAXMIN(f64, double, CPU_NAN)
+CPU_MAXMIN(u8, uint8_t, CPU_NO_NAN)
+CPU_MAXMIN(i32, int32_t, CPU_NO_NAN)
+CPU_MAXMIN(i64, int64_t, CPU_NO_NAN)
+#undef CPU_MAXMIN
+/* Integer add/sub/mul wrap: the arithmetic runs in uint64_t, where
+ * overflow is defined, and is truncated to the dtype (signed overflow would
+ * be undefined behaviour in C). */
+#define CPU_WRAP(sfx, T, OP, NAME)                                                          \
+    static inline T cpu_##NAME##_##sfx(T a, T b) { return (T)((uint64_t)a OP(uint64_t) b); }
+#define CPU_PLAIN(sfx, T, OP, NAME) \
+    static inline T cpu_##NAME##_##sfx(T a, T b) { return a OP b; }
+#define CPU_ARITH(GEN, sfx, T) GEN(sfx, T, +, wadd) GEN(sfx, T, -, wsub) GEN(sfx, T, *, wmul)
+CPU_ARITH(CPU_PLAIN, f32, float)
+CPU_ARITH(CPU_PLAIN, f64, double)
+CPU_ARITH(CPU_WRAP, u8, uint8_t)
+CPU_ARITH(CPU_WRAP, i32, int32_t)
+CPU_ARITH(CPU_WRAP, i64, int64_t)
+#undef CPU_ARITH
+#undef CPU_PLAIN
+#undef CPU_WRAP
+#define CPU_GENERIC_2(fn, a, b)                                                            \
+    _Generic((a), float: fn##_f32, double: fn##_f64, uint8_t: fn##_u8, int32_t: fn##_i32, \
+             int64_t: fn##_i64)(a, b)
+
+CPU_BINARY_INT(add, CPU_GENERIC_2(cpu_wadd, a, b))
+CPU_BINARY_INT(sub, CPU_GENERIC_2(cpu_wsub, a, b))
+CPU_BINARY_INT(mul, CPU_GENERIC_2(cpu_wmul, a, b))
 CPU_BINARY(div, , a / b)
-CPU_BINARY(eq, , (real)(a == b))
+CPU_BINARY_INT(eq, (real)(a == b))
+CPU_BINARY_INT(ne, (real)(a != b))
+CPU_BINARY_INT(gt, (real)(a > b))
+CPU_BINARY_INT(ge, (real)(a >= b))
+CPU_BINARY_INT(lt, (real)(a < b))
+CPU_BINARY_INT(le, (real)(a <= b))
+CPU_BINARY_INT(maximum, CPU_GENERIC_2(cpu_vmax, a, b))
+CPU_BINARY_INT(minimum, CPU_GENERIC_2(cpu_vmin, a, b))
 /* a is the incoming gradient, b the forward input. */
 CPU_BINARY(relu_backward, , b > 0 ? a : (real)0)
 CPU_BINARY(clamp_backward, const real lo = (real)p->f[0]; const real hi = (real)p->f[1];
@@ -478,3 +564,5 @@ CPU_UNARY(gelu, , cpu_gelu(a))
 CPU_UNARY(clamp, const real lo = (real)p->f[0]; const real hi = (real)p->f[1];
           , a < lo ? lo : (a > hi ? hi : a))
 CPU_UNARY(sign, , (real)((a > 0) - (a < 0)))
+CPU_UNARY(sin, , sin(a))
+CPU_UNARY(cos, , cos(a))

@@ -378,6 +378,8 @@ static tg_status cpu_reduce(const tg_kargs *a, cpu_red_kind kind, bool mean) {
 
 tg_status tg__cpu_sum(void *state, const tg_kargs *a) {
     (void)state;
+    if (a->in[0].dtype == TG_U8 || a->in[0].dtype == TG_I32 || a->in[0].dtype == TG_I64)
+        return tg__cpu_sum_int(a);
     return cpu_reduce(a, CPU_RED_SUM, false);
 }
 

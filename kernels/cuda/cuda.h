@@ -74,6 +74,20 @@ TG__CUDA_KERNEL(silu);
 TG__CUDA_KERNEL(gelu);
 TG__CUDA_KERNEL(clamp);
 TG__CUDA_KERNEL(sign);
+TG__CUDA_KERNEL(ne);
+TG__CUDA_KERNEL(gt);
+TG__CUDA_KERNEL(ge);
+TG__CUDA_KERNEL(lt);
+TG__CUDA_KERNEL(le);
+TG__CUDA_KERNEL(maximum);
+TG__CUDA_KERNEL(minimum);
+TG__CUDA_KERNEL(sin);
+TG__CUDA_KERNEL(cos);
+/* cuda_ops2.cu */
+TG__CUDA_KERNEL(cast);
+TG__CUDA_KERNEL(cumsum);
+TG__CUDA_KERNEL(topk_indices);
+tg_status tg__cuda_sum_int(void *state, const tg_kargs *a);
 /* cuda_reduce.cu */
 TG__CUDA_KERNEL(sum);
 TG__CUDA_KERNEL(mean);

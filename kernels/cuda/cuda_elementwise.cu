@@ -26,6 +26,10 @@ __device__ __forceinline__ float m_erf(float x) { return erff(x); }
 __device__ __forceinline__ double m_erf(double x) { return erf(x); }
 __device__ __forceinline__ float m_tanh(float x) { return tanhf(x); }
 __device__ __forceinline__ double m_tanh(double x) { return tanh(x); }
+__device__ __forceinline__ float m_sin(float x) { return sinf(x); }
+__device__ __forceinline__ double m_sin(double x) { return sin(x); }
+__device__ __forceinline__ float m_cos(float x) { return cosf(x); }
+__device__ __forceinline__ double m_cos(double x) { return cos(x); }
 __device__ __forceinline__ float m_pow(float x, float e) { return powf(x, e); }
 __device__ __forceinline__ double m_pow(double x, double e) { return pow(x, e); }
 
@@ -65,8 +69,12 @@ __global__ void k_where(int64_t n, tg__cuda_geom g, T *o, const C *c, const T *x
  * to the output's shape) and builds the collapsed geometry, output first.
  * first_any: input 0 may have any dtype (the condition of where).
  */
-static tg_status ew_prepare(const tg_kargs *a, int nin, bool first_any, tg__cuda_geom *g) {
-    tg_status st = tg__cuda_check_float(a, first_any ? 0 : nin);
+static tg_status ew_prepare(const tg_kargs *a, int nin, bool first_any, tg__cuda_geom *g,
+                            bool ints = false) {
+    const tg_dtype dt = a->out.dtype;
+    tg_status st = ints && (dt == TG_U8 || dt == TG_I32 || dt == TG_I64)
+                       ? TG_OK
+                       : tg__cuda_check_float(a, first_any ? 0 : nin);
     for (int i = first_any ? 1 : nin; st == TG_OK && i < nin; i++) {
         if (a->in[i].dtype != a->out.dtype)
             st = tg__cuda_fail(a, TG_ERR_DTYPE, "cuda %s: input %d dtype differs from the output",
@@ -107,6 +115,48 @@ template <typename F> static tg_status ew_unary(void *state, const tg_kargs *a, 
     else
         k_unary<double><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(n, g, (double *)a->out.data,
                                                                 (const double *)a->in[0].data, f);
+    TG__CUDA_LAUNCHED(a);
+    return TG_OK;
+}
+
+template <typename T, typename F>
+static void ew_binary_launch(tg__cuda_state *s, const tg_kargs *a, int64_t n,
+                             const tg__cuda_geom &g, F f) {
+    k_binary<T><<<tg__cuda_blocks(n), TG__CUDA_THREADS, 0, s->stream>>>(
+        n, g, (T *)a->out.data, (const T *)a->in[0].data, (const T *)a->in[1].data, f);
+}
+
+/* The binary ops that also take integer operands (u8, i32, i64). */
+template <typename F> static tg_status ew_binary_int(void *state, const tg_kargs *a, F f) {
+    tg__cuda_state *s = (tg__cuda_state *)state;
+    tg__cuda_geom g;
+    tg_status st = ew_prepare(a, 2, false, &g, true);
+    if (st != TG_OK)
+        return st;
+    for (int i = 0; i < 2; i++)
+        if (a->in[i].dtype != a->out.dtype)
+            return tg__cuda_fail(a, TG_ERR_DTYPE, "cuda %s: input %d dtype differs from the output",
+                                 tg_op_name(a->op), i);
+    const int64_t n = tg__kview_numel(&a->out);
+    if (n == 0)
+        return TG_OK;
+    switch (a->out.dtype) {
+    case TG_F32:
+        ew_binary_launch<float>(s, a, n, g, f);
+        break;
+    case TG_F64:
+        ew_binary_launch<double>(s, a, n, g, f);
+        break;
+    case TG_U8:
+        ew_binary_launch<uint8_t>(s, a, n, g, f);
+        break;
+    case TG_I32:
+        ew_binary_launch<int32_t>(s, a, n, g, f);
+        break;
+    default:
+        ew_binary_launch<int64_t>(s, a, n, g, f);
+        break;
+    }
     TG__CUDA_LAUNCHED(a);
     return TG_OK;
 }
@@ -153,11 +203,52 @@ static double ew_param(const tg_kargs *a, int i) { return a->p ? a->p->f[i] : 0.
         return ew_binary(state, a, f_##name{ew_param(a, 0), ew_param(a, 1)}); \
     }
 
-CUDA_BINARY(add, a + b)
-CUDA_BINARY(sub, a - b)
-CUDA_BINARY(mul, a *b)
+/* The ops that also take integer operands; T is the operands' type. */
+#define CUDA_BINARY_INT(name, EXPR)                                       \
+    struct f_##name {                                                     \
+        template <typename T> __device__ T operator()(T a, T b) const {   \
+            return (T)(EXPR);                                             \
+        }                                                                 \
+    };                                                                    \
+    tg_status tg__cuda_##name(void *state, const tg_kargs *a) {           \
+        return ew_binary_int(state, a, f_##name{});                       \
+    }
+
+/* NaN in either operand propagates, as on the CPU. */
+template <typename T> __device__ __forceinline__ bool m_isnan(T x) { return false; }
+template <> __device__ __forceinline__ bool m_isnan<float>(float x) { return isnan(x); }
+template <> __device__ __forceinline__ bool m_isnan<double>(double x) { return isnan(x); }
+
+/* Integer add/sub/mul wrap: they run in unsigned 64-bit arithmetic, where
+ * overflow is defined, as on the CPU. */
+template <typename T> __device__ __forceinline__ T w_add(T a, T b) {
+    return (T)((unsigned long long)a + (unsigned long long)b);
+}
+template <typename T> __device__ __forceinline__ T w_sub(T a, T b) {
+    return (T)((unsigned long long)a - (unsigned long long)b);
+}
+template <typename T> __device__ __forceinline__ T w_mul(T a, T b) {
+    return (T)((unsigned long long)a * (unsigned long long)b);
+}
+template <> __device__ __forceinline__ float w_add<float>(float a, float b) { return a + b; }
+template <> __device__ __forceinline__ double w_add<double>(double a, double b) { return a + b; }
+template <> __device__ __forceinline__ float w_sub<float>(float a, float b) { return a - b; }
+template <> __device__ __forceinline__ double w_sub<double>(double a, double b) { return a - b; }
+template <> __device__ __forceinline__ float w_mul<float>(float a, float b) { return a * b; }
+template <> __device__ __forceinline__ double w_mul<double>(double a, double b) { return a * b; }
+
+CUDA_BINARY_INT(add, w_add(a, b))
+CUDA_BINARY_INT(sub, w_sub(a, b))
+CUDA_BINARY_INT(mul, w_mul(a, b))
 CUDA_BINARY(div, a / b)
-CUDA_BINARY(eq, (T)(a == b))
+CUDA_BINARY_INT(eq, a == b)
+CUDA_BINARY_INT(ne, a != b)
+CUDA_BINARY_INT(gt, a > b)
+CUDA_BINARY_INT(ge, a >= b)
+CUDA_BINARY_INT(lt, a < b)
+CUDA_BINARY_INT(le, a <= b)
+CUDA_BINARY_INT(maximum, (m_isnan(a) || a > b) ? a : b)
+CUDA_BINARY_INT(minimum, (m_isnan(a) || a < b) ? a : b)
 /* Gradient helpers: a is the incoming gradient, b the forward input. */
 CUDA_BINARY(relu_backward, b > (T)0 ? a : (T)0)
 CUDA_BINARY(clamp_backward, (lo <= b && b <= hi) ? a : (T)0)
@@ -243,6 +334,8 @@ CUDA_UNARY(gelu, (T)0.5 * a * ((T)1 + m_erf(a * (T)0.70710678118654752440)))
 /* lo = f[0] (w here), hi = f[1] (c); NaN passes through. */
 CUDA_UNARY(clamp, a < w ? w : (a > c ? c : a))
 CUDA_UNARY(sign, (T)((a > (T)0) - (a < (T)0)))
+CUDA_UNARY(sin, m_sin(a))
+CUDA_UNARY(cos, m_cos(a))
 
 /*
  * pow_scalar: the exponents the CPU kernel special-cases are special-cased

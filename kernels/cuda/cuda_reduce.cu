@@ -196,6 +196,8 @@ static tg_status cuda_reduce(void *state, const tg_kargs *a, int kind, bool mean
 }
 
 tg_status tg__cuda_sum(void *state, const tg_kargs *a) {
+    if (a->in[0].dtype == TG_U8 || a->in[0].dtype == TG_I32 || a->in[0].dtype == TG_I64)
+        return tg__cuda_sum_int(state, a);
     return cuda_reduce(state, a, RED_SUM, false);
 }
 

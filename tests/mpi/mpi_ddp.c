@@ -411,6 +411,59 @@ static void check_layout(tg_world *w, const char *what, int n, const int64_t (*s
     tg_ctx_free(ctx);
 }
 
+/* Parameters listed in another order than backward finalises them: after
+ * the first synchronised step the buckets follow the order the gradients
+ * became final (fc2.bias, fc2.weight, fc1.bias, fc1.weight), the gradients
+ * move with them, and training still equals the 1-rank run. */
+static void test_rebuild(tg_world *w)
+{
+    int r = tg_world_rank(w), n = tg_world_size(w), lb = GB / n;
+    tg_ctx *ctx = new_ctx(), *ref = new_ctx();
+    mlp m = make_mlp(ctx, 0.0f, OUT), mr = make_mlp(ref, 0.0f, OUT);
+    /* listed: fc2.weight, fc2.bias, fc1.weight, fc1.bias */
+    tg_tensor *listed[4] = {m.p[2], m.p[3], m.p[0], m.p[1]};
+    tg_ddp_config cfg = {.bucket_bytes = 128, .first_bucket_bytes = 16};
+    tg_ddp *ddp = NULL;
+    CHECK_OK(w, tg_ddp_new(ctx, w, 4, listed, 0, NULL, &cfg, &ddp));
+    if (!ddp)
+        goto out;
+    const int before[4] = {3, 2, 1, 0}, after[4] = {1, 0, 3, 2};
+    for (int k = 0; k < 4; k++)
+        CHECK(tg_ddp_bucket_param(ddp, k) == before[k], "position %d holds %d before step 1", k,
+              tg_ddp_bucket_param(ddp, k));
+    for (int k = 0; k < 3; k++) {
+        tg_tensor *l = loss_of(ctx, &m, k * GB + r * lb, k * GB + (r + 1) * lb, 1.0, false);
+        CHECK(l && tg_backward(ctx, l, NULL, 0) == TG_OK, "backward: %s", tg_ctx_error(ctx));
+        CHECK_OK(w, tg_ddp_wait(ddp));
+        if (k == 0)
+            for (int j = 0; j < 4; j++) {
+                int want = n > 1 ? after[j] : before[j];
+                CHECK(tg_ddp_bucket_param(ddp, j) == want,
+                      "position %d holds parameter %d after step 1, expected %d", j,
+                      tg_ddp_bucket_param(ddp, j), want);
+            }
+        /* The gradients moved with their slots: still the 1-rank ones. */
+        tg_tensor *lr = loss_of(ref, &mr, k * GB, (k + 1) * GB, 1.0, false);
+        CHECK(lr && tg_backward(ref, lr, NULL, 0) == TG_OK, "ref: %s", tg_ctx_error(ref));
+        for (int i = 0; i < 4; i++) {
+            double d = grad_diff(ctx, &m, ref, &mr, i);
+            CHECK(d <= 1e-5, "step %d: %s's gradient differs from 1 rank by %g", k, names[i], d);
+        }
+        sgd_and_zero(ctx, &m, 4);
+        sgd_and_zero(ref, &mr, 4);
+        for (int i = 0; i < 4; i++) {
+            double d = rel_diff(ctx, &m, ref, &mr, i);
+            CHECK(d <= 1e-5, "step %d: %s differs from the 1-rank run by %g", k, names[i], d);
+        }
+        tg_step_reset(ctx);
+        tg_step_reset(ref);
+    }
+out:
+    tg_ddp_free(ddp);
+    tg_ctx_free(ctx);
+    tg_ctx_free(ref);
+}
+
 static void test_default_buckets(tg_world *w)
 {
     const int64_t mlp_shapes[6][4] = {{256, 784}, {256}, {128, 256}, {128}, {10, 128}, {10}};
@@ -436,6 +489,7 @@ int main(int argc, char **argv)
     test_equivalence(w, &small, STEPS, 4);
     test_equivalence(w, NULL, 2, 1);
     test_default_buckets(w);
+    test_rebuild(w);
     test_no_sync(w);
     test_unused(w);
     test_grad_views(w);

@@ -309,7 +309,7 @@ static double now_s(void) {
 
 int main(int argc, char **argv) {
     if (argc != 2) {
-        fprintf(stderr, "usage: train_cli ddp|resume|badckpt|preempt|eval|sbatch\n");
+        fprintf(stderr, "usage: train_cli ddp|resume|badckpt|preempt|eval|accum|sbatch\n");
         return 2;
     }
     const char *base = getenv("TMPDIR");

@@ -461,6 +461,7 @@ static void group_eval(void) {
     expect(0, "inspect of a flipped bit", 3, "CHECKSUM MISMATCH", ARGS("inspect", P("flip.h5")));
 }
 
+#include "train_cli_accum.h"
 #include "train_cli_sbatch.h"
 
 static int run_group(const char *name) {
@@ -472,6 +473,7 @@ static int run_group(const char *name) {
                   {"badckpt", group_badckpt},
                   {"preempt", group_preempt},
                   {"eval", group_eval},
+                  {"accum", group_accum},
                   {"sbatch", group_sbatch}};
     for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++)
         if (strcmp(groups[i].name, name) == 0) {
