@@ -47,6 +47,10 @@ typedef struct tg_cli_command {
 /* ---- --config FILE.ini (launch/config.c) ---- */
 
 #define TG_CLI_CONFIG_MAX 128
+/* The longest line (characters, without the line end) and the largest file
+ * (bytes) that --config reads. */
+#define TG_CLI_CONFIG_LINE 4096
+#define TG_CLI_CONFIG_BYTES (1 << 20)
 
 /* One "key = value" of a configuration file; key has '_' turned into '-'. */
 typedef struct tg_cli_setting {
@@ -62,8 +66,10 @@ typedef struct tg_cli_config {
 } tg_cli_config;
 
 /* Reads the INI file at path for command cmd: keys in section [cmd] or
- * before any section. Prints what is wrong (file:line) and returns an exit
- * code; on success release it with tg_cli_config_free(). */
+ * before any section; a key given twice (batch-size and batch_size are one
+ * key) is an error. Prints what is wrong (file:line) and returns an exit
+ * code; on success release it with tg_cli_config_free() (on failure there
+ * is nothing to release, and calling it does no harm). */
 int tg_cli_config_read(const char *cmd, const char *path, tg_cli_config *c);
 void tg_cli_config_free(tg_cli_config *c);
 /* How to name a value in a message: "FILE:LINE: key 'lr'" when value is one
@@ -149,5 +155,35 @@ void tg_cli_stop_signals_restore(void);
 int tg_cli_stop_signal(void);
 bool tg_cli_stop_requested(void *user);
 int tg_cli_stop_exit(bool ckpt_dir);
+
+/* An explicit thread count (flag: "--threads") capped at the CPUs that
+ * sched_getaffinity allows this process, with a warning when it asked for
+ * more; threads <= 0 (the default) is returned as it is. */
+int tg_cli_cap_threads(const char *cmd, const char *flag, int threads);
+/* The same without a word (ranks other than 0). */
+int tg_cli_cap_threads_quiet(int threads);
+
+/* The address space that OpenBLAS takes per thread for its buffers: it
+ * allocates them on a thread's first BLAS call and, when that fails, retries
+ * for ever. */
+#define TG_CLI_BLAS_BUFFER_MIB 130
+
+/*
+ * Under an address-space limit (RLIMIT_AS, ulimit -v): whether `threads`
+ * BLAS threads (0: as many as OpenMP and OpenBLAS would start) find room for
+ * their buffers; if not, prints what to do and returns TG_EXIT_RUNTIME, so
+ * that the run fails now instead of hanging in its first matrix product.
+ */
+int tg_cli_check_blas_room(const char *cmd, int threads);
+/* One small matrix product, right after the context set the BLAS threads:
+ * OpenBLAS then takes its buffers while tg_cli_check_blas_room() knows
+ * there is room, not later, when the data and the model have taken it.
+ * -1 when even the product's operands find no memory. */
+int tg_cli_blas_warmup(void);
+
+/* Started by torchrun or the like: WORLD_SIZE > 1 in the environment while
+ * MPI made a world of world_size == 1. Prints how to launch and returns
+ * TG_EXIT_USAGE then, else TG_EXIT_OK. */
+int tg_cli_check_launch(const char *cmd, int world_size);
 
 #endif

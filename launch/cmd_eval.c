@@ -124,12 +124,25 @@ static int evaluate(const eval_opts *o, tg_world *w, const char *data) {
     if ((o->batch && tg_cli_parse_i64("eval", "--batch-size", o->batch, 1, 1 << 20, &batch)) ||
         (o->threads && tg_cli_parse_i64("eval", "--threads", o->threads, 1, 1024, &threads)))
         return TG_EXIT_USAGE;
+    /* The same on every rank: only rank 0 warns. */
+    if (threads > 0)
+        threads = rank == 0 ? tg_cli_cap_threads("eval", "--threads", (int)threads)
+                            : tg_cli_cap_threads_quiet((int)threads);
     tg_ctx_config cc = {.device = TG_DEVICE_CPU, .threads = (int)threads};
     if (threads == 0)
         cc.threads = tg_cli_rank_threads(tg_world_local_size(w), NULL, 0);
+    int room = tg_cli_check_blas_room("eval", cc.threads);
+    if (room)
+        return room;
     tg_ctx *ctx;
     if (tg_ctx_new(&cc, &ctx) != TG_OK) {
         fprintf(stderr, "tapegrad eval: rank %d: %s\n", rank, tg_last_init_error());
+        return TG_EXIT_RUNTIME;
+    }
+    if (tg_cli_blas_warmup() != 0) {
+        fprintf(stderr, "tapegrad eval: rank %d: out of memory for a first matrix product\n",
+                rank);
+        tg_ctx_free(ctx);
         return TG_EXIT_RUNTIME;
     }
     eval_run er = {.w = w};
@@ -241,9 +254,14 @@ int tg_cmd_eval(int argc, char **argv) {
         fprintf(stderr, "tapegrad eval: %s\n", err);
         return TG_EXIT_LOST_RANK;
     }
+    int code = tg_cli_check_launch(cmd, tg_world_size(w));
+    if (code) {
+        tg_world_free(w);
+        return code;
+    }
     char cache[4096];
     const char *data;
-    int code = tg_train_find_data(cmd, o.data, TG_FMNIST_IDX_DIR, w, cache, sizeof cache, &data);
+    code = tg_train_find_data(cmd, o.data, TG_FMNIST_IDX_DIR, w, cache, sizeof cache, &data);
     if (code == TG_EXIT_OK)
         code = evaluate(&o, w, data);
     tg_world_free(w);

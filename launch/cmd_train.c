@@ -116,14 +116,16 @@ static void train_usage(FILE *f) {
             "  --weight-decay X      decoupled for adamw, L2 for adam and sgd\n"
             "  --momentum X          sgd momentum\n"
             "  --schedule NAME       cosine (to 0 over the run) or constant (default: %s)\n"
-            "  --warmup N            steps of linear warm-up (default: %lld)\n"
+            "  --warmup N            steps of linear warm-up (default: %lld); longer than\n"
+            "                        the run is allowed: it then ends below --lr\n"
             "  --label-smoothing X   in [0, 1) (default: %g)\n"
             "  --clip-grad-norm X    clip the gradients' global norm; 0 off (default: %g)\n"
             "  --max-steps N         stop after N optimizer steps; 0 no cap (default: 0)\n"
             "  --seed N              model initialisation and data order (default: %llu)\n"
-            "  --threads N           CPU threads per rank (default: OMP_NUM_THREADS, else\n"
-            "                        the CPUs the rank may use, divided among the ranks\n"
-            "                        of a node when they all share the same CPUs)\n"
+            "  --threads N           CPU threads per rank, at most the CPUs it may run on\n"
+            "                        (default: OMP_NUM_THREADS, else the CPUs the rank\n"
+            "                        may use, divided among the ranks of a node when\n"
+            "                        they all share the same CPUs)\n"
             "  --device NAME         cpu or cuda (cuda: the GPU of the rank's local rank;\n"
             "                        default: cpu)\n"
             "\n"
@@ -152,7 +154,7 @@ static void train_usage(FILE *f) {
             "\n"
             "output:\n"
             "  --log-every N         a progress line every N steps; 0 none (default: %lld)\n"
-            "  --eval-batch-size N   test batch size (default: %lld)\n"
+            "  --eval-batch-size N   test batch size, at most the test split (default: %lld)\n"
             "  --metrics FILE.jsonl  one JSON object per line: \"event\" is \"config\" (the\n"
             "                        resolved options), \"step\" (step, epoch, loss, lr)\n"
             "                        every --log-every steps, \"epoch\" and \"end\" (epoch,\n"
@@ -164,8 +166,10 @@ static void train_usage(FILE *f) {
             "configuration:\n"
             "  --config FILE.ini     read options from an INI file: one 'key = value' per\n"
             "                        line, keys as the options without '--' (batch-size or\n"
-            "                        batch_size), in a [train] section or before any;\n"
-            "                        check-replicas/quiet/verbose = true for switches;\n"
+            "                        batch_size: the same key, once), in a [train]\n"
+            "                        section or before any; lines of at most 4096\n"
+            "                        characters; check-replicas/quiet/verbose = true\n"
+            "                        for switches;\n"
             "                        options on the command line override the file\n"
             "  --print-config        print the resolved configuration and exit\n"
             "  -q, --quiet           only the final accuracy, warnings and errors\n"
@@ -495,7 +499,9 @@ int tg_cmd_train(int argc, char **argv) {
     cfg.world = tg_world_size(w);
     /* The same on every rank: only rank 0 says it. */
     const int64_t accum = cfg.accum_steps > 1 ? cfg.accum_steps : 1;
-    if (cfg.batch_size % (cfg.world * accum) != 0) {
+    if ((code = tg_cli_check_launch("train", cfg.world)) != 0) {
+        /* said */
+    } else if (cfg.batch_size % (cfg.world * accum) != 0) {
         code = TG_EXIT_USAGE;
         if (cfg.rank == 0 && accum == 1)
             tg_cli_usage_error("train",

@@ -7,12 +7,16 @@
 #define _GNU_SOURCE
 #include "cli.h"
 
+#include <cblas.h>
 #include <errno.h>
+#include <omp.h>
 #include <math.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 int tg_cli_usage_error(const char *cmd, const char *fmt, ...) {
@@ -97,4 +101,97 @@ int tg_cli_rank_threads(int local_size, char *desc, size_t n) {
     if (desc && n)
         snprintf(desc, n, "%d (%d ranks share this node's %d CPUs)", t, local_size, mine);
     return t;
+}
+
+/* The CPUs this process may run on (0: unknown). */
+static int allowed_cpus(void) {
+    cpu_set_t set;
+    return sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
+}
+
+int tg_cli_cap_threads_quiet(int threads) {
+    const int mine = allowed_cpus();
+    return threads > 0 && mine >= 1 && threads > mine ? mine : threads;
+}
+
+int tg_cli_cap_threads(const char *cmd, const char *flag, int threads) {
+    const int mine = allowed_cpus();
+    if (threads <= 0 || mine < 1 || threads <= mine)
+        return threads;
+    fprintf(stderr,
+            "tapegrad %s: warning: %s %d: this process may run on %d CPU%s; using %d threads "
+            "(more would only compete for the same CPUs and each needs its own buffers)\n",
+            cmd, flag, threads, mine, mine == 1 ? "" : "s", mine);
+    return mine;
+}
+
+int tg_cli_check_launch(const char *cmd, int world_size) {
+    const char *ws = getenv("WORLD_SIZE");
+    if (world_size != 1 || !ws || !*ws)
+        return TG_EXIT_OK;
+    char *end;
+    errno = 0;
+    long long n = strtoll(ws, &end, 10);
+    if (*end != '\0' || errno == ERANGE || n <= 1)
+        return TG_EXIT_OK;
+    const char *rank = getenv("RANK");
+    fprintf(stderr,
+            "tapegrad %s: WORLD_SIZE=%lld (RANK=%s) is set, but MPI started this process alone "
+            "(a world of 1): started by torchrun or another launcher that sets these variables, "
+            "every process would train its own copy of the model. tapegrad ranks find each "
+            "other through MPI: launch them with 'mpirun -np %lld tapegrad %s ...' or "
+            "'srun --mpi=pmix -n %lld tapegrad %s ...' (docs/TRAINING.md), or unset WORLD_SIZE "
+            "to train alone.\n",
+            cmd, n, rank && *rank ? rank : "unset", n, cmd, n, cmd);
+    return TG_EXIT_USAGE;
+}
+
+int tg_cli_check_blas_room(const char *cmd, int threads) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return TG_EXIT_OK;
+    /* Without a count of ours, the pools' own: OMP_NUM_THREADS or the
+     * CPUs, OPENBLAS_NUM_THREADS. */
+    int n = threads;
+    if (n <= 0) {
+        n = omp_get_max_threads();
+        n = openblas_get_num_threads() > n ? openblas_get_num_threads() : n;
+    }
+    n = n < 1 ? 1 : n;
+    /* One buffer per BLAS thread, one per OpenMP thread that calls BLAS
+     * (the kernels do, from parallel loops), and the calling thread's. */
+    const size_t need = (size_t)(2 * n + 1) * TG_CLI_BLAS_BUFFER_MIB << 20;
+    void *p = mmap(NULL, need, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    if (p != MAP_FAILED) {
+        munmap(p, need);
+        return TG_EXIT_OK;
+    }
+    fprintf(stderr,
+            "tapegrad %s: the address-space limit (ulimit -v %llu KiB) leaves no room for the "
+            "buffers of %d BLAS thread%s (OpenBLAS takes %d MiB per buffer, %zu MiB in all, "
+            "and would wait for them forever): raise the limit%s\n",
+            cmd, (unsigned long long)(rl.rlim_cur >> 10), n, n == 1 ? "" : "s",
+            TG_CLI_BLAS_BUFFER_MIB, need >> 20, n > 1 ? " or use fewer --threads" : "");
+    return TG_EXIT_RUNTIME;
+}
+
+int tg_cli_blas_warmup(void) {
+    enum { N = 256 };
+    const int nt = omp_get_max_threads();
+    float *m = calloc((size_t)(2 + nt) * N * N, sizeof *m);
+    if (!m)
+        return -1;
+    /* The kernels call BLAS from every OpenMP thread at once (one buffer
+     * each) and from the main thread alone (OpenBLAS's own threads). */
+#pragma omp parallel num_threads(nt)
+    {
+#pragma omp barrier
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1.0f, m, N, m + N * N, N,
+                    0.0f, m + (size_t)(2 + omp_get_thread_num()) * N * N, N);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1.0f, m, N, m + N * N, N, 0.0f,
+                m + 2 * N * N, N);
+    free(m);
+    return 0;
 }

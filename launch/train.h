@@ -12,6 +12,11 @@
 #include "tapegrad/comm.h"
 #include "tapegrad/trainer.h"
 
+/* The file that rank 0 leaves in --ckpt-dir after the checkpoint of a
+ * signal stop (step, signal, checkpoint), removed when the next run starts;
+ * launch/slurm/train.sbatch reads it. */
+#define TG_PREEMPT_MARKER "PREEMPTED"
+
 /* Everything the options decide besides the trainer config. */
 typedef struct train_opts {
     const char *data;

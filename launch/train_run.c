@@ -553,6 +553,45 @@ static int load_resume(run_state *st, tg_trainer *tr, const char *path) {
     return code;
 }
 
+/* ---- the pre-emption marker ---- */
+
+/*
+ * After the checkpoint of a signal stop, rank 0 leaves CKPT_DIR/PREEMPTED
+ * ("step N", the signal, the checkpoint), and removes it when the next run
+ * starts. A batch script reads it when the launcher does not pass exit code
+ * 75 on: mpirun that got SIGTERM or SIGINT itself exits 1 although every
+ * rank checkpointed and returned 75 (docs/SLURM.md).
+ */
+static void marker_path(const train_opts *o, char *buf, size_t len, const char *suffix) {
+    snprintf(buf, len, "%s/%s%s", o->ckpt_dir, TG_PREEMPT_MARKER, suffix);
+}
+
+static void clear_marker(const train_opts *o) {
+    char p[4200];
+    marker_path(o, p, sizeof p, "");
+    if (unlink(p) != 0 && errno != ENOENT)
+        fprintf(stderr, "tapegrad train: warning: cannot remove %s: %s\n", p, strerror(errno));
+}
+
+static void write_marker(const run_state *st, int sig) {
+    char p[4200], tmp[4200];
+    marker_path(st->o, p, sizeof p, "");
+    marker_path(st->o, tmp, sizeof tmp, ".tmp");
+    FILE *f = fopen(tmp, "w");
+    bool ok = f && fprintf(f, "step %lld\nsignal %s\ncheckpoint %s\n", (long long)st->stop_step,
+                           sig == SIGTERM   ? "SIGTERM"
+                           : sig == SIGUSR1 ? "SIGUSR1"
+                           : sig == SIGINT  ? "SIGINT"
+                                            : "another rank's",
+                           st->last_ckpt) > 0;
+    if (f && fclose(f) != 0)
+        ok = false;
+    if (ok && rename(tmp, p) == 0)
+        return;
+    fprintf(stderr, "tapegrad train: warning: cannot write %s: %s\n", p, strerror(errno));
+    remove(tmp);
+}
+
 /* mkdir -p: every missing folder of path, then path itself. */
 static int mkdir_p(const char *path) {
     char buf[4096];
@@ -678,6 +717,8 @@ static int train(run_state *st, tg_trainer *tr, const char *data) {
         code = st->err_code ? st->err_code : exit_code(s);
     } else if (tg_trainer_stopped(tr)) {
         if (st->rank == 0 && o->ckpt_dir)
+            write_marker(st, sig);
+        if (st->rank == 0 && o->ckpt_dir)
             printf("stopped by a signal (seen by %lld of %d ranks) after step %lld; "
                    "checkpoint %s; exit %d: requeue to continue with --resume auto\n",
                    (long long)st->stop_ranks, st->world, (long long)st->stop_step, st->last_ckpt,
@@ -716,6 +757,8 @@ int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, 
                 o->ckpt_dir, strerror(errno));
         code = TG_EXIT_DATA;
     }
+    if (code == 0 && st.rank == 0 && o->ckpt_dir)
+        clear_marker(o);
     if ((code = agree(&st, code)) != 0)
         goto out;
     cfg->data_path = data;
@@ -752,14 +795,23 @@ int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, 
         tg_trace_set_clock_offset(trace, off);
     }
     cfg->trace = trace;
-    tg_ctx_config cc = {.device = o->device, .threads = o->threads};
-    if (o->threads > 0)
-        snprintf(st.threads, sizeof st.threads, "%d", o->threads);
+    /* More threads than CPUs only compete, and each costs OpenBLAS a buffer. */
+    int threads = st.rank == 0 ? tg_cli_cap_threads("train", "--threads", o->threads)
+                               : tg_cli_cap_threads_quiet(o->threads);
+    tg_ctx_config cc = {.device = o->device, .threads = threads};
+    if (threads > 0)
+        snprintf(st.threads, sizeof st.threads, "%d", threads);
     else
         cc.threads = tg_cli_rank_threads(tg_world_local_size(st.w), st.threads, sizeof st.threads);
     tg_ctx *ctx = NULL;
+    if (code == 0 && o->device == TG_DEVICE_CPU)
+        code = tg_cli_check_blas_room("train", cc.threads);
     if (code == 0 && tg_ctx_new(&cc, &ctx) != TG_OK) {
         say_error(&st, tg_last_init_error());
+        code = TG_EXIT_RUNTIME;
+    }
+    if (code == 0 && o->device == TG_DEVICE_CPU && tg_cli_blas_warmup() != 0) {
+        say_error(&st, "out of memory for a first matrix product");
         code = TG_EXIT_RUNTIME;
     }
     tg_trainer *tr = NULL;

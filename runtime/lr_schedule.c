@@ -23,8 +23,8 @@ static const char *lr_problem(const tg_lr_schedule *s)
         return "step_size must be >= 1";
     if (s->kind == TG_LR_STEP && !finite_nonneg(s->gamma))
         return "gamma must be finite and >= 0";
-    if (s->kind == TG_LR_COSINE && s->total_steps <= s->warmup_steps)
-        return "total_steps must be greater than warmup_steps (it counts the whole run)";
+    if (s->kind == TG_LR_COSINE && s->total_steps < 1)
+        return "total_steps must be >= 1 (it counts the whole run)";
     if (s->kind == TG_LR_COSINE && !finite_nonneg(s->min_lr))
         return "min_lr must be finite and >= 0";
     return NULL;
@@ -57,6 +57,9 @@ double tg_lr_at(const tg_lr_schedule *s, int64_t step)
     case TG_LR_STEP:
         return s->lr * pow(s->gamma, (double)(t / s->step_size));
     case TG_LR_COSINE: {
+        /* A warm-up as long as the run or longer leaves no cosine part: the
+         * run ends in the warm-up (above), and a step past the run gets
+         * min_lr. */
         int64_t total = s->total_steps - s->warmup_steps;
         if (t >= total)
             return s->min_lr;

@@ -155,6 +155,12 @@ static tg_status open_data(tg_trainer *tr) {
     if (s)
         return ds_fail(ctx, s, err);
     int64_t eb = c->eval_batch_size ? c->eval_batch_size : 250;
+    /* No batch larger than the split: the loader's buffers and the
+     * predictions are sized by it (--eval-batch-size 1048576 on a split of
+     * 256 samples once asked for 6.4 GB). */
+    int64_t test_len = tg_dataset_len(tr->test_ds);
+    if (eb > test_len)
+        eb = test_len > 0 ? test_len : 1;
     eb = (eb + c->world - 1) / c->world * c->world; /* divisible by world */
     sc = tg_sampler_config_eval(tg_dataset_len(tr->test_ds), eb, c->rank, c->world);
     s = tg_sampler_new(&sc, &tr->test_sp, err, sizeof err);

@@ -688,6 +688,14 @@ static void test_schedules_hand(void **state)
     check_lr(&s, 4, 0.5, "cosine");      /* t = 2 of T = 4: cos(pi/2) = 0 */
     check_lr(&s, 6, 0.0, "cosine");
     check_lr(&s, 1000, 0.0, "cosine");
+    /* A warm-up longer than the run: the run (4 steps) stays in it, finite
+     * and below lr; it once made every step's lr NaN. */
+    s = (tg_lr_schedule){.kind = TG_LR_COSINE, .lr = 1.0, .warmup_steps = 8, .total_steps = 4};
+    check_lr(&s, 0, 0.125, "long warm-up");
+    check_lr(&s, 3, 0.5, "long warm-up");
+    check_lr(&s, 8, 0.0, "long warm-up"); /* past the warm-up: min_lr */
+    s = (tg_lr_schedule){.kind = TG_LR_COSINE, .lr = 1.0, .warmup_steps = 5, .total_steps = 5};
+    check_lr(&s, 4, 1.0, "warm-up as long as the run");
 
     tg_ctx *ctx = new_ctx();
     struct {
@@ -699,7 +707,7 @@ static void test_schedules_hand(void **state)
         {{.kind = TG_LR_CONSTANT, .lr = 1.0, .warmup_steps = -1}, "warmup_steps"},
         {{.kind = TG_LR_STEP, .lr = 1.0, .step_size = 0, .gamma = 0.5}, "step_size"},
         {{.kind = TG_LR_STEP, .lr = 1.0, .step_size = 1, .gamma = -0.5}, "gamma"},
-        {{.kind = TG_LR_COSINE, .lr = 1.0, .warmup_steps = 5, .total_steps = 5}, "total_steps"},
+        {{.kind = TG_LR_COSINE, .lr = 1.0, .warmup_steps = 5, .total_steps = 0}, "total_steps"},
         {{.kind = TG_LR_COSINE, .lr = 1.0, .total_steps = 5, .min_lr = -1}, "min_lr"},
         {{.kind = (tg_lr_kind)9, .lr = 1.0}, "kind"},
     };

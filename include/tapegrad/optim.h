@@ -150,7 +150,10 @@ tg_status tg_clip_grad_norm(tg_ctx *ctx, int n, tg_tensor *const *params, double
  *             optimizer steps (indices 0 .. total_steps-1) ends just above
  *             min_lr and would reach it at index total_steps, as torch's
  *             CosineAnnealingLR(T_max = T, eta_min = min_lr) does (which,
- *             unlike this, rises again after T).
+ *             unlike this, rises again after T). A warm-up as long as the
+ *             run or longer (W >= total_steps) is allowed: the run then
+ *             ends inside the warm-up, below lr, and steps from W on get
+ *             min_lr.
  */
 typedef enum tg_lr_kind {
     TG_LR_CONSTANT = 0,
@@ -164,7 +167,7 @@ typedef struct tg_lr_schedule {
     int64_t warmup_steps; /* >= 0 */
     int64_t step_size;    /* STEP: >= 1 */
     double gamma;         /* STEP: >= 0 */
-    int64_t total_steps;  /* COSINE: > warmup_steps */
+    int64_t total_steps;  /* COSINE: >= 1 (warm-up included; may be <= it) */
     double min_lr;        /* COSINE: >= 0 */
 } tg_lr_schedule;
 

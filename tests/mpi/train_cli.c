@@ -21,6 +21,8 @@
  *                       to mpirun (forwarded); two SIGINTs alone: exit 130
  *   train_cli eval      eval on 1 and 3 ranks (confusion matrix, every sample
  *                       once) agrees with training's last evaluation; inspect
+ *   train_cli sbatch    launch/slurm/train.sbatch's requeue decision after a
+ *                       signal, with mpirun and with srun (train_cli_sbatch.h)
  *
  * Each group prints its failed checks and exits non-zero when any failed.
  */
@@ -307,7 +309,7 @@ static double now_s(void) {
 
 int main(int argc, char **argv) {
     if (argc != 2) {
-        fprintf(stderr, "usage: train_cli ddp|resume|badckpt|preempt|eval|accum\n");
+        fprintf(stderr, "usage: train_cli ddp|resume|badckpt|preempt|eval|accum|sbatch\n");
         return 2;
     }
     const char *base = getenv("TMPDIR");

@@ -147,6 +147,9 @@ if [ "$launcher" = mpirun ]; then
     command -v mpirun >/dev/null 2>&1 || skip "mpirun not found"
     # The daemons, and so the job, run as root here.
     export TG_MPIRUN_ARGS="--allow-run-as-root ${TG_MPIRUN_ARGS:-}"
+    # The test cluster's KillWait is 5 s: mpirun must pass on scancel's
+    # SIGTERM within it (train.sbatch's TG_MPIRUN_GRACE).
+    export TG_MPIRUN_GRACE=${TG_MPIRUN_GRACE:-2}
 fi
 export TG_CKPT_DIR=$work/ckpt
 
