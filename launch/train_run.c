@@ -717,7 +717,7 @@ static int train(run_state *st, tg_trainer *tr, const char *data) {
         code = st->err_code ? st->err_code : exit_code(s);
     } else if (tg_trainer_stopped(tr)) {
         if (st->rank == 0 && o->ckpt_dir)
-            write_marker(st, sig);
+            write_marker(st, tg_cli_stop_signal());
         if (st->rank == 0 && o->ckpt_dir)
             printf("stopped by a signal (seen by %lld of %d ranks) after step %lld; "
                    "checkpoint %s; exit %d: requeue to continue with --resume auto\n",
