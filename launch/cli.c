@@ -3,6 +3,7 @@
  */
 #include "cli.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "tapegrad/kernels.h"
@@ -90,7 +91,15 @@ static int usage_error(const char *what, const char *arg) {
     return TG_EXIT_USAGE;
 }
 
+/* Set from the environment before anything starts MPI: Open MPI's
+ * singleton start-up sets PMIX_RANK in the process itself. */
+static bool g_launched;
+
+bool tg_cli_launched(void) { return g_launched; }
+
 int tg_cli_main(int argc, char **argv) {
+    g_launched = getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") ||
+                 getenv("SLURM_STEP_ID") || getenv("PMI_RANK");
     if (argc < 2) {
         tg_cli_usage(stderr);
         return TG_EXIT_USAGE;

@@ -81,6 +81,11 @@ const char *tg_cli_label(const tg_cli_config *c, const char *flag, const char *v
 int tg_cmd_plot(int argc, char **argv);
 int tg_cmd_trace(int argc, char **argv);
 
+/* Whether a launcher (mpirun, srun) started this process, judged from the
+ * environment at the start of tg_cli_main, before MPI's start-up changed
+ * it. */
+bool tg_cli_launched(void);
+
 /* The name among names[0..n) closest to `given` (a typo: up to about a third
  * of its letters wrong), or NULL when none is that close. */
 const char *tg_cli_nearest(const char *given, const char *const *names, size_t n);

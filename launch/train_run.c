@@ -26,6 +26,7 @@
 #include "tapegrad/checkpoint.h"
 #include "tapegrad/kernels.h"
 #include "metrics.h"
+#include "progress.h"
 #include "train.h"
 
 #define MAX_CKPT_TENSORS (3 * TG_PARAMS_MAX + 8)
@@ -47,9 +48,7 @@ typedef struct run_state {
     unsigned char *scratch; /* --check-replicas: one tensor's bytes */
     size_t scratch_len;
     bool bar;          /* stdout is a terminal: one redrawn progress line */
-    bool bar_drawn;    /* the progress line is on screen (no newline yet) */
-    int64_t eta_step0; /* step and time of the first progress event, */
-    double eta_t0;     /* the origin of the ETA estimate */
+    tg_progress *prog; /* its thread, while the trainer runs */
     char threads[96];  /* the banner's thread count, e.g. "2" */
 } run_state;
 
@@ -99,50 +98,19 @@ static void write_metrics(run_state *st, const tg_trainer_event *ev, double rss,
         st->metrics_failed = true;
 }
 
-/* "1:02:03" or "2:03" for a count of seconds. */
-static const char *hms(double s, char *buf, size_t len) {
-    long t = s > 0 && s < 1e8 ? (long)(s + 0.5) : 0;
-    if (t >= 3600)
-        snprintf(buf, len, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
-    else
-        snprintf(buf, len, "%ld:%02ld", t / 60, t % 60);
-    return buf;
-}
-
-/* On a terminal: one line redrawn in place,
- *   epoch 2/15 [#######.............] 180/468  loss 0.4213  21034 samples/s  ETA 0:49
- * elsewhere (a batch log) a plain line per progress event. */
+/* On a terminal, the progress thread draws the bar (launch/progress.c) and a
+ * logged step only gives it the loss; elsewhere (a batch log) a plain line
+ * per logged step. */
 static void print_step(run_state *st, const tg_trainer_event *ev) {
     if (st->o->verbosity < 0)
         return;
-    if (!st->bar) {
-        printf("epoch %lld/%lld  step %lld/%lld  loss %.4f  lr %.3g  %.0f samples/s\n",
-               (long long)ev->epoch, (long long)ev->epochs, (long long)ev->step_in_epoch,
-               (long long)ev->steps_per_epoch, ev->loss, ev->lr, ev->samples_per_s);
+    if (st->bar) {
+        tg_progress_set_loss(st->prog, ev->loss);
         return;
     }
-    if (st->eta_t0 == 0) {
-        st->eta_t0 = ev->seconds;
-        st->eta_step0 = ev->step;
-    }
-    char eta[32] = "?";
-    double rate = ev->step > st->eta_step0
-                      ? (ev->seconds - st->eta_t0) / (double)(ev->step - st->eta_step0)
-                      : 0;
-    if (rate > 0)
-        hms(rate * (double)(ev->total_steps - ev->step), eta, sizeof eta);
-    enum {
-        W = 20
-    };
-    char bar[W + 1];
-    int fill = ev->steps_per_epoch > 0 ? (int)(W * ev->step_in_epoch / ev->steps_per_epoch) : 0;
-    for (int i = 0; i < W; i++)
-        bar[i] = i < fill ? '#' : '.';
-    bar[W] = 0;
-    printf("\r\033[Kepoch %lld/%lld [%s] %lld/%lld  loss %.4f  %.0f samples/s  ETA %s",
-           (long long)ev->epoch, (long long)ev->epochs, bar, (long long)ev->step_in_epoch,
-           (long long)ev->steps_per_epoch, ev->loss, ev->samples_per_s, eta);
-    st->bar_drawn = true;
+    printf("epoch %lld/%lld  step %lld/%lld  loss %.4f  lr %.3g  %.0f samples/s\n",
+           (long long)ev->epoch, (long long)ev->epochs, (long long)ev->step_in_epoch,
+           (long long)ev->steps_per_epoch, ev->loss, ev->lr, ev->samples_per_s);
 }
 
 static tg_status on_event(tg_trainer *tr, const tg_trainer_event *ev, bool *stop, void *user) {
@@ -155,10 +123,8 @@ static tg_status on_event(tg_trainer *tr, const tg_trainer_event *ev, bool *stop
     if (ev->kind != TG_EVENT_STEP)
         rss_mb(&rss, &peak);
     write_metrics(st, ev, rss, peak);
-    if (ev->kind != TG_EVENT_STEP && st->bar_drawn) {
-        printf("\r\033[K");
-        st->bar_drawn = false;
-    }
+    if (ev->kind != TG_EVENT_STEP)
+        tg_progress_hold(st->prog);
     switch (ev->kind) {
     case TG_EVENT_STEP:
         print_step(st, ev);
@@ -177,6 +143,8 @@ static tg_status on_event(tg_trainer *tr, const tg_trainer_event *ev, bool *stop
         break;
     }
     fflush(stdout);
+    if (ev->kind != TG_EVENT_STEP)
+        tg_progress_release(st->prog);
     return TG_OK;
 }
 
@@ -709,7 +677,11 @@ static int train(run_state *st, tg_trainer *tr, const char *data) {
                                                o->resume ? start_step : -1) != 0)
         st->metrics_failed = true;
     tg_world_set_step(st->w, start_step);
+    if (st->bar && st->rank == 0)
+        st->prog = tg_progress_start(tr, tg_trainer_get_config(tr)->batch_size);
     s = tg_trainer_run(tr);
+    tg_progress_stop(st->prog);
+    st->prog = NULL;
     if (s == TG_ERR_STOPPED) {
         code = stopped_early(st);
     } else if (s) {
@@ -736,9 +708,10 @@ static int train(run_state *st, tg_trainer *tr, const char *data) {
 int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, tg_world *w) {
     run_state st = {.o = o, .w = w, .rank = tg_world_rank(w), .world = tg_world_size(w)};
     /* mpirun and srun hand their ranks a pseudo-terminal even when the job's
-     * output goes to a file, so a launched run always gets plain lines. */
-    st.bar = o->verbosity == 0 && isatty(STDOUT_FILENO) && st.world == 1 &&
-             !getenv("OMPI_COMM_WORLD_SIZE") && !getenv("PMIX_RANK") && !getenv("SLURM_STEP_ID");
+     * output goes to a file, so a launched run always gets plain lines. What
+     * launched us is judged from the environment as it was before MPI's
+     * start-up (a singleton's MPI_Init sets PMIX_RANK itself). */
+    st.bar = o->verbosity == 0 && isatty(STDOUT_FILENO) && st.world == 1 && !tg_cli_launched();
     int code = TG_EXIT_OK;
     char err[512];
     if (tg_cli_stop_signals_install(err, sizeof err) != 0) {

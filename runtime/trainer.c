@@ -10,6 +10,7 @@
 #include "internal.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -28,6 +29,9 @@ struct tg_trainer {
     int64_t sample_shape[3];
     int64_t steps_per_epoch, total_steps, epochs;
     int64_t step;
+    /* Copies for tg_trainer_progress_get from another thread (a progress
+     * bar): relaxed atomic stores, one per step and per evaluation batch. */
+    _Atomic int64_t a_step, a_eval_done, a_eval_total;
     int64_t *pred;  /* argmax of one evaluation batch, on the host */
     int64_t pred_cap;
     tg_eval_result last;
@@ -307,6 +311,9 @@ tg_status tg_trainer_evaluate_confusion(tg_trainer *tr, tg_eval_result *out, dou
     double t0 = now_s();
     double acc[3] = {0, 0, 0}; /* loss sum, correct, samples */
     bool prev = tg_set_grad_enabled(ctx, false);
+    atomic_store_explicit(&tr->a_eval_done, 0, memory_order_relaxed);
+    atomic_store_explicit(&tr->a_eval_total, tg_sampler_num_batches(tr->test_sp),
+                          memory_order_relaxed);
     char err[512];
     for (;;) {
         const float *x;
@@ -328,7 +335,9 @@ tg_status tg_trainer_evaluate_confusion(tg_trainer *tr, tg_eval_result *out, dou
         if (n > 0 && (s = eval_batch(tr, x, y, n, acc)) != TG_OK)
             break;
         acc[2] += (double)n;
+        atomic_fetch_add_explicit(&tr->a_eval_done, 1, memory_order_relaxed);
     }
+    atomic_store_explicit(&tr->a_eval_total, 0, memory_order_relaxed);
     tg_step_reset(ctx);
     tg_set_grad_enabled(ctx, prev);
     tr->confusion = NULL;
@@ -512,6 +521,7 @@ tg_status tg_trainer_run(tg_trainer *tr) {
         if ((s = train_step(tr, x, y, n, lr, &loss)) != TG_OK)
             return s;
         tr->step++;
+        atomic_store_explicit(&tr->a_step, tr->step, memory_order_relaxed);
         ea.loss_sum += loss;
         ea.steps++;
         bool epoch_done = tr->step % tr->steps_per_epoch == 0;
@@ -579,6 +589,7 @@ tg_status tg_trainer_set_position(tg_trainer *tr, int64_t step, int64_t samples_
     if (s)
         return ds_fail(tr->ctx, s, err);
     tr->step = step;
+    atomic_store_explicit(&tr->a_step, step, memory_order_relaxed);
     tg_optim_set_steps(tr->opt, step);
     return TG_OK;
 }
@@ -592,3 +603,15 @@ int64_t tg_trainer_steps_per_epoch(const tg_trainer *tr) { return tr->steps_per_
 int64_t tg_trainer_total_steps(const tg_trainer *tr) { return tr->total_steps; }
 int64_t tg_trainer_train_len(const tg_trainer *tr) { return tg_dataset_len(tr->train_ds); }
 int64_t tg_trainer_test_len(const tg_trainer *tr) { return tg_dataset_len(tr->test_ds); }
+
+tg_trainer_progress tg_trainer_progress_get(const tg_trainer *tr) {
+    tg_trainer *t = (tg_trainer *)tr;
+    return (tg_trainer_progress){
+        .step = atomic_load_explicit(&t->a_step, memory_order_relaxed),
+        .total_steps = tr->total_steps,
+        .steps_per_epoch = tr->steps_per_epoch,
+        .epochs = tr->epochs,
+        .eval_done = atomic_load_explicit(&t->a_eval_done, memory_order_relaxed),
+        .eval_total = atomic_load_explicit(&t->a_eval_total, memory_order_relaxed),
+    };
+}

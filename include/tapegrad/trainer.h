@@ -223,6 +223,16 @@ tg_status tg_trainer_new(tg_ctx *ctx, const tg_trainer_config *cfg, tg_trainer *
 /* Trains from the current position to the end of the run (or a stop). */
 tg_status tg_trainer_run(tg_trainer *tr);
 
+/* Where a run is, for a progress display in another thread: safe to call
+ * while tg_trainer_run() runs (the counters are atomic copies, updated once
+ * per step and per evaluation batch). eval_total is the number of batches
+ * of the evaluation under way, 0 when none is. */
+typedef struct tg_trainer_progress {
+    int64_t step, total_steps, steps_per_epoch, epochs;
+    int64_t eval_done, eval_total;
+} tg_trainer_progress;
+tg_trainer_progress tg_trainer_progress_get(const tg_trainer *tr);
+
 /* Evaluates the current parameters on the test split (no grad). */
 tg_status tg_trainer_evaluate(tg_trainer *tr, tg_eval_result *out);
 
