@@ -106,7 +106,16 @@ static tg_status open_group(tg_dataset *ds, char *err, size_t errlen) {
     if (ex == 0) {
         hsize_t idx = 0;
         (void)H5Literate(ds->file, H5_INDEX_NAME, H5_ITER_INC, &idx, list_cb, have);
+        /* A checkpoint holds /tensors and no splits: say so rather than
+         * that a split is missing. */
+        htri_t ck = H5Lexists(ds->file, "tensors", H5P_DEFAULT);
         (void)H5Eclear2(H5E_DEFAULT);
+        if (ck > 0)
+            return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                               "%s is a tapegrad checkpoint, not a dataset (a dataset holds "
+                               "splits such as %s with x and y; give a checkpoint to --resume, "
+                               "or to eval/export --ckpt)",
+                               ds->path, ds->split);
         return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
                            "%s: split group %s not found (the file has %s)", ds->path, ds->split,
                            have[0] ? have : "no groups");

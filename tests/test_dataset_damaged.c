@@ -275,6 +275,30 @@ static void test_nonfinite_inputs(void **state) {
         fail_msg("trained before failing:\n%s", tgt_out);
 }
 
+/* A checkpoint given as --data is named as one, not as a file whose split
+ * group is missing. */
+static void test_checkpoint_as_data(void **state) {
+    const char *path = tgt_path("ok.h5");
+    char ck[600];
+    hid_t f;
+
+    (void)state;
+    f = create(path);
+    put_f32_split(f, "train", 10, -1, 0);
+    put_f32_split(f, "test", 10, -1, 0);
+    H5Fclose(f);
+    assert_int_equal(tgt_run("train --data '%s' --max-steps 2 --batch-size 2 --threads 1 "
+                             "--ckpt-dir '%s'",
+                             path, tgt_path("ck")),
+                     0);
+    snprintf(ck, sizeof ck, "%s", tgt_path("ck/ckpt-00000002.h5"));
+    assert_int_equal(tgt_run("train --data '%s' --threads 1", ck), 3);
+    tgt_expect_out("is a tapegrad checkpoint, not a dataset");
+    tgt_expect_out(ck);
+    if (strstr(tgt_out, "not found"))
+        fail_msg("a checkpoint reported as a dataset without a split:\n%s", tgt_out);
+}
+
 /* ---------------------------------------------------------------------- */
 /* Item: inspect validates as train does                                   */
 /* ---------------------------------------------------------------------- */
@@ -463,6 +487,7 @@ int main(void) {
         cmocka_unit_test(test_compressed_rows_bounded),
         cmocka_unit_test(test_num_classes_and_shape_bounded),
         cmocka_unit_test(test_nonfinite_inputs),
+        cmocka_unit_test(test_checkpoint_as_data),
         cmocka_unit_test(test_inspect_missing_member),
         cmocka_unit_test(test_stop_during_label_scan),
         cmocka_unit_test(test_idx_headers_bounded),
