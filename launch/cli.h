@@ -89,6 +89,9 @@ bool tg_cli_launched(void);
 /* The name among names[0..n) closest to `given` (a typo: up to about a third
  * of its letters wrong), or NULL when none is that close. */
 const char *tg_cli_nearest(const char *given, const char *const *names, size_t n);
+/* The usage error of an unknown option of cmd, with the nearest of
+ * names[0..n) as a suggestion when one is close; returns TG_EXIT_USAGE. */
+int tg_cli_unknown_option(const char *cmd, const char *arg, const char *const *names, size_t n);
 int tg_cmd_export(int argc, char **argv);
 
 /* Parses the global options and runs a subcommand; returns the exit code. */

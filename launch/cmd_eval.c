@@ -239,8 +239,12 @@ int tg_cmd_eval(int argc, char **argv) {
             (m = tg_cli_opt(cmd, argc, argv, &i, "--data", &o.data)) == 0 &&
             (m = tg_cli_opt(cmd, argc, argv, &i, "--split", &o.split)) == 0 &&
             (m = tg_cli_opt(cmd, argc, argv, &i, "--batch-size", &o.batch)) == 0 &&
-            (m = tg_cli_opt(cmd, argc, argv, &i, "--threads", &o.threads)) == 0)
-            return tg_cli_usage_error(cmd, "unknown option '%s'", argv[i]);
+            (m = tg_cli_opt(cmd, argc, argv, &i, "--threads", &o.threads)) == 0) {
+            static const char *const names[] = {"--ckpt",       "--data",    "--split",
+                                                "--batch-size", "--threads", "--confusion",
+                                                "--help"};
+            return tg_cli_unknown_option(cmd, argv[i], names, sizeof names / sizeof names[0]);
+        }
         if (m < 0)
             return TG_EXIT_USAGE;
     }

@@ -32,6 +32,9 @@ static void inspect_usage(FILE *f) {
                "trained with, and each tensor's name, shape, dtype and L2 norm; every\n"
                "checksum is verified.\n"
                "\n"
+               "options:\n"
+               "  -h, --help   print this help and exit\n"
+               "\n"
                "exit codes: 0 the file is a valid dataset or checkpoint, 2 usage error, 3 the\n"
                "file is missing, not HDF5, neither, a split breaks the schema or a checkpoint\n"
                "fails a checksum\n");

@@ -328,8 +328,14 @@ static int collect(int argc, char **argv, given *g, train_opts *o) {
                 break;
         if (m < 0)
             return TG_EXIT_USAGE;
-        if (m == 0)
-            return tg_cli_usage_error(cmd, "unknown option '%s'", argv[i]);
+        if (m == 0) {
+            const char *names[64] = {"--check-replicas", "--print-config", "--quiet",
+                                     "--verbose", "--config", "--help"};
+            size_t n = 6;
+            for (size_t t = 0; t < nt && n < 64; t++)
+                names[n++] = table[t].flag;
+            return tg_cli_unknown_option(cmd, argv[i], names, n);
+        }
     }
     return 0;
 }

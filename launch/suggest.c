@@ -47,3 +47,14 @@ const char *tg_cli_nearest(const char *given, const char *const *names, size_t n
     }
     return best_d <= limit ? best : NULL;
 }
+
+int tg_cli_unknown_option(const char *cmd, const char *arg, const char *const *names, size_t n) {
+    /* "--epoch=3" is compared as "--epoch". */
+    char key[64];
+    size_t k = strcspn(arg, "=");
+    snprintf(key, sizeof key, "%.*s", (int)(k < sizeof key ? k : sizeof key - 1), arg);
+    const char *near = tg_cli_nearest(key, names, n);
+    if (near)
+        return tg_cli_usage_error(cmd, "unknown option '%s'; did you mean %s?", arg, near);
+    return tg_cli_usage_error(cmd, "unknown option '%s'", arg);
+}

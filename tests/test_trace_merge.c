@@ -2,7 +2,7 @@
  * tests/test_trace_merge.c: `tapegrad trace merge` moves each rank's events
  * onto rank 0's clock by the offset in its file, keeps every event, and
  * refuses files that are not traces with exit 3 and the file's name; typos
- * of commands get a suggestion.
+ * of commands and of train's and eval's options get a suggestion.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -113,6 +113,15 @@ static void test_cli(void **state) {
     assert_int_equal(tgt_run("--verison"), 2);
     tgt_expect_out("did you mean '--version'?");
     assert_int_equal(tgt_run("frobnicate"), 2);
+    assert_null(strstr(tgt_out, "did you mean"));
+    /* and so do the options of train and eval */
+    assert_int_equal(tgt_run("train --epoch 3"), 2);
+    tgt_expect_out("unknown option '--epoch'; did you mean --epochs?");
+    assert_int_equal(tgt_run("train --bathc-size=3"), 2);
+    tgt_expect_out("did you mean --batch-size?");
+    assert_int_equal(tgt_run("eval --ckpts x"), 2);
+    tgt_expect_out("did you mean --ckpt?");
+    assert_int_equal(tgt_run("train --zzz"), 2);
     assert_null(strstr(tgt_out, "did you mean"));
 }
 
