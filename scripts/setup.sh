@@ -20,7 +20,7 @@ packages=(
     dataset-fashion-mnist gnuplot-nox libinih-dev libcjson-dev
     slurmctld slurmd slurm-client munge
     python3 python3-numpy
-    clang libclang-rt-14-dev libomp-dev
+    clang libclang-rt-14-dev libomp-dev iproute2
 )
 
 for arg in "$@"; do
