@@ -81,6 +81,11 @@ const char *tg_cli_label(const tg_cli_config *c, const char *flag, const char *v
 int tg_cmd_plot(int argc, char **argv);
 int tg_cmd_trace(int argc, char **argv);
 
+/* The whole of a regular file of at most max bytes, NUL-terminated, in a
+ * buffer to free; NULL with a message "tapegrad CMD: cannot read PATH: ..."
+ * printed otherwise. */
+char *tg_cli_read_file(const char *cmd, const char *path, long max, size_t *len);
+
 /* Whether a launcher (mpirun, srun) started this process, judged from the
  * environment at the start of tg_cli_main, before MPI's start-up changed
  * it. */

@@ -16,7 +16,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -55,41 +54,10 @@ static void plot_usage(FILE *f) {
                "3 a metrics file is missing, unreadable, damaged or has no curves.\n");
 }
 
-/* Reads a whole metrics file; NULL with a message printed. */
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    struct stat st;
-    if (!f || fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fprintf(stderr, "tapegrad plot: cannot read %s: %s\n", path,
-                f ? "not a regular file" : strerror(errno));
-        if (f)
-            fclose(f);
-        return NULL;
-    }
-    if (st.st_size > MAX_METRICS_BYTES) {
-        fprintf(stderr, "tapegrad plot: %s: %lld bytes is too large for a metrics file\n", path,
-                (long long)st.st_size);
-        fclose(f);
-        return NULL;
-    }
-    char *buf = malloc((size_t)st.st_size + 1);
-    size_t n = buf ? fread(buf, 1, (size_t)st.st_size, f) : 0;
-    bool bad = !buf || ferror(f);
-    fclose(f);
-    if (bad) {
-        fprintf(stderr, "tapegrad plot: error reading %s\n", path);
-        free(buf);
-        return NULL;
-    }
-    buf[n] = 0;
-    *len = n;
-    return buf;
-}
-
 static int load(const plot_opts *o, tg_metrics_curves *c) {
     for (int r = 0; r < o->n_in; r++) {
         size_t len;
-        char *text = slurp(o->in[r], &len), err[512];
+        char *text = tg_cli_read_file("plot", o->in[r], MAX_METRICS_BYTES, &len), err[512];
         if (!text)
             return -1;
         int bad = tg_metrics_parse(text, len, o->in[r], &c[r], err, sizeof err);

@@ -14,7 +14,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "trace_merge.h"
 
@@ -79,30 +78,6 @@ static void trace_usage(FILE *f) {
                "missing or not a trace.\n");
 }
 
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    struct stat st;
-    if (!f || fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) ||
-        st.st_size > MAX_TRACE_BYTES) {
-        fprintf(stderr, "tapegrad trace merge: cannot read %s: %s\n", path,
-                !f ? strerror(errno) : "not a regular file of at most 1 GiB");
-        if (f)
-            fclose(f);
-        return NULL;
-    }
-    char *buf = malloc((size_t)st.st_size + 1);
-    size_t n = buf ? fread(buf, 1, (size_t)st.st_size, f) : 0;
-    bool bad = !buf || ferror(f);
-    fclose(f);
-    if (bad) {
-        fprintf(stderr, "tapegrad trace merge: error reading %s\n", path);
-        free(buf);
-        return NULL;
-    }
-    *len = n;
-    return buf;
-}
-
 static int merge(int n, char **in, const char *out) {
     cJSON *root = cJSON_CreateObject(), *events = cJSON_CreateArray();
     if (!root || !events) {
@@ -115,7 +90,7 @@ static int merge(int n, char **in, const char *out) {
     int code = TG_EXIT_OK;
     for (int i = 0; i < n && code == TG_EXIT_OK; i++) {
         size_t len;
-        char *text = slurp(in[i], &len), err[1024];
+        char *text = tg_cli_read_file("trace merge", in[i], MAX_TRACE_BYTES, &len), err[1024];
         double off;
         if (!text) {
             code = TG_EXIT_DATA;

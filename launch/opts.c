@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int tg_cli_usage_error(const char *cmd, const char *fmt, ...) {
@@ -194,4 +195,30 @@ int tg_cli_blas_warmup(void) {
                 m + 2 * N * N, N);
     free(m);
     return 0;
+}
+
+char *tg_cli_read_file(const char *cmd, const char *path, long max, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    struct stat st;
+    if (!f || fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > max) {
+        fprintf(stderr, "tapegrad %s: cannot read %s: %s\n", cmd, path,
+                !f ? strerror(errno)
+                   : !S_ISREG(st.st_mode) ? "not a regular file"
+                                          : "larger than such a file can be");
+        if (f)
+            fclose(f);
+        return NULL;
+    }
+    char *buf = malloc((size_t)st.st_size + 1);
+    size_t n = buf ? fread(buf, 1, (size_t)st.st_size, f) : 0;
+    bool bad = !buf || ferror(f);
+    fclose(f);
+    if (bad) {
+        fprintf(stderr, "tapegrad %s: error reading %s\n", cmd, path);
+        free(buf);
+        return NULL;
+    }
+    buf[n] = 0;
+    *len = n;
+    return buf;
 }
