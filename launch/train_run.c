@@ -389,7 +389,43 @@ static tg_status after_step(tg_trainer *tr, bool *stop, void *user) {
 /* Rank 0 picks the file (the auto policy, or --resume FILE) and tells the
  * others, so that every rank loads the same one. *path is "" to start
  * afresh. Returns an exit code, the same on every rank. */
-static int choose_resume(run_state *st, tg_ctx *ctx, char *path, size_t len) {
+/* Whether the checkpoint at path holds every parameter and buffer of the
+ * trainer's model under its name, shape and dtype: a file that verifies can
+ * still fail here (an old-format file, written before checkpoints had a
+ * whole-file checksum, with a damaged tensor name), and --resume auto then
+ * falls back to an older one instead of failing at the load. */
+static bool fits_model(const char *path, void *user, char *why, size_t whylen) {
+    tg_trainer *tr = user;
+    const tg_params *ps = tg_trainer_params(tr);
+    tg_ckpt_tensor *ts = NULL;
+    int n = 0;
+    tg_ctx *ctx = tg_trainer_ctx(tr);
+    if (tg_ckpt_read_tensors(ctx, path, &ts, &n) != TG_OK) {
+        snprintf(why, whylen, "%s", tg_ctx_error(ctx));
+        return false;
+    }
+    bool ok = true;
+    for (int i = 0; ok && i < ps->nparams + ps->nbuffers; i++) {
+        const tg_tensor *t = i < ps->nparams ? ps->params[i] : ps->buffers[i - ps->nparams];
+        int k = 0;
+        while (k < n && (!t->name || strcmp(ts[k].name, t->name) != 0))
+            k++;
+        bool same = k < n && ts[k].dtype == t->dtype && ts[k].ndim == t->ndim;
+        for (int d = 0; same && d < t->ndim; d++)
+            same = ts[k].shape[d] == t->shape[d];
+        if (!same) {
+            snprintf(why, whylen, "%s: %s '%s' of the model is %s", path,
+                     i < ps->nparams ? "parameter" : "buffer", t->name ? t->name : "?",
+                     k < n ? "of another shape or dtype there" : "missing");
+            ok = false;
+        }
+    }
+    tg_ckpt_tensors_free(ts, n);
+    return ok;
+}
+
+static int choose_resume(run_state *st, tg_trainer *tr, char *path, size_t len) {
+    tg_ctx *ctx = tg_trainer_ctx(tr);
     const train_opts *o = st->o;
     int64_t code = 0;
     path[0] = '\0';
@@ -399,7 +435,10 @@ static int choose_resume(run_state *st, tg_ctx *ctx, char *path, size_t len) {
         } else {
             char warn[2048];
             tg_ctx_clear_error(ctx);
-            tg_status s = tg_ckpt_find(ctx, o->ckpt_dir, path, len, warn, sizeof warn);
+            tg_status s = tg_ckpt_find_usable(ctx, o->ckpt_dir, path, len, warn, sizeof warn,
+                                              fits_model, tr);
+            if (s == TG_OK)
+                tg_ctx_clear_error(ctx); /* a candidate's failed check left its message */
             if (s == TG_OK && warn[0]) {
                 fprintf(stderr, "tapegrad train: warning: %s\n", warn);
             } else if (s != TG_OK && !warn[0] && s == TG_ERR_IO) {
@@ -653,7 +692,7 @@ static int train(run_state *st, tg_trainer *tr, const char *data) {
         char path[4096];
         /* The choice is rank 0's and the same everywhere; a load can fail on
          * one rank only (its own file system), so the ranks agree on it. */
-        code = choose_resume(st, ctx, path, sizeof path);
+        code = choose_resume(st, tr, path, sizeof path);
         if (code == 0 && path[0])
             code = agree(st, load_resume(st, tr, path));
         if (code)

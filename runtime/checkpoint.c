@@ -432,6 +432,20 @@ static bool read_latest(const char *dir, char *name, size_t len, char *warn, siz
 
 tg_status tg_ckpt_find(tg_ctx *ctx, const char *dir, char *path, size_t pathlen, char *warn,
                        size_t warnlen) {
+    return tg_ckpt_find_usable(ctx, dir, path, pathlen, warn, warnlen, NULL, NULL);
+}
+
+/* tg__ck_verify, then the caller's check (usable may be NULL). */
+static tg_status candidate_ok(const char *p, tg_ckpt_usable_fn usable, void *user, char *err,
+                              size_t errlen) {
+    tg_status st = tg__ck_verify(p, err, errlen);
+    if (st == TG_OK && usable && !usable(p, user, err, errlen))
+        st = TG_ERR_FORMAT;
+    return st;
+}
+
+tg_status tg_ckpt_find_usable(tg_ctx *ctx, const char *dir, char *path, size_t pathlen, char *warn,
+                              size_t warnlen, tg_ckpt_usable_fn usable, void *user) {
     char err[TG__CK_ERRLEN], latest[256], name[64], p[PATH_MAX];
     struct stat sb;
     int64_t *v = NULL;
@@ -454,7 +468,7 @@ tg_status tg_ckpt_find(tg_ctx *ctx, const char *dir, char *path, size_t pathlen,
         return tg__fail(ctx, st, "%s", err);
     have_latest = read_latest(dir, latest, sizeof latest, n ? warn : NULL, warnlen);
     if (have_latest && join(p, sizeof p, dir, latest, err, sizeof err) == 0) {
-        if (tg__ck_verify(p, err, sizeof err) == TG_OK)
+        if (candidate_ok(p, usable, user, err, sizeof err) == TG_OK)
             goto found;
         warn_add(warn, warnlen, "%s/%s names %s, which cannot be used: %s", dir, LATEST, latest,
                  err);
@@ -465,7 +479,7 @@ tg_status tg_ckpt_find(tg_ctx *ctx, const char *dir, char *path, size_t pathlen,
             continue;
         if (join(p, sizeof p, dir, name, err, sizeof err))
             continue;
-        if (tg__ck_verify(p, err, sizeof err) == TG_OK) {
+        if (candidate_ok(p, usable, user, err, sizeof err) == TG_OK) {
             warn_add(warn, warnlen, "falling back to %s", p);
             goto found;
         }

@@ -673,6 +673,54 @@ static void test_latest_fifo(void **state) {
     tg_ctx_free(ctx);
 }
 
+/* The usable check of test_find_skips_unusable: the file holds w.dense. */
+static bool holds_w_dense(const char *path, void *user, char *why, size_t whylen) {
+    tg_ctx *ctx = user;
+    tg_ckpt_tensor *ts = NULL;
+    int n = 0;
+    bool found = false;
+    if (tg_ckpt_read_tensors(ctx, path, &ts, &n) != TG_OK) {
+        snprintf(why, whylen, "%s", tg_ctx_error(ctx));
+        return false;
+    }
+    for (int i = 0; i < n; i++)
+        found |= strcmp(ts[i].name, "w.dense") == 0;
+    tg_ckpt_tensors_free(ts, n);
+    if (!found)
+        snprintf(why, whylen, "%s: tensor 'w.dense' is missing", path);
+    return found;
+}
+
+/* An old-format checkpoint with a damaged tensor name passes verification
+ * (no checksum covers the names of that format), so `auto` used to take it
+ * and fail at the load; tg_ckpt_find_usable, given a check against the
+ * model (as `train --resume auto` gives it), falls back to the previous. */
+static void test_find_skips_unusable(void **state) {
+    tg_ctx *ctx = new_ctx();
+    const char *dir = tgt_path("names");
+    char found[1024], warn[2048], ck3[1024];
+    size_t len;
+    unsigned char *d = slurp(TG_FIXTURE_DIR "/ckpt_plain_hdf5.h5", &len);
+
+    (void)state;
+    save_at(ctx, dir, 2, 0);
+    d[find_once(d, len, "w.dense", 7) + 6] = 'f';
+    snprintf(ck3, sizeof ck3, "%s", join2(dir, "ckpt-00000003.h5"));
+    spit(ck3, d, len);
+    spit(join2(dir, "latest"), "ckpt-00000003.h5\n", 17);
+    free(d);
+    assert_int_equal(tg_ckpt_verify(ctx, ck3), TG_OK);
+    assert_int_equal(tg_ckpt_find(ctx, dir, found, sizeof found, warn, sizeof warn), TG_OK);
+    assert_string_equal(found, ck3);
+    assert_int_equal(tg_ckpt_find_usable(ctx, dir, found, sizeof found, warn, sizeof warn,
+                                         holds_w_dense, ctx),
+                     TG_OK);
+    assert_string_equal(found, join2(dir, "ckpt-00000002.h5"));
+    if (!strstr(warn, "tensor 'w.dense' is missing") || !strstr(warn, "falling back to"))
+        fail_msg("warning: %s", warn);
+    tg_ctx_free(ctx);
+}
+
 /* A checkpoint without the header (a plain HDF5 file, as earlier versions
  * wrote) stays readable: its metadata, its tensors and `auto`. */
 static void test_plain_hdf5_readable(void **state) {
@@ -782,6 +830,7 @@ int main(void) {
         cmocka_unit_test(test_prune_valid_only),
         cmocka_unit_test(test_latest_fifo),
         cmocka_unit_test(test_plain_hdf5_readable),
+        cmocka_unit_test(test_find_skips_unusable),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -173,6 +173,15 @@ tg_status tg_ckpt_verify(tg_ctx *ctx, const char *path);
 tg_status tg_ckpt_find(tg_ctx *ctx, const char *dir, char *path, size_t pathlen, char *warn,
                        size_t warnlen);
 
+/* As tg_ckpt_find(), with a further check of each candidate that passed
+ * verification: usable(path, user, why, whylen) returns false (and says why)
+ * for a checkpoint that verifies but cannot be used, for example one whose
+ * tensors do not fit the model; the search then falls back to the next one.
+ * usable may be NULL. */
+typedef bool (*tg_ckpt_usable_fn)(const char *path, void *user, char *why, size_t whylen);
+tg_status tg_ckpt_find_usable(tg_ctx *ctx, const char *dir, char *path, size_t pathlen,
+                              char *warn, size_t warnlen, tg_ckpt_usable_fn usable, void *user);
+
 /* One tensor of a checkpoint, as tg_ckpt_read_tensors() returns it. */
 typedef struct tg_ckpt_tensor {
     char *name;
