@@ -132,7 +132,10 @@ static void train_usage(FILE *f) {
             "data-parallel (under mpirun -np N or srun; alone it is a world of one):\n"
             "  --comm-timeout S      seconds any collective may take before the run\n"
             "                        fails with exit code 4 (default: 300)\n"
-            "  --bucket-mb X         gradient all-reduce bucket size in MiB (default: 25)\n"
+            "  --bucket-mb X         gradient all-reduce bucket size in MiB (default: half\n"
+            "                        the model's gradients, 1 to 25)\n"
+            "  --first-bucket-mb X   the first bucket's, which starts first (default: a\n"
+            "                        quarter of the model's gradients, 0.0625 to 1)\n"
             "  --trace FILE.json     write a Chrome trace per rank to FILE.rank<r>.json:\n"
             "                        forward, backward, each bucket's all-reduce, optimizer\n"
             "  --check-replicas      after every step, check that every rank holds\n"
@@ -207,7 +210,7 @@ typedef struct given {
     const char *model, *optimizer, *schedule;
     const char *epochs, *batch, *eval_batch, *lr, *wd, *momentum, *warmup, *smoothing, *clip,
         *max_steps, *seed, *threads, *log_every, *accum;
-    const char *device, *comm_timeout, *bucket_mb, *ckpt_every, *keep;
+    const char *device, *comm_timeout, *bucket_mb, *first_bucket_mb, *ckpt_every, *keep;
     bool quiet, verbose;
     /* --config FILE: its settings, applied before the command line's. */
     const char *config;
@@ -262,6 +265,7 @@ static int collect(int argc, char **argv, given *g, train_opts *o) {
         {"--trace", &o->trace},
         {"--comm-timeout", &g->comm_timeout},
         {"--bucket-mb", &g->bucket_mb},
+        {"--first-bucket-mb", &g->first_bucket_mb},
         {"--ckpt-dir", &o->ckpt_dir},
         {"--ckpt-every", &g->ckpt_every},
         {"--keep", &g->keep},
@@ -402,6 +406,7 @@ static int resolve(const given *g, tg_trainer_config *cfg, train_opts *o) {
         parse_d(g, "--clip-grad-norm", g->clip, 0, 1e12, &cfg->clip_grad_norm) ||
         parse_d(g, "--comm-timeout", g->comm_timeout, 0.01, 1e6, &o->comm_timeout) ||
         parse_d(g, "--bucket-mb", g->bucket_mb, 0.001, 4096, &o->bucket_mb) ||
+        parse_d(g, "--first-bucket-mb", g->first_bucket_mb, 0.001, 4096, &o->first_bucket_mb) ||
         parse_i(g, "--ckpt-every", g->ckpt_every, 0, INT64_MAX, &o->ckpt_every) ||
         parse_i(g, "--keep", g->keep, 0, 1000000, &keep))
         return TG_EXIT_USAGE;

@@ -27,6 +27,7 @@ typedef struct train_opts {
     const char *trace;    /* --trace FILE.json: FILE is the prefix */
     double comm_timeout;  /* seconds; 0: the world's default */
     double bucket_mb;     /* 0: the DDP default */
+    double first_bucket_mb; /* 0: the DDP default */
     const char *ckpt_dir; /* NULL: no checkpoints */
     int64_t ckpt_every;   /* steps; 0: only at epoch ends, the end and a stop */
     int keep;             /* checkpoints kept; 0: all */

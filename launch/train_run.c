@@ -699,7 +699,8 @@ static int train(run_state *st, tg_trainer *tr, const char *data) {
             return code < 0 ? TG_EXIT_OK : code;
     }
     const tg_params *ps = tg_trainer_params(tr);
-    tg_ddp_config dc = {.bucket_bytes = (size_t)(o->bucket_mb * 1024 * 1024)};
+    tg_ddp_config dc = {.bucket_bytes = (size_t)(o->bucket_mb * 1024 * 1024),
+                        .first_bucket_bytes = (size_t)(o->first_bucket_mb * 1024 * 1024)};
     tg_status s =
         tg_ddp_new(ctx, st->w, ps->nparams, ps->params, ps->nbuffers, ps->buffers, &dc, &st->ddp);
     if (s) {

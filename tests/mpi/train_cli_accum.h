@@ -59,8 +59,35 @@ static void buffers_broadcast(const char *data) {
           evaluated);
 }
 
+/* The bucket capacities of the command line: the mlp (0.94 MB of
+ * gradients) gets two buckets by default and one with --bucket-mb 25
+ * --first-bucket-mb 1 (PyTorch's capacities). Counted in the trace. */
+static int buckets_in_trace(const char *data, const char *name, const char *bucket,
+                            const char *first) {
+    char *out;
+    int code = run(2, &out, ARGS("train", "--data", data, "--max-steps", "3", "--batch-size",
+                                 "16", "--threads", "1", "--trace", P("%s.json", name),
+                                 bucket ? "--bucket-mb" : NULL, bucket, "--first-bucket-mb",
+                                 first));
+    CHECK(code == 0, "%s: exit %d\n%s", name, code, out);
+    free(out);
+    char *t = slurp(P("%s.rank0.json", name));
+    int n = 0;
+    for (int b = 0; b < 8; b++) {
+        char key[48];
+        snprintf(key, sizeof key, "\"allreduce bucket %d\"", b);
+        n += has(t, key);
+    }
+    free(t);
+    return n;
+}
+
 static void group_accum(void) {
     const char *data = make_data("d.h5", 256, 50);
+    int nb = buckets_in_trace(data, "lay-default", NULL, NULL);
+    CHECK(nb == 2, "the mlp has %d buckets by default, expected 2", nb);
+    nb = buckets_in_trace(data, "lay-torch", "25", "1");
+    CHECK(nb == 1, "the mlp has %d buckets with --bucket-mb 25 --first-bucket-mb 1", nb);
     accum_equivalence(data, "mlp");
     accum_equivalence(data, "cnn");
     buffers_broadcast(data);
