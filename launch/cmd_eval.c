@@ -34,6 +34,11 @@ static void eval_usage(FILE *f) {
             "  --confusion           also print the confusion matrix (rows: labels,\n"
             "                        columns: predictions)\n"
             "  --threads N           CPU threads per rank (default: as for train)\n"
+            "  --device NAME         cpu or cuda (the GPU of the rank's local rank;\n"
+            "                        default: cpu)\n"
+            "  --config FILE.ini     read these options from an INI file (keys as the\n"
+            "                        options without '--', in an [eval] section or before\n"
+            "                        any); the command line overrides it\n"
             "  -h, --help            print this help and exit\n"
             "\n"
             "exit codes: 0 success, 1 runtime error, 2 usage error, 3 data or checkpoint\n"
@@ -43,8 +48,9 @@ static void eval_usage(FILE *f) {
 }
 
 typedef struct eval_opts {
-    const char *ckpt, *data, *split, *batch, *threads;
+    const char *ckpt, *data, *split, *batch, *threads, *device, *config;
     bool confusion;
+    tg_cli_config file; /* --config FILE: its settings, under the command line's */
 } eval_opts;
 
 typedef struct eval_run {
@@ -129,6 +135,16 @@ static int evaluate(const eval_opts *o, tg_world *w, const char *data) {
         threads = rank == 0 ? tg_cli_cap_threads("eval", "--threads", (int)threads)
                             : tg_cli_cap_threads_quiet((int)threads);
     tg_ctx_config cc = {.device = TG_DEVICE_CPU, .threads = (int)threads};
+    if (o->device && strcmp(o->device, "cuda") == 0) {
+        train_opts to = {.device = TG_DEVICE_CUDA};
+        char err[512];
+        int code = tg_train_open_device(&to, w, err, sizeof err);
+        if (code) {
+            fprintf(stderr, "tapegrad eval: rank %d: %s\n", rank, err);
+            return code;
+        }
+        cc.device = TG_DEVICE_CUDA;
+    }
     if (threads == 0)
         cc.threads = tg_cli_rank_threads(tg_world_local_size(w), NULL, 0);
     int room = tg_cli_check_blas_room("eval", cc.threads);
@@ -222,27 +238,82 @@ out:
     return code;
 }
 
+/* The settings of --config FILE, under the command line's (which the
+ * caller applies after). Returns an exit code. */
+static int apply_config(eval_opts *o) {
+    static const char *const keys[] = {"ckpt", "data", "split", "batch-size", "threads", "device"};
+    for (int k = 0; k < o->file.n; k++) {
+        const tg_cli_setting *s = &o->file.s[k];
+        const char **dst[] = {&o->ckpt, &o->data, &o->split, &o->batch, &o->threads, &o->device};
+        size_t t = 0;
+        while (t < sizeof keys / sizeof keys[0] && strcmp(keys[t], s->key) != 0)
+            t++;
+        if (t < sizeof keys / sizeof keys[0]) {
+            *dst[t] = s->value;
+        } else if (strcmp(s->key, "confusion") == 0) {
+            bool yes = !strcmp(s->value, "true") || !strcmp(s->value, "yes") ||
+                       !strcmp(s->value, "1");
+            if (!yes && strcmp(s->value, "false") && strcmp(s->value, "no") &&
+                strcmp(s->value, "0"))
+                return tg_cli_usage_error("eval", "%s:%d: key 'confusion': expected true or "
+                                          "false, got '%s'",
+                                          o->file.path, s->line, s->value);
+            o->confusion = yes;
+        } else {
+            return tg_cli_usage_error("eval",
+                                      "%s:%d: unknown key '%s' (keys are the options of "
+                                      "'tapegrad eval --help' without the dashes)",
+                                      o->file.path, s->line, s->key);
+        }
+    }
+    return TG_EXIT_OK;
+}
+
+static int eval_main(int argc, char **argv, eval_opts *o);
+
 int tg_cmd_eval(int argc, char **argv) {
-    const char *cmd = "eval";
     eval_opts o = {.split = "test"};
+    int code = eval_main(argc, argv, &o);
+    tg_cli_config_free(&o.file);
+    return code;
+}
+
+static int eval_main(int argc, char **argv, eval_opts *op) {
+    const char *cmd = "eval";
+    eval_opts o = *op;
+    /* First the configuration file, so that the command line overrides it. */
     for (int i = 1; i < argc; i++) {
         if (tg_cli_is_help(argv[i])) {
             eval_usage(stdout);
             return TG_EXIT_OK;
         }
+        if (tg_cli_opt(cmd, argc, argv, &i, "--config", &o.config) < 0)
+            return TG_EXIT_USAGE;
+    }
+    if (o.config) {
+        int code = tg_cli_config_read(cmd, o.config, &op->file);
+        if (code)
+            return code;
+        o.file = op->file;
+        if ((code = apply_config(&o)) != 0)
+            return code;
+    }
+    for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--confusion") == 0) {
             o.confusion = true;
             continue;
         }
-        int m = 0;
-        if ((m = tg_cli_opt(cmd, argc, argv, &i, "--ckpt", &o.ckpt)) == 0 &&
+        const char *ignored;
+        int m = tg_cli_opt(cmd, argc, argv, &i, "--config", &ignored);
+        if (m == 0 && (m = tg_cli_opt(cmd, argc, argv, &i, "--device", &o.device)) == 0 &&
+            (m = tg_cli_opt(cmd, argc, argv, &i, "--ckpt", &o.ckpt)) == 0 &&
             (m = tg_cli_opt(cmd, argc, argv, &i, "--data", &o.data)) == 0 &&
             (m = tg_cli_opt(cmd, argc, argv, &i, "--split", &o.split)) == 0 &&
             (m = tg_cli_opt(cmd, argc, argv, &i, "--batch-size", &o.batch)) == 0 &&
             (m = tg_cli_opt(cmd, argc, argv, &i, "--threads", &o.threads)) == 0) {
-            static const char *const names[] = {"--ckpt",       "--data",    "--split",
+            static const char *const names[] = {"--ckpt",      "--data",    "--split",
                                                 "--batch-size", "--threads", "--confusion",
-                                                "--help"};
+                                                "--device",    "--config",  "--help"};
             return tg_cli_unknown_option(cmd, argv[i], names, sizeof names / sizeof names[0]);
         }
         if (m < 0)
@@ -252,6 +323,8 @@ int tg_cmd_eval(int argc, char **argv) {
         return tg_cli_usage_error(cmd, "--ckpt FILE is required");
     if (!o.split[0])
         return tg_cli_usage_error(cmd, "--split: empty name");
+    if (o.device && strcmp(o.device, "cpu") != 0 && strcmp(o.device, "cuda") != 0)
+        return tg_cli_usage_error(cmd, "--device: expected cpu or cuda, got '%s'", o.device);
     char err[512];
     tg_world *w;
     if (tg_world_init(NULL, NULL, NULL, &w, err, sizeof err) != TG_OK) {

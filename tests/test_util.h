@@ -2,7 +2,8 @@
  * tests/test_util.h: what the file-based and command-line tests share: a
  * scratch folder per test program (made by a cmocka group setup, removed with
  * everything in it by the teardown), paths inside it, writing a small file,
- * and running the tapegrad command line with its output captured.
+ * running the tapegrad command line with its output captured, and a small
+ * dataset made through it.
  *
  * Include after <cmocka.h>. Everything is static inline so that a test uses
  * only what it needs.
@@ -11,6 +12,7 @@
 #define TG_TESTS_TEST_UTIL_H
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +75,54 @@ static inline int tgt_run(const char *fmt, ...) {
     fclose(f);
     remove(log);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* A .npy file of `n` bytes of data after a version-1.0 header. */
+static inline void tgt_write_npy(const char *path, const char *descr, const char *shape, const void *data,
+                      size_t n) {
+    char hdr[128];
+    int len = snprintf(hdr, sizeof hdr, "{'descr': '%s', 'fortran_order': False, 'shape': %s, }",
+                       descr, shape);
+    int total = 10 + len + 1;
+    int pad = (64 - total % 64) % 64;
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    unsigned short hl = (unsigned short)(len + pad + 1);
+    fwrite("\x93NUMPY\x01\x00", 1, 8, f);
+    fwrite(&hl, 2, 1, f);
+    fwrite(hdr, 1, (size_t)len, f);
+    for (int i = 0; i < pad; i++)
+        fputc(' ', f);
+    fputc('\n', f);
+    fwrite(data, 1, n, f);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* A 4-class set of 8x8 u8 images (512 train, 64 test) written by `tapegrad
+ * convert npy` to d.h5 in the test folder; returns its path (static). */
+static inline const char *tgt_make_dataset(void) {
+    enum { N = 512, T = 64 };
+    static unsigned char x[N * 64];
+    static int64_t y[N];
+    for (int i = 0; i < N; i++) {
+        y[i] = i % 4;
+        for (int j = 0; j < 64; j++)
+            x[i * 64 + j] = (unsigned char)((j % 4 == y[i] ? 160 : 40) + (i * 7 + j * 13) % 50);
+    }
+    static char out[512];
+    snprintf(out, sizeof out, "%s", tgt_path("d.h5"));
+    for (int s = 0; s < 2; s++) {
+        int n = s ? T : N;
+        char shape[48];
+        snprintf(shape, sizeof shape, "(%d, 1, 8, 8)", n);
+        tgt_write_npy(tgt_path("x.npy"), "|u1", shape, x, (size_t)n * 64);
+        snprintf(shape, sizeof shape, "(%d,)", n);
+        tgt_write_npy(tgt_path("y.npy"), "<i8", shape, y, (size_t)n * 8);
+        if (tgt_run("convert npy --x '%s' --y '%s' --out '%s' --split %s", tgt_path("x.npy"),
+                    tgt_path("y.npy"), out, s ? "test" : "train") != 0)
+            fail_msg("convert npy:\n%s", tgt_out);
+    }
+    return out;
 }
 
 /* Fails the test unless the last tgt_run() printed `what`. */
