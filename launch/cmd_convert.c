@@ -157,7 +157,10 @@ static int convert_npy(int argc, char **argv) {
                 return TG_EXIT_USAGE;
             o.deflate_level = (int)k;
         } else {
-            return tg_cli_usage_error(cmd, "unknown option '%s'", argv[i]);
+            static const char *const names[] = {
+                "--x",    "--y",   "--out",   "--split",   "--num-classes", "--scale",
+                "--mean", "--std", "--chunk", "--deflate", "--help"};
+            return tg_cli_unknown_option(cmd, argv[i], names, sizeof names / sizeof names[0]);
         }
         if (m < 0)
             return TG_EXIT_USAGE;
@@ -221,7 +224,9 @@ int tg_cmd_convert(int argc, char **argv) {
                 return TG_EXIT_USAGE;
             o.deflate_level = (int)x;
         } else {
-            return tg_cli_usage_error(cmd, "unknown option '%s'", argv[i]);
+            static const char *const names[] = {"--images", "--labels",  "--out", "--split",
+                                                "--chunk",  "--deflate", "--help"};
+            return tg_cli_unknown_option(cmd, argv[i], names, sizeof names / sizeof names[0]);
         }
         if (m < 0)
             return TG_EXIT_USAGE;

@@ -321,9 +321,14 @@ int tg_cmd_export(int argc, char **argv) {
             format = argv[++i];
         } else if (!strcmp(a, "--include-optimizer")) {
             optimizer = true;
+        } else if (!strcmp(a, "--ckpt") || !strcmp(a, "--out") || !strcmp(a, "--format")) {
+            return tg_cli_usage_error("export", "%s needs a value", a);
+        } else if (a[0] == '-') {
+            static const char *const names[] = {"--ckpt", "--out", "--format",
+                                                "--include-optimizer", "--help"};
+            return tg_cli_unknown_option("export", a, names, sizeof names / sizeof names[0]);
         } else {
-            fprintf(stderr, "tapegrad export: unknown option '%s' (or missing value)\n", a);
-            return TG_EXIT_USAGE;
+            return tg_cli_usage_error("export", "unexpected argument '%s'", a);
         }
     }
     if (strcmp(format, "safetensors") != 0) {

@@ -300,8 +300,10 @@ int tg_cmd_inspect(int argc, char **argv) {
             inspect_usage(stdout);
             return TG_EXIT_OK;
         }
-        if (argv[i][0] == '-' && argv[i][1] != '\0')
-            return tg_cli_usage_error(cmd, "unknown option '%s'", argv[i]);
+        if (argv[i][0] == '-' && argv[i][1] != '\0') {
+            static const char *const names[] = {"--help"};
+            return tg_cli_unknown_option(cmd, argv[i], names, 1);
+        }
         if (path)
             return tg_cli_usage_error(cmd, "one file at a time ('%s' and '%s' given)", path,
                                       argv[i]);

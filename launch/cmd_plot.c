@@ -251,9 +251,11 @@ static int parse_args(int argc, char **argv, plot_opts *o) {
             }
             o->width = (int)w;
             o->height = (int)h;
+        } else if (!strcmp(a, "--out") || !strcmp(a, "--csv") || !strcmp(a, "--size")) {
+            return tg_cli_usage_error("plot", "%s needs a value", a);
         } else if (a[0] == '-' && a[1] != '\0') {
-            fprintf(stderr, "tapegrad plot: unknown option '%s' (or missing value)\n", a);
-            return TG_EXIT_USAGE;
+            static const char *const names[] = {"--out", "--csv", "--size", "--help"};
+            return tg_cli_unknown_option("plot", a, names, sizeof names / sizeof names[0]);
         } else if (o->n_in == MAX_RUNS) {
             fprintf(stderr, "tapegrad plot: at most %d metrics files ('%s')\n", MAX_RUNS, a);
             return TG_EXIT_USAGE;

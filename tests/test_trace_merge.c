@@ -2,7 +2,7 @@
  * tests/test_trace_merge.c: `tapegrad trace merge` moves each rank's events
  * onto rank 0's clock by the offset in its file, keeps every event, and
  * refuses files that are not traces with exit 3 and the file's name; typos
- * of commands and of train's and eval's options get a suggestion.
+ * of commands and of the commands' options get a suggestion.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -123,6 +123,14 @@ static void test_cli(void **state) {
     tgt_expect_out("did you mean --ckpt?");
     assert_int_equal(tgt_run("train --zzz"), 2);
     assert_null(strstr(tgt_out, "did you mean"));
+    assert_int_equal(tgt_run("export --ckt x"), 2);
+    tgt_expect_out("did you mean --ckpt?");
+    assert_int_equal(tgt_run("plot a.jsonl --ccsv x"), 2);
+    tgt_expect_out("did you mean --csv?");
+    assert_int_equal(tgt_run("convert idx --imags a"), 2);
+    tgt_expect_out("did you mean --images?");
+    assert_int_equal(tgt_run("convert npy --xx a"), 2);
+    tgt_expect_out("did you mean --x?");
 }
 
 static int setup(void **state) {
