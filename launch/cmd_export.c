@@ -119,6 +119,29 @@ static void shape_str(int ndim, const int64_t *s, char *buf, size_t len) {
         snprintf(buf + off, len - off, ndim == 1 ? ",)" : ")");
 }
 
+bool tg_train_ckpt_fits(const char *model, const tg_params *ps, const tg_ckpt_tensor *ts, int n,
+                        char *why, size_t whylen) {
+    char a[128], b[128];
+    for (int i = 0; i < ps->nparams + ps->nbuffers; i++) {
+        const tg_tensor *t = i < ps->nparams ? ps->params[i] : ps->buffers[i - ps->nparams];
+        const tg_ckpt_tensor *x = find(ts, n, t->name ? t->name : "");
+        shape_str(t->ndim, t->shape, b, sizeof b);
+        if (!x) {
+            snprintf(why, whylen, "tensor '%s' %s %s of model '%s' is missing from the file",
+                     t->name ? t->name : "?", b, tg_dtype_name(t->dtype), model);
+            return false;
+        }
+        if (x->ndim != t->ndim || x->dtype != t->dtype ||
+            memcmp(x->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim) != 0) {
+            shape_str(x->ndim, x->shape, a, sizeof a);
+            snprintf(why, whylen, "tensor '%s' is %s %s in the file but %s %s in model '%s'",
+                     t->name, a, tg_dtype_name(x->dtype), b, tg_dtype_name(t->dtype), model);
+            return false;
+        }
+    }
+    return true;
+}
+
 /* Checks the file's tensors against the model its metadata names: every
  * parameter and buffer present with its shape and dtype, nothing else but
  * optimizer state. Prints the first problem; returns an exit code. */
@@ -145,27 +168,10 @@ static int check_model(const char *path, const tg_ckpt_meta *m, const tg_ckpt_te
     }
     const tg_params *ps = &md.params;
     int nm = code ? 0 : ps->nparams + ps->nbuffers;
-    char a[128], b[128];
-    for (int i = 0; i < nm && !code; i++) {
-        const tg_tensor *t = i < ps->nparams ? ps->params[i] : ps->buffers[i - ps->nparams];
-        const tg_ckpt_tensor *x = find(ts, n, t->name);
-        shape_str(t->ndim, t->shape, b, sizeof b);
-        if (!x) {
-            fprintf(stderr,
-                    "tapegrad export: %s: tensor '%s' %s %s of model '%s' is missing from the "
-                    "file\n",
-                    path, t->name, b, tg_dtype_name(t->dtype), m->model);
-            code = TG_EXIT_DATA;
-        } else if (x->ndim != t->ndim || x->dtype != t->dtype ||
-                   memcmp(x->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim) != 0) {
-            shape_str(x->ndim, x->shape, a, sizeof a);
-            fprintf(stderr,
-                    "tapegrad export: %s: tensor '%s' is %s %s in the file but %s %s in model "
-                    "'%s'\n",
-                    path, t->name, a, tg_dtype_name(x->dtype), b, tg_dtype_name(t->dtype),
-                    m->model);
-            code = TG_EXIT_DATA;
-        }
+    char why[512];
+    if (!code && !tg_train_ckpt_fits(m->model, ps, ts, n, why, sizeof why)) {
+        fprintf(stderr, "tapegrad export: %s: %s\n", path, why);
+        code = TG_EXIT_DATA;
     }
     for (int j = 0; j < n && !code; j++) {
         bool known = strncmp(ts[j].name, "optim.", 6) == 0;

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tapegrad/checkpoint.h"
 #include "tapegrad/comm.h"
 #include "tapegrad/trainer.h"
 
@@ -60,6 +61,13 @@ int tg_train_config_fields(const tg_trainer_config *c, tg_cfg_field *f, int max)
 /* The resolved configuration as "key = value" lines (saved in checkpoints,
  * compared at resume, printed in the banner). Returns buf. */
 char *tg_train_config_text(const tg_trainer_config *c, char *buf, size_t len);
+
+/* Whether the checkpoint tensors ts[0..n) hold every parameter and buffer
+ * of ps under its name, shape and dtype; if not, why names the first that
+ * is missing or differs ("tensor 'fc3.bias' (10,) f32 of model 'mlp' is
+ * missing from the file"). model names the model in that message. */
+bool tg_train_ckpt_fits(const char *model, const tg_params *ps, const tg_ckpt_tensor *ts, int n,
+                        char *why, size_t whylen);
 
 /* The dataset's path: `given` (--data) when set, else the Fashion-MNIST
  * cache, which rank 0 builds first (the other ranks wait, then find it in

@@ -404,22 +404,11 @@ static bool fits_model(const char *path, void *user, char *why, size_t whylen) {
         snprintf(why, whylen, "%s", tg_ctx_error(ctx));
         return false;
     }
-    bool ok = true;
-    for (int i = 0; ok && i < ps->nparams + ps->nbuffers; i++) {
-        const tg_tensor *t = i < ps->nparams ? ps->params[i] : ps->buffers[i - ps->nparams];
-        int k = 0;
-        while (k < n && (!t->name || strcmp(ts[k].name, t->name) != 0))
-            k++;
-        bool same = k < n && ts[k].dtype == t->dtype && ts[k].ndim == t->ndim;
-        for (int d = 0; same && d < t->ndim; d++)
-            same = ts[k].shape[d] == t->shape[d];
-        if (!same) {
-            snprintf(why, whylen, "%s: %s '%s' of the model is %s", path,
-                     i < ps->nparams ? "parameter" : "buffer", t->name ? t->name : "?",
-                     k < n ? "of another shape or dtype there" : "missing");
-            ok = false;
-        }
-    }
+    char detail[512];
+    bool ok = tg_train_ckpt_fits(tg_model_name(tg_trainer_get_config(tr)->model), ps, ts, n, detail,
+                                 sizeof detail);
+    if (!ok)
+        snprintf(why, whylen, "%s: %s", path, detail);
     tg_ckpt_tensors_free(ts, n);
     return ok;
 }
