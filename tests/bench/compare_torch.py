@@ -4,6 +4,7 @@
     tests/bench/compare_torch.py [--build build] [--models mlp,cnn,cnn-bn]
         [--batches 64,256] [--threads 1,2] [--runs 3] [--steps 20] [--warmup 3]
         [--no-ops] [--blas-core inherit|native|NAME]
+        [--torch-python PATH]... [--load N[,N...]|cores]
 
 For every (model, batch, threads) it runs build/tests/bench/bench_train (the
 tapegrad side) and tests/bench/torch_train.py (the PyTorch side) alternately,
@@ -25,8 +26,17 @@ OpenBLAS too. Every run sets OPENBLAS_VERBOSE=2, so that OpenBLAS names the
 core it loaded on stderr; the table's last column shows it (one name when both
 sides agree, tapegrad's/torch's otherwise; "-" when a side loaded no OpenBLAS).
 
-The PyTorch side needs Debian's python3-torch, importable by /usr/bin/python3;
-this script installs it with apt-get when it is missing (when run as root).
+--torch-python PATH runs the PyTorch side with that interpreter (a PyTorch 2.x
+installed from PyPI in a virtual environment, docs/BENCHMARKS.md); given several
+times, every row runs every interpreter, and the table has a column pair
+(samples/s, tapegrad's ratio) per PyTorch, named with its version and BLAS above
+the table. Without it the PyTorch side is Debian's python3-torch, importable by
+/usr/bin/python3, which this script installs with apt-get when it is missing
+(when run as root).
+
+--load N runs N busy-loop processes (or one per core: --load cores) beside both
+sides for the whole row, standing for another job on the same node; with
+--load 0,cores every row is measured without and with that load.
 tapegrad reads the HDF5 file `tapegrad train` converts on first use; it is
 made here the same way when missing.
 """
@@ -44,13 +54,37 @@ TORCH_PY = "/usr/bin/python3"
 IDX = "/usr/share/datasets/fashion-mnist"
 
 
-def ensure_torch():
-    ok = subprocess.run([TORCH_PY, "-c", "import torch"], capture_output=True).returncode == 0
+def ensure_torch(python):
+    ok = subprocess.run([python, "-c", "import torch"], capture_output=True).returncode == 0
     if ok:
         return
+    if python != TORCH_PY:
+        sys.exit("compare_torch: %s cannot import torch" % python)
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         sys.exit("compare_torch: python3-torch is missing: apt-get install python3-torch")
     subprocess.run(["apt-get", "install", "-y", "python3-torch"], check=True)
+
+
+class Load:
+    """--load: N processes that spin on the CPU while a row runs, standing for
+    another job on the same cores. Started before the row's runs and stopped
+    after them, so that both sides run under the same load."""
+
+    def __init__(self, n):
+        self.n = n
+        self.procs = []
+
+    def __enter__(self):
+        for _ in range(self.n):
+            self.procs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.procs:
+            p.kill()
+        for p in self.procs:
+            p.wait()
+        self.procs = []
 
 
 def ensure_data(build):
@@ -123,52 +157,76 @@ def main():
     ap.add_argument("--blas-core", default="inherit", metavar="{inherit,native,NAME}",
                     help="OpenBLAS kernels of both sides: OPENBLAS_CORETYPE as inherited, "
                     "removed (OpenBLAS picks for this CPU), or set to NAME")
+    ap.add_argument("--torch-python", action="append", metavar="PATH",
+                    help="a Python interpreter that imports torch; repeat it to compare "
+                    "against several PyTorch installs in one run (none: Debian's " + TORCH_PY + ")")
+    ap.add_argument("--load", default="0", metavar="N[,N...]",
+                    help="busy-loop processes running beside each row (0: none; 'cores': one "
+                    "per core); every row is run at every load")
     a = ap.parse_args()
     env = blas_env(a.blas_core)
+    pythons = a.torch_python or [TORCH_PY]
+    loads = [os.cpu_count() if x == "cores" else int(x) for x in a.load.split(",")]
 
-    ensure_torch()
+    for py in pythons:
+        ensure_torch(py)
     h5 = ensure_data(a.build)
     bench_train = os.path.join(a.build, "tests", "bench", "bench_train")
     rows = []
     forced = env.get("OPENBLAS_CORETYPE")
     print("blas: --blas-core %s, OPENBLAS_CORETYPE%s" % (
         a.blas_core, "=" + forced if forced else " unset"))
-    print("%-7s %5s %3s %12s %12s %6s %9s %9s %8s  %s" % (
-        "model", "batch", "thr", "tapegrad/s", "torch/s", "ratio", "tg MiB", "torch MiB",
-        "mallocs", "blas core"))
+    head = "%-7s %5s %3s %4s %12s" % ("model", "batch", "thr", "load", "tapegrad/s")
+    for i in range(len(pythons)):
+        head += " %12s %6s" % ("torch%d/s" % (i + 1), "ratio")
+    head += " %9s %9s %8s  %s" % ("tg MiB", "torch MiB", "mallocs", "blas core")
+    printed_head = False
     for model in a.models.split(","):
         for batch in [int(b) for b in a.batches.split(",")]:
-            for thr in [int(t) for t in a.threads.split(",")]:
-                common = ["--model", model, "--batch-size", str(batch), "--threads", str(thr),
-                          "--steps", str(a.steps), "--warmup", str(a.warmup)]
-                tg, th = [], []
-                for _ in range(a.runs):
-                    tg.append(run_json([bench_train, "--data", h5] + common, env))
-                    th.append(run_json([TORCH_PY, os.path.join(HERE, "torch_train.py")] + common,
-                                       env))
-                r = {
-                    "model": model, "batch": batch, "threads": thr,
-                    "tapegrad": statistics.median(x["samples_per_s"] for x in tg),
-                    "torch": statistics.median(x["samples_per_s"] for x in th),
-                    "tapegrad_rss": max(x["peak_rss_mb"] for x in tg),
-                    "torch_rss": max(x["peak_rss_mb"] for x in th),
-                    "mallocs": max(x["mallocs_per_step"] for x in tg),
-                    "blas_core_tapegrad": one_core(tg, "bench_train"),
-                    "blas_core_torch": one_core(th, "torch_train.py"),
-                }
-                # bench_train names its core itself; OpenBLAS's own word must agree.
-                for x in tg:
-                    if x.get("blas_core", x["blas_core_seen"]) != x["blas_core_seen"]:
-                        sys.exit("compare_torch: bench_train says core %s, OpenBLAS said %s" % (
-                            x["blas_core"], x["blas_core_seen"]))
-                cores = r["blas_core_tapegrad"]
-                if r["blas_core_torch"] != cores:
-                    cores += "/" + r["blas_core_torch"]
-                r["ratio"] = r["tapegrad"] / r["torch"]
-                rows.append(r)
-                print("%-7s %5d %3d %12.1f %12.1f %6.2f %9.1f %9.1f %8.2f  %s" % (
-                    model, batch, thr, r["tapegrad"], r["torch"], r["ratio"],
-                    r["tapegrad_rss"], r["torch_rss"], r["mallocs"], cores), flush=True)
+            for load in loads:
+                for thr in [int(t) for t in a.threads.split(",")]:
+                    common = ["--model", model, "--batch-size", str(batch), "--threads",
+                              str(thr), "--steps", str(a.steps), "--warmup", str(a.warmup)]
+                    tg, th = [], [[] for _ in pythons]
+                    with Load(load):
+                        for _ in range(a.runs):
+                            tg.append(run_json([bench_train, "--data", h5] + common, env))
+                            for i, py in enumerate(pythons):
+                                th[i].append(run_json(
+                                    [py, os.path.join(HERE, "torch_train.py")] + common, env))
+                    if not printed_head:
+                        for i, py in enumerate(pythons):
+                            print("torch%d: PyTorch %s, BLAS %s (%s)" % (
+                                i + 1, th[i][0].get("torch_version", "?"),
+                                th[i][0].get("blas", "?"), "Debian's" if py == TORCH_PY
+                                else "--torch-python %d" % (i + 1)))
+                        print(head)
+                        printed_head = True
+                    r = {
+                        "model": model, "batch": batch, "threads": thr, "load": load,
+                        "tapegrad": statistics.median(x["samples_per_s"] for x in tg),
+                        "torch": [statistics.median(x["samples_per_s"] for x in t) for t in th],
+                        "torch_version": [t[0].get("torch_version", "?") for t in th],
+                        "tapegrad_rss": max(x["peak_rss_mb"] for x in tg),
+                        "torch_rss": [max(x["peak_rss_mb"] for x in t) for t in th],
+                        "mallocs": max(x["mallocs_per_step"] for x in tg),
+                        "blas_core_tapegrad": one_core(tg, "bench_train"),
+                        "blas_core_torch": [one_core(t, "torch_train.py") for t in th],
+                    }
+                    # bench_train names its core itself; OpenBLAS's own word must agree.
+                    for x in tg:
+                        if x.get("blas_core", x["blas_core_seen"]) != x["blas_core_seen"]:
+                            sys.exit("compare_torch: bench_train says core %s, OpenBLAS said %s"
+                                     % (x["blas_core"], x["blas_core_seen"]))
+                    cores = "/".join([r["blas_core_tapegrad"]] + r["blas_core_torch"])
+                    r["ratio"] = [r["tapegrad"] / t for t in r["torch"]]
+                    rows.append(r)
+                    line = "%-7s %5d %3d %4d %12.1f" % (model, batch, thr, load, r["tapegrad"])
+                    for t, q in zip(r["torch"], r["ratio"]):
+                        line += " %12.1f %6.2f" % (t, q)
+                    line += " %9.1f %9.1f %8.2f  %s" % (r["tapegrad_rss"], max(r["torch_rss"]),
+                                                       r["mallocs"], cores)
+                    print(line, flush=True)
     print(json.dumps(rows))
     if not a.no_ops:
         for thr in sorted({int(t) for t in a.threads.split(",")}):

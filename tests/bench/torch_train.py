@@ -16,6 +16,7 @@ sides. Needs Debian's python3-torch: run it with /usr/bin/python3.
 import argparse
 import gzip
 import json
+import re
 import os
 import resource
 import sys
@@ -74,6 +75,12 @@ class CNN(nn.Module):
         x = self.fc1(x.flatten(1))
         x = F.relu(self.bn3(x) if self.bn else x)
         return self.fc2(x)
+
+
+def blas_info():
+    """The BLAS this PyTorch was built with (BLAS_INFO of its build settings)."""
+    m = re.search(r"BLAS_INFO=([^,\s]+)", torch.__config__.show())
+    return m.group(1) if m else "?"
 
 
 def main():
@@ -137,6 +144,7 @@ def main():
         "threads": a.threads,
         "steps": a.steps, "samples_per_s": a.steps * a.batch_size / dt, "loss": loss,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "torch_version": torch.__version__, "blas": blas_info(),
     }))
     return 0
 
