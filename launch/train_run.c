@@ -50,6 +50,7 @@ typedef struct run_state {
     bool bar;          /* stdout is a terminal: one redrawn progress line */
     tg_progress *prog; /* its thread, while the trainer runs */
     char threads[96];  /* the banner's thread count, e.g. "2" */
+    tg_cli_data_record data; /* rank 0 with --ckpt-dir: what checkpoints record */
 } run_state;
 
 /* ---- messages ---- */
@@ -248,8 +249,11 @@ static tg_status save_checkpoint(run_state *st, tg_trainer *tr) {
                           .rng = {ps.seed, 0},
                           .optim_steps = tg_optim_steps(tg_trainer_optim(tr)),
                           .world_size = st->world,
-                          .config = st->cfg_text};
+                          .config = st->cfg_text,
+                          .data_path = st->data.path,
+                          .data_bytes = st->data.bytes};
         snprintf(m.model, sizeof m.model, "%s", tg_model_name(c->model));
+        snprintf(m.data_sha256, sizeof m.data_sha256, "%s", st->data.sha256);
         tg_ctx_clear_error(ctx);
         tg_status s = n < 0 ? TG_ERR_INVALID
                             : tg_ckpt_save(ctx, st->o->ckpt_dir, &m, n, ts, st->o->keep,
@@ -780,6 +784,11 @@ int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, 
     }
     if (code == 0 && st.rank == 0 && o->ckpt_dir)
         clear_marker(o);
+    /* Checkpoints record the dataset: read once now, before the first
+     * step. A file that cannot be read is reported by the trainer's open. */
+    if (code == 0 && st.rank == 0 && o->ckpt_dir &&
+        tg_cli_file_record(data, &st.data, err, sizeof err) != 0)
+        st.data.path[0] = '\0';
     if ((code = agree(&st, code)) != 0)
         goto out;
     cfg->data_path = data;
