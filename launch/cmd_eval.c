@@ -35,7 +35,7 @@ typedef struct eval_opts {
 
 /* eval's options, one row each (launch/options.h; how to add one is said
  * at train's table, launch/train_opts.c). */
-static const tg_opt eval_options[] = {
+const tg_opt tg_eval_options[] = {
     {"ckpt", 0, TG_OPT_STR, "FILE", EV(ckpt), 0, 0, NULL, "required", TG_OPT_INI | TG_OPT_NO_DEFAULT,
      "options",
      "the checkpoint (required)"},
@@ -62,7 +62,8 @@ static const tg_opt eval_options[] = {
     {"help", 'h', TG_OPT_SWITCH, NULL, TG_OPT_NOWHERE, 0, 0, NULL, NULL, 0, NULL,
      "print this help and exit"},
 };
-#define EVAL_NOPTS ((int)(sizeof eval_options / sizeof eval_options[0]))
+#define EVAL_NOPTS ((int)(sizeof tg_eval_options / sizeof tg_eval_options[0]))
+const int tg_eval_options_count = EVAL_NOPTS;
 
 static const eval_opts eval_defaults = {.split = "test", .batch = 250};
 
@@ -73,7 +74,7 @@ static void eval_usage(FILE *f) {
                "split of a dataset and prints the mean cross-entropy and the accuracy. Runs\n"
                "alone or under mpirun -np N; every sample is counted once across the ranks.\n"
                "\n");
-    tg_opt_help(f, eval_options, EVAL_NOPTS, &eval_defaults);
+    tg_opt_help(f, tg_eval_options, EVAL_NOPTS, &eval_defaults);
     fprintf(f, "\n"
                "exit codes: 0 success, 1 runtime error, 2 usage error, 3 data or checkpoint\n"
                "error (missing, not a checkpoint, corrupt, another model than the file's, the\n"
@@ -336,12 +337,12 @@ static int run(const eval_opts *o) {
 int tg_cmd_eval(int argc, char **argv) {
     tg_opt_set set;
     eval_opts o = eval_defaults;
-    int code = tg_opt_read(&set, "eval", eval_options, EVAL_NOPTS, argc, argv, eval_usage);
+    int code = tg_opt_read(&set, "eval", tg_eval_options, EVAL_NOPTS, argc, argv, eval_usage);
     if (code == 0 && !set.help)
         code = tg_opt_apply(&set, &o);
     if (code == 0 && !set.help && o.print_config) {
         char text[1 << 14];
-        fputs(tg_opt_text(eval_options, EVAL_NOPTS, &o, TG_OPT_INI, text, sizeof text), stdout);
+        fputs(tg_opt_text(tg_eval_options, EVAL_NOPTS, &o, TG_OPT_INI, text, sizeof text), stdout);
     } else if (code == 0 && !set.help) {
         code = run(&o);
     }

@@ -58,6 +58,9 @@ typedef struct train_args {
 /* The option table of `tapegrad train` and its length. */
 extern const tg_opt tg_train_options[];
 extern const int tg_train_options_count;
+/* The option table of `tapegrad eval` (launch/cmd_eval.c) and its length. */
+extern const tg_opt tg_eval_options[];
+extern const int tg_eval_options_count;
 /* cpu and cuda, for every command's --device. */
 extern const tg_opt_choice tg_train_devices[];
 
