@@ -36,7 +36,8 @@ static void train_usage(FILE *f) {
             "every epoch. With no options: the mlp model on Fashion-MNIST, read from the\n"
             "Debian package dataset-fashion-mnist and converted on first use to\n"
             "$XDG_CACHE_HOME/tapegrad/%s (default ~/.cache/tapegrad/).\n"
-            "Every option is also a key of --config files (see configuration).\n"
+            "Every option but --config, --print-config and --help is also a key of\n"
+            "--config files (see configuration).\n"
             "\n",
             TG_FMNIST_CACHE_NAME);
     tg_opt_help(f, tg_train_options, tg_train_options_count, &d);
