@@ -493,7 +493,10 @@ static void warn_config(const char *old, const char *now, const char *path) {
                         "tapegrad train: warning: resuming %s with other settings (the "
                         "new ones apply):",
                         path);
-            fprintf(stderr, " %.*s;", (int)n, l);
+            if (k != l) /* "# key = (unset: ...)" */
+                fprintf(stderr, " %.*s unset;", (int)kl - 1, k);
+            else
+                fprintf(stderr, " %.*s;", (int)n, l);
             said = true;
         }
         l += n + (l[n] == '\n');
