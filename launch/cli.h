@@ -77,6 +77,18 @@ void tg_cli_config_free(tg_cli_config *c);
 const char *tg_cli_label(const tg_cli_config *c, const char *flag, const char *value, char *buf,
                          size_t len);
 
+/* ---- the dataset record of checkpoints (launch/data_digest.c) ---- */
+
+typedef struct tg_cli_data_record {
+    char path[4096];  /* absolute, symbolic links resolved */
+    int64_t bytes;    /* the file's size */
+    char sha256[65];  /* SHA-256 of its bytes, lowercase hex */
+} tg_cli_data_record;
+
+/* Fills r for the file at path, read once in pieces. Returns 0, or -1 with
+ * a message naming the file in err. */
+int tg_cli_file_record(const char *path, tg_cli_data_record *r, char *err, size_t len);
+
 /* The subcommands (launch/cmd_*.c). */
 int tg_cmd_plot(int argc, char **argv);
 int tg_cmd_trace(int argc, char **argv);

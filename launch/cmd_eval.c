@@ -9,49 +9,77 @@
  */
 #include "cli.h"
 
+#include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "tapegrad/checkpoint.h"
+#include "options.h"
 #include "train.h"
 #include "train_data.h"
 
 #define MAX_TENSORS (3 * TG_PARAMS_MAX + 8)
 
-static void eval_usage(FILE *f) {
-    fprintf(f,
-            "usage: tapegrad eval --ckpt FILE [options]\n"
-            "\n"
-            "Evaluates the parameters of a checkpoint (written by tapegrad train) on one\n"
-            "split of a dataset and prints the mean cross-entropy and the accuracy. Runs\n"
-            "alone or under mpirun -np N; every sample is counted once across the ranks.\n"
-            "\n"
-            "  --ckpt FILE           the checkpoint (required)\n"
-            "  --data FILE.h5        the dataset (default: the Fashion-MNIST cache file of\n"
-            "                        tapegrad train, built from %s when missing)\n"
-            "  --split NAME          the split (default: test)\n"
-            "  --batch-size N        global evaluation batch (default: 250)\n"
-            "  --confusion           also print the confusion matrix (rows: labels,\n"
-            "                        columns: predictions)\n"
-            "  --threads N           CPU threads per rank (default: as for train)\n"
-            "  --device NAME         cpu or cuda (the GPU of the rank's local rank;\n"
-            "                        default: cpu)\n"
-            "  --config FILE.ini     read these options from an INI file (keys as the\n"
-            "                        options without '--', in an [eval] section or before\n"
-            "                        any); the command line overrides it\n"
-            "  -h, --help            print this help and exit\n"
-            "\n"
-            "exit codes: 0 success, 1 runtime error, 2 usage error, 3 data or checkpoint\n"
-            "error (missing, not a checkpoint, corrupt, another model than the file's),\n"
-            "4 lost rank\n",
-            TG_FMNIST_IDX_DIR);
-}
-
+/* Every value of eval's options (the base of its option table). */
 typedef struct eval_opts {
-    const char *ckpt, *data, *split, *batch, *threads, *device, *config;
-    bool confusion;
-    tg_cli_config file; /* --config FILE: its settings, under the command line's */
+    const char *ckpt, *data, *split;
+    int64_t batch;
+    int threads;
+    tg_device device;
+    bool confusion, print_config;
 } eval_opts;
+
+#define EV(m) offsetof(eval_opts, m)
+
+/* eval's options, one row each (launch/options.h; how to add one is said
+ * at train's table, launch/train_opts.c). */
+const tg_opt tg_eval_options[] = {
+    {"ckpt", 0, TG_OPT_STR, "FILE", EV(ckpt), 0, 0, NULL, "required", TG_OPT_INI | TG_OPT_NO_DEFAULT,
+     "options",
+     "the checkpoint (required)"},
+    {"data", 0, TG_OPT_STR, "FILE.h5", EV(data), 0, 0, NULL,
+     "the dataset the checkpoint records, else the Fashion-MNIST cache file of tapegrad train, "
+     "built from " TG_FMNIST_IDX_DIR " when missing",
+     TG_OPT_INI, NULL,
+     "the dataset; without it, the one the checkpoint was trained on, with a warning when that "
+     "file's SHA-256 differs from the recorded one, and an error when it is gone"},
+    {"split", 0, TG_OPT_STR, "NAME", EV(split), 0, 0, NULL, NULL, TG_OPT_INI, NULL, "the split"},
+    {"batch-size", 0, TG_OPT_I64, "N", EV(batch), 1, 1 << 20, NULL, NULL, TG_OPT_INI, NULL,
+     "global evaluation batch"},
+    {"confusion", 0, TG_OPT_SWITCH, NULL, EV(confusion), 0, 0, NULL, NULL, TG_OPT_INI, NULL,
+     "also print the confusion matrix (rows: labels, columns: predictions)"},
+    {"threads", 0, TG_OPT_INT, "N", EV(threads), 1, 1024, NULL, "as for train", TG_OPT_INI, NULL,
+     "CPU threads per rank"},
+    {"device", 0, TG_OPT_CHOICE, "NAME", EV(device), 0, 0, tg_train_devices, NULL, TG_OPT_INI,
+     NULL, "cuda runs on the GPU of the rank's local rank"},
+    {"config", 0, TG_OPT_STR, "FILE.ini", TG_OPT_NOWHERE, 0, 0, NULL, NULL, 0, NULL,
+     "read these options from an INI file (keys as the options without '--', in an [eval] "
+     "section or before any); the command line overrides it"},
+    {"print-config", 0, TG_OPT_SWITCH, NULL, EV(print_config), 0, 0, NULL, NULL, 0, NULL,
+     "print every option's resolved value as a --config file and exit"},
+    {"help", 'h', TG_OPT_SWITCH, NULL, TG_OPT_NOWHERE, 0, 0, NULL, NULL, 0, NULL,
+     "print this help and exit"},
+};
+#define EVAL_NOPTS ((int)(sizeof tg_eval_options / sizeof tg_eval_options[0]))
+const int tg_eval_options_count = EVAL_NOPTS;
+
+static const eval_opts eval_defaults = {.split = "test", .batch = 250};
+
+static void eval_usage(FILE *f) {
+    fprintf(f, "usage: tapegrad eval --ckpt FILE [options]\n"
+               "\n"
+               "Evaluates the parameters of a checkpoint (written by tapegrad train) on one\n"
+               "split of a dataset and prints the mean cross-entropy and the accuracy. Runs\n"
+               "alone or under mpirun -np N; every sample is counted once across the ranks.\n"
+               "\n");
+    tg_opt_help(f, tg_eval_options, EVAL_NOPTS, &eval_defaults);
+    fprintf(f, "\n"
+               "exit codes: 0 success, 1 runtime error, 2 usage error, 3 data or checkpoint\n"
+               "error (missing, not a checkpoint, corrupt, another model than the file's, the\n"
+               "recorded dataset gone), 4 lost rank\n");
+}
 
 typedef struct eval_run {
     tg_world *w;
@@ -124,18 +152,65 @@ static void print_result(const tg_eval_result *r, const double *conf, int64_t k,
     }
 }
 
-static int evaluate(const eval_opts *o, tg_world *w, const char *data) {
+
+/* A recorded dataset whose bytes are no longer those the model was
+ * trained on: said, then evaluated anyway (rank 0). */
+static void check_digest(const char *ckpt, const tg_ckpt_meta *m) {
+    tg_cli_data_record now;
+    char err[4200];
+    if (tg_cli_file_record(m->data_path, &now, err, sizeof err) != 0) {
+        fprintf(stderr, "tapegrad eval: warning: cannot check the dataset %s recorded: %s\n",
+                ckpt, err);
+        return;
+    }
+    if (!m->data_sha256[0] || strcmp(now.sha256, m->data_sha256) == 0)
+        return;
+    fflush(stdout);
+    fprintf(stderr,
+            "tapegrad eval: warning: the dataset %s has changed since %s was written: its "
+            "SHA-256 is %s (%lld bytes) now, %s (%lld bytes) when trained; evaluating the "
+            "file as it is now\n",
+            m->data_path, ckpt, now.sha256, (long long)now.bytes, m->data_sha256,
+            (long long)m->data_bytes);
+}
+
+/* The dataset: --data, else the one the checkpoint records (which must
+ * still be there), else (an older checkpoint) the Fashion-MNIST cache.
+ * Returns an exit code. */
+static int pick_data(const eval_opts *o, const tg_ckpt_meta *m, tg_world *w, char *cache,
+                     size_t len, const char **data) {
+    const char *given = o->data;
+    int rank = tg_world_rank(w);
+    if (!given && m->data_path) {
+        struct stat sb;
+        if (stat(m->data_path, &sb) != 0) {
+            int e = errno;
+            char who[32] = "";
+            if (tg_world_size(w) > 1)
+                snprintf(who, sizeof who, "rank %d: ", rank);
+            fprintf(stderr,
+                    "tapegrad eval: %s%s was trained on the dataset %s, which %s (%s); pass "
+                    "the dataset to evaluate with --data FILE.h5\n",
+                    who, o->ckpt, m->data_path, e == ENOENT ? "is gone" : "cannot be read",
+                    strerror(e));
+            return TG_EXIT_DATA;
+        }
+        given = m->data_path;
+        if (rank == 0)
+            check_digest(o->ckpt, m);
+    }
+    return tg_train_find_data("eval", given, TG_FMNIST_IDX_DIR, w, cache, len, data);
+}
+
+static int evaluate(const eval_opts *o, tg_world *w) {
     int rank = tg_world_rank(w), world = tg_world_size(w);
-    int64_t batch = 250, threads = 0;
-    if ((o->batch && tg_cli_parse_i64("eval", "--batch-size", o->batch, 1, 1 << 20, &batch)) ||
-        (o->threads && tg_cli_parse_i64("eval", "--threads", o->threads, 1, 1024, &threads)))
-        return TG_EXIT_USAGE;
+    int threads = o->threads;
     /* The same on every rank: only rank 0 warns. */
     if (threads > 0)
-        threads = rank == 0 ? tg_cli_cap_threads("eval", "--threads", (int)threads)
-                            : tg_cli_cap_threads_quiet((int)threads);
-    tg_ctx_config cc = {.device = TG_DEVICE_CPU, .threads = (int)threads};
-    if (o->device && strcmp(o->device, "cuda") == 0) {
+        threads = rank == 0 ? tg_cli_cap_threads("eval", "--threads", threads)
+                            : tg_cli_cap_threads_quiet(threads);
+    tg_ctx_config cc = {.device = TG_DEVICE_CPU, .threads = threads};
+    if (o->device == TG_DEVICE_CUDA) {
         train_opts to = {.device = TG_DEVICE_CUDA};
         char err[512];
         int code = tg_train_open_device(&to, w, err, sizeof err);
@@ -175,10 +250,14 @@ static int evaluate(const eval_opts *o, tg_world *w, const char *data) {
     tg_trainer_config c;
     if ((code = config_from_meta(&m, o->ckpt, &c)) != 0)
         goto out;
+    char cache[4096];
+    const char *data;
+    if ((code = pick_data(o, &m, w, cache, sizeof cache, &data)) != 0)
+        goto out;
     c.data_path = data;
     c.train_split = c.test_split = o->split;
     c.batch_size = world; /* the training sampler is unused; any valid batch */
-    c.eval_batch_size = batch;
+    c.eval_batch_size = o->batch;
     c.rank = rank;
     c.world = world;
     c.hooks = (tg_trainer_hooks){
@@ -238,93 +317,10 @@ out:
     return code;
 }
 
-/* The settings of --config FILE, under the command line's (which the
- * caller applies after). Returns an exit code. */
-static int apply_config(eval_opts *o) {
-    static const char *const keys[] = {"ckpt", "data", "split", "batch-size", "threads", "device"};
-    for (int k = 0; k < o->file.n; k++) {
-        const tg_cli_setting *s = &o->file.s[k];
-        const char **dst[] = {&o->ckpt, &o->data, &o->split, &o->batch, &o->threads, &o->device};
-        size_t t = 0;
-        while (t < sizeof keys / sizeof keys[0] && strcmp(keys[t], s->key) != 0)
-            t++;
-        if (t < sizeof keys / sizeof keys[0]) {
-            *dst[t] = s->value;
-        } else if (strcmp(s->key, "confusion") == 0) {
-            bool yes = !strcmp(s->value, "true") || !strcmp(s->value, "yes") ||
-                       !strcmp(s->value, "1");
-            if (!yes && strcmp(s->value, "false") && strcmp(s->value, "no") &&
-                strcmp(s->value, "0"))
-                return tg_cli_usage_error("eval", "%s:%d: key 'confusion': expected true or "
-                                          "false, got '%s'",
-                                          o->file.path, s->line, s->value);
-            o->confusion = yes;
-        } else {
-            return tg_cli_usage_error("eval",
-                                      "%s:%d: unknown key '%s' (keys are the options of "
-                                      "'tapegrad eval --help' without the dashes)",
-                                      o->file.path, s->line, s->key);
-        }
-    }
-    return TG_EXIT_OK;
-}
-
-static int eval_main(int argc, char **argv, eval_opts *o);
-
-int tg_cmd_eval(int argc, char **argv) {
-    eval_opts o = {.split = "test"};
-    int code = eval_main(argc, argv, &o);
-    tg_cli_config_free(&o.file);
-    return code;
-}
-
-static int eval_main(int argc, char **argv, eval_opts *op) {
+static int run(const eval_opts *o) {
     const char *cmd = "eval";
-    eval_opts o = *op;
-    /* First the configuration file, so that the command line overrides it. */
-    for (int i = 1; i < argc; i++) {
-        if (tg_cli_is_help(argv[i])) {
-            eval_usage(stdout);
-            return TG_EXIT_OK;
-        }
-        if (tg_cli_opt(cmd, argc, argv, &i, "--config", &o.config) < 0)
-            return TG_EXIT_USAGE;
-    }
-    if (o.config) {
-        int code = tg_cli_config_read(cmd, o.config, &op->file);
-        if (code)
-            return code;
-        o.file = op->file;
-        if ((code = apply_config(&o)) != 0)
-            return code;
-    }
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--confusion") == 0) {
-            o.confusion = true;
-            continue;
-        }
-        const char *ignored;
-        int m = tg_cli_opt(cmd, argc, argv, &i, "--config", &ignored);
-        if (m == 0 && (m = tg_cli_opt(cmd, argc, argv, &i, "--device", &o.device)) == 0 &&
-            (m = tg_cli_opt(cmd, argc, argv, &i, "--ckpt", &o.ckpt)) == 0 &&
-            (m = tg_cli_opt(cmd, argc, argv, &i, "--data", &o.data)) == 0 &&
-            (m = tg_cli_opt(cmd, argc, argv, &i, "--split", &o.split)) == 0 &&
-            (m = tg_cli_opt(cmd, argc, argv, &i, "--batch-size", &o.batch)) == 0 &&
-            (m = tg_cli_opt(cmd, argc, argv, &i, "--threads", &o.threads)) == 0) {
-            static const char *const names[] = {"--ckpt",      "--data",    "--split",
-                                                "--batch-size", "--threads", "--confusion",
-                                                "--device",    "--config",  "--help"};
-            return tg_cli_unknown_option(cmd, argv[i], names, sizeof names / sizeof names[0]);
-        }
-        if (m < 0)
-            return TG_EXIT_USAGE;
-    }
-    if (!o.ckpt || !o.ckpt[0])
+    if (!o->ckpt)
         return tg_cli_usage_error(cmd, "--ckpt FILE is required");
-    if (!o.split[0])
-        return tg_cli_usage_error(cmd, "--split: empty name");
-    if (o.device && strcmp(o.device, "cpu") != 0 && strcmp(o.device, "cuda") != 0)
-        return tg_cli_usage_error(cmd, "--device: expected cpu or cuda, got '%s'", o.device);
     char err[512];
     tg_world *w;
     if (tg_world_init(NULL, NULL, NULL, &w, err, sizeof err) != TG_OK) {
@@ -332,15 +328,24 @@ static int eval_main(int argc, char **argv, eval_opts *op) {
         return TG_EXIT_LOST_RANK;
     }
     int code = tg_cli_check_launch(cmd, tg_world_size(w));
-    if (code) {
-        tg_world_free(w);
-        return code;
-    }
-    char cache[4096];
-    const char *data;
-    code = tg_train_find_data(cmd, o.data, TG_FMNIST_IDX_DIR, w, cache, sizeof cache, &data);
-    if (code == TG_EXIT_OK)
-        code = evaluate(&o, w, data);
+    if (code == 0)
+        code = evaluate(o, w);
     tg_world_free(w);
+    return code;
+}
+
+int tg_cmd_eval(int argc, char **argv) {
+    tg_opt_set set;
+    eval_opts o = eval_defaults;
+    int code = tg_opt_read(&set, "eval", tg_eval_options, EVAL_NOPTS, argc, argv, eval_usage);
+    if (code == 0 && !set.help)
+        code = tg_opt_apply(&set, &o);
+    if (code == 0 && !set.help && o.print_config) {
+        char text[1 << 14];
+        fputs(tg_opt_text(tg_eval_options, EVAL_NOPTS, &o, TG_OPT_INI, text, sizeof text), stdout);
+    } else if (code == 0 && !set.help) {
+        code = run(&o);
+    }
+    tg_opt_set_free(&set);
     return code;
 }

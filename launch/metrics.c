@@ -59,8 +59,8 @@ static cJSON *event(const char *name) {
     return o;
 }
 
-int tg_metrics_write_config(FILE *f, const tg_trainer_config *cfg, int world,
-                            int64_t resumed_from_step) {
+int tg_metrics_write_config(FILE *f, const tg_trainer_config *cfg, const train_opts *opts,
+                            int world, int64_t resumed_from_step) {
     cJSON *o = event("config");
     if (!o)
         return -1;
@@ -70,7 +70,7 @@ int tg_metrics_write_config(FILE *f, const tg_trainer_config *cfg, int world,
     else
         cJSON_AddNullToObject(o, "resumed_from_step");
     tg_cfg_field fl[TG_CFG_MAX_FIELDS];
-    int n = tg_train_config_fields(cfg, fl, TG_CFG_MAX_FIELDS);
+    int n = tg_train_config_fields(cfg, opts, fl, TG_CFG_MAX_FIELDS);
     for (int i = 0; i < n && i < TG_CFG_MAX_FIELDS; i++) {
         switch (fl[i].kind) {
         case TG_CFG_STR:
@@ -81,6 +81,12 @@ int tg_metrics_write_config(FILE *f, const tg_trainer_config *cfg, int world,
             break;
         case TG_CFG_U64:
             add_u64(o, fl[i].key, fl[i].u);
+            break;
+        case TG_CFG_BOOL:
+            cJSON_AddBoolToObject(o, fl[i].key, fl[i].i != 0);
+            break;
+        case TG_CFG_NULL:
+            cJSON_AddNullToObject(o, fl[i].key);
             break;
         default:
             add_num(o, fl[i].key, fl[i].d);

@@ -16,11 +16,13 @@
 #include <stdio.h>
 
 #include "tapegrad/trainer.h"
+#include "train.h"
 
 /* {"event":"config","time":..,"world_size":N,"resumed_from_step":S|null,
- *  <each configuration field, typed>}. Returns 0, or -1 when writing failed. */
-int tg_metrics_write_config(FILE *f, const tg_trainer_config *cfg, int world,
-                            int64_t resumed_from_step);
+ *  <each recorded option of train's table, typed; unset ones null>}; opts
+ * may be NULL (their defaults). Returns 0, or -1 when writing failed. */
+int tg_metrics_write_config(FILE *f, const tg_trainer_config *cfg, const train_opts *opts,
+                            int world, int64_t resumed_from_step);
 
 /* A "step", "epoch" or "end" event of the trainer; rss and peak in MiB (-1
  * when unknown, written as null). Returns 0, or -1 when writing failed. */

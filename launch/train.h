@@ -12,6 +12,7 @@
 #include "tapegrad/checkpoint.h"
 #include "tapegrad/comm.h"
 #include "tapegrad/trainer.h"
+#include "options.h"
 
 /* The file that rank 0 leaves in --ckpt-dir after the checkpoint of a
  * signal stop (step, signal, checkpoint), removed when the next run starts;
@@ -41,26 +42,46 @@ typedef struct train_opts {
 const char *tg_train_optim_name(tg_optim_kind k);
 const char *tg_train_sched_name(tg_lr_kind k);
 
-/* One field of the resolved configuration, typed for JSON (numbers as
- * numbers, strings as strings). The strings point into the config or into
- * static tables. */
-typedef enum tg_cfg_kind { TG_CFG_STR, TG_CFG_INT, TG_CFG_U64, TG_CFG_NUM } tg_cfg_kind;
-typedef struct tg_cfg_field {
-    const char *key;
-    tg_cfg_kind kind;
-    const char *s;
-    int64_t i;
-    uint64_t u;
-    double d;
-} tg_cfg_field;
-#define TG_CFG_MAX_FIELDS 64
+/* Settings for SGD when --optimizer sgd is chosen without --lr etc. */
+#define TG_TRAIN_SGD_LR 0.05
+#define TG_TRAIN_SGD_MOMENTUM 0.9
+#define TG_TRAIN_SGD_WEIGHT_DECAY 5e-4
 
-/* Fills f (room for max) with the resolved configuration; returns the count. */
-int tg_train_config_fields(const tg_trainer_config *c, tg_cfg_field *f, int max);
+/* Every value of train's options (the base of its option table,
+ * launch/train_opts.c). */
+typedef struct train_args {
+    tg_trainer_config cfg;
+    train_opts o;
+    bool quiet, verbose, print_config;
+} train_args;
 
-/* The resolved configuration as "key = value" lines (saved in checkpoints,
+/* The option table of `tapegrad train` and its length. */
+extern const tg_opt tg_train_options[];
+extern const int tg_train_options_count;
+/* The option table of `tapegrad eval` (launch/cmd_eval.c) and its length. */
+extern const tg_opt tg_eval_options[];
+extern const int tg_eval_options_count;
+/* cpu and cuda, for every command's --device. */
+extern const tg_opt_choice tg_train_devices[];
+
+/* The defaults of every option for a model. */
+train_args tg_train_args_defaults(tg_model_kind kind);
+
+/* Resolves the options read into set onto the model's defaults (the model
+ * first, then the optimizer's defaults, then the rest) and checks how they
+ * combine. Prints what is wrong; returns an exit code. */
+int tg_train_resolve(const tg_opt_set *set, train_args *a);
+
+/* Fills f (room for max) with the options that a run records (the
+ * table's TG_OPT_RECORD rows), typed; returns the count. o may be NULL
+ * (the defaults). */
+int tg_train_config_fields(const tg_trainer_config *c, const train_opts *o, tg_cfg_field *f,
+                           int max);
+
+/* The same as "key = value" lines, a --config file (saved in checkpoints,
  * compared at resume, printed in the banner). Returns buf. */
-char *tg_train_config_text(const tg_trainer_config *c, char *buf, size_t len);
+char *tg_train_config_text(const tg_trainer_config *c, const train_opts *o, char *buf,
+                           size_t len);
 
 /* Whether the checkpoint tensors ts[0..n) hold every parameter and buffer
  * of ps under its name, shape and dtype; if not, why names the first that

@@ -39,7 +39,7 @@ typedef struct run_state {
     int rank, world;
     FILE *metrics;
     bool metrics_failed;
-    char cfg_text[2048];
+    char cfg_text[8192];
     char err[1536];         /* a hook's failure, said in our words */
     int err_code;           /* its exit code (0: from the status) */
     int64_t stop_step;      /* the step the run stopped at after a signal */
@@ -50,6 +50,7 @@ typedef struct run_state {
     bool bar;          /* stdout is a terminal: one redrawn progress line */
     tg_progress *prog; /* its thread, while the trainer runs */
     char threads[96];  /* the banner's thread count, e.g. "2" */
+    tg_cli_data_record data; /* rank 0 with --ckpt-dir: what checkpoints record */
 } run_state;
 
 /* ---- messages ---- */
@@ -201,12 +202,16 @@ static void print_banner(const run_state *st, tg_trainer *tr, const char *data) 
         tg_blas_info_get(&b);
         printf("blas: %s, %s kernels\n", b.config, b.core);
     }
+    /* The options set, without the unset ones (comments in the text). */
     printf("config:");
-    for (const char *p = st->cfg_text; *p; p++)
-        if (*p != '\n')
-            putchar(*p);
-        else if (p[1])
-            fputs(",", stdout);
+    bool first = true;
+    for (const char *p = st->cfg_text; *p;) {
+        size_t n = strcspn(p, "\n");
+        if (p[0] != '#')
+            printf("%s%.*s", first ? " " : ", ", (int)n, p);
+        first = first && p[0] == '#';
+        p += n + (p[n] == '\n');
+    }
     printf("\n");
     if (o->ckpt_dir)
         printf("checkpoints: %s (every %lld steps and each epoch end, keep %d)\n", o->ckpt_dir,
@@ -244,8 +249,11 @@ static tg_status save_checkpoint(run_state *st, tg_trainer *tr) {
                           .rng = {ps.seed, 0},
                           .optim_steps = tg_optim_steps(tg_trainer_optim(tr)),
                           .world_size = st->world,
-                          .config = st->cfg_text};
+                          .config = st->cfg_text,
+                          .data_path = st->data.path,
+                          .data_bytes = st->data.bytes};
         snprintf(m.model, sizeof m.model, "%s", tg_model_name(c->model));
+        snprintf(m.data_sha256, sizeof m.data_sha256, "%s", st->data.sha256);
         tg_ctx_clear_error(ctx);
         tg_status s = n < 0 ? TG_ERR_INVALID
                             : tg_ckpt_save(ctx, st->o->ckpt_dir, &m, n, ts, st->o->keep,
@@ -450,27 +458,45 @@ static int choose_resume(run_state *st, tg_trainer *tr, char *path, size_t len) 
     return (int)code;
 }
 
+/* The key of a "key = value" line (or of an unset "# key = ..." comment):
+ * its start and length. */
+static const char *line_key(const char *l, size_t n, size_t *kl) {
+    if (n >= 2 && l[0] == '#' && l[1] == ' ')
+        l += 2, n -= 2;
+    const char *eq = memchr(l, '=', n);
+    *kl = eq ? (size_t)(eq - l) : 0;
+    return l;
+}
+
 /* Names the settings that differ from the checkpoint's (a resumed run
- * takes the command line's; a different schedule or batch changes it). */
+ * takes the command line's; a different schedule or batch changes it).
+ * Only keys that the checkpoint records count: an older checkpoint records
+ * fewer options. */
 static void warn_config(const char *old, const char *now, const char *path) {
     bool said = false;
     for (const char *l = now; *l;) {
-        size_t n = strcspn(l, "\n");
-        size_t k = strcspn(l, "=");
-        bool found = false;
-        for (const char *o = old; *o;) {
-            size_t on = strcspn(o, "\n");
-            if (on == n && strncmp(o, l, n) == 0)
-                found = true;
+        size_t n = strcspn(l, "\n"), kl;
+        const char *k = line_key(l, n, &kl);
+        bool known = false, same = false;
+        for (const char *o = old; *o && kl;) {
+            size_t on = strcspn(o, "\n"), okl;
+            const char *ok = line_key(o, on, &okl);
+            if (okl == kl && strncmp(ok, k, kl) == 0) {
+                known = true;
+                same = on == n && strncmp(o, l, n) == 0;
+            }
             o += on + (o[on] == '\n');
         }
-        if (!found && k < n) {
+        if (known && !same) {
             if (!said)
                 fprintf(stderr,
                         "tapegrad train: warning: resuming %s with other settings (the "
                         "new ones apply):",
                         path);
-            fprintf(stderr, " %.*s;", (int)n, l);
+            if (k != l) /* "# key = (unset: ...)" */
+                fprintf(stderr, " %.*s unset;", (int)kl - 1, k);
+            else
+                fprintf(stderr, " %.*s;", (int)n, l);
             said = true;
         }
         l += n + (l[n] == '\n');
@@ -702,7 +728,7 @@ static int train(run_state *st, tg_trainer *tr, const char *data) {
     if (st->rank == 0)
         warn_blas_core(o);
     const int64_t start_step = tg_trainer_state_get(tr).step;
-    if (st->metrics && tg_metrics_write_config(st->metrics, tg_trainer_get_config(tr), st->world,
+    if (st->metrics && tg_metrics_write_config(st->metrics, tg_trainer_get_config(tr), o, st->world,
                                                o->resume ? start_step : -1) != 0)
         st->metrics_failed = true;
     tg_world_set_step(st->w, start_step);
@@ -761,6 +787,11 @@ int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, 
     }
     if (code == 0 && st.rank == 0 && o->ckpt_dir)
         clear_marker(o);
+    /* Checkpoints record the dataset: read once now, before the first
+     * step. A file that cannot be read is reported by the trainer's open. */
+    if (code == 0 && st.rank == 0 && o->ckpt_dir &&
+        tg_cli_file_record(data, &st.data, err, sizeof err) != 0)
+        st.data.path[0] = '\0';
     if ((code = agree(&st, code)) != 0)
         goto out;
     cfg->data_path = data;
@@ -772,7 +803,7 @@ int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, 
                                     .allreduce_sum = allreduce_sum,
                                     .after_step = after_step,
                                     .should_stop = tg_cli_stop_requested};
-    tg_train_config_text(cfg, st.cfg_text, sizeof st.cfg_text);
+    tg_train_config_text(cfg, o, st.cfg_text, sizeof st.cfg_text);
     tg_trace *trace = NULL;
     if (o->trace) {
         char prefix[4096];

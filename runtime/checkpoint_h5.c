@@ -8,7 +8,9 @@
  *   /                 attributes: format = "tapegrad-checkpoint", format_version,
  *                     tapegrad_version, model, step, epoch, samples_consumed,
  *                     optim_steps, rng_state (2 x u64), world_size, num_tensors,
- *                     meta_crc32
+ *                     meta_crc32; optional (since 0.x, older files lack them):
+ *                     data_path, data_bytes, data_sha256, data_crc32 (the
+ *                     dataset the run trained on; tg__ck_data_crc)
  *   /config           scalar fixed-length string; attribute crc32
  *   /tensors/<name>   one dataset per tensor, named by the tensor's ->name,
  *                     little-endian, row-major; attribute crc32; datasets of
@@ -212,4 +214,12 @@ hid_t tg__ck_fapl(size_t core_increment) {
     }
 #endif
     return fapl;
+}
+
+uint32_t tg__ck_data_crc(const tg_ckpt_meta *m) {
+    char num[32];
+    int n = snprintf(num, sizeof num, "\n%" PRId64 "\n", m->data_bytes);
+    uint32_t c = tg__ck_crc(0, m->data_path, strlen(m->data_path));
+    c = tg__ck_crc(c, num, n > 0 ? (size_t)n : 0);
+    return tg__ck_crc(c, m->data_sha256, strnlen(m->data_sha256, sizeof m->data_sha256));
 }

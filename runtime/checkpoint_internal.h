@@ -140,6 +140,8 @@ int tg__ck_dtype_of(hid_t type, char *buf, size_t len);
 hid_t tg__ck_str_type(size_t len);
 /* The CRC-32 of the metadata's canonical text. */
 uint32_t tg__ck_meta_crc(const tg_ckpt_meta *m, int64_t n);
+/* The CRC-32 of the dataset record (path, bytes, sha256). */
+uint32_t tg__ck_data_crc(const tg_ckpt_meta *m);
 /* File access properties: reading (core_increment 0) or an in-memory file. */
 hid_t tg__ck_fapl(size_t core_increment);
 

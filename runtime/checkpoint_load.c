@@ -243,6 +243,11 @@ static void describe_meta(sbuf *b, const char *path, const tg_ckpt_meta *m, int 
     sb_printf(b, "  rng_state         0x%016" PRIx64 " 0x%016" PRIx64 "\n", m->rng[0], m->rng[1]);
     sb_printf(b, "  world_size        %d\n", (int)m->world_size);
     sb_printf(b, "  tensors           %d (%" PRId64 " elements, %zu bytes)\n", ne, elems, bytes);
+    if (m->data_path)
+        sb_printf(b, "  dataset           %s (%" PRId64 " bytes, sha256 %s)\n", m->data_path,
+                  m->data_bytes, m->data_sha256[0] ? m->data_sha256 : "unknown");
+    else
+        sb_printf(b, "  dataset           not recorded (a checkpoint of an older tapegrad)\n");
 }
 
 tg_status tg_ckpt_describe(tg_ctx *ctx, const char *path, char **text) {

@@ -148,6 +148,34 @@ static tg_status read_config(const tg__ckfile *f, tg_ckpt_meta *m, char *err, si
     return TG_OK;
 }
 
+/* The optional dataset record: absent in older checkpoints (and when the
+ * writer had none), else whole and matching its CRC-32. */
+static tg_status read_data(const tg__ckfile *f, tg_ckpt_meta *m, char *err, size_t errlen) {
+    htri_t ex = H5Aexists(f->file, "data_path");
+    (void)H5Eclear2(H5E_DEFAULT);
+    if (ex <= 0)
+        return TG_OK;
+    char *path = calloc(TG__CK_STR_MAX + 1, 1);
+    uint32_t crc = 0;
+    if (!path)
+        return tg__ck_fail(TG_ERR_NOMEM, err, errlen, "%s: out of memory", f->path);
+    tg_status st = get_str(f, "data_path", path, TG__CK_STR_MAX + 1, err, errlen);
+    if (!st)
+        st = get_attr(f, "data_bytes", H5T_INTEGER, H5T_NATIVE_INT64, 1, &m->data_bytes, err,
+                      errlen);
+    if (!st)
+        st = get_str(f, "data_sha256", m->data_sha256, sizeof m->data_sha256, err, errlen);
+    if (!st)
+        st = get_attr(f, "data_crc32", H5T_INTEGER, H5T_NATIVE_UINT32, 1, &crc, err, errlen);
+    m->data_path = path;
+    if (!st && crc != tg__ck_data_crc(m))
+        st = tg__ck_fail(TG_ERR_FORMAT, err, errlen,
+                         "%s: the dataset record (data_path, data_bytes, data_sha256) fails its "
+                         "CRC-32 checksum (the file is corrupt)",
+                         f->path);
+    return st;
+}
+
 /* Every count in the metadata is within what a run can reach; a trainer
  * multiplies them (step x batch size), so a huge one is refused here. */
 static tg_status check_ranges(const tg__ckfile *f, const tg_ckpt_meta *m, char *err,
@@ -229,6 +257,8 @@ static tg_status read_meta(tg__ckfile *f, tg_ckpt_meta *m, char *err, size_t err
         st = check_ranges(f, m, err, errlen);
     if (!st)
         st = read_config(f, m, err, errlen);
+    if (!st)
+        st = read_data(f, m, err, errlen);
     return st;
 }
 
@@ -523,6 +553,8 @@ void tg_ckpt_meta_free(tg_ckpt_meta *m) {
      * after a load it is the heap copy that this module made. */
     free((void *)m->config);
     m->config = NULL;
+    free((void *)m->data_path);
+    m->data_path = NULL;
 }
 
 tg_status tg_ckpt_read_meta(tg_ctx *ctx, const char *path, tg_ckpt_meta *meta) {

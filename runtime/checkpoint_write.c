@@ -82,6 +82,15 @@ static herr_t write_meta(hid_t file, const tg_ckpt_meta *meta, int n) {
         put_i64(file, "num_tensors", n) < 0 ||
         put_u32(file, "meta_crc32", tg__ck_meta_crc(m, n)) < 0)
         return -1;
+    /* Readers take strings of up to TG__CK_STR_MAX bytes. */
+    if (!m->data_path || !m->data_path[0] || strlen(m->data_path) >= TG__CK_STR_MAX)
+        return 0;
+    mm.data_sha256[sizeof mm.data_sha256 - 1] = '\0';
+    if (put_str(file, "data_path", m->data_path) < 0 ||
+        put_i64(file, "data_bytes", m->data_bytes) < 0 ||
+        put_str(file, "data_sha256", mm.data_sha256) < 0 ||
+        put_u32(file, "data_crc32", tg__ck_data_crc(&mm)) < 0)
+        return -1;
     return 0;
 }
 

@@ -17,7 +17,7 @@ packages=(
     build-essential cmake pkg-config
     libopenblas-dev libopenblas0-openmp libopenmpi-dev openmpi-bin
     libhdf5-dev hdf5-tools libcmocka-dev zlib1g-dev
-    dataset-fashion-mnist gnuplot-nox libinih-dev libcjson-dev
+    dataset-fashion-mnist gnuplot-nox libinih-dev libcjson-dev libssl-dev
     slurmctld slurmd slurm-client munge
     python3 python3-numpy
     clang libclang-rt-14-dev libomp-dev iproute2

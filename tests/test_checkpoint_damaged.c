@@ -743,6 +743,7 @@ static void test_plain_hdf5_readable(void **state) {
     assert_int_equal(m.step, 3);
     assert_int_equal(m.samples_consumed, 96);
     assert_string_equal(m.model, "tiny");
+    assert_null(m.data_path); /* older than the dataset record */
     tg_ckpt_meta_free(&m);
     assert_int_equal(tg_ckpt_read_tensors(ctx, fixture, &ts, &n), TG_OK);
     assert_int_equal(n, 5);
@@ -817,6 +818,59 @@ static void test_header_layout(void **state) {
     tg_ctx_free(ctx);
 }
 
+/* The dataset record: saved and read back as given, described by
+ * inspect; absent (NULL) when none was given; a changed field is caught by
+ * its CRC-32. */
+static void test_dataset_record(void **state) {
+    tg_ctx *ctx = new_ctx();
+    tg_tensor *t[NT];
+    tg_ckpt_meta m = meta_at(5), r;
+    const char *sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    char path[1024], err[256], *text = NULL;
+    int64_t big = 123456789;
+    hid_t f, a;
+
+    (void)state;
+    m.data_path = "/data/sets/fa\"shion.h5";
+    m.data_bytes = 55468400;
+    snprintf(m.data_sha256, sizeof m.data_sha256, "%s", sha);
+    make_tensors(ctx, t, 1.0f);
+    assert_int_equal(tg_ckpt_save(ctx, tgt_path("rec"), &m, NT, t, 0, path, sizeof path), TG_OK);
+    assert_int_equal(tg_ckpt_read_meta(ctx, path, &r), TG_OK);
+    assert_non_null(r.data_path);
+    assert_string_equal(r.data_path, "/data/sets/fa\"shion.h5");
+    assert_int_equal(r.data_bytes, 55468400);
+    assert_string_equal(r.data_sha256, sha);
+    tg_ckpt_meta_free(&r);
+    assert_null(r.data_path);
+    assert_int_equal(tg_ckpt_describe(ctx, path, &text), TG_OK);
+    assert_non_null(strstr(text, "  dataset           /data/sets/fa\"shion.h5 (55468400 bytes, "
+                                 "sha256 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08)"));
+    free(text);
+    /* Without a record: NULL, and inspect says so. */
+    const char *q = save_at(ctx, tgt_path("norec"), 6, 0);
+    assert_int_equal(tg_ckpt_read_meta(ctx, q, &r), TG_OK);
+    assert_null(r.data_path);
+    assert_int_equal(r.data_sha256[0], 0);
+    tg_ckpt_meta_free(&r);
+    assert_int_equal(tg_ckpt_describe(ctx, q, &text), TG_OK);
+    assert_non_null(strstr(text, "dataset           not recorded"));
+    free(text);
+    /* Another size behind a valid header: the record's CRC-32 fails. */
+    f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    assert_true(f >= 0);
+    a = H5Aopen(f, "data_bytes", H5P_DEFAULT);
+    assert_true(a >= 0);
+    assert_true(H5Awrite(a, H5T_NATIVE_INT64, &big) >= 0);
+    H5Aclose(a);
+    H5Fclose(f);
+    assert_int_equal(tg__ck_reseal(path, err, sizeof err), TG_OK);
+    expect_msg(ctx, tg_ckpt_read_meta(ctx, path, &r), TG_ERR_FORMAT, path, "dataset record",
+               "CRC-32", NULL);
+    tg_ckpt_meta_free(&r);
+    tg_ctx_free(ctx);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_header_layout),
@@ -831,6 +885,7 @@ int main(void) {
         cmocka_unit_test(test_latest_fifo),
         cmocka_unit_test(test_plain_hdf5_readable),
         cmocka_unit_test(test_find_skips_unusable),
+        cmocka_unit_test(test_dataset_record),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -2,7 +2,10 @@
  * tests/test_config.c: `tapegrad train --config FILE.ini` and --print-config:
  * the file's keys set the options, the command line overrides them, and every
  * bad file is a usage error (exit 2) whose message names the file, the line
- * and the key.
+ * and the key. The option tables: every row of train's and eval's is in
+ * --help, is an INI key (or refused as a command-line-only one) and is
+ * printed by --print-config; --print-config > run.ini, --config run.ini
+ * repeats a training run exactly (the same options, the same losses).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,9 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
 #include <cmocka.h>
 
+#include "options.h"
 #include "test_util.h"
+#include "train.h"
 
 static const char *ini(const char *name, const char *text) {
     const char *p = tgt_path(name);
@@ -144,6 +150,183 @@ static void test_damaged_files(void **state) {
     tgt_expect_out("model = mlp\n");
 }
 
+/* ---- the option tables ---- */
+
+typedef struct cmd_table {
+    const char *cmd, *base; /* base: what every run of cmd needs */
+    const tg_opt *rows;
+    int n;
+} cmd_table;
+
+/* The line of key (printed with '_') in text, set or as an unset comment;
+ * NULL when absent. */
+static const char *line_of(const char *text, const char *name, bool *unset) {
+    char key[64];
+    snprintf(key, sizeof key, "%s", name);
+    for (char *p = key; *p; p++)
+        *p = *p == '-' ? '_' : *p;
+    size_t kl = strlen(key);
+    for (const char *l = text; *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : l + strlen(l)) {
+        const char *k = strncmp(l, "# ", 2) == 0 ? l + 2 : l;
+        if (strncmp(k, key, kl) == 0 && strncmp(k + kl, " = ", 3) == 0) {
+            *unset = k != l;
+            return l;
+        }
+    }
+    return NULL;
+}
+
+/* A value that row o accepts alone: the value printed when it is set by
+ * default, else one of its own. */
+static void sample(const tg_opt *o, const char *printed, char *buf, size_t len) {
+    bool unset = false;
+    const char *l = line_of(printed, o->name, &unset);
+    int k = 0;
+    switch (o->type) {
+    case TG_OPT_STR:
+        snprintf(buf, len, "/tmp/sample value");
+        return;
+    case TG_OPT_SWITCH:
+        snprintf(buf, len, "true");
+        return;
+    case TG_OPT_CHOICE:
+        while (o->choices[k + 1].name)
+            k++;
+        snprintf(buf, len, "%s", o->choices[k].name);
+        return;
+    default:
+        if (l && !unset)
+            snprintf(buf, len, "%.*s", (int)strcspn(strchr(l, '=') + 2, "\n"), strchr(l, '=') + 2);
+        else
+            snprintf(buf, len, "%g", o->lo);
+        return;
+    }
+}
+
+static void check_table(const cmd_table *t) {
+    static char help[1 << 16], printed[1 << 16];
+    assert_int_equal(tgt_run("%s --help", t->cmd), 0);
+    snprintf(help, sizeof help, "%s", tgt_out);
+    assert_int_equal(tgt_run("%s %s --print-config", t->cmd, t->base), 0);
+    snprintf(printed, sizeof printed, "%s", tgt_out);
+    for (int r = 0; r < t->n; r++) {
+        const tg_opt *o = &t->rows[r];
+        char flag[80], ini[300], v[128], want[300];
+        bool unset;
+        snprintf(flag, sizeof flag, "  %s%c%s--%s%s", o->alias ? "-" : "", o->alias ? o->alias : ' ',
+                 o->alias ? ", " : "", o->name, o->arg ? " " : "");
+        if (!strstr(help, o->alias ? flag : flag + 2))
+            fail_msg("%s --help lacks %s:\n%s", t->cmd, o->name, help);
+        const char *l = line_of(printed, o->name, &unset);
+        if (!(o->flags & TG_OPT_INI)) {
+            if (l)
+                fail_msg("%s --print-config prints the command-line-only %s", t->cmd, o->name);
+            snprintf(ini, sizeof ini, "%s = x\n", o->name);
+            tgt_write_file(tgt_path("row.ini"), ini);
+            assert_int_equal(tgt_run("%s %s --config '%s'", t->cmd, t->base, tgt_path("row.ini")), 2);
+            snprintf(want, sizeof want, "row.ini:1: command-line-only key '%s'", o->name);
+            tgt_expect_out(want);
+            continue;
+        }
+        if (!l)
+            fail_msg("%s --print-config lacks %s:\n%s", t->cmd, o->name, printed);
+        /* Accepted as a key, and printed back as given. */
+        sample(o, printed, v, sizeof v);
+        snprintf(ini, sizeof ini, "%s = %s\n", o->name, v);
+        tgt_write_file(tgt_path("row.ini"), ini);
+        if (tgt_run("%s %s --config '%s' --print-config", t->cmd, t->base, tgt_path("row.ini")) != 0)
+            fail_msg("%s: key '%s = %s' refused:\n%s", t->cmd, o->name, v, tgt_out);
+        l = line_of(tgt_out, o->name, &unset);
+        assert_non_null(l);
+        assert_false(unset);
+        snprintf(want, sizeof want, " = %s\n", v);
+        if (strncmp(strstr(l, " = "), want, strlen(want)) != 0)
+            fail_msg("%s: '%s = %s' printed as '%.*s'", t->cmd, o->name, v, (int)strcspn(l, "\n"), l);
+    }
+}
+
+static void test_tables_everywhere(void **state) {
+    (void)state;
+    const cmd_table tables[] = {
+        {"train", "", tg_train_options, tg_train_options_count},
+        {"eval", "", tg_eval_options, tg_eval_options_count},
+    };
+    for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++)
+        check_table(&tables[i]);
+    /* Suggestions come from the table too. */
+    assert_int_equal(tgt_run("train --clip-grad-nrom 1"), 2);
+    tgt_expect_out("did you mean --clip-grad-norm?");
+    assert_int_equal(tgt_run("train --test-spilt x"), 2);
+    tgt_expect_out("did you mean --test-split?");
+    assert_int_equal(tgt_run("eval --ckpt x --confuison"), 2);
+    tgt_expect_out("did you mean --confusion?");
+    tgt_write_file(tgt_path("typo.ini"), "ckpt-dri = x\n");
+    assert_int_equal(tgt_run("train --config '%s'", tgt_path("typo.ini")), 2);
+    tgt_expect_out("typo.ini:1: unknown key 'ckpt-dri'; did you mean 'ckpt-dir'?");
+}
+
+static char *read_all(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    char *b = calloc(1 << 20, 1);
+    assert_non_null(b);
+    *n = fread(b, 1, (1 << 20) - 1, f);
+    fclose(f);
+    return b;
+}
+
+/* The losses and accuracies of a metrics file, without its times. */
+static void losses(const char *path, char *out, size_t len) {
+    size_t n = 0;
+    char *text = read_all(path, &n);
+    size_t at = 0;
+    out[0] = 0;
+    for (char *l = strtok(text, "\n"); l; l = strtok(NULL, "\n")) {
+        cJSON *o = cJSON_Parse(l);
+        assert_non_null(o);
+        static const char *const keys[] = {"step", "loss", "train_loss", "test_loss", "test_acc"};
+        for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+            cJSON *v = cJSON_GetObjectItem(o, keys[k]);
+            if (cJSON_IsNumber(v))
+                at += (size_t)snprintf(out + at, len - at, "%s=%.17g ", keys[k], v->valuedouble);
+        }
+        at += (size_t)snprintf(out + at, len - at, "\n");
+        cJSON_Delete(o);
+        assert_true(at < len);
+    }
+    free(text);
+}
+
+static void test_print_config_round_trip(void **state) {
+    (void)state;
+    static char first[1 << 16], a[1 << 14], b[1 << 14];
+    const char *d = tgt_make_dataset();
+    char m[600], flags[1600];
+    snprintf(m, sizeof m, "%s", tgt_path("rt.jsonl"));
+    snprintf(flags, sizeof flags,
+             "--data '%s' --model mlp --optimizer sgd --lr 0.0123 --seed 7 --max-steps 6 "
+             "--batch-size 16 --eval-batch-size 32 --threads 1 --log-every 1 --warmup 2 "
+             "--label-smoothing 0.05 --metrics '%s' --quiet",
+             d, m);
+    assert_int_equal(tgt_run("train %s --print-config", flags), 0);
+    snprintf(first, sizeof first, "%s", tgt_out);
+    tgt_write_file(tgt_path("run.ini"), first);
+    assert_int_equal(tgt_run("train --config '%s' --print-config", tgt_path("run.ini")), 0);
+    assert_string_equal(tgt_out, first);
+    assert_non_null(strstr(first, "momentum = 0.9\n")); /* sgd's default, resolved */
+    assert_int_equal(tgt_run("train %s", flags), 0);
+    losses(m, a, sizeof a);
+    assert_int_equal(tgt_run("train --config '%s'", tgt_path("run.ini")), 0);
+    losses(m, b, sizeof b);
+    assert_non_null(strstr(a, "step=6 loss="));
+    assert_non_null(strstr(a, "test_acc="));
+    assert_string_equal(a, b);
+    /* And not by chance: another seed trains otherwise. */
+    assert_int_equal(tgt_run("train --config '%s' --seed 8", tgt_path("run.ini")), 0);
+    losses(m, b, sizeof b);
+    assert_string_not_equal(a, b);
+}
+
 static int setup(void **state) {
     (void)state;
     return tgt_dir_setup("tg_config");
@@ -159,6 +342,8 @@ int main(void) {
         cmocka_unit_test(test_file_sets_and_flags_override),
         cmocka_unit_test(test_bad_files),
         cmocka_unit_test(test_damaged_files),
+        cmocka_unit_test(test_tables_everywhere),
+        cmocka_unit_test(test_print_config_round_trip),
     };
     return cmocka_run_group_tests_name("config", tests, setup, teardown);
 }

@@ -37,7 +37,7 @@ static void test_config_strings_and_numbers(void **state) {
     FILE *f = tmpfile();
     assert_non_null(f);
     double t0 = (double)time(NULL);
-    assert_int_equal(tg_metrics_write_config(f, &cfg, 4, 120), 0);
+    assert_int_equal(tg_metrics_write_config(f, &cfg, NULL, 4, 120), 0);
     char *line = written(f);
     fclose(f);
     assert_non_null(strchr(line, '\n'));

@@ -108,9 +108,19 @@ typedef struct tg_ckpt_meta {
      * tg_ckpt_load()/tg_ckpt_read_meta() it is heap memory owned by this
      * struct: release it with tg_ckpt_meta_free(). */
     const char *config;
+    /* The dataset the run trained on, optional (older checkpoints and a
+     * data_path of NULL or "" record none): its absolute path, its size in
+     * bytes and the SHA-256 of its bytes as 64 lowercase hex digits. Saved
+     * as the root attributes data_path, data_bytes, data_sha256 and their
+     * CRC-32 data_crc32. After a load, data_path is heap memory owned by
+     * this struct (NULL when none is recorded). */
+    const char *data_path;
+    int64_t data_bytes;
+    char data_sha256[65];
 } tg_ckpt_meta;
 
-/* Frees m->config when a load made it, and sets it to NULL. NULL is a no-op. */
+/* Frees m->config and m->data_path when a load made them, and sets them to
+ * NULL. NULL is a no-op. */
 void tg_ckpt_meta_free(tg_ckpt_meta *m);
 
 /*

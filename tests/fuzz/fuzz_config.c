@@ -2,7 +2,8 @@
  * tests/fuzz/fuzz_config.c: the bytes as a `--config FILE.ini` for
  * `tapegrad train`: read by the code that reads the option
  * (tg_cli_config_read, launch/config.c) and released again, then given to
- * `tapegrad train --config FILE --print-config`, which parses the values.
+ * `tapegrad train --config FILE --print-config` and `tapegrad eval --config
+ * FILE --print-config`, which parse the values through the option tables.
  *
  * The bytes go to a temporary file that each call creates and removes. The
  * messages about bad files go to stderr (libFuzzer's -close_fd_mask=2 hides
@@ -48,6 +49,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
          * parsed onto the options (stops before any training). */
         char *argv[] = {"train", "--config", path, "--print-config", NULL};
         tg_cmd_train(4, argv);
+        /* eval's table reads the same file under its own keys. */
+        char *eargv[] = {"eval", "--config", path, "--print-config", NULL};
+        tg_cmd_eval(4, eargv);
     }
     unlink(path);
     return 0;

@@ -1,0 +1,253 @@
+/*
+ * launch/train_opts.c: the options of `tapegrad train`, one table.
+ *
+ * This table is the only description of train's options: the command line,
+ * the keys of `--config FILE.ini`, `--help`, `--print-config`, the "did you
+ * mean" suggestions, the config event of the metrics and the configuration
+ * recorded in checkpoints are all read from it (launch/options.c walks it).
+ *
+ * To add an option, add one row here:
+ *   1. a member for its value in train_args (launch/train.h: in cfg, o, or
+ *      train_args itself), with its default set by tg_train_args_defaults()
+ *      when that is not 0/NULL;
+ *   2. the row: {"name", alias, type, "ARG", offsetof(train_args, member),
+ *      lo, hi, choices, unset, flags, group, "help"}. `unset` (the meaning
+ *      of 0/NULL, e.g. "off") makes an unset value print as a comment;
+ *      flags: TG_OPT_INI to make it an INI key printed by --print-config,
+ *      TG_OPT_RECORD (with INI: TG_OPT_SAVED) when it can change the
+ *      results, so that checkpoints and metrics record it;
+ *   3. any check that involves other options in tg_train_resolve() below.
+ * The tests (tests/test_config.c) then find it in --help, as an INI key and
+ * in --print-config without further work.
+ */
+#include <stddef.h>
+#include <string.h>
+
+#include "cli.h"
+#include "options.h"
+#include "train.h"
+#include "train_data.h"
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+_Static_assert(sizeof(tg_model_kind) == sizeof(int), "choices are stored as int");
+_Static_assert(sizeof(tg_optim_kind) == sizeof(int), "choices are stored as int");
+_Static_assert(sizeof(tg_lr_kind) == sizeof(int), "choices are stored as int");
+_Static_assert(sizeof(tg_device) == sizeof(int), "choices are stored as int");
+
+static const tg_opt_choice models[] = {
+    {"mlp", TG_MODEL_MLP}, {"cnn", TG_MODEL_CNN}, {"cnn-bn", TG_MODEL_CNN_BN}, {NULL, 0}};
+static const tg_opt_choice optimizers[] = {
+    {"adamw", TG_OPTIM_ADAMW}, {"adam", TG_OPTIM_ADAM}, {"sgd", TG_OPTIM_SGD}, {NULL, 0}};
+static const tg_opt_choice schedules[] = {
+    {"cosine", TG_LR_COSINE}, {"constant", TG_LR_CONSTANT}, {NULL, 0}};
+const tg_opt_choice tg_train_devices[] = {{"cpu", TG_DEVICE_CPU}, {"cuda", TG_DEVICE_CUDA}, {NULL, 0}};
+
+#define CFG(m) offsetof(train_args, cfg.m)
+#define OPT(m) offsetof(train_args, o.m)
+#define ARG(m) offsetof(train_args, m)
+#define NOWHERE TG_OPT_NOWHERE
+#define BIG 9.3e18 /* an integer bound: no cap */
+#define SAVED TG_OPT_SAVED
+#define INI TG_OPT_INI
+
+const tg_opt tg_train_options[] = {
+    /* name, alias, type, arg, member, lo, hi, choices, unset, flags, group, help */
+    {"model", 0, TG_OPT_CHOICE, "NAME", CFG(model), 0, 0, models, NULL, SAVED | TG_OPT_EARLY,
+     "model and data", "the model"},
+    {"data", 0, TG_OPT_STR, "FILE.h5", CFG(data_path), 0, 0, NULL,
+     "the Fashion-MNIST cache file", SAVED, NULL,
+     "a dataset with the splits of --train-split and --test-split; checkpoints record its "
+     "absolute path, size and SHA-256"},
+    {"idx-dir", 0, TG_OPT_STR, "DIR", OPT(idx_dir), 0, 0, NULL, NULL, SAVED, NULL,
+     "where the Fashion-MNIST IDX files are, read when --data is not given"},
+    {"train-split", 0, TG_OPT_STR, "NAME", CFG(train_split), 0, 0, NULL, NULL, SAVED, NULL,
+     "the split of --data that trains"},
+    {"test-split", 0, TG_OPT_STR, "NAME", CFG(test_split), 0, 0, NULL, NULL, SAVED, NULL,
+     "the split of --data that evaluates after every epoch"},
+
+    {"epochs", 0, TG_OPT_I64, "N", CFG(epochs), 1, 100000, NULL, NULL, SAVED | TG_OPT_PER_MODEL,
+     "training (defaults per model below)", "epochs over the training split"},
+    {"batch-size", 0, TG_OPT_I64, "N", CFG(batch_size), 1, 1 << 20, NULL, NULL,
+     SAVED | TG_OPT_PER_MODEL, NULL, "global batch size"},
+    {"accum-steps", 0, TG_OPT_I64, "N", CFG(accum_steps), 1, 1 << 20, NULL, NULL, SAVED, NULL,
+     "cut each rank's share of a batch into N micro-batches whose gradients add up before one "
+     "all-reduce and one optimizer step (memory of a batch / N)"},
+    {"lr", 0, TG_OPT_F64, "X", CFG(optim.lr), 1e-12, 1e3, NULL, NULL, SAVED | TG_OPT_PER_MODEL,
+     NULL, "peak learning rate"},
+    {"optimizer", 0, TG_OPT_CHOICE, "NAME", CFG(optim.kind), 0, 0, optimizers, NULL,
+     SAVED | TG_OPT_EARLY | TG_OPT_PER_MODEL, NULL,
+     "sgd has lr " STR(TG_TRAIN_SGD_LR) ", momentum " STR(TG_TRAIN_SGD_MOMENTUM)
+     ", weight decay " STR(TG_TRAIN_SGD_WEIGHT_DECAY) " unless given"},
+    {"weight-decay", 0, TG_OPT_F64, "X", CFG(optim.weight_decay), 0, 10, NULL, NULL,
+     SAVED | TG_OPT_PER_MODEL, NULL, "decoupled for adamw, L2 for adam and sgd"},
+    {"momentum", 0, TG_OPT_F64, "X", CFG(optim.momentum), 0, 0.999999, NULL, NULL,
+     SAVED | TG_OPT_NO_DEFAULT, NULL,
+     "sgd momentum (default: " STR(TG_TRAIN_SGD_MOMENTUM) "; the other optimizers take only "
+     "their own, 0)"},
+    {"schedule", 0, TG_OPT_CHOICE, "NAME", CFG(schedule.kind), 0, 0, schedules, NULL, SAVED,
+     NULL, "cosine decays to 0 over the run"},
+    {"warmup", 0, TG_OPT_I64, "N", CFG(schedule.warmup_steps), 0, BIG, NULL, NULL, SAVED, NULL,
+     "steps of linear warm-up; longer than the run is allowed: it then ends below --lr"},
+    {"label-smoothing", 0, TG_OPT_F64, "X", CFG(label_smoothing), 0, 0.999999, NULL, NULL,
+     SAVED, NULL, "in [0, 1)"},
+    {"clip-grad-norm", 0, TG_OPT_F64, "X", CFG(clip_grad_norm), 0, 1e12, NULL, NULL, SAVED,
+     NULL, "clip the gradients' global norm; 0 off"},
+    {"max-steps", 0, TG_OPT_I64, "N", CFG(max_steps), 0, BIG, NULL, NULL, SAVED, NULL,
+     "stop after N optimizer steps; 0 no cap"},
+    {"seed", 0, TG_OPT_U64, "N", CFG(seed), 0, BIG, NULL, NULL, SAVED, NULL,
+     "model initialisation and data order"},
+    {"threads", 0, TG_OPT_INT, "N", OPT(threads), 1, 1024, NULL,
+     "OMP_NUM_THREADS, else the CPUs the rank may use, divided among the ranks of a node when "
+     "they all share the same CPUs",
+     SAVED, NULL, "CPU threads per rank, at most the CPUs it may run on"},
+    {"device", 0, TG_OPT_CHOICE, "NAME", OPT(device), 0, 0, tg_train_devices, NULL, SAVED, NULL,
+     "cuda runs on the GPU of the rank's local rank"},
+
+    {"comm-timeout", 0, TG_OPT_F64, "S", OPT(comm_timeout), 0.01, 1e6, NULL, "300", SAVED,
+     "data-parallel (under mpirun -np N or srun; alone it is a world of one)",
+     "seconds any collective may take before the run fails with exit code 4"},
+    {"bucket-mb", 0, TG_OPT_F64, "X", OPT(bucket_mb), 0.001, 4096, NULL,
+     "half the model's gradients, 1 to 25", SAVED, NULL,
+     "gradient all-reduce bucket size in MiB"},
+    {"first-bucket-mb", 0, TG_OPT_F64, "X", OPT(first_bucket_mb), 0.001, 4096, NULL,
+     "a quarter of the model's gradients, 0.0625 to 1", SAVED, NULL,
+     "the first bucket's, which starts first"},
+    {"trace", 0, TG_OPT_STR, "FILE.json", OPT(trace), 0, 0, NULL, "off", SAVED, NULL,
+     "write a Chrome trace per rank to FILE.rank<r>.json: forward, backward, each bucket's "
+     "all-reduce, optimizer"},
+    {"check-replicas", 0, TG_OPT_SWITCH, NULL, OPT(check_replicas), 0, 0, NULL, NULL, SAVED,
+     NULL,
+     "after every step, check that every rank holds bit-identical parameters (a digest "
+     "all-gather; a mismatch ends the run with exit code 1)"},
+
+    {"ckpt-dir", 0, TG_OPT_STR, "DIR", OPT(ckpt_dir), 0, 0, NULL, "no checkpoints", SAVED,
+     "checkpoints",
+     "save checkpoints in DIR (created when missing) at every epoch end, at the last step and "
+     "when pre-empted"},
+    {"ckpt-every", 0, TG_OPT_I64, "N", OPT(ckpt_every), 0, BIG, NULL, NULL, SAVED, NULL,
+     "also every N steps; 0 only the above"},
+    {"keep", 0, TG_OPT_INT, "K", OPT(keep), 0, 1000000, NULL, NULL, SAVED, NULL,
+     "keep the K newest checkpoints; 0 all"},
+    {"resume", 0, TG_OPT_STR, "auto|FILE", OPT(resume), 0, 0, NULL, "start afresh", INI, NULL,
+     "continue from FILE, or with auto from the newest valid checkpoint of --ckpt-dir (a broken "
+     "newest one is skipped with a warning). auto on a folder that holds no checkpoint at all "
+     "starts afresh; on one whose checkpoints are all broken it fails (exit code 3). "
+     "--max-steps counts all steps, those before the resume included. Give the options of the "
+     "first run again (--config with the first run's --print-config does)."},
+
+    {"log-every", 0, TG_OPT_I64, "N", CFG(log_every), 0, BIG, NULL, NULL, SAVED, "output",
+     "a progress line every N steps; 0 none"},
+    {"eval-batch-size", 0, TG_OPT_I64, "N", CFG(eval_batch_size), 1, 1 << 20, NULL, NULL, SAVED,
+     NULL, "test batch size, at most the test split"},
+    {"metrics", 0, TG_OPT_STR, "FILE.jsonl", OPT(metrics), 0, 0, NULL, "none", SAVED, NULL,
+     "one JSON object per line: \"event\" is \"config\" (every option of --print-config, typed), "
+     "\"step\" (step, epoch, loss, lr) every --log-every steps, \"epoch\" and \"end\" (epoch, "
+     "step, train_loss, test_loss, test_acc, samples_per_s, seconds, eval_seconds, rss_mb, "
+     "peak_rss_mb, world); each ends with \"time\" (Unix seconds); appended to on --resume"},
+    {"quiet", 'q', TG_OPT_SWITCH, NULL, ARG(quiet), 0, 0, NULL, NULL, INI, NULL,
+     "only the final accuracy, warnings and errors"},
+    {"verbose", 'v', TG_OPT_SWITCH, NULL, ARG(verbose), 0, 0, NULL, NULL, INI, NULL,
+     "plain progress lines even on a terminal (where a run started without mpirun or srun shows "
+     "one progress bar with an ETA, redrawn in place; logs and launched jobs get plain lines)"},
+
+    {"config", 0, TG_OPT_STR, "FILE.ini", NOWHERE, 0, 0, NULL, NULL, 0, "configuration",
+     "read options from an INI file: one 'key = value' per line, keys as the options without "
+     "'--' (batch-size or batch_size: the same key, once), in a [train] section or before any; "
+     "lines of at most 4096 characters; true or false for switches; options on the command "
+     "line override the file"},
+    {"print-config", 0, TG_OPT_SWITCH, NULL, ARG(print_config), 0, 0, NULL, NULL, 0, NULL,
+     "print every option's resolved value as a --config file and exit: "
+     "'--print-config > run.ini' then '--config run.ini' repeats the run (unset options are "
+     "comments)"},
+    {"help", 'h', TG_OPT_SWITCH, NULL, NOWHERE, 0, 0, NULL, NULL, 0, NULL,
+     "print this help and exit"},
+};
+const int tg_train_options_count = (int)(sizeof tg_train_options / sizeof tg_train_options[0]);
+_Static_assert(sizeof tg_train_options / sizeof tg_train_options[0] <= TG_OPT_MAX,
+               "raise TG_OPT_MAX");
+
+train_args tg_train_args_defaults(tg_model_kind kind) {
+    train_args a = {.cfg = tg_trainer_defaults(kind)};
+    a.cfg.train_split = "train";
+    a.cfg.test_split = "test";
+    a.cfg.accum_steps = a.cfg.accum_steps > 1 ? a.cfg.accum_steps : 1;
+    a.o.idx_dir = TG_FMNIST_IDX_DIR;
+    a.o.keep = 3;
+    a.o.device = TG_DEVICE_CPU;
+    return a;
+}
+
+int tg_train_config_fields(const tg_trainer_config *c, const train_opts *o, tg_cfg_field *f,
+                           int max) {
+    train_args a = tg_train_args_defaults(c->model);
+    a.cfg = *c;
+    a.cfg.train_split = c->train_split ? c->train_split : "train";
+    a.cfg.test_split = c->test_split ? c->test_split : "test";
+    a.cfg.accum_steps = c->accum_steps > 1 ? c->accum_steps : 1;
+    if (o)
+        a.o = *o;
+    return tg_opt_fields(tg_train_options, tg_train_options_count, &a, TG_OPT_RECORD, f, max);
+}
+
+char *tg_train_config_text(const tg_trainer_config *c, const train_opts *o, char *buf,
+                           size_t len) {
+    train_args a = tg_train_args_defaults(c->model);
+    a.cfg = *c;
+    a.cfg.train_split = c->train_split ? c->train_split : "train";
+    a.cfg.test_split = c->test_split ? c->test_split : "test";
+    a.cfg.accum_steps = c->accum_steps > 1 ? c->accum_steps : 1;
+    if (o)
+        a.o = *o;
+    return tg_opt_text(tg_train_options, tg_train_options_count, &a, TG_OPT_RECORD, buf, len);
+}
+
+/* --optimizer's defaults: sgd brings its own lr, momentum and weight decay;
+ * adam keeps the model's lr. */
+static void optimizer_defaults(tg_trainer_config *c, tg_optim_kind k) {
+    double lr = c->optim.lr;
+    if (k == c->optim.kind)
+        return;
+    c->optim = tg_optim_defaults(k);
+    if (k == TG_OPTIM_SGD) {
+        c->optim.lr = TG_TRAIN_SGD_LR;
+        c->optim.momentum = TG_TRAIN_SGD_MOMENTUM;
+        c->optim.weight_decay = TG_TRAIN_SGD_WEIGHT_DECAY;
+    } else {
+        c->optim.lr = lr;
+    }
+}
+
+int tg_train_resolve(const tg_opt_set *set, train_args *a) {
+    const char *cmd = set->cmd;
+    const tg_opt *rows = set->rows;
+    train_args m = tg_train_args_defaults(TG_MODEL_MLP);
+    int code = tg_opt_apply_row(set, tg_opt_find(rows, set->n, "model"), &m);
+    if (code)
+        return code;
+    *a = tg_train_args_defaults(m.cfg.model);
+    int r = tg_opt_find(rows, set->n, "optimizer");
+    train_args k = *a;
+    if ((code = tg_opt_apply_row(set, r, &k)) != 0)
+        return code;
+    optimizer_defaults(&a->cfg, k.cfg.optim.kind);
+    if ((code = tg_opt_apply(set, a)) != 0)
+        return code;
+    train_opts *o = &a->o;
+    if (o->resume && strcmp(o->resume, "auto") == 0 && !o->ckpt_dir)
+        return tg_cli_usage_error(cmd, "--resume auto needs --ckpt-dir");
+    /* A value that changes nothing is harmless: the defaults that
+     * --print-config writes must read back. */
+    train_args d = tg_train_args_defaults(a->cfg.model);
+    if ((o->ckpt_every != d.o.ckpt_every || o->keep != d.o.keep) && !o->ckpt_dir)
+        return tg_cli_usage_error(cmd, "--ckpt-every and --keep need --ckpt-dir");
+    if (tg_opt_given(set, "momentum") && a->cfg.optim.kind != TG_OPTIM_SGD &&
+        a->cfg.optim.momentum != tg_optim_defaults(a->cfg.optim.kind).momentum)
+        return tg_cli_usage_error(cmd, "--momentum applies to --optimizer sgd only");
+    if (a->quiet && a->verbose)
+        return tg_cli_usage_error(cmd, "--quiet and --verbose exclude each other");
+    o->verbosity = a->quiet ? -1 : a->verbose ? 1 : 0;
+    o->data = a->cfg.data_path;
+    return 0;
+}
