@@ -157,7 +157,8 @@ tg_status tg_ctx_new(const tg_ctx_config *cfg, tg_ctx **out);
 /* Call first in main() of a program that runs on several CPU threads. Unless
  * OMP_WAIT_POLICY or GOMP_SPINCOUNT is in the environment (a user's choice
  * stands), it sets GOMP_SPINCOUNT=1000 and executes the program again with
- * the same arguments (from /proc/self/exe), so that idle OpenMP workers spin
+ * the same arguments (its own file, found through /proc/self/exe; the name
+ * and the pid stay), so that idle OpenMP workers spin
  * about 50 us instead of milliseconds before they sleep: on cores shared with
  * other processes, libgomp's long default spin makes 2 threads slower than 1.
  * The OpenMP runtime reads the variable only when it is loaded, hence the

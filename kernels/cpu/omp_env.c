@@ -16,7 +16,9 @@
  * variable even in the executable's .preinit_array is too late: the C
  * library's own start-up resets the environment to the one the kernel passed.
  * So the program executes itself again, once, with the variable set.
+ * (A binary replaced or deleted since it started is not executed again.)
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -32,8 +34,16 @@ void tg_omp_spin_setup(char **argv) {
         return;
     if (setenv("GOMP_SPINCOUNT", TG_OMP_SPINCOUNT_DEFAULT, 0) != 0)
         return;
+    /* The file itself, not /proc/self/exe: the process's name (comm, what
+     * ps, pgrep and the launchers' process trees show) is the basename of
+     * the path executed, and must stay "tapegrad". */
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0 || (size_t)n >= sizeof self - 1)
+        return;
+    self[n] = '\0';
     /* Only returns on failure; the program then goes on with libgomp's
      * defaults (slower on a busy machine, not wrong), and the variable stays
      * set for the processes it starts. */
-    execv("/proc/self/exe", argv);
+    execv(self, argv);
 }
