@@ -166,6 +166,27 @@ tg_status tg_metrics_allreduce(tg_world *w, int n, double *vals)
     return tg_allreduce_sum(w, vals, n, TG_F64, "metrics");
 }
 
+/* The context's collective (tg_world_attach): MPI for host memory, NCCL
+ * for device memory. The runtime has synchronised the device already. */
+static tg_status ctx_sum(void *user, tg_ctx *ctx, void *data, int64_t n, tg_dtype dt, char *err,
+                         size_t errlen)
+{
+    tg_world *w = user;
+    const char *what = "world_sum (sync batch norm)";
+    tg_status s = tg_ctx_backend(ctx)->device == TG_DEVICE_CUDA
+                      ? tg_allreduce_sum_device(w, data, n, dt, what)
+                      : tg_allreduce_sum(w, data, n, dt, what);
+    if (s && err && errlen)
+        snprintf(err, errlen, "%s", tg_world_error(w));
+    return s;
+}
+
+void tg_world_attach(tg_world *w, tg_ctx *ctx)
+{
+    tg_collective c = {.sum = ctx_sum, .size = w->size, .user = w};
+    tg_set_collective(ctx, &c);
+}
+
 #ifndef TG_HAVE_CUDA
 tg_status tg_world_nccl_init(tg_world *w)
 {

@@ -141,6 +141,10 @@ static void train_usage(FILE *f) {
             "  --check-replicas      after every step, check that every rank holds\n"
             "                        bit-identical parameters (a digest all-gather; a\n"
             "                        mismatch ends the run with exit code 1)\n"
+            "  --sync-bn             SyncBatchNorm (cnn-bn): batch-norm statistics, and\n"
+            "                        their gradients, over the global batch of all ranks,\n"
+            "                        so N ranks train as 1 rank (4 small all-reduces per\n"
+            "                        layer and step)\n"
             "\n"
             "checkpoints:\n"
             "  --ckpt-dir DIR        save checkpoints in DIR (created when missing) at every\n"
@@ -171,8 +175,8 @@ static void train_usage(FILE *f) {
             "                        line, keys as the options without '--' (batch-size or\n"
             "                        batch_size: the same key, once), in a [train]\n"
             "                        section or before any; lines of at most 4096\n"
-            "                        characters; check-replicas/quiet/verbose = true\n"
-            "                        for switches;\n"
+            "                        characters; check-replicas/sync-bn/quiet/verbose\n"
+            "                        = true for switches;\n"
             "                        options on the command line override the file\n"
             "  --print-config        print the resolved configuration and exit\n"
             "  -q, --quiet           only the final accuracy, warnings and errors\n"
@@ -290,6 +294,7 @@ static int collect(int argc, char **argv, given *g, train_opts *o) {
     for (int k = 0; k < g->file.n; k++) {
         const tg_cli_setting *s = &g->file.s[k];
         bool *sw = !strcmp(s->key, "check-replicas") ? &o->check_replicas
+                   : !strcmp(s->key, "sync-bn")      ? &o->sync_bn
                    : !strcmp(s->key, "quiet")        ? &g->quiet
                    : !strcmp(s->key, "verbose")      ? &g->verbose
                                                      : NULL;
@@ -313,6 +318,10 @@ static int collect(int argc, char **argv, given *g, train_opts *o) {
             o->check_replicas = true;
             continue;
         }
+        if (strcmp(argv[i], "--sync-bn") == 0) {
+            o->sync_bn = true;
+            continue;
+        }
         if (strcmp(argv[i], "--print-config") == 0) {
             g->print_config = true;
             continue;
@@ -334,8 +343,8 @@ static int collect(int argc, char **argv, given *g, train_opts *o) {
             return TG_EXIT_USAGE;
         if (m == 0) {
             const char *names[64] = {"--check-replicas", "--print-config", "--quiet",
-                                     "--verbose", "--config", "--help"};
-            size_t n = 6;
+                                     "--verbose", "--config", "--help", "--sync-bn"};
+            size_t n = 7;
             for (size_t t = 0; t < nt && n < 64; t++)
                 names[n++] = table[t].flag;
             return tg_cli_unknown_option(cmd, argv[i], names, n);
@@ -427,6 +436,9 @@ static int resolve(const given *g, tg_trainer_config *cfg, train_opts *o) {
         return tg_cli_usage_error(cmd, "--resume auto needs --ckpt-dir");
     if ((g->ckpt_every || g->keep) && !o->ckpt_dir)
         return tg_cli_usage_error(cmd, "--ckpt-every and --keep need --ckpt-dir");
+    if (o->sync_bn && kind != TG_MODEL_CNN_BN)
+        return tg_cli_usage_error(cmd, "--sync-bn needs a model with batch norm (cnn-bn), got "
+                                  "--model %s", tg_model_name(kind));
     if (g->momentum && cfg->optim.kind != TG_OPTIM_SGD)
         return tg_cli_usage_error(cmd, "--momentum applies to --optimizer sgd only");
     cfg->seed = (uint64_t)seed;

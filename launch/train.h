@@ -34,6 +34,7 @@ typedef struct train_opts {
     int keep;             /* checkpoints kept; 0: all */
     const char *resume;   /* NULL, "auto" or a checkpoint file */
     bool check_replicas;  /* compare a digest of the parameters every step */
+    bool sync_bn;         /* SyncBatchNorm over the ranks (cnn-bn) */
     int verbosity;        /* -1 --quiet, 0 default, 1 --verbose */
 } train_opts;
 

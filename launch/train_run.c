@@ -697,6 +697,10 @@ static int train(run_state *st, tg_trainer *tr, const char *data) {
         return s == TG_ERR_INVALID ? TG_EXIT_RUNTIME : TG_EXIT_LOST_RANK;
     }
     tg_ddp_set_trace(st->ddp, tg_trainer_get_config(tr)->trace);
+    if (o->sync_bn) {
+        tg_world_attach(st->w, ctx);
+        tg_model_set_sync_bn(tg_trainer_model(tr), true);
+    }
     if (st->rank == 0 && o->verbosity >= 0)
         print_banner(st, tr, data);
     if (st->rank == 0)

@@ -140,6 +140,14 @@ tg_status tg_world_nccl_init(tg_world *w);
 tg_status tg_allreduce_sum_device(tg_world *w, void *buf, int64_t count, tg_dtype dt,
                                   const char *what);
 
+/* Install the world as ctx's collective (tg_set_collective in runtime.h),
+ * so that the ops across ranks (tg_world_sum, SyncBatchNorm) sum over its
+ * ranks: with MPI for a CPU context, with NCCL for a CUDA one (initialised on
+ * first use). A failure breaks the world like any collective; the op then
+ * fails with the world's message. The world must outlive ctx's use of it;
+ * tg_set_collective(ctx, NULL) removes it. */
+void tg_world_attach(tg_world *w, tg_ctx *ctx);
+
 /* ---- trace (Chrome trace event format) ---- */
 
 typedef struct tg_trace tg_trace;

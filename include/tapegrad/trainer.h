@@ -104,6 +104,11 @@ tg_status tg_model_init(tg_ctx *ctx, tg_model *m, tg_model_kind kind, const int6
 /* x (N, C, H, W) f32 -> logits (N, num_classes). training selects batch
  * statistics (and running-average updates) in the BatchNorm layers. */
 tg_tensor *tg_model_forward(tg_ctx *ctx, tg_model *m, tg_tensor *x, bool training);
+/* SyncBatchNorm (tg_batchnorm.sync) in every batch-norm layer: batch
+ * statistics over every rank of the context's collective (tg_world_attach). */
+void tg_model_set_sync_bn(tg_model *m, bool sync);
+/* Whether the model has batch-norm layers. */
+bool tg_model_has_bn(const tg_model *m);
 
 /* ------------------------------------------------------------------------ */
 /* The trainer                                                               */
