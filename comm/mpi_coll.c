@@ -60,9 +60,28 @@ static tg_status mpi_allgather_start(tg_world *w, void *state, const void *send,
     tg_status c = check_count(w, count, what);
     if (c || (c = check_type(w, dt, false, what, &t)))
         return c;
+    /* MPI wants MPI_IN_PLACE where NCCL takes the block's own address. */
+    if (send == (const char *)recv + (size_t)w->rank * (size_t)count * tg_dtype_size(dt))
+        send = MPI_IN_PLACE;
     tg_status s = tg__mpi_check(
         w, MPI_Iallgather(send, (int)count, t, recv, (int)count, t, w->comm, &r->mpi),
         "MPI_Iallgather", what);
+    r->active = !s;
+    return s;
+}
+
+static tg_status mpi_reduce_scatter_start(tg_world *w, void *state, const void *send, void *recv,
+                                          int64_t count, tg_dtype dt, const char *what,
+                                          tg__req *r)
+{
+    (void)state;
+    MPI_Datatype t;
+    tg_status c = check_count(w, count * w->size, what);
+    if (c || (c = check_type(w, dt, true, what, &t)))
+        return c;
+    tg_status s = tg__mpi_check(w, MPI_Ireduce_scatter_block(send, recv, (int)count, t, MPI_SUM,
+                                                             w->comm, &r->mpi),
+                                "MPI_Ireduce_scatter_block", what);
     r->active = !s;
     return s;
 }
@@ -81,6 +100,7 @@ const tg__coll tg__coll_mpi = {
     .allreduce_start = mpi_allreduce_start,
     .bcast_start = mpi_bcast_start,
     .allgather_start = mpi_allgather_start,
+    .reduce_scatter_start = mpi_reduce_scatter_start,
     .test = mpi_test,
     /* A timed-out MPI collective cannot be cancelled; the world is marked
      * broken instead and never touches that request again. */

@@ -145,6 +145,10 @@ static void train_usage(FILE *f) {
             "                        their gradients, over the global batch of all ranks,\n"
             "                        so N ranks train as 1 rank (4 small all-reduces per\n"
             "                        layer and step)\n"
+            "  --zero 1              ZeRO stage 1: each rank keeps the optimizer state of\n"
+            "                        1/N of the parameters (gradients reduce-scattered,\n"
+            "                        parameters all-gathered after the step); the same\n"
+            "                        trajectory and checkpoints as without it (default: 0)\n"
             "\n"
             "checkpoints:\n"
             "  --ckpt-dir DIR        save checkpoints in DIR (created when missing) at every\n"
@@ -215,6 +219,7 @@ typedef struct given {
     const char *epochs, *batch, *eval_batch, *lr, *wd, *momentum, *warmup, *smoothing, *clip,
         *max_steps, *seed, *threads, *log_every, *accum;
     const char *device, *comm_timeout, *bucket_mb, *first_bucket_mb, *ckpt_every, *keep;
+    const char *zero;
     bool quiet, verbose;
     /* --config FILE: its settings, applied before the command line's. */
     const char *config;
@@ -270,6 +275,7 @@ static int collect(int argc, char **argv, given *g, train_opts *o) {
         {"--comm-timeout", &g->comm_timeout},
         {"--bucket-mb", &g->bucket_mb},
         {"--first-bucket-mb", &g->first_bucket_mb},
+        {"--zero", &g->zero},
         {"--ckpt-dir", &o->ckpt_dir},
         {"--ckpt-every", &g->ckpt_every},
         {"--keep", &g->keep},
@@ -398,7 +404,7 @@ static int resolve(const given *g, tg_trainer_config *cfg, train_opts *o) {
             return tg_cli_usage_error(cmd, "%s: expected cosine or constant, got '%s'",
                                       LABEL(g, "--schedule", g->schedule, lb), g->schedule);
     }
-    int64_t seed = (int64_t)cfg->seed, threads = 0, keep = 3;
+    int64_t seed = (int64_t)cfg->seed, threads = 0, keep = 3, zero = 0;
     if (parse_i(g, "--epochs", g->epochs, 1, 100000, &cfg->epochs) ||
         parse_i(g, "--batch-size", g->batch, 1, 1 << 20, &cfg->batch_size) ||
         parse_i(g, "--accum-steps", g->accum, 1, 1 << 20, &cfg->accum_steps) ||
@@ -417,9 +423,11 @@ static int resolve(const given *g, tg_trainer_config *cfg, train_opts *o) {
         parse_d(g, "--bucket-mb", g->bucket_mb, 0.001, 4096, &o->bucket_mb) ||
         parse_d(g, "--first-bucket-mb", g->first_bucket_mb, 0.001, 4096, &o->first_bucket_mb) ||
         parse_i(g, "--ckpt-every", g->ckpt_every, 0, INT64_MAX, &o->ckpt_every) ||
-        parse_i(g, "--keep", g->keep, 0, 1000000, &keep))
+        parse_i(g, "--keep", g->keep, 0, 1000000, &keep) ||
+        parse_i(g, "--zero", g->zero, 0, 1, &zero))
         return TG_EXIT_USAGE;
     o->keep = (int)keep;
+    o->zero = (int)zero;
     o->device = TG_DEVICE_CPU;
     if (g->device && strcmp(g->device, "cuda") == 0)
         o->device = TG_DEVICE_CUDA;

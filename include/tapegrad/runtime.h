@@ -161,6 +161,9 @@ tg_status tg_ctx_status(const tg_ctx *ctx);
 const char *tg_ctx_error(const tg_ctx *ctx);
 void tg_ctx_clear_error(tg_ctx *ctx);
 const tg_backend *tg_ctx_backend(const tg_ctx *ctx);
+/* Wait until the device has finished the work queued so far (a no-op on the
+ * CPU), e.g. before another stream (NCCL's) reads tensors just written. */
+tg_status tg_synchronize(tg_ctx *ctx);
 
 /* Release every step tensor and clear the tape. Persistent tensors keep
  * their values; a persistent leaf's gradient made under create_graph (which
