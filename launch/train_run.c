@@ -554,9 +554,9 @@ static int load_resume(run_state *st, tg_trainer *tr, const char *path) {
                      : tg_ckpt_load(ctx, path, n, ts, NULL);
     }
     if (s) {
-        char why[1200];
+        char why[sizeof msg];
         snprintf(why, sizeof why, "%s", msg[0] ? msg : tg_ctx_error(ctx));
-        snprintf(msg, sizeof msg, "--resume: %s", why);
+        snprintf(msg, sizeof msg, "--resume: %.1380s", why);
         say_error(st, msg);
         code = s == TG_ERR_NOMEM ? TG_EXIT_RUNTIME : TG_EXIT_DATA;
     } else if (complete) {
