@@ -27,7 +27,8 @@
  *   train_cli zero      --zero 1 on 2 and 4 ranks equals the all-reduce run
  *                       and 1 rank (adamw, adam, sgd momentum, clipping);
  *                       its memory line; a --zero 1 checkpoint resumed on 2
- *                       (bit-identical), 4 and 1 ranks; another optimizer
+ *                       (bit-identical), 4 and 1 ranks; another optimizer;
+ *                       with --accum-steps 2 and --sync-bn
  *   train_cli sbatch    launch/slurm/train.sbatch's requeue decision after a
  *                       signal, with mpirun and with srun (train_cli_sbatch.h)
  *

@@ -127,7 +127,18 @@ static void group_zero(void) {
     zero_equivalence(data, "cnn", "adam", NULL);
     zero_equivalence(data, "mlp", "adamw", "--clip-grad-norm");
     zero_resume(data);
+    /* With gradient accumulation (no_sync micro-steps) and SyncBatchNorm. */
     char *out;
+    for (int z = 0; z < 2; z++) {
+        int code = z_run(2, data, "cnn-bn", "adamw", z ? "zc-z" : "zc", "4",
+                         X("--accum-steps", "2", "--sync-bn", z ? "--zero" : NULL, "1"), &out);
+        CHECK(code == 0, "cnn-bn --accum-steps 2 --sync-bn%s: exit %d\n%s", z ? " --zero 1" : "",
+              code, out);
+        free(out);
+    }
+    double dc = ckpt_diff(CKPT("zc", 4), CKPT("zc-z", 4));
+    printf("zero: cnn-bn --accum-steps 2 --sync-bn on 2 ranks, --zero 1 vs without: %.3g\n", dc);
+    CHECK(dc == 0, "--zero 1 with accumulation and sync-bn differs by %.3g", dc);
     int code = run(0, &out, ARGS("train", "--data", data, "--zero", "2"));
     CHECK(code == 2 && has(out, "--zero"), "--zero 2: exit %d\n%s", code, out);
     free(out);
