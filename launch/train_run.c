@@ -751,6 +751,8 @@ static int train(run_state *st, tg_trainer *tr, const char *data) {
         say_error(st, tg_world_error(st->w));
         return TG_EXIT_LOST_RANK;
     }
+    if (o->zero && st->world == 1 && o->verbosity >= 0)
+        printf("--zero 1: nothing to shard on one rank; the whole optimizer runs here\n");
     if (st->rank == 0)
         warn_blas_core(o);
     const int64_t start_step = tg_trainer_state_get(tr).step;
