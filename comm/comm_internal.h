@@ -30,8 +30,14 @@ typedef struct tg__coll {
                                  const char *what, tg__req *r);
     tg_status (*bcast_start)(tg_world *w, void *state, void *buf, int64_t count, tg_dtype dt,
                              int root, const char *what, tg__req *r);
+    /* In place when send is recv's block of this rank (recv + rank * count). */
     tg_status (*allgather_start)(tg_world *w, void *state, const void *send, void *recv,
                                  int64_t count, tg_dtype dt, const char *what, tg__req *r);
+    /* recv (count elements) gets this rank's block of the sum over ranks of
+     * send (count * size elements, blocks in rank order); send and recv do
+     * not overlap. */
+    tg_status (*reduce_scatter_start)(tg_world *w, void *state, const void *send, void *recv,
+                                      int64_t count, tg_dtype dt, const char *what, tg__req *r);
     tg_status (*test)(tg_world *w, void *state, tg__req *r, const char *what, bool *done);
     void (*abort)(tg_world *w, void *state);
     void (*release)(void *state);

@@ -12,73 +12,11 @@
  * with the gradients, tell whether any rank had a gradient, so a parameter
  * unused everywhere keeps ->grad NULL, as in PyTorch.
  */
-#include "comm_internal.h"
+#include "ddp_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define TG__MIB ((size_t)1 << 20)
-
-typedef struct ddp_param {
-    tg_tensor *t;
-    tg_tensor *view; /* its slot, shaped like t: the ->grad it adopts */
-    int bucket;
-    int64_t off; /* element offset of the gradient in its bucket */
-    int64_t numel;
-    bool ready; /* its gradient was copied this step */
-} ddp_param;
-
-typedef struct ddp_bucket {
-    tg_tensor *buf;
-    tg_dtype dt;
-    int first, count; /* order positions */
-    int64_t ngrad;    /* gradient elements; the flags follow */
-    int nready;
-    bool launched, done;
-    tg__req req;
-    double t0_us;
-    char label[40];
-} ddp_bucket;
-
-struct tg_ddp {
-    tg_ctx *ctx;
-    tg_world *w;
-    int ntrain;
-    ddp_param *p; /* by order position */
-    tg_tensor *views; /* the slot views, one per trainable parameter */
-    int *index;   /* order position -> index into the caller's params */
-    ddp_bucket *b;
-    int nb, next_launch;
-    /* Open-addressing table from tensor pointer to order position. */
-    tg_tensor **keys;
-    int *vals;
-    size_t mask;
-    double *flags; /* host scratch, as many as the largest bucket has params */
-    float *flags32;
-    /* One flat persistent tensor per dtype holds every bucket; b[i].buf is
-     * a view of it (kept in bufviews), so that the buckets can be laid out
-     * anew over the same memory. */
-    tg_tensor *flat[2];
-    tg_tensor *bufviews;
-    size_t cap_first, cap;
-    /* The order in which gradients became final in the first synchronised
-     * step (order positions), and whether the buckets were rebuilt from it. */
-    int *ready_seq;
-    int nready_seq;
-    bool rebuilt;
-    bool sync;
-    tg_status err; /* a failure inside the hook, reported by tg_ddp_wait */
-    /* Buffers (batch-norm statistics) broadcast from rank 0 by
-     * tg_ddp_broadcast_buffers, packed into one host staging area. */
-    tg_tensor **bufs;
-    int nbufs;
-    unsigned char *bstage;
-    size_t bstage_bytes;
-    tg_trace *trace;
-    const tg__coll *coll;
-    void *cstate;
-};
 
 static size_t ptr_hash(const void *p)
 {
@@ -99,13 +37,13 @@ static int lookup(const tg_ddp *d, const tg_tensor *t)
     }
 }
 
-static tg_status ctx_fail(tg_ddp *d, const char *doing)
+tg_status tg__ddp_ctx_fail(tg_ddp *d, const char *doing)
 {
     return tg__comm_fail(d->w, tg_ctx_status(d->ctx) ? tg_ctx_status(d->ctx) : TG_ERR_BACKEND,
                          "ddp: %s: %s", doing, tg_ctx_error(d->ctx));
 }
 
-static void *bucket_data(const ddp_bucket *b)
+void *tg__ddp_bucket_data(const ddp_bucket *b)
 {
     return (char *)b->buf->storage->data + (size_t)b->buf->offset * tg_dtype_size(b->dt);
 }
@@ -128,7 +66,7 @@ static tg_status fill_slot(tg_ddp *d, int k)
     if (g == v)
         return TG_OK;
     if (g ? tg_copy_(d->ctx, v, g) : tg_fill_(d->ctx, v, 0.0))
-        return ctx_fail(d, t->name ? t->name : "gradient copy");
+        return tg__ddp_ctx_fail(d, t->name ? t->name : "gradient copy");
     if (g && g->record == 0)
         t->grad = v;
     return TG_OK;
@@ -144,12 +82,14 @@ static tg_status write_flags(tg_ddp *d, int i)
         const ddp_param *p = &d->p[b->first + j];
         d->flags[j] = p->ready || p->t->grad ? 1.0 : 0.0;
         d->flags32[j] = (float)d->flags[j];
+        if (d->zero)
+            d->zflags[b->first + j] = d->flags[j];
     }
     tg_tensor *v = tg_slice(d->ctx, b->buf, 0, b->ngrad, b->ngrad + b->count, 1);
     size_t n = (size_t)b->count * tg_dtype_size(b->dt);
     const void *src = b->dt == TG_F32 ? (const void *)d->flags32 : (const void *)d->flags;
     if (!v || tg_copy_from_host(d->ctx, v, src, n))
-        return ctx_fail(d, "writing bucket flags");
+        return tg__ddp_ctx_fail(d, "writing bucket flags");
     return TG_OK;
 }
 
@@ -163,8 +103,15 @@ static tg_status launch(tg_ddp *d, int i)
         return tg__comm_refuse(d->w, b->label);
     d->w->seq++;
     b->t0_us = tg_trace_now_us();
-    s = d->coll->allreduce_start(d->w, d->cstate, bucket_data(b), b->ngrad + b->count, b->dt,
-                                 b->label, &b->req);
+    if (d->zero) {
+        char *shard = (char *)d->shard->storage->data +
+                      (size_t)(d->shard->offset + b->soff) * tg_dtype_size(b->dt);
+        s = d->coll->reduce_scatter_start(d->w, d->cstate, tg__ddp_bucket_data(b), shard,
+                                          b->ngrad / d->w->size, b->dt, b->label, &b->req);
+    } else {
+        s = d->coll->allreduce_start(d->w, d->cstate, tg__ddp_bucket_data(b),
+                                     b->ngrad + b->count, b->dt, b->label, &b->req);
+    }
     b->launched = !s;
     return s;
 }
@@ -256,9 +203,9 @@ static tg_status unpack(tg_ddp *d, int i)
     size_t n = (size_t)b->count * tg_dtype_size(b->dt);
     void *dst = b->dt == TG_F32 ? (void *)d->flags32 : (void *)d->flags;
     if (!fv || tg_to_host(d->ctx, fv, dst, n))
-        return ctx_fail(d, "reading bucket flags");
+        return tg__ddp_ctx_fail(d, "reading bucket flags");
     if (tg_mul_scalar_(d->ctx, b->buf, 1.0 / d->w->size))
-        return ctx_fail(d, "averaging a bucket");
+        return tg__ddp_ctx_fail(d, "averaging a bucket");
     for (int j = 0; j < b->count; j++) {
         double used = b->dt == TG_F32 ? (double)d->flags32[j] : d->flags[j];
         tg_tensor *t = d->p[b->first + j].t;
@@ -271,7 +218,7 @@ static tg_status unpack(tg_ddp *d, int i)
             t->grad = v;
         } else if (t->grad != v && tg_copy_(d->ctx, t->grad, v)) {
             /* A graph-recorded gradient keeps its own tensor. */
-            return ctx_fail(d, "copying a gradient back");
+            return tg__ddp_ctx_fail(d, "copying a gradient back");
         }
     }
     return TG_OK;
@@ -316,7 +263,9 @@ static tg_status wait_all(tg_ddp *d)
                 finished(d, b);
         }
     }
-    for (int i = 0; !s && i < d->nb; i++)
+    if (d->zero && !s)
+        s = tg__ddp_zero_unpack(d);
+    for (int i = 0; !s && !d->zero && i < d->nb; i++)
         s = unpack(d, i);
     d->err = TG_OK;
     reset_step(d);
@@ -375,6 +324,8 @@ void tg_ddp_free(tg_ddp *d)
     free(d->bstage);
     free(d->bufviews);
     free(d->ready_seq);
+    free(d->zflags);
+    tg__ddp_zero_free(d);
     free(d);
 }
 
@@ -389,7 +340,7 @@ tg_status tg_ddp_broadcast_buffers(tg_ddp *d)
     for (int i = 0; i < d->nbufs && !s && d->w->rank == 0; i++) {
         size_t b = (size_t)tg_numel(d->bufs[i]) * tg_dtype_size(d->bufs[i]->dtype);
         if (tg_to_host(d->ctx, d->bufs[i], d->bstage + off, b))
-            s = ctx_fail(d, "reading a buffer for its broadcast");
+            s = tg__ddp_ctx_fail(d, "reading a buffer for its broadcast");
         off += b;
     }
     /* Every rank joins the broadcast even after a local failure, so that no
@@ -404,7 +355,7 @@ tg_status tg_ddp_broadcast_buffers(tg_ddp *d)
     for (int i = 0; i < d->nbufs && !s; i++) {
         size_t b = (size_t)tg_numel(d->bufs[i]) * tg_dtype_size(d->bufs[i]->dtype);
         if (tg_copy_from_host(d->ctx, d->bufs[i], d->bstage + off, b))
-            s = ctx_fail(d, "writing a broadcast buffer");
+            s = tg__ddp_ctx_fail(d, "writing a broadcast buffer");
         off += b;
     }
     tg_set_grad_enabled(d->ctx, prev);
@@ -465,12 +416,23 @@ static void layout(tg_ddp *d)
         cur->count++;
         bytes += pb;
     }
+    /* ZeRO: each bucket's gradients padded (with zeros that stay zeros) to
+     * equal blocks, one per rank; this rank's blocks lie one after another
+     * in the shard tensor. */
+    const int64_t n = d->w->size;
+    int64_t at = 0;
+    for (int i = 0; d->zero && i < d->nb; i++) {
+        snprintf(d->b[i].label, sizeof d->b[i].label, "reduce-scatter bucket %d", i);
+        d->b[i].ngrad = (d->b[i].ngrad + n - 1) / n * n;
+        d->b[i].soff = at;
+        at += d->b[i].ngrad / n;
+    }
 }
 
 /* A view made in the step arena, copied into memory that lives as long as
  * the ddp; it shares persistent storage, so tg_step_reset keeps it (as a
  * gradient, or as a bucket). */
-static void keep_view(tg_tensor *dst, const tg_tensor *v, const char *name)
+void tg__ddp_keep_view(tg_tensor *dst, const tg_tensor *v, const char *name)
 {
     *dst = *v;
     dst->requires_grad = dst->retain_grad = dst->touched = false;
@@ -491,8 +453,8 @@ static tg_status make_views(tg_ddp *d)
         int64_t n = d->b[i].ngrad + d->b[i].count;
         const tg_tensor *v = tg_slice(d->ctx, d->flat[f], 0, at[f], at[f] + n, 1);
         if (!v)
-            return ctx_fail(d, "making a bucket view");
-        keep_view(&d->bufviews[i], v, "ddp bucket");
+            return tg__ddp_ctx_fail(d, "making a bucket view");
+        tg__ddp_keep_view(&d->bufviews[i], v, "ddp bucket");
         d->b[i].buf = &d->bufviews[i];
         at[f] += n;
     }
@@ -500,8 +462,8 @@ static tg_status make_views(tg_ddp *d)
         const tg_tensor *v = slot_view(d, k);
         if (!v || v->storage != d->b[d->p[k].bucket].buf->storage)
             return v ? tg__comm_fail(d->w, TG_ERR_BACKEND, "ddp: a slot view copied its bucket")
-                     : ctx_fail(d, "making a slot view");
-        keep_view(&d->views[k], v, d->p[k].t->name);
+                     : tg__ddp_ctx_fail(d, "making a slot view");
+        tg__ddp_keep_view(&d->views[k], v, d->p[k].t->name);
         d->p[k].view = &d->views[k];
     }
     return TG_OK;
@@ -520,17 +482,26 @@ static tg_status build_buckets(tg_ddp *d, const tg_ddp_config *cfg)
      * the same total for any bucket layout. */
     int64_t total[2] = {0, 0};
     for (int k = 0; k < d->ntrain; k++)
-        total[d->p[k].t->dtype == TG_F64] += d->p[k].numel + 1;
+        total[d->p[k].t->dtype == TG_F64] += d->p[k].numel + 1 + (d->zero ? d->w->size - 1 : 0);
     for (int f = 0; f < 2; f++) {
         if (total[f] == 0)
             continue;
         d->flat[f] = tg_persistent(d->ctx, f ? TG_F64 : TG_F32, 1, &total[f], "ddp buckets");
         if (!d->flat[f])
-            return ctx_fail(d, "allocating the buckets");
+            return tg__ddp_ctx_fail(d, "allocating the buckets");
     }
     tg_status s = make_views(d);
     if (s)
         return s;
+    if (d->zero) {
+        int64_t n = d->b[d->nb - 1].soff + d->b[d->nb - 1].ngrad / d->w->size;
+        tg_tensor *t = tg_persistent(d->ctx, TG_F32, 1, &n, "zero gradient shard");
+        d->zflags = calloc((size_t)d->ntrain + 1, sizeof *d->zflags);
+        if (!t || !d->zflags)
+            return t ? tg__comm_fail(d->w, TG_ERR_NOMEM, "ddp: out of memory")
+                     : tg__ddp_ctx_fail(d, "allocating the gradient shard");
+        d->shard = t;
+    }
     /* Flags for any layout: at most every parameter in one bucket. */
     d->flags = calloc((size_t)d->ntrain + 1, sizeof *d->flags);
     d->flags32 = calloc((size_t)d->ntrain + 1, sizeof *d->flags32);
@@ -595,7 +566,7 @@ static tg_status rebuild(tg_ddp *d)
         seen[k] = d->p[k].t->grad == d->p[k].view;
         size_t b = (size_t)d->p[k].numel * tg_dtype_size(d->p[k].t->dtype);
         if (seen[k] && tg_to_host(d->ctx, d->p[k].view, host + off[k], b))
-            s = ctx_fail(d, "saving a gradient for the bucket rebuild");
+            s = tg__ddp_ctx_fail(d, "saving a gradient for the bucket rebuild");
     }
     if (!s) {
         for (int j = 0; j < n; j++) {
@@ -619,7 +590,7 @@ static tg_status rebuild(tg_ddp *d)
         if (!seen[k])
             continue;
         if (tg_copy_from_host(d->ctx, d->p[j].view, host + off[k], b))
-            s = ctx_fail(d, "restoring a gradient after the bucket rebuild");
+            s = tg__ddp_ctx_fail(d, "restoring a gradient after the bucket rebuild");
         d->p[j].t->grad = d->p[j].view;
     }
     free(order);
@@ -694,12 +665,23 @@ tg_status tg_ddp_new(tg_ctx *ctx, tg_world *w, int nparams, tg_tensor *const *pa
     d->sync = true;
     d->coll = w->host;
     d->cstate = w->host_state;
+    d->zero = cfg && cfg->zero_stage == 1 && w->size > 1;
+    /* ZeRO keeps its first layout (the optimizer's shards follow it). */
+    d->rebuilt = d->zero;
     d->p = calloc((size_t)nparams + 1, sizeof *d->p);
     d->index = calloc((size_t)nparams + 1, sizeof *d->index);
     if (!d->p || !d->index)
         s = tg__comm_fail(w, TG_ERR_NOMEM, "ddp: out of memory");
     if (!s)
         s = build_table(d, nparams, params);
+    for (int k = 0; !s && d->zero && k < d->ntrain; k++)
+        if (d->p[k].t->dtype != TG_F32)
+            s = tg__comm_fail(w, TG_ERR_INVALID, "ddp: ZeRO shards f32 parameters only; %s is %s",
+                              d->p[k].t->name ? d->p[k].t->name : "a parameter",
+                              tg_dtype_name(d->p[k].t->dtype));
+    if (!s && cfg && (cfg->zero_stage < 0 || cfg->zero_stage > 1))
+        s = tg__comm_fail(w, TG_ERR_INVALID, "ddp: ZeRO stage %d: only 0 and 1 exist",
+                          cfg->zero_stage);
     if (!s && nbuffers > 0) {
         d->bufs = malloc((size_t)nbuffers * sizeof *d->bufs);
         for (int i = 0; d->bufs && i < nbuffers; i++)

@@ -60,9 +60,28 @@ static tg_status mpi_allgather_start(tg_world *w, void *state, const void *send,
     tg_status c = check_count(w, count, what);
     if (c || (c = check_type(w, dt, false, what, &t)))
         return c;
+    /* MPI wants MPI_IN_PLACE where NCCL takes the block's own address. */
+    if (send == (const char *)recv + (size_t)w->rank * (size_t)count * tg_dtype_size(dt))
+        send = MPI_IN_PLACE;
     tg_status s = tg__mpi_check(
         w, MPI_Iallgather(send, (int)count, t, recv, (int)count, t, w->comm, &r->mpi),
         "MPI_Iallgather", what);
+    r->active = !s;
+    return s;
+}
+
+static tg_status mpi_reduce_scatter_start(tg_world *w, void *state, const void *send, void *recv,
+                                          int64_t count, tg_dtype dt, const char *what,
+                                          tg__req *r)
+{
+    (void)state;
+    MPI_Datatype t;
+    tg_status c = check_count(w, count * w->size, what);
+    if (c || (c = check_type(w, dt, true, what, &t)))
+        return c;
+    tg_status s = tg__mpi_check(w, MPI_Ireduce_scatter_block(send, recv, (int)count, t, MPI_SUM,
+                                                             w->comm, &r->mpi),
+                                "MPI_Ireduce_scatter_block", what);
     r->active = !s;
     return s;
 }
@@ -81,6 +100,7 @@ const tg__coll tg__coll_mpi = {
     .allreduce_start = mpi_allreduce_start,
     .bcast_start = mpi_bcast_start,
     .allgather_start = mpi_allgather_start,
+    .reduce_scatter_start = mpi_reduce_scatter_start,
     .test = mpi_test,
     /* A timed-out MPI collective cannot be cancelled; the world is marked
      * broken instead and never touches that request again. */
@@ -164,6 +184,27 @@ tg_status tg_barrier(tg_world *w, const char *what)
 tg_status tg_metrics_allreduce(tg_world *w, int n, double *vals)
 {
     return tg_allreduce_sum(w, vals, n, TG_F64, "metrics");
+}
+
+/* The context's collective (tg_world_attach): MPI for host memory, NCCL
+ * for device memory. The runtime has synchronised the device already. */
+static tg_status ctx_sum(void *user, tg_ctx *ctx, void *data, int64_t n, tg_dtype dt, char *err,
+                         size_t errlen)
+{
+    tg_world *w = user;
+    const char *what = "world_sum (sync batch norm)";
+    tg_status s = tg_ctx_backend(ctx)->device == TG_DEVICE_CUDA
+                      ? tg_allreduce_sum_device(w, data, n, dt, what)
+                      : tg_allreduce_sum(w, data, n, dt, what);
+    if (s && err && errlen)
+        snprintf(err, errlen, "%s", tg_world_error(w));
+    return s;
+}
+
+void tg_world_attach(tg_world *w, tg_ctx *ctx)
+{
+    tg_collective c = {.sum = ctx_sum, .size = w->size, .user = w};
+    tg_set_collective(ctx, &c);
 }
 
 #ifndef TG_HAVE_CUDA

@@ -132,6 +132,21 @@ static tg_status nccl_allgather_start(tg_world *w, void *state, const void *send
     return st ? st : record(w, s, what, r);
 }
 
+static tg_status nccl_reduce_scatter_start(tg_world *w, void *state, const void *send, void *recv,
+                                           int64_t count, tg_dtype dt, const char *what,
+                                           tg__req *r)
+{
+    nccl_state *s = state;
+    ncclDataType_t t;
+    if (!nccl_type(dt, &t) || dt == TG_U8)
+        return tg__comm_fail(w, TG_ERR_DTYPE, "%s: dtype %s cannot be summed",
+                             what ? what : "reduce-scatter", tg_dtype_name(dt));
+    tg_status st = nccl_check(w, tg__nccl.ReduceScatter(send, recv, (size_t)count, t, ncclSum,
+                                                        s->comm, s->stream),
+                              "ncclReduceScatter", what);
+    return st ? st : record(w, s, what, r);
+}
+
 static tg_status nccl_test(tg_world *w, void *state, tg__req *r, const char *what, bool *done)
 {
     nccl_state *s = state;
@@ -182,6 +197,7 @@ const tg__coll tg__coll_nccl = {
     .allreduce_start = nccl_allreduce_start,
     .bcast_start = nccl_bcast_start,
     .allgather_start = nccl_allgather_start,
+    .reduce_scatter_start = nccl_reduce_scatter_start,
     .test = nccl_test,
     .abort = nccl_abort,
     .release = nccl_release,

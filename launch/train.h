@@ -35,6 +35,8 @@ typedef struct train_opts {
     int keep;             /* checkpoints kept; 0: all */
     const char *resume;   /* NULL, "auto" or a checkpoint file */
     bool check_replicas;  /* compare a digest of the parameters every step */
+    bool sync_bn;         /* SyncBatchNorm over the ranks (cnn-bn) */
+    int zero;             /* --zero 1: ZeRO stage 1 (optimizer state sharded) */
     int verbosity;        /* -1 --quiet, 0 default, 1 --verbose */
 } train_opts;
 
@@ -100,6 +102,16 @@ int tg_train_find_data(const char *cmd, const char *given, const char *idx_dir, 
 /* --device: for cuda, checks the build and the node's GPUs and selects the
  * GPU of this rank's local rank. Returns an exit code; err says why. */
 int tg_train_open_device(const train_opts *o, tg_world *w, char *err, size_t len);
+
+/* --zero 1 resume (launch/train_zero.c): reads the checkpoint at path into
+ * host memory (*ts, *n; free with tg_ckpt_tensors_free), checks it against
+ * the model and loads the parameters and buffers; the optimizer state stays
+ * in *ts for tg_ddp_zero_load_state. On failure why says what and *ts is NULL. */
+tg_status tg_train_zero_read(tg_trainer *tr, const char *path, tg_ckpt_tensor **ts, int *n,
+                             char *why, size_t whylen);
+/* Collective: rank 0 prints (when print) the optimizer state's memory per
+ * rank (the shard's with zero, else the trainer optimizer's). */
+tg_status tg_train_optim_memory(tg_trainer *tr, tg_ddp *ddp, tg_world *w, bool zero, bool print);
 
 /*
  * Runs the training on this rank of world w: the context, the trainer,

@@ -121,6 +121,13 @@ const tg_opt tg_train_options[] = {
      NULL,
      "after every step, check that every rank holds bit-identical parameters (a digest "
      "all-gather; a mismatch ends the run with exit code 1)"},
+    {"sync-bn", 0, TG_OPT_SWITCH, NULL, OPT(sync_bn), 0, 0, NULL, NULL, SAVED, NULL,
+     "SyncBatchNorm (cnn-bn): batch-norm statistics, and their gradients, over the global "
+     "batch of all ranks, so N ranks train as 1 rank (4 small all-reduces per layer and step)"},
+    {"zero", 0, TG_OPT_INT, "N", OPT(zero), 0, 1, NULL, NULL, SAVED, NULL,
+     "1: ZeRO stage 1: each rank keeps the optimizer state of 1/N of the parameters "
+     "(gradients reduce-scattered, parameters all-gathered after the step); the same "
+     "trajectory and checkpoints as without it; 0 off"},
 
     {"ckpt-dir", 0, TG_OPT_STR, "DIR", OPT(ckpt_dir), 0, 0, NULL, "no checkpoints", SAVED,
      "checkpoints",
@@ -247,6 +254,9 @@ int tg_train_resolve(const tg_opt_set *set, train_args *a) {
         return tg_cli_usage_error(cmd, "--momentum applies to --optimizer sgd only");
     if (a->quiet && a->verbose)
         return tg_cli_usage_error(cmd, "--quiet and --verbose exclude each other");
+    if (o->sync_bn && a->cfg.model != TG_MODEL_CNN_BN)
+        return tg_cli_usage_error(cmd, "--sync-bn needs a model with batch norm (cnn-bn), got "
+                                  "--model %s", tg_model_name(a->cfg.model));
     o->verbosity = a->quiet ? -1 : a->verbose ? 1 : 0;
     o->data = a->cfg.data_path;
     return 0;

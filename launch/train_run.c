@@ -51,6 +51,10 @@ typedef struct run_state {
     tg_progress *prog; /* its thread, while the trainer runs */
     char threads[96];  /* the banner's thread count, e.g. "2" */
     tg_cli_data_record data; /* rank 0 with --ckpt-dir: what checkpoints record */
+    bool zero;         /* --zero 1 on more than one rank */
+    tg_ckpt_tensor *zts; /* a --zero 1 resume's tensors, until the ddp takes its shard */
+    int nzts;
+    int64_t zsteps;
 } run_state;
 
 /* ---- messages ---- */
@@ -222,7 +226,7 @@ static void print_banner(const run_state *st, tg_trainer *tr, const char *data) 
 /* ---- checkpoints ---- */
 
 /* Parameters, buffers and the optimizer's state: what a checkpoint holds. */
-static int ckpt_tensors(tg_trainer *tr, tg_tensor **ts) {
+static int ckpt_tensors(tg_trainer *tr, tg_tensor **ts, tg_tensor *const *extra, int nextra) {
     const tg_params *ps = tg_trainer_params(tr);
     int n = 0;
     for (int i = 0; i < ps->nparams; i++)
@@ -230,6 +234,8 @@ static int ckpt_tensors(tg_trainer *tr, tg_tensor **ts) {
     for (int i = 0; i < ps->nbuffers; i++)
         ts[n++] = ps->buffers[i];
     int k = tg_optim_state(tg_trainer_optim(tr), ts + n, MAX_CKPT_TENSORS - n);
+    for (int i = 0; i < nextra && n + k < MAX_CKPT_TENSORS; i++)
+        ts[n + k++] = extra[i];
     return k > MAX_CKPT_TENSORS - n ? -1 : n + k;
 }
 
@@ -238,16 +244,23 @@ static int ckpt_tensors(tg_trainer *tr, tg_tensor **ts) {
 static tg_status save_checkpoint(run_state *st, tg_trainer *tr) {
     tg_ctx *ctx = tg_trainer_ctx(tr);
     int64_t code = 0;
+    /* --zero 1: rank 0 gathers the whole optimizer state (the file's format
+     * does not depend on the world size or on ZeRO). */
+    tg_tensor *zs[MAX_CKPT_TENSORS];
+    int nz = 0;
+    if (st->zero && tg_ddp_zero_gather_state(st->ddp, zs, MAX_CKPT_TENSORS, &nz) != TG_OK)
+        return hook_fail(st, TG_ERR_COMM, TG_EXIT_LOST_RANK, tg_world_error(st->w));
+    tg_optim *opt = st->zero ? tg_ddp_zero_optim(st->ddp) : tg_trainer_optim(tr);
     if (st->rank == 0) {
         tg_tensor *ts[MAX_CKPT_TENSORS];
-        int n = ckpt_tensors(tr, ts);
+        int n = ckpt_tensors(tr, ts, zs, nz);
         tg_trainer_state ps = tg_trainer_state_get(tr);
         const tg_trainer_config *c = tg_trainer_get_config(tr);
         tg_ckpt_meta m = {.step = ps.step,
                           .epoch = ps.epoch,
                           .samples_consumed = ps.samples_consumed,
                           .rng = {ps.seed, 0},
-                          .optim_steps = tg_optim_steps(tg_trainer_optim(tr)),
+                          .optim_steps = tg_optim_steps(opt),
                           .world_size = st->world,
                           .config = st->cfg_text,
                           .data_path = st->data.path,
@@ -330,6 +343,13 @@ static tg_status after_backward(tg_trainer *tr, void *user) {
     (void)tr;
     run_state *st = user;
     tg_status s = tg_ddp_wait(st->ddp);
+    return s ? hook_fail(st, s, TG_EXIT_LOST_RANK, tg_world_error(st->w)) : TG_OK;
+}
+
+/* --zero 1: clip, step this rank's shard, all-gather the parameters. */
+static tg_status optimizer_step(tg_trainer *tr, double lr, void *user) {
+    run_state *st = user;
+    tg_status s = tg_ddp_zero_step(st->ddp, lr, tg_trainer_get_config(tr)->clip_grad_norm);
     return s ? hook_fail(st, s, TG_EXIT_LOST_RANK, tg_world_error(st->w)) : TG_OK;
 }
 
@@ -546,7 +566,7 @@ static int load_resume(run_state *st, tg_trainer *tr, const char *path) {
     if (st->rank == 0 && m.config)
         warn_config(m.config, st->cfg_text, path);
     tg_tensor *ts[MAX_CKPT_TENSORS];
-    int n = ckpt_tensors(tr, ts);
+    int n = ckpt_tensors(tr, ts, NULL, 0);
     /* The position first: it resets the optimizer's step counts, which the
      * checkpoint's own step tensors then overwrite. A checkpoint at or past
      * the end is still loaded, to report a broken or foreign file. */
@@ -554,10 +574,15 @@ static int load_resume(run_state *st, tg_trainer *tr, const char *path) {
     s = complete ? TG_OK : tg_trainer_set_position(tr, m.step, m.samples_consumed);
     if (s == TG_OK) {
         tg_optim_set_steps(tg_trainer_optim(tr), m.optim_steps);
-        s = tg_ckpt_load(ctx, path, n, ts, NULL);
+        st->zsteps = m.optim_steps;
+        msg[0] = 0;
+        s = st->zero ? tg_train_zero_read(tr, path, &st->zts, &st->nzts, msg, sizeof msg)
+                     : tg_ckpt_load(ctx, path, n, ts, NULL);
     }
     if (s) {
-        snprintf(msg, sizeof msg, "--resume: %s", tg_ctx_error(ctx));
+        char why[sizeof msg];
+        snprintf(why, sizeof why, "%s", msg[0] ? msg : tg_ctx_error(ctx));
+        snprintf(msg, sizeof msg, "--resume: %.1380s", why);
         say_error(st, msg);
         code = s == TG_ERR_NOMEM ? TG_EXIT_RUNTIME : TG_EXIT_DATA;
     } else if (complete) {
@@ -710,21 +735,50 @@ static int train(run_state *st, tg_trainer *tr, const char *data) {
         code = choose_resume(st, tr, path, sizeof path);
         if (code == 0 && path[0])
             code = agree(st, load_resume(st, tr, path));
-        if (code)
+        if (code) {
+            tg_ckpt_tensors_free(st->zts, st->nzts);
+            st->zts = NULL;
             return code < 0 ? TG_EXIT_OK : code;
+        }
     }
     const tg_params *ps = tg_trainer_params(tr);
     tg_ddp_config dc = {.bucket_bytes = (size_t)(o->bucket_mb * 1024 * 1024),
-                        .first_bucket_bytes = (size_t)(o->first_bucket_mb * 1024 * 1024)};
+                        .first_bucket_bytes = (size_t)(o->first_bucket_mb * 1024 * 1024),
+                        .zero_stage = st->zero};
     tg_status s =
         tg_ddp_new(ctx, st->w, ps->nparams, ps->params, ps->nbuffers, ps->buffers, &dc, &st->ddp);
+    if (!s && st->zero)
+        s = tg_ddp_zero_init(st->ddp, &tg_trainer_get_config(tr)->optim);
+    if (!s && st->zts)
+        s = tg_ddp_zero_load_state(st->ddp, st->zts, st->nzts, st->zsteps);
+    tg_ckpt_tensors_free(st->zts, st->nzts);
+    st->zts = NULL;
+    /* A shard that one rank could not restore stops every rank. */
+    if (st->zero) {
+        int agreed = agree(st, s ? TG_EXIT_DATA : 0);
+        s = s ? s : agreed ? TG_ERR_SHAPE : TG_OK;
+    }
     if (s) {
-        say_error(st, tg_world_error(st->w));
-        return s == TG_ERR_INVALID ? TG_EXIT_RUNTIME : TG_EXIT_LOST_RANK;
+        say_error(st, tg_world_error(st->w)[0] ? tg_world_error(st->w)
+                                               : "another rank could not restore its optimizer "
+                                                 "shard");
+        tg_ddp_free(st->ddp);
+        st->ddp = NULL;
+        return s == TG_ERR_COMM || s == TG_ERR_TIMEOUT ? TG_EXIT_LOST_RANK : TG_EXIT_DATA;
     }
     tg_ddp_set_trace(st->ddp, tg_trainer_get_config(tr)->trace);
+    if (o->sync_bn) {
+        tg_world_attach(st->w, ctx);
+        tg_model_set_sync_bn(tg_trainer_model(tr), true);
+    }
     if (st->rank == 0 && o->verbosity >= 0)
         print_banner(st, tr, data);
+    if (tg_train_optim_memory(tr, st->ddp, st->w, st->zero, o->verbosity >= 0) != TG_OK) {
+        say_error(st, tg_world_error(st->w));
+        return TG_EXIT_LOST_RANK;
+    }
+    if (o->zero && st->world == 1 && o->verbosity >= 0)
+        printf("--zero 1: nothing to shard on one rank; the whole optimizer runs here\n");
     if (st->rank == 0)
         warn_blas_core(o);
     const int64_t start_step = tg_trainer_state_get(tr).step;
@@ -761,7 +815,8 @@ static int train(run_state *st, tg_trainer *tr, const char *data) {
 }
 
 int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, tg_world *w) {
-    run_state st = {.o = o, .w = w, .rank = tg_world_rank(w), .world = tg_world_size(w)};
+    run_state st = {.o = o, .w = w, .rank = tg_world_rank(w), .world = tg_world_size(w),
+                    .zero = o->zero == 1 && tg_world_size(w) > 1};
     /* mpirun and srun hand their ranks a pseudo-terminal even when the job's
      * output goes to a file, so a launched run always gets plain lines. What
      * launched us is judged from the environment as it was before MPI's
@@ -802,6 +857,7 @@ int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, 
                                     .before_forward = before_forward,
                                     .allreduce_sum = allreduce_sum,
                                     .after_step = after_step,
+                                    .optimizer_step = st.zero ? optimizer_step : NULL,
                                     .should_stop = tg_cli_stop_requested};
     tg_train_config_text(cfg, o, st.cfg_text, sizeof st.cfg_text);
     tg_trace *trace = NULL;

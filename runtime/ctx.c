@@ -387,6 +387,14 @@ void tg_step_reset(tg_ctx *ctx)
     tg__arena_reset(ctx, &ctx->step_data);
 }
 
+tg_status tg_synchronize(tg_ctx *ctx)
+{
+    if (ctx->be->synchronize && ctx->be->synchronize(ctx->bstate) != TG_OK)
+        return tg__fail(ctx, TG_ERR_BACKEND, "synchronising the %s device failed",
+                        ctx->be->name);
+    return TG_OK;
+}
+
 bool tg_grad_enabled(const tg_ctx *ctx) { return ctx->grad_enabled; }
 
 bool tg_set_grad_enabled(tg_ctx *ctx, bool enabled)

@@ -68,6 +68,8 @@ struct tg_ctx {
     int64_t ntouched, cap_touched;
     tg_grad_hook_fn hook;
     void *hook_user;
+    /* comm/'s collective for ops across ranks (world_sum); sum NULL: a world of one */
+    tg_collective coll;
     uint64_t alloc_count;
 };
 

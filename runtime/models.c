@@ -141,3 +141,9 @@ tg_tensor *tg_model_forward(tg_ctx *ctx, tg_model *m, tg_tensor *x, bool trainin
         return forward_mlp(ctx, m, x);
     return forward_cnn(ctx, m, x, training);
 }
+
+void tg_model_set_sync_bn(tg_model *m, bool sync) {
+    m->bn1.sync = m->bn2.sync = m->bn3.sync = sync;
+}
+
+bool tg_model_has_bn(const tg_model *m) { return m->kind == TG_MODEL_CNN_BN; }

@@ -4,7 +4,9 @@
  *
  * BatchNorm in training mode is the fused batch_norm row (runtime/ops_norm.c),
  * which keeps only x and per-channel statistics for backward; in eval mode
- * it is an affine map built from elementwise rows. LayerNorm is a
+ * it is an affine map built from elementwise rows. With `sync` set
+ * (SyncBatchNorm) training mode takes its statistics over every rank, built
+ * from reduction, elementwise and world_sum rows. LayerNorm is a
  * composition of elementwise and reduction rows (mean, sub, mul, pow_scalar,
  * add): correct to every order of derivative, at the cost of a few more
  * passes over the activations than a fused kernel would make.
@@ -174,6 +176,48 @@ static tg_status bn_update(tg_ctx *ctx, tg_batchnorm *bn, tg_tensor *mean, tg_te
     return s;
 }
 
+/*
+ * SyncBatchNorm: the batch statistics of every rank's part of the global
+ * batch (tg_world_sum, the identity on a world of one). Two sums cross the
+ * ranks: the per-channel sums with the element count, then the squared
+ * deviations from the global mean (two passes, as the fused row makes, so
+ * the variance has no cancellation). Built from op rows, so backward crosses
+ * the ranks through world_sum's own rule: the sums of g and g * xhat over
+ * the global batch, as PyTorch's SyncBatchNorm all-reduces them. Every rank
+ * must run it in the same order; a rank may hold a single sample.
+ */
+static tg_tensor *bn_sync_forward(tg_ctx *ctx, tg_batchnorm *bn, tg_tensor *x)
+{
+    char sx[96];
+    const int axes[3] = {0, 2, 3};
+    const int nax = x->ndim == 4 ? 3 : 1;
+    int64_t c = bn->weight->shape[0], one = 1, pshape[4] = {1, c, 1, 1};
+    tg_tensor *parts[2] = {tg_sum(ctx, x, nax, axes, false),
+                           tg_full(ctx, x->dtype, 1, &one, (double)(tg_numel(x) / c))};
+    tg_tensor *tot = parts[0] && parts[1] ? tg_world_sum(ctx, tg_concat(ctx, 2, parts, 0)) : NULL;
+    double m = 0;
+    if (!tot || tg_item(ctx, tg_slice(ctx, tot, 0, c, c + 1, 1), &m) != TG_OK)
+        return NULL;
+    if (m < 2)
+        return tg__fail(ctx, TG_ERR_SHAPE,
+                        "batchnorm (sync): training needs more than 1 value per channel over "
+                        "all %d ranks, input %s",
+                        tg_collective_size(ctx), tg_shape_str(x, sx, sizeof sx)),
+               NULL;
+    tg_tensor *mean = tg_mul_scalar(ctx, tg_slice(ctx, tot, 0, 0, c, 1), 1.0 / m);
+    tg_tensor *xc = tg_sub(ctx, x, tg_reshape(ctx, mean, x->ndim, pshape));
+    tg_tensor *var =
+        tg_mul_scalar(ctx, tg_world_sum(ctx, tg_sum(ctx, tg_mul(ctx, xc, xc), nax, axes, false)),
+                      1.0 / m);
+    tg_tensor *scale = tg_mul(ctx, tg_pow_scalar(ctx, tg_add_scalar(ctx, var, bn->eps), -0.5),
+                              bn->weight);
+    tg_tensor *y = tg_add(ctx, tg_mul(ctx, xc, tg_reshape(ctx, scale, x->ndim, pshape)),
+                          tg_reshape(ctx, bn->bias, x->ndim, pshape));
+    if (!y || bn_update(ctx, bn, mean, var, (int64_t)m) != TG_OK)
+        return NULL;
+    return y;
+}
+
 tg_tensor *tg_batchnorm_forward(tg_ctx *ctx, tg_batchnorm *bn, tg_tensor *x, bool training)
 {
     char sx[96];
@@ -198,6 +242,8 @@ tg_tensor *tg_batchnorm_forward(tg_ctx *ctx, tg_batchnorm *bn, tg_tensor *x, boo
         tg_tensor *shift = tg_sub(ctx, b, tg_mul(ctx, rm, scale));
         return tg_add(ctx, tg_mul(ctx, x, scale), shift);
     }
+    if (bn->sync)
+        return bn_sync_forward(ctx, bn, x);
     int64_t count = tg_numel(x) / c;
     if (count < 2)
         return tg__fail(ctx, TG_ERR_SHAPE,

@@ -188,7 +188,12 @@ static tg_status build(tg_trainer *tr) {
                       tg_dataset_num_classes(tr->train_ds), c->seed);
     if (s)
         return s;
-    s = tg_optim_new(ctx, &c->optim, tr->model.params.nparams, tr->model.params.params, &tr->opt);
+    /* A hook that steps the parameters itself (ZeRO) owns the optimizer
+     * state: none is allocated here. */
+    s = c->hooks.optimizer_step
+            ? tg_optim_check(ctx, &c->optim)
+            : tg_optim_new(ctx, &c->optim, tr->model.params.nparams, tr->model.params.params,
+                           &tr->opt);
     if (s)
         return s;
 
@@ -425,6 +430,8 @@ static tg_status step_params(tg_trainer *tr, double lr) {
     tg_ctx *ctx = tr->ctx;
     const tg_trainer_config *c = &tr->cfg;
     tg_status s;
+    if (c->hooks.optimizer_step)
+        return c->hooks.optimizer_step(tr, lr, c->hooks.user);
     if (c->clip_grad_norm > 0 &&
         (s = tg_clip_grad_norm(ctx, tr->model.params.nparams, tr->model.params.params,
                                c->clip_grad_norm, NULL)) != TG_OK)

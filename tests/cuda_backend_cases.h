@@ -97,6 +97,8 @@ CB_BUILD(matmul, tg_matmul(ctx, in[0], in[1]))
 CB_BUILD(matmul_tt, tg_matmul(ctx, T01(in[0]), T01(in[1])))
 CB_BUILD(copy_t, tg_copy(ctx, T01(in[0])))
 CB_BUILD(copy_perm, tg_copy(ctx, tg_permute(ctx, in[0], (int[]){2, 0, 1})))
+/* one rank: the copy the collective would sum */
+CB_BUILD(world_sum_t, tg_world_sum(ctx, T01(in[0])))
 CB_BUILD(reshape_t, tg_reshape(ctx, T01(in[0]), 2, (int64_t[]){2, 6}))
 CB_BUILD(reshape_slice, tg_reshape(ctx, tg_slice(ctx, in[0], 1, 0, 4, 2), 1, (int64_t[]){-1}))
 CB_BUILD(permute, tg_permute(ctx, in[0], (int[]){2, 0, 1}))
@@ -424,6 +426,11 @@ static const cb_case cb_table[] = {
      .fn = b_copy_perm,
      .nin = 1,
      .in = {IN(CB_RAND, 3, 2, 3, 4)}},
+    {.name = "world_sum transposed (one rank)",
+     .op = TG_OP_WORLD_SUM,
+     .fn = b_world_sum_t,
+     .nin = 1,
+     .in = {IN(CB_RAND, 2, 3, 4)}},
     {.name = "reshape transposed",
      .op = TG_OP_RESHAPE,
      .fn = b_reshape_t,

@@ -481,6 +481,11 @@ def shape_cases():
     case("copy", "basic", lambda: [inp("a", randn(2, 3))], lambda o: o["a"].clone())
     case("copy", "strided", lambda: [inp("a", randn(3, 4))], lambda o: o["a"].clone(),
          views={"a": (0, 1)})
+    # world_sum on a world of one (no collective in the context) is the
+    # identity, as torch.distributed.all_reduce(SUM) is on one process.
+    case("world_sum", "one_rank", lambda: [inp("a", randn(2, 3))], lambda o: o["a"].clone())
+    case("world_sum", "strided_one_rank", lambda: [inp("a", randn(3, 4))],
+         lambda o: o["a"].clone(), views={"a": (0, 1)})
     case("contiguous", "strided", lambda: [inp("a", randn(2, 3, 2))],
          lambda o: o["a"].contiguous(), views={"a": (0, 2)})
 

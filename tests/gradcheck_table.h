@@ -89,6 +89,10 @@ B(mm_gram, tg_matmul(ctx, X, tg_transpose(ctx, X, 0, 1)))
 /* shape */
 B(copy, tg_copy(ctx, X))
 B(copy_t, tg_copy(ctx, tg_transpose(ctx, X, 0, 1)))
+/* world_sum on a world of one (no collective installed): the identity, on a
+ * transposed view so that the copy kernel meets strides */
+B(world_sum, tg_world_sum(ctx, X))
+B(world_sum_t, tg_world_sum(ctx, tg_transpose(ctx, X, 0, 1)))
 B(reshape_46, tg_reshape(ctx, X, 2, SH(4, 6)))
 B(reshape_flat, tg_reshape(ctx, X, 1, SH(-1)))
 B(reshape_t, tg_reshape(ctx, tg_transpose(ctx, X, 0, 2), 2, SH(4, -1)))
@@ -182,6 +186,7 @@ SQ(mean_1)
 SQ(max_1)
 SQ(min_0)
 SQ(copy_t)
+SQ(world_sum_t)
 SQ(reshape_t)
 SQ(perm_201)
 SQ(bcast_234)
@@ -509,6 +514,11 @@ static const gc_case gc_table[] = {
     /* shape */
     GC(COPY, copy, "(2,3)", .nin = 1, .in = {GC_IN(R, 2, 2, 3)}, GC_OUT(2, 2, 3)),
     GC(COPY, copy_t, "of a transposed view", .nin = 1, .in = {GC_IN(R, 2, 2, 3)}, GC_OUT(2, 3, 2)),
+    GC(WORLD_SUM, world_sum, "(2,3) one rank", .nin = 1, .in = {GC_IN(R, 2, 2, 3)},
+       GC_OUT(2, 2, 3)),
+    GC(WORLD_SUM, world_sum_t, "of a transposed view, one rank", .nin = 1,
+       .in = {GC_IN(R, 2, 2, 3)}, GC_OUT(2, 3, 2)),
+    GC(WORLD_SUM, sq_world_sum_t, "squared", .nin = 1, .in = {GC_IN(R, 2, 2, 3)}, SO),
     GC(RESHAPE, reshape_46, "(2,3,4)->(4,6)", .nin = 1, .in = {GC_IN(R, 3, 2, 3, 4)},
        GC_OUT(2, 4, 6)),
     GC(RESHAPE, reshape_flat, "(2,3,4)->(-1)", .nin = 1, .in = {GC_IN(R, 3, 2, 3, 4)},

@@ -387,6 +387,7 @@ static void test_train_help(void **state) {
         "--log-every",       "--idx-dir",  "--weight-decay", "--schedule",   "--eval-batch-size",
         "--label-smoothing", "--device",   "--comm-timeout", "--bucket-mb",  "--trace",
         "--check-replicas",  "--ckpt-dir", "--ckpt-every",   "--keep",       "--resume",
+        "--sync-bn",         "--zero",
     };
     cli_result *r = result();
     run_cli(r, (char *const[]){"tapegrad", "train", "--help", NULL});

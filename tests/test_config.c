@@ -80,6 +80,18 @@ static void test_bad_files(void **state) {
     f = ini("switch.ini", "check-replicas = maybe\n");
     assert_int_equal(tgt_run("train --config '%s'", f), 2);
     tgt_expect_out("switch.ini:1: key 'check-replicas': expected true or false, got 'maybe'");
+    /* The data-parallel keys: sync-bn (a switch) and zero (0 or 1). */
+    f = ini("syncbn.ini", "sync-bn = maybe\n");
+    assert_int_equal(tgt_run("train --config '%s'", f), 2);
+    tgt_expect_out("syncbn.ini:1: key 'sync-bn': expected true or false, got 'maybe'");
+    f = ini("syncbn_mlp.ini", "sync_bn = true\nmodel = mlp\n");
+    assert_int_equal(tgt_run("train --config '%s' --print-config", f), 2);
+    tgt_expect_out("--sync-bn needs a model with batch norm (cnn-bn), got --model mlp");
+    f = ini("zero.ini", "zero = 3\n");
+    assert_int_equal(tgt_run("train --config '%s'", f), 2);
+    tgt_expect_out("zero.ini:1: key 'zero': expected an integer in [0, 1], got '3'");
+    f = ini("dp.ini", "model = cnn-bn\nsync-bn = true\nzero = 1\n");
+    assert_int_equal(tgt_run("train --config '%s' --print-config", f), 0);
     f = ini("quiet.ini", "quiet = yes\n");
     assert_int_equal(tgt_run("train --config '%s' --print-config", f), 0);
     assert_int_equal(tgt_run("train --config '%s' --verbose --print-config", f), 2);

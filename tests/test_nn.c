@@ -291,6 +291,112 @@ static void test_batchnorm_fused_matches_composed(void **state) {
     }
 }
 
+/* A stand-in for comm/'s collective: `copies` ranks holding the same data,
+ * so a sum over them is the data times copies; or a failure. */
+typedef struct fake_world {
+    int copies, calls;
+    bool fail;
+} fake_world;
+
+static tg_status fake_sum(void *user, tg_ctx *ctx, void *data, int64_t n, tg_dtype dt, char *err,
+                          size_t errlen) {
+    (void)ctx;
+    fake_world *f = user;
+    f->calls++;
+    if (f->fail) {
+        snprintf(err, errlen, "fake: rank 3 lost");
+        return TG_ERR_COMM;
+    }
+    assert_int_equal(dt, TG_F32);
+    for (int64_t i = 0; i < n; i++)
+        ((float *)data)[i] *= (float)f->copies;
+    return TG_OK;
+}
+
+/* world_sum and SyncBatchNorm against a world of `copies` identical ranks:
+ * the sum, its gradient (one more sum), the statistics (those of one rank,
+ * since the others hold the same values) with the count of all ranks in the
+ * running variance, a batch of one sample per rank, and a failing
+ * collective reported with its message. */
+static void test_world_sum_and_sync_bn(void **state) {
+    (void)state;
+    tg_ctx *ctx = new_ctx(1);
+    fake_world f = {.copies = 3};
+    tg_collective c = {.sum = fake_sum, .size = 3, .user = &f};
+    tg_set_collective(ctx, &c);
+    assert_int_equal(tg_collective_size(ctx), 3);
+    const float xv[6] = {1, -2, 3, 0.5f, 4, -1}, cv[6] = {1, 2, 3, 4, 5, 6};
+    tg_tensor *x = tg_from_data(ctx, TG_F32, 2, (const int64_t[]){2, 3}, xv);
+    tg_tensor *cw = tg_from_data(ctx, TG_F32, 2, (const int64_t[]){2, 3}, cv);
+    assert_int_equal(tg_set_requires_grad(ctx, x, true), TG_OK);
+    tg_tensor *y = tg_world_sum(ctx, x);
+    assert_non_null(y);
+    assert_int_equal(tg_backward(ctx, tg_sum(ctx, tg_mul(ctx, y, cw), 0, NULL, false), NULL, 0),
+                     TG_OK);
+    float *yv = host(ctx, y), *gv = host(ctx, x->grad);
+    for (int i = 0; i < 6; i++) {
+        assert_true(yv[i] == 3 * xv[i]);
+        assert_true(gv[i] == 3 * cv[i]);
+    }
+    assert_int_equal(f.calls, 2);
+    free(yv), free(gv);
+    tg_step_reset(ctx);
+
+    /* SyncBatchNorm over 2 identical ranks of 3 samples each. */
+    f.copies = 2;
+    c.size = 2;
+    tg_set_collective(ctx, &c);
+    tg_params ps = {0};
+    tg_batchnorm bn, ref;
+    const int64_t C = 2;
+    assert_int_equal(tg_batchnorm_init(ctx, &bn, &ps, "bn", C, 1e-5, 0.1), TG_OK);
+    assert_int_equal(tg_batchnorm_init(ctx, &ref, &ps, "ref", C, 1e-5, 0.1), TG_OK);
+    bn.sync = true;
+    float x4[24];
+    for (int i = 0; i < 24; i++)
+        x4[i] = (float)(sin(1.3 * i) * 2 + 0.25 * (i % 5));
+    tg_tensor *xt = tg_from_data(ctx, TG_F32, 4, (const int64_t[]){3, C, 2, 2}, x4);
+    tg_tensor *ys = tg_batchnorm_forward(ctx, &bn, xt, true);
+    tg_tensor *yr = tg_batchnorm_forward(ctx, &ref, xt, true);
+    assert_non_null(ys);
+    assert_non_null(yr);
+    float *a = host(ctx, ys), *b = host(ctx, yr);
+    for (int i = 0; i < 24; i++)
+        assert_true(fabs(a[i] - b[i]) < 1e-5);
+    free(a), free(b);
+    /* running_var = 0.9 + 0.1 * var * M / (M - 1) with M = 2 ranks x 12 values. */
+    float *rs = host(ctx, bn.running_var), *rr = host(ctx, ref.running_var);
+    for (int ch = 0; ch < C; ch++) {
+        double var = (rr[ch] - 0.9) / 0.1 * 11.0 / 12.0;
+        assert_true(fabs(rs[ch] - (0.9 + 0.1 * var * 24.0 / 23.0)) < 1e-5);
+    }
+    free(rs), free(rr);
+    /* One sample per rank: (1, C) is enough when 2 ranks pool it. */
+    tg_tensor *one = tg_from_data(ctx, TG_F32, 2, (const int64_t[]){1, C}, x4);
+    assert_null(tg_batchnorm_forward(ctx, &ref, one, true));
+    tg_ctx_clear_error(ctx);
+    f.copies = 1; /* as if the other rank's sample differed: here, the same */
+    assert_null(tg_batchnorm_forward(ctx, &bn, one, true));
+    tg_ctx_clear_error(ctx);
+    f.copies = 2;
+    assert_non_null(tg_batchnorm_forward(ctx, &bn, one, true));
+    /* A failing collective fails the op, naming it and the cause. */
+    x = tg_from_data(ctx, TG_F32, 2, (const int64_t[]){2, 3}, xv);
+    f.fail = true;
+    assert_null(tg_world_sum(ctx, x));
+    assert_int_equal(tg_ctx_status(ctx), TG_ERR_COMM);
+    assert_non_null(strstr(tg_ctx_error(ctx), "world_sum: fake: rank 3 lost"));
+    tg_ctx_clear_error(ctx);
+    /* Without a collective, the identity. */
+    tg_set_collective(ctx, NULL);
+    assert_int_equal(tg_collective_size(ctx), 1);
+    y = tg_world_sum(ctx, x);
+    yv = host(ctx, y);
+    assert_memory_equal(yv, xv, sizeof xv);
+    free(yv);
+    tg_ctx_free(ctx);
+}
+
 /* The dropout mask depends on the seed and position only. */
 static void test_dropout_thread_independent(void **state) {
     (void)state;
@@ -422,6 +528,7 @@ int main(void) {
         cmocka_unit_test(test_conv_and_other_inits),
         cmocka_unit_test(test_batchnorm_running_stats),
         cmocka_unit_test(test_batchnorm_fused_matches_composed),
+        cmocka_unit_test(test_world_sum_and_sync_bn),
         cmocka_unit_test(test_dropout_thread_independent),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_cross_entropy_value),

@@ -32,7 +32,7 @@ static const struct {
     {"relu", tg_relu}, {"sigmoid", tg_sigmoid},
     {"tanh", tg_tanh}, {"silu", tg_silu},
     {"gelu", tg_gelu}, {"sign", tg_sign},
-    {"copy", tg_copy}, {"contiguous", tg_contiguous},
+    {"copy", tg_copy}, {"world_sum", tg_world_sum}, {"contiguous", tg_contiguous},
     {"sin", tg_sin},   {"cos", tg_cos},
 };
 

@@ -140,6 +140,14 @@ tg_status tg_world_nccl_init(tg_world *w);
 tg_status tg_allreduce_sum_device(tg_world *w, void *buf, int64_t count, tg_dtype dt,
                                   const char *what);
 
+/* Install the world as ctx's collective (tg_set_collective in runtime.h),
+ * so that the ops across ranks (tg_world_sum, SyncBatchNorm) sum over its
+ * ranks: with MPI for a CPU context, with NCCL for a CUDA one (initialised on
+ * first use). A failure breaks the world like any collective; the op then
+ * fails with the world's message. The world must outlive ctx's use of it;
+ * tg_set_collective(ctx, NULL) removes it. */
+void tg_world_attach(tg_world *w, tg_ctx *ctx);
+
 /* ---- trace (Chrome trace event format) ---- */
 
 typedef struct tg_trace tg_trace;
@@ -185,6 +193,9 @@ typedef struct tg_ddp_config {
      * are final first), so that communication starts early; 0: a quarter of
      * the model's gradient bytes, at least 64 KiB and at most 1 MiB. */
     size_t first_bucket_bytes;
+    /* 1: ZeRO stage 1 (see tg_ddp_zero_init); 0: plain all-reduce. Ignored
+     * on a world of one. */
+    int zero_stage;
 } tg_ddp_config;
 
 /* Make params data-parallel. Collective: every rank calls it with the same
@@ -227,6 +238,41 @@ tg_status tg_ddp_wait(tg_ddp *d);
  * not drift apart and every rank evaluates rank 0's model (the one its
  * checkpoints hold). Nothing to do on one rank or without buffers. */
 tg_status tg_ddp_broadcast_buffers(tg_ddp *d);
+
+/* ---- ZeRO stage 1 (tg_ddp_config.zero_stage = 1, more than one rank) ----
+ * The buckets reduce-scatter instead of all-reducing: each bucket's
+ * gradients are padded to a multiple of the world size N and rank r keeps
+ * the average of block r only. tg_ddp_zero_init makes this rank's optimizer
+ * over the parameter elements of its blocks (1-D views of the parameters),
+ * so its state is about 1/N of the whole optimizer's; the update rules are
+ * elementwise, so the trajectory is the whole optimizer's. Per step:
+ * backward, tg_ddp_wait (reduce-scatter), then tg_ddp_zero_step instead of
+ * clipping, tg_optim_step and zeroing the gradients. The bucket layout is
+ * not rebuilt after the first step. Parameters must be f32. A parameter
+ * that no rank gave a gradient is not stepped, as without ZeRO. */
+struct tg_optim_config;
+struct tg_optim;
+struct tg_ckpt_tensor;
+tg_status tg_ddp_zero_init(tg_ddp *d, const struct tg_optim_config *oc);
+/* Clip (max_norm > 0: the global norm, summed over the ranks' shards), step
+ * this rank's shard at lr, all-gather the parameters (one in-place
+ * all-gather per bucket) and zero the gradients. A failure breaks the world. */
+tg_status tg_ddp_zero_step(tg_ddp *d, double lr, double max_norm);
+/* This rank's optimizer (its step count and state), NULL before init. */
+struct tg_optim *tg_ddp_zero_optim(tg_ddp *d);
+/* Bytes of optimizer state this rank holds. */
+size_t tg_ddp_zero_state_bytes(const tg_ddp *d);
+/* Collective, for checkpoints: rank 0 gets in out (room for max) the whole
+ * optimizer's state tensors, each shaped like its parameter and named as
+ * tg_optim_state names them, in parameter order ("step" first), as step
+ * tensors (valid until tg_step_reset); *n their count (0 on other ranks). */
+tg_status tg_ddp_zero_gather_state(tg_ddp *d, struct tg_tensor **out, int max, int *n);
+/* Restore this rank's shard from a checkpoint's tensors read into host
+ * memory (tg_ckpt_read_tensors), written by any world size with or without
+ * ZeRO: the file must hold exactly the state this optimizer keeps for every
+ * parameter. optim_steps: the checkpoint's optimizer step count. */
+tg_status tg_ddp_zero_load_state(tg_ddp *d, const struct tg_ckpt_tensor *ts, int n,
+                                 int64_t optim_steps);
 
 /* Record bucket spans ("allreduce bucket 3") in t (NULL: stop recording). */
 void tg_ddp_set_trace(tg_ddp *d, tg_trace *t);

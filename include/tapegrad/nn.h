@@ -183,6 +183,13 @@ typedef struct tg_batchnorm {
     tg_tensor *running_mean, *running_var;   /* (C), buffers */
     tg_tensor *num_batches_tracked;          /* (), i64 buffer */
     double eps, momentum;
+    /* SyncBatchNorm: in training the batch statistics (and, in backward, the
+     * sums of the gradient) are taken over every rank of the context's
+     * collective (tg_world_sum), so N ranks normalise as one rank with the
+     * whole global batch would. Built from op rows, not the fused row; on a
+     * world of one it gives the fused row's values to float rounding. Every
+     * rank must call forward in the same order. */
+    bool sync;
 } tg_batchnorm;
 tg_status tg_batchnorm_init(tg_ctx *ctx, tg_batchnorm *bn, tg_params *ps, const char *name,
                             int64_t channels, double eps, double momentum);

@@ -173,6 +173,9 @@ tg_status tg_ctx_status(const tg_ctx *ctx);
 const char *tg_ctx_error(const tg_ctx *ctx);
 void tg_ctx_clear_error(tg_ctx *ctx);
 const tg_backend *tg_ctx_backend(const tg_ctx *ctx);
+/* Wait until the device has finished the work queued so far (a no-op on the
+ * CPU), e.g. before another stream (NCCL's) reads tensors just written. */
+tg_status tg_synchronize(tg_ctx *ctx);
 
 /* Release every step tensor and clear the tape. Persistent tensors keep
  * their values; a persistent leaf's gradient made under create_graph (which
@@ -285,6 +288,30 @@ typedef void (*tg_grad_hook_fn)(tg_ctx *ctx, tg_tensor *leaf, void *user);
 void tg_set_grad_hook(tg_ctx *ctx, tg_grad_hook_fn fn, void *user);
 /* Number of records on the tape now. */
 int64_t tg_tape_size(const tg_ctx *ctx);
+
+/* ---- ops across ranks ----
+ * The runtime knows nothing of MPI or NCCL: comm/ installs a collective in
+ * the context (tg_world_attach in tapegrad/comm.h) and the ops that span
+ * ranks call it. Without one the context is a world of one, where those ops
+ * are the identity. */
+typedef struct tg_collective {
+    /* Sum n elements of dtype dt at data (contiguous memory of the context's
+     * device) over every rank, in place. Every rank makes the same calls in
+     * the same order. On failure returns a status and writes why to err. */
+    tg_status (*sum)(void *user, tg_ctx *ctx, void *data, int64_t n, tg_dtype dt, char *err,
+                     size_t errlen);
+    int size; /* ranks taking part */
+    void *user;
+} tg_collective;
+/* Copy c into the context (NULL or c->sum NULL: none, a world of one). */
+void tg_set_collective(tg_ctx *ctx, const tg_collective *c);
+/* Ranks of the context's collective (1 without one). */
+int tg_collective_size(const tg_ctx *ctx);
+/* x summed elementwise over every rank (the world_sum row); the identity,
+ * as a copy, on a world of one. Recorded like any op: its gradient is the
+ * world_sum of the gradient. Collective: every rank must call it, in the same
+ * order, with the same shape. */
+tg_tensor *tg_world_sum(tg_ctx *ctx, tg_tensor *x);
 
 /* ---- ops (each returns a new tensor, or NULL with the error in ctx) ---- */
 

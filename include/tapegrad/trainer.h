@@ -104,6 +104,11 @@ tg_status tg_model_init(tg_ctx *ctx, tg_model *m, tg_model_kind kind, const int6
 /* x (N, C, H, W) f32 -> logits (N, num_classes). training selects batch
  * statistics (and running-average updates) in the BatchNorm layers. */
 tg_tensor *tg_model_forward(tg_ctx *ctx, tg_model *m, tg_tensor *x, bool training);
+/* SyncBatchNorm (tg_batchnorm.sync) in every batch-norm layer: batch
+ * statistics over every rank of the context's collective (tg_world_attach). */
+void tg_model_set_sync_bn(tg_model *m, bool sync);
+/* Whether the model has batch-norm layers. */
+bool tg_model_has_bn(const tg_model *m);
 
 /* ------------------------------------------------------------------------ */
 /* The trainer                                                               */
@@ -173,6 +178,11 @@ typedef struct tg_trainer_hooks {
      * once, without an evaluation or TG_EVENT_END; tg_trainer_run() returns
      * TG_OK and tg_trainer_stopped() tells. */
     tg_status (*after_step)(tg_trainer *tr, bool *stop, void *user);
+    /* Replaces the step's clipping (to clip_grad_norm), optimizer step and
+     * zeroing of the gradients, after after_backward: ZeRO's sharded
+     * optimizer (tg_ddp_zero_step). With it the trainer makes no optimizer
+     * (tg_trainer_optim() is NULL); the hook owns the optimizer state. */
+    tg_status (*optimizer_step)(tg_trainer *tr, double lr, void *user);
     /* Asked in the long work before the first step (the dataset checks at
      * open, loading and checking x when the loaders start); true makes
      * tg_trainer_new() or tg_trainer_run() give up with TG_ERR_STOPPED. */
@@ -270,6 +280,7 @@ tg_ctx *tg_trainer_ctx(tg_trainer *tr);
 const tg_trainer_config *tg_trainer_get_config(const tg_trainer *tr);
 tg_model *tg_trainer_model(tg_trainer *tr);
 const tg_params *tg_trainer_params(const tg_trainer *tr);
+/* NULL when hooks.optimizer_step owns the optimizer. */
 tg_optim *tg_trainer_optim(tg_trainer *tr);
 int64_t tg_trainer_steps_per_epoch(const tg_trainer *tr);
 int64_t tg_trainer_total_steps(const tg_trainer *tr);

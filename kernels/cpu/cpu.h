@@ -74,6 +74,8 @@ tg_status tg__cpu_matmul(void *state, const tg_kargs *a);
 tg_status tg__cpu_copy(void *state, const tg_kargs *a);
 tg_status tg__cpu_reshape(void *state, const tg_kargs *a);
 tg_status tg__cpu_slice_scatter(void *state, const tg_kargs *a);
+/* world_sum's local part: a copy (the collective sums it in place) */
+tg_status tg__cpu_world_sum(void *state, const tg_kargs *a);
 tg_status tg__cpu_concat(void *state, const tg_kargs *a);
 tg_status tg__cpu_softmax(void *state, const tg_kargs *a);
 tg_status tg__cpu_log_softmax(void *state, const tg_kargs *a);

@@ -84,6 +84,8 @@ tg_status tg__cpu_copy(void *state, const tg_kargs *a) {
     return cpu_copy_view(a, a->out.data, a->out.strides, &a->in[0]);
 }
 
+tg_status tg__cpu_world_sum(void *state, const tg_kargs *a) { return tg__cpu_copy(state, a); }
+
 /* The output holds the input's elements in the input's row-major order, so a
  * reshape is a copy into the output buffer seen with the input's shape. */
 tg_status tg__cpu_reshape(void *state, const tg_kargs *a) {

@@ -101,6 +101,8 @@ TG__CUDA_KERNEL(matmul);
 TG__CUDA_KERNEL(copy);
 TG__CUDA_KERNEL(reshape);
 TG__CUDA_KERNEL(slice_scatter);
+/* world_sum's local part: a copy (the collective sums it in place) */
+TG__CUDA_KERNEL(world_sum);
 TG__CUDA_KERNEL(concat);
 /* cuda_softmax.cu */
 TG__CUDA_KERNEL(softmax);

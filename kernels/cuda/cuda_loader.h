@@ -101,7 +101,8 @@ tg_status tg__cublas_load(char *err, size_t errlen);
     X(GetErrorString, ncclGetErrorString)               \
     X(AllReduce, ncclAllReduce)                         \
     X(Broadcast, ncclBroadcast)                         \
-    X(AllGather, ncclAllGather)
+    X(AllGather, ncclAllGather)                         \
+    X(ReduceScatter, ncclReduceScatter)
 
 typedef struct tg__nccl_api {
 #define TG__X(m, sym) TG__FN_TYPE(sym) m;

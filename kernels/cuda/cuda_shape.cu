@@ -84,6 +84,8 @@ tg_status tg__cuda_copy(void *state, const tg_kargs *a) {
     return copy_view((tg__cuda_state *)state, a, a->out.data, a->out.strides, &a->in[0]);
 }
 
+tg_status tg__cuda_world_sum(void *state, const tg_kargs *a) { return tg__cuda_copy(state, a); }
+
 /* The output holds the input's elements in the input's row-major order, so a
  * reshape is a copy into the output buffer seen with the input's shape. */
 tg_status tg__cuda_reshape(void *state, const tg_kargs *a) {

@@ -475,6 +475,44 @@ static void test_default_buckets(tg_world *w)
     check_layout(w, "toy", 4, toy, 1, (const int[]){4});
 }
 
+/* world_sum through the world's collective (tg_world_attach): rank r's x[i]
+ * = r + 1 + i, so y[i] = n(n+1)/2 + n i on every rank; with the loss
+ * sum(y * (i + 1)), every rank's x gets n (i + 1): its value feeds all n
+ * ranks' losses. Values are small integers, so every check is exact. */
+static void test_world_sum(tg_world *w)
+{
+    tg_ctx *ctx = new_ctx();
+    const int n = tg_world_size(w), r = tg_world_rank(w);
+    tg_world_attach(w, ctx);
+    CHECK(tg_collective_size(ctx) == n, "collective size %d, world %d", tg_collective_size(ctx), n);
+    float xv[6], cv[6];
+    for (int i = 0; i < 6; i++) {
+        xv[i] = (float)(r + 1 + i);
+        cv[i] = (float)(i + 1);
+    }
+    int64_t shape[2] = {2, 3};
+    tg_tensor *x = tg_from_data(ctx, TG_F32, 2, shape, xv);
+    tg_tensor *c = tg_from_data(ctx, TG_F32, 2, shape, cv);
+    tg_tensor *y = x && c && tg_set_requires_grad(ctx, x, true) == TG_OK ? tg_world_sum(ctx, x)
+                                                                         : NULL;
+    tg_tensor *loss = y ? tg_sum(ctx, tg_mul(ctx, y, c), 0, NULL, false) : NULL;
+    CHECK(loss && tg_backward(ctx, loss, NULL, 0) == TG_OK, "world_sum: %s", tg_ctx_error(ctx));
+    float yv[6] = {0}, gv[6] = {0};
+    if (loss && tg_to_host(ctx, y, yv, sizeof yv) == TG_OK &&
+        tg_to_host(ctx, x->grad, gv, sizeof gv) == TG_OK)
+        for (int i = 0; i < 6; i++) {
+            CHECK(yv[i] == (float)(n * (n + 1) / 2 + n * i), "world_sum y[%d] = %g", i, yv[i]);
+            CHECK(gv[i] == (float)(n * (i + 1)), "world_sum grad[%d] = %g, expected %d", i, gv[i],
+                  n * (i + 1));
+        }
+    /* Removed, the context is a world of one again: the identity. */
+    tg_set_collective(ctx, NULL);
+    y = tg_world_sum(ctx, x);
+    CHECK(y && tg_to_host(ctx, y, yv, sizeof yv) == TG_OK && yv[5] == xv[5],
+          "world_sum alone: %s", tg_ctx_error(ctx));
+    tg_ctx_free(ctx);
+}
+
 int main(int argc, char **argv)
 {
     tg_world *w;
@@ -494,6 +532,7 @@ int main(int argc, char **argv)
     test_unused(w);
     test_grad_views(w);
     test_mismatch(w);
+    test_world_sum(w);
     int rc = tg_check_finish(w, "mpi_ddp");
     tg_world_free(w);
     return rc;

@@ -21,6 +21,14 @@
  *                       to mpirun (forwarded); two SIGINTs alone: exit 130
  *   train_cli eval      eval on 1 and 3 ranks (confusion matrix, every sample
  *                       once) agrees with training's last evaluation; inspect
+ *   train_cli syncbn    cnn-bn with --sync-bn on 1, 2 and 4 ranks: equal tensors
+ *                       and step losses within 1e-5; without it they differ;
+ *                       one sample per rank; refused for a model without bn
+ *   train_cli zero      --zero 1 on 2 and 4 ranks equals the all-reduce run
+ *                       and 1 rank (adamw, adam, sgd momentum, clipping);
+ *                       its memory line; a --zero 1 checkpoint resumed on 2
+ *                       (bit-identical), 4 and 1 ranks; another optimizer;
+ *                       with --accum-steps 2 and --sync-bn
  *   train_cli sbatch    launch/slurm/train.sbatch's requeue decision after a
  *                       signal, with mpirun and with srun (train_cli_sbatch.h)
  *
@@ -309,7 +317,7 @@ static double now_s(void) {
 
 int main(int argc, char **argv) {
     if (argc != 2) {
-        fprintf(stderr, "usage: train_cli ddp|resume|badckpt|preempt|eval|accum|sbatch\n");
+        fprintf(stderr, "usage: train_cli ddp|resume|badckpt|preempt|eval|accum|syncbn|zero|sbatch\n");
         return 2;
     }
     const char *base = getenv("TMPDIR");

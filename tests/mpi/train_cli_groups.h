@@ -465,6 +465,8 @@ static void group_eval(void) {
 }
 
 #include "train_cli_accum.h"
+#include "train_cli_syncbn.h"
+#include "train_cli_zero.h"
 #include "train_cli_sbatch.h"
 
 static int run_group(const char *name) {
@@ -477,6 +479,8 @@ static int run_group(const char *name) {
                   {"preempt", group_preempt},
                   {"eval", group_eval},
                   {"accum", group_accum},
+                  {"syncbn", group_syncbn},
+                  {"zero", group_zero},
                   {"sbatch", group_sbatch}};
     for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++)
         if (strcmp(groups[i].name, name) == 0) {
