@@ -246,7 +246,10 @@ static void check_table(const cmd_table *t) {
         sample(o, printed, v, sizeof v);
         snprintf(ini, sizeof ini, "%s = %s\n", o->name, v);
         tgt_write_file(tgt_path("row.ini"), ini);
-        if (tgt_run("%s %s --config '%s' --print-config", t->cmd, t->base, tgt_path("row.ini")) != 0)
+        /* Keys that hold only beside another option get it on the command line. */
+        const char *needs = strcmp(o->name, "sync-bn") == 0 ? "--model cnn-bn" : "";
+        if (tgt_run("%s %s %s --config '%s' --print-config", t->cmd, t->base, needs,
+                    tgt_path("row.ini")) != 0)
             fail_msg("%s: key '%s = %s' refused:\n%s", t->cmd, o->name, v, tgt_out);
         l = line_of(tgt_out, o->name, &unset);
         assert_non_null(l);
