@@ -36,7 +36,8 @@ const char *tg_train_sched_name(tg_lr_kind k) {
 
 int tg_train_config_fields(const tg_trainer_config *c, tg_cfg_field *f, int max) {
     const tg_cfg_field all[] = {
-        {"model", TG_CFG_STR, .s = tg_model_name(c->model)},
+        {"model", TG_CFG_STR, .s = c->model_text && c->model_name ? c->model_name
+                                                                 : tg_model_name(c->model)},
         {"epochs", TG_CFG_INT, .i = c->epochs},
         {"batch_size", TG_CFG_INT, .i = c->batch_size},
         {"eval_batch_size", TG_CFG_INT, .i = c->eval_batch_size},
@@ -98,7 +99,10 @@ static void train_usage(FILE *f) {
             "$XDG_CACHE_HOME/tapegrad/%s (default ~/.cache/tapegrad/).\n"
             "\n"
             "model and data:\n"
-            "  --model NAME          mlp, cnn or cnn-bn (default: mlp)\n"
+            "  --model NAME|FILE     a shipped model: mlp, cnn, cnn-bn, resnet20, resnet18\n"
+            "                        (default: mlp), or a model file (a path such as\n"
+            "                        ./net.ini; docs/MODELS.md); model files other than\n"
+            "                        mlp, cnn and cnn-bn start from the mlp's defaults\n"
             "  --data FILE.h5        a dataset with splits 'train' and 'test' (default: the\n"
             "                        Fashion-MNIST cache file)\n"
             "  --idx-dir DIR         where the Fashion-MNIST IDX files are (default:\n"
@@ -216,6 +220,7 @@ typedef struct given {
     const char *config;
     tg_cli_config file;
     bool print_config;
+    tg_model_arg marg; /* what --model named (its text is kept until the end) */
 } given;
 
 /* "--lr" for a value from the command line, "run.ini:3: key 'lr'" for one
@@ -357,14 +362,22 @@ static int parse_d(const given *g, const char *flag, const char *v, double lo, d
 }
 
 /* Resolves the given values into cfg (starting from the model's defaults). */
-static int resolve(const given *g, tg_trainer_config *cfg, train_opts *o) {
+static int resolve(given *g, tg_trainer_config *cfg, train_opts *o) {
     const char *cmd = "train";
     char lb[4200];
     tg_model_kind kind = TG_MODEL_MLP;
-    if (g->model && !tg_model_from_name(g->model, &kind))
-        return tg_cli_usage_error(cmd, "%s: expected mlp, cnn or cnn-bn, got '%s'",
-                                  LABEL(g, "--model", g->model, lb), g->model);
+    int mc = g->model ? tg_model_arg_resolve(cmd, LABEL(g, "--model", g->model, lb), g->model,
+                                             &g->marg)
+                      : 0;
+    if (mc)
+        return mc;
+    if (g->model && g->marg.kind != TG_MODEL_COUNT)
+        kind = g->marg.kind;
     *cfg = tg_trainer_defaults(kind);
+    if (g->model && g->marg.kind == TG_MODEL_COUNT) {
+        cfg->model_text = g->marg.text;
+        cfg->model_name = g->marg.name;
+    }
     if (g->optimizer) {
         if (strcmp(g->optimizer, "sgd") == 0) {
             cfg->optim = tg_optim_defaults(TG_OPTIM_SGD);
@@ -495,6 +508,7 @@ int tg_cmd_train(int argc, char **argv) {
      * metrics, ...) must stay, so the file is released at the end. */
     if (code) {
         tg_cli_config_free(&g.file);
+        tg_model_arg_free(&g.marg);
         return code < 0 ? TG_EXIT_OK : code;
     }
 
@@ -504,6 +518,7 @@ int tg_cmd_train(int argc, char **argv) {
     tg_world_config wc = {.timeout_s = o.comm_timeout};
     if (tg_world_init(NULL, NULL, &wc, &w, err, sizeof err) != TG_OK) {
         fprintf(stderr, "tapegrad train: %s\n", err);
+        tg_model_arg_free(&g.marg);
         return TG_EXIT_LOST_RANK;
     }
     cfg.rank = tg_world_rank(w);
@@ -542,5 +557,6 @@ int tg_cmd_train(int argc, char **argv) {
     }
     tg_world_free(w);
     tg_cli_config_free(&g.file);
+    tg_model_arg_free(&g.marg);
     return code;
 }

@@ -37,6 +37,21 @@ typedef struct train_opts {
     int verbosity;        /* -1 --quiet, 0 default, 1 --verbose */
 } train_opts;
 
+/* What --model names: a shipped model (the built-in kinds mlp, cnn, cnn-bn,
+ * and resnet20, resnet18) or a path to a model file (launch/model_arg.c). */
+typedef struct tg_model_arg {
+    tg_model_kind kind; /* a built-in kind, or TG_MODEL_COUNT */
+    const char *name;   /* the argument */
+    const char *text;   /* the model file's text (shipped or read) */
+    char *owned;        /* the text read from a file (heap), else NULL */
+} tg_model_arg;
+
+/* Resolves arg (label names the option in messages); prints the problem
+ * and returns TG_EXIT_USAGE when it names neither. Free with
+ * tg_model_arg_free(). */
+int tg_model_arg_resolve(const char *cmd, const char *label, const char *arg, tg_model_arg *out);
+void tg_model_arg_free(tg_model_arg *a);
+
 /* "sgd", "adam", "adamw" / "cosine", "step", "constant". */
 const char *tg_train_optim_name(tg_optim_kind k);
 const char *tg_train_sched_name(tg_lr_kind k);

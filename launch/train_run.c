@@ -27,6 +27,7 @@
 #include "tapegrad/kernels.h"
 #include "metrics.h"
 #include "progress.h"
+#include "tapegrad/modelfile.h"
 #include "train.h"
 
 #define MAX_CKPT_TENSORS (3 * TG_PARAMS_MAX + 8)
@@ -187,7 +188,7 @@ static void print_banner(const run_state *st, tg_trainer *tr, const char *data) 
     if (any)
         printf("\n");
     printf("model %s (%lld parameters), data %s (%lld train / %lld test)\n",
-           tg_model_name(c->model), (long long)tg_params_numel(tg_trainer_params(tr)), data,
+           tg_trainer_model(tr)->name, (long long)tg_params_numel(tg_trainer_params(tr)), data,
            (long long)tg_trainer_train_len(tr), (long long)tg_trainer_test_len(tr));
     const char *th = st->threads;
     printf("%lld steps (%lld per epoch), batch %lld (%lld per rank), %s lr %g weight_decay %g "
@@ -245,7 +246,13 @@ static tg_status save_checkpoint(run_state *st, tg_trainer *tr) {
                           .optim_steps = tg_optim_steps(tg_trainer_optim(tr)),
                           .world_size = st->world,
                           .config = st->cfg_text};
-        snprintf(m.model, sizeof m.model, "%s", tg_model_name(c->model));
+        const tg_model *md = tg_trainer_model(tr);
+        snprintf(m.model, sizeof m.model, "%s", md->name);
+        /* The model file, so that eval, export and inspect rebuild the model
+         * from the checkpoint alone. */
+        m.model_text = c->model_text ? c->model_text : tg_model_builtin_text(md->name);
+        memcpy(m.model_input, md->in_shape, sizeof m.model_input);
+        m.model_classes = md->num_classes;
         tg_ctx_clear_error(ctx);
         tg_status s = n < 0 ? TG_ERR_INVALID
                             : tg_ckpt_save(ctx, st->o->ckpt_dir, &m, n, ts, st->o->keep,
@@ -405,7 +412,7 @@ static bool fits_model(const char *path, void *user, char *why, size_t whylen) {
         return false;
     }
     char detail[512];
-    bool ok = tg_train_ckpt_fits(tg_model_name(tg_trainer_get_config(tr)->model), ps, ts, n, detail,
+    bool ok = tg_train_ckpt_fits(tg_trainer_model(tr)->name, ps, ts, n, detail,
                                  sizeof detail);
     if (!ok)
         snprintf(why, whylen, "%s: %s", path, detail);
