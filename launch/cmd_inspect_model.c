@@ -92,8 +92,8 @@ int tg_inspect_model(const char *arg, const char *shape_arg, const char *classes
         tg_model_arg_free(&ma);
         return TG_EXIT_RUNTIME;
     }
-    tg_net_options o = {.path = arg, .in_ndim = nd, .in_shape = shape, .classes = classes,
-                        .check_only = true};
+    tg_net_options o = {
+        .path = arg, .in_ndim = nd, .in_shape = shape, .classes = classes, .check_only = true};
     tg_net *net;
     if (tg_net_build(ctx, ma.text, strlen(ma.text), &o, NULL, &net) != TG_OK) {
         fprintf(stderr, "tapegrad inspect: %s\n", tg_ctx_error(ctx));

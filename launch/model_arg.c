@@ -43,16 +43,18 @@ int tg_model_arg_resolve(const char *cmd, const char *label, const char *arg, tg
     struct stat st;
     if (stat(arg, &st) != 0) {
         if (!strchr(arg, '/') && !strchr(arg, '.'))
-            return tg_cli_usage_error(cmd, "%s: expected a shipped model (%s) or a model file "
-                                           "(a path such as ./%s.ini), got '%s'",
+            return tg_cli_usage_error(cmd,
+                                      "%s: expected a shipped model (%s) or a model file "
+                                      "(a path such as ./%s.ini), got '%s'",
                                       label, names, arg, arg);
         return tg_cli_usage_error(cmd, "%s: model file %s: %s", label, arg, strerror(errno));
     }
     if (!S_ISREG(st.st_mode))
         return tg_cli_usage_error(cmd, "%s: model file %s is not a regular file", label, arg);
     if (st.st_size > TG_NET_MAX_TEXT)
-        return tg_cli_usage_error(cmd, "%s: model file %s has %lld bytes, more than the %d a model "
-                                       "file may have",
+        return tg_cli_usage_error(cmd,
+                                  "%s: model file %s has %lld bytes, more than the %d a model "
+                                  "file may have",
                                   label, arg, (long long)st.st_size, TG_NET_MAX_TEXT);
     FILE *f = fopen(arg, "rb");
     if (!f)

@@ -253,7 +253,8 @@ static tg_status get_inputs(bstate *b, int self, int min, int max) {
         while (e > t && (e[-1] == ' ' || e[-1] == '\t'))
             *--e = '\0';
         if (names >= TG__MF_MAX_IN || names >= max)
-            return bfail(b, TG_ERR_INVALID, k, "more than %d names", max < TG__MF_MAX_IN ? max : TG__MF_MAX_IN);
+            return bfail(b, TG_ERR_INVALID, k, "more than %d names",
+                         max < TG__MF_MAX_IN ? max : TG__MF_MAX_IN);
         if (!*t)
             return bfail(b, TG_ERR_INVALID, k, "an empty name in '%s'", k->value);
         tg_status s = resolve(b, k, t, self, &idx[names]);
@@ -314,8 +315,8 @@ static tg_status compile_input(bstate *b) {
     if (k && !strcmp(k->value, "i64"))
         n->dtype = TG_I64;
     else if (k && strcmp(k->value, "f32") != 0)
-        return bfail(b, TG_ERR_INVALID, k, "expected f32 or i64 (indices for an [embedding]), got '%s'",
-                     k->value);
+        return bfail(b, TG_ERR_INVALID, k,
+                     "expected f32 or i64 (indices for an [embedding]), got '%s'", k->value);
     k = find_key(b->sec, "shape");
     if (!k)
         return TG_OK;
@@ -454,8 +455,8 @@ static tg_status compile_ln(bstate *b) {
     char sb[160];
     if (dims > x->ndim)
         return bfail(b, TG_ERR_SHAPE, find_key(b->sec, "dims"),
-                     "normalises the last %lld dims but input '%s' is %s", (long long)dims,
-                     x->name, shape_str(x, sb, sizeof sb));
+                     "normalises the last %lld dims but input '%s' is %s", (long long)dims, x->name,
+                     shape_str(x, sb, sizeof sb));
     copy_shape(n, x);
     const int64_t *sh = x->shape + x->ndim - dims;
     int64_t m = 1;
@@ -570,19 +571,20 @@ static tg_status compile_add(bstate *b, int self) {
             return bfail(b, TG_ERR_SHAPE, NULL,
                          "adds '%s' %s and '%s' %s: the shapes differ (project = conv-bn maps "
                          "the second onto the first)",
-                         x->name, shape_str(x, sa, sizeof sa), y->name, shape_str(y, sb, sizeof sb));
+                         x->name, shape_str(x, sa, sizeof sa), y->name,
+                         shape_str(y, sb, sizeof sb));
         return TG_OK;
     }
     if (x->ndim != 3 || y->ndim != 3)
-        return bfail(b, TG_ERR_SHAPE, pk, "a projection maps (N, C, H, W) images, got '%s' %s and '%s' %s",
-                     x->name, shape_str(x, sa, sizeof sa), y->name, shape_str(y, sb, sizeof sb));
+        return bfail(b, TG_ERR_SHAPE, pk,
+                     "a projection maps (N, C, H, W) images, got '%s' %s and '%s' %s", x->name,
+                     shape_str(x, sa, sizeof sa), y->name, shape_str(y, sb, sizeof sb));
     int str[2];
     for (int d = 0; d < 2; d++) {
         int64_t want = x->shape[1 + d], have = y->shape[1 + d];
         int64_t st = (have + want - 1) / want;
         if (st < 1 || st > 1024 || pool_out(have, 1, (int)st, 0, 1) != want)
-            return bfail(b, TG_ERR_SHAPE, pk,
-                         "no 1x1 stride maps '%s' %s onto '%s' %s", y->name,
+            return bfail(b, TG_ERR_SHAPE, pk, "no 1x1 stride maps '%s' %s onto '%s' %s", y->name,
                          shape_str(y, sb, sizeof sb), x->name, shape_str(x, sa, sizeof sa));
         str[d] = (int)st;
     }
@@ -698,9 +700,10 @@ static tg_status check_keys(bstate *b, const layer_type *t) {
             p = e ? e + 2 : p + l;
         }
         if (!ok)
-            return bfail(b, TG_ERR_INVALID, &b->sec->keys[i], "unknown key (layer [%s] takes: name%s%s%s)",
-                         t->name,
-                         t->kind == TG__MF_INPUT || t->kind == TG__MF_ADD || t->kind == TG__MF_CONCAT
+            return bfail(b, TG_ERR_INVALID, &b->sec->keys[i],
+                         "unknown key (layer [%s] takes: name%s%s%s)", t->name,
+                         t->kind == TG__MF_INPUT || t->kind == TG__MF_ADD ||
+                                 t->kind == TG__MF_CONCAT
                              ? ""
                              : ", input",
                          t->keys[0] ? ", " : "", t->keys);
@@ -725,8 +728,9 @@ static tg_status build_node(bstate *b, int i, const tg__mf_section *sec) {
         for (int j = 0; j < NTYPES; j++)
             off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", j ? ", " : "",
                                     types[j].name);
-        return tg__fail(b->ctx, TG_ERR_INVALID, "%s:%d: unknown layer type [%s] (expected one of: %s)",
-                        b->path, sec->line, sec->type, list);
+        return tg__fail(b->ctx, TG_ERR_INVALID,
+                        "%s:%d: unknown layer type [%s] (expected one of: %s)", b->path, sec->line,
+                        sec->type, list);
     }
     n->kind = t->kind;
     if (t->kind == TG__MF_INPUT && i != 0)
@@ -786,8 +790,10 @@ tg_status tg_net_build(tg_ctx *ctx, const char *text, size_t len, const tg_net_o
     bool has_input = !strcmp(f.s[0].type, "input");
     int nn = f.n + !has_input;
     tg_net *net = tg__arena_alloc(ctx, &ctx->pers_meta, sizeof *net);
-    tg__mf_node *nodes = net ? tg__arena_alloc(ctx, &ctx->pers_meta, (size_t)nn * sizeof *nodes) : NULL;
-    tg_tensor **vals = nodes ? tg__arena_alloc(ctx, &ctx->pers_meta, (size_t)nn * sizeof *vals) : NULL;
+    tg__mf_node *nodes =
+        net ? tg__arena_alloc(ctx, &ctx->pers_meta, (size_t)nn * sizeof *nodes) : NULL;
+    tg_tensor **vals =
+        nodes ? tg__arena_alloc(ctx, &ctx->pers_meta, (size_t)nn * sizeof *vals) : NULL;
     if (!vals) {
         tg__mf_file_free(&f);
         return ctx->status ? ctx->status : tg__fail(ctx, TG_ERR_NOMEM, "%s: out of memory", path);
@@ -800,8 +806,8 @@ tg_status tg_net_build(tg_ctx *ctx, const char *text, size_t len, const tg_net_o
     net->n = nn;
     net->check_only = o->check_only;
     net->drop_rng = tg_rng_make(o->seed, 1);
-    bstate b = {.ctx = ctx, .o = o, .path = path, .net = net, .ps = ps,
-                .rng = tg_rng_make(o->seed, 0)};
+    bstate b = {
+        .ctx = ctx, .o = o, .path = path, .net = net, .ps = ps, .rng = tg_rng_make(o->seed, 0)};
     for (int i = 0; i < nn && !s; i++)
         s = build_node(&b, i, has_input ? &f.s[i] : i ? &f.s[i - 1] : &implicit_input);
     if (!s && o->classes > 0) {

@@ -168,8 +168,8 @@ size_t tg_net_summary(const tg_net *net, char *buf, size_t len) {
         char shape[160], pc[32];
         size_t off = (size_t)snprintf(shape, sizeof shape, "(N");
         for (int d = 0; d < n->ndim && off < sizeof shape; d++)
-            off += (size_t)snprintf(shape + off, sizeof shape - off, ", %lld",
-                                    (long long)n->shape[d]);
+            off +=
+                (size_t)snprintf(shape + off, sizeof shape - off, ", %lld", (long long)n->shape[d]);
         if (off < sizeof shape)
             snprintf(shape + off, sizeof shape - off, ")");
         thousands(n->nparams, pc, sizeof pc);
@@ -183,8 +183,9 @@ size_t tg_net_summary(const tg_net *net, char *buf, size_t len) {
     char t[32], bb[32];
     thousands(total, t, sizeof t);
     thousands(buffers, bb, sizeof bb);
-    put(&s, "%s\nTotal params: %s\nTrainable params: %s\nNon-trainable params: 0\n"
-            "Buffers (batch-norm statistics): %s\nParameter size (f32): %.2f MB\n%s\n",
+    put(&s,
+        "%s\nTotal params: %s\nTrainable params: %s\nNon-trainable params: 0\n"
+        "Buffers (batch-norm statistics): %s\nParameter size (f32): %.2f MB\n%s\n",
         line, t, t, bb, (double)total * 4.0 / 1e6, line);
     return s.need + 1;
 }

@@ -30,8 +30,7 @@ typedef struct tg__mf_file {
 
 /* Parses text into f (sections in order); on failure the context names the
  * line. Free with tg__mf_file_free even after a failure. */
-tg_status tg__mf_parse(tg_ctx *ctx, const char *text, size_t len, const char *path,
-                       tg__mf_file *f);
+tg_status tg__mf_parse(tg_ctx *ctx, const char *text, size_t len, const char *path, tg__mf_file *f);
 void tg__mf_file_free(tg__mf_file *f);
 
 /* ---- the compiled net ---- */
@@ -72,9 +71,9 @@ typedef struct tg__mf_node {
     int64_t nparams, nbuffers; /* scalars */
     /* settings */
     int kernel[2], stride[2], pad[2];
-    int dim;          /* concat: batched dim; flatten: start dim */
-    double p;         /* dropout */
-    int proj;         /* add: 0 none, 1 1x1 conv, 2 1x1 conv + batchnorm */
+    int dim;  /* concat: batched dim; flatten: start dim */
+    double p; /* dropout */
+    int proj; /* add: 0 none, 1 1x1 conv, 2 1x1 conv + batchnorm */
     /* layers */
     tg_linear lin;
     tg_conv2d_layer conv;
@@ -87,8 +86,8 @@ typedef struct tg__mf_node {
 
 struct tg_net {
     int n;
-    tg__mf_node *nodes;  /* context memory */
-    tg_tensor **vals;    /* one output per node during a forward */
+    tg__mf_node *nodes; /* context memory */
+    tg_tensor **vals;   /* one output per node during a forward */
     tg_rng drop_rng;
     bool check_only;
 };

@@ -63,8 +63,8 @@ static void new_section(parse_state *st, const char *p, size_t n) {
         return;
     }
     if ((size_t)(b - a) >= sizeof f->s[0].type) {
-        fail(st, TG_ERR_INVALID, "layer type '%.*s...' is too long (at most %zu characters)", 31,
-             a, sizeof f->s[0].type - 1);
+        fail(st, TG_ERR_INVALID, "layer type '%.*s...' is too long (at most %zu characters)", 31, a,
+             sizeof f->s[0].type - 1);
         return;
     }
     if (f->n >= TG_NET_MAX_LAYERS) {
@@ -102,8 +102,8 @@ static char *reader(char *str, int num, void *stream) {
         n--;
     }
     if (num < 3 || n > (size_t)num - 2) {
-        fail(st, TG_ERR_INVALID, "line of %zu characters is longer than the %d this build reads",
-             n, num - 3);
+        fail(st, TG_ERR_INVALID, "line of %zu characters is longer than the %d this build reads", n,
+             num - 3);
         return NULL;
     }
     if (n > 0 && *p == '[')
@@ -124,8 +124,9 @@ static int handler(void *user, const char *section, const char *name, const char
     tg__mf_section *s = &f->s[f->n - 1];
     for (int i = 0; i < s->nkeys; i++)
         if (strcmp(s->keys[i].key, name) == 0)
-            return fail(st, TG_ERR_INVALID, "layer [%s] of line %d: key '%s' is already set on line %d",
-                        s->type, s->line, name, s->keys[i].line);
+            return fail(st, TG_ERR_INVALID,
+                        "layer [%s] of line %d: key '%s' is already set on line %d", s->type,
+                        s->line, name, s->keys[i].line);
     if (s->nkeys >= TG_NET_MAX_KEYS)
         return fail(st, TG_ERR_INVALID, "layer [%s] of line %d: more than %d keys", s->type,
                     s->line, TG_NET_MAX_KEYS);
@@ -151,8 +152,9 @@ tg_status tg__mf_parse(tg_ctx *ctx, const char *text, size_t len, const char *pa
     if (!text)
         return tg__fail(ctx, TG_ERR_INVALID, "%s: no text", f->path);
     if (len > TG_NET_MAX_TEXT)
-        return tg__fail(ctx, TG_ERR_INVALID, "%s: %zu bytes, more than the %d a model file may have",
-                        f->path, len, TG_NET_MAX_TEXT);
+        return tg__fail(ctx, TG_ERR_INVALID,
+                        "%s: %zu bytes, more than the %d a model file may have", f->path, len,
+                        TG_NET_MAX_TEXT);
     const char *nul = memchr(text, '\0', len);
     if (nul) {
         int line = 1;

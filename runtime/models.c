@@ -76,8 +76,8 @@ tg_status tg_model_init_text(tg_ctx *ctx, tg_model *m, const char *name, const c
     m->name = keep_str(ctx, name);
     if (!m->name)
         return ctx->status;
-    tg_net_options o = {.path = m->name, .in_ndim = 3, .in_shape = in_shape,
-                        .classes = num_classes, .seed = seed};
+    tg_net_options o = {
+        .path = m->name, .in_ndim = 3, .in_shape = in_shape, .classes = num_classes, .seed = seed};
     return tg_net_build(ctx, text, strlen(text), &o, &m->params, &m->net);
 }
 

@@ -186,17 +186,29 @@ static const gcase gcases[] = {
      "[batchnorm2d]\nname = bn\nmomentum = 0.2\neps = 1e-3\n"
      "[relu]\n[maxpool]\nkernel = 2\nstride = 1\n[flatten]\n"
      "[linear]\nname = fc\nout = 4\n",
-     3, {2, 7, 7}, 3, true, false},
+     3,
+     {2, 7, 7},
+     3,
+     true,
+     false},
     {"conv_eval.ini",
      "[conv2d]\nname = c1\nout = 2\nkernel = 3\nbias = false\n"
      "[batchnorm]\nname = bn\n[avgpool]\nkernel = 3\nstride = 2\npadding = 1\n"
      "[globalavgpool]\n[linear]\nname = fc\nout = 3\nbias = false\n",
-     3, {1, 6, 5}, 2, false, false},
+     3,
+     {1, 6, 5},
+     2,
+     false,
+     false},
     {"acts.ini",
      "[linear]\nname = a\nout = 5\n[gelu]\n[linear]\nname = b\nout = 5\n[silu]\n"
      "[layernorm]\nname = ln\neps = 1e-4\n[tanh]\n[dropout]\np = 0.3\n"
      "[linear]\nname = c\nout = 4\n[sigmoid]\n",
-     1, {6}, 3, true, false},
+     1,
+     {6},
+     3,
+     true,
+     false},
     {"residual.ini",
      "[input]\nname = img\n"
      "[conv2d]\nname = a\nout = 4\nkernel = 3\nstride = 2\npadding = 1\n"
@@ -209,14 +221,22 @@ static const gcase gcases[] = {
      "[add]\nname = proj\ninputs = p, plain\nproject = conv\n"
      "[layernorm]\nname = ln2\ndims = 3\n"
      "[flatten]\n",
-     3, {3, 5, 4}, 2, true, false},
+     3,
+     {3, 5, 4},
+     2,
+     true,
+     false},
     {"embed.ini",
      "[input]\ndtype = i64\nshape = 4\n"
      "[embedding]\nname = emb\nnum = 7\ndim = 3\n"
      "[flatten]\n[batchnorm1d]\nname = bn\n"
      "[linear]\nname = fc\nout = 2\n"
      "[concat]\ninputs = fc, bn\n",
-     1, {4}, 3, true, true},
+     1,
+     {4},
+     3,
+     true,
+     true},
 };
 
 static void test_gradients(void **state) {
@@ -249,36 +269,64 @@ typedef struct ecase {
 } ecase;
 
 static const ecase ecases[] = {
-    {"[linear]\nout = 3\n[bogus]\n", 0, TG_ERR_INVALID,
+    {"[linear]\nout = 3\n[bogus]\n",
+     0,
+     TG_ERR_INVALID,
      {"m.ini:3: unknown layer type [bogus]", "expected one of: input, linear"}},
-    {"[linear]\nname = fc\nout = 3\nsize = 4\n", 0, TG_ERR_INVALID,
+    {"[linear]\nname = fc\nout = 3\nsize = 4\n",
+     0,
+     TG_ERR_INVALID,
      {"m.ini:4: layer 'fc' [linear]: key 'size': unknown key", "takes: name, input, out, bias"}},
-    {"[linear]\nname = fc\n", 0, TG_ERR_INVALID,
+    {"[linear]\nname = fc\n",
+     0,
+     TG_ERR_INVALID,
      {"m.ini:1: layer 'fc' [linear]: missing required key 'out'"}},
-    {"[linear]\nname = fc\nout = x\n", 0, TG_ERR_INVALID,
+    {"[linear]\nname = fc\nout = x\n",
+     0,
+     TG_ERR_INVALID,
      {"m.ini:3: layer 'fc' [linear]: key 'out'", "got 'x'"}},
-    {"[linear]\nname = fc\nout = classes\n", 0, TG_ERR_INVALID,
+    {"[linear]\nname = fc\nout = classes\n",
+     0,
+     TG_ERR_INVALID,
      {"key 'out': 'classes' has no value here"}},
-    {"[flatten]\n[conv2d]\nname = c\nout = 2\nkernel = 3\n", 0, TG_ERR_SHAPE,
+    {"[flatten]\n[conv2d]\nname = c\nout = 2\nkernel = 3\n",
+     0,
+     TG_ERR_SHAPE,
      {"m.ini:2: layer 'c' [conv2d]", "input 'flatten1' is (N, 48), expected (N, C, H, W)"}},
-    {"[conv2d]\nname = c\nout = 2\nkernel = 9\n", 0, TG_ERR_SHAPE,
+    {"[conv2d]\nname = c\nout = 2\nkernel = 9\n",
+     0,
+     TG_ERR_SHAPE,
      {"layer 'c' [conv2d]", "(N, 3, 4, 4) is smaller than the kernel 9x9"}},
-    {"[conv2d]\nname = a\nout = 2\nkernel = 1\n[add]\nname = r\ninputs = input\n", 0, TG_ERR_SHAPE,
+    {"[conv2d]\nname = a\nout = 2\nkernel = 1\n[add]\nname = r\ninputs = input\n",
+     0,
+     TG_ERR_SHAPE,
      {"m.ini:5: layer 'r' [add]", "adds 'a' (N, 2, 4, 4) and 'input' (N, 3, 4, 4)",
       "shapes differ"}},
-    {"[relu]\nname = a\n[add]\nname = r\ninputs = a, later\n[relu]\nname = later\n", 0,
-     TG_ERR_INVALID, {"m.ini:5: layer 'r' [add]: key 'inputs'", "unknown name 'later'", "cycle"}},
-    {"[relu]\nname = a\ninput = a\n", 0, TG_ERR_INVALID,
+    {"[relu]\nname = a\n[add]\nname = r\ninputs = a, later\n[relu]\nname = later\n",
+     0,
+     TG_ERR_INVALID,
+     {"m.ini:5: layer 'r' [add]: key 'inputs'", "unknown name 'later'", "cycle"}},
+    {"[relu]\nname = a\ninput = a\n",
+     0,
+     TG_ERR_INVALID,
      {"m.ini:3: layer 'a' [relu]: key 'input'", "names itself", "cycle"}},
-    {"[relu]\nname = a\n[relu]\nname = a\n", 0, TG_ERR_INVALID,
+    {"[relu]\nname = a\n[relu]\nname = a\n",
+     0,
+     TG_ERR_INVALID,
      {"m.ini:4: layer 'a' [relu]: key 'name'", "already taken by line 1"}},
-    {"[flatten]\n[linear]\nname = fc\nout = 5\n", 10, TG_ERR_SHAPE,
+    {"[flatten]\n[linear]\nname = fc\nout = 5\n",
+     10,
+     TG_ERR_SHAPE,
      {"m.ini:2: layer 'fc' [linear]", "ends in (N, 5), expected (N, 10)", "out = classes"}},
     {"[flatten]\n", 10, TG_ERR_SHAPE, {"ends in (N, 48), expected (N, 10)"}},
-    {"[input]\nshape = 1, 28, 28\n", 0, TG_ERR_SHAPE,
+    {"[input]\nshape = 1, 28, 28\n",
+     0,
+     TG_ERR_SHAPE,
      {"m.ini:2: layer 'input' [input]: key 'shape'", "the file says (N, 1, 28, 28) but the data "
                                                      "gives (N, 3, 4, 4)"}},
-    {"[conv2d]\nname = g\nout = 4\nkernel = 1\ngroups = 3\n", 0, TG_ERR_UNSUPPORTED,
+    {"[conv2d]\nname = g\nout = 4\nkernel = 1\ngroups = 3\n",
+     0,
+     TG_ERR_UNSUPPORTED,
      {"m.ini:5: layer 'g' [conv2d]: key 'groups'", "not supported yet"}},
     {"[linear\nout = 3\n", 0, TG_ERR_INVALID, {"m.ini:1: section header without ']'"}},
     {"out = 3\n", 0, TG_ERR_INVALID, {"m.ini:1: key 'out' before the first [layer] section"}},
@@ -286,15 +334,23 @@ static const ecase ecases[] = {
     {"[relu]\nname = x\nname = y\n", 0, TG_ERR_INVALID, {"m.ini:3:", "already set on line 2"}},
     {"[relu]\nname = a/b\n", 0, TG_ERR_INVALID, {"m.ini:2:", "not a layer name"}},
     {"[relu]\n[input]\n", 0, TG_ERR_INVALID, {"m.ini:2:", "[input] must be the first layer"}},
-    {"[maxpool]\nkernel = 2\npadding = 2\n", 0, TG_ERR_INVALID,
+    {"[maxpool]\nkernel = 2\npadding = 2\n",
+     0,
+     TG_ERR_INVALID,
      {"key 'padding'", "more than half the kernel"}},
     {"[dropout]\np = 1\n", 0, TG_ERR_INVALID, {"m.ini:2:", "key 'p'", "[0, 1)"}},
-    {"[embedding]\nnum = 4\ndim = 2\n", 0, TG_ERR_DTYPE,
+    {"[embedding]\nnum = 4\ndim = 2\n",
+     0,
+     TG_ERR_DTYPE,
      {"layer 'embedding1' [embedding]", "input 'input' is f32, expected integer values"}},
     {"[concat]\ninputs = input\ndim = 2\n[conv2d]\nout = 1\nkernel = 1\n[concat]\ninputs = "
      "concat1\ndim = 2\n",
-     0, TG_ERR_SHAPE, {"m.ini:7: layer 'concat2' [concat]", "cannot join 'conv2d1' (N, 1, 8, 4)"}},
-    {"[add]\ninputs = input\nproject = maybe\n", 0, TG_ERR_INVALID,
+     0,
+     TG_ERR_SHAPE,
+     {"m.ini:7: layer 'concat2' [concat]", "cannot join 'conv2d1' (N, 1, 8, 4)"}},
+    {"[add]\ninputs = input\nproject = maybe\n",
+     0,
+     TG_ERR_INVALID,
      {"key 'project'", "expected none, conv or conv-bn"}},
     {"", 0, TG_ERR_INVALID, {"m.ini: no layers"}},
     {"[layernorm]\ndims = 4\n", 0, TG_ERR_SHAPE, {"key 'dims'", "last 4 dims"}},
@@ -310,8 +366,11 @@ static void test_errors(void **state) {
         assert_int_equal(tg_ctx_new(NULL, &ctx), TG_OK);
         for (int mode = 0; mode < 2; mode++) {
             tg_params ps = {0};
-            tg_net_options o = {.path = "m.ini", .in_ndim = 3, .in_shape = in,
-                                .classes = e->classes, .check_only = mode == 1};
+            tg_net_options o = {.path = "m.ini",
+                                .in_ndim = 3,
+                                .in_shape = in,
+                                .classes = e->classes,
+                                .check_only = mode == 1};
             tg_net *net = (tg_net *)1;
             tg_status s = tg_net_build(ctx, e->text, strlen(e->text), &o, &ps, &net);
             if (s == TG_OK)
@@ -359,8 +418,8 @@ static void test_summary(void **state) {
     const char *text = "[conv2d]\nname = conv1\nout = 8\nkernel = 3\n[batchnorm]\nname = bn\n"
                        "[relu]\n[globalavgpool]\n[linear]\nname = fc\nout = classes\n";
     const int64_t in[3] = {1, 28, 28};
-    tg_net_options o = {.path = "s.ini", .in_ndim = 3, .in_shape = in, .classes = 10,
-                        .check_only = true};
+    tg_net_options o = {
+        .path = "s.ini", .in_ndim = 3, .in_shape = in, .classes = 10, .check_only = true};
     tg_net *net;
     ok(ctx, tg_net_build(ctx, text, strlen(text), &o, NULL, &net));
     char buf[4096];
@@ -374,7 +433,8 @@ static void test_summary(void **state) {
         "relu1                        relu           (N, 8, 26, 26)                          0\n",
         "globalavgpool1               globalavgpool  (N, 8)                                  0\n",
         "fc                           linear         (N, 10)                                90\n",
-        "Total params: 186\n", "Buffers (batch-norm statistics): 17\n"};
+        "Total params: 186\n",
+        "Buffers (batch-norm statistics): 17\n"};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         if (!strstr(buf, want[i]))
             fail_msg("'%s' not in:\n%s", want[i], buf);
@@ -410,8 +470,8 @@ static void test_resnets(void **state) {
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         bool found = false;
         for (int j = 0; j < a.nparams + a.nbuffers && !found; j++)
-            found = !strcmp((j < a.nparams ? a.params[j] : a.buffers[j - a.nparams])->name,
-                            names[i]);
+            found =
+                !strcmp((j < a.nparams ? a.params[j] : a.buffers[j - a.nparams])->name, names[i]);
         if (!found)
             fail_msg("resnet20 has no tensor %s", names[i]);
     }
@@ -423,9 +483,12 @@ static void test_resnets(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_every_type_checked), cmocka_unit_test(test_gradients),
-        cmocka_unit_test(test_errors),             cmocka_unit_test(test_bad_bytes),
-        cmocka_unit_test(test_summary),            cmocka_unit_test(test_resnets),
+        cmocka_unit_test(test_every_type_checked),
+        cmocka_unit_test(test_gradients),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_bad_bytes),
+        cmocka_unit_test(test_summary),
+        cmocka_unit_test(test_resnets),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

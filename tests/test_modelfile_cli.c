@@ -101,9 +101,8 @@ static void test_resnet20_learns(void **state) {
     tg_ctx_free(ctx);
 }
 
-static const char *five =
-    "[conv2d]\nname = conv\nout = 8\nkernel = 3\n[relu]\n[globalavgpool]\n"
-    "[linear]\nname = fc\nout = classes\n";
+static const char *five = "[conv2d]\nname = conv\nout = 8\nkernel = 3\n[relu]\n[globalavgpool]\n"
+                          "[linear]\nname = fc\nout = classes\n";
 
 /* A number after `key` in the text (the first). */
 static double number_after(const char *text, const char *key) {
@@ -183,7 +182,8 @@ static void test_inspect_and_errors(void **state) {
     assert_int_equal(tgt_run("inspect '%s'", bad), 3);
     assert_non_null(strstr(tgt_out, "bad.ini:5: layer 'c' [conv2d]: key 'strides'"));
     tgt_write_file(bad, "[flatten]\n[linear]\nname = fc\nout = 3\n");
-    assert_true(tgt_run("train --model '%s' --data '%s' --max-steps 1 --batch-size 8", bad, data) != 0);
+    assert_true(tgt_run("train --model '%s' --data '%s' --max-steps 1 --batch-size 8", bad, data) !=
+                0);
     if (!strstr(tgt_out, "bad.ini:2: layer 'fc' [linear]: the model ends in (N, 3), expected "
                          "(N, 4) for a classification dataset of 4 classes"))
         fail_msg("%s", tgt_out);

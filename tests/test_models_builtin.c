@@ -58,7 +58,8 @@ static tg_status init_cnn(tg_ctx *ctx, old_model *m, bool bn, tg_rng *rng) {
     const tg_conv2d_opts o = {.stride = {1, 1}, .pad = {2, 2}, .dilation = {1, 1}};
     int64_t flat = 64 * (m->in_shape[1] / 4) * (m->in_shape[2] / 4);
     tg_params *ps = &m->params;
-    tg_status s = tg_conv2d_init(ctx, &m->conv1, ps, "conv1", m->in_shape[0], 32, k5, &o, true, rng);
+    tg_status s =
+        tg_conv2d_init(ctx, &m->conv1, ps, "conv1", m->in_shape[0], 32, k5, &o, true, rng);
     if (s == TG_OK && bn)
         s = tg_batchnorm_init(ctx, &m->bn1, ps, "bn1", 32, BN_EPS, BN_MOMENTUM);
     if (s == TG_OK)
@@ -172,8 +173,8 @@ static void curve(tg_model_kind kind, int threads, const int64_t in[3], int64_t 
             tg_step_reset(ctx);
             tg_tensor *xt = tg_from_data(ctx, TG_F32, 4, xs, x);
             tg_tensor *yt = tg_from_data(ctx, TG_I64, 1, &batch, y);
-            tg_tensor *lg = which ? tg_model_forward(ctx, &nm, xt, true)
-                                  : old_forward(ctx, &om, xt, true);
+            tg_tensor *lg =
+                which ? tg_model_forward(ctx, &nm, xt, true) : old_forward(ctx, &om, xt, true);
             tg_tensor *l = lg ? tg_cross_entropy(ctx, lg, yt, 0.0) : NULL;
             if (!l)
                 fail_msg("%s", tg_ctx_error(ctx));
