@@ -10,6 +10,8 @@
  *                     optim_steps, rng_state (2 x u64), world_size, num_tensors,
  *                     meta_crc32
  *   /config           scalar fixed-length string; attribute crc32
+ *   /model_text       optional: the model file; attributes crc32, input_shape
+ *                     (3 x i64), num_classes
  *   /tensors/<name>   one dataset per tensor, named by the tensor's ->name,
  *                     little-endian, row-major; attribute crc32; datasets of
  *                     one or more elements are chunked with Fletcher-32
