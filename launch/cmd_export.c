@@ -148,7 +148,9 @@ bool tg_train_ckpt_fits(const char *model, const tg_params *ps, const tg_ckpt_te
 static int check_model(const char *path, const tg_ckpt_meta *m, const tg_ckpt_tensor *ts, int n) {
     tg_model_kind kind = TG_MODEL_MLP;
     if (!m->model_text && !tg_model_from_name(m->model, &kind)) {
-        fprintf(stderr, "tapegrad export: %s: unknown model '%s' (expected mlp, cnn or cnn-bn)\n",
+        fprintf(stderr,
+                "tapegrad export: %s: unknown model '%s' and no model file stored (expected mlp, "
+                "cnn or cnn-bn)\n",
                 path, m->model);
         return TG_EXIT_DATA;
     }
