@@ -102,7 +102,8 @@ static void train_usage(FILE *f) {
             "  --model NAME|FILE     a shipped model: mlp, cnn, cnn-bn, resnet20, resnet18\n"
             "                        (default: mlp), or a model file (a path such as\n"
             "                        ./net.ini; docs/MODELS.md); model files other than\n"
-            "                        mlp, cnn and cnn-bn start from the mlp's defaults\n"
+            "                        mlp, cnn and cnn-bn start from the mlp's defaults;\n"
+            "                        with --resume and no --model: the checkpoint's model\n"
             "  --data FILE.h5        a dataset with splits 'train' and 'test' (default: the\n"
             "                        Fashion-MNIST cache file)\n"
             "  --idx-dir DIR         where the Fashion-MNIST IDX files are (default:\n"
@@ -369,12 +370,16 @@ static int resolve(given *g, tg_trainer_config *cfg, train_opts *o) {
     int mc = g->model ? tg_model_arg_resolve(cmd, LABEL(g, "--model", g->model, lb), g->model,
                                              &g->marg)
                       : 0;
+    /* --resume without --model: the model the checkpoint stores. */
+    if (!mc && !g->model && o->resume && o->resume[0])
+        mc = tg_model_arg_from_ckpt(cmd, o->resume, o->ckpt_dir, &g->marg);
     if (mc)
         return mc;
-    if (g->model && g->marg.kind != TG_MODEL_COUNT)
+    bool have = g->marg.text != NULL;
+    if (have && g->marg.kind != TG_MODEL_COUNT)
         kind = g->marg.kind;
     *cfg = tg_trainer_defaults(kind);
-    if (g->model && g->marg.kind == TG_MODEL_COUNT) {
+    if (have && g->marg.kind == TG_MODEL_COUNT) {
         cfg->model_text = g->marg.text;
         cfg->model_name = g->marg.name;
     }

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "tapegrad/checkpoint.h"
 #include "tapegrad/modelfile.h"
 #include "train.h"
 
@@ -83,6 +84,59 @@ void tg_model_arg_free(tg_model_arg *a) {
     if (!a)
         return;
     free(a->owned);
-    a->owned = NULL;
+    free(a->owned_name);
+    a->owned = a->owned_name = NULL;
     a->text = NULL;
+}
+
+/* The value of "model = X" in a checkpoint's configuration (heap). */
+static char *config_model(const char *config) {
+    for (const char *l = config; l && *l;) {
+        size_t n = strcspn(l, "\n");
+        if (n > 8 && strncmp(l, "model = ", 8) == 0)
+            return strndup(l + 8, n - 8);
+        l += n + (l[n] == '\n');
+    }
+    return NULL;
+}
+
+int tg_model_arg_from_ckpt(const char *cmd, const char *resume, const char *dir,
+                           tg_model_arg *out) {
+    memset(out, 0, sizeof *out);
+    out->kind = TG_MODEL_COUNT;
+    tg_ctx *ctx;
+    if (tg_ctx_new(NULL, &ctx) != TG_OK) {
+        fprintf(stderr, "tapegrad %s: %s\n", cmd, tg_last_init_error());
+        return TG_EXIT_RUNTIME;
+    }
+    char path[4096], warn[1024];
+    int code = TG_EXIT_OK;
+    tg_ckpt_meta m = {0};
+    if (strcmp(resume, "auto") != 0)
+        snprintf(path, sizeof path, "%s", resume);
+    else if (!dir || tg_ckpt_find(ctx, dir, path, sizeof path, warn, sizeof warn) != TG_OK)
+        path[0] = '\0'; /* nothing to resume: the run starts afresh */
+    if (path[0] && tg_ckpt_read_meta(ctx, path, &m) != TG_OK) {
+        fprintf(stderr, "tapegrad %s: --resume: %s\n", cmd, tg_ctx_error(ctx));
+        code = TG_EXIT_DATA;
+    } else if (path[0] && m.model_text) {
+        out->owned = strdup(m.model_text);
+        out->owned_name = config_model(m.config);
+        if (!out->owned_name)
+            out->owned_name = strdup(m.model);
+        if (!out->owned || !out->owned_name) {
+            tg_model_arg_free(out);
+            fprintf(stderr, "tapegrad %s: out of memory\n", cmd);
+            code = TG_EXIT_RUNTIME;
+        } else {
+            out->text = out->owned;
+            out->name = out->owned_name;
+            if (tg_model_from_name(out->name, &out->kind) &&
+                strcmp(tg_model_builtin_text(out->name), out->text) != 0)
+                out->kind = TG_MODEL_COUNT;
+        }
+    }
+    tg_ckpt_meta_free(&m);
+    tg_ctx_free(ctx);
+    return code;
 }

@@ -44,6 +44,7 @@ typedef struct tg_model_arg {
     const char *name;   /* the argument */
     const char *text;   /* the model file's text (shipped or read) */
     char *owned;        /* the text read from a file (heap), else NULL */
+    char *owned_name;   /* the name taken from a checkpoint (heap), else NULL */
 } tg_model_arg;
 
 /* Resolves arg (label names the option in messages); prints the problem
@@ -51,6 +52,12 @@ typedef struct tg_model_arg {
  * tg_model_arg_free(). */
 int tg_model_arg_resolve(const char *cmd, const char *label, const char *arg, tg_model_arg *out);
 void tg_model_arg_free(tg_model_arg *a);
+/* The model a checkpoint stores, for `train --resume` without --model: the
+ * checkpoint `resume` names (the newest in dir for "auto"). Leaves out->text
+ * NULL when there is none to take (no checkpoint, or one written before
+ * model files); returns an exit code after printing when the file is bad. */
+int tg_model_arg_from_ckpt(const char *cmd, const char *resume, const char *dir,
+                           tg_model_arg *out);
 
 /* "sgd", "adam", "adamw" / "cosine", "step", "constant". */
 const char *tg_train_optim_name(tg_optim_kind k);

@@ -526,6 +526,13 @@ static int load_resume(run_state *st, tg_trainer *tr, const char *path) {
     }
     if (st->rank == 0 && m.config)
         warn_config(m.config, st->cfg_text, path);
+    const char *text =
+        c->model_text ? c->model_text : tg_model_builtin_text(tg_trainer_model(tr)->name);
+    if (st->rank == 0 && m.model_text && text && strcmp(m.model_text, text) != 0)
+        fprintf(stderr,
+                "tapegrad train: warning: resuming %s with another model file than it was "
+                "trained with (the texts differ; its tensors must still fit by name and shape)\n",
+                path);
     tg_tensor *ts[MAX_CKPT_TENSORS];
     int n = ckpt_tensors(tr, ts);
     /* The position first: it resets the optimizer's step counts, which the

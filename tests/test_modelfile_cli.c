@@ -144,12 +144,17 @@ static void test_train_eval_export(void **state) {
     assert_int_equal(tgt_run("export --ckpt '%s' --out '%s'", latest, tgt_path("m.safetensors")),
                      0);
     assert_non_null(strstr(tgt_out, "4 tensors of model"));
-    /* Resume continues from the checkpoint with the same file. */
-    assert_int_equal(tgt_run("train --model '%s' --data '%s' --epochs 3 --batch-size 32 --lr 0.02 "
+    /* Resume continues from the checkpoint, with the model file it stores
+     * when --model is not given. */
+    assert_int_equal(tgt_run("train --data '%s' --epochs 3 --batch-size 32 --lr 0.02 "
                              "--ckpt-dir '%s' --resume auto",
-                             model, dataset, ck),
+                             dataset, ck),
                      0);
-    assert_non_null(strstr(tgt_out, "resum"));
+    char line[700];
+    snprintf(line, sizeof line, "model %s (260 parameters)", model);
+    if (!strstr(tgt_out, line))
+        fail_msg("'%s' not in:\n%s", line, tgt_out);
+    assert_non_null(strstr(tgt_out, "resumed from"));
     assert_non_null(strstr(tgt_out, "epoch 3/3"));
     assert_null(strstr(tgt_out, "epoch 1/3"));
 }
