@@ -115,7 +115,7 @@ static double number_after(const char *text, const char *key) {
 static void test_train_eval_export(void **state) {
     (void)state;
     const char *data = make_images("s.h5", 3, 8, 128, 32);
-    char dataset[512], model[512], ck[512], latest[600];
+    char dataset[512], model[512], ck[512], latest[700];
     snprintf(dataset, sizeof dataset, "%s", data);
     snprintf(model, sizeof model, "%s", tgt_path("five.ini"));
     snprintf(ck, sizeof ck, "%s", tgt_path("ck"));
