@@ -746,10 +746,17 @@ static tg_status build_node(bstate *b, int i, const tg__mf_section *sec) {
         else
             snprintf(n->name, sizeof n->name, "%s%d", t->name, ++b->count[t->kind]);
     }
-    for (int j = 0; j < i; j++)
-        if (!strcmp(b->net->nodes[j].name, n->name))
-            return bfail(b, TG_ERR_INVALID, nk, "the name '%s' is already taken by line %d",
-                         n->name, b->net->nodes[j].line);
+    for (int j = 0; j < i; j++) {
+        if (strcmp(b->net->nodes[j].name, n->name) != 0)
+            continue;
+        if (b->net->nodes[j].line == 0)
+            return bfail(b, TG_ERR_INVALID, nk,
+                         "the name '%s' is the input's (a file without [input] starts with one "
+                         "of that name)",
+                         n->name);
+        return bfail(b, TG_ERR_INVALID, nk, "the name '%s' is already taken by line %d", n->name,
+                     b->net->nodes[j].line);
+    }
     tg_status s = check_keys(b, t);
     if (s)
         return s;

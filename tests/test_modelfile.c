@@ -333,6 +333,7 @@ static const ecase ecases[] = {
     {"[relu]\nnot a key\n", 0, TG_ERR_INVALID, {"m.ini:2: expected '[layer]', 'key = value'"}},
     {"[relu]\nname = x\nname = y\n", 0, TG_ERR_INVALID, {"m.ini:3:", "already set on line 2"}},
     {"[relu]\nname = a/b\n", 0, TG_ERR_INVALID, {"m.ini:2:", "not a layer name"}},
+    {"[relu]\nname = input\n", 0, TG_ERR_INVALID, {"m.ini:2:", "the name 'input' is the input's"}},
     {"[relu]\n[input]\n", 0, TG_ERR_INVALID, {"m.ini:2:", "[input] must be the first layer"}},
     {"[maxpool]\nkernel = 2\npadding = 2\n",
      0,
