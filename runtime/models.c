@@ -78,7 +78,13 @@ tg_status tg_model_init_text(tg_ctx *ctx, tg_model *m, const char *name, const c
         return ctx->status;
     tg_net_options o = {
         .path = m->name, .in_ndim = 3, .in_shape = in_shape, .classes = num_classes, .seed = seed};
-    return tg_net_build(ctx, text, strlen(text), &o, &m->params, &m->net);
+    tg_status s2 = tg_net_build(ctx, text, strlen(text), &o, &m->params, &m->net);
+    if (s2 == TG_OK && m->params.nparams == 0)
+        return tg__fail(ctx, TG_ERR_INVALID,
+                        "model %s: no layer has parameters (nothing to train: add a [linear] or "
+                        "[conv2d])",
+                        m->name);
+    return s2;
 }
 
 tg_status tg_model_init(tg_ctx *ctx, tg_model *m, tg_model_kind kind, const int64_t in_shape[3],

@@ -186,6 +186,12 @@ static void test_inspect_and_errors(void **state) {
         fail_msg("%s", tgt_out);
     assert_int_equal(tgt_run("inspect '%s'", bad), 3);
     assert_non_null(strstr(tgt_out, "bad.ini:5: layer 'c' [conv2d]: key 'strides'"));
+    tgt_write_file(bad, "[globalavgpool]\n");
+    const char *four = make_images("f.h5", 4, 4, 32, 8);
+    assert_true(tgt_run("train --model '%s' --data '%s' --max-steps 1 --batch-size 8", bad,
+                        four) != 0);
+    if (!strstr(tgt_out, "bad.ini: no layer has parameters (nothing to train"))
+        fail_msg("%s", tgt_out);
     tgt_write_file(bad, "[flatten]\n[linear]\nname = fc\nout = 3\n");
     assert_true(tgt_run("train --model '%s' --data '%s' --max-steps 1 --batch-size 8", bad, data) !=
                 0);
