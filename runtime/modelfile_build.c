@@ -296,6 +296,16 @@ static void copy_shape(tg__mf_node *n, const tg__mf_node *x) {
     n->dtype = x->dtype;
 }
 
+/* The most scalars one layer's parameters or one sample's output may hold:
+ * sizes are checked in doubles against it before any int64 product, so no
+ * file can overflow one. */
+#define SIZE_CAP ((double)((int64_t)1 << 40))
+
+static tg_status too_big(bstate *b, const char *what, double v) {
+    return bfail(b, TG_ERR_SHAPE, NULL, "%s of %.3g scalars is more than the 2^40 a layer may have",
+                 what, v);
+}
+
 static int64_t pool_out(int64_t h, int k, int s, int p, int d) {
     int64_t span = (int64_t)d * (k - 1) + 1;
     return h + 2 * p < span ? 0 : (h + 2 * p - span) / s + 1;
@@ -357,6 +367,8 @@ static tg_status compile_linear(bstate *b) {
     if (s)
         return s;
     int64_t in = x->shape[x->ndim - 1];
+    if ((double)in * (double)out > SIZE_CAP)
+        return too_big(b, "a weight", (double)in * (double)out);
     copy_shape(n, x);
     n->shape[n->ndim - 1] = out;
     n->nparams = in * out + (bias ? out : 0);
@@ -406,6 +418,8 @@ static tg_status compile_conv(bstate *b) {
     n->shape[1] = oh;
     n->shape[2] = ow;
     int64_t c = x->shape[0];
+    if ((double)out * (double)c * k[0] * k[1] > SIZE_CAP)
+        return too_big(b, "a weight", (double)out * (double)c * k[0] * k[1]);
     n->nparams = out * c * k[0] * k[1] + (bias ? out : 0);
     if (b->o->check_only)
         return TG_OK;
@@ -589,6 +603,8 @@ static tg_status compile_add(bstate *b, int self) {
         str[d] = (int)st;
     }
     int64_t c = y->shape[0], k = x->shape[0];
+    if ((double)c * (double)k > SIZE_CAP)
+        return too_big(b, "a projection", (double)c * (double)k);
     n->nparams = k * c + (n->proj == 2 ? 2 * k : 0);
     n->nbuffers = n->proj == 2 ? 2 * k + 1 : 0;
     if (b->o->check_only)
@@ -767,7 +783,13 @@ static tg_status build_node(bstate *b, int i, const tg__mf_section *sec) {
         if (ik && (s = resolve(b, ik, ik->value, i, &n->in[0])) != TG_OK)
             return s;
     }
-    return compile_node(b, i, t->name);
+    s = compile_node(b, i, t->name);
+    double m = 1;
+    for (int d = 0; !s && d < n->ndim; d++)
+        m *= (double)n->shape[d];
+    if (!s && m > SIZE_CAP)
+        return too_big(b, "an output", m);
+    return s;
 }
 
 /* The implicit [input] a file without one starts with. */

@@ -356,6 +356,26 @@ static const ecase ecases[] = {
     {"", 0, TG_ERR_INVALID, {"m.ini: no layers"}},
     {"[layernorm]\ndims = 4\n", 0, TG_ERR_SHAPE, {"key 'dims'", "last 4 dims"}},
     {"[batchnorm1d]\n", 0, TG_ERR_SHAPE, {"expected (N, C) for [batchnorm1d]"}},
+    {"[concat]\ninputs = input, input, input, input, input, input, input, input\n"
+     "[concat]\ninputs = concat1, concat1, concat1, concat1, concat1, concat1, concat1, concat1\n"
+     "[concat]\ninputs = concat2, concat2, concat2, concat2, concat2, concat2, concat2, concat2\n"
+     "[concat]\ninputs = concat3, concat3, concat3, concat3, concat3, concat3, concat3, concat3\n"
+     "[concat]\ninputs = concat4, concat4, concat4, concat4, concat4, concat4, concat4, concat4\n"
+     "[concat]\ninputs = concat5, concat5, concat5, concat5, concat5, concat5, concat5, concat5\n"
+     "[concat]\ninputs = concat6, concat6, concat6, concat6, concat6, concat6, concat6, concat6\n"
+     "[concat]\ninputs = concat7, concat7, concat7, concat7, concat7, concat7, concat7, concat7\n"
+     "[concat]\ninputs = concat8, concat8, concat8, concat8, concat8, concat8, concat8, concat8\n"
+     "[concat]\ninputs = concat9, concat9, concat9, concat9, concat9, concat9, concat9, concat9\n"
+     "[concat]\ninputs = concat10, concat10, concat10, concat10, concat10, concat10, concat10\n"
+     "[concat]\ninputs = concat11, concat11, concat11, concat11, concat11, concat11, concat11\n"
+     "[concat]\ninputs = concat12, concat12, concat12, concat12, concat12, concat12, concat12\n",
+     0,
+     TG_ERR_SHAPE,
+     {"m.ini:23: layer 'concat12' [concat]: an output of 2.53e+12", "more than the 2^40"}},
+    {"[flatten]\n[linear]\nout = 16777216\n[linear]\nout = 16777216\n",
+     0,
+     TG_ERR_SHAPE,
+     {"m.ini:4: layer 'linear2' [linear]: a weight of 2.81e+14 scalars"}},
 };
 
 static void test_errors(void **state) {
