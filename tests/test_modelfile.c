@@ -372,10 +372,10 @@ static const ecase ecases[] = {
      0,
      TG_ERR_SHAPE,
      {"m.ini:23: layer 'concat12' [concat]: an output of 2.53e+12", "more than the 2^40"}},
-    {"[flatten]\n[linear]\nout = 16777216\n[linear]\nout = 16777216\n",
+    {"[flatten]\n[linear]\nout = 131072\n[linear]\nout = 16777216\n",
      0,
      TG_ERR_SHAPE,
-     {"m.ini:4: layer 'linear2' [linear]: a weight of 2.81e+14 scalars"}},
+     {"m.ini:4: layer 'linear2' [linear]: a weight of 2.2e+12 scalars"}},
 };
 
 static void test_errors(void **state) {
