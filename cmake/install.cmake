@@ -24,7 +24,7 @@ install(DIRECTORY include/tapegrad DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
   FILES_MATCHING PATTERN "*.h" PATTERN "*.def")
 
 # pkg-config: the private dependencies matter only to static linking.
-set(TG_PC_PRIVATE "-lopenblas -lhdf5_serial -lz -lm -lpthread -fopenmp")
+set(TG_PC_PRIVATE "-lopenblas -lhdf5_serial -linih -lz -lm -lpthread -fopenmp")
 set(TG_PC_REQUIRES_PRIVATE "ompi-c")
 configure_file(cmake/tapegrad.pc.in ${CMAKE_CURRENT_BINARY_DIR}/tapegrad.pc @ONLY)
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/tapegrad.pc

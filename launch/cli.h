@@ -126,6 +126,9 @@ int tg_cmd_train(int argc, char **argv);
 int tg_cmd_eval(int argc, char **argv);
 int tg_cmd_convert(int argc, char **argv);
 int tg_cmd_inspect(int argc, char **argv);
+/* inspect's model-file summary (cmd_inspect_model.c); shape and classes may
+ * be NULL. Returns an exit code. */
+int tg_inspect_model(const char *model, const char *shape, const char *classes);
 
 /* ---- option parsing shared by the subcommands (opts.c) ---- */
 

@@ -114,12 +114,18 @@ static bool config_value(const char *text, const char *key, char *out, size_t le
 /* The trainer config of the checkpoint's model and optimizer (the optimizer
  * decides which state tensors the file holds). */
 static int config_from_meta(const tg_ckpt_meta *m, const char *path, tg_trainer_config *c) {
-    tg_model_kind kind;
-    if (!tg_model_from_name(m->model, &kind)) {
+    tg_model_kind kind = TG_MODEL_MLP;
+    /* A checkpoint that stores its model file is rebuilt from it; an older
+     * one names a built-in model. */
+    if (!m->model_text && !tg_model_from_name(m->model, &kind)) {
         fprintf(stderr, "tapegrad eval: %s: unknown model '%s'\n", path, m->model);
         return TG_EXIT_DATA;
     }
+    if (m->model_text)
+        (void)tg_model_from_name(m->model, &kind);
     *c = tg_trainer_defaults(kind);
+    c->model_text = m->model_text;
+    c->model_name = m->model;
     char v[64];
     if (m->config && config_value(m->config, "optimizer", v, sizeof v)) {
         tg_optim_kind k = strcmp(v, "sgd") == 0    ? TG_OPTIM_SGD

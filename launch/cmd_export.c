@@ -146,9 +146,11 @@ bool tg_train_ckpt_fits(const char *model, const tg_params *ps, const tg_ckpt_te
  * parameter and buffer present with its shape and dtype, nothing else but
  * optimizer state. Prints the first problem; returns an exit code. */
 static int check_model(const char *path, const tg_ckpt_meta *m, const tg_ckpt_tensor *ts, int n) {
-    tg_model_kind kind;
-    if (!tg_model_from_name(m->model, &kind)) {
-        fprintf(stderr, "tapegrad export: %s: unknown model '%s' (expected mlp, cnn or cnn-bn)\n",
+    tg_model_kind kind = TG_MODEL_MLP;
+    if (!m->model_text && !tg_model_from_name(m->model, &kind)) {
+        fprintf(stderr,
+                "tapegrad export: %s: unknown model '%s' and no model file stored (expected mlp, "
+                "cnn or cnn-bn)\n",
                 path, m->model);
         return TG_EXIT_DATA;
     }
@@ -159,9 +161,18 @@ static int check_model(const char *path, const tg_ckpt_meta *m, const tg_ckpt_te
     }
     tg_model md;
     int64_t in[3], classes;
-    model_dims(kind, ts, n, in, &classes);
     int code = TG_EXIT_OK;
-    if (tg_model_init(ctx, &md, kind, in, classes, 0) != TG_OK) {
+    tg_status s;
+    if (m->model_text) {
+        /* The model file it stores, built for the shape it was trained on. */
+        memcpy(in, m->model_input, sizeof in);
+        classes = m->model_classes;
+        s = tg_model_init_text(ctx, &md, m->model, m->model_text, in, classes, 0);
+    } else {
+        model_dims(kind, ts, n, in, &classes);
+        s = tg_model_init(ctx, &md, kind, in, classes, 0);
+    }
+    if (s != TG_OK) {
         fprintf(stderr, "tapegrad export: %s: the tensors do not describe a model '%s': %s\n", path,
                 m->model, tg_ctx_error(ctx));
         code = TG_EXIT_DATA;

@@ -18,11 +18,13 @@
 
 #include "tapegrad/checkpoint.h"
 #include "tapegrad/datasets.h"
+#include "tapegrad/modelfile.h"
 
 #define MAX_SPLITS 64
 
 static void inspect_usage(FILE *f) {
     fprintf(f, "usage: tapegrad inspect FILE.h5\n"
+               "       tapegrad inspect MODEL.ini|NAME [--input-shape C,H,W] [--classes K]\n"
                "\n"
                "Describes a tapegrad dataset: its splits, the shapes, dtypes and chunking of\n"
                "x and y, the attributes of each split and its class histogram. Every split is\n"
@@ -32,12 +34,20 @@ static void inspect_usage(FILE *f) {
                "trained with, and each tensor's name, shape, dtype and L2 norm; every\n"
                "checksum is verified.\n"
                "\n"
-               "options:\n"
-               "  -h, --help   print this help and exit\n"
+               "Or a model file (a path ending in .ini, or a shipped model: mlp, cnn, cnn-bn,\n"
+               "resnet20, resnet18): its summary table, each layer's name, type, output shape\n"
+               "and parameter count, and the totals, for one sample's shape (--input-shape,\n"
+               "else the shape of its [input] section, else 1,28,28) and K classes\n"
+               "(default: 10). Every shape is checked as training would check it.\n"
                "\n"
-               "exit codes: 0 the file is a valid dataset or checkpoint, 2 usage error, 3 the\n"
-               "file is missing, not HDF5, neither, a split breaks the schema or a checkpoint\n"
-               "fails a checksum\n");
+               "options:\n"
+               "  --input-shape C,H,W   one sample's shape, for a model file\n"
+               "  --classes K           the value of `classes` in a model file (default: 10)\n"
+               "  -h, --help            print this help and exit\n"
+               "\n"
+               "exit codes: 0 the file is a valid dataset, checkpoint or model file, 2 usage\n"
+               "error, 3 the file is missing, not HDF5, neither, a split breaks the schema, a\n"
+               "checkpoint fails a checksum or a model file does not build\n");
 }
 
 typedef struct split_list {
@@ -294,15 +304,22 @@ static int inspect_file(const char *path) {
 
 int tg_cmd_inspect(int argc, char **argv) {
     const char *cmd = "inspect";
-    const char *path = NULL;
+    const char *path = NULL, *shape = NULL, *classes = NULL;
     for (int i = 1; i < argc; i++) {
         if (tg_cli_is_help(argv[i])) {
             inspect_usage(stdout);
             return TG_EXIT_OK;
         }
+        int m = tg_cli_opt(cmd, argc, argv, &i, "--input-shape", &shape);
+        if (m == 0)
+            m = tg_cli_opt(cmd, argc, argv, &i, "--classes", &classes);
+        if (m < 0)
+            return TG_EXIT_USAGE;
+        if (m > 0)
+            continue;
         if (argv[i][0] == '-' && argv[i][1] != '\0') {
-            static const char *const names[] = {"--help"};
-            return tg_cli_unknown_option(cmd, argv[i], names, 1);
+            static const char *const names[] = {"--help", "--input-shape", "--classes"};
+            return tg_cli_unknown_option(cmd, argv[i], names, 3);
         }
         if (path)
             return tg_cli_usage_error(cmd, "one file at a time ('%s' and '%s' given)", path,
@@ -313,5 +330,9 @@ int tg_cmd_inspect(int argc, char **argv) {
         inspect_usage(stderr);
         return TG_EXIT_USAGE;
     }
+    size_t n = strlen(path);
+    if (tg_model_builtin_text(path) || (n > 4 && strcmp(path + n - 4, ".ini") == 0) || shape ||
+        classes)
+        return tg_inspect_model(path, shape, classes);
     return inspect_file(path);
 }

@@ -97,7 +97,7 @@ int tg_train_find_data(const char *cmd, const char *given, const char *idx_dir, 
 
 int tg_cmd_train(int argc, char **argv) {
     tg_opt_set set;
-    train_args a;
+    train_args a = {0};
     int code = tg_opt_read(&set, "train", tg_train_options, tg_train_options_count, argc, argv,
                            train_usage);
     if (code == 0 && !set.help)
@@ -112,6 +112,7 @@ int tg_cmd_train(int argc, char **argv) {
     /* The strings that the file gave (data, metrics, ...) stay until the
      * end, so the file is released there. */
     if (code || set.help) {
+        tg_model_arg_free(&a.marg);
         tg_opt_set_free(&set);
         return code;
     }
@@ -124,6 +125,7 @@ int tg_cmd_train(int argc, char **argv) {
     tg_world_config wc = {.timeout_s = o.comm_timeout};
     if (tg_world_init(NULL, NULL, &wc, &w, err, sizeof err) != TG_OK) {
         fprintf(stderr, "tapegrad train: %s\n", err);
+        tg_model_arg_free(&a.marg);
         tg_opt_set_free(&set);
         return TG_EXIT_LOST_RANK;
     }
@@ -162,6 +164,7 @@ int tg_cmd_train(int argc, char **argv) {
             code = tg_train_run(&cfg, &o, data, w);
     }
     tg_world_free(w);
+    tg_model_arg_free(&a.marg);
     tg_opt_set_free(&set);
     return code;
 }

@@ -121,7 +121,7 @@ int tg_opt_read(tg_opt_set *set, const char *cmd, const tg_opt *rows, int n, int
 }
 
 /* "--lr", or "run.ini:3: key 'lr'" for a value from the file. */
-static const char *label(const tg_opt_set *set, int r, char *buf, size_t len) {
+const char *tg_opt_label(const tg_opt_set *set, int r, char *buf, size_t len) {
     if (set->line[r] > 0)
         snprintf(buf, len, "%s:%d: key '%s'", set->file.path, set->line[r], set->rows[r].name);
     else
@@ -156,7 +156,7 @@ int tg_opt_apply_row(const tg_opt_set *set, int r, void *base) {
     if (!v || o->off == TG_OPT_NOWHERE)
         return 0;
     char lb[4200];
-    label(set, r, lb, sizeof lb);
+    tg_opt_label(set, r, lb, sizeof lb);
     int64_t i;
     double d;
     switch (o->type) {

@@ -100,6 +100,9 @@ int tg_opt_find(const tg_opt *rows, int n, const char *name);
 /* Whether row `name` was given (on the command line or in the file). */
 bool tg_opt_given(const tg_opt_set *set, const char *name);
 
+/* How messages name row r's value: "--lr", or "run.ini:3: key 'lr'" when
+ * the --config file gave it. */
+const char *tg_opt_label(const tg_opt_set *set, int r, char *buf, size_t len);
 /* Parses the value given for row r (if any) into base. Prints a usage
  * error naming the flag or the file, line and key; returns an exit code. */
 int tg_opt_apply_row(const tg_opt_set *set, int r, void *base);

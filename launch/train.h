@@ -21,6 +21,7 @@
 
 /* Everything the options decide besides the trainer config. */
 typedef struct train_opts {
+    const char *model;    /* --model: a shipped model's name or a model file */
     const char *data;
     const char *idx_dir;
     const char *metrics;
@@ -40,6 +41,28 @@ typedef struct train_opts {
     int verbosity;        /* -1 --quiet, 0 default, 1 --verbose */
 } train_opts;
 
+/* What --model names: a shipped model (the built-in kinds mlp, cnn, cnn-bn,
+ * and resnet20, resnet18) or a path to a model file (launch/model_arg.c). */
+typedef struct tg_model_arg {
+    tg_model_kind kind; /* a built-in kind, or TG_MODEL_COUNT */
+    const char *name;   /* the argument */
+    const char *text;   /* the model file's text (shipped or read) */
+    char *owned;        /* the text read from a file (heap), else NULL */
+    char *owned_name;   /* the name taken from a checkpoint (heap), else NULL */
+} tg_model_arg;
+
+/* Resolves arg (label names the option in messages); prints the problem
+ * and returns TG_EXIT_USAGE when it names neither. Free with
+ * tg_model_arg_free(). */
+int tg_model_arg_resolve(const char *cmd, const char *label, const char *arg, tg_model_arg *out);
+void tg_model_arg_free(tg_model_arg *a);
+/* The model a checkpoint stores, for `train --resume` without --model: the
+ * checkpoint `resume` names (the newest in dir for "auto"). Leaves out->text
+ * NULL when there is none to take (no checkpoint, or one written before
+ * model files); returns an exit code after printing when the file is bad. */
+int tg_model_arg_from_ckpt(const char *cmd, const char *resume, const char *dir,
+                           tg_model_arg *out);
+
 /* "sgd", "adam", "adamw" / "cosine", "step", "constant". */
 const char *tg_train_optim_name(tg_optim_kind k);
 const char *tg_train_sched_name(tg_lr_kind k);
@@ -55,6 +78,7 @@ typedef struct train_args {
     tg_trainer_config cfg;
     train_opts o;
     bool quiet, verbose, print_config;
+    tg_model_arg marg; /* what --model named; tg_model_arg_free() at the end */
 } train_args;
 
 /* The option table of `tapegrad train` and its length. */

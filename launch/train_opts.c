@@ -36,8 +36,6 @@ _Static_assert(sizeof(tg_optim_kind) == sizeof(int), "choices are stored as int"
 _Static_assert(sizeof(tg_lr_kind) == sizeof(int), "choices are stored as int");
 _Static_assert(sizeof(tg_device) == sizeof(int), "choices are stored as int");
 
-static const tg_opt_choice models[] = {
-    {"mlp", TG_MODEL_MLP}, {"cnn", TG_MODEL_CNN}, {"cnn-bn", TG_MODEL_CNN_BN}, {NULL, 0}};
 static const tg_opt_choice optimizers[] = {
     {"adamw", TG_OPTIM_ADAMW}, {"adam", TG_OPTIM_ADAM}, {"sgd", TG_OPTIM_SGD}, {NULL, 0}};
 static const tg_opt_choice schedules[] = {
@@ -54,8 +52,11 @@ const tg_opt_choice tg_train_devices[] = {{"cpu", TG_DEVICE_CPU}, {"cuda", TG_DE
 
 const tg_opt tg_train_options[] = {
     /* name, alias, type, arg, member, lo, hi, choices, unset, flags, group, help */
-    {"model", 0, TG_OPT_CHOICE, "NAME", CFG(model), 0, 0, models, NULL, SAVED | TG_OPT_EARLY,
-     "model and data", "the model"},
+    {"model", 0, TG_OPT_STR, "NAME|FILE", OPT(model), 0, 0, NULL, NULL, SAVED | TG_OPT_EARLY,
+     "model and data",
+     "a shipped model (mlp, cnn, cnn-bn, resnet20, resnet18) or a model file (a path such as "
+     "./net.ini; docs/MODELS.md); model files other than mlp, cnn and cnn-bn start from the "
+     "mlp's defaults; with --resume and no --model: the checkpoint's model"},
     {"data", 0, TG_OPT_STR, "FILE.h5", CFG(data_path), 0, 0, NULL,
      "the Fashion-MNIST cache file", SAVED, NULL,
      "a dataset with the splits of --train-split and --test-split; checkpoints record its "
@@ -180,6 +181,7 @@ train_args tg_train_args_defaults(tg_model_kind kind) {
     a.cfg.train_split = "train";
     a.cfg.test_split = "test";
     a.cfg.accum_steps = a.cfg.accum_steps > 1 ? a.cfg.accum_steps : 1;
+    a.o.model = "mlp";
     a.o.idx_dir = TG_FMNIST_IDX_DIR;
     a.o.keep = 3;
     a.o.device = TG_DEVICE_CPU;
@@ -229,11 +231,37 @@ static void optimizer_defaults(tg_trainer_config *c, tg_optim_kind k) {
 int tg_train_resolve(const tg_opt_set *set, train_args *a) {
     const char *cmd = set->cmd;
     const tg_opt *rows = set->rows;
+    /* --model first: a shipped name or a model file; without it, --resume's
+     * checkpoint names the model, else the mlp. The model's defaults are
+     * then those the other options apply onto. */
     train_args m = tg_train_args_defaults(TG_MODEL_MLP);
-    int code = tg_opt_apply_row(set, tg_opt_find(rows, set->n, "model"), &m);
+    tg_model_arg marg = {0};
+    int mr = tg_opt_find(rows, set->n, "model");
+    int code = tg_opt_apply_row(set, mr, &m);
+    if (!code)
+        code = tg_opt_apply_row(set, tg_opt_find(rows, set->n, "resume"), &m);
+    if (!code)
+        code = tg_opt_apply_row(set, tg_opt_find(rows, set->n, "ckpt-dir"), &m);
     if (code)
         return code;
-    *a = tg_train_args_defaults(m.cfg.model);
+    char lb[4200];
+    if (tg_opt_given(set, "model"))
+        code = tg_model_arg_resolve(cmd, tg_opt_label(set, mr, lb, sizeof lb), m.o.model, &marg);
+    else if (m.o.resume && m.o.resume[0])
+        code = tg_model_arg_from_ckpt(cmd, m.o.resume, m.o.ckpt_dir, &marg);
+    if (!code && !marg.text)
+        code = tg_model_arg_resolve(cmd, "--model", "mlp", &marg);
+    if (code) {
+        tg_model_arg_free(&marg);
+        return code;
+    }
+    *a = tg_train_args_defaults(marg.kind != TG_MODEL_COUNT ? marg.kind : TG_MODEL_MLP);
+    a->marg = marg;
+    a->o.model = marg.name;
+    if (marg.kind == TG_MODEL_COUNT) {
+        a->cfg.model_text = marg.text;
+        a->cfg.model_name = marg.name;
+    }
     int r = tg_opt_find(rows, set->n, "optimizer");
     train_args k = *a;
     if ((code = tg_opt_apply_row(set, r, &k)) != 0)
@@ -254,9 +282,10 @@ int tg_train_resolve(const tg_opt_set *set, train_args *a) {
         return tg_cli_usage_error(cmd, "--momentum applies to --optimizer sgd only");
     if (a->quiet && a->verbose)
         return tg_cli_usage_error(cmd, "--quiet and --verbose exclude each other");
-    if (o->sync_bn && a->cfg.model != TG_MODEL_CNN_BN)
-        return tg_cli_usage_error(cmd, "--sync-bn needs a model with batch norm (cnn-bn), got "
-                                  "--model %s", tg_model_name(a->cfg.model));
+    if (o->sync_bn && (a->cfg.model == TG_MODEL_MLP || a->cfg.model == TG_MODEL_CNN) &&
+        !a->cfg.model_text)
+        return tg_cli_usage_error(cmd, "--sync-bn needs a model with batch norm, got --model %s",
+                                  tg_model_name(a->cfg.model));
     o->verbosity = a->quiet ? -1 : a->verbose ? 1 : 0;
     o->data = a->cfg.data_path;
     return 0;

@@ -27,6 +27,7 @@
 #include "tapegrad/kernels.h"
 #include "metrics.h"
 #include "progress.h"
+#include "tapegrad/modelfile.h"
 #include "train.h"
 
 #define MAX_CKPT_TENSORS (3 * TG_PARAMS_MAX + 8)
@@ -192,7 +193,7 @@ static void print_banner(const run_state *st, tg_trainer *tr, const char *data) 
     if (any)
         printf("\n");
     printf("model %s (%lld parameters), data %s (%lld train / %lld test)\n",
-           tg_model_name(c->model), (long long)tg_params_numel(tg_trainer_params(tr)), data,
+           tg_trainer_model(tr)->name, (long long)tg_params_numel(tg_trainer_params(tr)), data,
            (long long)tg_trainer_train_len(tr), (long long)tg_trainer_test_len(tr));
     const char *th = st->threads;
     printf("%lld steps (%lld per epoch), batch %lld (%lld per rank), %s lr %g weight_decay %g "
@@ -265,8 +266,14 @@ static tg_status save_checkpoint(run_state *st, tg_trainer *tr) {
                           .config = st->cfg_text,
                           .data_path = st->data.path,
                           .data_bytes = st->data.bytes};
-        snprintf(m.model, sizeof m.model, "%s", tg_model_name(c->model));
+        const tg_model *md = tg_trainer_model(tr);
+        snprintf(m.model, sizeof m.model, "%s", md->name);
         snprintf(m.data_sha256, sizeof m.data_sha256, "%s", st->data.sha256);
+        /* The model file, so that eval, export and inspect rebuild the model
+         * from the checkpoint alone. */
+        m.model_text = c->model_text ? c->model_text : tg_model_builtin_text(md->name);
+        memcpy(m.model_input, md->in_shape, sizeof m.model_input);
+        m.model_classes = md->num_classes;
         tg_ctx_clear_error(ctx);
         tg_status s = n < 0 ? TG_ERR_INVALID
                             : tg_ckpt_save(ctx, st->o->ckpt_dir, &m, n, ts, st->o->keep,
@@ -433,7 +440,7 @@ static bool fits_model(const char *path, void *user, char *why, size_t whylen) {
         return false;
     }
     char detail[512];
-    bool ok = tg_train_ckpt_fits(tg_model_name(tg_trainer_get_config(tr)->model), ps, ts, n, detail,
+    bool ok = tg_train_ckpt_fits(tg_trainer_model(tr)->name, ps, ts, n, detail,
                                  sizeof detail);
     if (!ok)
         snprintf(why, whylen, "%s: %s", path, detail);
@@ -565,6 +572,13 @@ static int load_resume(run_state *st, tg_trainer *tr, const char *path) {
     }
     if (st->rank == 0 && m.config)
         warn_config(m.config, st->cfg_text, path);
+    const char *text =
+        c->model_text ? c->model_text : tg_model_builtin_text(tg_trainer_model(tr)->name);
+    if (st->rank == 0 && m.model_text && text && strcmp(m.model_text, text) != 0)
+        fprintf(stderr,
+                "tapegrad train: warning: resuming %s with another model file than it was "
+                "trained with (the texts differ; its tensors must still fit by name and shape)\n",
+                path);
     tg_tensor *ts[MAX_CKPT_TENSORS];
     int n = ckpt_tensors(tr, ts, NULL, 0);
     /* The position first: it resets the optimizer's step counts, which the
@@ -767,6 +781,12 @@ static int train(run_state *st, tg_trainer *tr, const char *data) {
         return s == TG_ERR_COMM || s == TG_ERR_TIMEOUT ? TG_EXIT_LOST_RANK : TG_EXIT_DATA;
     }
     tg_ddp_set_trace(st->ddp, tg_trainer_get_config(tr)->trace);
+    if (o->sync_bn && !tg_model_has_bn(tg_trainer_model(tr))) {
+        if (st->rank == 0)
+            fprintf(stderr, "tapegrad train: --sync-bn needs a model with batch norm; %s has none\n",
+                    tg_trainer_model(tr)->name);
+        return TG_EXIT_USAGE;
+    }
     if (o->sync_bn) {
         tg_world_attach(st->w, ctx);
         tg_model_set_sync_bn(tg_trainer_model(tr), true);

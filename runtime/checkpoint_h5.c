@@ -12,6 +12,8 @@
  *                     data_path, data_bytes, data_sha256, data_crc32 (the
  *                     dataset the run trained on; tg__ck_data_crc)
  *   /config           scalar fixed-length string; attribute crc32
+ *   /model_text       optional: the model file; attributes crc32, input_shape
+ *                     (3 x i64), num_classes
  *   /tensors/<name>   one dataset per tensor, named by the tensor's ->name,
  *                     little-endian, row-major; attribute crc32; datasets of
  *                     one or more elements are chunked with Fletcher-32

@@ -24,6 +24,21 @@
  * cannot say. */
 static hssize_t npoints(hid_t sp) { return sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp); }
 
+/* count values of an integer attribute of obj. */
+static bool read_dattr(hid_t obj, const char *name, hid_t mtype, int count, void *out) {
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT), sp = a >= 0 ? H5Aget_space(a) : -1;
+    hid_t t = a >= 0 ? H5Aget_type(a) : -1;
+    bool ok = t >= 0 && H5Tget_class(t) == H5T_INTEGER && H5Tget_size(t) <= 8 &&
+              npoints(sp) == count && H5Aread(a, mtype, out) >= 0;
+    if (t >= 0)
+        (void)H5Tclose(t);
+    if (sp >= 0)
+        (void)H5Sclose(sp);
+    if (a >= 0)
+        (void)H5Aclose(a);
+    return ok;
+}
+
 /* ---- the metadata ---- */
 
 static tg_status get_attr(const tg__ckfile *f, const char *name, H5T_class_t cls, hid_t mtype,
@@ -176,6 +191,51 @@ static tg_status read_data(const tg__ckfile *f, tg_ckpt_meta *m, char *err, size
     return st;
 }
 
+/* /model_text when the file has one (as /config, with the sample shape and
+ * classes as attributes); m->model_text stays NULL when it has none. */
+static tg_status read_model_text(const tg__ckfile *f, tg_ckpt_meta *m, char *err, size_t errlen) {
+    if (H5Lexists(f->file, "model_text", H5P_DEFAULT) <= 0) {
+        (void)H5Eclear2(H5E_DEFAULT);
+        return TG_OK;
+    }
+    hid_t d = H5Dopen2(f->file, "model_text", H5P_DEFAULT), t = -1, sp = -1;
+    uint32_t crc = 0;
+    char *s = NULL;
+    bool ok = false;
+
+    if (d >= 0) {
+        t = H5Dget_type(d);
+        sp = H5Dget_space(d);
+    }
+    if (t >= 0 && npoints(sp) == 1 && H5Tget_class(t) == H5T_STRING && H5Tis_variable_str(t) == 0 &&
+        H5Tget_size(t) > 0 && H5Tget_size(t) <= (size_t)f->size)
+        s = calloc(H5Tget_size(t) + 1, 1);
+    if (s && H5Dread(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, s) >= 0)
+        ok = read_dattr(d, "crc32", H5T_NATIVE_UINT32, 1, &crc) &&
+             read_dattr(d, "input_shape", H5T_NATIVE_INT64, 3, m->model_input) &&
+             read_dattr(d, "num_classes", H5T_NATIVE_INT64, 1, &m->model_classes);
+    if (sp >= 0)
+        (void)H5Sclose(sp);
+    if (t >= 0)
+        (void)H5Tclose(t);
+    if (d >= 0)
+        (void)H5Dclose(d);
+    (void)H5Eclear2(H5E_DEFAULT);
+    bool sane = ok && m->model_classes >= 0 && m->model_classes <= ((int64_t)1 << 24);
+    for (int i = 0; sane && i < 3; i++)
+        sane = m->model_input[i] >= 1 && m->model_input[i] <= ((int64_t)1 << 32);
+    if (!sane || tg__ck_crc_bytes(s, strlen(s)) != crc) {
+        free(s);
+        return tg__ck_fail(TG_ERR_FORMAT, err, errlen,
+                           "%s: /model_text is not one string with its crc32, input_shape (3 "
+                           "sizes >= 1) and num_classes, or fails its checksum (the file is "
+                           "corrupt)",
+                           f->path);
+    }
+    m->model_text = s;
+    return TG_OK;
+}
+
 /* Every count in the metadata is within what a run can reach; a trainer
  * multiplies them (step x batch size), so a huge one is refused here. */
 static tg_status check_ranges(const tg__ckfile *f, const tg_ckpt_meta *m, char *err,
@@ -259,6 +319,8 @@ static tg_status read_meta(tg__ckfile *f, tg_ckpt_meta *m, char *err, size_t err
         st = read_config(f, m, err, errlen);
     if (!st)
         st = read_data(f, m, err, errlen);
+    if (!st)
+        st = read_model_text(f, m, err, errlen);
     return st;
 }
 
@@ -555,6 +617,8 @@ void tg_ckpt_meta_free(tg_ckpt_meta *m) {
     m->config = NULL;
     free((void *)m->data_path);
     m->data_path = NULL;
+    free((void *)m->model_text);
+    m->model_text = NULL;
 }
 
 tg_status tg_ckpt_read_meta(tg_ctx *ctx, const char *path, tg_ckpt_meta *meta) {

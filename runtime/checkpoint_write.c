@@ -118,6 +118,34 @@ static herr_t write_config(hid_t file, const char *config) {
     return r;
 }
 
+/* The model file's text, as the configuration is stored, with the sample
+ * shape and classes it was built for; absent when there is none. */
+static herr_t write_model_text(hid_t file, const tg_ckpt_meta *m) {
+    if (!m->model_text)
+        return 0;
+    const char *s = m->model_text;
+    size_t len = strlen(s);
+    hid_t t = tg__ck_str_type(len ? len : 1), sp = H5Screate(H5S_SCALAR), d = -1, es;
+    herr_t r = -1;
+
+    if (t >= 0 && sp >= 0)
+        d = H5Dcreate2(file, "model_text", t, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (d >= 0 && H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, s) >= 0 &&
+        put_u32(d, "crc32", tg__ck_crc_bytes(s, len)) >= 0 &&
+        put_attr(d, "input_shape", H5T_STD_I64LE, H5T_NATIVE_INT64, 3, m->model_input) >= 0 &&
+        put_i64(d, "num_classes", m->model_classes) >= 0)
+        r = 0;
+    es = tg__ck_h5_keep(r < 0);
+    if (d >= 0 && H5Dclose(d) < 0)
+        r = -1;
+    if (sp >= 0)
+        (void)H5Sclose(sp);
+    if (t >= 0)
+        (void)H5Tclose(t);
+    tg__ck_h5_restore(es);
+    return r;
+}
+
 /* Chunked with Fletcher-32: a chunk starts as the whole tensor, and its
  * leading dims are halved until it fits TG__CK_CHUNK_BYTES (a single element always
  * fits, so this ends). */
@@ -195,7 +223,8 @@ static tg_status write_body(tg_ctx *ctx, hid_t file, const char *path, const tg_
     char why[256];
     tg_status st = TG_OK;
 
-    if (write_meta(file, m, n) < 0 || write_config(file, m->config) < 0)
+    if (write_meta(file, m, n) < 0 || write_config(file, m->config) < 0 ||
+        write_model_text(file, m) < 0)
         return tg__ck_fail(TG_ERR_IO, err, errlen, "%s: writing the metadata: %s", path,
                            tg__ck_h5_detail(why, sizeof why));
     /* Tracking creation order lets readers list the tensors in the order

@@ -81,7 +81,7 @@ tg_trainer_config tg_trainer_defaults(tg_model_kind kind) {
 }
 
 static tg_status check_config(tg_ctx *ctx, const tg_trainer_config *c) {
-    if (!tg_model_name(c->model))
+    if (!c->model_text && !tg_model_name(c->model))
         return tg__fail(ctx, TG_ERR_INVALID, "trainer: unknown model kind %d", (int)c->model);
     if (!c->data_path || !c->data_path[0])
         return tg__fail(ctx, TG_ERR_INVALID, "trainer: no data file given");
@@ -184,8 +184,13 @@ static tg_status build(tg_trainer *tr) {
     tg_status s = open_data(tr);
     if (s)
         return s;
-    s = tg_model_init(ctx, &tr->model, c->model, tr->sample_shape,
-                      tg_dataset_num_classes(tr->train_ds), c->seed);
+    if (c->model_text)
+        s = tg_model_init_text(ctx, &tr->model, c->model_name ? c->model_name : "model",
+                               c->model_text, tr->sample_shape,
+                               tg_dataset_num_classes(tr->train_ds), c->seed);
+    else
+        s = tg_model_init(ctx, &tr->model, c->model, tr->sample_shape,
+                          tg_dataset_num_classes(tr->train_ds), c->seed);
     if (s)
         return s;
     /* A hook that steps the parameters itself (ZeRO) owns the optimizer

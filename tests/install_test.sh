@@ -14,6 +14,12 @@ cmake --install "$build" --prefix "$tmp/prefix" >"$tmp/install.log"
 test -x "$tmp/prefix/bin/tapegrad"
 "$tmp/prefix/bin/tapegrad" --version
 
+echo "== shipped model files: installed, and compiled in (no file needed, any folder)"
+for m in mlp cnn cnn-bn resnet20 resnet18; do
+    cmp "$src/models/$m.ini" "$tmp/prefix/share/tapegrad/models/$m.ini"
+done
+(cd / && "$tmp/prefix/bin/tapegrad" inspect resnet20 --input-shape 3,32,32) | grep -q "Total params: 272,474"
+
 echo "== find_package(tapegrad)"
 cmake -S "$src/examples" -B "$tmp/ex" -DCMAKE_PREFIX_PATH="$tmp/prefix" >"$tmp/cfg.log"
 cmake --build "$tmp/ex" >"$tmp/build.log"

@@ -117,9 +117,19 @@ typedef struct tg_ckpt_meta {
     const char *data_path;
     int64_t data_bytes;
     char data_sha256[65];
+    /* The model file the model was built from (docs/MODELS.md), so that
+     * eval, export and inspect rebuild it from the checkpoint alone, with one
+     * sample's shape and the classes it was built for. NULL saves none (the
+     * built-in model `model` then names it); a load gives NULL for a file
+     * without one (written before model files) and heap memory otherwise,
+     * released by tg_ckpt_meta_free(). */
+    const char *model_text;
+    int64_t model_input[3];
+    int64_t model_classes;
 } tg_ckpt_meta;
 
-/* Frees m->config and m->data_path when a load made them, and sets them to
+/* Frees m->config, m->data_path and m->model_text when a load made them, and
+ * sets them to
  * NULL. NULL is a no-op. */
 void tg_ckpt_meta_free(tg_ckpt_meta *m);
 

@@ -82,24 +82,32 @@ const char *tg_model_name(tg_model_kind kind);
 /* The kind named `name`; false when there is none. */
 bool tg_model_from_name(const char *name, tg_model_kind *kind);
 
+typedef struct tg_net tg_net;
+
 typedef struct tg_model {
-    tg_model_kind kind;
+    tg_model_kind kind;  /* TG_MODEL_COUNT for a model file that is not one of them */
+    const char *name;    /* "mlp", or the model file's name (context memory) */
     int64_t in_shape[3]; /* C, H, W of one sample */
     int64_t num_classes;
     tg_params params;
-    tg_linear fc1, fc2, fc3;
-    tg_conv2d_layer conv1, conv2;
-    tg_batchnorm bn1, bn2, bn3;
+    tg_net *net;         /* the compiled model file (tapegrad/modelfile.h) */
 } tg_model;
 
 /*
  * Allocates and initialises the model's tensors in ctx's persistent pool, as
  * PyTorch's default initialisation does, from the stream tg_rng_make(seed, 0).
- * in_shape is one sample's (C, H, W) (the MLP takes any; the CNNs need H and
- * W divisible by 4). Returns TG_ERR_INVALID for a bad kind or shape.
+ * in_shape is one sample's (C, H, W). The built-in kinds are the shipped
+ * model files models/mlp.ini, cnn.ini, cnn-bn.ini. Returns TG_ERR_INVALID
+ * for a bad kind or shape, TG_ERR_SHAPE for an input its layers do not fit.
  */
 tg_status tg_model_init(tg_ctx *ctx, tg_model *m, tg_model_kind kind, const int64_t in_shape[3],
                         int64_t num_classes, uint64_t seed);
+
+/* As tg_model_init() for the model file `text` (docs/MODELS.md); name labels
+ * it in messages (a path, or a shipped name). A file whose last layer does
+ * not give (N, num_classes) is refused with a message naming its line. */
+tg_status tg_model_init_text(tg_ctx *ctx, tg_model *m, const char *name, const char *text,
+                             const int64_t in_shape[3], int64_t num_classes, uint64_t seed);
 
 /* x (N, C, H, W) f32 -> logits (N, num_classes). training selects batch
  * statistics (and running-average updates) in the BatchNorm layers. */
@@ -191,6 +199,11 @@ typedef struct tg_trainer_hooks {
 
 typedef struct tg_trainer_config {
     tg_model_kind model;
+    /* A model file's text (docs/MODELS.md) to train instead of `model`, and
+     * the name it goes by in messages and checkpoints (its path); NULL: the
+     * built-in `model`. Not copied: must outlive the trainer. */
+    const char *model_text;
+    const char *model_name;
     const char *data_path;   /* HDF5 file with both splits (required) */
     const char *train_split; /* NULL: "train" */
     const char *test_split;  /* NULL: "test" */

@@ -314,6 +314,7 @@ static double now_s(void) {
 }
 
 #include "train_cli_groups.h"
+#include "train_cli_modelfile.h"
 
 int main(int argc, char **argv) {
     if (argc != 2) {

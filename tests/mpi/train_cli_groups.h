@@ -469,6 +469,8 @@ static void group_eval(void) {
 #include "train_cli_zero.h"
 #include "train_cli_sbatch.h"
 
+static void group_modelfile(void); /* train_cli_modelfile.h */
+
 static int run_group(const char *name) {
     static const struct {
         const char *name;
@@ -481,7 +483,8 @@ static int run_group(const char *name) {
                   {"accum", group_accum},
                   {"syncbn", group_syncbn},
                   {"zero", group_zero},
-                  {"sbatch", group_sbatch}};
+                  {"sbatch", group_sbatch},
+                  {"modelfile", group_modelfile}};
     for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++)
         if (strcmp(groups[i].name, name) == 0) {
             groups[i].fn();

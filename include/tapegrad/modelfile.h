@@ -1,0 +1,106 @@
+/*
+ * tapegrad/modelfile.h: networks described by model files.
+ *
+ * Overview
+ * --------
+ * A model file is an INI file whose sections, in order, are the layers of a
+ * network (as Darknet's .cfg files): each section's name is the layer type,
+ * its keys the layer's settings. docs/MODELS.md has the grammar and every
+ * layer type with its keys and defaults. A five-line example:
+ *
+ *     [conv2d]
+ *     out = 16
+ *     kernel = 3
+ *     [globalavgpool]
+ *     [linear]
+ *     out = classes
+ *
+ * tg_net_build() parses the text (with libinih), resolves every layer's
+ * inputs (the previous layer's output, or the names given by `input` and
+ * `inputs`), checks every shape once for the given sample shape, and
+ * compiles the layers to the structs of nn.h (tg_linear, tg_conv2d_layer,
+ * tg_batchnorm, ...), whose parameters are registered in the caller's
+ * tg_params under PyTorch state_dict names made from the layers' names
+ * ("fc1.weight", "layer1.0.bn1.running_mean"). The forward pass walks the
+ * layers in file order. The built-in models (mlp, cnn, cnn-bn) and the
+ * ResNets are such files, shipped in models/ and compiled into the library
+ * (tg_model_builtin_text).
+ *
+ * Ownership: a tg_net and its tensors live in the context (freed with it);
+ * nothing here needs a free.
+ *
+ * Errors: TG_ERR_INVALID (syntax, an unknown layer or key, a bad value, a
+ * missing required key, an unknown or later name) or TG_ERR_SHAPE (a shape
+ * that does not fit), with a message that names the file, the line, the
+ * layer and the key: "net.ini:7: layer 'fc1' [linear]: key 'out': expected
+ * a positive integer or 'classes', got 'x'".
+ */
+#ifndef TAPEGRAD_MODELFILE_H
+#define TAPEGRAD_MODELFILE_H
+
+#include "tapegrad/nn.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The most layers in one file, keys per layer, and bytes of a file. */
+#define TG_NET_MAX_LAYERS 1024
+#define TG_NET_MAX_KEYS 16
+#define TG_NET_MAX_TEXT (1 << 20)
+/* The longest layer name, including the NUL. */
+#define TG_NET_NAME_MAX 64
+
+typedef struct tg_net tg_net;
+
+typedef struct tg_net_options {
+    /* What the file is called in messages ("<text>" when NULL). */
+    const char *path;
+    /* One sample's shape (without the batch dim). */
+    int in_ndim;
+    const int64_t *in_shape;
+    /* The value of `classes` in the file, and the size the last layer's
+     * output must have ((N, classes)); 0: not a classifier, `classes` is
+     * refused and the output may have any shape. */
+    int64_t classes;
+    /* The stream the parameters are drawn from: tg_rng_make(seed, 0), in
+     * file order (dropout masks use tg_rng_make(seed, 1)). */
+    uint64_t seed;
+    /* Only parse and check shapes: no tensor is made and ps may be NULL
+     * (tg_net_summary still works; tg_net_forward does not). */
+    bool check_only;
+} tg_net_options;
+
+/*
+ * Parses and compiles `text` (len bytes, NUL bytes refused) into *out, its
+ * parameters and buffers registered in ps (dtype ps->dtype). On failure
+ * *out is NULL and the context holds the message.
+ */
+tg_status tg_net_build(tg_ctx *ctx, const char *text, size_t len, const tg_net_options *o,
+                       tg_params *ps, tg_net **out);
+
+/* x (N, in_shape...) -> the last layer's output (N, ...). training selects
+ * batch statistics in the BatchNorm layers and enables dropout. */
+tg_tensor *tg_net_forward(tg_ctx *ctx, tg_net *net, tg_tensor *x, bool training);
+
+/* The number of layers (the input included) and the last layer's shape. */
+int tg_net_layers(const tg_net *net);
+int tg_net_out_shape(const tg_net *net, int64_t *shape);
+
+/*
+ * A summary table as torchinfo and Keras print it: every layer's name, type,
+ * output shape and parameter count, then the totals. Writes at most len
+ * bytes (NUL included) and returns the length the whole table needs.
+ */
+size_t tg_net_summary(const tg_net *net, char *buf, size_t len);
+
+/* The text of a model shipped with tapegrad ("mlp", "cnn", "cnn-bn",
+ * "resnet20", "resnet18"), NULL for another name. */
+const char *tg_model_builtin_text(const char *name);
+/* The shipped names, in order; *n receives how many. */
+const char *const *tg_model_builtin_names(int *n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
