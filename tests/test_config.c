@@ -88,7 +88,7 @@ static void test_bad_files(void **state) {
     tgt_expect_out("syncbn.ini:1: key 'sync-bn': expected true or false, got 'maybe'");
     f = ini("syncbn_mlp.ini", "sync_bn = true\nmodel = mlp\n");
     assert_int_equal(tgt_run("train --config '%s' --print-config", f), 2);
-    tgt_expect_out("--sync-bn needs a model with batch norm (cnn-bn), got --model mlp");
+    tgt_expect_out("--sync-bn needs a model with batch norm, got --model mlp");
     f = ini("zero.ini", "zero = 3\n");
     assert_int_equal(tgt_run("train --config '%s'", f), 2);
     tgt_expect_out("zero.ini:1: key 'zero': expected an integer in [0, 1], got '3'");
@@ -198,7 +198,8 @@ static void sample(const tg_opt *o, const char *printed, char *buf, size_t len) 
     int k = 0;
     switch (o->type) {
     case TG_OPT_STR:
-        snprintf(buf, len, "/tmp/sample value");
+        /* --model takes a shipped name or a model file that exists. */
+        snprintf(buf, len, "%s", strcmp(o->name, "model") == 0 ? "cnn-bn" : "/tmp/sample value");
         return;
     case TG_OPT_SWITCH:
         snprintf(buf, len, "true");
@@ -249,7 +250,10 @@ static void check_table(const cmd_table *t) {
         snprintf(ini, sizeof ini, "%s = %s\n", o->name, v);
         tgt_write_file(tgt_path("row.ini"), ini);
         /* Keys that hold only beside another option get it on the command line. */
-        const char *needs = strcmp(o->name, "sync-bn") == 0 ? "--model cnn-bn" : "";
+        /* (--resume without --model reads the checkpoint for its model.) */
+        const char *needs = strcmp(o->name, "sync-bn") == 0  ? "--model cnn-bn"
+                            : strcmp(o->name, "resume") == 0 ? "--model mlp"
+                                                              : "";
         if (tgt_run("%s %s %s --config '%s' --print-config", t->cmd, t->base, needs,
                     tgt_path("row.ini")) != 0)
             fail_msg("%s: key '%s = %s' refused:\n%s", t->cmd, o->name, v, tgt_out);

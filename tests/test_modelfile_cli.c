@@ -186,6 +186,16 @@ static void test_inspect_and_errors(void **state) {
         fail_msg("%s", tgt_out);
     assert_int_equal(tgt_run("inspect '%s'", bad), 3);
     assert_non_null(strstr(tgt_out, "bad.ini:5: layer 'c' [conv2d]: key 'strides'"));
+    /* --sync-bn needs a batch norm somewhere in the file. */
+    char nobn[512];
+    snprintf(nobn, sizeof nobn, "%s", tgt_path("nobn.ini"));
+    tgt_write_file(nobn, five);
+    assert_int_equal(tgt_run("train --model '%s' --data '%s' --max-steps 1 --batch-size 8 "
+                             "--sync-bn",
+                             nobn, data),
+                     2);
+    if (!strstr(tgt_out, "--sync-bn needs a model with batch norm;"))
+        fail_msg("%s", tgt_out);
     tgt_write_file(bad, "[globalavgpool]\n");
     const char *four = make_images("f.h5", 4, 4, 32, 8);
     assert_true(tgt_run("train --model '%s' --data '%s' --max-steps 1 --batch-size 8", bad,

@@ -117,7 +117,7 @@ static void group_syncbn(void) {
           "one sample on each of 4 ranks without --sync-bn: exit %d\n%s", code, out);
     free(out);
     code = run(0, &out, ARGS("train", "--data", data, "--model", "mlp", "--sync-bn"));
-    CHECK(code == 2 && has(out, "--sync-bn needs a model with batch norm (cnn-bn), got --model "
+    CHECK(code == 2 && has(out, "--sync-bn needs a model with batch norm, got --model "
                                 "mlp"),
           "--sync-bn with the mlp: exit %d\n%s", code, out);
     free(out);
