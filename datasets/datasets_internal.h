@@ -87,6 +87,15 @@ const char *tg__ds_dims_str(const hsize_t *dims, int ndim, char *buf, size_t len
  */
 tg_status tg__ds_reserve(tg_dataset *ds, int64_t n, char *err, size_t errlen);
 
+/* The normalised value of a stored 0 in channel c (the first axis of a
+ * sample): what augmentation pads with. */
+float tg__ds_zero_value(const tg_dataset *ds, int64_t c);
+
+/* TG_ERR_INVALID unless a's flags and pad are valid and, when it does
+ * anything, ds's samples are images (C, H, W) or (H, W); names the file and
+ * split. */
+tg_status tg__augment_check(const tg_augment *a, const tg_dataset *ds, char *err, size_t errlen);
+
 /* ---------------------------------------------------------------------- */
 /* Converter output (h5out.c)                                              */
 /* ---------------------------------------------------------------------- */

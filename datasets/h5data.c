@@ -622,6 +622,11 @@ bool tg_dataset_x_cached(const tg_dataset *ds) { return ds->x_cache != NULL; }
 const char *tg_dataset_path(const tg_dataset *ds) { return ds->path; }
 const char *tg_dataset_split(const tg_dataset *ds) { return ds->split; }
 
+float tg__ds_zero_value(const tg_dataset *ds, int64_t c) {
+    (void)c;
+    return (float)((0.0 * ds->scale - ds->mean) / ds->std);
+}
+
 const int64_t *tg_dataset_sample_shape(const tg_dataset *ds, int *ndim) {
     if (ndim)
         *ndim = ds->sample_ndim;

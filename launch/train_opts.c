@@ -65,7 +65,21 @@ const tg_opt tg_train_options[] = {
     {"train-split", 0, TG_OPT_STR, "NAME", CFG(train_split), 0, 0, NULL, NULL, SAVED, NULL,
      "the split of --data that trains"},
     {"test-split", 0, TG_OPT_STR, "NAME", CFG(test_split), 0, 0, NULL, NULL, SAVED, NULL,
-     "the split of --data that evaluates after every epoch"},
+     "the split of --data that evaluates after every epoch (with --val-split or "
+     "--val-fraction: once, at the end)"},
+    {"val-split", 0, TG_OPT_STR, "NAME", CFG(val_split), 0, 0, NULL, "none", SAVED, NULL,
+     "a split of --data evaluated after every epoch (val_loss, val_acc); the test split is then "
+     "scored only at the end"},
+    {"val-fraction", 0, TG_OPT_F64, "F", CFG(val_fraction), 0, 0.999999, NULL, "none", SAVED,
+     NULL,
+     "hold out round(F x N) samples of the training split as the validation set instead: the "
+     "same samples for a seed whatever the number of ranks, never trained on"},
+    {"augment", 0, TG_OPT_STR, "LIST", OPT(augment), 0, 0, NULL, "none", SAVED, NULL,
+     "crop, flip or crop,flip: augment the training split's images (C, H, W) on the loader's "
+     "thread: a random crop of the image padded with --augment-pad zeros, a horizontal flip "
+     "with probability 1/2, drawn from (seed, epoch, sample index)"},
+    {"augment-pad", 0, TG_OPT_INT, "N", CFG(augment_pad), 0, TG_AUGMENT_MAX_PAD, NULL, NULL,
+     SAVED, NULL, "the random crop's padding in pixels on each side"},
 
     {"epochs", 0, TG_OPT_I64, "N", CFG(epochs), 1, 100000, NULL, NULL, SAVED | TG_OPT_PER_MODEL,
      "training (defaults per model below)", "epochs over the training split"},
@@ -219,6 +233,26 @@ static void optimizer_defaults(tg_trainer_config *c, tg_optim_kind k) {
     }
 }
 
+/* --augment LIST: "crop", "flip", "crop,flip" (any order) or "none". */
+static int parse_augment(const char *cmd, const char *text, unsigned *flags) {
+    *flags = 0;
+    if (!text)
+        return 0;
+    for (const char *p = text; *p;) {
+        size_t n = strcspn(p, ",");
+        if (n == 4 && strncmp(p, "crop", 4) == 0)
+            *flags |= TG_AUGMENT_CROP;
+        else if (n == 4 && strncmp(p, "flip", 4) == 0)
+            *flags |= TG_AUGMENT_FLIP;
+        else if (!(n == 4 && strncmp(p, "none", 4) == 0))
+            return tg_cli_usage_error(cmd, "--augment %s: unknown transform '%.*s' (expected "
+                                           "crop, flip, crop,flip or none)",
+                                      text, (int)n, p);
+        p += n + (p[n] == ',');
+    }
+    return 0;
+}
+
 int tg_train_resolve(const tg_opt_set *set, train_args *a) {
     const char *cmd = set->cmd;
     const tg_opt *rows = set->rows;
@@ -247,6 +281,14 @@ int tg_train_resolve(const tg_opt_set *set, train_args *a) {
         return tg_cli_usage_error(cmd, "--momentum applies to --optimizer sgd only");
     if (a->quiet && a->verbose)
         return tg_cli_usage_error(cmd, "--quiet and --verbose exclude each other");
+    if (a->cfg.val_split && a->cfg.val_fraction > 0)
+        return tg_cli_usage_error(cmd, "--val-split and --val-fraction exclude each other");
+    if (a->cfg.val_split && strcmp(a->cfg.val_split, a->cfg.train_split) == 0)
+        return tg_cli_usage_error(cmd, "--val-split %s is the training split (--train-split); "
+                                       "use --val-fraction to hold samples out of it",
+                                  a->cfg.val_split);
+    if ((code = parse_augment(cmd, o->augment, &a->cfg.augment)) != 0)
+        return code;
     o->verbosity = a->quiet ? -1 : a->verbose ? 1 : 0;
     o->data = a->cfg.data_path;
     return 0;

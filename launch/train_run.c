@@ -133,6 +133,13 @@ static tg_status on_event(tg_trainer *tr, const tg_trainer_event *ev, bool *stop
     case TG_EVENT_EPOCH:
         if (st->o->verbosity < 0)
             break;
+        if (ev->has_val) {
+            printf("epoch %lld/%lld done: train_loss %.4f  val_loss %.4f  val_acc %.4f  "
+                   "(%.1f s, %.0f samples/s, eval %.1f s, rss %.0f MiB)\n",
+                   (long long)ev->epoch, (long long)ev->epochs, ev->train_loss, ev->val.loss,
+                   ev->val.accuracy, ev->seconds, ev->samples_per_s, ev->val.seconds, rss);
+            break;
+        }
         printf("epoch %lld/%lld done: train_loss %.4f  test_loss %.4f  test_acc %.4f  "
                "(%.1f s, %.0f samples/s, eval %.1f s, rss %.0f MiB)\n",
                (long long)ev->epoch, (long long)ev->epochs, ev->train_loss, ev->eval.loss,
@@ -187,9 +194,12 @@ static void print_banner(const run_state *st, tg_trainer *tr, const char *data) 
     }
     if (any)
         printf("\n");
-    printf("model %s (%lld parameters), data %s (%lld train / %lld test)\n",
+    printf("model %s (%lld parameters), data %s (%lld train / %lld test",
            tg_model_name(c->model), (long long)tg_params_numel(tg_trainer_params(tr)), data,
            (long long)tg_trainer_train_len(tr), (long long)tg_trainer_test_len(tr));
+    if (tg_trainer_val_len(tr) > 0)
+        printf(" / %lld val", (long long)tg_trainer_val_len(tr));
+    printf(")\n");
     const char *th = st->threads;
     printf("%lld steps (%lld per epoch), batch %lld (%lld per rank), %s lr %g weight_decay %g "
            "%s, seed %llu, threads %s per rank\n",

@@ -483,7 +483,7 @@ static void check_loader(const char *path, tg_sampler_config sc, int depth, int6
     tg_dataset *ds, *ref;
     tg_sampler *s, *rs;
     tg_loader *ld;
-    tg_loader_options lo = {depth};
+    tg_loader_options lo = {.depth = depth};
     int64_t idx[64], rn, numel;
     float *rx;
     int64_t ry[64];

@@ -318,6 +318,19 @@ void tg_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out
 tg_status tg_permutation(uint64_t seed, int64_t epoch, int64_t n, int64_t *perm, char *err,
                          size_t errlen);
 
+/*
+ * A validation set held out of a split of n samples: tg_holdout_count() is
+ * round(fraction * n), clamped to [0, n]; tg_holdout() writes the nval
+ * held-out indices into val and the other n - nval into train, both in
+ * ascending order. The choice is the first nval entries of a Philox
+ * Fisher-Yates shuffle keyed by seed on a stream of its own (not an epoch
+ * permutation), so it depends on (seed, n, nval) alone, never on the world
+ * size. Returns TG_ERR_INVALID for bad sizes, TG_ERR_NOMEM.
+ */
+int64_t tg_holdout_count(int64_t n, double fraction);
+tg_status tg_holdout(uint64_t seed, int64_t n, int64_t nval, int64_t *val, int64_t *train,
+                     char *err, size_t errlen);
+
 typedef struct tg_sampler_config {
     int64_t n;      /* samples in the split, N >= 1 */
     int64_t batch;  /* global batch B >= 1, divisible by world */
@@ -326,6 +339,11 @@ typedef struct tg_sampler_config {
     int world;      /* world size >= 1 */
     bool shuffle;   /* permute each epoch (training) or keep file order */
     bool drop_last; /* drop the last partial global batch of each epoch */
+    /* Optional (borrowed, n entries): the sampler draws positions in [0, n)
+     * as above and hands out subset[position], so that it covers a subset
+     * of a split (the samples left after a validation hold-out). NULL: the
+     * positions themselves. */
+    const int64_t *subset;
 } tg_sampler_config;
 
 /* Training: shuffled, last partial batch dropped (N / B batches). */
@@ -398,6 +416,53 @@ tg_status tg_sampler_locate(const tg_sampler *s, int64_t consumed, int64_t *epoc
                             char *err, size_t errlen);
 
 /* ------------------------------------------------------------------------ */
+/* Augmentation                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* Which transforms tg_augment applies (bits of tg_augment.flags). */
+enum {
+    TG_AUGMENT_CROP = 1u << 0, /* random crop of the zero-padded image */
+    TG_AUGMENT_FLIP = 1u << 1, /* horizontal flip with probability 1/2 */
+};
+
+/* The largest crop padding, in pixels. */
+#define TG_AUGMENT_MAX_PAD 256
+
+/*
+ * Image augmentation of the training split, as torchvision's CIFAR recipe
+ * (RandomCrop(size, padding=pad), then RandomHorizontalFlip()): a sample of
+ * shape (C, H, W) (or (H, W), one channel) is padded with `pad` pixels of
+ * stored value 0 on every side (before normalisation, as torchvision pads
+ * before Normalize: a padded pixel reads (0*scale - mean)/std), an H x W
+ * window at a random offset (dy, dx) in [0, 2*pad]^2 is cut out, and it is
+ * mirrored left-right with probability 1/2.
+ *
+ * The draws are a pure function of (seed, epoch, sample index in the split):
+ * Philox4x32-10 keyed by the seed, with the index and the epoch in the
+ * counter. So a sample is transformed the same way on any number of ranks,
+ * for any batch size, and after a resume.
+ */
+typedef struct tg_augment {
+    unsigned flags; /* TG_AUGMENT_* bits; 0: none */
+    int pad;        /* crop padding in [0, TG_AUGMENT_MAX_PAD] */
+    uint64_t seed;
+} tg_augment;
+
+/* The draws for sample `index` of `epoch`: crop offsets *dy, *dx in
+ * [0, 2*pad] and *flip. Pure. */
+void tg_augment_draw(uint64_t seed, int64_t epoch, int64_t index, int pad, int *dy, int *dx,
+                     bool *flip);
+
+/*
+ * Writes the transform of one normalised sample src (c x h x w floats) into
+ * dst (which must not overlap src): dst[k][y][x] = P[k][y+dy][x'+dx] with
+ * x' = w-1-x when flip (else x), where P is src padded by `pad` on every
+ * side with fill[k] (the normalised value of a stored 0; NULL: 0.0f).
+ */
+void tg_augment_apply(const float *src, int64_t c, int64_t h, int64_t w, int pad, int dy, int dx,
+                      bool flip, const float *fill, float *dst);
+
+/* ------------------------------------------------------------------------ */
 /* Prefetching loader                                                        */
 /* ------------------------------------------------------------------------ */
 
@@ -407,6 +472,9 @@ typedef struct tg_loader_options {
     /* Batch buffers: the consumer holds one while the I/O thread fills the
      * others. 0 means 2 (double buffering); at most 16. */
     int depth;
+    /* Applied by the I/O thread to every sample it reads (flags 0: none).
+     * Needs samples of shape (C, H, W) or (H, W). */
+    tg_augment augment;
 } tg_loader_options;
 
 /*

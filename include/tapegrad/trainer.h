@@ -134,7 +134,11 @@ typedef struct tg_trainer_event {
     double loss;         /* STEP: this step's training loss */
     double lr;           /* STEP: the learning rate of this step */
     double train_loss;   /* EPOCH/END: mean training loss of the epoch's steps */
-    tg_eval_result eval; /* EPOCH/END: the test split */
+    /* EPOCH/END: the test split; with a validation set, scored at the END
+     * only (eval.samples is 0 in the EPOCH events before it). */
+    tg_eval_result eval;
+    bool has_val;        /* a validation set is evaluated every epoch: */
+    tg_eval_result val;  /* EPOCH/END: its figures */
     double samples_per_s; /* training samples per second: since the last STEP
                            * event (STEP), over the epoch (EPOCH), over the run,
                            * evaluations included (END) */
@@ -202,6 +206,17 @@ typedef struct tg_trainer_config {
      * 1/accum_steps, add up to the gradient of the whole batch, and the
      * step's loss is their mean. The global batch stays batch_size. */
     int64_t accum_steps;
+    /* Data beyond the two splits (docs/DATASETS.md). augment: TG_AUGMENT_*
+     * bits applied to the training split on the loader's I/O thread, drawn
+     * from (seed, epoch, sample index); augment_pad: the crop's padding
+     * (tg_trainer_defaults: 4). val_split: a split evaluated after every
+     * epoch, or val_fraction in (0, 1): that share of the training split,
+     * held out by tg_holdout(seed) and never trained on. With either, the
+     * test split is scored only at the end. */
+    unsigned augment;
+    int augment_pad;
+    const char *val_split;
+    double val_fraction;
     int rank, world;         /* this process in the data-parallel job; world 1 alone */
     /* Optional: spans "forward", "backward" and "optimizer" of every
      * training step go here (NULL: none). Not owned by the trainer. */
@@ -273,8 +288,12 @@ const tg_params *tg_trainer_params(const tg_trainer *tr);
 tg_optim *tg_trainer_optim(tg_trainer *tr);
 int64_t tg_trainer_steps_per_epoch(const tg_trainer *tr);
 int64_t tg_trainer_total_steps(const tg_trainer *tr);
+/* Samples trained on per epoch's pass (the training split less any
+ * held-out validation samples), in the test split, in the validation set
+ * (0: none). */
 int64_t tg_trainer_train_len(const tg_trainer *tr);
 int64_t tg_trainer_test_len(const tg_trainer *tr);
+int64_t tg_trainer_val_len(const tg_trainer *tr);
 
 /* Stops the loaders and frees the trainer (the tensors stay in the context
  * until tg_ctx_free). NULL is a no-op. */
