@@ -466,6 +466,7 @@ static void group_eval(void) {
 
 #include "train_cli_accum.h"
 #include "train_cli_sbatch.h"
+#include "train_cli_data.h"
 
 static int run_group(const char *name) {
     static const struct {
@@ -477,7 +478,8 @@ static int run_group(const char *name) {
                   {"preempt", group_preempt},
                   {"eval", group_eval},
                   {"accum", group_accum},
-                  {"sbatch", group_sbatch}};
+                  {"sbatch", group_sbatch},
+                  {"data", group_data}};
     for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++)
         if (strcmp(groups[i].name, name) == 0) {
             groups[i].fn();
