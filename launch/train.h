@@ -35,7 +35,6 @@ typedef struct train_opts {
     int keep;             /* checkpoints kept; 0: all */
     const char *resume;   /* NULL, "auto" or a checkpoint file */
     bool check_replicas;  /* compare a digest of the parameters every step */
-    const char *augment;  /* --augment's text ("crop,flip"); NULL: none */
     int verbosity;        /* -1 --quiet, 0 default, 1 --verbose */
 } train_opts;
 

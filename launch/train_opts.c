@@ -35,6 +35,7 @@ _Static_assert(sizeof(tg_model_kind) == sizeof(int), "choices are stored as int"
 _Static_assert(sizeof(tg_optim_kind) == sizeof(int), "choices are stored as int");
 _Static_assert(sizeof(tg_lr_kind) == sizeof(int), "choices are stored as int");
 _Static_assert(sizeof(tg_device) == sizeof(int), "choices are stored as int");
+_Static_assert(sizeof(unsigned) == sizeof(int), "choices are stored as int");
 
 static const tg_opt_choice models[] = {
     {"mlp", TG_MODEL_MLP}, {"cnn", TG_MODEL_CNN}, {"cnn-bn", TG_MODEL_CNN_BN}, {NULL, 0}};
@@ -42,6 +43,11 @@ static const tg_opt_choice optimizers[] = {
     {"adamw", TG_OPTIM_ADAMW}, {"adam", TG_OPTIM_ADAM}, {"sgd", TG_OPTIM_SGD}, {NULL, 0}};
 static const tg_opt_choice schedules[] = {
     {"cosine", TG_LR_COSINE}, {"constant", TG_LR_CONSTANT}, {NULL, 0}};
+static const tg_opt_choice augments[] = {{"none", 0},
+                                          {"crop", TG_AUGMENT_CROP},
+                                          {"flip", TG_AUGMENT_FLIP},
+                                          {"crop,flip", TG_AUGMENT_CROP | TG_AUGMENT_FLIP},
+                                          {NULL, 0}};
 const tg_opt_choice tg_train_devices[] = {{"cpu", TG_DEVICE_CPU}, {"cuda", TG_DEVICE_CUDA}, {NULL, 0}};
 
 #define CFG(m) offsetof(train_args, cfg.m)
@@ -70,14 +76,14 @@ const tg_opt tg_train_options[] = {
     {"val-split", 0, TG_OPT_STR, "NAME", CFG(val_split), 0, 0, NULL, "none", SAVED, NULL,
      "a split of --data evaluated after every epoch (val_loss, val_acc); the test split is then "
      "scored only at the end"},
-    {"val-fraction", 0, TG_OPT_F64, "F", CFG(val_fraction), 0, 0.999999, NULL, "none", SAVED,
+    {"val-fraction", 0, TG_OPT_F64, "F", CFG(val_fraction), 0.0001, 0.9999, NULL, "none", SAVED,
      NULL,
      "hold out round(F x N) samples of the training split as the validation set instead: the "
      "same samples for a seed whatever the number of ranks, never trained on"},
-    {"augment", 0, TG_OPT_STR, "LIST", OPT(augment), 0, 0, NULL, "none", SAVED, NULL,
-     "crop, flip or crop,flip: augment the training split's images (C, H, W) on the loader's "
-     "thread: a random crop of the image padded with --augment-pad zeros, a horizontal flip "
-     "with probability 1/2, drawn from (seed, epoch, sample index)"},
+    {"augment", 0, TG_OPT_CHOICE, "LIST", CFG(augment), 0, 0, augments, NULL, SAVED, NULL,
+     "augment the training split's images (C, H, W) on the loader's thread: crop takes a "
+     "random window of the image padded with --augment-pad zeros on each side, flip mirrors it "
+     "left-right with probability 1/2; drawn from (seed, epoch, sample index)"},
     {"augment-pad", 0, TG_OPT_INT, "N", CFG(augment_pad), 0, TG_AUGMENT_MAX_PAD, NULL, NULL,
      SAVED, NULL, "the random crop's padding in pixels on each side"},
 
@@ -233,26 +239,6 @@ static void optimizer_defaults(tg_trainer_config *c, tg_optim_kind k) {
     }
 }
 
-/* --augment LIST: "crop", "flip", "crop,flip" (any order) or "none". */
-static int parse_augment(const char *cmd, const char *text, unsigned *flags) {
-    *flags = 0;
-    if (!text)
-        return 0;
-    for (const char *p = text; *p;) {
-        size_t n = strcspn(p, ",");
-        if (n == 4 && strncmp(p, "crop", 4) == 0)
-            *flags |= TG_AUGMENT_CROP;
-        else if (n == 4 && strncmp(p, "flip", 4) == 0)
-            *flags |= TG_AUGMENT_FLIP;
-        else if (!(n == 4 && strncmp(p, "none", 4) == 0))
-            return tg_cli_usage_error(cmd, "--augment %s: unknown transform '%.*s' (expected "
-                                           "crop, flip, crop,flip or none)",
-                                      text, (int)n, p);
-        p += n + (p[n] == ',');
-    }
-    return 0;
-}
-
 int tg_train_resolve(const tg_opt_set *set, train_args *a) {
     const char *cmd = set->cmd;
     const tg_opt *rows = set->rows;
@@ -287,8 +273,6 @@ int tg_train_resolve(const tg_opt_set *set, train_args *a) {
         return tg_cli_usage_error(cmd, "--val-split %s is the training split (--train-split); "
                                        "use --val-fraction to hold samples out of it",
                                   a->cfg.val_split);
-    if ((code = parse_augment(cmd, o->augment, &a->cfg.augment)) != 0)
-        return code;
     o->verbosity = a->quiet ? -1 : a->verbose ? 1 : 0;
     o->data = a->cfg.data_path;
     return 0;

@@ -402,6 +402,7 @@ static tg_status evaluate_on(tg_trainer *tr, tg_loader *ld, tg_sampler *sp, cons
                              tg_eval_result *out, double *confusion) {
     tg_ctx *ctx = tr->ctx;
     tg_status s = TG_OK;
+    tr->confusion = confusion;
     double t0 = now_s();
     double acc[3] = {0, 0, 0}; /* loss sum, correct, samples */
     bool prev = tg_set_grad_enabled(ctx, false);
