@@ -1,0 +1,56 @@
+/*
+ * h5data_internal.h: the dataset handle shared by h5data.c (open and
+ * validation) and h5data_read.c (reading samples). Private to datasets/.
+ */
+#ifndef TAPEGRAD_H5DATA_INTERNAL_H
+#define TAPEGRAD_H5DATA_INTERNAL_H
+
+#include "datasets_internal.h"
+
+struct order {
+    int64_t idx; /* sample index */
+    int64_t pos; /* position in the caller's batch */
+};
+
+struct tg_dataset {
+    char *path;
+    char *split; /* "/train" */
+    hid_t file, grp, x, y;
+    hid_t xspace, yspace;
+    int64_t n;
+    int sample_ndim;
+    int64_t sample_shape[TG_MAX_DIMS];
+    int64_t sample_numel;
+    size_t sample_bytes;
+    tg_dtype xdtype;
+    int64_t num_classes;
+    double scale, mean, std;
+    int64_t budget;
+    int64_t file_bytes; /* the file's size on disk at open */
+    bool (*stop)(void *user);
+    void *stop_user;
+    float lut[256];
+
+    int64_t *y_cache;
+    unsigned char *x_cache;
+    bool x_cache_tried;
+
+    /* Scratch for one batch, grown to the largest batch seen. */
+    int64_t cap;
+    struct order *order;
+    unsigned char *raw;
+    int64_t *ylab;
+};
+
+bool tg__h5d_stop_asked(const tg_dataset *ds);
+/* TG_ERR_STOPPED: "PATH: SPLIT: WHAT stopped by request". */
+tg_status tg__h5d_stopped(const tg_dataset *ds, const char *what, char *err, size_t errlen);
+/* st with "PATH: WHAT failed (HDF5: innermost detail)". */
+tg_status tg__h5d_fail(const tg_dataset *ds, tg_status st, const char *what, char *err,
+                       size_t errlen);
+/* TG_ERR_FORMAT for label v of sample i outside [0, num_classes); `when`
+ * is appended to the message. */
+tg_status tg__h5d_label_range(const tg_dataset *ds, int64_t i, int64_t v, const char *when,
+                              char *err, size_t errlen);
+
+#endif
