@@ -233,9 +233,110 @@ static tg_status read_attr(tg_dataset *ds, const char *name, bool integer, void 
     return TG_OK;
 }
 
+/*
+ * Reads the normalisation attribute `name` (mean or std) into vals: one
+ * number, or a vector with one number per channel (x's first axis after
+ * N). *count gets 1 or C; *found whether the attribute exists.
+ */
+static tg_status read_norm(tg_dataset *ds, const char *name, double *vals, int64_t *count,
+                           bool *found, char *err, size_t errlen) {
+    int64_t c = ds->sample_shape[0];
+    htri_t ex = H5Aexists(ds->grp, name);
+    hid_t a, t, sp;
+    H5T_class_t cls;
+    hssize_t npts;
+    int nd;
+    herr_t r = -1;
+
+    *found = false;
+    *count = 1;
+    if (ex < 0)
+        return tg__h5d_fail(ds, TG_ERR_IO, "looking up an attribute", err, errlen);
+    if (ex == 0)
+        return TG_OK;
+    a = H5Aopen(ds->grp, name, H5P_DEFAULT);
+    if (a < 0)
+        return tg__h5d_fail(ds, TG_ERR_IO, "opening an attribute", err, errlen);
+    t = H5Aget_type(a);
+    sp = H5Aget_space(a);
+    cls = t < 0 ? H5T_NO_CLASS : H5Tget_class(t);
+    npts = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
+    nd = sp < 0 ? -1 : H5Sget_simple_extent_ndims(sp);
+    bool numeric = cls == H5T_INTEGER || cls == H5T_FLOAT;
+    bool fits = npts == 1 || (nd == 1 && npts == c && c <= TG__H5D_MAX_NORM_CHANNELS);
+    if (numeric && fits)
+        r = H5Aread(a, H5T_NATIVE_DOUBLE, vals);
+    if (sp >= 0)
+        (void)H5Sclose(sp);
+    if (t >= 0)
+        (void)H5Tclose(t);
+    (void)H5Aclose(a);
+    if (r < 0 && numeric && fits)
+        return tg__h5d_fail(ds, TG_ERR_IO, "reading an attribute", err, errlen);
+    if (!numeric)
+        return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                           "%s: %s attribute %s must be a number or a vector of %lld numbers "
+                           "(one per channel)",
+                           ds->path, ds->split, name, (long long)c);
+    if (!fits)
+        return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                           "%s: %s attribute %s has %lld values but expected 1 or %lld (one per "
+                           "channel: x's samples have %lld channels%s)",
+                           ds->path, ds->split, name, (long long)npts, (long long)c,
+                           (long long)c,
+                           c > TG__H5D_MAX_NORM_CHANNELS ? ", more than a vector may have" : "");
+    *count = npts;
+    *found = true;
+    return TG_OK;
+}
+
+/* The scale (a number) and the per-channel mean and std, checked. */
+static tg_status read_norms(tg_dataset *ds, char *err, size_t errlen) {
+    int64_t c = ds->sample_shape[0], cnt[2] = {1, 1};
+    const char *names[2] = {TG__ATTR_MEAN, TG__ATTR_STD};
+    double *v[2];
+    bool found;
+    tg_status st;
+
+    ds->scale = 1.0;
+    st = read_attr(ds, TG__ATTR_SCALE, false, &ds->scale, &found, err, errlen);
+    if (st)
+        return st;
+    if (!isfinite(ds->scale))
+        return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                           "%s: %s attribute scale is %g but expected a finite number", ds->path,
+                           ds->split, ds->scale);
+    ds->mean_v = malloc((size_t)(c <= TG__H5D_MAX_NORM_CHANNELS ? c : 1) * sizeof(double));
+    ds->std_v = malloc((size_t)(c <= TG__H5D_MAX_NORM_CHANNELS ? c : 1) * sizeof(double));
+    if (!ds->mean_v || !ds->std_v)
+        return tg__ds_fail(TG_ERR_NOMEM, err, errlen, "%s: out of memory", ds->path);
+    v[0] = ds->mean_v;
+    v[1] = ds->std_v;
+    v[0][0] = 0.0;
+    v[1][0] = 1.0;
+    for (int i = 0; i < 2; i++) {
+        st = read_norm(ds, names[i], v[i], &cnt[i], &found, err, errlen);
+        if (st)
+            return st;
+        for (int64_t k = 0; k < cnt[i]; k++)
+            if (!isfinite(v[i][k]) || (i == 1 && !(v[i][k] > 0)))
+                return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                                   "%s: %s attribute %s%s is %g but expected a finite number%s",
+                                   ds->path, ds->split, names[i], cnt[i] > 1 ? "[k]" : "",
+                                   v[i][k], i == 1 ? " > 0" : "");
+    }
+    /* A number and a vector mix: the number applies to every channel. */
+    ds->nch = cnt[0] > cnt[1] ? cnt[0] : cnt[1];
+    for (int i = 0; i < 2; i++)
+        for (int64_t k = cnt[i]; k < ds->nch; k++)
+            v[i][k] = v[i][0];
+    ds->ch_numel = ds->sample_numel / ds->nch;
+    ds->mean = ds->mean_v[0];
+    ds->std = ds->std_v[0];
+    return TG_OK;
+}
+
 static tg_status read_attrs(tg_dataset *ds, char *err, size_t errlen) {
-    double *vals[3] = {&ds->scale, &ds->mean, &ds->std};
-    const char *names[3] = {TG__ATTR_SCALE, TG__ATTR_MEAN, TG__ATTR_STD};
     bool found;
     tg_status st;
 
@@ -252,20 +353,16 @@ static tg_status read_attrs(tg_dataset *ds, char *err, size_t errlen) {
                            "1..%lld",
                            ds->path, ds->split, (long long)ds->num_classes,
                            (long long)TG_DATASET_MAX_CLASSES);
-    ds->scale = 1.0;
-    ds->mean = 0.0;
-    ds->std = 1.0;
-    for (int i = 0; i < 3; i++) {
-        st = read_attr(ds, names[i], false, vals[i], &found, err, errlen);
-        if (st)
-            return st;
-        if (!isfinite(*vals[i]) || (i == 2 && !(*vals[i] > 0)))
-            return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
-                               "%s: %s attribute %s is %g but expected a finite number%s", ds->path,
-                               ds->split, names[i], *vals[i], i == 2 ? " > 0" : "");
-    }
-    for (int v = 0; v < 256; v++)
-        ds->lut[v] = (float)(((double)v * ds->scale - ds->mean) / ds->std);
+    st = read_norms(ds, err, errlen);
+    if (st)
+        return st;
+    ds->lut = malloc((size_t)ds->nch * 256 * sizeof *ds->lut);
+    if (!ds->lut)
+        return tg__ds_fail(TG_ERR_NOMEM, err, errlen, "%s: out of memory", ds->path);
+    for (int64_t k = 0; k < ds->nch; k++)
+        for (int v = 0; v < 256; v++)
+            ds->lut[k * 256 + v] =
+                (float)(((double)v * ds->scale - ds->mean_v[k]) / ds->std_v[k]);
     return TG_OK;
 }
 
@@ -560,6 +657,9 @@ void tg_dataset_close(tg_dataset *ds) {
         (void)H5Fclose(ds->file);
     free(ds->y_cache);
     free(ds->x_cache);
+    free(ds->mean_v);
+    free(ds->std_v);
+    free(ds->lut);
     free(ds->order);
     free(ds->raw);
     free(ds->ylab);
@@ -575,6 +675,14 @@ int64_t tg_dataset_num_classes(const tg_dataset *ds) { return ds->num_classes; }
 double tg_dataset_scale(const tg_dataset *ds) { return ds->scale; }
 double tg_dataset_mean(const tg_dataset *ds) { return ds->mean; }
 double tg_dataset_std(const tg_dataset *ds) { return ds->std; }
+
+int64_t tg_dataset_norm(const tg_dataset *ds, const double **mean, const double **std) {
+    if (mean)
+        *mean = ds->mean_v;
+    if (std)
+        *std = ds->std_v;
+    return ds->nch;
+}
 bool tg_dataset_x_cached(const tg_dataset *ds) { return ds->x_cache != NULL; }
 const char *tg_dataset_path(const tg_dataset *ds) { return ds->path; }
 const char *tg_dataset_split(const tg_dataset *ds) { return ds->split; }

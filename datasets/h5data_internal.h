@@ -24,12 +24,18 @@ struct tg_dataset {
     size_t sample_bytes;
     tg_dtype xdtype;
     int64_t num_classes;
-    double scale, mean, std;
+    double scale, mean, std; /* mean and std: channel 0's */
+    /* Normalisation per channel (the first axis of a sample) when the
+     * attributes are vectors, else nch = 1: mean_v/std_v (nch values) and
+     * the u8 lookup table lut (nch x 256), each channel covering ch_numel
+     * consecutive elements of a sample. */
+    int64_t nch, ch_numel;
+    double *mean_v, *std_v;
+    float *lut;
     int64_t budget;
     int64_t file_bytes; /* the file's size on disk at open */
     bool (*stop)(void *user);
     void *stop_user;
-    float lut[256];
 
     int64_t *y_cache;
     unsigned char *x_cache;
@@ -41,6 +47,9 @@ struct tg_dataset {
     unsigned char *raw;
     int64_t *ylab;
 };
+
+/* The most channels a vector mean or std may have. */
+#define TG__H5D_MAX_NORM_CHANNELS 4096
 
 bool tg__h5d_stop_asked(const tg_dataset *ds);
 /* TG_ERR_STOPPED: "PATH: SPLIT: WHAT stopped by request". */

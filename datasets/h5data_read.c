@@ -20,8 +20,9 @@
 #define SCAN_BLOCK ((int64_t)1 << 22)
 
 float tg__ds_zero_value(const tg_dataset *ds, int64_t c) {
-    (void)c;
-    return (float)((0.0 * ds->scale - ds->mean) / ds->std);
+    int64_t k = ds->nch > 1 ? c : 0;
+
+    return (float)((0.0 * ds->scale - ds->mean_v[k]) / ds->std_v[k]);
 }
 
 static tg_status grow_scratch(tg_dataset *ds, int64_t n, char *err, size_t errlen) {
@@ -82,16 +83,22 @@ static tg_status bad_value(const tg_dataset *ds, int64_t sample, int64_t elem,
 static tg_status emit_x(const tg_dataset *ds, int64_t sample, const unsigned char *src,
                         float *dst, char *err, size_t errlen) {
     if (ds->xdtype == TG_U8) {
-        for (int64_t i = 0; i < ds->sample_numel; i++)
-            dst[i] = ds->lut[src[i]];
+        for (int64_t k = 0, i = 0; k < ds->nch; k++) {
+            const float *lut = ds->lut + k * 256;
+            for (int64_t e = i + ds->ch_numel; i < e; i++)
+                dst[i] = lut[src[i]];
+        }
         return TG_OK;
     }
-    for (int64_t i = 0; i < ds->sample_numel; i++) {
-        float v;
-        memcpy(&v, src + 4 * i, sizeof v);
-        if (!isfinite(v))
-            return bad_value(ds, sample, i, src, err, errlen);
-        dst[i] = (float)(((double)v * ds->scale - ds->mean) / ds->std);
+    for (int64_t k = 0, i = 0; k < ds->nch; k++) {
+        double mean = ds->mean_v[k], sd = ds->std_v[k];
+        for (int64_t e = i + ds->ch_numel; i < e; i++) {
+            float v;
+            memcpy(&v, src + 4 * i, sizeof v);
+            if (!isfinite(v))
+                return bad_value(ds, sample, i, src, err, errlen);
+            dst[i] = (float)(((double)v * ds->scale - mean) / sd);
+        }
     }
     return TG_OK;
 }

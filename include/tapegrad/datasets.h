@@ -21,8 +21,9 @@
  * split ("/train", "/test"). Each group holds `x`, shape (N, ...), u8 or f32,
  * and `y`, shape (N,), an integer type, with labels in [0, num_classes). Group
  * attributes: `num_classes` (integer, required), `scale`, `mean`, `std`
- * (doubles, optional, default 1, 0, 1). A sample is normalised as
- * (x*scale - mean)/std.
+ * (doubles, optional, default 1, 0, 1; mean and std may instead be vectors
+ * of length C, one value per channel, x's first axis after N). A sample is
+ * normalised as (x*scale - mean[c])/std[c].
  *
  * Errors: every fallible call returns a tg_status and writes a one-line
  * message into the caller's buffer `err` of `errlen` bytes (either may be
@@ -268,10 +269,17 @@ tg_dtype tg_dataset_x_dtype(const tg_dataset *ds);
 /* The split's num_classes attribute. */
 int64_t tg_dataset_num_classes(const tg_dataset *ds);
 
-/* The normalisation attributes (or their defaults 1, 0, 1). */
+/* The normalisation attributes (or their defaults 1, 0, 1); with vector
+ * attributes, mean and std are channel 0's. */
 double tg_dataset_scale(const tg_dataset *ds);
 double tg_dataset_mean(const tg_dataset *ds);
 double tg_dataset_std(const tg_dataset *ds);
+
+/* The per-channel mean and std (arrays owned by ds) and their length: 1
+ * when both attributes are single numbers, else C, x's first axis after N
+ * (a single number beside a vector applies to every channel). Channel k
+ * covers elements [k*M, (k+1)*M) of a sample, M = sample_numel / C. */
+int64_t tg_dataset_norm(const tg_dataset *ds, const double **mean, const double **std);
 
 /* True once x is held whole in memory (see cache_budget). */
 bool tg_dataset_x_cached(const tg_dataset *ds);
