@@ -175,4 +175,15 @@ tg_status tg__ds_out_split_close(const struct tg__ds_out *o, hid_t grp, hid_t x,
  */
 bool tg__ds_out_train_norm(const struct tg__ds_out *o, double *mean, double *sd);
 
+/* The same for n channels: train's mean and std, each one number (given
+ * to every channel) or n, into mean[n] and sd[n]; false (and nothing
+ * written) when train has none or another length. */
+bool tg__ds_out_train_norm_v(const struct tg__ds_out *o, double *mean, double *sd, int64_t n);
+
+/* tg__ds_out_norm_attrs() with mean and std of n channels: scalars when n
+ * is 1 (exactly as tg__ds_out_norm_attrs writes them), else vectors. */
+tg_status tg__ds_out_norm_attrs_v(const struct tg__ds_out *o, hid_t grp, int32_t num_classes,
+                                  double scale, const double *mean, const double *sd, int64_t n,
+                                  char *err, size_t errlen);
+
 #endif

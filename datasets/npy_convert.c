@@ -34,13 +34,26 @@ struct conv {
     int64_t ncls;         /* num_classes to write */
     bool xu8;             /* x stored as u8 (else f32) */
     int64_t chunk;        /* samples per chunk of x */
-    double scale, mean, sd;
-    /* Statistics of x: exact integer sums for u8; for floats, count, mean
-     * and sum of squared deviations merged block by block (Chan et al.),
-     * which stays accurate where E[v^2] - E[v]^2 would cancel. */
+    double scale;
+    /* The statistics are per channel (x's axis 1) when x has channels,
+     * (N, C, ...) with C > 1, else one set for all of x: nch of them, each
+     * channel covering ch_numel consecutive elements of a sample. */
+    int64_t nch, ch_numel;
+    struct chstat *cs;
+};
+
+/* Statistics of one channel of x: exact integer sums for u8; for floats,
+ * count, mean and sum of squared deviations merged block by block (Chan et
+ * al.), which stays accurate where E[v^2] - E[v]^2 would cancel. Then the
+ * mean and std written. */
+struct chstat {
     uint64_t sum, sumsq;
     double cnt, fmean, m2;
+    double mean, sd;
 };
+
+/* The most channels that get statistics of their own. */
+#define NPY_MAX_CHANNELS 4096
 
 /* ---------------------------------------------------------------------- */
 /* Inputs                                                                  */
@@ -249,16 +262,16 @@ static tg_status convert_floats(const struct npy_file *x, const unsigned char *r
     return TG_OK;
 }
 
-/* Adds m stored values to the statistics. */
-static void add_stats(struct conv *c, const void *vals, int64_t m) {
+/* Adds m stored values, all of one channel, to its statistics. */
+static void add_run(struct conv *c, struct chstat *cs, const void *vals, int64_t m) {
     const uint8_t *u = vals;
     const float *f = vals;
     double bmean = 0, bm2 = 0, delta, tot;
 
     if (c->xu8) {
         for (int64_t k = 0; k < m; k++) {
-            c->sum += u[k];
-            c->sumsq += (uint64_t)u[k] * u[k];
+            cs->sum += u[k];
+            cs->sumsq += (uint64_t)u[k] * u[k];
         }
         return;
     }
@@ -269,11 +282,30 @@ static void add_stats(struct conv *c, const void *vals, int64_t m) {
         double dv = (double)f[k] * c->scale - bmean;
         bm2 += dv * dv;
     }
-    tot = c->cnt + (double)m;
-    delta = bmean - c->fmean;
-    c->fmean += delta * (double)m / tot;
-    c->m2 += bm2 + delta * delta * c->cnt * (double)m / tot;
-    c->cnt = tot;
+    tot = cs->cnt + (double)m;
+    delta = bmean - cs->fmean;
+    cs->fmean += delta * (double)m / tot;
+    cs->m2 += bm2 + delta * delta * cs->cnt * (double)m / tot;
+    cs->cnt = tot;
+}
+
+/* Adds m stored values that start at element `first` of x (flat, C order)
+ * to the statistics, in runs of one channel; with one channel the whole
+ * block is one run. */
+static void add_stats(struct conv *c, const void *vals, int64_t m, int64_t first) {
+    size_t esz = c->xu8 ? 1 : sizeof(float);
+
+    if (c->nch == 1) {
+        add_run(c, &c->cs[0], vals, m);
+        return;
+    }
+    for (int64_t k = 0; k < m;) {
+        int64_t e = (first + k) % c->per, ch = e / c->ch_numel;
+        int64_t left = (ch + 1) * c->ch_numel - e, r = m - k < left ? m - k : left;
+
+        add_run(c, &c->cs[ch], (const unsigned char *)vals + (size_t)k * esz, r);
+        k += r;
+    }
 }
 
 /* Streams x into the dataset one chunk of samples at a time. */
@@ -302,7 +334,7 @@ static tg_status write_x(struct conv *c, const struct tg__ds_out *o, hid_t xd, c
             else
                 st = convert_floats(x, raw, b, i * c->per + k, (float *)(void *)dst, err, errlen);
             if (st == TG_OK)
-                add_stats(c, dst, b);
+                add_stats(c, dst, b, i * c->per + k);
         }
         if (st == TG_OK && tg__ds_out_rows(xd, c->xu8 ? H5T_NATIVE_UCHAR : H5T_NATIVE_FLOAT,
                                            x->ndim, dims, i, m, out) < 0)
@@ -322,29 +354,43 @@ static tg_status write_x(struct conv *c, const struct tg__ds_out *o, hid_t xd, c
 /* mean and std as given; else train's when the file holds a train split
  * and this is another split (tg__ds_out_train_norm), else from the
  * statistics. */
-static void finish_stats(struct conv *c, const struct tg__ds_out *o) {
-    double cnt = (double)c->n * (double)c->per, var;
+static void finish_channel(struct conv *c, struct chstat *cs) {
+    double cnt = (double)c->n * (double)c->ch_numel, var;
 
-    if (c->o.set_mean_std) {
-        c->mean = c->o.mean;
-        c->sd = c->o.std;
-        return;
-    }
     if (c->xu8) {
         /* As idx.c: exact integer sums, then E[v^2] - E[v]^2, well
          * conditioned for values in 0..255. */
-        double m = (double)c->sum / cnt;
-        var = (double)c->sumsq / cnt - m * m;
-        c->mean = m * c->scale;
-        c->sd = var > 0 ? sqrt(var) * fabs(c->scale) : 0.0;
+        double m = (double)cs->sum / cnt;
+        var = (double)cs->sumsq / cnt - m * m;
+        cs->mean = m * c->scale;
+        cs->sd = var > 0 ? sqrt(var) * fabs(c->scale) : 0.0;
     } else {
-        c->mean = c->fmean;
-        c->sd = c->m2 > 0 ? sqrt(c->m2 / c->cnt) : 0.0;
+        cs->mean = cs->fmean;
+        cs->sd = cs->m2 > 0 ? sqrt(cs->m2 / cs->cnt) : 0.0;
     }
     /* Constant inputs would divide by zero at read time. */
-    if (!(c->sd > 0) || !isfinite(c->sd))
-        c->sd = 1.0;
-    (void)tg__ds_out_train_norm(o, &c->mean, &c->sd);
+    if (!(cs->sd > 0) || !isfinite(cs->sd))
+        cs->sd = 1.0;
+}
+
+/* With mean and std given (one value for all channels) the attributes are
+ * numbers; else one per channel of the statistics. *mean and *sd receive
+ * arrays of *n values (inside c). */
+static void finish_stats(struct conv *c, const struct tg__ds_out *o, double *mean, double *sd,
+                         int64_t *n) {
+    if (c->o.set_mean_std) {
+        mean[0] = c->o.mean;
+        sd[0] = c->o.std;
+        *n = 1;
+        return;
+    }
+    *n = c->nch;
+    for (int64_t k = 0; k < c->nch; k++) {
+        finish_channel(c, &c->cs[k]);
+        mean[k] = c->cs[k].mean;
+        sd[k] = c->cs[k].sd;
+    }
+    (void)tg__ds_out_train_norm_v(o, mean, sd, c->nch);
 }
 
 /* The chunk of x: as asked, or the default, within the split and HDF5's
@@ -392,10 +438,15 @@ static tg_status write_split(struct conv *c, const struct tg__ds_out *o, char *e
         st = write_labels(c, o, y, (int64_t)yc[0], err, errlen);
     if (st == TG_OK)
         st = write_x(c, o, x, xd, err, errlen);
+    double *mean = st == TG_OK ? malloc(2 * (size_t)c->nch * sizeof *mean) : NULL;
+    if (st == TG_OK && !mean)
+        st = tg__ds_fail(TG_ERR_NOMEM, err, errlen, "%s: out of memory", o->path);
     if (st == TG_OK) {
-        finish_stats(c, o);
-        st = tg__ds_out_norm_attrs(o, grp, ncls, c->scale, c->mean, c->sd, err, errlen);
+        int64_t n = 1;
+        finish_stats(c, o, mean, mean + c->nch, &n);
+        st = tg__ds_out_norm_attrs_v(o, grp, ncls, c->scale, mean, mean + c->nch, n, err, errlen);
     }
+    free(mean);
     return tg__ds_out_split_close(o, grp, x, y, st, err, errlen);
 }
 
@@ -444,6 +495,13 @@ static tg_status open_inputs(struct conv *c, const char *x_npy, const char *y_np
     c->n = c->x.shape[0];
     c->per = c->x.numel / c->n;
     c->xu8 = c->x.kind == 'u';
+    c->nch = c->x.ndim >= 3 && c->x.shape[1] > 1 && c->x.shape[1] <= NPY_MAX_CHANNELS
+                 ? c->x.shape[1]
+                 : 1;
+    c->ch_numel = c->per / c->nch;
+    c->cs = calloc((size_t)c->nch, sizeof *c->cs);
+    if (!c->cs)
+        return tg__ds_fail(TG_ERR_NOMEM, err, errlen, "%s: out of memory", x_npy);
     c->scale = c->o.scale != 0 ? c->o.scale : c->xu8 ? 1.0 / 255.0 : 1.0;
     return TG_OK;
 }
@@ -481,6 +539,7 @@ tg_status tg_npy_convert(const char *x_npy, const char *y_npy, const char *out_h
     }
     tg__npy_close(&c->x);
     tg__npy_close(&c->y);
+    free(c->cs);
     free(c);
     return st;
 }
