@@ -91,8 +91,17 @@ static int summarize(const char *out, const char *split) {
     printf("%s: split '%s': %lld samples of ", out, split, (long long)tg_dataset_len(ds));
     for (int i = 0; i < nd; i++)
         printf("%s%lld", i ? "x" : "", (long long)sh[i]);
-    printf(" %s, %lld classes, mean %.6f, std %.6f\n", tg_dtype_name(tg_dataset_x_dtype(ds)),
-           (long long)tg_dataset_num_classes(ds), tg_dataset_mean(ds), tg_dataset_std(ds));
+    const double *m, *sd;
+    int64_t nch = tg_dataset_norm(ds, &m, &sd);
+    printf(" %s, %lld classes, mean", tg_dtype_name(tg_dataset_x_dtype(ds)),
+           (long long)tg_dataset_num_classes(ds));
+    /* One value, or one per channel. */
+    for (int64_t k = 0; k < nch; k++)
+        printf("%s%.6f", k ? "," : " ", m[k]);
+    printf(", std");
+    for (int64_t k = 0; k < nch; k++)
+        printf("%s%.6f", k ? "," : " ", sd[k]);
+    printf("\n");
     tg_dataset_close(ds);
     return TG_EXIT_OK;
 }
