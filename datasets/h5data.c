@@ -167,14 +167,28 @@ static tg_status check_y(tg_dataset *ds, hsize_t nx, char *err, size_t errlen) {
         tg__ds_type_name(t, tn, sizeof tn);
         (void)H5Tclose(t);
     }
-    if (kind != TG__H5_U8 && kind != TG__H5_INT)
+    if (kind != TG__H5_U8 && kind != TG__H5_INT && kind != TG__H5_F32)
         return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
-                           "%s: %s/y has dtype %s but expected an integer type (u8, i32 or i64)",
+                           "%s: %s/y has dtype %s but expected an integer type (u8, i32 or i64) "
+                           "for labels or f32 for regression targets",
                            ds->path, ds->split, tn);
     nd = H5Sget_simple_extent_ndims(ds->yspace);
     if (nd < 0 || H5Sget_simple_extent_dims(ds->yspace, dims, NULL) < 0)
         return tg__h5d_fail(ds, TG_ERR_IO, "reading the shape of y", err, errlen);
-    if (nd != 1)
+    /* f32 targets: (N,) or (N, K). */
+    if (kind == TG__H5_F32 && (nd == 1 || nd == 2)) {
+        ds->tdim = nd == 2 ? (int64_t)dims[1] : 1;
+        if (ds->tdim < 1 || ds->tdim > TG_DATASET_MAX_CLASSES)
+            return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                               "%s: %s/y has shape %s: a target must have 1 to %lld values",
+                               ds->path, ds->split, tg__ds_dims_str(dims, nd, sh, sizeof sh),
+                               (long long)TG_DATASET_MAX_CLASSES);
+    } else if (kind == TG__H5_F32) {
+        return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                           "%s: %s/y is f32 of rank %d (shape %s) but regression targets are "
+                           "(N,) or (N, K)",
+                           ds->path, ds->split, nd, tg__ds_dims_str(dims, nd, sh, sizeof sh));
+    } else if (nd != 1)
         return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
                            "%s: %s/y has rank %d (shape %s) but expected 1 (N,)", ds->path,
                            ds->split, nd, tg__ds_dims_str(dims, nd, sh, sizeof sh));
@@ -340,14 +354,19 @@ static tg_status read_attrs(tg_dataset *ds, char *err, size_t errlen) {
     bool found;
     tg_status st;
 
-    st = read_attr(ds, TG__ATTR_NUM_CLASSES, true, &ds->num_classes, &found, err, errlen);
+    st = ds->tdim ? TG_OK
+                  : read_attr(ds, TG__ATTR_NUM_CLASSES, true, &ds->num_classes, &found, err,
+                              errlen);
     if (st)
         return st;
-    if (!found)
+    /* Regression targets have no classes: num_classes is not read. */
+    if (ds->tdim)
+        ds->num_classes = 0;
+    else if (!found)
         return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
                            "%s: %s has no attribute num_classes (expected an integer in 1..%lld)",
                            ds->path, ds->split, (long long)TG_DATASET_MAX_CLASSES);
-    if (ds->num_classes < 1 || ds->num_classes > TG_DATASET_MAX_CLASSES)
+    if (!ds->tdim && (ds->num_classes < 1 || ds->num_classes > TG_DATASET_MAX_CLASSES))
         return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
                            "%s: %s attribute num_classes is %lld but expected an integer in "
                            "1..%lld",
@@ -533,7 +552,8 @@ static tg_status open_members(tg_dataset *ds, char *err, size_t errlen) {
     if (st == TG_OK)
         st = check_stored(ds, ds->x, "x", dims[0], (uint64_t)ds->sample_numel, err, errlen);
     if (st == TG_OK)
-        st = check_stored(ds, ds->y, "y", dims[0], 1, err, errlen);
+        st = check_stored(ds, ds->y, "y", dims[0], (uint64_t)(ds->tdim ? ds->tdim : 1), err,
+                          errlen);
     return st;
 }
 
@@ -622,7 +642,7 @@ tg_status tg_dataset_open_opts(const char *path, const char *split, const tg_dat
     if (st == TG_OK)
         st = read_attrs(ds, err, errlen);
     if (st == TG_OK)
-        st = check_labels(ds, err, errlen);
+        st = ds->tdim ? tg__h5d_check_targets(ds, err, errlen) : check_labels(ds, err, errlen);
     if (st) {
         tg_dataset_close(ds);
         return st;
@@ -657,6 +677,8 @@ void tg_dataset_close(tg_dataset *ds) {
         (void)H5Fclose(ds->file);
     free(ds->y_cache);
     free(ds->x_cache);
+    free(ds->t_cache);
+    free(ds->trow);
     free(ds->mean_v);
     free(ds->std_v);
     free(ds->lut);
@@ -672,6 +694,7 @@ int64_t tg_dataset_len(const tg_dataset *ds) { return ds->n; }
 int64_t tg_dataset_sample_numel(const tg_dataset *ds) { return ds->sample_numel; }
 tg_dtype tg_dataset_x_dtype(const tg_dataset *ds) { return ds->xdtype; }
 int64_t tg_dataset_num_classes(const tg_dataset *ds) { return ds->num_classes; }
+int64_t tg_dataset_target_dim(const tg_dataset *ds) { return ds->tdim; }
 double tg_dataset_scale(const tg_dataset *ds) { return ds->scale; }
 double tg_dataset_mean(const tg_dataset *ds) { return ds->mean; }
 double tg_dataset_std(const tg_dataset *ds) { return ds->std; }

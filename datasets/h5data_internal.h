@@ -37,6 +37,12 @@ struct tg_dataset {
     bool (*stop)(void *user);
     void *stop_user;
 
+    /* Regression: y is f32 (N,) or (N, K); tdim is K (1 for (N,)), 0 for
+     * labels. t_cache holds all of y when it fits the budget; trow is
+     * scratch for reading rows from the file. */
+    int64_t tdim;
+    float *t_cache;
+    float *trow;
     int64_t *y_cache;
     unsigned char *x_cache;
     bool x_cache_tried;
@@ -61,5 +67,9 @@ tg_status tg__h5d_fail(const tg_dataset *ds, tg_status st, const char *what, cha
  * is appended to the message. */
 tg_status tg__h5d_label_range(const tg_dataset *ds, int64_t i, int64_t v, const char *when,
                               char *err, size_t errlen);
+
+/* Checks every target of an f32 y for NaN and infinities (in blocks),
+ * caching y when it fits the budget. */
+tg_status tg__h5d_check_targets(tg_dataset *ds, char *err, size_t errlen);
 
 #endif

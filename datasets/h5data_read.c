@@ -287,6 +287,11 @@ tg_status tg_dataset_read(tg_dataset *ds, const int64_t *indices, int64_t n, flo
     if (!ds || n < 0 || (n > 0 && !indices))
         return tg__ds_fail(TG_ERR_INVALID, err, errlen,
                            "tg_dataset_read: needs a dataset, n >= 0 and indices");
+    if (y_out && ds->tdim)
+        return tg__ds_fail(TG_ERR_INVALID, err, errlen,
+                           "%s: %s holds f32 regression targets, not labels: read them with "
+                           "tg_dataset_read_targets()",
+                           ds->path, ds->split);
     if (n == 0)
         return TG_OK;
     tg__ds_h5_quiet();

@@ -23,6 +23,7 @@
 struct slot {
     float *x;
     int64_t *y;
+    float *t; /* regression targets (NULL for labels) */
     int64_t *idx;
     int64_t n;
     int64_t consumed_after; /* the sampler's position after this batch */
@@ -55,6 +56,7 @@ struct tg_loader {
 
     /* Consumer side only. */
     int64_t consumed;
+    const float *targets; /* of the batch returned last */
     bool end_pending;
     tg_status sticky;
     char sticky_msg[LOADER_MSG];
@@ -88,7 +90,10 @@ static void fill(tg_loader *ld, struct slot *sl) {
 
     sl->st = tg_sampler_next(ld->s, sl->idx, &sl->n, &epoch, NULL, &sl->last, sl->msg,
                              sizeof sl->msg);
-    if (sl->st == TG_OK)
+    if (sl->st == TG_OK && sl->t)
+        sl->st = tg_dataset_read_targets(ld->ds, sl->idx, sl->n, sl->x, sl->t, sl->msg,
+                                         sizeof sl->msg);
+    else if (sl->st == TG_OK)
         sl->st = tg_dataset_read(ld->ds, sl->idx, sl->n, sl->x, sl->y, sl->msg, sizeof sl->msg);
     if (sl->st == TG_OK && ld->aug.flags)
         augment(ld, sl, epoch);
@@ -134,6 +139,7 @@ static void free_slots(tg_loader *ld) {
         free(ld->slots[i].x);
         free(ld->slots[i].y);
         free(ld->slots[i].idx);
+        free(ld->slots[i].t);
     }
     free(ld->slots);
     ld->slots = NULL;
@@ -167,6 +173,7 @@ static tg_status init_augment(tg_loader *ld, const tg_augment *a, char *err, siz
 static tg_status alloc_slots(tg_loader *ld, char *err, size_t errlen) {
     int64_t local = tg_sampler_local_batch(ld->s);
     int64_t numel = tg_dataset_sample_numel(ld->ds);
+    int64_t tdim = tg_dataset_target_dim(ld->ds);
 
     if ((uint64_t)local > SIZE_MAX / sizeof(float) / (uint64_t)numel)
         return tg__ds_fail(TG_ERR_NOMEM, err, errlen,
@@ -180,7 +187,9 @@ static tg_status alloc_slots(tg_loader *ld, char *err, size_t errlen) {
         sl->x = malloc((size_t)(local * numel) * sizeof *sl->x);
         sl->y = malloc((size_t)local * sizeof *sl->y);
         sl->idx = malloc((size_t)local * sizeof *sl->idx);
-        if (!sl->x || !sl->y || !sl->idx)
+        if (tdim)
+            sl->t = malloc((size_t)(local * tdim) * sizeof *sl->t);
+        if (!sl->x || !sl->y || !sl->idx || (tdim && !sl->t))
             return tg__ds_fail(TG_ERR_NOMEM, err, errlen,
                                "loader: no memory for %d buffers of %lld samples", ld->depth,
                                (long long)local);
@@ -322,6 +331,7 @@ tg_status tg_loader_next(tg_loader *ld, const float **x, const int64_t **y, int6
         return tg__ds_fail(ld->sticky, err, errlen, "%s", ld->sticky_msg);
     }
     ld->consumed = sl->consumed_after;
+    ld->targets = sl->t;
     ld->end_pending = sl->last;
     *x = sl->x;
     *y = sl->y;
@@ -330,6 +340,7 @@ tg_status tg_loader_next(tg_loader *ld, const float **x, const int64_t **y, int6
 }
 
 int64_t tg_loader_samples_consumed(const tg_loader *ld) { return ld->consumed; }
+const float *tg_loader_targets(const tg_loader *ld) { return ld->targets; }
 
 void tg_loader_free(tg_loader *ld) {
     if (!ld)

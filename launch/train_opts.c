@@ -36,6 +36,7 @@ _Static_assert(sizeof(tg_optim_kind) == sizeof(int), "choices are stored as int"
 _Static_assert(sizeof(tg_lr_kind) == sizeof(int), "choices are stored as int");
 _Static_assert(sizeof(tg_device) == sizeof(int), "choices are stored as int");
 _Static_assert(sizeof(unsigned) == sizeof(int), "choices are stored as int");
+_Static_assert(sizeof(tg_loss_kind) == sizeof(int), "choices are stored as int");
 
 static const tg_opt_choice models[] = {
     {"mlp", TG_MODEL_MLP}, {"cnn", TG_MODEL_CNN}, {"cnn-bn", TG_MODEL_CNN_BN}, {NULL, 0}};
@@ -43,6 +44,8 @@ static const tg_opt_choice optimizers[] = {
     {"adamw", TG_OPTIM_ADAMW}, {"adam", TG_OPTIM_ADAM}, {"sgd", TG_OPTIM_SGD}, {NULL, 0}};
 static const tg_opt_choice schedules[] = {
     {"cosine", TG_LR_COSINE}, {"constant", TG_LR_CONSTANT}, {NULL, 0}};
+static const tg_opt_choice losses[] = {
+    {"auto", TG_LOSS_AUTO}, {"ce", TG_LOSS_CE}, {"mse", TG_LOSS_MSE}, {NULL, 0}};
 static const tg_opt_choice augments[] = {{"none", 0},
                                           {"crop", TG_AUGMENT_CROP},
                                           {"flip", TG_AUGMENT_FLIP},
@@ -110,6 +113,10 @@ const tg_opt tg_train_options[] = {
      NULL, "cosine decays to 0 over the run"},
     {"warmup", 0, TG_OPT_I64, "N", CFG(schedule.warmup_steps), 0, BIG, NULL, NULL, SAVED, NULL,
      "steps of linear warm-up; longer than the run is allowed: it then ends below --lr"},
+    {"loss", 0, TG_OPT_CHOICE, "NAME", CFG(loss), 0, 0, losses, NULL, SAVED, NULL,
+     "auto picks mse (mean squared error) for a training split whose y is f32 regression "
+     "targets (N,) or (N, K), and ce (cross-entropy) for class labels; metrics then report "
+     "test_mse and test_mae instead of test_acc"},
     {"label-smoothing", 0, TG_OPT_F64, "X", CFG(label_smoothing), 0, 0.999999, NULL, NULL,
      SAVED, NULL, "in [0, 1)"},
     {"clip-grad-norm", 0, TG_OPT_F64, "X", CFG(clip_grad_norm), 0, 1e12, NULL, NULL, SAVED,

@@ -133,11 +133,16 @@ static tg_status on_event(tg_trainer *tr, const tg_trainer_event *ev, bool *stop
     case TG_EVENT_EPOCH:
         if (st->o->verbosity < 0)
             break;
-        if (ev->has_val) {
-            printf("epoch %lld/%lld done: train_loss %.4f  val_loss %.4f  val_acc %.4f  "
+        if (ev->has_val || ev->eval.regression) {
+            /* The validation set's figures, or the test split's MSE/MAE. */
+            const tg_eval_result *r = ev->has_val ? &ev->val : &ev->eval;
+            const char *set = ev->has_val ? "val" : "test";
+            printf("epoch %lld/%lld done: train_loss %.4f  %s_%s %.4f  %s_%s %.4f  "
                    "(%.1f s, %.0f samples/s, eval %.1f s, rss %.0f MiB)\n",
-                   (long long)ev->epoch, (long long)ev->epochs, ev->train_loss, ev->val.loss,
-                   ev->val.accuracy, ev->seconds, ev->samples_per_s, ev->val.seconds, rss);
+                   (long long)ev->epoch, (long long)ev->epochs, ev->train_loss, set,
+                   r->regression ? "mse" : "loss", r->loss, set, r->regression ? "mae" : "acc",
+                   r->regression ? r->mae : r->accuracy, ev->seconds, ev->samples_per_s,
+                   r->seconds, rss);
             break;
         }
         printf("epoch %lld/%lld done: train_loss %.4f  test_loss %.4f  test_acc %.4f  "
@@ -146,8 +151,12 @@ static tg_status on_event(tg_trainer *tr, const tg_trainer_event *ev, bool *stop
                ev->eval.accuracy, ev->seconds, ev->samples_per_s, ev->eval.seconds, rss);
         break;
     case TG_EVENT_END:
-        printf("test accuracy: %.4f (test_loss %.4f, %lld steps, %.1f s)\n", ev->eval.accuracy,
-               ev->eval.loss, (long long)ev->step, ev->seconds);
+        if (ev->eval.regression)
+            printf("test mse: %.6g (mae %.6g, %lld steps, %.1f s)\n", ev->eval.loss, ev->eval.mae,
+                   (long long)ev->step, ev->seconds);
+        else
+            printf("test accuracy: %.4f (test_loss %.4f, %lld steps, %.1f s)\n",
+                   ev->eval.accuracy, ev->eval.loss, (long long)ev->step, ev->seconds);
         break;
     }
     fflush(stdout);

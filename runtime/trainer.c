@@ -36,6 +36,10 @@ struct tg_trainer {
     _Atomic int64_t a_step, a_eval_done, a_eval_total;
     int64_t *pred;  /* argmax of one evaluation batch, on the host */
     int64_t pred_cap;
+    /* Regression (f32 targets of tdim values a sample; 0: labels): the
+     * outputs of one evaluation batch, on the host. */
+    int64_t tdim;
+    float *out_host;
     tg_eval_result last;
     double *confusion; /* during an evaluation that fills one, else NULL */
     bool stopped;      /* the last run ended through after_step's stop */
@@ -124,6 +128,8 @@ static tg_status check_config(tg_ctx *ctx, const tg_trainer_config *c) {
                         "trainer: val_fraction %g must be in [0, 1), and not given with a "
                         "val_split",
                         c->val_fraction);
+    if (c->loss < TG_LOSS_AUTO || c->loss > TG_LOSS_MSE)
+        return tg__fail(ctx, TG_ERR_INVALID, "trainer: unknown loss kind %d", (int)c->loss);
     if (!(c->clip_grad_norm >= 0))
         return tg__fail(ctx, TG_ERR_INVALID, "trainer: clip norm must be >= 0, got %g",
                         c->clip_grad_norm);
@@ -158,9 +164,10 @@ static tg_status check_same(tg_trainer *tr, tg_dataset *a, tg_dataset *b, const 
     const int64_t *sh = tg_dataset_sample_shape(a, &nd);
     const int64_t *sh2 = tg_dataset_sample_shape(b, &nd2);
     if (nd2 != nd || memcmp(sh, sh2, (size_t)nd * sizeof(*sh)) != 0 ||
-        tg_dataset_num_classes(a) != tg_dataset_num_classes(b))
+        tg_dataset_num_classes(a) != tg_dataset_num_classes(b) ||
+        tg_dataset_target_dim(a) != tg_dataset_target_dim(b))
         return tg__fail(tr->ctx, TG_ERR_FORMAT,
-                        "%s: splits %s and %s differ in sample shape or num_classes",
+                        "%s: splits %s and %s differ in sample shape, num_classes or targets",
                         c->data_path, c->train_split, bname);
     return TG_OK;
 }
@@ -245,9 +252,38 @@ static tg_status open_data(tg_trainer *tr) {
     if (tr->val_sp && tg_sampler_local_batch(tr->val_sp) > tr->pred_cap)
         tr->pred_cap = tg_sampler_local_batch(tr->val_sp);
     tr->pred = malloc((size_t)tr->pred_cap * sizeof(*tr->pred));
+    tr->tdim = tg_dataset_target_dim(tr->train_ds);
+    if (tr->tdim &&
+        !(tr->out_host = malloc((size_t)(tr->pred_cap * tr->tdim) * sizeof(*tr->out_host))))
+        return tg__fail(ctx, TG_ERR_NOMEM, "trainer: no memory for %lld outputs",
+                        (long long)(tr->pred_cap * tr->tdim));
     if (!tr->pred)
         return tg__fail(ctx, TG_ERR_NOMEM, "trainer: no memory for %lld predictions",
                         (long long)tr->pred_cap);
+    return TG_OK;
+}
+
+/* The loss fits the targets: MSE for f32 targets, cross-entropy for
+ * labels; AUTO becomes the one that fits. */
+static tg_status check_loss(tg_trainer *tr) {
+    tg_trainer_config *c = &tr->cfg;
+    if (c->loss == TG_LOSS_AUTO)
+        c->loss = tr->tdim ? TG_LOSS_MSE : TG_LOSS_CE;
+    if (c->loss == TG_LOSS_MSE && !tr->tdim)
+        return tg__fail(tr->ctx, TG_ERR_INVALID,
+                        "%s: the MSE loss needs f32 regression targets, but %s/y holds class "
+                        "labels (use the cross-entropy loss)",
+                        c->data_path, c->train_split);
+    if (c->loss == TG_LOSS_CE && tr->tdim)
+        return tg__fail(tr->ctx, TG_ERR_INVALID,
+                        "%s: the cross-entropy loss needs class labels, but %s/y holds f32 "
+                        "regression targets (use the MSE loss)",
+                        c->data_path, c->train_split);
+    if (tr->tdim && c->label_smoothing > 0)
+        return tg__fail(tr->ctx, TG_ERR_INVALID,
+                        "trainer: label smoothing %g applies to class labels, not to the "
+                        "regression targets of %s",
+                        c->label_smoothing, c->data_path);
     return TG_OK;
 }
 
@@ -257,8 +293,11 @@ static tg_status build(tg_trainer *tr) {
     tg_status s = open_data(tr);
     if (s)
         return s;
+    if ((s = check_loss(tr)) != TG_OK)
+        return s;
+    /* A regression model has one output per target value. */
     s = tg_model_init(ctx, &tr->model, c->model, tr->sample_shape,
-                      tg_dataset_num_classes(tr->train_ds), c->seed);
+                      tr->tdim ? tr->tdim : tg_dataset_num_classes(tr->train_ds), c->seed);
     if (s)
         return s;
     s = tg_optim_new(ctx, &c->optim, tr->model.params.nparams, tr->model.params.params, &tr->opt);
@@ -315,6 +354,7 @@ void tg_trainer_free(tg_trainer *tr) {
     free(tr->train_idx);
     tg_optim_free(tr->opt);
     free(tr->pred);
+    free(tr->out_host);
     free(tr);
 }
 
@@ -336,25 +376,47 @@ static tg_status start_loaders(tg_trainer *tr) {
     return s ? ds_fail(tr->ctx, s, err) : TG_OK;
 }
 
-/* A batch from the loader as step tensors x (n, C, H, W) and y (n). */
-static tg_status batch_tensors(tg_trainer *tr, const float *x, const int64_t *y, int64_t n,
-                               tg_tensor **xt, tg_tensor **yt) {
+/* A batch from the loader as step tensors x (n, C, H, W) and y: labels
+ * (n), or with regression targets t (not NULL) (n, K) f32. */
+static tg_status batch_tensors(tg_trainer *tr, const float *x, const int64_t *y, const float *t,
+                               int64_t n, tg_tensor **xt, tg_tensor **yt) {
     int64_t xs[4] = {n, tr->sample_shape[0], tr->sample_shape[1], tr->sample_shape[2]};
+    int64_t ts[2] = {n, tr->tdim};
     *xt = tg_from_data(tr->ctx, TG_F32, 4, xs, x);
-    *yt = tg_from_data(tr->ctx, TG_I64, 1, &n, y);
+    *yt = t ? tg_from_data(tr->ctx, TG_F32, 2, ts, t) : tg_from_data(tr->ctx, TG_I64, 1, &n, y);
     return (*xt && *yt) ? TG_OK : tg_ctx_status(tr->ctx);
 }
 
+/* One regression batch: adds the summed squared and absolute errors over
+ * every target value to acc[0] and acc[1]. */
+static tg_status eval_regress(tg_trainer *tr, tg_tensor *out, const float *t, int64_t n,
+                              double *acc) {
+    int64_t m = n * tr->tdim;
+    tg_status s = tg_to_host(tr->ctx, out, tr->out_host, (size_t)m * sizeof(*tr->out_host));
+    if (s)
+        return s;
+    for (int64_t i = 0; i < m; i++) {
+        double d = (double)tr->out_host[i] - (double)t[i];
+        acc[0] += d * d;
+        acc[1] += fabs(d);
+    }
+    return TG_OK;
+}
+
 /* One evaluation batch: adds the summed loss and the number of correct
- * predictions to acc[0] and acc[1]. */
-static tg_status eval_batch(tg_trainer *tr, const float *x, const int64_t *y, int64_t n,
-                            double *acc) {
+ * predictions to acc[0] and acc[1] (regression: see eval_regress). */
+static tg_status eval_batch(tg_trainer *tr, const float *x, const int64_t *y, const float *t,
+                            int64_t n, double *acc) {
     tg_ctx *ctx = tr->ctx;
     tg_step_reset(ctx);
     tg_tensor *xt, *yt;
-    tg_status s = batch_tensors(tr, x, y, n, &xt, &yt);
+    tg_status s = batch_tensors(tr, x, y, t, n, &xt, &yt);
     if (s)
         return s;
+    if (t) {
+        tg_tensor *out = tg_model_forward(ctx, &tr->model, xt, false);
+        return out ? eval_regress(tr, out, t, n, acc) : tg_ctx_status(ctx);
+    }
     tg_tensor *logits = tg_model_forward(ctx, &tr->model, xt, false);
     tg_tensor *loss = tg_cross_entropy(ctx, logits, yt, 0.0);
     tg_tensor *pred = tg_argmax(ctx, logits, 1, false);
@@ -427,7 +489,7 @@ static tg_status evaluate_on(tg_trainer *tr, tg_loader *ld, tg_sampler *sp, cons
                          (long long)n, (long long)tr->pred_cap);
             break;
         }
-        if (n > 0 && (s = eval_batch(tr, x, y, n, acc)) != TG_OK)
+        if (n > 0 && (s = eval_batch(tr, x, y, tg_loader_targets(ld), n, acc)) != TG_OK)
             break;
         acc[2] += (double)n;
         atomic_fetch_add_explicit(&tr->a_eval_done, 1, memory_order_relaxed);
@@ -441,13 +503,22 @@ static tg_status evaluate_on(tg_trainer *tr, tg_loader *ld, tg_sampler *sp, cons
     if ((s = reduce(tr, acc, 3)) != TG_OK)
         return s;
     int64_t k = tr->model.num_classes;
-    if (confusion && (s = reduce(tr, confusion, (int)(k * k))) != TG_OK)
+    if (confusion && !tr->tdim && (s = reduce(tr, confusion, (int)(k * k))) != TG_OK)
         return s;
     if (acc[2] != (double)tg_sampler_get_config(sp)->n)
         return tg__fail(ctx, TG_ERR_INVALID, "trainer: evaluated %.0f samples of %s, expected %lld",
                         acc[2], name, (long long)tg_sampler_get_config(sp)->n);
-    out->loss = acc[0] / acc[2];
-    out->accuracy = acc[1] / acc[2];
+    out->regression = tr->tdim > 0;
+    if (tr->tdim) {
+        /* Means over every target value: the MSE is the training loss. */
+        out->loss = acc[0] / (acc[2] * (double)tr->tdim);
+        out->mae = acc[1] / (acc[2] * (double)tr->tdim);
+        out->accuracy = NAN;
+    } else {
+        out->loss = acc[0] / acc[2];
+        out->accuracy = acc[1] / acc[2];
+        out->mae = NAN;
+    }
     out->samples = (int64_t)acc[2];
     out->seconds = now_s() - t0;
     tr->last = *out;
@@ -458,18 +529,19 @@ static tg_status step_params(tg_trainer *tr, double lr);
 
 /* Forward and backward of one micro-batch of n samples, its loss scaled
  * by `scale` before backward; *loss gets the unscaled loss. */
-static tg_status micro_step(tg_trainer *tr, const float *x, const int64_t *y, int64_t n,
-                            double scale, double lr, double *loss) {
+static tg_status micro_step(tg_trainer *tr, const float *x, const int64_t *y, const float *t,
+                            int64_t n, double scale, double lr, double *loss) {
     tg_ctx *ctx = tr->ctx;
     const tg_trainer_config *c = &tr->cfg;
     tg_step_reset(ctx);
     tg_tensor *xt, *yt;
-    tg_status s = batch_tensors(tr, x, y, n, &xt, &yt);
+    tg_status s = batch_tensors(tr, x, y, t, n, &xt, &yt);
     if (s)
         return s;
     tg_trace_begin(c->trace, "forward");
     tg_tensor *logits = tg_model_forward(ctx, &tr->model, xt, true);
-    tg_tensor *l = tg_cross_entropy(ctx, logits, yt, c->label_smoothing);
+    tg_tensor *l = t ? tg_mse_loss(ctx, logits, yt)
+                     : tg_cross_entropy(ctx, logits, yt, c->label_smoothing);
     tg_trace_end(c->trace);
     if (!l)
         return tg_ctx_status(ctx);
@@ -488,8 +560,8 @@ static tg_status micro_step(tg_trainer *tr, const float *x, const int64_t *y, in
 }
 
 /* One optimizer step on batch (x, y); *loss receives its training loss. */
-static tg_status train_step(tg_trainer *tr, const float *x, const int64_t *y, int64_t n,
-                            double lr, double *loss) {
+static tg_status train_step(tg_trainer *tr, const float *x, const int64_t *y, const float *t,
+                            int64_t n, double lr, double *loss) {
     const tg_trainer_config *c = &tr->cfg;
     const int64_t a = c->accum_steps > 1 ? c->accum_steps : 1, mb = n / a;
     const int64_t sample = tr->sample_shape[0] * tr->sample_shape[1] * tr->sample_shape[2];
@@ -500,7 +572,8 @@ static tg_status train_step(tg_trainer *tr, const float *x, const int64_t *y, in
             s = c->hooks.set_sync(tr, k == a - 1, c->hooks.user);
         double lk = 0;
         if (s == TG_OK)
-            s = micro_step(tr, x + k * mb * sample, y + k * mb, mb, 1.0 / (double)a, lr, &lk);
+            s = micro_step(tr, x + k * mb * sample, y + k * mb, t ? t + k * mb * tr->tdim : NULL,
+                           mb, 1.0 / (double)a, lr, &lk);
         *loss += a > 1 ? lk / (double)a : lk;
     }
     /* The DDP wait (after_backward) has a span of its own ("ddp wait"):
@@ -621,7 +694,7 @@ tg_status tg_trainer_run(tg_trainer *tr) {
             continue; /* the marker after an epoch that ended at a resume point */
         double lr = tg_lr_at(&tr->sched, tr->step);
         double loss;
-        if ((s = train_step(tr, x, y, n, lr, &loss)) != TG_OK)
+        if ((s = train_step(tr, x, y, tg_loader_targets(tr->train_ld), n, lr, &loss)) != TG_OK)
             return s;
         tr->step++;
         atomic_store_explicit(&tr->a_step, tr->step, memory_order_relaxed);

@@ -301,6 +301,20 @@ bool tg_dataset_x_cached(const tg_dataset *ds);
 tg_status tg_dataset_read(tg_dataset *ds, const int64_t *indices, int64_t n, float *x_out,
                           int64_t *y_out, char *err, size_t errlen);
 
+/*
+ * Regression. A split whose y is f32 of shape (N,) or (N, K) holds
+ * targets instead of labels: num_classes is then not read (and reported
+ * as 0), every target must be finite (checked at open), and
+ * tg_dataset_target_dim() is K (1 for (N,)); it is 0 for a label split.
+ * tg_dataset_read_targets() gathers x as tg_dataset_read() does and the
+ * targets into t_out (n * K floats, either output may be NULL);
+ * tg_dataset_read() with y_out refuses such a split (TG_ERR_INVALID), and
+ * tg_dataset_read_targets() refuses a label split.
+ */
+int64_t tg_dataset_target_dim(const tg_dataset *ds);
+tg_status tg_dataset_read_targets(tg_dataset *ds, const int64_t *indices, int64_t n, float *x_out,
+                                  float *t_out, char *err, size_t errlen);
+
 /* The file path and split name as given to tg_dataset_open(); owned by ds. */
 const char *tg_dataset_path(const tg_dataset *ds);
 const char *tg_dataset_split(const tg_dataset *ds);
@@ -510,6 +524,11 @@ tg_status tg_loader_new(tg_dataset *ds, tg_sampler *s, const tg_loader_options *
  */
 tg_status tg_loader_next(tg_loader *ld, const float **x, const int64_t **y, int64_t *n,
                          bool *end_of_epoch, char *err, size_t errlen);
+
+/* For a split of regression targets: the n * K targets of the batch the
+ * last tg_loader_next() returned (its *y is then not meaningful), valid as
+ * long as that batch; NULL for a label split. */
+const float *tg_loader_targets(const tg_loader *ld);
 
 /* The position after the last batch returned by tg_loader_next(): save this
  * in a checkpoint. */

@@ -118,8 +118,10 @@ typedef enum tg_trainer_event_kind {
 } tg_trainer_event_kind;
 
 typedef struct tg_eval_result {
-    double loss;      /* mean cross-entropy over the split */
-    double accuracy;  /* fraction of samples whose argmax is the label */
+    double loss;      /* mean cross-entropy over the split (regression: the MSE) */
+    double accuracy;  /* fraction of samples whose argmax is the label (regression: NaN) */
+    bool regression;  /* the split holds f32 targets: loss is the MSE, and */
+    double mae;       /* the mean absolute error over every target value */
     int64_t samples;  /* samples evaluated (all ranks): the split's size */
     double seconds;
 } tg_eval_result;
@@ -183,6 +185,15 @@ typedef struct tg_trainer_hooks {
     bool (*should_stop)(void *user);
 } tg_trainer_hooks;
 
+/* The training loss: cross-entropy for class labels, mean squared error
+ * for f32 regression targets (docs/DATASETS.md). AUTO picks by the
+ * training split's y. */
+typedef enum tg_loss_kind {
+    TG_LOSS_AUTO = 0,
+    TG_LOSS_CE,
+    TG_LOSS_MSE,
+} tg_loss_kind;
+
 typedef struct tg_trainer_config {
     tg_model_kind model;
     const char *data_path;   /* HDF5 file with both splits (required) */
@@ -197,7 +208,8 @@ typedef struct tg_trainer_config {
     /* Schedule over the run: kind, warmup_steps, min_lr, step_size and gamma
      * are used; lr comes from optim.lr and total_steps from the run. */
     tg_lr_schedule schedule;
-    double label_smoothing;  /* [0, 1) */
+    double label_smoothing;  /* [0, 1); cross-entropy only */
+    tg_loss_kind loss;       /* AUTO: MSE for f32 targets, else cross-entropy */
     double clip_grad_norm;   /* 0: no clipping */
     int64_t log_every;       /* steps between TG_EVENT_STEP; 0: none */
     /* Micro-batches per optimizer step (0 or 1: none). Each rank's slice of
