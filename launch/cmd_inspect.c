@@ -230,7 +230,13 @@ static int inspect_split(hid_t f, const char *path, const char *split) {
         H5Aiterate2(g, H5_INDEX_NAME, H5_ITER_INC, &at, print_attr, &pos);
         H5Gclose(g);
     }
-    int code = histogram(ds, path, split);
+    /* Regression targets have no classes to count. */
+    int code = TG_EXIT_OK;
+    if (tg_dataset_target_dim(ds) > 0)
+        printf("    targets: %lld f32 values per sample (regression)\n",
+               (long long)tg_dataset_target_dim(ds));
+    else
+        code = histogram(ds, path, split);
     tg_dataset_close(ds);
     return code;
 }

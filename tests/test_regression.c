@@ -190,8 +190,8 @@ static void test_cli(void **state) {
     snprintf(p, sizeof p, "%s", make_file("cli.h5", K, -1));
     snprintf(m, sizeof m, "%s", tgt_path("reg.jsonl"));
     assert_int_equal(tgt_run("train --data '%s' --max-steps 64 --batch-size 32 --threads 1 "
-                             "--lr 0.003 --metrics '%s'",
-                             p, m),
+                             "--lr 0.003 --metrics '%s' --ckpt-dir '%s'",
+                             p, m, tgt_path("ck")),
                      0);
     tgt_expect_out("test mse: ");
     tgt_expect_out("test_mse ");
@@ -207,6 +207,16 @@ static void test_cli(void **state) {
     assert_non_null(strstr(end, "\"test_mae\":0."));
     /* The loss the run resolved auto to. */
     assert_non_null(strstr(text, "\"loss\":\"mse\""));
+    /* eval of the checkpoint reports the same MSE and MAE (6 digits). */
+    const char *mse = strstr(end, "\"test_mse\":"), *mae = strstr(end, "\"test_mae\":");
+    double want_mse = strtod(mse + 11, NULL), want_mae = strtod(mae + 11, NULL);
+    assert_int_equal(tgt_run("eval --ckpt '%s/ckpt-00000064.h5' --data '%s' --threads 1",
+                             tgt_path("ck"), p),
+                     0);
+    const char *e = strstr(tgt_out, ": mse ");
+    assert_non_null(e);
+    double got_mse = strtod(e + 6, NULL), got_mae = strtod(strstr(e, "mae ") + 4, NULL);
+    assert_true(fabs(got_mse - want_mse) <= 1e-6 && fabs(got_mae - want_mae) <= 1e-6);
     assert_int_equal(tgt_run("train --data '%s' --loss ce --max-steps 1 --threads 1", p), 1);
     tgt_expect_out("the cross-entropy loss needs class labels, but train/y holds f32 regression "
                    "targets");
