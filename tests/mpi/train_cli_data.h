@@ -1,5 +1,5 @@
-/* The "data" group of train_cli.c: augmentation and validation sets from
- * the command line, alone and on 2 ranks (included by train_cli_groups.h
+/* The "data" group of train_cli.c: augmentation, validation sets and
+ * regression targets from the command line, alone and on 2 ranks (included by train_cli_groups.h
  * after its helpers). */
 
 /* `steps` steps of the cnn (with --augment crop,flip when aug) on np ranks into
@@ -153,6 +153,68 @@ static void val_split_and_errors(const char *data) {
     free(out);
 }
 
+/* Regression: f32 targets y (N, 2), two linear functions of x; the mlp
+ * with --loss auto (MSE) on 1 and 2 ranks ends equal to float rounding,
+ * and reports test_mse and test_mae. */
+static void regression_ranks(void) {
+    const char *path = P("reg.h5");
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    const char *names[2] = {"train", "test"};
+    const int ns[2] = {256, 50};
+    for (int sp = 0; sp < 2; sp++) {
+        int n = ns[sp];
+        hid_t g = H5Gcreate2(f, names[sp], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        hsize_t xd[4] = {(hsize_t)n, 1, 8, 8}, yd[2] = {(hsize_t)n, 2};
+        float *x = malloc(sizeof(float) * (size_t)n * 64), *y = malloc(sizeof(float) * (size_t)n * 2);
+        for (int i = 0; i < n; i++) {
+            y[2 * i] = y[2 * i + 1] = 0;
+            for (int j = 0; j < 64; j++) {
+                x[i * 64 + j] = (float)((i * 31 + j * 7 + sp * 5) % 17) / 8.0f - 1.0f;
+                y[2 * i] += (j < 32 ? 0.05f : -0.05f) * x[i * 64 + j];
+                y[2 * i + 1] += (j % 5 == 0 ? 0.1f : 0.0f) * x[i * 64 + j];
+            }
+        }
+        hid_t s4 = H5Screate_simple(4, xd, NULL);
+        hid_t d = H5Dcreate2(g, "x", H5T_IEEE_F32LE, s4, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, x);
+        H5Dclose(d);
+        H5Sclose(s4);
+        hid_t s2 = H5Screate_simple(2, yd, NULL);
+        d = H5Dcreate2(g, "y", H5T_IEEE_F32LE, s2, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, y);
+        H5Dclose(d);
+        H5Sclose(s2);
+        H5Gclose(g);
+        free(x);
+        free(y);
+    }
+    H5Fclose(f);
+    const int nps[2] = {0, 2};
+    double mse[2] = {NAN, NAN};
+    for (int i = 0; i < 2; i++) {
+        char *out, d[32];
+        snprintf(d, sizeof d, "reg-%d", nps[i]);
+        int code = run(nps[i], &out,
+                       ARGS("train", "--data", path, "--optimizer", "sgd", "--max-steps", "32",
+                            "--batch-size", "16", "--threads", "1", "--ckpt-dir", P("%s", d),
+                            "--metrics", P("%s.jsonl", d)));
+        CHECK(code == 0 && has(out, "test mse: "), "regression on %d: exit %d\n%s", nps[i], code,
+              out);
+        free(out);
+        char *t = slurp(P("%s.jsonl", d));
+        const char *end = strstr(t, "{\"event\":\"end\"");
+        mse[i] = end ? number_after(end, "\"test_mse\":") : NAN;
+        CHECK(end && has(end, "\"test_mae\":") && has(end, "\"test_acc\":null"), "%s", t);
+        free(t);
+    }
+    double diff = ckpt_diff(CKPT("reg-0", 32), CKPT("reg-2", 32));
+    printf("regression (MSE): 1 rank vs 2 ranks after 32 steps: largest relative difference %.3g, "
+           "test mse %.9g vs %.9g\n",
+           diff, mse[0], mse[1]);
+    CHECK(diff <= 1e-5, "regression on 2 ranks differs from 1 rank by %.3g", diff);
+    CHECK(fabs(mse[0] - mse[1]) <= 1e-5 * fabs(mse[0]), "test mse %.9g vs %.9g", mse[0], mse[1]);
+}
+
 static void group_data(void) {
     const char *data = make_data("d.h5", 256, 50);
     augment_ranks(data);
@@ -160,4 +222,5 @@ static void group_data(void) {
     augment_resume(2, data);
     val_fraction(data);
     val_split_and_errors(data);
+    regression_ranks();
 }
