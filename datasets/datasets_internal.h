@@ -181,7 +181,8 @@ bool tg__ds_out_train_norm(const struct tg__ds_out *o, double *mean, double *sd)
 bool tg__ds_out_train_norm_v(const struct tg__ds_out *o, double *mean, double *sd, int64_t n);
 
 /* tg__ds_out_norm_attrs() with mean and std of n channels: scalars when n
- * is 1 (exactly as tg__ds_out_norm_attrs writes them), else vectors. */
+ * is 1 (exactly as tg__ds_out_norm_attrs writes them), else vectors; no
+ * num_classes when it is 0 (regression targets). */
 tg_status tg__ds_out_norm_attrs_v(const struct tg__ds_out *o, hid_t grp, int32_t num_classes,
                                   double scale, const double *mean, const double *sd, int64_t n,
                                   char *err, size_t errlen);

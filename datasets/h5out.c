@@ -178,8 +178,11 @@ static tg_status out_vec(const struct tg__ds_out *o, hid_t grp, const char *name
 tg_status tg__ds_out_norm_attrs_v(const struct tg__ds_out *o, hid_t grp, int32_t num_classes,
                                   double scale, const double *mean, const double *sd, int64_t n,
                                   char *err, size_t errlen) {
-    tg_status st = tg__ds_out_attr(o, grp, TG__ATTR_NUM_CLASSES, H5T_STD_I32LE, H5T_NATIVE_INT32,
-                                   &num_classes, err, errlen);
+    /* Regression targets (num_classes 0) have no classes to write. */
+    tg_status st = num_classes <= 0
+                       ? TG_OK
+                       : tg__ds_out_attr(o, grp, TG__ATTR_NUM_CLASSES, H5T_STD_I32LE,
+                                         H5T_NATIVE_INT32, &num_classes, err, errlen);
 
     if (st == TG_OK)
         st = tg__ds_out_attr(o, grp, TG__ATTR_SCALE, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &scale, err,

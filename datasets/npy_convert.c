@@ -31,7 +31,8 @@ struct conv {
     struct npy_file x, y;
     tg_npy_options o;
     int64_t n, per;       /* samples, elements per sample */
-    int64_t ncls;         /* num_classes to write */
+    int64_t ncls;         /* num_classes to write (0: regression targets) */
+    int64_t tdim;         /* f32 targets per sample (y f4/f8 (N,) or (N, K)); 0: labels */
     bool xu8;             /* x stored as u8 (else f32) */
     int64_t chunk;        /* samples per chunk of x */
     double scale;
@@ -99,13 +100,23 @@ static tg_status check_y(const struct npy_file *y, char *err, size_t errlen) {
     char sh[160];
 
     tg__npy_shape_str(y, sh, sizeof sh);
-    if (y->kind != 'u' && y->kind != 'i')
+    if (y->kind != 'u' && y->kind != 'i' && y->kind != 'f')
         return tg__ds_fail(TG_ERR_UNSUPPORTED, err, errlen,
                            "%s: y has dtype %s%s but expected an integer dtype (i1, i2, i4, i8, "
-                           "u1, u2, u4, u8)",
+                           "u1, u2, u4, u8) for labels or f4/f8 for regression targets",
                            y->path, y->descr,
                            strchr(y->descr, 'O') ? " (Python objects)" : "");
-    if (y->ndim != 1)
+    /* Regression targets: (N,) or (N, K), C order. */
+    if (y->kind == 'f' && (y->ndim != 1 && y->ndim != 2))
+        return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                           "%s: y has shape %s but float targets are (N,) or (N, K)", y->path, sh);
+    if (y->kind == 'f' && y->ndim == 2 && y->fortran)
+        return tg__ds_fail(TG_ERR_UNSUPPORTED, err, errlen,
+                           "%s: y is in Fortran order; save np.ascontiguousarray(y)", y->path);
+    if (y->kind == 'f' && y->ndim == 2 && y->shape[1] == 0)
+        return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                           "%s: y has shape %s: no targets per sample", y->path, sh);
+    if (y->kind != 'f' && y->ndim != 1)
         return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
                            "%s: y has shape %s but expected (N,): one label per sample", y->path,
                            sh);
@@ -139,7 +150,67 @@ static tg_status check_stop(const struct conv *c, const char *path, char *err, s
     return TG_OK;
 }
 
+static tg_status convert_floats(const struct npy_file *x, const char *name,
+                                const unsigned char *raw, int64_t m, int64_t first, float *out,
+                                char *err, size_t errlen);
+
+/* Regression targets: every value finite and within f32 (read and
+ * converted once here, again when written). */
+static tg_status scan_targets(struct conv *c, char *err, size_t errlen) {
+    struct npy_file *y = &c->y;
+    int64_t total = c->n * c->tdim;
+    unsigned char *buf = malloc((size_t)(NPY_LABEL_BLOCK * y->size));
+    float *f = malloc((size_t)NPY_LABEL_BLOCK * sizeof *f);
+    tg_status st = buf && f ? TG_OK
+                            : tg__ds_fail(TG_ERR_NOMEM, err, errlen, "%s: out of memory", y->path);
+
+    if (st == TG_OK && c->o.num_classes)
+        st = tg__ds_fail(TG_ERR_INVALID, err, errlen,
+                         "%s: num_classes %lld given, but y holds float regression targets",
+                         y->path, (long long)c->o.num_classes);
+    for (int64_t i = 0; i < total && st == TG_OK; i += NPY_LABEL_BLOCK) {
+        int64_t m = total - i < NPY_LABEL_BLOCK ? total - i : NPY_LABEL_BLOCK;
+
+        st = check_stop(c, y->path, err, errlen);
+        if (st == TG_OK)
+            st = tg__npy_read(y, buf, m, err, errlen);
+        if (st == TG_OK)
+            st = convert_floats(y, "y", buf, m, i, f, err, errlen);
+    }
+    free(buf);
+    free(f);
+    c->ncls = 0;
+    return st;
+}
+
+/* Second pass over y for targets: f32, one chunk of rows per write. */
+static tg_status write_targets(struct conv *c, const struct tg__ds_out *o, hid_t yd, int64_t yc,
+                               char *err, size_t errlen) {
+    struct npy_file *y = &c->y;
+    int64_t k = c->tdim;
+    unsigned char *raw = malloc((size_t)(yc * k * y->size));
+    float *f = malloc(sizeof(float) * (size_t)(yc * k));
+    hsize_t dims[2] = {(hsize_t)c->n, (hsize_t)k};
+    tg_status st = raw && f ? tg__npy_seek_body(y, err, errlen)
+                            : tg__ds_fail(TG_ERR_NOMEM, err, errlen, "%s: out of memory", y->path);
+
+    for (int64_t i = 0; i < c->n && st == TG_OK; i += yc) {
+        int64_t m = c->n - i < yc ? c->n - i : yc;
+
+        st = tg__npy_read(y, raw, m * k, err, errlen);
+        if (st == TG_OK)
+            st = convert_floats(y, "y", raw, m * k, i * k, f, err, errlen);
+        if (st == TG_OK && tg__ds_out_rows(yd, H5T_NATIVE_FLOAT, y->ndim, dims, i, m, f) < 0)
+            st = tg__ds_out_err(o, "writing y", err, errlen);
+    }
+    free(raw);
+    free(f);
+    return st;
+}
+
 static tg_status scan_labels(struct conv *c, char *err, size_t errlen) {
+    if (c->tdim)
+        return scan_targets(c, err, errlen);
     struct npy_file *y = &c->y;
     unsigned char *buf = malloc((size_t)(NPY_LABEL_BLOCK * y->size));
     int64_t max = -1, given = c->o.num_classes;
@@ -211,8 +282,9 @@ static tg_status write_labels(struct conv *c, const struct tg__ds_out *o, hid_t 
     return st;
 }
 
-/* Names element e of x as "x[3, 0, 1, 2]" in buf. */
-static const char *x_index(const struct npy_file *x, int64_t e, char *buf, size_t len) {
+/* Names element e of x (or y: `name`) as "x[3, 0, 1, 2]" in buf. */
+static const char *x_index(const struct npy_file *x, const char *name, int64_t e, char *buf,
+                           size_t len) {
     int64_t idx[TG_MAX_DIMS];
     size_t used = 0;
 
@@ -220,7 +292,7 @@ static const char *x_index(const struct npy_file *x, int64_t e, char *buf, size_
         idx[d] = e % x->shape[d];
         e /= x->shape[d];
     }
-    used += (size_t)snprintf(buf, len, "x[");
+    used += (size_t)snprintf(buf, len, "%s[", name);
     for (int d = 0; d < x->ndim && used < len; d++)
         used += (size_t)snprintf(buf + used, len - used, "%s%lld", d ? ", " : "",
                                  (long long)idx[d]);
@@ -231,8 +303,9 @@ static const char *x_index(const struct npy_file *x, int64_t e, char *buf, size_
 
 /* Converts m raw float elements to f32 into out, refusing non-finite
  * values; `first` is the element index of raw[0] for the message. */
-static tg_status convert_floats(const struct npy_file *x, const unsigned char *raw, int64_t m,
-                                int64_t first, float *out, char *err, size_t errlen) {
+static tg_status convert_floats(const struct npy_file *x, const char *name,
+                                const unsigned char *raw, int64_t m, int64_t first, float *out,
+                                char *err, size_t errlen) {
     char where[160];
 
     for (int64_t k = 0; k < m; k++) {
@@ -250,13 +323,13 @@ static tg_status convert_floats(const struct npy_file *x, const unsigned char *r
         }
         if (!isfinite(d))
             return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
-                               "%s: %s is %s; float inputs must be finite", x->path,
-                               x_index(x, first + k, where, sizeof where),
+                               "%s: %s is %s; float values must be finite", x->path,
+                               x_index(x, name, first + k, where, sizeof where),
                                isnan(d) ? "NaN" : d > 0 ? "inf" : "-inf");
         if (!isfinite(f))
             return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
                                "%s: %s = %g is outside the float32 range it is stored in",
-                               x->path, x_index(x, first + k, where, sizeof where), d);
+                               x->path, x_index(x, name, first + k, where, sizeof where), d);
         out[k] = f;
     }
     return TG_OK;
@@ -332,7 +405,8 @@ static tg_status write_x(struct conv *c, const struct tg__ds_out *o, hid_t xd, c
             if (c->xu8)
                 memcpy(dst, raw, (size_t)b);
             else
-                st = convert_floats(x, raw, b, i * c->per + k, (float *)(void *)dst, err, errlen);
+                st = convert_floats(x, "x", raw, b, i * c->per + k, (float *)(void *)dst, err,
+                                    errlen);
             if (st == TG_OK)
                 add_stats(c, dst, b, i * c->per + k);
         }
@@ -414,7 +488,7 @@ static void choose_chunk(struct conv *c) {
 
 /* Writes x, y and the attributes into the temporary group. */
 static tg_status write_split(struct conv *c, const struct tg__ds_out *o, char *err, size_t errlen) {
-    hsize_t xd[TG_MAX_DIMS], xc[TG_MAX_DIMS], yd[1] = {(hsize_t)c->n}, yc[1];
+    hsize_t xd[TG_MAX_DIMS], xc[TG_MAX_DIMS], yd[2] = {(hsize_t)c->n, (hsize_t)c->tdim}, yc[2];
     hid_t grp, x = -1, y = -1;
     tg_status st = TG_OK;
     int32_t ncls = (int32_t)c->ncls;
@@ -430,12 +504,17 @@ static tg_status write_split(struct conv *c, const struct tg__ds_out *o, char *e
         return tg__ds_out_err(o, "creating the split group", err, errlen);
     x = tg__ds_out_dataset(grp, "x", c->xu8 ? H5T_STD_U8LE : H5T_IEEE_F32LE, c->x.ndim, xd, xc,
                            c->o.deflate_level);
-    y = tg__ds_out_dataset(grp, "y", c->ncls <= 256 ? H5T_STD_U8LE : H5T_STD_I32LE, 1, yd, yc,
-                           c->o.deflate_level);
+    yc[1] = (hsize_t)c->tdim;
+    if (c->tdim)
+        y = tg__ds_out_dataset(grp, "y", H5T_IEEE_F32LE, c->y.ndim, yd, yc, c->o.deflate_level);
+    else
+        y = tg__ds_out_dataset(grp, "y", c->ncls <= 256 ? H5T_STD_U8LE : H5T_STD_I32LE, 1, yd, yc,
+                               c->o.deflate_level);
     if (x < 0 || y < 0)
         st = tg__ds_out_err(o, "creating x and y", err, errlen);
     if (st == TG_OK)
-        st = write_labels(c, o, y, (int64_t)yc[0], err, errlen);
+        st = c->tdim ? write_targets(c, o, y, (int64_t)yc[0], err, errlen)
+                     : write_labels(c, o, y, (int64_t)yc[0], err, errlen);
     if (st == TG_OK)
         st = write_x(c, o, x, xd, err, errlen);
     double *mean = st == TG_OK ? malloc(2 * (size_t)c->nch * sizeof *mean) : NULL;
@@ -495,6 +574,7 @@ static tg_status open_inputs(struct conv *c, const char *x_npy, const char *y_np
     c->n = c->x.shape[0];
     c->per = c->x.numel / c->n;
     c->xu8 = c->x.kind == 'u';
+    c->tdim = c->y.kind == 'f' ? (c->y.ndim == 2 ? c->y.shape[1] : 1) : 0;
     c->nch = c->x.ndim >= 3 && c->x.shape[1] > 1 && c->x.shape[1] <= NPY_MAX_CHANNELS
                  ? c->x.shape[1]
                  : 1;

@@ -93,8 +93,12 @@ static int summarize(const char *out, const char *split) {
         printf("%s%lld", i ? "x" : "", (long long)sh[i]);
     const double *m, *sd;
     int64_t nch = tg_dataset_norm(ds, &m, &sd);
-    printf(" %s, %lld classes, mean", tg_dtype_name(tg_dataset_x_dtype(ds)),
-           (long long)tg_dataset_num_classes(ds));
+    if (tg_dataset_target_dim(ds) > 0)
+        printf(" %s, %lld f32 targets a sample, mean", tg_dtype_name(tg_dataset_x_dtype(ds)),
+               (long long)tg_dataset_target_dim(ds));
+    else
+        printf(" %s, %lld classes, mean", tg_dtype_name(tg_dataset_x_dtype(ds)),
+               (long long)tg_dataset_num_classes(ds));
     /* One value, or one per channel. */
     for (int64_t k = 0; k < nch; k++)
         printf("%s%.6f", k ? "," : " ", m[k]);

@@ -229,11 +229,64 @@ static void test_cli(void **state) {
     tgt_expect_out("the MSE loss needs f32 regression targets, but train/y holds class labels");
 }
 
+/* convert npy: f4 targets (N, K) and f8 targets (N,) become f32 y
+ * without num_classes; a NaN target and --num-classes are refused. */
+static void test_convert_targets(void **state) {
+    (void)state;
+    enum { M = 8 };
+    float x[M * PER], t2[M * K];
+    double t1[M];
+    for (int i = 0; i < M; i++) {
+        for (int j = 0; j < PER; j++)
+            x[i * PER + j] = xv(i, j);
+        targets(i, t2 + i * K);
+        t1[i] = (double)i / 3.0;
+    }
+    char xs[512], y2[512], y1[512], out[512], err[512];
+    snprintf(xs, sizeof xs, "%s", tgt_path("cx.npy"));
+    snprintf(y2, sizeof y2, "%s", tgt_path("cy2.npy"));
+    snprintf(y1, sizeof y1, "%s", tgt_path("cy1.npy"));
+    snprintf(out, sizeof out, "%s", tgt_path("conv.h5"));
+    tgt_write_npy(xs, "<f4", "(8, 1, 4, 4)", x, sizeof x);
+    tgt_write_npy(y2, "<f4", "(8, 2)", t2, sizeof t2);
+    tgt_write_npy(y1, "<f8", "(8,)", t1, sizeof t1);
+    assert_int_equal(tg_npy_convert(xs, y2, out, "train", NULL, err, sizeof err), TG_OK);
+    assert_int_equal(tg_npy_convert(xs, y1, out, "test", NULL, err, sizeof err), TG_OK);
+    tg_dataset *ds;
+    int64_t idx[M];
+    float t[M * K];
+    for (int i = 0; i < M; i++)
+        idx[i] = M - 1 - i;
+    assert_int_equal(tg_dataset_open(out, "train", &ds, err, sizeof err), TG_OK);
+    assert_int_equal(tg_dataset_target_dim(ds), K);
+    assert_int_equal(tg_dataset_read_targets(ds, idx, M, NULL, t, err, sizeof err), TG_OK);
+    for (int i = 0; i < M; i++)
+        assert_true(t[i * K] == t2[idx[i] * K] && t[i * K + 1] == t2[idx[i] * K + 1]);
+    tg_dataset_close(ds);
+    assert_int_equal(tg_dataset_open(out, "test", &ds, err, sizeof err), TG_OK);
+    assert_int_equal(tg_dataset_target_dim(ds), 1);
+    assert_int_equal(tg_dataset_read_targets(ds, idx, M, NULL, t, err, sizeof err), TG_OK);
+    for (int i = 0; i < M; i++)
+        assert_true(t[i] == (float)t1[idx[i]]);
+    tg_dataset_close(ds);
+    hid_t f = H5Fopen(out, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_int_equal(H5Aexists_by_name(f, "train", "num_classes", H5P_DEFAULT), 0);
+    H5Fclose(f);
+    t2[5] = NAN;
+    tgt_write_npy(y2, "<f4", "(8, 2)", t2, sizeof t2);
+    assert_int_equal(tg_npy_convert(xs, y2, out, "bad", NULL, err, sizeof err), TG_ERR_FORMAT);
+    assert_non_null(strstr(err, "cy2.npy: y[2, 1] is NaN; float values must be finite"));
+    tg_npy_options o = {.num_classes = 3};
+    assert_int_equal(tg_npy_convert(xs, y1, out, "bad", &o, err, sizeof err), TG_ERR_INVALID);
+    assert_non_null(strstr(err, "num_classes 3 given, but y holds float regression targets"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_read_targets),
         cmocka_unit_test(test_trainer_mse),
         cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_convert_targets),
     };
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
