@@ -32,7 +32,10 @@ static tg_status bad_target(const tg_dataset *ds, int64_t row, int64_t k, float 
     return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
                        "%s: %s/y[%lld] holds %s at value %lld; regression targets must be finite",
                        ds->path, ds->split, (long long)row,
-                       isnan(v) ? "nan" : v > 0 ? "inf" : "-inf", (long long)k);
+                       isnan(v) ? "nan"
+                       : v > 0  ? "inf"
+                                : "-inf",
+                       (long long)k);
 }
 
 tg_status tg__h5d_check_targets(tg_dataset *ds, char *err, size_t errlen) {

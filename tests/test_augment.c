@@ -61,7 +61,11 @@ static void reference(const float *src, int c, int h, int w, int p, int dy, int 
 static void test_apply_known(void **state) {
     (void)state;
     /* 2 channels of 3 x 4, values 1..24. */
-    enum { C = 2, H = 3, W = 4 };
+    enum {
+        C = 2,
+        H = 3,
+        W = 4
+    };
     float src[C * H * W], got[C * H * W], want[C * H * W];
     const float fill[C] = {-7.5f, 0.25f};
     for (int i = 0; i < C * H * W; i++)

@@ -34,7 +34,13 @@ static int group_teardown(void **state) {
     return tgt_dir_teardown();
 }
 
-enum { N = 4, C = 3, H = 2, W = 2, PER = C * H * W };
+enum {
+    N = 4,
+    C = 3,
+    H = 2,
+    W = 2,
+    PER = C * H * W
+};
 
 static double xval(int i, int k) { return (double)((i * 53 + k * 29 + 7) % 256); }
 
@@ -63,10 +69,10 @@ static void write_file(const char *path, bool u8, double scale, const double *me
             xf[i * PER + k] = (float)xval(i, k) - 100.5f;
         }
     hid_t sp = H5Screate_simple(4, xd, NULL);
-    hid_t d = H5Dcreate2(g, "x", u8 ? H5T_STD_U8LE : H5T_IEEE_F32LE, sp, H5P_DEFAULT,
-                         H5P_DEFAULT, H5P_DEFAULT);
-    assert_true(H5Dwrite(d, u8 ? H5T_NATIVE_UCHAR : H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL,
-                         H5P_DEFAULT, u8 ? (const void *)xb : xf) >= 0);
+    hid_t d = H5Dcreate2(g, "x", u8 ? H5T_STD_U8LE : H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT,
+                         H5P_DEFAULT);
+    assert_true(H5Dwrite(d, u8 ? H5T_NATIVE_UCHAR : H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT,
+                         u8 ? (const void *)xb : xf) >= 0);
     H5Dclose(d);
     H5Sclose(sp);
     sp = H5Screate_simple(1, yd, NULL);
@@ -162,8 +168,8 @@ static void test_bad_vectors(void **state) {
 static void write_npy_u8(const char *path, const char *shape, const unsigned char *body,
                          size_t len) {
     char hdr[128];
-    int n = snprintf(hdr, sizeof hdr, "{'descr': '|u1', 'fortran_order': False, 'shape': %s, }",
-                     shape);
+    int n =
+        snprintf(hdr, sizeof hdr, "{'descr': '|u1', 'fortran_order': False, 'shape': %s, }", shape);
     /* Magic, version, header length, then the header padded with spaces and
      * a newline to a multiple of 64 bytes in all. */
     int total = (10 + n + 1 + 63) / 64 * 64;
@@ -172,8 +178,8 @@ static void write_npy_u8(const char *path, const char *shape, const unsigned cha
     hdr[n++] = '\n';
     FILE *f = fopen(path, "wb");
     assert_non_null(f);
-    unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(n & 0xff),
-                             (unsigned char)(n >> 8)};
+    unsigned char pre[10] = {
+        0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(n & 0xff), (unsigned char)(n >> 8)};
     fwrite(pre, 1, 10, f);
     fwrite(hdr, 1, (size_t)n, f);
     fwrite(body, 1, len, f);
@@ -200,7 +206,9 @@ static int read_attr(const char *path, const char *split, const char *name, doub
 
 static void test_convert_per_channel(void **state) {
     (void)state;
-    enum { M = 6 };
+    enum {
+        M = 6
+    };
     unsigned char tr[M * PER], te[M * PER];
     unsigned char y[M] = {0, 1, 1, 0, 1, 0};
     for (int i = 0; i < M * PER; i++) {
@@ -216,14 +224,14 @@ static void test_convert_per_channel(void **state) {
     snprintf(out, sizeof out, "%s", tgt_path("conv.h5"));
     snprintf(one, sizeof one, "%s", tgt_path("one.h5"));
     char err[512] = "";
-    tg_status st = tg_npy_convert(tgt_path("tr_x.npy"), tgt_path("y.npy"), out, "train", NULL,
-                                  err, sizeof err);
+    tg_status st = tg_npy_convert(tgt_path("tr_x.npy"), tgt_path("y.npy"), out, "train", NULL, err,
+                                  sizeof err);
     if (st)
         print_error("%s\n", err);
     assert_int_equal(st, TG_OK);
-    assert_int_equal(tg_npy_convert(tgt_path("te_x.npy"), tgt_path("y.npy"), out, "test", NULL,
-                                    err, sizeof err),
-                     TG_OK);
+    assert_int_equal(
+        tg_npy_convert(tgt_path("te_x.npy"), tgt_path("y.npy"), out, "test", NULL, err, sizeof err),
+        TG_OK);
     /* Two passes per channel over x/255. */
     double mean[C], sd[C];
     for (int c = 0; c < C; c++) {

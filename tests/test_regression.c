@@ -33,7 +33,10 @@ static int group_teardown(void **state) {
     return tgt_dir_teardown();
 }
 
-enum { PER = 16, K = 2 };
+enum {
+    PER = 16,
+    K = 2
+};
 
 static float xv(int i, int k) { return (float)((i * 37 + k * 11) % 23) / 11.0f - 1.0f; }
 
@@ -53,7 +56,8 @@ static void targets(int i, float *t) {
 static void put_split(hid_t f, const char *name, int n, int k, int bad_row) {
     hid_t g = H5Gcreate2(f, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     hsize_t xd[4] = {(hsize_t)n, 1, 4, 4}, yd[3] = {(hsize_t)n, K, 1};
-    float *x = malloc(sizeof(float) * (size_t)(n * PER)), *y = malloc(sizeof(float) * (size_t)n * K);
+    float *x = malloc(sizeof(float) * (size_t)(n * PER)),
+          *y = malloc(sizeof(float) * (size_t)n * K);
     for (int i = 0; i < n; i++) {
         float t[K];
         for (int j = 0; j < PER; j++)
@@ -210,9 +214,8 @@ static void test_cli(void **state) {
     /* eval of the checkpoint reports the same MSE and MAE (6 digits). */
     const char *mse = strstr(end, "\"test_mse\":"), *mae = strstr(end, "\"test_mae\":");
     double want_mse = strtod(mse + 11, NULL), want_mae = strtod(mae + 11, NULL);
-    assert_int_equal(tgt_run("eval --ckpt '%s/ckpt-00000064.h5' --data '%s' --threads 1",
-                             tgt_path("ck"), p),
-                     0);
+    assert_int_equal(
+        tgt_run("eval --ckpt '%s/ckpt-00000064.h5' --data '%s' --threads 1", tgt_path("ck"), p), 0);
     const char *e = strstr(tgt_out, ": mse ");
     assert_non_null(e);
     double got_mse = strtod(e + 6, NULL), got_mae = strtod(strstr(e, "mae ") + 4, NULL);
@@ -220,9 +223,8 @@ static void test_cli(void **state) {
     assert_int_equal(tgt_run("train --data '%s' --loss ce --max-steps 1 --threads 1", p), 1);
     tgt_expect_out("the cross-entropy loss needs class labels, but train/y holds f32 regression "
                    "targets");
-    assert_int_equal(tgt_run("train --data '%s' --label-smoothing 0.1 --max-steps 1 --threads 1",
-                             p),
-                     1);
+    assert_int_equal(
+        tgt_run("train --data '%s' --label-smoothing 0.1 --max-steps 1 --threads 1", p), 1);
     tgt_expect_out("label smoothing 0.1 applies to class labels");
     const char *d = tgt_make_dataset();
     assert_int_equal(tgt_run("train --data '%s' --loss mse --max-steps 1 --threads 1", d), 1);
@@ -233,7 +235,9 @@ static void test_cli(void **state) {
  * without num_classes; a NaN target and --num-classes are refused. */
 static void test_convert_targets(void **state) {
     (void)state;
-    enum { M = 8 };
+    enum {
+        M = 8
+    };
     float x[M * PER], t2[M * K];
     double t1[M];
     for (int i = 0; i < M; i++) {

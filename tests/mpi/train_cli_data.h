@@ -8,10 +8,27 @@ static int train_aug(int np, const char *data, const char *d, const char *steps,
                      bool resume, char **out) {
     /* SGD, as the ddp group: Adam's update g / sqrt(v) magnifies the
      * rounding differences of tiny gradients between world sizes. */
-    const char *args[40] = {"train", "--data", data, "--model", "cnn", "--max-steps", steps,
-                            "--batch-size", "16", "--schedule", "constant", "--log-every", "1",
-                            "--threads", "1", "--ckpt-dir", P("%s", d), "--metrics",
-                            P("%s.jsonl", d), "--optimizer", "sgd"};
+    const char *args[40] = {"train",
+                            "--data",
+                            data,
+                            "--model",
+                            "cnn",
+                            "--max-steps",
+                            steps,
+                            "--batch-size",
+                            "16",
+                            "--schedule",
+                            "constant",
+                            "--log-every",
+                            "1",
+                            "--threads",
+                            "1",
+                            "--ckpt-dir",
+                            P("%s", d),
+                            "--metrics",
+                            P("%s.jsonl", d),
+                            "--optimizer",
+                            "sgd"};
     int n = 21;
     if (aug) {
         args[n++] = "--augment";
@@ -74,8 +91,8 @@ static void augment_resume(int np, const char *data) {
     CHECK(diff == 0, "%d ranks: resumed augmented run differs by %.3g", np, diff);
     char *ma = slurp(P("%s.jsonl", a)), *mb = slurp(P("%s.jsonl", b));
     char *sa = lines_with(ma, "\"event\":\"step\""), *sb = lines_with(mb, "\"event\":\"step\"");
-    CHECK(strcmp(sa, sb) == 0 && strlen(sa) > 0, "%d ranks: loss lines differ:\n%s\nvs\n%s", np,
-          sa, sb);
+    CHECK(strcmp(sa, sb) == 0 && strlen(sa) > 0, "%d ranks: loss lines differ:\n%s\nvs\n%s", np, sa,
+          sb);
     free(ma);
     free(mb);
     free(sa);
@@ -96,15 +113,14 @@ static void val_fraction(const char *data) {
                             "--metrics", m));
         CHECK(code == 0, "--val-fraction on %d: exit %d\n%s", nps[i], code, out);
         CHECK(has(out, "(192 train / 50 test / 64 val)"), "%s", out);
-        CHECK(has(out, "epoch 1/2 done: train_loss") && has(out, "val_loss") &&
-                  has(out, "val_acc"),
+        CHECK(has(out, "epoch 1/2 done: train_loss") && has(out, "val_loss") && has(out, "val_acc"),
               "%s", out);
         free(out);
         char *t = slurp(m);
         char *ep = lines_with(t, "\"event\":\"epoch\"");
         char *first = strstr(ep, "\"epoch\":1,");
-        CHECK(first && strstr(first, "\"test_loss\":null") &&
-                  strstr(first, "\"val_loss\":") && strstr(first, "\"val_acc\":"),
+        CHECK(first && strstr(first, "\"test_loss\":null") && strstr(first, "\"val_loss\":") &&
+                  strstr(first, "\"val_acc\":"),
               "epoch 1 event: %s", ep);
         val[i] = first ? number_after(first, "\"val_loss\":") : NAN;
         char *end = strstr(t, "{\"event\":\"end\"");
@@ -126,8 +142,8 @@ static void val_split_and_errors(const char *data) {
     int code = run(2, &out,
                    ARGS("train", "--data", data, "--val-split", "val", "--max-steps", "32",
                         "--batch-size", "16", "--threads", "1", "--metrics", P("vals.jsonl")));
-    CHECK(code == 0 && has(out, "(256 train / 50 test / 30 val)"), "--val-split: exit %d\n%s",
-          code, out);
+    CHECK(code == 0 && has(out, "(256 train / 50 test / 30 val)"), "--val-split: exit %d\n%s", code,
+          out);
     free(out);
     char *t = slurp(P("vals.jsonl"));
     CHECK(has(t, "\"val_loss\":") && has(t, "\"test_loss\":null"), "%s", t);
@@ -135,10 +151,10 @@ static void val_split_and_errors(const char *data) {
     code = run(0, &out, ARGS("train", "--data", data, "--augment", "crop,spin"));
     CHECK(code == 2 && has(out, "crop,spin") && has(out, "crop,flip"), "exit %d\n%s", code, out);
     free(out);
-    code = run(0, &out,
-               ARGS("train", "--data", data, "--val-split", "val", "--val-fraction", "0.1"));
-    CHECK(code == 2 && has(out, "--val-split and --val-fraction exclude each other"),
-          "exit %d\n%s", code, out);
+    code =
+        run(0, &out, ARGS("train", "--data", data, "--val-split", "val", "--val-fraction", "0.1"));
+    CHECK(code == 2 && has(out, "--val-split and --val-fraction exclude each other"), "exit %d\n%s",
+          code, out);
     free(out);
     code = run(0, &out, ARGS("train", "--data", data, "--val-split", "train"));
     CHECK(code == 2 && has(out, "--val-split train is the training split"), "exit %d\n%s", code,
@@ -148,8 +164,8 @@ static void val_split_and_errors(const char *data) {
     CHECK(code == 3 && has(out, "split group /nosuch not found"), "exit %d\n%s", code, out);
     free(out);
     code = run(0, &out, ARGS("train", "--data", data, "--val-fraction", "0.999", "--threads", "1"));
-    CHECK(code != 0 && has(out, "holds out 256 of the 256 samples of split train"),
-          "exit %d\n%s", code, out);
+    CHECK(code != 0 && has(out, "holds out 256 of the 256 samples of split train"), "exit %d\n%s",
+          code, out);
     free(out);
 }
 
@@ -165,7 +181,8 @@ static void regression_ranks(void) {
         int n = ns[sp];
         hid_t g = H5Gcreate2(f, names[sp], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
         hsize_t xd[4] = {(hsize_t)n, 1, 8, 8}, yd[2] = {(hsize_t)n, 2};
-        float *x = malloc(sizeof(float) * (size_t)n * 64), *y = malloc(sizeof(float) * (size_t)n * 2);
+        float *x = malloc(sizeof(float) * (size_t)n * 64),
+              *y = malloc(sizeof(float) * (size_t)n * 2);
         for (int i = 0; i < n; i++) {
             y[2 * i] = y[2 * i + 1] = 0;
             for (int j = 0; j < 64; j++) {
