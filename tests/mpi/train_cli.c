@@ -26,8 +26,10 @@
  *   train_cli data      --augment crop,flip: 1 rank == 2 ranks, 20 steps ==
  *                       10 + resume + 10 bit-identical; --val-fraction (the
  *                       same val loss on 1 and 2 ranks), --val-split, the
- *                       metrics' val fields, their errors; regression (MSE)
- *                       on 1 and 2 ranks (train_cli_data.h)
+ *                       metrics' val fields, their errors; --val-fraction
+ *                       with --augment across a resume on 2 ranks
+ *                       bit-identical; regression (MSE) on 1 and 2 ranks
+ *                       (train_cli_data.h)
  *
  * Each group prints its failed checks and exits non-zero when any failed.
  */
