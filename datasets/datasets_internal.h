@@ -87,6 +87,15 @@ const char *tg__ds_dims_str(const hsize_t *dims, int ndim, char *buf, size_t len
  */
 tg_status tg__ds_reserve(tg_dataset *ds, int64_t n, char *err, size_t errlen);
 
+/* The normalised value of a stored 0 in channel c (the first axis of a
+ * sample): what augmentation pads with. */
+float tg__ds_zero_value(const tg_dataset *ds, int64_t c);
+
+/* TG_ERR_INVALID unless a's flags and pad are valid and, when it does
+ * anything, ds's samples are images (C, H, W) or (H, W); names the file and
+ * split. */
+tg_status tg__augment_check(const tg_augment *a, const tg_dataset *ds, char *err, size_t errlen);
+
 /* ---------------------------------------------------------------------- */
 /* Converter output (h5out.c)                                              */
 /* ---------------------------------------------------------------------- */
@@ -165,5 +174,17 @@ tg_status tg__ds_out_split_close(const struct tg__ds_out *o, hid_t grp, hid_t x,
  * returns false and leaves them alone. Needs o open.
  */
 bool tg__ds_out_train_norm(const struct tg__ds_out *o, double *mean, double *sd);
+
+/* The same for n channels: train's mean and std, each one number (given
+ * to every channel) or n, into mean[n] and sd[n]; false (and nothing
+ * written) when train has none or another length. */
+bool tg__ds_out_train_norm_v(const struct tg__ds_out *o, double *mean, double *sd, int64_t n);
+
+/* tg__ds_out_norm_attrs() with mean and std of n channels: scalars when n
+ * is 1 (exactly as tg__ds_out_norm_attrs writes them), else vectors; no
+ * num_classes when it is 0 (regression targets). */
+tg_status tg__ds_out_norm_attrs_v(const struct tg__ds_out *o, hid_t grp, int32_t num_classes,
+                                  double scale, const double *mean, const double *sd, int64_t n,
+                                  char *err, size_t errlen);
 
 #endif

@@ -1,12 +1,7 @@
 /*
- * h5data.c: one split of an HDF5 dataset file, validated at open and read by
- * arbitrary sample indices.
- *
- * Data below the cache budget is kept in memory whole and gathered from
- * there. Everything else stays on disk: a batch's indices are sorted, each
- * run of consecutive indices is one hyperslab read into a scratch buffer, and
- * the unique samples are normalised from it into the caller's order, so
- * memory is bounded by the budget plus one batch.
+ * h5data.c: opening one split of an HDF5 dataset file and validating it
+ * against the schema (the file, the group, x and y, the attributes, every
+ * label). Reading samples is h5data_read.c.
  */
 #include <errno.h>
 #include <math.h>
@@ -16,15 +11,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "datasets_internal.h"
+#include "h5data_internal.h"
 
 /* Labels are checked at open in blocks of this many. */
 #define LABEL_BLOCK 65536
 /* The largest chunk cache given to a compressed dataset. */
 #define FILTERED_CHUNK_CACHE ((size_t)64 << 20)
-/* Cached f32 inputs are checked for non-finite values in blocks of this
- * many elements, asking the stop callback between blocks. */
-#define SCAN_BLOCK ((int64_t)1 << 22)
 /*
  * Deflate, the filter the converters and h5py use, cannot shrink data more
  * than about 1032:1, so a compressed dataset cannot hold more than this many
@@ -32,52 +24,17 @@
  */
 #define MAX_FILTER_RATIO 1032
 
-struct order {
-    int64_t idx; /* sample index */
-    int64_t pos; /* position in the caller's batch */
-};
-
-struct tg_dataset {
-    char *path;
-    char *split; /* "/train" */
-    hid_t file, grp, x, y;
-    hid_t xspace, yspace;
-    int64_t n;
-    int sample_ndim;
-    int64_t sample_shape[TG_MAX_DIMS];
-    int64_t sample_numel;
-    size_t sample_bytes;
-    tg_dtype xdtype;
-    int64_t num_classes;
-    double scale, mean, std;
-    int64_t budget;
-    int64_t file_bytes; /* the file's size on disk at open */
-    bool (*stop)(void *user);
-    void *stop_user;
-    float lut[256];
-
-    int64_t *y_cache;
-    unsigned char *x_cache;
-    bool x_cache_tried;
-
-    /* Scratch for one batch, grown to the largest batch seen. */
-    int64_t cap;
-    struct order *order;
-    unsigned char *raw;
-    int64_t *ylab;
-};
-
 static const char *xdesc = "a dataset of shape (N, ...) with dtype u8 or f32";
 static const char *ydesc = "a dataset of shape (N,) with an integer dtype (u8, i32 or i64)";
 
-static bool stop_asked(const tg_dataset *ds) { return ds->stop && ds->stop(ds->stop_user); }
+bool tg__h5d_stop_asked(const tg_dataset *ds) { return ds->stop && ds->stop(ds->stop_user); }
 
-static tg_status stopped(const tg_dataset *ds, const char *what, char *err, size_t errlen) {
+tg_status tg__h5d_stopped(const tg_dataset *ds, const char *what, char *err, size_t errlen) {
     return tg__ds_fail(TG_ERR_STOPPED, err, errlen, "%s: %s: %s stopped by request", ds->path,
                        ds->split, what);
 }
 
-static tg_status h5fail(const tg_dataset *ds, tg_status st, const char *what, char *err,
+tg_status tg__h5d_fail(const tg_dataset *ds, tg_status st, const char *what, char *err,
                         size_t errlen) {
     char detail[256];
 
@@ -102,7 +59,7 @@ static tg_status open_group(tg_dataset *ds, char *err, size_t errlen) {
     htri_t ex = H5Lexists(ds->file, ds->split, H5P_DEFAULT);
 
     if (ex < 0)
-        return h5fail(ds, TG_ERR_IO, "looking up the split", err, errlen);
+        return tg__h5d_fail(ds, TG_ERR_IO, "looking up the split", err, errlen);
     if (ex == 0) {
         hsize_t idx = 0;
         (void)H5Literate(ds->file, H5_INDEX_NAME, H5_ITER_INC, &idx, list_cb, have);
@@ -122,7 +79,7 @@ static tg_status open_group(tg_dataset *ds, char *err, size_t errlen) {
     }
     ds->grp = H5Oopen(ds->file, ds->split, H5P_DEFAULT);
     if (ds->grp < 0)
-        return h5fail(ds, TG_ERR_IO, "opening the split group", err, errlen);
+        return tg__h5d_fail(ds, TG_ERR_IO, "opening the split group", err, errlen);
     if (H5Iget_type(ds->grp) != H5I_GROUP)
         return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
                            "%s: %s is not a group (expected a group holding x and y)", ds->path,
@@ -136,13 +93,13 @@ static tg_status open_member(tg_dataset *ds, const char *name, const char *desc,
     htri_t ex = H5Lexists(ds->grp, name, H5P_DEFAULT);
 
     if (ex < 0)
-        return h5fail(ds, TG_ERR_IO, "looking up a dataset", err, errlen);
+        return tg__h5d_fail(ds, TG_ERR_IO, "looking up a dataset", err, errlen);
     if (ex == 0)
         return tg__ds_fail(TG_ERR_FORMAT, err, errlen, "%s: %s/%s not found (expected %s)",
                            ds->path, ds->split, name, desc);
     *out = H5Oopen(ds->grp, name, H5P_DEFAULT);
     if (*out < 0)
-        return h5fail(ds, TG_ERR_IO, "opening a dataset", err, errlen);
+        return tg__h5d_fail(ds, TG_ERR_IO, "opening a dataset", err, errlen);
     if (H5Iget_type(*out) != H5I_DATASET)
         return tg__ds_fail(TG_ERR_FORMAT, err, errlen, "%s: %s/%s is not a dataset (expected %s)",
                            ds->path, ds->split, name, desc);
@@ -153,7 +110,7 @@ static tg_status open_member(tg_dataset *ds, const char *name, const char *desc,
         (void)H5Oclose(*out);
         *out = H5Dopen2(ds->grp, name, dapl);
         if (*out < 0)
-            return h5fail(ds, TG_ERR_IO, "opening a dataset", err, errlen);
+            return tg__h5d_fail(ds, TG_ERR_IO, "opening a dataset", err, errlen);
     }
     return TG_OK;
 }
@@ -175,13 +132,13 @@ static tg_status check_x(tg_dataset *ds, hsize_t *dims, char *err, size_t errlen
     ds->xdtype = kind == TG__H5_U8 ? TG_U8 : TG_F32;
     nd = H5Sget_simple_extent_ndims(ds->xspace);
     if (nd < 0)
-        return h5fail(ds, TG_ERR_IO, "reading the shape of x", err, errlen);
+        return tg__h5d_fail(ds, TG_ERR_IO, "reading the shape of x", err, errlen);
     if (nd < 2 || nd > TG_MAX_DIMS)
         return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
                            "%s: %s/x has rank %d but expected 2..%d (N, ...)", ds->path, ds->split,
                            nd, TG_MAX_DIMS);
     if (H5Sget_simple_extent_dims(ds->xspace, dims, NULL) < 0)
-        return h5fail(ds, TG_ERR_IO, "reading the shape of x", err, errlen);
+        return tg__h5d_fail(ds, TG_ERR_IO, "reading the shape of x", err, errlen);
     ds->sample_ndim = nd - 1;
     ds->sample_numel = 1;
     for (int i = 1; i < nd; i++) {
@@ -210,14 +167,28 @@ static tg_status check_y(tg_dataset *ds, hsize_t nx, char *err, size_t errlen) {
         tg__ds_type_name(t, tn, sizeof tn);
         (void)H5Tclose(t);
     }
-    if (kind != TG__H5_U8 && kind != TG__H5_INT)
+    if (kind != TG__H5_U8 && kind != TG__H5_INT && kind != TG__H5_F32)
         return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
-                           "%s: %s/y has dtype %s but expected an integer type (u8, i32 or i64)",
+                           "%s: %s/y has dtype %s but expected an integer type (u8, i32 or i64) "
+                           "for labels or f32 for regression targets",
                            ds->path, ds->split, tn);
     nd = H5Sget_simple_extent_ndims(ds->yspace);
     if (nd < 0 || H5Sget_simple_extent_dims(ds->yspace, dims, NULL) < 0)
-        return h5fail(ds, TG_ERR_IO, "reading the shape of y", err, errlen);
-    if (nd != 1)
+        return tg__h5d_fail(ds, TG_ERR_IO, "reading the shape of y", err, errlen);
+    /* f32 targets: (N,) or (N, K). */
+    if (kind == TG__H5_F32 && (nd == 1 || nd == 2)) {
+        ds->tdim = nd == 2 ? (int64_t)dims[1] : 1;
+        if (ds->tdim < 1 || ds->tdim > TG_DATASET_MAX_CLASSES)
+            return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                               "%s: %s/y has shape %s: a target must have 1 to %lld values",
+                               ds->path, ds->split, tg__ds_dims_str(dims, nd, sh, sizeof sh),
+                               (long long)TG_DATASET_MAX_CLASSES);
+    } else if (kind == TG__H5_F32) {
+        return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                           "%s: %s/y is f32 of rank %d (shape %s) but regression targets are "
+                           "(N,) or (N, K)",
+                           ds->path, ds->split, nd, tg__ds_dims_str(dims, nd, sh, sizeof sh));
+    } else if (nd != 1)
         return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
                            "%s: %s/y has rank %d (shape %s) but expected 1 (N,)", ds->path,
                            ds->split, nd, tg__ds_dims_str(dims, nd, sh, sizeof sh));
@@ -250,12 +221,12 @@ static tg_status read_attr(tg_dataset *ds, const char *name, bool integer, void 
 
     *found = false;
     if (ex < 0)
-        return h5fail(ds, TG_ERR_IO, "looking up an attribute", err, errlen);
+        return tg__h5d_fail(ds, TG_ERR_IO, "looking up an attribute", err, errlen);
     if (ex == 0)
         return TG_OK;
     a = H5Aopen(ds->grp, name, H5P_DEFAULT);
     if (a < 0)
-        return h5fail(ds, TG_ERR_IO, "opening an attribute", err, errlen);
+        return tg__h5d_fail(ds, TG_ERR_IO, "opening an attribute", err, errlen);
     t = H5Aget_type(a);
     sp = H5Aget_space(a);
     cls = t < 0 ? H5T_NO_CLASS : H5Tget_class(t);
@@ -268,7 +239,7 @@ static tg_status read_attr(tg_dataset *ds, const char *name, bool integer, void 
         (void)H5Tclose(t);
     (void)H5Aclose(a);
     if (r < 0 && (cls == H5T_INTEGER || (!integer && cls == H5T_FLOAT)) && npts == 1)
-        return h5fail(ds, TG_ERR_IO, "reading an attribute", err, errlen);
+        return tg__h5d_fail(ds, TG_ERR_IO, "reading an attribute", err, errlen);
     if (r < 0)
         return tg__ds_fail(TG_ERR_FORMAT, err, errlen, "%s: %s attribute %s must be a single %s",
                            ds->path, ds->split, name, integer ? "integer" : "number");
@@ -276,39 +247,141 @@ static tg_status read_attr(tg_dataset *ds, const char *name, bool integer, void 
     return TG_OK;
 }
 
-static tg_status read_attrs(tg_dataset *ds, char *err, size_t errlen) {
-    double *vals[3] = {&ds->scale, &ds->mean, &ds->std};
-    const char *names[3] = {TG__ATTR_SCALE, TG__ATTR_MEAN, TG__ATTR_STD};
+/*
+ * Reads the normalisation attribute `name` (mean or std) into vals: one
+ * number, or a vector with one number per channel (x's first axis after
+ * N). *count gets 1 or C; *found whether the attribute exists.
+ */
+static tg_status read_norm(tg_dataset *ds, const char *name, double *vals, int64_t *count,
+                           bool *found, char *err, size_t errlen) {
+    int64_t c = ds->sample_shape[0];
+    htri_t ex = H5Aexists(ds->grp, name);
+    hid_t a, t, sp;
+    H5T_class_t cls;
+    hssize_t npts;
+    int nd;
+    herr_t r = -1;
+
+    *found = false;
+    *count = 1;
+    if (ex < 0)
+        return tg__h5d_fail(ds, TG_ERR_IO, "looking up an attribute", err, errlen);
+    if (ex == 0)
+        return TG_OK;
+    a = H5Aopen(ds->grp, name, H5P_DEFAULT);
+    if (a < 0)
+        return tg__h5d_fail(ds, TG_ERR_IO, "opening an attribute", err, errlen);
+    t = H5Aget_type(a);
+    sp = H5Aget_space(a);
+    cls = t < 0 ? H5T_NO_CLASS : H5Tget_class(t);
+    npts = sp < 0 ? -1 : H5Sget_simple_extent_npoints(sp);
+    nd = sp < 0 ? -1 : H5Sget_simple_extent_ndims(sp);
+    bool numeric = cls == H5T_INTEGER || cls == H5T_FLOAT;
+    bool fits = npts == 1 || (nd == 1 && npts == c && c <= TG__H5D_MAX_NORM_CHANNELS);
+    if (numeric && fits)
+        r = H5Aread(a, H5T_NATIVE_DOUBLE, vals);
+    if (sp >= 0)
+        (void)H5Sclose(sp);
+    if (t >= 0)
+        (void)H5Tclose(t);
+    (void)H5Aclose(a);
+    if (r < 0 && numeric && fits)
+        return tg__h5d_fail(ds, TG_ERR_IO, "reading an attribute", err, errlen);
+    if (!numeric)
+        return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                           "%s: %s attribute %s must be a number or a vector of %lld numbers "
+                           "(one per channel)",
+                           ds->path, ds->split, name, (long long)c);
+    if (!fits)
+        return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                           "%s: %s attribute %s has %lld values but expected 1 or %lld (one per "
+                           "channel: x's samples have %lld channels%s)",
+                           ds->path, ds->split, name, (long long)npts, (long long)c,
+                           (long long)c,
+                           c > TG__H5D_MAX_NORM_CHANNELS ? ", more than a vector may have" : "");
+    *count = npts;
+    *found = true;
+    return TG_OK;
+}
+
+/* The scale (a number) and the per-channel mean and std, checked. */
+static tg_status read_norms(tg_dataset *ds, char *err, size_t errlen) {
+    int64_t c = ds->sample_shape[0], cnt[2] = {1, 1};
+    const char *names[2] = {TG__ATTR_MEAN, TG__ATTR_STD};
+    double *v[2];
     bool found;
     tg_status st;
 
-    st = read_attr(ds, TG__ATTR_NUM_CLASSES, true, &ds->num_classes, &found, err, errlen);
+    ds->scale = 1.0;
+    st = read_attr(ds, TG__ATTR_SCALE, false, &ds->scale, &found, err, errlen);
     if (st)
         return st;
-    if (!found)
+    if (!isfinite(ds->scale))
+        return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                           "%s: %s attribute scale is %g but expected a finite number", ds->path,
+                           ds->split, ds->scale);
+    ds->mean_v = malloc((size_t)(c <= TG__H5D_MAX_NORM_CHANNELS ? c : 1) * sizeof(double));
+    ds->std_v = malloc((size_t)(c <= TG__H5D_MAX_NORM_CHANNELS ? c : 1) * sizeof(double));
+    if (!ds->mean_v || !ds->std_v)
+        return tg__ds_fail(TG_ERR_NOMEM, err, errlen, "%s: out of memory", ds->path);
+    v[0] = ds->mean_v;
+    v[1] = ds->std_v;
+    v[0][0] = 0.0;
+    v[1][0] = 1.0;
+    for (int i = 0; i < 2; i++) {
+        st = read_norm(ds, names[i], v[i], &cnt[i], &found, err, errlen);
+        if (st)
+            return st;
+        for (int64_t k = 0; k < cnt[i]; k++)
+            if (!isfinite(v[i][k]) || (i == 1 && !(v[i][k] > 0)))
+                return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                                   "%s: %s attribute %s%s is %g but expected a finite number%s",
+                                   ds->path, ds->split, names[i], cnt[i] > 1 ? "[k]" : "",
+                                   v[i][k], i == 1 ? " > 0" : "");
+    }
+    /* A number and a vector mix: the number applies to every channel. */
+    ds->nch = cnt[0] > cnt[1] ? cnt[0] : cnt[1];
+    for (int i = 0; i < 2; i++)
+        for (int64_t k = cnt[i]; k < ds->nch; k++)
+            v[i][k] = v[i][0];
+    ds->ch_numel = ds->sample_numel / ds->nch;
+    ds->mean = ds->mean_v[0];
+    ds->std = ds->std_v[0];
+    return TG_OK;
+}
+
+static tg_status read_attrs(tg_dataset *ds, char *err, size_t errlen) {
+    bool found;
+    tg_status st;
+
+    st = ds->tdim ? TG_OK
+                  : read_attr(ds, TG__ATTR_NUM_CLASSES, true, &ds->num_classes, &found, err,
+                              errlen);
+    if (st)
+        return st;
+    /* Regression targets have no classes: num_classes is not read. */
+    if (ds->tdim)
+        ds->num_classes = 0;
+    else if (!found)
         return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
                            "%s: %s has no attribute num_classes (expected an integer in 1..%lld)",
                            ds->path, ds->split, (long long)TG_DATASET_MAX_CLASSES);
-    if (ds->num_classes < 1 || ds->num_classes > TG_DATASET_MAX_CLASSES)
+    if (!ds->tdim && (ds->num_classes < 1 || ds->num_classes > TG_DATASET_MAX_CLASSES))
         return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
                            "%s: %s attribute num_classes is %lld but expected an integer in "
                            "1..%lld",
                            ds->path, ds->split, (long long)ds->num_classes,
                            (long long)TG_DATASET_MAX_CLASSES);
-    ds->scale = 1.0;
-    ds->mean = 0.0;
-    ds->std = 1.0;
-    for (int i = 0; i < 3; i++) {
-        st = read_attr(ds, names[i], false, vals[i], &found, err, errlen);
-        if (st)
-            return st;
-        if (!isfinite(*vals[i]) || (i == 2 && !(*vals[i] > 0)))
-            return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
-                               "%s: %s attribute %s is %g but expected a finite number%s", ds->path,
-                               ds->split, names[i], *vals[i], i == 2 ? " > 0" : "");
-    }
-    for (int v = 0; v < 256; v++)
-        ds->lut[v] = (float)(((double)v * ds->scale - ds->mean) / ds->std);
+    st = read_norms(ds, err, errlen);
+    if (st)
+        return st;
+    ds->lut = malloc((size_t)ds->nch * 256 * sizeof *ds->lut);
+    if (!ds->lut)
+        return tg__ds_fail(TG_ERR_NOMEM, err, errlen, "%s: out of memory", ds->path);
+    for (int64_t k = 0; k < ds->nch; k++)
+        for (int v = 0; v < 256; v++)
+            ds->lut[k * 256 + v] =
+                (float)(((double)v * ds->scale - ds->mean_v[k]) / ds->std_v[k]);
     return TG_OK;
 }
 
@@ -324,7 +397,7 @@ static herr_t read_labels(tg_dataset *ds, hsize_t start, hsize_t count, int64_t 
     return r;
 }
 
-static tg_status label_range(const tg_dataset *ds, int64_t i, int64_t v, const char *when,
+tg_status tg__h5d_label_range(const tg_dataset *ds, int64_t i, int64_t v, const char *when,
                              char *err, size_t errlen) {
     return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
                        "%s: %s/y[%lld] = %lld is outside [0, %lld) (num_classes = %lld)%s",
@@ -349,19 +422,19 @@ static tg_status check_labels(tg_dataset *ds, char *err, size_t errlen) {
         int64_t m = ds->n - s < LABEL_BLOCK ? ds->n - s : LABEL_BLOCK;
         int64_t *dst = keep ? buf + s : buf;
 
-        if (stop_asked(ds)) {
+        if (tg__h5d_stop_asked(ds)) {
             free(buf);
-            return stopped(ds, "checking the labels", err, errlen);
+            return tg__h5d_stopped(ds, "checking the labels", err, errlen);
         }
         if (read_labels(ds, (hsize_t)s, (hsize_t)m, dst) < 0) {
             free(buf);
-            return h5fail(ds, TG_ERR_IO, "reading y", err, errlen);
+            return tg__h5d_fail(ds, TG_ERR_IO, "reading y", err, errlen);
         }
         for (int64_t i = 0; i < m; i++)
             if (dst[i] < 0 || dst[i] >= ds->num_classes) {
                 int64_t v = dst[i];
                 free(buf);
-                return label_range(ds, s + i, v, "", err, errlen);
+                return tg__h5d_label_range(ds, s + i, v, "", err, errlen);
             }
     }
     if (keep)
@@ -411,7 +484,7 @@ static tg_status open_tuned(tg_dataset *ds, const char *name, const char *desc, 
     dapl = chunk_access(ds, probe);
     (void)H5Oclose(probe);
     if (dapl < 0)
-        return h5fail(ds, TG_ERR_IO, "setting up dataset access", err, errlen);
+        return tg__h5d_fail(ds, TG_ERR_IO, "setting up dataset access", err, errlen);
     st = open_member(ds, name, desc, dapl, out, err, errlen);
     (void)H5Pclose(dapl);
     return st;
@@ -438,7 +511,7 @@ static tg_status check_stored(const tg_dataset *ds, hid_t dset, const char *name
     if (dcpl >= 0)
         (void)H5Pclose(dcpl);
     if (es == 0 || nf < 0)
-        return h5fail(ds, TG_ERR_IO, "reading the layout of a dataset", err, errlen);
+        return tg__h5d_fail(ds, TG_ERR_IO, "reading the layout of a dataset", err, errlen);
     over = __builtin_mul_overflow(rows, per_row, &bytes) ||
            __builtin_mul_overflow(bytes, (uint64_t)es, &bytes);
     if (nf == 0)
@@ -472,14 +545,15 @@ static tg_status open_members(tg_dataset *ds, char *err, size_t errlen) {
     ds->xspace = H5Dget_space(ds->x);
     ds->yspace = H5Dget_space(ds->y);
     if (ds->xspace < 0 || ds->yspace < 0)
-        return h5fail(ds, TG_ERR_IO, "reading the dataspaces", err, errlen);
+        return tg__h5d_fail(ds, TG_ERR_IO, "reading the dataspaces", err, errlen);
     st = check_x(ds, dims, err, errlen);
     if (st == TG_OK)
         st = check_y(ds, dims[0], err, errlen);
     if (st == TG_OK)
         st = check_stored(ds, ds->x, "x", dims[0], (uint64_t)ds->sample_numel, err, errlen);
     if (st == TG_OK)
-        st = check_stored(ds, ds->y, "y", dims[0], 1, err, errlen);
+        st = check_stored(ds, ds->y, "y", dims[0], (uint64_t)(ds->tdim ? ds->tdim : 1), err,
+                          errlen);
     return st;
 }
 
@@ -499,13 +573,13 @@ static tg_status open_file(tg_dataset *ds, char *err, size_t errlen) {
     ds->file_bytes = (int64_t)sb.st_size;
     is = tg__ds_is_hdf5(ds->path);
     if (is < 0)
-        return h5fail(ds, TG_ERR_IO, "checking the file", err, errlen);
+        return tg__h5d_fail(ds, TG_ERR_IO, "checking the file", err, errlen);
     if (is == 0)
         return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
                            "%s: not an HDF5 file (no HDF5 signature found)", ds->path);
     fapl = tg__ds_fapl(true);
     if (fapl < 0)
-        return h5fail(ds, TG_ERR_IO, "setting up file access", err, errlen);
+        return tg__h5d_fail(ds, TG_ERR_IO, "setting up file access", err, errlen);
     ds->file = H5Fopen(ds->path, H5F_ACC_RDONLY, fapl);
     /* Take the reason before the next API call clears the error stack. */
     if (ds->file < 0)
@@ -568,7 +642,7 @@ tg_status tg_dataset_open_opts(const char *path, const char *split, const tg_dat
     if (st == TG_OK)
         st = read_attrs(ds, err, errlen);
     if (st == TG_OK)
-        st = check_labels(ds, err, errlen);
+        st = ds->tdim ? tg__h5d_check_targets(ds, err, errlen) : check_labels(ds, err, errlen);
     if (st) {
         tg_dataset_close(ds);
         return st;
@@ -603,6 +677,11 @@ void tg_dataset_close(tg_dataset *ds) {
         (void)H5Fclose(ds->file);
     free(ds->y_cache);
     free(ds->x_cache);
+    free(ds->t_cache);
+    free(ds->trow);
+    free(ds->mean_v);
+    free(ds->std_v);
+    free(ds->lut);
     free(ds->order);
     free(ds->raw);
     free(ds->ylab);
@@ -615,9 +694,18 @@ int64_t tg_dataset_len(const tg_dataset *ds) { return ds->n; }
 int64_t tg_dataset_sample_numel(const tg_dataset *ds) { return ds->sample_numel; }
 tg_dtype tg_dataset_x_dtype(const tg_dataset *ds) { return ds->xdtype; }
 int64_t tg_dataset_num_classes(const tg_dataset *ds) { return ds->num_classes; }
+int64_t tg_dataset_target_dim(const tg_dataset *ds) { return ds->tdim; }
 double tg_dataset_scale(const tg_dataset *ds) { return ds->scale; }
 double tg_dataset_mean(const tg_dataset *ds) { return ds->mean; }
 double tg_dataset_std(const tg_dataset *ds) { return ds->std; }
+
+int64_t tg_dataset_norm(const tg_dataset *ds, const double **mean, const double **std) {
+    if (mean)
+        *mean = ds->mean_v;
+    if (std)
+        *std = ds->std_v;
+    return ds->nch;
+}
 bool tg_dataset_x_cached(const tg_dataset *ds) { return ds->x_cache != NULL; }
 const char *tg_dataset_path(const tg_dataset *ds) { return ds->path; }
 const char *tg_dataset_split(const tg_dataset *ds) { return ds->split; }
@@ -628,296 +716,3 @@ const int64_t *tg_dataset_sample_shape(const tg_dataset *ds, int *ndim) {
     return ds->sample_shape;
 }
 
-static tg_status grow_scratch(tg_dataset *ds, int64_t n, char *err, size_t errlen) {
-    struct order *o;
-    unsigned char *raw;
-    int64_t *yl;
-
-    if (n <= ds->cap)
-        return TG_OK;
-    if ((uint64_t)n > SIZE_MAX / 2 / (ds->sample_bytes + sizeof *o))
-        return tg__ds_fail(TG_ERR_NOMEM, err, errlen, "%s: a batch of %lld samples is too large",
-                           ds->path, (long long)n);
-    o = realloc(ds->order, (size_t)n * sizeof *o);
-    if (o)
-        ds->order = o;
-    raw = o ? realloc(ds->raw, (size_t)n * ds->sample_bytes) : NULL;
-    if (raw)
-        ds->raw = raw;
-    yl = raw ? realloc(ds->ylab, (size_t)n * sizeof *yl) : NULL;
-    if (!yl)
-        return tg__ds_fail(TG_ERR_NOMEM, err, errlen, "%s: no memory for a batch of %lld samples",
-                           ds->path, (long long)n);
-    ds->ylab = yl;
-    ds->cap = n;
-    return TG_OK;
-}
-
-/* The index of the first non-finite of the n floats at p, or -1. */
-static int64_t first_nonfinite(const unsigned char *p, int64_t n) {
-    for (int64_t i = 0; i < n; i++) {
-        float v;
-        memcpy(&v, p + 4 * i, sizeof v);
-        if (!isfinite(v))
-            return i;
-    }
-    return -1;
-}
-
-/* TG_ERR_FORMAT for element elem (of the flat f32 data at p) being NaN or
- * infinite: names the sample, the element within it and the value. */
-static tg_status bad_value(const tg_dataset *ds, int64_t sample, int64_t elem,
-                           const unsigned char *src, char *err, size_t errlen) {
-    float v;
-
-    memcpy(&v, src + 4 * elem, sizeof v);
-    return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
-                       "%s: %s/x[%lld] (sample %lld) holds %s at element %lld; f32 inputs must "
-                       "be finite",
-                       ds->path, ds->split, (long long)sample, (long long)sample,
-                       isnan(v) ? "nan" : v > 0 ? "inf" : "-inf", (long long)elem);
-}
-
-/*
- * Normalises one stored sample (index `sample`) into sample_numel floats.
- * A NaN or infinite f32 input fails here, in the thread that reads the
- * samples, rather than as a NaN loss some steps later.
- */
-static tg_status emit_x(const tg_dataset *ds, int64_t sample, const unsigned char *src,
-                        float *dst, char *err, size_t errlen) {
-    if (ds->xdtype == TG_U8) {
-        for (int64_t i = 0; i < ds->sample_numel; i++)
-            dst[i] = ds->lut[src[i]];
-        return TG_OK;
-    }
-    for (int64_t i = 0; i < ds->sample_numel; i++) {
-        float v;
-        memcpy(&v, src + 4 * i, sizeof v);
-        if (!isfinite(v))
-            return bad_value(ds, sample, i, src, err, errlen);
-        dst[i] = (float)(((double)v * ds->scale - ds->mean) / ds->std);
-    }
-    return TG_OK;
-}
-
-/* Checks the whole cached f32 x for NaN and infinities, in blocks between
- * which the stop callback is asked. */
-static tg_status scan_cached_x(const tg_dataset *ds, char *err, size_t errlen) {
-    int64_t total = ds->n * ds->sample_numel;
-
-    for (int64_t s = 0; s < total; s += SCAN_BLOCK) {
-        int64_t m = total - s < SCAN_BLOCK ? total - s : SCAN_BLOCK;
-        int64_t at;
-
-        if (stop_asked(ds))
-            return stopped(ds, "checking x", err, errlen);
-        at = first_nonfinite(ds->x_cache + 4 * (size_t)s, m);
-        if (at >= 0) {
-            int64_t e = s + at, i = e / ds->sample_numel;
-            return bad_value(ds, i, e - i * ds->sample_numel,
-                             ds->x_cache + (size_t)i * ds->sample_bytes, err, errlen);
-        }
-    }
-    return TG_OK;
-}
-
-/* Loads x whole when it fits what the label cache left of the budget. */
-static tg_status maybe_cache_x(tg_dataset *ds, char *err, size_t errlen) {
-    int64_t left = ds->budget - (ds->y_cache ? ds->n * (int64_t)sizeof(int64_t) : 0);
-    hid_t mt = ds->xdtype == TG_U8 ? H5T_NATIVE_UCHAR : H5T_NATIVE_FLOAT;
-
-    ds->x_cache_tried = true;
-    if (ds->budget < 0 || (uint64_t)ds->n > (uint64_t)(left > 0 ? left : 0) / ds->sample_bytes)
-        return TG_OK;
-    /* Not getting the memory only means reading from the file instead. */
-    ds->x_cache = malloc((size_t)ds->n * ds->sample_bytes);
-    if (!ds->x_cache)
-        return TG_OK;
-    if (H5Dread(ds->x, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, ds->x_cache) < 0) {
-        free(ds->x_cache);
-        ds->x_cache = NULL;
-        return h5fail(ds, TG_ERR_IO, "reading x", err, errlen);
-    }
-    if (ds->xdtype == TG_F32) {
-        tg_status st = scan_cached_x(ds, err, errlen);
-        if (st) {
-            free(ds->x_cache);
-            ds->x_cache = NULL;
-            /* A later read must not take the file's copy as checked. */
-            ds->x_cache_tried = false;
-            return st;
-        }
-    }
-    return TG_OK;
-}
-
-tg_status tg__ds_reserve(tg_dataset *ds, int64_t n, char *err, size_t errlen) {
-    if (!ds->x_cache_tried) {
-        tg_status st = maybe_cache_x(ds, err, errlen);
-        if (st)
-            return st;
-    }
-    return grow_scratch(ds, n, err, errlen);
-}
-
-static int order_cmp(const void *a, const void *b) {
-    const struct order *p = a, *q = b;
-
-    return (p->idx > q->idx) - (p->idx < q->idx);
-}
-
-/*
- * Reads the labels of the sorted unique indices into ds->ylab with one
- * H5Dread: runs of consecutive indices are OR-ed into one selection. For a
- * 1-D dataset the element-by-element mapping this costs (see read_runs_x) is
- * one step per label, cheaper than a call per run.
- */
-static herr_t read_runs_y(tg_dataset *ds, int64_t n) {
-    H5S_seloper_t op = H5S_SELECT_SET;
-    hsize_t uniq = 0;
-    hid_t ms;
-    herr_t r;
-
-    for (int64_t i = 0; i < n;) {
-        hsize_t start = (hsize_t)ds->order[i].idx, count;
-        int64_t e = ds->order[i].idx + 1;
-
-        /* Extend the run over repeats and consecutive indices. */
-        while (++i < n && ds->order[i].idx <= e)
-            e = ds->order[i].idx + 1;
-        count = (hsize_t)e - start;
-        if (H5Sselect_hyperslab(ds->yspace, op, &start, NULL, &count, NULL) < 0)
-            return -1;
-        op = H5S_SELECT_OR;
-        uniq += count;
-    }
-    ms = H5Screate_simple(1, &uniq, NULL);
-    if (ms < 0)
-        return -1;
-    r = H5Dread(ds->y, H5T_NATIVE_INT64, ms, ds->yspace, H5P_DEFAULT, ds->ylab);
-    (void)H5Sclose(ms);
-    return r;
-}
-
-/*
- * Reads the unique samples of the sorted batch into ds->raw with one
- * H5Dread per run of consecutive indices, the memory space shaped like the
- * run. A single read of all runs OR-ed together would be one call, but HDF5
- * 1.10 then maps every element to its chunk one by one (memory and file
- * selections differ in shape), which measured 7x slower for 28x28 samples.
- * Returns the number of unique samples, or -1 if HDF5 failed.
- */
-static int64_t read_runs_x(tg_dataset *ds, int64_t n) {
-    hsize_t start[TG_MAX_DIMS] = {0}, count[TG_MAX_DIMS];
-    hid_t mt = ds->xdtype == TG_U8 ? H5T_NATIVE_UCHAR : H5T_NATIVE_FLOAT;
-    int rank = ds->sample_ndim + 1;
-    int64_t uniq = 0;
-
-    for (int d = 1; d < rank; d++)
-        count[d] = (hsize_t)ds->sample_shape[d - 1];
-    for (int64_t i = 0; i < n;) {
-        int64_t s = ds->order[i].idx, e = s + 1;
-        hid_t ms;
-        herr_t r = -1;
-
-        /* Extend the run over repeats and consecutive indices. */
-        while (++i < n && ds->order[i].idx <= e)
-            e = ds->order[i].idx + 1;
-        start[0] = (hsize_t)s;
-        count[0] = (hsize_t)(e - s);
-        ms = H5Screate_simple(rank, count, NULL);
-        if (ms >= 0 &&
-            H5Sselect_hyperslab(ds->xspace, H5S_SELECT_SET, start, NULL, count, NULL) >= 0)
-            r = H5Dread(ds->x, mt, ms, ds->xspace, H5P_DEFAULT,
-                        ds->raw + (size_t)uniq * ds->sample_bytes);
-        if (ms >= 0)
-            (void)H5Sclose(ms);
-        if (r < 0)
-            return -1;
-        uniq += e - s;
-    }
-    return uniq;
-}
-
-/* Reads the sorted batch from the file (x and/or y) and scatters it. */
-static tg_status read_sorted(tg_dataset *ds, int64_t n, float *x_out, int64_t *y_out, char *err,
-                             size_t errlen) {
-    bool fx = x_out && !ds->x_cache, fy = y_out && !ds->y_cache;
-    int64_t u = -1, prev = -1;
-
-    qsort(ds->order, (size_t)n, sizeof *ds->order, order_cmp);
-    if (fx && read_runs_x(ds, n) < 0)
-        return h5fail(ds, TG_ERR_IO, "reading x", err, errlen);
-    if (fy && read_runs_y(ds, n) < 0)
-        return h5fail(ds, TG_ERR_IO, "reading y", err, errlen);
-    for (int64_t i = 0; i < n; i++) {
-        const struct order *o = &ds->order[i];
-
-        /* Unique samples were read in sorted order: a new index is the next
-         * slot of the scratch buffers. */
-        if (o->idx != prev)
-            u++;
-        prev = o->idx;
-        if (x_out) {
-            tg_status st = emit_x(ds, o->idx,
-                                  fx ? ds->raw + (size_t)u * ds->sample_bytes
-                                     : ds->x_cache + (size_t)o->idx * ds->sample_bytes,
-                                  x_out + o->pos * ds->sample_numel, err, errlen);
-            if (st)
-                return st;
-        }
-        if (y_out) {
-            int64_t v = fy ? ds->ylab[u] : ds->y_cache[o->idx];
-            if (v < 0 || v >= ds->num_classes)
-                return label_range(ds, o->idx, v, " (the file changed after it was opened?)", err,
-                                   errlen);
-            y_out[o->pos] = v;
-        }
-    }
-    return TG_OK;
-}
-
-tg_status tg_dataset_read(tg_dataset *ds, const int64_t *indices, int64_t n, float *x_out,
-                          int64_t *y_out, char *err, size_t errlen) {
-    tg_status st;
-
-    if (!ds || n < 0 || (n > 0 && !indices))
-        return tg__ds_fail(TG_ERR_INVALID, err, errlen,
-                           "tg_dataset_read: needs a dataset, n >= 0 and indices");
-    if (n == 0)
-        return TG_OK;
-    tg__ds_h5_quiet();
-    for (int64_t i = 0; i < n; i++)
-        if (indices[i] < 0 || indices[i] >= ds->n)
-            return tg__ds_fail(TG_ERR_INVALID, err, errlen,
-                               "%s: %s: index %lld (batch position %lld) is outside [0, %lld)",
-                               ds->path, ds->split, (long long)indices[i], (long long)i,
-                               (long long)ds->n);
-    if (x_out && !ds->x_cache_tried) {
-        st = maybe_cache_x(ds, err, errlen);
-        if (st)
-            return st;
-    }
-    if ((!x_out || ds->x_cache) && (!y_out || ds->y_cache)) {
-        /* Everything needed is in memory: gather directly, no sort. */
-        for (int64_t i = 0; i < n; i++) {
-            if (x_out) {
-                st = emit_x(ds, indices[i], ds->x_cache + (size_t)indices[i] * ds->sample_bytes,
-                            x_out + i * ds->sample_numel, err, errlen);
-                if (st)
-                    return st;
-            }
-            if (y_out)
-                y_out[i] = ds->y_cache[indices[i]];
-        }
-        return TG_OK;
-    }
-    st = grow_scratch(ds, n, err, errlen);
-    if (st)
-        return st;
-    for (int64_t i = 0; i < n; i++) {
-        ds->order[i].idx = indices[i];
-        ds->order[i].pos = i;
-    }
-    return read_sorted(ds, n, x_out, y_out, err, errlen);
-}

@@ -9,6 +9,7 @@
  * old version of the split, and no half-written file or split is left.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,6 +151,49 @@ tg_status tg__ds_out_norm_attrs(const struct tg__ds_out *o, hid_t grp, int32_t n
     return st;
 }
 
+/* A mean or std attribute: a scalar when n is 1, else a vector of n. */
+static tg_status out_vec(const struct tg__ds_out *o, hid_t grp, const char *name, const double *v,
+                         int64_t n, char *err, size_t errlen) {
+    hsize_t dims[1] = {(hsize_t)n};
+    hid_t sp, a;
+    herr_t w;
+    char what[64];
+
+    if (n == 1)
+        return tg__ds_out_attr(o, grp, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, v, err, errlen);
+    sp = H5Screate_simple(1, dims, NULL);
+    a = sp < 0 ? -1 : H5Acreate2(grp, name, H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    w = a < 0 ? -1 : H5Awrite(a, H5T_NATIVE_DOUBLE, v);
+    if (a >= 0 && H5Aclose(a) < 0)
+        w = -1;
+    if (sp >= 0)
+        (void)H5Sclose(sp);
+    if (w < 0) {
+        snprintf(what, sizeof what, "writing attribute %s", name);
+        return tg__ds_out_err(o, what, err, errlen);
+    }
+    return TG_OK;
+}
+
+tg_status tg__ds_out_norm_attrs_v(const struct tg__ds_out *o, hid_t grp, int32_t num_classes,
+                                  double scale, const double *mean, const double *sd, int64_t n,
+                                  char *err, size_t errlen) {
+    /* Regression targets (num_classes 0) have no classes to write. */
+    tg_status st = num_classes <= 0
+                       ? TG_OK
+                       : tg__ds_out_attr(o, grp, TG__ATTR_NUM_CLASSES, H5T_STD_I32LE,
+                                         H5T_NATIVE_INT32, &num_classes, err, errlen);
+
+    if (st == TG_OK)
+        st = tg__ds_out_attr(o, grp, TG__ATTR_SCALE, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &scale, err,
+                             errlen);
+    if (st == TG_OK)
+        st = out_vec(o, grp, TG__ATTR_MEAN, mean, n, err, errlen);
+    if (st == TG_OK)
+        st = out_vec(o, grp, TG__ATTR_STD, sd, n, err, errlen);
+    return st;
+}
+
 hid_t tg__ds_out_dataset(hid_t grp, const char *name, hid_t type, int rank, const hsize_t *dims,
                          const hsize_t *chunk, int level) {
     hid_t sp = H5Screate_simple(rank, dims, NULL);
@@ -203,8 +247,14 @@ tg_status tg__ds_out_split_close(const struct tg__ds_out *o, hid_t grp, hid_t x,
  * into the preprocessing. A train split without both attributes, or with a
  * std that is not positive, does not apply, and the split keeps its own. */
 bool tg__ds_out_train_norm(const struct tg__ds_out *o, double *mean, double *sd) {
+    return tg__ds_out_train_norm_v(o, mean, sd, 1);
+}
+
+bool tg__ds_out_train_norm_v(const struct tg__ds_out *o, double *mean, double *sd, int64_t n) {
     const char *names[2] = {TG__ATTR_MEAN, TG__ATTR_STD};
-    double v[2];
+    double *dst[2] = {mean, sd};
+    double *v[2];
+    hssize_t cnt[2] = {0, 0};
     bool ok = true;
     hid_t g;
 
@@ -213,18 +263,31 @@ bool tg__ds_out_train_norm(const struct tg__ds_out *o, double *mean, double *sd)
     g = H5Gopen2(o->file, "/train", H5P_DEFAULT);
     if (g < 0)
         return false;
+    v[0] = malloc((size_t)n * sizeof(double));
+    v[1] = malloc((size_t)n * sizeof(double));
+    ok = v[0] && v[1];
     for (int i = 0; i < 2 && ok; i++) {
         hid_t a = H5Aexists(g, names[i]) > 0 ? H5Aopen(g, names[i], H5P_DEFAULT) : -1;
+        hid_t sp = a >= 0 ? H5Aget_space(a) : -1;
 
-        ok = a >= 0 && H5Aread(a, H5T_NATIVE_DOUBLE, &v[i]) >= 0;
-        /* A read-only handle: closing it cannot lose data. */
+        cnt[i] = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
+        /* One number for every channel, or one per channel. */
+        ok = (cnt[i] == 1 || cnt[i] == n) && H5Aread(a, H5T_NATIVE_DOUBLE, v[i]) >= 0;
+        /* Read-only handles: closing them cannot lose data. */
+        if (sp >= 0)
+            (void)H5Sclose(sp);
         if (a >= 0)
             (void)H5Aclose(a);
     }
     (void)H5Gclose(g);
-    if (!ok || !(v[1] > 0))
-        return false;
-    *mean = v[0];
-    *sd = v[1];
-    return true;
+    for (int i = 0; i < 2 && ok; i++)
+        for (int64_t k = 0; k < n; k++)
+            ok = ok && isfinite(v[i][cnt[i] == 1 ? 0 : k]) &&
+                 (i == 0 || v[i][cnt[i] == 1 ? 0 : k] > 0);
+    for (int i = 0; i < 2 && ok; i++)
+        for (int64_t k = 0; k < n; k++)
+            dst[i][k] = v[i][cnt[i] == 1 ? 0 : k];
+    free(v[0]);
+    free(v[1]);
+    return ok;
 }

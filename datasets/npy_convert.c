@@ -31,16 +31,30 @@ struct conv {
     struct npy_file x, y;
     tg_npy_options o;
     int64_t n, per;       /* samples, elements per sample */
-    int64_t ncls;         /* num_classes to write */
+    int64_t ncls;         /* num_classes to write (0: regression targets) */
+    int64_t tdim;         /* f32 targets per sample (y f4/f8 (N,) or (N, K)); 0: labels */
     bool xu8;             /* x stored as u8 (else f32) */
     int64_t chunk;        /* samples per chunk of x */
-    double scale, mean, sd;
-    /* Statistics of x: exact integer sums for u8; for floats, count, mean
-     * and sum of squared deviations merged block by block (Chan et al.),
-     * which stays accurate where E[v^2] - E[v]^2 would cancel. */
+    double scale;
+    /* The statistics are per channel (x's axis 1) when x has channels,
+     * (N, C, ...) with C > 1, else one set for all of x: nch of them, each
+     * channel covering ch_numel consecutive elements of a sample. */
+    int64_t nch, ch_numel;
+    struct chstat *cs;
+};
+
+/* Statistics of one channel of x: exact integer sums for u8; for floats,
+ * count, mean and sum of squared deviations merged block by block (Chan et
+ * al.), which stays accurate where E[v^2] - E[v]^2 would cancel. Then the
+ * mean and std written. */
+struct chstat {
     uint64_t sum, sumsq;
     double cnt, fmean, m2;
+    double mean, sd;
 };
+
+/* The most channels that get statistics of their own. */
+#define NPY_MAX_CHANNELS 4096
 
 /* ---------------------------------------------------------------------- */
 /* Inputs                                                                  */
@@ -86,13 +100,23 @@ static tg_status check_y(const struct npy_file *y, char *err, size_t errlen) {
     char sh[160];
 
     tg__npy_shape_str(y, sh, sizeof sh);
-    if (y->kind != 'u' && y->kind != 'i')
+    if (y->kind != 'u' && y->kind != 'i' && y->kind != 'f')
         return tg__ds_fail(TG_ERR_UNSUPPORTED, err, errlen,
                            "%s: y has dtype %s%s but expected an integer dtype (i1, i2, i4, i8, "
-                           "u1, u2, u4, u8)",
+                           "u1, u2, u4, u8) for labels or f4/f8 for regression targets",
                            y->path, y->descr,
                            strchr(y->descr, 'O') ? " (Python objects)" : "");
-    if (y->ndim != 1)
+    /* Regression targets: (N,) or (N, K), C order. */
+    if (y->kind == 'f' && (y->ndim != 1 && y->ndim != 2))
+        return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                           "%s: y has shape %s but float targets are (N,) or (N, K)", y->path, sh);
+    if (y->kind == 'f' && y->ndim == 2 && y->fortran)
+        return tg__ds_fail(TG_ERR_UNSUPPORTED, err, errlen,
+                           "%s: y is in Fortran order; save np.ascontiguousarray(y)", y->path);
+    if (y->kind == 'f' && y->ndim == 2 && y->shape[1] == 0)
+        return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                           "%s: y has shape %s: no targets per sample", y->path, sh);
+    if (y->kind != 'f' && y->ndim != 1)
         return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
                            "%s: y has shape %s but expected (N,): one label per sample", y->path,
                            sh);
@@ -126,7 +150,67 @@ static tg_status check_stop(const struct conv *c, const char *path, char *err, s
     return TG_OK;
 }
 
+static tg_status convert_floats(const struct npy_file *x, const char *name,
+                                const unsigned char *raw, int64_t m, int64_t first, float *out,
+                                char *err, size_t errlen);
+
+/* Regression targets: every value finite and within f32 (read and
+ * converted once here, again when written). */
+static tg_status scan_targets(struct conv *c, char *err, size_t errlen) {
+    struct npy_file *y = &c->y;
+    int64_t total = c->n * c->tdim;
+    unsigned char *buf = malloc((size_t)(NPY_LABEL_BLOCK * y->size));
+    float *f = malloc((size_t)NPY_LABEL_BLOCK * sizeof *f);
+    tg_status st = buf && f ? TG_OK
+                            : tg__ds_fail(TG_ERR_NOMEM, err, errlen, "%s: out of memory", y->path);
+
+    if (st == TG_OK && c->o.num_classes)
+        st = tg__ds_fail(TG_ERR_INVALID, err, errlen,
+                         "%s: num_classes %lld given, but y holds float regression targets",
+                         y->path, (long long)c->o.num_classes);
+    for (int64_t i = 0; i < total && st == TG_OK; i += NPY_LABEL_BLOCK) {
+        int64_t m = total - i < NPY_LABEL_BLOCK ? total - i : NPY_LABEL_BLOCK;
+
+        st = check_stop(c, y->path, err, errlen);
+        if (st == TG_OK)
+            st = tg__npy_read(y, buf, m, err, errlen);
+        if (st == TG_OK)
+            st = convert_floats(y, "y", buf, m, i, f, err, errlen);
+    }
+    free(buf);
+    free(f);
+    c->ncls = 0;
+    return st;
+}
+
+/* Second pass over y for targets: f32, one chunk of rows per write. */
+static tg_status write_targets(struct conv *c, const struct tg__ds_out *o, hid_t yd, int64_t yc,
+                               char *err, size_t errlen) {
+    struct npy_file *y = &c->y;
+    int64_t k = c->tdim;
+    unsigned char *raw = malloc((size_t)(yc * k * y->size));
+    float *f = malloc(sizeof(float) * (size_t)(yc * k));
+    hsize_t dims[2] = {(hsize_t)c->n, (hsize_t)k};
+    tg_status st = raw && f ? tg__npy_seek_body(y, err, errlen)
+                            : tg__ds_fail(TG_ERR_NOMEM, err, errlen, "%s: out of memory", y->path);
+
+    for (int64_t i = 0; i < c->n && st == TG_OK; i += yc) {
+        int64_t m = c->n - i < yc ? c->n - i : yc;
+
+        st = tg__npy_read(y, raw, m * k, err, errlen);
+        if (st == TG_OK)
+            st = convert_floats(y, "y", raw, m * k, i * k, f, err, errlen);
+        if (st == TG_OK && tg__ds_out_rows(yd, H5T_NATIVE_FLOAT, y->ndim, dims, i, m, f) < 0)
+            st = tg__ds_out_err(o, "writing y", err, errlen);
+    }
+    free(raw);
+    free(f);
+    return st;
+}
+
 static tg_status scan_labels(struct conv *c, char *err, size_t errlen) {
+    if (c->tdim)
+        return scan_targets(c, err, errlen);
     struct npy_file *y = &c->y;
     unsigned char *buf = malloc((size_t)(NPY_LABEL_BLOCK * y->size));
     int64_t max = -1, given = c->o.num_classes;
@@ -198,8 +282,9 @@ static tg_status write_labels(struct conv *c, const struct tg__ds_out *o, hid_t 
     return st;
 }
 
-/* Names element e of x as "x[3, 0, 1, 2]" in buf. */
-static const char *x_index(const struct npy_file *x, int64_t e, char *buf, size_t len) {
+/* Names element e of x (or y: `name`) as "x[3, 0, 1, 2]" in buf. */
+static const char *x_index(const struct npy_file *x, const char *name, int64_t e, char *buf,
+                           size_t len) {
     int64_t idx[TG_MAX_DIMS];
     size_t used = 0;
 
@@ -207,7 +292,7 @@ static const char *x_index(const struct npy_file *x, int64_t e, char *buf, size_
         idx[d] = e % x->shape[d];
         e /= x->shape[d];
     }
-    used += (size_t)snprintf(buf, len, "x[");
+    used += (size_t)snprintf(buf, len, "%s[", name);
     for (int d = 0; d < x->ndim && used < len; d++)
         used += (size_t)snprintf(buf + used, len - used, "%s%lld", d ? ", " : "",
                                  (long long)idx[d]);
@@ -218,8 +303,9 @@ static const char *x_index(const struct npy_file *x, int64_t e, char *buf, size_
 
 /* Converts m raw float elements to f32 into out, refusing non-finite
  * values; `first` is the element index of raw[0] for the message. */
-static tg_status convert_floats(const struct npy_file *x, const unsigned char *raw, int64_t m,
-                                int64_t first, float *out, char *err, size_t errlen) {
+static tg_status convert_floats(const struct npy_file *x, const char *name,
+                                const unsigned char *raw, int64_t m, int64_t first, float *out,
+                                char *err, size_t errlen) {
     char where[160];
 
     for (int64_t k = 0; k < m; k++) {
@@ -237,28 +323,28 @@ static tg_status convert_floats(const struct npy_file *x, const unsigned char *r
         }
         if (!isfinite(d))
             return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
-                               "%s: %s is %s; float inputs must be finite", x->path,
-                               x_index(x, first + k, where, sizeof where),
+                               "%s: %s is %s; float values must be finite", x->path,
+                               x_index(x, name, first + k, where, sizeof where),
                                isnan(d) ? "NaN" : d > 0 ? "inf" : "-inf");
         if (!isfinite(f))
             return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
                                "%s: %s = %g is outside the float32 range it is stored in",
-                               x->path, x_index(x, first + k, where, sizeof where), d);
+                               x->path, x_index(x, name, first + k, where, sizeof where), d);
         out[k] = f;
     }
     return TG_OK;
 }
 
-/* Adds m stored values to the statistics. */
-static void add_stats(struct conv *c, const void *vals, int64_t m) {
+/* Adds m stored values, all of one channel, to its statistics. */
+static void add_run(struct conv *c, struct chstat *cs, const void *vals, int64_t m) {
     const uint8_t *u = vals;
     const float *f = vals;
     double bmean = 0, bm2 = 0, delta, tot;
 
     if (c->xu8) {
         for (int64_t k = 0; k < m; k++) {
-            c->sum += u[k];
-            c->sumsq += (uint64_t)u[k] * u[k];
+            cs->sum += u[k];
+            cs->sumsq += (uint64_t)u[k] * u[k];
         }
         return;
     }
@@ -269,11 +355,30 @@ static void add_stats(struct conv *c, const void *vals, int64_t m) {
         double dv = (double)f[k] * c->scale - bmean;
         bm2 += dv * dv;
     }
-    tot = c->cnt + (double)m;
-    delta = bmean - c->fmean;
-    c->fmean += delta * (double)m / tot;
-    c->m2 += bm2 + delta * delta * c->cnt * (double)m / tot;
-    c->cnt = tot;
+    tot = cs->cnt + (double)m;
+    delta = bmean - cs->fmean;
+    cs->fmean += delta * (double)m / tot;
+    cs->m2 += bm2 + delta * delta * cs->cnt * (double)m / tot;
+    cs->cnt = tot;
+}
+
+/* Adds m stored values that start at element `first` of x (flat, C order)
+ * to the statistics, in runs of one channel; with one channel the whole
+ * block is one run. */
+static void add_stats(struct conv *c, const void *vals, int64_t m, int64_t first) {
+    size_t esz = c->xu8 ? 1 : sizeof(float);
+
+    if (c->nch == 1) {
+        add_run(c, &c->cs[0], vals, m);
+        return;
+    }
+    for (int64_t k = 0; k < m;) {
+        int64_t e = (first + k) % c->per, ch = e / c->ch_numel;
+        int64_t left = (ch + 1) * c->ch_numel - e, r = m - k < left ? m - k : left;
+
+        add_run(c, &c->cs[ch], (const unsigned char *)vals + (size_t)k * esz, r);
+        k += r;
+    }
 }
 
 /* Streams x into the dataset one chunk of samples at a time. */
@@ -300,9 +405,10 @@ static tg_status write_x(struct conv *c, const struct tg__ds_out *o, hid_t xd, c
             if (c->xu8)
                 memcpy(dst, raw, (size_t)b);
             else
-                st = convert_floats(x, raw, b, i * c->per + k, (float *)(void *)dst, err, errlen);
+                st = convert_floats(x, "x", raw, b, i * c->per + k, (float *)(void *)dst, err,
+                                    errlen);
             if (st == TG_OK)
-                add_stats(c, dst, b);
+                add_stats(c, dst, b, i * c->per + k);
         }
         if (st == TG_OK && tg__ds_out_rows(xd, c->xu8 ? H5T_NATIVE_UCHAR : H5T_NATIVE_FLOAT,
                                            x->ndim, dims, i, m, out) < 0)
@@ -322,29 +428,43 @@ static tg_status write_x(struct conv *c, const struct tg__ds_out *o, hid_t xd, c
 /* mean and std as given; else train's when the file holds a train split
  * and this is another split (tg__ds_out_train_norm), else from the
  * statistics. */
-static void finish_stats(struct conv *c, const struct tg__ds_out *o) {
-    double cnt = (double)c->n * (double)c->per, var;
+static void finish_channel(struct conv *c, struct chstat *cs) {
+    double cnt = (double)c->n * (double)c->ch_numel, var;
 
-    if (c->o.set_mean_std) {
-        c->mean = c->o.mean;
-        c->sd = c->o.std;
-        return;
-    }
     if (c->xu8) {
         /* As idx.c: exact integer sums, then E[v^2] - E[v]^2, well
          * conditioned for values in 0..255. */
-        double m = (double)c->sum / cnt;
-        var = (double)c->sumsq / cnt - m * m;
-        c->mean = m * c->scale;
-        c->sd = var > 0 ? sqrt(var) * fabs(c->scale) : 0.0;
+        double m = (double)cs->sum / cnt;
+        var = (double)cs->sumsq / cnt - m * m;
+        cs->mean = m * c->scale;
+        cs->sd = var > 0 ? sqrt(var) * fabs(c->scale) : 0.0;
     } else {
-        c->mean = c->fmean;
-        c->sd = c->m2 > 0 ? sqrt(c->m2 / c->cnt) : 0.0;
+        cs->mean = cs->fmean;
+        cs->sd = cs->m2 > 0 ? sqrt(cs->m2 / cs->cnt) : 0.0;
     }
     /* Constant inputs would divide by zero at read time. */
-    if (!(c->sd > 0) || !isfinite(c->sd))
-        c->sd = 1.0;
-    (void)tg__ds_out_train_norm(o, &c->mean, &c->sd);
+    if (!(cs->sd > 0) || !isfinite(cs->sd))
+        cs->sd = 1.0;
+}
+
+/* With mean and std given (one value for all channels) the attributes are
+ * numbers; else one per channel of the statistics. *mean and *sd receive
+ * arrays of *n values (inside c). */
+static void finish_stats(struct conv *c, const struct tg__ds_out *o, double *mean, double *sd,
+                         int64_t *n) {
+    if (c->o.set_mean_std) {
+        mean[0] = c->o.mean;
+        sd[0] = c->o.std;
+        *n = 1;
+        return;
+    }
+    *n = c->nch;
+    for (int64_t k = 0; k < c->nch; k++) {
+        finish_channel(c, &c->cs[k]);
+        mean[k] = c->cs[k].mean;
+        sd[k] = c->cs[k].sd;
+    }
+    (void)tg__ds_out_train_norm_v(o, mean, sd, c->nch);
 }
 
 /* The chunk of x: as asked, or the default, within the split and HDF5's
@@ -368,7 +488,7 @@ static void choose_chunk(struct conv *c) {
 
 /* Writes x, y and the attributes into the temporary group. */
 static tg_status write_split(struct conv *c, const struct tg__ds_out *o, char *err, size_t errlen) {
-    hsize_t xd[TG_MAX_DIMS], xc[TG_MAX_DIMS], yd[1] = {(hsize_t)c->n}, yc[1];
+    hsize_t xd[TG_MAX_DIMS], xc[TG_MAX_DIMS], yd[2] = {(hsize_t)c->n, (hsize_t)c->tdim}, yc[2];
     hid_t grp, x = -1, y = -1;
     tg_status st = TG_OK;
     int32_t ncls = (int32_t)c->ncls;
@@ -384,18 +504,28 @@ static tg_status write_split(struct conv *c, const struct tg__ds_out *o, char *e
         return tg__ds_out_err(o, "creating the split group", err, errlen);
     x = tg__ds_out_dataset(grp, "x", c->xu8 ? H5T_STD_U8LE : H5T_IEEE_F32LE, c->x.ndim, xd, xc,
                            c->o.deflate_level);
-    y = tg__ds_out_dataset(grp, "y", c->ncls <= 256 ? H5T_STD_U8LE : H5T_STD_I32LE, 1, yd, yc,
-                           c->o.deflate_level);
+    yc[1] = (hsize_t)c->tdim;
+    if (c->tdim)
+        y = tg__ds_out_dataset(grp, "y", H5T_IEEE_F32LE, c->y.ndim, yd, yc, c->o.deflate_level);
+    else
+        y = tg__ds_out_dataset(grp, "y", c->ncls <= 256 ? H5T_STD_U8LE : H5T_STD_I32LE, 1, yd, yc,
+                               c->o.deflate_level);
     if (x < 0 || y < 0)
         st = tg__ds_out_err(o, "creating x and y", err, errlen);
     if (st == TG_OK)
-        st = write_labels(c, o, y, (int64_t)yc[0], err, errlen);
+        st = c->tdim ? write_targets(c, o, y, (int64_t)yc[0], err, errlen)
+                     : write_labels(c, o, y, (int64_t)yc[0], err, errlen);
     if (st == TG_OK)
         st = write_x(c, o, x, xd, err, errlen);
+    double *mean = st == TG_OK ? malloc(2 * (size_t)c->nch * sizeof *mean) : NULL;
+    if (st == TG_OK && !mean)
+        st = tg__ds_fail(TG_ERR_NOMEM, err, errlen, "%s: out of memory", o->path);
     if (st == TG_OK) {
-        finish_stats(c, o);
-        st = tg__ds_out_norm_attrs(o, grp, ncls, c->scale, c->mean, c->sd, err, errlen);
+        int64_t n = 1;
+        finish_stats(c, o, mean, mean + c->nch, &n);
+        st = tg__ds_out_norm_attrs_v(o, grp, ncls, c->scale, mean, mean + c->nch, n, err, errlen);
     }
+    free(mean);
     return tg__ds_out_split_close(o, grp, x, y, st, err, errlen);
 }
 
@@ -444,6 +574,14 @@ static tg_status open_inputs(struct conv *c, const char *x_npy, const char *y_np
     c->n = c->x.shape[0];
     c->per = c->x.numel / c->n;
     c->xu8 = c->x.kind == 'u';
+    c->tdim = c->y.kind == 'f' ? (c->y.ndim == 2 ? c->y.shape[1] : 1) : 0;
+    c->nch = c->x.ndim >= 3 && c->x.shape[1] > 1 && c->x.shape[1] <= NPY_MAX_CHANNELS
+                 ? c->x.shape[1]
+                 : 1;
+    c->ch_numel = c->per / c->nch;
+    c->cs = calloc((size_t)c->nch, sizeof *c->cs);
+    if (!c->cs)
+        return tg__ds_fail(TG_ERR_NOMEM, err, errlen, "%s: out of memory", x_npy);
     c->scale = c->o.scale != 0 ? c->o.scale : c->xu8 ? 1.0 / 255.0 : 1.0;
     return TG_OK;
 }
@@ -481,6 +619,7 @@ tg_status tg_npy_convert(const char *x_npy, const char *y_npy, const char *out_h
     }
     tg__npy_close(&c->x);
     tg__npy_close(&c->y);
+    free(c->cs);
     free(c);
     return st;
 }

@@ -23,6 +23,7 @@
 struct slot {
     float *x;
     int64_t *y;
+    float *t; /* regression targets (NULL for labels) */
     int64_t *idx;
     int64_t n;
     int64_t consumed_after; /* the sampler's position after this batch */
@@ -37,6 +38,14 @@ struct tg_loader {
     int depth;
     struct slot *slots;
 
+    /* Augmentation (aug.flags 0: none), applied on the I/O thread: the
+     * sample's (C, H, W), the pad value of each channel, one sample of
+     * scratch. */
+    tg_augment aug;
+    int64_t c, h, w;
+    float *fill;
+    float *tmp;
+
     pthread_t thread;
     bool started;
     pthread_mutex_t mu;
@@ -47,16 +56,47 @@ struct tg_loader {
 
     /* Consumer side only. */
     int64_t consumed;
+    const float *targets; /* of the batch returned last */
     bool end_pending;
     tg_status sticky;
     char sticky_msg[LOADER_MSG];
 };
 
+/* Crops and flips each sample of the batch in place, its draws keyed by
+ * the epoch and the sample's index in the split. */
+static void augment(tg_loader *ld, struct slot *sl, int64_t epoch) {
+    const tg_augment *a = &ld->aug;
+    int64_t numel = ld->c * ld->h * ld->w;
+
+    for (int64_t i = 0; i < sl->n; i++) {
+        int dy, dx;
+        bool flip;
+        float *x = sl->x + i * numel;
+
+        tg_augment_draw(a->seed, epoch, sl->idx[i], a->pad, &dy, &dx, &flip);
+        if (!(a->flags & TG_AUGMENT_CROP))
+            dy = dx = a->pad;
+        if (!(a->flags & TG_AUGMENT_FLIP))
+            flip = false;
+        if (dy == a->pad && dx == a->pad && !flip)
+            continue;
+        tg_augment_apply(x, ld->c, ld->h, ld->w, a->pad, dy, dx, flip, ld->fill, ld->tmp);
+        memcpy(x, ld->tmp, (size_t)numel * sizeof *x);
+    }
+}
+
 static void fill(tg_loader *ld, struct slot *sl) {
-    sl->st =
-        tg_sampler_next(ld->s, sl->idx, &sl->n, NULL, NULL, &sl->last, sl->msg, sizeof sl->msg);
-    if (sl->st == TG_OK)
+    int64_t epoch = 0;
+
+    sl->st = tg_sampler_next(ld->s, sl->idx, &sl->n, &epoch, NULL, &sl->last, sl->msg,
+                             sizeof sl->msg);
+    if (sl->st == TG_OK && sl->t)
+        sl->st = tg_dataset_read_targets(ld->ds, sl->idx, sl->n, sl->x, sl->t, sl->msg,
+                                         sizeof sl->msg);
+    else if (sl->st == TG_OK)
         sl->st = tg_dataset_read(ld->ds, sl->idx, sl->n, sl->x, sl->y, sl->msg, sizeof sl->msg);
+    if (sl->st == TG_OK && ld->aug.flags)
+        augment(ld, sl, epoch);
     sl->consumed_after = tg_sampler_samples_consumed(ld->s);
 }
 
@@ -99,14 +139,41 @@ static void free_slots(tg_loader *ld) {
         free(ld->slots[i].x);
         free(ld->slots[i].y);
         free(ld->slots[i].idx);
+        free(ld->slots[i].t);
     }
     free(ld->slots);
     ld->slots = NULL;
+    free(ld->fill);
+    free(ld->tmp);
+    ld->fill = ld->tmp = NULL;
+}
+
+/* The augmentation's geometry, pad values and scratch. */
+static tg_status init_augment(tg_loader *ld, const tg_augment *a, char *err, size_t errlen) {
+    int nd;
+    const int64_t *sh;
+    tg_status st = tg__augment_check(a, ld->ds, err, errlen);
+
+    if (st || !a->flags)
+        return st;
+    ld->aug = *a;
+    sh = tg_dataset_sample_shape(ld->ds, &nd);
+    ld->c = nd == 3 ? sh[0] : 1;
+    ld->h = sh[nd - 2];
+    ld->w = sh[nd - 1];
+    ld->fill = malloc((size_t)ld->c * sizeof *ld->fill);
+    ld->tmp = malloc((size_t)tg_dataset_sample_numel(ld->ds) * sizeof *ld->tmp);
+    if (!ld->fill || !ld->tmp)
+        return tg__ds_fail(TG_ERR_NOMEM, err, errlen, "loader: no memory for augmentation");
+    for (int64_t k = 0; k < ld->c; k++)
+        ld->fill[k] = tg__ds_zero_value(ld->ds, k);
+    return TG_OK;
 }
 
 static tg_status alloc_slots(tg_loader *ld, char *err, size_t errlen) {
     int64_t local = tg_sampler_local_batch(ld->s);
     int64_t numel = tg_dataset_sample_numel(ld->ds);
+    int64_t tdim = tg_dataset_target_dim(ld->ds);
 
     if ((uint64_t)local > SIZE_MAX / sizeof(float) / (uint64_t)numel)
         return tg__ds_fail(TG_ERR_NOMEM, err, errlen,
@@ -120,7 +187,9 @@ static tg_status alloc_slots(tg_loader *ld, char *err, size_t errlen) {
         sl->x = malloc((size_t)(local * numel) * sizeof *sl->x);
         sl->y = malloc((size_t)local * sizeof *sl->y);
         sl->idx = malloc((size_t)local * sizeof *sl->idx);
-        if (!sl->x || !sl->y || !sl->idx)
+        if (tdim)
+            sl->t = malloc((size_t)(local * tdim) * sizeof *sl->t);
+        if (!sl->x || !sl->y || !sl->idx || (tdim && !sl->t))
             return tg__ds_fail(TG_ERR_NOMEM, err, errlen,
                                "loader: no memory for %d buffers of %lld samples", ld->depth,
                                (long long)local);
@@ -183,7 +252,8 @@ tg_status tg_loader_new(tg_dataset *ds, tg_sampler *s, const tg_loader_options *
     if (depth < 2 || depth > LOADER_MAX_DEPTH)
         return tg__ds_fail(TG_ERR_INVALID, err, errlen, "loader: depth %d is outside [2, %d]",
                            depth, LOADER_MAX_DEPTH);
-    if (tg_sampler_get_config(s)->n != tg_dataset_len(ds))
+    if (tg_sampler_get_config(s)->subset ? tg_sampler_get_config(s)->n > tg_dataset_len(ds)
+                                         : tg_sampler_get_config(s)->n != tg_dataset_len(ds))
         return tg__ds_fail(TG_ERR_INVALID, err, errlen,
                            "loader: the sampler covers N = %lld samples but %s: %s has %lld",
                            (long long)tg_sampler_get_config(s)->n, tg_dataset_path(ds),
@@ -196,6 +266,8 @@ tg_status tg_loader_new(tg_dataset *ds, tg_sampler *s, const tg_loader_options *
     ld->depth = depth;
     ld->consumed = tg_sampler_samples_consumed(s);
     st = alloc_slots(ld, err, errlen);
+    if (st == TG_OK && opts)
+        st = init_augment(ld, &opts->augment, err, errlen);
     if (st == TG_OK)
         st = tg__ds_reserve(ds, tg_sampler_local_batch(s), err, errlen);
     if (st) {
@@ -259,6 +331,7 @@ tg_status tg_loader_next(tg_loader *ld, const float **x, const int64_t **y, int6
         return tg__ds_fail(ld->sticky, err, errlen, "%s", ld->sticky_msg);
     }
     ld->consumed = sl->consumed_after;
+    ld->targets = sl->t;
     ld->end_pending = sl->last;
     *x = sl->x;
     *y = sl->y;
@@ -267,6 +340,7 @@ tg_status tg_loader_next(tg_loader *ld, const float **x, const int64_t **y, int6
 }
 
 int64_t tg_loader_samples_consumed(const tg_loader *ld) { return ld->consumed; }
+const float *tg_loader_targets(const tg_loader *ld) { return ld->targets; }
 
 void tg_loader_free(tg_loader *ld) {
     if (!ld)

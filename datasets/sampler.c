@@ -6,6 +6,7 @@
  * every rank computes the same permutation with no communication, and the
  * result cannot depend on thread counts or on how many epochs were skipped.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +21,8 @@
 /* The counter's last word tags the stream, so that other users of Philox
  * with the same seed and small counters do not replay the permutation. */
 #define PERM_STREAM 0x7065726du /* "perm" */
+/* The stream of the validation hold-out's shuffle. */
+#define HOLDOUT_STREAM 0x686f6c64u /* "hold" */
 #define EPOCH_LIMIT ((int64_t)1 << 32)
 
 struct tg_sampler {
@@ -72,16 +75,12 @@ static uint64_t mulhi64(uint64_t a, uint64_t b) {
     return hh + (lh >> 32) + (hl >> 32) + (mid >> 32);
 }
 
-tg_status tg_permutation(uint64_t seed, int64_t epoch, int64_t n, int64_t *perm, char *err,
-                         size_t errlen) {
+/* The Fisher-Yates shuffle of [0, n) for (seed, epoch) on Philox stream
+ * `stream` (the counter's last word). */
+static void shuffle(uint64_t seed, int64_t epoch, uint32_t stream, int64_t n, int64_t *perm) {
     const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
     uint32_t out[4] = {0};
 
-    if (!perm || n < 1 || epoch < 0 || epoch >= EPOCH_LIMIT)
-        return tg__ds_fail(TG_ERR_INVALID, err, errlen,
-                           "tg_permutation: needs perm, n >= 1 (got %lld) and an epoch in "
-                           "[0, 2^32) (got %lld)",
-                           (long long)n, (long long)epoch);
     for (int64_t i = 0; i < n; i++)
         perm[i] = i;
     /* Step t swaps position i = n-1-t with j uniform in [0, i]. One Philox
@@ -92,8 +91,7 @@ tg_status tg_permutation(uint64_t seed, int64_t epoch, int64_t n, int64_t *perm,
 
         if ((t & 1) == 0) {
             uint64_t b = (uint64_t)t >> 1;
-            const uint32_t ctr[4] = {(uint32_t)b, (uint32_t)(b >> 32), (uint32_t)epoch,
-                                     PERM_STREAM};
+            const uint32_t ctr[4] = {(uint32_t)b, (uint32_t)(b >> 32), (uint32_t)epoch, stream};
             tg_philox4x32_10(ctr, key, out);
         }
         r = (t & 1) ? ((uint64_t)out[3] << 32 | out[2]) : ((uint64_t)out[1] << 32 | out[0]);
@@ -104,18 +102,68 @@ tg_status tg_permutation(uint64_t seed, int64_t epoch, int64_t n, int64_t *perm,
         perm[i] = perm[j];
         perm[j] = tmp;
     }
+}
+
+tg_status tg_permutation(uint64_t seed, int64_t epoch, int64_t n, int64_t *perm, char *err,
+                         size_t errlen) {
+    if (!perm || n < 1 || epoch < 0 || epoch >= EPOCH_LIMIT)
+        return tg__ds_fail(TG_ERR_INVALID, err, errlen,
+                           "tg_permutation: needs perm, n >= 1 (got %lld) and an epoch in "
+                           "[0, 2^32) (got %lld)",
+                           (long long)n, (long long)epoch);
+    shuffle(seed, epoch, PERM_STREAM, n, perm);
+    return TG_OK;
+}
+
+int64_t tg_holdout_count(int64_t n, double fraction) {
+    double v = floor(fraction * (double)n + 0.5);
+
+    return v < 0 ? 0 : v > (double)n ? n : (int64_t)v;
+}
+
+tg_status tg_holdout(uint64_t seed, int64_t n, int64_t nval, int64_t *val, int64_t *train,
+                     char *err, size_t errlen) {
+    int64_t *perm;
+    unsigned char *held;
+    int64_t a = 0, b = 0;
+
+    if (n < 1 || nval < 0 || nval > n || (nval && !val) || (nval < n && !train))
+        return tg__ds_fail(TG_ERR_INVALID, err, errlen,
+                           "tg_holdout: needs n >= 1 (got %lld), 0 <= nval <= n (got %lld) "
+                           "and the outputs",
+                           (long long)n, (long long)nval);
+    perm = malloc((size_t)n * sizeof *perm);
+    held = calloc((size_t)n, 1);
+    if (!perm || !held) {
+        free(perm);
+        free(held);
+        return tg__ds_fail(TG_ERR_NOMEM, err, errlen,
+                           "holdout: no memory for a permutation of %lld samples", (long long)n);
+    }
+    shuffle(seed, 0, HOLDOUT_STREAM, n, perm);
+    for (int64_t i = 0; i < nval; i++)
+        held[perm[i]] = 1;
+    for (int64_t i = 0; i < n; i++) {
+        if (held[i])
+            val[a++] = i;
+        else
+            train[b++] = i;
+    }
+    free(perm);
+    free(held);
     return TG_OK;
 }
 
 tg_sampler_config tg_sampler_config_train(int64_t n, int64_t batch, uint64_t seed, int rank,
                                           int world) {
-    tg_sampler_config c = {n, batch, seed, rank, world, true, true};
+    tg_sampler_config c = {.n = n, .batch = batch, .seed = seed, .rank = rank, .world = world,
+                           .shuffle = true, .drop_last = true};
 
     return c;
 }
 
 tg_sampler_config tg_sampler_config_eval(int64_t n, int64_t batch, int rank, int world) {
-    tg_sampler_config c = {n, batch, 0, rank, world, false, false};
+    tg_sampler_config c = {.n = n, .batch = batch, .rank = rank, .world = world};
 
     return c;
 }
@@ -202,8 +250,10 @@ tg_status tg_sampler_batch(tg_sampler *s, int64_t epoch, int64_t k, int64_t *idx
     lo = (int64_t)s->cfg.rank * s->local;
     hi = lo + s->local < m ? lo + s->local : m;
     *n = hi > lo ? hi - lo : 0;
-    for (int64_t i = 0; i < *n; i++)
-        idx[i] = s->perm ? s->perm[g0 + lo + i] : g0 + lo + i;
+    for (int64_t i = 0; i < *n; i++) {
+        int64_t j = s->perm ? s->perm[g0 + lo + i] : g0 + lo + i;
+        idx[i] = s->cfg.subset ? s->cfg.subset[j] : j;
+    }
     return TG_OK;
 }
 

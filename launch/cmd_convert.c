@@ -25,7 +25,9 @@ static void npy_usage(FILE *f) {
                "Converts a pair of NumPy .npy files (np.save, format 1.0, 2.0 or 3.0) into\n"
                "split NAME of the HDF5 dataset FILE.h5: x (N, d1[, ..., d4]) uint8 -> u8 or\n"
                "float32/float64 -> f32 (values must be finite), y (N,) any integer dtype ->\n"
-               "u8 (or i32 above 256 classes), attributes num_classes, scale, mean and std.\n"
+               "u8 (or i32 above 256 classes), attributes num_classes, scale, mean and std\n"
+               "(per channel, as vectors, when x is (N, C, ...) with C > 1); a float y of\n"
+               "(N,) or (N, K) is written as f32 regression targets, without num_classes.\n"
                "A split other than train written into a file that holds train takes train's\n"
                "mean and std unless --mean/--std are given. A new file is written under a\n"
                "temporary name and renamed; an existing file keeps its other splits and a\n"
@@ -91,8 +93,21 @@ static int summarize(const char *out, const char *split) {
     printf("%s: split '%s': %lld samples of ", out, split, (long long)tg_dataset_len(ds));
     for (int i = 0; i < nd; i++)
         printf("%s%lld", i ? "x" : "", (long long)sh[i]);
-    printf(" %s, %lld classes, mean %.6f, std %.6f\n", tg_dtype_name(tg_dataset_x_dtype(ds)),
-           (long long)tg_dataset_num_classes(ds), tg_dataset_mean(ds), tg_dataset_std(ds));
+    const double *m, *sd;
+    int64_t nch = tg_dataset_norm(ds, &m, &sd);
+    if (tg_dataset_target_dim(ds) > 0)
+        printf(" %s, %lld f32 targets a sample, mean", tg_dtype_name(tg_dataset_x_dtype(ds)),
+               (long long)tg_dataset_target_dim(ds));
+    else
+        printf(" %s, %lld classes, mean", tg_dtype_name(tg_dataset_x_dtype(ds)),
+               (long long)tg_dataset_num_classes(ds));
+    /* One value, or one per channel. */
+    for (int64_t k = 0; k < nch; k++)
+        printf("%s%.6f", k ? "," : " ", m[k]);
+    printf(", std");
+    for (int64_t k = 0; k < nch; k++)
+        printf("%s%.6f", k ? "," : " ", sd[k]);
+    printf("\n");
     tg_dataset_close(ds);
     return TG_EXIT_OK;
 }

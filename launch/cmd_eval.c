@@ -142,6 +142,12 @@ static int config_from_meta(const tg_ckpt_meta *m, const char *path, tg_trainer_
 
 static void print_result(const tg_eval_result *r, const double *conf, int64_t k, const char *path,
                          const char *split, int64_t step) {
+    if (r->regression) {
+        /* Regression targets: no accuracy and no confusion matrix. */
+        printf("%s (step %lld) on %s: mse %.6f  mae %.6f  (%lld samples, %.2f s)\n", path,
+               (long long)step, split, r->loss, r->mae, (long long)r->samples, r->seconds);
+        return;
+    }
     printf("%s (step %lld) on %s: loss %.6f  accuracy %.6f  (%lld samples, %.2f s)\n", path,
            (long long)step, split, r->loss, r->accuracy, (long long)r->samples, r->seconds);
     if (!conf)

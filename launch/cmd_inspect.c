@@ -213,9 +213,25 @@ static int inspect_split(hid_t f, const char *path, const char *split) {
         fprintf(stderr, "tapegrad inspect: %s\n", err);
         return tg_cli_exit_for_status(s);
     }
-    printf("  split %s: %lld samples, %lld classes, normalised as (x*%.9g - %.9g)/%.9g\n", split,
-           (long long)tg_dataset_len(ds), (long long)tg_dataset_num_classes(ds),
-           tg_dataset_scale(ds), tg_dataset_mean(ds), tg_dataset_std(ds));
+    const double *m, *sd;
+    int64_t nch = tg_dataset_norm(ds, &m, &sd);
+    if (nch == 1) {
+        printf("  split %s: %lld samples, %lld classes, normalised as (x*%.9g - %.9g)/%.9g\n",
+               split, (long long)tg_dataset_len(ds), (long long)tg_dataset_num_classes(ds),
+               tg_dataset_scale(ds), m[0], sd[0]);
+    } else {
+        /* Per channel: mean[c] and std[c] listed. */
+        printf("  split %s: %lld samples, %lld classes, normalised per channel c as "
+               "(x*%.9g - mean[c])/std[c], mean",
+               split, (long long)tg_dataset_len(ds), (long long)tg_dataset_num_classes(ds),
+               tg_dataset_scale(ds));
+        for (int64_t k = 0; k < nch && k < 16; k++)
+            printf("%s%.6g", k ? "," : " ", m[k]);
+        printf("%s, std", nch > 16 ? ",..." : "");
+        for (int64_t k = 0; k < nch && k < 16; k++)
+            printf("%s%.6g", k ? "," : " ", sd[k]);
+        printf("%s\n", nch > 16 ? ",..." : "");
+    }
     hid_t g = H5Gopen2(f, split, H5P_DEFAULT);
     if (g >= 0) {
         describe_dataset(g, "x");
@@ -224,7 +240,13 @@ static int inspect_split(hid_t f, const char *path, const char *split) {
         H5Aiterate2(g, H5_INDEX_NAME, H5_ITER_INC, &at, print_attr, &pos);
         H5Gclose(g);
     }
-    int code = histogram(ds, path, split);
+    /* Regression targets have no classes to count. */
+    int code = TG_EXIT_OK;
+    if (tg_dataset_target_dim(ds) > 0)
+        printf("    targets: %lld f32 values per sample (regression)\n",
+               (long long)tg_dataset_target_dim(ds));
+    else
+        code = histogram(ds, path, split);
     tg_dataset_close(ds);
     return code;
 }

@@ -117,9 +117,25 @@ int tg_metrics_write_event(FILE *f, const tg_trainer_event *ev, int world, doubl
     add_num(o, "train_loss", ev->train_loss);
     add_num(o, "test_loss", ev->eval.loss);
     add_num(o, "test_acc", ev->eval.accuracy);
+    /* Regression: test_loss is the MSE, test_acc null, and the MSE and MAE
+     * under their own names. */
+    bool reg = ev->eval.regression || (ev->has_val && ev->val.regression);
+    if (reg) {
+        add_num(o, "test_mse", ev->eval.loss);
+        add_num(o, "test_mae", ev->eval.mae);
+    }
+    if (ev->has_val) {
+        add_num(o, "val_loss", ev->val.loss);
+        if (reg) {
+            add_num(o, "val_mse", ev->val.loss);
+            add_num(o, "val_mae", ev->val.mae);
+        } else {
+            add_num(o, "val_acc", ev->val.accuracy);
+        }
+    }
     add_num(o, "samples_per_s", ev->samples_per_s);
     add_num(o, "seconds", ev->seconds);
-    add_num(o, "eval_seconds", ev->eval.seconds);
+    add_num(o, "eval_seconds", ev->eval.seconds + (ev->has_val ? ev->val.seconds : 0));
     add_num(o, "rss_mb", rss >= 0 ? rss : NAN);
     add_num(o, "peak_rss_mb", peak >= 0 ? peak : NAN);
     add_int(o, "world", world);

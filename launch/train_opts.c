@@ -35,11 +35,20 @@ _Static_assert(sizeof(tg_model_kind) == sizeof(int), "choices are stored as int"
 _Static_assert(sizeof(tg_optim_kind) == sizeof(int), "choices are stored as int");
 _Static_assert(sizeof(tg_lr_kind) == sizeof(int), "choices are stored as int");
 _Static_assert(sizeof(tg_device) == sizeof(int), "choices are stored as int");
+_Static_assert(sizeof(unsigned) == sizeof(int), "choices are stored as int");
+_Static_assert(sizeof(tg_loss_kind) == sizeof(int), "choices are stored as int");
 
 static const tg_opt_choice optimizers[] = {
     {"adamw", TG_OPTIM_ADAMW}, {"adam", TG_OPTIM_ADAM}, {"sgd", TG_OPTIM_SGD}, {NULL, 0}};
 static const tg_opt_choice schedules[] = {
     {"cosine", TG_LR_COSINE}, {"constant", TG_LR_CONSTANT}, {NULL, 0}};
+static const tg_opt_choice losses[] = {
+    {"auto", TG_LOSS_AUTO}, {"ce", TG_LOSS_CE}, {"mse", TG_LOSS_MSE}, {NULL, 0}};
+static const tg_opt_choice augments[] = {{"none", 0},
+                                          {"crop", TG_AUGMENT_CROP},
+                                          {"flip", TG_AUGMENT_FLIP},
+                                          {"crop,flip", TG_AUGMENT_CROP | TG_AUGMENT_FLIP},
+                                          {NULL, 0}};
 const tg_opt_choice tg_train_devices[] = {{"cpu", TG_DEVICE_CPU}, {"cuda", TG_DEVICE_CUDA}, {NULL, 0}};
 
 #define CFG(m) offsetof(train_args, cfg.m)
@@ -66,7 +75,21 @@ const tg_opt tg_train_options[] = {
     {"train-split", 0, TG_OPT_STR, "NAME", CFG(train_split), 0, 0, NULL, NULL, SAVED, NULL,
      "the split of --data that trains"},
     {"test-split", 0, TG_OPT_STR, "NAME", CFG(test_split), 0, 0, NULL, NULL, SAVED, NULL,
-     "the split of --data that evaluates after every epoch"},
+     "the split of --data that evaluates after every epoch (with --val-split or "
+     "--val-fraction: once, at the end)"},
+    {"val-split", 0, TG_OPT_STR, "NAME", CFG(val_split), 0, 0, NULL, "none", SAVED, NULL,
+     "a split of --data evaluated after every epoch (val_loss, val_acc); the test split is then "
+     "scored only at the end"},
+    {"val-fraction", 0, TG_OPT_F64, "F", CFG(val_fraction), 0.0001, 0.9999, NULL, "none", SAVED,
+     NULL,
+     "hold out round(F x N) samples of the training split as the validation set instead: the "
+     "same samples for a seed whatever the number of ranks, never trained on"},
+    {"augment", 0, TG_OPT_CHOICE, "LIST", CFG(augment), 0, 0, augments, NULL, SAVED, NULL,
+     "augment the training split's images (C, H, W) on the loader's thread: crop takes a "
+     "random window of the image padded with --augment-pad zeros on each side, flip mirrors it "
+     "left-right with probability 1/2; drawn from (seed, epoch, sample index)"},
+    {"augment-pad", 0, TG_OPT_INT, "N", CFG(augment_pad), 0, TG_AUGMENT_MAX_PAD, NULL, NULL,
+     SAVED, NULL, "the random crop's padding in pixels on each side"},
 
     {"epochs", 0, TG_OPT_I64, "N", CFG(epochs), 1, 100000, NULL, NULL, SAVED | TG_OPT_PER_MODEL,
      "training (defaults per model below)", "epochs over the training split"},
@@ -91,6 +114,10 @@ const tg_opt tg_train_options[] = {
      NULL, "cosine decays to 0 over the run"},
     {"warmup", 0, TG_OPT_I64, "N", CFG(schedule.warmup_steps), 0, BIG, NULL, NULL, SAVED, NULL,
      "steps of linear warm-up; longer than the run is allowed: it then ends below --lr"},
+    {"loss", 0, TG_OPT_CHOICE, "NAME", CFG(loss), 0, 0, losses, NULL, SAVED, NULL,
+     "auto picks mse (mean squared error) for a training split whose y is f32 regression "
+     "targets (N,) or (N, K), and ce (cross-entropy) for class labels; metrics then report "
+     "test_mse and test_mae instead of test_acc"},
     {"label-smoothing", 0, TG_OPT_F64, "X", CFG(label_smoothing), 0, 0.999999, NULL, NULL,
      SAVED, NULL, "in [0, 1)"},
     {"clip-grad-norm", 0, TG_OPT_F64, "X", CFG(clip_grad_norm), 0, 1e12, NULL, NULL, SAVED,
@@ -286,6 +313,12 @@ int tg_train_resolve(const tg_opt_set *set, train_args *a) {
         !a->cfg.model_text)
         return tg_cli_usage_error(cmd, "--sync-bn needs a model with batch norm, got --model %s",
                                   tg_model_name(a->cfg.model));
+    if (a->cfg.val_split && a->cfg.val_fraction > 0)
+        return tg_cli_usage_error(cmd, "--val-split and --val-fraction exclude each other");
+    if (a->cfg.val_split && strcmp(a->cfg.val_split, a->cfg.train_split) == 0)
+        return tg_cli_usage_error(cmd, "--val-split %s is the training split (--train-split); "
+                                       "use --val-fraction to hold samples out of it",
+                                  a->cfg.val_split);
     o->verbosity = a->quiet ? -1 : a->verbose ? 1 : 0;
     o->data = a->cfg.data_path;
     return 0;

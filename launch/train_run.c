@@ -138,14 +138,30 @@ static tg_status on_event(tg_trainer *tr, const tg_trainer_event *ev, bool *stop
     case TG_EVENT_EPOCH:
         if (st->o->verbosity < 0)
             break;
+        if (ev->has_val || ev->eval.regression) {
+            /* The validation set's figures, or the test split's MSE/MAE. */
+            const tg_eval_result *r = ev->has_val ? &ev->val : &ev->eval;
+            const char *set = ev->has_val ? "val" : "test";
+            printf("epoch %lld/%lld done: train_loss %.4f  %s_%s %.4f  %s_%s %.4f  "
+                   "(%.1f s, %.0f samples/s, eval %.1f s, rss %.0f MiB)\n",
+                   (long long)ev->epoch, (long long)ev->epochs, ev->train_loss, set,
+                   r->regression ? "mse" : "loss", r->loss, set, r->regression ? "mae" : "acc",
+                   r->regression ? r->mae : r->accuracy, ev->seconds, ev->samples_per_s,
+                   r->seconds, rss);
+            break;
+        }
         printf("epoch %lld/%lld done: train_loss %.4f  test_loss %.4f  test_acc %.4f  "
                "(%.1f s, %.0f samples/s, eval %.1f s, rss %.0f MiB)\n",
                (long long)ev->epoch, (long long)ev->epochs, ev->train_loss, ev->eval.loss,
                ev->eval.accuracy, ev->seconds, ev->samples_per_s, ev->eval.seconds, rss);
         break;
     case TG_EVENT_END:
-        printf("test accuracy: %.4f (test_loss %.4f, %lld steps, %.1f s)\n", ev->eval.accuracy,
-               ev->eval.loss, (long long)ev->step, ev->seconds);
+        if (ev->eval.regression)
+            printf("test mse: %.6g (mae %.6g, %lld steps, %.1f s)\n", ev->eval.loss, ev->eval.mae,
+                   (long long)ev->step, ev->seconds);
+        else
+            printf("test accuracy: %.4f (test_loss %.4f, %lld steps, %.1f s)\n",
+                   ev->eval.accuracy, ev->eval.loss, (long long)ev->step, ev->seconds);
         break;
     }
     fflush(stdout);
@@ -192,9 +208,12 @@ static void print_banner(const run_state *st, tg_trainer *tr, const char *data) 
     }
     if (any)
         printf("\n");
-    printf("model %s (%lld parameters), data %s (%lld train / %lld test)\n",
+    printf("model %s (%lld parameters), data %s (%lld train / %lld test",
            tg_trainer_model(tr)->name, (long long)tg_params_numel(tg_trainer_params(tr)), data,
            (long long)tg_trainer_train_len(tr), (long long)tg_trainer_test_len(tr));
+    if (tg_trainer_val_len(tr) > 0)
+        printf(" / %lld val", (long long)tg_trainer_val_len(tr));
+    printf(")\n");
     const char *th = st->threads;
     printf("%lld steps (%lld per epoch), batch %lld (%lld per rank), %s lr %g weight_decay %g "
            "%s, seed %llu, threads %s per rank\n",

@@ -23,9 +23,11 @@ struct tg_trainer {
     tg_model model;
     tg_optim *opt;
     tg_lr_schedule sched;
-    tg_dataset *train_ds, *test_ds;
-    tg_sampler *train_sp, *test_sp;
-    tg_loader *train_ld, *test_ld;
+    tg_dataset *train_ds, *test_ds, *val_ds;
+    tg_sampler *train_sp, *test_sp, *val_sp;
+    tg_loader *train_ld, *test_ld, *val_ld;
+    /* --val-fraction: the held-out indices and the ones trained on. */
+    int64_t *val_idx, *train_idx;
     int64_t sample_shape[3];
     int64_t steps_per_epoch, total_steps, epochs;
     int64_t step;
@@ -34,6 +36,10 @@ struct tg_trainer {
     _Atomic int64_t a_step, a_eval_done, a_eval_total;
     int64_t *pred;  /* argmax of one evaluation batch, on the host */
     int64_t pred_cap;
+    /* Regression (f32 targets of tdim values a sample; 0: labels): the
+     * outputs of one evaluation batch, on the host. */
+    int64_t tdim;
+    float *out_host;
     tg_eval_result last;
     double *confusion; /* during an evaluation that fills one, else NULL */
     bool stopped;      /* the last run ended through after_step's stop */
@@ -64,6 +70,7 @@ tg_trainer_config tg_trainer_defaults(tg_model_kind kind) {
     c.schedule.kind = TG_LR_COSINE;
     c.schedule.min_lr = 0.0;
     c.log_every = 50;
+    c.augment_pad = 4;
     c.rank = 0;
     c.world = 1;
     switch (kind) {
@@ -111,6 +118,18 @@ static tg_status check_config(tg_ctx *ctx, const tg_trainer_config *c) {
     if (!(c->label_smoothing >= 0 && c->label_smoothing < 1))
         return tg__fail(ctx, TG_ERR_INVALID, "trainer: label smoothing must be in [0, 1), got %g",
                         c->label_smoothing);
+    if (c->augment & ~(unsigned)(TG_AUGMENT_CROP | TG_AUGMENT_FLIP) || c->augment_pad < 0 ||
+        c->augment_pad > TG_AUGMENT_MAX_PAD)
+        return tg__fail(ctx, TG_ERR_INVALID,
+                        "trainer: augment flags 0x%x or crop padding %d (at most %d) invalid",
+                        c->augment, c->augment_pad, TG_AUGMENT_MAX_PAD);
+    if (!(c->val_fraction >= 0 && c->val_fraction < 1) || (c->val_fraction > 0 && c->val_split))
+        return tg__fail(ctx, TG_ERR_INVALID,
+                        "trainer: val_fraction %g must be in [0, 1), and not given with a "
+                        "val_split",
+                        c->val_fraction);
+    if (c->loss < TG_LOSS_AUTO || c->loss > TG_LOSS_MSE)
+        return tg__fail(ctx, TG_ERR_INVALID, "trainer: unknown loss kind %d", (int)c->loss);
     if (!(c->clip_grad_norm >= 0))
         return tg__fail(ctx, TG_ERR_INVALID, "trainer: clip norm must be >= 0, got %g",
                         c->clip_grad_norm);
@@ -120,6 +139,71 @@ static tg_status check_config(tg_ctx *ctx, const tg_trainer_config *c) {
 /* Dataset errors arrive in a buffer; move them into the context. */
 static tg_status ds_fail(tg_ctx *ctx, tg_status s, const char *err) {
     return tg__fail(ctx, s, "%s", err);
+}
+
+/* An evaluation sampler over n samples (of subset, when given). */
+static tg_status eval_sampler(tg_trainer *tr, int64_t n, const int64_t *subset, tg_sampler **out,
+                              char *err, size_t errlen) {
+    const tg_trainer_config *c = &tr->cfg;
+    int64_t eb = c->eval_batch_size ? c->eval_batch_size : 250;
+    /* No batch larger than the split: the loader's buffers and the
+     * predictions are sized by it (--eval-batch-size 1048576 on a split of
+     * 256 samples once asked for 6.4 GB). */
+    if (eb > n)
+        eb = n > 0 ? n : 1;
+    eb = (eb + c->world - 1) / c->world * c->world; /* divisible by world */
+    tg_sampler_config sc = tg_sampler_config_eval(n, eb, c->rank, c->world);
+    sc.subset = subset;
+    return tg_sampler_new(&sc, out, err, errlen);
+}
+
+/* Both splits must fit the same model. */
+static tg_status check_same(tg_trainer *tr, tg_dataset *a, tg_dataset *b, const char *bname) {
+    const tg_trainer_config *c = &tr->cfg;
+    int nd, nd2;
+    const int64_t *sh = tg_dataset_sample_shape(a, &nd);
+    const int64_t *sh2 = tg_dataset_sample_shape(b, &nd2);
+    if (nd2 != nd || memcmp(sh, sh2, (size_t)nd * sizeof(*sh)) != 0 ||
+        tg_dataset_num_classes(a) != tg_dataset_num_classes(b) ||
+        tg_dataset_target_dim(a) != tg_dataset_target_dim(b))
+        return tg__fail(tr->ctx, TG_ERR_FORMAT,
+                        "%s: splits %s and %s differ in sample shape, num_classes or targets",
+                        c->data_path, c->train_split, bname);
+    return TG_OK;
+}
+
+/* The validation set: a split of its own, or a share of the training
+ * split held out (a second handle on it, for the second loader's thread).
+ * *n becomes the samples left to train on, *nval the held-out count. */
+static tg_status open_val(tg_trainer *tr, int64_t *n, int64_t *nval) {
+    tg_ctx *ctx = tr->ctx;
+    const tg_trainer_config *c = &tr->cfg;
+    const char *split = c->val_split ? c->val_split : c->train_split;
+    char err[512];
+    tg_dataset_options dopt = {.stop = c->hooks.should_stop, .stop_user = c->hooks.user};
+    if (!c->val_split && !(c->val_fraction > 0))
+        return TG_OK;
+    tg_status s = tg_dataset_open_opts(c->data_path, split, &dopt, &tr->val_ds, err, sizeof err);
+    if (s)
+        return ds_fail(ctx, s, err);
+    if (c->val_split)
+        return check_same(tr, tr->train_ds, tr->val_ds, c->val_split);
+    *nval = tg_holdout_count(*n, c->val_fraction);
+    if (*nval < 1 || *nval >= *n)
+        return tg__fail(ctx, TG_ERR_INVALID,
+                        "%s: a validation fraction of %g holds out %lld of the %lld samples of "
+                        "split %s; it must hold out at least one and leave some to train on",
+                        c->data_path, c->val_fraction, (long long)*nval, (long long)*n,
+                        c->train_split);
+    tr->val_idx = malloc((size_t)*nval * sizeof(*tr->val_idx));
+    tr->train_idx = malloc((size_t)(*n - *nval) * sizeof(*tr->train_idx));
+    if (!tr->val_idx || !tr->train_idx)
+        return tg__fail(ctx, TG_ERR_NOMEM, "trainer: no memory for the validation hold-out");
+    s = tg_holdout(c->seed, *n, *nval, tr->val_idx, tr->train_idx, err, sizeof err);
+    if (s)
+        return ds_fail(ctx, s, err);
+    *n -= *nval;
+    return TG_OK;
 }
 
 static tg_status open_data(tg_trainer *tr) {
@@ -135,46 +219,71 @@ static tg_status open_data(tg_trainer *tr) {
     if (s)
         return ds_fail(ctx, s, err);
 
-    int nd, nd2;
+    int nd;
     const int64_t *sh = tg_dataset_sample_shape(tr->train_ds, &nd);
-    const int64_t *sh2 = tg_dataset_sample_shape(tr->test_ds, &nd2);
     if (nd != 3)
         return tg__fail(ctx, TG_ERR_FORMAT,
                         "%s: /%s/x has samples of rank %d; the models take images (C, H, W)",
                         c->data_path, c->train_split, nd);
-    if (nd2 != nd || memcmp(sh, sh2, (size_t)nd * sizeof(*sh)) != 0 ||
-        tg_dataset_num_classes(tr->train_ds) != tg_dataset_num_classes(tr->test_ds))
-        return tg__fail(ctx, TG_ERR_FORMAT,
-                        "%s: splits %s and %s differ in sample shape or num_classes",
-                        c->data_path, c->train_split, c->test_split);
+    if ((s = check_same(tr, tr->train_ds, tr->test_ds, c->test_split)) != TG_OK)
+        return s;
     memcpy(tr->sample_shape, sh, sizeof(tr->sample_shape));
 
-    int64_t n = tg_dataset_len(tr->train_ds);
+    int64_t n = tg_dataset_len(tr->train_ds), nval = 0;
+    if ((s = open_val(tr, &n, &nval)) != TG_OK)
+        return s;
     if (n < c->batch_size)
         return tg__fail(ctx, TG_ERR_INVALID,
-                        "%s: split %s has %lld samples, fewer than one batch of %lld",
-                        c->data_path, c->train_split, (long long)n, (long long)c->batch_size);
+                        "%s: split %s has %lld samples%s, fewer than one batch of %lld",
+                        c->data_path, c->train_split, (long long)n,
+                        nval ? " left after the validation hold-out" : "",
+                        (long long)c->batch_size);
     tg_sampler_config sc = tg_sampler_config_train(n, c->batch_size, c->seed, c->rank, c->world);
+    sc.subset = tr->train_idx;
     s = tg_sampler_new(&sc, &tr->train_sp, err, sizeof err);
-    if (s)
-        return ds_fail(ctx, s, err);
-    int64_t eb = c->eval_batch_size ? c->eval_batch_size : 250;
-    /* No batch larger than the split: the loader's buffers and the
-     * predictions are sized by it (--eval-batch-size 1048576 on a split of
-     * 256 samples once asked for 6.4 GB). */
-    int64_t test_len = tg_dataset_len(tr->test_ds);
-    if (eb > test_len)
-        eb = test_len > 0 ? test_len : 1;
-    eb = (eb + c->world - 1) / c->world * c->world; /* divisible by world */
-    sc = tg_sampler_config_eval(tg_dataset_len(tr->test_ds), eb, c->rank, c->world);
-    s = tg_sampler_new(&sc, &tr->test_sp, err, sizeof err);
+    if (s == TG_OK)
+        s = eval_sampler(tr, tg_dataset_len(tr->test_ds), NULL, &tr->test_sp, err, sizeof err);
+    if (s == TG_OK && tr->val_ds)
+        s = eval_sampler(tr, nval ? nval : tg_dataset_len(tr->val_ds), tr->val_idx, &tr->val_sp,
+                         err, sizeof err);
     if (s)
         return ds_fail(ctx, s, err);
     tr->pred_cap = tg_sampler_local_batch(tr->test_sp);
+    if (tr->val_sp && tg_sampler_local_batch(tr->val_sp) > tr->pred_cap)
+        tr->pred_cap = tg_sampler_local_batch(tr->val_sp);
     tr->pred = malloc((size_t)tr->pred_cap * sizeof(*tr->pred));
+    tr->tdim = tg_dataset_target_dim(tr->train_ds);
+    if (tr->tdim &&
+        !(tr->out_host = malloc((size_t)(tr->pred_cap * tr->tdim) * sizeof(*tr->out_host))))
+        return tg__fail(ctx, TG_ERR_NOMEM, "trainer: no memory for %lld outputs",
+                        (long long)(tr->pred_cap * tr->tdim));
     if (!tr->pred)
         return tg__fail(ctx, TG_ERR_NOMEM, "trainer: no memory for %lld predictions",
                         (long long)tr->pred_cap);
+    return TG_OK;
+}
+
+/* The loss fits the targets: MSE for f32 targets, cross-entropy for
+ * labels; AUTO becomes the one that fits. */
+static tg_status check_loss(tg_trainer *tr) {
+    tg_trainer_config *c = &tr->cfg;
+    if (c->loss == TG_LOSS_AUTO)
+        c->loss = tr->tdim ? TG_LOSS_MSE : TG_LOSS_CE;
+    if (c->loss == TG_LOSS_MSE && !tr->tdim)
+        return tg__fail(tr->ctx, TG_ERR_INVALID,
+                        "%s: the MSE loss needs f32 regression targets, but %s/y holds class "
+                        "labels (use the cross-entropy loss)",
+                        c->data_path, c->train_split);
+    if (c->loss == TG_LOSS_CE && tr->tdim)
+        return tg__fail(tr->ctx, TG_ERR_INVALID,
+                        "%s: the cross-entropy loss needs class labels, but %s/y holds f32 "
+                        "regression targets (use the MSE loss)",
+                        c->data_path, c->train_split);
+    if (tr->tdim && c->label_smoothing > 0)
+        return tg__fail(tr->ctx, TG_ERR_INVALID,
+                        "trainer: label smoothing %g applies to class labels, not to the "
+                        "regression targets of %s",
+                        c->label_smoothing, c->data_path);
     return TG_OK;
 }
 
@@ -184,13 +293,15 @@ static tg_status build(tg_trainer *tr) {
     tg_status s = open_data(tr);
     if (s)
         return s;
+    if ((s = check_loss(tr)) != TG_OK)
+        return s;
+    /* A regression model has one output per target value. */
+    const int64_t outs = tr->tdim ? tr->tdim : tg_dataset_num_classes(tr->train_ds);
     if (c->model_text)
         s = tg_model_init_text(ctx, &tr->model, c->model_name ? c->model_name : "model",
-                               c->model_text, tr->sample_shape,
-                               tg_dataset_num_classes(tr->train_ds), c->seed);
+                               c->model_text, tr->sample_shape, outs, c->seed);
     else
-        s = tg_model_init(ctx, &tr->model, c->model, tr->sample_shape,
-                          tg_dataset_num_classes(tr->train_ds), c->seed);
+        s = tg_model_init(ctx, &tr->model, c->model, tr->sample_shape, outs, c->seed);
     if (s)
         return s;
     /* A hook that steps the parameters itself (ZeRO) owns the optimizer
@@ -241,12 +352,18 @@ void tg_trainer_free(tg_trainer *tr) {
         return;
     tg_loader_free(tr->train_ld);
     tg_loader_free(tr->test_ld);
+    tg_loader_free(tr->val_ld);
     tg_sampler_free(tr->train_sp);
     tg_sampler_free(tr->test_sp);
+    tg_sampler_free(tr->val_sp);
     tg_dataset_close(tr->train_ds);
     tg_dataset_close(tr->test_ds);
+    tg_dataset_close(tr->val_ds);
+    free(tr->val_idx);
+    free(tr->train_idx);
     tg_optim_free(tr->opt);
     free(tr->pred);
+    free(tr->out_host);
     free(tr);
 }
 
@@ -255,32 +372,60 @@ void tg_trainer_free(tg_trainer *tr) {
 static tg_status start_loaders(tg_trainer *tr) {
     char err[512];
     tg_status s = TG_OK;
+    /* Augmentation on the training split only, on its loader's thread. */
+    tg_loader_options lo = {.augment = {.flags = tr->cfg.augment,
+                                        .pad = tr->cfg.augment_pad,
+                                        .seed = tr->cfg.seed}};
     if (!tr->train_ld)
-        s = tg_loader_new(tr->train_ds, tr->train_sp, NULL, &tr->train_ld, err, sizeof err);
+        s = tg_loader_new(tr->train_ds, tr->train_sp, &lo, &tr->train_ld, err, sizeof err);
     if (s == TG_OK && !tr->test_ld)
         s = tg_loader_new(tr->test_ds, tr->test_sp, NULL, &tr->test_ld, err, sizeof err);
+    if (s == TG_OK && tr->val_ds && !tr->val_ld)
+        s = tg_loader_new(tr->val_ds, tr->val_sp, NULL, &tr->val_ld, err, sizeof err);
     return s ? ds_fail(tr->ctx, s, err) : TG_OK;
 }
 
-/* A batch from the loader as step tensors x (n, C, H, W) and y (n). */
-static tg_status batch_tensors(tg_trainer *tr, const float *x, const int64_t *y, int64_t n,
-                               tg_tensor **xt, tg_tensor **yt) {
+/* A batch from the loader as step tensors x (n, C, H, W) and y: labels
+ * (n), or with regression targets t (not NULL) (n, K) f32. */
+static tg_status batch_tensors(tg_trainer *tr, const float *x, const int64_t *y, const float *t,
+                               int64_t n, tg_tensor **xt, tg_tensor **yt) {
     int64_t xs[4] = {n, tr->sample_shape[0], tr->sample_shape[1], tr->sample_shape[2]};
+    int64_t ts[2] = {n, tr->tdim};
     *xt = tg_from_data(tr->ctx, TG_F32, 4, xs, x);
-    *yt = tg_from_data(tr->ctx, TG_I64, 1, &n, y);
+    *yt = t ? tg_from_data(tr->ctx, TG_F32, 2, ts, t) : tg_from_data(tr->ctx, TG_I64, 1, &n, y);
     return (*xt && *yt) ? TG_OK : tg_ctx_status(tr->ctx);
 }
 
+/* One regression batch: adds the summed squared and absolute errors over
+ * every target value to acc[0] and acc[1]. */
+static tg_status eval_regress(tg_trainer *tr, tg_tensor *out, const float *t, int64_t n,
+                              double *acc) {
+    int64_t m = n * tr->tdim;
+    tg_status s = tg_to_host(tr->ctx, out, tr->out_host, (size_t)m * sizeof(*tr->out_host));
+    if (s)
+        return s;
+    for (int64_t i = 0; i < m; i++) {
+        double d = (double)tr->out_host[i] - (double)t[i];
+        acc[0] += d * d;
+        acc[1] += fabs(d);
+    }
+    return TG_OK;
+}
+
 /* One evaluation batch: adds the summed loss and the number of correct
- * predictions to acc[0] and acc[1]. */
-static tg_status eval_batch(tg_trainer *tr, const float *x, const int64_t *y, int64_t n,
-                            double *acc) {
+ * predictions to acc[0] and acc[1] (regression: see eval_regress). */
+static tg_status eval_batch(tg_trainer *tr, const float *x, const int64_t *y, const float *t,
+                            int64_t n, double *acc) {
     tg_ctx *ctx = tr->ctx;
     tg_step_reset(ctx);
     tg_tensor *xt, *yt;
-    tg_status s = batch_tensors(tr, x, y, n, &xt, &yt);
+    tg_status s = batch_tensors(tr, x, y, t, n, &xt, &yt);
     if (s)
         return s;
+    if (t) {
+        tg_tensor *out = tg_model_forward(ctx, &tr->model, xt, false);
+        return out ? eval_regress(tr, out, t, n, acc) : tg_ctx_status(ctx);
+    }
     tg_tensor *logits = tg_model_forward(ctx, &tr->model, xt, false);
     tg_tensor *loss = tg_cross_entropy(ctx, logits, yt, 0.0);
     tg_tensor *pred = tg_argmax(ctx, logits, 1, false);
@@ -312,17 +457,28 @@ static tg_status reduce(tg_trainer *tr, double *vals, int n) {
     return tr->cfg.hooks.allreduce_sum(tr, vals, n, tr->cfg.hooks.user);
 }
 
+/* Evaluates on the loader ld of sampler sp (the test split or the
+ * validation set), named `name` in messages. */
+static tg_status evaluate_on(tg_trainer *tr, tg_loader *ld, tg_sampler *sp, const char *name,
+                             tg_eval_result *out, double *confusion);
+
 tg_status tg_trainer_evaluate_confusion(tg_trainer *tr, tg_eval_result *out, double *confusion) {
-    tg_ctx *ctx = tr->ctx;
-    tr->confusion = confusion;
     tg_status s = start_loaders(tr);
     if (s)
         return s;
+    return evaluate_on(tr, tr->test_ld, tr->test_sp, tr->cfg.test_split, out, confusion);
+}
+
+static tg_status evaluate_on(tg_trainer *tr, tg_loader *ld, tg_sampler *sp, const char *name,
+                             tg_eval_result *out, double *confusion) {
+    tg_ctx *ctx = tr->ctx;
+    tg_status s = TG_OK;
+    tr->confusion = confusion;
     double t0 = now_s();
     double acc[3] = {0, 0, 0}; /* loss sum, correct, samples */
     bool prev = tg_set_grad_enabled(ctx, false);
     atomic_store_explicit(&tr->a_eval_done, 0, memory_order_relaxed);
-    atomic_store_explicit(&tr->a_eval_total, tg_sampler_num_batches(tr->test_sp),
+    atomic_store_explicit(&tr->a_eval_total, tg_sampler_num_batches(sp),
                           memory_order_relaxed);
     char err[512];
     for (;;) {
@@ -330,7 +486,7 @@ tg_status tg_trainer_evaluate_confusion(tg_trainer *tr, tg_eval_result *out, dou
         const int64_t *y;
         int64_t n;
         bool end;
-        s = tg_loader_next(tr->test_ld, &x, &y, &n, &end, err, sizeof err);
+        s = tg_loader_next(ld, &x, &y, &n, &end, err, sizeof err);
         if (s) {
             ds_fail(ctx, s, err);
             break;
@@ -342,7 +498,7 @@ tg_status tg_trainer_evaluate_confusion(tg_trainer *tr, tg_eval_result *out, dou
                          (long long)n, (long long)tr->pred_cap);
             break;
         }
-        if (n > 0 && (s = eval_batch(tr, x, y, n, acc)) != TG_OK)
+        if (n > 0 && (s = eval_batch(tr, x, y, tg_loader_targets(ld), n, acc)) != TG_OK)
             break;
         acc[2] += (double)n;
         atomic_fetch_add_explicit(&tr->a_eval_done, 1, memory_order_relaxed);
@@ -356,13 +512,22 @@ tg_status tg_trainer_evaluate_confusion(tg_trainer *tr, tg_eval_result *out, dou
     if ((s = reduce(tr, acc, 3)) != TG_OK)
         return s;
     int64_t k = tr->model.num_classes;
-    if (confusion && (s = reduce(tr, confusion, (int)(k * k))) != TG_OK)
+    if (confusion && !tr->tdim && (s = reduce(tr, confusion, (int)(k * k))) != TG_OK)
         return s;
-    if (acc[2] != (double)tg_dataset_len(tr->test_ds))
+    if (acc[2] != (double)tg_sampler_get_config(sp)->n)
         return tg__fail(ctx, TG_ERR_INVALID, "trainer: evaluated %.0f samples of %s, expected %lld",
-                        acc[2], tr->cfg.test_split, (long long)tg_dataset_len(tr->test_ds));
-    out->loss = acc[0] / acc[2];
-    out->accuracy = acc[1] / acc[2];
+                        acc[2], name, (long long)tg_sampler_get_config(sp)->n);
+    out->regression = tr->tdim > 0;
+    if (tr->tdim) {
+        /* Means over every target value: the MSE is the training loss. */
+        out->loss = acc[0] / (acc[2] * (double)tr->tdim);
+        out->mae = acc[1] / (acc[2] * (double)tr->tdim);
+        out->accuracy = NAN;
+    } else {
+        out->loss = acc[0] / acc[2];
+        out->accuracy = acc[1] / acc[2];
+        out->mae = NAN;
+    }
     out->samples = (int64_t)acc[2];
     out->seconds = now_s() - t0;
     tr->last = *out;
@@ -373,18 +538,19 @@ static tg_status step_params(tg_trainer *tr, double lr);
 
 /* Forward and backward of one micro-batch of n samples, its loss scaled
  * by `scale` before backward; *loss gets the unscaled loss. */
-static tg_status micro_step(tg_trainer *tr, const float *x, const int64_t *y, int64_t n,
-                            double scale, double lr, double *loss) {
+static tg_status micro_step(tg_trainer *tr, const float *x, const int64_t *y, const float *t,
+                            int64_t n, double scale, double lr, double *loss) {
     tg_ctx *ctx = tr->ctx;
     const tg_trainer_config *c = &tr->cfg;
     tg_step_reset(ctx);
     tg_tensor *xt, *yt;
-    tg_status s = batch_tensors(tr, x, y, n, &xt, &yt);
+    tg_status s = batch_tensors(tr, x, y, t, n, &xt, &yt);
     if (s)
         return s;
     tg_trace_begin(c->trace, "forward");
     tg_tensor *logits = tg_model_forward(ctx, &tr->model, xt, true);
-    tg_tensor *l = tg_cross_entropy(ctx, logits, yt, c->label_smoothing);
+    tg_tensor *l = t ? tg_mse_loss(ctx, logits, yt)
+                     : tg_cross_entropy(ctx, logits, yt, c->label_smoothing);
     tg_trace_end(c->trace);
     if (!l)
         return tg_ctx_status(ctx);
@@ -403,8 +569,8 @@ static tg_status micro_step(tg_trainer *tr, const float *x, const int64_t *y, in
 }
 
 /* One optimizer step on batch (x, y); *loss receives its training loss. */
-static tg_status train_step(tg_trainer *tr, const float *x, const int64_t *y, int64_t n,
-                            double lr, double *loss) {
+static tg_status train_step(tg_trainer *tr, const float *x, const int64_t *y, const float *t,
+                            int64_t n, double lr, double *loss) {
     const tg_trainer_config *c = &tr->cfg;
     const int64_t a = c->accum_steps > 1 ? c->accum_steps : 1, mb = n / a;
     const int64_t sample = tr->sample_shape[0] * tr->sample_shape[1] * tr->sample_shape[2];
@@ -415,7 +581,8 @@ static tg_status train_step(tg_trainer *tr, const float *x, const int64_t *y, in
             s = c->hooks.set_sync(tr, k == a - 1, c->hooks.user);
         double lk = 0;
         if (s == TG_OK)
-            s = micro_step(tr, x + k * mb * sample, y + k * mb, mb, 1.0 / (double)a, lr, &lk);
+            s = micro_step(tr, x + k * mb * sample, y + k * mb, t ? t + k * mb * tr->tdim : NULL,
+                           mb, 1.0 / (double)a, lr, &lk);
         *loss += a > 1 ? lk / (double)a : lk;
     }
     /* The DDP wait (after_backward) has a span of its own ("ddp wait"):
@@ -478,11 +645,19 @@ static tg_status end_epoch(tg_trainer *tr, epoch_acc *ea, bool final, bool *stop
     tg_trace_begin(tr->cfg.trace, "eval");
     s = tr->cfg.hooks.before_forward ? tr->cfg.hooks.before_forward(tr, tr->cfg.hooks.user)
                                      : TG_OK;
-    if (s == TG_OK)
+    /* With a validation set, it is scored every epoch and the test split
+     * only at the end. */
+    ev.has_val = tr->val_ld != NULL;
+    ev.eval.loss = ev.eval.accuracy = NAN; /* until the test split is scored */
+    if (s == TG_OK && ev.has_val)
+        s = evaluate_on(tr, tr->val_ld, tr->val_sp, "the validation set", &ev.val, NULL);
+    if (s == TG_OK && (!ev.has_val || final))
         s = tg_trainer_evaluate(tr, &ev.eval);
     tg_trace_end(tr->cfg.trace);
     if (s == TG_OK)
         s = emit(tr, &ev, stop);
+    if (s == TG_OK && ev.has_val && !final && *stop)
+        s = tg_trainer_evaluate(tr, &ev.eval);
     if (s == TG_OK && (final || *stop)) {
         ev.kind = TG_EVENT_END;
         ev.seconds = now_s() - tr->t_run;
@@ -530,7 +705,7 @@ tg_status tg_trainer_run(tg_trainer *tr) {
             continue; /* the marker after an epoch that ended at a resume point */
         double lr = tg_lr_at(&tr->sched, tr->step);
         double loss;
-        if ((s = train_step(tr, x, y, n, lr, &loss)) != TG_OK)
+        if ((s = train_step(tr, x, y, tg_loader_targets(tr->train_ld), n, lr, &loss)) != TG_OK)
             return s;
         tr->step++;
         atomic_store_explicit(&tr->a_step, tr->step, memory_order_relaxed);
@@ -613,8 +788,11 @@ const tg_params *tg_trainer_params(const tg_trainer *tr) { return &tr->model.par
 tg_optim *tg_trainer_optim(tg_trainer *tr) { return tr->opt; }
 int64_t tg_trainer_steps_per_epoch(const tg_trainer *tr) { return tr->steps_per_epoch; }
 int64_t tg_trainer_total_steps(const tg_trainer *tr) { return tr->total_steps; }
-int64_t tg_trainer_train_len(const tg_trainer *tr) { return tg_dataset_len(tr->train_ds); }
+int64_t tg_trainer_train_len(const tg_trainer *tr) { return tg_sampler_get_config(tr->train_sp)->n; }
 int64_t tg_trainer_test_len(const tg_trainer *tr) { return tg_dataset_len(tr->test_ds); }
+int64_t tg_trainer_val_len(const tg_trainer *tr) {
+    return tr->val_sp ? tg_sampler_get_config(tr->val_sp)->n : 0;
+}
 
 tg_trainer_progress tg_trainer_progress_get(const tg_trainer *tr) {
     tg_trainer *t = (tg_trainer *)tr;

@@ -369,12 +369,13 @@ static void test_h5_bad_files(void **state) {
          TG_ERR_FORMAT,
          "/train/x has dtype i32",
          "u8 or f32"},
+        /* f32 y holds regression targets (tests/test_regression.c). */
         {"ytype.h5",
-         {.ytype = H5T_IEEE_F32LE},
+         {.ytype = H5T_IEEE_F64LE},
          "train",
          TG_ERR_FORMAT,
-         "/train/y has dtype f32",
-         "integer"},
+         "/train/y has dtype f64",
+         "integer type (u8, i32 or i64) for labels or f32 for regression targets"},
         {"label.h5",
          {.bad_label_at = 4},
          "train",
@@ -483,7 +484,7 @@ static void check_loader(const char *path, tg_sampler_config sc, int depth, int6
     tg_dataset *ds, *ref;
     tg_sampler *s, *rs;
     tg_loader *ld;
-    tg_loader_options lo = {depth};
+    tg_loader_options lo = {.depth = depth};
     int64_t idx[64], rn, numel;
     float *rx;
     int64_t ry[64];

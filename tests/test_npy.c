@@ -178,26 +178,46 @@ static void check_stored(const char *path, const struct expect *e) {
     assert_true(H5Fclose(f) >= 0);
 }
 
-/* The population mean and standard deviation of x*scale (x as stored, in
- * f32), recomputed here in two passes. */
-static void ref_stats(const struct expect *e, double scale, double *mean, double *sd) {
-    double cnt = (double)(e->n * e->per), m = 0, var = 0;
+/* The channels the converter keeps statistics for: x's axis 1 when x is
+ * (N, C, ...) with C > 1, else 1. */
+static int64_t channels(const struct expect *e) {
+    return e->ndim >= 3 && e->shape[1] > 1 ? e->shape[1] : 1;
+}
 
-    for (int64_t i = 0; i < e->n; i++)
-        for (int64_t k = 0; k < e->per; k++)
-            m += (float)e->xref(i, k) * scale;
-    m /= cnt;
-    for (int64_t i = 0; i < e->n; i++)
-        for (int64_t k = 0; k < e->per; k++)
-            var += ((float)e->xref(i, k) * scale - m) * ((float)e->xref(i, k) * scale - m);
-    *mean = m;
-    *sd = sqrt(var / cnt);
+/* The population mean and standard deviation of x*scale (x as stored, in
+ * f32) per channel, recomputed here in two passes: element k of a sample
+ * is in channel k / (per / C). Returns C. */
+static int64_t ref_stats_v(const struct expect *e, double scale, double *mean, double *sd) {
+    int64_t nch = channels(e), chn = e->per / nch;
+
+    for (int64_t c = 0; c < nch; c++) {
+        double cnt = (double)(e->n * chn), m = 0, var = 0;
+        for (int64_t i = 0; i < e->n; i++)
+            for (int64_t k = c * chn; k < (c + 1) * chn; k++)
+                m += (float)e->xref(i, k) * scale;
+        m /= cnt;
+        for (int64_t i = 0; i < e->n; i++)
+            for (int64_t k = c * chn; k < (c + 1) * chn; k++)
+                var += ((float)e->xref(i, k) * scale - m) * ((float)e->xref(i, k) * scale - m);
+        mean[c] = m;
+        sd[c] = sqrt(var / cnt);
+    }
+    return nch;
+}
+
+/* The statistics of a split converted as one channel. */
+static void ref_stats(const struct expect *e, double scale, double *mean, double *sd) {
+    double m[8], v[8];
+
+    assert_int_equal(ref_stats_v(e, scale, m, v), 1);
+    *mean = m[0];
+    *sd = v[0];
 }
 
 /* The split through the reader: shape, attributes (mean and std as given,
  * to 1e-12), and every sample normalised. */
-static void check_dataset_norm(const char *path, const struct expect *e, double scale, double mean,
-                               double sd) {
+static void check_dataset_norm_v(const char *path, const struct expect *e, double scale,
+                                 const double *mean, const double *sd, int64_t nch) {
     int64_t *idx = malloc(sizeof(int64_t) * (size_t)e->n),
             *y = malloc(sizeof(int64_t) * (size_t)e->n);
     float *x = malloc(sizeof(float) * (size_t)(e->n * e->per));
@@ -216,8 +236,13 @@ static void check_dataset_norm(const char *path, const struct expect *e, double 
     assert_int_equal(tg_dataset_x_dtype(ds), e->u8 ? TG_U8 : TG_F32);
     assert_int_equal(tg_dataset_num_classes(ds), e->num_classes);
     assert_true(tg_dataset_scale(ds) == scale);
-    assert_true(fabs(tg_dataset_mean(ds) - mean) <= 1e-12 * fmax(1.0, fabs(mean)));
-    assert_true(fabs(tg_dataset_std(ds) - sd) <= 1e-12 * fmax(1.0, sd));
+    const double *dm, *dsd;
+    assert_int_equal(tg_dataset_norm(ds, &dm, &dsd), nch);
+    for (int64_t c = 0; c < nch; c++) {
+        assert_true(fabs(dm[c] - mean[c]) <= 1e-12 * fmax(1.0, fabs(mean[c])));
+        assert_true(fabs(dsd[c] - sd[c]) <= 1e-12 * fmax(1.0, sd[c]));
+    }
+    assert_true(tg_dataset_mean(ds) == dm[0] && tg_dataset_std(ds) == dsd[0]);
     /* Reverse order, to read through the index path too. */
     for (int64_t i = 0; i < e->n; i++)
         idx[i] = e->n - 1 - i;
@@ -225,8 +250,8 @@ static void check_dataset_norm(const char *path, const struct expect *e, double 
     for (int64_t i = 0; i < e->n; i++) {
         assert_int_equal(y[i], e->yref(idx[i]));
         for (int64_t k = 0; k < e->per; k++) {
-            float want = (float)(((float)e->xref(idx[i], k) * scale - tg_dataset_mean(ds)) /
-                                 tg_dataset_std(ds));
+            int64_t c = k / (e->per / nch);
+            float want = (float)(((float)e->xref(idx[i], k) * scale - dm[c]) / dsd[c]);
             assert_true(fabsf(x[i * e->per + k] - want) <= 1e-6f * fmaxf(1.0f, fabsf(want)));
         }
     }
@@ -236,12 +261,18 @@ static void check_dataset_norm(const char *path, const struct expect *e, double 
     free(x);
 }
 
-/* check_dataset_norm() with the split's own statistics. */
-static void check_dataset(const char *path, const struct expect *e, double scale) {
-    double mean, sd;
+/* check_dataset_norm_v() with one mean and std. */
+static void check_dataset_norm(const char *path, const struct expect *e, double scale, double mean,
+                               double sd) {
+    check_dataset_norm_v(path, e, scale, &mean, &sd, 1);
+}
 
-    ref_stats(e, scale, &mean, &sd);
-    check_dataset_norm(path, e, scale, mean, sd);
+/* check_dataset_norm_v() with the split's own statistics, per channel. */
+static void check_dataset(const char *path, const struct expect *e, double scale) {
+    double mean[8], sd[8];
+    int64_t nch = ref_stats_v(e, scale, mean, sd);
+
+    check_dataset_norm_v(path, e, scale, mean, sd, nch);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -568,9 +599,11 @@ static void test_npy_bad_arrays(void **state) {
     expect_fail(conv(p, NULL, err, sizeof err), TG_ERR_UNSUPPORTED, err, p, "dtype structured",
                 NULL);
     expect_fail(conv(NULL, fixture("y_bool_5.npy"), err, sizeof err), TG_ERR_UNSUPPORTED, err,
-                "y_bool_5.npy", "dtype |b1", "integer dtype", NULL);
-    expect_fail(conv(NULL, fixture("x_f4.npy"), err, sizeof err), TG_ERR_UNSUPPORTED, err,
-                "x_f4.npy", "dtype <f4", "integer dtype", NULL);
+                "y_bool_5.npy", "dtype |b1", "integer dtype", "f4/f8 for regression targets",
+                NULL);
+    /* A float y of (N, K) holds regression targets (tests/test_regression.c). */
+    assert_int_equal(conv(NULL, fixture("x_f4.npy"), err, sizeof err), TG_OK);
+    assert_int_equal(unlink(bad_out()), 0);
     /* Order and shapes. */
     expect_fail(conv(fixture("x_f4_fortran.npy"), NULL, err, sizeof err), TG_ERR_UNSUPPORTED, err,
                 "x_f4_fortran.npy", "Fortran order", "np.ascontiguousarray", NULL);

@@ -21,8 +21,9 @@
  * split ("/train", "/test"). Each group holds `x`, shape (N, ...), u8 or f32,
  * and `y`, shape (N,), an integer type, with labels in [0, num_classes). Group
  * attributes: `num_classes` (integer, required), `scale`, `mean`, `std`
- * (doubles, optional, default 1, 0, 1). A sample is normalised as
- * (x*scale - mean)/std.
+ * (doubles, optional, default 1, 0, 1; mean and std may instead be vectors
+ * of length C, one value per channel, x's first axis after N). A sample is
+ * normalised as (x*scale - mean[c])/std[c].
  *
  * Errors: every fallible call returns a tg_status and writes a one-line
  * message into the caller's buffer `err` of `errlen` bytes (either may be
@@ -268,10 +269,17 @@ tg_dtype tg_dataset_x_dtype(const tg_dataset *ds);
 /* The split's num_classes attribute. */
 int64_t tg_dataset_num_classes(const tg_dataset *ds);
 
-/* The normalisation attributes (or their defaults 1, 0, 1). */
+/* The normalisation attributes (or their defaults 1, 0, 1); with vector
+ * attributes, mean and std are channel 0's. */
 double tg_dataset_scale(const tg_dataset *ds);
 double tg_dataset_mean(const tg_dataset *ds);
 double tg_dataset_std(const tg_dataset *ds);
+
+/* The per-channel mean and std (arrays owned by ds) and their length: 1
+ * when both attributes are single numbers, else C, x's first axis after N
+ * (a single number beside a vector applies to every channel). Channel k
+ * covers elements [k*M, (k+1)*M) of a sample, M = sample_numel / C. */
+int64_t tg_dataset_norm(const tg_dataset *ds, const double **mean, const double **std);
 
 /* True once x is held whole in memory (see cache_budget). */
 bool tg_dataset_x_cached(const tg_dataset *ds);
@@ -292,6 +300,20 @@ bool tg_dataset_x_cached(const tg_dataset *ds);
  */
 tg_status tg_dataset_read(tg_dataset *ds, const int64_t *indices, int64_t n, float *x_out,
                           int64_t *y_out, char *err, size_t errlen);
+
+/*
+ * Regression. A split whose y is f32 of shape (N,) or (N, K) holds
+ * targets instead of labels: num_classes is then not read (and reported
+ * as 0), every target must be finite (checked at open), and
+ * tg_dataset_target_dim() is K (1 for (N,)); it is 0 for a label split.
+ * tg_dataset_read_targets() gathers x as tg_dataset_read() does and the
+ * targets into t_out (n * K floats, either output may be NULL);
+ * tg_dataset_read() with y_out refuses such a split (TG_ERR_INVALID), and
+ * tg_dataset_read_targets() refuses a label split.
+ */
+int64_t tg_dataset_target_dim(const tg_dataset *ds);
+tg_status tg_dataset_read_targets(tg_dataset *ds, const int64_t *indices, int64_t n, float *x_out,
+                                  float *t_out, char *err, size_t errlen);
 
 /* The file path and split name as given to tg_dataset_open(); owned by ds. */
 const char *tg_dataset_path(const tg_dataset *ds);
@@ -318,6 +340,19 @@ void tg_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out
 tg_status tg_permutation(uint64_t seed, int64_t epoch, int64_t n, int64_t *perm, char *err,
                          size_t errlen);
 
+/*
+ * A validation set held out of a split of n samples: tg_holdout_count() is
+ * round(fraction * n), clamped to [0, n]; tg_holdout() writes the nval
+ * held-out indices into val and the other n - nval into train, both in
+ * ascending order. The choice is the first nval entries of a Philox
+ * Fisher-Yates shuffle keyed by seed on a stream of its own (not an epoch
+ * permutation), so it depends on (seed, n, nval) alone, never on the world
+ * size. Returns TG_ERR_INVALID for bad sizes, TG_ERR_NOMEM.
+ */
+int64_t tg_holdout_count(int64_t n, double fraction);
+tg_status tg_holdout(uint64_t seed, int64_t n, int64_t nval, int64_t *val, int64_t *train,
+                     char *err, size_t errlen);
+
 typedef struct tg_sampler_config {
     int64_t n;      /* samples in the split, N >= 1 */
     int64_t batch;  /* global batch B >= 1, divisible by world */
@@ -326,6 +361,11 @@ typedef struct tg_sampler_config {
     int world;      /* world size >= 1 */
     bool shuffle;   /* permute each epoch (training) or keep file order */
     bool drop_last; /* drop the last partial global batch of each epoch */
+    /* Optional (borrowed, n entries): the sampler draws positions in [0, n)
+     * as above and hands out subset[position], so that it covers a subset
+     * of a split (the samples left after a validation hold-out). NULL: the
+     * positions themselves. */
+    const int64_t *subset;
 } tg_sampler_config;
 
 /* Training: shuffled, last partial batch dropped (N / B batches). */
@@ -398,6 +438,53 @@ tg_status tg_sampler_locate(const tg_sampler *s, int64_t consumed, int64_t *epoc
                             char *err, size_t errlen);
 
 /* ------------------------------------------------------------------------ */
+/* Augmentation                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* Which transforms tg_augment applies (bits of tg_augment.flags). */
+enum {
+    TG_AUGMENT_CROP = 1u << 0, /* random crop of the zero-padded image */
+    TG_AUGMENT_FLIP = 1u << 1, /* horizontal flip with probability 1/2 */
+};
+
+/* The largest crop padding, in pixels. */
+#define TG_AUGMENT_MAX_PAD 256
+
+/*
+ * Image augmentation of the training split, as torchvision's CIFAR recipe
+ * (RandomCrop(size, padding=pad), then RandomHorizontalFlip()): a sample of
+ * shape (C, H, W) (or (H, W), one channel) is padded with `pad` pixels of
+ * stored value 0 on every side (before normalisation, as torchvision pads
+ * before Normalize: a padded pixel reads (0*scale - mean)/std), an H x W
+ * window at a random offset (dy, dx) in [0, 2*pad]^2 is cut out, and it is
+ * mirrored left-right with probability 1/2.
+ *
+ * The draws are a pure function of (seed, epoch, sample index in the split):
+ * Philox4x32-10 keyed by the seed, with the index and the epoch in the
+ * counter. So a sample is transformed the same way on any number of ranks,
+ * for any batch size, and after a resume.
+ */
+typedef struct tg_augment {
+    unsigned flags; /* TG_AUGMENT_* bits; 0: none */
+    int pad;        /* crop padding in [0, TG_AUGMENT_MAX_PAD] */
+    uint64_t seed;
+} tg_augment;
+
+/* The draws for sample `index` of `epoch`: crop offsets *dy, *dx in
+ * [0, 2*pad] and *flip. Pure. */
+void tg_augment_draw(uint64_t seed, int64_t epoch, int64_t index, int pad, int *dy, int *dx,
+                     bool *flip);
+
+/*
+ * Writes the transform of one normalised sample src (c x h x w floats) into
+ * dst (which must not overlap src): dst[k][y][x] = P[k][y+dy][x'+dx] with
+ * x' = w-1-x when flip (else x), where P is src padded by `pad` on every
+ * side with fill[k] (the normalised value of a stored 0; NULL: 0.0f).
+ */
+void tg_augment_apply(const float *src, int64_t c, int64_t h, int64_t w, int pad, int dy, int dx,
+                      bool flip, const float *fill, float *dst);
+
+/* ------------------------------------------------------------------------ */
 /* Prefetching loader                                                        */
 /* ------------------------------------------------------------------------ */
 
@@ -407,6 +494,9 @@ typedef struct tg_loader_options {
     /* Batch buffers: the consumer holds one while the I/O thread fills the
      * others. 0 means 2 (double buffering); at most 16. */
     int depth;
+    /* Applied by the I/O thread to every sample it reads (flags 0: none).
+     * Needs samples of shape (C, H, W) or (H, W). */
+    tg_augment augment;
 } tg_loader_options;
 
 /*
@@ -434,6 +524,11 @@ tg_status tg_loader_new(tg_dataset *ds, tg_sampler *s, const tg_loader_options *
  */
 tg_status tg_loader_next(tg_loader *ld, const float **x, const int64_t **y, int64_t *n,
                          bool *end_of_epoch, char *err, size_t errlen);
+
+/* For a split of regression targets: the n * K targets of the batch the
+ * last tg_loader_next() returned (its *y is then not meaningful), valid as
+ * long as that batch; NULL for a label split. */
+const float *tg_loader_targets(const tg_loader *ld);
 
 /* The position after the last batch returned by tg_loader_next(): save this
  * in a checkpoint. */

@@ -131,8 +131,10 @@ typedef enum tg_trainer_event_kind {
 } tg_trainer_event_kind;
 
 typedef struct tg_eval_result {
-    double loss;      /* mean cross-entropy over the split */
-    double accuracy;  /* fraction of samples whose argmax is the label */
+    double loss;      /* mean cross-entropy over the split (regression: the MSE) */
+    double accuracy;  /* fraction of samples whose argmax is the label (regression: NaN) */
+    bool regression;  /* the split holds f32 targets: loss is the MSE, and */
+    double mae;       /* the mean absolute error over every target value */
     int64_t samples;  /* samples evaluated (all ranks): the split's size */
     double seconds;
 } tg_eval_result;
@@ -147,7 +149,11 @@ typedef struct tg_trainer_event {
     double loss;         /* STEP: this step's training loss */
     double lr;           /* STEP: the learning rate of this step */
     double train_loss;   /* EPOCH/END: mean training loss of the epoch's steps */
-    tg_eval_result eval; /* EPOCH/END: the test split */
+    /* EPOCH/END: the test split; with a validation set, scored at the END
+     * only (eval.samples is 0 in the EPOCH events before it). */
+    tg_eval_result eval;
+    bool has_val;        /* a validation set is evaluated every epoch: */
+    tg_eval_result val;  /* EPOCH/END: its figures */
     double samples_per_s; /* training samples per second: since the last STEP
                            * event (STEP), over the epoch (EPOCH), over the run,
                            * evaluations included (END) */
@@ -197,6 +203,15 @@ typedef struct tg_trainer_hooks {
     bool (*should_stop)(void *user);
 } tg_trainer_hooks;
 
+/* The training loss: cross-entropy for class labels, mean squared error
+ * for f32 regression targets (docs/DATASETS.md). AUTO picks by the
+ * training split's y. */
+typedef enum tg_loss_kind {
+    TG_LOSS_AUTO = 0,
+    TG_LOSS_CE,
+    TG_LOSS_MSE,
+} tg_loss_kind;
+
 typedef struct tg_trainer_config {
     tg_model_kind model;
     /* A model file's text (docs/MODELS.md) to train instead of `model`, and
@@ -216,7 +231,8 @@ typedef struct tg_trainer_config {
     /* Schedule over the run: kind, warmup_steps, min_lr, step_size and gamma
      * are used; lr comes from optim.lr and total_steps from the run. */
     tg_lr_schedule schedule;
-    double label_smoothing;  /* [0, 1) */
+    double label_smoothing;  /* [0, 1); cross-entropy only */
+    tg_loss_kind loss;       /* AUTO: MSE for f32 targets, else cross-entropy */
     double clip_grad_norm;   /* 0: no clipping */
     int64_t log_every;       /* steps between TG_EVENT_STEP; 0: none */
     /* Micro-batches per optimizer step (0 or 1: none). Each rank's slice of
@@ -225,6 +241,17 @@ typedef struct tg_trainer_config {
      * 1/accum_steps, add up to the gradient of the whole batch, and the
      * step's loss is their mean. The global batch stays batch_size. */
     int64_t accum_steps;
+    /* Data beyond the two splits (docs/DATASETS.md). augment: TG_AUGMENT_*
+     * bits applied to the training split on the loader's I/O thread, drawn
+     * from (seed, epoch, sample index); augment_pad: the crop's padding
+     * (tg_trainer_defaults: 4). val_split: a split evaluated after every
+     * epoch, or val_fraction in (0, 1): that share of the training split,
+     * held out by tg_holdout(seed) and never trained on. With either, the
+     * test split is scored only at the end. */
+    unsigned augment;
+    int augment_pad;
+    const char *val_split;
+    double val_fraction;
     int rank, world;         /* this process in the data-parallel job; world 1 alone */
     /* Optional: spans "forward", "backward" and "optimizer" of every
      * training step go here (NULL: none). Not owned by the trainer. */
@@ -297,8 +324,12 @@ const tg_params *tg_trainer_params(const tg_trainer *tr);
 tg_optim *tg_trainer_optim(tg_trainer *tr);
 int64_t tg_trainer_steps_per_epoch(const tg_trainer *tr);
 int64_t tg_trainer_total_steps(const tg_trainer *tr);
+/* Samples trained on per epoch's pass (the training split less any
+ * held-out validation samples), in the test split, in the validation set
+ * (0: none). */
 int64_t tg_trainer_train_len(const tg_trainer *tr);
 int64_t tg_trainer_test_len(const tg_trainer *tr);
+int64_t tg_trainer_val_len(const tg_trainer *tr);
 
 /* Stops the loaders and frees the trainer (the tensors stay in the context
  * until tg_ctx_free). NULL is a no-op. */

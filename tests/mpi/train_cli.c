@@ -31,6 +31,13 @@
  *                       with --accum-steps 2 and --sync-bn
  *   train_cli sbatch    launch/slurm/train.sbatch's requeue decision after a
  *                       signal, with mpirun and with srun (train_cli_sbatch.h)
+ *   train_cli data      --augment crop,flip: 1 rank == 2 ranks, 20 steps ==
+ *                       10 + resume + 10 bit-identical; --val-fraction (the
+ *                       same val loss on 1 and 2 ranks), --val-split, the
+ *                       metrics' val fields, their errors; --val-fraction
+ *                       with --augment across a resume on 2 ranks
+ *                       bit-identical; regression (MSE) on 1 and 2 ranks
+ *                       (train_cli_data.h)
  *
  * Each group prints its failed checks and exits non-zero when any failed.
  */
@@ -318,7 +325,7 @@ static double now_s(void) {
 
 int main(int argc, char **argv) {
     if (argc != 2) {
-        fprintf(stderr, "usage: train_cli ddp|resume|badckpt|preempt|eval|accum|syncbn|zero|sbatch\n");
+        fprintf(stderr, "usage: train_cli ddp|resume|badckpt|preempt|eval|accum|syncbn|zero|sbatch|modelfile|data\n");
         return 2;
     }
     const char *base = getenv("TMPDIR");

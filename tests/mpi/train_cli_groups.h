@@ -468,6 +468,7 @@ static void group_eval(void) {
 #include "train_cli_syncbn.h"
 #include "train_cli_zero.h"
 #include "train_cli_sbatch.h"
+#include "train_cli_data.h"
 
 static void group_modelfile(void); /* train_cli_modelfile.h */
 
@@ -484,7 +485,8 @@ static int run_group(const char *name) {
                   {"syncbn", group_syncbn},
                   {"zero", group_zero},
                   {"sbatch", group_sbatch},
-                  {"modelfile", group_modelfile}};
+                  {"modelfile", group_modelfile},
+                  {"data", group_data}};
     for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++)
         if (strcmp(groups[i].name, name) == 0) {
             groups[i].fn();
