@@ -150,12 +150,18 @@ static herr_t print_attr(hid_t loc, const char *name, const H5A_info_t *info, vo
     hssize_t n = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
     H5T_class_t c = t >= 0 ? H5Tget_class(t) : H5T_NO_CLASS;
     char tn[32];
-    double v;
+    double v[16];
     printf("    attribute %s = ", name);
-    if ((c == H5T_INTEGER || c == H5T_FLOAT) && n == 1 &&
-        H5Aread(a, H5T_NATIVE_DOUBLE, &v) >= 0)
-        printf("%.9g (%s)\n", v, type_name(t, tn, sizeof tn));
-    else
+    /* A number, or a short vector of them (per-channel mean and std). */
+    if ((c == H5T_INTEGER || c == H5T_FLOAT) && n >= 1 && n <= 16 &&
+        H5Aread(a, H5T_NATIVE_DOUBLE, v) >= 0) {
+        for (hssize_t i = 0; i < n; i++)
+            printf("%s%.9g", i ? "," : "", v[i]);
+        if (n == 1)
+            printf(" (%s)\n", type_name(t, tn, sizeof tn));
+        else
+            printf(" (%s, %lld values)\n", type_name(t, tn, sizeof tn), (long long)n);
+    } else
         printf("<%s, %lld values>\n", t >= 0 ? type_name(t, tn, sizeof tn) : "?", (long long)n);
     if (sp >= 0)
         H5Sclose(sp);

@@ -218,8 +218,9 @@ def main():
     ap.add_argument("x")
     ap.add_argument("y")
     ap.add_argument("--scale", type=float, required=True)
-    ap.add_argument("--mean", type=float, required=True)
-    ap.add_argument("--std", type=float, required=True)
+    ap.add_argument("--mean", required=True,
+                    help="a number, or one per channel separated by commas")
+    ap.add_argument("--std", required=True, help="as --mean")
     ap.add_argument("--classes", type=int, default=0)
     a = ap.parse_args()
     import torch
@@ -238,7 +239,11 @@ def main():
     net.load_state_dict({k: torch.from_numpy(v).double() if v.dtype.kind == "f"
                          else torch.from_numpy(v) for k, v in tensors.items()}, strict=True)
     net.eval()
-    xt = torch.from_numpy((x * a.scale - a.mean) / a.std)
+    # One number for every value, or one per channel (dim 1 of x).
+    def per_channel(text):
+        v = np.array([float(t) for t in text.split(",")])
+        return v.reshape((1, -1) + (1,) * (x.ndim - 2)) if v.size > 1 else v[0]
+    xt = torch.from_numpy((x * a.scale - per_channel(a.mean)) / per_channel(a.std))
     with torch.no_grad():
         logits = net(xt)
         loss = F.cross_entropy(logits, torch.from_numpy(y)).item()
