@@ -761,6 +761,13 @@ static int train(run_state *st, tg_trainer *tr, const char *data) {
     tg_ctx *ctx = tg_trainer_ctx(tr);
     const train_opts *o = st->o;
     int code = 0;
+    /* Every rank builds the same model, so every rank stops here alike. */
+    if (o->sync_bn && !tg_model_has_bn(tg_trainer_model(tr))) {
+        if (st->rank == 0)
+            fprintf(stderr, "tapegrad train: --sync-bn needs a model with batch norm; %s has none\n",
+                    tg_trainer_model(tr)->name);
+        return TG_EXIT_USAGE;
+    }
     if (o->resume) {
         char path[4096];
         /* The choice is rank 0's and the same everywhere; a load can fail on
@@ -800,12 +807,6 @@ static int train(run_state *st, tg_trainer *tr, const char *data) {
         return s == TG_ERR_COMM || s == TG_ERR_TIMEOUT ? TG_EXIT_LOST_RANK : TG_EXIT_DATA;
     }
     tg_ddp_set_trace(st->ddp, tg_trainer_get_config(tr)->trace);
-    if (o->sync_bn && !tg_model_has_bn(tg_trainer_model(tr))) {
-        if (st->rank == 0)
-            fprintf(stderr, "tapegrad train: --sync-bn needs a model with batch norm; %s has none\n",
-                    tg_trainer_model(tr)->name);
-        return TG_EXIT_USAGE;
-    }
     if (o->sync_bn) {
         tg_world_attach(st->w, ctx);
         tg_model_set_sync_bn(tg_trainer_model(tr), true);
