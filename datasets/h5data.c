@@ -250,11 +250,12 @@ static tg_status read_attr(tg_dataset *ds, const char *name, bool integer, void 
 /*
  * Reads the normalisation attribute `name` (mean or std) into vals: one
  * number, or a vector with one number per channel (x's first axis after
- * N). *count gets 1 or C; *found whether the attribute exists.
+ * N when x is (N, C, H, W); other samples have one channel). *count gets 1 or C; *found whether the attribute exists.
  */
 static tg_status read_norm(tg_dataset *ds, const char *name, double *vals, int64_t *count,
                            bool *found, char *err, size_t errlen) {
-    int64_t c = ds->sample_shape[0];
+    /* Only images (C, H, W) have channels; (H, W) images and vectors have one. */
+    int64_t c = ds->sample_ndim == 3 ? ds->sample_shape[0] : 1;
     htri_t ex = H5Aexists(ds->grp, name);
     hid_t a, t, sp;
     H5T_class_t cls;

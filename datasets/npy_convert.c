@@ -36,8 +36,8 @@ struct conv {
     bool xu8;             /* x stored as u8 (else f32) */
     int64_t chunk;        /* samples per chunk of x */
     double scale;
-    /* The statistics are per channel (x's axis 1) when x has channels,
-     * (N, C, ...) with C > 1, else one set for all of x: nch of them, each
+    /* The statistics are per channel (x's axis 1) when x holds images with
+     * channels, (N, C, H, W) with C > 1, else one set for all of x: nch of them, each
      * channel covering ch_numel consecutive elements of a sample. */
     int64_t nch, ch_numel;
     struct chstat *cs;
@@ -575,7 +575,7 @@ static tg_status open_inputs(struct conv *c, const char *x_npy, const char *y_np
     c->per = c->x.numel / c->n;
     c->xu8 = c->x.kind == 'u';
     c->tdim = c->y.kind == 'f' ? (c->y.ndim == 2 ? c->y.shape[1] : 1) : 0;
-    c->nch = c->x.ndim >= 3 && c->x.shape[1] > 1 && c->x.shape[1] <= NPY_MAX_CHANNELS
+    c->nch = c->x.ndim == 4 && c->x.shape[1] > 1 && c->x.shape[1] <= NPY_MAX_CHANNELS
                  ? c->x.shape[1]
                  : 1;
     c->ch_numel = c->per / c->nch;

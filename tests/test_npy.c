@@ -179,9 +179,9 @@ static void check_stored(const char *path, const struct expect *e) {
 }
 
 /* The channels the converter keeps statistics for: x's axis 1 when x is
- * (N, C, ...) with C > 1, else 1. */
+ * (N, C, H, W) with C > 1, else 1 ((N, H, W) images have one channel). */
 static int64_t channels(const struct expect *e) {
-    return e->ndim >= 3 && e->shape[1] > 1 ? e->shape[1] : 1;
+    return e->ndim == 4 && e->shape[1] > 1 ? e->shape[1] : 1;
 }
 
 /* The population mean and standard deviation of x*scale (x as stored, in
