@@ -1,7 +1,7 @@
 /*
  * launch/cmd_train.c: `tapegrad train`, the options, the data, the output.
  *
- * The training loop itself is the library's (runtime/trainer.c); this file
+ * The training loop itself is the library's (runtime/train/trainer.c); this file
  * resolves the options onto the model's defaults, finds or builds the
  * dataset, prints progress and writes the JSONL metrics from the trainer's
  * events, and turns statuses into exit codes.

@@ -1,6 +1,6 @@
 /*
  * tests/cuda_backend_ops2_builders.h: builders of the CPU-vs-CUDA cases for
- * the ops of runtime/ops_math2.c; included by test_cuda_backend.c before its
+ * the ops of runtime/core/ops_math2.c; included by test_cuda_backend.c before its
  * table, whose rows for these ops are in cuda_backend_ops2_rows.h.
  */
 CB_BUILD(ne, tg_ne(ctx, in[0], in[1]))

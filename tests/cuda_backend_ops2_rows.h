@@ -1,6 +1,6 @@
 /*
  * tests/cuda_backend_ops2_rows.h: the rows of test_cuda_backend.c's table
- * for the ops of runtime/ops_math2.c (builders in
+ * for the ops of runtime/core/ops_math2.c (builders in
  * cuda_backend_ops2_builders.h), included inside that table.
  */
 #define CB2(nm, opx, f, n, ...) {.name = nm, .op = TG_OP_##opx, .fn = b_##f, .nin = n, .in = {__VA_ARGS__}}

@@ -655,7 +655,7 @@ def _mix64(z):
 
 
 def _philox(key, counter):
-    """Philox4x32-10, as runtime/rng.c (an independent implementation)."""
+    """Philox4x32-10, as runtime/core/rng.c (an independent implementation)."""
     M32 = 0xFFFFFFFF
     c = [counter & M32, (counter >> 32) & M32, 0, 0]
     k0, k1 = key & M32, (key >> 32) & M32

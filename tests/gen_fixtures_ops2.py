@@ -1,4 +1,4 @@
-"""PyTorch fixtures for the ops of runtime/ops_math2.c (comparisons,
+"""PyTorch fixtures for the ops of runtime/core/ops_math2.c (comparisons,
 maximum/minimum, sin/cos, casts, cumsum, topk, logsumexp, var/std,
 index_select, masked_fill, squeeze/unsqueeze) and integer arithmetic.
 

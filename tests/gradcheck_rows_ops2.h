@@ -1,6 +1,6 @@
 /*
  * tests/gradcheck_rows_ops2.h: the gc_table rows of the ops of
- * runtime/ops_math2.c, included inside gc_table (gradcheck_table.h), with
+ * runtime/core/ops_math2.c, included inside gc_table (gradcheck_table.h), with
  * the builders of gradcheck_table_ops2.h.
  */
     /* comparisons: no gradient; values checked */

@@ -1,6 +1,6 @@
 /*
  * tests/gradcheck_table_ops2.h: the builders and data of the gradcheck cases
- * for the ops of runtime/ops_math2.c (comparisons, maximum/minimum, sin/cos,
+ * for the ops of runtime/core/ops_math2.c (comparisons, maximum/minimum, sin/cos,
  * casts, cumsum, topk and the composites built from rows). Included by
  * gradcheck_table.h before its table; the rows themselves are in
  * gradcheck_rows_ops2.h, included inside the table.

@@ -28,7 +28,7 @@
 #include <hdf5.h>
 #include <zlib.h>
 
-#include "checkpoint_internal.h"
+#include "checkpoint/checkpoint_internal.h"
 #include "tapegrad/checkpoint.h"
 #include "test_util.h"
 

@@ -32,7 +32,7 @@
 #include <cmocka.h>
 #include <hdf5.h>
 
-#include "checkpoint_internal.h"
+#include "checkpoint/checkpoint_internal.h"
 #include "tapegrad/checkpoint.h"
 #include "tapegrad/trainer.h"
 #include "test_util.h"

@@ -1,5 +1,5 @@
 /*
- * tests/test_cuda_backend_ops2.c: the ops of runtime/ops_math2.c,
+ * tests/test_cuda_backend_ops2.c: the ops of runtime/core/ops_math2.c,
  * creation.c and print.c on the CUDA backend against the CPU backend, beyond
  * the per-row cases of test_cuda_backend.c (cuda_backend_ops2_rows.h): casts
  * between every pair of dtypes, the random streams (the same numbers on

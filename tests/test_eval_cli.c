@@ -22,7 +22,7 @@
 #include <cmocka.h>
 #include <hdf5.h>
 
-#include "checkpoint_internal.h"
+#include "checkpoint/checkpoint_internal.h"
 #include "test_util.h"
 
 static char g_data[512], g_ckpt[600];

@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "modelfile_internal.h"
+#include "nn/modelfile_internal.h"
 #include "tapegrad/modelfile.h"
 #include "tapegrad/rng.h"
 

@@ -3,7 +3,7 @@
  * files models/mlp.ini, cnn.ini and cnn-bn.ini, train exactly as the C
  * builders they replaced did.
  *
- * The old builders (runtime/models.c before model files) are kept here, in
+ * The old builders (runtime/nn/models.c before model files) are kept here, in
  * the test only: each case builds both models from one seed, checks that
  * they register the same tensors under the same names with bit-identical
  * initial values, then takes the same AdamW steps with both on the same

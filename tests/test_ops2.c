@@ -1,5 +1,5 @@
 /*
- * The ops of runtime/ops_math2.c, creation.c and print.c beyond what the
+ * The ops of runtime/core/ops_math2.c, creation.c and print.c beyond what the
  * gradcheck table and the PyTorch fixtures check: detach, dtype casts and
  * integer arithmetic (an accuracy as one expression), maximum's tie rule,
  * errors that name the op, arange and the *_like functions, the Philox

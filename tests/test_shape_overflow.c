@@ -19,8 +19,8 @@
 
 #include <cmocka.h>
 
-#include "checked.h"
-#include "internal.h"
+#include "core/checked.h"
+#include "core/internal.h"
 #include "tapegrad/nn.h"
 #include "tapegrad/runtime.h"
 

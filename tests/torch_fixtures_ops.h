@@ -1,7 +1,7 @@
 /*
  * tests/torch_fixtures_ops.h: how test_torch_fixtures.c applies the ops by
  * name: the binary, unary and reduction tables, and the runners of the ops
- * of runtime/ops_math2.c (casts, cumsum, topk, logsumexp, var/std,
+ * of runtime/core/ops_math2.c (casts, cumsum, topk, logsumexp, var/std,
  * index_select, masked_fill, squeeze/unsqueeze). Included once, by that
  * file, after its parameter helpers. The composite names these runners
  * answer to are listed in tests/torch_fixtures_load.h (k_composites2).

@@ -72,7 +72,7 @@ typedef tg_status (*tg_kernel_fn)(void *state, const tg_kargs *a);
 /*
  * One optimizer update of one parameter, over flat contiguous buffers of n
  * elements of dtype (f32 or f64) in the backend's memory, with the rules of
- * tapegrad/optim.h (runtime/optim.c computes the scalars):
+ * tapegrad/optim.h (runtime/train/optim.c computes the scalars):
  *   SGD:  buf is the momentum buffer (NULL without momentum); first is true
  *         on the parameter's first step; wd is the L2 weight decay.
  *   ADAM: decay is AdamW's factor 1 - lr*wd (1 for Adam), wd the L2 term

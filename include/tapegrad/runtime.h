@@ -456,7 +456,7 @@ tg_tensor *tg_unsqueeze(tg_ctx *ctx, tg_tensor *a, int axis);
  * of another size stays, as in PyTorch. */
 tg_tensor *tg_squeeze(tg_ctx *ctx, tg_tensor *a, int naxes, const int *axes);
 
-/* ---- creation (runtime/creation.c) ---- */
+/* ---- creation (runtime/core/creation.c) ---- */
 
 /* start, start + step, ... below stop (above it for a negative step), as
  * torch.arange; the count is ceil((stop - start) / step). */
@@ -481,7 +481,7 @@ tg_tensor *tg_randn(tg_ctx *ctx, struct tg_rng *rng, tg_dtype dt, int ndim, cons
 tg_tensor *tg_randint(tg_ctx *ctx, struct tg_rng *rng, int64_t low, int64_t high, tg_dtype dt,
                       int ndim, const int64_t *shape);
 
-/* ---- printing (runtime/print.c) ---- */
+/* ---- printing (runtime/core/print.c) ---- */
 
 /* The tensor as PyTorch prints it: "tensor([[1.5000, 2.0000], ...])" with
  * 4 decimals (or "1." when every value is integral, or scientific notation

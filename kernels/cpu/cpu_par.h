@@ -1,6 +1,6 @@
 /*
  * kernels/cpu/cpu_par.h: when a CPU loop runs as an OpenMP region, shared by
- * the CPU kernels (cpu.h) and the optimizer's host loops (runtime/optim.c).
+ * the CPU kernels (cpu.h) and the optimizer's host loops (runtime/train/optim.c).
  */
 #ifndef TG_KERNELS_CPU_PAR_H
 #define TG_KERNELS_CPU_PAR_H

@@ -35,7 +35,7 @@
 /* "No bad target" in the device word. */
 #define CE_NO_BAD 0xFFFFFFFFFFFFFFFFull
 
-/* ---- Philox4x32-10, as in runtime/rng.c ---- */
+/* ---- Philox4x32-10, as in runtime/core/rng.c ---- */
 
 /* The same rounds, constants and word order as tg_philox4x32: the 32x32-bit
  * products are formed in 64 bits and split into their high and low words. */

@@ -3,7 +3,7 @@
  * momentum, dampening, nesterov and weight decay; Adam and AdamW), one
  * thread per element over a parameter's flat buffers, in place.
  *
- * Each element runs the host loop of runtime/optim.c operation for
+ * Each element runs the host loop of runtime/train/optim.c operation for
  * operation: the same scalars rounded to the parameter's type first, the
  * same order of operations. nvcc would contract a * b + c into a fused
  * multiply-add, which rounds once where the host rounds twice; every

@@ -23,7 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "checkpoint_internal.h"
+#include "checkpoint/checkpoint_internal.h"
 #include "tapegrad/checkpoint.h"
 
 /*

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "checkpoint_internal.h"
-#include "internal.h"
+#include "core/internal.h"
 
 /* Pairs every caller tensor with a file entry (match[i]); reports the first
  * problem (missing, extra, shape, dtype, non-contiguous) and how many. */

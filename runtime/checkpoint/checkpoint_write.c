@@ -17,7 +17,7 @@
 #include <hdf5.h>
 
 #include "checkpoint_internal.h"
-#include "internal.h"
+#include "core/internal.h"
 
 /* ---- writing ---- */
 

@@ -5,7 +5,7 @@
  * See optim.h for the rules and the state layout. */
 #include "tapegrad/optim.h"
 #include "cpu/cpu_par.h"
-#include "internal.h"
+#include "core/internal.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -2,7 +2,7 @@
 #ifndef TG_RUNTIME_NN_INTERNAL_H
 #define TG_RUNTIME_NN_INTERNAL_H
 
-#include "internal.h"
+#include "core/internal.h"
 #include "tapegrad/nn.h"
 
 /* A new persistent tensor named "<prefix>.<suffix>" (just suffix when prefix

@@ -1,5 +1,5 @@
 /*
- * runtime/modelfile_forward.c: the forward pass of a compiled net and its
+ * runtime/nn/modelfile_forward.c: the forward pass of a compiled net and its
  * summary table (tapegrad/modelfile.h).
  *
  * The walk is in file order; each node reads the outputs of earlier nodes,

@@ -1,5 +1,5 @@
 /*
- * runtime/modelfile_build.c: sections to a checked, initialised net.
+ * runtime/nn/modelfile_build.c: sections to a checked, initialised net.
  *
  * Each section becomes one node: its keys are checked against the layer
  * type's list, its inputs resolved to earlier nodes by name, its output

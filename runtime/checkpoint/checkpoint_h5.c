@@ -30,7 +30,7 @@
 #include <hdf5.h>
 
 #include "checkpoint_internal.h"
-#include "internal.h"
+#include "core/internal.h"
 
 /* ---- small helpers ---- */
 

@@ -1,5 +1,5 @@
 /*
- * runtime/models.c: the built-in image classifiers (see trainer.h).
+ * runtime/nn/models.c: the built-in image classifiers (see trainer.h).
  *
  * Every model is a model file (tapegrad/modelfile.h): the built-in ones are
  * the shipped files models/mlp.ini, cnn.ini and cnn-bn.ini, compiled into the
@@ -8,7 +8,7 @@
  * registered under state_dict names, so that a checkpoint's tensors line up
  * with a PyTorch model of the same definition.
  */
-#include "internal.h"
+#include "core/internal.h"
 #include "modelfile_internal.h"
 
 #include <string.h>

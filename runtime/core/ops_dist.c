@@ -1,7 +1,7 @@
 /*
  * Ops across ranks: world_sum, the one row through which the tape reaches
  * the other ranks (SyncBatchNorm's statistics are built from it in
- * runtime/nn_layers.c). The runtime does not know how ranks talk: comm/
+ * runtime/nn/nn_layers.c). The runtime does not know how ranks talk: comm/
  * installs a tg_collective in the context, and without one the op is the
  * identity (a world of one), which is also what the gradient checks see.
  *

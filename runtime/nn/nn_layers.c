@@ -2,7 +2,7 @@
  * Layers (nn.h): init functions with PyTorch's default initialisation and
  * forward functions built from op rows, so autograd needs nothing more.
  *
- * BatchNorm in training mode is the fused batch_norm row (runtime/ops_norm.c),
+ * BatchNorm in training mode is the fused batch_norm row (runtime/core/ops_norm.c),
  * which keeps only x and per-channel statistics for backward; in eval mode
  * it is an affine map built from elementwise rows. With `sync` set
  * (SyncBatchNorm) training mode takes its statistics over every rank, built

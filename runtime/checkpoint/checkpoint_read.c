@@ -18,7 +18,7 @@
 #include <hdf5.h>
 
 #include "checkpoint_internal.h"
-#include "internal.h"
+#include "core/internal.h"
 
 /* The number of points of a dataspace, or -1 when it has none or HDF5
  * cannot say. */

@@ -1,5 +1,5 @@
 /*
- * runtime/modelfile_parse.c: a model file's text to its sections and keys.
+ * runtime/nn/modelfile_parse.c: a model file's text to its sections and keys.
  *
  * libinih does the parsing. It reports a key with the name of its section
  * but says nothing of a section without keys ("[relu]") and cannot tell two

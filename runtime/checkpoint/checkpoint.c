@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 #include "checkpoint_internal.h"
-#include "internal.h"
+#include "core/internal.h"
 
 #define LATEST "latest"
 #define LATEST_TMP ".latest.tmp"

@@ -1,6 +1,6 @@
 /* Learning-rate schedules: a pure function of the step index (see optim.h
  * for the definitions and how they relate to torch.optim.lr_scheduler). */
-#include "internal.h"
+#include "core/internal.h"
 #include "tapegrad/optim.h"
 
 #include <math.h>

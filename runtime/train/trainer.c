@@ -1,5 +1,5 @@
 /*
- * runtime/trainer.c: the training loop (see trainer.h).
+ * runtime/train/trainer.c: the training loop (see trainer.h).
  *
  * One step: reset the step arena, take the next batch from the prefetching
  * loader, forward, loss, backward, the after_backward hook, optional clipping,
@@ -7,7 +7,7 @@
  * Everything a step makes lives in the step arena, so the arena reaches its
  * high-water mark on the first step and the loop allocates nothing after it.
  */
-#include "internal.h"
+#include "core/internal.h"
 
 #include <math.h>
 #include <stdatomic.h>
