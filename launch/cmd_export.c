@@ -167,7 +167,8 @@ static int check_model(const char *path, const tg_ckpt_meta *m, const tg_ckpt_te
         /* The model file it stores, built for the shape it was trained on. */
         memcpy(in, m->model_input, sizeof in);
         classes = m->model_classes;
-        s = tg_model_init_text(ctx, &md, m->model, m->model_text, in, classes, 0);
+        int nd = m->model_input_ndim == 1 ? 1 : 3;
+        s = tg_model_init_sample(ctx, &md, m->model, m->model_text, nd, in + 3 - nd, classes, 0);
     } else {
         model_dims(kind, ts, n, in, &classes);
         s = tg_model_init(ctx, &md, kind, in, classes, 0);

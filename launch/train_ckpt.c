@@ -66,6 +66,7 @@ tg_status tg_train_save_checkpoint(run_state *st, tg_trainer *tr) {
          * from the checkpoint alone. */
         m.model_text = c->model_text ? c->model_text : tg_model_builtin_text(md->name);
         memcpy(m.model_input, md->in_shape, sizeof m.model_input);
+        m.model_input_ndim = md->in_ndim;
         m.model_classes = md->num_classes;
         tg_ctx_clear_error(ctx);
         tg_status s = n < 0 ? TG_ERR_INVALID

@@ -124,7 +124,11 @@ typedef struct tg_ckpt_meta {
      * without one (written before model files) and heap memory otherwise,
      * released by tg_ckpt_meta_free(). */
     const char *model_text;
+    /* One sample's sizes, padded with leading 1s to three; model_input_ndim
+     * says how many are the sample's: 1 for vectors (D), stored (1, 1, D);
+     * 3 (or 0, as older files read) for images (C, H, W). */
     int64_t model_input[3];
+    int model_input_ndim;
     int64_t model_classes;
 } tg_ckpt_meta;
 

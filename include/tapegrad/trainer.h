@@ -87,7 +87,10 @@ typedef struct tg_net tg_net;
 typedef struct tg_model {
     tg_model_kind kind;  /* TG_MODEL_COUNT for a model file that is not one of them */
     const char *name;    /* "mlp", or the model file's name (context memory) */
-    int64_t in_shape[3]; /* C, H, W of one sample */
+    /* One sample: (C, H, W) with in_ndim 3, or a vector (D) with in_ndim 1,
+     * stored as (1, 1, D). A sample (H, W) is the image (1, H, W). */
+    int64_t in_shape[3];
+    int in_ndim;
     int64_t num_classes;
     tg_params params;
     tg_net *net;         /* the compiled model file (tapegrad/modelfile.h) */
@@ -109,7 +112,14 @@ tg_status tg_model_init(tg_ctx *ctx, tg_model *m, tg_model_kind kind, const int6
 tg_status tg_model_init_text(tg_ctx *ctx, tg_model *m, const char *name, const char *text,
                              const int64_t in_shape[3], int64_t num_classes, uint64_t seed);
 
-/* x (N, C, H, W) f32 -> logits (N, num_classes). training selects batch
+/* As tg_model_init_text() for a sample of any rank 1..3 as a dataset gives
+ * it: (D) builds the model for vectors (N, D); (H, W) for the one-channel
+ * image (1, H, W); (C, H, W) as it is. A layer that does not fit the sample
+ * (a convolution given vectors) fails with TG_ERR_SHAPE. */
+tg_status tg_model_init_sample(tg_ctx *ctx, tg_model *m, const char *name, const char *text,
+                               int ndim, const int64_t *shape, int64_t num_classes, uint64_t seed);
+
+/* x (N, C, H, W) f32 (or (N, D) for a model built for vectors) -> logits (N, num_classes). training selects batch
  * statistics (and running-average updates) in the BatchNorm layers. */
 tg_tensor *tg_model_forward(tg_ctx *ctx, tg_model *m, tg_tensor *x, bool training);
 /* SyncBatchNorm (tg_batchnorm.sync) in every batch-norm layer: batch

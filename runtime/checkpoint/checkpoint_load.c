@@ -288,14 +288,18 @@ tg_status tg_ckpt_describe(tg_ctx *ctx, const char *path, char **text) {
         }
         sb_printf(&b, "  config (%zu bytes)\n%s%s", strlen(m.config), m.config,
                   m.config[0] && m.config[strlen(m.config) - 1] != '\n' ? "\n" : "");
-        if (m.model_text)
-            sb_printf(&b, "  model file (%zu bytes, built for input (%lld, %lld, %lld), %lld "
-                          "classes)\n%s%s",
-                      strlen(m.model_text), (long long)m.model_input[0],
-                      (long long)m.model_input[1], (long long)m.model_input[2],
-                      (long long)m.model_classes, m.model_text,
+        if (m.model_text) {
+            char in[96];
+            if (m.model_input_ndim == 1)
+                snprintf(in, sizeof in, "(%lld)", (long long)m.model_input[2]);
+            else
+                snprintf(in, sizeof in, "(%lld, %lld, %lld)", (long long)m.model_input[0],
+                         (long long)m.model_input[1], (long long)m.model_input[2]);
+            sb_printf(&b, "  model file (%zu bytes, built for input %s, %lld classes)\n%s%s",
+                      strlen(m.model_text), in, (long long)m.model_classes, m.model_text,
                       m.model_text[0] && m.model_text[strlen(m.model_text) - 1] != '\n' ? "\n"
                                                                                       : "");
+        }
         if (b.oom)
             st = tg__ck_fail(TG_ERR_NOMEM, err, sizeof err, "%s: out of memory", path);
         else if (bad) {

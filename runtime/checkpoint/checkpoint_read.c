@@ -214,6 +214,11 @@ static tg_status read_model_text(const tg__ckfile *f, tg_ckpt_meta *m, char *err
         ok = read_dattr(d, "crc32", H5T_NATIVE_UINT32, 1, &crc) &&
              read_dattr(d, "input_shape", H5T_NATIVE_INT64, 3, m->model_input) &&
              read_dattr(d, "num_classes", H5T_NATIVE_INT64, 1, &m->model_classes);
+    /* input_ndim (1: a vector model) is absent for images and older files. */
+    int64_t ind = 3;
+    if (ok && H5Aexists(d, "input_ndim") > 0)
+        ok = read_dattr(d, "input_ndim", H5T_NATIVE_INT64, 1, &ind) && (ind == 1 || ind == 3);
+    m->model_input_ndim = (int)ind;
     if (sp >= 0)
         (void)H5Sclose(sp);
     if (t >= 0)
@@ -228,7 +233,8 @@ static tg_status read_model_text(const tg__ckfile *f, tg_ckpt_meta *m, char *err
         free(s);
         return tg__ck_fail(TG_ERR_FORMAT, err, errlen,
                            "%s: /model_text is not one string with its crc32, input_shape (3 "
-                           "sizes >= 1) and num_classes, or fails its checksum (the file is "
+                           "sizes >= 1), num_classes and an input_ndim of 1 or 3 if any, or fails "
+                           "its checksum (the file is "
                            "corrupt)",
                            f->path);
     }

@@ -133,7 +133,8 @@ static herr_t write_model_text(hid_t file, const tg_ckpt_meta *m) {
     if (d >= 0 && H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, s) >= 0 &&
         put_u32(d, "crc32", tg__ck_crc_bytes(s, len)) >= 0 &&
         put_attr(d, "input_shape", H5T_STD_I64LE, H5T_NATIVE_INT64, 3, m->model_input) >= 0 &&
-        put_i64(d, "num_classes", m->model_classes) >= 0)
+        put_i64(d, "num_classes", m->model_classes) >= 0 &&
+        (m->model_input_ndim != 1 || put_i64(d, "input_ndim", 1) >= 0))
         r = 0;
     es = tg__ck_h5_keep(r < 0);
     if (d >= 0 && H5Dclose(d) < 0)

@@ -11,6 +11,7 @@
 #include "core/internal.h"
 #include "modelfile_internal.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "tapegrad/modelfile.h"
@@ -47,38 +48,58 @@ static const char *keep_str(tg_ctx *ctx, const char *s) {
     return p;
 }
 
-static tg_status check_dims(tg_ctx *ctx, const char *name, const int64_t in_shape[3],
+/* "(a, b, c)": the first nd sizes of sh. */
+static const char *sizes_str(const int64_t *sh, int nd, char *buf, size_t len) {
+    size_t off = (size_t)snprintf(buf, len, "(");
+    for (int d = 0; d < nd && off < len; d++)
+        off += (size_t)snprintf(buf + off, len - off, "%s%lld", d ? ", " : "", (long long)sh[d]);
+    if (off < len)
+        snprintf(buf + off, len - off, ")");
+    return buf;
+}
+
+static tg_status check_dims(tg_ctx *ctx, const char *name, int ndim, const int64_t *in_shape,
                             int64_t num_classes) {
-    for (int i = 0; i < 3; i++)
-        if (in_shape[i] < 1)
-            return tg__fail(ctx, TG_ERR_INVALID, "model %s: bad input shape (%lld, %lld, %lld)",
-                            name, (long long)in_shape[0], (long long)in_shape[1],
-                            (long long)in_shape[2]);
+    char buf[96];
+    bool ok = ndim >= 1 && ndim <= 3 && in_shape;
+    for (int i = 0; ok && i < ndim; i++)
+        ok = in_shape[i] >= 1;
+    if (!ok)
+        return tg__fail(
+            ctx, TG_ERR_INVALID, "model %s: bad input shape %s (expected 1 to 3 sizes >= 1)", name,
+            in_shape && ndim >= 1 && ndim <= 3 ? sizes_str(in_shape, ndim, buf, sizeof buf)
+                                               : "(none)");
     if (num_classes < 2)
         return tg__fail(ctx, TG_ERR_INVALID, "model %s: needs at least 2 classes, got %lld", name,
                         (long long)num_classes);
     return TG_OK;
 }
 
-tg_status tg_model_init_text(tg_ctx *ctx, tg_model *m, const char *name, const char *text,
-                             const int64_t in_shape[3], int64_t num_classes, uint64_t seed) {
+tg_status tg_model_init_sample(tg_ctx *ctx, tg_model *m, const char *name, const char *text,
+                               int ndim, const int64_t *shape, int64_t num_classes, uint64_t seed) {
     memset(m, 0, sizeof(*m));
     m->kind = TG_MODEL_COUNT;
     if (!name || !text)
         return tg__fail(ctx, TG_ERR_INVALID, "model: NULL name or text");
-    tg_status s = check_dims(ctx, name, in_shape, num_classes);
+    tg_status s = check_dims(ctx, name, ndim, shape, num_classes);
     if (s)
         return s;
     for (int k = 0; k < TG_MODEL_COUNT; k++)
         if (tg_model_builtin_text(model_names[k]) == text)
             m->kind = (tg_model_kind)k;
-    memcpy(m->in_shape, in_shape, sizeof(m->in_shape));
+    /* Padded with leading 1s: (D) -> (1, 1, D), (H, W) -> (1, H, W). */
+    m->in_shape[0] = m->in_shape[1] = 1;
+    memcpy(m->in_shape + 3 - ndim, shape, (size_t)ndim * sizeof *shape);
+    m->in_ndim = ndim == 1 ? 1 : 3;
     m->num_classes = num_classes;
     m->name = keep_str(ctx, name);
     if (!m->name)
         return ctx->status;
-    tg_net_options o = {
-        .path = m->name, .in_ndim = 3, .in_shape = in_shape, .classes = num_classes, .seed = seed};
+    tg_net_options o = {.path = m->name,
+                        .in_ndim = m->in_ndim,
+                        .in_shape = m->in_shape + 3 - m->in_ndim,
+                        .classes = num_classes,
+                        .seed = seed};
     tg_status s2 = tg_net_build(ctx, text, strlen(text), &o, &m->params, &m->net);
     if (s2 == TG_OK && m->params.nparams == 0)
         return tg__fail(ctx, TG_ERR_INVALID,
@@ -86,6 +107,11 @@ tg_status tg_model_init_text(tg_ctx *ctx, tg_model *m, const char *name, const c
                         "[conv2d])",
                         m->name);
     return s2;
+}
+
+tg_status tg_model_init_text(tg_ctx *ctx, tg_model *m, const char *name, const char *text,
+                             const int64_t in_shape[3], int64_t num_classes, uint64_t seed) {
+    return tg_model_init_sample(ctx, m, name, text, 3, in_shape, num_classes, seed);
 }
 
 tg_status tg_model_init(tg_ctx *ctx, tg_model *m, tg_model_kind kind, const int64_t in_shape[3],
@@ -105,12 +131,14 @@ tg_tensor *tg_model_forward(tg_ctx *ctx, tg_model *m, tg_tensor *x, bool trainin
         tg__fail(ctx, TG_ERR_INVALID, "model: not initialised");
         return NULL;
     }
-    if (x->ndim != 4 || x->shape[1] != m->in_shape[0] || x->shape[2] != m->in_shape[1] ||
-        x->shape[3] != m->in_shape[2]) {
-        char buf[96];
-        tg__fail(ctx, TG_ERR_SHAPE, "model %s: input of shape %s, expected (N, %lld, %lld, %lld)",
-                 m->name, tg_shape_str(x, buf, sizeof buf), (long long)m->in_shape[0],
-                 (long long)m->in_shape[1], (long long)m->in_shape[2]);
+    const int64_t *want = m->in_shape + 3 - m->in_ndim;
+    bool ok = x->ndim == m->in_ndim + 1;
+    for (int d = 0; ok && d < m->in_ndim; d++)
+        ok = x->shape[d + 1] == want[d];
+    if (!ok) {
+        char buf[96], wb[96];
+        tg__fail(ctx, TG_ERR_SHAPE, "model %s: input of shape %s, expected (N, %s", m->name,
+                 tg_shape_str(x, buf, sizeof buf), sizes_str(want, m->in_ndim, wb, sizeof wb) + 1);
         return NULL;
     }
     return tg_net_forward(ctx, m->net, x, training);

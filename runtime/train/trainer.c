@@ -11,10 +11,12 @@
 
 #include <math.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "tapegrad/modelfile.h"
 #include "tapegrad/trainer.h"
 
 struct tg_trainer {
@@ -28,7 +30,10 @@ struct tg_trainer {
     tg_loader *train_ld, *test_ld, *val_ld;
     /* --val-fraction: the held-out indices and the ones trained on. */
     int64_t *val_idx, *train_idx;
+    /* One sample as the dataset gives it (sample_ndim 1..3 sizes), padded
+     * with leading 1s to three. */
     int64_t sample_shape[3];
+    int sample_ndim;
     int64_t steps_per_epoch, total_steps, epochs;
     int64_t step;
     /* Copies for tg_trainer_progress_get from another thread (a progress
@@ -221,13 +226,16 @@ static tg_status open_data(tg_trainer *tr) {
 
     int nd;
     const int64_t *sh = tg_dataset_sample_shape(tr->train_ds, &nd);
-    if (nd != 3)
+    if (nd < 1 || nd > 3)
         return tg__fail(ctx, TG_ERR_FORMAT,
-                        "%s: /%s/x has samples of rank %d; the models take images (C, H, W)",
+                        "%s: /%s/x has samples of rank %d; the models take vectors (D), images "
+                        "(H, W) or (C, H, W)",
                         c->data_path, c->train_split, nd);
     if ((s = check_same(tr, tr->train_ds, tr->test_ds, c->test_split)) != TG_OK)
         return s;
-    memcpy(tr->sample_shape, sh, sizeof(tr->sample_shape));
+    tr->sample_ndim = nd;
+    tr->sample_shape[0] = tr->sample_shape[1] = 1;
+    memcpy(tr->sample_shape + 3 - nd, sh, (size_t)nd * sizeof *sh);
 
     int64_t n = tg_dataset_len(tr->train_ds), nval = 0;
     if ((s = open_val(tr, &n, &nval)) != TG_OK)
@@ -297,11 +305,27 @@ static tg_status build(tg_trainer *tr) {
         return s;
     /* A regression model has one output per target value. */
     const int64_t outs = tr->tdim ? tr->tdim : tg_dataset_num_classes(tr->train_ds);
-    if (c->model_text)
-        s = tg_model_init_text(ctx, &tr->model, c->model_name ? c->model_name : "model",
-                               c->model_text, tr->sample_shape, outs, c->seed);
-    else
-        s = tg_model_init(ctx, &tr->model, c->model, tr->sample_shape, outs, c->seed);
+    const char *mname = c->model_text ? (c->model_name ? c->model_name : "model")
+                                      : tg_model_name(c->model);
+    const int nd = tr->sample_ndim;
+    if (!mname)
+        return tg__fail(ctx, TG_ERR_INVALID, "model: unknown kind %d", (int)c->model);
+    s = tg_model_init_sample(ctx, &tr->model, mname,
+                             c->model_text ? c->model_text : tg_model_builtin_text(mname), nd,
+                             tr->sample_shape + 3 - nd, outs, c->seed);
+    if (s == TG_ERR_SHAPE) {
+        /* Names the data's sample beside the layer that does not take it. */
+        char why[768], shp[96];
+        snprintf(why, sizeof why, "%s", tg_ctx_error(ctx));
+        size_t off = (size_t)snprintf(shp, sizeof shp, "(");
+        for (int d = 3 - nd; d < 3 && off < sizeof shp; d++)
+            off += (size_t)snprintf(shp + off, sizeof shp - off, "%s%lld", d > 3 - nd ? ", " : "",
+                                    (long long)tr->sample_shape[d]);
+        tg_ctx_clear_error(ctx);
+        return tg__fail(ctx, s,
+                        "%s: /%s/x has samples of shape %s), which model %s does not take: %s",
+                        c->data_path, c->train_split, shp, mname, why);
+    }
     if (s)
         return s;
     /* A hook that steps the parameters itself (ZeRO) owns the optimizer
@@ -385,13 +409,17 @@ static tg_status start_loaders(tg_trainer *tr) {
     return s ? ds_fail(tr->ctx, s, err) : TG_OK;
 }
 
-/* A batch from the loader as step tensors x (n, C, H, W) and y: labels
+/* A batch from the loader as step tensors x (n, C, H, W) or (n, D) and y: labels
  * (n), or with regression targets t (not NULL) (n, K) f32. */
 static tg_status batch_tensors(tg_trainer *tr, const float *x, const int64_t *y, const float *t,
                                int64_t n, tg_tensor **xt, tg_tensor **yt) {
+    /* Vectors (n, D), images (n, C, H, W): as the model was built. */
+    const int xd = tr->model.in_ndim;
     int64_t xs[4] = {n, tr->sample_shape[0], tr->sample_shape[1], tr->sample_shape[2]};
+    if (xd == 1)
+        xs[1] = tr->sample_shape[2];
     int64_t ts[2] = {n, tr->tdim};
-    *xt = tg_from_data(tr->ctx, TG_F32, 4, xs, x);
+    *xt = tg_from_data(tr->ctx, TG_F32, xd + 1, xs, x);
     *yt = t ? tg_from_data(tr->ctx, TG_F32, 2, ts, t) : tg_from_data(tr->ctx, TG_I64, 1, &n, y);
     return (*xt && *yt) ? TG_OK : tg_ctx_status(tr->ctx);
 }
