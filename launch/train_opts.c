@@ -150,7 +150,8 @@ const tg_opt tg_train_options[] = {
      "after every step, check that every rank holds bit-identical parameters (a digest "
      "all-gather; a mismatch ends the run with exit code 1)"},
     {"sync-bn", 0, TG_OPT_SWITCH, NULL, OPT(sync_bn), 0, 0, NULL, NULL, SAVED, NULL,
-     "SyncBatchNorm (cnn-bn): batch-norm statistics, and their gradients, over the global "
+     "SyncBatchNorm (models with batch norm: cnn-bn, resnet20, resnet18, model files): "
+     "batch-norm statistics, and their gradients, over the global "
      "batch of all ranks, so N ranks train as 1 rank (4 small all-reduces per layer and step)"},
     {"zero", 0, TG_OPT_INT, "N", OPT(zero), 0, 1, NULL, NULL, SAVED, NULL,
      "1: ZeRO stage 1: each rank keeps the optimizer state of 1/N of the parameters "
@@ -215,8 +216,9 @@ train_args tg_train_args_defaults(tg_model_kind kind) {
     return a;
 }
 
-int tg_train_config_fields(const tg_trainer_config *c, const train_opts *o, tg_cfg_field *f,
-                           int max) {
+/* The arguments a run's recorded configuration is printed from: the
+ * trainer's config and the launch options (NULL: their defaults). */
+static train_args recorded_args(const tg_trainer_config *c, const train_opts *o) {
     train_args a = tg_train_args_defaults(c->model);
     a.cfg = *c;
     a.cfg.train_split = c->train_split ? c->train_split : "train";
@@ -224,18 +226,18 @@ int tg_train_config_fields(const tg_trainer_config *c, const train_opts *o, tg_c
     a.cfg.accum_steps = c->accum_steps > 1 ? c->accum_steps : 1;
     if (o)
         a.o = *o;
+    return a;
+}
+
+int tg_train_config_fields(const tg_trainer_config *c, const train_opts *o, tg_cfg_field *f,
+                           int max) {
+    train_args a = recorded_args(c, o);
     return tg_opt_fields(tg_train_options, tg_train_options_count, &a, TG_OPT_RECORD, f, max);
 }
 
 char *tg_train_config_text(const tg_trainer_config *c, const train_opts *o, char *buf,
                            size_t len) {
-    train_args a = tg_train_args_defaults(c->model);
-    a.cfg = *c;
-    a.cfg.train_split = c->train_split ? c->train_split : "train";
-    a.cfg.test_split = c->test_split ? c->test_split : "test";
-    a.cfg.accum_steps = c->accum_steps > 1 ? c->accum_steps : 1;
-    if (o)
-        a.o = *o;
+    train_args a = recorded_args(c, o);
     return tg_opt_text(tg_train_options, tg_train_options_count, &a, TG_OPT_RECORD, buf, len);
 }
 
