@@ -116,34 +116,30 @@ static tg_status get_str(const tg__ckfile *f, const char *name, char *out, size_
     return TG_OK;
 }
 
-static tg_status read_config(const tg__ckfile *f, tg_ckpt_meta *m, char *err, size_t errlen) {
-    hid_t d = H5Dopen2(f->file, "config", H5P_DEFAULT), t = -1, a = -1, sp = -1, asp = -1;
-    uint32_t crc = 0;
+/* The text of the dataset d when it is one fixed-length string no longer
+ * than the file (heap memory, NUL-terminated), else NULL. */
+static char *read_text(const tg__ckfile *f, hid_t d) {
+    hid_t t = d >= 0 ? H5Dget_type(d) : -1, sp = d >= 0 ? H5Dget_space(d) : -1;
     char *s = NULL;
-    bool ok = false;
-
-    if (d >= 0) {
-        t = H5Dget_type(d);
-        sp = H5Dget_space(d);
-    }
-    /* One string no longer than the file. */
     if (t >= 0 && npoints(sp) == 1 && H5Tget_class(t) == H5T_STRING && H5Tis_variable_str(t) == 0 &&
         H5Tget_size(t) > 0 && H5Tget_size(t) <= (size_t)f->size)
         s = calloc(H5Tget_size(t) + 1, 1);
-    if (s && H5Dread(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, s) >= 0)
-        a = H5Aopen(d, "crc32", H5P_DEFAULT);
-    if (a >= 0)
-        asp = H5Aget_space(a);
-    if (npoints(asp) == 1)
-        ok = H5Aread(a, H5T_NATIVE_UINT32, &crc) >= 0;
-    if (asp >= 0)
-        (void)H5Sclose(asp);
-    if (a >= 0)
-        (void)H5Aclose(a);
+    if (s && H5Dread(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, s) < 0) {
+        free(s);
+        s = NULL;
+    }
     if (sp >= 0)
         (void)H5Sclose(sp);
     if (t >= 0)
         (void)H5Tclose(t);
+    return s;
+}
+
+static tg_status read_config(const tg__ckfile *f, tg_ckpt_meta *m, char *err, size_t errlen) {
+    hid_t d = H5Dopen2(f->file, "config", H5P_DEFAULT);
+    uint32_t crc = 0;
+    char *s = read_text(f, d);
+    bool ok = s && read_dattr(d, "crc32", H5T_NATIVE_UINT32, 1, &crc);
     if (d >= 0)
         (void)H5Dclose(d);
     (void)H5Eclear2(H5E_DEFAULT);
@@ -198,31 +194,17 @@ static tg_status read_model_text(const tg__ckfile *f, tg_ckpt_meta *m, char *err
         (void)H5Eclear2(H5E_DEFAULT);
         return TG_OK;
     }
-    hid_t d = H5Dopen2(f->file, "model_text", H5P_DEFAULT), t = -1, sp = -1;
+    hid_t d = H5Dopen2(f->file, "model_text", H5P_DEFAULT);
     uint32_t crc = 0;
-    char *s = NULL;
-    bool ok = false;
-
-    if (d >= 0) {
-        t = H5Dget_type(d);
-        sp = H5Dget_space(d);
-    }
-    if (t >= 0 && npoints(sp) == 1 && H5Tget_class(t) == H5T_STRING && H5Tis_variable_str(t) == 0 &&
-        H5Tget_size(t) > 0 && H5Tget_size(t) <= (size_t)f->size)
-        s = calloc(H5Tget_size(t) + 1, 1);
-    if (s && H5Dread(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, s) >= 0)
-        ok = read_dattr(d, "crc32", H5T_NATIVE_UINT32, 1, &crc) &&
-             read_dattr(d, "input_shape", H5T_NATIVE_INT64, 3, m->model_input) &&
-             read_dattr(d, "num_classes", H5T_NATIVE_INT64, 1, &m->model_classes);
+    char *s = read_text(f, d);
+    bool ok = s && read_dattr(d, "crc32", H5T_NATIVE_UINT32, 1, &crc) &&
+              read_dattr(d, "input_shape", H5T_NATIVE_INT64, 3, m->model_input) &&
+              read_dattr(d, "num_classes", H5T_NATIVE_INT64, 1, &m->model_classes);
     /* input_ndim (1: a vector model) is absent for images and older files. */
     int64_t ind = 3;
     if (ok && H5Aexists(d, "input_ndim") > 0)
         ok = read_dattr(d, "input_ndim", H5T_NATIVE_INT64, 1, &ind) && (ind == 1 || ind == 3);
     m->model_input_ndim = (int)ind;
-    if (sp >= 0)
-        (void)H5Sclose(sp);
-    if (t >= 0)
-        (void)H5Tclose(t);
     if (d >= 0)
         (void)H5Dclose(d);
     (void)H5Eclear2(H5E_DEFAULT);
