@@ -5,8 +5,10 @@
  * Reads metrics files written by `tapegrad train --metrics` with a JSON
  * parser (launch/metrics.c) and draws three panels with gnuplot (Debian's
  * gnuplot-nox): the training loss of every logged step with the per-epoch
- * train and test loss over it, the test accuracy per epoch, and samples/s
- * per epoch; several files are overlaid, each named in the legend. --csv
+ * train, validation and test loss over it, the test (and validation)
+ * accuracy per epoch, or for a regression run the MAE (its loss is the MSE),
+ * and samples/s per epoch; several files are overlaid, each named in the
+ * legend. --csv
  * writes the same curves as a table. The data goes to gnuplot through a
  * temporary file beside the output, so nothing but the outputs is left.
  */
@@ -38,15 +40,18 @@ static void plot_usage(FILE *f) {
                "\n"
                "Draws the curves of one or more metrics files (tapegrad train --metrics),\n"
                "overlaid with a legend, as a PNG with gnuplot (install gnuplot-nox): the\n"
-               "training loss of every logged step with the per-epoch train and test loss\n"
-               "(by step), the test accuracy per epoch, and samples/s per epoch. A resumed\n"
-               "run's events replace what the first run logged after the resume point.\n"
+               "training loss of every logged step with the per-epoch train, validation and\n"
+               "test loss (by step), the test and validation accuracy per epoch (for\n"
+               "regression runs, whose loss is the MSE: the MAE), and samples/s per epoch.\n"
+               "A resumed run's events replace what the first run logged after the resume\n"
+               "point.\n"
                "\n"
                "options (at least one of --out and --csv):\n"
                "  --out FILE.png   the image to write\n"
                "  --csv FILE.csv   the curves as CSV: run,event,step,epoch,loss,train_loss,\n"
-               "                   test_loss,test_acc,samples_per_s (event: step or epoch;\n"
-               "                   empty cells where a field does not apply)\n"
+               "                   test_loss,test_acc,samples_per_s,val_loss,val_acc,\n"
+               "                   test_mae,val_mae (event: step or epoch; empty cells\n"
+               "                   where a field does not apply)\n"
                "  --size WxH       the image's size in pixels (default 1500x450)\n"
                "  -h, --help       print this help and exit\n"
                "\n"
@@ -98,15 +103,17 @@ static void write_data(FILE *f, const tg_metrics_curves *c, int n) {
             fputs("NaN NaN\n", f);
         fputs("\n\n", f);
         for (size_t i = 0; i < c[r].n_epochs; i++) {
-            const double v[] = {c[r].ep[i],        c[r].ep_step[i],  c[r].train_loss[i],
-                                c[r].test_loss[i], c[r].test_acc[i], c[r].sps[i]};
-            for (int k = 0; k < 6; k++) {
+            const double v[] = {c[r].ep[i],       c[r].ep_step[i],  c[r].train_loss[i],
+                                c[r].test_loss[i], c[r].test_acc[i], c[r].sps[i],
+                                c[r].val_loss[i],  c[r].val_acc[i],  c[r].test_mae[i],
+                                c[r].val_mae[i]};
+            for (int k = 0; k < 10; k++) {
                 num(f, v[k], false);
-                fputc(k < 5 ? ' ' : '\n', f);
+                fputc(k < 9 ? ' ' : '\n', f);
             }
         }
         if (c[r].n_epochs == 0)
-            fputs("NaN NaN NaN NaN NaN NaN\n", f);
+            fputs("NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN\n", f);
         fputs("\n\n", f);
     }
 }
@@ -131,7 +138,9 @@ static int write_csv(const char *path, const plot_opts *o, const tg_metrics_curv
         fprintf(stderr, "tapegrad plot: cannot create %s: %s\n", path, strerror(errno));
         return -1;
     }
-    fputs("run,event,step,epoch,loss,train_loss,test_loss,test_acc,samples_per_s\n", f);
+    fputs("run,event,step,epoch,loss,train_loss,test_loss,test_acc,samples_per_s,val_loss,"
+          "val_acc,test_mae,val_mae\n",
+          f);
     for (int r = 0; r < o->n_in; r++) {
         for (size_t i = 0; i < c[r].n_steps; i++) {
             csv_field(f, o->in[r]);
@@ -141,17 +150,18 @@ static int write_csv(const char *path, const plot_opts *o, const tg_metrics_curv
             num(f, c[r].step_epoch[i], true);
             fputc(',', f);
             num(f, c[r].loss[i], true);
-            fputs(",,,,\n", f);
+            fputs(",,,,,,,,\n", f);
         }
         for (size_t i = 0; i < c[r].n_epochs; i++) {
             csv_field(f, o->in[r]);
             fputs(",epoch,", f);
-            const double v[] = {c[r].ep_step[i],    c[r].ep[i],       NAN,
+            const double v[] = {c[r].ep_step[i],    c[r].ep[i],        NAN,
                                 c[r].train_loss[i], c[r].test_loss[i], c[r].test_acc[i],
-                                c[r].sps[i]};
-            for (int k = 0; k < 7; k++) {
+                                c[r].sps[i],        c[r].val_loss[i],  c[r].val_acc[i],
+                                c[r].test_mae[i],   c[r].val_mae[i]};
+            for (int k = 0; k < 11; k++) {
                 num(f, v[k], true);
-                fputc(k < 6 ? ',' : '\n', f);
+                fputc(k < 10 ? ',' : '\n', f);
             }
         }
     }
@@ -168,12 +178,38 @@ static const char *run_title(const char *path) {
     return s ? s + 1 : path;
 }
 
+/* True when the run has a finite value in the epoch column a. */
+static bool has(const tg_metrics_curves *c, const double *a) {
+    for (size_t i = 0; i < c->n_epochs; i++)
+        if (isfinite(a[i]))
+            return true;
+    return false;
+}
+
+/* gnuplot fails on a plot whose every point is undefined: a panel that no
+ * run has a value for says so instead. */
+static void no_data(FILE *g) {
+    fputs("set label 1 'no data' at graph 0.5,0.5 center\nset yrange [0:1]\nplot 1/0 notitle\n"
+          "unset label 1\nset autoscale y\n",
+          g);
+}
+
 static void write_script(FILE *g, const plot_opts *o, const tg_metrics_curves *c,
                          const char *dat) {
     double max_ep = 1;
-    for (int r = 0; r < o->n_in; r++)
+    bool acc = false, mae = false, sps = false;
+    for (int r = 0; r < o->n_in; r++) {
+        sps |= has(&c[r], c[r].sps);
         for (size_t i = 0; i < c[r].n_epochs; i++)
             max_ep = c[r].ep[i] > max_ep ? c[r].ep[i] : max_ep;
+        acc |= has(&c[r], c[r].test_acc) || has(&c[r], c[r].val_acc);
+        mae |= has(&c[r], c[r].test_mae) || has(&c[r], c[r].val_mae);
+    }
+    /* The middle panel: accuracy when any run has one, else (regression
+     * runs only) the MAE. Columns of an epoch block: 5 test_acc, 8 val_acc,
+     * 9 test_mae, 10 val_mae. */
+    bool show_mae = !acc && mae;
+    int col_test = show_mae ? 9 : 5, col_val = show_mae ? 10 : 8;
     int tic = (int)ceil(max_ep / 10.0);
     fprintf(g,
             "set terminal pngcairo size %d,%d noenhanced\n"
@@ -189,19 +225,44 @@ static void write_script(FILE *g, const plot_opts *o, const tg_metrics_curves *c
                 "'' index %d using 2:3 with linespoints pt 7 lc %d title '%s: train (epoch)', "
                 "'' index %d using 2:4 with linespoints pt 5 dt 2 lc %d title '%s: test'",
                 r ? ", " : "", dat, 2 * r, r + 1, t, 2 * r + 1, r + 1, t, 2 * r + 1, r + 1, t);
+        if (has(&c[r], c[r].val_loss))
+            fprintf(g, ", '' index %d using 2:7 with linespoints pt 9 dt 3 lc %d title '%s: val'",
+                    2 * r + 1, r + 1, t);
     }
     fprintf(g, "\nset xlabel 'epoch'\nset xtics %d\nset format x '%%.0f'\n"
                "set xrange [0.5:%g]\n",
             tic, max_ep + 0.5);
-    fprintf(g, "set title 'test accuracy'\nset ylabel 'accuracy'\nset key bottom right\nplot ");
-    for (int r = 0; r < o->n_in; r++)
-        fprintf(g, "%s'%s' index %d using 1:5 with linespoints pt 7 lc %d title '%s'",
-                r ? ", " : "", dat, 2 * r + 1, r + 1, run_title(o->in[r]));
-    fprintf(g, "\nset title 'throughput'\nset ylabel 'samples/s'\nset key top right\nplot ");
-    for (int r = 0; r < o->n_in; r++)
-        fprintf(g, "%s'%s' index %d using 1:6 with linespoints pt 7 lc %d title '%s'",
-                r ? ", " : "", dat, 2 * r + 1, r + 1, run_title(o->in[r]));
-    fprintf(g, "\nunset multiplot\n");
+    if (show_mae)
+        fprintf(g, "set title 'MAE (regression; the loss is the MSE)'\nset ylabel 'MAE'\n"
+                   "set key top right\n");
+    else
+        fprintf(g, "set title 'accuracy'\nset ylabel 'accuracy'\nset key bottom right\n");
+    if (!acc && !mae)
+        no_data(g);
+    for (int r = 0, n = 0; r < o->n_in && (acc || mae); r++) {
+        const char *t = run_title(o->in[r]);
+        const double *test = show_mae ? c[r].test_mae : c[r].test_acc;
+        const double *val = show_mae ? c[r].val_mae : c[r].val_acc;
+        if (has(&c[r], test))
+            fprintf(g, "%s'%s' index %d using 1:%d with linespoints pt 7 lc %d title '%s: test'",
+                    n++ ? ", " : "plot ", dat, 2 * r + 1, col_test, r + 1, t);
+        if (has(&c[r], val))
+            fprintf(g, "%s'%s' index %d using 1:%d with linespoints pt 9 dt 3 lc %d title '%s: val'",
+                    n++ ? ", " : "plot ", dat, 2 * r + 1, col_val, r + 1, t);
+        if (r == o->n_in - 1)
+            fputc('\n', g);
+    }
+    fprintf(g, "set title 'throughput'\nset ylabel 'samples/s'\nset key top right\n");
+    if (!sps)
+        no_data(g);
+    for (int r = 0, n = 0; r < o->n_in && sps; r++) {
+        if (has(&c[r], c[r].sps))
+            fprintf(g, "%s'%s' index %d using 1:6 with linespoints pt 7 lc %d title '%s'",
+                    n++ ? ", " : "plot ", dat, 2 * r + 1, r + 1, run_title(o->in[r]));
+        if (r == o->n_in - 1)
+            fputc('\n', g);
+    }
+    fprintf(g, "unset multiplot\n");
 }
 
 /* Runs gnuplot on the script file; returns its exit status or -1. */

@@ -209,11 +209,16 @@ static int take(tg_metrics_curves *c, const cJSON *o, const char *ev, char *why,
         return 0;
     }
     if (!strcmp(ev, "epoch")) {
-        double v[6];
-        static const char *const keys[] = {"epoch",    "step",          "train_loss",
-                                           "test_loss", "test_acc", "samples_per_s"};
-        for (int i = 0; i < 6; i++)
+        double v[10];
+        static const char *const keys[] = {"epoch",     "step",          "train_loss", "test_loss",
+                                           "test_acc",  "samples_per_s", "val_loss",   "val_acc",
+                                           "test_mae",  "val_mae"};
+        for (int i = 0; i < 10; i++)
             if (!get_num(o, keys[i], &v[i])) {
+                if (i >= 6) { /* optional */
+                    v[i] = NAN;
+                    continue;
+                }
                 snprintf(why, wl,
                          "an \"epoch\" event needs the numbers epoch, step, train_loss, "
                          "test_loss, test_acc and samples_per_s (%s is missing)",
@@ -221,10 +226,11 @@ static int take(tg_metrics_curves *c, const cJSON *o, const char *ev, char *why,
                 return -1;
             }
         cut_epochs_after(c, v[1] - 1);
-        double **a[] = {&c->ep, &c->ep_step, &c->train_loss, &c->test_loss, &c->test_acc, &c->sps};
-        if (grow(a, 6, &c->cap_epochs, c->n_epochs + 1))
+        double **a[] = {&c->ep,      &c->ep_step, &c->train_loss, &c->test_loss, &c->test_acc,
+                        &c->sps,     &c->val_loss, &c->val_acc,   &c->test_mae,  &c->val_mae};
+        if (grow(a, 10, &c->cap_epochs, c->n_epochs + 1))
             goto nomem;
-        for (int i = 0; i < 6; i++)
+        for (int i = 0; i < 10; i++)
             (*a[i])[c->n_epochs] = v[i];
         c->n_epochs++;
     }
@@ -283,5 +289,9 @@ void tg_metrics_curves_free(tg_metrics_curves *c) {
     free(c->test_loss);
     free(c->test_acc);
     free(c->sps);
+    free(c->val_loss);
+    free(c->val_acc);
+    free(c->test_mae);
+    free(c->val_mae);
     memset(c, 0, sizeof *c);
 }

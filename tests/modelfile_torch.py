@@ -101,7 +101,8 @@ def build(layers, in_shape, classes):
         elif t == "conv2d":
             o, kk = out_of(k["out"]), pair(k["kernel"], 1)
             s, p, d = pair(k.get("stride"), 1), pair(k.get("padding"), 0), pair(k.get("dilation"), 1)
-            put(name, nn.Conv2d(x[0], o, kk, s, p, d, bias=k.get("bias", "true") == "true"))
+            put(name, nn.Conv2d(x[0], o, kk, s, p, d, groups=int(k.get("groups", "1")),
+                                bias=k.get("bias", "true") == "true"))
             hw = [(x[1 + j] + 2 * p[j] - d[j] * (kk[j] - 1) - 1) // s[j] + 1 for j in range(2)]
             shp = (o, hw[0], hw[1])
         elif t.startswith("batchnorm"):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Model files -> PyTorch: trains shipped and written model files briefly on
 # synthetic 3x16x16 images (resnet20, and a file with every layer type that
-# takes images: conv2d with stride, padding and dilation, batch norm, both
+# takes images: conv2d with stride, padding, dilation and groups, batch norm, both
 # poolings, a projecting and a plain add, concat, layernorm, dropout, every
 # activation), scores each checkpoint with `tapegrad eval` (which rebuilds
 # the model from the checkpoint alone), exports it as safetensors and builds
@@ -55,6 +55,7 @@ name = block.conv
 out = 8
 kernel = 3
 padding = 1
+groups = 4
 bias = false
 [batchnorm]
 name = block.bn

@@ -83,12 +83,13 @@ static void test_overlay_and_csv(void **state) {
     assert_int_equal(tgt_run("plot '%s' '%s' --csv '%s' --out '%s'", a, b, csv, png), 0);
     char want[2048];
     snprintf(want, sizeof want,
-             "run,event,step,epoch,loss,train_loss,test_loss,test_acc,samples_per_s\n"
-             "%s,step,10,1,2.1,,,,\n"
-             "%s,epoch,20,1,,0.61,0.52,0.81,20000\n"
-             "%s,epoch,40,2,,0.44,,0.85,21000\n"
-             "\"%s\",step,5,1,1.25,,,,\n"
-             "\"%s\",step,6,1,1,,,,\n",
+             "run,event,step,epoch,loss,train_loss,test_loss,test_acc,samples_per_s,val_loss,"
+             "val_acc,test_mae,val_mae\n"
+             "%s,step,10,1,2.1,,,,,,,,\n"
+             "%s,epoch,20,1,,0.61,0.52,0.81,20000,,,,\n"
+             "%s,epoch,40,2,,0.44,,0.85,21000,,,,\n"
+             "\"%s\",step,5,1,1.25,,,,,,,,\n"
+             "\"%s\",step,6,1,1,,,,,,,,\n",
              a, a, a, b, b);
     assert_string_equal(slurp(csv), want);
     assert_int_equal(access(png, F_OK), 0);
@@ -113,11 +114,47 @@ static void test_resume_replaces(void **state) {
     assert_int_equal(tgt_run("plot '%s' --csv '%s'", in, csv), 0);
     char want[1024];
     snprintf(want, sizeof want,
-             "run,event,step,epoch,loss,train_loss,test_loss,test_acc,samples_per_s\n"
-             "%s,step,10,1,3,,,,\n%s,step,20,1,2.5,,,,\n%s,step,30,1,1.75,,,,\n"
-             "%s,epoch,30,1,,2.25,1,0.75,8\n",
+             "run,event,step,epoch,loss,train_loss,test_loss,test_acc,samples_per_s,val_loss,"
+             "val_acc,test_mae,val_mae\n"
+             "%s,step,10,1,3,,,,,,,,\n%s,step,20,1,2.5,,,,,,,,\n%s,step,30,1,1.75,,,,,,,,\n"
+             "%s,epoch,30,1,,2.25,1,0.75,8,,,,\n",
              in, in, in, in);
     assert_string_equal(slurp(csv), want);
+}
+
+/* A regression run with a validation split: its epochs have null accuracy
+ * and MSE/MAE under their own names. The middle panel is the MAE (an
+ * accuracy panel of nothing but nulls makes gnuplot fail), the validation
+ * curves are drawn and the CSV carries them. */
+static void test_regression_and_validation(void **state) {
+    (void)state;
+    const char *in = tgt_path("reg.jsonl"), *csv = tgt_path("reg.csv"),
+               *png = tgt_path("reg.png");
+    tgt_write_file(in, "{\"event\":\"step\",\"step\":5,\"epoch\":1,\"loss\":4,\"lr\":1}\n"
+                       "{\"event\":\"epoch\",\"epoch\":1,\"step\":10,\"train_loss\":3,"
+                       "\"test_loss\":2.5,\"test_acc\":null,\"test_mse\":2.5,\"test_mae\":1.25,"
+                       "\"val_loss\":2.75,\"val_mse\":2.75,\"val_mae\":1.5,"
+                       "\"samples_per_s\":100}\n"
+                       "{\"event\":\"epoch\",\"epoch\":2,\"step\":20,\"train_loss\":2,"
+                       "\"test_loss\":1.5,\"test_acc\":null,\"test_mse\":1.5,\"test_mae\":0.75,"
+                       "\"val_loss\":1.75,\"val_mse\":1.75,\"val_mae\":1,"
+                       "\"samples_per_s\":110}\n");
+    assert_int_equal(tgt_run("plot '%s' --csv '%s' --out '%s'", in, csv, png), 0);
+    char want[1024];
+    snprintf(want, sizeof want,
+             "run,event,step,epoch,loss,train_loss,test_loss,test_acc,samples_per_s,val_loss,"
+             "val_acc,test_mae,val_mae\n"
+             "%s,step,5,1,4,,,,,,,,\n"
+             "%s,epoch,10,1,,3,2.5,,100,2.75,,1.25,1.5\n"
+             "%s,epoch,20,2,,2,1.5,,110,1.75,,0.75,1\n",
+             in, in, in);
+    assert_string_equal(slurp(csv), want);
+    assert_int_equal(access(png, F_OK), 0);
+    /* A run cut before its first epoch: the epoch panels say "no data". */
+    const char *steps = tgt_path("steps.jsonl"), *png2 = tgt_path("steps.png");
+    tgt_write_file(steps, "{\"event\":\"step\",\"step\":5,\"epoch\":1,\"loss\":4,\"lr\":1}\n");
+    assert_int_equal(tgt_run("plot '%s' --out '%s'", steps, png2), 0);
+    assert_int_equal(access(png2, F_OK), 0);
 }
 
 static void test_bad_input(void **state) {
@@ -175,6 +212,7 @@ int main(void) {
         cmocka_unit_test(test_writes_png_of_requested_size),
         cmocka_unit_test(test_overlay_and_csv),
         cmocka_unit_test(test_resume_replaces),
+        cmocka_unit_test(test_regression_and_validation),
         cmocka_unit_test(test_bad_input),
     };
     return cmocka_run_group_tests_name("plot", tests, setup, teardown);

@@ -165,10 +165,17 @@ tg_status tg_linear_init(tg_ctx *ctx, tg_linear *l, tg_params *ps, const char *n
 /* x (..., in) -> (..., out) */
 tg_tensor *tg_linear_forward(tg_ctx *ctx, const tg_linear *l, tg_tensor *x);
 
+/* The most groups a grouped convolution layer takes. */
+#define TG_CONV_GROUPS_MAX 1024
 typedef struct tg_conv2d_layer {
-    tg_tensor *weight; /* (out, in, kh, kw) */
+    tg_tensor *weight; /* (out, in / groups, kh, kw) */
     tg_tensor *bias;   /* (out) or NULL */
     tg_conv2d_opts opts;
+    /* 0 or 1: a plain convolution. g > 1 (set after tg_conv2d_init with
+     * in / g input channels): the input channels and the outputs are split
+     * into g groups, group i's outputs seeing only group i's inputs (as
+     * torch.nn.Conv2d's groups), computed as g convolutions joined. */
+    int64_t groups;
 } tg_conv2d_layer;
 tg_status tg_conv2d_init(tg_ctx *ctx, tg_conv2d_layer *l, tg_params *ps, const char *name,
                          int64_t in, int64_t out, const int kernel[2], const tg_conv2d_opts *o,

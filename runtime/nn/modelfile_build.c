@@ -395,15 +395,18 @@ static tg_status compile_conv(bstate *b) {
     if (!s)
         s = get_pair(b, "dilation", false, 1, 1, 1024, dil);
     if (!s)
-        s = get_int(b, "groups", false, 1, 1, 1 << 24, &groups);
+        s = get_int(b, "groups", false, 1, 1, TG_CONV_GROUPS_MAX, &groups);
     if (!s)
         s = get_bool(b, "bias", true, &bias);
     if (s)
         return s;
-    if (groups != 1)
-        return bfail(b, TG_ERR_UNSUPPORTED, find_key(b->sec, "groups"),
-                     "grouped convolutions are not supported yet (only groups = 1)");
     char sb[160];
+    if (x->shape[0] % groups != 0 || out % groups != 0)
+        return bfail(b, TG_ERR_SHAPE, find_key(b->sec, "groups"),
+                     "%lld groups must divide both the input's %lld channels (input '%s' %s) "
+                     "and out = %lld",
+                     (long long)groups, (long long)x->shape[0], x->name,
+                     shape_str(x, sb, sizeof sb), (long long)out);
     int64_t oh = pool_out(x->shape[1], k[0], st[0], pad[0], dil[0]);
     int64_t ow = pool_out(x->shape[2], k[1], st[1], pad[1], dil[1]);
     if (oh < 1 || ow < 1)
@@ -417,14 +420,16 @@ static tg_status compile_conv(bstate *b) {
     n->shape[0] = out;
     n->shape[1] = oh;
     n->shape[2] = ow;
-    int64_t c = x->shape[0];
+    int64_t c = x->shape[0] / groups; /* the input channels each output sees */
     if ((double)out * (double)c * k[0] * k[1] > SIZE_CAP)
         return too_big(b, "a weight", (double)out * (double)c * k[0] * k[1]);
     n->nparams = out * c * k[0] * k[1] + (bias ? out : 0);
     if (b->o->check_only)
         return TG_OK;
     tg_conv2d_opts co = {{st[0], st[1]}, {pad[0], pad[1]}, {dil[0], dil[1]}};
-    return tg_conv2d_init(b->ctx, &n->conv, b->ps, n->name, c, out, k, &co, bias, &b->rng);
+    s = tg_conv2d_init(b->ctx, &n->conv, b->ps, n->name, c, out, k, &co, bias, &b->rng);
+    n->conv.groups = groups;
+    return s;
 }
 
 static tg_status compile_bn(bstate *b, const char *type) {

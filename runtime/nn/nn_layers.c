@@ -107,7 +107,34 @@ tg_tensor *tg_conv2d_forward(tg_ctx *ctx, const tg_conv2d_layer *l, tg_tensor *x
 {
     if (!l || !l->weight)
         return bad(ctx, "conv2d", "NULL layer or weight"), NULL;
-    return tg_conv2d(ctx, x, l->weight, l->bias, &l->opts);
+    int64_t g = l->groups > 1 ? l->groups : 1;
+    if (g == 1)
+        return tg_conv2d(ctx, x, l->weight, l->bias, &l->opts);
+    int64_t cin = l->weight->shape[1], cout = l->weight->shape[0] / g;
+    if (!tg__check_args(ctx, "conv2d", 1, &x))
+        return NULL;
+    if (x->ndim != 4 || x->shape[1] != g * cin || l->weight->shape[0] % g != 0)
+        return tg__fail(ctx, TG_ERR_SHAPE,
+                        "conv2d: %lld groups of %lld input channels need (N, %lld, H, W) and "
+                        "a multiple of %lld outputs",
+                        (long long)g, (long long)cin, (long long)(g * cin), (long long)g),
+               NULL;
+    /* A group's input, weight and bias are slices (views): the gradients of
+     * the g convolutions land in disjoint parts of the weight's gradient. */
+    tg_tensor *parts[TG_CONV_GROUPS_MAX];
+    if (g > TG_CONV_GROUPS_MAX)
+        return tg__fail(ctx, TG_ERR_UNSUPPORTED, "conv2d: %lld groups (at most %d)",
+                        (long long)g, TG_CONV_GROUPS_MAX),
+               NULL;
+    for (int64_t i = 0; i < g; i++) {
+        tg_tensor *xi = tg_slice(ctx, x, 1, i * cin, (i + 1) * cin, 1);
+        tg_tensor *wi = tg_slice(ctx, l->weight, 0, i * cout, (i + 1) * cout, 1);
+        tg_tensor *bi = l->bias ? tg_slice(ctx, l->bias, 0, i * cout, (i + 1) * cout, 1) : NULL;
+        parts[i] = tg_conv2d(ctx, xi, wi, bi, &l->opts);
+        if (!parts[i])
+            return NULL;
+    }
+    return tg_concat(ctx, (int)g, parts, 1);
 }
 
 /* ---- BatchNorm ---- */
