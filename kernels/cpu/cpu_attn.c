@@ -252,7 +252,7 @@ static bool attn_par(const attn_geom *g) {
 /* in: q, k, v, lse (written); out: o. */
 tg_status tg__cpu_scaled_dot_product_attention(void *state, const tg_kargs *a) {
     (void)state;
-    attn_geom g;
+    attn_geom g = {0};
     tg_status st = tg__cpu_check_float(a, 4);
     if (st == TG_OK)
         st = attn_geom_of(a, 0, 3, &g);
@@ -270,7 +270,7 @@ tg_status tg__cpu_scaled_dot_product_attention(void *state, const tg_kargs *a) {
 /* in: g, q, k, v, o, lse, dk (written), dv (written); out: dq. */
 tg_status tg__cpu_scaled_dot_product_attention_backward(void *state, const tg_kargs *a) {
     (void)state;
-    attn_geom g;
+    attn_geom g = {0};
     tg_status st = tg__cpu_check_float(a, 8);
     if (st == TG_OK)
         st = attn_geom_of(a, 1, 5, &g);

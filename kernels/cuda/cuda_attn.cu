@@ -204,7 +204,7 @@ static tg_status att_bwd(cudaStream_t st, const att_geom *g, double scale, int c
 /* in: q, k, v, lse (written); out: o. */
 tg_status tg__cuda_scaled_dot_product_attention(void *state, const tg_kargs *a) {
     tg__cuda_state *s = (tg__cuda_state *)state;
-    att_geom g;
+    att_geom g = {0, 0, 0, 0};
     tg_status st = tg__cuda_check_float(a, 4);
     if (st == TG_OK)
         st = att_geom_of(a, 0, 3, &g);
@@ -222,7 +222,7 @@ tg_status tg__cuda_scaled_dot_product_attention(void *state, const tg_kargs *a) 
 /* in: g, q, k, v, o, lse, dk (written), dv (written); out: dq. */
 tg_status tg__cuda_scaled_dot_product_attention_backward(void *state, const tg_kargs *a) {
     tg__cuda_state *s = (tg__cuda_state *)state;
-    att_geom g;
+    att_geom g = {0, 0, 0, 0};
     tg_status st = tg__cuda_check_float(a, 8);
     if (st == TG_OK)
         st = att_geom_of(a, 1, 5, &g);
