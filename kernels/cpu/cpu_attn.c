@@ -35,6 +35,9 @@
  * L2 while the task's queries walk it. */
 #define ATTN_BQ 32
 #define ATTN_BK 64
+/* Columns of a key tile transposed at a time: the score loops' scratch
+ * stays at ATTN_DC x ATTN_BK whatever the head dim. */
+#define ATTN_DC 64
 /* Below this many multiply-adds (BH * T_q * T_k * D) a call stays on the
  * calling thread. */
 #define ATTN_PAR_MIN (1 << 18)
@@ -79,29 +82,55 @@ static inline int64_t attn_kend(const attn_geom *g, int64_t q0, int64_t nq) {
         for (int64_t i = 0; i < n; i++)                                                           \
             y[i] *= alpha;                                                                        \
     }                                                                                             \
-    /* One query row against one key tile: the online-softmax update. */                          \
-    static inline void attn_fwd_row_##T(const attn_geom *g, const T *qi, const T *kt,             \
-                                        const T *vt, int64_t nv, T *oi, T *m, double *l) {        \
+    /* S[i][j] = a_i . b_j for na rows of a and nb <= ATTN_BK rows of b (row      \
+     * stride ATTN_BK in S). b goes through bt transposed, ATTN_DC of its          \
+     * columns at a time, so that the inner loop runs along j and vectorises;     \
+     * each sum runs over c in order. */                                          \
+    static inline void attn_scores_##T(const T *a, int64_t na, const T *b, int64_t nb, int64_t d, \
+                                       T *S, T *bt) {                                             \
+        for (int64_t i = 0; i < na; i++)                                                          \
+            for (int64_t j = 0; j < nb; j++)                                                      \
+                S[i * ATTN_BK + j] = 0;                                                           \
+        for (int64_t c0 = 0; c0 < d; c0 += ATTN_DC) {                                             \
+            const int64_t nc = ATTN_MIN(ATTN_DC, d - c0);                                         \
+            for (int64_t j = 0; j < nb; j++)                                                      \
+                for (int64_t c = 0; c < nc; c++)                                                  \
+                    bt[c * ATTN_BK + j] = b[j * d + c0 + c];                                      \
+            for (int64_t i = 0; i < na; i++) {                                                    \
+                T *si = S + i * ATTN_BK;                                                          \
+                const T *ai = a + i * d + c0;                                                     \
+                for (int64_t c = 0; c < nc; c++) {                                                \
+                    const T av = ai[c], *bc = bt + c * ATTN_BK;                                   \
+                    TG__CPU_SIMD("omp simd")                                                      \
+                    for (int64_t j = 0; j < nb; j++)                                              \
+                        si[j] += av * bc[j];                                                      \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+    /* One query row's scores si (nv of them) into the online softmax. */        \
+    static inline void attn_fwd_row_##T(const attn_geom *g, T *si, const T *vt, int64_t nv,       \
+                                        T *oi, T *m, double *l) {                                 \
         const int64_t d = g->d;                                                                   \
-        T s[ATTN_BK];                                                                             \
+        const T sc = (T)g->scale;                                                                 \
         T mt = *m;                                                                                \
         for (int64_t j = 0; j < nv; j++) {                                                        \
-            s[j] = attn_dot_##T(qi, kt + j * d, d) * (T)g->scale;                                 \
-            mt = s[j] > mt ? s[j] : mt;                                                           \
+            si[j] *= sc;                                                                          \
+            mt = si[j] > mt ? si[j] : mt;                                                         \
         }                                                                                         \
         /* exp(-inf) = 0 drops the empty accumulator of a row's first tile */                     \
         const T alpha = tg__cpu_vexp((T)(*m - mt));                                               \
         T sum = 0;                                                                                \
         TG__CPU_SIMD("omp simd reduction(+ : sum)")                                               \
         for (int64_t j = 0; j < nv; j++) {                                                        \
-            s[j] = tg__cpu_vexp((T)(s[j] - mt));                                                  \
-            sum += s[j];                                                                          \
+            si[j] = tg__cpu_vexp((T)(si[j] - mt));                                                \
+            sum += si[j];                                                                         \
         }                                                                                         \
         *l = *l * (double)alpha + (double)sum;                                                    \
         if (alpha != 1)                                                                           \
             attn_scal_##T(oi, alpha, d);                                                          \
         for (int64_t j = 0; j < nv; j++)                                                          \
-            attn_axpy_##T(oi, s[j], vt + j * d, d);                                               \
+            attn_axpy_##T(oi, si[j], vt + j * d, d);                                              \
         *m = mt;                                                                                  \
     }                                                                                             \
     TG__CPU_CLONES static void attn_fwd_task_##T(const attn_geom *g, int64_t task, const T *q,    \
@@ -110,7 +139,7 @@ static inline int64_t attn_kend(const attn_geom *g, int64_t q0, int64_t nq) {
         const int64_t q0 = task % nqt * ATTN_BQ, nq = ATTN_MIN(ATTN_BQ, g->tq - q0);              \
         const int64_t row0 = b * g->tq + q0, kend = attn_kend(g, q0, nq);                         \
         const T *kb = k + b * g->tk * d, *vb = v + b * g->tk * d;                                 \
-        T m[ATTN_BQ];                                                                             \
+        T S[ATTN_BQ * ATTN_BK], bt[ATTN_DC * ATTN_BK], m[ATTN_BQ];                                \
         double l[ATTN_BQ];                                                                        \
         for (int64_t i = 0; i < nq; i++) {                                                        \
             m[i] = (T)-INFINITY;                                                                  \
@@ -120,16 +149,37 @@ static inline int64_t attn_kend(const attn_geom *g, int64_t q0, int64_t nq) {
         }                                                                                         \
         for (int64_t k0 = 0; k0 < kend; k0 += ATTN_BK) {                                          \
             const int64_t nk = ATTN_MIN(ATTN_BK, kend - k0);                                      \
+            attn_scores_##T(q + row0 * d, nq, kb + k0 * d, nk, d, S, bt);                         \
             for (int64_t i = 0; i < nq; i++) {                                                    \
                 const int64_t nv = attn_nvalid(g, q0 + i, k0, nk);                                \
                 if (nv > 0)                                                                       \
-                    attn_fwd_row_##T(g, q + (row0 + i) * d, kb + k0 * d, vb + k0 * d, nv,         \
-                                     o + (row0 + i) * d, &m[i], &l[i]);                           \
+                    attn_fwd_row_##T(g, S + i * ATTN_BK, vb + k0 * d, nv, o + (row0 + i) * d,     \
+                                     &m[i], &l[i]);                                               \
             }                                                                                     \
         }                                                                                         \
         for (int64_t i = 0; i < nq; i++) {                                                        \
             attn_scal_##T(o + (row0 + i) * d, (T)(1.0 / l[i]), d);                                \
             lse[row0 + i] = (T)((double)m[i] + log(l[i]));                                        \
+        }                                                                                         \
+    }                                                                                             \
+    /* P and dS of one block: rows [r0, r0 + ni) (i0 the first one's query index) \
+     * against the key tile [k0, k0 + nk): S becomes p, dP becomes ds * scale. */  \
+    static inline void attn_pds_##T(const attn_geom *g, int64_t b, int64_t i0, int64_t ni,        \
+                                    int64_t k0, int64_t nk, const T *go, const T *q, const T *k,  \
+                                    const T *v, const T *o, const T *lse, T *S, T *dP, T *bt) {   \
+        const int64_t d = g->d, r0 = b * g->tq + i0, kr = (b * g->tk + k0) * d;                   \
+        const T sc = (T)g->scale;                                                                 \
+        attn_scores_##T(q + r0 * d, ni, k + kr, nk, d, S, bt);                                    \
+        attn_scores_##T(go + r0 * d, ni, v + kr, nk, d, dP, bt);                                  \
+        for (int64_t i = 0; i < ni; i++) {                                                        \
+            const int64_t r = r0 + i, nv = attn_nvalid(g, i0 + i, k0, nk);                       \
+            const T di = attn_dot_##T(go + r * d, o + r * d, d), li = lse[r];                     \
+            T *si = S + i * ATTN_BK, *pi = dP + i * ATTN_BK;                                      \
+            TG__CPU_SIMD("omp simd")                                                              \
+            for (int64_t j = 0; j < nv; j++) {                                                    \
+                si[j] = tg__cpu_vexp((T)(si[j] * sc - li));                                       \
+                pi[j] = si[j] * (pi[j] - di) * sc;                                                \
+            }                                                                                     \
         }                                                                                         \
     }                                                                                             \
     /* dq for one query tile; g, o, lse as the forward's rows. */                                 \
@@ -139,50 +189,41 @@ static inline int64_t attn_kend(const attn_geom *g, int64_t q0, int64_t nq) {
         const int64_t nqt = (g->tq + ATTN_BQ - 1) / ATTN_BQ, b = task / nqt, d = g->d;            \
         const int64_t q0 = task % nqt * ATTN_BQ, nq = ATTN_MIN(ATTN_BQ, g->tq - q0);              \
         const int64_t row0 = b * g->tq + q0, kend = attn_kend(g, q0, nq);                         \
-        const T *kb = k + b * g->tk * d, *vb = v + b * g->tk * d;                                 \
-        const T sc = (T)g->scale;                                                                 \
-        T di[ATTN_BQ];                                                                            \
-        for (int64_t i = 0; i < nq; i++) {                                                        \
-            di[i] = attn_dot_##T(go + (row0 + i) * d, o + (row0 + i) * d, d);                     \
-            for (int64_t c = 0; c < d; c++)                                                       \
-                dq[(row0 + i) * d + c] = 0;                                                       \
-        }                                                                                         \
+        T S[ATTN_BQ * ATTN_BK], dP[ATTN_BQ * ATTN_BK], bt[ATTN_DC * ATTN_BK];                     \
+        for (int64_t c = 0; c < nq * d; c++)                                                      \
+            dq[row0 * d + c] = 0;                                                                 \
         for (int64_t k0 = 0; k0 < kend; k0 += ATTN_BK) {                                          \
             const int64_t nk = ATTN_MIN(ATTN_BK, kend - k0);                                      \
+            attn_pds_##T(g, b, q0, nq, k0, nk, go, q, k, v, o, lse, S, dP, bt);                   \
             for (int64_t i = 0; i < nq; i++) {                                                    \
-                const int64_t nv = attn_nvalid(g, q0 + i, k0, nk), r = row0 + i;                  \
-                const T *qi = q + r * d, *gi = go + r * d;                                        \
-                for (int64_t j = 0; j < nv; j++) {                                                \
-                    const T *kj = kb + (k0 + j) * d;                                              \
-                    const T p = tg__cpu_vexp((T)(attn_dot_##T(qi, kj, d) * sc - lse[r]));         \
-                    const T ds = p * (attn_dot_##T(gi, vb + (k0 + j) * d, d) - di[i]);            \
-                    attn_axpy_##T(dq + r * d, ds * sc, kj, d);                                    \
-                }                                                                                 \
+                const int64_t nv = attn_nvalid(g, q0 + i, k0, nk);                                \
+                for (int64_t j = 0; j < nv; j++)                                                  \
+                    attn_axpy_##T(dq + (row0 + i) * d, dP[i * ATTN_BK + j],                       \
+                                  k + (b * g->tk + k0 + j) * d, d);                               \
             }                                                                                     \
         }                                                                                         \
     }                                                                                             \
-    /* dk and dv for one key tile. */                                                             \
+    /* dk and dv for one key tile, over blocks of ATTN_BQ queries. */                             \
     TG__CPU_CLONES static void attn_dkv_task_##T(const attn_geom *g, int64_t task, const T *go,   \
                                                  const T *q, const T *k, const T *v, const T *o,  \
                                                  const T *lse, T *dk, T *dv) {                    \
         const int64_t nkt = (g->tk + ATTN_BK - 1) / ATTN_BK, b = task / nkt, d = g->d;            \
         const int64_t k0 = task % nkt * ATTN_BK, nk = ATTN_MIN(ATTN_BK, g->tk - k0);              \
         const int64_t krow = b * g->tk + k0;                                                      \
-        const T sc = (T)g->scale;                                                                 \
+        T S[ATTN_BQ * ATTN_BK], dP[ATTN_BQ * ATTN_BK], bt[ATTN_DC * ATTN_BK];                     \
         for (int64_t c = 0; c < nk * d; c++) {                                                    \
             dk[krow * d + c] = 0;                                                                 \
             dv[krow * d + c] = 0;                                                                 \
         }                                                                                         \
-        for (int64_t i = g->causal ? k0 : 0; i < g->tq; i++) {                                    \
-            const int64_t r = b * g->tq + i, nv = attn_nvalid(g, i, k0, nk);                      \
-            const T *qi = q + r * d, *gi = go + r * d;                                            \
-            const T di = attn_dot_##T(gi, o + r * d, d);                                          \
-            for (int64_t j = 0; j < nv; j++) {                                                    \
-                const int64_t kr = (krow + j) * d;                                                \
-                const T p = tg__cpu_vexp((T)(attn_dot_##T(qi, k + kr, d) * sc - lse[r]));        \
-                attn_axpy_##T(dv + kr, p, gi, d);                                                 \
-                const T ds = p * (attn_dot_##T(gi, v + kr, d) - di);                              \
-                attn_axpy_##T(dk + kr, ds * sc, qi, d);                                           \
+        for (int64_t i0 = g->causal ? k0 : 0; i0 < g->tq; i0 += ATTN_BQ) {                        \
+            const int64_t ni = ATTN_MIN(ATTN_BQ, g->tq - i0);                                     \
+            attn_pds_##T(g, b, i0, ni, k0, nk, go, q, k, v, o, lse, S, dP, bt);                   \
+            for (int64_t i = 0; i < ni; i++) {                                                    \
+                const int64_t r = b * g->tq + i0 + i, nv = attn_nvalid(g, i0 + i, k0, nk);        \
+                for (int64_t j = 0; j < nv; j++) {                                                \
+                    attn_axpy_##T(dv + (krow + j) * d, S[i * ATTN_BK + j], go + r * d, d);        \
+                    attn_axpy_##T(dk + (krow + j) * d, dP[i * ATTN_BK + j], q + r * d, d);        \
+                }                                                                                 \
             }                                                                                     \
         }                                                                                         \
     }                                                                                             \
