@@ -25,6 +25,12 @@
  *
  * Causal (ints[0] = 1) keeps keys j <= i (top-left aligned): the loops stop
  * at the diagonal, so a causal call does about half the work.
+ *
+ * Every product is a block product (attn_mm): a block of scores or
+ * probabilities times rows of k, v, q or g, or a block of q or g times a
+ * transposed key tile for the scores, with a run of ATTN_VW outputs kept in
+ * registers while the sum runs. At D = 32 one thread reaches about 16
+ * GFLOP/s (docs/PERFORMANCE.md, "Attention").
  */
 #include <math.h>
 
@@ -38,6 +44,8 @@
 /* Columns of a key tile transposed at a time: the score loops' scratch
  * stays at ATTN_DC x ATTN_BK whatever the head dim. */
 #define ATTN_DC 64
+/* Outputs a block product keeps in registers: four AVX2 registers of f32. */
+#define ATTN_VW 32
 /* Below this many multiply-adds (BH * T_q * T_k * D) a call stays on the
  * calling thread. */
 #define ATTN_PAR_MIN (1 << 18)
@@ -71,21 +79,46 @@ static inline int64_t attn_kend(const attn_geom *g, int64_t q0, int64_t nq) {
             s += a[i] * b[i];                                                                     \
         return s;                                                                                 \
     }                                                                                             \
-    /* y += alpha * x */                                                                          \
-    static inline void attn_axpy_##T(T *y, T alpha, const T *x, int64_t n) {                      \
-        TG__CPU_SIMD("omp simd")                                                                  \
-        for (int64_t i = 0; i < n; i++)                                                           \
-            y[i] += alpha * x[i];                                                                 \
-    }                                                                                             \
     static inline void attn_scal_##T(T *y, T alpha, int64_t n) {                                  \
         TG__CPU_SIMD("omp simd")                                                                  \
         for (int64_t i = 0; i < n; i++)                                                           \
             y[i] *= alpha;                                                                        \
     }                                                                                             \
+    /* out[r][c] += sum_j w(r, j) * B[j][c] for r < nr, j < nj, c < nc, with     \
+     * w(r, j) = w[r * wr + j * wj], B's rows bs apart and out's os apart:        \
+     * ATTN_VW outputs at a time stay in registers while j runs, each sum in      \
+     * order of j. */                                                             \
+    static inline void attn_mm_##T(const T *w, int64_t wr, int64_t wj, int64_t nr, int64_t nj,    \
+                                   const T *B, int64_t bs, int64_t nc, T *out, int64_t os) {      \
+        for (int64_t r = 0; r < nr; r++) {                                                        \
+            const T *wrow = w + r * wr;                                                           \
+            T *o = out + r * os;                                                                  \
+            int64_t c0 = 0;                                                                       \
+            for (; c0 + ATTN_VW <= nc; c0 += ATTN_VW) {                                           \
+                T acc[ATTN_VW];                                                                   \
+                for (int cc = 0; cc < ATTN_VW; cc++)                                              \
+                    acc[cc] = o[c0 + cc];                                                         \
+                for (int64_t j = 0; j < nj; j++) {                                                \
+                    const T x = wrow[j * wj], *b = B + j * bs + c0;                               \
+                    TG__CPU_SIMD("omp simd")                                                      \
+                    for (int cc = 0; cc < ATTN_VW; cc++)                                          \
+                        acc[cc] += x * b[cc];                                                     \
+                }                                                                                 \
+                for (int cc = 0; cc < ATTN_VW; cc++)                                              \
+                    o[c0 + cc] = acc[cc];                                                         \
+            }                                                                                     \
+            for (; c0 < nc; c0++) {                                                               \
+                T acc = o[c0];                                                                    \
+                for (int64_t j = 0; j < nj; j++)                                                  \
+                    acc += wrow[j * wj] * B[j * bs + c0];                                         \
+                o[c0] = acc;                                                                      \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
     /* S[i][j] = a_i . b_j for na rows of a and nb <= ATTN_BK rows of b (row      \
-     * stride ATTN_BK in S). b goes through bt transposed, ATTN_DC of its          \
-     * columns at a time, so that the inner loop runs along j and vectorises;     \
-     * each sum runs over c in order. */                                          \
+     * stride ATTN_BK in S): b goes through bt transposed, ATTN_DC of its         \
+     * columns at a time, so that the products run along j; each sum runs over   \
+     * c in order. */                                                             \
     static inline void attn_scores_##T(const T *a, int64_t na, const T *b, int64_t nb, int64_t d, \
                                        T *S, T *bt) {                                             \
         for (int64_t i = 0; i < na; i++)                                                          \
@@ -96,28 +129,24 @@ static inline int64_t attn_kend(const attn_geom *g, int64_t q0, int64_t nq) {
             for (int64_t j = 0; j < nb; j++)                                                      \
                 for (int64_t c = 0; c < nc; c++)                                                  \
                     bt[c * ATTN_BK + j] = b[j * d + c0 + c];                                      \
-            for (int64_t i = 0; i < na; i++) {                                                    \
-                T *si = S + i * ATTN_BK;                                                          \
-                const T *ai = a + i * d + c0;                                                     \
-                for (int64_t c = 0; c < nc; c++) {                                                \
-                    const T av = ai[c], *bc = bt + c * ATTN_BK;                                   \
-                    TG__CPU_SIMD("omp simd")                                                      \
-                    for (int64_t j = 0; j < nb; j++)                                              \
-                        si[j] += av * bc[j];                                                      \
-                }                                                                                 \
-            }                                                                                     \
+            attn_mm_##T(a + c0, d, 1, na, nc, bt, ATTN_BK, nb, S, ATTN_BK);                       \
         }                                                                                         \
     }                                                                                             \
-    /* One query row's scores si (nv of them) into the online softmax. */        \
-    static inline void attn_fwd_row_##T(const attn_geom *g, T *si, const T *vt, int64_t nv,       \
-                                        T *oi, T *m, double *l) {                                 \
-        const int64_t d = g->d;                                                                   \
+    /* One query row's scores si into the online softmax: the nv unmasked ones   \
+     * become exp(s - m), the masked ones up to nk become 0; returns alpha, the  \
+     * factor of the row's accumulator. */                                       \
+    static inline T attn_fwd_row_##T(const attn_geom *g, T *si, int64_t nv, int64_t nk, T *m,     \
+                                     double *l) {                                                 \
         const T sc = (T)g->scale;                                                                 \
         T mt = *m;                                                                                \
         for (int64_t j = 0; j < nv; j++) {                                                        \
             si[j] *= sc;                                                                          \
             mt = si[j] > mt ? si[j] : mt;                                                         \
         }                                                                                         \
+        for (int64_t j = nv; j < nk; j++)                                                         \
+            si[j] = 0;                                                                            \
+        if (nv == 0)                                                                              \
+            return 1;                                                                             \
         /* exp(-inf) = 0 drops the empty accumulator of a row's first tile */                     \
         const T alpha = tg__cpu_vexp((T)(*m - mt));                                               \
         T sum = 0;                                                                                \
@@ -127,11 +156,8 @@ static inline int64_t attn_kend(const attn_geom *g, int64_t q0, int64_t nq) {
             sum += si[j];                                                                         \
         }                                                                                         \
         *l = *l * (double)alpha + (double)sum;                                                    \
-        if (alpha != 1)                                                                           \
-            attn_scal_##T(oi, alpha, d);                                                          \
-        for (int64_t j = 0; j < nv; j++)                                                          \
-            attn_axpy_##T(oi, si[j], vt + j * d, d);                                              \
         *m = mt;                                                                                  \
+        return alpha;                                                                             \
     }                                                                                             \
     TG__CPU_CLONES static void attn_fwd_task_##T(const attn_geom *g, int64_t task, const T *q,    \
                                                  const T *k, const T *v, T *o, T *lse) {          \
@@ -152,10 +178,11 @@ static inline int64_t attn_kend(const attn_geom *g, int64_t q0, int64_t nq) {
             attn_scores_##T(q + row0 * d, nq, kb + k0 * d, nk, d, S, bt);                         \
             for (int64_t i = 0; i < nq; i++) {                                                    \
                 const int64_t nv = attn_nvalid(g, q0 + i, k0, nk);                                \
-                if (nv > 0)                                                                       \
-                    attn_fwd_row_##T(g, S + i * ATTN_BK, vb + k0 * d, nv, o + (row0 + i) * d,     \
-                                     &m[i], &l[i]);                                               \
+                const T alpha = attn_fwd_row_##T(g, S + i * ATTN_BK, nv, nk, &m[i], &l[i]);       \
+                if (alpha != 1)                                                                   \
+                    attn_scal_##T(o + (row0 + i) * d, alpha, d);                                  \
             }                                                                                     \
+            attn_mm_##T(S, ATTN_BK, 1, nq, nk, vb + k0 * d, d, d, o + row0 * d, d);               \
         }                                                                                         \
         for (int64_t i = 0; i < nq; i++) {                                                        \
             attn_scal_##T(o + (row0 + i) * d, (T)(1.0 / l[i]), d);                                \
@@ -163,7 +190,8 @@ static inline int64_t attn_kend(const attn_geom *g, int64_t q0, int64_t nq) {
         }                                                                                         \
     }                                                                                             \
     /* P and dS of one block: rows [r0, r0 + ni) (i0 the first one's query index) \
-     * against the key tile [k0, k0 + nk): S becomes p, dP becomes ds * scale. */  \
+     * against the key tile [k0, k0 + nk): S becomes p, dP becomes ds * scale,   \
+     * both 0 where masked. */                                                    \
     static inline void attn_pds_##T(const attn_geom *g, int64_t b, int64_t i0, int64_t ni,        \
                                     int64_t k0, int64_t nk, const T *go, const T *q, const T *k,  \
                                     const T *v, const T *o, const T *lse, T *S, T *dP, T *bt) {   \
@@ -180,6 +208,8 @@ static inline int64_t attn_kend(const attn_geom *g, int64_t q0, int64_t nq) {
                 si[j] = tg__cpu_vexp((T)(si[j] * sc - li));                                       \
                 pi[j] = si[j] * (pi[j] - di) * sc;                                                \
             }                                                                                     \
+            for (int64_t j = nv; j < nk; j++)                                                     \
+                si[j] = pi[j] = 0;                                                                \
         }                                                                                         \
     }                                                                                             \
     /* dq for one query tile; g, o, lse as the forward's rows. */                                 \
@@ -195,12 +225,8 @@ static inline int64_t attn_kend(const attn_geom *g, int64_t q0, int64_t nq) {
         for (int64_t k0 = 0; k0 < kend; k0 += ATTN_BK) {                                          \
             const int64_t nk = ATTN_MIN(ATTN_BK, kend - k0);                                      \
             attn_pds_##T(g, b, q0, nq, k0, nk, go, q, k, v, o, lse, S, dP, bt);                   \
-            for (int64_t i = 0; i < nq; i++) {                                                    \
-                const int64_t nv = attn_nvalid(g, q0 + i, k0, nk);                                \
-                for (int64_t j = 0; j < nv; j++)                                                  \
-                    attn_axpy_##T(dq + (row0 + i) * d, dP[i * ATTN_BK + j],                       \
-                                  k + (b * g->tk + k0 + j) * d, d);                               \
-            }                                                                                     \
+            attn_mm_##T(dP, ATTN_BK, 1, nq, nk, k + (b * g->tk + k0) * d, d, d, dq + row0 * d,    \
+                        d);                                                                       \
         }                                                                                         \
     }                                                                                             \
     /* dk and dv for one key tile, over blocks of ATTN_BQ queries. */                             \
@@ -216,15 +242,10 @@ static inline int64_t attn_kend(const attn_geom *g, int64_t q0, int64_t nq) {
             dv[krow * d + c] = 0;                                                                 \
         }                                                                                         \
         for (int64_t i0 = g->causal ? k0 : 0; i0 < g->tq; i0 += ATTN_BQ) {                        \
-            const int64_t ni = ATTN_MIN(ATTN_BQ, g->tq - i0);                                     \
+            const int64_t ni = ATTN_MIN(ATTN_BQ, g->tq - i0), r0 = b * g->tq + i0;                \
             attn_pds_##T(g, b, i0, ni, k0, nk, go, q, k, v, o, lse, S, dP, bt);                   \
-            for (int64_t i = 0; i < ni; i++) {                                                    \
-                const int64_t r = b * g->tq + i0 + i, nv = attn_nvalid(g, i0 + i, k0, nk);        \
-                for (int64_t j = 0; j < nv; j++) {                                                \
-                    attn_axpy_##T(dv + (krow + j) * d, S[i * ATTN_BK + j], go + r * d, d);        \
-                    attn_axpy_##T(dk + (krow + j) * d, dP[i * ATTN_BK + j], q + r * d, d);        \
-                }                                                                                 \
-            }                                                                                     \
+            attn_mm_##T(S, 1, ATTN_BK, nk, ni, go + r0 * d, d, d, dv + krow * d, d);              \
+            attn_mm_##T(dP, 1, ATTN_BK, nk, ni, q + r0 * d, d, d, dk + krow * d, d);              \
         }                                                                                         \
     }                                                                                             \
     static void attn_fwd_##T(const attn_geom *g, bool par, const T *q, const T *k, const T *v,    \
