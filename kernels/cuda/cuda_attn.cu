@@ -48,7 +48,7 @@ __device__ __forceinline__ int64_t att_nkeys(int64_t i, int64_t tk, int causal) 
 template <typename T>
 __global__ static void k_attn_fwd(int64_t rows, int64_t tq, int64_t tk, int64_t d, T scale,
                                   int causal, const T *q, const T *k, const T *v, T *o, T *lse) {
-    extern __shared__ unsigned char att_sh[];
+    extern __shared__ __align__(16) unsigned char att_sh[];
     const int64_t row = (int64_t)blockIdx.x * ATT_WARPS + threadIdx.y;
     if (row >= rows)
         return;
@@ -78,7 +78,7 @@ template <typename T>
 __global__ static void k_attn_dq(int64_t rows, int64_t tq, int64_t tk, int64_t d, T scale,
                                  int causal, const T *g, const T *q, const T *k, const T *v,
                                  const T *o, const T *lse, T *dq) {
-    extern __shared__ unsigned char att_sh[];
+    extern __shared__ __align__(16) unsigned char att_sh[];
     const int64_t row = (int64_t)blockIdx.x * ATT_WARPS + threadIdx.y;
     if (row >= rows)
         return;
@@ -102,7 +102,7 @@ template <typename T>
 __global__ static void k_attn_dkv(int64_t rows, int64_t tq, int64_t tk, int64_t d, T scale,
                                   int causal, const T *g, const T *q, const T *k, const T *v,
                                   const T *o, const T *lse, T *dk, T *dv) {
-    extern __shared__ unsigned char att_sh[];
+    extern __shared__ __align__(16) unsigned char att_sh[];
     const int64_t row = (int64_t)blockIdx.x * ATT_WARPS + threadIdx.y;
     if (row >= rows)
         return;

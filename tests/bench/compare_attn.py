@@ -4,7 +4,7 @@ composed from ops, and PyTorch's SDPA, time and peak memory against T.
 
     tests/bench/compare_attn.py --torch-python PATH [--build build]
         [--ts 128,512,1024] [--b 4] [--h 4] [--d 32] [--causal 1]
-        [--threads 2] [--steps 5] [--warmup 1]
+        [--threads 2] [--steps 5] [--warmup 2]
 
 Every (T, variant) runs in a process of its own: build/tests/bench/bench_attn
 (--variant fused and composed) and tests/bench/torch_attn.py under the
@@ -39,7 +39,7 @@ def main():
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--ts", default="128,512,1024")
     for k, v in [("b", 4), ("h", 4), ("d", 32), ("causal", 1), ("threads", 2), ("steps", 5),
-                 ("warmup", 1)]:
+                 ("warmup", 2)]:
         ap.add_argument("--" + k, type=int, default=v)
     a = ap.parse_args()
     ts = [int(x) for x in a.ts.split(",")]
