@@ -28,11 +28,12 @@
  *
  * Every product is a block product (attn_mm): a block of scores or
  * probabilities times rows of k, v, q or g, or a block of q or g times a
- * transposed key tile for the scores, with a run of ATTN_VW outputs kept in
- * registers while the sum runs. At D = 32 one thread reaches about 16
+ * transposed key tile for the scores, with two rows of four vectors of outputs
+ * kept in registers while the sum runs. At D = 32 one thread reaches about 16
  * GFLOP/s (docs/PERFORMANCE.md, "Attention").
  */
 #include <math.h>
+#include <string.h>
 
 #include "cpu.h"
 
@@ -44,8 +45,16 @@
 /* Columns of a key tile transposed at a time: the score loops' scratch
  * stays at ATTN_DC x ATTN_BK whatever the head dim. */
 #define ATTN_DC 64
-/* Outputs a block product keeps in registers: four AVX2 registers of f32. */
-#define ATTN_VW 32
+/* The block product's vectors: 32 bytes (an AVX2 register; two SSE ones in
+ * the baseline clone), through GCC's vector extension, unaligned and allowed
+ * to alias the floats they are read from. A product is a
+ * multiply and an add, as in scalar code (no contraction), so every clone
+ * rounds alike. */
+#define ATTN_VBYTES 32
+typedef float attn_v_float
+    __attribute__((vector_size(ATTN_VBYTES), aligned(sizeof(float)), may_alias));
+typedef double attn_v_double
+    __attribute__((vector_size(ATTN_VBYTES), aligned(sizeof(double)), may_alias));
 /* Below this many multiply-adds (BH * T_q * T_k * D) a call stays on the
  * calling thread. */
 #define ATTN_PAR_MIN (1 << 18)
@@ -84,36 +93,44 @@ static inline int64_t attn_kend(const attn_geom *g, int64_t q0, int64_t nq) {
         for (int64_t i = 0; i < n; i++)                                                           \
             y[i] *= alpha;                                                                        \
     }                                                                                             \
+    /* Two rows of out, four vectors of columns, in eight vector accumulators  \
+     * (eight independent chains of adds). */                                    \
+    static inline void attn_mm2_##T(const T *w0, const T *w1, int64_t wj, int64_t nj, const T *B, \
+                                    int64_t bs, T *o0, T *o1) {                                   \
+        typedef attn_v_##T V;                                                                     \
+        const int L = (int)(ATTN_VBYTES / sizeof(T));                                             \
+        V a0 = *(V *)o0, a1 = *(V *)(o0 + L), a2 = *(V *)(o0 + 2 * L), a3 = *(V *)(o0 + 3 * L);   \
+        V b0 = *(V *)o1, b1 = *(V *)(o1 + L), b2 = *(V *)(o1 + 2 * L), b3 = *(V *)(o1 + 3 * L);   \
+        for (int64_t j = 0; j < nj; j++) {                                                        \
+            const T x = w0[j * wj], y = w1[j * wj], *p = B + j * bs;                              \
+            const V v0 = *(const V *)p, v1 = *(const V *)(p + L), v2 = *(const V *)(p + 2 * L),   \
+                    v3 = *(const V *)(p + 3 * L);                                                 \
+            a0 += x * v0, a1 += x * v1, a2 += x * v2, a3 += x * v3;                               \
+            b0 += y * v0, b1 += y * v1, b2 += y * v2, b3 += y * v3;                               \
+        }                                                                                         \
+        *(V *)o0 = a0, *(V *)(o0 + L) = a1, *(V *)(o0 + 2 * L) = a2, *(V *)(o0 + 3 * L) = a3;     \
+        *(V *)o1 = b0, *(V *)(o1 + L) = b1, *(V *)(o1 + 2 * L) = b2, *(V *)(o1 + 3 * L) = b3;     \
+    }                                                                                             \
     /* out[r][c] += sum_j w(r, j) * B[j][c] for r < nr, j < nj, c < nc, with     \
-     * w(r, j) = w[r * wr + j * wj], B's rows bs apart and out's os apart:        \
-     * ATTN_VW outputs at a time stay in registers while j runs, each sum in      \
-     * order of j. */                                                             \
+     * w(r, j) = w[r * wr + j * wj], B's rows bs apart and out's os apart: two    \
+     * rows and four vectors of columns at a time stay in registers while j      \
+     * runs, each sum in order of j. */                                           \
     static inline void attn_mm_##T(const T *w, int64_t wr, int64_t wj, int64_t nr, int64_t nj,    \
                                    const T *B, int64_t bs, int64_t nc, T *out, int64_t os) {      \
-        for (int64_t r = 0; r < nr; r++) {                                                        \
-            const T *wrow = w + r * wr;                                                           \
-            T *o = out + r * os;                                                                  \
-            int64_t c0 = 0;                                                                       \
-            for (; c0 + ATTN_VW <= nc; c0 += ATTN_VW) {                                           \
-                T acc[ATTN_VW];                                                                   \
-                for (int cc = 0; cc < ATTN_VW; cc++)                                              \
-                    acc[cc] = o[c0 + cc];                                                         \
-                for (int64_t j = 0; j < nj; j++) {                                                \
-                    const T x = wrow[j * wj], *b = B + j * bs + c0;                               \
-                    TG__CPU_SIMD("omp simd")                                                      \
-                    for (int cc = 0; cc < ATTN_VW; cc++)                                          \
-                        acc[cc] += x * b[cc];                                                     \
-                }                                                                                 \
-                for (int cc = 0; cc < ATTN_VW; cc++)                                              \
-                    o[c0 + cc] = acc[cc];                                                         \
-            }                                                                                     \
-            for (; c0 < nc; c0++) {                                                               \
-                T acc = o[c0];                                                                    \
+        const int64_t vw = 4 * (int64_t)(ATTN_VBYTES / sizeof(T));                                \
+        int64_t r = 0, cv = nc - nc % vw;                                                         \
+        for (; r + 2 <= nr; r += 2)                                                               \
+            for (int64_t c0 = 0; c0 < cv; c0 += vw)                                               \
+                attn_mm2_##T(w + r * wr, w + (r + 1) * wr, wj, nj, B + c0, bs,                    \
+                             out + r * os + c0, out + (r + 1) * os + c0);                         \
+        /* the last odd row, and the columns past the vector blocks */                            \
+        for (int64_t rr = 0; rr < nr; rr++)                                                       \
+            for (int64_t c = rr >= r ? 0 : cv; c < nc; c++) {                                     \
+                T acc = out[rr * os + c];                                                         \
                 for (int64_t j = 0; j < nj; j++)                                                  \
-                    acc += wrow[j * wj] * B[j * bs + c0];                                         \
-                o[c0] = acc;                                                                      \
+                    acc += w[rr * wr + j * wj] * B[j * bs + c];                                   \
+                out[rr * os + c] = acc;                                                           \
             }                                                                                     \
-        }                                                                                         \
     }                                                                                             \
     /* S[i][j] = a_i . b_j for na rows of a and nb <= ATTN_BK rows of b (row      \
      * stride ATTN_BK in S): b goes through bt transposed, ATTN_DC of its         \

@@ -10,7 +10,7 @@ Every (T, variant) runs in a process of its own: build/tests/bench/bench_attn
 (--variant fused and composed) and tests/bench/torch_attn.py under the
 interpreter --torch-python names (a PyTorch >= 2.0, as compare_torch.py's
 --torch-python), all with the same shapes and thread count. The table gives
-the median step time and the peak memory of each: for tapegrad the step
+the median (minimum) step time and the peak memory of each: for tapegrad the step
 arena's high-water mark (every byte one step allocates) and for every side
 the growth of the peak RSS over the RSS once the inputs exist. Below it, the
 growth of each figure from one T to the next beside T's own ratio: linear
@@ -56,11 +56,12 @@ def main():
                          + common)
         rows.append(r)
     tv = rows[0]["torch"]["torch"]
-    print("attention forward+backward, B=%d H=%d D=%d, %s, f32, %d threads, median of %d steps"
+    print("attention forward+backward, B=%d H=%d D=%d, %s, f32, %d threads, median (min) of %d "
+          "steps"
           % (a.b, a.h, a.d, "causal" if a.causal else "not causal", a.threads, a.steps))
     print("torch %s (%s)" % (tv, a.torch_python))
     mib = 1024.0
-    hdr = ("T", "fused ms", "composed ms", "torch ms", "fused arena MiB", "composed arena MiB",
+    hdr = ("T", "fused ms", "composed ms", "torch SDPA ms", "fused arena MiB", "composed arena MiB",
            "fused +RSS MiB", "composed +RSS MiB", "torch +RSS MiB")
     print("| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
@@ -70,8 +71,10 @@ def main():
 
     for r in rows:
         f, c, p = r["fused"], r["composed"], r["torch"]
-        print("| %d | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f |" % (
-            r["t"], f["ms_median"], c["ms_median"], p["ms_median"],
+        def ms(x):
+            return "%.1f (%.1f)" % (x["ms_median"], x["ms_min"])
+        print("| %d | %s | %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f |" % (
+            r["t"], ms(f), ms(c), ms(p),
             f["arena_peak"] / 2**20, c["arena_peak"] / 2**20, extra(f), extra(c), extra(p)))
     print()
     print("growth from one T to the next (linear: like T; quadratic: like T^2)")
