@@ -28,12 +28,11 @@
  *
  * Every product is a block product (attn_mm): a block of scores or
  * probabilities times rows of k, v, q or g, or a block of q or g times a
- * transposed key tile for the scores, with two rows of four vectors of outputs
- * kept in registers while the sum runs. At D = 32 one thread reaches about 16
- * GFLOP/s (docs/PERFORMANCE.md, "Attention").
+ * transposed key tile for the scores, with two rows of four vectors of
+ * outputs kept in registers while the sum runs. Its speed against the
+ * composed ops and PyTorch: docs/PERFORMANCE.md, "Attention".
  */
 #include <math.h>
-#include <string.h>
 
 #include "cpu.h"
 
