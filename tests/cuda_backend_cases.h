@@ -187,6 +187,7 @@ static const int64_t sidx0[8] = {1, 1, 0, 2, 1, 0, 0, 2}; /* (2,4) into (3,4) al
 static const int64_t ce_t4[4] = {2, 0, 4, 4};             /* 4 rows of 5 classes */
 static const int64_t ce_t3[3] = {5, 699, 0};              /* 3 rows of 700 classes */
 #include "cuda_backend_ops2_builders.h"
+#include "cuda_backend_attn_builders.h"
 /* 1500 rows: more than the 1024 row blocks of the CUDA forward's first pass.
  * Filled by cb_fill_targets() before the tests run. */
 #define CE_MANY 1500
@@ -696,6 +697,7 @@ static const cb_case cb_table[] = {
      .in = {IN(CB_RAND, 2, 9, 70), IN(CB_RAND, 2, 9, 70), IN(CB_RAND, 1, 70)},
      .tol = 1e-4},
 #include "cuda_backend_ops2_rows.h"
+#include "cuda_backend_attn_rows.h"
 };
 #define CB_NCASES ((int)(sizeof cb_table / sizeof cb_table[0]))
 

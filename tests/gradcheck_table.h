@@ -325,6 +325,7 @@ static tg_tensor *b_mlp(tg_ctx *ctx, tg_tensor *const *in) {
 }
 
 #include "gradcheck_table_ops2.h"
+#include "gradcheck_table_attn.h"
 #undef B
 
 /* ------------------------------------------------------------------------ */
@@ -818,6 +819,7 @@ static const gc_case gc_table[] = {
     GCC(mlp, "two layers", .nin = 3,
         .in = {GC_IN(R, 2, 4, 3), GC_IN(R, 2, 3, 5), GC_IN(R, 2, 5, 2)}, GC_OUT(1, 2), SO),
 #include "gradcheck_rows_ops2.h"
+#include "gradcheck_rows_attn.h"
 };
 
 #undef R

@@ -1,6 +1,6 @@
 /*
  * tests/test_torch_fixture_coverage.c: the PyTorch fixture suite covers every
- * op. tests/fixtures/ops.txt (read by tests/torch_fixtures_load.h) must have
+ * op. tests/fixtures/ops.txt and attn.txt (read by tests/torch_fixtures_load.h) must have
  * at least one case per row of ops.def, so a new op without a PyTorch
  * reference fails here, and every case must name an ops.def row or one of the
  * composite functions test_torch_fixtures.c runs, so no case claims to test
@@ -43,6 +43,9 @@ static void test_every_op_has_a_case(void **state) {
             known = strcmp(g_cases[i].op, k_composites[k]) == 0;
         for (size_t k = 0; !known && k < sizeof k_composites2 / sizeof k_composites2[0]; k++)
             known = strcmp(g_cases[i].op, k_composites2[k]) == 0;
+        for (size_t k = 0; !known && k < sizeof k_composites_attn / sizeof k_composites_attn[0];
+             k++)
+            known = strcmp(g_cases[i].op, k_composites_attn[k]) == 0;
         if (!known) {
             print_error("fixture case %s/%s names an unknown op\n", g_cases[i].op, g_cases[i].id);
             missing++;
@@ -55,7 +58,8 @@ static void test_every_op_has_a_case(void **state) {
 }
 
 int main(void) {
-    load_fixtures(TG_FIXTURE_DIR "/ops.txt");
+    if (load_fixtures(TG_FIXTURE_DIR "/ops.txt") == 0)
+        load_fixtures(TG_FIXTURE_DIR "/attn.txt");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_op_has_a_case),
     };

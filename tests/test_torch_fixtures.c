@@ -1,5 +1,6 @@
 /*
- * Every op against PyTorch: tests/fixtures/ops.txt holds, per case, the
+ * Every op against PyTorch: tests/fixtures/ops.txt (and attn.txt, the fused
+ * attention from a torch 2 generator, tests/gen_fixtures_attn.py) holds, per case, the
  * inputs, the op's parameters, torch's forward output and torch's gradients of
  * sum(out * W) for a fixed seed W (tests/gen_fixtures.py makes the file and
  * documents its format). Each case runs twice: in f64 against tight
@@ -469,6 +470,24 @@ static int apply(tg_ctx *ctx, const operands *o, tg_tensor **out) {
         if (!out[0])
             CASE_FAIL("batch_norm_backward failed: %s", tg_ctx_error(ctx));
         return 3;
+    } else if (strcmp(op, "scaled_dot_product_attention") == 0 ||
+               strcmp(op, "attention_composed") == 0) {
+        const bool causal = param_i64(c, "causal", 0) != 0;
+        r = (op[0] == 's' ? tg_scaled_dot_product_attention : tg_attention_composed)(
+            ctx, opnd(o, "q"), opnd(o, "k"), opnd(o, "v"), causal);
+    } else if (strcmp(op, "scaled_dot_product_attention_backward") == 0) {
+        /* o and lse from the forward row, then the three gradients. */
+        tg_tensor *q = opnd(o, "q"), *k = opnd(o, "k"), *v = opnd(o, "v"), *lse = NULL;
+        const bool causal = param_i64(c, "causal", 0) != 0;
+        bool prev = tg_set_grad_enabled(ctx, false);
+        tg_tensor *y = tg_scaled_dot_product_attention_lse(ctx, q, k, v, causal, &lse);
+        tg_set_grad_enabled(ctx, prev);
+        out[0] = y ? tg_scaled_dot_product_attention_backward(ctx, opnd(o, "g"), q, k, v, y, lse,
+                                                              causal, &out[1], &out[2])
+                   : NULL;
+        if (!out[0])
+            CASE_FAIL("scaled_dot_product_attention_backward failed: %s", tg_ctx_error(ctx));
+        return 3;
     } else if (strcmp(op, "chunk") == 0) {
         int chunks = (int)param_i64(c, "chunks", 0);
         if (chunks > FX_MAX_OUTPUTS)
@@ -520,8 +539,8 @@ static void run_case(void **state) {
     tg_ctx *ctx = g_ctx;
     tg_dtype dt = run->dt;
     g_run_dt = dt;
-    snprintf(g_label, sizeof g_label, "case %s/%s [%s] (ops.txt line %d)", c->op, c->id,
-             tg_dtype_name(dt), c->line);
+    snprintf(g_label, sizeof g_label, "case %s/%s [%s] (%s line %d)", c->op, c->id,
+             tg_dtype_name(dt), c->file, c->line);
     assert_non_null(ctx);
 
     int opi = op_by_name(c->op);
@@ -680,7 +699,8 @@ static int group_teardown(void **state) {
 }
 
 int main(void) {
-    load_fixtures(TG_FIXTURE_DIR "/ops.txt");
+    if (load_fixtures(TG_FIXTURE_DIR "/ops.txt") == 0)
+        load_fixtures(TG_FIXTURE_DIR "/attn.txt");
     static const tg_dtype dts[2] = {TG_F64, TG_F32};
     size_t ntests = 1 + 2 * (size_t)g_ncases;
     struct CMUnitTest *tests = calloc(ntests, sizeof *tests);

@@ -5,8 +5,9 @@
  * and test_torch_fixture_coverage.c, which checks that every ops.def row has
  * a case and that every case names an op that exists.
  *
- * load_fixtures() fills g_cases / g_ncases, or sets g_load_error (file:line:
- * what is wrong) and returns -1; free_cases() releases them. Include after
+ * load_fixtures() appends a file's cases to g_cases / g_ncases (ops.txt,
+ * then fixtures/attn.txt, which a torch 2 generator writes), or sets
+ * g_load_error (file:line: what is wrong) and returns -1; free_cases() releases them. Include after
  * <cmocka.h>. Everything is static inline so that a test uses only what it
  * needs.
  */
@@ -49,6 +50,7 @@ typedef struct fx_tensor {
 typedef struct fx_case {
     char op[FX_NAME_LEN];
     char id[FX_NAME_LEN];
+    const char *file; /* the fixture file's name, without its folder */
     int line;
     int nparams, ninputs, noutputs, nseeds, ngrads;
     fx_param params[FX_MAX_PARAMS];
@@ -60,6 +62,7 @@ typedef struct fx_case {
 
 static fx_case *g_cases;
 static int g_ncases;
+static int g_capcases;
 static char g_load_error[512];
 
 /* ---- parsing ---- */
@@ -173,7 +176,7 @@ static inline void free_cases(void) {
     }
     free(g_cases);
     g_cases = NULL;
-    g_ncases = 0;
+    g_ncases = g_capcases = 0;
 }
 
 static inline int load_fixtures(const char *path) {
@@ -182,7 +185,8 @@ static inline int load_fixtures(const char *path) {
         return load_error(path, 0, strerror(errno));
     char *line = NULL;
     size_t cap = 0;
-    int lineno = 0, capcases = 0, rc = 0;
+    int lineno = 0, rc = 0;
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
     fx_case *c = NULL; /* the open case, if any */
     while (getline(&line, &cap, f) != -1) {
         lineno++;
@@ -197,9 +201,9 @@ static inline int load_fixtures(const char *path) {
                 rc = load_error(path, lineno, "'case' before 'end'");
                 break;
             }
-            if (g_ncases == capcases) {
-                capcases = capcases ? 2 * capcases : 64;
-                fx_case *p = realloc(g_cases, (size_t)capcases * sizeof *p);
+            if (g_ncases == g_capcases) {
+                g_capcases = g_capcases ? 2 * g_capcases : 64;
+                fx_case *p = realloc(g_cases, (size_t)g_capcases * sizeof *p);
                 if (!p) {
                     rc = load_error(path, lineno, "out of memory");
                     break;
@@ -208,6 +212,7 @@ static inline int load_fixtures(const char *path) {
             }
             c = &g_cases[g_ncases++];
             memset(c, 0, sizeof *c);
+            c->file = base;
             c->line = lineno;
             char *tok[4];
             if (split(line, tok, 4) != 3 || strlen(tok[1]) >= FX_NAME_LEN ||
@@ -337,6 +342,9 @@ static const char *const k_composites[] = {
 static const char *const k_composites2[] = {
     "topk", "logsumexp", "var", "std", "index_select", "masked_fill", "squeeze", "unsqueeze",
 };
+
+/* The composite of runtime/core/ops_attn.c that fixtures/attn.txt covers. */
+static const char *const k_composites_attn[] = {"attention_composed"};
 
 /* The ops.def row called name, or -1. */
 static inline int op_by_name(const char *name) {

@@ -132,6 +132,34 @@ tg_tensor *tg_batch_norm(tg_ctx *ctx, tg_tensor *x, tg_tensor *weight, tg_tensor
  * own backward rule builds a differentiable gradient under create_graph). */
 tg_tensor *tg_batch_norm_backward(tg_ctx *ctx, tg_tensor *g, tg_tensor *x, tg_tensor *weight,
                                   tg_tensor *stats, tg_tensor **gweight, tg_tensor **gbias);
+/* Scaled dot-product attention, fused: softmax(q k^T / sqrt(D)) v with q
+ * (..., T_q, D), k and v (..., T_k, D), at least 3 dims each, the leading
+ * (batch, head) dims equal (no broadcasting), f32 or f64, every size > 0.
+ * causal masks key j > query i (top-left aligned: torch's is_causal for
+ * T_q == T_k, and torch.ones(T_q, T_k).tril() otherwise). Result (..., T_q,
+ * D). Forward and backward run over tiles with an online softmax and keep
+ * only a (..., T_q) log-sum-exp for backward, never the (T_q, T_k)
+ * probabilities: memory grows linearly in T. Differentiable in q, k and v to
+ * every order (under create_graph the gradient is built from composed ops). */
+tg_tensor *tg_scaled_dot_product_attention(tg_ctx *ctx, tg_tensor *q, tg_tensor *k, tg_tensor *v,
+                                           bool causal);
+/* The same, and (when lse is not NULL) the (..., T_q) step tensor of each
+ * row's log-sum-exp of the scaled (masked) scores, which never requires
+ * grad. */
+tg_tensor *tg_scaled_dot_product_attention_lse(tg_ctx *ctx, tg_tensor *q, tg_tensor *k,
+                                               tg_tensor *v, bool causal, tg_tensor **lse);
+/* Its gradient for an incoming g shaped like the output o, given the o and
+ * lse the forward returned for these q, k, v and causal: dq, and (when not
+ * NULL) dk and dv. Not differentiable: the results never require grad. */
+tg_tensor *tg_scaled_dot_product_attention_backward(tg_ctx *ctx, tg_tensor *g, tg_tensor *q,
+                                                    tg_tensor *k, tg_tensor *v, tg_tensor *o,
+                                                    tg_tensor *lse, bool causal, tg_tensor **dk,
+                                                    tg_tensor **dv);
+/* The same attention composed from op rows (matmul, masked_fill with -inf,
+ * softmax, matmul): keeps the (..., T_q, T_k) probabilities for backward.
+ * The reference the fused op is tested against; same arguments and rules. */
+tg_tensor *tg_attention_composed(tg_ctx *ctx, tg_tensor *q, tg_tensor *k, tg_tensor *v,
+                                 bool causal);
 /* Mean cross-entropy of logits (N, C) against integer targets (N,) in
  * [0, C), with label smoothing in [0, 1): a scalar. */
 tg_tensor *tg_cross_entropy(tg_ctx *ctx, tg_tensor *logits, tg_tensor *targets,

@@ -1,0 +1,372 @@
+/*
+ * kernels/cpu/cpu_attn.c: fused scaled dot-product attention, forward and
+ * backward, over tiles with an online softmax (the flash-attention scheme).
+ *
+ * Operands are contiguous (the runtime makes them so): q (BH, T_q, D), k and
+ * v (BH, T_k, D) with BH the product of the leading dims, the output like q
+ * and lse (BH, T_q). One task is one (BH row, tile of ATTN_BQ queries) for
+ * the forward and the dq pass, one (BH row, tile of ATTN_BK keys) for the
+ * dk/dv pass; tasks are dealt round-robin to the threads. Each task owns the
+ * output rows it writes, so no two threads write the same element, every
+ * sum runs in one fixed order, and the results depend on neither the thread
+ * count nor the schedule. Scratch is a few small arrays on the stack: no
+ * heap, and nothing of size T_q x T_k.
+ *
+ * Forward, per query row i: for each tile of keys, the scores s_j = scale *
+ * q_i . k_j, the running maximum m and sum l of exp(s - m), and the output
+ * accumulated as o_i = o_i * exp(m_old - m_new) + sum_j exp(s_j - m_new) v_j;
+ * at the end o_i /= l and lse_i = m + log(l) is saved for backward.
+ *
+ * Backward recomputes p_ij = exp(scale * q_i . k_j - lse_i) tile by tile.
+ * With D_i = g_i . o_i (= sum_j p_ij dp_ij) and dp_ij = g_i . v_j:
+ * ds_ij = p_ij (dp_ij - D_i), dq_i = scale sum_j ds_ij k_j (pass 1, by query
+ * tiles), dk_j = scale sum_i ds_ij q_i and dv_j = sum_i p_ij g_i (pass 2, by
+ * key tiles). Two passes cost the scores twice but need no atomic adds.
+ *
+ * Causal (ints[0] = 1) keeps keys j <= i (top-left aligned): the loops stop
+ * at the diagonal, so a causal call does about half the work.
+ *
+ * Every product is a block product (attn_mm): a block of scores or
+ * probabilities times rows of k, v, q or g, or a block of q or g times a
+ * transposed key tile for the scores, with two rows of four vectors of
+ * outputs kept in registers while the sum runs. Its speed against the
+ * composed ops and PyTorch: docs/PERFORMANCE.md, "Attention".
+ */
+#include <math.h>
+
+#include "cpu.h"
+
+/* Queries per task of the forward and the dq pass, keys per tile (and per
+ * task of the dk/dv pass): a key tile of 64 rows of D <= 128 floats stays in
+ * L2 while the task's queries walk it. */
+#define ATTN_BQ 32
+#define ATTN_BK 64
+/* Columns of a key tile transposed at a time: the score loops' scratch
+ * stays at ATTN_DC x ATTN_BK whatever the head dim. */
+#define ATTN_DC 64
+/* The block product's vectors: 32 bytes (an AVX2 register; two SSE ones in
+ * the baseline clone), through GCC's vector extension, unaligned and allowed
+ * to alias the floats they are read from. A product is a
+ * multiply and an add, as in scalar code (no contraction), so every clone
+ * rounds alike. */
+#define ATTN_VBYTES 32
+typedef float attn_v_float
+    __attribute__((vector_size(ATTN_VBYTES), aligned(sizeof(float)), may_alias));
+typedef double attn_v_double
+    __attribute__((vector_size(ATTN_VBYTES), aligned(sizeof(double)), may_alias));
+/* Below this many multiply-adds (BH * T_q * T_k * D) a call stays on the
+ * calling thread. */
+#define ATTN_PAR_MIN (1 << 18)
+
+typedef struct attn_geom {
+    int64_t bh, tq, tk, d;
+    double scale;
+    bool causal;
+} attn_geom;
+
+/* How many keys of the tile [k0, k0 + nk) query i attends to. */
+static inline int64_t attn_nvalid(const attn_geom *g, int64_t i, int64_t k0, int64_t nk) {
+    if (!g->causal)
+        return nk;
+    const int64_t n = i + 1 - k0;
+    return n < 0 ? 0 : (n < nk ? n : nk);
+}
+
+/* The keys below this bound are the only ones queries [q0, q0 + nq) see. */
+static inline int64_t attn_kend(const attn_geom *g, int64_t q0, int64_t nq) {
+    return g->causal && q0 + nq < g->tk ? q0 + nq : g->tk;
+}
+
+#define ATTN_MIN(a, b) ((a) < (b) ? (a) : (b))
+
+#define CPU_ATTN(T)                                                                               \
+    static inline T attn_dot_##T(const T *a, const T *b, int64_t n) {                             \
+        T s = 0;                                                                                  \
+        TG__CPU_SIMD("omp simd reduction(+ : s)")                                                 \
+        for (int64_t i = 0; i < n; i++)                                                           \
+            s += a[i] * b[i];                                                                     \
+        return s;                                                                                 \
+    }                                                                                             \
+    static inline void attn_scal_##T(T *y, T alpha, int64_t n) {                                  \
+        TG__CPU_SIMD("omp simd")                                                                  \
+        for (int64_t i = 0; i < n; i++)                                                           \
+            y[i] *= alpha;                                                                        \
+    }                                                                                             \
+    /* Two rows of out, four vectors of columns, in eight vector accumulators  \
+     * (eight independent chains of adds). */                                    \
+    static inline void attn_mm2_##T(const T *w0, const T *w1, int64_t wj, int64_t nj, const T *B, \
+                                    int64_t bs, T *o0, T *o1) {                                   \
+        typedef attn_v_##T V;                                                                     \
+        const int L = (int)(ATTN_VBYTES / sizeof(T));                                             \
+        V a0 = *(V *)o0, a1 = *(V *)(o0 + L), a2 = *(V *)(o0 + 2 * L), a3 = *(V *)(o0 + 3 * L);   \
+        V b0 = *(V *)o1, b1 = *(V *)(o1 + L), b2 = *(V *)(o1 + 2 * L), b3 = *(V *)(o1 + 3 * L);   \
+        for (int64_t j = 0; j < nj; j++) {                                                        \
+            const T x = w0[j * wj], y = w1[j * wj], *p = B + j * bs;                              \
+            const V v0 = *(const V *)p, v1 = *(const V *)(p + L), v2 = *(const V *)(p + 2 * L),   \
+                    v3 = *(const V *)(p + 3 * L);                                                 \
+            a0 += x * v0, a1 += x * v1, a2 += x * v2, a3 += x * v3;                               \
+            b0 += y * v0, b1 += y * v1, b2 += y * v2, b3 += y * v3;                               \
+        }                                                                                         \
+        *(V *)o0 = a0, *(V *)(o0 + L) = a1, *(V *)(o0 + 2 * L) = a2, *(V *)(o0 + 3 * L) = a3;     \
+        *(V *)o1 = b0, *(V *)(o1 + L) = b1, *(V *)(o1 + 2 * L) = b2, *(V *)(o1 + 3 * L) = b3;     \
+    }                                                                                             \
+    /* out[r][c] += sum_j w(r, j) * B[j][c] for r < nr, j < nj, c < nc, with     \
+     * w(r, j) = w[r * wr + j * wj], B's rows bs apart and out's os apart: two    \
+     * rows and four vectors of columns at a time stay in registers while j      \
+     * runs, each sum in order of j. */                                           \
+    static inline void attn_mm_##T(const T *w, int64_t wr, int64_t wj, int64_t nr, int64_t nj,    \
+                                   const T *B, int64_t bs, int64_t nc, T *out, int64_t os) {      \
+        const int64_t vw = 4 * (int64_t)(ATTN_VBYTES / sizeof(T));                                \
+        int64_t r = 0, cv = nc - nc % vw;                                                         \
+        for (; r + 2 <= nr; r += 2)                                                               \
+            for (int64_t c0 = 0; c0 < cv; c0 += vw)                                               \
+                attn_mm2_##T(w + r * wr, w + (r + 1) * wr, wj, nj, B + c0, bs,                    \
+                             out + r * os + c0, out + (r + 1) * os + c0);                         \
+        /* the last odd row, and the columns past the vector blocks */                            \
+        for (int64_t rr = 0; rr < nr; rr++)                                                       \
+            for (int64_t c = rr >= r ? 0 : cv; c < nc; c++) {                                     \
+                T acc = out[rr * os + c];                                                         \
+                for (int64_t j = 0; j < nj; j++)                                                  \
+                    acc += w[rr * wr + j * wj] * B[j * bs + c];                                   \
+                out[rr * os + c] = acc;                                                           \
+            }                                                                                     \
+    }                                                                                             \
+    /* S[i][j] = a_i . b_j for na rows of a and nb <= ATTN_BK rows of b (row      \
+     * stride ATTN_BK in S): b goes through bt transposed, ATTN_DC of its         \
+     * columns at a time, so that the products run along j; each sum runs over   \
+     * c in order. */                                                             \
+    static inline void attn_scores_##T(const T *a, int64_t na, const T *b, int64_t nb, int64_t d, \
+                                       T *S, T *bt) {                                             \
+        for (int64_t i = 0; i < na; i++)                                                          \
+            for (int64_t j = 0; j < nb; j++)                                                      \
+                S[i * ATTN_BK + j] = 0;                                                           \
+        for (int64_t c0 = 0; c0 < d; c0 += ATTN_DC) {                                             \
+            const int64_t nc = ATTN_MIN(ATTN_DC, d - c0);                                         \
+            for (int64_t j = 0; j < nb; j++)                                                      \
+                for (int64_t c = 0; c < nc; c++)                                                  \
+                    bt[c * ATTN_BK + j] = b[j * d + c0 + c];                                      \
+            attn_mm_##T(a + c0, d, 1, na, nc, bt, ATTN_BK, nb, S, ATTN_BK);                       \
+        }                                                                                         \
+    }                                                                                             \
+    /* One query row's scores si into the online softmax: the nv unmasked ones   \
+     * become exp(s - m), the masked ones up to nk become 0; returns alpha, the  \
+     * factor of the row's accumulator. */                                       \
+    static inline T attn_fwd_row_##T(const attn_geom *g, T *si, int64_t nv, int64_t nk, T *m,     \
+                                     double *l) {                                                 \
+        const T sc = (T)g->scale;                                                                 \
+        T mt = *m;                                                                                \
+        for (int64_t j = 0; j < nv; j++) {                                                        \
+            si[j] *= sc;                                                                          \
+            mt = si[j] > mt ? si[j] : mt;                                                         \
+        }                                                                                         \
+        for (int64_t j = nv; j < nk; j++)                                                         \
+            si[j] = 0;                                                                            \
+        if (nv == 0)                                                                              \
+            return 1;                                                                             \
+        /* exp(-inf) = 0 drops the empty accumulator of a row's first tile */                     \
+        const T alpha = tg__cpu_vexp((T)(*m - mt));                                               \
+        T sum = 0;                                                                                \
+        TG__CPU_SIMD("omp simd reduction(+ : sum)")                                               \
+        for (int64_t j = 0; j < nv; j++) {                                                        \
+            si[j] = tg__cpu_vexp((T)(si[j] - mt));                                                \
+            sum += si[j];                                                                         \
+        }                                                                                         \
+        *l = *l * (double)alpha + (double)sum;                                                    \
+        *m = mt;                                                                                  \
+        return alpha;                                                                             \
+    }                                                                                             \
+    TG__CPU_CLONES static void attn_fwd_task_##T(const attn_geom *g, int64_t task, const T *q,    \
+                                                 const T *k, const T *v, T *o, T *lse) {          \
+        const int64_t nqt = (g->tq + ATTN_BQ - 1) / ATTN_BQ, b = task / nqt, d = g->d;            \
+        const int64_t q0 = task % nqt * ATTN_BQ, nq = ATTN_MIN(ATTN_BQ, g->tq - q0);              \
+        const int64_t row0 = b * g->tq + q0, kend = attn_kend(g, q0, nq);                         \
+        const T *kb = k + b * g->tk * d, *vb = v + b * g->tk * d;                                 \
+        T S[ATTN_BQ * ATTN_BK], bt[ATTN_DC * ATTN_BK], m[ATTN_BQ];                                \
+        double l[ATTN_BQ];                                                                        \
+        for (int64_t i = 0; i < nq; i++) {                                                        \
+            m[i] = (T)-INFINITY;                                                                  \
+            l[i] = 0;                                                                             \
+            for (int64_t c = 0; c < d; c++)                                                       \
+                o[(row0 + i) * d + c] = 0;                                                        \
+        }                                                                                         \
+        for (int64_t k0 = 0; k0 < kend; k0 += ATTN_BK) {                                          \
+            const int64_t nk = ATTN_MIN(ATTN_BK, kend - k0);                                      \
+            attn_scores_##T(q + row0 * d, nq, kb + k0 * d, nk, d, S, bt);                         \
+            for (int64_t i = 0; i < nq; i++) {                                                    \
+                const int64_t nv = attn_nvalid(g, q0 + i, k0, nk);                                \
+                const T alpha = attn_fwd_row_##T(g, S + i * ATTN_BK, nv, nk, &m[i], &l[i]);       \
+                if (alpha != 1)                                                                   \
+                    attn_scal_##T(o + (row0 + i) * d, alpha, d);                                  \
+            }                                                                                     \
+            attn_mm_##T(S, ATTN_BK, 1, nq, nk, vb + k0 * d, d, d, o + row0 * d, d);               \
+        }                                                                                         \
+        for (int64_t i = 0; i < nq; i++) {                                                        \
+            attn_scal_##T(o + (row0 + i) * d, (T)(1.0 / l[i]), d);                                \
+            lse[row0 + i] = (T)((double)m[i] + log(l[i]));                                        \
+        }                                                                                         \
+    }                                                                                             \
+    /* P and dS of one block: rows [r0, r0 + ni) (i0 the first one's query index) \
+     * against the key tile [k0, k0 + nk): S becomes p, dP becomes ds * scale,   \
+     * both 0 where masked. */                                                    \
+    static inline void attn_pds_##T(const attn_geom *g, int64_t b, int64_t i0, int64_t ni,        \
+                                    int64_t k0, int64_t nk, const T *go, const T *q, const T *k,  \
+                                    const T *v, const T *o, const T *lse, T *S, T *dP, T *bt) {   \
+        const int64_t d = g->d, r0 = b * g->tq + i0, kr = (b * g->tk + k0) * d;                   \
+        const T sc = (T)g->scale;                                                                 \
+        attn_scores_##T(q + r0 * d, ni, k + kr, nk, d, S, bt);                                    \
+        attn_scores_##T(go + r0 * d, ni, v + kr, nk, d, dP, bt);                                  \
+        for (int64_t i = 0; i < ni; i++) {                                                        \
+            const int64_t r = r0 + i, nv = attn_nvalid(g, i0 + i, k0, nk);                       \
+            const T di = attn_dot_##T(go + r * d, o + r * d, d), li = lse[r];                     \
+            T *si = S + i * ATTN_BK, *pi = dP + i * ATTN_BK;                                      \
+            TG__CPU_SIMD("omp simd")                                                              \
+            for (int64_t j = 0; j < nv; j++) {                                                    \
+                si[j] = tg__cpu_vexp((T)(si[j] * sc - li));                                       \
+                pi[j] = si[j] * (pi[j] - di) * sc;                                                \
+            }                                                                                     \
+            for (int64_t j = nv; j < nk; j++)                                                     \
+                si[j] = pi[j] = 0;                                                                \
+        }                                                                                         \
+    }                                                                                             \
+    /* dq for one query tile; g, o, lse as the forward's rows. */                                 \
+    TG__CPU_CLONES static void attn_dq_task_##T(const attn_geom *g, int64_t task, const T *go,    \
+                                                const T *q, const T *k, const T *v, const T *o,   \
+                                                const T *lse, T *dq) {                            \
+        const int64_t nqt = (g->tq + ATTN_BQ - 1) / ATTN_BQ, b = task / nqt, d = g->d;            \
+        const int64_t q0 = task % nqt * ATTN_BQ, nq = ATTN_MIN(ATTN_BQ, g->tq - q0);              \
+        const int64_t row0 = b * g->tq + q0, kend = attn_kend(g, q0, nq);                         \
+        T S[ATTN_BQ * ATTN_BK], dP[ATTN_BQ * ATTN_BK], bt[ATTN_DC * ATTN_BK];                     \
+        for (int64_t c = 0; c < nq * d; c++)                                                      \
+            dq[row0 * d + c] = 0;                                                                 \
+        for (int64_t k0 = 0; k0 < kend; k0 += ATTN_BK) {                                          \
+            const int64_t nk = ATTN_MIN(ATTN_BK, kend - k0);                                      \
+            attn_pds_##T(g, b, q0, nq, k0, nk, go, q, k, v, o, lse, S, dP, bt);                   \
+            attn_mm_##T(dP, ATTN_BK, 1, nq, nk, k + (b * g->tk + k0) * d, d, d, dq + row0 * d,    \
+                        d);                                                                       \
+        }                                                                                         \
+    }                                                                                             \
+    /* dk and dv for one key tile, over blocks of ATTN_BQ queries. */                             \
+    TG__CPU_CLONES static void attn_dkv_task_##T(const attn_geom *g, int64_t task, const T *go,   \
+                                                 const T *q, const T *k, const T *v, const T *o,  \
+                                                 const T *lse, T *dk, T *dv) {                    \
+        const int64_t nkt = (g->tk + ATTN_BK - 1) / ATTN_BK, b = task / nkt, d = g->d;            \
+        const int64_t k0 = task % nkt * ATTN_BK, nk = ATTN_MIN(ATTN_BK, g->tk - k0);              \
+        const int64_t krow = b * g->tk + k0;                                                      \
+        T S[ATTN_BQ * ATTN_BK], dP[ATTN_BQ * ATTN_BK], bt[ATTN_DC * ATTN_BK];                     \
+        for (int64_t c = 0; c < nk * d; c++) {                                                    \
+            dk[krow * d + c] = 0;                                                                 \
+            dv[krow * d + c] = 0;                                                                 \
+        }                                                                                         \
+        for (int64_t i0 = g->causal ? k0 : 0; i0 < g->tq; i0 += ATTN_BQ) {                        \
+            const int64_t ni = ATTN_MIN(ATTN_BQ, g->tq - i0), r0 = b * g->tq + i0;                \
+            attn_pds_##T(g, b, i0, ni, k0, nk, go, q, k, v, o, lse, S, dP, bt);                   \
+            attn_mm_##T(S, 1, ATTN_BK, nk, ni, go + r0 * d, d, d, dv + krow * d, d);              \
+            attn_mm_##T(dP, 1, ATTN_BK, nk, ni, q + r0 * d, d, d, dk + krow * d, d);              \
+        }                                                                                         \
+    }                                                                                             \
+    static void attn_fwd_##T(const attn_geom *g, bool par, const T *q, const T *k, const T *v,    \
+                             T *o, T *lse) {                                                      \
+        const int64_t ntask = g->bh * ((g->tq + ATTN_BQ - 1) / ATTN_BQ);                          \
+        TG__CPU_FOR(par, "omp parallel for schedule(static, 1)",                                  \
+                    for (int64_t t = 0; t < ntask; t++)                                           \
+                        attn_fwd_task_##T(g, t, q, k, v, o, lse););                               \
+    }                                                                                             \
+    static void attn_bwd_##T(const attn_geom *g, bool par, const T *go, const T *q, const T *k,   \
+                             const T *v, const T *o, const T *lse, T *dq, T *dk, T *dv) {         \
+        const int64_t nq = g->bh * ((g->tq + ATTN_BQ - 1) / ATTN_BQ);                             \
+        const int64_t nk = g->bh * ((g->tk + ATTN_BK - 1) / ATTN_BK);                             \
+        TG__CPU_FOR(par, "omp parallel for schedule(static, 1)",                                  \
+                    for (int64_t t = 0; t < nq; t++)                                              \
+                        attn_dq_task_##T(g, t, go, q, k, v, o, lse, dq););                        \
+        TG__CPU_FOR(par, "omp parallel for schedule(static, 1)",                                  \
+                    for (int64_t t = 0; t < nk; t++)                                              \
+                        attn_dkv_task_##T(g, t, go, q, k, v, o, lse, dk, dv););                   \
+    }
+
+CPU_ATTN(float)
+CPU_ATTN(double)
+
+static bool attn_is(const tg_kview *v, int ndim, const int64_t *shape) {
+    if (v->ndim != ndim || !tg__kview_contig(v))
+        return false;
+    for (int d = 0; d < ndim; d++)
+        if (v->shape[d] != shape[d])
+            return false;
+    return true;
+}
+
+/* Geometry from q (in[iq]) and k (in[iq + 1]); checks that v (in[iq + 2]) is
+ * like k, that out is like q and lse (in[ilse]) is q without its last dim,
+ * all contiguous. */
+static tg_status attn_geom_of(const tg_kargs *a, int iq, int ilse, attn_geom *g) {
+    const tg_kview *q = &a->in[iq], *k = &a->in[iq + 1];
+    const int n = q->ndim;
+    bool ok = n >= 3 && k->ndim == n && attn_is(q, n, q->shape) && attn_is(k, n, k->shape) &&
+              attn_is(&a->in[iq + 2], n, k->shape) && attn_is(&a->out, n, q->shape) &&
+              attn_is(&a->in[ilse], n - 1, q->shape) && k->shape[n - 1] == q->shape[n - 1];
+    g->bh = 1;
+    for (int d = 0; ok && d < n - 2; d++) {
+        ok = k->shape[d] == q->shape[d];
+        g->bh *= q->shape[d];
+    }
+    if (!ok)
+        return tg__cpu_fail(a, TG_ERR_SHAPE,
+                            "cpu %s: operands must be contiguous (..., T_q, D) and (..., T_k, D) "
+                            "with the same leading dims",
+                            tg_op_name(a->op));
+    g->tq = q->shape[n - 2];
+    g->tk = k->shape[n - 2];
+    g->d = q->shape[n - 1];
+    g->scale = a->p->f[0];
+    g->causal = a->p->ints[0] != 0;
+    return TG_OK;
+}
+
+static bool attn_par(const attn_geom *g) {
+    return tg__cpu_par_if((double)g->bh * (double)g->tq * (double)g->tk * (double)g->d >=
+                          ATTN_PAR_MIN);
+}
+
+/* in: q, k, v, lse (written); out: o. */
+tg_status tg__cpu_scaled_dot_product_attention(void *state, const tg_kargs *a) {
+    (void)state;
+    attn_geom g = {0};
+    tg_status st = tg__cpu_check_float(a, 4);
+    if (st == TG_OK)
+        st = attn_geom_of(a, 0, 3, &g);
+    if (st != TG_OK)
+        return st;
+    if (a->out.dtype == TG_F32)
+        attn_fwd_float(&g, attn_par(&g), a->in[0].data, a->in[1].data, a->in[2].data, a->out.data,
+                       a->in[3].data);
+    else
+        attn_fwd_double(&g, attn_par(&g), a->in[0].data, a->in[1].data, a->in[2].data,
+                        a->out.data, a->in[3].data);
+    return TG_OK;
+}
+
+/* in: g, q, k, v, o, lse, dk (written), dv (written); out: dq. */
+tg_status tg__cpu_scaled_dot_product_attention_backward(void *state, const tg_kargs *a) {
+    (void)state;
+    attn_geom g = {0};
+    tg_status st = tg__cpu_check_float(a, 8);
+    if (st == TG_OK)
+        st = attn_geom_of(a, 1, 5, &g);
+    if (st != TG_OK)
+        return st;
+    const tg_kview *q = &a->in[1], *k = &a->in[2];
+    if (!attn_is(&a->in[0], q->ndim, q->shape) || !attn_is(&a->in[4], q->ndim, q->shape) ||
+        !attn_is(&a->in[6], k->ndim, k->shape) || !attn_is(&a->in[7], k->ndim, k->shape))
+        return tg__cpu_fail(a, TG_ERR_SHAPE,
+                            "cpu %s: g and o must be like q, dk and dv like k, all contiguous",
+                            tg_op_name(a->op));
+    void *const *p = (void *const[]){a->in[0].data, a->in[1].data, a->in[2].data, a->in[3].data,
+                                      a->in[4].data, a->in[5].data, a->in[6].data, a->in[7].data};
+    if (a->out.dtype == TG_F32)
+        attn_bwd_float(&g, attn_par(&g), p[0], p[1], p[2], p[3], p[4], p[5], a->out.data, p[6],
+                       p[7]);
+    else
+        attn_bwd_double(&g, attn_par(&g), p[0], p[1], p[2], p[3], p[4], p[5], a->out.data, p[6],
+                        p[7]);
+    return TG_OK;
+}

@@ -1,0 +1,143 @@
+/*
+ * tests/bench/bench_attn.c: one attention configuration, forward + backward,
+ * through the fused row or the composed ops; tests/bench/compare_attn.py runs
+ * it once per configuration (a fresh process each, so that the peak RSS is
+ * that configuration's) beside PyTorch's SDPA.
+ *
+ *   bench_attn --variant fused|composed --t T [--b 4] [--h 4] [--d 32]
+ *       [--causal 1] [--threads N] [--steps 5] [--warmup 1]
+ *
+ * A step is q, k, v (B, H, T, D) f32 persistent leaves -> attention ->
+ * backward with a fixed seed gradient, then tg_step_reset(). It prints one
+ * JSON line: the median and minimum step time in ms, the step arena's
+ * high-water mark (every byte the step allocates: activations, what is
+ * saved for backward, intermediate gradients), the RSS after the inputs are
+ * made and the process's peak RSS (kB).
+ * Not a ctest test: timings depend on the machine and its load.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "tapegrad/nn.h"
+#include "tapegrad/rng.h"
+#include "tapegrad/runtime.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The current resident set, kB (VmRSS), or -1. */
+static long rss_now_kb(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "VmRSS:", 6) == 0)
+            kb = strtol(line + 6, NULL, 10);
+    if (f)
+        fclose(f);
+    return kb;
+}
+
+static void die(tg_ctx *ctx, const char *what) {
+    fprintf(stderr, "bench_attn: %s: %s\n", what, ctx ? tg_ctx_error(ctx) : "");
+    exit(1);
+}
+
+int main(int argc, char **argv) {
+    tg_omp_spin_setup(argv);
+    const char *variant = "fused";
+    long t = 0, b = 4, h = 4, d = 32, causal = 1, threads = 0, steps = 5, warmup = 1;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        const char *k = argv[i];
+        long v = strtol(argv[i + 1], NULL, 10);
+        if (strcmp(k, "--variant") == 0)
+            variant = argv[i + 1];
+        else if (strcmp(k, "--t") == 0)
+            t = v;
+        else if (strcmp(k, "--b") == 0)
+            b = v;
+        else if (strcmp(k, "--h") == 0)
+            h = v;
+        else if (strcmp(k, "--d") == 0)
+            d = v;
+        else if (strcmp(k, "--causal") == 0)
+            causal = v;
+        else if (strcmp(k, "--threads") == 0)
+            threads = v;
+        else if (strcmp(k, "--steps") == 0)
+            steps = v;
+        else if (strcmp(k, "--warmup") == 0)
+            warmup = v;
+        else {
+            fprintf(stderr, "bench_attn: unknown option %s\n", k);
+            return 2;
+        }
+    }
+    const bool fused = strcmp(variant, "fused") == 0;
+    if ((!fused && strcmp(variant, "composed") != 0) || t < 1 || b < 1 || h < 1 || d < 1 ||
+        steps < 1 || steps > 1000 || warmup < 0) {
+        fprintf(stderr, "usage: bench_attn --variant fused|composed --t T [--b B] [--h H] "
+                        "[--d D] [--causal 0|1] [--threads N] [--steps S] [--warmup W]\n");
+        return 2;
+    }
+    tg_ctx_config cc = {.threads = (int)threads};
+    tg_ctx *ctx = NULL;
+    if (tg_ctx_new(&cc, &ctx) != TG_OK)
+        die(NULL, tg_last_init_error());
+    const int64_t shape[4] = {b, h, t, d}, n = b * h * t * d;
+    float *host = malloc((size_t)n * sizeof *host);
+    if (!host)
+        die(ctx, "out of memory");
+    tg_rng rng = tg_rng_make(5, 0);
+    tg_tensor *in[3], *seed;
+    for (int i = 0; i < 3; i++) {
+        in[i] = tg_persistent(ctx, TG_F32, 4, shape, i == 0 ? "q" : i == 1 ? "k" : "v");
+        tg_rng_normal(&rng, host, n, 0.0f, 1.0f);
+        if (!in[i] || tg_copy_from_host(ctx, in[i], host, (size_t)n * sizeof *host) != TG_OK ||
+            tg_set_requires_grad(ctx, in[i], true) != TG_OK)
+            die(ctx, "making the inputs");
+    }
+    seed = tg_persistent(ctx, TG_F32, 4, shape, "seed");
+    tg_rng_normal(&rng, host, n, 0.0f, 1.0f);
+    if (!seed || tg_copy_from_host(ctx, seed, host, (size_t)n * sizeof *host) != TG_OK)
+        die(ctx, "making the seed");
+    free(host);
+    const long rss_base = rss_now_kb();
+    double *ms = malloc((size_t)steps * sizeof *ms);
+    if (!ms)
+        die(ctx, "out of memory");
+    for (long s = 0; s < warmup + steps; s++) {
+        const double t0 = now_s();
+        tg_tensor *o = fused ? tg_scaled_dot_product_attention(ctx, in[0], in[1], in[2], causal)
+                             : tg_attention_composed(ctx, in[0], in[1], in[2], causal);
+        if (!o || tg_backward(ctx, o, seed, 0) != TG_OK || tg_synchronize(ctx) != TG_OK)
+            die(ctx, "the step");
+        tg_step_reset(ctx);
+        if (s >= warmup)
+            ms[s - warmup] = 1e3 * (now_s() - t0);
+    }
+    qsort(ms, (size_t)steps, sizeof *ms, cmp_double);
+    size_t used, reserved, high;
+    tg_arena_stats(ctx, &used, &reserved, &high);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("{\"variant\": \"%s\", \"b\": %ld, \"h\": %ld, \"t\": %ld, \"d\": %ld, \"causal\": %ld, "
+           "\"threads\": %ld, \"ms_median\": %.3f, \"ms_min\": %.3f, \"arena_peak\": %zu, "
+           "\"rss_base_kb\": %ld, \"rss_peak_kb\": %ld}\n",
+           variant, b, h, t, d, causal, threads, ms[steps / 2], ms[0], high, rss_base,
+           ru.ru_maxrss);
+    free(ms);
+    tg_ctx_free(ctx);
+    return 0;
+}

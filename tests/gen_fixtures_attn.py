@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""PyTorch reference fixtures for the fused attention rows
+(scaled_dot_product_attention and its backward row) and tg_attention_composed,
+read by tests/test_torch_fixtures.c together with ops.txt.
+
+Needs torch >= 2.0 (torch.nn.functional.scaled_dot_product_attention); Debian's
+torch 1.13 has no such function. Regenerate with a PyTorch 2 interpreter:
+
+    /path/to/torch2/python tests/gen_fixtures_attn.py
+
+which rewrites tests/fixtures/attn.txt. Every case is also computed with the
+composed math (matmul, a -inf mask above the diagonal, softmax, matmul) and
+the two must agree to 1e-12, so the fixtures pin PyTorch's semantics (scale
+1/sqrt(D), is_causal top-left aligned: key j > query i is masked, also when
+T_q != T_k). With an older torch the script says so and, given --composed,
+writes the composed math alone.
+
+The format is tests/gen_fixtures.py's (whose case() writes the cases); the
+computed outputs and gradients are printed with 12 significant digits
+instead of 17 to keep the file small (the f64 check is 1e-10 relative).
+"""
+
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gen_fixtures as g  # noqa: E402
+
+OUT_PATH = os.path.join(g.HERE, "fixtures", "attn.txt")
+HAVE_SDPA = hasattr(F, "scaled_dot_product_attention")
+USE_COMPOSED = "--composed" in sys.argv[1:]
+
+
+def composed(q, k, v, causal):
+    s = q @ k.transpose(-1, -2) / (q.shape[-1] ** 0.5)
+    if causal:
+        tq, tk = q.shape[-2], k.shape[-2]
+        above = torch.ones(tq, tk, dtype=torch.bool).triu(1)
+        s = s.masked_fill(above, float("-inf"))
+    return torch.softmax(s, -1) @ v
+
+
+def attention(q, k, v, causal):
+    ref = composed(q, k, v, causal)
+    if USE_COMPOSED:
+        return ref
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    err = (out - ref).abs().max().item()
+    assert err < 1e-12, "SDPA and the composed math differ by %g" % err
+    return out
+
+
+def qkv(sq, sk):
+    # scale 1.5: softmax rows are neither flat nor one-hot
+    return [g.inp("q", g.randn(*sq, scale=1.5)), g.inp("k", g.randn(*sk, scale=1.5)),
+            g.inp("v", g.randn(*sk))]
+
+
+def cases():
+    case = g.case
+
+    def fwd(cid, sq, sk, causal, op="scaled_dot_product_attention", fn=attention):
+        case(op, cid, lambda: qkv(sq, sk),
+             lambda o: fn(o["q"], o["k"], o["v"], causal),
+             params=[("causal", [1 if causal else 0])])
+
+    fwd("t1_d16", (2, 2, 1, 16), (2, 2, 1, 16), False)
+    fwd("t1_d16_causal", (2, 2, 1, 16), (2, 2, 1, 16), True)
+    fwd("t7_d16", (1, 2, 7, 16), (1, 2, 7, 16), False)
+    fwd("t7_d16_causal", (1, 2, 7, 16), (1, 2, 7, 16), True)
+    fwd("t7_d32_causal", (1, 1, 7, 32), (1, 1, 7, 32), True)
+    fwd("t3_d64", (1, 1, 3, 64), (1, 1, 3, 64), False)
+    fwd("t64_d8_causal", (1, 1, 64, 8), (1, 1, 64, 8), True)
+    fwd("t130_d8_causal", (1, 1, 130, 8), (1, 1, 130, 8), True)
+    fwd("tq5_tk9_d16", (1, 2, 5, 16), (1, 2, 9, 16), False)
+    fwd("tq4_tk9_causal", (1, 1, 4, 8), (1, 1, 9, 8), True)
+    fwd("tq9_tk4_causal", (1, 1, 9, 8), (1, 1, 4, 8), True)
+    fwd("3d_t6_d16_causal", (2, 6, 16), (2, 6, 16), True)
+    fwd("t7_d16_causal", (1, 1, 7, 16), (1, 1, 7, 16), True, op="attention_composed",
+        fn=lambda q, k, v, c: composed(q, k, v, c))
+    fwd("tq5_tk9_d16", (1, 1, 5, 16), (1, 1, 9, 16), False, op="attention_composed",
+        fn=lambda q, k, v, c: composed(q, k, v, c))
+
+    # the backward row: g, q, k, v -> dq, dk, dv
+    def bwd(cid, sq, sk, causal):
+        def f(o):
+            q, k, v = (o[n].clone().requires_grad_(True) for n in "qkv")
+            out = attention(q, k, v, causal)
+            return list(torch.autograd.grad(out, [q, k, v], o["g"]))
+        case("scaled_dot_product_attention_backward", cid,
+             lambda: [g.inp("g", g.randn(*sq), False)] + [(n, t, False) for n, t, _ in qkv(sq, sk)],
+             f, params=[("causal", [1 if causal else 0])])
+
+    bwd("t7_d16_causal", (1, 1, 7, 16), (1, 1, 7, 16), True)
+    bwd("tq5_tk9_d32", (1, 1, 5, 32), (1, 1, 9, 32), False)
+
+
+def main():
+    if not HAVE_SDPA and not USE_COMPOSED:
+        sys.exit("gen_fixtures_attn.py needs torch >= 2.0 for "
+                 "torch.nn.functional.scaled_dot_product_attention (this is torch %s); "
+                 "run it with a PyTorch 2 interpreter, or pass --composed to write the "
+                 "composed math alone" % torch.__version__)
+    g.NONDIFF.add("scaled_dot_product_attention_backward")
+    plain = g._values
+
+    def short(t):
+        if t.dtype == g.F64:
+            return " ".join("%.12g" % x for x in t.detach().contiguous().reshape(-1).tolist())
+        return plain(t)
+    g._values = short
+    cases()
+    src = "composed math (--composed)" if USE_COMPOSED else \
+        "F.scaled_dot_product_attention, cross-checked with the composed math"
+    header = [
+        "# tapegrad attention fixtures: generated by tests/gen_fixtures_attn.py; do not edit.",
+        "# Regenerate with a torch >= 2.0 python: python tests/gen_fixtures_attn.py",
+        "# torch %s, %s, %d cases" % (torch.__version__, src, len(g._ids)),
+    ]
+    with open(OUT_PATH, "w") as f:
+        f.write("\n".join(line.rstrip() for line in header + g._lines) + "\n")
+    print("wrote %d cases to %s (%d bytes)" % (len(g._ids), os.path.relpath(OUT_PATH),
+                                               os.path.getsize(OUT_PATH)))
+
+
+if __name__ == "__main__":
+    main()
