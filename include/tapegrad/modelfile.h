@@ -39,6 +39,7 @@
 #define TAPEGRAD_MODELFILE_H
 
 #include "tapegrad/nn.h"
+#include "tapegrad/rng.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -111,6 +112,16 @@ tg_status tg_net_cache_new(tg_ctx *ctx, tg_net *net, int64_t batch);
 tg_tensor *tg_net_forward_cached(tg_ctx *ctx, tg_net *net, tg_tensor *x, int64_t pos);
 /* The positions a token model takes (its input (T)); 0 for another. */
 int64_t tg_net_block_size(const tg_net *net);
+
+/*
+ * One token drawn from logits (n) as nanoGPT's generate() draws it: the
+ * logits divided by temperature (0: the first largest logit, no draw),
+ * those below the top_k-th largest dropped (top_k 0: none; ties with it
+ * stay), softmax, then the first token whose cumulative probability exceeds
+ * u, one uniform number of rng (one Philox block). -1 for bad arguments.
+ */
+int64_t tg_sample_logits(const float *logits, int64_t n, double temperature, int64_t top_k,
+                         tg_rng *rng);
 
 /*
  * The text of the gpt model (docs/MODELS.md): n_layer pre-LN blocks of

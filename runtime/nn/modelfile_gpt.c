@@ -19,6 +19,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---- build ---- */
@@ -160,15 +161,18 @@ static tg_tensor *heads_of(tg_ctx *ctx, tg_tensor *qkv, int part, int64_t h) {
     return tg_permute(ctx, tg_reshape(ctx, tg_contiguous(ctx, x), 4, sh), perm);
 }
 
-/* Writes src (N, H, t, D) into the cache at positions [pos, pos + t) and
- * returns the cache's first pos + t positions. */
+/* Writes src (N, H, t, D) into the cache (block, N, H, D: positions
+ * outermost, so that a range of them is contiguous) at positions [pos, pos
+ * + t) and returns the first pos + t positions as (N, H, pos + t, D). */
 static tg_tensor *cache_put(tg_ctx *ctx, tg_tensor *cache, tg_tensor *src, int64_t pos) {
     if (!src)
         return NULL;
+    static const int to_cache[4] = {2, 0, 1, 3}, from_cache[4] = {1, 2, 0, 3};
     int64_t t = src->shape[2];
-    if (tg_copy_(ctx, tg_slice(ctx, cache, 2, pos, pos + t, 1), src) != TG_OK)
+    if (tg_copy_(ctx, tg_slice(ctx, cache, 0, pos, pos + t, 1), tg_permute(ctx, src, to_cache)) !=
+        TG_OK)
         return NULL;
-    return tg_slice(ctx, cache, 2, 0, pos + t, 1);
+    return tg_permute(ctx, tg_slice(ctx, cache, 0, 0, pos + t, 1), from_cache);
 }
 
 tg_tensor *tg__mf_attention_forward(tg_ctx *ctx, tg_net *net, tg__mf_node *n, tg_tensor *x,
@@ -214,7 +218,7 @@ tg_status tg_net_cache_new(tg_ctx *ctx, tg_net *net, int64_t batch) {
         tg__mf_node *n = &net->nodes[i];
         if (n->kind != TG__MF_ATTENTION)
             continue;
-        int64_t sh[4] = {batch, n->heads, block, n->shape[1] / n->heads};
+        int64_t sh[4] = {block, batch, n->heads, n->shape[1] / n->heads};
         char nm[TG_NET_NAME_MAX + 16];
         snprintf(nm, sizeof nm, "%s.kcache", n->name);
         n->kcache = tg_persistent(ctx, n->c_attn.weight->dtype, 4, sh, nm);
@@ -294,4 +298,52 @@ size_t tg_gpt_model_text(char *buf, size_t len, int n_layer, int n_head, int64_t
     }
     put(&s, "\n[layernorm]\nname = ln_f\n\n[linear]\nname = lm_head\ntie = wte\nbias = false\n");
     return s.need + 1;
+}
+
+/* ---- drawing a token ---- */
+
+static int cmp_desc(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x < y) - (x > y);
+}
+
+int64_t tg_sample_logits(const float *logits, int64_t n, double temperature, int64_t top_k,
+                         tg_rng *rng) {
+    if (!logits || n < 1 || !rng || !(temperature >= 0) || isinf(temperature) || top_k < 0)
+        return -1;
+    int64_t best = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (logits[i] > logits[best])
+            best = i;
+    if (temperature == 0 || top_k == 1)
+        return best;
+    /* Keep the logits at least as large as the k-th largest (ties kept, as
+     * nanoGPT's logits[logits < v[:, [-1]]] = -inf). */
+    float thr = -INFINITY;
+    if (top_k > 0 && top_k < n) {
+        float *s = malloc((size_t)n * sizeof *s);
+        if (!s)
+            return -1;
+        memcpy(s, logits, (size_t)n * sizeof *s);
+        qsort(s, (size_t)n, sizeof *s, cmp_desc);
+        thr = s[top_k - 1];
+        free(s);
+    }
+    double top = (double)logits[best] / temperature, total = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (logits[i] >= thr)
+            total += exp((double)logits[i] / temperature - top);
+    uint32_t w[4];
+    tg_philox4x32(rng->key, rng->counter++, w);
+    double u = tg_u32_to_unit(w[0]) * total, cum = 0;
+    int64_t last = best;
+    for (int64_t i = 0; i < n; i++) {
+        if (logits[i] < thr)
+            continue;
+        cum += exp((double)logits[i] / temperature - top);
+        last = i;
+        if (cum > u)
+            return i;
+    }
+    return last; /* rounding: u within the last bit of the total */
 }

@@ -88,7 +88,7 @@ typedef struct tg__mf_node {
     tg_conv2d_layer pconv; /* add's projection */
     tg_batchnorm pbn;
     tg_linear c_attn, c_proj; /* attention */
-    tg_tensor *kcache, *vcache; /* attention: (N, heads, T, D), tg_net_cache_new */
+    tg_tensor *kcache, *vcache; /* attention: (T, N, heads, D), tg_net_cache_new */
 } tg__mf_node;
 
 struct tg_net {
