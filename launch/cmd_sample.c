@@ -44,8 +44,8 @@ static const tg_opt sample_options[] = {
     {"ckpt", 0, TG_OPT_STR, "FILE", SO(ckpt), 0, 0, NULL, "required",
      TG_OPT_INI | TG_OPT_NO_DEFAULT, "options",
      "the checkpoint of a language model: its input is a window of tokens (required)"},
-    {"prompt", 0, TG_OPT_STR, "TEXT", SO(prompt), 0, 0, NULL, NULL, TG_OPT_INI, NULL,
-     "the text to continue, as bytes (byte-level tokens); a newline by default"},
+    {"prompt", 0, TG_OPT_STR, "TEXT", SO(prompt), 0, 0, NULL, "a newline", TG_OPT_INI, NULL,
+     "the text to continue, as bytes (byte-level tokens)"},
     {"tokens", 0, TG_OPT_I64, "N", SO(tokens), 0, 1 << 24, NULL, NULL, TG_OPT_INI, NULL,
      "how many tokens to generate"},
     {"temperature", 0, TG_OPT_F64, "X", SO(temperature), 0, 1e6, NULL, NULL, TG_OPT_INI, NULL,
@@ -68,7 +68,7 @@ static const tg_opt sample_options[] = {
 #define SAMPLE_NOPTS ((int)(sizeof sample_options / sizeof sample_options[0]))
 
 static const sample_opts sample_defaults = {
-    .prompt = "\n", .tokens = 200, .temperature = 1.0, .seed = 42};
+    .tokens = 200, .temperature = 1.0, .seed = 42};
 
 static void sample_usage(FILE *f) {
     fprintf(f, "usage: tapegrad sample --ckpt FILE [--prompt TEXT] [--tokens N] [options]\n"
@@ -179,7 +179,8 @@ static double now_s(void) {
 
 /* Prompt, then o->tokens new tokens, printed as they come. */
 static int generate(gen *g, const sample_opts *o) {
-    size_t plen = strlen(o->prompt);
+    const char *prompt = o->prompt ? o->prompt : "\n";
+    size_t plen = strlen(prompt);
     int64_t cap = (int64_t)plen + o->tokens;
     int64_t *hist = malloc((size_t)cap * sizeof *hist);
     g->logits = malloc((size_t)g->vocab * sizeof *g->logits);
@@ -189,16 +190,18 @@ static int generate(gen *g, const sample_opts *o) {
         return TG_EXIT_RUNTIME;
     }
     for (size_t i = 0; i < plen; i++) {
-        hist[i] = (unsigned char)o->prompt[i];
+        unsigned byte = (unsigned char)prompt[i];
+        hist[i] = byte;
         if (hist[i] >= g->vocab) {
             free(hist);
             return tg_cli_usage_error("sample",
                                       "--prompt: byte 0x%02x at offset %zu is not a token of "
                                       "this model (its vocabulary has %lld)",
-                                      (unsigned)hist[i], i, (long long)g->vocab);
+                                      byte, i, (long long)g->vocab);
         }
-        put_token(stdout, hist[i]);
     }
+    for (size_t i = 0; i < plen; i++)
+        put_token(stdout, hist[i]);
     fflush(stdout);
     tg_rng rng = tg_rng_make(o->seed, 0);
     int64_t n = (int64_t)plen, keep = g->block < n ? g->block : n;
