@@ -66,7 +66,7 @@ const tg_opt tg_train_options[] = {
     /* name, alias, type, arg, member, lo, hi, choices, unset, flags, group, help */
     {"model", 0, TG_OPT_STR, "NAME|FILE", OPT(model), 0, 0, NULL, NULL, SAVED | TG_OPT_EARLY,
      "model and data",
-     "a shipped model (mlp, cnn, cnn-bn, resnet20, resnet18) or a model file (a path such as "
+     "a shipped model (mlp, cnn, cnn-bn, resnet20, resnet18, gpt) or a model file (a path such as "
      "./net.ini; docs/MODELS.md); model files other than mlp, cnn and cnn-bn start from the "
      "mlp's defaults; with --resume and no --model: the checkpoint's model"},
     {"data", 0, TG_OPT_STR, "FILE.h5", CFG(data_path), 0, 0, NULL,
@@ -362,8 +362,11 @@ int tg_train_resolve(const tg_opt_set *set, train_args *a) {
         return code;
     train_opts *o = &a->o;
     const char *sizes[] = {"n-layer", "n-head", "n-embd", "dropout"};
+    train_args dg = tg_train_args_defaults(TG_MODEL_MLP);
+    bool same[4] = {o->gpt_n_layer == dg.o.gpt_n_layer, o->gpt_n_head == dg.o.gpt_n_head,
+                    o->gpt_n_embd == dg.o.gpt_n_embd, o->gpt_dropout == dg.o.gpt_dropout};
     for (int i = 0; i < 4; i++)
-        if (tg_opt_given(set, sizes[i]) && !is_gpt(a))
+        if (!same[i] && !is_gpt(a))
             return tg_cli_usage_error(cmd, "--%s applies to --model gpt only", sizes[i]);
     if (is_gpt(a) && tg_opt_given(set, "model") && (code = gpt_text(cmd, a)) != 0)
         return code;

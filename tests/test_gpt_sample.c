@@ -261,6 +261,41 @@ static void test_sample_cli(void **state) {
     assert_int_equal(tgt_dir_teardown(), 0);
 }
 
+/* --model gpt's options, its training defaults and `inspect gpt`. */
+static void test_gpt_options(void **state) {
+    (void)state;
+    assert_int_equal(tgt_dir_setup("tg_gpt_opts"), 0);
+    assert_int_equal(tgt_run("inspect gpt"), 0);
+    tgt_expect_out("gpt: model file, input (N, 128), 256 classes");
+    tgt_expect_out("h.3.attn                     attention      (N, 128, 128)                "
+                   "      66,048");
+    tgt_expect_out("lm_head                      linear         (N, 128, 256)                "
+                   "           0");
+    tgt_expect_out("Total params: 842,496");
+    assert_int_equal(tgt_run("train --model gpt --n-layer 2 --n-embd 64 --print-config"), 0);
+    const char *want[] = {"model = gpt", "n_layer = 2", "n_embd = 64", "decay = matrices",
+                          "weight_decay = 0.1", "warmup = 100", "clip_grad_norm = 1",
+                          "lr = 0.001"};
+    for (int i = 0; i < 8; i++)
+        tgt_expect_out(want[i]);
+    /* The printed configuration reads back. */
+    tgt_write_file(tgt_path("run.ini"), tgt_out);
+    assert_int_equal(tgt_run("train --config '%s' --print-config", tgt_path("run.ini")), 0);
+    tgt_expect_out("n_embd = 64");
+    /* The mlp keeps decay on every parameter and refuses the gpt's sizes. */
+    assert_int_equal(tgt_run("train --model mlp --print-config"), 0);
+    tgt_expect_out("decay = all");
+    assert_int_equal(tgt_run("train --model mlp --n-layer 3"), 2);
+    tgt_expect_out("--n-layer applies to --model gpt only");
+    assert_int_equal(tgt_run("train --model gpt --n-head 3"), 2);
+    tgt_expect_out("--n-head 3 does not divide --n-embd 128");
+    assert_int_equal(tgt_run("train --model gpt --zero 1"), 2);
+    tgt_expect_out("--decay matrices does not work with --zero 1 yet");
+    assert_int_equal(tgt_run("train --model gpt --decay some"), 2);
+    tgt_expect_out("--decay");
+    assert_int_equal(tgt_dir_teardown(), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_greedy_and_bad_args),
@@ -268,6 +303,7 @@ int main(void) {
         cmocka_unit_test(test_frequencies),
         cmocka_unit_test(test_seed_sequence),
         cmocka_unit_test(test_sample_cli),
+        cmocka_unit_test(test_gpt_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
