@@ -320,6 +320,21 @@ static void test_cache_equals_full(void **state) {
     assert_non_null(strstr(tg_ctx_error(ctx), "net_forward_cached"));
     tg_ctx_clear_error(ctx);
     tg_step_reset(ctx);
+    /* A net that mixes positions otherwise is no token model. */
+    int64_t four = 4;
+    tg_net_options fo = {.path = "flat", .in_ndim = 1, .in_shape = &four, .classes = 3};
+    const char *flat = "[input]\ndtype = i64\n[embedding]\nnum = 5\ndim = 2\n[flatten]\n"
+                       "[linear]\nout = classes\n";
+    tg_params fps = {0};
+    tg_net *fnet;
+    ok(ctx, tg_net_build(ctx, flat, strlen(flat), &fo, &fps, &fnet));
+    assert_int_equal(tg_net_block_size(fnet), 0);
+    ok(ctx, tg_net_cache_new(ctx, fnet, 1)); /* no attention: nothing to cache */
+    int64_t f2[2] = {1, 2};
+    assert_null(tg_net_forward_cached(ctx, fnet, tg_from_data(ctx, TG_I64, 2, f2, xs), 0));
+    assert_non_null(strstr(tg_ctx_error(ctx), "does not take a window of tokens"));
+    tg_ctx_clear_error(ctx);
+    tg_step_reset(ctx);
     /* Causality: a later token leaves the earlier positions as they were. */
     xs[7] = (xs[7] + 1) % V;
     tg_tensor *g = tg_net_forward(ctx, net, tg_from_data(ctx, TG_I64, 2, sh, xs), false);

@@ -110,7 +110,10 @@ size_t tg_net_summary(const tg_net *net, char *buf, size_t len);
  */
 tg_status tg_net_cache_new(tg_ctx *ctx, tg_net *net, int64_t batch);
 tg_tensor *tg_net_forward_cached(tg_ctx *ctx, tg_net *net, tg_tensor *x, int64_t pos);
-/* The positions a token model takes (its input (T)); 0 for another. */
+/* The positions a token model takes (its input (T)); 0 for another net,
+ * and for one with a layer that mixes positions other than [attention]
+ * (flatten, concat, a layernorm over more than the features, batch norm,
+ * convolutions, pooling): tg_net_forward_cached() refuses those. */
 int64_t tg_net_block_size(const tg_net *net);
 
 /*

@@ -231,8 +231,38 @@ tg_status tg_net_cache_new(tg_ctx *ctx, tg_net *net, int64_t batch) {
     return TG_OK;
 }
 
+/* A token model: tokens (T) in, and every layer works position by position
+ * (or, for attention, over earlier positions), so that a run on positions
+ * [pos, pos + t) alone gives their outputs. */
 int64_t tg_net_block_size(const tg_net *net) {
-    return net && net->n > 0 && net->nodes[0].ndim == 1 ? net->nodes[0].shape[0] : 0;
+    if (!net || net->n < 1 || net->nodes[0].ndim != 1 || net->nodes[0].dtype != TG_I64)
+        return 0;
+    for (int i = 1; i < net->n; i++) {
+        const tg__mf_node *n = &net->nodes[i];
+        bool ok = n->ndim == 2 && n->shape[0] == net->nodes[0].shape[0];
+        switch (n->kind) {
+        case TG__MF_EMBEDDING:
+        case TG__MF_POSEMB:
+        case TG__MF_ATTENTION:
+        case TG__MF_LINEAR:
+        case TG__MF_DROPOUT:
+        case TG__MF_RELU:
+        case TG__MF_GELU:
+        case TG__MF_SILU:
+        case TG__MF_TANH:
+        case TG__MF_SIGMOID:
+        case TG__MF_ADD:
+            break;
+        case TG__MF_LAYERNORM: /* over the features only */
+            ok = ok && n->nparams == 2 * n->shape[1];
+            break;
+        default:
+            ok = false;
+        }
+        if (!ok)
+            return 0;
+    }
+    return net->nodes[0].shape[0];
 }
 
 /* ---- the gpt model's text ---- */
