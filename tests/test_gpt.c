@@ -482,7 +482,7 @@ static void test_errors(void **state) {
                  "lm.ini:9: layer 'p' [pos_embedding]: key 'num': 3 positions, but input 'e' "
                  "(N, 4, 8) has 4");
     expect_error(HEAD "[layernorm]\nname = n\n[linear]\nname = head\ntie = n\n", 4,
-                 "layer 'head' [linear]: key 'tie': 'n' is a [layernorm], expected an "
+                 "lm.ini:11: layer 'head' [linear]: key 'tie': 'n' is a [layernorm], expected an "
                  "[embedding]");
     expect_error(HEAD "[linear]\nname = head\ntie = later\n", 4,
                  "key 'tie': unknown name 'later'");
