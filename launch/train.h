@@ -101,6 +101,8 @@ extern const tg_opt_choice tg_train_devices[];
 
 /* The defaults of every option for a model. */
 train_args tg_train_args_defaults(tg_model_kind kind);
+/* --model gpt's training defaults (nanoGPT's recipe) onto a. */
+void tg_train_gpt_defaults(train_args *a);
 
 /* Resolves the options read into set onto the model's defaults (the model
  * first, then the optimizer's defaults, then the rest) and checks how they

@@ -240,7 +240,7 @@ train_args tg_train_args_defaults(tg_model_kind kind) {
 
 /* nanoGPT's and llm.c's recipe: AdamW with betas (0.9, 0.95), weight decay
  * 0.1 on the matrices only, warm-up then cosine, gradients clipped at 1. */
-static void gpt_defaults(train_args *a) {
+void tg_train_gpt_defaults(train_args *a) {
     a->cfg.optim = tg_optim_defaults(TG_OPTIM_ADAMW);
     a->cfg.optim.lr = 1e-3;
     a->cfg.optim.beta2 = 0.95;
@@ -355,7 +355,7 @@ int tg_train_resolve(const tg_opt_set *set, train_args *a) {
     if ((code = tg_opt_apply_row(set, r, &k)) != 0)
         return code;
     if (is_gpt(a)) {
-        gpt_defaults(a);
+        tg_train_gpt_defaults(a);
     }
     optimizer_defaults(&a->cfg, k.cfg.optim.kind);
     if ((code = tg_opt_apply(set, a)) != 0)
