@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch reference for tests/test_gpt_torch.c: nanoGPT's GPT on fixed weights.
 
-Regenerate (Debian's python3-torch):
+The model is tests/gpt_torch.py's. Regenerate (Debian's python3-torch):
 
     /usr/bin/python3 tests/gen_gpt_fixtures.py
 
@@ -30,73 +30,21 @@ Format, one item per line, '#' comments, floats '%.17g':
     grad <name> : <values>
     steploss <f64|f32> <step> <value> (the loss before the step's update)
 """
-import math
 import os
 import sys
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gpt_torch  # noqa: E402  (nanoGPT's model, tapegrad's names)
 
 L, H, E, T, V, B, STEPS = 2, 2, 16, 8, 13, 2, 10
 LR, BETAS, WD, CLIP = 3e-3, (0.9, 0.95), 0.1, 1.0
 
 
-class Attention(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.c_attn = nn.Linear(E, 3 * E)
-        self.c_proj = nn.Linear(E, E)
-        self.register_buffer("mask", torch.tril(torch.ones(T, T)).view(1, 1, T, T))
-
-    def forward(self, x):
-        b, t, e = x.size()
-        q, k, v = self.c_attn(x).split(E, dim=2)
-        q, k, v = (z.view(b, t, H, e // H).transpose(1, 2) for z in (q, k, v))
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
-        att = att.masked_fill(self.mask[:, :, :t, :t] == 0, float("-inf"))
-        y = F.softmax(att, dim=-1) @ v
-        return self.c_proj(y.transpose(1, 2).contiguous().view(b, t, e))
-
-
-class MLP(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.c_fc = nn.Linear(E, 4 * E)
-        self.c_proj = nn.Linear(4 * E, E)
-
-    def forward(self, x):
-        return self.c_proj(F.gelu(self.c_fc(x)))
-
-
-class Block(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(E)
-        self.attn = Attention()
-        self.ln_2 = nn.LayerNorm(E)
-        self.mlp = MLP()
-
-    def forward(self, x):
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
-
-
-class GPT(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.wte = nn.Embedding(V, E)
-        self.wpe = nn.Embedding(T, E)
-        self.h = nn.ModuleList([Block() for _ in range(L)])
-        self.ln_f = nn.LayerNorm(E)
-        self.lm_head = nn.Linear(E, V, bias=False)
-        self.lm_head.weight = self.wte.weight
-
-    def forward(self, idx):
-        x = self.wte(idx) + self.wpe(torch.arange(idx.size(1)))
-        for b in self.h:
-            x = b(x)
-        return self.lm_head(self.ln_f(x))
+def GPT():
+    return gpt_torch.GPT(L, H, E, T, V)
 
 
 def loss_of(model, x, y):

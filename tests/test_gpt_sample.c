@@ -5,6 +5,8 @@
  * - Temperature 0 and top-k 1 take the largest logit; top-k never draws
  *   outside the k largest (ties with the k-th kept); the frequencies of many
  *   draws follow softmax(logits / temperature); a seed gives one sequence.
+ * - The checkpoint exported as safetensors gives the same logits in
+ *   nanoGPT's model in PyTorch (tests/gpt_torch.py; skipped without torch).
  * - `sample` on a gpt checkpoint written here: with temperature 0 its text
  *   is the greedy continuation computed without a cache by full forwards
  *   (windows padded to the block size, read at their last token), across
@@ -196,6 +198,52 @@ static void greedy(tg_ctx *ctx, tg_model *m, const char *prompt, int n, char *ou
     out[len] = '\0';
 }
 
+/* The checkpoint exported as safetensors and loaded into nanoGPT's model
+ * in PyTorch (tests/gpt_torch.py) gives tapegrad's logits. Skipped where
+ * Debian's python3-torch is absent. */
+static void export_to_torch(tg_ctx *ctx, tg_model *m, const char *ck) {
+    if (system("/usr/bin/python3 -c 'import torch, numpy' >/dev/null 2>&1") != 0) {
+        printf("PyTorch is not importable by /usr/bin/python3: export check skipped\n");
+        return;
+    }
+    enum { NB = 2 };
+    int64_t x[NB * T], sh[2] = {NB, T};
+    for (int i = 0; i < NB * T; i++)
+        x[i] = (i * 37 + 11) % V;
+    tgt_write_npy(tgt_path("x.npy"), "<i8", "(2, 16)", x, sizeof x);
+    assert_int_equal(tgt_run("export --ckpt '%s' --format safetensors --out '%s'", ck,
+                             tgt_path("m.safetensors")),
+                     0);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "/usr/bin/python3 '%s/../gpt_torch.py' '%s' '%s' --n-layer 2 --n-head 2 > '%s'",
+             TG_FIXTURE_DIR, tgt_path("m.safetensors"), tgt_path("x.npy"), tgt_path("y.json"));
+    assert_int_equal(system(cmd), 0);
+    FILE *f = fopen(tgt_path("y.json"), "r");
+    assert_non_null(f);
+    static char js[1 << 20];
+    size_t n = fread(js, 1, sizeof js - 1, f);
+    js[n] = '\0';
+    fclose(f);
+    tg_set_grad_enabled(ctx, false);
+    tg_tensor *y = tg_model_forward(ctx, m, tg_from_data(ctx, TG_I64, 2, sh, x), false);
+    static float lg[NB * T * V];
+    ok(ctx, tg_to_host(ctx, y, lg, sizeof lg));
+    tg_step_reset(ctx);
+    const char *p = strchr(js, '[');
+    assert_non_null(p);
+    double worst = 0;
+    for (int i = 0; i < NB * T * V; i++) {
+        char *end;
+        double v = strtod(p + 1, &end);
+        assert_true(end != p + 1);
+        worst = fmax(worst, fabs(v - lg[i]));
+        p = end;
+    }
+    if (worst > 1e-4)
+        fail_msg("PyTorch's logits differ from tapegrad's by %g", worst);
+}
+
 static void test_sample_cli(void **state) {
     (void)state;
     assert_int_equal(tgt_dir_setup("tg_gpt_sample"), 0);
@@ -216,6 +264,7 @@ static void test_sample_cli(void **state) {
     tgt_expect_out("sampled 40 tokens in");
     /* A trained model continues its text. */
     assert_non_null(strstr(want + 3, "world hello"));
+    export_to_torch(ctx, &m, ck);
     /* Seeds, on an untrained model (near-uniform draws). */
     tg_model m0;
     make_ckpt(ctx, &m0, tgt_path("fresh"), 0, ck0);
