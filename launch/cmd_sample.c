@@ -67,8 +67,7 @@ static const tg_opt sample_options[] = {
 };
 #define SAMPLE_NOPTS ((int)(sizeof sample_options / sizeof sample_options[0]))
 
-static const sample_opts sample_defaults = {
-    .tokens = 200, .temperature = 1.0, .seed = 42};
+static const sample_opts sample_defaults = {.tokens = 200, .temperature = 1.0, .seed = 42};
 
 static void sample_usage(FILE *f) {
     fprintf(f, "usage: tapegrad sample --ckpt FILE [--prompt TEXT] [--tokens N] [options]\n"
@@ -107,8 +106,8 @@ static tg_status step(gen *g, const int64_t *toks, int64_t t, int64_t pos) {
     tg_tensor *x = tg_from_data(ctx, TG_I64, 2, xs, toks);
     tg_tensor *y = x ? tg_net_forward_cached(ctx, g->md.net, x, pos) : NULL;
     y = tg_contiguous(ctx, tg_slice(ctx, y, 1, t - 1, t, 1));
-    tg_status s = y ? tg_to_host(ctx, y, g->logits, (size_t)g->vocab * sizeof(float))
-                    : tg_ctx_status(ctx);
+    tg_status s =
+        y ? tg_to_host(ctx, y, g->logits, (size_t)g->vocab * sizeof(float)) : tg_ctx_status(ctx);
     tg_step_reset(ctx);
     return y || s ? s : TG_ERR_INVALID;
 }
@@ -131,8 +130,8 @@ static int fill(gen *g, const char *path, const tg_ckpt_meta *m) {
     for (int i = 0; !code && i < ps->nparams + ps->nbuffers; i++) {
         tg_tensor *t = i < ps->nparams ? ps->params[i] : ps->buffers[i - ps->nparams];
         for (int j = 0; j < n; j++)
-            if (!strcmp(ts[j].name, t->name) && tg_copy_from_host(g->ctx, t, ts[j].data,
-                                                                  ts[j].nbytes) != TG_OK) {
+            if (!strcmp(ts[j].name, t->name) &&
+                tg_copy_from_host(g->ctx, t, ts[j].data, ts[j].nbytes) != TG_OK) {
                 fprintf(stderr, "tapegrad sample: %s\n", tg_ctx_error(g->ctx));
                 code = TG_EXIT_RUNTIME;
             }
@@ -154,8 +153,9 @@ static int open_model(gen *g, const sample_opts *o, const tg_ckpt_meta *m) {
     tg_status s = tg_model_init_sample(g->ctx, &g->md, m->model, m->model_text, 1, &block,
                                        m->model_classes, 0);
     if (s == TG_OK && !tg_net_block_size(g->md.net)) {
-        fprintf(stderr, "tapegrad sample: %s: model '%s' does not take a window of tokens (its "
-                        "[input] needs dtype = i64)\n",
+        fprintf(stderr,
+                "tapegrad sample: %s: model '%s' does not take a window of tokens (its "
+                "[input] needs dtype = i64)\n",
                 o->ckpt, m->model);
         return TG_EXIT_DATA;
     }
@@ -280,8 +280,7 @@ int tg_cmd_sample(int argc, char **argv) {
         code = tg_opt_apply(&set, &o);
     if (code == 0 && !set.help && o.print_config) {
         char text[1 << 13];
-        fputs(tg_opt_text(sample_options, SAMPLE_NOPTS, &o, TG_OPT_INI, text, sizeof text),
-              stdout);
+        fputs(tg_opt_text(sample_options, SAMPLE_NOPTS, &o, TG_OPT_INI, text, sizeof text), stdout);
     } else if (code == 0 && !set.help) {
         code = run(&o);
     }

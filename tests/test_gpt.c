@@ -124,11 +124,20 @@ static void test_init_names_decay(void **state) {
     tg_net *net = build(ctx, text, 16, 50, &ps, 7);
     /* nanoGPT's names (without its "transformer." prefix); lm_head owns
      * nothing: it is wte. */
-    const char *names[] = {"wte.weight", "wpe.weight", "h.0.ln_1.weight", "h.0.ln_1.bias",
-                           "h.0.attn.c_attn.weight", "h.0.attn.c_attn.bias",
-                           "h.0.attn.c_proj.weight", "h.0.attn.c_proj.bias", "h.0.ln_2.weight",
-                           "h.0.ln_2.bias", "h.0.mlp.c_fc.weight", "h.0.mlp.c_fc.bias",
-                           "h.0.mlp.c_proj.weight", "h.0.mlp.c_proj.bias"};
+    const char *names[] = {"wte.weight",
+                           "wpe.weight",
+                           "h.0.ln_1.weight",
+                           "h.0.ln_1.bias",
+                           "h.0.attn.c_attn.weight",
+                           "h.0.attn.c_attn.bias",
+                           "h.0.attn.c_proj.weight",
+                           "h.0.attn.c_proj.bias",
+                           "h.0.ln_2.weight",
+                           "h.0.ln_2.bias",
+                           "h.0.mlp.c_fc.weight",
+                           "h.0.mlp.c_fc.bias",
+                           "h.0.mlp.c_proj.weight",
+                           "h.0.mlp.c_proj.bias"};
     assert_int_equal(ps.nparams, 2 + 2 * 12 + 2);
     for (int i = 0; i < 14; i++)
         assert_string_equal(ps.params[i]->name, names[i]);
@@ -169,8 +178,8 @@ static void test_init_names_decay(void **state) {
     /* The decay mask: matrices only. */
     for (int i = 0; i < ps.nparams; i++) {
         const char *n = ps.params[i]->name;
-        bool matrix = strstr(n, "c_attn.weight") || strstr(n, "c_proj.weight") ||
-                      strstr(n, "c_fc.weight");
+        bool matrix =
+            strstr(n, "c_attn.weight") || strstr(n, "c_proj.weight") || strstr(n, "c_fc.weight");
         if (ps.no_decay[i] == matrix)
             fail_msg("%s: no_decay %d", n, ps.no_decay[i]);
     }
@@ -206,7 +215,9 @@ static void gradcheck(const char *text, int64_t t, int64_t v) {
     tg_ctx *ctx = new_ctx();
     tg_params ps = {.dtype = TG_F64};
     tg_net *net = build(ctx, text, t, v, &ps, 3);
-    enum { B = 2 };
+    enum {
+        B = 2
+    };
     int64_t xs[B * 8], ys[B * 8];
     tg_rng r = tg_rng_make(11, 0);
     for (int i = 0; i < B * t; i++) {
@@ -268,7 +279,11 @@ static void test_cache_equals_full(void **state) {
     tg_ctx *ctx = new_ctx();
     char *text = gpt_text(2, 4, 32, 0, 0.0);
     tg_params ps = {0};
-    enum { B = 2, T = 12, V = 20 };
+    enum {
+        B = 2,
+        T = 12,
+        V = 20
+    };
     tg_net *net = build(ctx, text, T, V, &ps, 5);
     int64_t xs[B * T];
     tg_rng r = tg_rng_make(1, 0);
@@ -367,8 +382,8 @@ static void test_decay_mask(void **state) {
         before[i] = values(ctx, ps.params[i]);
         ok(ctx, tg_zero_grad(ctx, ps.params[i]));
         if (!ps.params[i]->grad) {
-            ps.params[i]->grad = tg_persistent(ctx, TG_F32, ps.params[i]->ndim,
-                                               ps.params[i]->shape, NULL);
+            ps.params[i]->grad =
+                tg_persistent(ctx, TG_F32, ps.params[i]->ndim, ps.params[i]->shape, NULL);
             assert_non_null(ps.params[i]->grad);
             ok(ctx, tg_zero_grad(ctx, ps.params[i]));
         }
@@ -404,7 +419,11 @@ static void test_train_repeating(void **state) {
     tg_ctx *ctx = new_ctx();
     char *text = gpt_text(2, 2, 32, 0, 0.1);
     tg_params ps = {0};
-    enum { B = 8, T = 16, V = 8 };
+    enum {
+        B = 8,
+        T = 16,
+        V = 8
+    };
     tg_net *net = build(ctx, text, T, V, &ps, 1);
     tg_optim_config oc = tg_optim_defaults(TG_OPTIM_ADAMW);
     oc.beta2 = 0.95;
@@ -424,8 +443,8 @@ static void test_train_repeating(void **state) {
             }
         }
         tg_tensor *x = tg_from_data(ctx, TG_I64, 2, sh, xs);
-        tg_tensor *l = lm_loss(ctx, tg_net_forward(ctx, net, x, true),
-                               tg_from_data(ctx, TG_I64, 2, sh, ys));
+        tg_tensor *l =
+            lm_loss(ctx, tg_net_forward(ctx, net, x, true), tg_from_data(ctx, TG_I64, 2, sh, ys));
         if (!l)
             fail_msg("%s", tg_ctx_error(ctx));
         ok(ctx, tg_item(ctx, l, step ? &last : &first));
@@ -470,8 +489,9 @@ static void test_errors(void **state) {
                  "layer 'a' [attention]: input 'input' is (N, 8), expected (N, T, E)");
     expect_error(HEAD "[attention]\nheads = 2\nproj_std = 0.1\n", 4,
                  "key 'proj_std': 'proj_std' needs init = normal");
-    expect_error(HEAD "[attention]\nheads = 2\nstd = 0.1\n", 4, "key 'std': 'std' needs init = "
-                                                                "normal");
+    expect_error(HEAD "[attention]\nheads = 2\nstd = 0.1\n", 4,
+                 "key 'std': 'std' needs init = "
+                 "normal");
     expect_error(HEAD "[attention]\nheads = 2\ninit = xavier\n", 4,
                  "key 'init': expected default or normal, got 'xavier'");
     expect_error(HEAD "[attention]\nheads = 2\ncausal = maybe\n", 4,
@@ -484,8 +504,7 @@ static void test_errors(void **state) {
     expect_error(HEAD "[layernorm]\nname = n\n[linear]\nname = head\ntie = n\n", 4,
                  "lm.ini:11: layer 'head' [linear]: key 'tie': 'n' is a [layernorm], expected an "
                  "[embedding]");
-    expect_error(HEAD "[linear]\nname = head\ntie = later\n", 4,
-                 "key 'tie': unknown name 'later'");
+    expect_error(HEAD "[linear]\nname = head\ntie = later\n", 4, "key 'tie': unknown name 'later'");
     expect_error(HEAD "[linear]\nout = 4\n[linear]\nname = head\ntie = e\n", 4,
                  "key 'tie': the weight of 'e' is (10, 8): its 8 columns do not match the "
                  "input's 4 features");

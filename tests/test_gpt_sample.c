@@ -78,7 +78,9 @@ static void frequencies(double temperature) {
     double p[4], z = 0;
     for (int i = 0; i < 4; i++)
         z += p[i] = exp(l[i] / temperature);
-    enum { N = 20000 };
+    enum {
+        N = 20000
+    };
     int seen[4] = {0};
     tg_rng r = tg_rng_make(3, 0);
     for (int i = 0; i < N; i++)
@@ -114,7 +116,10 @@ static void test_seed_sequence(void **state) {
 
 /* ---- the command ---- */
 
-enum { T = 16, V = 128 };
+enum {
+    T = 16,
+    V = 128
+};
 
 static tg_ctx *new_ctx(void) {
     tg_ctx *ctx;
@@ -141,7 +146,9 @@ static void make_ckpt(tg_ctx *ctx, tg_model *m, const char *dir, int steps, char
     tg_optim *opt;
     ok(ctx, tg_optim_new(ctx, &oc, m->params.nparams, m->params.params, &opt));
     const char *s = "hello world ";
-    enum { B = 8 };
+    enum {
+        B = 8
+    };
     for (int step = 0; step < steps; step++) {
         int64_t xs[B * T], ys[B * T], sh[2] = {B, T}, n = B * T, ls[2] = {B * T, V};
         for (int b = 0; b < B; b++)
@@ -206,7 +213,9 @@ static void export_to_torch(tg_ctx *ctx, tg_model *m, const char *ck) {
         printf("PyTorch is not importable by /usr/bin/python3: export check skipped\n");
         return;
     }
-    enum { NB = 2 };
+    enum {
+        NB = 2
+    };
     int64_t x[NB * T], sh[2] = {NB, T};
     for (int i = 0; i < NB * T; i++)
         x[i] = (i * 37 + 11) % V;
@@ -298,8 +307,8 @@ static void test_sample_cli(void **state) {
                          .model_classes = 3};
     snprintf(meta.model, sizeof meta.model, "mlp");
     char ckm[512];
-    ok(ctx, tg_ckpt_save(ctx, tgt_path("mlp"), &meta, img.params.nparams, img.params.params, 0,
-                         ckm, sizeof ckm));
+    ok(ctx, tg_ckpt_save(ctx, tgt_path("mlp"), &meta, img.params.nparams, img.params.params, 0, ckm,
+                         sizeof ckm));
     assert_int_equal(tgt_run("sample --ckpt '%s'", ckm), 3);
     tgt_expect_out("model 'mlp' is not a language model");
     /* --print-config reads back. */
@@ -322,9 +331,9 @@ static void test_gpt_options(void **state) {
                    "           0");
     tgt_expect_out("Total params: 842,496");
     assert_int_equal(tgt_run("train --model gpt --n-layer 2 --n-embd 64 --print-config"), 0);
-    const char *want[] = {"model = gpt", "n_layer = 2", "n_embd = 64", "decay = matrices",
-                          "weight_decay = 0.1", "warmup = 100", "clip_grad_norm = 1",
-                          "lr = 0.001"};
+    const char *want[] = {"model = gpt",        "n_layer = 2",        "n_embd = 64",
+                          "decay = matrices",   "weight_decay = 0.1", "warmup = 100",
+                          "clip_grad_norm = 1", "lr = 0.001"};
     for (int i = 0; i < 8; i++)
         tgt_expect_out(want[i]);
     /* The printed configuration reads back. */
@@ -347,12 +356,9 @@ static void test_gpt_options(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_greedy_and_bad_args),
-        cmocka_unit_test(test_top_k),
-        cmocka_unit_test(test_frequencies),
-        cmocka_unit_test(test_seed_sequence),
-        cmocka_unit_test(test_sample_cli),
-        cmocka_unit_test(test_gpt_options),
+        cmocka_unit_test(test_greedy_and_bad_args), cmocka_unit_test(test_top_k),
+        cmocka_unit_test(test_frequencies),         cmocka_unit_test(test_seed_sequence),
+        cmocka_unit_test(test_sample_cli),          cmocka_unit_test(test_gpt_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

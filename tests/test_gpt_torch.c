@@ -26,7 +26,16 @@
 #include "tapegrad/modelfile.h"
 #include "tapegrad/optim.h"
 
-enum { L = 2, H = 2, E = 16, T = 8, V = 13, B = 2, STEPS = 10, MAXP = 64 };
+enum {
+    L = 2,
+    H = 2,
+    E = 16,
+    T = 8,
+    V = 13,
+    B = 2,
+    STEPS = 10,
+    MAXP = 64
+};
 
 typedef struct fx {
     int np;
@@ -212,8 +221,8 @@ static void adamw_steps(tg_dtype dt, const double *want, double rtol) {
         double v;
         ok(ctx, tg_item(ctx, l, &v));
         if (fabs(v - want[k]) > rtol * fabs(want[k]))
-            fail_msg("%s step %d: loss %.17g, PyTorch %.17g (relative %.3g)", tg_dtype_name(dt),
-                     k, v, want[k], fabs(v - want[k]) / fabs(want[k]));
+            fail_msg("%s step %d: loss %.17g, PyTorch %.17g (relative %.3g)", tg_dtype_name(dt), k,
+                     v, want[k], fabs(v - want[k]) / fabs(want[k]));
         ok(ctx, tg_backward(ctx, l, NULL, 0));
         ok(ctx, tg_clip_grad_norm(ctx, ps.nparams, ps.params, 1.0, NULL));
         ok(ctx, tg_optim_step(ctx, opt, 3e-3));

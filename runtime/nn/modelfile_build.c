@@ -61,9 +61,20 @@ const char *tg__mf_kind_name(tg__mf_kind k) {
 }
 
 typedef tg__mf_bstate bstate;
+/* The key readers are shared with modelfile_gpt.c (modelfile_internal.h). */
+#define bfail tg__mf_bfail
+#define find_key tg__mf_find_key
+#define get_int tg__mf_get_int
+#define get_out tg__mf_get_out
+#define get_double tg__mf_get_double
+#define get_bool tg__mf_get_bool
+#define shape_str tg__mf_shape_str
+#define need_in tg__mf_need_in
+#define copy_shape tg__mf_copy_shape
+#define get_init tg__mf_get_init
 
 /* "file:line: layer 'name' [type]: key 'k': ..." */
-tg_status tg__mf_bfail(bstate *b, tg_status s, const tg__mf_key *k, const char *fmt, ...) {
+tg_status bfail(bstate *b, tg_status s, const tg__mf_key *k, const char *fmt, ...) {
     char msg[300], key[80] = "";
     va_list ap;
     va_start(ap, fmt);
@@ -75,7 +86,7 @@ tg_status tg__mf_bfail(bstate *b, tg_status s, const tg__mf_key *k, const char *
                     b->node->name, b->sec->type, key, msg);
 }
 
-tg__mf_key *tg__mf_find_key(const tg__mf_section *sec, const char *name) {
+tg__mf_key *find_key(const tg__mf_section *sec, const char *name) {
     for (int i = 0; i < sec->nkeys; i++)
         if (strcmp(sec->keys[i].key, name) == 0)
             return (tg__mf_key *)&sec->keys[i];
@@ -95,32 +106,32 @@ static bool parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out) {
 }
 
 /* An integer key in [lo, hi]; def when absent (required: an error). */
-tg_status tg__mf_get_int(bstate *b, const char *key, bool required, int64_t def, int64_t lo,
-                         int64_t hi, int64_t *out) {
-    tg__mf_key *k = tg__mf_find_key(b->sec, key);
+tg_status get_int(bstate *b, const char *key, bool required, int64_t def, int64_t lo, int64_t hi,
+                  int64_t *out) {
+    tg__mf_key *k = find_key(b->sec, key);
     *out = def;
     if (!k)
-        return required ? tg__mf_bfail(b, TG_ERR_INVALID, NULL, "missing required key '%s'", key) : TG_OK;
+        return required ? bfail(b, TG_ERR_INVALID, NULL, "missing required key '%s'", key) : TG_OK;
     if (!parse_i64(k->value, lo, hi, out))
-        return tg__mf_bfail(b, TG_ERR_INVALID, k, "expected an integer in [%lld, %lld], got '%s'",
+        return bfail(b, TG_ERR_INVALID, k, "expected an integer in [%lld, %lld], got '%s'",
                      (long long)lo, (long long)hi, k->value);
     return TG_OK;
 }
 
 /* out = N or out = classes. */
-tg_status tg__mf_get_out(bstate *b, const char *key, int64_t *out) {
-    tg__mf_key *k = tg__mf_find_key(b->sec, key);
+tg_status get_out(bstate *b, const char *key, int64_t *out) {
+    tg__mf_key *k = find_key(b->sec, key);
     if (!k)
-        return tg__mf_bfail(b, TG_ERR_INVALID, NULL, "missing required key '%s'", key);
+        return bfail(b, TG_ERR_INVALID, NULL, "missing required key '%s'", key);
     if (strcmp(k->value, "classes") == 0) {
         if (b->o->classes < 1)
-            return tg__mf_bfail(b, TG_ERR_INVALID, k,
+            return bfail(b, TG_ERR_INVALID, k,
                          "'classes' has no value here (not a classification dataset)");
         *out = b->o->classes;
         return TG_OK;
     }
     if (!parse_i64(k->value, 1, (int64_t)1 << 24, out))
-        return tg__mf_bfail(b, TG_ERR_INVALID, k,
+        return bfail(b, TG_ERR_INVALID, k,
                      "expected a positive integer (at most 2^24) or 'classes', got '%s'", k->value);
     return TG_OK;
 }
@@ -128,10 +139,10 @@ tg_status tg__mf_get_out(bstate *b, const char *key, int64_t *out) {
 /* "3" or "3,2" (height, width). */
 static tg_status get_pair(bstate *b, const char *key, bool required, int def, int lo, int hi,
                           int out[2]) {
-    tg__mf_key *k = tg__mf_find_key(b->sec, key);
+    tg__mf_key *k = find_key(b->sec, key);
     out[0] = out[1] = def;
     if (!k)
-        return required ? tg__mf_bfail(b, TG_ERR_INVALID, NULL, "missing required key '%s'", key) : TG_OK;
+        return required ? bfail(b, TG_ERR_INVALID, NULL, "missing required key '%s'", key) : TG_OK;
     char buf[64];
     snprintf(buf, sizeof buf, "%s", k->value);
     char *comma = strchr(buf, ',');
@@ -145,7 +156,7 @@ static tg_status get_pair(bstate *b, const char *key, bool required, int def, in
     else
         v[1] = v[0];
     if (!ok)
-        return tg__mf_bfail(b, TG_ERR_INVALID, k,
+        return bfail(b, TG_ERR_INVALID, k,
                      "expected an integer or two ('height, width') in [%d, %d], got '%s'", lo, hi,
                      k->value);
     out[0] = (int)v[0];
@@ -153,9 +164,9 @@ static tg_status get_pair(bstate *b, const char *key, bool required, int def, in
     return TG_OK;
 }
 
-tg_status tg__mf_get_double(bstate *b, const char *key, double def, double lo, double hi,
-                            bool hi_open, double *out) {
-    tg__mf_key *k = tg__mf_find_key(b->sec, key);
+tg_status get_double(bstate *b, const char *key, double def, double lo, double hi, bool hi_open,
+                     double *out) {
+    tg__mf_key *k = find_key(b->sec, key);
     *out = def;
     if (!k)
         return TG_OK;
@@ -165,14 +176,14 @@ tg_status tg__mf_get_double(bstate *b, const char *key, double def, double lo, d
     while (*end == ' ' || *end == '\t')
         end++;
     if (end == k->value || *end || errno || !isfinite(v) || v < lo || (hi_open ? v >= hi : v > hi))
-        return tg__mf_bfail(b, TG_ERR_INVALID, k, "expected a number in [%g, %g%s, got '%s'", lo, hi,
+        return bfail(b, TG_ERR_INVALID, k, "expected a number in [%g, %g%s, got '%s'", lo, hi,
                      hi_open ? ")" : "]", k->value);
     *out = v;
     return TG_OK;
 }
 
-tg_status tg__mf_get_bool(bstate *b, const char *key, bool def, bool *out) {
-    tg__mf_key *k = tg__mf_find_key(b->sec, key);
+tg_status get_bool(bstate *b, const char *key, bool def, bool *out) {
+    tg__mf_key *k = find_key(b->sec, key);
     *out = def;
     if (!k)
         return TG_OK;
@@ -182,11 +193,11 @@ tg_status tg__mf_get_bool(bstate *b, const char *key, bool def, bool *out) {
     else if (!strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "0"))
         *out = false;
     else
-        return tg__mf_bfail(b, TG_ERR_INVALID, k, "expected true or false, got '%s'", v);
+        return bfail(b, TG_ERR_INVALID, k, "expected true or false, got '%s'", v);
     return TG_OK;
 }
 
-char *tg__mf_shape_str(const tg__mf_node *n, char *buf, size_t len) {
+char *shape_str(const tg__mf_node *n, char *buf, size_t len) {
     size_t off = (size_t)snprintf(buf, len, "(N");
     for (int d = 0; d < n->ndim && off < len; d++)
         off += (size_t)snprintf(buf + off, len - off, ", %lld", (long long)n->shape[d]);
@@ -216,8 +227,8 @@ static tg_status resolve(bstate *b, const tg__mf_key *k, const char *name, int s
             return TG_OK;
         }
     if (strcmp(b->net->nodes[self].name, name) == 0)
-        return tg__mf_bfail(b, TG_ERR_INVALID, k, "the layer names itself as its input (a cycle)");
-    return tg__mf_bfail(b, TG_ERR_INVALID, k,
+        return bfail(b, TG_ERR_INVALID, k, "the layer names itself as its input (a cycle)");
+    return bfail(b, TG_ERR_INVALID, k,
                  "unknown name '%s' (inputs must name an earlier layer: a later one would make a "
                  "cycle)",
                  name);
@@ -227,12 +238,12 @@ static tg_status resolve(bstate *b, const tg__mf_key *k, const char *name, int s
  * name). */
 static tg_status get_inputs(bstate *b, int self, int min, int max) {
     tg__mf_node *n = b->node;
-    tg__mf_key *k = tg__mf_find_key(b->sec, "inputs");
+    tg__mf_key *k = find_key(b->sec, "inputs");
     if (!k)
-        return tg__mf_bfail(b, TG_ERR_INVALID, NULL, "missing required key 'inputs'");
+        return bfail(b, TG_ERR_INVALID, NULL, "missing required key 'inputs'");
     char buf[1024];
     if (strlen(k->value) >= sizeof buf)
-        return tg__mf_bfail(b, TG_ERR_INVALID, k, "the list is too long");
+        return bfail(b, TG_ERR_INVALID, k, "the list is too long");
     snprintf(buf, sizeof buf, "%s", k->value);
     int names = 0, idx[TG__MF_MAX_IN];
     for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
@@ -242,24 +253,24 @@ static tg_status get_inputs(bstate *b, int self, int min, int max) {
         while (e > t && (e[-1] == ' ' || e[-1] == '\t'))
             *--e = '\0';
         if (names >= TG__MF_MAX_IN || names >= max)
-            return tg__mf_bfail(b, TG_ERR_INVALID, k, "more than %d names",
+            return bfail(b, TG_ERR_INVALID, k, "more than %d names",
                          max < TG__MF_MAX_IN ? max : TG__MF_MAX_IN);
         if (!*t)
-            return tg__mf_bfail(b, TG_ERR_INVALID, k, "an empty name in '%s'", k->value);
+            return bfail(b, TG_ERR_INVALID, k, "an empty name in '%s'", k->value);
         tg_status s = resolve(b, k, t, self, &idx[names]);
         if (s)
             return s;
         names++;
     }
     if (names == 0)
-        return tg__mf_bfail(b, TG_ERR_INVALID, k, "expected one or more layer names");
+        return bfail(b, TG_ERR_INVALID, k, "expected one or more layer names");
     n->nin = 0;
     if (names == 1)
         n->in[n->nin++] = self - 1;
     for (int i = 0; i < names; i++)
         n->in[n->nin++] = idx[i];
     if (n->nin < min || n->nin > max)
-        return tg__mf_bfail(b, TG_ERR_INVALID, k, "takes %d to %d inputs, got %d", min, max, n->nin);
+        return bfail(b, TG_ERR_INVALID, k, "takes %d to %d inputs, got %d", min, max, n->nin);
     return TG_OK;
 }
 
@@ -267,19 +278,19 @@ static bool float_dtype(tg_dtype d) { return d == TG_F32 || d == TG_F64; }
 
 /* Checks that input 0 exists with ndim in [lo, hi] and a float (or an
  * integer) dtype. */
-tg_status tg__mf_need_in(bstate *b, int lo, int hi, bool want_float, const char *what) {
+tg_status need_in(bstate *b, int lo, int hi, bool want_float, const char *what) {
     const tg__mf_node *x = &b->net->nodes[b->node->in[0]];
     char sb[160];
     if (x->ndim < lo || x->ndim > hi)
-        return tg__mf_bfail(b, TG_ERR_SHAPE, NULL, "input '%s' is %s, expected %s", x->name,
-                     tg__mf_shape_str(x, sb, sizeof sb), what);
+        return bfail(b, TG_ERR_SHAPE, NULL, "input '%s' is %s, expected %s", x->name,
+                     shape_str(x, sb, sizeof sb), what);
     if (want_float != float_dtype(x->dtype))
-        return tg__mf_bfail(b, TG_ERR_DTYPE, NULL, "input '%s' is %s, expected %s values", x->name,
+        return bfail(b, TG_ERR_DTYPE, NULL, "input '%s' is %s, expected %s values", x->name,
                      tg_dtype_name(x->dtype), want_float ? "float" : "integer");
     return TG_OK;
 }
 
-void tg__mf_copy_shape(tg__mf_node *n, const tg__mf_node *x) {
+void copy_shape(tg__mf_node *n, const tg__mf_node *x) {
     n->ndim = x->ndim;
     memcpy(n->shape, x->shape, sizeof n->shape);
     n->dtype = x->dtype;
@@ -291,7 +302,7 @@ void tg__mf_copy_shape(tg__mf_node *n, const tg__mf_node *x) {
 #define SIZE_CAP ((double)((int64_t)1 << 40))
 
 static tg_status too_big(bstate *b, const char *what, double v) {
-    return tg__mf_bfail(b, TG_ERR_SHAPE, NULL, "%s of %.3g scalars is more than the 2^40 a layer may have",
+    return bfail(b, TG_ERR_SHAPE, NULL, "%s of %.3g scalars is more than the 2^40 a layer may have",
                  what, v);
 }
 
@@ -310,13 +321,13 @@ static tg_status compile_input(bstate *b) {
     n->dtype = TG_F32;
     if (b->ps && b->ps->dtype == TG_F64)
         n->dtype = TG_F64;
-    tg__mf_key *k = tg__mf_find_key(b->sec, "dtype");
+    tg__mf_key *k = find_key(b->sec, "dtype");
     if (k && !strcmp(k->value, "i64"))
         n->dtype = TG_I64;
     else if (k && strcmp(k->value, "f32") != 0)
-        return tg__mf_bfail(b, TG_ERR_INVALID, k,
+        return bfail(b, TG_ERR_INVALID, k,
                      "expected f32 or i64 (indices for an [embedding]), got '%s'", k->value);
-    k = tg__mf_find_key(b->sec, "shape");
+    k = find_key(b->sec, "shape");
     if (!k)
         return TG_OK;
     int64_t sh[TG_MAX_DIMS];
@@ -328,7 +339,7 @@ static tg_status compile_input(bstate *b) {
          t = strtok_r(NULL, ",x", &save))
         ok = nd < TG_MAX_DIMS - 1 && parse_i64(t, 1, (int64_t)1 << 32, &sh[nd++]);
     if (!ok || nd == 0)
-        return tg__mf_bfail(b, TG_ERR_INVALID, k,
+        return bfail(b, TG_ERR_INVALID, k,
                      "expected one sample's sizes such as '3, 32, 32' (1 to %d positive integers), "
                      "got '%s'",
                      TG_MAX_DIMS - 1, k->value);
@@ -337,26 +348,25 @@ static tg_status compile_input(bstate *b) {
         tg__mf_node tmp = {.ndim = nd};
         memcpy(tmp.shape, sh, sizeof sh);
         char sa[160];
-        return tg__mf_bfail(b, TG_ERR_SHAPE, k, "the file says %s but the data gives %s",
-                     tg__mf_shape_str(&tmp, sa, sizeof sa), tg__mf_shape_str(n, sb, sizeof sb));
+        return bfail(b, TG_ERR_SHAPE, k, "the file says %s but the data gives %s",
+                     shape_str(&tmp, sa, sizeof sa), shape_str(n, sb, sizeof sb));
     }
     return TG_OK;
 }
 
 /* `init = normal`: weights N(0, std), biases 0 (GPT-2's); `std` needs it. */
-tg_status tg__mf_get_init(bstate *b, double *std) {
-    tg__mf_key *k = tg__mf_find_key(b->sec, "init");
+tg_status get_init(bstate *b, double *std) {
+    tg__mf_key *k = find_key(b->sec, "init");
     *std = -1;
     if (k && strcmp(k->value, "normal") != 0 && strcmp(k->value, "default") != 0)
-        return tg__mf_bfail(b, TG_ERR_INVALID, k, "expected default or normal, got '%s'",
-                            k->value);
+        return bfail(b, TG_ERR_INVALID, k, "expected default or normal, got '%s'", k->value);
     bool normal = k && !strcmp(k->value, "normal");
-    tg__mf_key *sk = tg__mf_find_key(b->sec, "std");
+    tg__mf_key *sk = find_key(b->sec, "std");
     if (sk && !normal)
-        return tg__mf_bfail(b, TG_ERR_INVALID, sk, "'std' needs init = normal");
+        return bfail(b, TG_ERR_INVALID, sk, "'std' needs init = normal");
     if (!normal)
         return TG_OK;
-    return tg__mf_get_double(b, "std", 0.02, 0, 1e3, false, std);
+    return get_double(b, "std", 0.02, 0, 1e3, false, std);
 }
 
 tg_status tg__mf_zero(tg_ctx *ctx, tg_tensor *t) {
@@ -383,27 +393,25 @@ static tg_status linear_tie(bstate *b, const tg__mf_key *tk, int self, int64_t i
         return s;
     const tg__mf_node *e = &b->net->nodes[t];
     if (e->kind != TG__MF_EMBEDDING)
-        return tg__mf_bfail(b, TG_ERR_INVALID, tk, "'%s' is a [%s], expected an [embedding]",
-                            e->name, tg__mf_kind_name(e->kind));
+        return bfail(b, TG_ERR_INVALID, tk, "'%s' is a [%s], expected an [embedding]", e->name,
+                     tg__mf_kind_name(e->kind));
     int64_t dim = e->shape[e->ndim - 1], num = e->nparams / dim;
     if (dim != in)
-        return tg__mf_bfail(b, TG_ERR_SHAPE, tk,
-                            "the weight of '%s' is (%lld, %lld): its %lld columns do not match "
-                            "the input's %lld features",
-                            e->name, (long long)num, (long long)dim, (long long)dim,
-                            (long long)in);
-    tg__mf_key *ok = tg__mf_find_key(b->sec, "out");
-    if (ok && (s = tg__mf_get_out(b, "out", out)) != TG_OK)
+        return bfail(b, TG_ERR_SHAPE, tk,
+                     "the weight of '%s' is (%lld, %lld): its %lld columns do not match "
+                     "the input's %lld features",
+                     e->name, (long long)num, (long long)dim, (long long)dim, (long long)in);
+    tg__mf_key *ok = find_key(b->sec, "out");
+    if (ok && (s = get_out(b, "out", out)) != TG_OK)
         return s;
     if (ok && *out != num)
-        return tg__mf_bfail(b, TG_ERR_SHAPE, ok,
-                            "out = %lld, but the tied weight of '%s' has %lld rows", (long long)*out,
-                            e->name, (long long)num);
+        return bfail(b, TG_ERR_SHAPE, ok, "out = %lld, but the tied weight of '%s' has %lld rows",
+                     (long long)*out, e->name, (long long)num);
     for (int i = 0; i < 2; i++) {
-        tg__mf_key *k = tg__mf_find_key(b->sec, i ? "std" : "init");
+        tg__mf_key *k = find_key(b->sec, i ? "std" : "init");
         if (k)
-            return tg__mf_bfail(b, TG_ERR_INVALID, k,
-                                "a tied layer has no weight of its own to initialise");
+            return bfail(b, TG_ERR_INVALID, k,
+                         "a tied layer has no weight of its own to initialise");
     }
     *out = num;
     n->tie = t;
@@ -416,20 +424,20 @@ static tg_status compile_linear(bstate *b, int self) {
     int64_t out = 0;
     bool bias;
     double std;
-    tg__mf_key *tk = tg__mf_find_key(b->sec, "tie");
-    tg_status s = tg__mf_need_in(b, 1, TG_MAX_DIMS - 1, true, "(N, ..., features)");
+    tg__mf_key *tk = find_key(b->sec, "tie");
+    tg_status s = need_in(b, 1, TG_MAX_DIMS - 1, true, "(N, ..., features)");
     int64_t in = x->shape[x->ndim - 1];
     if (!s)
-        s = tk ? linear_tie(b, tk, self, in, &out) : tg__mf_get_out(b, "out", &out);
+        s = tk ? linear_tie(b, tk, self, in, &out) : get_out(b, "out", &out);
     if (!s)
-        s = tg__mf_get_bool(b, "bias", true, &bias);
+        s = get_bool(b, "bias", true, &bias);
     if (!s && !tk)
-        s = tg__mf_get_init(b, &std);
+        s = get_init(b, &std);
     if (s)
         return s;
     if ((double)in * (double)out > SIZE_CAP)
         return too_big(b, "a weight", (double)in * (double)out);
-    tg__mf_copy_shape(n, x);
+    copy_shape(n, x);
     n->shape[n->ndim - 1] = out;
     n->nparams = (tk ? 0 : in * out) + (bias ? out : 0);
     if (b->o->check_only)
@@ -455,9 +463,9 @@ static tg_status compile_conv(bstate *b) {
     int64_t out, groups;
     int k[2], st[2], pad[2], dil[2];
     bool bias;
-    tg_status s = tg__mf_need_in(b, 3, 3, true, "(N, C, H, W)");
+    tg_status s = need_in(b, 3, 3, true, "(N, C, H, W)");
     if (!s)
-        s = tg__mf_get_out(b, "out", &out);
+        s = get_out(b, "out", &out);
     if (!s)
         s = get_pair(b, "kernel", true, 1, 1, 1024, k);
     if (!s)
@@ -467,22 +475,22 @@ static tg_status compile_conv(bstate *b) {
     if (!s)
         s = get_pair(b, "dilation", false, 1, 1, 1024, dil);
     if (!s)
-        s = tg__mf_get_int(b, "groups", false, 1, 1, 1 << 24, &groups);
+        s = get_int(b, "groups", false, 1, 1, 1 << 24, &groups);
     if (!s)
-        s = tg__mf_get_bool(b, "bias", true, &bias);
+        s = get_bool(b, "bias", true, &bias);
     if (s)
         return s;
     if (groups != 1)
-        return tg__mf_bfail(b, TG_ERR_UNSUPPORTED, tg__mf_find_key(b->sec, "groups"),
+        return bfail(b, TG_ERR_UNSUPPORTED, find_key(b->sec, "groups"),
                      "grouped convolutions are not supported yet (only groups = 1)");
     char sb[160];
     int64_t oh = pool_out(x->shape[1], k[0], st[0], pad[0], dil[0]);
     int64_t ow = pool_out(x->shape[2], k[1], st[1], pad[1], dil[1]);
     if (oh < 1 || ow < 1)
-        return tg__mf_bfail(b, TG_ERR_SHAPE, NULL,
+        return bfail(b, TG_ERR_SHAPE, NULL,
                      "input '%s' %s is smaller than the kernel %dx%d (dilation %dx%d, padding "
                      "%dx%d)",
-                     x->name, tg__mf_shape_str(x, sb, sizeof sb), k[0], k[1], dil[0], dil[1], pad[0],
+                     x->name, shape_str(x, sb, sizeof sb), k[0], k[1], dil[0], dil[1], pad[0],
                      pad[1]);
     n->ndim = 3;
     n->dtype = x->dtype;
@@ -505,19 +513,19 @@ static tg_status compile_bn(bstate *b, const char *type) {
     double mom, eps;
     tg_status s;
     if (!strcmp(type, "batchnorm1d"))
-        s = tg__mf_need_in(b, 1, 1, true, "(N, C) for [batchnorm1d]");
+        s = need_in(b, 1, 1, true, "(N, C) for [batchnorm1d]");
     else if (!strcmp(type, "batchnorm2d"))
-        s = tg__mf_need_in(b, 3, 3, true, "(N, C, H, W) for [batchnorm2d]");
+        s = need_in(b, 3, 3, true, "(N, C, H, W) for [batchnorm2d]");
     else
-        s = x->ndim == 2 ? tg__mf_need_in(b, 3, 3, true, "(N, C) or (N, C, H, W)")
-                         : tg__mf_need_in(b, 1, 3, true, "(N, C) or (N, C, H, W)");
+        s = x->ndim == 2 ? need_in(b, 3, 3, true, "(N, C) or (N, C, H, W)")
+                         : need_in(b, 1, 3, true, "(N, C) or (N, C, H, W)");
     if (!s)
-        s = tg__mf_get_double(b, "momentum", BN_MOMENTUM, 0, 1, false, &mom);
+        s = get_double(b, "momentum", BN_MOMENTUM, 0, 1, false, &mom);
     if (!s)
-        s = tg__mf_get_double(b, "eps", BN_EPS, 1e-30, 1, false, &eps);
+        s = get_double(b, "eps", BN_EPS, 1e-30, 1, false, &eps);
     if (s)
         return s;
-    tg__mf_copy_shape(n, x);
+    copy_shape(n, x);
     int64_t c = x->shape[0];
     n->nparams = 2 * c;
     n->nbuffers = 2 * c + 1;
@@ -531,19 +539,19 @@ static tg_status compile_ln(bstate *b) {
     const tg__mf_node *x = &b->net->nodes[n->in[0]];
     int64_t dims;
     double eps;
-    tg_status s = tg__mf_need_in(b, 1, TG_MAX_DIMS - 1, true, "(N, ...)");
+    tg_status s = need_in(b, 1, TG_MAX_DIMS - 1, true, "(N, ...)");
     if (!s)
-        s = tg__mf_get_int(b, "dims", false, 1, 1, TG_MAX_DIMS - 1, &dims);
+        s = get_int(b, "dims", false, 1, 1, TG_MAX_DIMS - 1, &dims);
     if (!s)
-        s = tg__mf_get_double(b, "eps", LN_EPS, 1e-30, 1, false, &eps);
+        s = get_double(b, "eps", LN_EPS, 1e-30, 1, false, &eps);
     if (s)
         return s;
     char sb[160];
     if (dims > x->ndim)
-        return tg__mf_bfail(b, TG_ERR_SHAPE, tg__mf_find_key(b->sec, "dims"),
+        return bfail(b, TG_ERR_SHAPE, find_key(b->sec, "dims"),
                      "normalises the last %lld dims but input '%s' is %s", (long long)dims, x->name,
-                     tg__mf_shape_str(x, sb, sizeof sb));
-    tg__mf_copy_shape(n, x);
+                     shape_str(x, sb, sizeof sb));
+    copy_shape(n, x);
     const int64_t *sh = x->shape + x->ndim - dims;
     int64_t m = 1;
     for (int d = 0; d < dims; d++)
@@ -559,16 +567,16 @@ static tg_status compile_emb(bstate *b) {
     const tg__mf_node *x = &b->net->nodes[n->in[0]];
     int64_t num, dim;
     double std = -1;
-    tg_status s = tg__mf_need_in(b, 1, TG_MAX_DIMS - 2, false, "(N, ...) indices");
+    tg_status s = need_in(b, 1, TG_MAX_DIMS - 2, false, "(N, ...) indices");
     if (!s)
-        s = tg__mf_get_out(b, "num", &num);
+        s = get_out(b, "num", &num);
     if (!s)
-        s = tg__mf_get_init(b, &std);
+        s = get_init(b, &std);
     if (!s)
-        s = tg__mf_get_int(b, "dim", true, 0, 1, (int64_t)1 << 20, &dim);
+        s = get_int(b, "dim", true, 0, 1, (int64_t)1 << 20, &dim);
     if (s)
         return s;
-    tg__mf_copy_shape(n, x);
+    copy_shape(n, x);
     n->shape[n->ndim++] = dim;
     n->dtype = b->ps && b->ps->dtype == TG_F64 ? TG_F64 : TG_F32;
     n->nparams = num * dim;
@@ -583,7 +591,7 @@ static tg_status compile_emb(bstate *b) {
 static tg_status compile_pool(bstate *b) {
     tg__mf_node *n = b->node;
     const tg__mf_node *x = &b->net->nodes[n->in[0]];
-    tg_status s = tg__mf_need_in(b, 3, 3, true, "(N, C, H, W)");
+    tg_status s = need_in(b, 3, 3, true, "(N, C, H, W)");
     if (!s)
         s = get_pair(b, "kernel", true, 1, 1, 1024, n->kernel);
     if (!s)
@@ -596,16 +604,16 @@ static tg_status compile_pool(bstate *b) {
         if (n->stride[d] == 0)
             n->stride[d] = n->kernel[d];
         if (n->pad[d] > n->kernel[d] / 2)
-            return tg__mf_bfail(b, TG_ERR_INVALID, tg__mf_find_key(b->sec, "padding"),
+            return bfail(b, TG_ERR_INVALID, find_key(b->sec, "padding"),
                          "padding %d is more than half the kernel %d", n->pad[d], n->kernel[d]);
     }
     char sb[160];
     int64_t oh = pool_out(x->shape[1], n->kernel[0], n->stride[0], n->pad[0], 1);
     int64_t ow = pool_out(x->shape[2], n->kernel[1], n->stride[1], n->pad[1], 1);
     if (oh < 1 || ow < 1)
-        return tg__mf_bfail(b, TG_ERR_SHAPE, NULL, "input '%s' %s is smaller than the window %dx%d",
-                     x->name, tg__mf_shape_str(x, sb, sizeof sb), n->kernel[0], n->kernel[1]);
-    tg__mf_copy_shape(n, x);
+        return bfail(b, TG_ERR_SHAPE, NULL, "input '%s' %s is smaller than the window %dx%d",
+                     x->name, shape_str(x, sb, sizeof sb), n->kernel[0], n->kernel[1]);
+    copy_shape(n, x);
     n->shape[1] = oh;
     n->shape[2] = ow;
     return TG_OK;
@@ -615,16 +623,16 @@ static tg_status compile_flatten(bstate *b) {
     tg__mf_node *n = b->node;
     const tg__mf_node *x = &b->net->nodes[n->in[0]];
     int64_t start;
-    tg_status s = tg__mf_need_in(b, 1, TG_MAX_DIMS - 1, x->dtype != TG_I64, "(N, ...)");
+    tg_status s = need_in(b, 1, TG_MAX_DIMS - 1, x->dtype != TG_I64, "(N, ...)");
     if (!s)
-        s = tg__mf_get_int(b, "start", false, 1, 1, TG_MAX_DIMS - 1, &start);
+        s = get_int(b, "start", false, 1, 1, TG_MAX_DIMS - 1, &start);
     if (s)
         return s;
     char sb[160];
     if (start > x->ndim)
-        return tg__mf_bfail(b, TG_ERR_SHAPE, tg__mf_find_key(b->sec, "start"),
+        return bfail(b, TG_ERR_SHAPE, find_key(b->sec, "start"),
                      "dim %lld does not exist in input '%s' %s", (long long)start, x->name,
-                     tg__mf_shape_str(x, sb, sizeof sb));
+                     shape_str(x, sb, sizeof sb));
     n->dim = (int)start;
     n->dtype = x->dtype;
     n->ndim = (int)start;
@@ -646,38 +654,38 @@ static tg_status compile_add(bstate *b, int self) {
     if (s)
         return s;
     const tg__mf_node *x = &b->net->nodes[n->in[0]], *y = &b->net->nodes[n->in[1]];
-    tg__mf_key *pk = tg__mf_find_key(b->sec, "project");
+    tg__mf_key *pk = find_key(b->sec, "project");
     if (pk && !strcmp(pk->value, "conv"))
         n->proj = 1;
     else if (pk && !strcmp(pk->value, "conv-bn"))
         n->proj = 2;
     else if (pk && strcmp(pk->value, "none") != 0)
-        return tg__mf_bfail(b, TG_ERR_INVALID, pk, "expected none, conv or conv-bn, got '%s'", pk->value);
+        return bfail(b, TG_ERR_INVALID, pk, "expected none, conv or conv-bn, got '%s'", pk->value);
     char sa[160], sb[160];
     if (!float_dtype(x->dtype) || x->dtype != y->dtype)
-        return tg__mf_bfail(b, TG_ERR_DTYPE, NULL, "adds '%s' (%s) and '%s' (%s): expected float values",
+        return bfail(b, TG_ERR_DTYPE, NULL, "adds '%s' (%s) and '%s' (%s): expected float values",
                      x->name, tg_dtype_name(x->dtype), y->name, tg_dtype_name(y->dtype));
-    tg__mf_copy_shape(n, x);
+    copy_shape(n, x);
     if (!n->proj) {
         if (!same_shape(x, y))
-            return tg__mf_bfail(b, TG_ERR_SHAPE, NULL,
+            return bfail(b, TG_ERR_SHAPE, NULL,
                          "adds '%s' %s and '%s' %s: the shapes differ (project = conv-bn maps "
                          "the second onto the first)",
-                         x->name, tg__mf_shape_str(x, sa, sizeof sa), y->name,
-                         tg__mf_shape_str(y, sb, sizeof sb));
+                         x->name, shape_str(x, sa, sizeof sa), y->name,
+                         shape_str(y, sb, sizeof sb));
         return TG_OK;
     }
     if (x->ndim != 3 || y->ndim != 3)
-        return tg__mf_bfail(b, TG_ERR_SHAPE, pk,
+        return bfail(b, TG_ERR_SHAPE, pk,
                      "a projection maps (N, C, H, W) images, got '%s' %s and '%s' %s", x->name,
-                     tg__mf_shape_str(x, sa, sizeof sa), y->name, tg__mf_shape_str(y, sb, sizeof sb));
+                     shape_str(x, sa, sizeof sa), y->name, shape_str(y, sb, sizeof sb));
     int str[2];
     for (int d = 0; d < 2; d++) {
         int64_t want = x->shape[1 + d], have = y->shape[1 + d];
         int64_t st = (have + want - 1) / want;
         if (st < 1 || st > 1024 || pool_out(have, 1, (int)st, 0, 1) != want)
-            return tg__mf_bfail(b, TG_ERR_SHAPE, pk, "no 1x1 stride maps '%s' %s onto '%s' %s", y->name,
-                         tg__mf_shape_str(y, sb, sizeof sb), x->name, tg__mf_shape_str(x, sa, sizeof sa));
+            return bfail(b, TG_ERR_SHAPE, pk, "no 1x1 stride maps '%s' %s onto '%s' %s", y->name,
+                         shape_str(y, sb, sizeof sb), x->name, shape_str(x, sa, sizeof sa));
         str[d] = (int)st;
     }
     int64_t c = y->shape[0], k = x->shape[0];
@@ -703,16 +711,16 @@ static tg_status compile_concat(bstate *b, int self) {
     int64_t dim;
     tg_status s = get_inputs(b, self, 2, TG__MF_MAX_IN);
     if (!s)
-        s = tg__mf_get_int(b, "dim", false, 1, 1, TG_MAX_DIMS - 1, &dim);
+        s = get_int(b, "dim", false, 1, 1, TG_MAX_DIMS - 1, &dim);
     if (s)
         return s;
     const tg__mf_node *x = &b->net->nodes[n->in[0]];
     char sa[160], sb[160];
     if (dim > x->ndim)
-        return tg__mf_bfail(b, TG_ERR_SHAPE, tg__mf_find_key(b->sec, "dim"),
+        return bfail(b, TG_ERR_SHAPE, find_key(b->sec, "dim"),
                      "dim %lld does not exist in input '%s' %s", (long long)dim, x->name,
-                     tg__mf_shape_str(x, sa, sizeof sa));
-    tg__mf_copy_shape(n, x);
+                     shape_str(x, sa, sizeof sa));
+    copy_shape(n, x);
     n->dim = (int)dim;
     for (int i = 1; i < n->nin; i++) {
         const tg__mf_node *y = &b->net->nodes[n->in[i]];
@@ -720,11 +728,11 @@ static tg_status compile_concat(bstate *b, int self) {
         for (int d = 0; ok && d < x->ndim; d++)
             ok = d == dim - 1 || y->shape[d] == x->shape[d];
         if (!ok)
-            return tg__mf_bfail(b, TG_ERR_SHAPE, NULL,
+            return bfail(b, TG_ERR_SHAPE, NULL,
                          "cannot join '%s' %s %s and '%s' %s %s along dim %lld (the other sizes "
                          "and the dtype must agree)",
-                         x->name, tg__mf_shape_str(x, sa, sizeof sa), tg_dtype_name(x->dtype), y->name,
-                         tg__mf_shape_str(y, sb, sizeof sb), tg_dtype_name(y->dtype), (long long)dim);
+                         x->name, shape_str(x, sa, sizeof sa), tg_dtype_name(x->dtype), y->name,
+                         shape_str(y, sb, sizeof sb), tg_dtype_name(y->dtype), (long long)dim);
         n->shape[dim - 1] += y->shape[dim - 1];
     }
     return TG_OK;
@@ -747,24 +755,24 @@ static tg_status compile_node(bstate *b, int self, const char *type) {
     case TG__MF_EMBEDDING:
         return compile_emb(b);
     case TG__MF_DROPOUT:
-        s = tg__mf_need_in(b, 1, TG_MAX_DIMS - 1, true, "(N, ...)");
+        s = need_in(b, 1, TG_MAX_DIMS - 1, true, "(N, ...)");
         if (!s)
-            s = tg__mf_get_double(b, "p", 0.5, 0, 1, true, &n->p);
-        tg__mf_copy_shape(n, &b->net->nodes[n->in[0]]);
+            s = get_double(b, "p", 0.5, 0, 1, true, &n->p);
+        copy_shape(n, &b->net->nodes[n->in[0]]);
         return s;
     case TG__MF_RELU:
     case TG__MF_GELU:
     case TG__MF_SILU:
     case TG__MF_TANH:
     case TG__MF_SIGMOID:
-        tg__mf_copy_shape(n, &b->net->nodes[n->in[0]]);
-        return tg__mf_need_in(b, 1, TG_MAX_DIMS - 1, true, "(N, ...)");
+        copy_shape(n, &b->net->nodes[n->in[0]]);
+        return need_in(b, 1, TG_MAX_DIMS - 1, true, "(N, ...)");
     case TG__MF_MAXPOOL:
     case TG__MF_AVGPOOL:
         return compile_pool(b);
     case TG__MF_GAP:
-        s = tg__mf_need_in(b, 3, 3, true, "(N, C, H, W)");
-        tg__mf_copy_shape(n, &b->net->nodes[n->in[0]]);
+        s = need_in(b, 3, 3, true, "(N, C, H, W)");
+        copy_shape(n, &b->net->nodes[n->in[0]]);
         n->ndim = 1;
         return s;
     case TG__MF_FLATTEN:
@@ -778,7 +786,7 @@ static tg_status compile_node(bstate *b, int self, const char *type) {
     case TG__MF_POSEMB:
         return tg__mf_compile_posemb(b);
     default:
-        return tg__mf_bfail(b, TG_ERR_INVALID, NULL, "internal: layer kind %d", (int)n->kind);
+        return bfail(b, TG_ERR_INVALID, NULL, "internal: layer kind %d", (int)n->kind);
     }
 }
 
@@ -798,7 +806,7 @@ static tg_status check_keys(bstate *b, const layer_type *t) {
             p = e ? e + 2 : p + l;
         }
         if (!ok)
-            return tg__mf_bfail(b, TG_ERR_INVALID, &b->sec->keys[i],
+            return bfail(b, TG_ERR_INVALID, &b->sec->keys[i],
                          "unknown key (layer [%s] takes: name%s%s%s)", t->name,
                          t->kind == TG__MF_INPUT || t->kind == TG__MF_ADD ||
                                  t->kind == TG__MF_CONCAT
@@ -818,7 +826,7 @@ static tg_status build_node(bstate *b, int i, const tg__mf_section *sec) {
     for (int j = 0; j < NTYPES && !t; j++)
         if (!strcmp(types[j].name, sec->type))
             t = &types[j];
-    tg__mf_key *nk = tg__mf_find_key(sec, "name");
+    tg__mf_key *nk = find_key(sec, "name");
     snprintf(n->name, sizeof n->name, "%s", nk ? nk->value : "?");
     if (!t) {
         char list[400];
@@ -832,9 +840,9 @@ static tg_status build_node(bstate *b, int i, const tg__mf_section *sec) {
     }
     n->kind = t->kind;
     if (t->kind == TG__MF_INPUT && i != 0)
-        return tg__mf_bfail(b, TG_ERR_INVALID, NULL, "[input] must be the first layer");
+        return bfail(b, TG_ERR_INVALID, NULL, "[input] must be the first layer");
     if (nk && !good_name(nk->value))
-        return tg__mf_bfail(b, TG_ERR_INVALID, nk,
+        return bfail(b, TG_ERR_INVALID, nk,
                      "'%s' is not a layer name (1 to %d of a-z, A-Z, 0-9, '_', '-', '.'; no "
                      "leading, trailing or double '.')",
                      nk->value, TG_NET_NAME_MAX - 1);
@@ -848,18 +856,18 @@ static tg_status build_node(bstate *b, int i, const tg__mf_section *sec) {
         if (strcmp(b->net->nodes[j].name, n->name) != 0)
             continue;
         if (b->net->nodes[j].line == 0)
-            return tg__mf_bfail(b, TG_ERR_INVALID, nk,
+            return bfail(b, TG_ERR_INVALID, nk,
                          "the name '%s' is the input's (a file without [input] starts with one "
                          "of that name)",
                          n->name);
-        return tg__mf_bfail(b, TG_ERR_INVALID, nk, "the name '%s' is already taken by line %d", n->name,
+        return bfail(b, TG_ERR_INVALID, nk, "the name '%s' is already taken by line %d", n->name,
                      b->net->nodes[j].line);
     }
     tg_status s = check_keys(b, t);
     if (s)
         return s;
     if (t->kind != TG__MF_INPUT && t->kind != TG__MF_ADD && t->kind != TG__MF_CONCAT) {
-        tg__mf_key *ik = tg__mf_find_key(sec, "input");
+        tg__mf_key *ik = find_key(sec, "input");
         n->nin = 1;
         n->in[0] = i - 1;
         if (ik && (s = resolve(b, ik, ik->value, i, &n->in[0])) != TG_OK)
@@ -935,7 +943,7 @@ tg_status tg_net_build(tg_ctx *ctx, const char *text, size_t len, const tg_net_o
                          "classification dataset of %lld classes (end with [linear] out = "
                          "classes)",
                          path, last->line, last->name, tg__mf_kind_name(last->kind),
-                         tg__mf_shape_str(last, sb, sizeof sb), (long long)o->classes,
+                         shape_str(last, sb, sizeof sb), (long long)o->classes,
                          (long long)o->classes);
     }
     tg__mf_file_free(&f);

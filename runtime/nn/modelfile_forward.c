@@ -138,14 +138,15 @@ tg_tensor *tg_net_forward_cached(tg_ctx *ctx, tg_net *net, tg_tensor *x, int64_t
     int64_t block = tg_net_block_size(net);
     if (!net || !net->cache_batch || !block) {
         tg__fail(ctx, TG_ERR_INVALID, "net_forward_cached: %s",
-                 !net ? "NULL net" : !block ? "the net does not take a window of tokens (T)"
-                                            : "no cache (tg_net_cache_new)");
+                 !net     ? "NULL net"
+                 : !block ? "the net does not take a window of tokens (T)"
+                          : "no cache (tg_net_cache_new)");
         return NULL;
     }
     char sx[96];
     int64_t t = x->ndim == 2 ? x->shape[1] : 0;
-    if (x->ndim != 2 || x->shape[0] != net->cache_batch || t < 1 || pos < 0 ||
-        pos + t > block || (pos > 0 && t != 1) || tg_dtype_is_float(x->dtype)) {
+    if (x->ndim != 2 || x->shape[0] != net->cache_batch || t < 1 || pos < 0 || pos + t > block ||
+        (pos > 0 && t != 1) || tg_dtype_is_float(x->dtype)) {
         tg__fail(ctx, TG_ERR_SHAPE,
                  "net_forward_cached: tokens %s %s at position %lld, expected (%lld, t) integers "
                  "with t <= %lld at position 0, or t = 1 at a position below %lld",

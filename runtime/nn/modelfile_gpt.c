@@ -56,8 +56,10 @@ tg_status tg__mf_compile_attention(tg__mf_bstate *b) {
                             x->name, tg__mf_shape_str(x, sb, sizeof sb), (long long)e,
                             (long long)heads);
     if ((double)e * (double)e * 4 > (double)((int64_t)1 << 40))
-        return tg__mf_bfail(b, TG_ERR_SHAPE, NULL, "%lld features make weights of more than 2^40 "
-                                                   "scalars", (long long)e);
+        return tg__mf_bfail(b, TG_ERR_SHAPE, NULL,
+                            "%lld features make weights of more than 2^40 "
+                            "scalars",
+                            (long long)e);
     n->heads = (int)heads;
     tg__mf_copy_shape(n, x);
     n->nparams = 4 * e * e + (bias ? 4 * e : 0);
@@ -118,8 +120,9 @@ tg_tensor *tg__mf_posemb_forward(tg_ctx *ctx, tg__mf_node *n, tg_tensor *x, int6
         return NULL;
     int64_t p0 = pos < 0 ? 0 : pos, t = x->shape[1], num = n->emb.weight->shape[0];
     if (p0 + t > num) {
-        tg__fail(ctx, TG_ERR_SHAPE, "layer '%s' [pos_embedding]: positions %lld to %lld, but the "
-                                    "table has %lld",
+        tg__fail(ctx, TG_ERR_SHAPE,
+                 "layer '%s' [pos_embedding]: positions %lld to %lld, but the "
+                 "table has %lld",
                  n->name, (long long)p0, (long long)(p0 + t - 1), (long long)num);
         return NULL;
     }
@@ -138,8 +141,8 @@ static tg_tensor *attn_core(tg_ctx *ctx, tg_tensor *q, tg_tensor *k, tg_tensor *
         int64_t rs[2] = {t, 1}, cs[2] = {1, s}, ts[2] = {t, s};
         tg_tensor *row = tg_reshape(ctx, tg_arange(ctx, TG_I64, 0, (double)t, 1), 2, rs);
         tg_tensor *col = tg_reshape(ctx, tg_arange(ctx, TG_I64, 0, (double)s, 1), 2, cs);
-        tg_tensor *mask = tg_gt(ctx, tg_broadcast_to(ctx, col, 2, ts),
-                                tg_broadcast_to(ctx, row, 2, ts));
+        tg_tensor *mask =
+            tg_gt(ctx, tg_broadcast_to(ctx, col, 2, ts), tg_broadcast_to(ctx, row, 2, ts));
         att = tg_masked_fill(ctx, att, mask, -INFINITY);
     }
     return tg_matmul(ctx, tg_softmax(ctx, att, 3), v);
@@ -204,7 +207,7 @@ tg_tensor *tg__mf_attention_forward(tg_ctx *ctx, tg_net *net, tg__mf_node *n, tg
 tg_status tg_net_cache_new(tg_ctx *ctx, tg_net *net, int64_t batch) {
     if (!net || net->check_only || batch < 1)
         return tg__fail(ctx, TG_ERR_INVALID, "net_cache_new: %s",
-                        !net ? "NULL net"
+                        !net        ? "NULL net"
                         : batch < 1 ? "batch < 1"
                                     : "the net was built with check_only");
     if (net->cache_batch == batch)

@@ -73,9 +73,9 @@ typedef struct tg__mf_node {
     int64_t nparams, nbuffers; /* scalars */
     /* settings */
     int kernel[2], stride[2], pad[2];
-    int dim;  /* concat: batched dim; flatten: start dim */
-    double p; /* dropout */
-    int proj; /* add: 0 none, 1 1x1 conv, 2 1x1 conv + batchnorm */
+    int dim;     /* concat: batched dim; flatten: start dim */
+    double p;    /* dropout */
+    int proj;    /* add: 0 none, 1 1x1 conv, 2 1x1 conv + batchnorm */
     int heads;   /* attention */
     bool causal; /* attention */
     int tie;     /* linear: the node whose weight it uses (0: its own) */
@@ -87,7 +87,7 @@ typedef struct tg__mf_node {
     tg_embedding emb;
     tg_conv2d_layer pconv; /* add's projection */
     tg_batchnorm pbn;
-    tg_linear c_attn, c_proj; /* attention */
+    tg_linear c_attn, c_proj;   /* attention */
     tg_tensor *kcache, *vcache; /* attention: (T, N, heads, D), tg_net_cache_new */
 } tg__mf_node;
 
