@@ -370,9 +370,9 @@ static void test_cache_equals_full(void **state) {
     tg_ctx_free(ctx);
 }
 
-/* AdamW with the mask: zero gradients, so only the decay moves values. */
-static void test_decay_mask(void **state) {
-    (void)state;
+/* AdamW and SGD with the mask: zero gradients, so only the decay moves
+ * values. */
+static void decay_case(tg_optim_kind kind, bool mask) {
     tg_ctx *ctx = new_ctx();
     char *text = gpt_text(1, 2, 8, 0, 0.0);
     tg_params ps = {0};
@@ -388,16 +388,16 @@ static void test_decay_mask(void **state) {
             ok(ctx, tg_zero_grad(ctx, ps.params[i]));
         }
     }
-    tg_optim_config oc = tg_optim_defaults(TG_OPTIM_ADAMW);
-    oc.weight_decay = 0.5;
-    oc.no_decay = ps.no_decay;
+    tg_optim_config oc = tg_optim_defaults(kind);
+    oc.weight_decay = 0.5; /* AdamW: p *= 1 - 0.1 * 0.5; SGD: p -= 0.1 * 0.5 p */
+    oc.no_decay = mask ? ps.no_decay : NULL;
     tg_optim *opt;
     ok(ctx, tg_optim_new(ctx, &oc, ps.nparams, ps.params, &opt));
     ok(ctx, tg_optim_step(ctx, opt, 0.1));
     int decayed = 0;
     for (int i = 0; i < ps.nparams; i++) {
         double *after = values(ctx, ps.params[i]);
-        double scale = ps.no_decay[i] ? 1.0 : 0.95;
+        double scale = mask && ps.no_decay[i] ? 1.0 : 0.95;
         for (int64_t j = 0; j < tg_numel(ps.params[i]); j++)
             if (fabs(after[j] - before[i][j] * scale) > 1e-6)
                 fail_msg("%s[%lld]: %g after, %g before (scale %g)", ps.params[i]->name,
@@ -410,6 +410,13 @@ static void test_decay_mask(void **state) {
     tg_optim_free(opt);
     free(text);
     tg_ctx_free(ctx);
+}
+
+static void test_decay_mask(void **state) {
+    (void)state;
+    decay_case(TG_OPTIM_ADAMW, true);
+    decay_case(TG_OPTIM_SGD, true);
+    decay_case(TG_OPTIM_SGD, false); /* no mask: every parameter decays */
 }
 
 /* nanoGPT's recipe on a repeating sequence: the loss falls well below the
