@@ -19,6 +19,7 @@ static const tg_cli_command commands[] = {
     {"convert", tg_cmd_convert, "make an HDF5 dataset: 'convert idx' (IDX) or 'convert npy'"},
     {"inspect", tg_cmd_inspect, "describe a dataset or checkpoint file"},
     {"export", tg_cmd_export, "export a checkpoint's parameters"},
+    {"sample", tg_cmd_sample, "generate text with a language model's checkpoint"},
     {"plot", tg_cmd_plot, "draw loss, accuracy and throughput curves from metrics files"},
     {"trace", tg_cmd_trace, "'trace merge': the ranks' traces of train --trace on one clock"},
 };

@@ -30,26 +30,26 @@ static int parse_shape(const char *s, int64_t *shape) {
     return n ? n : -1;
 }
 
-/* The `shape = ...` of the file's [input] section, when it has one: a
- * plain scan, the parser then checks it. */
-static int shape_in_file(const char *text, int64_t *shape) {
+/* The value of `key = ...` in the file's [input] section, without blanks
+ * and comments, when it has one: a plain scan, the parser then checks it. */
+static bool input_key(const char *text, const char *key, char *v, size_t len) {
     const char *p = strstr(text, "[input]");
     if (!p)
-        return -1;
+        return false;
+    size_t kl = strlen(key);
     for (p = strchr(p, '\n'); p && p[1] && p[1] != '['; p = strchr(p + 1, '\n')) {
         const char *l = p + 1;
         while (*l == ' ' || *l == '\t')
             l++;
-        if (strncmp(l, "shape", 5) != 0)
+        if (strncmp(l, key, kl) != 0)
             continue;
         const char *eq = strchr(l, '=');
         const char *nl = strchr(l, '\n');
         if (!eq || (nl && eq > nl))
-            return -1;
-        char v[256];
+            return false;
         size_t n = nl ? (size_t)(nl - eq - 1) : strlen(eq + 1);
-        if (n >= sizeof v)
-            return -1;
+        if (n >= len)
+            return false;
         memcpy(v, eq + 1, n);
         v[n] = '\0';
         char *c = strpbrk(v, ";#\r");
@@ -58,9 +58,14 @@ static int shape_in_file(const char *text, int64_t *shape) {
         for (char *q = v; *q; q++)
             if (*q == ' ' || *q == '\t')
                 memmove(q, q + 1, strlen(q)), q--;
-        return parse_shape(v, shape);
+        return true;
     }
-    return -1;
+    return false;
+}
+
+static int shape_in_file(const char *text, int64_t *shape) {
+    char v[256];
+    return input_key(text, "shape", v, sizeof v) ? parse_shape(v, shape) : -1;
 }
 
 int tg_inspect_model(const char *arg, const char *shape_arg, const char *classes_arg) {
@@ -76,7 +81,17 @@ int tg_inspect_model(const char *arg, const char *shape_arg, const char *classes
         return tg_cli_usage_error(cmd, "--input-shape: expected sizes such as 3,32,32, got '%s'",
                                   shape_arg);
     }
-    if (nd < 0) {
+    char dt[16];
+    bool tokens = input_key(ma.text, "dtype", dt, sizeof dt) && !strcmp(dt, "i64");
+    if (nd < 0 && tokens) {
+        /* A language model (the gpt): a window of 128 byte-level tokens. */
+        shape[0] = 128;
+        nd = 1;
+        if (!classes_arg)
+            classes = 256;
+        printf("input (128) tokens assumed: give --input-shape T (the block size) or `shape` "
+               "in [input]\n");
+    } else if (nd < 0) {
         shape[0] = 1, shape[1] = shape[2] = 28;
         nd = 3;
         printf("input shape (1, 28, 28) assumed: give --input-shape C,H,W or `shape` in "

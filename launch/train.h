@@ -39,6 +39,11 @@ typedef struct train_opts {
     bool sync_bn;         /* SyncBatchNorm over the ranks (cnn-bn) */
     int zero;             /* --zero 1: ZeRO stage 1 (optimizer state sharded) */
     int verbosity;        /* -1 --quiet, 0 default, 1 --verbose */
+    /* --model gpt's sizes (tg_gpt_model_text) and the weight-decay rule */
+    int gpt_n_layer, gpt_n_head;
+    int64_t gpt_n_embd;
+    double gpt_dropout;
+    int decay;            /* 1: matrices only (cfg.decay_matrices_only) */
 } train_opts;
 
 /* What --model names: a shipped model (the built-in kinds mlp, cnn, cnn-bn,
@@ -69,6 +74,10 @@ const char *tg_train_sched_name(tg_lr_kind k);
 
 /* Settings for SGD when --optimizer sgd is chosen without --lr etc. */
 #define TG_TRAIN_SGD_LR 0.05
+/* --model gpt's default sizes (models/gpt.ini is their text). */
+#define TG_GPT_N_LAYER 4
+#define TG_GPT_N_HEAD 4
+#define TG_GPT_N_EMBD 128
 #define TG_TRAIN_SGD_MOMENTUM 0.9
 #define TG_TRAIN_SGD_WEIGHT_DECAY 5e-4
 
@@ -92,6 +101,8 @@ extern const tg_opt_choice tg_train_devices[];
 
 /* The defaults of every option for a model. */
 train_args tg_train_args_defaults(tg_model_kind kind);
+/* --model gpt's training defaults (nanoGPT's recipe) onto a. */
+void tg_train_gpt_defaults(train_args *a);
 
 /* Resolves the options read into set onto the model's defaults (the model
  * first, then the optimizer's defaults, then the rest) and checks how they

@@ -21,10 +21,12 @@
  * in --print-config without further work.
  */
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 #include "options.h"
+#include "tapegrad/modelfile.h"
 #include "train.h"
 #include "train_data.h"
 
@@ -49,6 +51,7 @@ static const tg_opt_choice augments[] = {{"none", 0},
                                           {"flip", TG_AUGMENT_FLIP},
                                           {"crop,flip", TG_AUGMENT_CROP | TG_AUGMENT_FLIP},
                                           {NULL, 0}};
+static const tg_opt_choice decays[] = {{"all", 0}, {"matrices", 1}, {NULL, 0}};
 const tg_opt_choice tg_train_devices[] = {{"cpu", TG_DEVICE_CPU}, {"cuda", TG_DEVICE_CUDA}, {NULL, 0}};
 
 #define CFG(m) offsetof(train_args, cfg.m)
@@ -63,7 +66,7 @@ const tg_opt tg_train_options[] = {
     /* name, alias, type, arg, member, lo, hi, choices, unset, flags, group, help */
     {"model", 0, TG_OPT_STR, "NAME|FILE", OPT(model), 0, 0, NULL, NULL, SAVED | TG_OPT_EARLY,
      "model and data",
-     "a shipped model (mlp, cnn, cnn-bn, resnet20, resnet18) or a model file (a path such as "
+     "a shipped model (mlp, cnn, cnn-bn, resnet20, resnet18, gpt) or a model file (a path such as "
      "./net.ini; docs/MODELS.md); model files other than mlp, cnn and cnn-bn start from the "
      "mlp's defaults; with --resume and no --model: the checkpoint's model"},
     {"data", 0, TG_OPT_STR, "FILE.h5", CFG(data_path), 0, 0, NULL,
@@ -132,6 +135,20 @@ const tg_opt tg_train_options[] = {
      SAVED, NULL, "CPU threads per rank, at most the CPUs it may run on"},
     {"device", 0, TG_OPT_CHOICE, "NAME", OPT(device), 0, 0, tg_train_devices, NULL, SAVED, NULL,
      "cuda runs on the GPU of the rank's local rank"},
+
+    /* ---- the gpt model (docs/MODELS.md) ---- */
+    {"n-layer", 0, TG_OPT_INT, "N", OPT(gpt_n_layer), 1, 256, NULL, NULL, SAVED,
+     "gpt (--model gpt; docs/MODELS.md)", "transformer blocks"},
+    {"n-head", 0, TG_OPT_INT, "N", OPT(gpt_n_head), 1, 1024, NULL, NULL, SAVED, NULL,
+     "attention heads per block (they must divide --n-embd)"},
+    {"n-embd", 0, TG_OPT_I64, "N", OPT(gpt_n_embd), 1, 1 << 16, NULL, NULL, SAVED, NULL,
+     "the width of the residual stream"},
+    {"dropout", 0, TG_OPT_F64, "P", OPT(gpt_dropout), 0, 0.999999, NULL, NULL, SAVED, NULL,
+     "dropout after the embeddings, each attention and each MLP"},
+    {"decay", 0, TG_OPT_CHOICE, "RULE", OPT(decay), 0, 0, decays, NULL, SAVED | TG_OPT_PER_MODEL,
+     NULL,
+     "which parameters --weight-decay applies to: all, or matrices (not biases, norm weights "
+     "and embeddings, as nanoGPT and llm.c; the gpt's default)"},
 
     {"comm-timeout", 0, TG_OPT_F64, "S", OPT(comm_timeout), 0.01, 1e6, NULL, "300", SAVED,
      "data-parallel (under mpirun -np N or srun; alone it is a world of one)",
@@ -213,7 +230,49 @@ train_args tg_train_args_defaults(tg_model_kind kind) {
     a.o.idx_dir = TG_FMNIST_IDX_DIR;
     a.o.keep = 3;
     a.o.device = TG_DEVICE_CPU;
+    a.o.gpt_n_layer = TG_GPT_N_LAYER;
+    a.o.gpt_n_head = TG_GPT_N_HEAD;
+    a.o.gpt_n_embd = TG_GPT_N_EMBD;
     return a;
+}
+
+/* ---- --model gpt: its training defaults and its text from the sizes ---- */
+
+/* nanoGPT's and llm.c's recipe: AdamW with betas (0.9, 0.95), weight decay
+ * 0.1 on the matrices only, warm-up then cosine, gradients clipped at 1. */
+void tg_train_gpt_defaults(train_args *a) {
+    a->cfg.optim = tg_optim_defaults(TG_OPTIM_ADAMW);
+    a->cfg.optim.lr = 1e-3;
+    a->cfg.optim.beta2 = 0.95;
+    a->cfg.optim.weight_decay = 0.1;
+    a->cfg.schedule.kind = TG_LR_COSINE;
+    a->cfg.schedule.warmup_steps = 100;
+    a->cfg.clip_grad_norm = 1.0;
+    a->cfg.batch_size = 32;
+    a->o.decay = 1;
+}
+
+static bool is_gpt(const train_args *a) { return a->o.model && !strcmp(a->o.model, "gpt"); }
+
+/* The gpt's text for the sizes given (the shipped gpt.ini is that of the
+ * defaults). */
+static int gpt_text(const char *cmd, train_args *a) {
+    const train_opts *o = &a->o;
+    if (o->gpt_n_embd % o->gpt_n_head)
+        return tg_cli_usage_error(cmd, "--n-head %d does not divide --n-embd %lld",
+                                  o->gpt_n_head, (long long)o->gpt_n_embd);
+    size_t need = tg_gpt_model_text(NULL, 0, o->gpt_n_layer, o->gpt_n_head, o->gpt_n_embd, 0,
+                                    o->gpt_dropout);
+    char *text = need ? malloc(need) : NULL;
+    if (!text)
+        return tg_cli_usage_error(cmd, "--model gpt: cannot make the model's text");
+    tg_gpt_model_text(text, need, o->gpt_n_layer, o->gpt_n_head, o->gpt_n_embd, 0,
+                      o->gpt_dropout);
+    free(a->marg.owned);
+    a->marg.owned = text;
+    a->marg.text = text;
+    a->cfg.model_text = text;
+    return 0;
 }
 
 /* The arguments a run's recorded configuration is printed from: the
@@ -295,10 +354,26 @@ int tg_train_resolve(const tg_opt_set *set, train_args *a) {
     train_args k = *a;
     if ((code = tg_opt_apply_row(set, r, &k)) != 0)
         return code;
+    if (is_gpt(a)) {
+        tg_train_gpt_defaults(a);
+    }
     optimizer_defaults(&a->cfg, k.cfg.optim.kind);
     if ((code = tg_opt_apply(set, a)) != 0)
         return code;
     train_opts *o = &a->o;
+    const char *sizes[] = {"n-layer", "n-head", "n-embd", "dropout"};
+    train_args dg = tg_train_args_defaults(TG_MODEL_MLP);
+    bool same[4] = {o->gpt_n_layer == dg.o.gpt_n_layer, o->gpt_n_head == dg.o.gpt_n_head,
+                    o->gpt_n_embd == dg.o.gpt_n_embd, o->gpt_dropout == dg.o.gpt_dropout};
+    for (int i = 0; i < 4; i++)
+        if (!same[i] && !is_gpt(a))
+            return tg_cli_usage_error(cmd, "--%s applies to --model gpt only", sizes[i]);
+    if (is_gpt(a) && tg_opt_given(set, "model") && (code = gpt_text(cmd, a)) != 0)
+        return code;
+    a->cfg.decay_matrices_only = o->decay == 1;
+    if (o->decay == 1 && o->zero)
+        return tg_cli_usage_error(cmd, "--decay matrices does not work with --zero 1 yet (its "
+                                       "shards take no parameter groups); give --decay all");
     if (o->resume && strcmp(o->resume, "auto") == 0 && !o->ckpt_dir)
         return tg_cli_usage_error(cmd, "--resume auto needs --ckpt-dir");
     /* A value that changes nothing is harmless: the defaults that

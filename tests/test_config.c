@@ -65,7 +65,7 @@ static void test_bad_files(void **state) {
     f = ini("bad_model.ini", "model = resnet\n");
     assert_int_equal(tgt_run("train --config '%s'", f), 2);
     tgt_expect_out("bad_model.ini:1: key 'model': expected a shipped model (mlp, cnn, cnn-bn, "
-                   "resnet20, resnet18) or a model file (a path such as ./resnet.ini), got "
+                   "resnet20, resnet18, gpt) or a model file (a path such as ./resnet.ini), got "
                    "'resnet'");
     f = ini("unknown.ini", "model = cnn\n\nbatchsize = 3\n");
     assert_int_equal(tgt_run("train --config '%s'", f), 2);

@@ -237,6 +237,21 @@ static const gcase gcases[] = {
      3,
      true,
      true},
+    /* The transformer layers (more in tests/test_gpt.c): a causal and a
+     * full attention, a position table longer than the window, normal
+     * init, a tied output layer. */
+    {"attention.ini",
+     "[input]\ndtype = i64\n"
+     "[embedding]\nname = wte\nnum = 7\ndim = 6\ninit = normal\nstd = 0.5\n"
+     "[pos_embedding]\nname = wpe\nnum = 6\n"
+     "[attention]\nname = a1\nheads = 2\ninit = normal\nstd = 0.3\nproj_std = 0.2\n"
+     "[attention]\nname = a2\nheads = 3\ncausal = false\nbias = false\n"
+     "[layernorm]\n[linear]\nname = head\ntie = wte\n",
+     1,
+     {4},
+     2,
+     false,
+     true},
 };
 
 static void test_gradients(void **state) {

@@ -173,7 +173,7 @@ static void test_inspect_and_errors(void **state) {
     /* Errors. */
     assert_int_equal(tgt_run("train --model resnet99 --max-steps 1"), 2);
     assert_non_null(strstr(tgt_out, "--model: expected a shipped model (mlp, cnn, cnn-bn, "
-                                    "resnet20, resnet18) or a model file"));
+                                    "resnet20, resnet18, gpt) or a model file"));
     assert_int_equal(tgt_run("train --model ./missing.ini --max-steps 1"), 2);
     assert_non_null(strstr(tgt_out, "model file ./missing.ini: No such file"));
     char bad[512];

@@ -39,6 +39,7 @@
 #define TAPEGRAD_MODELFILE_H
 
 #include "tapegrad/nn.h"
+#include "tapegrad/rng.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -93,6 +94,47 @@ int tg_net_out_shape(const tg_net *net, int64_t *shape);
  * bytes (NUL included) and returns the length the whole table needs.
  */
 size_t tg_net_summary(const tg_net *net, char *buf, size_t len);
+
+/*
+ * Generation with a key/value cache (nets with [attention] layers, whose
+ * input is a window of tokens (T)). tg_net_cache_new() makes, once, the
+ * persistent caches of every attention layer for `batch` sequences of up to
+ * T positions (the net's block size). tg_net_forward_cached() runs the net
+ * in evaluation mode on the tokens x (batch, t) at positions [pos, pos + t)
+ * only: each attention layer stores their keys and values in its cache and
+ * attends over the first pos + t positions, so that a new token costs one
+ * position's work. pos is 0 (a prompt of t <= T tokens) or the number of
+ * positions already given, with t = 1, and pos + t <= T. Returns the logits
+ * (batch, t, ...) of those positions; with pos = 0 and t = T they equal
+ * tg_net_forward()'s.
+ */
+tg_status tg_net_cache_new(tg_ctx *ctx, tg_net *net, int64_t batch);
+tg_tensor *tg_net_forward_cached(tg_ctx *ctx, tg_net *net, tg_tensor *x, int64_t pos);
+/* The positions a token model takes (its input (T)); 0 for another net,
+ * and for one with a layer that mixes positions other than [attention]
+ * (flatten, concat, a layernorm over more than the features, batch norm,
+ * convolutions, pooling): tg_net_forward_cached() refuses those. */
+int64_t tg_net_block_size(const tg_net *net);
+
+/*
+ * One token drawn from logits (n) as nanoGPT's generate() draws it: the
+ * logits divided by temperature (0: the first largest logit, no draw),
+ * those below the top_k-th largest dropped (top_k 0: none; ties with it
+ * stay), softmax, then the first token whose cumulative probability exceeds
+ * u, one uniform number of rng (one Philox block). -1 for bad arguments.
+ */
+int64_t tg_sample_logits(const float *logits, int64_t n, double temperature, int64_t top_k,
+                         tg_rng *rng);
+
+/*
+ * The text of the gpt model (docs/MODELS.md): n_layer pre-LN blocks of
+ * n_head heads, n_embd wide (n_head must divide it), dropout p in [0, 1);
+ * block_size positions in the position table (0: the input's T). Writes at
+ * most len bytes (NUL included) and returns the length the whole text
+ * needs, or 0 for a bad size.
+ */
+size_t tg_gpt_model_text(char *buf, size_t len, int n_layer, int n_head, int64_t n_embd,
+                         int64_t block_size, double dropout);
 
 /* The text of a model shipped with tapegrad ("mlp", "cnn", "cnn-bn",
  * "resnet20", "resnet18"), NULL for another name. */

@@ -56,6 +56,11 @@ typedef struct tg_params {
      * scientific models). Set it before the inits. A layer given no list
      * is f32. */
     tg_dtype dtype;
+    /* no_decay[i]: params[i] is exempt from weight decay under the rule of
+     * nanoGPT and llm.c (decay the matrices only): set for every parameter
+     * of fewer than 2 dims (biases, norm weights) and for embedding tables.
+     * The optimizer applies it when given (tg_optim_config.no_decay). */
+    bool no_decay[TG_PARAMS_MAX];
 } tg_params;
 
 /* Number of scalars in the trainable parameters. */

@@ -77,6 +77,11 @@ typedef struct tg_optim_config {
     double weight_decay; /* L2 added to the gradient (SGD, Adam); decoupled (AdamW) */
     double beta1, beta2; /* Adam, AdamW */
     double eps;          /* Adam, AdamW */
+    /* Parameter groups as nanoGPT's: no_decay[i] true exempts params[i] of
+     * tg_optim_new from weight_decay (as a torch param group with
+     * weight_decay 0; tg_params.no_decay gives the matrices-only rule).
+     * NULL: every parameter decays. Read by tg_optim_new only (copied). */
+    const bool *no_decay;
 } tg_optim_config;
 
 /* PyTorch's defaults for the kind (SGD lr 1e-3 here, since torch has none;

@@ -238,6 +238,10 @@ typedef struct tg_trainer_config {
     int64_t max_steps;       /* stop after this many steps; 0: no cap */
     uint64_t seed;           /* model init and epoch order */
     tg_optim_config optim;   /* optim.lr is the peak learning rate */
+    /* Weight decay on the matrices only (tg_params.no_decay: not on biases,
+     * norm weights and embeddings), as nanoGPT and llm.c; false: on every
+     * parameter, as one torch param group. */
+    bool decay_matrices_only;
     /* Schedule over the run: kind, warmup_steps, min_lr, step_size and gamma
      * are used; lr comes from optim.lr and total_steps from the run. */
     tg_lr_schedule schedule;

@@ -29,13 +29,13 @@ typedef struct layer_type {
 
 static const layer_type types[] = {
     {"input", TG__MF_INPUT, "shape, dtype"},
-    {"linear", TG__MF_LINEAR, "out, bias"},
+    {"linear", TG__MF_LINEAR, "out, bias, tie, init, std"},
     {"conv2d", TG__MF_CONV2D, "out, kernel, stride, padding, dilation, groups, bias"},
     {"batchnorm", TG__MF_BATCHNORM, "momentum, eps"},
     {"batchnorm1d", TG__MF_BATCHNORM, "momentum, eps"},
     {"batchnorm2d", TG__MF_BATCHNORM, "momentum, eps"},
     {"layernorm", TG__MF_LAYERNORM, "dims, eps"},
-    {"embedding", TG__MF_EMBEDDING, "num, dim"},
+    {"embedding", TG__MF_EMBEDDING, "num, dim, init, std"},
     {"dropout", TG__MF_DROPOUT, "p"},
     {"relu", TG__MF_RELU, ""},
     {"gelu", TG__MF_GELU, ""},
@@ -48,6 +48,8 @@ static const layer_type types[] = {
     {"flatten", TG__MF_FLATTEN, "start"},
     {"add", TG__MF_ADD, "inputs, project"},
     {"concat", TG__MF_CONCAT, "inputs, dim"},
+    {"attention", TG__MF_ATTENTION, "heads, causal, bias, dropout, init, std, proj_std"},
+    {"pos_embedding", TG__MF_POSEMB, "num, init, std"},
 };
 #define NTYPES (int)(sizeof types / sizeof types[0])
 
@@ -58,23 +60,21 @@ const char *tg__mf_kind_name(tg__mf_kind k) {
     return "?";
 }
 
-typedef struct bstate {
-    tg_ctx *ctx;
-    const tg_net_options *o;
-    const char *path;
-    tg_net *net;
-    tg_params *ps;
-    tg_rng rng;
-    const tg__mf_section *sec;
-    tg__mf_node *node;
-    int count[TG__MF_KIND_COUNT];
-} bstate;
-
-static tg_status bfail(bstate *b, tg_status s, const tg__mf_key *k, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+typedef tg__mf_bstate bstate;
+/* The key readers are shared with modelfile_gpt.c (modelfile_internal.h). */
+#define bfail tg__mf_bfail
+#define find_key tg__mf_find_key
+#define get_int tg__mf_get_int
+#define get_out tg__mf_get_out
+#define get_double tg__mf_get_double
+#define get_bool tg__mf_get_bool
+#define shape_str tg__mf_shape_str
+#define need_in tg__mf_need_in
+#define copy_shape tg__mf_copy_shape
+#define get_init tg__mf_get_init
 
 /* "file:line: layer 'name' [type]: key 'k': ..." */
-static tg_status bfail(bstate *b, tg_status s, const tg__mf_key *k, const char *fmt, ...) {
+tg_status bfail(bstate *b, tg_status s, const tg__mf_key *k, const char *fmt, ...) {
     char msg[300], key[80] = "";
     va_list ap;
     va_start(ap, fmt);
@@ -86,7 +86,7 @@ static tg_status bfail(bstate *b, tg_status s, const tg__mf_key *k, const char *
                     b->node->name, b->sec->type, key, msg);
 }
 
-static tg__mf_key *find_key(const tg__mf_section *sec, const char *name) {
+tg__mf_key *find_key(const tg__mf_section *sec, const char *name) {
     for (int i = 0; i < sec->nkeys; i++)
         if (strcmp(sec->keys[i].key, name) == 0)
             return (tg__mf_key *)&sec->keys[i];
@@ -106,8 +106,8 @@ static bool parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out) {
 }
 
 /* An integer key in [lo, hi]; def when absent (required: an error). */
-static tg_status get_int(bstate *b, const char *key, bool required, int64_t def, int64_t lo,
-                         int64_t hi, int64_t *out) {
+tg_status get_int(bstate *b, const char *key, bool required, int64_t def, int64_t lo, int64_t hi,
+                  int64_t *out) {
     tg__mf_key *k = find_key(b->sec, key);
     *out = def;
     if (!k)
@@ -119,7 +119,7 @@ static tg_status get_int(bstate *b, const char *key, bool required, int64_t def,
 }
 
 /* out = N or out = classes. */
-static tg_status get_out(bstate *b, const char *key, int64_t *out) {
+tg_status get_out(bstate *b, const char *key, int64_t *out) {
     tg__mf_key *k = find_key(b->sec, key);
     if (!k)
         return bfail(b, TG_ERR_INVALID, NULL, "missing required key '%s'", key);
@@ -164,8 +164,8 @@ static tg_status get_pair(bstate *b, const char *key, bool required, int def, in
     return TG_OK;
 }
 
-static tg_status get_double(bstate *b, const char *key, double def, double lo, double hi,
-                            bool hi_open, double *out) {
+tg_status get_double(bstate *b, const char *key, double def, double lo, double hi, bool hi_open,
+                     double *out) {
     tg__mf_key *k = find_key(b->sec, key);
     *out = def;
     if (!k)
@@ -182,7 +182,7 @@ static tg_status get_double(bstate *b, const char *key, double def, double lo, d
     return TG_OK;
 }
 
-static tg_status get_bool(bstate *b, const char *key, bool def, bool *out) {
+tg_status get_bool(bstate *b, const char *key, bool def, bool *out) {
     tg__mf_key *k = find_key(b->sec, key);
     *out = def;
     if (!k)
@@ -197,7 +197,7 @@ static tg_status get_bool(bstate *b, const char *key, bool def, bool *out) {
     return TG_OK;
 }
 
-static char *shape_str(const tg__mf_node *n, char *buf, size_t len) {
+char *shape_str(const tg__mf_node *n, char *buf, size_t len) {
     size_t off = (size_t)snprintf(buf, len, "(N");
     for (int d = 0; d < n->ndim && off < len; d++)
         off += (size_t)snprintf(buf + off, len - off, ", %lld", (long long)n->shape[d]);
@@ -278,7 +278,7 @@ static bool float_dtype(tg_dtype d) { return d == TG_F32 || d == TG_F64; }
 
 /* Checks that input 0 exists with ndim in [lo, hi] and a float (or an
  * integer) dtype. */
-static tg_status need_in(bstate *b, int lo, int hi, bool want_float, const char *what) {
+tg_status need_in(bstate *b, int lo, int hi, bool want_float, const char *what) {
     const tg__mf_node *x = &b->net->nodes[b->node->in[0]];
     char sb[160];
     if (x->ndim < lo || x->ndim > hi)
@@ -290,7 +290,7 @@ static tg_status need_in(bstate *b, int lo, int hi, bool want_float, const char 
     return TG_OK;
 }
 
-static void copy_shape(tg__mf_node *n, const tg__mf_node *x) {
+void copy_shape(tg__mf_node *n, const tg__mf_node *x) {
     n->ndim = x->ndim;
     memcpy(n->shape, x->shape, sizeof n->shape);
     n->dtype = x->dtype;
@@ -354,27 +354,107 @@ static tg_status compile_input(bstate *b) {
     return TG_OK;
 }
 
-static tg_status compile_linear(bstate *b) {
+/* `init = normal`: weights N(0, std), biases 0 (GPT-2's); `std` needs it. */
+tg_status get_init(bstate *b, double *std) {
+    tg__mf_key *k = find_key(b->sec, "init");
+    *std = -1;
+    if (k && strcmp(k->value, "normal") != 0 && strcmp(k->value, "default") != 0)
+        return bfail(b, TG_ERR_INVALID, k, "expected default or normal, got '%s'", k->value);
+    bool normal = k && !strcmp(k->value, "normal");
+    tg__mf_key *sk = find_key(b->sec, "std");
+    if (sk && !normal)
+        return bfail(b, TG_ERR_INVALID, sk, "'std' needs init = normal");
+    if (!normal)
+        return TG_OK;
+    return get_double(b, "std", 0.02, 0, 1e3, false, std);
+}
+
+tg_status tg__mf_zero(tg_ctx *ctx, tg_tensor *t) {
+    if (!t)
+        return TG_OK;
+    size_t nb = (size_t)tg_numel(t) * tg_dtype_size(t->dtype);
+    void *z = calloc(1, nb ? nb : 1);
+    if (!z)
+        return tg__fail(ctx, TG_ERR_NOMEM, "%s: out of memory", t->name ? t->name : "zero");
+    bool prev = tg_set_grad_enabled(ctx, false);
+    tg_status s = tg_copy_from_host(ctx, t, z, nb);
+    tg_set_grad_enabled(ctx, prev);
+    free(z);
+    return s;
+}
+
+/* `tie = NAME`: the weight of an earlier [embedding] (num, dim), used as
+ * this layer's (out, in) = (num, dim): GPT-2's output projection. */
+static tg_status linear_tie(bstate *b, const tg__mf_key *tk, int self, int64_t in, int64_t *out) {
     tg__mf_node *n = b->node;
-    const tg__mf_node *x = &b->net->nodes[n->in[0]];
-    int64_t out;
-    bool bias;
-    tg_status s = need_in(b, 1, TG_MAX_DIMS - 1, true, "(N, ..., features)");
-    if (!s)
-        s = get_out(b, "out", &out);
-    if (!s)
-        s = get_bool(b, "bias", true, &bias);
+    int t = 0;
+    tg_status s = resolve(b, tk, tk->value, self, &t);
     if (s)
         return s;
+    const tg__mf_node *e = &b->net->nodes[t];
+    if (e->kind != TG__MF_EMBEDDING)
+        return bfail(b, TG_ERR_INVALID, tk, "'%s' is a [%s], expected an [embedding]", e->name,
+                     tg__mf_kind_name(e->kind));
+    int64_t dim = e->shape[e->ndim - 1], num = e->nparams / dim;
+    if (dim != in)
+        return bfail(b, TG_ERR_SHAPE, tk,
+                     "the weight of '%s' is (%lld, %lld): its %lld columns do not match "
+                     "the input's %lld features",
+                     e->name, (long long)num, (long long)dim, (long long)dim, (long long)in);
+    tg__mf_key *ok = find_key(b->sec, "out");
+    if (ok && (s = get_out(b, "out", out)) != TG_OK)
+        return s;
+    if (ok && *out != num)
+        return bfail(b, TG_ERR_SHAPE, ok, "out = %lld, but the tied weight of '%s' has %lld rows",
+                     (long long)*out, e->name, (long long)num);
+    for (int i = 0; i < 2; i++) {
+        tg__mf_key *k = find_key(b->sec, i ? "std" : "init");
+        if (k)
+            return bfail(b, TG_ERR_INVALID, k,
+                         "a tied layer has no weight of its own to initialise");
+    }
+    *out = num;
+    n->tie = t;
+    return TG_OK;
+}
+
+static tg_status compile_linear(bstate *b, int self) {
+    tg__mf_node *n = b->node;
+    const tg__mf_node *x = &b->net->nodes[n->in[0]];
+    int64_t out = 0;
+    bool bias;
+    double std;
+    tg__mf_key *tk = find_key(b->sec, "tie");
+    tg_status s = need_in(b, 1, TG_MAX_DIMS - 1, true, "(N, ..., features)");
     int64_t in = x->shape[x->ndim - 1];
+    if (!s)
+        s = tk ? linear_tie(b, tk, self, in, &out) : get_out(b, "out", &out);
+    if (!s)
+        s = get_bool(b, "bias", true, &bias);
+    if (!s && !tk)
+        s = get_init(b, &std);
+    if (s)
+        return s;
     if ((double)in * (double)out > SIZE_CAP)
         return too_big(b, "a weight", (double)in * (double)out);
     copy_shape(n, x);
     n->shape[n->ndim - 1] = out;
-    n->nparams = in * out + (bias ? out : 0);
+    n->nparams = (tk ? 0 : in * out) + (bias ? out : 0);
     if (b->o->check_only)
         return TG_OK;
-    return tg_linear_init(b->ctx, &n->lin, b->ps, n->name, in, out, bias, &b->rng);
+    if (tk) {
+        n->lin.weight = b->net->nodes[n->tie].emb.weight;
+        n->lin.bias = bias ? tg__nn_tensor(b->ctx, b->ps, n->name, "bias", true,
+                                           n->lin.weight->dtype, 1, &out)
+                           : NULL;
+        return bias && !n->lin.bias ? b->ctx->status : tg__mf_zero(b->ctx, n->lin.bias);
+    }
+    s = tg_linear_init(b->ctx, &n->lin, b->ps, n->name, in, out, bias, &b->rng);
+    if (!s && std >= 0)
+        s = tg_init_normal(b->ctx, n->lin.weight, 0.0, std, &b->rng);
+    if (!s && std >= 0)
+        s = tg__mf_zero(b->ctx, n->lin.bias);
+    return s;
 }
 
 static tg_status compile_conv(bstate *b) {
@@ -491,9 +571,12 @@ static tg_status compile_emb(bstate *b) {
     tg__mf_node *n = b->node;
     const tg__mf_node *x = &b->net->nodes[n->in[0]];
     int64_t num, dim;
+    double std = -1;
     tg_status s = need_in(b, 1, TG_MAX_DIMS - 2, false, "(N, ...) indices");
     if (!s)
-        s = get_int(b, "num", true, 0, 1, (int64_t)1 << 26, &num);
+        s = get_out(b, "num", &num);
+    if (!s)
+        s = get_init(b, &std);
     if (!s)
         s = get_int(b, "dim", true, 0, 1, (int64_t)1 << 20, &dim);
     if (s)
@@ -504,7 +587,10 @@ static tg_status compile_emb(bstate *b) {
     n->nparams = num * dim;
     if (b->o->check_only)
         return TG_OK;
-    return tg_embedding_init(b->ctx, &n->emb, b->ps, n->name, num, dim, &b->rng);
+    s = tg_embedding_init(b->ctx, &n->emb, b->ps, n->name, num, dim, &b->rng);
+    if (!s && std >= 0)
+        s = tg_init_normal(b->ctx, n->emb.weight, 0.0, std, &b->rng);
+    return s;
 }
 
 static tg_status compile_pool(bstate *b) {
@@ -664,7 +750,7 @@ static tg_status compile_node(bstate *b, int self, const char *type) {
     case TG__MF_INPUT:
         return compile_input(b);
     case TG__MF_LINEAR:
-        return compile_linear(b);
+        return compile_linear(b, self);
     case TG__MF_CONV2D:
         return compile_conv(b);
     case TG__MF_BATCHNORM:
@@ -700,6 +786,10 @@ static tg_status compile_node(bstate *b, int self, const char *type) {
         return compile_add(b, self);
     case TG__MF_CONCAT:
         return compile_concat(b, self);
+    case TG__MF_ATTENTION:
+        return tg__mf_compile_attention(b);
+    case TG__MF_POSEMB:
+        return tg__mf_compile_posemb(b);
     default:
         return bfail(b, TG_ERR_INVALID, NULL, "internal: layer kind %d", (int)n->kind);
     }
@@ -847,7 +937,12 @@ tg_status tg_net_build(tg_ctx *ctx, const char *text, size_t len, const tg_net_o
     if (!s && o->classes > 0) {
         const tg__mf_node *last = &nodes[nn - 1];
         char sb[160];
-        if (last->ndim != 1 || last->shape[0] != o->classes || !float_dtype(last->dtype))
+        /* A language model classifies every position: (N, T) tokens give
+         * (N, T, classes). */
+        bool per_pos = nodes[0].ndim == 1 && nodes[0].dtype == TG_I64 && last->ndim == 2 &&
+                       last->shape[0] == nodes[0].shape[0] && last->shape[1] == o->classes;
+        if ((!per_pos && (last->ndim != 1 || last->shape[0] != o->classes)) ||
+            !float_dtype(last->dtype))
             s = tg__fail(ctx, TG_ERR_SHAPE,
                          "%s:%d: layer '%s' [%s]: the model ends in %s, expected (N, %lld) for a "
                          "classification dataset of %lld classes (end with [linear] out = "

@@ -42,7 +42,9 @@ static tg_tensor *add_forward(tg_ctx *ctx, tg__mf_node *n, tg_tensor *a, tg_tens
     return tg_add(ctx, a, b);
 }
 
-static tg_tensor *node_forward(tg_ctx *ctx, tg_net *net, tg__mf_node *n, bool training) {
+/* pos >= 0: the cached forward at positions [pos, ...). */
+static tg_tensor *node_forward(tg_ctx *ctx, tg_net *net, tg__mf_node *n, bool training,
+                               int64_t pos) {
     tg_tensor *x = net->vals[n->in[0]];
     static const int axes[2] = {2, 3};
     switch (n->kind) {
@@ -84,24 +86,22 @@ static tg_tensor *node_forward(tg_ctx *ctx, tg_net *net, tg__mf_node *n, bool tr
             ts[i] = net->vals[n->in[i]];
         return tg_concat(ctx, n->nin, ts, n->dim);
     }
+    case TG__MF_ATTENTION:
+        return tg__mf_attention_forward(ctx, net, n, x, training, pos);
+    case TG__MF_POSEMB:
+        return tg__mf_posemb_forward(ctx, n, x, pos);
     default:
         tg__fail(ctx, TG_ERR_INVALID, "model: layer '%s' of kind %d", n->name, (int)n->kind);
         return NULL;
     }
 }
 
-tg_tensor *tg_net_forward(tg_ctx *ctx, tg_net *net, tg_tensor *x, bool training) {
-    if (!net || net->check_only) {
-        tg__fail(ctx, TG_ERR_INVALID, "net_forward: %s",
-                 net ? "the net was built with check_only" : "NULL net");
-        return NULL;
-    }
-    if (!tg__check_args(ctx, "net_forward", 1, &x))
-        return NULL;
-    tg_tensor *y = net->vals[0] = check_input(ctx, net, x);
+/* The walk over the layers from the input x0 (already checked). */
+static tg_tensor *walk(tg_ctx *ctx, tg_net *net, tg_tensor *x0, bool training, int64_t pos) {
+    tg_tensor *y = net->vals[0] = x0;
     for (int i = 1; y && i < net->n; i++) {
         tg__mf_node *n = &net->nodes[i];
-        y = net->vals[i] = node_forward(ctx, net, n, training);
+        y = net->vals[i] = node_forward(ctx, net, n, training, pos);
         if (!y && ctx->status != TG_OK && !strstr(ctx->err, n->name)) {
             /* Name the layer in the op's message (the build checked the
              * shapes, so this is rare: a NaN check, memory). */
@@ -118,6 +118,44 @@ tg_tensor *tg_net_forward(tg_ctx *ctx, tg_net *net, tg_tensor *x, bool training)
     for (int i = 0; i < net->n; i++)
         net->vals[i] = NULL;
     return y;
+}
+
+tg_tensor *tg_net_forward(tg_ctx *ctx, tg_net *net, tg_tensor *x, bool training) {
+    if (!net || net->check_only) {
+        tg__fail(ctx, TG_ERR_INVALID, "net_forward: %s",
+                 net ? "the net was built with check_only" : "NULL net");
+        return NULL;
+    }
+    if (!tg__check_args(ctx, "net_forward", 1, &x))
+        return NULL;
+    tg_tensor *x0 = check_input(ctx, net, x);
+    return x0 ? walk(ctx, net, x0, training, -1) : NULL;
+}
+
+tg_tensor *tg_net_forward_cached(tg_ctx *ctx, tg_net *net, tg_tensor *x, int64_t pos) {
+    if (!tg__check_args(ctx, "net_forward_cached", 1, &x))
+        return NULL;
+    int64_t block = tg_net_block_size(net);
+    if (!net || !net->cache_batch || !block) {
+        tg__fail(ctx, TG_ERR_INVALID, "net_forward_cached: %s",
+                 !net     ? "NULL net"
+                 : !block ? "the net does not take a window of tokens (T)"
+                          : "no cache (tg_net_cache_new)");
+        return NULL;
+    }
+    char sx[96];
+    int64_t t = x->ndim == 2 ? x->shape[1] : 0;
+    if (x->ndim != 2 || x->shape[0] != net->cache_batch || t < 1 || pos < 0 || pos + t > block ||
+        (pos > 0 && t != 1) || tg_dtype_is_float(x->dtype)) {
+        tg__fail(ctx, TG_ERR_SHAPE,
+                 "net_forward_cached: tokens %s %s at position %lld, expected (%lld, t) integers "
+                 "with t <= %lld at position 0, or t = 1 at a position below %lld",
+                 tg_shape_str(x, sx, sizeof sx), tg_dtype_name(x->dtype), (long long)pos,
+                 (long long)net->cache_batch, (long long)block, (long long)block);
+        return NULL;
+    }
+    tg_tensor *x0 = x->dtype == net->nodes[0].dtype ? x : tg_to_dtype(ctx, x, net->nodes[0].dtype);
+    return x0 ? walk(ctx, net, x0, false, pos) : NULL;
 }
 
 /* ---- the summary table ---- */

@@ -54,6 +54,8 @@ typedef enum tg__mf_kind {
     TG__MF_FLATTEN,
     TG__MF_ADD,
     TG__MF_CONCAT,
+    TG__MF_ATTENTION,
+    TG__MF_POSEMB,
     TG__MF_KIND_COUNT
 } tg__mf_kind;
 
@@ -71,9 +73,12 @@ typedef struct tg__mf_node {
     int64_t nparams, nbuffers; /* scalars */
     /* settings */
     int kernel[2], stride[2], pad[2];
-    int dim;  /* concat: batched dim; flatten: start dim */
-    double p; /* dropout */
-    int proj; /* add: 0 none, 1 1x1 conv, 2 1x1 conv + batchnorm */
+    int dim;     /* concat: batched dim; flatten: start dim */
+    double p;    /* dropout */
+    int proj;    /* add: 0 none, 1 1x1 conv, 2 1x1 conv + batchnorm */
+    int heads;   /* attention */
+    bool causal; /* attention */
+    int tie;     /* linear: the node whose weight it uses (0: its own) */
     /* layers */
     tg_linear lin;
     tg_conv2d_layer conv;
@@ -82,6 +87,8 @@ typedef struct tg__mf_node {
     tg_embedding emb;
     tg_conv2d_layer pconv; /* add's projection */
     tg_batchnorm pbn;
+    tg_linear c_attn, c_proj;   /* attention */
+    tg_tensor *kcache, *vcache; /* attention: (T, N, heads, D), tg_net_cache_new */
 } tg__mf_node;
 
 struct tg_net {
@@ -90,9 +97,53 @@ struct tg_net {
     tg_tensor **vals;   /* one output per node during a forward */
     tg_rng drop_rng;
     bool check_only;
+    int64_t cache_batch; /* the batch the key/value caches hold; 0: none */
 };
 
 const char *tg__mf_kind_name(tg__mf_kind k);
+
+/* ---- the build's state and key readers (modelfile_build.c), shared with
+ * the transformer layers (modelfile_gpt.c) ---- */
+
+typedef struct tg__mf_bstate {
+    tg_ctx *ctx;
+    const tg_net_options *o;
+    const char *path;
+    tg_net *net;
+    tg_params *ps;
+    tg_rng rng;
+    const tg__mf_section *sec;
+    tg__mf_node *node;
+    int count[TG__MF_KIND_COUNT];
+} tg__mf_bstate;
+
+/* "file:line: layer 'name' [type]: key 'k': ..." in the context. */
+tg_status tg__mf_bfail(tg__mf_bstate *b, tg_status s, const tg__mf_key *k, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+tg__mf_key *tg__mf_find_key(const tg__mf_section *sec, const char *name);
+tg_status tg__mf_get_int(tg__mf_bstate *b, const char *key, bool required, int64_t def, int64_t lo,
+                         int64_t hi, int64_t *out);
+/* A positive integer or `classes`. */
+tg_status tg__mf_get_out(tg__mf_bstate *b, const char *key, int64_t *out);
+tg_status tg__mf_get_double(tg__mf_bstate *b, const char *key, double def, double lo, double hi,
+                            bool hi_open, double *out);
+tg_status tg__mf_get_bool(tg__mf_bstate *b, const char *key, bool def, bool *out);
+char *tg__mf_shape_str(const tg__mf_node *n, char *buf, size_t len);
+tg_status tg__mf_need_in(tg__mf_bstate *b, int lo, int hi, bool want_float, const char *what);
+void tg__mf_copy_shape(tg__mf_node *n, const tg__mf_node *x);
+/* `init = default | normal` and `std`: *std < 0 for the layer's default. */
+tg_status tg__mf_get_init(tg__mf_bstate *b, double *std);
+/* Fills t with zeros (a bias under init = normal). */
+tg_status tg__mf_zero(tg_ctx *ctx, tg_tensor *t);
+
+/* The transformer layers (modelfile_gpt.c). */
+tg_status tg__mf_compile_attention(tg__mf_bstate *b);
+tg_status tg__mf_compile_posemb(tg__mf_bstate *b);
+/* pos < 0: the full forward; else the cached one at positions
+ * [pos, pos + T) (tg_net_forward_cached). */
+tg_tensor *tg__mf_attention_forward(tg_ctx *ctx, tg_net *net, tg__mf_node *n, tg_tensor *x,
+                                    bool training, int64_t pos);
+tg_tensor *tg__mf_posemb_forward(tg_ctx *ctx, tg__mf_node *n, tg_tensor *x, int64_t pos);
 
 /* Every batch norm of the net, add projections' included: --sync-bn. */
 void tg__net_set_sync_bn(tg_net *net, bool sync);

@@ -180,8 +180,10 @@ done:
     if (!t)
         return NULL;
     if (ps) {
-        if (trainable)
+        if (trainable) {
+            ps->no_decay[ps->nparams] = ndim < 2;
             ps->params[ps->nparams++] = t;
+        }
         else
             ps->buffers[ps->nbuffers++] = t;
     }

@@ -356,6 +356,8 @@ tg_status tg_embedding_init(tg_ctx *ctx, tg_embedding *e, tg_params *ps, const c
     e->weight = tg__nn_tensor(ctx, ps, name, "weight", true, LAYER_DT(ps), 2, shape);
     if (!e->weight)
         return ctx->status;
+    if (ps)
+        ps->no_decay[ps->nparams - 1] = true; /* a table, not a matrix */
     /* torch.nn.Embedding.reset_parameters: N(0, 1). */
     return tg_init_normal(ctx, e->weight, 0.0, 1.0, rng);
 }

@@ -27,6 +27,7 @@ typedef struct optim_slot {
     tg_tensor *buf;  /* SGD momentum_buffer */
     tg_tensor *m;    /* exp_avg */
     tg_tensor *v;    /* exp_avg_sq */
+    bool no_decay;   /* weight decay 0 for this parameter */
 } optim_slot;
 
 struct tg_optim {
@@ -190,6 +191,7 @@ static tg_optim *alloc_optim(const tg_optim_config *cfg, int n, tg_tensor *const
         return NULL;
     }
     o->cfg = *cfg;
+    o->cfg.no_decay = NULL; /* the caller's array: copied into the slots */
     o->n = n;
     return o;
 }
@@ -261,6 +263,7 @@ tg_status tg_optim_new(tg_ctx *ctx, const tg_optim_config *cfg, int n, tg_tensor
     char *name_at = o->names;
     for (int i = 0; i < n; i++) {
         o->slots[i].p = params[i];
+        o->slots[i].no_decay = cfg->no_decay && cfg->no_decay[i];
         if ((s = make_state(ctx, o, i, &name_at))) {
             tg_optim_free(o);
             return s;
@@ -405,6 +408,7 @@ static tg_status sgd_slot(const tg_optim *o, optim_slot *sl, double lr) {
     tg_tensor *p = sl->p;
     int64_t n = tg_numel(p);
     bool first = true;
+    double wd = sl->no_decay ? 0.0 : c->weight_decay;
     if (sl->step) {
         double t;
         tg_status s = step_get(ctx, sl->step, &t);
@@ -418,7 +422,7 @@ static tg_status sgd_slot(const tg_optim *o, optim_slot *sl, double lr) {
         tg_optim_update_args a = {.rule = TG_OPTIM_RULE_SGD,
                                   .buf = b,
                                   .lr = lr,
-                                  .wd = c->weight_decay,
+                                  .wd = wd,
                                   .momentum = c->momentum,
                                   .dampening = c->dampening,
                                   .nesterov = c->nesterov,
@@ -426,10 +430,10 @@ static tg_status sgd_slot(const tg_optim *o, optim_slot *sl, double lr) {
         return backend_update(ctx, &a, p);
     }
     if (p->dtype == TG_F32)
-        sgd_float(n, data_of(p), data_of(p->grad), b, lr, c->weight_decay, c->momentum,
+        sgd_float(n, data_of(p), data_of(p->grad), b, lr, wd, c->momentum,
                   c->dampening, c->nesterov, first);
     else
-        sgd_double(n, data_of(p), data_of(p->grad), b, lr, c->weight_decay, c->momentum,
+        sgd_double(n, data_of(p), data_of(p->grad), b, lr, wd, c->momentum,
                    c->dampening, c->nesterov, first);
     return TG_OK;
 }
@@ -445,9 +449,10 @@ static tg_status adam_slot(const tg_optim *o, optim_slot *sl, double lr) {
     t += 1.0;
     tg_bump_version(sl->m);
     tg_bump_version(sl->v);
+    double wd = sl->no_decay ? 0.0 : c->weight_decay;
     adam_k k = {
-        .decay = c->kind == TG_OPTIM_ADAMW ? 1.0 - lr * c->weight_decay : 1.0,
-        .wd = c->kind == TG_OPTIM_ADAM ? c->weight_decay : 0.0,
+        .decay = c->kind == TG_OPTIM_ADAMW ? 1.0 - lr * wd : 1.0,
+        .wd = c->kind == TG_OPTIM_ADAM ? wd : 0.0,
         .b1 = c->beta1,
         .b2 = c->beta2,
         .eps = c->eps,

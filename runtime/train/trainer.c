@@ -330,10 +330,12 @@ static tg_status build(tg_trainer *tr) {
         return s;
     /* A hook that steps the parameters itself (ZeRO) owns the optimizer
      * state: none is allocated here. */
+    tg_optim_config oc = c->optim;
+    if (c->decay_matrices_only)
+        oc.no_decay = tr->model.params.no_decay;
     s = c->hooks.optimizer_step
             ? tg_optim_check(ctx, &c->optim)
-            : tg_optim_new(ctx, &c->optim, tr->model.params.nparams, tr->model.params.params,
-                           &tr->opt);
+            : tg_optim_new(ctx, &oc, tr->model.params.nparams, tr->model.params.params, &tr->opt);
     if (s)
         return s;
 

@@ -1,8 +1,8 @@
 /*
  * tests/fuzz/fuzz_modelfile.c: the bytes as a model file (docs/MODELS.md),
  * parsed, resolved and shape-checked by tg_net_build() for two sample
- * shapes (an image and a vector), first without tensors (check_only, as
- * `tapegrad inspect` does) and, when that builds with few parameters, for
+ * shapes (an image and a vector, the vector also as a window of tokens of
+ * 5 classes), first without tensors (check_only, as `tapegrad inspect` does) and, when that builds with few parameters, for
  * real with a forward pass of a batch of 2, as training would. A build
  * either succeeds with a summary table or fails with a message; anything
  * else (a crash, a leak, a forward that fails after a clean build) is a bug.
@@ -61,6 +61,16 @@ static void one(const char *text, size_t len, int ndim, const int64_t *shape, in
                 tg_tensor *y = tg_net_forward(ctx, real, x, true);
                 if (!y)
                     abort();
+                /* A token model: the cached forward, a prefill of 3
+                 * positions then one more. */
+                if (tg_net_block_size(real) == shape[0] && shape[0] > 3) {
+                    tg_step_reset(ctx);
+                    int64_t ps3[2] = {2, 3}, ps1[2] = {2, 1};
+                    if (tg_net_cache_new(ctx, real, 2) != TG_OK ||
+                        !tg_net_forward_cached(ctx, real, tg_full(ctx, TG_I64, 2, ps3, 1), 0) ||
+                        !tg_net_forward_cached(ctx, real, tg_full(ctx, TG_I64, 2, ps1, 0), 3))
+                        abort();
+                }
             }
         }
     } else if (net || !tg_ctx_error(ctx)[0]) {
@@ -73,5 +83,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static const int64_t img[3] = {3, 8, 8}, vec[1] = {6};
     one((const char *)data, size, 3, img, 4);
     one((const char *)data, size, 1, vec, 0);
+    one((const char *)data, size, 1, vec, 5); /* tokens: a window of 6, 5 classes */
     return 0;
 }
