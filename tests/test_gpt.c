@@ -273,6 +273,63 @@ static void test_gradcheck_layers(void **state) {
               4, 5);
 }
 
+/* The gpt with the fused attention op and with `fused = false` (composed
+ * from matmul, masked_fill, softmax): same loss and every gradient, in f64. */
+static void test_fused_equals_composed(void **state) {
+    (void)state;
+    char *text = gpt_text(2, 2, 16, 0, 0.0);
+    size_t n = strlen(text), extra = 0;
+    for (const char *p = text; (p = strstr(p, "[attention]\n")); p++)
+        extra += strlen("fused = false\n");
+    char *comp = malloc(n + extra + 1), *o = comp;
+    assert_non_null(comp);
+    for (const char *p = text; *p;) {
+        const char *a = strstr(p, "[attention]\n");
+        size_t k = a ? (size_t)(a - p) + strlen("[attention]\n") : strlen(p);
+        memcpy(o, p, k);
+        o += k;
+        p += k;
+        if (a) {
+            memcpy(o, "fused = false\n", strlen("fused = false\n"));
+            o += strlen("fused = false\n");
+        }
+    }
+    *o = 0;
+    assert_true(extra > 0);
+    enum { B = 2, T = 9, V = 11 };
+    int64_t xs[B * T], ys[B * T];
+    tg_rng r = tg_rng_make(5, 0);
+    for (int i = 0; i < B * T; i++) {
+        xs[i] = (int64_t)tg_rng_below(&r, V);
+        ys[i] = (int64_t)tg_rng_below(&r, V);
+    }
+    double loss[2];
+    double *grads[2][64] = {{0}};
+    int np = 0;
+    for (int v = 0; v < 2; v++) {
+        tg_ctx *ctx = new_ctx();
+        tg_params ps = {.dtype = TG_F64};
+        tg_net *net = build(ctx, v ? comp : text, T, V, &ps, 3);
+        loss[v] = loss_at(ctx, net, xs, ys, B, T, true);
+        assert_true(ps.nparams <= 64);
+        np = ps.nparams;
+        for (int i = 0; i < ps.nparams; i++)
+            grads[v][i] = values(ctx, ps.params[i]->grad);
+        for (int i = 0; v && i < ps.nparams; i++)
+            for (int64_t j = 0; j < tg_numel(ps.params[i]); j++)
+                if (fabs(grads[0][i][j] - grads[1][i][j]) > 1e-12 + 1e-10 * fabs(grads[1][i][j]))
+                    fail_msg("%s[%lld]: fused %.15g, composed %.15g", ps.params[i]->name,
+                             (long long)j, grads[0][i][j], grads[1][i][j]);
+        tg_ctx_free(ctx);
+    }
+    assert_true(fabs(loss[0] - loss[1]) <= 1e-12 * fabs(loss[1]));
+    for (int v = 0; v < 2; v++)
+        for (int i = 0; i < np; i++)
+            free(grads[v][i]);
+    free(comp);
+    free(text);
+}
+
 /* The logits of the cached forward equal the full forward's. */
 static void test_cache_equals_full(void **state) {
     (void)state;
@@ -526,7 +583,7 @@ static void test_errors(void **state) {
                  "layer 'head' [linear]: the model ends in (N, 4, 9), expected (N, 10)");
     /* Unknown keys name the new ones. */
     expect_error(HEAD "[attention]\nheads = 2\nwindow = 3\n", 4,
-                 "unknown key (layer [attention] takes: name, input, heads, causal, bias, "
+                 "unknown key (layer [attention] takes: name, input, heads, causal, fused, bias, "
                  "dropout, init, std, proj_std)");
 }
 
@@ -536,6 +593,7 @@ int main(void) {
         cmocka_unit_test(test_gradcheck_gpt),     cmocka_unit_test(test_gradcheck_layers),
         cmocka_unit_test(test_cache_equals_full), cmocka_unit_test(test_decay_mask),
         cmocka_unit_test(test_train_repeating),   cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_fused_equals_composed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

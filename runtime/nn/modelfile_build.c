@@ -48,7 +48,7 @@ static const layer_type types[] = {
     {"flatten", TG__MF_FLATTEN, "start"},
     {"add", TG__MF_ADD, "inputs, project"},
     {"concat", TG__MF_CONCAT, "inputs, dim"},
-    {"attention", TG__MF_ATTENTION, "heads, causal, bias, dropout, init, std, proj_std"},
+    {"attention", TG__MF_ATTENTION, "heads, causal, fused, bias, dropout, init, std, proj_std"},
     {"pos_embedding", TG__MF_POSEMB, "num, init, std"},
 };
 #define NTYPES (int)(sizeof types / sizeof types[0])

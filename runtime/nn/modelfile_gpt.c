@@ -6,8 +6,9 @@
  * [attention] is nanoGPT's CausalSelfAttention: one linear c_attn (3E, E)
  * gives q, k and v, split into heads (N, H, T, D); attention; the heads
  * joined again and projected by c_proj (E, E); dropout on the result. The
- * attention itself is attn_core() below, called from one place (attend()),
- * built from op rows: q k^T / sqrt(D), the causal mask, softmax, times v.
+ * attention itself is the fused op row scaled_dot_product_attention, called
+ * from one place (attend()); `fused = false` composes it from op rows
+ * instead (q k^T / sqrt(D), the causal mask, softmax, times v).
  *
  * The cached forward (tg_net_forward_cached) runs the net on the tokens at
  * positions [pos, pos + t) only: each attention layer writes its k and v
@@ -35,6 +36,8 @@ tg_status tg__mf_compile_attention(tg__mf_bstate *b) {
         s = tg__mf_get_int(b, "heads", true, 1, 1, 1 << 16, &heads);
     if (!s)
         s = tg__mf_get_bool(b, "causal", true, &n->causal);
+    if (!s)
+        s = tg__mf_get_bool(b, "fused", true, &n->fused);
     if (!s)
         s = tg__mf_get_bool(b, "bias", true, &bias);
     if (!s)
@@ -129,28 +132,18 @@ tg_tensor *tg__mf_posemb_forward(tg_ctx *ctx, tg__mf_node *n, tg_tensor *x, int6
     return tg_add(ctx, x, tg_slice(ctx, n->emb.weight, 0, p0, p0 + t, 1));
 }
 
-/* softmax(q k^T / sqrt(D) + mask) v for q (N, H, T, D) and k, v (N, H, S,
- * D); causal (T == S): position i sees positions 0..i. */
-static tg_tensor *attn_core(tg_ctx *ctx, tg_tensor *q, tg_tensor *k, tg_tensor *v, bool causal) {
+/* The one place attention is computed (full and cached forward alike):
+ * softmax(q k^T / sqrt(D) + mask) v for q (N, H, T, D) and k, v (N, H, S,
+ * D); causal (T == S): position i sees positions 0..i. The fused op
+ * (tiled, online softmax, no (T, S) probabilities kept) unless the layer
+ * says fused = false, which composes it from matmul, masked_fill and
+ * softmax (the two agree: tests/test_attention.c). */
+static tg_tensor *attend(tg_ctx *ctx, tg_tensor *q, tg_tensor *k, tg_tensor *v, bool causal,
+                         bool fused) {
     if (!q || !k || !v)
         return NULL;
-    int64_t t = q->shape[2], s = k->shape[2];
-    tg_tensor *att = tg_mul_scalar(ctx, tg_matmul(ctx, q, tg_transpose(ctx, k, 2, 3)),
-                                   1.0 / sqrt((double)q->shape[3]));
-    if (causal) {
-        int64_t rs[2] = {t, 1}, cs[2] = {1, s}, ts[2] = {t, s};
-        tg_tensor *row = tg_reshape(ctx, tg_arange(ctx, TG_I64, 0, (double)t, 1), 2, rs);
-        tg_tensor *col = tg_reshape(ctx, tg_arange(ctx, TG_I64, 0, (double)s, 1), 2, cs);
-        tg_tensor *mask =
-            tg_gt(ctx, tg_broadcast_to(ctx, col, 2, ts), tg_broadcast_to(ctx, row, 2, ts));
-        att = tg_masked_fill(ctx, att, mask, -INFINITY);
-    }
-    return tg_matmul(ctx, tg_softmax(ctx, att, 3), v);
-}
-
-/* The one place attention is computed (full and cached forward alike). */
-static tg_tensor *attend(tg_ctx *ctx, tg_tensor *q, tg_tensor *k, tg_tensor *v, bool causal) {
-    return attn_core(ctx, q, k, v, causal);
+    return fused ? tg_scaled_dot_product_attention(ctx, q, k, v, causal)
+                 : tg_attention_composed(ctx, q, k, v, causal);
 }
 
 /* (N, T, 3E) -> the part-th (N, H, T, D) of q, k, v. */
@@ -194,7 +187,7 @@ tg_tensor *tg__mf_attention_forward(tg_ctx *ctx, tg_net *net, tg__mf_node *n, tg
         /* One new position sees the whole cache; a prefill starts at 0. */
         causal = causal && pos == 0;
     }
-    tg_tensor *y = attend(ctx, q, k, v, causal);
+    tg_tensor *y = attend(ctx, q, k, v, causal, n->fused);
     static const int perm[4] = {0, 2, 1, 3};
     int64_t sh[3] = {nb, t, e};
     y = tg_reshape(ctx, tg_contiguous(ctx, tg_permute(ctx, y, perm)), 3, sh);

@@ -78,6 +78,7 @@ typedef struct tg__mf_node {
     int proj;    /* add: 0 none, 1 1x1 conv, 2 1x1 conv + batchnorm */
     int heads;   /* attention */
     bool causal; /* attention */
+    bool fused;  /* attention: the fused op (else composed from op rows) */
     int tie;     /* linear: the node whose weight it uses (0: its own) */
     /* layers */
     tg_linear lin;
