@@ -842,7 +842,12 @@ tg_status tg_net_build(tg_ctx *ctx, const char *text, size_t len, const tg_net_o
     if (!s && o->classes > 0) {
         const tg__mf_node *last = &nodes[nn - 1];
         char sb[160];
-        if (last->ndim != 1 || last->shape[0] != o->classes || !float_dtype(last->dtype))
+        /* A model of a token window (an i64 input (T)) may give the
+         * classes at every position: (N, T, classes). */
+        bool per_pos = nodes[0].dtype == TG_I64 && nodes[0].ndim == 1 && last->ndim == 2 &&
+                       last->shape[0] == nodes[0].shape[0] && last->shape[1] == o->classes;
+        if ((!per_pos && (last->ndim != 1 || last->shape[0] != o->classes)) ||
+            !float_dtype(last->dtype))
             s = tg__fail(ctx, TG_ERR_SHAPE,
                          "%s:%d: layer '%s' [%s]: the model ends in %s, expected (N, %lld) for a "
                          "classification dataset of %lld classes (end with [linear] out = "
