@@ -375,7 +375,7 @@ static tg_status parse_merges(tg_bpe *b, const char *text, size_t len, const cha
         int32_t ia = lookup(b, a, na), ic = lookup(b, c, nc), iab = lookup(b, ab, na + nc);
         if (ia < 0 || ic < 0 || iab < 0)
             return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
-                               "%s:%d: the merge %s is not in the vocabulary", name, line,
+                               "%s:%d: the merge%s is not in the vocabulary", name, line,
                                ia < 0 ? "'s left part" : ic < 0 ? "'s right part" : " result");
         struct merge *m = mfind(b, (uint64_t)ia << 32 | (uint32_t)ic);
         if (m->rank >= 0)
