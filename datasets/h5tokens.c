@@ -138,12 +138,13 @@ static tg_status check_tokens(tg_dataset *ds, char *err, size_t errlen) {
             return tg__h5d_fail(ds, TG_ERR_IO, "reading the tokens", err, errlen);
         }
         for (int64_t k = 0; k < m; k++) {
-            if (p[k] < ds->num_classes)
+            unsigned v = p[k];
+            if (v < ds->num_classes)
                 continue;
             free(buf);
             return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
                                "%s: %s/tokens[%lld] is %u, outside [0, vocab_size %lld)",
-                               ds->path, ds->split, (long long)(i + k), (unsigned)p[k],
+                               ds->path, ds->split, (long long)(i + k), v,
                                (long long)ds->num_classes);
         }
     }
