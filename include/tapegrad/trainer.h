@@ -352,6 +352,8 @@ int64_t tg_trainer_total_steps(const tg_trainer *tr);
  * held-out validation samples), in the test split, in the validation set
  * (0: none). */
 int64_t tg_trainer_train_len(const tg_trainer *tr);
+/* Token data: the positions of a sample (the block size T); 0 otherwise. */
+int64_t tg_trainer_tokens_per_sample(const tg_trainer *tr);
 int64_t tg_trainer_test_len(const tg_trainer *tr);
 int64_t tg_trainer_val_len(const tg_trainer *tr);
 

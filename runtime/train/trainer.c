@@ -879,6 +879,7 @@ tg_optim *tg_trainer_optim(tg_trainer *tr) { return tr->opt; }
 int64_t tg_trainer_steps_per_epoch(const tg_trainer *tr) { return tr->steps_per_epoch; }
 int64_t tg_trainer_total_steps(const tg_trainer *tr) { return tr->total_steps; }
 int64_t tg_trainer_train_len(const tg_trainer *tr) { return tg_sampler_get_config(tr->train_sp)->n; }
+int64_t tg_trainer_tokens_per_sample(const tg_trainer *tr) { return tr->tokens ? tr->lps : 0; }
 int64_t tg_trainer_test_len(const tg_trainer *tr) { return tg_dataset_len(tr->test_ds); }
 int64_t tg_trainer_val_len(const tg_trainer *tr) {
     return tr->val_sp ? tg_sampler_get_config(tr->val_sp)->n : 0;
