@@ -308,6 +308,28 @@ static void test_train_bad_model(void **state) {
                       "[linear]\nout = 256\n");
     assert_int_not_equal(tgt_run(TRAIN_ARGS, h5, m), 0);
     tgt_expect_out("must give (N, 16, 256) logits");
+    /* A per-position model on a split of labelled samples. */
+    unsigned char xv[16 * 8];
+    int64_t yv[16];
+    for (int i = 0; i < 16; i++) {
+        yv[i] = i % 3;
+        for (int j = 0; j < 8; j++)
+            xv[i * 8 + j] = (unsigned char)(i * 8 + j);
+    }
+    tgt_write_npy(tp("xv.npy"), "|u1", "(16, 8)", xv, sizeof xv);
+    tgt_write_npy(tp("yv.npy"), "<i8", "(16,)", yv, sizeof yv);
+    const char *imgp = tp("vec.h5");
+    assert_int_equal(tgt_run("convert npy --x '%s' --y '%s' --out '%s'", tp("xv.npy"),
+                             tp("yv.npy"), imgp),
+                     0);
+    const char *pm = tp("pos.ini");
+    tgt_write_file(pm, "[input]\ndtype = i64\n\n[embedding]\nnum = 256\n"
+                       "dim = 4\n\n[linear]\nout = classes\n");
+    assert_int_not_equal(tgt_run("train --data '%s' --model '%s' --max-steps 1 --threads 1 "
+                                 "--batch-size 8 --test-split train",
+                                 imgp, pm),
+                         0);
+    tgt_expect_out("gives a score per position");
     /* A block size longer than the val split. */
     assert_int_not_equal(tgt_run("train --data '%s' --model '%s' --block-size 100000 --threads 1",
                                  h5, bigram()),

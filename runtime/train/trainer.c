@@ -359,7 +359,14 @@ static tg_status build(tg_trainer *tr) {
     if (s)
         return s;
     int64_t osh[TG_MAX_DIMS];
-    if (tr->tokens && (tg_net_out_shape(tr->model.net, osh) != 2 || osh[0] != tr->lps))
+    int ond = tg_net_out_shape(tr->model.net, osh);
+    if (!tr->tokens && ond != 1)
+        return tg__fail(ctx, TG_ERR_SHAPE,
+                        "model %s gives a score per position (%d dims a sample), which needs "
+                        "token data (convert text), but split %s of %s holds samples with one "
+                        "label each",
+                        mname, ond, c->train_split, c->data_path);
+    if (tr->tokens && (ond != 2 || osh[0] != tr->lps))
         return tg__fail(ctx, TG_ERR_SHAPE,
                         "%s: split %s holds tokens in windows of %lld, so model %s must give "
                         "(N, %lld, %lld) logits (an [input] of dtype i64 and a next-token score "
