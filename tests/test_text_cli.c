@@ -91,6 +91,11 @@ static void test_convert_bytes(void **state) {
         assert_int_equal((int64_t)x[k + 1], y[k]);
     tg_dataset_close(tr);
     tg_dataset_close(va);
+    /* inspect lists both token splits. */
+    assert_int_equal(tgt_run("inspect '%s'", h5), 0);
+    tgt_expect_out("split val: ");
+    tgt_expect_out("vocabulary 256, tokenizer bytes, 1 bytes per token");
+    tgt_expect_out("tokens: u8 (");
 }
 
 /* GPT-2's symbol for byte b, as a JSON \u escape: the printable Latin-1
