@@ -290,15 +290,15 @@ static tg_status parse_vocab(tg_bpe *b, struct jp *j) {
             return jfail(j, "expected ':' after a key");
         j->s++;
         jspace(j);
-        char *endp;
-        errno = 0;
-        long v = j->s < j->end && (isdigit((unsigned char)*j->s) || *j->s == '-')
-                     ? strtol(j->s, &endp, 10)
-                     : -1;
-        if (v < 0 || v >= TG_DATASET_MAX_VOCAB || errno || endp == j->s || endp > j->end ||
-            (endp < j->end && (*endp == '.' || *endp == 'e' || *endp == 'E')))
+        /* Digits read within the text (which need not end in a NUL). */
+        long v = 0;
+        const char *d = j->s;
+        while (d < j->end && isdigit((unsigned char)*d) && v < TG_DATASET_MAX_VOCAB)
+            v = v * 10 + (*d++ - '0');
+        if (d == j->s || v >= TG_DATASET_MAX_VOCAB ||
+            (d < j->end && (isdigit((unsigned char)*d) || *d == '.' || *d == 'e' || *d == 'E')))
             return jfail(j, "expected an integer id in [0, 65536) after the key");
-        j->s = endp;
+        j->s = d;
         int64_t m = unmap(key, kn, tok);
         if (m <= 0)
             return jfail(j, "key is not a string of GPT-2 byte symbols (bytes_to_unicode)");
