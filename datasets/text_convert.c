@@ -212,11 +212,13 @@ tg_status tg_text_convert(const char *const *inputs, int nin, const char *out_h5
     if (st == TG_OK && t.n == 0)
         st = tg__ds_fail(TG_ERR_FORMAT, err, errlen, "%s: no text to convert (the input is empty)",
                          inputs[0]);
-    else if (st == TG_OK && (nval >= t.n || (o.val_fraction > 0 && nval == 0)))
+    /* A split needs two tokens: one window of one input and its target. */
+    else if (st == TG_OK && (t.n - nval < 2 || (o.val_fraction > 0 && nval < 2)))
         st = tg__ds_fail(TG_ERR_FORMAT, err, errlen,
-                         "convert text: %lld tokens are too few for a val fraction of %g (it "
-                         "would leave a split without tokens)",
-                         (long long)t.n, o.val_fraction);
+                         "convert text: %lld tokens are too few for a val fraction of %g (a "
+                         "split needs at least 2 tokens; train would get %lld, val %lld)",
+                         (long long)t.n, o.val_fraction, (long long)(t.n - nval),
+                         (long long)nval);
     if (st == TG_OK)
         st = write_split(&t, bpe, out_h5, "train", 0, t.n - nval, err, errlen);
     if (st == TG_OK && nval > 0)

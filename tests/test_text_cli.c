@@ -176,6 +176,11 @@ static void test_convert_bad_input(void **state) {
     tgt_expect_out("none.txt: cannot open");
     assert_int_equal(tgt_run("convert text --in '%s' --out '%s'", tp("empty.txt"), h5), 3);
     tgt_expect_out("empty.txt: no text to convert");
+    /* 20 bytes at 0.05: val would get 1 token, no window. */
+    assert_int_equal(tgt_run("convert text --in '%s' --out '%s' --val-fraction 0.05",
+                             tp("t.txt"), h5),
+                     3);
+    tgt_expect_out("train would get 19, val 1");
     /* A merge whose result is not in the vocabulary: file and line. */
     write_bpe(v, m, "c a\n");
     assert_int_equal(tgt_run("convert text --in '%s' --out '%s' --vocab '%s' --merges '%s'",

@@ -230,7 +230,8 @@ typedef struct tg_text_options {
  *
  * Returns TG_OK; TG_ERR_IO when a file cannot be read or written;
  * TG_ERR_FORMAT for a bad vocab or merges file (the message names the file
- * and the line), for empty input, or for a split left with no token;
+ * and the line), for empty input, or for a split left with fewer than 2
+ * tokens (one window of one token and its target);
  * TG_ERR_INVALID for bad arguments; TG_ERR_NOMEM. The whole text's tokens
  * are held in memory (two bytes per token) while converting.
  */

@@ -57,6 +57,9 @@ struct tg_trainer {
     bool ran;
 };
 
+/* The most logits (floats) one evaluation batch of token data may make. */
+#define EVAL_TOKEN_LOGITS ((int64_t)1 << 25)
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -160,6 +163,14 @@ static tg_status eval_sampler(tg_trainer *tr, int64_t n, const int64_t *subset, 
      * 256 samples once asked for 6.4 GB). */
     if (eb > n)
         eb = n > 0 ? n : 1;
+    /* Token data: the logits of a batch are eb x T x V floats; keep them
+     * within EVAL_TOKEN_LOGITS (a BPE's 50k-word vocabulary at T = 128
+     * would need 6 GiB for 250 windows). */
+    if (tr->tokens) {
+        int64_t cap = EVAL_TOKEN_LOGITS / (tr->lps * tg_dataset_num_classes(tr->train_ds));
+        if (eb > cap)
+            eb = cap > 1 ? cap : 1;
+    }
     eb = (eb + c->world - 1) / c->world * c->world; /* divisible by world */
     tg_sampler_config sc = tg_sampler_config_eval(n, eb, c->rank, c->world);
     sc.subset = subset;
