@@ -190,9 +190,11 @@ tg_status tg_sampler_new(const tg_sampler_config *cfg, tg_sampler **out, char *e
                            "sampler: global batch B = %lld is not divisible by world size w = %d "
                            "(each rank takes B/w samples)",
                            (long long)cfg->batch, cfg->world);
-    if (cfg->draw && cfg->epoch_batches < 1)
+    /* An epoch's samples, epoch_batches x B, must be a number. */
+    if (cfg->draw && (cfg->epoch_batches < 1 || cfg->epoch_batches > INT64_MAX / cfg->batch))
         return tg__ds_fail(TG_ERR_INVALID, err, errlen,
-                           "sampler: drawing with replacement needs epoch_batches >= 1, got %lld",
+                           "sampler: drawing with replacement needs epoch_batches in [1, "
+                           "2^63 / B], got %lld",
                            (long long)cfg->epoch_batches);
     if (cfg->stride < 0 || (cfg->stride > 1 && cfg->subset))
         return tg__ds_fail(TG_ERR_INVALID, err, errlen,

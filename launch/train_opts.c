@@ -96,7 +96,7 @@ const tg_opt tg_train_options[] = {
      STR(TG_DATASET_DEFAULT_BLOCK), SAVED, NULL,
      "token data (convert text): a sample is a window of N+1 tokens, the first N the input and "
      "the last N the next-token targets"},
-    {"steps-per-epoch", 0, TG_OPT_I64, "N", CFG(steps_per_epoch), 1, BIG, NULL,
+    {"steps-per-epoch", 0, TG_OPT_I64, "N", CFG(steps_per_epoch), 1, 1 << 20, NULL,
      "the training split's tokens / (batch size x block size)", SAVED, NULL,
      "token data: the optimizer steps between two evaluations (an epoch); training windows are "
      "drawn at random, with replacement, from (seed, step), so with --max-steps this is "

@@ -45,8 +45,8 @@ struct tg_trainer {
      * outputs of one evaluation batch, on the host. */
     int64_t tdim;
     float *out_host;
-    /* Token data: T positions a sample (1 otherwise) and the split's bytes
-     * per token of the evaluated split. */
+    /* Token data (tokens): a sample is a window of lps = T positions, each
+     * with a label; lps is 1 otherwise. */
     bool tokens;
     int64_t lps;
     tg_eval_result last;
