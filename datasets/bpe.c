@@ -28,8 +28,8 @@
 
 struct entry {
     uint32_t hash;
-    int32_t id;    /* -1: empty slot */
-    int32_t off;   /* the token's bytes in b->bytes */
+    int32_t id;  /* -1: empty slot */
+    int32_t off; /* the token's bytes in b->bytes */
     int32_t len;
 };
 
@@ -44,12 +44,12 @@ struct tg_bpe {
     int64_t tcap;
     unsigned char *bytes;
     int64_t nbytes, bcap;
-    struct merge *mt;  /* (left, right) -> (rank, merged id) */
+    struct merge *mt; /* (left, right) -> (rank, merged id) */
     int64_t mcap;
     int32_t byte_id[256];
-    int32_t *tok_len;  /* bytes of each id, -1 where no token has it */
-    int64_t vocab;     /* largest id + 1 */
-    int32_t *work;     /* encode scratch */
+    int32_t *tok_len; /* bytes of each id, -1 where no token has it */
+    int64_t vocab;    /* largest id + 1 */
+    int32_t *work;    /* encode scratch */
     int64_t wcap;
 };
 
@@ -86,9 +86,11 @@ static int cp_to_byte(uint32_t cp) {
 /* Decodes one UTF-8 code point at s (n bytes left); returns its length or
  * 0 when malformed. */
 static int utf8_cp(const unsigned char *s, size_t n, uint32_t *cp) {
-    int len = s[0] < 0x80 ? 1 : (s[0] & 0xE0) == 0xC0 ? 2 : (s[0] & 0xF0) == 0xE0 ? 3
-              : (s[0] & 0xF8) == 0xF0                ? 4
-                                                     : 0;
+    int len = s[0] < 0x80             ? 1
+              : (s[0] & 0xE0) == 0xC0 ? 2
+              : (s[0] & 0xF0) == 0xE0 ? 3
+              : (s[0] & 0xF8) == 0xF0 ? 4
+                                      : 0;
     if (len == 0 || (size_t)len > n)
         return 0;
     *cp = len == 1 ? s[0] : s[0] & (0x7F >> len);
@@ -196,9 +198,10 @@ static void jspace(struct jp *j) {
 }
 
 static int hexval(char c) {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                        : c >= 'A' && c <= 'F'   ? c - 'A' + 10
-                                                                 : -1;
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
 }
 
 static size_t put_utf8(uint32_t cp, unsigned char *o) {
@@ -336,8 +339,8 @@ static struct merge *mfind(const tg_bpe *b, uint64_t key) {
             return &b->mt[i];
 }
 
-static tg_status parse_merges(tg_bpe *b, const char *text, size_t len, const char *name,
-                              char *err, size_t errlen) {
+static tg_status parse_merges(tg_bpe *b, const char *text, size_t len, const char *name, char *err,
+                              size_t errlen) {
     int64_t lines = 1;
     for (size_t i = 0; i < len; i++)
         lines += text[i] == '\n';
@@ -376,7 +379,9 @@ static tg_status parse_merges(tg_bpe *b, const char *text, size_t len, const cha
         if (ia < 0 || ic < 0 || iab < 0)
             return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
                                "%s:%d: the merge%s is not in the vocabulary", name, line,
-                               ia < 0 ? "'s left part" : ic < 0 ? "'s right part" : " result");
+                               ia < 0   ? "'s left part"
+                               : ic < 0 ? "'s right part"
+                                        : " result");
         struct merge *m = mfind(b, (uint64_t)ia << 32 | (uint32_t)ic);
         if (m->rank >= 0)
             continue; /* a repeated merge keeps its first rank */
@@ -398,8 +403,8 @@ tg_status tg_bpe_parse(const char *vocab, size_t vlen, const char *vname, const 
     }
     for (int i = 0; i < TG_DATASET_MAX_VOCAB; i++)
         b->tok_len[i] = -1;
-    struct jp j = {.s = vocab, .end = vocab + vlen, .name = vname, .line = 1, .err = err,
-                   .errlen = errlen};
+    struct jp j = {
+        .s = vocab, .end = vocab + vlen, .name = vname, .line = 1, .err = err, .errlen = errlen};
     st = grow_tab(b) ? parse_vocab(b, &j) : tg__ds_fail(TG_ERR_NOMEM, err, errlen, "out of memory");
     for (int c = 0; st == TG_OK && c < 256; c++) {
         unsigned char byte = (unsigned char)c;
@@ -427,13 +432,14 @@ static tg_status slurp(const char *path, char **buf, size_t *len, char *err, siz
         return tg__ds_fail(TG_ERR_IO, err, errlen, "%s: cannot open: %s", path, strerror(errno));
     if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
         fclose(f);
-        return tg__ds_fail(TG_ERR_IO, err, errlen, "%s: cannot read (not a regular file?)",
-                           path);
+        return tg__ds_fail(TG_ERR_IO, err, errlen, "%s: cannot read (not a regular file?)", path);
     }
     if (n > MAX_FILE) {
         fclose(f);
-        return tg__ds_fail(TG_ERR_FORMAT, err, errlen, "%s: %ld bytes is more than the 1 GiB a "
-                           "vocab or merges file may have", path, n);
+        return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
+                           "%s: %ld bytes is more than the 1 GiB a "
+                           "vocab or merges file may have",
+                           path, n);
     }
     *buf = malloc((size_t)n + 1);
     if (!*buf) {
@@ -499,8 +505,7 @@ static int64_t piece(const unsigned char *t, int64_t n) {
     int64_t i = t[0] == ' ' && n > 1 && !is_space(t[1]) ? 1 : 0;
     if (i < n && !is_space(t[i])) {
         int cls = is_letter(t[i]) ? 0 : is_digit(t[i]) ? 1 : 2;
-        while (i < n && !is_space(t[i]) &&
-               (is_letter(t[i]) ? 0 : is_digit(t[i]) ? 1 : 2) == cls)
+        while (i < n && !is_space(t[i]) && (is_letter(t[i]) ? 0 : is_digit(t[i]) ? 1 : 2) == cls)
             i++;
         return i;
     }

@@ -23,8 +23,8 @@
 
 /* Reads the optional scalar attribute `name` of the group as memory type
  * mtype (class cls) into val; *found tells whether it exists. */
-static tg_status tok_attr(tg_dataset *ds, const char *name, H5T_class_t cls, hid_t mtype,
-                          void *val, bool *found, char *err, size_t errlen) {
+static tg_status tok_attr(tg_dataset *ds, const char *name, H5T_class_t cls, hid_t mtype, void *val,
+                          bool *found, char *err, size_t errlen) {
     htri_t ex = H5Aexists(ds->grp, name);
     hid_t a, t, sp;
     H5T_class_t c;
@@ -143,9 +143,8 @@ static tg_status check_tokens(tg_dataset *ds, char *err, size_t errlen) {
                 continue;
             free(buf);
             return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
-                               "%s: %s/tokens[%lld] is %u, outside [0, vocab_size %lld)",
-                               ds->path, ds->split, (long long)(i + k), v,
-                               (long long)ds->num_classes);
+                               "%s: %s/tokens[%lld] is %u, outside [0, vocab_size %lld)", ds->path,
+                               ds->split, (long long)(i + k), v, (long long)ds->num_classes);
         }
     }
     if (keep)
@@ -175,8 +174,8 @@ tg_status tg__h5d_open_tokens(tg_dataset *ds, int64_t block, char *err, size_t e
     }
     if (!ok)
         return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
-                           "%s: %s/tokens has dtype %s but expected u8 or u16", ds->path,
-                           ds->split, tn);
+                           "%s: %s/tokens has dtype %s but expected u8 or u16", ds->path, ds->split,
+                           tn);
     nd = H5Sget_simple_extent_ndims(ds->xspace);
     if (nd != 1 || H5Sget_simple_extent_dims(ds->xspace, dims, NULL) < 0)
         return tg__ds_fail(TG_ERR_FORMAT, err, errlen,
@@ -268,7 +267,5 @@ int64_t tg_dataset_num_tokens(const tg_dataset *ds) { return ds->tokens ? ds->nt
 double tg_dataset_bytes_per_token(const tg_dataset *ds) {
     return ds->tokens ? ds->bytes_per_token : 0;
 }
-const char *tg_dataset_tokenizer(const tg_dataset *ds) {
-    return ds->tokens ? ds->tokenizer : NULL;
-}
+const char *tg_dataset_tokenizer(const tg_dataset *ds) { return ds->tokens ? ds->tokenizer : NULL; }
 int64_t tg_dataset_labels_per_sample(const tg_dataset *ds) { return ds->tokens ? ds->block : 1; }

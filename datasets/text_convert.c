@@ -56,8 +56,7 @@ static tg_status read_file(const char *path, unsigned char **buf, int64_t *len, 
     if (stat(path, &sb) != 0)
         return tg__ds_fail(TG_ERR_IO, err, errlen, "%s: cannot open: %s", path, strerror(errno));
     if (!S_ISREG(sb.st_mode))
-        return tg__ds_fail(TG_ERR_IO, err, errlen, "%s: not a regular file, expected text",
-                           path);
+        return tg__ds_fail(TG_ERR_IO, err, errlen, "%s: not a regular file, expected text", path);
     f = fopen(path, "rb");
     if (!f)
         return tg__ds_fail(TG_ERR_IO, err, errlen, "%s: cannot open: %s", path, strerror(errno));
@@ -152,8 +151,8 @@ static tg_status write_split(const struct text_tokens *t, tg_bpe *bpe, const cha
             st = tg__ds_out_err(&o, "creating the split group", err, errlen);
     }
     if (st == TG_OK) {
-        d = tg__ds_out_dataset(grp, "tokens", vocab <= 256 ? H5T_STD_U8LE : H5T_STD_U16LE, 1,
-                               dims, chunk, 0);
+        d = tg__ds_out_dataset(grp, "tokens", vocab <= 256 ? H5T_STD_U8LE : H5T_STD_U16LE, 1, dims,
+                               chunk, 0);
         if (d < 0 || tg__ds_out_rows(d, H5T_NATIVE_UINT16, 1, dims, 0, n, t->ids + a) < 0)
             st = tg__ds_out_err(&o, "writing tokens", err, errlen);
     }
@@ -168,8 +167,7 @@ static tg_status write_split(const struct text_tokens *t, tg_bpe *bpe, const cha
         if (st_type < 0 || H5Tset_size(st_type, H5T_VARIABLE) < 0)
             st = tg__ds_out_err(&o, "making a string type", err, errlen);
         else
-            st = tg__ds_out_attr(&o, grp, TG__ATTR_TOKENIZER, st_type, st_type, &kind, err,
-                                 errlen);
+            st = tg__ds_out_attr(&o, grp, TG__ATTR_TOKENIZER, st_type, st_type, &kind, err, errlen);
     }
     if (st_type >= 0)
         (void)H5Tclose(st_type);
@@ -217,8 +215,7 @@ tg_status tg_text_convert(const char *const *inputs, int nin, const char *out_h5
         st = tg__ds_fail(TG_ERR_FORMAT, err, errlen,
                          "convert text: %lld tokens are too few for a val fraction of %g (a "
                          "split needs at least 2 tokens; train would get %lld, val %lld)",
-                         (long long)t.n, o.val_fraction, (long long)(t.n - nval),
-                         (long long)nval);
+                         (long long)t.n, o.val_fraction, (long long)(t.n - nval), (long long)nval);
     if (st == TG_OK)
         st = write_split(&t, bpe, out_h5, "train", 0, t.n - nval, err, errlen);
     if (st == TG_OK && nval > 0)

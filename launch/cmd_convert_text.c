@@ -49,8 +49,8 @@ static int summarize_text(const char *out, const char *split) {
         fprintf(stderr, "tapegrad convert: %s\n", err);
         return tg_cli_exit_for_status(s);
     }
-    printf("%s: split '%s': %lld tokens (%s, vocabulary %lld, %.4f bytes per token)\n", out,
-           split, (long long)tg_dataset_num_tokens(ds), tg_dataset_tokenizer(ds),
+    printf("%s: split '%s': %lld tokens (%s, vocabulary %lld, %.4f bytes per token)\n", out, split,
+           (long long)tg_dataset_num_tokens(ds), tg_dataset_tokenizer(ds),
            (long long)tg_dataset_num_classes(ds), tg_dataset_bytes_per_token(ds));
     tg_dataset_close(ds);
     return TG_EXIT_OK;
@@ -89,8 +89,8 @@ int tg_cmd_convert_text(int argc, char **argv) {
             if (tg_cli_parse_f64(cmd, "--val-fraction", v, 0, 0.999999, &o.val_fraction))
                 code = TG_EXIT_USAGE;
         } else if (m == 0) {
-            static const char *const names[] = {"--in",     "--out",    "--val-fraction",
-                                                "--vocab",  "--merges", "--help"};
+            static const char *const names[] = {"--in",    "--out",    "--val-fraction",
+                                                "--vocab", "--merges", "--help"};
             code = tg_cli_unknown_option(cmd, argv[i], names, sizeof names / sizeof names[0]);
         }
         if (m < 0)

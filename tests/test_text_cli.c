@@ -36,9 +36,9 @@ static const char *tp(const char *name) {
 
 /* A text of 6000 words from a small vocabulary, the same every run. */
 static const char *make_text(const char *name) {
-    static const char *const words[] = {"the", "cat", "sat",   "on",  "a",     "mat",
-                                        "and", "dog", "ran",   "far", "away",  "while",
-                                        "bird", "sings", "in", "trees"};
+    static const char *const words[] = {"the",  "cat",   "sat", "on",   "a",    "mat",
+                                        "and",  "dog",   "ran", "far",  "away", "while",
+                                        "bird", "sings", "in",  "trees"};
     const char *p = tp(name);
     FILE *f = fopen(p, "w");
     assert_non_null(f);
@@ -56,9 +56,9 @@ static void test_convert_bytes(void **state) {
     const char *txt = make_text("a.txt");
     tgt_write_file(tp("b.txt"), "hello\n");
     const char *h5 = tp("bytes.h5");
-    assert_int_equal(tgt_run("convert text --in '%s' '%s' --out '%s' --val-fraction 0.25", txt,
-                             tp("b.txt"), h5),
-                     0);
+    assert_int_equal(
+        tgt_run("convert text --in '%s' '%s' --out '%s' --val-fraction 0.25", txt, tp("b.txt"), h5),
+        0);
     tgt_expect_out("split 'val'");
     char err[512];
     tg_dataset *tr, *va;
@@ -165,21 +165,18 @@ static void test_convert_bad_input(void **state) {
     tgt_write_file(tp("empty.txt"), "");
     assert_int_equal(tgt_run("convert text --out '%s'", h5), 2);
     tgt_expect_out("--in is required");
-    assert_int_equal(tgt_run("convert text --in '%s' --out '%s' --vocab '%s'",
-                             tp("t.txt"), h5, v),
+    assert_int_equal(tgt_run("convert text --in '%s' --out '%s' --vocab '%s'", tp("t.txt"), h5, v),
                      2);
     tgt_expect_out("--vocab and --merges go together");
-    assert_int_equal(tgt_run("convert text --in '%s' --out '%s' --val-fraction 1",
-                             tp("t.txt"), h5),
+    assert_int_equal(tgt_run("convert text --in '%s' --out '%s' --val-fraction 1", tp("t.txt"), h5),
                      2);
     assert_int_equal(tgt_run("convert text --in '%s' --out '%s'", tp("none.txt"), h5), 3);
     tgt_expect_out("none.txt: cannot open");
     assert_int_equal(tgt_run("convert text --in '%s' --out '%s'", tp("empty.txt"), h5), 3);
     tgt_expect_out("empty.txt: no text to convert");
     /* 20 bytes at 0.05: val would get 1 token, no window. */
-    assert_int_equal(tgt_run("convert text --in '%s' --out '%s' --val-fraction 0.05",
-                             tp("t.txt"), h5),
-                     3);
+    assert_int_equal(
+        tgt_run("convert text --in '%s' --out '%s' --val-fraction 0.05", tp("t.txt"), h5), 3);
     tgt_expect_out("train would get 19, val 1");
     /* A merge whose result is not in the vocabulary: file and line. */
     write_bpe(v, m, "c a\n");
@@ -228,8 +225,8 @@ static const char *token_data(void) {
     return h5;
 }
 
-#define TRAIN_ARGS                                                                                 \
-    "train --data '%s' --model '%s' --block-size 16 --batch-size 8 --steps-per-epoch 10 "         \
+#define TRAIN_ARGS                                                                        \
+    "train --data '%s' --model '%s' --block-size 16 --batch-size 8 --steps-per-epoch 10 " \
     "--epochs 2 --lr 0.1 --schedule constant --log-every 1 --threads 1 --verbose "
 
 /* The "loss" of every step event of a metrics file, as text (bit-exact). */
@@ -250,8 +247,7 @@ static void step_losses(const char *metrics, char *out, size_t len) {
 static void test_train_bigram(void **state) {
     (void)state;
     const char *h5 = token_data(), *model = bigram(), *met = tp("lm.jsonl");
-    assert_int_equal(tgt_run(TRAIN_ARGS "--ckpt-dir '%s' --metrics '%s'", h5, model,
-                             tp("ck"), met),
+    assert_int_equal(tgt_run(TRAIN_ARGS "--ckpt-dir '%s' --metrics '%s'", h5, model, tp("ck"), met),
                      0);
     /* Progress in tokens/s; val (convert's held-out tail) evaluated. */
     tgt_expect_out("tokens/s");
@@ -288,11 +284,10 @@ static void test_resume_bit_identical(void **state) {
     (void)state;
     const char *h5 = token_data(), *model = bigram();
     char a[4096], b[4096];
-    assert_int_equal(tgt_run(TRAIN_ARGS "--max-steps 20 --metrics '%s'", h5, model,
-                             tp("straight.jsonl")),
-                     0);
-    assert_int_equal(tgt_run(TRAIN_ARGS "--max-steps 10 --ckpt-dir '%s' --metrics '%s'", h5,
-                             model, tp("rs"), tp("halves.jsonl")),
+    assert_int_equal(
+        tgt_run(TRAIN_ARGS "--max-steps 20 --metrics '%s'", h5, model, tp("straight.jsonl")), 0);
+    assert_int_equal(tgt_run(TRAIN_ARGS "--max-steps 10 --ckpt-dir '%s' --metrics '%s'", h5, model,
+                             tp("rs"), tp("halves.jsonl")),
                      0);
     assert_int_equal(tgt_run(TRAIN_ARGS "--max-steps 20 --ckpt-dir '%s' --metrics '%s' "
                                         "--resume auto",
@@ -303,9 +298,9 @@ static void test_resume_bit_identical(void **state) {
     assert_int_equal(strlen(a) > 0, 1);
     assert_string_equal(a, b);
     /* Another seed draws other windows. */
-    assert_int_equal(tgt_run(TRAIN_ARGS "--max-steps 20 --seed 7 --metrics '%s'", h5, model,
-                             tp("seed7.jsonl")),
-                     0);
+    assert_int_equal(
+        tgt_run(TRAIN_ARGS "--max-steps 20 --seed 7 --metrics '%s'", h5, model, tp("seed7.jsonl")),
+        0);
     step_losses(tp("seed7.jsonl"), b, sizeof b);
     assert_string_not_equal(a, b);
 }
@@ -329,9 +324,8 @@ static void test_train_bad_model(void **state) {
     tgt_write_npy(tp("xv.npy"), "|u1", "(16, 8)", xv, sizeof xv);
     tgt_write_npy(tp("yv.npy"), "<i8", "(16,)", yv, sizeof yv);
     const char *imgp = tp("vec.h5");
-    assert_int_equal(tgt_run("convert npy --x '%s' --y '%s' --out '%s'", tp("xv.npy"),
-                             tp("yv.npy"), imgp),
-                     0);
+    assert_int_equal(
+        tgt_run("convert npy --x '%s' --y '%s' --out '%s'", tp("xv.npy"), tp("yv.npy"), imgp), 0);
     const char *pm = tp("pos.ini");
     tgt_write_file(pm, "[input]\ndtype = i64\n\n[embedding]\nnum = 256\n"
                        "dim = 4\n\n[linear]\nout = classes\n");
@@ -341,9 +335,8 @@ static void test_train_bad_model(void **state) {
                          0);
     tgt_expect_out("gives a score per position");
     /* A block size longer than the val split. */
-    assert_int_not_equal(tgt_run("train --data '%s' --model '%s' --block-size 100000 --threads 1",
-                                 h5, bigram()),
-                         0);
+    assert_int_not_equal(
+        tgt_run("train --data '%s' --model '%s' --block-size 100000 --threads 1", h5, bigram()), 0);
     tgt_expect_out("fewer than one window of block size 100000");
 }
 

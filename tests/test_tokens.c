@@ -59,7 +59,10 @@ static void write_tokens(const char *path, const char *split, const uint16_t *to
     H5Fclose(f);
 }
 
-enum { NTOK = 1000, T = 7 };
+enum {
+    NTOK = 1000,
+    T = 7
+};
 
 static uint16_t *sequence(void) {
     static uint16_t t[NTOK];
@@ -154,9 +157,8 @@ static void global_batch(int64_t n, int64_t B, uint64_t seed, int world, int64_t
         tg_sampler *s;
         int64_t m;
         assert_int_equal(tg_sampler_new(&c, &s, err, sizeof err), TG_OK);
-        assert_int_equal(tg_sampler_batch(s, g / nb, g % nb, out + r * (B / world), &m, err,
-                                          sizeof err),
-                         TG_OK);
+        assert_int_equal(
+            tg_sampler_batch(s, g / nb, g % nb, out + r * (B / world), &m, err, sizeof err), TG_OK);
         assert_int_equal(m, B / world);
         tg_sampler_free(s);
     }
@@ -164,7 +166,10 @@ static void global_batch(int64_t n, int64_t B, uint64_t seed, int world, int64_t
 
 static void test_draws(void **state) {
     (void)state;
-    enum { N = 100, B = 8 };
+    enum {
+        N = 100,
+        B = 8
+    };
     int64_t a[B], b[B], c[B];
     int hits[N] = {0};
     for (int64_t g = 0; g < 200; g++) {

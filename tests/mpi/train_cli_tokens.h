@@ -45,17 +45,18 @@ static void group_tokens(void) {
     for (int i = 0; i < 2; i++) {
         char d[32];
         snprintf(d, sizeof d, "tok-np%d", nps[i]);
-        code = run(nps[i], &out,
-                   ARGS("train", "--data", data, "--model", model, "--block-size", "16",
-                        "--batch-size", "8", "--steps-per-epoch", "4", "--epochs", "2",
-                        "--lr", "0.05", "--schedule", "constant", "--log-every", "1",
-                        "--threads", "1", "--check-replicas", "--ckpt-dir", P("%s", d),
-                        "--metrics", P("%s.jsonl", d)));
+        code =
+            run(nps[i], &out,
+                ARGS("train", "--data", data, "--model", model, "--block-size", "16",
+                     "--batch-size", "8", "--steps-per-epoch", "4", "--epochs", "2", "--lr", "0.05",
+                     "--schedule", "constant", "--log-every", "1", "--threads", "1",
+                     "--check-replicas", "--ckpt-dir", P("%s", d), "--metrics", P("%s.jsonl", d)));
         CHECK(code == 0, "tokens on %d ranks: exit %d\n%s", nps[i], code, out);
         CHECK(has(out, "tokens/s"), "no tokens/s in the progress lines:\n%s", out);
         free(out);
     }
-    int n1 = token_step_losses(P("tok-np0.jsonl"), l1, 16), n2 = token_step_losses(P("tok-np2.jsonl"), l2, 16);
+    int n1 = token_step_losses(P("tok-np0.jsonl"), l1, 16),
+        n2 = token_step_losses(P("tok-np2.jsonl"), l2, 16);
     CHECK(n1 == 8 && n2 == 8, "step events: %d alone, %d on 2 ranks (want 8)", n1, n2);
     double worst = 0;
     for (int i = 0; i < n1 && i < n2; i++) {
@@ -73,8 +74,8 @@ static void group_tokens(void) {
     double el[2];
     for (int i = 0; i < 2; i++) {
         code = run(nps[i], &out, ARGS("eval", "--ckpt", CKPT("tok-np0", 8), "--threads", "1"));
-        CHECK(code == 0 && has(out, "bits per byte"), "eval on %d ranks: exit %d\n%s", nps[i],
-              code, out);
+        CHECK(code == 0 && has(out, "bits per byte"), "eval on %d ranks: exit %d\n%s", nps[i], code,
+              out);
         el[i] = number_after(out, ": loss ");
         free(out);
     }
