@@ -305,6 +305,30 @@ static void test_resume_bit_identical(void **state) {
     assert_string_not_equal(a, b);
 }
 
+/* --accum-steps 2: each rank's windows cut in two micro-batches (their
+ * labels with them) give the losses of the whole batch. */
+static void test_accum(void **state) {
+    (void)state;
+    const char *h5 = token_data(), *model = bigram();
+    char a[4096], b[4096];
+    assert_int_equal(tgt_run(TRAIN_ARGS "--max-steps 5 --optimizer sgd --metrics '%s'", h5, model,
+                             tp("acc1.jsonl")),
+                     0);
+    assert_int_equal(tgt_run(TRAIN_ARGS "--max-steps 5 --optimizer sgd --accum-steps 2 "
+                                        "--metrics '%s'",
+                             h5, model, tp("acc2.jsonl")),
+                     0);
+    step_losses(tp("acc1.jsonl"), a, sizeof a);
+    step_losses(tp("acc2.jsonl"), b, sizeof b);
+    int n = 0;
+    for (const char *p = a, *q = b; (p = strstr(p, ":")) && (q = strstr(q, ":")); p++, q++) {
+        double x = strtod(p + 1, NULL), y = strtod(q + 1, NULL);
+        assert_true(fabs(x - y) <= 1e-5 * fabs(x));
+        n++;
+    }
+    assert_int_equal(n, 5);
+}
+
 static void test_train_bad_model(void **state) {
     (void)state;
     const char *h5 = token_data(), *m = tp("clf.ini");
@@ -354,7 +378,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_convert_bytes),        cmocka_unit_test(test_convert_bpe),
         cmocka_unit_test(test_convert_bad_input),    cmocka_unit_test(test_train_bigram),
-        cmocka_unit_test(test_resume_bit_identical), cmocka_unit_test(test_train_bad_model),
+        cmocka_unit_test(test_resume_bit_identical), cmocka_unit_test(test_accum),
+        cmocka_unit_test(test_train_bad_model),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
