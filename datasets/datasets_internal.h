@@ -79,6 +79,10 @@ const char *tg__ds_dims_str(const hsize_t *dims, int ndim, char *buf, size_t len
 #define TG__ATTR_SCALE "scale"
 #define TG__ATTR_MEAN "mean"
 #define TG__ATTR_STD "std"
+/* The attributes of a token split. */
+#define TG__ATTR_VOCAB_SIZE "vocab_size"
+#define TG__ATTR_TOKENIZER "tokenizer"
+#define TG__ATTR_BYTES_PER_TOKEN "bytes_per_token"
 
 /*
  * Prepares the dataset for reads of up to n indices that allocate nothing:

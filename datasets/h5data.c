@@ -638,12 +638,19 @@ tg_status tg_dataset_open_opts(const char *path, const char *split, const tg_dat
     st = open_file(ds, err, errlen);
     if (st == TG_OK)
         st = open_group(ds, err, errlen);
+    /* A split of tokens (and no x) is read in windows (h5tokens.c). */
+    if (st == TG_OK && H5Lexists(ds->grp, "tokens", H5P_DEFAULT) > 0 &&
+        H5Lexists(ds->grp, "x", H5P_DEFAULT) == 0) {
+        st = tg__h5d_open_tokens(ds, opts ? opts->block_size : 0, err, errlen);
+        goto done;
+    }
     if (st == TG_OK)
         st = open_members(ds, err, errlen);
     if (st == TG_OK)
         st = read_attrs(ds, err, errlen);
     if (st == TG_OK)
         st = ds->tdim ? tg__h5d_check_targets(ds, err, errlen) : check_labels(ds, err, errlen);
+done:
     if (st) {
         tg_dataset_close(ds);
         return st;
@@ -678,6 +685,8 @@ void tg_dataset_close(tg_dataset *ds) {
         (void)H5Fclose(ds->file);
     free(ds->y_cache);
     free(ds->x_cache);
+    free(ds->tok_cache);
+    free(ds->tok_win);
     free(ds->t_cache);
     free(ds->trow);
     free(ds->mean_v);
@@ -707,7 +716,7 @@ int64_t tg_dataset_norm(const tg_dataset *ds, const double **mean, const double 
         *std = ds->std_v;
     return ds->nch;
 }
-bool tg_dataset_x_cached(const tg_dataset *ds) { return ds->x_cache != NULL; }
+bool tg_dataset_x_cached(const tg_dataset *ds) { return ds->x_cache || ds->tok_cache; }
 const char *tg_dataset_path(const tg_dataset *ds) { return ds->path; }
 const char *tg_dataset_split(const tg_dataset *ds) { return ds->split; }
 

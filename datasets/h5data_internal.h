@@ -47,6 +47,16 @@ struct tg_dataset {
     unsigned char *x_cache;
     bool x_cache_tried;
 
+    /* Token splits (docs/DATASETS.md): a 1-D `tokens` dataset (opened as
+     * x) of ntok tokens; sample i is the window of block+1 tokens starting
+     * at token i, so n = ntok - block. tok_cache holds all the tokens (as
+     * u16) when they fit the budget; tok_win is one window of scratch. */
+    bool tokens;
+    int64_t ntok, block;
+    double bytes_per_token;
+    char tokenizer[32];
+    uint16_t *tok_cache, *tok_win;
+
     /* Scratch for one batch, grown to the largest batch seen. */
     int64_t cap;
     struct order *order;
@@ -71,5 +81,12 @@ tg_status tg__h5d_label_range(const tg_dataset *ds, int64_t i, int64_t v, const 
 /* Checks every target of an f32 y for NaN and infinities (in blocks),
  * caching y when it fits the budget. */
 tg_status tg__h5d_check_targets(tg_dataset *ds, char *err, size_t errlen);
+
+/* Token splits (h5tokens.c): opens and checks the `tokens` dataset of
+ * the open group (every token below vocab_size, read in blocks, cached
+ * when it fits the budget) with windows of `block` tokens; reads windows. */
+tg_status tg__h5d_open_tokens(tg_dataset *ds, int64_t block, char *err, size_t errlen);
+tg_status tg__h5d_read_tokens(tg_dataset *ds, const int64_t *indices, int64_t n, float *x_out,
+                              int64_t *y_out, char *err, size_t errlen);
 
 #endif

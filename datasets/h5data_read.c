@@ -155,6 +155,9 @@ static tg_status maybe_cache_x(tg_dataset *ds, char *err, size_t errlen) {
 }
 
 tg_status tg__ds_reserve(tg_dataset *ds, int64_t n, char *err, size_t errlen) {
+    /* Token windows are read into the window scratch made at open. */
+    if (ds->tokens)
+        return TG_OK;
     if (!ds->x_cache_tried) {
         tg_status st = maybe_cache_x(ds, err, errlen);
         if (st)
@@ -301,6 +304,8 @@ tg_status tg_dataset_read(tg_dataset *ds, const int64_t *indices, int64_t n, flo
                                "%s: %s: index %lld (batch position %lld) is outside [0, %lld)",
                                ds->path, ds->split, (long long)indices[i], (long long)i,
                                (long long)ds->n);
+    if (ds->tokens)
+        return tg__h5d_read_tokens(ds, indices, n, x_out, y_out, err, errlen);
     if (x_out && !ds->x_cache_tried) {
         st = maybe_cache_x(ds, err, errlen);
         if (st)

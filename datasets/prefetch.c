@@ -174,6 +174,8 @@ static tg_status alloc_slots(tg_loader *ld, char *err, size_t errlen) {
     int64_t local = tg_sampler_local_batch(ld->s);
     int64_t numel = tg_dataset_sample_numel(ld->ds);
     int64_t tdim = tg_dataset_target_dim(ld->ds);
+    /* Token windows carry a label per position. */
+    int64_t lps = tg_dataset_labels_per_sample(ld->ds);
 
     if ((uint64_t)local > SIZE_MAX / sizeof(float) / (uint64_t)numel)
         return tg__ds_fail(TG_ERR_NOMEM, err, errlen,
@@ -185,7 +187,7 @@ static tg_status alloc_slots(tg_loader *ld, char *err, size_t errlen) {
         struct slot *sl = &ld->slots[i];
 
         sl->x = malloc((size_t)(local * numel) * sizeof *sl->x);
-        sl->y = malloc((size_t)local * sizeof *sl->y);
+        sl->y = malloc((size_t)(local * lps) * sizeof *sl->y);
         sl->idx = malloc((size_t)local * sizeof *sl->idx);
         if (tdim)
             sl->t = malloc((size_t)(local * tdim) * sizeof *sl->t);
@@ -252,8 +254,11 @@ tg_status tg_loader_new(tg_dataset *ds, tg_sampler *s, const tg_loader_options *
     if (depth < 2 || depth > LOADER_MAX_DEPTH)
         return tg__ds_fail(TG_ERR_INVALID, err, errlen, "loader: depth %d is outside [2, %d]",
                            depth, LOADER_MAX_DEPTH);
-    if (tg_sampler_get_config(s)->subset ? tg_sampler_get_config(s)->n > tg_dataset_len(ds)
-                                         : tg_sampler_get_config(s)->n != tg_dataset_len(ds))
+    const tg_sampler_config *sc = tg_sampler_get_config(s);
+    /* A subset, a stride (token windows) or draws cover part of the split. */
+    bool part = sc->subset || sc->stride > 1 || sc->draw;
+    if (part ? (sc->n - 1) * (sc->stride > 1 ? sc->stride : 1) >= tg_dataset_len(ds)
+             : sc->n != tg_dataset_len(ds))
         return tg__ds_fail(TG_ERR_INVALID, err, errlen,
                            "loader: the sampler covers N = %lld samples but %s: %s has %lld",
                            (long long)tg_sampler_get_config(s)->n, tg_dataset_path(ds),

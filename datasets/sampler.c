@@ -23,6 +23,8 @@
 #define PERM_STREAM 0x7065726du /* "perm" */
 /* The stream of the validation hold-out's shuffle. */
 #define HOLDOUT_STREAM 0x686f6c64u /* "hold" */
+/* The stream of draws with replacement (token windows). */
+#define DRAW_STREAM 0x64726177u /* "draw" */
 #define EPOCH_LIMIT ((int64_t)1 << 32)
 
 struct tg_sampler {
@@ -188,7 +190,17 @@ tg_status tg_sampler_new(const tg_sampler_config *cfg, tg_sampler **out, char *e
                            "sampler: global batch B = %lld is not divisible by world size w = %d "
                            "(each rank takes B/w samples)",
                            (long long)cfg->batch, cfg->world);
-    if (cfg->drop_last && cfg->n < cfg->batch)
+    /* An epoch's samples, epoch_batches x B, must be a number. */
+    if (cfg->draw && (cfg->epoch_batches < 1 || cfg->epoch_batches > INT64_MAX / cfg->batch))
+        return tg__ds_fail(TG_ERR_INVALID, err, errlen,
+                           "sampler: drawing with replacement needs epoch_batches in [1, "
+                           "2^63 / B], got %lld",
+                           (long long)cfg->epoch_batches);
+    if (cfg->stride < 0 || (cfg->stride > 1 && cfg->subset))
+        return tg__ds_fail(TG_ERR_INVALID, err, errlen,
+                           "sampler: stride %lld must be >= 0 and not given with a subset",
+                           (long long)cfg->stride);
+    if (cfg->drop_last && !cfg->draw && cfg->n < cfg->batch)
         return tg__ds_fail(TG_ERR_INVALID, err, errlen,
                            "sampler: N = %lld is smaller than the global batch B = %lld, so with "
                            "drop_last an epoch has no batch",
@@ -199,9 +211,13 @@ tg_status tg_sampler_new(const tg_sampler_config *cfg, tg_sampler **out, char *e
     s->cfg = *cfg;
     s->nb = cfg->drop_last ? cfg->n / cfg->batch : (cfg->n + cfg->batch - 1) / cfg->batch;
     s->per = cfg->drop_last ? s->nb * cfg->batch : cfg->n;
+    if (cfg->draw) {
+        s->nb = cfg->epoch_batches;
+        s->per = s->nb * cfg->batch;
+    }
     s->local = cfg->batch / cfg->world;
     s->perm_epoch = -1;
-    if (cfg->shuffle) {
+    if (cfg->shuffle && !cfg->draw) {
         s->perm = malloc((size_t)cfg->n * sizeof *s->perm);
         if (!s->perm) {
             free(s);
@@ -227,6 +243,23 @@ int64_t tg_sampler_epoch_samples(const tg_sampler *s) { return s->per; }
 int64_t tg_sampler_local_batch(const tg_sampler *s) { return s->local; }
 int64_t tg_sampler_samples_consumed(const tg_sampler *s) { return s->consumed; }
 
+/* Positions [lo, lo+m) of global batch g drawn with replacement: position
+ * j is Philox(seed; g, j, stream) mapped to [0, n) by multiply-shift. */
+static void draw(const tg_sampler *s, int64_t g, int64_t lo, int64_t m, int64_t *idx) {
+    const uint32_t key[2] = {(uint32_t)s->cfg.seed, (uint32_t)(s->cfg.seed >> 32)};
+
+    for (int64_t i = 0; i < m; i++) {
+        uint64_t j = (uint64_t)(lo + i);
+        const uint32_t ctr[4] = {(uint32_t)g, (uint32_t)((uint64_t)g >> 32), (uint32_t)j,
+                                 DRAW_STREAM};
+        uint32_t out[4];
+        tg_philox4x32_10(ctr, key, out);
+        uint64_t r = (uint64_t)out[1] << 32 | out[0];
+        int64_t p = (int64_t)mulhi64(r, (uint64_t)s->cfg.n);
+        idx[i] = s->cfg.subset ? s->cfg.subset[p] : p;
+    }
+}
+
 tg_status tg_sampler_batch(tg_sampler *s, int64_t epoch, int64_t k, int64_t *idx, int64_t *n,
                            char *err, size_t errlen) {
     int64_t g0, m, lo, hi;
@@ -250,9 +283,13 @@ tg_status tg_sampler_batch(tg_sampler *s, int64_t epoch, int64_t k, int64_t *idx
     lo = (int64_t)s->cfg.rank * s->local;
     hi = lo + s->local < m ? lo + s->local : m;
     *n = hi > lo ? hi - lo : 0;
+    if (s->cfg.draw) {
+        draw(s, epoch * s->nb + k, lo, *n, idx);
+        return TG_OK;
+    }
     for (int64_t i = 0; i < *n; i++) {
         int64_t j = s->perm ? s->perm[g0 + lo + i] : g0 + lo + i;
-        idx[i] = s->cfg.subset ? s->cfg.subset[j] : j;
+        idx[i] = s->cfg.subset ? s->cfg.subset[j] : s->cfg.stride > 1 ? j * s->cfg.stride : j;
     }
     return TG_OK;
 }

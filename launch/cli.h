@@ -126,6 +126,8 @@ int tg_cmd_train(int argc, char **argv);
 int tg_cmd_eval(int argc, char **argv);
 int tg_cmd_sample(int argc, char **argv);
 int tg_cmd_convert(int argc, char **argv);
+/* `tapegrad convert text` (launch/cmd_convert_text.c). */
+int tg_cmd_convert_text(int argc, char **argv);
 int tg_cmd_inspect(int argc, char **argv);
 /* inspect's model-file summary (cmd_inspect_model.c); shape and classes may
  * be NULL. Returns an exit code. */

@@ -12,9 +12,9 @@
 static void convert_usage(FILE *f) {
     fprintf(f, "usage: tapegrad convert idx --images FILE.gz --labels FILE.gz --out FILE.h5 ...\n"
                "       tapegrad convert npy --x X.npy --y Y.npy --out FILE.h5 ...\n"
+               "       tapegrad convert text --in FILE... --out FILE.h5 ...\n"
                "\n"
-               "Run 'tapegrad convert idx --help' or 'tapegrad convert npy --help' for the\n"
-               "options of each.\n");
+               "Run 'tapegrad convert idx --help' (npy, text) for the options of each.\n");
 }
 
 static void npy_usage(FILE *f) {
@@ -211,8 +211,11 @@ int tg_cmd_convert(int argc, char **argv) {
     }
     if (strcmp(argv[1], "npy") == 0)
         return convert_npy(argc, argv);
+    if (strcmp(argv[1], "text") == 0)
+        return tg_cmd_convert_text(argc, argv);
     if (strcmp(argv[1], "idx") != 0)
-        return tg_cli_usage_error(cmd, "unknown format '%s' (expected idx or npy)", argv[1]);
+        return tg_cli_usage_error(cmd, "unknown format '%s' (expected idx, npy or text)",
+                                  argv[1]);
 
     const char *images = NULL, *labels = NULL, *out = NULL, *split = "train", *v;
     tg_idx_options o = {0};

@@ -10,12 +10,14 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "tapegrad/checkpoint.h"
+#include "tapegrad/datasets.h"
 #include "options.h"
 #include "train.h"
 #include "train_data.h"
@@ -29,6 +31,7 @@ typedef struct eval_opts {
     int threads;
     tg_device device;
     bool confusion, print_config;
+    bool split_given; /* --split was given (not a row: set after reading) */
 } eval_opts;
 
 #define EV(m) offsetof(eval_opts, m)
@@ -137,11 +140,21 @@ static int config_from_meta(const tg_ckpt_meta *m, const char *path, tg_trainer_
     }
     if (m->config && config_value(m->config, "momentum", v, sizeof v))
         c->optim.momentum = strtod(v, NULL);
+    /* Token data: the windows the model was built for. */
+    if (m->config && config_value(m->config, "block_size", v, sizeof v))
+        c->block_size = strtoll(v, NULL, 10);
     return TG_EXIT_OK;
 }
 
 static void print_result(const tg_eval_result *r, const double *conf, int64_t k, const char *path,
                          const char *split, int64_t step) {
+    if (r->tokens) {
+        printf("%s (step %lld) on %s: loss %.6f  perplexity %.4f  bits per byte %.4f  accuracy "
+               "%.6f  (%lld tokens, %.2f s)\n",
+               path, (long long)step, split, r->loss, exp(r->loss), r->bits_per_byte, r->accuracy,
+               (long long)r->tokens, r->seconds);
+        return;
+    }
     if (r->regression) {
         /* Regression targets: no accuracy and no confusion matrix. */
         printf("%s (step %lld) on %s: mse %.6f  mae %.6f  (%lld samples, %.2f s)\n", path,
@@ -268,6 +281,11 @@ static int evaluate(const eval_opts *o, tg_world *w) {
         goto out;
     c.data_path = data;
     c.train_split = c.test_split = o->split;
+    /* Token files (convert text) hold train and val: without a test
+     * split, val is the default. */
+    if (!o->split_given && tg_dataset_has_split(data, o->split) == 0 &&
+        tg_dataset_has_split(data, "val") == 1)
+        c.train_split = c.test_split = "val";
     c.batch_size = world; /* the training sampler is unused; any valid batch */
     c.eval_batch_size = o->batch;
     c.rank = rank;
@@ -320,7 +338,7 @@ static int evaluate(const eval_opts *o, tg_world *w) {
         goto out;
     }
     if (rank == 0)
-        print_result(&r, conf, k, o->ckpt, o->split, m.step);
+        print_result(&r, conf, k, o->ckpt, c.test_split, m.step);
 out:
     free(conf);
     tg_trainer_free(tr);
@@ -352,6 +370,7 @@ int tg_cmd_eval(int argc, char **argv) {
     int code = tg_opt_read(&set, "eval", tg_eval_options, EVAL_NOPTS, argc, argv, eval_usage);
     if (code == 0 && !set.help)
         code = tg_opt_apply(&set, &o);
+    o.split_given = code == 0 && tg_opt_given(&set, "split");
     if (code == 0 && !set.help && o.print_config) {
         char text[1 << 14];
         fputs(tg_opt_text(tg_eval_options, EVAL_NOPTS, &o, TG_OPT_INI, text, sizeof text), stdout);

@@ -60,7 +60,8 @@ typedef struct split_list {
 /*
  * H5Literate callback: keep the groups below the root that are splits:
  * those holding x or y (a split missing one of them is then reported by the
- * reader, as training would), and "train" and "test" whatever they hold.
+ * reader, as training would) or tokens, and "train" and "test" whatever they
+ * hold.
  * The group is opened by its index, not by the name read from the file, and
  * only the known names x and y are looked up in it.
  */
@@ -76,7 +77,8 @@ static herr_t collect(hid_t root, const char *name, const H5L_info_t *info, void
         return 0;
     bool split = strcmp(name, "train") == 0 || strcmp(name, "test") == 0;
     if (H5Iget_type(g) == H5I_GROUP)
-        split = split || H5Lexists(g, "x", H5P_DEFAULT) > 0 || H5Lexists(g, "y", H5P_DEFAULT) > 0;
+        split = split || H5Lexists(g, "x", H5P_DEFAULT) > 0 || H5Lexists(g, "y", H5P_DEFAULT) > 0 ||
+                H5Lexists(g, "tokens", H5P_DEFAULT) > 0;
     else
         split = false;
     (void)H5Oclose(g);
@@ -211,15 +213,33 @@ out:
     return code;
 }
 
+/* A token split (convert text): its tokens, vocabulary and attributes. */
+static int inspect_tokens(hid_t f, tg_dataset *ds, const char *split) {
+    printf("  split %s: %lld tokens, vocabulary %lld, tokenizer %s, %.6g bytes per token\n",
+           split, (long long)tg_dataset_num_tokens(ds), (long long)tg_dataset_num_classes(ds),
+           tg_dataset_tokenizer(ds), tg_dataset_bytes_per_token(ds));
+    hid_t g = H5Gopen2(f, split, H5P_DEFAULT);
+    if (g >= 0) {
+        describe_dataset(g, "tokens");
+        H5Gclose(g);
+    }
+    tg_dataset_close(ds);
+    return TG_EXIT_OK;
+}
+
 static int inspect_split(hid_t f, const char *path, const char *split) {
     char err[512];
     tg_dataset *ds;
-    tg_status s = tg_dataset_open(path, split, &ds, err, sizeof err);
+    /* Windows of one token: any token split with two tokens opens. */
+    tg_dataset_options o = {.block_size = 1};
+    tg_status s = tg_dataset_open_opts(path, split, &o, &ds, err, sizeof err);
     if (s) {
         printf("  split %s: invalid\n", split);
         fprintf(stderr, "tapegrad inspect: %s\n", err);
         return tg_cli_exit_for_status(s);
     }
+    if (tg_dataset_is_tokens(ds))
+        return inspect_tokens(f, ds, split);
     const double *m, *sd;
     int64_t nch = tg_dataset_norm(ds, &m, &sd);
     if (nch == 1) {

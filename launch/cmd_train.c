@@ -7,6 +7,7 @@
  * events, and turns statuses into exit codes.
  */
 #include "cli.h"
+#include "tapegrad/datasets.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -168,6 +169,12 @@ int tg_cmd_train(int argc, char **argv) {
         code = tg_train_find_data("train", o.data, o.idx_dir, w, cache, sizeof cache, &data);
         if (code != TG_EXIT_OK && tg_cli_stop_signal())
             code = tg_cli_stop_exit(o.ckpt_dir != NULL);
+        /* Token files (convert text) hold train and val: without a test
+         * split, val is the one evaluated. */
+        if (code == TG_EXIT_OK && !tg_opt_given(&set, "test-split") &&
+            tg_dataset_has_split(data, cfg.test_split) == 0 &&
+            tg_dataset_has_split(data, "val") == 1)
+            cfg.test_split = "val";
         if (code == TG_EXIT_OK)
             code = tg_train_run(&cfg, &o, data, w);
     }

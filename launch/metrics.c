@@ -110,6 +110,8 @@ int tg_metrics_write_event(FILE *f, const tg_trainer_event *ev, int world, doubl
         add_int(o, "epoch", ev->epoch);
         add_num(o, "loss", ev->loss);
         add_num(o, "lr", ev->lr);
+        if (ev->tokens_per_s > 0)
+            add_num(o, "tokens_per_s", ev->tokens_per_s);
         return emit(f, o);
     }
     add_int(o, "epoch", ev->epoch);
@@ -132,6 +134,17 @@ int tg_metrics_write_event(FILE *f, const tg_trainer_event *ev, int world, doubl
         } else {
             add_num(o, "val_acc", ev->val.accuracy);
         }
+    }
+    /* Token data: perplexity and bits per byte beside the losses, and the
+     * throughput in tokens. */
+    if (ev->eval.tokens || (ev->has_val && ev->val.tokens)) {
+        add_num(o, "test_ppl", exp(ev->eval.loss));
+        add_num(o, "test_bpb", ev->eval.bits_per_byte);
+        if (ev->has_val) {
+            add_num(o, "val_ppl", exp(ev->val.loss));
+            add_num(o, "val_bpb", ev->val.bits_per_byte);
+        }
+        add_num(o, "tokens_per_s", ev->tokens_per_s);
     }
     add_num(o, "samples_per_s", ev->samples_per_s);
     add_num(o, "seconds", ev->seconds);

@@ -97,9 +97,11 @@ static void draw(tg_progress *p) {
         char loss[32] = "";
         if (p->loss == p->loss && p->loss != 0)
             snprintf(loss, sizeof loss, "  loss %.4f", p->loss);
-        snprintf(right, sizeof right, " %lld/%lld%s  %.0f samples/s  %s<%s",
-                 (long long)in_epoch, (long long)epoch_len, loss, rate * (double)p->batch, el,
-                 eta);
+        /* Token data counts tokens: T a sample. */
+        int64_t tps = tg_trainer_tokens_per_sample(p->tr);
+        snprintf(right, sizeof right, " %lld/%lld%s  %.0f %s/s  %s<%s", (long long)in_epoch,
+                 (long long)epoch_len, loss, rate * (double)p->batch * (double)(tps ? tps : 1),
+                 tps ? "tokens" : "samples", el, eta);
         q.eval_done = in_epoch;
         q.eval_total = epoch_len;
     }

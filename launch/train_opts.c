@@ -94,6 +94,17 @@ const tg_opt tg_train_options[] = {
     {"augment-pad", 0, TG_OPT_INT, "N", CFG(augment_pad), 0, TG_AUGMENT_MAX_PAD, NULL, NULL,
      SAVED, NULL, "the random crop's padding in pixels on each side"},
 
+    /* Token data (language models), one block. */
+    {"block-size", 0, TG_OPT_I64, "N", CFG(block_size), 1, 1 << 20, NULL,
+     STR(TG_DATASET_DEFAULT_BLOCK), SAVED, NULL,
+     "token data (convert text): a sample is a window of N+1 tokens, the first N the input and "
+     "the last N the next-token targets"},
+    {"steps-per-epoch", 0, TG_OPT_I64, "N", CFG(steps_per_epoch), 1, 1 << 20, NULL,
+     "the training split's tokens / (batch size x block size)", SAVED, NULL,
+     "token data: the optimizer steps between two evaluations (an epoch); training windows are "
+     "drawn at random, with replacement, from (seed, step), so with --max-steps this is "
+     "nanoGPT's eval interval"},
+
     {"epochs", 0, TG_OPT_I64, "N", CFG(epochs), 1, 100000, NULL, NULL, SAVED | TG_OPT_PER_MODEL,
      "training (defaults per model below)", "epochs over the training split"},
     {"batch-size", 0, TG_OPT_I64, "N", CFG(batch_size), 1, 1 << 20, NULL, NULL,

@@ -16,6 +16,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,9 +73,34 @@ static void print_step(run_state *st, const tg_trainer_event *ev) {
         tg_progress_set_loss(st->prog, ev->loss);
         return;
     }
+    if (ev->tokens_per_s > 0) {
+        printf("epoch %lld/%lld  step %lld/%lld  loss %.4f  lr %.3g  %.0f tokens/s\n",
+               (long long)ev->epoch, (long long)ev->epochs, (long long)ev->step_in_epoch,
+               (long long)ev->steps_per_epoch, ev->loss, ev->lr, ev->tokens_per_s);
+        return;
+    }
     printf("epoch %lld/%lld  step %lld/%lld  loss %.4f  lr %.3g  %.0f samples/s\n",
            (long long)ev->epoch, (long long)ev->epochs, (long long)ev->step_in_epoch,
            (long long)ev->steps_per_epoch, ev->loss, ev->lr, ev->samples_per_s);
+}
+
+/* Token data: an epoch's line and the end's, with perplexity and bits per
+ * byte of the evaluated split (val, or the test split). */
+static void print_tokens(const tg_trainer_event *ev, double rss) {
+    const tg_eval_result *r = ev->has_val ? &ev->val : &ev->eval;
+    const char *set = ev->has_val ? "val" : "test";
+    if (ev->kind == TG_EVENT_END) {
+        r = &ev->eval;
+        printf("test loss: %.4f (perplexity %.3f, %.4f bits per byte, %lld steps, %.1f s, %.0f "
+               "tokens/s)\n",
+               r->loss, exp(r->loss), r->bits_per_byte, (long long)ev->step, ev->seconds,
+               ev->tokens_per_s);
+        return;
+    }
+    printf("epoch %lld/%lld done: train_loss %.4f  %s_loss %.4f  %s_ppl %.3f  %s_bpb %.4f  "
+           "(%.1f s, %.0f tokens/s, eval %.1f s, rss %.0f MiB)\n",
+           (long long)ev->epoch, (long long)ev->epochs, ev->train_loss, set, r->loss, set,
+           exp(r->loss), set, r->bits_per_byte, ev->seconds, ev->tokens_per_s, r->seconds, rss);
 }
 
 static tg_status on_event(tg_trainer *tr, const tg_trainer_event *ev, bool *stop, void *user) {
@@ -96,6 +122,10 @@ static tg_status on_event(tg_trainer *tr, const tg_trainer_event *ev, bool *stop
     case TG_EVENT_EPOCH:
         if (st->o->verbosity < 0)
             break;
+        if (ev->eval.tokens || (ev->has_val && ev->val.tokens)) {
+            print_tokens(ev, rss);
+            break;
+        }
         if (ev->has_val || ev->eval.regression) {
             /* The validation set's figures, or the test split's MSE/MAE. */
             const tg_eval_result *r = ev->has_val ? &ev->val : &ev->eval;
@@ -114,7 +144,9 @@ static tg_status on_event(tg_trainer *tr, const tg_trainer_event *ev, bool *stop
                ev->eval.accuracy, ev->seconds, ev->samples_per_s, ev->eval.seconds, rss);
         break;
     case TG_EVENT_END:
-        if (ev->eval.regression)
+        if (ev->eval.tokens)
+            print_tokens(ev, rss);
+        else if (ev->eval.regression)
             printf("test mse: %.6g (mae %.6g, %lld steps, %.1f s)\n", ev->eval.loss, ev->eval.mae,
                    (long long)ev->step, ev->seconds);
         else

@@ -199,6 +199,69 @@ tg_status tg_npy_convert(const char *x_npy, const char *y_npy, const char *out_h
                          const char *split, const tg_npy_options *opts, char *err, size_t errlen);
 
 /* ------------------------------------------------------------------------ */
+/* Text conversion                                                           */
+/* ------------------------------------------------------------------------ */
+
+/* What tg_text_convert() writes; all-zero fields mean the defaults. */
+typedef struct tg_text_options {
+    /* The share of the tokens, taken from the end of the text, written as
+     * split "val"; 0 writes no val split. In [0, 1). */
+    double val_fraction;
+    /* A GPT-2-style byte-level BPE: vocab_json maps token strings (in
+     * GPT-2's byte-to-unicode alphabet) to ids, merges_txt lists the merges
+     * by rank ("a b" per line, an optional "#version" first line). Both or
+     * neither; neither: byte tokens (vocabulary 256). */
+    const char *vocab_json;
+    const char *merges_txt;
+    /* Optional: as tg_idx_options.stop. */
+    bool (*stop)(void *user);
+    void *stop_user;
+} tg_text_options;
+
+/*
+ * Converts the text files inputs[0..nin) (concatenated in order, read as
+ * bytes) into token splits of out_h5 (see tg_dataset_is_tokens): "train"
+ * with the first tokens and "val" with the last round(val_fraction x
+ * ntok). Each split holds `tokens`, u8 for byte tokens and u16 for a BPE,
+ * and the attributes vocab_size, tokenizer ("bytes" or "bpe") and
+ * bytes_per_token (the split's bytes of text per token). The output is
+ * written as tg_idx_convert() writes it (a new file under a temporary name
+ * renamed into place; an existing HDF5 file keeps its other splits).
+ *
+ * Returns TG_OK; TG_ERR_IO when a file cannot be read or written;
+ * TG_ERR_FORMAT for a bad vocab or merges file (the message names the file
+ * and the line), for empty input, or for a split left with fewer than 2
+ * tokens (one window of one token and its target);
+ * TG_ERR_INVALID for bad arguments; TG_ERR_NOMEM. The whole text's tokens
+ * are held in memory (two bytes per token) while converting.
+ */
+tg_status tg_text_convert(const char *const *inputs, int nin, const char *out_h5,
+                          const tg_text_options *opts, char *err, size_t errlen);
+
+/* A GPT-2-style BPE tokenizer (see tg_text_options). */
+typedef struct tg_bpe tg_bpe;
+
+/* Reads a vocab.json and merges.txt pair. Every merge's parts and result
+ * must be in the vocabulary, and so must the 256 single bytes; ids must lie
+ * in [0, 65536). Errors name the file and the line. */
+tg_status tg_bpe_load(const char *vocab_json, const char *merges_txt, tg_bpe **out, char *err,
+                      size_t errlen);
+/* The same from texts in memory; the names label the messages. */
+tg_status tg_bpe_parse(const char *vocab, size_t vlen, const char *vname, const char *merges,
+                       size_t mlen, const char *mname, tg_bpe **out, char *err, size_t errlen);
+void tg_bpe_free(tg_bpe *b);
+/* The vocabulary size: the largest id + 1. */
+int64_t tg_bpe_vocab_size(const tg_bpe *b);
+/*
+ * Encodes len bytes of text into ids (room for len ids: a BPE never gives
+ * more tokens than bytes) and returns the count, or -1 when out of memory.
+ * The text is cut into pieces as GPT-2 cuts it (contractions, letters,
+ * digits, other symbols, each with one leading space; runs of spaces) and
+ * each piece is merged by rank.
+ */
+int64_t tg_bpe_encode(tg_bpe *b, const unsigned char *text, int64_t len, uint16_t *ids);
+
+/* ------------------------------------------------------------------------ */
 /* Dataset reader                                                            */
 /* ------------------------------------------------------------------------ */
 
@@ -209,6 +272,10 @@ typedef struct tg_dataset tg_dataset;
  * left to fail as an allocation of the model. */
 #define TG_DATASET_MAX_CLASSES ((int64_t)1 << 20)
 #define TG_DATASET_MAX_SAMPLE_NUMEL ((int64_t)1 << 24)
+
+/* Token splits: the default window length T and the largest vocabulary. */
+#define TG_DATASET_DEFAULT_BLOCK 128
+#define TG_DATASET_MAX_VOCAB 65536
 
 /* The default for tg_dataset_options.cache_budget: 256 MiB. */
 #define TG_DATASET_DEFAULT_CACHE_BUDGET ((int64_t)256 << 20)
@@ -223,6 +290,9 @@ typedef struct tg_dataset_options {
      * TG_DATASET_DEFAULT_CACHE_BUDGET; a negative value caches nothing.
      */
     int64_t cache_budget;
+    /* Token splits: the window length T (the block size); 0 means
+     * TG_DATASET_DEFAULT_BLOCK. Ignored for splits of x and y. */
+    int64_t block_size;
     /* Optional: asked between the blocks of the work done at open (the
      * label scan, the check of cached f32 inputs); when it returns true the
      * open gives up with TG_ERR_STOPPED. */
@@ -315,6 +385,38 @@ int64_t tg_dataset_target_dim(const tg_dataset *ds);
 tg_status tg_dataset_read_targets(tg_dataset *ds, const int64_t *indices, int64_t n, float *x_out,
                                   float *t_out, char *err, size_t errlen);
 
+/*
+ * Token splits. A split whose group holds a 1-D `tokens` dataset (u8 or
+ * u16; no x) is a token split (docs/DATASETS.md; `tapegrad convert text`
+ * writes them): group attributes vocab_size (integer in [2, 65536],
+ * required; every token must lie below it, checked at open), tokenizer (a
+ * string, "bytes" or "bpe"; default "bytes") and bytes_per_token (the text's
+ * bytes per token, for bits per byte; default 1). With T the block size
+ * (tg_dataset_options.block_size), sample i is the window of T+1 tokens
+ * starting at token i, so tg_dataset_len() is ntok - T and a sample has
+ * shape (T). tg_dataset_read() writes a window's first T tokens as its
+ * inputs (n*T floats, the token ids) and its last T as its labels (n*T
+ * int64: the next token at every position); num_classes is vocab_size.
+ * The tokens are held in memory (2 bytes each) when they fit the cache
+ * budget, else every window is read from the file.
+ *
+ * tg_dataset_is_tokens() tells such a split; tg_dataset_block_size() is T
+ * and tg_dataset_num_tokens() the tokens in the split (0 for other splits);
+ * tg_dataset_labels_per_sample() is T for a token split and 1 otherwise;
+ * tg_dataset_bytes_per_token() and tg_dataset_tokenizer() (owned by ds)
+ * give the attributes (0 and NULL for other splits).
+ */
+bool tg_dataset_is_tokens(const tg_dataset *ds);
+int64_t tg_dataset_block_size(const tg_dataset *ds);
+int64_t tg_dataset_num_tokens(const tg_dataset *ds);
+int64_t tg_dataset_labels_per_sample(const tg_dataset *ds);
+double tg_dataset_bytes_per_token(const tg_dataset *ds);
+const char *tg_dataset_tokenizer(const tg_dataset *ds);
+
+/* Whether the HDF5 file `path` has a top-level group `split`: 1, 0, or -1
+ * when the file cannot be read as HDF5. Prints nothing. */
+int tg_dataset_has_split(const char *path, const char *split);
+
 /* The file path and split name as given to tg_dataset_open(); owned by ds. */
 const char *tg_dataset_path(const tg_dataset *ds);
 const char *tg_dataset_split(const tg_dataset *ds);
@@ -364,8 +466,17 @@ typedef struct tg_sampler_config {
     /* Optional (borrowed, n entries): the sampler draws positions in [0, n)
      * as above and hands out subset[position], so that it covers a subset
      * of a split (the samples left after a validation hold-out). NULL: the
-     * positions themselves. */
+     * positions themselves (times stride, when stride > 1). */
     const int64_t *subset;
+    int64_t stride;
+    /* Draw with replacement instead of permuting (token windows): the
+     * sample at position j of global batch g (g counts batches from the
+     * start of the run, over every epoch) is a uniform draw from [0, n)
+     * made by Philox keyed by seed with (g, j) in the counter, so global
+     * batch g is a function of (seed, g) alone. An epoch is then
+     * epoch_batches batches (>= 1; drop_last and shuffle are ignored). */
+    bool draw;
+    int64_t epoch_batches;
 } tg_sampler_config;
 
 /* Training: shuffled, last partial batch dropped (N / B batches). */
@@ -515,7 +626,8 @@ tg_status tg_loader_new(tg_dataset *ds, tg_sampler *s, const tg_loader_options *
 
 /*
  * Waits for the next batch and returns it: *x is n * sample_numel floats, *y
- * n labels, both owned by the loader and valid until the next call of
+ * n labels (n * T for a token split: tg_dataset_labels_per_sample()),
+ * both owned by the loader and valid until the next call of
  * tg_loader_next() or tg_loader_free(); *n may be 0 (a rank's share of a
  * partial evaluation batch). When the epoch is over, one call instead sets
  * *end_of_epoch, *n = 0 and *x = *y = NULL; the call after it starts the next

@@ -146,6 +146,12 @@ typedef struct tg_eval_result {
     bool regression;  /* the split holds f32 targets: loss is the MSE, and */
     double mae;       /* the mean absolute error over every target value */
     int64_t samples;  /* samples evaluated (all ranks): the split's size */
+    /* Token splits: samples are windows of T tokens, loss and accuracy are
+     * means over every position (tokens = samples x T), perplexity is
+     * exp(loss) and bits_per_byte = loss / ln 2 / the split's
+     * bytes_per_token. tokens is 0 (and bits_per_byte NaN) otherwise. */
+    int64_t tokens;
+    double bits_per_byte;
     double seconds;
 } tg_eval_result;
 
@@ -164,6 +170,7 @@ typedef struct tg_trainer_event {
     tg_eval_result eval;
     bool has_val;        /* a validation set is evaluated every epoch: */
     tg_eval_result val;  /* EPOCH/END: its figures */
+    double tokens_per_s;  /* token data: samples_per_s x T; else 0 */
     double samples_per_s; /* training samples per second: since the last STEP
                            * event (STEP), over the epoch (EPOCH), over the run,
                            * evaluations included (END) */
@@ -266,6 +273,13 @@ typedef struct tg_trainer_config {
     int augment_pad;
     const char *val_split;
     double val_fraction;
+    /* Token data (docs/DATASETS.md): the window length T of the samples
+     * (0: TG_DATASET_DEFAULT_BLOCK), and the batches of a training epoch
+     * (0: the training split's tokens / (batch_size x T), at least 1).
+     * Training windows are drawn with replacement from (seed, batch
+     * number); evaluation reads every non-overlapping window once. */
+    int64_t block_size;
+    int64_t steps_per_epoch;
     int rank, world;         /* this process in the data-parallel job; world 1 alone */
     /* Optional: spans "forward", "backward" and "optimizer" of every
      * training step go here (NULL: none). Not owned by the trainer. */
@@ -342,6 +356,8 @@ int64_t tg_trainer_total_steps(const tg_trainer *tr);
  * held-out validation samples), in the test split, in the validation set
  * (0: none). */
 int64_t tg_trainer_train_len(const tg_trainer *tr);
+/* Token data: the positions of a sample (the block size T); 0 otherwise. */
+int64_t tg_trainer_tokens_per_sample(const tg_trainer *tr);
 int64_t tg_trainer_test_len(const tg_trainer *tr);
 int64_t tg_trainer_val_len(const tg_trainer *tr);
 

@@ -45,6 +45,10 @@ struct tg_trainer {
      * outputs of one evaluation batch, on the host. */
     int64_t tdim;
     float *out_host;
+    /* Token data (tokens): a sample is a window of lps = T positions, each
+     * with a label; lps is 1 otherwise. */
+    bool tokens;
+    int64_t lps;
     tg_eval_result last;
     double *confusion; /* during an evaluation that fills one, else NULL */
     bool stopped;      /* the last run ended through after_step's stop */
@@ -52,6 +56,9 @@ struct tg_trainer {
     int64_t run_step0; /* and at which step */
     bool ran;
 };
+
+/* The most logits (floats) one evaluation batch of token data may make. */
+#define EVAL_TOKEN_LOGITS ((int64_t)1 << 25)
 
 static double now_s(void) {
     struct timespec ts;
@@ -156,9 +163,20 @@ static tg_status eval_sampler(tg_trainer *tr, int64_t n, const int64_t *subset, 
      * 256 samples once asked for 6.4 GB). */
     if (eb > n)
         eb = n > 0 ? n : 1;
+    /* Token data: the logits of a batch are eb x T x V floats; keep them
+     * within EVAL_TOKEN_LOGITS (a BPE's 50k-word vocabulary at T = 128
+     * would need 6 GiB for 250 windows). */
+    if (tr->tokens) {
+        int64_t cap = EVAL_TOKEN_LOGITS / (tr->lps * tg_dataset_num_classes(tr->train_ds));
+        if (eb > cap)
+            eb = cap > 1 ? cap : 1;
+    }
     eb = (eb + c->world - 1) / c->world * c->world; /* divisible by world */
     tg_sampler_config sc = tg_sampler_config_eval(n, eb, c->rank, c->world);
     sc.subset = subset;
+    /* Token windows: every non-overlapping window of T+1 tokens once. */
+    if (tr->tokens)
+        sc.stride = tr->lps;
     return tg_sampler_new(&sc, out, err, errlen);
 }
 
@@ -169,6 +187,7 @@ static tg_status check_same(tg_trainer *tr, tg_dataset *a, tg_dataset *b, const 
     const int64_t *sh = tg_dataset_sample_shape(a, &nd);
     const int64_t *sh2 = tg_dataset_sample_shape(b, &nd2);
     if (nd2 != nd || memcmp(sh, sh2, (size_t)nd * sizeof(*sh)) != 0 ||
+        tg_dataset_is_tokens(a) != tg_dataset_is_tokens(b) ||
         tg_dataset_num_classes(a) != tg_dataset_num_classes(b) ||
         tg_dataset_target_dim(a) != tg_dataset_target_dim(b))
         return tg__fail(tr->ctx, TG_ERR_FORMAT,
@@ -188,6 +207,12 @@ static tg_status open_val(tg_trainer *tr, int64_t *n, int64_t *nval) {
     tg_dataset_options dopt = {.stop = c->hooks.should_stop, .stop_user = c->hooks.user};
     if (!c->val_split && !(c->val_fraction > 0))
         return TG_OK;
+    if (tr->tokens && !c->val_split)
+        return tg__fail(ctx, TG_ERR_INVALID,
+                        "%s: a validation fraction holds out samples, but split %s holds tokens: "
+                        "give a split of its own (convert text --val-fraction writes 'val')",
+                        c->data_path, c->train_split);
+    dopt.block_size = c->block_size;
     tg_status s = tg_dataset_open_opts(c->data_path, split, &dopt, &tr->val_ds, err, sizeof err);
     if (s)
         return ds_fail(ctx, s, err);
@@ -211,11 +236,18 @@ static tg_status open_val(tg_trainer *tr, int64_t *n, int64_t *nval) {
     return TG_OK;
 }
 
+/* The samples an evaluation of ds covers: all of them, or for tokens the
+ * non-overlapping windows (every T-th start). */
+static int64_t eval_len(const tg_trainer *tr, const tg_dataset *ds) {
+    return tr->tokens ? (tg_dataset_num_tokens(ds) - 1) / tr->lps : tg_dataset_len(ds);
+}
+
 static tg_status open_data(tg_trainer *tr) {
     tg_ctx *ctx = tr->ctx;
     const tg_trainer_config *c = &tr->cfg;
     char err[512];
-    tg_dataset_options dopt = {.stop = c->hooks.should_stop, .stop_user = c->hooks.user};
+    tg_dataset_options dopt = {.stop = c->hooks.should_stop, .stop_user = c->hooks.user,
+                               .block_size = c->block_size};
     tg_status s =
         tg_dataset_open_opts(c->data_path, c->train_split, &dopt, &tr->train_ds, err, sizeof err);
     if (s == TG_OK)
@@ -233,6 +265,8 @@ static tg_status open_data(tg_trainer *tr) {
                         c->data_path, c->train_split, nd);
     if ((s = check_same(tr, tr->train_ds, tr->test_ds, c->test_split)) != TG_OK)
         return s;
+    tr->tokens = tg_dataset_is_tokens(tr->train_ds);
+    tr->lps = tg_dataset_labels_per_sample(tr->train_ds);
     tr->sample_ndim = nd;
     tr->sample_shape[0] = tr->sample_shape[1] = 1;
     memcpy(tr->sample_shape + 3 - nd, sh, (size_t)nd * sizeof *sh);
@@ -240,7 +274,7 @@ static tg_status open_data(tg_trainer *tr) {
     int64_t n = tg_dataset_len(tr->train_ds), nval = 0;
     if ((s = open_val(tr, &n, &nval)) != TG_OK)
         return s;
-    if (n < c->batch_size)
+    if (n < c->batch_size && !tr->tokens)
         return tg__fail(ctx, TG_ERR_INVALID,
                         "%s: split %s has %lld samples%s, fewer than one batch of %lld",
                         c->data_path, c->train_split, (long long)n,
@@ -248,18 +282,25 @@ static tg_status open_data(tg_trainer *tr) {
                         (long long)c->batch_size);
     tg_sampler_config sc = tg_sampler_config_train(n, c->batch_size, c->seed, c->rank, c->world);
     sc.subset = tr->train_idx;
+    if (tr->tokens) {
+        /* Windows drawn with replacement; an epoch is as many batches as
+         * the split has tokens for, unless steps_per_epoch says. */
+        int64_t per = tg_dataset_num_tokens(tr->train_ds) / (c->batch_size * tr->lps);
+        sc.draw = true;
+        sc.epoch_batches = c->steps_per_epoch > 0 ? c->steps_per_epoch : per > 1 ? per : 1;
+    }
     s = tg_sampler_new(&sc, &tr->train_sp, err, sizeof err);
     if (s == TG_OK)
-        s = eval_sampler(tr, tg_dataset_len(tr->test_ds), NULL, &tr->test_sp, err, sizeof err);
+        s = eval_sampler(tr, eval_len(tr, tr->test_ds), NULL, &tr->test_sp, err, sizeof err);
     if (s == TG_OK && tr->val_ds)
-        s = eval_sampler(tr, nval ? nval : tg_dataset_len(tr->val_ds), tr->val_idx, &tr->val_sp,
+        s = eval_sampler(tr, nval ? nval : eval_len(tr, tr->val_ds), tr->val_idx, &tr->val_sp,
                          err, sizeof err);
     if (s)
         return ds_fail(ctx, s, err);
     tr->pred_cap = tg_sampler_local_batch(tr->test_sp);
     if (tr->val_sp && tg_sampler_local_batch(tr->val_sp) > tr->pred_cap)
         tr->pred_cap = tg_sampler_local_batch(tr->val_sp);
-    tr->pred = malloc((size_t)tr->pred_cap * sizeof(*tr->pred));
+    tr->pred = malloc((size_t)(tr->pred_cap * tr->lps) * sizeof(*tr->pred));
     tr->tdim = tg_dataset_target_dim(tr->train_ds);
     if (tr->tdim &&
         !(tr->out_host = malloc((size_t)(tr->pred_cap * tr->tdim) * sizeof(*tr->out_host))))
@@ -328,6 +369,21 @@ static tg_status build(tg_trainer *tr) {
     }
     if (s)
         return s;
+    int64_t osh[TG_MAX_DIMS];
+    int ond = tg_net_out_shape(tr->model.net, osh);
+    if (!tr->tokens && ond != 1)
+        return tg__fail(ctx, TG_ERR_SHAPE,
+                        "model %s gives a score per position (%d dims a sample), which needs "
+                        "token data (convert text), but split %s of %s holds samples with one "
+                        "label each",
+                        mname, ond, c->train_split, c->data_path);
+    if (tr->tokens && (ond != 2 || osh[0] != tr->lps))
+        return tg__fail(ctx, TG_ERR_SHAPE,
+                        "%s: split %s holds tokens in windows of %lld, so model %s must give "
+                        "(N, %lld, %lld) logits (an [input] of dtype i64 and a next-token score "
+                        "at every position)",
+                        c->data_path, c->train_split, (long long)tr->lps, mname,
+                        (long long)tr->lps, (long long)outs);
     /* A hook that steps the parameters itself (ZeRO) owns the optimizer
      * state: none is allocated here. */
     tg_optim_config oc = c->optim;
@@ -420,10 +476,19 @@ static tg_status batch_tensors(tg_trainer *tr, const float *x, const int64_t *y,
     int64_t xs[4] = {n, tr->sample_shape[0], tr->sample_shape[1], tr->sample_shape[2]};
     if (xd == 1)
         xs[1] = tr->sample_shape[2];
-    int64_t ts[2] = {n, tr->tdim};
+    int64_t ts[2] = {n, tr->tdim}, ny = n * tr->lps;
     *xt = tg_from_data(tr->ctx, TG_F32, xd + 1, xs, x);
-    *yt = t ? tg_from_data(tr->ctx, TG_F32, 2, ts, t) : tg_from_data(tr->ctx, TG_I64, 1, &n, y);
+    *yt = t ? tg_from_data(tr->ctx, TG_F32, 2, ts, t) : tg_from_data(tr->ctx, TG_I64, 1, &ny, y);
     return (*xt && *yt) ? TG_OK : tg_ctx_status(tr->ctx);
+}
+
+/* Token data: logits (n, T, V) as (n*T, V), one row per position, so
+ * that cross-entropy averages over every position. */
+static tg_tensor *positions(tg_trainer *tr, tg_tensor *logits) {
+    if (!tr->tokens || !logits)
+        return logits;
+    int64_t sh[2] = {logits->shape[0] * logits->shape[1], logits->shape[2]};
+    return tg_reshape(tr->ctx, logits, 2, sh);
 }
 
 /* One regression batch: adds the summed squared and absolute errors over
@@ -456,7 +521,7 @@ static tg_status eval_batch(tg_trainer *tr, const float *x, const int64_t *y, co
         tg_tensor *out = tg_model_forward(ctx, &tr->model, xt, false);
         return out ? eval_regress(tr, out, t, n, acc) : tg_ctx_status(ctx);
     }
-    tg_tensor *logits = tg_model_forward(ctx, &tr->model, xt, false);
+    tg_tensor *logits = positions(tr, tg_model_forward(ctx, &tr->model, xt, false));
     tg_tensor *loss = tg_cross_entropy(ctx, logits, yt, 0.0);
     tg_tensor *pred = tg_argmax(ctx, logits, 1, false);
     double l;
@@ -464,6 +529,8 @@ static tg_status eval_batch(tg_trainer *tr, const float *x, const int64_t *y, co
         return tg_ctx_status(ctx);
     if ((s = tg_item(ctx, loss, &l)) != TG_OK)
         return s;
+    /* Token data: every position of the n windows counts. */
+    n *= tr->lps;
     if ((s = tg_to_host(ctx, pred, tr->pred, (size_t)n * sizeof(*tr->pred))) != TG_OK)
         return s;
     acc[0] += l * (double)n;
@@ -497,6 +564,11 @@ tg_status tg_trainer_evaluate_confusion(tg_trainer *tr, tg_eval_result *out, dou
     if (s)
         return s;
     return evaluate_on(tr, tr->test_ld, tr->test_sp, tr->cfg.test_split, out, confusion);
+}
+
+/* The dataset that loader ld reads. */
+static const tg_dataset *ld_dataset(const tg_trainer *tr, const tg_loader *ld) {
+    return ld == tr->val_ld ? tr->val_ds : ld == tr->train_ld ? tr->train_ds : tr->test_ds;
 }
 
 static tg_status evaluate_on(tg_trainer *tr, tg_loader *ld, tg_sampler *sp, const char *name,
@@ -554,10 +626,14 @@ static tg_status evaluate_on(tg_trainer *tr, tg_loader *ld, tg_sampler *sp, cons
         out->mae = acc[1] / (acc[2] * (double)tr->tdim);
         out->accuracy = NAN;
     } else {
-        out->loss = acc[0] / acc[2];
-        out->accuracy = acc[1] / acc[2];
+        out->loss = acc[0] / (acc[2] * (double)tr->lps);
+        out->accuracy = acc[1] / (acc[2] * (double)tr->lps);
         out->mae = NAN;
     }
+    out->tokens = tr->tokens ? (int64_t)acc[2] * tr->lps : 0;
+    out->bits_per_byte = tr->tokens ? out->loss / log(2.0) / tg_dataset_bytes_per_token(
+                                                                 ld_dataset(tr, ld))
+                                    : NAN;
     out->samples = (int64_t)acc[2];
     out->seconds = now_s() - t0;
     tr->last = *out;
@@ -578,7 +654,7 @@ static tg_status micro_step(tg_trainer *tr, const float *x, const int64_t *y, co
     if (s)
         return s;
     tg_trace_begin(c->trace, "forward");
-    tg_tensor *logits = tg_model_forward(ctx, &tr->model, xt, true);
+    tg_tensor *logits = positions(tr, tg_model_forward(ctx, &tr->model, xt, true));
     tg_tensor *l = t ? tg_mse_loss(ctx, logits, yt)
                      : tg_cross_entropy(ctx, logits, yt, c->label_smoothing);
     tg_trace_end(c->trace);
@@ -611,7 +687,8 @@ static tg_status train_step(tg_trainer *tr, const float *x, const int64_t *y, co
             s = c->hooks.set_sync(tr, k == a - 1, c->hooks.user);
         double lk = 0;
         if (s == TG_OK)
-            s = micro_step(tr, x + k * mb * sample, y + k * mb, t ? t + k * mb * tr->tdim : NULL,
+            s = micro_step(tr, x + k * mb * sample, y + k * mb * tr->lps,
+                           t ? t + k * mb * tr->tdim : NULL,
                            mb, 1.0 / (double)a, lr, &lk);
         *loss += a > 1 ? lk / (double)a : lk;
     }
@@ -672,6 +749,7 @@ static tg_status end_epoch(tg_trainer *tr, epoch_acc *ea, bool final, bool *stop
     ev.train_loss = ea->steps ? ls / tr->cfg.world / (double)ea->steps : NAN;
     ev.seconds = train_s;
     ev.samples_per_s = train_s > 0 ? (double)(ea->steps * tr->cfg.batch_size) / train_s : 0;
+    ev.tokens_per_s = tr->tokens ? ev.samples_per_s * (double)tr->lps : 0;
     tg_trace_begin(tr->cfg.trace, "eval");
     s = tr->cfg.hooks.before_forward ? tr->cfg.hooks.before_forward(tr, tr->cfg.hooks.user)
                                      : TG_OK;
@@ -694,6 +772,7 @@ static tg_status end_epoch(tg_trainer *tr, epoch_acc *ea, bool final, bool *stop
         ev.samples_per_s = ev.seconds > 0 ? (double)((tr->step - tr->run_step0) *
                                                      tr->cfg.batch_size) / ev.seconds
                                           : 0;
+        ev.tokens_per_s = tr->tokens ? ev.samples_per_s * (double)tr->lps : 0;
         s = emit(tr, &ev, stop);
     }
     ea->loss_sum = 0;
@@ -765,6 +844,7 @@ tg_status tg_trainer_run(tg_trainer *tr) {
             ev.samples_per_s =
                 t > ea.t_log ? (double)((tr->step - ea.step_log) * c->batch_size) / (t - ea.t_log)
                              : 0;
+            ev.tokens_per_s = tr->tokens ? ev.samples_per_s * (double)tr->lps : 0;
             ea.t_log = t;
             ea.step_log = tr->step;
             if ((s = emit(tr, &ev, &stop)) != TG_OK)
@@ -819,6 +899,7 @@ tg_optim *tg_trainer_optim(tg_trainer *tr) { return tr->opt; }
 int64_t tg_trainer_steps_per_epoch(const tg_trainer *tr) { return tr->steps_per_epoch; }
 int64_t tg_trainer_total_steps(const tg_trainer *tr) { return tr->total_steps; }
 int64_t tg_trainer_train_len(const tg_trainer *tr) { return tg_sampler_get_config(tr->train_sp)->n; }
+int64_t tg_trainer_tokens_per_sample(const tg_trainer *tr) { return tr->tokens ? tr->lps : 0; }
 int64_t tg_trainer_test_len(const tg_trainer *tr) { return tg_dataset_len(tr->test_ds); }
 int64_t tg_trainer_val_len(const tg_trainer *tr) {
     return tr->val_sp ? tg_sampler_get_config(tr->val_sp)->n : 0;

@@ -1,8 +1,8 @@
 /*
  * tests/fuzz/fuzz_dataset.c: the HDF5 dataset reader (datasets/h5data.c) on
  * arbitrary files: open and validate split "train" (the label scan, or the
- * check of f32 regression targets, included), then read a batch of x and
- * y, from memory and from the file.
+ * check of f32 regression targets, or of a token split's tokens, included),
+ * then read a batch of x and y, from memory and from the file.
  *
  * Only files whose superblock is version 2 or later (HDF5's newer formats,
  * which the converters write) are tried. Their metadata carries checksums,
@@ -36,14 +36,16 @@ static void read_some(const char *path, int64_t budget) {
     int64_t idx[4] = {n - 1, 0, n / 2, n - 1};
     if (numel > 0 && numel <= MAX_BATCH_FLOATS / 4) {
         float *x = malloc((size_t)(4 * numel) * sizeof *x);
-        int64_t y[4];
+        /* A token split gives a label per position of each window. */
+        int64_t *y = malloc((size_t)(4 * tg_dataset_labels_per_sample(ds)) * sizeof *y);
         /* Regression targets (f32 y) through their own reader. */
         int64_t k = tg_dataset_target_dim(ds);
         float *t = k > 0 && k <= MAX_BATCH_FLOATS / 4 ? malloc((size_t)(4 * k) * sizeof *t) : NULL;
         if (x && t)
             (void)tg_dataset_read_targets(ds, idx, 4, x, t, err, sizeof err);
-        else if (x && k == 0)
+        else if (x && y && k == 0)
             (void)tg_dataset_read(ds, idx, 4, x, y, err, sizeof err);
+        free(y);
         free(t);
         free(x);
     }

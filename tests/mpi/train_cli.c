@@ -322,10 +322,11 @@ static double now_s(void) {
 
 #include "train_cli_groups.h"
 #include "train_cli_modelfile.h"
+#include "train_cli_tokens.h"
 
 int main(int argc, char **argv) {
     if (argc != 2) {
-        fprintf(stderr, "usage: train_cli ddp|resume|badckpt|preempt|eval|accum|syncbn|zero|sbatch|modelfile|data\n");
+        fprintf(stderr, "usage: train_cli ddp|resume|badckpt|preempt|eval|accum|syncbn|zero|sbatch|modelfile|data|tokens\n");
         return 2;
     }
     const char *base = getenv("TMPDIR");
