@@ -54,11 +54,13 @@ static void train_usage(FILE *f) {
     train_args g = tg_train_args_defaults(TG_MODEL_MLP);
     tg_train_gpt_defaults(&g);
     fprintf(f, "  %-7s %-7lld %-6lld %-10s %-7g %g on matrices; betas %g, %g, warm-up %lld,\n"
-               "                                            clip %g\n",
+               "                                            clip %g; %lld steps per epoch,\n"
+               "                                            evaluation batch %lld\n",
             "gpt", (long long)g.cfg.epochs, (long long)g.cfg.batch_size,
             tg_train_optim_name(g.cfg.optim.kind), g.cfg.optim.lr, g.cfg.optim.weight_decay,
             g.cfg.optim.beta1, g.cfg.optim.beta2, (long long)g.cfg.schedule.warmup_steps,
-            g.cfg.clip_grad_norm);
+            g.cfg.clip_grad_norm, (long long)g.cfg.steps_per_epoch,
+            (long long)g.cfg.eval_batch_size);
     fprintf(f, "\n"
                "signals: SIGTERM, SIGUSR1 or SIGINT stop the run at the next step: rank 0\n"
                "checkpoints (with --ckpt-dir) and every rank exits 75. A second SIGINT\n"
