@@ -83,6 +83,9 @@ bool tg__mpi_type(tg_dtype dt, bool sum, MPI_Datatype *out)
     case TG_I32: *out = MPI_INT32_T; return true;
     case TG_I64: *out = MPI_INT64_T; return true;
     case TG_U8: *out = MPI_BYTE; return !sum;
+    /* MPI has no bf16: moved as 16-bit words, summed by the caller's own
+     * operation (comm/mpi_coll.c). */
+    case TG_BF16: *out = MPI_UINT16_T; return !sum;
     default: return false;
     }
 }

@@ -420,10 +420,10 @@ tg_tensor *tg_minimum(tg_ctx *ctx, tg_tensor *a, tg_tensor *b);
 tg_tensor *tg_sin(tg_ctx *ctx, tg_tensor *a);
 tg_tensor *tg_cos(tg_ctx *ctx, tg_tensor *a);
 
-/* A copy converted to dtype dt (f32, f64, u8, i32, i64; float to integer
- * truncates toward zero, out-of-range values are undefined as in C). The
- * gradient flows between float dtypes; an integer result never requires
- * grad. Always a new tensor, also when dt is a's dtype. */
+/* A copy converted to dtype dt (f32, f64, u8, i32, i64, bf16; float to integer
+ * truncates toward zero, out-of-range values are undefined as in C; to bf16
+ * rounds to nearest even through f32, as PyTorch). The gradient flows between
+ * f32 and f64; an integer or bf16 result never requires grad. Always a new tensor, also when dt is a's dtype. */
 tg_tensor *tg_to_dtype(tg_ctx *ctx, tg_tensor *a, tg_dtype dt);
 /* A view of a's data that is a leaf and never requires grad (torch's
  * detach): it shares storage and version counter with a. */

@@ -138,6 +138,8 @@ static inline size_t tg__cpu_esize(tg_dtype dt) {
     switch (dt) {
     case TG_U8:
         return 1;
+    case TG_BF16:
+        return 2;
     case TG_F32:
     case TG_I32:
         return 4;

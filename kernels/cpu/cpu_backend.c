@@ -27,7 +27,7 @@ tg_status tg__cpu_fail(const tg_kargs *a, tg_status st, const char *fmt, ...) {
 }
 
 static const char *cpu_dtype_name(tg_dtype dt) {
-    static const char *const names[TG_DTYPE_COUNT] = {"f32", "f64", "u8", "i32", "i64"};
+    static const char *const names[TG_DTYPE_COUNT] = {"f32", "f64", "u8", "i32", "i64", "bf16"};
     return (unsigned)dt < TG_DTYPE_COUNT ? names[dt] : "?";
 }
 

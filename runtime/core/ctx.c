@@ -38,13 +38,13 @@ unsigned tg_op_flags(tg_op op) { return (unsigned)op < TG_OP_COUNT ? op_info[op]
 
 size_t tg_dtype_size(tg_dtype dt)
 {
-    static const size_t sizes[TG_DTYPE_COUNT] = {4, 8, 1, 4, 8};
+    static const size_t sizes[TG_DTYPE_COUNT] = {4, 8, 1, 4, 8, 2};
     return (unsigned)dt < TG_DTYPE_COUNT ? sizes[dt] : 0;
 }
 
 const char *tg_dtype_name(tg_dtype dt)
 {
-    static const char *const names[TG_DTYPE_COUNT] = {"f32", "f64", "u8", "i32", "i64"};
+    static const char *const names[TG_DTYPE_COUNT] = {"f32", "f64", "u8", "i32", "i64", "bf16"};
     return (unsigned)dt < TG_DTYPE_COUNT ? names[dt] : "?";
 }
 
