@@ -38,6 +38,8 @@ typedef struct train_opts {
     bool check_replicas;  /* compare a digest of the parameters every step */
     bool sync_bn;         /* SyncBatchNorm over the ranks (cnn-bn) */
     int zero;             /* --zero 1: ZeRO stage 1 (optimizer state sharded) */
+    tg_precision precision; /* --precision: the products' (autocast) */
+    tg_dtype grad_dtype;  /* --grad-dtype: the dtype gradients are summed in */
     int verbosity;        /* -1 --quiet, 0 default, 1 --verbose */
 } train_opts;
 

@@ -471,6 +471,7 @@ static void group_eval(void) {
 #include "train_cli_data.h"
 
 static void group_modelfile(void); /* train_cli_modelfile.h */
+#include "train_cli_bf16.h"
 
 static int run_group(const char *name) {
     static const struct {
@@ -486,7 +487,8 @@ static int run_group(const char *name) {
                   {"zero", group_zero},
                   {"sbatch", group_sbatch},
                   {"modelfile", group_modelfile},
-                  {"data", group_data}};
+                  {"data", group_data},
+                  {"bf16", group_bf16}};
     for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++)
         if (strcmp(groups[i].name, name) == 0) {
             groups[i].fn();
