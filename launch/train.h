@@ -91,6 +91,8 @@ extern const tg_opt tg_eval_options[];
 extern const int tg_eval_options_count;
 /* cpu and cuda, for every command's --device. */
 extern const tg_opt_choice tg_train_devices[];
+/* f32 and bf16, for train's and eval's --precision. */
+extern const tg_opt_choice tg_train_precisions[];
 
 /* The defaults of every option for a model. */
 train_args tg_train_args_defaults(tg_model_kind kind);

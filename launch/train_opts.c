@@ -49,7 +49,7 @@ static const tg_opt_choice augments[] = {{"none", 0},
                                           {"flip", TG_AUGMENT_FLIP},
                                           {"crop,flip", TG_AUGMENT_CROP | TG_AUGMENT_FLIP},
                                           {NULL, 0}};
-static const tg_opt_choice precisions[] = {
+const tg_opt_choice tg_train_precisions[] = {
     {"f32", TG_PRECISION_F32}, {"bf16", TG_PRECISION_BF16}, {NULL, 0}};
 static const tg_opt_choice grad_dtypes[] = {{"f32", TG_F32}, {"bf16", TG_BF16}, {NULL, 0}};
 const tg_opt_choice tg_train_devices[] = {{"cpu", TG_DEVICE_CPU}, {"cuda", TG_DEVICE_CUDA}, {NULL, 0}};
@@ -135,7 +135,7 @@ const tg_opt tg_train_options[] = {
      SAVED, NULL, "CPU threads per rank, at most the CPUs it may run on"},
     {"device", 0, TG_OPT_CHOICE, "NAME", OPT(device), 0, 0, tg_train_devices, NULL, SAVED, NULL,
      "cuda runs on the GPU of the rank's local rank"},
-    {"precision", 0, TG_OPT_CHOICE, "NAME", OPT(precision), 0, 0, precisions, NULL, SAVED, NULL,
+    {"precision", 0, TG_OPT_CHOICE, "NAME", OPT(precision), 0, 0, tg_train_precisions, NULL, SAVED, NULL,
      "with bf16, matrix products and convolutions round their operands to bf16 and accumulate in "
      "f32 (autocast); parameters, optimizer state, gradients, norms and the loss stay f32"},
     {"grad-dtype", 0, TG_OPT_CHOICE, "NAME", OPT(grad_dtype), 0, 0, grad_dtypes, NULL, SAVED,
