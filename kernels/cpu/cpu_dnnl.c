@@ -85,6 +85,27 @@ typedef struct dnnl_entry {
     uint64_t used;
 } dnnl_entry;
 
+/* A convolution (see "convolution" below): its primitive and the reorders
+ * of its two inputs and of its result. */
+typedef struct dn_reorder {
+    dnnl_primitive_t prim; /* NULL: none needed (the layouts agree) */
+    dnnl_memory_t src, dst;
+    size_t from_bytes, to_bytes; /* sizes of the two layouts (blocked ones pad) */
+} dn_reorder;
+
+typedef struct dnnl_conv {
+    dnnl_entry main;
+    dn_reorder in[2], out;
+} dnnl_conv;
+
+/* The convolutions live in their own small cache beside the products'. */
+#define DNNL_CONVS 48
+
+struct tg__dnnl_convs {
+    dnnl_conv c[DNNL_CONVS];
+    int n;
+};
+
 struct tg__dnnl {
     dnnl_engine_t engine;
     dnnl_stream_t stream;
@@ -96,7 +117,12 @@ struct tg__dnnl {
     size_t cap[2];
     void *scratch;
     size_t scratch_cap;
+    /* Convolutions: plain f32 copies of strided inputs, the blocked result. */
+    void *plain[2], *res;
+    size_t plain_cap[2], res_cap;
+    struct tg__dnnl_convs *convp;
 };
+#define convs convp[0]
 
 static const char *dnnl_status_name(dnnl_status_t s) {
     switch (s) {
@@ -111,9 +137,13 @@ static const char *dnnl_status_name(dnnl_status_t s) {
     }
 }
 
+static void tg__dnnl_convs_free(tg__dnnl *d);
+
 tg_status tg__dnnl_new(tg__dnnl **out, char *err, size_t errlen) {
     tg__dnnl *d = calloc(1, sizeof *d);
     *out = NULL;
+    if (d && !(d->convp = calloc(1, sizeof *d->convp)))
+        free(d), d = NULL;
     if (!d)
         return dnnl_failf(err, errlen, TG_ERR_NOMEM, "cpu %s: out of memory", "oneDNN state");
     dnnl_status_t s = dnnl_engine_create(&d->engine, dnnl_cpu, 0);
@@ -122,6 +152,7 @@ tg_status tg__dnnl_new(tg__dnnl **out, char *err, size_t errlen) {
     if (s != dnnl_success) {
         if (d->engine)
             dnnl_engine_destroy(d->engine);
+        free(d->convp);
         free(d);
         return dnnl_failf(err, errlen, TG_ERR_BACKEND, "cpu oneDNN: cannot create the %s",
                           "CPU engine and stream");
@@ -144,9 +175,11 @@ void tg__dnnl_free(tg__dnnl *d) {
         return;
     for (int i = 0; i < d->n; i++)
         entry_free(&d->e[i]);
+    tg__dnnl_convs_free(d);
     dnnl_stream_destroy(d->stream);
     dnnl_engine_destroy(d->engine);
     free(d->buf[0]), free(d->buf[1]), free(d->scratch);
+    free(d->plain[0]), free(d->plain[1]), free(d->res), free(d->convp);
     free(d);
 }
 
@@ -169,23 +202,6 @@ __attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) static 
 cvt_row(uint16_t *dst, const float *src, int64_t n, int64_t stride) {
     for (int64_t i = 0; i < n; i++)
         dst[i] = tg_bf16_from_f32(src[i * stride]);
-}
-
-/* Rounds a strided f32 view into a contiguous bf16 buffer, row-major. */
-static void cvt_view(uint16_t *dst, const tg_kview *v) {
-    const int nd = v->ndim;
-    const int64_t inner = nd ? v->shape[nd - 1] : 1, is = nd ? v->strides[nd - 1] : 1;
-    const int64_t rows = inner ? tg__kview_numel(v) / inner : 0;
-    const float *src = (const float *)v->data;
-#pragma omp parallel for schedule(static) if (rows * inner >= (1 << 16))
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t off = 0, q = r;
-        for (int d = nd - 2; d >= 0; d--) {
-            off += (q % v->shape[d]) * v->strides[d];
-            q /= v->shape[d];
-        }
-        cvt_row(dst + r * inner, src + off, inner, is);
-    }
 }
 
 /* Rounds rows x cols (row stride ld) into a packed buffer (row stride cols). */
@@ -298,6 +314,7 @@ static tg_status matmul_entry(tg__dnnl *d, const int64_t *key, bool ta, bool tb,
         s = dnnl_matmul_desc_init(&desc, &a_md, &b_md, NULL, &c_md);
     if (s == dnnl_success)
         s = dnnl_primitive_desc_create(&pd, &desc, attr, d->engine, NULL);
+    const int before = d->n;
     dnnl_entry *e = slot(d);
     static const int args[] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_SCRATCHPAD};
     if (s == dnnl_success)
@@ -308,7 +325,7 @@ static tg_status matmul_entry(tg__dnnl *d, const int64_t *key, bool ta, bool tb,
         dnnl_primitive_attr_destroy(attr);
     if (s != dnnl_success) {
         entry_free(e);
-        d->n--;
+        d->n = before < d->n ? before : d->n;
         return dnnl_failf(err, errlen, TG_ERR_UNSUPPORTED, "cpu oneDNN bf16 matmul: %s",
                           dnnl_status_name(s));
     }
@@ -346,106 +363,243 @@ tg_status tg__dnnl_gemm(tg__dnnl *d, const tg__gemm_arg *ga, const tg__gemm_arg 
 
 /* ---- convolution ---- */
 
-static tg_status conv_entry(tg__dnnl *d, const int64_t *key, int kind, bool bf16, bool bias,
-                            const tg__conv_geom *g, dnnl_entry **out, char *err, size_t errlen) {
-    const dnnl_data_type_t lo = bf16 ? dnnl_bf16 : dnnl_f32;
-    dnnl_memory_desc_t x_md, w_md, y_md, b_md, xf_md, wf_md, yf_md;
-    const dnnl_dims_t strides = {g->sh, g->sw}, dil = {g->dh - 1, g->dw - 1},
-                      pl = {g->ph, g->pw},
-                      pr = {(g->oh - 1) * g->sh + (g->r - 1) * g->dh + 1 - g->h - g->ph,
-                            (g->ow - 1) * g->sw + (g->s - 1) * g->dw + 1 - g->w - g->pw};
-    const dnnl_dims_t xd = {g->n, g->c, g->h, g->w}, wd = {g->k, g->c, g->r, g->s},
-                      yd = {g->n, g->k, g->oh, g->ow}, bd = {g->k};
-    dnnl_status_t s = dnnl_success;
-    /* Low precision where the operand is read, f32 where it is written. */
-    s = s ?: dnnl_memory_desc_init_by_tag(&x_md, 4, xd, lo, dnnl_nchw);
-    s = s ?: dnnl_memory_desc_init_by_tag(&xf_md, 4, xd, dnnl_f32, dnnl_nchw);
-    s = s ?: dnnl_memory_desc_init_by_tag(&w_md, 4, wd, lo, dnnl_oihw);
-    s = s ?: dnnl_memory_desc_init_by_tag(&wf_md, 4, wd, dnnl_f32, dnnl_oihw);
-    s = s ?: dnnl_memory_desc_init_by_tag(&y_md, 4, yd, lo, dnnl_nchw);
-    s = s ?: dnnl_memory_desc_init_by_tag(&yf_md, 4, yd, dnnl_f32, dnnl_nchw);
-    s = s ?: dnnl_memory_desc_init_by_tag(&b_md, 1, bd, dnnl_f32, dnnl_x);
-    dnnl_convolution_desc_t fwd, desc;
-    dnnl_primitive_desc_t hint = NULL, pd = NULL;
-    dnnl_primitive_attr_t attr = user_scratch_attr();
-    if (!attr)
-        s = dnnl_out_of_memory;
-    s = s ?: dnnl_dilated_convolution_forward_desc_init(&fwd, dnnl_forward_training,
-                                                        dnnl_convolution_direct, &x_md, &w_md,
-                                                        bias ? &b_md : NULL, &yf_md, strides, dil,
-                                                        pl, pr);
-    int args[DNNL_ARGS], nargs = 0;
-    if (kind == 0) {
-        s = s ?: dnnl_primitive_desc_create(&pd, &fwd, attr, d->engine, NULL);
-        args[nargs++] = DNNL_ARG_SRC, args[nargs++] = DNNL_ARG_WEIGHTS;
-        if (bias)
-            args[nargs++] = DNNL_ARG_BIAS;
-        args[nargs++] = DNNL_ARG_DST;
-    } else {
-        s = s ?: dnnl_primitive_desc_create(&hint, &fwd, NULL, d->engine, NULL);
-        if (kind == 1) {
-            s = s ?: dnnl_dilated_convolution_backward_data_desc_init(
-                          &desc, dnnl_convolution_direct, &xf_md, &w_md, &y_md, strides, dil, pl,
-                          pr);
-            args[nargs++] = DNNL_ARG_DIFF_DST, args[nargs++] = DNNL_ARG_WEIGHTS;
-            args[nargs++] = DNNL_ARG_DIFF_SRC;
-        } else {
-            s = s ?: dnnl_dilated_convolution_backward_weights_desc_init(
-                          &desc, dnnl_convolution_direct, &x_md, &wf_md, NULL, &y_md, strides, dil,
-                          pl, pr);
-            args[nargs++] = DNNL_ARG_SRC, args[nargs++] = DNNL_ARG_DIFF_DST;
-            args[nargs++] = DNNL_ARG_DIFF_WEIGHTS;
-        }
-        s = s ?: dnnl_primitive_desc_create(&pd, &desc, attr, d->engine, hint);
-    }
-    args[nargs++] = DNNL_ARG_SCRATCHPAD;
-    dnnl_entry *e = slot(d);
-    s = s ?: entry_make(d, e, pd, args, nargs);
+/*
+ * A convolution runs on the layouts oneDNN picks for it (blocked, e.g.
+ * nChw16c, for its direct jit kernels, far faster than im2col on plain NCHW):
+ * each input is reordered from our f32 NCHW (or OIHW) into the picked layout
+ * and dtype (bf16: the rounding happens in the reorder, to nearest even), and
+ * the f32 result is reordered back when its layout differs. Each reorder is a
+ * primitive of the entry, made with it.
+ */
+
+static void reorder_free(dn_reorder *r) {
+    if (r->prim)
+        dnnl_primitive_destroy(r->prim);
+    if (r->src)
+        dnnl_memory_destroy(r->src);
+    if (r->dst)
+        dnnl_memory_destroy(r->dst);
+    memset(r, 0, sizeof *r);
+}
+
+/* A reorder from md `from` to md `to`, unless they are equal. */
+static dnnl_status_t reorder_make(tg__dnnl *d, dn_reorder *r, const dnnl_memory_desc_t *from,
+                                  const dnnl_memory_desc_t *to) {
+    r->from_bytes = dnnl_memory_desc_get_size(from);
+    r->to_bytes = dnnl_memory_desc_get_size(to);
+    if (dnnl_memory_desc_equal(from, to))
+        return dnnl_success;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_status_t s = dnnl_reorder_primitive_desc_create(&pd, from, d->engine, to, d->engine, NULL);
+    if (s == dnnl_success)
+        s = dnnl_primitive_create(&r->prim, pd);
+    if (s == dnnl_success)
+        s = dnnl_memory_create(&r->src, from, d->engine, DNNL_MEMORY_NONE);
+    if (s == dnnl_success)
+        s = dnnl_memory_create(&r->dst, to, d->engine, DNNL_MEMORY_NONE);
     if (pd)
         dnnl_primitive_desc_destroy(pd);
-    if (hint)
-        dnnl_primitive_desc_destroy(hint);
-    if (attr)
-        dnnl_primitive_attr_destroy(attr);
-    if (s != dnnl_success) {
-        entry_free(e);
-        d->n--;
-        return dnnl_failf(err, errlen, TG_ERR_UNSUPPORTED, "cpu oneDNN convolution: %s",
+    return s;
+}
+
+static tg_status reorder_run(tg__dnnl *d, const dn_reorder *r, void *from, void *to, char *err,
+                             size_t errlen) {
+    dnnl_memory_set_data_handle(r->src, from);
+    dnnl_memory_set_data_handle(r->dst, to);
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, r->src}, {DNNL_ARG_TO, r->dst}};
+    dnnl_status_t s = dnnl_primitive_execute(r->prim, d->stream, 2, args);
+    if (s != dnnl_success)
+        return dnnl_failf(err, errlen, TG_ERR_BACKEND, "cpu oneDNN: a reorder failed: %s",
                           dnnl_status_name(s));
-    }
-    memcpy(e->key, key, sizeof e->key);
-    e->used = ++d->tick;
-    *out = e;
     return TG_OK;
 }
 
-/* in0/in1: x, w (forward; bias may be given), g, w (kind 1: the gradient of
- * x) or x, g (kind 2: the gradient of w); out is f32 and contiguous. With
- * bf16 false both inputs must be contiguous f32 (oneDNN's f32 convolution). */
+
+static void conv_free(dnnl_conv *c) {
+    entry_free(&c->main);
+    reorder_free(&c->in[0]);
+    reorder_free(&c->in[1]);
+    reorder_free(&c->out);
+}
+
+static void tg__dnnl_convs_free(tg__dnnl *d) {
+    for (int i = 0; i < d->convs.n; i++)
+        conv_free(&d->convs.c[i]);
+}
+
+static dnnl_conv *conv_lookup(tg__dnnl *d, const int64_t *key) {
+    for (int i = 0; i < d->convs.n; i++)
+        if (!memcmp(d->convs.c[i].main.key, key, sizeof d->convs.c[i].main.key)) {
+            d->convs.c[i].main.used = ++d->tick;
+            return &d->convs.c[i];
+        }
+    return NULL;
+}
+
+static dnnl_conv *conv_slot(tg__dnnl *d) {
+    if (d->convs.n < DNNL_CONVS)
+        return &d->convs.c[d->convs.n++];
+    dnnl_conv *old = &d->convs.c[0];
+    for (int i = 1; i < d->convs.n; i++)
+        if (d->convs.c[i].main.used < old->main.used)
+            old = &d->convs.c[i];
+    conv_free(old);
+    return old;
+}
+
+/* The descriptor of the convolution of kind over the operand descriptors
+ * x, w, y (any layouts), and its primitive descriptor. */
+static dnnl_status_t conv_pd(tg__dnnl *d, int kind, bool bias, const tg__conv_geom *g,
+                             const dnnl_memory_desc_t *x, const dnnl_memory_desc_t *w,
+                             const dnnl_memory_desc_t *y, const dnnl_memory_desc_t *xlo,
+                             const dnnl_memory_desc_t *wlo, dnnl_primitive_attr_t attr,
+                             dnnl_primitive_desc_t *pd) {
+    const dnnl_dims_t st = {g->sh, g->sw}, dil = {g->dh - 1, g->dw - 1}, pl = {g->ph, g->pw},
+                      pr = {(g->oh - 1) * g->sh + (g->r - 1) * g->dh + 1 - g->h - g->ph,
+                            (g->ow - 1) * g->sw + (g->s - 1) * g->dw + 1 - g->w - g->pw};
+    dnnl_memory_desc_t b_md;
+    dnnl_convolution_desc_t fwd, desc;
+    dnnl_primitive_desc_t hint = NULL;
+    const dnnl_alg_kind_t alg = dnnl_convolution_direct;
+    dnnl_status_t s = dnnl_memory_desc_init_by_tag(&b_md, 1, (dnnl_dims_t){g->k}, dnnl_f32, dnnl_x);
+    /* The forward descriptor, also the hint of the two gradients. */
+    if (s == dnnl_success)
+        s = dnnl_dilated_convolution_forward_desc_init(&fwd, dnnl_forward_training, alg,
+                                                       kind == 0 ? x : xlo, kind == 0 ? w : wlo,
+                                                       bias ? &b_md : NULL, y, st, dil, pl, pr);
+    if (s != dnnl_success || kind == 0)
+        return s == dnnl_success ? dnnl_primitive_desc_create(pd, &fwd, attr, d->engine, NULL) : s;
+    s = dnnl_primitive_desc_create(&hint, &fwd, NULL, d->engine, NULL);
+    if (s == dnnl_success && kind == 1)
+        s = dnnl_dilated_convolution_backward_data_desc_init(&desc, alg, x, w, y, st, dil, pl, pr);
+    else if (s == dnnl_success)
+        s = dnnl_dilated_convolution_backward_weights_desc_init(&desc, alg, x, w, NULL, y, st,
+                                                                dil, pl, pr);
+    if (s == dnnl_success)
+        s = dnnl_primitive_desc_create(pd, &desc, attr, d->engine, hint);
+    if (hint)
+        dnnl_primitive_desc_destroy(hint);
+    return s;
+}
+
+static tg_status conv_entry(tg__dnnl *d, const int64_t *key, int kind, bool bf16, bool bias,
+                            const tg__conv_geom *g, dnnl_conv **out, char *err, size_t errlen) {
+    const dnnl_data_type_t lo = bf16 ? dnnl_bf16 : dnnl_f32;
+    const dnnl_dims_t xd = {g->n, g->c, g->h, g->w}, wd = {g->k, g->c, g->r, g->s},
+                      yd = {g->n, g->k, g->oh, g->ow};
+    /* Our plain f32 tensors, and "any" layouts in the product's dtypes. */
+    dnnl_memory_desc_t xu, wu, yu, xa, wa, ya, xl, wl;
+    dnnl_status_t s = dnnl_success;
+    s = s ?: dnnl_memory_desc_init_by_tag(&xu, 4, xd, dnnl_f32, dnnl_nchw);
+    s = s ?: dnnl_memory_desc_init_by_tag(&wu, 4, wd, dnnl_f32, dnnl_oihw);
+    s = s ?: dnnl_memory_desc_init_by_tag(&yu, 4, yd, dnnl_f32, dnnl_nchw);
+    s = s ?: dnnl_memory_desc_init_by_tag(&xl, 4, xd, lo, dnnl_format_tag_any);
+    s = s ?: dnnl_memory_desc_init_by_tag(&wl, 4, wd, lo, dnnl_format_tag_any);
+    /* What is read is low precision, what is written f32. */
+    const dnnl_data_type_t xt = kind == 1 ? dnnl_f32 : lo, wt = kind == 2 ? dnnl_f32 : lo,
+                           yt = kind == 0 ? dnnl_f32 : lo;
+    s = s ?: dnnl_memory_desc_init_by_tag(&xa, 4, xd, xt, dnnl_format_tag_any);
+    s = s ?: dnnl_memory_desc_init_by_tag(&wa, 4, wd, wt, dnnl_format_tag_any);
+    s = s ?: dnnl_memory_desc_init_by_tag(&ya, 4, yd, yt, dnnl_format_tag_any);
+    dnnl_primitive_attr_t attr = user_scratch_attr();
+    dnnl_primitive_desc_t pd = NULL;
+    if (!attr)
+        s = dnnl_out_of_memory;
+    s = s ?: conv_pd(d, kind, bias, g, &xa, &wa, &ya, &xl, &wl, attr, &pd);
+    const int before = d->convs.n;
+    dnnl_conv *c = conv_slot(d);
+    int args[DNNL_ARGS], nargs = 0;
+    /* The inputs in kernel order (x, w | g, w | x, g) and the output. */
+    const int ain[3][2] = {{DNNL_ARG_SRC, DNNL_ARG_WEIGHTS},
+                           {DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS},
+                           {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST}};
+    const int aout[3] = {DNNL_ARG_DST, DNNL_ARG_DIFF_SRC, DNNL_ARG_DIFF_WEIGHTS};
+    const dnnl_memory_desc_t *uin[3][2] = {{&xu, &wu}, {&yu, &wu}, {&xu, &yu}};
+    const dnnl_memory_desc_t *uout[3] = {&yu, &xu, &wu};
+    args[nargs++] = ain[kind][0], args[nargs++] = ain[kind][1];
+    if (kind == 0 && bias)
+        args[nargs++] = DNNL_ARG_BIAS;
+    args[nargs++] = aout[kind];
+    args[nargs++] = DNNL_ARG_SCRATCHPAD;
+    s = s ?: entry_make(d, &c->main, pd, args, nargs);
+    for (int i = 0; i < 2 && s == dnnl_success; i++)
+        s = reorder_make(d, &c->in[i], uin[kind][i],
+                         dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md, args[i]));
+    if (s == dnnl_success)
+        s = reorder_make(d, &c->out,
+                         dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md, aout[kind]),
+                         uout[kind]);
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    if (attr)
+        dnnl_primitive_attr_destroy(attr);
+    if (s != dnnl_success) {
+        conv_free(c);
+        d->convs.n = before < d->convs.n ? before : d->convs.n;
+        return dnnl_failf(err, errlen, TG_ERR_UNSUPPORTED, "cpu oneDNN convolution: %s",
+                          dnnl_status_name(s));
+    }
+    memcpy(c->main.key, key, sizeof c->main.key);
+    c->main.used = ++d->tick;
+    *out = c;
+    return TG_OK;
+}
+
+/* A contiguous f32 copy of v in buf (v itself when it is contiguous). */
+static void *plain_f32(const tg_kview *v, void **buf, size_t *cap) {
+    if (tg__kview_contig(v))
+        return v->data;
+    const int64_t n = tg__kview_numel(v);
+    float *dst = grow(buf, cap, (size_t)n * 4);
+    if (!dst)
+        return NULL;
+    const float *src = v->data;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t off = 0, q = i;
+        for (int d = v->ndim - 1; d >= 0; d--) {
+            off += (q % v->shape[d]) * v->strides[d];
+            q /= v->shape[d];
+        }
+        dst[i] = src[off];
+    }
+    return dst;
+}
+
 tg_status tg__dnnl_conv(tg__dnnl *d, int kind, bool bf16, const tg__conv_geom *g,
                         const tg_kview *in0, const tg_kview *in1, const tg_kview *bias, float *out,
                         char *err, size_t errlen) {
     const int64_t key[DNNL_KEY] = {DK_CONV + kind, bf16, bias != NULL, g->n, g->c, g->h, g->w,
                                    g->k, g->r, g->s, g->sh, g->sw, g->ph, g->pw, g->dh, g->dw};
-    dnnl_entry *e = lookup(d, key);
+    dnnl_conv *c = conv_lookup(d, key);
     tg_status st = TG_OK;
-    if (!e && (st = conv_entry(d, key, kind, bf16, bias != NULL, g, &e, err, errlen)))
+    if (!c && (st = conv_entry(d, key, kind, bf16, bias != NULL, g, &c, err, errlen)))
         return st;
-    void *ptrs[DNNL_ARGS] = {in0->data, in1->data};
-    if (bf16) {
-        ptrs[0] = grow((void **)&d->buf[0], &d->cap[0], (size_t)tg__kview_numel(in0) * 2);
-        ptrs[1] = grow((void **)&d->buf[1], &d->cap[1], (size_t)tg__kview_numel(in1) * 2);
-        if (!ptrs[0] || !ptrs[1])
+    const tg_kview *in[2] = {in0, in1};
+    void *ptrs[DNNL_ARGS];
+    for (int i = 0; i < 2; i++) {
+        void *src = plain_f32(in[i], &d->plain[i], &d->plain_cap[i]);
+        void *dst = src && c->in[i].prim ? grow((void **)&d->buf[i], &d->cap[i], c->in[i].to_bytes)
+                                         : src;
+        if (!dst)
             return dnnl_failf(err, errlen, TG_ERR_NOMEM, "cpu oneDNN: out of memory for the %s",
-                              "bf16 operands");
-        cvt_view(ptrs[0], in0);
-        cvt_view(ptrs[1], in1);
+                              "convolution's operands");
+        if (c->in[i].prim && (st = reorder_run(d, &c->in[i], src, dst, err, errlen)))
+            return st;
+        ptrs[i] = dst;
     }
     int i = 2;
     if (bias)
         ptrs[i++] = bias->data;
-    ptrs[i] = out;
-    return entry_run(d, e, ptrs, err, errlen);
+    void *res = c->out.prim ? grow(&d->res, &d->res_cap, c->out.from_bytes) : out;
+    if (!res)
+        return dnnl_failf(err, errlen, TG_ERR_NOMEM, "cpu oneDNN: out of memory for the %s",
+                          "convolution's result");
+    ptrs[i] = res;
+    if ((st = entry_run(d, &c->main, ptrs, err, errlen)))
+        return st;
+    if (c->out.prim && (st = reorder_run(d, &c->out, res, out, err, errlen)))
+        return st;
+    return TG_OK;
 }
 
 #endif
