@@ -238,6 +238,27 @@ static void test_checkpoint_round_trip(void **state) {
     tg_ctx_free(ctx);
 }
 
+/* Arithmetic on bf16 tensors is refused with a message that says what to do. */
+static void test_arithmetic_refused(void **state) {
+    (void)state;
+    tg_ctx *ctx = new_ctx();
+    const int64_t shape[] = {2, 2};
+    const float v[] = {1, 2, 3, 4};
+    tg_tensor *b = tg_to_dtype(ctx, tg_from_data(ctx, TG_F32, 2, shape, v), TG_BF16);
+    assert_non_null(b);
+    assert_null(tg_add(ctx, b, b));
+    assert_int_equal(tg_ctx_status(ctx), TG_ERR_DTYPE);
+    assert_non_null(strstr(tg_ctx_error(ctx), "add: bf16 tensors hold values only"));
+    tg_ctx_clear_error(ctx);
+    assert_null(tg_matmul(ctx, b, b));
+    assert_int_equal(tg_ctx_status(ctx), TG_ERR_DTYPE);
+    tg_ctx_clear_error(ctx);
+    /* Moving elements is fine: a reshape of a transposed view copies. */
+    const int64_t flat[] = {4};
+    assert_non_null(tg_reshape(ctx, tg_transpose(ctx, b, 0, 1), 1, flat));
+    tg_ctx_free(ctx);
+}
+
 static int group_setup(void **state) {
     (void)state;
     return tgt_dir_setup("tg_bf16");
@@ -255,6 +276,7 @@ int main(void) {
         cmocka_unit_test(test_round_trip_all_dtypes),
         cmocka_unit_test(test_views_fill_print),
         cmocka_unit_test(test_checkpoint_round_trip),
+        cmocka_unit_test(test_arithmetic_refused),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

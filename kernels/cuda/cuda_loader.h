@@ -68,7 +68,8 @@ bool tg__nccl_describe(char *path, size_t plen, char *msg, size_t mlen);
     X(Sgemm, cublasSgemm_v2)                            \
     X(Dgemm, cublasDgemm_v2)                            \
     X(SgemmStridedBatched, cublasSgemmStridedBatched)   \
-    X(DgemmStridedBatched, cublasDgemmStridedBatched)
+    X(DgemmStridedBatched, cublasDgemmStridedBatched)  \
+    X(GemmStridedBatchedEx, cublasGemmStridedBatchedEx)
 
 typedef struct tg__cublas_api {
 #define TG__X(m, sym) TG__FN_TYPE(sym) m;
