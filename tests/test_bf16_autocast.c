@@ -8,7 +8,9 @@
  * to f32 accumulation accuracy, and must differ from the plain f32 result by
  * more than f32 rounding (the operands really were rounded) but by less than
  * bf16's relative precision. Parameters and gradients stay f32; f64 operands
- * are untouched; an unknown precision is refused. Without oneDNN the CPU
+ * are untouched; an unknown precision is refused. A linear layer and a conv2d
+ * agree with PyTorch's torch.autocast values (tests/fixtures/bf16_autocast.txt,
+ * made by tests/gen_fixtures_bf16.py) within bf16's precision. Without oneDNN the CPU
  * refuses bf16 with a message that says so, and the test checks that instead.
  */
 #include <math.h>
@@ -283,6 +285,98 @@ static void test_f64_untouched(void **state) {
     tg_ctx_free(ctx);
 }
 
+/* ---- PyTorch's autocast values ---- */
+
+/* Value i of the fixture's input sequence (gen_fixtures_bf16.py's vals). */
+static void fx_values(float *v, int n, int a, int b) {
+    for (int i = 0; i < n; i++)
+        v[i] = (float)((double)((i * a + b) % 97) / 48.5 - 1.0);
+}
+
+/* The values of line `name` of the fixture file into v (n of them). */
+static void fx_read(const char *name, double *v, int n) {
+    FILE *f = fopen(TG_FIXTURE_DIR "/bf16_autocast.txt", "r");
+    assert_non_null(f);
+    char key[64];
+    int count;
+    bool found = false;
+    while (!found && fscanf(f, "%63s", key) == 1) {
+        if (key[0] == '#') {
+            int c;
+            while ((c = fgetc(f)) != '\n' && c != EOF) {
+            }
+            continue;
+        }
+        assert_int_equal(fscanf(f, "%d", &count), 1);
+        found = strcmp(key, name) == 0;
+        for (int i = 0; i < count; i++) {
+            double x;
+            assert_int_equal(fscanf(f, "%lf", &x), 1);
+            if (found && i < n)
+                v[i] = x;
+        }
+        if (found)
+            assert_int_equal(count, n);
+    }
+    fclose(f);
+    if (!found)
+        fail_msg("bf16_autocast.txt has no line %s", name);
+}
+
+/* Within 1e-2 of the largest PyTorch value: PyTorch rounds its products and
+ * their gradients to bf16, tapegrad keeps them f32. */
+static void fx_check(const char *name, const float *got, int n) {
+    double *want = malloc((size_t)n * sizeof *want), mx = 0;
+    assert_non_null(want);
+    fx_read(name, want, n);
+    for (int i = 0; i < n; i++)
+        mx = fmax(mx, fabs(want[i]));
+    for (int i = 0; i < n; i++)
+        if (fabs(got[i] - want[i]) > 1e-2 * mx)
+            fail_msg("%s[%d]: %.9g, PyTorch autocast %.9g", name, i, (double)got[i], want[i]);
+    free(want);
+}
+
+static void test_torch_autocast(void **state) {
+    (void)state;
+    tg_ctx *ctx = new_ctx();
+    if (!bf16_or_refusal(ctx)) {
+        tg_ctx_free(ctx);
+        return;
+    }
+    float xv[24], wv[30], bv[5], gv[20], out[256];
+    fx_values(xv, 24, 7, 3), fx_values(wv, 30, 11, 5), fx_values(bv, 5, 13, 1);
+    fx_values(gv, 20, 17, 2);
+    const int64_t sx[] = {4, 6}, sw[] = {5, 6}, sb[] = {5}, sg[] = {4, 5};
+    tg_tensor *x = param_of(ctx, 2, sx, xv, "x"), *w = param_of(ctx, 2, sw, wv, "w");
+    tg_tensor *b = param_of(ctx, 1, sb, bv, "b");
+    tg_tensor *y = tg_add(ctx, tg_matmul(ctx, x, tg_transpose(ctx, w, 0, 1)), b);
+    to_host(ctx, y, out, 20);
+    fx_check("linear.y", out, 20);
+    assert_int_equal(tg_backward(ctx, y, tg_from_data(ctx, TG_F32, 2, sg, gv), 0), TG_OK);
+    to_host(ctx, x->grad, out, 24);
+    fx_check("linear.dx", out, 24);
+    to_host(ctx, w->grad, out, 30);
+    fx_check("linear.dw", out, 30);
+
+    static float cxv[216], cwv[108], cbv[4], cgv[288], cout[288];
+    fx_values(cxv, 216, 19, 7), fx_values(cwv, 108, 23, 4), fx_values(cbv, 4, 29, 6);
+    fx_values(cgv, 288, 31, 8);
+    const int64_t scx[] = {2, 3, 6, 6}, scw[] = {4, 3, 3, 3}, scb[] = {4}, scg[] = {2, 4, 6, 6};
+    tg_tensor *cx = param_of(ctx, 4, scx, cxv, "cx"), *cw = param_of(ctx, 4, scw, cwv, "cw");
+    tg_tensor *cb = param_of(ctx, 1, scb, cbv, "cb");
+    const tg_conv2d_opts o = {{1, 1}, {1, 1}, {1, 1}};
+    tg_tensor *cy = tg_conv2d(ctx, cx, cw, cb, &o);
+    to_host(ctx, cy, cout, 288);
+    fx_check("conv.y", cout, 288);
+    assert_int_equal(tg_backward(ctx, cy, tg_from_data(ctx, TG_F32, 4, scg, cgv), 0), TG_OK);
+    to_host(ctx, cx->grad, cxv, 216);
+    fx_check("conv.dx", cxv, 216);
+    to_host(ctx, cw->grad, cwv, 108);
+    fx_check("conv.dw", cwv, 108);
+    tg_ctx_free(ctx);
+}
+
 static void test_bad_precision(void **state) {
     (void)state;
     tg_ctx *ctx = new_ctx();
@@ -298,7 +392,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul),        cmocka_unit_test(test_matmul_batched),
         cmocka_unit_test(test_conv),          cmocka_unit_test(test_f64_untouched),
-        cmocka_unit_test(test_bad_precision),
+        cmocka_unit_test(test_bad_precision), cmocka_unit_test(test_torch_autocast),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
