@@ -47,8 +47,6 @@ typedef struct tg__cpu_state {
 
 /* ---- oneDNN (cpu_dnnl.c) ---- */
 
-/* Whether this build has oneDNN. */
-bool tg__dnnl_built(void);
 tg_status tg__dnnl_new(tg__dnnl **out, char *err, size_t errlen);
 void tg__dnnl_free(tg__dnnl *d);
 /* The state's oneDNN object, made on first use; NULL with a message in the

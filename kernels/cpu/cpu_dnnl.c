@@ -59,14 +59,10 @@ tg_status tg__dnnl_conv(tg__dnnl *d, int kind, bool bf16, const tg__conv_geom *g
     return dnnl_failf(err, errlen, TG_ERR_UNSUPPORTED, no_dnnl, "conv2d");
 }
 
-bool tg__dnnl_built(void) { return false; }
-
 #else
 
 #include <dnnl.h>
 #include <omp.h>
-
-bool tg__dnnl_built(void) { return true; }
 
 /* Primitives kept at once; a model has a few dozen distinct products. */
 #define DNNL_CACHE 96
@@ -75,7 +71,7 @@ bool tg__dnnl_built(void) { return true; }
 
 enum { DK_MATMUL = 1, DK_CONV = 16 };
 
-typedef struct dnnl_entry {
+typedef struct dn_entry {
     int64_t key[DNNL_KEY];
     dnnl_primitive_t prim;
     dnnl_memory_t mem[DNNL_ARGS];
@@ -83,7 +79,7 @@ typedef struct dnnl_entry {
     int nargs;
     size_t scratch;
     uint64_t used;
-} dnnl_entry;
+} dn_entry;
 
 /* A convolution (see "convolution" below): its primitive and the reorders
  * of its two inputs and of its result. */
@@ -93,23 +89,23 @@ typedef struct dn_reorder {
     size_t from_bytes, to_bytes; /* sizes of the two layouts (blocked ones pad) */
 } dn_reorder;
 
-typedef struct dnnl_conv {
-    dnnl_entry main;
+typedef struct dn_conv {
+    dn_entry main;
     dn_reorder in[2], out;
-} dnnl_conv;
+} dn_conv;
 
 /* The convolutions live in their own small cache beside the products'. */
 #define DNNL_CONVS 48
 
 struct tg__dnnl_convs {
-    dnnl_conv c[DNNL_CONVS];
+    dn_conv c[DNNL_CONVS];
     int n;
 };
 
 struct tg__dnnl {
     dnnl_engine_t engine;
     dnnl_stream_t stream;
-    dnnl_entry e[DNNL_CACHE];
+    dn_entry e[DNNL_CACHE];
     int n;
     uint64_t tick;
     /* bf16 copies of the two operands, and the scratchpad: grow only. */
@@ -122,7 +118,6 @@ struct tg__dnnl {
     size_t plain_cap[2], res_cap;
     struct tg__dnnl_convs *convp;
 };
-#define convs convp[0]
 
 static const char *dnnl_status_name(dnnl_status_t s) {
     switch (s) {
@@ -161,7 +156,7 @@ tg_status tg__dnnl_new(tg__dnnl **out, char *err, size_t errlen) {
     return TG_OK;
 }
 
-static void entry_free(dnnl_entry *e) {
+static void entry_free(dn_entry *e) {
     for (int i = 0; i < e->nargs; i++)
         if (e->mem[i])
             dnnl_memory_destroy(e->mem[i]);
@@ -213,7 +208,7 @@ static void cvt_matrix(uint16_t *dst, const float *src, int64_t rows, int64_t co
 
 /* ---- the cache ---- */
 
-static dnnl_entry *lookup(tg__dnnl *d, const int64_t *key) {
+static dn_entry *lookup(tg__dnnl *d, const int64_t *key) {
     for (int i = 0; i < d->n; i++)
         if (!memcmp(d->e[i].key, key, sizeof d->e[i].key)) {
             d->e[i].used = ++d->tick;
@@ -223,10 +218,10 @@ static dnnl_entry *lookup(tg__dnnl *d, const int64_t *key) {
 }
 
 /* A free slot: a new one, or the least recently used one emptied. */
-static dnnl_entry *slot(tg__dnnl *d) {
+static dn_entry *slot(tg__dnnl *d) {
     if (d->n < DNNL_CACHE)
         return &d->e[d->n++];
-    dnnl_entry *old = &d->e[0];
+    dn_entry *old = &d->e[0];
     for (int i = 1; i < d->n; i++)
         if (d->e[i].used < old->used)
             old = &d->e[i];
@@ -235,7 +230,7 @@ static dnnl_entry *slot(tg__dnnl *d) {
 }
 
 /* Makes the primitive of pd into e with a memory object per argument. */
-static dnnl_status_t entry_make(tg__dnnl *d, dnnl_entry *e, dnnl_primitive_desc_t pd,
+static dnnl_status_t entry_make(tg__dnnl *d, dn_entry *e, dnnl_primitive_desc_t pd,
                                 const int *args, int nargs) {
     dnnl_status_t s = dnnl_primitive_create(&e->prim, pd);
     for (int i = 0; i < nargs && s == dnnl_success; i++) {
@@ -263,7 +258,7 @@ static dnnl_primitive_attr_t user_scratch_attr(void) {
 }
 
 /* Binds the data pointers (in argument order) and the scratchpad, runs. */
-static tg_status entry_run(tg__dnnl *d, dnnl_entry *e, void *const *ptrs, char *err,
+static tg_status entry_run(tg__dnnl *d, dn_entry *e, void *const *ptrs, char *err,
                            size_t errlen) {
     dnnl_exec_arg_t args[DNNL_ARGS + 1];
     int n = 0;
@@ -295,7 +290,7 @@ static void op_strides(bool trans, int64_t rows, int64_t cols, dnnl_dims_t st) {
 }
 
 static tg_status matmul_entry(tg__dnnl *d, const int64_t *key, bool ta, bool tb, int64_t n,
-                              int64_t m, int64_t k, dnnl_entry **out, char *err, size_t errlen) {
+                              int64_t m, int64_t k, dn_entry **out, char *err, size_t errlen) {
     dnnl_memory_desc_t a_md, b_md, c_md;
     dnnl_dims_t sa, sb, sc = {m, 1};
     op_strides(ta, n, k, sa);
@@ -315,7 +310,7 @@ static tg_status matmul_entry(tg__dnnl *d, const int64_t *key, bool ta, bool tb,
     if (s == dnnl_success)
         s = dnnl_primitive_desc_create(&pd, &desc, attr, d->engine, NULL);
     const int before = d->n;
-    dnnl_entry *e = slot(d);
+    dn_entry *e = slot(d);
     static const int args[] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_SCRATCHPAD};
     if (s == dnnl_success)
         s = entry_make(d, e, pd, args, 4);
@@ -339,7 +334,7 @@ tg_status tg__dnnl_gemm(tg__dnnl *d, const tg__gemm_arg *ga, const tg__gemm_arg 
                         int64_t m, int64_t k, const float *A, const float *B, float *C, char *err,
                         size_t errlen) {
     const int64_t key[DNNL_KEY] = {DK_MATMUL, n, m, k, ga->trans, gb->trans};
-    dnnl_entry *e = lookup(d, key);
+    dn_entry *e = lookup(d, key);
     tg_status st = TG_OK;
     if (!e && (st = matmul_entry(d, key, ga->trans, gb->trans, n, m, k, &e, err, errlen)))
         return st;
@@ -415,7 +410,7 @@ static tg_status reorder_run(tg__dnnl *d, const dn_reorder *r, void *from, void 
 }
 
 
-static void conv_free(dnnl_conv *c) {
+static void conv_free(dn_conv *c) {
     entry_free(&c->main);
     reorder_free(&c->in[0]);
     reorder_free(&c->in[1]);
@@ -423,26 +418,26 @@ static void conv_free(dnnl_conv *c) {
 }
 
 static void tg__dnnl_convs_free(tg__dnnl *d) {
-    for (int i = 0; i < d->convs.n; i++)
-        conv_free(&d->convs.c[i]);
+    for (int i = 0; i < d->convp->n; i++)
+        conv_free(&d->convp->c[i]);
 }
 
-static dnnl_conv *conv_lookup(tg__dnnl *d, const int64_t *key) {
-    for (int i = 0; i < d->convs.n; i++)
-        if (!memcmp(d->convs.c[i].main.key, key, sizeof d->convs.c[i].main.key)) {
-            d->convs.c[i].main.used = ++d->tick;
-            return &d->convs.c[i];
+static dn_conv *conv_lookup(tg__dnnl *d, const int64_t *key) {
+    for (int i = 0; i < d->convp->n; i++)
+        if (!memcmp(d->convp->c[i].main.key, key, sizeof d->convp->c[i].main.key)) {
+            d->convp->c[i].main.used = ++d->tick;
+            return &d->convp->c[i];
         }
     return NULL;
 }
 
-static dnnl_conv *conv_slot(tg__dnnl *d) {
-    if (d->convs.n < DNNL_CONVS)
-        return &d->convs.c[d->convs.n++];
-    dnnl_conv *old = &d->convs.c[0];
-    for (int i = 1; i < d->convs.n; i++)
-        if (d->convs.c[i].main.used < old->main.used)
-            old = &d->convs.c[i];
+static dn_conv *conv_slot(tg__dnnl *d) {
+    if (d->convp->n < DNNL_CONVS)
+        return &d->convp->c[d->convp->n++];
+    dn_conv *old = &d->convp->c[0];
+    for (int i = 1; i < d->convp->n; i++)
+        if (d->convp->c[i].main.used < old->main.used)
+            old = &d->convp->c[i];
     conv_free(old);
     return old;
 }
@@ -483,7 +478,7 @@ static dnnl_status_t conv_pd(tg__dnnl *d, int kind, bool bias, const tg__conv_ge
 }
 
 static tg_status conv_entry(tg__dnnl *d, const int64_t *key, int kind, bool bf16, bool bias,
-                            const tg__conv_geom *g, dnnl_conv **out, char *err, size_t errlen) {
+                            const tg__conv_geom *g, dn_conv **out, char *err, size_t errlen) {
     const dnnl_data_type_t lo = bf16 ? dnnl_bf16 : dnnl_f32;
     const dnnl_dims_t xd = {g->n, g->c, g->h, g->w}, wd = {g->k, g->c, g->r, g->s},
                       yd = {g->n, g->k, g->oh, g->ow};
@@ -506,8 +501,8 @@ static tg_status conv_entry(tg__dnnl *d, const int64_t *key, int kind, bool bf16
     if (!attr)
         s = dnnl_out_of_memory;
     s = s ?: conv_pd(d, kind, bias, g, &xa, &wa, &ya, &xl, &wl, attr, &pd);
-    const int before = d->convs.n;
-    dnnl_conv *c = conv_slot(d);
+    const int before = d->convp->n;
+    dn_conv *c = conv_slot(d);
     int args[DNNL_ARGS], nargs = 0;
     /* The inputs in kernel order (x, w | g, w | x, g) and the output. */
     const int ain[3][2] = {{DNNL_ARG_SRC, DNNL_ARG_WEIGHTS},
@@ -535,7 +530,7 @@ static tg_status conv_entry(tg__dnnl *d, const int64_t *key, int kind, bool bf16
         dnnl_primitive_attr_destroy(attr);
     if (s != dnnl_success) {
         conv_free(c);
-        d->convs.n = before < d->convs.n ? before : d->convs.n;
+        d->convp->n = before < d->convp->n ? before : d->convp->n;
         return dnnl_failf(err, errlen, TG_ERR_UNSUPPORTED, "cpu oneDNN convolution: %s",
                           dnnl_status_name(s));
     }
@@ -570,7 +565,7 @@ tg_status tg__dnnl_conv(tg__dnnl *d, int kind, bool bf16, const tg__conv_geom *g
                         char *err, size_t errlen) {
     const int64_t key[DNNL_KEY] = {DK_CONV + kind, bf16, bias != NULL, g->n, g->c, g->h, g->w,
                                    g->k, g->r, g->s, g->sh, g->sw, g->ph, g->pw, g->dh, g->dw};
-    dnnl_conv *c = conv_lookup(d, key);
+    dn_conv *c = conv_lookup(d, key);
     tg_status st = TG_OK;
     if (!c && (st = conv_entry(d, key, kind, bf16, bias != NULL, g, &c, err, errlen)))
         return st;
