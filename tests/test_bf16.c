@@ -84,7 +84,9 @@ static int fill_values(float *v, int n) {
 
 static void test_round_to_nearest_even(void **state) {
     (void)state;
-    enum { N = 4096 };
+    enum {
+        N = 4096
+    };
     static float v[N];
     static uint16_t got[N];
     fill_values(v, N);
@@ -134,7 +136,9 @@ static void test_special_values(void **state) {
  * f64, u8, i32 and i64 follow through f32. */
 static void test_round_trip_all_dtypes(void **state) {
     (void)state;
-    enum { N = 65536 };
+    enum {
+        N = 65536
+    };
     static uint16_t all[N], back[N];
     static float f[N];
     for (int i = 0; i < N; i++)
@@ -209,7 +213,9 @@ static void test_views_fill_print(void **state) {
  * f32 one. */
 static void test_checkpoint_round_trip(void **state) {
     (void)state;
-    enum { N = 65536 };
+    enum {
+        N = 65536
+    };
     static uint16_t all[N], back[N];
     for (int i = 0; i < N; i++)
         all[i] = (uint16_t)(i * 40503u);
@@ -271,12 +277,9 @@ static int group_teardown(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_to_nearest_even),
-        cmocka_unit_test(test_special_values),
-        cmocka_unit_test(test_round_trip_all_dtypes),
-        cmocka_unit_test(test_views_fill_print),
-        cmocka_unit_test(test_checkpoint_round_trip),
-        cmocka_unit_test(test_arithmetic_refused),
+        cmocka_unit_test(test_round_to_nearest_even), cmocka_unit_test(test_special_values),
+        cmocka_unit_test(test_round_trip_all_dtypes), cmocka_unit_test(test_views_fill_print),
+        cmocka_unit_test(test_checkpoint_round_trip), cmocka_unit_test(test_arithmetic_refused),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -52,8 +52,8 @@ static void check(const char *what, const float *got, const double *ref, const d
     for (int64_t i = 0; i < n; i++) {
         const double tol = 2e-6 * mag[i] + 1e-6;
         if (fabs(got[i] - ref[i]) > tol)
-            fail_msg("%s[%lld]: %.9g, the bf16 reference %.9g (tolerance %.3g)", what,
-                     (long long)i, (double)got[i], ref[i], tol);
+            fail_msg("%s[%lld]: %.9g, the bf16 reference %.9g (tolerance %.3g)", what, (long long)i,
+                     (double)got[i], ref[i], tol);
         const double d = fabs((double)got[i] - f32[i]);
         if (d > 1.6e-2 * mag[i] + 1e-6)
             fail_msg("%s[%lld]: %.9g is farther than bf16 precision from f32's %.9g", what,
@@ -62,8 +62,8 @@ static void check(const char *what, const float *got, const double *ref, const d
             far = d / mag[i];
     }
     if (far < 1e-5)
-        fail_msg("%s: the bf16 result is within %.3g of f32's: the operands were not rounded",
-                 what, far);
+        fail_msg("%s: the bf16 result is within %.3g of f32's: the operands were not rounded", what,
+                 far);
 }
 
 static tg_ctx *new_ctx(void) {
@@ -126,7 +126,11 @@ static void test_matmul(void **state) {
     tg_ctx_free(probe);
     if (!ok)
         return;
-    enum { N = 37, K = 70, M = 29 };
+    enum {
+        N = 37,
+        K = 70,
+        M = 29
+    };
     float *av = random_buf(N * K), *bv = random_buf(M * K), *gv = random_buf(N * M);
     static float y[N * M], da[N * K], db[M * K], fy[N * M], fda[N * K], fdb[M * K];
     static double ref[N * K + M * K], mag[N * K + M * K];
@@ -174,7 +178,12 @@ static void test_matmul_batched(void **state) {
         tg_ctx_free(ctx);
         return;
     }
-    enum { B = 3, N = 5, K = 9, M = 4 };
+    enum {
+        B = 3,
+        N = 5,
+        K = 9,
+        M = 4
+    };
     float *av = random_buf(B * N * K), *bv = random_buf(K * M);
     const int64_t sa[] = {B, N, K}, sb[] = {K, M}, sv[] = {K};
     tg_tensor *a = tg_from_data(ctx, TG_F32, 3, sa, av), *b = tg_from_data(ctx, TG_F32, 2, sb, bv);
@@ -201,7 +210,18 @@ static void test_matmul_batched(void **state) {
 }
 
 /* x (N, C, H, W), w (K, C, R, S), bias, stride 2, pad 1, dilation 2. */
-enum { CN = 2, CC = 3, CH = 9, CW = 8, CK = 4, CR = 3, CS = 2, ST = 2, PD = 1, DL = 2 };
+enum {
+    CN = 2,
+    CC = 3,
+    CH = 9,
+    CW = 8,
+    CK = 4,
+    CR = 3,
+    CS = 2,
+    ST = 2,
+    PD = 1,
+    DL = 2
+};
 #define COH ((CH + 2 * PD - DL * (CR - 1) - 1) / ST + 1)
 #define COW ((CW + 2 * PD - DL * (CS - 1) - 1) / ST + 1)
 
@@ -231,7 +251,11 @@ static void test_conv(void **state) {
     tg_ctx_free(probe);
     if (!ok)
         return;
-    enum { NX = CN * CC * CH * CW, NW = CK * CC * CR * CS, NY = CN * CK * COH * COW };
+    enum {
+        NX = CN * CC * CH * CW,
+        NW = CK * CC * CR * CS,
+        NY = CN * CK * COH * COW
+    };
     float *xv = random_buf(NX), *wv = random_buf(NW), *bv = random_buf(CK), *gv = random_buf(NY);
     static float y[NY], dx[NX], dw[NW], fy[NY], fdx[NX], fdw[NW];
     static double ry[NY], my[NY], rdx[NX], mdx[NX], rdw[NW], mdw[NW];

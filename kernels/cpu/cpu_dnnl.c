@@ -69,7 +69,10 @@ tg_status tg__dnnl_conv(tg__dnnl *d, int kind, bool bf16, const tg__conv_geom *g
 #define DNNL_KEY 16
 #define DNNL_ARGS 5
 
-enum { DK_MATMUL = 1, DK_CONV = 16 };
+enum {
+    DK_MATMUL = 1,
+    DK_CONV = 16
+};
 
 typedef struct dn_entry {
     int64_t key[DNNL_KEY];
@@ -230,12 +233,12 @@ static dn_entry *slot(tg__dnnl *d) {
 }
 
 /* Makes the primitive of pd into e with a memory object per argument. */
-static dnnl_status_t entry_make(tg__dnnl *d, dn_entry *e, dnnl_primitive_desc_t pd,
-                                const int *args, int nargs) {
+static dnnl_status_t entry_make(tg__dnnl *d, dn_entry *e, dnnl_primitive_desc_t pd, const int *args,
+                                int nargs) {
     dnnl_status_t s = dnnl_primitive_create(&e->prim, pd);
     for (int i = 0; i < nargs && s == dnnl_success; i++) {
-        const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md,
-                                                                     args[i]);
+        const dnnl_memory_desc_t *md =
+            dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md, args[i]);
         e->arg[i] = args[i];
         s = dnnl_memory_create(&e->mem[i], md, d->engine, DNNL_MEMORY_NONE);
         e->nargs = i + 1;
@@ -258,8 +261,7 @@ static dnnl_primitive_attr_t user_scratch_attr(void) {
 }
 
 /* Binds the data pointers (in argument order) and the scratchpad, runs. */
-static tg_status entry_run(tg__dnnl *d, dn_entry *e, void *const *ptrs, char *err,
-                           size_t errlen) {
+static tg_status entry_run(tg__dnnl *d, dn_entry *e, void *const *ptrs, char *err, size_t errlen) {
     dnnl_exec_arg_t args[DNNL_ARGS + 1];
     int n = 0;
     if (!grow(&d->scratch, &d->scratch_cap, e->scratch ? e->scratch : 64))
@@ -409,7 +411,6 @@ static tg_status reorder_run(tg__dnnl *d, const dn_reorder *r, void *from, void 
     return TG_OK;
 }
 
-
 static void conv_free(dn_conv *c) {
     entry_free(&c->main);
     reorder_free(&c->in[0]);
@@ -468,8 +469,8 @@ static dnnl_status_t conv_pd(tg__dnnl *d, int kind, bool bias, const tg__conv_ge
     if (s == dnnl_success && kind == 1)
         s = dnnl_dilated_convolution_backward_data_desc_init(&desc, alg, x, w, y, st, dil, pl, pr);
     else if (s == dnnl_success)
-        s = dnnl_dilated_convolution_backward_weights_desc_init(&desc, alg, x, w, NULL, y, st,
-                                                                dil, pl, pr);
+        s = dnnl_dilated_convolution_backward_weights_desc_init(&desc, alg, x, w, NULL, y, st, dil,
+                                                                pl, pr);
     if (s == dnnl_success)
         s = dnnl_primitive_desc_create(pd, &desc, attr, d->engine, hint);
     if (hint)
@@ -563,8 +564,9 @@ static void *plain_f32(const tg_kview *v, void **buf, size_t *cap) {
 tg_status tg__dnnl_conv(tg__dnnl *d, int kind, bool bf16, const tg__conv_geom *g,
                         const tg_kview *in0, const tg_kview *in1, const tg_kview *bias, float *out,
                         char *err, size_t errlen) {
-    const int64_t key[DNNL_KEY] = {DK_CONV + kind, bf16, bias != NULL, g->n, g->c, g->h, g->w,
-                                   g->k, g->r, g->s, g->sh, g->sw, g->ph, g->pw, g->dh, g->dw};
+    const int64_t key[DNNL_KEY] = {DK_CONV + kind, bf16,  bias != NULL, g->n, g->c,  g->h,
+                                   g->w,           g->k,  g->r,         g->s, g->sh, g->sw,
+                                   g->ph,          g->pw, g->dh,        g->dw};
     dn_conv *c = conv_lookup(d, key);
     tg_status st = TG_OK;
     if (!c && (st = conv_entry(d, key, kind, bf16, bias != NULL, g, &c, err, errlen)))
@@ -573,8 +575,8 @@ tg_status tg__dnnl_conv(tg__dnnl *d, int kind, bool bf16, const tg__conv_geom *g
     void *ptrs[DNNL_ARGS];
     for (int i = 0; i < 2; i++) {
         void *src = plain_f32(in[i], &d->plain[i], &d->plain_cap[i]);
-        void *dst = src && c->in[i].prim ? grow((void **)&d->buf[i], &d->cap[i], c->in[i].to_bytes)
-                                         : src;
+        void *dst =
+            src && c->in[i].prim ? grow((void **)&d->buf[i], &d->cap[i], c->in[i].to_bytes) : src;
         if (!dst)
             return dnnl_failf(err, errlen, TG_ERR_NOMEM, "cpu oneDNN: out of memory for the %s",
                               "convolution's operands");

@@ -27,8 +27,8 @@ typedef struct shape {
 } shape;
 
 static const shape shapes[] = {
-    {"cnn conv1", 1, 32, 28, 5, 2},         {"cnn conv2", 32, 64, 14, 5, 2},
-    {"resnet20 stem", 3, 16, 32, 3, 1},     {"resnet20 16@32x32", 16, 16, 32, 3, 1},
+    {"cnn conv1", 1, 32, 28, 5, 2},          {"cnn conv2", 32, 64, 14, 5, 2},
+    {"resnet20 stem", 3, 16, 32, 3, 1},      {"resnet20 16@32x32", 16, 16, 32, 3, 1},
     {"resnet20 32@16x16", 32, 32, 16, 3, 1}, {"resnet20 64@8x8", 64, 64, 8, 3, 1},
 };
 
