@@ -47,6 +47,9 @@ struct tg_world {
     MPI_Comm comm;  /* collectives */
     MPI_Comm side;  /* the diagnosis exchange after a timeout */
     MPI_Comm local; /* ranks of this node */
+    /* MPI has no bf16: sums of bf16 buffers (16-bit words) go through this
+     * operation, each pair added in f32 and rounded to nearest even. */
+    MPI_Op bf16_sum;
     int rank, size, local_rank, local_size, nodes;
     bool owns_mpi;
     double timeout_s;

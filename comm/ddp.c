@@ -108,6 +108,14 @@ static tg_status launch(tg_ddp *d, int i)
                       (size_t)(d->shard->offset + b->soff) * tg_dtype_size(b->dt);
         s = d->coll->reduce_scatter_start(d->w, d->cstate, tg__ddp_bucket_data(b), shard,
                                           b->ngrad / d->w->size, b->dt, b->label, &b->req);
+    } else if (d->grad_dt == TG_BF16 && b->dt == TG_F32) {
+        /* Half the bytes on the wire; the flags (0 or 1 per parameter, summed
+         * over at most 256 ranks) are exact in bf16. */
+        b->low = tg_to_dtype(d->ctx, b->buf, TG_BF16);
+        if (!b->low)
+            return tg__ddp_ctx_fail(d, "rounding a bucket to bf16");
+        s = d->coll->allreduce_start(d->w, d->cstate, b->low->storage->data,
+                                     b->ngrad + b->count, TG_BF16, b->label, &b->req);
     } else {
         s = d->coll->allreduce_start(d->w, d->cstate, tg__ddp_bucket_data(b),
                                      b->ngrad + b->count, b->dt, b->label, &b->req);
@@ -199,6 +207,12 @@ static tg_status rebuild(tg_ddp *d);
 static tg_status unpack(tg_ddp *d, int i)
 {
     ddp_bucket *b = &d->b[i];
+    if (b->low) {
+        tg_tensor *wide = tg_to_dtype(d->ctx, b->low, TG_F32);
+        b->low = NULL;
+        if (!wide || tg_copy_(d->ctx, b->buf, wide))
+            return tg__ddp_ctx_fail(d, "widening a bf16 bucket to f32");
+    }
     tg_tensor *fv = tg_slice(d->ctx, b->buf, 0, b->ngrad, b->ngrad + b->count, 1);
     size_t n = (size_t)b->count * tg_dtype_size(b->dt);
     void *dst = b->dt == TG_F32 ? (void *)d->flags32 : (void *)d->flags;
@@ -679,6 +693,13 @@ tg_status tg_ddp_new(tg_ctx *ctx, tg_world *w, int nparams, tg_tensor *const *pa
             s = tg__comm_fail(w, TG_ERR_INVALID, "ddp: ZeRO shards f32 parameters only; %s is %s",
                               d->p[k].t->name ? d->p[k].t->name : "a parameter",
                               tg_dtype_name(d->p[k].t->dtype));
+    d->grad_dt = cfg ? cfg->grad_dtype : TG_F32;
+    if (!s && d->grad_dt != TG_F32 && d->grad_dt != TG_BF16)
+        s = tg__comm_fail(w, TG_ERR_INVALID, "ddp: gradients travel in f32 or bf16, not %s",
+                          (unsigned)d->grad_dt < TG_DTYPE_COUNT ? tg_dtype_name(d->grad_dt) : "?");
+    if (!s && d->grad_dt == TG_BF16 && cfg && cfg->zero_stage == 1)
+        s = tg__comm_fail(w, TG_ERR_UNSUPPORTED,
+                          "ddp: bf16 gradients (grad_dtype) with ZeRO stage 1 are not supported");
     if (!s && cfg && (cfg->zero_stage < 0 || cfg->zero_stage > 1))
         s = tg__comm_fail(w, TG_ERR_INVALID, "ddp: ZeRO stage %d: only 0 and 1 exist",
                           cfg->zero_stage);

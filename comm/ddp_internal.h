@@ -28,6 +28,8 @@ typedef struct ddp_bucket {
     tg__req req;
     int64_t soff; /* ZeRO: offset of this rank's block in the shard tensor */
     double t0_us;
+    /* grad_dtype bf16: the bucket rounded to bf16 (a step tensor), summed. */
+    tg_tensor *low;
     char label[40];
 } ddp_bucket;
 
@@ -73,6 +75,8 @@ struct tg_ddp {
      * i (ngrad / size elements) lands at b[i].soff in `shard` on rank r. */
     bool zero;
     tg_tensor *shard;
+    /* tg_ddp_config.grad_dtype: TG_BF16 sums f32 buckets in bf16. */
+    tg_dtype grad_dt;
     double *zflags; /* by order position: this rank had a gradient */
     struct tg__zero *z;
 };

@@ -18,9 +18,19 @@ static tg_status check_type(tg_world *w, tg_dtype dt, bool sum, const char *what
 {
     if ((unsigned)dt < TG_DTYPE_COUNT && tg__mpi_type(dt, sum, t))
         return TG_OK;
+    if (sum && dt == TG_BF16) {
+        *t = MPI_UINT16_T;
+        return TG_OK;
+    }
     return tg__comm_fail(w, TG_ERR_DTYPE, "%s: dtype %s is not supported%s", what ? what : "collective",
                   (unsigned)dt < TG_DTYPE_COUNT ? tg_dtype_name(dt) : "?",
-                  sum ? " for a sum (f32, f64, i32, i64 are)" : "");
+                  sum ? " for a sum (f32, f64, i32, i64, bf16 are)" : "");
+}
+
+/* The sum operation for dt: bf16's own (16-bit words), else MPI_SUM. */
+static MPI_Op sum_op(const tg_world *w, tg_dtype dt)
+{
+    return dt == TG_BF16 ? w->bf16_sum : MPI_SUM;
 }
 
 static tg_status mpi_allreduce_start(tg_world *w, void *state, void *buf, int64_t count,
@@ -32,7 +42,7 @@ static tg_status mpi_allreduce_start(tg_world *w, void *state, void *buf, int64_
     if (c || (c = check_type(w, dt, true, what, &t)))
         return c;
     tg_status s = tg__mpi_check(
-        w, MPI_Iallreduce(MPI_IN_PLACE, buf, (int)count, t, MPI_SUM, w->comm, &r->mpi),
+        w, MPI_Iallreduce(MPI_IN_PLACE, buf, (int)count, t, sum_op(w, dt), w->comm, &r->mpi),
         "MPI_Iallreduce", what);
     r->active = !s;
     return s;
@@ -79,7 +89,7 @@ static tg_status mpi_reduce_scatter_start(tg_world *w, void *state, const void *
     tg_status c = check_count(w, count * w->size, what);
     if (c || (c = check_type(w, dt, true, what, &t)))
         return c;
-    tg_status s = tg__mpi_check(w, MPI_Ireduce_scatter_block(send, recv, (int)count, t, MPI_SUM,
+    tg_status s = tg__mpi_check(w, MPI_Ireduce_scatter_block(send, recv, (int)count, t, sum_op(w, dt),
                                                              w->comm, &r->mpi),
                                 "MPI_Ireduce_scatter_block", what);
     r->active = !s;

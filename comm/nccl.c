@@ -60,6 +60,7 @@ static bool nccl_type(tg_dtype dt, ncclDataType_t *t)
     case TG_I32: *t = ncclInt32; return true;
     case TG_I64: *t = ncclInt64; return true;
     case TG_U8: *t = ncclUint8; return true;
+    case TG_BF16: *t = ncclBfloat16; return true;
     default: return false;
     }
 }

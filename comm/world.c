@@ -83,6 +83,9 @@ bool tg__mpi_type(tg_dtype dt, bool sum, MPI_Datatype *out)
     case TG_I32: *out = MPI_INT32_T; return true;
     case TG_I64: *out = MPI_INT64_T; return true;
     case TG_U8: *out = MPI_BYTE; return !sum;
+    /* MPI has no bf16: moved as 16-bit words, summed by the caller's own
+     * operation (comm/mpi_coll.c). */
+    case TG_BF16: *out = MPI_UINT16_T; return !sum;
     default: return false;
     }
 }
@@ -266,10 +269,25 @@ static void init_err(char *err, size_t errlen, const char *fmt, const char *call
         snprintf(err, errlen, fmt, call, msg);
 }
 
+/* MPI_Op function: inout[i] = bf16(f32(in[i]) + f32(inout[i])). */
+static void bf16_sum_fn(void *in, void *inout, int *len, MPI_Datatype *dt)
+{
+    const uint16_t *a = in;
+    uint16_t *b = inout;
+    (void)dt;
+    for (int i = 0; i < *len; i++)
+        b[i] = tg_bf16_from_f32(tg_bf16_to_f32(a[i]) + tg_bf16_to_f32(b[i]));
+}
+
 static tg_status world_comms(tg_world *w, char *err, size_t errlen)
 {
     const char *fmt = "world init: %s failed: %s";
-    int rc = MPI_Comm_dup(MPI_COMM_WORLD, &w->comm);
+    int rc = MPI_Op_create(bf16_sum_fn, 1, &w->bf16_sum);
+    if (rc) {
+        w->bf16_sum = MPI_OP_NULL;
+        return init_err(err, errlen, fmt, "MPI_Op_create", rc), TG_ERR_COMM;
+    }
+    rc = MPI_Comm_dup(MPI_COMM_WORLD, &w->comm);
     if (rc) {
         w->comm = MPI_COMM_NULL;
         return init_err(err, errlen, fmt, "MPI_Comm_dup", rc), TG_ERR_COMM;
@@ -374,6 +392,7 @@ tg_status tg_world_init(int *argc, char ***argv, const tg_world_config *cfg, tg_
         return TG_ERR_NOMEM;
     }
     w->comm = w->side = w->local = MPI_COMM_NULL;
+    w->bf16_sum = MPI_OP_NULL;
     w->step = -1;
     w->timeout_s = cfg && cfg->timeout_s > 0 ? cfg->timeout_s : TG__DEFAULT_TIMEOUT_S;
     w->host = &tg__coll_mpi;
@@ -442,6 +461,8 @@ void tg_world_free(tg_world *w)
         free_comm(&w->local);
         free_comm(&w->side);
         free_comm(&w->comm);
+        if (w->bf16_sum != MPI_OP_NULL)
+            MPI_Op_free(&w->bf16_sum);
         if (w->owns_mpi)
             MPI_Finalize();
     }

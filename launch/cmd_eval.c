@@ -30,6 +30,7 @@ typedef struct eval_opts {
     int64_t batch;
     int threads;
     tg_device device;
+    tg_precision precision;
     bool confusion, print_config;
     bool split_given; /* --split was given (not a row: set after reading) */
 } eval_opts;
@@ -57,6 +58,10 @@ const tg_opt tg_eval_options[] = {
      "CPU threads per rank"},
     {"device", 0, TG_OPT_CHOICE, "NAME", EV(device), 0, 0, tg_train_devices, NULL, TG_OPT_INI,
      NULL, "cuda runs on the GPU of the rank's local rank"},
+    {"precision", 0, TG_OPT_CHOICE, "NAME", EV(precision), 0, 0, tg_train_precisions, NULL,
+     TG_OPT_INI, NULL,
+     "with bf16, matrix products and convolutions round their operands to bf16 (as train's "
+     "--precision; a checkpoint trained in bf16 evaluates in f32 unless asked)"},
     {"config", 0, TG_OPT_STR, "FILE.ini", TG_OPT_NOWHERE, 0, 0, NULL, NULL, 0, NULL,
      "read these options from an INI file (keys as the options without '--', in an [eval] "
      "section or before any); the command line overrides it"},
@@ -253,6 +258,11 @@ static int evaluate(const eval_opts *o, tg_world *w) {
     tg_ctx *ctx;
     if (tg_ctx_new(&cc, &ctx) != TG_OK) {
         fprintf(stderr, "tapegrad eval: rank %d: %s\n", rank, tg_last_init_error());
+        return TG_EXIT_RUNTIME;
+    }
+    if (o->precision != TG_PRECISION_F32 && tg_ctx_set_precision(ctx, o->precision) != TG_OK) {
+        fprintf(stderr, "tapegrad eval: rank %d: %s\n", rank, tg_ctx_error(ctx));
+        tg_ctx_free(ctx);
         return TG_EXIT_RUNTIME;
     }
     if (tg_cli_blas_warmup() != 0) {

@@ -67,6 +67,8 @@ static const char *st_dtype(tg_dtype dt) {
         return "I32";
     case TG_I64:
         return "I64";
+    case TG_BF16:
+        return "BF16";
     default:
         return NULL;
     }

@@ -38,6 +38,8 @@ typedef struct train_opts {
     bool check_replicas;  /* compare a digest of the parameters every step */
     bool sync_bn;         /* SyncBatchNorm over the ranks (cnn-bn) */
     int zero;             /* --zero 1: ZeRO stage 1 (optimizer state sharded) */
+    tg_precision precision; /* --precision: the products' (autocast) */
+    tg_dtype grad_dtype;  /* --grad-dtype: the dtype gradients are summed in */
     int verbosity;        /* -1 --quiet, 0 default, 1 --verbose */
     /* --model gpt's sizes (tg_gpt_model_text) and the weight-decay rule */
     int gpt_n_layer, gpt_n_head;
@@ -98,6 +100,8 @@ extern const tg_opt tg_eval_options[];
 extern const int tg_eval_options_count;
 /* cpu and cuda, for every command's --device. */
 extern const tg_opt_choice tg_train_devices[];
+/* f32 and bf16, for train's and eval's --precision. */
+extern const tg_opt_choice tg_train_precisions[];
 
 /* The defaults of every option for a model. */
 train_args tg_train_args_defaults(tg_model_kind kind);

@@ -52,6 +52,9 @@ static const tg_opt_choice augments[] = {{"none", 0},
                                           {"crop,flip", TG_AUGMENT_CROP | TG_AUGMENT_FLIP},
                                           {NULL, 0}};
 static const tg_opt_choice decays[] = {{"all", 0}, {"matrices", 1}, {NULL, 0}};
+const tg_opt_choice tg_train_precisions[] = {
+    {"f32", TG_PRECISION_F32}, {"bf16", TG_PRECISION_BF16}, {NULL, 0}};
+static const tg_opt_choice grad_dtypes[] = {{"f32", TG_F32}, {"bf16", TG_BF16}, {NULL, 0}};
 const tg_opt_choice tg_train_devices[] = {{"cpu", TG_DEVICE_CPU}, {"cuda", TG_DEVICE_CUDA}, {NULL, 0}};
 
 #define CFG(m) offsetof(train_args, cfg.m)
@@ -146,6 +149,13 @@ const tg_opt tg_train_options[] = {
      SAVED, NULL, "CPU threads per rank, at most the CPUs it may run on"},
     {"device", 0, TG_OPT_CHOICE, "NAME", OPT(device), 0, 0, tg_train_devices, NULL, SAVED, NULL,
      "cuda runs on the GPU of the rank's local rank"},
+    {"precision", 0, TG_OPT_CHOICE, "NAME", OPT(precision), 0, 0, tg_train_precisions, NULL, SAVED, NULL,
+     "with bf16, matrix products and convolutions round their operands to bf16 and accumulate in "
+     "f32 (autocast); parameters, optimizer state, gradients, norms and the loss stay f32"},
+    {"grad-dtype", 0, TG_OPT_CHOICE, "NAME", OPT(grad_dtype), 0, 0, grad_dtypes, NULL, SAVED,
+     NULL,
+     "with bf16, gradients are summed over the ranks in bf16 (half the bytes), then averaged in f32; "
+     "not with --zero 1"},
 
     /* ---- the gpt model (docs/MODELS.md) ---- */
     {"n-layer", 0, TG_OPT_INT, "N", OPT(gpt_n_layer), 1, 256, NULL, NULL, SAVED,
@@ -407,6 +417,8 @@ int tg_train_resolve(const tg_opt_set *set, train_args *a) {
         !a->cfg.model_text)
         return tg_cli_usage_error(cmd, "--sync-bn needs a model with batch norm, got --model %s",
                                   tg_model_name(a->cfg.model));
+    if (o->grad_dtype == TG_BF16 && o->zero == 1)
+        return tg_cli_usage_error(cmd, "--grad-dtype bf16 and --zero 1 exclude each other");
     if (a->cfg.val_split && a->cfg.val_fraction > 0)
         return tg_cli_usage_error(cmd, "--val-split and --val-fraction exclude each other");
     if (a->cfg.val_split && strcmp(a->cfg.val_split, a->cfg.train_split) == 0)

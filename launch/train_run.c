@@ -472,7 +472,8 @@ static int train(run_state *st, tg_trainer *tr, const char *data) {
     const tg_params *ps = tg_trainer_params(tr);
     tg_ddp_config dc = {.bucket_bytes = (size_t)(o->bucket_mb * 1024 * 1024),
                         .first_bucket_bytes = (size_t)(o->first_bucket_mb * 1024 * 1024),
-                        .zero_stage = st->zero};
+                        .zero_stage = st->zero,
+                        .grad_dtype = o->grad_dtype};
     tg_status s =
         tg_ddp_new(ctx, st->w, ps->nparams, ps->params, ps->nbuffers, ps->buffers, &dc, &st->ddp);
     if (!s && st->zero)
@@ -625,6 +626,11 @@ int tg_train_run(tg_trainer_config *cfg, const train_opts *o, const char *data, 
         code = tg_cli_check_blas_room("train", cc.threads);
     if (code == 0 && tg_ctx_new(&cc, &ctx) != TG_OK) {
         say_error(&st, tg_last_init_error());
+        code = TG_EXIT_RUNTIME;
+    }
+    if (code == 0 && o->precision != TG_PRECISION_F32 &&
+        tg_ctx_set_precision(ctx, o->precision) != TG_OK) {
+        say_error(&st, tg_ctx_error(ctx));
         code = TG_EXIT_RUNTIME;
     }
     if (code == 0 && o->device == TG_DEVICE_CPU && tg_cli_blas_warmup() != 0) {

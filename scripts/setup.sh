@@ -16,7 +16,7 @@ usage() {
 packages=(
     build-essential cmake pkg-config
     libopenblas-dev libopenblas0-openmp libopenmpi-dev openmpi-bin
-    libhdf5-dev hdf5-tools libcmocka-dev zlib1g-dev
+    libhdf5-dev hdf5-tools libcmocka-dev zlib1g-dev libdnnl-dev
     dataset-fashion-mnist gnuplot-nox libinih-dev libcjson-dev libssl-dev
     slurmctld slurmd slurm-client munge
     python3 python3-numpy

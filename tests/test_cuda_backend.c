@@ -651,6 +651,86 @@ static int check_structure(void) {
     return bad;
 }
 
+/* One backend's bf16 results: the bits of a cast, then under the bf16
+ * precision y = a @ b^T (b transposed, as a linear layer's weight) and
+ * conv2d(x, w) with their gradients for fixed seeds. */
+enum { BF_N = 33, BF_K = 40, BF_M = 21, BF_X = 2 * 3 * 9 * 9, BF_W = 4 * 3 * 3 * 3,
+       BF_Y = 2 * 4 * 9 * 9 };
+typedef struct bf_out {
+    uint16_t bits[BF_X];
+    double y[BF_N * BF_M], da[BF_N * BF_K], db[BF_M * BF_K];
+    double cy[BF_Y], dx[BF_X], dw[BF_W];
+} bf_out;
+
+static tg_tensor *bf_leaf(tg_ctx *ctx, int nd, const int64_t *shape, const float *v) {
+    tg_tensor *t = tg_from_data(ctx, TG_F32, nd, shape, v);
+    assert_non_null(t);
+    assert_int_equal(tg_set_requires_grad(ctx, t, true), TG_OK);
+    return t;
+}
+
+static void bf_run(tg_ctx *ctx, const float *const *v, bf_out *o) {
+    const int64_t sx[] = {2, 3, 9, 9}, sw[] = {4, 3, 3, 3}, sy[] = {2, 4, 9, 9};
+    const int64_t sa[] = {BF_N, BF_K}, sb[] = {BF_M, BF_K}, sg[] = {BF_N, BF_M};
+    tg_tensor *c = tg_to_dtype(ctx, tg_from_data(ctx, TG_F32, 4, sx, v[0]), TG_BF16);
+    assert_non_null(c);
+    assert_int_equal(tg_to_host(ctx, c, o->bits, sizeof o->bits), TG_OK);
+    assert_int_equal(tg_ctx_set_precision(ctx, TG_PRECISION_BF16), TG_OK);
+    tg_tensor *a = bf_leaf(ctx, 2, sa, v[2]), *b = bf_leaf(ctx, 2, sb, v[3]);
+    tg_tensor *y = tg_matmul(ctx, a, tg_transpose(ctx, b, 0, 1));
+    assert_non_null(y);
+    assert_int_equal(tg_backward(ctx, y, tg_from_data(ctx, TG_F32, 2, sg, v[4]), 0), TG_OK);
+    assert_true(cb_read(ctx, y, o->y) && cb_read(ctx, a->grad, o->da) &&
+                cb_read(ctx, b->grad, o->db));
+    tg_tensor *x = bf_leaf(ctx, 4, sx, v[0]), *w = bf_leaf(ctx, 4, sw, v[1]);
+    tg_tensor *cy = tg_conv2d(ctx, x, w, NULL, &cv_pad);
+    assert_non_null(cy);
+    assert_int_equal(tg_backward(ctx, cy, tg_from_data(ctx, TG_F32, 4, sy, v[5]), 0), TG_OK);
+    assert_true(cb_read(ctx, cy, o->cy) && cb_read(ctx, x->grad, o->dx) &&
+                cb_read(ctx, w->grad, o->dw));
+    assert_int_equal(tg_ctx_set_precision(ctx, TG_PRECISION_F32), TG_OK);
+    tg_step_reset(ctx);
+}
+
+static void bf_close(const char *what, const double *c, const double *g, int n) {
+    double mx = 0;
+    for (int k = 0; k < n; k++)
+        mx = fmax(mx, fabs(c[k]));
+    for (int k = 0; k < n; k++)
+        if (fabs(c[k] - g[k]) > 1e-4 * mx + 1e-6)
+            fail_msg("bf16 %s[%d]: cpu %.9g, cuda %.9g", what, k, c[k], g[k]);
+}
+
+/* bf16: the casts give the CPU's bits, and the autocast products (cuBLAS
+ * bf16 GEMMs with f32 compute) agree with the CPU's (oneDNN) to f32
+ * accumulation accuracy, forward and backward. Skipped where the CPU has no
+ * bf16 products (a build without oneDNN). */
+static void test_bf16_matches_cpu(void **state) {
+    cb_env *env = *state;
+    static float buf[6][BF_Y];
+    static bf_out out[2];
+    uint64_t seed = 16;
+    for (int i = 0; i < 6; i++)
+        for (int k = 0; k < BF_Y; k++)
+            buf[i][k] = (float)cb_unif(&seed, -1, 1);
+    const float *v[6] = {buf[0], buf[1], buf[2], buf[3], buf[4], buf[5]};
+    if (tg_ctx_set_precision(env->cpu, TG_PRECISION_BF16) != TG_OK) {
+        printf("bf16 on the CPU: %s: skipped\n", tg_ctx_error(env->cpu));
+        tg_ctx_clear_error(env->cpu);
+        return;
+    }
+    assert_int_equal(tg_ctx_set_precision(env->cpu, TG_PRECISION_F32), TG_OK);
+    bf_run(env->cpu, v, &out[0]);
+    bf_run(env->cuda, v, &out[1]);
+    assert_memory_equal(out[0].bits, out[1].bits, sizeof out[0].bits);
+    bf_close("matmul", out[0].y, out[1].y, BF_N * BF_M);
+    bf_close("matmul da", out[0].da, out[1].da, BF_N * BF_K);
+    bf_close("matmul db", out[0].db, out[1].db, BF_M * BF_K);
+    bf_close("conv2d", out[0].cy, out[1].cy, BF_Y);
+    bf_close("conv2d dx", out[0].dx, out[1].dx, BF_X);
+    bf_close("conv2d dw", out[0].dw, out[1].dw, BF_W);
+}
+
 static int cb_setup(void **state) {
     static cb_env env;
     tg_ctx_config cpu = {.device = TG_DEVICE_CPU, .threads = 1};
@@ -695,6 +775,7 @@ int main(void) {
         cmocka_unit_test(test_dropout_mask),
         cmocka_unit_test(test_bad_target_reported),
         cmocka_unit_test(test_optim_matches_cpu),
+        cmocka_unit_test(test_bf16_matches_cpu),
     };
     struct CMUnitTest tests[sizeof all / sizeof *all];
     size_t n = 0;

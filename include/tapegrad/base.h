@@ -65,14 +65,43 @@ typedef enum tg_dtype {
     TG_U8,
     TG_I32,
     TG_I64,
+    /* bfloat16: f32's sign and 8-bit exponent with a 7-bit mantissa, stored
+     * as the top 16 bits of the f32. A storage dtype: casts to and from it,
+     * copies, checkpoints and export take it; arithmetic runs in f32 (see
+     * tg_ctx_set_precision() in runtime.h for bf16 matmul and convolution). */
+    TG_BF16,
     TG_DTYPE_COUNT
 } tg_dtype;
 
 /* Bytes per element, and a static name ("f32", ...). */
 size_t tg_dtype_size(tg_dtype dt);
 const char *tg_dtype_name(tg_dtype dt);
-/* True for f32 and f64, the dtypes gradients flow through. */
+/* True for f32 and f64, the dtypes gradients flow through (not bf16, whose
+ * tensors hold values only: a cast to bf16 is not differentiable). */
 bool tg_dtype_is_float(tg_dtype dt);
+
+/* f32 to bf16 bits with round-to-nearest-even, as PyTorch's conversion: a
+ * NaN stays a (quiet) NaN, values past bf16's largest finite round to inf. */
+static inline uint16_t tg_bf16_from_f32(float f)
+{
+    union {
+        float f;
+        uint32_t u;
+    } v = {.f = f};
+    if ((v.u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((v.u >> 16) | 0x40u);
+    return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);
+}
+
+/* bf16 bits to f32: exact. */
+static inline float tg_bf16_to_f32(uint16_t b)
+{
+    union {
+        uint32_t u;
+        float f;
+    } v = {.u = (uint32_t)b << 16};
+    return v.f;
+}
 
 typedef enum tg_device {
     TG_DEVICE_CPU = 0,

@@ -196,6 +196,12 @@ typedef struct tg_ddp_config {
     /* 1: ZeRO stage 1 (see tg_ddp_zero_init); 0: plain all-reduce. Ignored
      * on a world of one. */
     int zero_stage;
+    /* The dtype f32 gradients travel in: TG_F32 (0, the default) or TG_BF16,
+     * as PyTorch DDP's bf16_compress_hook: each f32 bucket is rounded to
+     * bf16, summed over the ranks in bf16 (half the bytes), then widened to
+     * f32 and divided by the world size in f32. f64 buckets stay f64. Not
+     * with zero_stage 1 (TG_ERR_UNSUPPORTED). */
+    tg_dtype grad_dtype;
 } tg_ddp_config;
 
 /* Make params data-parallel. Collective: every rank calls it with the same

@@ -55,6 +55,18 @@ typedef struct tg_op_params {
     bool keepdim;
 } tg_op_params;
 
+/* The autocast flag (tg_ctx_set_precision in runtime.h): the runtime sets
+ * ints[TG_KP_MATMUL_BF16] of matmul's params, and ints[TG_KP_CONV_BF16] of
+ * conv2d's and its two gradients', to 1 when the operands are f32 and the
+ * context computes products in bf16. A kernel then rounds the operands to
+ * bf16, accumulates in f32 and writes f32, or fails with TG_ERR_UNSUPPORTED
+ * when it cannot. */
+enum { TG_KP_MATMUL_BF16 = 0, TG_KP_CONV_BF16 = 9 };
+static inline bool tg_kparams_bf16(const tg_op_params *p, int slot)
+{
+    return p && p->ints[slot] == 1;
+}
+
 /* Everything one kernel call needs. err/errlen is a buffer the kernel may
  * fill with a message when it returns a status other than TG_OK. */
 typedef struct tg_kargs {

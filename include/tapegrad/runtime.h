@@ -272,6 +272,30 @@ tg_status tg_retain_grad(tg_ctx *ctx, tg_tensor *t);
 bool tg_grad_enabled(const tg_ctx *ctx);
 bool tg_set_grad_enabled(tg_ctx *ctx, bool enabled);
 
+/*
+ * The precision of the products (autocast, as torch.autocast with
+ * dtype=torch.bfloat16). TG_PRECISION_F32 (the default): every op computes in
+ * its operands' dtype. TG_PRECISION_BF16: tg_matmul (so tg_linear), tg_conv2d
+ * and the two convolution gradients, given f32 operands, round the operands
+ * to bf16, multiply with f32 accumulation and return f32. Nothing else
+ * changes: tensors, parameters, gradients and optimizer state stay f32 (the
+ * master weights), and the tape, reductions, softmax, norms and losses run in
+ * f32. The backward products follow the setting in force when backward runs.
+ * f64 operands are never rounded. bf16 has f32's range: no loss scaling.
+ *
+ * Setting bf16 checks once that the backend can (on the CPU: a build with
+ * oneDNN; it runs a tiny product, which makes a few small step tensors) and
+ * otherwise returns TG_ERR_UNSUPPORTED with a message and keeps f32.
+ */
+typedef enum tg_precision {
+    TG_PRECISION_F32 = 0,
+    TG_PRECISION_BF16,
+} tg_precision;
+tg_status tg_ctx_set_precision(tg_ctx *ctx, tg_precision p);
+tg_precision tg_ctx_precision(const tg_ctx *ctx);
+/* "f32" or "bf16" ("?" for another value). */
+const char *tg_precision_name(tg_precision p);
+
 /* Backpropagate from root. seed is dL/droot; NULL means 1 and then root must
  * have one element. Leaf gradients accumulate into ->grad. */
 tg_status tg_backward(tg_ctx *ctx, tg_tensor *root, tg_tensor *seed, unsigned flags);
@@ -420,10 +444,10 @@ tg_tensor *tg_minimum(tg_ctx *ctx, tg_tensor *a, tg_tensor *b);
 tg_tensor *tg_sin(tg_ctx *ctx, tg_tensor *a);
 tg_tensor *tg_cos(tg_ctx *ctx, tg_tensor *a);
 
-/* A copy converted to dtype dt (f32, f64, u8, i32, i64; float to integer
- * truncates toward zero, out-of-range values are undefined as in C). The
- * gradient flows between float dtypes; an integer result never requires
- * grad. Always a new tensor, also when dt is a's dtype. */
+/* A copy converted to dtype dt (f32, f64, u8, i32, i64, bf16; float to integer
+ * truncates toward zero, out-of-range values are undefined as in C; to bf16
+ * rounds to nearest even through f32, as PyTorch). The gradient flows between
+ * f32 and f64; an integer or bf16 result never requires grad. Always a new tensor, also when dt is a's dtype. */
 tg_tensor *tg_to_dtype(tg_ctx *ctx, tg_tensor *a, tg_dtype dt);
 /* A view of a's data that is a leaf and never requires grad (torch's
  * detach): it shares storage and version counter with a. */

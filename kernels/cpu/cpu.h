@@ -35,10 +35,35 @@
 /* The loop driver handles the output and up to three inputs (where). */
 #define TG__CPU_MAX_OPERANDS 4
 
-/* Per-context state: only the thread count the context asked for. */
+/* oneDNN's engine, stream, primitive cache and bf16 buffers (cpu_dnnl.c). */
+typedef struct tg__dnnl tg__dnnl;
+
+/* Per-context state: the thread count the context asked for, and oneDNN's
+ * state, made at the first bf16 product (NULL until then). */
 typedef struct tg__cpu_state {
     int threads;
+    tg__dnnl *dnnl;
 } tg__cpu_state;
+
+/* ---- oneDNN (cpu_dnnl.c) ---- */
+
+tg_status tg__dnnl_new(tg__dnnl **out, char *err, size_t errlen);
+void tg__dnnl_free(tg__dnnl *d);
+/* The state's oneDNN object, made on first use; NULL with a message in the
+ * kernel's error buffer when it cannot be (no oneDNN in this build). */
+tg__dnnl *tg__cpu_dnnl(void *state, const tg_kargs *a);
+/* C (n x m, row-major, ld m, f32) = op(A) op(B) with A and B (f32, laid out
+ * as for BLAS) rounded to bf16 and the products summed in f32. */
+tg_status tg__dnnl_gemm(tg__dnnl *d, const tg__gemm_arg *ga, const tg__gemm_arg *gb, int64_t n,
+                        int64_t m, int64_t k, const float *A, const float *B, float *C, char *err,
+                        size_t errlen);
+/* One convolution row through oneDNN. kind 0: y = conv(in0 = x, in1 = w)
+ * (+ bias); 1: dx from in0 = g, in1 = w; 2: dw from in0 = x, in1 = g. bf16:
+ * the inputs (any strides) are rounded to bf16 and the result is f32;
+ * otherwise everything is contiguous f32. out is contiguous f32. */
+tg_status tg__dnnl_conv(tg__dnnl *d, int kind, bool bf16, const tg__conv_geom *g,
+                        const tg_kview *in0, const tg_kview *in1, const tg_kview *bias, float *out,
+                        char *err, size_t errlen);
 
 /* ---- kernels, one per ops.def row ---- */
 
@@ -141,6 +166,8 @@ static inline size_t tg__cpu_esize(tg_dtype dt) {
     switch (dt) {
     case TG_U8:
         return 1;
+    case TG_BF16:
+        return 2;
     case TG_F32:
     case TG_I32:
         return 4;

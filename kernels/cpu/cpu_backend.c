@@ -27,7 +27,7 @@ tg_status tg__cpu_fail(const tg_kargs *a, tg_status st, const char *fmt, ...) {
 }
 
 static const char *cpu_dtype_name(tg_dtype dt) {
-    static const char *const names[TG_DTYPE_COUNT] = {"f32", "f64", "u8", "i32", "i64"};
+    static const char *const names[TG_DTYPE_COUNT] = {"f32", "f64", "u8", "i32", "i64", "bf16"};
     return (unsigned)dt < TG_DTYPE_COUNT ? names[dt] : "?";
 }
 
@@ -69,6 +69,7 @@ static tg_status cpu_init(void **state, int threads, char *err, size_t errlen) {
         return TG_ERR_NOMEM;
     }
     s->threads = threads;
+    s->dnnl = NULL;
     /* Both thread pools follow the context's setting so that OpenMP loops
      * and BLAS calls do not oversubscribe the machine against each other. */
     if (threads > 0) {
@@ -79,7 +80,19 @@ static tg_status cpu_init(void **state, int threads, char *err, size_t errlen) {
     return TG_OK;
 }
 
-static void cpu_release(void *state) { free(state); }
+static void cpu_release(void *state) {
+    tg__cpu_state *s = state;
+    if (s)
+        tg__dnnl_free(s->dnnl);
+    free(state);
+}
+
+tg__dnnl *tg__cpu_dnnl(void *state, const tg_kargs *a) {
+    tg__cpu_state *s = state;
+    if (!s->dnnl && tg__dnnl_new(&s->dnnl, a->err, a->errlen) != TG_OK)
+        return NULL;
+    return s->dnnl;
+}
 
 static void *cpu_alloc(void *state, size_t nbytes) {
     (void)state;

@@ -358,8 +358,28 @@ static bool cpu_same_float(const tg_kargs *a, int nin) {
     return a->out.dtype == TG_F32 || a->out.dtype == TG_F64;
 }
 
+/* The autocast path of a conv row: 1 when it does not apply, else the status
+ * of oneDNN's bf16 convolution of kind (see tg__dnnl_conv). */
+static int cpu_conv_bf16(void *state, const tg_kargs *a, int kind, const tg__conv_geom *g,
+                         const tg_kview *in0, const tg_kview *in1, const tg_kview *bias) {
+    if (!tg_kparams_bf16(a->p, TG_KP_CONV_BF16))
+        return 1;
+    if (a->out.dtype != TG_F32)
+        return tg__cpu_fail(a, TG_ERR_DTYPE, "cpu %s: bf16 products take f32 operands",
+                            tg_op_name(a->op));
+    tg__dnnl *dn = tg__cpu_dnnl(state, a);
+    if (!dn)
+        return TG_ERR_UNSUPPORTED;
+    if (tg__kview_numel(&a->out) == 0)
+        return TG_OK;
+    if (tg__kview_numel(in0) == 0 || tg__kview_numel(in1) == 0) {
+        tg__cpu_zero(a->out.data, (size_t)tg__kview_numel(&a->out) * 4);
+        return TG_OK;
+    }
+    return tg__dnnl_conv(dn, kind, true, g, in0, in1, bias, a->out.data, a->err, a->errlen);
+}
+
 tg_status tg__cpu_conv2d(void *state, const tg_kargs *a) {
-    (void)state;
     const bool has_b = a->p->ints[6] != 0;
     if (a->nin != (has_b ? 4 : 3) || !cpu_same_float(a, a->nin))
         return tg__cpu_fail(a, TG_ERR_DTYPE,
@@ -381,6 +401,9 @@ tg_status tg__cpu_conv2d(void *state, const tg_kargs *a) {
                             "cpu conv2d: w must be contiguous and the "
                             "workspace large enough");
     const tg_kview *b = has_b ? &a->in[2] : NULL;
+    const int lo = cpu_conv_bf16(state, a, 0, &g, x, w, b);
+    if (lo != 1)
+        return (tg_status)lo;
     if (x->dtype == TG_F32)
         cpu_conv_fwd_float(&g, nt, sl, x, w->data, b, ws->data, a->out.data);
     else
@@ -390,7 +413,6 @@ tg_status tg__cpu_conv2d(void *state, const tg_kargs *a) {
 
 /* in: g (N, K, OH, OW), w (K, C, R, S), workspace; out: dx (N, C, H, W). */
 tg_status tg__cpu_conv2d_backward_input(void *state, const tg_kargs *a) {
-    (void)state;
     if (a->nin != 3 || !cpu_same_float(a, 3))
         return tg__cpu_fail(a, TG_ERR_DTYPE,
                             "cpu conv2d_backward_input: expected g, w, "
@@ -410,6 +432,9 @@ tg_status tg__cpu_conv2d_backward_input(void *state, const tg_kargs *a) {
         return tg__cpu_fail(a, TG_ERR_INVALID,
                             "cpu conv2d_backward_input: w must be "
                             "contiguous and the workspace large enough");
+    const int lo = cpu_conv_bf16(state, a, 1, &g, gv, w, NULL);
+    if (lo != 1)
+        return (tg_status)lo;
     if (gv->dtype == TG_F32)
         cpu_conv_bwi_float(&g, nt, sl, gv, w->data, ws->data, a->out.data);
     else
@@ -419,7 +444,6 @@ tg_status tg__cpu_conv2d_backward_input(void *state, const tg_kargs *a) {
 
 /* in: x (N, C, H, W), g (N, K, OH, OW), workspace; out: dw (K, C, R, S). */
 tg_status tg__cpu_conv2d_backward_weight(void *state, const tg_kargs *a) {
-    (void)state;
     if (a->nin != 3 || !cpu_same_float(a, 3))
         return tg__cpu_fail(a, TG_ERR_DTYPE,
                             "cpu conv2d_backward_weight: expected x, g, "
@@ -438,6 +462,9 @@ tg_status tg__cpu_conv2d_backward_weight(void *state, const tg_kargs *a) {
     if (nt < 1)
         return tg__cpu_fail(a, TG_ERR_INVALID,
                             "cpu conv2d_backward_weight: the workspace is too small");
+    const int lo = cpu_conv_bf16(state, a, 2, &g, x, gv, NULL);
+    if (lo != 1)
+        return (tg_status)lo;
     if (g.n * g.oh * g.ow == 0) {
         tg__cpu_zero(a->out.data, (size_t)tg__kview_numel(&a->out) * tg__cpu_esize(x->dtype));
         return TG_OK;

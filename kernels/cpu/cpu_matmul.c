@@ -70,6 +70,16 @@ static void cpu_gemm(tg_dtype dt, const tg__gemm_arg *ga, const tg__gemm_arg *gb
     }
 }
 
+/* One product: BLAS, or oneDNN's bf16 product when dn is set (autocast). */
+static tg_status cpu_product(tg__dnnl *dn, const tg_kargs *a, const tg__gemm_arg *ga,
+                             const tg__gemm_arg *gb, int64_t n, int64_t m, int64_t k,
+                             const void *A, const void *B, void *C) {
+    if (dn)
+        return tg__dnnl_gemm(dn, ga, gb, n, m, k, A, B, C, a->err, a->errlen);
+    cpu_gemm(a->out.dtype, ga, gb, n, m, k, A, B, C);
+    return TG_OK;
+}
+
 /*
  * When B is the same matrix for every batch and A's batch dims and row dim
  * are one evenly strided run of rows, the whole product is one gemm with
@@ -101,10 +111,16 @@ static bool cpu_matmul_fold(const tg_kview *A, const tg_kview *B, int nb, const 
 }
 
 tg_status tg__cpu_matmul(void *state, const tg_kargs *a) {
-    (void)state;
     tg_status st = tg__cpu_check_float(a, 2);
     if (st != TG_OK)
         return st;
+    tg__dnnl *dn = NULL;
+    if (tg_kparams_bf16(a->p, TG_KP_MATMUL_BF16)) {
+        if (a->out.dtype != TG_F32)
+            return tg__cpu_fail(a, TG_ERR_DTYPE, "cpu matmul: bf16 products take f32 operands");
+        if (!(dn = tg__cpu_dnnl(state, a)))
+            return TG_ERR_UNSUPPORTED;
+    }
     const tg_kview *A = &a->in[0], *B = &a->in[1], *C = &a->out;
     const int nd = C->ndim;
     if (nd < 2 || A->ndim != nd || B->ndim != nd)
@@ -141,8 +157,7 @@ tg_status tg__cpu_matmul(void *state, const tg_kargs *a) {
         tg__gemm_layout(rows, k, row_stride, A->strides[nb + 1], &gfold) && !gfold.trans) {
         if (rows > INT_MAX || m > INT_MAX || k > INT_MAX || gfold.ld > INT_MAX || gb.ld > INT_MAX)
             return tg__cpu_fail(a, TG_ERR_UNSUPPORTED, "cpu matmul: dims exceed BLAS's int range");
-        cpu_gemm(C->dtype, &gfold, &gb, rows, m, k, A->data, B->data, C->data);
-        return TG_OK;
+        return cpu_product(dn, a, &gfold, &gb, rows, m, k, A->data, B->data, C->data);
     }
     if (n > INT_MAX || m > INT_MAX || k > INT_MAX || ga.ld > INT_MAX || gb.ld > INT_MAX)
         return tg__cpu_fail(a, TG_ERR_UNSUPPORTED, "cpu matmul: dims exceed BLAS's int range");
@@ -158,8 +173,10 @@ tg_status tg__cpu_matmul(void *state, const tg_kargs *a) {
     char *pc = C->data;
     int64_t offa = 0, offb = 0;
     for (int64_t t = 0; t < batch; t++) {
-        cpu_gemm(C->dtype, &ga, &gb, n, m, k, pa + offa * (int64_t)esize,
-                 pb + offb * (int64_t)esize, pc + t * n * m * (int64_t)esize);
+        st = cpu_product(dn, a, &ga, &gb, n, m, k, pa + offa * (int64_t)esize,
+                         pb + offb * (int64_t)esize, pc + t * n * m * (int64_t)esize);
+        if (st != TG_OK)
+            return st;
         for (int d = nb - 1; d >= 0; d--) {
             offa += sa[d];
             offb += sb[d];

@@ -36,25 +36,57 @@ static int64_t cpu_offset(int ndim, const int64_t *shape, const int64_t *strides
         for (int64_t i = 0; i < n; i++)                                                 \
             o[i] = (OT)x[i * sx];                                                       \
     }
+/* bf16 goes through f32 both ways, as PyTorch's conversion: to bf16 rounds
+ * the f32 value to nearest even (an f64 is first rounded to f32), from bf16
+ * is exact and then follows the C rule. */
+#define CPU_CAST_ROW_FROM_BF16(osfx, OT)                                                 \
+    static void cpu_cast_##osfx##_bf16(char *const *ptr, const int64_t *s, int64_t n,    \
+                                       const tg_op_params *p) {                          \
+        OT *o = (OT *)ptr[0];                                                            \
+        const uint16_t *x = (const uint16_t *)ptr[1];                                    \
+        const int64_t sx = s[1];                                                         \
+        (void)p;                                                                         \
+        for (int64_t i = 0; i < n; i++)                                                  \
+            o[i] = (OT)tg_bf16_to_f32(x[i * sx]);                                        \
+    }
+#define CPU_CAST_ROW_TO_BF16(isfx, IT)                                                   \
+    static void cpu_cast_bf16_##isfx(char *const *ptr, const int64_t *s, int64_t n,      \
+                                     const tg_op_params *p) {                            \
+        uint16_t *o = (uint16_t *)ptr[0];                                                \
+        const IT *x = (const IT *)ptr[1];                                                \
+        const int64_t sx = s[1];                                                         \
+        (void)p;                                                                         \
+        for (int64_t i = 0; i < n; i++)                                                  \
+            o[i] = tg_bf16_from_f32((float)x[i * sx]);                                   \
+    }
 #define CPU_CAST_FROM(osfx, OT)          \
     CPU_CAST_ROW(osfx, OT, f32, float)   \
     CPU_CAST_ROW(osfx, OT, f64, double)  \
     CPU_CAST_ROW(osfx, OT, u8, uint8_t)  \
     CPU_CAST_ROW(osfx, OT, i32, int32_t) \
-    CPU_CAST_ROW(osfx, OT, i64, int64_t)
+    CPU_CAST_ROW(osfx, OT, i64, int64_t) \
+    CPU_CAST_ROW_FROM_BF16(osfx, OT)
 CPU_CAST_FROM(f32, float)
 CPU_CAST_FROM(f64, double)
 CPU_CAST_FROM(u8, uint8_t)
 CPU_CAST_FROM(i32, int32_t)
 CPU_CAST_FROM(i64, int64_t)
+CPU_CAST_ROW_TO_BF16(f32, float)
+CPU_CAST_ROW_TO_BF16(f64, double)
+CPU_CAST_ROW_TO_BF16(u8, uint8_t)
+CPU_CAST_ROW_TO_BF16(i32, int32_t)
+CPU_CAST_ROW_TO_BF16(i64, int64_t)
+CPU_CAST_ROW(bf16, uint16_t, bf16, uint16_t)
 #undef CPU_CAST_FROM
 #undef CPU_CAST_ROW
+#undef CPU_CAST_ROW_TO_BF16
+#undef CPU_CAST_ROW_FROM_BF16
 
 #define CPU_CAST_TABLE(osfx)                                                \
     {                                                                       \
         [TG_F32] = cpu_cast_##osfx##_f32, [TG_F64] = cpu_cast_##osfx##_f64, \
         [TG_U8] = cpu_cast_##osfx##_u8, [TG_I32] = cpu_cast_##osfx##_i32,   \
-        [TG_I64] = cpu_cast_##osfx##_i64,                                   \
+        [TG_I64] = cpu_cast_##osfx##_i64, [TG_BF16] = cpu_cast_##osfx##_bf16, \
     }
 
 tg_status tg__cpu_cast(void *state, const tg_kargs *a) {
@@ -62,7 +94,7 @@ tg_status tg__cpu_cast(void *state, const tg_kargs *a) {
     static const tg__cpu_row_fn fns[TG_DTYPE_COUNT][TG_DTYPE_COUNT] = {
         [TG_F32] = CPU_CAST_TABLE(f32), [TG_F64] = CPU_CAST_TABLE(f64),
         [TG_U8] = CPU_CAST_TABLE(u8),   [TG_I32] = CPU_CAST_TABLE(i32),
-        [TG_I64] = CPU_CAST_TABLE(i64),
+        [TG_I64] = CPU_CAST_TABLE(i64), [TG_BF16] = CPU_CAST_TABLE(bf16),
     };
     (void)state;
     const tg_kview *x = &a->in[0];

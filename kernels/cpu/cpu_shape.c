@@ -30,6 +30,7 @@
     }
 
 CPU_COPY_ROW(cpu_copy_row_1, uint8_t)
+CPU_COPY_ROW(cpu_copy_row_2, uint16_t)
 CPU_COPY_ROW(cpu_copy_row_4, uint32_t)
 CPU_COPY_ROW(cpu_copy_row_8, uint64_t)
 
@@ -43,6 +44,9 @@ static tg_status cpu_copy_view(const tg_kargs *a, void *dst, const int64_t *dst_
     switch (tg__cpu_esize(src->dtype)) {
     case 1:
         fn = cpu_copy_row_1;
+        break;
+    case 2:
+        fn = cpu_copy_row_2;
         break;
     case 4:
         fn = cpu_copy_row_4;

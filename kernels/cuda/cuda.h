@@ -45,8 +45,22 @@ typedef struct tg__cuda_state {
     int device;
     unsigned long long *bad;
     double *scratch;
+    /* bf16 copies of a product's f32 operands (autocast): grown, never
+     * shrunk, so a steady step allocates nothing. */
+    void *lo;
+    size_t lo_cap;
     char err[256];
 } tg__cuda_state;
+
+/* Column-major C = op(A) op(B) (m x n, k inner; `batch` problems strideA,
+ * strideB, strideC elements apart) with f32 A, B, C: A and B are rounded to
+ * bf16 (nearest even) into s->lo and multiplied by cublasGemmStridedBatchedEx
+ * with f32 accumulation (CUBLAS_COMPUTE_32F). The autocast product of the
+ * matmul and convolution kernels (cuda_matmul.cu). */
+tg_status tg__cuda_gemm_bf16(tg__cuda_state *s, const tg_kargs *a, cublasOperation_t ta,
+                             cublasOperation_t tb, int m, int n, int k, const float *A, int lda,
+                             long long sA, const float *B, int ldb, long long sB, float *C,
+                             int ldc, long long sC, int batch);
 
 /* ---- kernels, one per ops.def row ---- */
 

@@ -177,6 +177,7 @@ static void cuda_release(void *state) {
     (void)cudaStreamSynchronize(s->stream);
     (void)tg__cublas.Destroy(s->blas);
     (void)cudaFree(s->scratch);
+    (void)cudaFree(s->lo);
     (void)cudaFree(s->bad);
     (void)cudaStreamDestroy(s->stream);
     free(s);

@@ -129,6 +129,11 @@ __global__ static void k_conv_out(tg__conv_geom g, const T *tmp, const T *b, int
 static tg_status conv_gemm(tg__cuda_state *s, const tg_kargs *a, cublasOperation_t ta,
                            cublasOperation_t tb, int64_t m, int64_t n, int64_t k, const void *A,
                            int64_t lda, const void *B, int64_t ldb, void *C, int64_t ldc) {
+    /* Autocast: the same product with the operands rounded to bf16. */
+    if (a->out.dtype == TG_F32 && tg_kparams_bf16(a->p, TG_KP_CONV_BF16))
+        return tg__cuda_gemm_bf16(s, a, ta, tb, (int)m, (int)n, (int)k, (const float *)A,
+                                  (int)lda, 0, (const float *)B, (int)ldb, 0, (float *)C,
+                                  (int)ldc, 0, 1);
     if (a->out.dtype == TG_F32) {
         const float one = 1.0f, zero = 0.0f;
         TG__CUBLAS_K(tg__cublas.Sgemm(s->blas, ta, tb, (int)m, (int)n, (int)k, &one,

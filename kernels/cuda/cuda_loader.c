@@ -89,6 +89,9 @@ static const char *const cublas_names[] = {
 #define TG__X(m, sym) #sym,
     TG__CUBLAS_FUNCS(TG__X)
 #undef TG__X
+#define TG__Y(m, sym, type) #sym,
+    TG__CUBLAS_FUNCS_TYPED(TG__Y)
+#undef TG__Y
 };
 
 /* The table is filled through an array of pointers of the same layout. */

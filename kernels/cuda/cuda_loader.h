@@ -70,10 +70,23 @@ bool tg__nccl_describe(char *path, size_t plen, char *msg, size_t mlen);
     X(SgemmStridedBatched, cublasSgemmStridedBatched)   \
     X(DgemmStridedBatched, cublasDgemmStridedBatched)
 
+/* Y(member, symbol, type): functions whose C++ declaration is overloaded
+ * (cublas_api.h adds a C++ variant), so decltype cannot name their C type:
+ * it is spelled out. */
+typedef cublasStatus_t (*tg__cublas_gemm_sbex_fn)(
+    cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void *,
+    const void *, cudaDataType, int, long long, const void *, cudaDataType, int, long long,
+    const void *, void *, cudaDataType, int, long long, int, cublasComputeType_t, cublasGemmAlgo_t);
+#define TG__CUBLAS_FUNCS_TYPED(Y) \
+    Y(GemmStridedBatchedEx, cublasGemmStridedBatchedEx, tg__cublas_gemm_sbex_fn)
+
 typedef struct tg__cublas_api {
 #define TG__X(m, sym) TG__FN_TYPE(sym) m;
     TG__CUBLAS_FUNCS(TG__X)
 #undef TG__X
+#define TG__Y(m, sym, type) type m;
+    TG__CUBLAS_FUNCS_TYPED(TG__Y)
+#undef TG__Y
 } tg__cublas_api;
 
 #ifdef __cplusplus

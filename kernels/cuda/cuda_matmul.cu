@@ -15,9 +15,50 @@
  * broadcast over some but not all of several batch dims) each batch is one
  * gemm call. All calls go on the context's stream through its handle.
  */
+#include <cuda_bf16.h>
 #include <limits.h>
 
 #include "cuda.h"
+
+/* ---- bf16 products (autocast) ---- */
+
+__global__ static void k_round_bf16(int64_t n, const float *x, __nv_bfloat16 *o) {
+    TG__CUDA_FOR(i, n) o[i] = __float2bfloat16_rn(x[i]);
+}
+
+/* Elements from an operand's first to its last, rows x cols (column-major,
+ * ld) op'd by t, batch problems `stride` apart. */
+static int64_t span(cublasOperation_t t, int rows, int cols, int ld, long long stride, int batch) {
+    const int64_t r = t == CUBLAS_OP_N ? rows : cols, c = t == CUBLAS_OP_N ? cols : rows;
+    return (int64_t)(batch - 1) * stride + (c - 1) * (int64_t)ld + r;
+}
+
+tg_status tg__cuda_gemm_bf16(tg__cuda_state *s, const tg_kargs *a, cublasOperation_t ta,
+                             cublasOperation_t tb, int m, int n, int k, const float *A, int lda,
+                             long long sA, const float *B, int ldb, long long sB, float *C,
+                             int ldc, long long sC, int batch) {
+    const int64_t na = span(ta, m, k, lda, sA, batch), nbv = span(tb, k, n, ldb, sB, batch);
+    const size_t need = (size_t)(na + nbv) * sizeof(__nv_bfloat16);
+    if (need > s->lo_cap) {
+        (void)cudaFree(s->lo);
+        s->lo = NULL;
+        s->lo_cap = 0;
+        TG__CUDA_K(cudaMalloc(&s->lo, need), a);
+        s->lo_cap = need;
+    }
+    __nv_bfloat16 *a16 = (__nv_bfloat16 *)s->lo, *b16 = a16 + na;
+    /* The whole span, gaps included, so that lda, ldb and the strides stay. */
+    k_round_bf16<<<tg__cuda_blocks(na), TG__CUDA_THREADS, 0, s->stream>>>(na, A, a16);
+    k_round_bf16<<<tg__cuda_blocks(nbv), TG__CUDA_THREADS, 0, s->stream>>>(nbv, B, b16);
+    TG__CUDA_LAUNCHED(a);
+    const float one = 1.0f, zero = 0.0f;
+    TG__CUBLAS_K(tg__cublas.GemmStridedBatchedEx(s->blas, ta, tb, m, n, k, &one, a16, CUDA_R_16BF,
+                                                 lda, sA, b16, CUDA_R_16BF, ldb, sB, &zero, C,
+                                                 CUDA_R_32F, ldc, sC, batch, CUBLAS_COMPUTE_32F,
+                                                 CUBLAS_GEMM_DEFAULT),
+                 a);
+    return TG_OK;
+}
 
 /*
  * The batch strides of an operand (0 along its size-1 dims) as one stride
@@ -54,6 +95,9 @@ typedef struct cuda_gemm {
 
 static tg_status gemm_one(tg__cuda_state *s, const tg_kargs *a, const cuda_gemm *g, const void *A,
                           const void *B, void *C) {
+    if (tg_kparams_bf16(a->p, TG_KP_MATMUL_BF16))
+        return tg__cuda_gemm_bf16(s, a, g->opb, g->opa, g->m, g->n, g->k, (const float *)B, g->ldb,
+                                  0, (const float *)A, g->lda, 0, (float *)C, g->m, 0, 1);
     if (a->out.dtype == TG_F32) {
         const float one = 1.0f, zero = 0.0f;
         TG__CUBLAS_K(tg__cublas.Sgemm(s->blas, g->opb, g->opa, g->m, g->n, g->k, &one,
@@ -73,6 +117,11 @@ static tg_status gemm_one(tg__cuda_state *s, const tg_kargs *a, const cuda_gemm 
 static tg_status gemm_strided(tg__cuda_state *s, const tg_kargs *a, const cuda_gemm *g, int64_t sa,
                               int64_t sb, int batch) {
     const long long sc = (long long)g->n * g->m;
+    if (tg_kparams_bf16(a->p, TG_KP_MATMUL_BF16))
+        return tg__cuda_gemm_bf16(s, a, g->opb, g->opa, g->m, g->n, g->k,
+                                  (const float *)a->in[1].data, g->ldb, sb,
+                                  (const float *)a->in[0].data, g->lda, sa, (float *)a->out.data,
+                                  g->m, sc, batch);
     if (a->out.dtype == TG_F32) {
         const float one = 1.0f, zero = 0.0f;
         TG__CUBLAS_K(tg__cublas.SgemmStridedBatched(s->blas, g->opb, g->opa, g->m, g->n, g->k, &one,
@@ -96,6 +145,8 @@ tg_status tg__cuda_matmul(void *state, const tg_kargs *a) {
     tg_status st = tg__cuda_check_float(a, 2);
     if (st != TG_OK)
         return st;
+    if (tg_kparams_bf16(a->p, TG_KP_MATMUL_BF16) && a->out.dtype != TG_F32)
+        return tg__cuda_fail(a, TG_ERR_DTYPE, "cuda matmul: bf16 products take f32 operands");
     const tg_kview *A = &a->in[0], *B = &a->in[1], *C = &a->out;
     const int nd = C->ndim;
     if (nd < 2 || A->ndim != nd || B->ndim != nd)

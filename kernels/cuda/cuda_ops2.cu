@@ -5,6 +5,8 @@
  * the same total order (value, then lower index first; NaN largest), so
  * both backends give the same results.
  */
+#include <cuda_bf16.h>
+
 #include "cuda.h"
 
 /* Offset of row-major element i of (ndim, shape) in a view with strides. */
@@ -40,6 +42,44 @@ template <typename O, typename I> __global__ void k_cast(int64_t n, k_geom gx, O
     TG__CUDA_FOR(i, n) o[i] = (O)x[k_offset(gx.ndim, gx.shape, gx.strides, i)];
 }
 
+/* bf16 goes through f32 both ways, as on the CPU: to bf16 rounds the f32
+ * value to nearest even (an f64 is rounded to f32 first). */
+template <typename O>
+__global__ void k_cast_from_bf16(int64_t n, k_geom gx, O *o, const __nv_bfloat16 *x) {
+    TG__CUDA_FOR(i, n) o[i] = (O)__bfloat162float(x[k_offset(gx.ndim, gx.shape, gx.strides, i)]);
+}
+template <typename I>
+__global__ void k_cast_to_bf16(int64_t n, k_geom gx, __nv_bfloat16 *o, const I *x) {
+    TG__CUDA_FOR(i, n) o[i] = __float2bfloat16_rn((float)x[k_offset(gx.ndim, gx.shape, gx.strides, i)]);
+}
+
+static void cast_to_bf16(tg__cuda_state *s, const tg_kargs *a, int64_t n, const k_geom &gx) {
+    const unsigned nb = tg__cuda_blocks(n);
+    __nv_bfloat16 *o = (__nv_bfloat16 *)a->out.data;
+    const void *x = a->in[0].data;
+    switch (a->in[0].dtype) {
+    case TG_F32:
+        k_cast_to_bf16<float><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(n, gx, o, (const float *)x);
+        break;
+    case TG_F64:
+        k_cast_to_bf16<double><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(n, gx, o, (const double *)x);
+        break;
+    case TG_U8:
+        k_cast_to_bf16<uint8_t><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(n, gx, o, (const uint8_t *)x);
+        break;
+    case TG_I32:
+        k_cast_to_bf16<int32_t><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(n, gx, o, (const int32_t *)x);
+        break;
+    case TG_I64:
+        k_cast_to_bf16<int64_t><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(n, gx, o, (const int64_t *)x);
+        break;
+    default:
+        k_cast<uint16_t, uint16_t><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(
+            n, gx, (uint16_t *)o, (const uint16_t *)x);
+        break;
+    }
+}
+
 template <typename O>
 static void cast_from(tg__cuda_state *s, const tg_kargs *a, int64_t n, const k_geom &gx) {
     const unsigned nb = tg__cuda_blocks(n);
@@ -57,6 +97,10 @@ static void cast_from(tg__cuda_state *s, const tg_kargs *a, int64_t n, const k_g
         break;
     case TG_I32:
         k_cast<O, int32_t><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(n, gx, o, (const int32_t *)x);
+        break;
+    case TG_BF16:
+        k_cast_from_bf16<O><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(n, gx, o,
+                                                                   (const __nv_bfloat16 *)x);
         break;
     default:
         k_cast<O, int64_t><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(n, gx, o, (const int64_t *)x);
@@ -87,6 +131,9 @@ tg_status tg__cuda_cast(void *state, const tg_kargs *a) {
         break;
     case TG_I32:
         cast_from<int32_t>(s, a, n, gx);
+        break;
+    case TG_BF16:
+        cast_to_bf16(s, a, n, gx);
         break;
     default:
         cast_from<int64_t>(s, a, n, gx);

@@ -3,8 +3,8 @@
  * them: copy, reshape, slice_scatter and concat.
  *
  * All four are one strided copy from a source view into a destination view
- * of the same shape, so they work for every dtype by element size (1, 4 or
- * 8 bytes) and share one kernel. Their backward rules are the same copies
+ * of the same shape, so they work for every dtype by element size (1, 2, 4
+ * or 8 bytes) and share one kernel. Their backward rules are the same copies
  * the other way round (slice_scatter is slice's gradient, slices of the
  * gradient are concat's), so this file holds both directions.
  */
@@ -22,6 +22,8 @@ static size_t shape_esize(tg_dtype dt) {
     switch (dt) {
     case TG_U8:
         return 1;
+    case TG_BF16:
+        return 2;
     case TG_F32:
     case TG_I32:
         return 4;
@@ -49,6 +51,10 @@ static tg_status copy_view(tg__cuda_state *s, const tg_kargs *a, void *dst,
     case 1:
         k_copy<uint8_t><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(n, g, (uint8_t *)dst,
                                                                 (const uint8_t *)src->data);
+        break;
+    case 2:
+        k_copy<uint16_t><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(n, g, (uint16_t *)dst,
+                                                                 (const uint16_t *)src->data);
         break;
     case 4:
         k_copy<uint32_t><<<nb, TG__CUDA_THREADS, 0, s->stream>>>(n, g, (uint32_t *)dst,

@@ -108,8 +108,43 @@ const char *tg__ck_shape_str(int ndim, const int64_t *shape, char *buf, size_t l
     return buf;
 }
 
+/* bf16 as HDF5 describes it itself: a 16-bit little-endian float with f32's
+ * sign and 8-bit exponent (bias 127) and a 7-bit mantissa. HDF5 converts it to
+ * any other float type on read (h5py: ds.astype("<f4")). A new type each call,
+ * closed by tg__ck_type_close(). */
+static hid_t bf16_type(void) {
+    hid_t t = H5Tcopy(H5T_IEEE_F32LE);
+
+    if (t < 0)
+        return t;
+    if (H5Tset_fields(t, 15, 7, 8, 0, 7) < 0 || H5Tset_offset(t, 0) < 0 ||
+        H5Tset_precision(t, 16) < 0 || H5Tset_size(t, 2) < 0 || H5Tset_ebias(t, 127) < 0) {
+        (void)H5Tclose(t);
+        return -1;
+    }
+    return t;
+}
+
+static bool is_bf16_type(hid_t type) {
+    size_t spos, epos, esize, mpos, msize;
+
+    return H5Tget_size(type) == 2 && H5Tget_ebias(type) == 127 &&
+           H5Tget_fields(type, &spos, &epos, &esize, &mpos, &msize) >= 0 && spos == 15 &&
+           epos == 7 && esize == 8 && mpos == 0 && msize == 7 &&
+           H5Tget_order(type) == H5T_ORDER_LE;
+}
+
+bool tg__ck_dtype_stored(tg_dtype dt) { return (unsigned)dt < TG_DTYPE_COUNT; }
+
+void tg__ck_type_close(tg_dtype dt, hid_t t) {
+    if (dt == TG_BF16 && t >= 0)
+        (void)H5Tclose(t);
+}
+
 hid_t tg__ck_file_type(tg_dtype dt) {
     switch (dt) {
+    case TG_BF16:
+        return bf16_type();
     case TG_F32:
         return H5T_IEEE_F32LE;
     case TG_F64:
@@ -127,6 +162,8 @@ hid_t tg__ck_file_type(tg_dtype dt) {
 
 hid_t tg__ck_mem_type(tg_dtype dt) {
     switch (dt) {
+    case TG_BF16:
+        return bf16_type();
     case TG_F32:
         return H5T_NATIVE_FLOAT;
     case TG_F64:
@@ -148,6 +185,10 @@ int tg__ck_dtype_of(hid_t type, char *buf, size_t len) {
     size_t size = H5Tget_size(type);
     bool sign = H5Tget_sign(type) != H5T_SGN_NONE;
 
+    if (cls == H5T_FLOAT && is_bf16_type(type)) {
+        snprintf(buf, len, "bf16");
+        return TG_BF16;
+    }
     if (cls == H5T_FLOAT) {
         snprintf(buf, len, "f%zu", size * 8);
         return size == 4 ? TG_F32 : size == 8 ? TG_F64 : -1;

@@ -131,9 +131,13 @@ const char *tg__ck_h5_detail(char *buf, size_t len);
  * (-1 when not failed), and puts it back. */
 hid_t tg__ck_h5_keep(bool failed);
 void tg__ck_h5_restore(hid_t stack);
-/* The file and memory types of a dtype, or -1. */
+/* The file and memory types of a dtype, or -1; give each back with
+ * tg__ck_type_close() (bf16's is a type made for the call). */
 hid_t tg__ck_file_type(tg_dtype dt);
 hid_t tg__ck_mem_type(tg_dtype dt);
+void tg__ck_type_close(tg_dtype dt, hid_t t);
+/* True for the dtypes checkpoints store (every tg_dtype). */
+bool tg__ck_dtype_stored(tg_dtype dt);
 /* The tg_dtype a file type stores, or -1; its name goes to buf. */
 int tg__ck_dtype_of(hid_t type, char *buf, size_t len);
 /* A NUL-terminated fixed-length string type for len characters. */

@@ -216,6 +216,9 @@ static double l2_norm(const void *buf, tg_dtype dt, size_t count) {
         case TG_I64:
             v = (double)((const int64_t *)buf)[i];
             break;
+        case TG_BF16:
+            v = tg_bf16_to_f32(((const uint16_t *)buf)[i]);
+            break;
         default:
             break;
         }

@@ -570,8 +570,11 @@ tg_status tg__ck_read(const tg__ckfile *f, const tg__ckent *e, void *buf, char *
     /* An empty tensor reads nothing, but its CRC (of no bytes) is compared
      * all the same: a damaged dim of 0 must not pass. */
     d = H5Dopen2(f->tensors, e->name, H5P_DEFAULT);
-    if (d >= 0 && e->nbytes)
-        r = H5Dread(d, tg__ck_mem_type((tg_dtype)e->dtype), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
+    if (d >= 0 && e->nbytes) {
+        hid_t mtype = tg__ck_mem_type((tg_dtype)e->dtype);
+        r = mtype < 0 ? -1 : H5Dread(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
+        tg__ck_type_close((tg_dtype)e->dtype, mtype);
+    }
     if (d < 0 || r < 0) {
         tg__ck_h5_detail(why, sizeof why);
         if (d >= 0)

@@ -179,7 +179,7 @@ static tg_status write_tensor(tg_ctx *ctx, hid_t grp, const char *path, const tg
                               void *buf, char *err, size_t errlen) {
     hsize_t dims[TG_MAX_DIMS];
     size_t nbytes = (size_t)tg_numel(t) * tg_dtype_size(t->dtype);
-    hid_t sp, dcpl, d = -1, es;
+    hid_t sp, dcpl, d = -1, es, ftype, mtype;
     char why[256];
     tg_status st = TG_OK;
 
@@ -193,15 +193,17 @@ static tg_status write_tensor(tg_ctx *ctx, hid_t grp, const char *path, const tg
         dims[i] = (hsize_t)t->shape[i];
     sp = t->ndim ? H5Screate_simple(t->ndim, dims, NULL) : H5Screate(H5S_SCALAR);
     dcpl = tensor_dcpl(t);
-    if (sp >= 0 && dcpl >= 0)
-        d = H5Dcreate2(grp, t->name, tg__ck_file_type(t->dtype), sp, H5P_DEFAULT, dcpl,
-                       H5P_DEFAULT);
+    ftype = tg__ck_file_type(t->dtype);
+    mtype = tg__ck_mem_type(t->dtype);
+    if (sp >= 0 && dcpl >= 0 && ftype >= 0)
+        d = H5Dcreate2(grp, t->name, ftype, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     /* An empty tensor has nothing to write; its dataset reads back empty. */
-    if (d < 0 ||
-        (nbytes &&
-         H5Dwrite(d, tg__ck_mem_type(t->dtype), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) ||
+    if (d < 0 || mtype < 0 ||
+        (nbytes && H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0) ||
         put_u32(d, "crc32", tg__ck_crc_bytes(buf, nbytes)) < 0)
         st = TG_ERR_IO;
+    tg__ck_type_close(t->dtype, ftype);
+    tg__ck_type_close(t->dtype, mtype);
     es = tg__ck_h5_keep(st != TG_OK);
     if (d >= 0 && H5Dclose(d) < 0)
         st = TG_ERR_IO;
@@ -359,7 +361,7 @@ tg_status tg__ck_write(tg_ctx *ctx, const char *path, const tg_ckpt_meta *m, int
 
     tg__ck_h5_quiet();
     for (int i = 0; i < n; i++)
-        if (tg__ck_file_type(ts[i]->dtype) < 0)
+        if (!tg__ck_dtype_stored(ts[i]->dtype))
             return tg__ck_fail(TG_ERR_DTYPE, err, errlen,
                                "%s: tensor '%s' has dtype %s, which "
                                "checkpoints do not store",

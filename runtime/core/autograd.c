@@ -12,9 +12,34 @@ static const tg__bw_fn backward_rules[] = {
 _Static_assert(sizeof backward_rules / sizeof backward_rules[0] == TG_OP_COUNT,
                "backward rule table out of step with ops.def");
 
+/* bf16 is a storage dtype: the ops that only move elements take it, the
+ * cast makes and reads it, and every other op refuses it here, before a
+ * backend's dtype switch could take its 2-byte elements for another type. */
+static bool bf16_ok(tg_op op)
+{
+    switch (op) {
+    case TG_OP_CAST:
+    case TG_OP_COPY:
+    case TG_OP_RESHAPE:
+    case TG_OP_SLICE_SCATTER:
+    case TG_OP_CONCAT:
+        return true;
+    default:
+        return (tg_op_flags(op) & TG_OPF_VIEW) != 0;
+    }
+}
+
 tg_status tg__run(tg_ctx *ctx, tg_op op, const tg_op_params *p, tg_tensor *out, int nin,
                   tg_tensor *const *ins)
 {
+    bool low = out->dtype == TG_BF16;
+    for (int i = 0; i < nin && !low; i++)
+        low = ins[i]->dtype == TG_BF16;
+    if (low && !bf16_ok(op))
+        return tg__fail(ctx, TG_ERR_DTYPE,
+                        "%s: bf16 tensors hold values only (cast them to f32 with tg_to_dtype, or "
+                        "compute in bf16 with tg_ctx_set_precision)",
+                        tg_op_name(op));
     tg_kernel_fn k = ctx->be->kernels[op];
     if (!k)
         return tg__fail(ctx, TG_ERR_UNSUPPORTED, "%s: not supported on the %s backend",

@@ -25,6 +25,9 @@ static void store(tg_dtype dt, void *buf, int64_t i, double v, int64_t iv, bool 
     case TG_I32:
         ((int32_t *)buf)[i] = (int32_t)(is_int ? iv : (int64_t)v);
         break;
+    case TG_BF16:
+        ((uint16_t *)buf)[i] = tg_bf16_from_f32(is_int ? (float)iv : (float)v);
+        break;
     default:
         ((int64_t *)buf)[i] = is_int ? iv : (int64_t)v;
         break;

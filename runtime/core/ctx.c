@@ -1,6 +1,7 @@
 /* The context: errors, arenas, and the static tables generated from ops.def. */
 #include "checked.h"
 #include "internal.h"
+#include "tapegrad/nn.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,13 +39,13 @@ unsigned tg_op_flags(tg_op op) { return (unsigned)op < TG_OP_COUNT ? op_info[op]
 
 size_t tg_dtype_size(tg_dtype dt)
 {
-    static const size_t sizes[TG_DTYPE_COUNT] = {4, 8, 1, 4, 8};
+    static const size_t sizes[TG_DTYPE_COUNT] = {4, 8, 1, 4, 8, 2};
     return (unsigned)dt < TG_DTYPE_COUNT ? sizes[dt] : 0;
 }
 
 const char *tg_dtype_name(tg_dtype dt)
 {
-    static const char *const names[TG_DTYPE_COUNT] = {"f32", "f64", "u8", "i32", "i64"};
+    static const char *const names[TG_DTYPE_COUNT] = {"f32", "f64", "u8", "i32", "i64", "bf16"};
     return (unsigned)dt < TG_DTYPE_COUNT ? names[dt] : "?";
 }
 
@@ -402,6 +403,47 @@ bool tg_set_grad_enabled(tg_ctx *ctx, bool enabled)
     bool prev = ctx->grad_enabled;
     ctx->grad_enabled = enabled;
     return prev;
+}
+
+const char *tg_precision_name(tg_precision p)
+{
+    return p == TG_PRECISION_F32 ? "f32" : p == TG_PRECISION_BF16 ? "bf16" : "?";
+}
+
+tg_precision tg_ctx_precision(const tg_ctx *ctx) { return ctx->precision; }
+
+/* One tiny matmul and convolution in bf16: the backend says whether it can. */
+static tg_status precision_probe(tg_ctx *ctx)
+{
+    const int64_t s2[] = {2, 2}, sx[] = {1, 1, 3, 3}, sw[] = {1, 1, 2, 2};
+    bool grad = tg_set_grad_enabled(ctx, false);
+    tg_tensor *a = tg_zeros(ctx, TG_F32, 2, s2);
+    tg_tensor *x = tg_zeros(ctx, TG_F32, 4, sx), *w = tg_zeros(ctx, TG_F32, 4, sw);
+    tg_tensor *y = a && x && w ? tg_matmul(ctx, a, a) : NULL;
+    tg_tensor *z = y ? tg_conv2d(ctx, x, w, NULL, NULL) : NULL;
+    tg_set_grad_enabled(ctx, grad);
+    return z ? TG_OK : ctx->status;
+}
+
+tg_status tg_ctx_set_precision(tg_ctx *ctx, tg_precision p)
+{
+    if (p != TG_PRECISION_F32 && p != TG_PRECISION_BF16)
+        return tg__fail(ctx, TG_ERR_INVALID, "set_precision: unknown precision %d (expected "
+                        "TG_PRECISION_F32 or TG_PRECISION_BF16)", (int)p);
+    if (ctx->status != TG_OK)
+        return ctx->status;
+    const tg_precision prev = ctx->precision;
+    ctx->precision = p;
+    if (p == TG_PRECISION_BF16 && prev != p && precision_probe(ctx) != TG_OK) {
+        ctx->precision = prev;
+        char why[sizeof ctx->err];
+        snprintf(why, sizeof why, "%s", ctx->err);
+        tg_status st = ctx->status == TG_ERR_UNSUPPORTED ? TG_ERR_UNSUPPORTED : ctx->status;
+        tg_ctx_clear_error(ctx);
+        return tg__fail(ctx, st, "set_precision bf16: the %s backend cannot compute in bf16: %s",
+                        ctx->be->name, why);
+    }
+    return TG_OK;
 }
 
 void tg_set_grad_hook(tg_ctx *ctx, tg_grad_hook_fn fn, void *user)

@@ -46,6 +46,8 @@ struct tg_ctx {
     char err[512];
     char kerr[256];
     bool grad_enabled;
+    /* The products' precision (tg_ctx_set_precision). */
+    tg_precision precision;
     tg__arena step_meta, step_data; /* tensor structs; tensor data */
     /* The step: tg_step_reset calls so far. Step tensors carry step + 1. */
     uint64_t step;

@@ -145,7 +145,11 @@ static tg_tensor *conv_run(tg_ctx *ctx, tg_op op, const tg_op_params *p, tg_tens
     if (!out || !ws)
         return NULL;
     ins[nin] = ws;
-    if (tg__run(ctx, op, p, out, nin + 1, ins) != TG_OK)
+    /* Autocast: f32 operands multiplied in bf16; the record keeps the
+     * params without the flag, so that the backward follows the context. */
+    tg_op_params lo = *p;
+    lo.ints[TG_KP_CONV_BF16] = ctx->precision == TG_PRECISION_BF16 && out->dtype == TG_F32;
+    if (tg__run(ctx, op, &lo, out, nin + 1, ins) != TG_OK)
         return NULL;
     if (tg__record(ctx, op, p, out, nin, ins, 3u) != TG_OK)
         return NULL;

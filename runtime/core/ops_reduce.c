@@ -273,7 +273,12 @@ tg_tensor *tg_matmul(tg_ctx *ctx, tg_tensor *a, tg_tensor *b)
     int64_t ostr[TG_MAX_DIMS];
     tg__contig_strides(nd, full, ostr);
     tg_tensor *vout = tg__view(ctx, out, nd, full, ostr, 0);
-    if (!views[0] || !views[1] || !vout || tg__run(ctx, TG_OP_MATMUL, NULL, vout, 2, views) != TG_OK)
+    /* Autocast: f32 operands multiplied in bf16 (the record keeps NULL
+     * params: the backward products consult the context again). */
+    tg_op_params lo = {0};
+    lo.ints[TG_KP_MATMUL_BF16] = 1;
+    const tg_op_params *mp = ctx->precision == TG_PRECISION_BF16 && a->dtype == TG_F32 ? &lo : NULL;
+    if (!views[0] || !views[1] || !vout || tg__run(ctx, TG_OP_MATMUL, mp, vout, 2, views) != TG_OK)
         return NULL;
     if (tg__record(ctx, TG_OP_MATMUL, NULL, out, 2, ins, 3u) != TG_OK)
         return NULL;

@@ -173,6 +173,8 @@ static const char *pr_torch_dtype(tg_dtype dt)
         return "torch.uint8";
     case TG_I32:
         return "torch.int32";
+    case TG_BF16:
+        return "torch.bfloat16";
     default:
         return NULL; /* f32 and i64 are torch's defaults: not printed */
     }
@@ -187,7 +189,7 @@ int64_t tg_tensor_str(tg_ctx *ctx, const tg_tensor *t, char *buf, size_t len)
     int64_t n = tg_numel(t);
     size_t es = tg_dtype_size(t->dtype);
     void *raw = malloc((size_t)(n > 0 ? n : 1) * es);
-    double *f = tg_dtype_is_float(t->dtype) ? malloc((size_t)(n > 0 ? n : 1) * sizeof *f) : NULL;
+    double *f = tg_dtype_is_float(t->dtype) || t->dtype == TG_BF16 ? malloc((size_t)(n > 0 ? n : 1) * sizeof *f) : NULL;
     int64_t *iv = f ? NULL : malloc((size_t)(n > 0 ? n : 1) * sizeof *iv);
     if (!raw || (!f && !iv)) {
         free(raw), free(f), free(iv);
@@ -206,6 +208,9 @@ int64_t tg_tensor_str(tg_ctx *ctx, const tg_tensor *t, char *buf, size_t len)
             break;
         case TG_F64:
             f[k] = ((const double *)raw)[k];
+            break;
+        case TG_BF16:
+            f[k] = tg_bf16_to_f32(((const uint16_t *)raw)[k]);
             break;
         case TG_U8:
             iv[k] = ((const uint8_t *)raw)[k];

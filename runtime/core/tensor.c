@@ -383,6 +383,7 @@ static double load_as_double(tg_dtype dt, const void *p)
     case TG_F64: return *(const double *)p;
     case TG_U8: return *(const uint8_t *)p;
     case TG_I32: return *(const int32_t *)p;
+    case TG_BF16: return tg_bf16_to_f32(*(const uint16_t *)p);
     default: return (double)*(const int64_t *)p;
     }
 }
@@ -474,8 +475,9 @@ tg_status tg_fill_(tg_ctx *ctx, tg_tensor *t, double value)
         size_t es = tg_dtype_size(t->dtype);
         int64_t n = tg_numel(t);
         for (int64_t i = 0; i < n; i++) {
-            union { uint8_t u8; int32_t i32; int64_t i64; } v;
+            union { uint8_t u8; uint16_t u16; int32_t i32; int64_t i64; } v;
             if (t->dtype == TG_U8) v.u8 = (uint8_t)value;
+            else if (t->dtype == TG_BF16) v.u16 = tg_bf16_from_f32((float)value);
             else if (t->dtype == TG_I32) v.i32 = (int32_t)value;
             else v.i64 = (int64_t)value;
             if (ctx->be->copy_h2d(ctx->bstate, (char *)data_ptr(t) + i * (int64_t)es, &v, es))

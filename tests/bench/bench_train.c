@@ -4,6 +4,7 @@
  *
  *   bench_train --data FILE.h5 [--model mlp|cnn|cnn-bn] [--batch-size N]
  *               [--threads N] [--steps N] [--warmup N] [--seed N]
+ *               [--precision f32|bf16]
  *
  * Trains the built-in model on the train split with AdamW (lr 1e-3, the
  * PyTorch defaults otherwise), exactly as the trainer's step does (forward,
@@ -46,6 +47,7 @@ typedef struct bench_opts {
     const char *data, *model;
     int64_t batch, steps, warmup, seed;
     int threads;
+    tg_precision precision; /* --precision bf16: tg_ctx_set_precision */
 } bench_opts;
 
 static double now_s(void) {
@@ -56,7 +58,8 @@ static double now_s(void) {
 
 static int usage(void) {
     fprintf(stderr, "usage: bench_train --data FILE.h5 [--model mlp|cnn|cnn-bn] "
-                    "[--batch-size N] [--threads N] [--steps N] [--warmup N] [--seed N]\n");
+                    "[--batch-size N] [--threads N] [--steps N] [--warmup N] [--seed N] "
+                    "[--precision f32|bf16]\n");
     return 2;
 }
 
@@ -84,6 +87,8 @@ static int parse(int argc, char **argv, bench_opts *o) {
             o->warmup = n;
         else if (num && n >= 0 && !strcmp(k, "--seed"))
             o->seed = n;
+        else if (!strcmp(k, "--precision") && (!strcmp(v, "f32") || !strcmp(v, "bf16")))
+            o->precision = !strcmp(v, "bf16") ? TG_PRECISION_BF16 : TG_PRECISION_F32;
         else
             return usage();
     }
@@ -168,6 +173,10 @@ static int run(const bench_opts *o, bench_run *r) {
         fprintf(stderr, "bench_train: %s\n", tg_last_init_error());
         return 1;
     }
+    if (tg_ctx_set_precision(r->ctx, o->precision) != TG_OK) {
+        fprintf(stderr, "bench_train: %s\n", tg_ctx_error(r->ctx));
+        return 1;
+    }
     tg_optim_config oc = tg_optim_defaults(TG_OPTIM_ADAMW);
     oc.lr = 1e-3;
     if (tg_model_init(r->ctx, &r->model, kind, r->shape, 10, (uint64_t)o->seed) != TG_OK ||
@@ -194,10 +203,10 @@ static int run(const bench_opts *o, bench_run *r) {
     tg_blas_info_get(&blas);
     printf("{\"framework\": \"tapegrad\", \"model\": \"%s\", \"batch\": %lld, \"threads\": %d, "
            "\"steps\": %lld, \"samples_per_s\": %.1f, \"loss\": %.6f, \"peak_rss_mb\": %.1f, "
-           "\"mallocs_per_step\": %.2f, \"blas_core\": \"%s\"}\n",
+           "\"mallocs_per_step\": %.2f, \"blas_core\": \"%s\", \"precision\": \"%s\"}\n",
            o->model, (long long)o->batch, o->threads, (long long)o->steps,
            (double)(o->steps * o->batch) / dt, loss, (double)ru.ru_maxrss / 1024.0,
-           (double)heap_calls / (double)o->steps, blas.core);
+           (double)heap_calls / (double)o->steps, blas.core, tg_precision_name(o->precision));
     return 0;
 fail:
     fprintf(stderr, "bench_train: %s\n", tg_ctx_error(r->ctx));

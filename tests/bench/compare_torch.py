@@ -4,7 +4,7 @@
     tests/bench/compare_torch.py [--build build] [--models mlp,cnn,cnn-bn]
         [--batches 64,256] [--threads 1,2] [--runs 3] [--steps 20] [--warmup 3]
         [--no-ops] [--blas-core inherit|native|NAME]
-        [--torch-python PATH]... [--load N[,N...]|cores]
+        [--torch-python PATH]... [--load N[,N...]|cores] [--precision f32[,bf16]]
 
 For every (model, batch, threads) it runs build/tests/bench/bench_train (the
 tapegrad side) and tests/bench/torch_train.py (the PyTorch side) alternately,
@@ -33,6 +33,13 @@ times, every row runs every interpreter, and the table has a column pair
 the table. Without it the PyTorch side is Debian's python3-torch, importable by
 /usr/bin/python3, which this script installs with apt-get when it is missing
 (when run as root).
+
+--precision f32,bf16 measures every row in each precision: tapegrad with
+bench_train --precision (tg_ctx_set_precision: bf16 matrix products and
+convolutions, f32 master weights) and PyTorch with the forward and the loss
+under torch.autocast("cpu", dtype=torch.bfloat16). The table's "prec" column
+says which; "vs f32" is tapegrad's samples/s over its own f32 figure of the
+same row (blank in f32 rows).
 
 --load N runs N busy-loop processes (or one per core: --load cores) beside both
 sides for the whole row, standing for another job on the same node; with
@@ -163,6 +170,8 @@ def main():
     ap.add_argument("--load", default="0", metavar="N[,N...]",
                     help="busy-loop processes running beside each row (0: none; 'cores': one "
                     "per core); every row is run at every load")
+    ap.add_argument("--precision", default="f32", metavar="P[,P...]",
+                    help="f32 and/or bf16 (autocast on both sides); every row is run in each")
     a = ap.parse_args()
     env = blas_env(a.blas_core)
     pythons = a.torch_python or [TORCH_PY]
@@ -176,7 +185,11 @@ def main():
     forced = env.get("OPENBLAS_CORETYPE")
     print("blas: --blas-core %s, OPENBLAS_CORETYPE%s" % (
         a.blas_core, "=" + forced if forced else " unset"))
-    head = "%-7s %5s %3s %4s %12s" % ("model", "batch", "thr", "load", "tapegrad/s")
+    precs = a.precision.split(",")
+    if any(x not in ("f32", "bf16") for x in precs):
+        sys.exit("compare_torch: --precision takes f32 and/or bf16, got %s" % a.precision)
+    head = "%-7s %5s %3s %4s %4s %12s %6s" % ("model", "batch", "thr", "load", "prec",
+                                               "tapegrad/s", "vs f32")
     for i in range(len(pythons)):
         head += " %12s %6s" % ("torch%d/s" % (i + 1), "ratio")
     head += " %9s %9s %8s  %s" % ("tg MiB", "torch MiB", "mallocs", "blas core")
@@ -184,9 +197,10 @@ def main():
     for model in a.models.split(","):
         for batch in [int(b) for b in a.batches.split(",")]:
             for load in loads:
-                for thr in [int(t) for t in a.threads.split(",")]:
+                for thr, prec in [(int(t), p) for t in a.threads.split(",") for p in precs]:
                     common = ["--model", model, "--batch-size", str(batch), "--threads",
-                              str(thr), "--steps", str(a.steps), "--warmup", str(a.warmup)]
+                              str(thr), "--steps", str(a.steps), "--warmup", str(a.warmup),
+                              "--precision", prec]
                     tg, th = [], [[] for _ in pythons]
                     with Load(load):
                         for _ in range(a.runs):
@@ -204,6 +218,7 @@ def main():
                         printed_head = True
                     r = {
                         "model": model, "batch": batch, "threads": thr, "load": load,
+                        "precision": prec,
                         "tapegrad": statistics.median(x["samples_per_s"] for x in tg),
                         "torch": [statistics.median(x["samples_per_s"] for x in t) for t in th],
                         "torch_version": [t[0].get("torch_version", "?") for t in th],
@@ -221,7 +236,12 @@ def main():
                     cores = "/".join([r["blas_core_tapegrad"]] + r["blas_core_torch"])
                     r["ratio"] = [r["tapegrad"] / t for t in r["torch"]]
                     rows.append(r)
-                    line = "%-7s %5d %3d %4d %12.1f" % (model, batch, thr, load, r["tapegrad"])
+                    f32 = [x["tapegrad"] for x in rows[:-1] if x["precision"] == "f32" and
+                           (x["model"], x["batch"], x["threads"], x["load"]) ==
+                           (model, batch, thr, load)]
+                    vs = "%6.2f" % (r["tapegrad"] / f32[-1]) if prec != "f32" and f32 else ""
+                    line = "%-7s %5d %3d %4d %4s %12.1f %6s" % (model, batch, thr, load, prec,
+                                                               r["tapegrad"], vs)
                     for t, q in zip(r["torch"], r["ratio"]):
                         line += " %12.1f %6.2f" % (t, q)
                     line += " %9.1f %9.1f %8.2f  %s" % (r["tapegrad_rss"], max(r["torch_rss"]),

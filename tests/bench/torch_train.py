@@ -93,6 +93,8 @@ def main():
     ap.add_argument("--optimizer", choices=["sgd", "adamw"], default="adamw")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--precision", choices=["f32", "bf16"], default="f32",
+                    help="bf16: forward and loss under torch.autocast(dtype=torch.bfloat16)")
     # scripts/gpu_check.sh: the GPU, and its synthetic data set (x_train.npy,
     # y_train.npy). The data stay in host memory and each batch is copied to
     # the device, as tapegrad's trainer does.
@@ -127,7 +129,8 @@ def main():
         idx = perm[(k % nb) * a.batch_size:(k % nb + 1) * a.batch_size]
         xb, yb = xt[idx].to(dev), yt[idx].to(dev)
         opt.zero_grad(set_to_none=False)
-        loss = F.cross_entropy(model(xb), yb)
+        with torch.autocast(a.device, dtype=torch.bfloat16, enabled=a.precision == "bf16"):
+            loss = F.cross_entropy(model(xb), yb)
         loss.backward()
         opt.step()
         return loss.item()
@@ -144,7 +147,7 @@ def main():
         "threads": a.threads,
         "steps": a.steps, "samples_per_s": a.steps * a.batch_size / dt, "loss": loss,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-        "torch_version": torch.__version__, "blas": blas_info(),
+        "torch_version": torch.__version__, "blas": blas_info(), "precision": a.precision,
     }))
     return 0
 

@@ -326,7 +326,7 @@ static double now_s(void) {
 
 int main(int argc, char **argv) {
     if (argc != 2) {
-        fprintf(stderr, "usage: train_cli ddp|resume|badckpt|preempt|eval|accum|syncbn|zero|sbatch|modelfile|data|tokens\n");
+        fprintf(stderr, "usage: train_cli ddp|resume|badckpt|preempt|eval|accum|syncbn|zero|sbatch|modelfile|data|tokens|bf16\n");
         return 2;
     }
     const char *base = getenv("TMPDIR");

@@ -472,6 +472,7 @@ static void group_eval(void) {
 
 static void group_modelfile(void); /* train_cli_modelfile.h */
 static void group_tokens(void);    /* train_cli_tokens.h */
+#include "train_cli_bf16.h"
 
 static int run_group(const char *name) {
     static const struct {
@@ -488,7 +489,8 @@ static int run_group(const char *name) {
                   {"sbatch", group_sbatch},
                   {"modelfile", group_modelfile},
                   {"data", group_data},
-                  {"tokens", group_tokens}};
+                  {"tokens", group_tokens},
+                  {"bf16", group_bf16}};
     for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++)
         if (strcmp(groups[i].name, name) == 0) {
             groups[i].fn();
