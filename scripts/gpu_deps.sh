@@ -25,7 +25,7 @@ GPU_DEPS_DIRECT=(
     libhdf5-dev libhdf5-103-1 libopenmpi-dev libopenmpi3 openmpi-bin openmpi-common
     libopenblas0-openmp libopenblas-pthread-dev libopenblas-dev libcmocka-dev libcmocka0
     libinih-dev libinih1 libcjson-dev libcjson1 libssl-dev libssl3 zlib1g-dev zlib1g
-    pkgconf pkgconf-bin libpkgconf3
+    libdnnl-dev libdnnl2 pkgconf pkgconf-bin libpkgconf3
 )
 # Packages never taken: the other OpenBLAS build, and what the plugins left
 # out below need.
