@@ -7,8 +7,8 @@
  * gnuplot-nox): the training loss of every logged step with the per-epoch
  * train, validation and test loss over it, the test (and validation)
  * accuracy per epoch, or for a regression run the MAE (its loss is the MSE),
- * and samples/s per epoch; several files are overlaid, each named in the
- * legend. --csv
+ * and samples/s (tokens/s for runs on token data) per epoch; several files
+ * are overlaid, each named in the legend. --csv
  * writes the same curves as a table. The data goes to gnuplot through a
  * temporary file beside the output, so nothing but the outputs is left.
  */
@@ -42,7 +42,8 @@ static void plot_usage(FILE *f) {
                "overlaid with a legend, as a PNG with gnuplot (install gnuplot-nox): the\n"
                "training loss of every logged step with the per-epoch train, validation and\n"
                "test loss (by step), the test and validation accuracy per epoch (for\n"
-               "regression runs, whose loss is the MSE: the MAE), and samples/s per epoch.\n"
+               "regression runs, whose loss is the MSE: the MAE), and samples/s (tokens/s\n"
+               "for language models) per epoch.\n"
                "A resumed run's events replace what the first run logged after the resume\n"
                "point.\n"
                "\n"
@@ -106,14 +107,14 @@ static void write_data(FILE *f, const tg_metrics_curves *c, int n) {
             const double v[] = {c[r].ep[i],       c[r].ep_step[i],  c[r].train_loss[i],
                                 c[r].test_loss[i], c[r].test_acc[i], c[r].sps[i],
                                 c[r].val_loss[i],  c[r].val_acc[i],  c[r].test_mae[i],
-                                c[r].val_mae[i]};
-            for (int k = 0; k < 10; k++) {
+                                c[r].val_mae[i],   c[r].tps[i]};
+            for (int k = 0; k < 11; k++) {
                 num(f, v[k], false);
-                fputc(k < 9 ? ' ' : '\n', f);
+                fputc(k < 10 ? ' ' : '\n', f);
             }
         }
         if (c[r].n_epochs == 0)
-            fputs("NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN\n", f);
+            fputs("NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN NaN\n", f);
         fputs("\n\n", f);
     }
 }
@@ -197,9 +198,11 @@ static void no_data(FILE *g) {
 static void write_script(FILE *g, const plot_opts *o, const tg_metrics_curves *c,
                          const char *dat) {
     double max_ep = 1;
-    bool acc = false, mae = false, sps = false;
+    bool acc = false, mae = false, sps = false, tok = true;
     for (int r = 0; r < o->n_in; r++) {
         sps |= has(&c[r], c[r].sps);
+        /* tokens/s when every run with a throughput has one (token data) */
+        tok &= !has(&c[r], c[r].sps) || has(&c[r], c[r].tps);
         for (size_t i = 0; i < c[r].n_epochs; i++)
             max_ep = c[r].ep[i] > max_ep ? c[r].ep[i] : max_ep;
         acc |= has(&c[r], c[r].test_acc) || has(&c[r], c[r].val_acc);
@@ -252,13 +255,15 @@ static void write_script(FILE *g, const plot_opts *o, const tg_metrics_curves *c
         if (r == o->n_in - 1)
             fputc('\n', g);
     }
-    fprintf(g, "set title 'throughput'\nset ylabel 'samples/s'\nset key top right\n");
+    fprintf(g, "set title 'throughput'\nset ylabel '%s'\nset key top right\n",
+            tok ? "tokens/s" : "samples/s");
     if (!sps)
         no_data(g);
     for (int r = 0, n = 0; r < o->n_in && sps; r++) {
         if (has(&c[r], c[r].sps))
-            fprintf(g, "%s'%s' index %d using 1:6 with linespoints pt 7 lc %d title '%s'",
-                    n++ ? ", " : "plot ", dat, 2 * r + 1, r + 1, run_title(o->in[r]));
+            fprintf(g, "%s'%s' index %d using 1:%d with linespoints pt 7 lc %d title '%s'",
+                    n++ ? ", " : "plot ", dat, 2 * r + 1, tok ? 11 : 6, r + 1,
+                    run_title(o->in[r]));
         if (r == o->n_in - 1)
             fputc('\n', g);
     }

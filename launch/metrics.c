@@ -222,11 +222,11 @@ static int take(tg_metrics_curves *c, const cJSON *o, const char *ev, char *why,
         return 0;
     }
     if (!strcmp(ev, "epoch")) {
-        double v[10];
+        double v[11];
         static const char *const keys[] = {"epoch",     "step",          "train_loss", "test_loss",
                                            "test_acc",  "samples_per_s", "val_loss",   "val_acc",
-                                           "test_mae",  "val_mae"};
-        for (int i = 0; i < 10; i++)
+                                           "test_mae",  "val_mae",       "tokens_per_s"};
+        for (int i = 0; i < 11; i++)
             if (!get_num(o, keys[i], &v[i])) {
                 if (i >= 6) { /* optional */
                     v[i] = NAN;
@@ -240,10 +240,11 @@ static int take(tg_metrics_curves *c, const cJSON *o, const char *ev, char *why,
             }
         cut_epochs_after(c, v[1] - 1);
         double **a[] = {&c->ep,      &c->ep_step, &c->train_loss, &c->test_loss, &c->test_acc,
-                        &c->sps,     &c->val_loss, &c->val_acc,   &c->test_mae,  &c->val_mae};
-        if (grow(a, 10, &c->cap_epochs, c->n_epochs + 1))
+                        &c->sps,     &c->val_loss, &c->val_acc,   &c->test_mae,  &c->val_mae,
+                        &c->tps};
+        if (grow(a, 11, &c->cap_epochs, c->n_epochs + 1))
             goto nomem;
-        for (int i = 0; i < 10; i++)
+        for (int i = 0; i < 11; i++)
             (*a[i])[c->n_epochs] = v[i];
         c->n_epochs++;
     }
@@ -306,5 +307,6 @@ void tg_metrics_curves_free(tg_metrics_curves *c) {
     free(c->val_acc);
     free(c->test_mae);
     free(c->val_mae);
+    free(c->tps);
     memset(c, 0, sizeof *c);
 }

@@ -32,15 +32,15 @@ int tg_metrics_write_event(FILE *f, const tg_trainer_event *ev, int world, doubl
 /* The curves of one metrics file, for plotting. Per step: step, loss. Per
  * epoch: epoch, step, train_loss, test_loss, test_acc, samples_per_s (NaN
  * where the file has null), and the optional val_loss, val_acc, test_mae,
- * val_mae (NaN where the file has null or lacks them: no validation split,
- * a classification run). A resumed run's events replace those of the first
+ * val_mae, tokens_per_s (NaN where the file has null or lacks them: no
+ * validation split, a classification run, data that is not tokens). A resumed run's events replace those of the first
  * run from the step it resumed at, so a curve never goes back. */
 typedef struct tg_metrics_curves {
     size_t n_steps, cap_steps;
     double *step, *step_epoch, *loss;
     size_t n_epochs, cap_epochs;
     double *ep, *ep_step, *train_loss, *test_loss, *test_acc, *sps;
-    double *val_loss, *val_acc, *test_mae, *val_mae;
+    double *val_loss, *val_acc, *test_mae, *val_mae, *tps;
 } tg_metrics_curves;
 
 /* Parses the text of a metrics file (name is used in messages). Returns 0,
