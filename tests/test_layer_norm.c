@@ -35,8 +35,8 @@ typedef struct ln_case {
 } ln_case;
 
 static const ln_case k_cases[] = {
-    {2, 1, {3, 4, 0}},    {3, 1, {2, 3, 8}},   {3, 2, {2, 3, 8}}, {2, 1, {5, 70}},
-    {3, 1, {2, 1, 130}},  {2, 2, {4, 33}},        {2, 1, {1, 1}},    {2, 1, {128, 300}},
+    {2, 1, {3, 4, 0}},   {3, 1, {2, 3, 8}}, {3, 2, {2, 3, 8}}, {2, 1, {5, 70}},
+    {3, 1, {2, 1, 130}}, {2, 2, {4, 33}},   {2, 1, {1, 1}},    {2, 1, {128, 300}},
 };
 
 static uint64_t g_rs = 0x9E3779B97F4A7C15ull;
@@ -72,17 +72,13 @@ static void vals_make(vals *v, const ln_case *c) {
         v->w[i] = 1.0 + 0.5 * unif(), v->b[i] = 0.3 * unif();
 }
 
-static void vals_free(vals *v) {
-    free(v->x), free(v->w), free(v->b), free(v->seed);
-}
+static void vals_free(vals *v) { free(v->x), free(v->w), free(v->b), free(v->seed); }
 
 typedef struct result {
     double *y, *g[3];
 } result;
 
-static void result_free(result *r) {
-    free(r->y), free(r->g[0]), free(r->g[1]), free(r->g[2]);
-}
+static void result_free(result *r) { free(r->y), free(r->g[0]), free(r->g[1]), free(r->g[2]); }
 
 static double *read_all(tg_ctx *ctx, const tg_tensor *t) {
     if (!t)
@@ -95,8 +91,7 @@ static double *read_all(tg_ctx *ctx, const tg_tensor *t) {
     return out;
 }
 
-static tg_tensor *leaf(tg_ctx *ctx, tg_dtype dt, int ndim, const int64_t *shape,
-                       const double *v) {
+static tg_tensor *leaf(tg_ctx *ctx, tg_dtype dt, int ndim, const int64_t *shape, const double *v) {
     tg_tensor *t = tg_to_dtype(ctx, tg_from_data(ctx, TG_F64, ndim, shape, v), dt);
     assert_non_null(t);
     assert_int_equal(tg_set_requires_grad(ctx, t, true), TG_OK);
@@ -116,14 +111,13 @@ static tg_tensor *composed(tg_ctx *ctx, tg_tensor *x, int nd, tg_tensor *w, tg_t
     return tg_add(ctx, tg_mul(ctx, xn, w), b);
 }
 
-static void run(tg_ctx *ctx, const ln_case *c, const vals *v, tg_dtype dt, bool fused,
-                result *r) {
+static void run(tg_ctx *ctx, const ln_case *c, const vals *v, tg_dtype dt, bool fused, result *r) {
     const int64_t *ws = c->shape + c->xndim - c->ndim;
     tg_tensor *x = leaf(ctx, dt, c->xndim, c->shape, v->x);
     tg_tensor *w = leaf(ctx, dt, c->ndim, ws, v->w);
     tg_tensor *b = leaf(ctx, dt, c->ndim, ws, v->b);
-    tg_tensor *y = fused ? tg_layer_norm(ctx, x, c->ndim, w, b, 1e-5)
-                         : composed(ctx, x, c->ndim, w, b, 1e-5);
+    tg_tensor *y =
+        fused ? tg_layer_norm(ctx, x, c->ndim, w, b, 1e-5) : composed(ctx, x, c->ndim, w, b, 1e-5);
     if (!y)
         fail_msg("%s: %s", fused ? "fused" : "composed", tg_ctx_error(ctx));
     tg_tensor *seed = tg_to_dtype(ctx, tg_from_data(ctx, TG_F64, c->xndim, c->shape, v->seed), dt);
@@ -139,8 +133,8 @@ static void expect_close(const char *what, int ci, const double *a, const double
                          double tol) {
     for (int64_t i = 0; i < n; i++)
         if (!(fabs(a[i] - b[i]) <= tol * (1 + fabs(b[i]))))
-            fail_msg("%s of case %d at %lld: fused %.17g, composed %.17g", what, ci,
-                     (long long)i, a[i], b[i]);
+            fail_msg("%s of case %d at %lld: fused %.17g, composed %.17g", what, ci, (long long)i,
+                     a[i], b[i]);
 }
 
 static void test_fused_matches_composed(void **state) {
@@ -218,8 +212,8 @@ static size_t step_peak(bool fused) {
 static void test_step_arena_smaller(void **state) {
     (void)state;
     const size_t fused = step_peak(true), comp = step_peak(false);
-    printf("step arena peak, (8, 64, 128) f32 forward + backward: fused %zu, composed %zu\n",
-           fused, comp);
+    printf("step arena peak, (8, 64, 128) f32 forward + backward: fused %zu, composed %zu\n", fused,
+           comp);
     assert_true(2 * fused < comp);
 }
 
@@ -257,8 +251,7 @@ static void test_no_heap_in_steady_steps(void **state) {
 #endif
 }
 
-static void expect_fail(tg_ctx *ctx, tg_tensor *r, tg_status want, const char *n1,
-                        const char *n2) {
+static void expect_fail(tg_ctx *ctx, tg_tensor *r, tg_status want, const char *n1, const char *n2) {
     assert_null(r);
     assert_int_equal(tg_ctx_status(ctx), want);
     const char *e = tg_ctx_error(ctx);
@@ -277,23 +270,23 @@ static void test_bad_inputs(void **state) {
     tg_tensor *x = tg_zeros(ctx, TG_F32, 3, sx), *w = tg_full(ctx, TG_F32, 1, s8, 1.0),
               *b = tg_zeros(ctx, TG_F32, 1, s8);
     /* the weight's shape is not the end of x's */
-    expect_fail(ctx, tg_layer_norm(ctx, x, 1, tg_full(ctx, TG_F32, 1, s5, 1.0), b, 1e-5), TG_ERR_SHAPE,
-                "(2, 3, 8)", "(5,)");
+    expect_fail(ctx, tg_layer_norm(ctx, x, 1, tg_full(ctx, TG_F32, 1, s5, 1.0), b, 1e-5),
+                TG_ERR_SHAPE, "(2, 3, 8)", "(5,)");
     /* bias unlike the weight */
-    expect_fail(ctx, tg_layer_norm(ctx, x, 1, w, tg_zeros(ctx, TG_F32, 1, s5), 1e-5),
-                TG_ERR_SHAPE, "layer_norm", "bias (5,)");
+    expect_fail(ctx, tg_layer_norm(ctx, x, 1, w, tg_zeros(ctx, TG_F32, 1, s5), 1e-5), TG_ERR_SHAPE,
+                "layer_norm", "bias (5,)");
     /* ndim not the weight's */
     expect_fail(ctx, tg_layer_norm(ctx, x, 2, w, b, 1e-5), TG_ERR_SHAPE, "ndim 2", "(8,)");
     expect_fail(ctx, tg_layer_norm(ctx, x, 2, tg_full(ctx, TG_F32, 2, s38, 1.0), w, 1e-5),
                 TG_ERR_SHAPE, "layer_norm", "(3, 8)");
     /* an empty input */
-    expect_fail(ctx, tg_layer_norm(ctx, tg_zeros(ctx, TG_F32, 3, s0), 1, w, b, 1e-5),
-                TG_ERR_SHAPE, "(2, 0, 8)", "(8,)");
+    expect_fail(ctx, tg_layer_norm(ctx, tg_zeros(ctx, TG_F32, 3, s0), 1, w, b, 1e-5), TG_ERR_SHAPE,
+                "(2, 0, 8)", "(8,)");
     /* dtypes: an f64 weight with f32 x, and an integer x */
     expect_fail(ctx, tg_layer_norm(ctx, x, 1, tg_full(ctx, TG_F64, 1, s8, 1.0), b, 1e-5),
                 TG_ERR_DTYPE, "layer_norm", "f64");
-    expect_fail(ctx, tg_layer_norm(ctx, tg_zeros(ctx, TG_I64, 3, sx), 1, w, b, 1e-5),
-                TG_ERR_DTYPE, "layer_norm", NULL);
+    expect_fail(ctx, tg_layer_norm(ctx, tg_zeros(ctx, TG_I64, 3, sx), 1, w, b, 1e-5), TG_ERR_DTYPE,
+                "layer_norm", NULL);
     /* NULL bias, eps <= 0 */
     expect_fail(ctx, tg_layer_norm(ctx, x, 1, w, NULL, 1e-5), TG_ERR_INVALID, "NULL bias", NULL);
     expect_fail(ctx, tg_layer_norm(ctx, x, 1, w, b, 0), TG_ERR_INVALID, "eps", NULL);
@@ -301,11 +294,11 @@ static void test_bad_inputs(void **state) {
     tg_tensor *st = NULL;
     assert_non_null(tg_layer_norm_stats(ctx, x, 1, w, b, 1e-5, &st));
     assert_non_null(st);
-    expect_fail(ctx, tg_layer_norm_backward(ctx, tg_zeros(ctx, TG_F32, 2, s38), x, 1, w, st, NULL,
-                                            NULL),
+    expect_fail(ctx,
+                tg_layer_norm_backward(ctx, tg_zeros(ctx, TG_F32, 2, s38), x, 1, w, st, NULL, NULL),
                 TG_ERR_SHAPE, "(3, 8)", "(2, 3, 8)");
-    expect_fail(ctx, tg_layer_norm_backward(ctx, x, x, 1, w, tg_zeros(ctx, TG_F32, 2, s38), NULL,
-                                            NULL),
+    expect_fail(ctx,
+                tg_layer_norm_backward(ctx, x, x, 1, w, tg_zeros(ctx, TG_F32, 2, s38), NULL, NULL),
                 TG_ERR_SHAPE, "stats (3, 8)", "(2, 6)");
     /* still works */
     tg_tensor *gw = NULL, *gb = NULL;

@@ -24,35 +24,34 @@
 #define CPU_LN_PAR_MIN TG__CPU_PAR_MIN
 
 /* y = (x - mean) * invstd * w + b per row; stats rows mean, invstd. */
-#define CPU_LN_FORWARD(T)                                                                       \
+#define CPU_LN_FORWARD(T)                                                                        \
     TG__CPU_CLONES static void cpu_ln_fwd_row_##T(int64_t d, double eps, const T *x, const T *w, \
-                                                  const T *b, T *mean_out, T *inv_out, T *y) {  \
-        double s = 0;                                                                           \
-        TG__CPU_SIMD("omp simd reduction(+ : s)")                                               \
-        for (int64_t i = 0; i < d; i++)                                                         \
-            s += (double)x[i];                                                                  \
-        const double mean = s / (double)d;                                                      \
-        double v = 0;                                                                           \
-        TG__CPU_SIMD("omp simd reduction(+ : v)")                                               \
-        for (int64_t i = 0; i < d; i++) {                                                       \
-            const double c = (double)x[i] - mean;                                               \
-            v += c * c;                                                                         \
-        }                                                                                       \
-        const double inv = 1.0 / sqrt(v / (double)d + eps);                                     \
-        *mean_out = (T)mean;                                                                    \
-        *inv_out = (T)inv;                                                                      \
-        const T mu = (T)mean, is = (T)inv;                                                      \
-        TG__CPU_SIMD("omp simd")                                                                \
-        for (int64_t i = 0; i < d; i++)                                                         \
-            y[i] = (x[i] - mu) * is * w[i] + b[i];                                              \
-    }                                                                                           \
-    static void cpu_ln_fwd_##T(int64_t rows, int64_t d, double eps, const T *x, const T *w,     \
-                               const T *b, T *st, T *y) {                                       \
-        TG__CPU_FOR(tg__cpu_par_if(rows > 1 && rows * d >= CPU_LN_PAR_MIN),                     \
-                    "omp parallel for schedule(static)",                                        \
-                    for (int64_t r = 0; r < rows; r++)                                          \
-                        cpu_ln_fwd_row_##T(d, eps, x + r * d, w, b, st + r, st + rows + r,      \
-                                           y + r * d););                                        \
+                                                  const T *b, T *mean_out, T *inv_out, T *y) {   \
+        double s = 0;                                                                            \
+        TG__CPU_SIMD("omp simd reduction(+ : s)")                                                \
+        for (int64_t i = 0; i < d; i++)                                                          \
+            s += (double)x[i];                                                                   \
+        const double mean = s / (double)d;                                                       \
+        double v = 0;                                                                            \
+        TG__CPU_SIMD("omp simd reduction(+ : v)")                                                \
+        for (int64_t i = 0; i < d; i++) {                                                        \
+            const double c = (double)x[i] - mean;                                                \
+            v += c * c;                                                                          \
+        }                                                                                        \
+        const double inv = 1.0 / sqrt(v / (double)d + eps);                                      \
+        *mean_out = (T)mean;                                                                     \
+        *inv_out = (T)inv;                                                                       \
+        const T mu = (T)mean, is = (T)inv;                                                       \
+        TG__CPU_SIMD("omp simd")                                                                 \
+        for (int64_t i = 0; i < d; i++)                                                          \
+            y[i] = (x[i] - mu) * is * w[i] + b[i];                                               \
+    }                                                                                            \
+    static void cpu_ln_fwd_##T(int64_t rows, int64_t d, double eps, const T *x, const T *w,      \
+                               const T *b, T *st, T *y) {                                        \
+        TG__CPU_FOR(tg__cpu_par_if(rows > 1 && rows * d >= CPU_LN_PAR_MIN),                      \
+                    "omp parallel for schedule(static)",                                         \
+                    for (int64_t r = 0; r < rows; r++) cpu_ln_fwd_row_##T(                       \
+                        d, eps, x + r * d, w, b, st + r, st + rows + r, y + r * d););            \
     }
 CPU_LN_FORWARD(float)
 CPU_LN_FORWARD(double)
@@ -61,55 +60,54 @@ CPU_LN_FORWARD(double)
  * dx per row: with xhat = (x - mean) * invstd and gw = g * w,
  *   dx = (gw - mean(gw) - xhat * mean(gw * xhat)) * invstd.
  */
-#define CPU_LN_BACKWARD(T)                                                                       \
-    TG__CPU_CLONES static void cpu_lnb_row_##T(int64_t d, const T *g, const T *x, const T *w,    \
-                                               T mean, T inv, T *dx) {                           \
-        double s1 = 0, s2 = 0;                                                                   \
-        TG__CPU_SIMD("omp simd reduction(+ : s1, s2)")                                           \
-        for (int64_t i = 0; i < d; i++) {                                                        \
-            const double gw = (double)g[i] * (double)w[i];                                       \
-            s1 += gw;                                                                            \
-            s2 += gw * ((double)x[i] - (double)mean) * (double)inv;                              \
-        }                                                                                        \
-        const T a = (T)(s1 / (double)d), c = (T)(s2 / (double)d);                                \
-        TG__CPU_SIMD("omp simd")                                                                 \
-        for (int64_t i = 0; i < d; i++)                                                          \
-            dx[i] = (g[i] * w[i] - a - (x[i] - mean) * inv * c) * inv;                           \
-    }                                                                                            \
-    /* d weight and d bias for columns [c0, c0 + nc), every row in order. */                     \
-    TG__CPU_CLONES static void cpu_lnb_cols_##T(int64_t rows, int64_t d, int64_t c0, int64_t nc, \
-                                                const T *g, const T *x, const T *st, T *gp) {    \
-        double sw[CPU_LN_BLOCK] = {0}, sb[CPU_LN_BLOCK] = {0};                                   \
-        for (int64_t r = 0; r < rows; r++) {                                                     \
-            const T *pg = g + r * d + c0, *px = x + r * d + c0;                                  \
-            const double mean = (double)st[r], inv = (double)st[rows + r];                       \
-            TG__CPU_SIMD("omp simd")                                                             \
-            for (int64_t j = 0; j < nc; j++) {                                                   \
-                const double gv = (double)pg[j];                                                 \
-                sw[j] += gv * (((double)px[j] - mean) * inv);                                    \
-                sb[j] += gv;                                                                     \
-            }                                                                                    \
-        }                                                                                        \
-        for (int64_t j = 0; j < nc; j++) {                                                       \
-            gp[c0 + j] = (T)sw[j];                                                               \
-            gp[d + c0 + j] = (T)sb[j];                                                           \
-        }                                                                                        \
-    }                                                                                            \
-    static void cpu_lnb_##T(int64_t rows, int64_t d, const T *g, const T *x, const T *w,         \
-                            const T *st, T *gp, T *dx) {                                         \
-        const bool big = rows * d >= CPU_LN_PAR_MIN;                                             \
-        TG__CPU_FOR(tg__cpu_par_if(big && rows > 1), "omp parallel for schedule(static)",        \
-                    for (int64_t r = 0; r < rows; r++)                                           \
-                        cpu_lnb_row_##T(d, g + r * d, x + r * d, w, st[r], st[rows + r],         \
-                                        dx + r * d););                                           \
-        const int64_t nb = (d + CPU_LN_BLOCK - 1) / CPU_LN_BLOCK;                                \
-        TG__CPU_FOR(tg__cpu_par_if(big && nb > 1), "omp parallel for schedule(static)",          \
-                    for (int64_t k = 0; k < nb; k++) {                                           \
-                        const int64_t c0 = k * CPU_LN_BLOCK;                                     \
-                        cpu_lnb_cols_##T(rows, d, c0,                                            \
-                                         c0 + CPU_LN_BLOCK > d ? d - c0 : CPU_LN_BLOCK, g, x,    \
-                                         st, gp);                                                \
-                    });                                                                          \
+#define CPU_LN_BACKWARD(T)                                                                         \
+    TG__CPU_CLONES static void cpu_lnb_row_##T(int64_t d, const T *g, const T *x, const T *w,      \
+                                               T mean, T inv, T *dx) {                             \
+        double s1 = 0, s2 = 0;                                                                     \
+        TG__CPU_SIMD("omp simd reduction(+ : s1, s2)")                                             \
+        for (int64_t i = 0; i < d; i++) {                                                          \
+            const double gw = (double)g[i] * (double)w[i];                                         \
+            s1 += gw;                                                                              \
+            s2 += gw * ((double)x[i] - (double)mean) * (double)inv;                                \
+        }                                                                                          \
+        const T a = (T)(s1 / (double)d), c = (T)(s2 / (double)d);                                  \
+        TG__CPU_SIMD("omp simd")                                                                   \
+        for (int64_t i = 0; i < d; i++)                                                            \
+            dx[i] = (g[i] * w[i] - a - (x[i] - mean) * inv * c) * inv;                             \
+    }                                                                                              \
+    /* d weight and d bias for columns [c0, c0 + nc), every row in order. */                       \
+    TG__CPU_CLONES static void cpu_lnb_cols_##T(int64_t rows, int64_t d, int64_t c0, int64_t nc,   \
+                                                const T *g, const T *x, const T *st, T *gp) {      \
+        double sw[CPU_LN_BLOCK] = {0}, sb[CPU_LN_BLOCK] = {0};                                     \
+        for (int64_t r = 0; r < rows; r++) {                                                       \
+            const T *pg = g + r * d + c0, *px = x + r * d + c0;                                    \
+            const double mean = (double)st[r], inv = (double)st[rows + r];                         \
+            TG__CPU_SIMD("omp simd")                                                               \
+            for (int64_t j = 0; j < nc; j++) {                                                     \
+                const double gv = (double)pg[j];                                                   \
+                sw[j] += gv * (((double)px[j] - mean) * inv);                                      \
+                sb[j] += gv;                                                                       \
+            }                                                                                      \
+        }                                                                                          \
+        for (int64_t j = 0; j < nc; j++) {                                                         \
+            gp[c0 + j] = (T)sw[j];                                                                 \
+            gp[d + c0 + j] = (T)sb[j];                                                             \
+        }                                                                                          \
+    }                                                                                              \
+    static void cpu_lnb_##T(int64_t rows, int64_t d, const T *g, const T *x, const T *w,           \
+                            const T *st, T *gp, T *dx) {                                           \
+        const bool big = rows * d >= CPU_LN_PAR_MIN;                                               \
+        TG__CPU_FOR(tg__cpu_par_if(big &&rows > 1), "omp parallel for schedule(static)",           \
+                    for (int64_t r = 0; r < rows; r++) cpu_lnb_row_##T(                            \
+                        d, g + r * d, x + r * d, w, st[r], st[rows + r], dx + r * d););            \
+        const int64_t nb = (d + CPU_LN_BLOCK - 1) / CPU_LN_BLOCK;                                  \
+        TG__CPU_FOR(                                                                               \
+            tg__cpu_par_if(big &&nb > 1), "omp parallel for schedule(static)",                     \
+            for (int64_t k = 0; k < nb; k++) {                                                     \
+                const int64_t c0 = k * CPU_LN_BLOCK;                                               \
+                cpu_lnb_cols_##T(rows, d, c0, c0 + CPU_LN_BLOCK > d ? d - c0 : CPU_LN_BLOCK, g, x, \
+                                 st, gp);                                                          \
+            });                                                                                    \
     }
 CPU_LN_BACKWARD(float)
 CPU_LN_BACKWARD(double)
@@ -122,8 +120,8 @@ static tg_status cpu_ln_geom(const tg_kargs *a, const tg_kview *x, const tg_kvie
     *d = tg__kview_numel(w);
     *rows = *d > 0 ? n / *d : 0;
     if (!tg__kview_contig(x) || !tg__kview_contig(&a->out) || !tg__kview_contig(w) || n == 0 ||
-        *d == 0 || n % *d || tg__kview_numel(&a->out) != n || st->ndim != 2 ||
-        st->shape[0] != 2 || st->shape[1] != *rows || !tg__kview_contig(st))
+        *d == 0 || n % *d || tg__kview_numel(&a->out) != n || st->ndim != 2 || st->shape[0] != 2 ||
+        st->shape[1] != *rows || !tg__kview_contig(st))
         return tg__cpu_fail(a, TG_ERR_SHAPE,
                             "cpu %s: operands must be contiguous, the input (R, D) with D the "
                             "weight's %lld elements and stats (2, R)",
@@ -145,11 +143,11 @@ tg_status tg__cpu_layer_norm(void *state, const tg_kargs *a) {
                             (long long)d);
     const double eps = a->p->f[0];
     if (a->out.dtype == TG_F32)
-        cpu_ln_fwd_float(rows, d, eps, a->in[0].data, a->in[1].data, a->in[2].data,
-                         a->in[3].data, a->out.data);
+        cpu_ln_fwd_float(rows, d, eps, a->in[0].data, a->in[1].data, a->in[2].data, a->in[3].data,
+                         a->out.data);
     else
-        cpu_ln_fwd_double(rows, d, eps, a->in[0].data, a->in[1].data, a->in[2].data,
-                          a->in[3].data, a->out.data);
+        cpu_ln_fwd_double(rows, d, eps, a->in[0].data, a->in[1].data, a->in[2].data, a->in[3].data,
+                          a->out.data);
     return TG_OK;
 }
 
@@ -163,8 +161,8 @@ tg_status tg__cpu_layer_norm_backward(void *state, const tg_kargs *a) {
     if (s)
         return s;
     const tg_kview *gp = &a->in[4];
-    if (!tg__kview_contig(&a->in[0]) || tg__kview_numel(&a->in[0]) != rows * d ||
-        gp->ndim != 2 || gp->shape[0] != 2 || gp->shape[1] != d || !tg__kview_contig(gp))
+    if (!tg__kview_contig(&a->in[0]) || tg__kview_numel(&a->in[0]) != rows * d || gp->ndim != 2 ||
+        gp->shape[0] != 2 || gp->shape[1] != d || !tg__kview_contig(gp))
         return tg__cpu_fail(a, TG_ERR_SHAPE,
                             "cpu layer_norm_backward: g must be contiguous and like x, gparams "
                             "(2, %lld)",

@@ -68,8 +68,8 @@ __global__ static void k_ln_forward(int64_t rows, int64_t d, double eps, const T
 
 /* dx = (g w - mean(g w) - xhat mean(g w xhat)) * invstd per row. */
 template <typename T>
-__global__ static void k_ln_backward_dx(int64_t rows, int64_t d, const T *g, const T *x,
-                                        const T *w, const T *st, T *dx) {
+__global__ static void k_ln_backward_dx(int64_t rows, int64_t d, const T *g, const T *x, const T *w,
+                                        const T *st, T *dx) {
     __shared__ double sh[2 * LN_THREADS];
     const int64_t r = blockIdx.x;
     const T *pg = g + r * d, *px = x + r * d;
@@ -112,8 +112,8 @@ static tg_status ln_geom(const tg_kargs *a, const tg_kview *x, const tg_kview *w
     *d = tg__kview_numel(w);
     *rows = *d > 0 ? n / *d : 0;
     if (!tg__kview_contig(x) || !tg__kview_contig(&a->out) || !tg__kview_contig(w) || n == 0 ||
-        *d == 0 || n % *d || tg__kview_numel(&a->out) != n || st->ndim != 2 ||
-        st->shape[0] != 2 || st->shape[1] != *rows || !tg__kview_contig(st))
+        *d == 0 || n % *d || tg__kview_numel(&a->out) != n || st->ndim != 2 || st->shape[0] != 2 ||
+        st->shape[1] != *rows || !tg__kview_contig(st))
         return tg__cuda_fail(a, TG_ERR_SHAPE,
                              "cuda %s: operands must be contiguous, the input (R, D) with D the "
                              "weight's %lld elements and stats (2, R)",
@@ -171,15 +171,15 @@ tg_status tg__cuda_layer_norm_backward(void *state, const tg_kargs *a) {
                     *sv = (const float *)a->in[3].data;
         k_ln_backward_dx<float><<<(unsigned)rows, LN_THREADS, 0, s->stream>>>(
             rows, d, g, x, (const float *)a->in[2].data, sv, (float *)a->out.data);
-        k_ln_backward_params<float><<<pblocks, LN_THREADS, 0, s->stream>>>(
-            rows, d, g, x, sv, (float *)a->in[4].data);
+        k_ln_backward_params<float>
+            <<<pblocks, LN_THREADS, 0, s->stream>>>(rows, d, g, x, sv, (float *)a->in[4].data);
     } else {
         const double *g = (const double *)a->in[0].data, *x = (const double *)a->in[1].data,
                      *sv = (const double *)a->in[3].data;
         k_ln_backward_dx<double><<<(unsigned)rows, LN_THREADS, 0, s->stream>>>(
             rows, d, g, x, (const double *)a->in[2].data, sv, (double *)a->out.data);
-        k_ln_backward_params<double><<<pblocks, LN_THREADS, 0, s->stream>>>(
-            rows, d, g, x, sv, (double *)a->in[4].data);
+        k_ln_backward_params<double>
+            <<<pblocks, LN_THREADS, 0, s->stream>>>(rows, d, g, x, sv, (double *)a->in[4].data);
     }
     TG__CUDA_LAUNCHED(a);
     return TG_OK;

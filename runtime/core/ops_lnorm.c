@@ -25,16 +25,15 @@
 /* x float, weight (and bias) of its dtype, weight->ndim == ndim, x ends in
  * weight's shape, bias shaped as weight, nothing empty. */
 static bool ln_check(tg_ctx *ctx, const char *op, tg_tensor *x, int ndim, tg_tensor *w,
-                     tg_tensor *b)
-{
+                     tg_tensor *b) {
     char sx[96], sw[96], sb[96];
     tg_tensor *ts[3] = {x, w, b};
     if (!tg__check_args(ctx, op, b ? 3 : 2, ts) || !tg__check_float(ctx, op, x) ||
         !tg__check_same_dtype(ctx, op, x, w) || (b && !tg__check_same_dtype(ctx, op, x, b)))
         return false;
     if (ndim < 1 || ndim > TG_MAX_DIMS || w->ndim != ndim) {
-        tg__fail(ctx, TG_ERR_SHAPE, "%s: ndim %d must be in [1, %d] and match weight %s", op,
-                 ndim, TG_MAX_DIMS, tg_shape_str(w, sw, sizeof sw));
+        tg__fail(ctx, TG_ERR_SHAPE, "%s: ndim %d must be in [1, %d] and match weight %s", op, ndim,
+                 TG_MAX_DIMS, tg_shape_str(w, sw, sizeof sw));
         return false;
     }
     bool ok = x->ndim >= ndim && tg_numel(x) > 0;
@@ -45,14 +44,13 @@ static bool ln_check(tg_ctx *ctx, const char *op, tg_tensor *x, int ndim, tg_ten
     if (!ok)
         tg__fail(ctx, TG_ERR_SHAPE,
                  "%s: input %s must be non-empty and end in the weight's shape %s%s%s", op,
-                 tg_shape_str(x, sx, sizeof sx), tg_shape_str(w, sw, sizeof sw),
-                 b ? ", bias " : "", b ? tg_shape_str(b, sb, sizeof sb) : "");
+                 tg_shape_str(x, sx, sizeof sx), tg_shape_str(w, sw, sizeof sw), b ? ", bias " : "",
+                 b ? tg_shape_str(b, sb, sizeof sb) : "");
     return ok;
 }
 
 tg_tensor *tg_layer_norm_stats(tg_ctx *ctx, tg_tensor *x, int ndim, tg_tensor *weight,
-                               tg_tensor *bias, double eps, tg_tensor **stats)
-{
+                               tg_tensor *bias, double eps, tg_tensor **stats) {
     const char *op = "layer_norm";
     if (stats)
         *stats = NULL;
@@ -78,15 +76,13 @@ tg_tensor *tg_layer_norm_stats(tg_ctx *ctx, tg_tensor *x, int ndim, tg_tensor *w
 }
 
 tg_tensor *tg_layer_norm(tg_ctx *ctx, tg_tensor *x, int ndim, tg_tensor *weight, tg_tensor *bias,
-                         double eps)
-{
+                         double eps) {
     return tg_layer_norm_stats(ctx, x, ndim, weight, bias, eps, NULL);
 }
 
 tg_tensor *tg_layer_norm_backward(tg_ctx *ctx, tg_tensor *g, tg_tensor *x, int ndim,
                                   tg_tensor *weight, tg_tensor *stats, tg_tensor **gweight,
-                                  tg_tensor **gbias)
-{
+                                  tg_tensor **gbias) {
     const char *op = "layer_norm_backward";
     char sg[96], sx[96], ss[96];
     if (gweight)
@@ -120,8 +116,8 @@ tg_tensor *tg_layer_norm_backward(tg_ctx *ctx, tg_tensor *g, tg_tensor *x, int n
         return NULL;
     for (int k = 0; k < 2; k++) {
         tg_tensor **dst = k ? gbias : gweight;
-        if (dst && !(*dst = tg_reshape(ctx, tg_slice(ctx, ins[4], 0, k, k + 1, 1), ndim,
-                                       weight->shape)))
+        if (dst &&
+            !(*dst = tg_reshape(ctx, tg_slice(ctx, ins[4], 0, k, k + 1, 1), ndim, weight->shape)))
             return NULL;
     }
     return dx;
@@ -133,8 +129,7 @@ tg_tensor *tg_layer_norm_backward(tg_ctx *ctx, tg_tensor *g, tg_tensor *x, int n
  *   dx = (gw - mean(gw) - xhat * mean(gw * xhat)) * invstd,
  * d weight = sum over the leading dims of g * xhat, d bias of g. */
 static tg_status ln_backward_composed(tg_ctx *ctx, const tg__rec *r, tg_tensor *g,
-                                      tg_tensor **gin)
-{
+                                      tg_tensor **gin) {
     tg_tensor *x = r->in[0], *w = r->in[1], *b = r->in[2];
     const int nd = (int)r->p.ints[0], lead = x->ndim - nd;
     int axes[TG_MAX_DIMS], laxes[TG_MAX_DIMS];
@@ -151,9 +146,9 @@ static tg_status ln_backward_composed(tg_ctx *ctx, const tg__rec *r, tg_tensor *
         return ctx->status;
     if (x->requires_grad) {
         tg_tensor *gw = tg_mul(ctx, g, w);
-        tg_tensor *t = tg_sub(ctx, tg_sub(ctx, gw, tg_mean(ctx, gw, nd, axes, true)),
-                              tg_mul(ctx, xhat, tg_mean(ctx, tg_mul(ctx, gw, xhat), nd, axes,
-                                                        true)));
+        tg_tensor *t =
+            tg_sub(ctx, tg_sub(ctx, gw, tg_mean(ctx, gw, nd, axes, true)),
+                   tg_mul(ctx, xhat, tg_mean(ctx, tg_mul(ctx, gw, xhat), nd, axes, true)));
         if (!(gin[0] = tg_mul(ctx, t, inv)))
             return ctx->status;
     }
@@ -169,13 +164,11 @@ static tg_status ln_backward_composed(tg_ctx *ctx, const tg__rec *r, tg_tensor *
     return TG_OK;
 }
 
-tg_status tg__bw_layer_norm(tg_ctx *ctx, const tg__rec *r, tg_tensor *g, tg_tensor **gin)
-{
+tg_status tg__bw_layer_norm(tg_ctx *ctx, const tg__rec *r, tg_tensor *g, tg_tensor **gin) {
     if (ctx->grad_enabled)
         return ln_backward_composed(ctx, r, g, gin);
     tg_tensor *x = r->in[0], *w = r->in[1], *b = r->in[2], *gw = NULL, *gb = NULL;
-    tg_tensor *dx =
-        tg_layer_norm_backward(ctx, g, x, (int)r->p.ints[0], w, r->in[3], &gw, &gb);
+    tg_tensor *dx = tg_layer_norm_backward(ctx, g, x, (int)r->p.ints[0], w, r->in[3], &gw, &gb);
     if (!dx)
         return ctx->status;
     gin[0] = x->requires_grad ? dx : NULL;
@@ -185,8 +178,7 @@ tg_status tg__bw_layer_norm(tg_ctx *ctx, const tg__rec *r, tg_tensor *g, tg_tens
 }
 
 /* Never recorded (no TG_OPF_DIFF), so never called. */
-tg_status tg__bw_layer_norm_backward(tg_ctx *ctx, const tg__rec *r, tg_tensor *g, tg_tensor **gin)
-{
+tg_status tg__bw_layer_norm_backward(tg_ctx *ctx, const tg__rec *r, tg_tensor *g, tg_tensor **gin) {
     (void)r, (void)g, (void)gin;
     return tg__fail(ctx, TG_ERR_AUTOGRAD,
                     "layer_norm_backward: no second derivative (layer_norm's backward rule "
