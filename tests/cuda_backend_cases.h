@@ -188,6 +188,7 @@ static const int64_t ce_t4[4] = {2, 0, 4, 4};             /* 4 rows of 5 classes
 static const int64_t ce_t3[3] = {5, 699, 0};              /* 3 rows of 700 classes */
 #include "cuda_backend_ops2_builders.h"
 #include "cuda_backend_attn_builders.h"
+#include "cuda_backend_lnorm_builders.h"
 /* 1500 rows: more than the 1024 row blocks of the CUDA forward's first pass.
  * Filled by cb_fill_targets() before the tests run. */
 #define CE_MANY 1500
@@ -698,6 +699,7 @@ static const cb_case cb_table[] = {
      .tol = 1e-4},
 #include "cuda_backend_ops2_rows.h"
 #include "cuda_backend_attn_rows.h"
+#include "cuda_backend_lnorm_rows.h"
 };
 #define CB_NCASES ((int)(sizeof cb_table / sizeof cb_table[0]))
 

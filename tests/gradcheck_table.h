@@ -326,6 +326,7 @@ static tg_tensor *b_mlp(tg_ctx *ctx, tg_tensor *const *in) {
 
 #include "gradcheck_table_ops2.h"
 #include "gradcheck_table_attn.h"
+#include "gradcheck_table_lnorm.h"
 #undef B
 
 /* ------------------------------------------------------------------------ */
@@ -820,6 +821,7 @@ static const gc_case gc_table[] = {
         .in = {GC_IN(R, 2, 4, 3), GC_IN(R, 2, 3, 5), GC_IN(R, 2, 5, 2)}, GC_OUT(1, 2), SO),
 #include "gradcheck_rows_ops2.h"
 #include "gradcheck_rows_attn.h"
+#include "gradcheck_rows_lnorm.h"
 };
 
 #undef R

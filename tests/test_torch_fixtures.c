@@ -1,5 +1,6 @@
 /*
- * Every op against PyTorch: tests/fixtures/ops.txt (and attn.txt, the fused
+ * Every op against PyTorch: tests/fixtures/ops.txt (and lnorm.txt, the fused
+ * layer norm from tests/gen_fixtures_lnorm.py, and attn.txt, the fused
  * attention from a torch 2 generator, tests/gen_fixtures_attn.py) holds, per case, the
  * inputs, the op's parameters, torch's forward output and torch's gradients of
  * sum(out * W) for a fixed seed W (tests/gen_fixtures.py makes the file and
@@ -475,6 +476,22 @@ static int apply(tg_ctx *ctx, const operands *o, tg_tensor **out) {
         const bool causal = param_i64(c, "causal", 0) != 0;
         r = (op[0] == 's' ? tg_scaled_dot_product_attention : tg_attention_composed)(
             ctx, opnd(o, "q"), opnd(o, "k"), opnd(o, "v"), causal);
+    } else if (strcmp(op, "layer_norm") == 0) {
+        r = tg_layer_norm(ctx, opnd(o, "x"), (int)param_i64(c, "ndim", 0), opnd(o, "w"),
+                          opnd(o, "b"), param_f64(c, "eps", 0));
+    } else if (strcmp(op, "layer_norm_backward") == 0) {
+        /* the statistics from the forward row (bias 0), then the gradients */
+        tg_tensor *x = opnd(o, "x"), *w = opnd(o, "w"), *st = NULL;
+        const int nd = (int)param_i64(c, "ndim", 0);
+        bool prev = tg_set_grad_enabled(ctx, false);
+        tg_tensor *y = tg_layer_norm_stats(ctx, x, nd, w, tg_zeros(ctx, w->dtype, w->ndim, w->shape),
+                                           param_f64(c, "eps", 0), &st);
+        tg_set_grad_enabled(ctx, prev);
+        out[0] = y ? tg_layer_norm_backward(ctx, opnd(o, "g"), x, nd, w, st, &out[1], &out[2])
+                   : NULL;
+        if (!out[0])
+            CASE_FAIL("layer_norm_backward failed: %s", tg_ctx_error(ctx));
+        return 3;
     } else if (strcmp(op, "scaled_dot_product_attention_backward") == 0) {
         /* o and lse from the forward row, then the three gradients. */
         tg_tensor *q = opnd(o, "q"), *k = opnd(o, "k"), *v = opnd(o, "v"), *lse = NULL;
@@ -700,7 +717,8 @@ static int group_teardown(void **state) {
 
 int main(void) {
     if (load_fixtures(TG_FIXTURE_DIR "/ops.txt") == 0)
-        load_fixtures(TG_FIXTURE_DIR "/attn.txt");
+        if (load_fixtures(TG_FIXTURE_DIR "/attn.txt") == 0)
+            load_fixtures(TG_FIXTURE_DIR "/lnorm.txt");
     static const tg_dtype dts[2] = {TG_F64, TG_F32};
     size_t ntests = 1 + 2 * (size_t)g_ncases;
     struct CMUnitTest *tests = calloc(ntests, sizeof *tests);

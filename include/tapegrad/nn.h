@@ -137,6 +137,25 @@ tg_tensor *tg_batch_norm(tg_ctx *ctx, tg_tensor *x, tg_tensor *weight, tg_tensor
  * own backward rule builds a differentiable gradient under create_graph). */
 tg_tensor *tg_batch_norm_backward(tg_ctx *ctx, tg_tensor *g, tg_tensor *x, tg_tensor *weight,
                                   tg_tensor *stats, tg_tensor **gweight, tg_tensor **gbias);
+/* Layer norm over the last ndim dims of x, whose shape must be weight's
+ * (weight->ndim == ndim) and bias's: y = (x - mean) * invstd * weight + bias
+ * per row of those dims, with the biased variance and invstd = 1 / sqrt(var
+ * + eps), as torch.nn.functional.layer_norm. One fused op: forward keeps
+ * only x, the weight and per-row statistics for backward. Differentiable in
+ * x, weight and bias to every order. */
+tg_tensor *tg_layer_norm(tg_ctx *ctx, tg_tensor *x, int ndim, tg_tensor *weight, tg_tensor *bias,
+                         double eps);
+/* The same, and (when stats is not NULL) the (2, R) step tensor of the R
+ * rows' mean and invstd, which never requires grad. */
+tg_tensor *tg_layer_norm_stats(tg_ctx *ctx, tg_tensor *x, int ndim, tg_tensor *weight,
+                               tg_tensor *bias, double eps, tg_tensor **stats);
+/* Its gradient for an incoming g shaped like x, given the stats
+ * tg_layer_norm_stats returned for this x: dx, and (when not NULL) the
+ * weight and bias gradients (weight's shape). Not differentiable: the
+ * results never require grad. */
+tg_tensor *tg_layer_norm_backward(tg_ctx *ctx, tg_tensor *g, tg_tensor *x, int ndim,
+                                  tg_tensor *weight, tg_tensor *stats, tg_tensor **gweight,
+                                  tg_tensor **gbias);
 /* Scaled dot-product attention, fused: softmax(q k^T / sqrt(D)) v with q
  * (..., T_q, D), k and v (..., T_k, D), at least 3 dims each, the leading
  * (batch, head) dims equal (no broadcasting), f32 or f64, every size > 0.

@@ -123,6 +123,9 @@ tg_status tg__cpu_avg_pool2d_backward(void *state, const tg_kargs *a);
 /* cpu_norm.c */
 tg_status tg__cpu_batch_norm(void *state, const tg_kargs *a);
 tg_status tg__cpu_batch_norm_backward(void *state, const tg_kargs *a);
+/* cpu_lnorm.c */
+tg_status tg__cpu_layer_norm(void *state, const tg_kargs *a);
+tg_status tg__cpu_layer_norm_backward(void *state, const tg_kargs *a);
 /* cpu_attn.c */
 tg_status tg__cpu_scaled_dot_product_attention(void *state, const tg_kargs *a);
 tg_status tg__cpu_scaled_dot_product_attention_backward(void *state, const tg_kargs *a);

@@ -140,6 +140,9 @@ TG__CUDA_KERNEL(avg_pool2d_backward);
 /* cuda_norm.cu */
 TG__CUDA_KERNEL(batch_norm);
 TG__CUDA_KERNEL(batch_norm_backward);
+/* cuda_lnorm.cu */
+TG__CUDA_KERNEL(layer_norm);
+TG__CUDA_KERNEL(layer_norm_backward);
 /* cuda_attn.cu */
 TG__CUDA_KERNEL(scaled_dot_product_attention);
 TG__CUDA_KERNEL(scaled_dot_product_attention_backward);

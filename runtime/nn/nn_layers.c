@@ -6,10 +6,9 @@
  * which keeps only x and per-channel statistics for backward; in eval mode
  * it is an affine map built from elementwise rows. With `sync` set
  * (SyncBatchNorm) training mode takes its statistics over every rank, built
- * from reduction, elementwise and world_sum rows. LayerNorm is a
- * composition of elementwise and reduction rows (mean, sub, mul, pow_scalar,
- * add): correct to every order of derivative, at the cost of a few more
- * passes over the activations than a fused kernel would make.
+ * from reduction, elementwise and world_sum rows. LayerNorm is the
+ * fused layer_norm row (runtime/core/ops_lnorm.c), which keeps only x and
+ * per-row statistics for backward.
  */
 #include "nn_internal.h"
 
@@ -331,14 +330,7 @@ tg_tensor *tg_layernorm_forward(tg_ctx *ctx, const tg_layernorm *ln, tg_tensor *
         return tg__fail(ctx, TG_ERR_SHAPE, "layernorm: input %s does not end in %s",
                         tg_shape_str(x, sx, sizeof sx), tg_shape_str(ln->weight, sw, sizeof sw)),
                NULL;
-    int axes[TG_MAX_DIMS];
-    for (int d = 0; d < ln->ndim; d++)
-        axes[d] = x->ndim - ln->ndim + d;
-    tg_tensor *mean = tg_mean(ctx, x, ln->ndim, axes, true);
-    tg_tensor *xc = tg_sub(ctx, x, mean);
-    tg_tensor *var = tg_mean(ctx, tg_mul(ctx, xc, xc), ln->ndim, axes, true);
-    tg_tensor *xn = tg_mul(ctx, xc, tg_pow_scalar(ctx, tg_add_scalar(ctx, var, ln->eps), -0.5));
-    return tg_add(ctx, tg_mul(ctx, xn, ln->weight), ln->bias);
+    return tg_layer_norm(ctx, x, ln->ndim, ln->weight, ln->bias, ln->eps);
 }
 
 /* ---- Embedding ---- */
