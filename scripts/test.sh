@@ -108,7 +108,7 @@ check_fixtures() {
     keep=$(mktemp -d) || return 1
     cp -a tests/fixtures "$keep/" || return 1
     for gen in tests/gen_fixtures.py tests/gen_optim_fixtures.py tests/gen_npy_fixtures.py \
-        tests/gen_fixtures_bf16.py tests/gen_gpt_fixtures.py; do
+        tests/gen_fixtures_bf16.py tests/gen_gpt_fixtures.py tests/gen_fixtures_lnorm.py; do
         /usr/bin/python3 "$gen" >/dev/null || rc=1
     done
     diff -r "$keep/fixtures" tests/fixtures || rc=1
