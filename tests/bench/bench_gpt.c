@@ -17,10 +17,12 @@
  *
  *   {"framework": "tapegrad", "model": "gpt", "batch": 32, "block": 128,
  *    "threads": 2, "steps": 10, "tokens_per_s": 12345.6, "loss": 3.2,
- *    "peak_rss_mb": 80.0, "mallocs_per_step": 0.0, "arena_peak_mb": 60.0,
+ *    "cpu_ms_per_step": 600.0, "peak_rss_mb": 80.0, "mallocs_per_step": 0.0, "arena_peak_mb": 60.0,
  *    "blas_core": "Haswell"}
  *
- * arena_peak_mb is the step arena's high-water mark (tg_arena_stats): every
+ * cpu_ms_per_step is the process's user and system CPU time over the
+ * timed steps (every thread) per step: on a loaded machine it moves far
+ * less than the wall clock. arena_peak_mb is the step arena's high-water mark (tg_arena_stats): every
  * byte one step allocates (activations, what backward saves, gradients).
  *
  * The windows are the same as torch_gpt.py's: sample i of step k is the
@@ -59,6 +61,14 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* User and system CPU seconds of the process, every thread. */
+static double cpu_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           1e-6 * (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
 }
 
 static int usage(void) {
@@ -204,11 +214,11 @@ static int run(const gpt_opts *o, gpt_run *r) {
             goto fail;
     const char *trace = getenv("TG_BENCH_HEAP_TRACE");
     tg_heap_count_start(trace ? strtol(trace, NULL, 10) : 0);
-    double t0 = now_s();
+    double t0 = now_s(), c0 = cpu_s();
     for (int64_t k = o->warmup; k < o->warmup + o->steps; k++)
         if (gpt_step(r, k, &loss) != TG_OK)
             goto fail;
-    double dt = now_s() - t0;
+    double dt = now_s() - t0, cpu = cpu_s() - c0;
     const long heap_calls = tg_heap_count_stop();
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -221,10 +231,10 @@ static int run(const gpt_opts *o, gpt_run *r) {
         np += tg_numel(r->model.params.params[i]);
     printf("{\"framework\": \"tapegrad\", \"model\": \"gpt\", \"batch\": %lld, \"block\": %lld, "
            "\"threads\": %d, \"steps\": %lld, \"params\": %lld, \"tokens_per_s\": %.1f, "
-           "\"loss\": %.6f, \"peak_rss_mb\": %.1f, \"mallocs_per_step\": %.2f, "
+           "\"loss\": %.6f, \"cpu_ms_per_step\": %.1f, \"peak_rss_mb\": %.1f, \"mallocs_per_step\": %.2f, "
            "\"arena_peak_mb\": %.1f, \"blas_core\": \"%s\"}\n",
            (long long)o->batch, (long long)o->block, o->threads, (long long)o->steps,
-           (long long)np, (double)(o->steps * o->batch * o->block) / dt, loss,
+           (long long)np, (double)(o->steps * o->batch * o->block) / dt, loss, 1e3 * cpu / (double)o->steps,
            (double)ru.ru_maxrss / 1024.0, (double)heap_calls / (double)o->steps, (double)high / 1048576.0, blas.core);
     return 0;
 fail:

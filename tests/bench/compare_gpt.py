@@ -13,7 +13,9 @@ tests/bench/torch_gpt.py (tests/gpt_torch.py's nanoGPT model with the same
 initialisation and optimizer) alternately, --runs times each, on the same
 byte-token corpus and the same windows, batch, block size and threads, and
 prints the median tokens/s of each, their ratio, the peak RSS of each (the
-largest over the runs) and tapegrad's heap calls per timed step.
+largest over the runs), the median CPU milliseconds (user + system, all
+threads) per step of each ("cpu": steadier than the wall clock on a loaded
+machine) and tapegrad's heap calls per timed step.
 
 The corpus is the text files of Debian's fortunes package
 (/usr/share/games/fortunes, without the .dat and .u8 files) or, when it is
@@ -104,6 +106,9 @@ def main():
     head += " %8s" % "tg MiB"
     for i in range(len(pythons)):
         head += " %9s" % ("torch%d MiB" % (i + 1))
+    head += " %8s" % "tg cpu"
+    for i in range(len(pythons)):
+        head += " %10s" % ("torch%d cpu" % (i + 1))
     head += " %8s  %s" % ("mallocs", "blas core")
     rows, printed = [], False
     for load in loads:
@@ -133,6 +138,8 @@ def main():
                 "torch": [statistics.median(x["tokens_per_s"] for x in t) for t in th],
                 "torch_runs": [[x["tokens_per_s"] for x in t] for t in th],
                 "torch_version": [t[0]["torch_version"] for t in th],
+                "tapegrad_cpu_ms": statistics.median(x["cpu_ms_per_step"] for x in tg),
+                "torch_cpu_ms": [statistics.median(x["cpu_ms_per_step"] for x in t) for t in th],
                 "tapegrad_rss": max(x["peak_rss_mb"] for x in tg),
                 "torch_rss": [max(x["peak_rss_mb"] for x in t) for t in th],
                 "mallocs": max(x["mallocs_per_step"] for x in tg),
@@ -147,6 +154,9 @@ def main():
             line += " %8.1f" % r["tapegrad_rss"]
             for m in r["torch_rss"]:
                 line += " %9.1f" % m
+            line += " %8.0f" % r["tapegrad_cpu_ms"]
+            for c in r["torch_cpu_ms"]:
+                line += " %10.0f" % c
             line += " %8.2f  %s" % (r["mallocs"], "/".join([r["blas_core_tapegrad"]] +
                                                            r["blas_core_torch"]))
             print(line, flush=True)

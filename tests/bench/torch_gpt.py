@@ -15,11 +15,12 @@ betas (0.9, 0.95), weight decay 0.1 on the matrices only (the Linear weights;
 not biases, layer norms, or the embeddings, tied head included, as tapegrad's
 tg_params.no_decay), gradients clipped at norm 1. Sample i of step k is the
 window starting at token (k*B + i) * 2654435761 mod (ntok - T), as in
-bench_gpt.c. Prints one JSON line:
+bench_gpt.c. Prints one JSON line (cpu_ms_per_step: the process's user and
+system CPU time over the timed steps, all threads, per step):
 
     {"framework": "torch", "model": "gpt", "batch": 32, "block": 128,
      "threads": 2, "steps": 10, "tokens_per_s": 12345.6, "loss": 3.2,
-     "peak_rss_mb": 300.0, "torch_version": "2.x", "blas": "mkl", "attn": "sdpa"}
+     "cpu_ms_per_step": 600.0, "peak_rss_mb": 300.0, "torch_version": "2.x", "blas": "mkl", "attn": "sdpa"}
 
 --attn sdpa (the default) runs the attention through
 F.scaled_dot_product_attention(is_causal=True), as nanoGPT does on a
@@ -123,16 +124,17 @@ def main():
 
     for k in range(a.warmup):
         step(k)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     loss = 0.0
     for k in range(a.warmup, a.warmup + a.steps):
         loss = step(k)
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     print(json.dumps({
         "framework": "torch", "model": "gpt", "batch": a.batch_size, "block": a.block,
         "threads": a.threads, "steps": a.steps,
         "params": sum(p.numel() for p in model.parameters()),
         "tokens_per_s": a.steps * a.batch_size * a.block / dt, "loss": loss,
+        "cpu_ms_per_step": 1e3 * cpu / a.steps,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "torch_version": torch.__version__, "blas": blas_info(), "attn": attn,
     }))
