@@ -17,13 +17,14 @@
  *
  *   {"framework": "tapegrad", "model": "gpt", "batch": 32, "block": 128,
  *    "threads": 2, "steps": 10, "tokens_per_s": 12345.6, "loss": 3.2,
- *    "cpu_ms_per_step": 600.0, "peak_rss_mb": 80.0, "mallocs_per_step": 0.0, "arena_peak_mb": 60.0,
- *    "blas_core": "Haswell"}
+ *    "cpu_ms_per_step": 600.0, "peak_rss_mb": 80.0, "mallocs_per_step": 0.0,
+ *    "arena_peak_mb": 60.0, "blas_core": "Haswell"}
  *
  * cpu_ms_per_step is the process's user and system CPU time over the
  * timed steps (every thread) per step: on a loaded machine it moves far
- * less than the wall clock. arena_peak_mb is the step arena's high-water mark (tg_arena_stats): every
- * byte one step allocates (activations, what backward saves, gradients).
+ * less than the wall clock. arena_peak_mb is the step arena's high-water
+ * mark (tg_arena_stats): every byte one step allocates (activations, what
+ * backward saves, gradients).
  *
  * The windows are the same as torch_gpt.py's: sample i of step k is the
  * window starting at token (k*B + i) * 2654435761 mod (ntok - T), read from
@@ -49,7 +50,11 @@
 #include "../heap_count.h"
 
 /* The sizes of `tapegrad train --model gpt` (launch/train.h). */
-enum { GPT_N_LAYER = 4, GPT_N_HEAD = 4, GPT_N_EMBD = 128 };
+enum {
+    GPT_N_LAYER = 4,
+    GPT_N_HEAD = 4,
+    GPT_N_EMBD = 128
+};
 
 typedef struct gpt_opts {
     const char *data;
@@ -79,8 +84,14 @@ static int usage(void) {
 }
 
 static int parse(int argc, char **argv, gpt_opts *o) {
-    *o = (gpt_opts){.batch = 32, .block = 128, .steps = 10, .warmup = 2, .threads = 2,
-                    .n_layer = GPT_N_LAYER, .n_head = GPT_N_HEAD, .n_embd = GPT_N_EMBD};
+    *o = (gpt_opts){.batch = 32,
+                    .block = 128,
+                    .steps = 10,
+                    .warmup = 2,
+                    .threads = 2,
+                    .n_layer = GPT_N_LAYER,
+                    .n_head = GPT_N_HEAD,
+                    .n_embd = GPT_N_EMBD};
     for (int i = 1; i < argc; i++) {
         if (i + 1 >= argc)
             return usage();
@@ -231,11 +242,13 @@ static int run(const gpt_opts *o, gpt_run *r) {
         np += tg_numel(r->model.params.params[i]);
     printf("{\"framework\": \"tapegrad\", \"model\": \"gpt\", \"batch\": %lld, \"block\": %lld, "
            "\"threads\": %d, \"steps\": %lld, \"params\": %lld, \"tokens_per_s\": %.1f, "
-           "\"loss\": %.6f, \"cpu_ms_per_step\": %.1f, \"peak_rss_mb\": %.1f, \"mallocs_per_step\": %.2f, "
+           "\"loss\": %.6f, \"cpu_ms_per_step\": %.1f, \"peak_rss_mb\": %.1f, "
+           "\"mallocs_per_step\": %.2f, "
            "\"arena_peak_mb\": %.1f, \"blas_core\": \"%s\"}\n",
-           (long long)o->batch, (long long)o->block, o->threads, (long long)o->steps,
-           (long long)np, (double)(o->steps * o->batch * o->block) / dt, loss, 1e3 * cpu / (double)o->steps,
-           (double)ru.ru_maxrss / 1024.0, (double)heap_calls / (double)o->steps, (double)high / 1048576.0, blas.core);
+           (long long)o->batch, (long long)o->block, o->threads, (long long)o->steps, (long long)np,
+           (double)(o->steps * o->batch * o->block) / dt, loss, 1e3 * cpu / (double)o->steps,
+           (double)ru.ru_maxrss / 1024.0, (double)heap_calls / (double)o->steps,
+           (double)high / 1048576.0, blas.core);
     return 0;
 fail:
     fprintf(stderr, "bench_gpt: %s\n", tg_ctx_error(r->ctx));
