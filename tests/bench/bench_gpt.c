@@ -187,6 +187,11 @@ static int setup(const gpt_opts *o, gpt_run *r, char **text) {
     r->idx = malloc((size_t)o->batch * sizeof(int64_t));
     r->yb = malloc((size_t)(o->batch * o->block) * sizeof(int64_t));
     r->xb = malloc((size_t)(o->batch * o->block) * sizeof(float));
+    if (o->n_embd % o->n_head) {
+        fprintf(stderr, "bench_gpt: --n-head %d does not divide --n-embd %lld\n", o->n_head,
+                (long long)o->n_embd);
+        return 2;
+    }
     size_t need = tg_gpt_model_text(NULL, 0, o->n_layer, o->n_head, o->n_embd, 0, 0.0);
     *text = need ? malloc(need) : NULL;
     if (!r->idx || !r->yb || !r->xb || !*text) {

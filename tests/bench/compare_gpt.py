@@ -76,7 +76,9 @@ def main():
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (both sides)")
     ap.add_argument("--runs", type=int, default=3, help="alternated runs of each side per row")
     ap.add_argument("--steps", type=int, default=10, help="timed training steps per run")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed steps before them")
+    ap.add_argument("--warmup", type=int, default=2,
+                    help="untimed steps before them (at least 2 for tapegrad's steady state: "
+                    "the first step grows the arena, the next reset makes it one chunk)")
     ap.add_argument("--attn", choices=["sdpa", "math"], default="sdpa",
                     help="PyTorch's attention (torch_gpt.py --attn)")
     ap.add_argument("--blas-core", default="inherit", metavar="{inherit,native,NAME}",
