@@ -61,6 +61,10 @@ static void train_usage(FILE *f) {
             g.cfg.optim.beta1, g.cfg.optim.beta2, (long long)g.cfg.schedule.warmup_steps,
             g.cfg.clip_grad_norm, (long long)g.cfg.steps_per_epoch,
             (long long)g.cfg.eval_batch_size);
+    train_args r = tg_train_args_defaults(TG_MODEL_MLP);
+    tg_train_resnet_defaults(&r);
+    fprintf(f, "  resnet20, resnet18: the mlp's, with --augment crop,flip --augment-pad %d\n",
+            r.cfg.augment_pad);
     fprintf(f, "\n"
                "signals: SIGTERM, SIGUSR1 or SIGINT stop the run at the next step: rank 0\n"
                "checkpoints (with --ckpt-dir) and every rank exits 75. A second SIGINT\n"

@@ -107,6 +107,8 @@ extern const tg_opt_choice tg_train_precisions[];
 train_args tg_train_args_defaults(tg_model_kind kind);
 /* --model gpt's training defaults (nanoGPT's recipe) onto a. */
 void tg_train_gpt_defaults(train_args *a);
+/* resnet20 and resnet18 (the shipped files): --augment crop,flip --augment-pad 2. */
+void tg_train_resnet_defaults(train_args *a);
 
 /* Resolves the options read into set onto the model's defaults (the model
  * first, then the optimizer's defaults, then the rest) and checks how they

@@ -7,6 +7,9 @@
  * - `train --model ./FILE.ini` trains, checkpoints the model file, and
  *   `eval` and `export` rebuild the model from the checkpoint alone, with
  *   the loss train reported; `--resume auto` continues.
+ * - The shipped ResNets train with crop and flip augmentation by default,
+ *   also when resumed from a checkpoint without --model; a model file with
+ *   the same layers and --augment none do not.
  * - `inspect FILE.ini` prints the summary table; the errors of --model (an
  *   unknown name, a missing file, a file that does not build) name what is
  *   wrong and exit non-zero.
@@ -210,6 +213,49 @@ static void test_inspect_and_errors(void **state) {
         fail_msg("%s", tgt_out);
 }
 
+/* resnet20's and resnet18's per-model default: --augment crop,flip
+ * --augment-pad 2; given options win, and a user's copy of the file is a
+ * model file like any other (no augmentation unless asked). */
+static void test_resnet_defaults(void **state) {
+    (void)state;
+    assert_int_equal(tgt_run("train --model resnet20 --print-config"), 0);
+    tgt_expect_out("augment = crop,flip\naugment_pad = 2\n");
+    assert_int_equal(tgt_run("train --model resnet18 --print-config"), 0);
+    tgt_expect_out("augment = crop,flip\naugment_pad = 2\n");
+    assert_int_equal(tgt_run("train --model resnet20 --augment none --augment-pad 4 "
+                             "--print-config"),
+                     0);
+    tgt_expect_out("augment = none\naugment_pad = 4\n");
+    assert_int_equal(tgt_run("train --model cnn --print-config"), 0);
+    tgt_expect_out("augment = none\n");
+    char copy[512];
+    snprintf(copy, sizeof copy, "%s", tgt_path("resnet20.ini"));
+    tgt_write_file(copy, tg_model_builtin_text("resnet20"));
+    assert_int_equal(tgt_run("train --model '%s' --print-config", copy), 0);
+    tgt_expect_out("augment = none\n");
+    assert_int_equal(tgt_run("train --help"), 0);
+    tgt_expect_out("resnet20, resnet18: the mlp's, with --augment crop,flip --augment-pad 2");
+    /* A run resumed from its checkpoint alone keeps the model's defaults:
+     * the warning about changed settings names --max-steps alone. */
+    const char *data = make_images("r.h5", 3, 8, 16, 8);
+    char ck[512];
+    snprintf(ck, sizeof ck, "%s", tgt_path("rck"));
+    if (tgt_run("train --model resnet20 --data '%s' --batch-size 8 --max-steps 1 "
+                "--ckpt-dir '%s' --quiet",
+                data, ck) != 0)
+        fail_msg("train:\n%s", tgt_out);
+    if (tgt_run("train --data '%s' --batch-size 8 --max-steps 2 --ckpt-dir '%s' --resume auto",
+                data, ck) != 0)
+        fail_msg("resume:\n%s", tgt_out);
+    tgt_expect_out("augment = crop,flip, augment_pad = 2");
+    const char *w = strstr(tgt_out, "other settings");
+    assert_non_null(w); /* --max-steps changed, and only it */
+    char warning[512];
+    snprintf(warning, sizeof warning, "%.*s", (int)strcspn(w, "\n"), w);
+    if (!strstr(warning, "max_steps = 2;") || strstr(warning, "augment"))
+        fail_msg("resumed with other augmentation settings:\n%s", tgt_out);
+}
+
 static int setup(void **state) {
     (void)state;
     return tgt_dir_setup("tg_modelfile_cli");
@@ -225,6 +271,7 @@ int main(void) {
         cmocka_unit_test(test_resnet20_learns),
         cmocka_unit_test(test_train_eval_export),
         cmocka_unit_test(test_inspect_and_errors),
+        cmocka_unit_test(test_resnet_defaults),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
