@@ -4,7 +4,7 @@
  * default while the training thread gets its CPU, and briefly while it waits
  * for one (the cores are shared).
  *
- *   - The decision, fed synthetic wall and run-delay figures: quiet windows
+ *   - The decision, fed synthetic runnable-time and run-delay figures: quiet windows
  *     keep the long spin, a busy window turns the short one on, short steps
  *     are summed into windows, it turns off after quiet windows in a row,
  *     asks for longer quiet after coming back soon, skips bad figures.
@@ -34,11 +34,12 @@
 
 /* ---- the decision ---- */
 
-/* Feeds `n` steps of `wall` seconds with `frac` of it spent waiting. */
-static bool feed(tg__spin_watch *w, int n, double wall, double frac) {
+/* Feeds `n` steps of `time` runnable seconds with `frac` of it spent
+ * waiting for a CPU. */
+static bool feed(tg__spin_watch *w, int n, double time, double frac) {
     bool on = w->throttled;
     for (int i = 0; i < n; i++)
-        on = tg__spin_watch_feed(w, wall, wall * frac);
+        on = tg__spin_watch_feed(w, time, time * frac);
     return on;
 }
 
@@ -52,9 +53,9 @@ static void test_quiet_keeps_long_spin(void **state) {
 static void test_busy_window_turns_short_spin_on(void **state) {
     (void)state;
     tg__spin_watch w = {0};
-    /* Steps of 1/64 s (exact in binary): the first window closes when they
+    /* Steps of 1/256 s (exact in binary): the first window closes when they
      * add up to 0.2 s, not before. */
-    const double step = 1.0 / 64;
+    const double step = 1.0 / 256;
     int per_window = 0;
     while (per_window * step < TG__SPIN_WINDOW_S)
         per_window++;
@@ -64,6 +65,7 @@ static void test_busy_window_turns_short_spin_on(void **state) {
     tg__spin_watch w2 = {0};
     assert_true(tg__spin_watch_feed(&w2, 1.0, 0.2));
     /* One busy step among quiet ones, under the threshold for its window. */
+    assert_true(1.0 / per_window < TG__SPIN_BUSY_FRAC);
     tg__spin_watch w3 = {0};
     assert_false(feed(&w3, per_window - 1, step, 0.0) || tg__spin_watch_feed(&w3, step, step));
 }
@@ -108,8 +110,8 @@ static void test_bad_figures_skipped(void **state) {
     (void)state;
     tg__spin_watch w = {0};
     assert_false(tg__spin_watch_feed(&w, 1.0, -1.0)); /* the delay was not read */
-    assert_false(tg__spin_watch_feed(&w, -1.0, 0.5)); /* the clock went back */
-    assert_true(w.wall == 0 && w.delay == 0);
+    assert_false(tg__spin_watch_feed(&w, -1.0, 0.5)); /* a counter went back */
+    assert_true(w.time == 0 && w.delay == 0);
     assert_true(tg__spin_watch_feed(&w, 1.0, 0.5));
 }
 

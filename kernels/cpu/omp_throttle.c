@@ -16,7 +16,8 @@
  *
  * So the CPU backend watches, once per step (tg_step_reset), how long the
  * training thread waited for a CPU while runnable (the run delay the kernel
- * keeps in /proc/thread-self/schedstat) against the wall time. When the
+ * keeps in /proc/thread-self/schedstat) against the time it was runnable
+ * (on a CPU or waiting for one), over windows of 50 ms. When the
  * waiting is a noticeable part of the time, the cores are shared, and a
  * helper thread opens an OpenMP region whose threads sleep on a condition
  * variable: libgomp now manages more threads than CPUs and every spin in the
@@ -44,15 +45,15 @@
 
 /* ---- the decision ---- */
 
-bool tg__spin_watch_feed(tg__spin_watch *w, double wall_s, double delay_s) {
-    if (!(wall_s >= 0) || !(delay_s >= 0))
-        return w->throttled; /* a clock went backwards or a read failed: skip */
-    w->wall += wall_s;
+bool tg__spin_watch_feed(tg__spin_watch *w, double time_s, double delay_s) {
+    if (!(time_s >= 0) || !(delay_s >= 0))
+        return w->throttled; /* a counter went backwards or a read failed: skip */
+    w->time += time_s;
     w->delay += delay_s;
-    if (w->wall < TG__SPIN_WINDOW_S)
+    if (w->time < TG__SPIN_WINDOW_S)
         return w->throttled;
-    const double frac = w->delay / w->wall;
-    w->wall = w->delay = 0;
+    const double frac = w->delay / w->time;
+    w->time = w->delay = 0;
     const int need = w->need > 0 ? w->need : TG__SPIN_QUIET_WINDOWS;
     if (frac >= TG__SPIN_BUSY_FRAC) {
         if (!w->throttled) {
@@ -91,7 +92,8 @@ struct tg__omp_throttle {
     pthread_cond_t cv;
     int state;      /* 0: opening, 1: open, 2: asked to close */
     int extra;      /* threads the helper's region adds */
-    double last_wall, last_delay;
+    double last_wall, last_run, last_delay;
+    bool have;      /* last_run and last_delay were read */
     pid_t last_tid; /* the thread the last figures came from */
 };
 
@@ -101,22 +103,25 @@ static double wall_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* The calling thread's run delay in seconds (time runnable but waiting for
- * a CPU, the second field of its schedstat), or -1. No heap call. */
-static double run_delay_s(void) {
+/* The calling thread's time on a CPU and its run delay (time runnable but
+ * waiting for a CPU), in seconds: the first two fields of its schedstat.
+ * False when they cannot be read. No heap call. */
+static bool sched_times(double *run, double *delay) {
     int fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return -1;
+        return false;
     char buf[128];
     ssize_t n = read(fd, buf, sizeof buf - 1);
     close(fd);
     if (n <= 0)
-        return -1;
+        return false;
     buf[n] = '\0';
-    unsigned long long run, delay;
-    if (sscanf(buf, "%llu %llu", &run, &delay) != 2)
-        return -1;
-    return 1e-9 * (double)delay;
+    unsigned long long r, d;
+    if (sscanf(buf, "%llu %llu", &r, &d) != 2)
+        return false;
+    *run = 1e-9 * (double)r;
+    *delay = 1e-9 * (double)d;
+    return true;
 }
 
 static void *helper_main(void *arg) {
@@ -173,8 +178,9 @@ tg__omp_throttle *tg__omp_throttle_new(int threads) {
         return NULL;
     pthread_mutex_init(&t->mu, NULL);
     pthread_cond_init(&t->cv, NULL);
+    double run, delay;
     t->on = !getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT") && threads != 1 &&
-            run_delay_s() >= 0;
+            sched_times(&run, &delay);
     t->last_tid = -1;
     return t;
 }
@@ -205,18 +211,30 @@ void tg__omp_throttle_step(tg__omp_throttle *t) {
         return;
     const double wall = wall_now();
     const pid_t tid = gettid();
-    if (tid != t->last_tid || wall - t->last_wall < TG__SPIN_WINDOW_S / 4) {
-        if (tid != t->last_tid) {
-            t->last_tid = tid;
-            t->last_wall = wall;
-            t->last_delay = run_delay_s();
-        }
-        return; /* the schedstat file is read a few times a window at most */
+    double run = 0, delay = 0;
+    if (tid != t->last_tid) {
+        /* The first step on this thread: its history so far (loading the
+         * data, building the model) is the first window, so that a busy
+         * machine is seen before the first parallel steps rather than after. */
+        t->last_tid = tid;
+        t->last_wall = wall;
+        t->have = sched_times(&t->last_run, &t->last_delay);
+        if (t->have && t->last_run + t->last_delay >= TG__SPIN_WINDOW_S)
+            tg__omp_throttle_set(t, tg__spin_watch_feed(&t->watch, t->last_run + t->last_delay,
+                                                        t->last_delay));
+        return;
     }
-    const double delay = run_delay_s();
-    const bool want = tg__spin_watch_feed(&t->watch, wall - t->last_wall,
-                                          delay >= 0 && t->last_delay >= 0 ? delay - t->last_delay : -1);
+    if (wall - t->last_wall < TG__SPIN_WINDOW_S / 4)
+        return; /* the schedstat file is read a few times a window at most */
+    const bool have = sched_times(&run, &delay);
+    const bool want =
+        have && t->have
+            ? tg__spin_watch_feed(&t->watch, (run - t->last_run) + (delay - t->last_delay),
+                                  delay - t->last_delay)
+            : t->watch.throttled;
     t->last_wall = wall;
+    t->have = have;
+    t->last_run = run;
     t->last_delay = delay;
     tg__omp_throttle_set(t, want);
 }

@@ -8,8 +8,10 @@
 
 #include <stdbool.h>
 
-/* The figures are summed over windows of at least this much wall time. */
-#define TG__SPIN_WINDOW_S 0.2
+/* The figures are summed over windows of at least this much runnable time
+ * (about ten of the scheduler's time slices under load; the run delay of one
+ * interruption by a kernel thread is a small part of it). */
+#define TG__SPIN_WINDOW_S 0.05
 /* A window in which the training thread waited for a CPU this part of the
  * time or more turns the short spin on... */
 #define TG__SPIN_BUSY_FRAC 0.10
@@ -17,14 +19,14 @@
  * (twice as many after each time the short spin had to come back within
  * that many windows, up to TG__SPIN_QUIET_MAX), turn it off again. */
 #define TG__SPIN_QUIET_FRAC 0.03
-#define TG__SPIN_QUIET_WINDOWS 3
-#define TG__SPIN_QUIET_MAX 96
+#define TG__SPIN_QUIET_WINDOWS 4
+#define TG__SPIN_QUIET_MAX 256
 /* More parked threads than this (a few threads on a very large node) and
  * the short spin is not used. */
 #define TG__SPIN_MAX_PARKED 256
 
 typedef struct tg__spin_watch {
-    double wall, delay; /* summed over the current window, seconds */
+    double time, delay; /* runnable time and run delay summed over the window, s */
     int quiet;          /* quiet windows in a row while throttled */
     int need;           /* quiet windows that turn the short spin off (0: the default) */
     int since;          /* windows since it was last turned off */
@@ -32,10 +34,11 @@ typedef struct tg__spin_watch {
     bool throttled;
 } tg__spin_watch;
 
-/* Feeds one interval's wall time and the training thread's run delay in it
- * (seconds; a negative figure is skipped); returns whether the short spin
+/* Feeds one interval's runnable time of the training thread (on a CPU or
+ * waiting for one) and the part of it spent waiting (its run delay), in
+ * seconds (a negative figure is skipped); returns whether the short spin
  * should be on. A zeroed struct is the starting state (long spin). */
-bool tg__spin_watch_feed(tg__spin_watch *w, double wall_s, double delay_s);
+bool tg__spin_watch_feed(tg__spin_watch *w, double time_s, double delay_s);
 
 typedef struct tg__omp_throttle tg__omp_throttle;
 
