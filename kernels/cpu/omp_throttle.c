@@ -85,13 +85,13 @@ bool tg__spin_watch_feed(tg__spin_watch *w, double time_s, double delay_s) {
 
 struct tg__omp_throttle {
     tg__spin_watch watch;
-    bool on;        /* the watch runs (see tg__omp_throttle_new) */
-    bool parked;    /* the helper's region is open */
+    bool on;     /* the watch runs (see tg__omp_throttle_new) */
+    bool parked; /* the helper's region is open */
     pthread_t helper;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int state;      /* 0: opening, 1: open, 2: asked to close */
-    int extra;      /* threads the helper's region adds */
+    int state; /* 0: opening, 1: open, 2: asked to close */
+    int extra; /* threads the helper's region adds */
     double last_wall, last_run, last_delay;
     bool have;      /* last_run and last_delay were read */
     pid_t last_tid; /* the thread the last figures came from */
@@ -220,8 +220,8 @@ void tg__omp_throttle_step(tg__omp_throttle *t) {
         t->last_wall = wall;
         t->have = sched_times(&t->last_run, &t->last_delay);
         if (t->have && t->last_run + t->last_delay >= TG__SPIN_WINDOW_S)
-            tg__omp_throttle_set(t, tg__spin_watch_feed(&t->watch, t->last_run + t->last_delay,
-                                                        t->last_delay));
+            tg__omp_throttle_set(
+                t, tg__spin_watch_feed(&t->watch, t->last_run + t->last_delay, t->last_delay));
         return;
     }
     if (wall - t->last_wall < TG__SPIN_WINDOW_S / 4)
