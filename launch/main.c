@@ -10,7 +10,6 @@
 #include "tapegrad/runtime.h"
 
 int main(int argc, char **argv) {
-    tg_omp_spin_setup(argv);
     int code = tg_cli_main(argc, argv);
     /* Output that could not be written (a full disk, a closed pipe) is a
      * failure even when the command itself succeeded. */

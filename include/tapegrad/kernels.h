@@ -127,6 +127,9 @@ typedef struct tg_backend {
     tg_status (*zero)(void *state, void *dst, size_t nbytes);
     /* Wait for all queued work of this context. */
     tg_status (*synchronize)(void *state);
+    /* (optional) Called at every tg_step_reset, on the thread that calls it
+     * (the CPU backend's spin watch). */
+    void (*step)(void *state);
     /* In-place helpers used by gradient accumulation and optimizers:
      * dst[i] += alpha * src[i], dst[i] *= alpha, dst[i] = value; contiguous,
      * n elements of a float dtype. */

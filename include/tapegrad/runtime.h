@@ -154,17 +154,6 @@ typedef struct tg_ctx_config {
  * on or off for this context (see Lifetimes above). */
 tg_status tg_ctx_new(const tg_ctx_config *cfg, tg_ctx **out);
 
-/* Call first in main() of a program that runs on several CPU threads. Unless
- * OMP_WAIT_POLICY or GOMP_SPINCOUNT is in the environment (a user's choice
- * stands), it sets GOMP_SPINCOUNT=1000 and executes the program again with
- * the same arguments (its own file, found through /proc/self/exe; the name
- * and the pid stay), so that idle OpenMP workers spin
- * about 50 us instead of milliseconds before they sleep: on cores shared with
- * other processes, libgomp's long default spin makes 2 threads slower than 1.
- * The OpenMP runtime reads the variable only when it is loaded, hence the
- * second start. Returns only when nothing was to be done or the exec failed.
- * The tapegrad executable and the benchmarks call it. */
-void tg_omp_spin_setup(char **argv);
 const char *tg_last_init_error(void);
 void tg_ctx_free(tg_ctx *ctx);
 

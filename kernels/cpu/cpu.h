@@ -38,11 +38,16 @@
 /* oneDNN's engine, stream, primitive cache and bf16 buffers (cpu_dnnl.c). */
 typedef struct tg__dnnl tg__dnnl;
 
-/* Per-context state: the thread count the context asked for, and oneDNN's
- * state, made at the first bf16 product (NULL until then). */
+/* The short OpenMP spin while the cores are shared (omp_throttle.h). */
+typedef struct tg__omp_throttle tg__omp_throttle;
+
+/* Per-context state: the thread count the context asked for, oneDNN's
+ * state, made at the first bf16 product (NULL until then), and the watch
+ * that shortens OpenMP's spin while the cores are shared (NULL: none). */
 typedef struct tg__cpu_state {
     int threads;
     tg__dnnl *dnnl;
+    tg__omp_throttle *throttle;
 } tg__cpu_state;
 
 /* ---- oneDNN (cpu_dnnl.c) ---- */

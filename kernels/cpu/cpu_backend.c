@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cpu.h"
+#include "omp_throttle.h"
 
 /* Memory is aligned to a cache line, which is also the widest SIMD register. */
 #define CPU_ALIGN 64
@@ -70,6 +71,7 @@ static tg_status cpu_init(void **state, int threads, char *err, size_t errlen) {
     }
     s->threads = threads;
     s->dnnl = NULL;
+    s->throttle = tg__omp_throttle_new(threads);
     /* Both thread pools follow the context's setting so that OpenMP loops
      * and BLAS calls do not oversubscribe the machine against each other. */
     if (threads > 0) {
@@ -82,9 +84,17 @@ static tg_status cpu_init(void **state, int threads, char *err, size_t errlen) {
 
 static void cpu_release(void *state) {
     tg__cpu_state *s = state;
-    if (s)
+    if (s) {
         tg__dnnl_free(s->dnnl);
+        tg__omp_throttle_free(s->throttle);
+    }
     free(state);
+}
+
+/* Once per step: the spin watch (omp_throttle.c). */
+static void cpu_step(void *state) {
+    tg__cpu_state *s = state;
+    tg__omp_throttle_step(s->throttle);
 }
 
 tg__dnnl *tg__cpu_dnnl(void *state, const tg_kargs *a) {
@@ -186,6 +196,7 @@ static const tg_backend cpu_backend = {
     .name = "cpu",
     .device = TG_DEVICE_CPU,
     .init = cpu_init,
+    .step = cpu_step,
     .release = cpu_release,
     .alloc = cpu_alloc,
     .free = cpu_free,

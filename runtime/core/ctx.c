@@ -386,6 +386,8 @@ void tg_step_reset(tg_ctx *ctx)
     ctx->step++;
     tg__arena_reset(ctx, &ctx->step_meta);
     tg__arena_reset(ctx, &ctx->step_data);
+    if (ctx->be->step)
+        ctx->be->step(ctx->bstate);
 }
 
 tg_status tg_synchronize(tg_ctx *ctx)

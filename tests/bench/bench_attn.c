@@ -55,7 +55,6 @@ static void die(tg_ctx *ctx, const char *what) {
 }
 
 int main(int argc, char **argv) {
-    tg_omp_spin_setup(argv);
     const char *variant = "fused";
     long t = 0, b = 4, h = 4, d = 32, causal = 1, threads = 0, steps = 5, warmup = 1;
     for (int i = 1; i + 1 < argc; i += 2) {

@@ -369,7 +369,6 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
-    tg_omp_spin_setup(argv);
     int threads = 2;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {

@@ -214,7 +214,6 @@ fail:
 }
 
 int main(int argc, char **argv) {
-    tg_omp_spin_setup(argv);
     bench_opts o;
     int rc = parse(argc, argv, &o);
     if (rc)

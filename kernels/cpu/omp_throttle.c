@@ -1,0 +1,240 @@
+/*
+ * kernels/cpu/omp_throttle.c: idle OpenMP workers spin long while the cores
+ * are the process's own and briefly while they are shared (docs/PERFORMANCE.md,
+ * "Under contention").
+ *
+ * libgomp's idle workers spin GOMP_SPINCOUNT (300,000 by default, a few
+ * milliseconds) at every barrier and between regions before they sleep. On
+ * cores of its own that keeps the hand-off between the many short regions of
+ * a step fast; on shared cores the spinning worker burns the time slice the
+ * thread it waits for needs, and 2 threads fall far below 1 thread. libgomp
+ * reads the spin count once, when it loads, and has no call to change it,
+ * but it switches to a short spin by itself (100 iterations with the wait
+ * policy unset, about 5 us) while it manages more threads than the process
+ * has CPUs (the libgomp manual, GOMP_SPINCOUNT): its own defence against
+ * oversubscription.
+ *
+ * So the CPU backend watches, once per step (tg_step_reset), how long the
+ * training thread waited for a CPU while runnable (the run delay the kernel
+ * keeps in /proc/thread-self/schedstat) against the time it was runnable
+ * (on a CPU or waiting for one), over windows of 50 ms. When the
+ * waiting is a noticeable part of the time, the cores are shared, and a
+ * helper thread opens an OpenMP region whose threads sleep on a condition
+ * variable: libgomp now manages more threads than CPUs and every spin in the
+ * process becomes the short one. When the waiting has stayed low for a few
+ * windows the region is closed and the helper joins, and the long spin is
+ * back. The parked threads use no CPU. Nothing about the arithmetic changes:
+ * the thread count, the blocks and the order of every sum stay the same, so
+ * the results are the bits they would be without the watch.
+ *
+ * The watch is off when the user set OMP_WAIT_POLICY or GOMP_SPINCOUNT (the
+ * user's choice stands), at one thread (no worker spins), and where the
+ * run delay cannot be read.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <omp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "omp_throttle.h"
+
+/* ---- the decision ---- */
+
+bool tg__spin_watch_feed(tg__spin_watch *w, double time_s, double delay_s) {
+    if (!(time_s >= 0) || !(delay_s >= 0))
+        return w->throttled; /* a counter went backwards or a read failed: skip */
+    w->time += time_s;
+    w->delay += delay_s;
+    if (w->time < TG__SPIN_WINDOW_S)
+        return w->throttled;
+    const double frac = w->delay / w->time;
+    w->time = w->delay = 0;
+    const int need = w->need > 0 ? w->need : TG__SPIN_QUIET_WINDOWS;
+    if (frac >= TG__SPIN_BUSY_FRAC) {
+        if (!w->throttled) {
+            /* Back soon after it was turned off: the quiet windows were its
+             * own doing (fewer spinning threads, less waiting), so ask for
+             * longer quiet next time. After a long quiet spell, the default. */
+            if (w->released && w->since < need)
+                w->need = need * 2 < TG__SPIN_QUIET_MAX ? need * 2 : TG__SPIN_QUIET_MAX;
+            else if (w->since >= TG__SPIN_QUIET_MAX)
+                w->need = 0;
+        }
+        w->throttled = true;
+        w->quiet = 0;
+    } else if (w->throttled) {
+        w->quiet = frac < TG__SPIN_QUIET_FRAC ? w->quiet + 1 : 0;
+        if (w->quiet >= need) {
+            w->throttled = false;
+            w->quiet = 0;
+            w->since = 0;
+            w->released = true;
+        }
+    } else if (w->since < TG__SPIN_QUIET_MAX) {
+        w->since++;
+    }
+    return w->throttled;
+}
+
+/* ---- the parked region ---- */
+
+struct tg__omp_throttle {
+    tg__spin_watch watch;
+    bool on;     /* the watch runs (see tg__omp_throttle_new) */
+    bool parked; /* the helper's region is open */
+    pthread_t helper;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int state; /* 0: opening, 1: open, 2: asked to close */
+    int extra; /* threads the helper's region adds */
+    double last_wall, last_run, last_delay;
+    bool have;      /* last_run and last_delay were read */
+    pid_t last_tid; /* the thread the last figures came from */
+};
+
+static double wall_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The calling thread's time on a CPU and its run delay (time runnable but
+ * waiting for a CPU), in seconds: the first two fields of its schedstat.
+ * False when they cannot be read. No heap call. */
+static bool sched_times(double *run, double *delay) {
+    int fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    char buf[128];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return false;
+    buf[n] = '\0';
+    unsigned long long r, d;
+    if (sscanf(buf, "%llu %llu", &r, &d) != 2)
+        return false;
+    *run = 1e-9 * (double)r;
+    *delay = 1e-9 * (double)d;
+    return true;
+}
+
+static void *helper_main(void *arg) {
+    tg__omp_throttle *t = arg;
+    /* Its threads sleep in the region: the master on the condition variable,
+     * the others at the region's closing barrier (after a short spin, since
+     * the throttle holds by then). */
+#pragma omp parallel num_threads(t->extra + 1)
+    {
+        if (omp_get_thread_num() == 0) {
+            pthread_mutex_lock(&t->mu);
+            t->state = 1;
+            pthread_cond_broadcast(&t->cv);
+            while (t->state != 2)
+                pthread_cond_wait(&t->cv, &t->mu);
+            pthread_mutex_unlock(&t->mu);
+        }
+    }
+    return NULL;
+}
+
+static void park(tg__omp_throttle *t) {
+    /* libgomp spins short while it manages more threads than CPUs: the
+     * training thread's team counts omp_get_max_threads(), the helper's adds
+     * its threads beyond its master. */
+    const int procs = omp_get_num_procs(), team = omp_get_max_threads();
+    t->extra = procs - team + 1 > 1 ? procs - team + 1 : 1;
+    if (t->extra > TG__SPIN_MAX_PARKED)
+        return;
+    t->state = 0;
+    if (pthread_create(&t->helper, NULL, helper_main, t) != 0)
+        return;
+    pthread_mutex_lock(&t->mu);
+    while (t->state != 1)
+        pthread_cond_wait(&t->cv, &t->mu);
+    pthread_mutex_unlock(&t->mu);
+    t->parked = true;
+}
+
+static void unpark(tg__omp_throttle *t) {
+    pthread_mutex_lock(&t->mu);
+    t->state = 2;
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+    /* The helper's exit frees its thread pool, and with it libgomp's count
+     * of the threads it manages goes back down. */
+    pthread_join(t->helper, NULL);
+    t->parked = false;
+}
+
+tg__omp_throttle *tg__omp_throttle_new(int threads) {
+    tg__omp_throttle *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->cv, NULL);
+    double run, delay;
+    t->on = !getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT") && threads != 1 &&
+            sched_times(&run, &delay);
+    t->last_tid = -1;
+    return t;
+}
+
+void tg__omp_throttle_free(tg__omp_throttle *t) {
+    if (!t)
+        return;
+    if (t->parked)
+        unpark(t);
+    pthread_mutex_destroy(&t->mu);
+    pthread_cond_destroy(&t->cv);
+    free(t);
+}
+
+void tg__omp_throttle_set(tg__omp_throttle *t, bool throttled) {
+    if (throttled && !t->parked)
+        park(t);
+    else if (!throttled && t->parked)
+        unpark(t);
+}
+
+bool tg__omp_throttle_active(const tg__omp_throttle *t) { return t && t->parked; }
+
+bool tg__omp_throttle_watching(const tg__omp_throttle *t) { return t && t->on; }
+
+void tg__omp_throttle_step(tg__omp_throttle *t) {
+    if (!t || !t->on || omp_get_max_threads() < 2)
+        return;
+    const double wall = wall_now();
+    const pid_t tid = gettid();
+    double run = 0, delay = 0;
+    if (tid != t->last_tid) {
+        /* The first step on this thread: its history so far (loading the
+         * data, building the model) is the first window, so that a busy
+         * machine is seen before the first parallel steps rather than after. */
+        t->last_tid = tid;
+        t->last_wall = wall;
+        t->have = sched_times(&t->last_run, &t->last_delay);
+        if (t->have && t->last_run + t->last_delay >= TG__SPIN_WINDOW_S)
+            tg__omp_throttle_set(
+                t, tg__spin_watch_feed(&t->watch, t->last_run + t->last_delay, t->last_delay));
+        return;
+    }
+    if (wall - t->last_wall < TG__SPIN_WINDOW_S / 4)
+        return; /* the schedstat file is read a few times a window at most */
+    const bool have = sched_times(&run, &delay);
+    const bool want =
+        have && t->have
+            ? tg__spin_watch_feed(&t->watch, (run - t->last_run) + (delay - t->last_delay),
+                                  delay - t->last_delay)
+            : t->watch.throttled;
+    t->last_wall = wall;
+    t->have = have;
+    t->last_run = run;
+    t->last_delay = delay;
+    tg__omp_throttle_set(t, want);
+}

@@ -1,0 +1,230 @@
+/*
+ * tests/test_omp_throttle.c: the CPU backend's spin watch
+ * (kernels/cpu/omp_throttle.c): idle OpenMP workers spin libgomp's long
+ * default while the training thread gets its CPU, and briefly while it waits
+ * for one (the cores are shared).
+ *
+ *   - The decision, fed synthetic runnable-time and run-delay figures: quiet windows
+ *     keep the long spin, a busy window turns the short one on, short steps
+ *     are summed into windows, it turns off after quiet windows in a row,
+ *     asks for longer quiet after coming back soon, skips bad figures.
+ *   - The switch itself: with the short spin on, a worker that finished a
+ *     region sleeps at once (the process uses almost no CPU while the
+ *     training thread sleeps), where libgomp's default spin burns
+ *     milliseconds; switched off, the helper thread is gone.
+ *   - The user's OMP_WAIT_POLICY or GOMP_SPINCOUNT turns the watch off, as
+ *     does one thread.
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cpu/omp_throttle.h"
+
+/* ---- the decision ---- */
+
+/* Feeds `n` steps of `time` runnable seconds with `frac` of it spent
+ * waiting for a CPU. */
+static bool feed(tg__spin_watch *w, int n, double time, double frac) {
+    bool on = w->throttled;
+    for (int i = 0; i < n; i++)
+        on = tg__spin_watch_feed(w, time, time * frac);
+    return on;
+}
+
+static void test_quiet_keeps_long_spin(void **state) {
+    (void)state;
+    tg__spin_watch w = {0};
+    assert_false(feed(&w, 1000, 0.01, 0.0));
+    assert_false(feed(&w, 1000, 0.01, TG__SPIN_BUSY_FRAC * 0.9));
+}
+
+static void test_busy_window_turns_short_spin_on(void **state) {
+    (void)state;
+    tg__spin_watch w = {0};
+    /* Steps of 1/256 s (exact in binary): the first window closes when they
+     * add up to 0.2 s, not before. */
+    const double step = 1.0 / 256;
+    int per_window = 0;
+    while (per_window * step < TG__SPIN_WINDOW_S)
+        per_window++;
+    assert_false(feed(&w, per_window - 1, step, 0.5));
+    assert_true(feed(&w, 1, step, 0.5));
+    /* A single long step is a window of its own. */
+    tg__spin_watch w2 = {0};
+    assert_true(tg__spin_watch_feed(&w2, 1.0, 0.2));
+    /* One busy step among quiet ones, under the threshold for its window. */
+    assert_true(1.0 / per_window < TG__SPIN_BUSY_FRAC);
+    tg__spin_watch w3 = {0};
+    assert_false(feed(&w3, per_window - 1, step, 0.0) || tg__spin_watch_feed(&w3, step, step));
+}
+
+static void test_quiet_windows_turn_it_off(void **state) {
+    (void)state;
+    tg__spin_watch w = {0};
+    assert_true(feed(&w, 1, 0.5, 0.4));
+    /* Quiet windows, one short of the number needed: still on. */
+    assert_true(feed(&w, TG__SPIN_QUIET_WINDOWS - 1, 0.5, 0.0));
+    /* A window between the two thresholds starts the count again. */
+    assert_true(feed(&w, 1, 0.5, (TG__SPIN_QUIET_FRAC + TG__SPIN_BUSY_FRAC) / 2));
+    assert_true(feed(&w, TG__SPIN_QUIET_WINDOWS - 1, 0.5, 0.0));
+    assert_false(feed(&w, 1, 0.5, 0.0));
+}
+
+static void test_back_soon_asks_longer_quiet(void **state) {
+    (void)state;
+    tg__spin_watch w = {0};
+    assert_true(feed(&w, 1, 0.5, 0.4));
+    assert_false(feed(&w, TG__SPIN_QUIET_WINDOWS, 0.5, 0.0));
+    /* Busy again in the next window: its own spinning was the waiting. */
+    assert_true(feed(&w, 1, 0.5, 0.4));
+    assert_true(feed(&w, TG__SPIN_QUIET_WINDOWS, 0.5, 0.0));
+    assert_true(feed(&w, TG__SPIN_QUIET_WINDOWS - 1, 0.5, 0.0));
+    assert_false(feed(&w, 1, 0.5, 0.0)); /* twice as many quiet windows */
+    /* The longest wait is capped. */
+    for (int i = 0; i < 20; i++) {
+        feed(&w, 1, 0.5, 0.4);
+        feed(&w, TG__SPIN_QUIET_MAX, 0.5, 0.0);
+    }
+    assert_false(w.throttled);
+    assert_true(w.need <= TG__SPIN_QUIET_MAX);
+    /* After a long quiet spell the default number holds again. */
+    feed(&w, TG__SPIN_QUIET_MAX, 0.5, 0.0);
+    assert_true(feed(&w, 1, 0.5, 0.4));
+    assert_true(feed(&w, TG__SPIN_QUIET_WINDOWS - 1, 0.5, 0.0));
+    assert_false(feed(&w, 1, 0.5, 0.0));
+}
+
+static void test_bad_figures_skipped(void **state) {
+    (void)state;
+    tg__spin_watch w = {0};
+    assert_false(tg__spin_watch_feed(&w, 1.0, -1.0)); /* the delay was not read */
+    assert_false(tg__spin_watch_feed(&w, -1.0, 0.5)); /* a counter went back */
+    assert_true(w.time == 0 && w.delay == 0);
+    assert_true(tg__spin_watch_feed(&w, 1.0, 0.5));
+}
+
+/* ---- the switch ---- */
+
+static double cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static volatile double g_sink;
+
+/* The process's CPU seconds while the calling thread sleeps 50 ms after a
+ * region on every thread: what the idle workers spend spinning. */
+static double idle_cpu_after_region(void) {
+#pragma omp parallel
+    {
+        double s = 0;
+        for (int i = 0; i < 1000; i++)
+            s += i * 0.5;
+        g_sink = s;
+    }
+    const double c0 = cpu_s();
+    usleep(50000);
+    return cpu_s() - c0;
+}
+
+static void test_short_spin_sleeps_at_once(void **state) {
+    (void)state;
+    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT") || omp_get_num_procs() < 2) {
+        print_message("skipped: a wait policy of the user's, or one CPU\n");
+        skip();
+    }
+    omp_set_num_threads(omp_get_num_procs());
+    tg__omp_throttle *t = tg__omp_throttle_new(0);
+    assert_non_null(t);
+    /* The least of three: another process may preempt a sleeping worker's
+     * wake-up, never add to its spinning. */
+    double spin_long = 1, spin_short = 1;
+    for (int i = 0; i < 3; i++) {
+        double c = idle_cpu_after_region();
+        spin_long = c < spin_long ? c : spin_long;
+    }
+    tg__omp_throttle_set(t, true);
+    assert_true(tg__omp_throttle_active(t));
+    for (int i = 0; i < 3; i++) {
+        double c = idle_cpu_after_region();
+        spin_short = c < spin_short ? c : spin_short;
+    }
+    tg__omp_throttle_set(t, false);
+    assert_false(tg__omp_throttle_active(t));
+    print_message("idle CPU after a region: %.2f ms long spin, %.2f ms short\n", spin_long * 1e3,
+                  spin_short * 1e3);
+    if (spin_long < 1e-3) {
+        print_message("skipped: libgomp's spin here is under 1 ms, too short to tell\n");
+        tg__omp_throttle_free(t);
+        skip();
+    }
+    assert_true(spin_short < spin_long / 4);
+    /* Off again: the long spin is back. */
+    double again = 1;
+    for (int i = 0; i < 3; i++) {
+        double c = idle_cpu_after_region();
+        again = c < again ? c : again;
+    }
+    assert_true(again > spin_long / 4);
+    /* Freed while on: the helper is joined. */
+    tg__omp_throttle_set(t, true);
+    tg__omp_throttle_free(t);
+}
+
+static void test_user_choice_turns_watch_off(void **state) {
+    (void)state;
+    char *saved_policy = getenv("OMP_WAIT_POLICY"), *saved_spin = getenv("GOMP_SPINCOUNT");
+    saved_policy = saved_policy ? strdup(saved_policy) : NULL;
+    saved_spin = saved_spin ? strdup(saved_spin) : NULL;
+    unsetenv("OMP_WAIT_POLICY");
+    unsetenv("GOMP_SPINCOUNT");
+    tg__omp_throttle *t = tg__omp_throttle_new(2);
+    const bool readable = access("/proc/thread-self/schedstat", R_OK) == 0;
+    assert_int_equal(tg__omp_throttle_watching(t), readable);
+    tg__omp_throttle_free(t);
+    t = tg__omp_throttle_new(1);
+    assert_false(tg__omp_throttle_watching(t));
+    tg__omp_throttle_free(t);
+    setenv("GOMP_SPINCOUNT", "300000", 1);
+    t = tg__omp_throttle_new(2);
+    assert_false(tg__omp_throttle_watching(t));
+    tg__omp_throttle_free(t);
+    unsetenv("GOMP_SPINCOUNT");
+    setenv("OMP_WAIT_POLICY", "passive", 1);
+    t = tg__omp_throttle_new(2);
+    assert_false(tg__omp_throttle_watching(t));
+    tg__omp_throttle_free(t);
+    unsetenv("OMP_WAIT_POLICY");
+    if (saved_policy)
+        setenv("OMP_WAIT_POLICY", saved_policy, 1);
+    if (saved_spin)
+        setenv("GOMP_SPINCOUNT", saved_spin, 1);
+    free(saved_policy);
+    free(saved_spin);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_quiet_keeps_long_spin),
+        cmocka_unit_test(test_busy_window_turns_short_spin_on),
+        cmocka_unit_test(test_quiet_windows_turn_it_off),
+        cmocka_unit_test(test_back_soon_asks_longer_quiet),
+        cmocka_unit_test(test_bad_figures_skipped),
+        cmocka_unit_test(test_short_spin_sleeps_at_once),
+        cmocka_unit_test(test_user_choice_turns_watch_off),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
