@@ -8,9 +8,14 @@
  * multiplies in bf16 and accumulates and writes in f32. Primitives are made
  * once per shape and kept (a small cache, oldest out when full), with their
  * memory objects and a scratchpad this state owns (user scratchpad mode), so
- * a steady training step creates none. oneDNN's execute call itself still
- * allocates a small argument map on the heap each time (its C++ runtime):
- * that is the one heap use per product left in a steady bf16 step.
+ * a steady training step creates none, and the stream is made with the
+ * state. oneDNN's execute call itself still allocates its argument map on the
+ * heap each time (a C++ hash map: a node per argument and the bucket array;
+ * nothing in its C API avoids it), and some of its kernels allocate the
+ * closures of their parallel loops: that is the heap use left in a steady
+ * bf16 step. To keep it small, the activations' layout changes and bf16
+ * roundings run on our own loops (cpu_bf16_layout.c) rather than as reorder
+ * primitives, and no execute passes a scratchpad it does not need.
  *
  * Built without oneDNN (TG_HAVE_DNNL undefined), every entry point fails
  * with TG_ERR_UNSUPPORTED and says so.
@@ -86,10 +91,17 @@ typedef struct dn_entry {
 
 /* A convolution (see "convolution" below): its primitive and the reorders
  * of its two inputs and of its result. */
+/* How a reorder runs: not at all (the layouts agree), on our own loops for
+ * the activations' layouts (see "layouts" below), or as oneDNN's primitive. */
+enum { RO_NONE, RO_CVT, RO_TO_BLK, RO_FROM_BLK, RO_DNNL };
+
 typedef struct dn_reorder {
-    dnnl_primitive_t prim; /* NULL: none needed (the layouts agree) */
+    int how;
+    dnnl_primitive_t prim; /* RO_DNNL only */
     dnnl_memory_t src, dst;
     size_t from_bytes, to_bytes; /* sizes of the two layouts (blocked ones pad) */
+    int64_t n, c, hw, blk;       /* the loops' shape: NCHW with HW = H W, channel block */
+    bool bf16;                   /* RO_CVT, RO_TO_BLK: whether the result is bf16 */
 } dn_reorder;
 
 typedef struct dn_conv {
@@ -194,21 +206,6 @@ static void *grow(void **p, size_t *cap, size_t nbytes) {
     return q;
 }
 
-/* ---- f32 to bf16, nearest even, in parallel over large buffers ---- */
-
-__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) static void
-cvt_row(uint16_t *dst, const float *src, int64_t n, int64_t stride) {
-    for (int64_t i = 0; i < n; i++)
-        dst[i] = tg_bf16_from_f32(src[i * stride]);
-}
-
-/* Rounds rows x cols (row stride ld) into a packed buffer (row stride cols). */
-static void cvt_matrix(uint16_t *dst, const float *src, int64_t rows, int64_t cols, int64_t ld) {
-#pragma omp parallel for schedule(static) if (rows * cols >= (1 << 16))
-    for (int64_t r = 0; r < rows; r++)
-        cvt_row(dst + r * cols, src + r * ld, cols, 1);
-}
-
 /* ---- the cache ---- */
 
 static dn_entry *lookup(tg__dnnl *d, const int64_t *key) {
@@ -246,6 +243,12 @@ static dnnl_status_t entry_make(tg__dnnl *d, dn_entry *e, dnnl_primitive_desc_t 
     if (s == dnnl_success)
         e->scratch = dnnl_memory_desc_get_size(
             dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0));
+    /* No scratchpad argument where none is needed: each argument of an
+     * execute costs a heap node in oneDNN's argument map. */
+    if (s == dnnl_success && !e->scratch && e->arg[e->nargs - 1] == DNNL_ARG_SCRATCHPAD) {
+        dnnl_memory_destroy(e->mem[--e->nargs]);
+        e->mem[e->nargs] = NULL;
+    }
     return s;
 }
 
@@ -347,13 +350,13 @@ tg_status tg__dnnl_gemm(tg__dnnl *d, const tg__gemm_arg *ga, const tg__gemm_arg 
                           "bf16 operands");
     /* Stored as they lie: op(A) is A (n x k) or A^T (A stored k x n). */
     if (ga->trans)
-        cvt_matrix(a16, A, k, n, ga->ld);
+        tg__bf16_rows(a16, A, k, n, ga->ld);
     else
-        cvt_matrix(a16, A, n, k, ga->ld);
+        tg__bf16_rows(a16, A, n, k, ga->ld);
     if (gb->trans)
-        cvt_matrix(b16, B, m, k, gb->ld);
+        tg__bf16_rows(b16, B, m, k, gb->ld);
     else
-        cvt_matrix(b16, B, k, m, gb->ld);
+        tg__bf16_rows(b16, B, k, m, gb->ld);
     void *const ptrs[] = {a16, b16, C, NULL};
     return entry_run(d, e, ptrs, err, errlen);
 }
@@ -379,6 +382,69 @@ static void reorder_free(dn_reorder *r) {
     memset(r, 0, sizeof *r);
 }
 
+/* ---- layouts ---- */
+
+/*
+ * The activations' reorders run on our own loops rather than as oneDNN
+ * primitives: every primitive execute allocates oneDNN's argument map on the
+ * heap, and these layouts are simple. Three cases: plain NCHW f32 to plain
+ * NCHW bf16 (a rounding), plain NCHW f32 to the channel-blocked layout nChwXc
+ * (X = 8 or 16; f32 or bf16, channels padded to the block with zeros), and
+ * nChwXc f32 back to NCHW f32. Anything else (the weights' layouts, with two
+ * or three inner blocks) is oneDNN's reorder.
+ */
+
+/* Whether md is dense 4-d NCHW-order with only the channels blocked by blk
+ * (blk 0: not blocked at all), and then its data type. */
+static bool md_chan_blocked(const dnnl_memory_desc_t *md, int64_t *blk) {
+    if (md->ndims != 4 || md->format_kind != dnnl_blocked || md->offset0)
+        return false;
+    const dnnl_blocking_desc_t *b = &md->format_desc.blocking;
+    int64_t bl = 0;
+    if (b->inner_nblks == 1 && b->inner_idxs[0] == 1 &&
+        (b->inner_blks[0] == 8 || b->inner_blks[0] == 16))
+        bl = b->inner_blks[0];
+    else if (b->inner_nblks != 0)
+        return false;
+    const int64_t *pd = md->padded_dims, e = bl ? bl : 1;
+    if (pd[0] != md->dims[0] || pd[2] != md->dims[2] || pd[3] != md->dims[3] ||
+        pd[1] != (bl ? (md->dims[1] + bl - 1) / bl * bl : md->dims[1]))
+        return false;
+    const int64_t hw = pd[2] * pd[3];
+    if (b->strides[3] != e || b->strides[2] != pd[3] * e || b->strides[1] != hw * e ||
+        b->strides[0] != pd[1] * hw)
+        return false;
+    *blk = bl;
+    return true;
+}
+
+/* Our own loops for from -> to, when they cover it (r->how set). */
+static bool reorder_own(dn_reorder *r, const dnnl_memory_desc_t *from,
+                        const dnnl_memory_desc_t *to) {
+    int64_t bf, bt;
+    if (!md_chan_blocked(from, &bf) || !md_chan_blocked(to, &bt) || from->data_type != dnnl_f32 ||
+        (to->data_type != dnnl_f32 && to->data_type != dnnl_bf16))
+        return false;
+    r->n = from->dims[0], r->c = from->dims[1], r->hw = from->dims[2] * from->dims[3];
+    r->bf16 = to->data_type == dnnl_bf16;
+    if (!bf && !bt && r->bf16)
+        r->how = RO_CVT;
+    else if (!bf && bt)
+        r->how = RO_TO_BLK, r->blk = bt;
+    else if (bf && !bt && !r->bf16)
+        r->how = RO_FROM_BLK, r->blk = bf;
+    return r->how != RO_NONE;
+}
+
+static void reorder_own_run(const dn_reorder *r, const void *from, void *to) {
+    if (r->how == RO_CVT)
+        tg__bf16_rows(to, from, r->n * r->c, r->hw, r->hw);
+    else if (r->how == RO_TO_BLK)
+        tg__blk_from_planes(to, r->bf16, from, r->n, r->c, r->hw, r->blk);
+    else
+        tg__blk_to_planes(to, from, r->n, r->c, r->hw, r->blk);
+}
+
 /* A reorder from md `from` to md `to`, unless they are equal. */
 static dnnl_status_t reorder_make(tg__dnnl *d, dn_reorder *r, const dnnl_memory_desc_t *from,
                                   const dnnl_memory_desc_t *to) {
@@ -386,6 +452,9 @@ static dnnl_status_t reorder_make(tg__dnnl *d, dn_reorder *r, const dnnl_memory_
     r->to_bytes = dnnl_memory_desc_get_size(to);
     if (dnnl_memory_desc_equal(from, to))
         return dnnl_success;
+    if (reorder_own(r, from, to))
+        return dnnl_success;
+    r->how = RO_DNNL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_status_t s = dnnl_reorder_primitive_desc_create(&pd, from, d->engine, to, d->engine, NULL);
     if (s == dnnl_success)
@@ -401,6 +470,10 @@ static dnnl_status_t reorder_make(tg__dnnl *d, dn_reorder *r, const dnnl_memory_
 
 static tg_status reorder_run(tg__dnnl *d, const dn_reorder *r, void *from, void *to, char *err,
                              size_t errlen) {
+    if (r->how != RO_DNNL) {
+        reorder_own_run(r, from, to);
+        return TG_OK;
+    }
     dnnl_memory_set_data_handle(r->src, from);
     dnnl_memory_set_data_handle(r->dst, to);
     dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, r->src}, {DNNL_ARG_TO, r->dst}};
@@ -576,25 +649,25 @@ tg_status tg__dnnl_conv(tg__dnnl *d, int kind, bool bf16, const tg__conv_geom *g
     for (int i = 0; i < 2; i++) {
         void *src = plain_f32(in[i], &d->plain[i], &d->plain_cap[i]);
         void *dst =
-            src && c->in[i].prim ? grow((void **)&d->buf[i], &d->cap[i], c->in[i].to_bytes) : src;
+            src && c->in[i].how ? grow((void **)&d->buf[i], &d->cap[i], c->in[i].to_bytes) : src;
         if (!dst)
             return dnnl_failf(err, errlen, TG_ERR_NOMEM, "cpu oneDNN: out of memory for the %s",
                               "convolution's operands");
-        if (c->in[i].prim && (st = reorder_run(d, &c->in[i], src, dst, err, errlen)))
+        if (c->in[i].how && (st = reorder_run(d, &c->in[i], src, dst, err, errlen)))
             return st;
         ptrs[i] = dst;
     }
     int i = 2;
     if (bias)
         ptrs[i++] = bias->data;
-    void *res = c->out.prim ? grow(&d->res, &d->res_cap, c->out.from_bytes) : out;
+    void *res = c->out.how ? grow(&d->res, &d->res_cap, c->out.from_bytes) : out;
     if (!res)
         return dnnl_failf(err, errlen, TG_ERR_NOMEM, "cpu oneDNN: out of memory for the %s",
                           "convolution's result");
     ptrs[i] = res;
     if ((st = entry_run(d, &c->main, ptrs, err, errlen)))
         return st;
-    if (c->out.prim && (st = reorder_run(d, &c->out, res, out, err, errlen)))
+    if (c->out.how && (st = reorder_run(d, &c->out, res, out, err, errlen)))
         return st;
     return TG_OK;
 }
