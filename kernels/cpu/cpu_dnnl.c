@@ -93,7 +93,7 @@ typedef struct dn_entry {
  * of its two inputs and of its result. */
 /* How a reorder runs: not at all (the layouts agree), on our own loops for
  * the activations' layouts (see "layouts" below), or as oneDNN's primitive. */
-enum { RO_NONE, RO_CVT, RO_TO_BLK, RO_FROM_BLK, RO_DNNL };
+enum { RO_NONE, RO_CVT, RO_TO_BLK, RO_FROM_BLK, RO_TO_MAP, RO_FROM_MAP, RO_DNNL };
 
 typedef struct dn_reorder {
     int how;
@@ -101,7 +101,8 @@ typedef struct dn_reorder {
     dnnl_memory_t src, dst;
     size_t from_bytes, to_bytes; /* sizes of the two layouts (blocked ones pad) */
     int64_t n, c, hw, blk;       /* the loops' shape: NCHW with HW = H W, channel block */
-    bool bf16;                   /* RO_CVT, RO_TO_BLK: whether the result is bf16 */
+    bool bf16;                   /* RO_CVT, RO_TO_BLK, RO_TO_MAP: whether the result is bf16 */
+    int32_t *map;                /* RO_*_MAP: each plain element's place in the other layout */
 } dn_reorder;
 
 typedef struct dn_conv {
@@ -373,6 +374,7 @@ tg_status tg__dnnl_gemm(tg__dnnl *d, const tg__gemm_arg *ga, const tg__gemm_arg 
  */
 
 static void reorder_free(dn_reorder *r) {
+    free(r->map);
     if (r->prim)
         dnnl_primitive_destroy(r->prim);
     if (r->src)
@@ -390,8 +392,10 @@ static void reorder_free(dn_reorder *r) {
  * heap, and these layouts are simple. Three cases: plain NCHW f32 to plain
  * NCHW bf16 (a rounding), plain NCHW f32 to the channel-blocked layout nChwXc
  * (X = 8 or 16; f32 or bf16, channels padded to the block with zeros), and
- * nChwXc f32 back to NCHW f32. Anything else (the weights' layouts, with two
- * or three inner blocks) is oneDNN's reorder.
+ * nChwXc f32 back to NCHW f32. The weights' layouts (two or three inner
+ * blocks, e.g. OIhw8i16o2i) are small: for them a table made with the entry
+ * holds each plain element's place in the blocked layout, and the reorder is
+ * a gather or a scatter through it. Anything else is oneDNN's reorder.
  */
 
 /* Whether md is dense 4-d NCHW-order with only the channels blocked by blk
@@ -436,8 +440,77 @@ static bool reorder_own(dn_reorder *r, const dnnl_memory_desc_t *from,
     return r->how != RO_NONE;
 }
 
+/* Where element idx (logical, 4-d) lies in the blocked layout md. */
+static int64_t blk_offset(const dnnl_memory_desc_t *md, const int64_t idx[4]) {
+    const dnnl_blocking_desc_t *b = &md->format_desc.blocking;
+    int64_t blk[4] = {1, 1, 1, 1}, rem[4], off = md->offset0, st = 1;
+    for (int i = 0; i < b->inner_nblks; i++)
+        blk[b->inner_idxs[i]] *= b->inner_blks[i];
+    for (int d = 0; d < 4; d++) {
+        off += idx[d] / blk[d] * b->strides[d];
+        rem[d] = idx[d] % blk[d];
+    }
+    /* the innermost block is the last, stride 1 */
+    for (int i = b->inner_nblks - 1; i >= 0; i--) {
+        const int d = b->inner_idxs[i];
+        off += rem[d] % b->inner_blks[i] * st;
+        rem[d] /= b->inner_blks[i];
+        st *= b->inner_blks[i];
+    }
+    return off;
+}
+
+/* A table reorder (RO_TO_MAP or RO_FROM_MAP) between the dense plain md and
+ * the blocked md blk, when small enough; false when it does not apply. */
+static bool reorder_map(dn_reorder *r, const dnnl_memory_desc_t *plain,
+                        const dnnl_memory_desc_t *blk, int how) {
+    int64_t pb;
+    const int64_t *dm = plain->dims;
+    const int64_t numel = dm[0] * dm[1] * dm[2] * dm[3];
+    if (!md_chan_blocked(plain, &pb) || pb || blk->ndims != 4 ||
+        blk->format_kind != dnnl_blocked || numel > (1 << 22) ||
+        dnnl_memory_desc_get_size(blk) / 2 > INT32_MAX)
+        return false;
+    for (int d = 0; d < 4; d++)
+        if (blk->dims[d] != dm[d])
+            return false;
+    if (!(r->map = malloc((size_t)numel * sizeof *r->map)))
+        return false;
+    int64_t i = 0, idx[4];
+    for (idx[0] = 0; idx[0] < dm[0]; idx[0]++)
+        for (idx[1] = 0; idx[1] < dm[1]; idx[1]++)
+            for (idx[2] = 0; idx[2] < dm[2]; idx[2]++)
+                for (idx[3] = 0; idx[3] < dm[3]; idx[3]++)
+                    r->map[i++] = (int32_t)blk_offset(blk, idx);
+    r->n = numel;
+    r->how = how;
+    return true;
+}
+
+static void reorder_map_run(const dn_reorder *r, const void *from, void *to) {
+    const int32_t *map = r->map;
+    const int64_t n = r->n;
+    if (r->how == RO_FROM_MAP) {
+        const float *s = from;
+        float *o = to;
+        for (int64_t i = 0; i < n; i++)
+            o[i] = s[map[i]];
+        return;
+    }
+    const float *s = from;
+    memset(to, 0, r->to_bytes); /* the padding */
+    if (r->bf16)
+        for (int64_t i = 0; i < n; i++)
+            ((uint16_t *)to)[map[i]] = tg_bf16_from_f32(s[i]);
+    else
+        for (int64_t i = 0; i < n; i++)
+            ((float *)to)[map[i]] = s[i];
+}
+
 static void reorder_own_run(const dn_reorder *r, const void *from, void *to) {
-    if (r->how == RO_CVT)
+    if (r->how == RO_TO_MAP || r->how == RO_FROM_MAP)
+        reorder_map_run(r, from, to);
+    else if (r->how == RO_CVT)
         tg__bf16_rows(to, from, r->n * r->c, r->hw, r->hw);
     else if (r->how == RO_TO_BLK)
         tg__blk_from_planes(to, r->bf16, from, r->n, r->c, r->hw, r->blk);
@@ -453,6 +526,17 @@ static dnnl_status_t reorder_make(tg__dnnl *d, dn_reorder *r, const dnnl_memory_
     if (dnnl_memory_desc_equal(from, to))
         return dnnl_success;
     if (reorder_own(r, from, to))
+        return dnnl_success;
+    /* the weights: f32 plain to a blocked f32 or bf16, or blocked f32 back */
+    int64_t pb;
+    const bool f32_in = from->data_type == dnnl_f32;
+    if (f32_in && (to->data_type == dnnl_f32 || to->data_type == dnnl_bf16) &&
+        md_chan_blocked(from, &pb) && !pb) {
+        r->bf16 = to->data_type == dnnl_bf16;
+        if (reorder_map(r, from, to, RO_TO_MAP))
+            return dnnl_success;
+    } else if (f32_in && to->data_type == dnnl_f32 && md_chan_blocked(to, &pb) && !pb &&
+               reorder_map(r, to, from, RO_FROM_MAP))
         return dnnl_success;
     r->how = RO_DNNL;
     dnnl_primitive_desc_t pd = NULL;
