@@ -18,7 +18,7 @@
  *   {"framework": "tapegrad", "model": "gpt", "batch": 32, "block": 128,
  *    "threads": 2, "steps": 10, "tokens_per_s": 12345.6, "loss": 3.2,
  *    "cpu_ms_per_step": 600.0, "peak_rss_mb": 80.0, "mallocs_per_step": 0.0,
- *    "arena_peak_mb": 60.0, "blas_core": "Haswell"}
+ *    "arena_peak_mb": 60.0, "blas_core": "Haswell", "precision": "f32"}
  *
  * cpu_ms_per_step is the process's user and system CPU time over the
  * timed steps (every thread) per step: on a loaded machine it moves far
