@@ -39,8 +39,8 @@ __attribute__((target("avx512f,avx512bw"))) static inline __m256i bf16x16(__m512
     return _mm512_cvtepi32_epi16(r);
 }
 
-__attribute__((target("avx512f,avx512bw"))) static void cvt_row512(uint16_t *dst,
-                                                                    const float *src, int64_t n) {
+__attribute__((target("avx512f,avx512bw"))) static void cvt_row512(uint16_t *dst, const float *src,
+                                                                   int64_t n) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
         _mm256_storeu_si256((__m256i *)(dst + i), bf16x16(_mm512_loadu_ps(src + i)));
@@ -91,8 +91,8 @@ __attribute__((target("avx512f,avx512bw"))) static inline void tr16(__m512 r[16]
 
 /* One image's block of 16 channels: s its first plane, o its first pixel;
  * 16 pixels at a time, transposed in registers. */
-__attribute__((target("avx512f,avx512bw"))) static void
-to_blk16_512(void *o, bool bf16, const float *s, int64_t hw) {
+__attribute__((target("avx512f,avx512bw"))) static void to_blk16_512(void *o, bool bf16,
+                                                                     const float *s, int64_t hw) {
     for (int64_t p = 0; p < hw; p += 16) {
         const int64_t np = hw - p < 16 ? hw - p : 16;
         const __mmask16 m = np == 16 ? 0xffff : (__mmask16)((1u << np) - 1);
@@ -109,8 +109,7 @@ to_blk16_512(void *o, bool bf16, const float *s, int64_t hw) {
     }
 }
 
-static void to_blk_block(void *o, bool bf16, const float *s, int64_t cn, int64_t hw,
-                         int64_t blk) {
+static void to_blk_block(void *o, bool bf16, const float *s, int64_t cn, int64_t hw, int64_t blk) {
     if (blk == 16 && cn == 16 && have_avx512()) {
         to_blk16_512(o, bf16, s, hw);
         return;
@@ -125,23 +124,24 @@ static void to_blk_block(void *o, bool bf16, const float *s, int64_t cn, int64_t
         }
 }
 
-void tg__blk_from_planes(void *dst, bool bf16, const float *src, int64_t n, int64_t c,
-                         int64_t hw, int64_t blk) {
+void tg__blk_from_planes(void *dst, bool bf16, const float *src, int64_t n, int64_t c, int64_t hw,
+                         int64_t blk) {
     const int64_t cbs = (c + blk - 1) / blk, tasks = n * cbs;
     const size_t es = bf16 ? 2 : 4;
-    TG__CPU_FOR(tg__cpu_par_if(n * c * hw >= (1 << 15)), "omp parallel for schedule(static)",
-                for (int64_t t = 0; t < tasks; t++) {
-                    const int64_t i = t / cbs, cb = t % cbs;
-                    const int64_t cn = c - cb * blk < blk ? c - cb * blk : blk;
-                    to_blk_block((char *)dst + (size_t)(t * blk * hw) * es, bf16,
-                                 src + (i * c + cb * blk) * hw, cn, hw, blk);
-                });
+    TG__CPU_FOR(
+        tg__cpu_par_if(n * c * hw >= (1 << 15)), "omp parallel for schedule(static)",
+        for (int64_t t = 0; t < tasks; t++) {
+            const int64_t i = t / cbs, cb = t % cbs;
+            const int64_t cn = c - cb * blk < blk ? c - cb * blk : blk;
+            to_blk_block((char *)dst + (size_t)(t * blk * hw) * es, bf16,
+                         src + (i * c + cb * blk) * hw, cn, hw, blk);
+        });
 }
 
 /* ---- nChwXc f32 to NCHW planes ---- */
 
 __attribute__((target("avx512f,avx512bw"))) static void from_blk16_512(float *o, const float *s,
-                                                                        int64_t cn, int64_t hw) {
+                                                                       int64_t cn, int64_t hw) {
     for (int64_t p = 0; p < hw; p += 16) {
         const int64_t np = hw - p < 16 ? hw - p : 16;
         const __mmask16 m = np == 16 ? 0xffff : (__mmask16)((1u << np) - 1);
@@ -167,10 +167,11 @@ static void from_blk_block(float *o, const float *s, int64_t cn, int64_t hw, int
 void tg__blk_to_planes(float *dst, const float *src, int64_t n, int64_t c, int64_t hw,
                        int64_t blk) {
     const int64_t cbs = (c + blk - 1) / blk, tasks = n * cbs;
-    TG__CPU_FOR(tg__cpu_par_if(n * c * hw >= (1 << 15)), "omp parallel for schedule(static)",
-                for (int64_t t = 0; t < tasks; t++) {
-                    const int64_t i = t / cbs, cb = t % cbs;
-                    const int64_t cn = c - cb * blk < blk ? c - cb * blk : blk;
-                    from_blk_block(dst + (i * c + cb * blk) * hw, src + t * blk * hw, cn, hw, blk);
-                });
+    TG__CPU_FOR(
+        tg__cpu_par_if(n * c * hw >= (1 << 15)), "omp parallel for schedule(static)",
+        for (int64_t t = 0; t < tasks; t++) {
+            const int64_t i = t / cbs, cb = t % cbs;
+            const int64_t cn = c - cb * blk < blk ? c - cb * blk : blk;
+            from_blk_block(dst + (i * c + cb * blk) * hw, src + t * blk * hw, cn, hw, blk);
+        });
 }
