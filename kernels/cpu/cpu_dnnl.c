@@ -13,9 +13,10 @@
  * heap each time (a C++ hash map: a node per argument and the bucket array;
  * nothing in its C API avoids it), and some of its kernels allocate the
  * closures of their parallel loops: that is the heap use left in a steady
- * bf16 step. To keep it small, the activations' layout changes and bf16
- * roundings run on our own loops (cpu_bf16_layout.c) rather than as reorder
- * primitives, and no execute passes a scratchpad it does not need.
+ * bf16 step. To keep it small, the layout changes and bf16 roundings around
+ * the products run on our own loops (cpu_bf16_layout.c, and the tables of
+ * "layouts" below) rather than as reorder primitives, and no execute passes a
+ * scratchpad it does not need.
  *
  * Built without oneDNN (TG_HAVE_DNNL undefined), every entry point fails
  * with TG_ERR_UNSUPPORTED and says so.
@@ -398,8 +399,8 @@ static void reorder_free(dn_reorder *r) {
  * a gather or a scatter through it. Anything else is oneDNN's reorder.
  */
 
-/* Whether md is dense 4-d NCHW-order with only the channels blocked by blk
- * (blk 0: not blocked at all), and then its data type. */
+/* Whether md is dense 4-d NCHW-order with only the channels blocked, and by
+ * how many (*blk; 0: not blocked at all). */
 static bool md_chan_blocked(const dnnl_memory_desc_t *md, int64_t *blk) {
     if (md->ndims != 4 || md->format_kind != dnnl_blocked || md->offset0)
         return false;
