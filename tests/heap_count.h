@@ -7,6 +7,12 @@
  * With trace > 0 the call stacks of the first `trace` counted calls go to
  * stderr (glibc's backtrace; build with -rdynamic to name the executable's
  * functions). Used by test_heap_steady.c and bench/bench_train.c.
+ *
+ * With TG_HEAP_COUNT_APART defined before the include (it needs dladdr:
+ * define _GNU_SOURCE first), tg_heap_count_apart(lib) sets calls that have a
+ * frame of their call stack in a shared library whose path contains `lib`
+ * apart: they count in tg_heap_apart_calls, not in the total. A test uses it
+ * to hold its own code to zero while a library it calls is known to allocate.
  */
 #ifndef TG_TESTS_HEAP_COUNT_H
 #define TG_TESTS_HEAP_COUNT_H
@@ -27,9 +33,48 @@ static atomic_int tg_heap_counting;
 static long tg_heap_trace;
 static _Thread_local int tg_heap_in_trace;
 
+#ifdef TG_HEAP_COUNT_APART
+#include <dlfcn.h>
+#include <string.h>
+
+static const char *tg_heap_apart;
+static atomic_long tg_heap_apart_calls;
+
+/* Whether a frame of the calling stack lies in a library whose path
+ * contains tg_heap_apart. */
+static int tg_heap_from_apart(void) {
+    void *frames[64];
+    int n = backtrace(frames, 64);
+    for (int i = 0; i < n; i++) {
+        Dl_info di;
+        if (dladdr(frames[i], &di) && di.dli_fname && strstr(di.dli_fname, tg_heap_apart))
+            return 1;
+    }
+    return 0;
+}
+
+/* Sets the calls from the library whose path contains lib apart (NULL: none). */
+static inline void tg_heap_count_apart(const char *lib) {
+    void *prime[2];
+    backtrace(prime, 2); /* loads libgcc's unwinder before counting */
+    tg_heap_apart = lib;
+}
+#endif
+
 static void tg_heap_count(void) {
     if (!atomic_load_explicit(&tg_heap_counting, memory_order_relaxed) || tg_heap_in_trace)
         return;
+#ifdef TG_HEAP_COUNT_APART
+    if (tg_heap_apart) {
+        tg_heap_in_trace = 1;
+        int apart = tg_heap_from_apart();
+        tg_heap_in_trace = 0;
+        if (apart) {
+            atomic_fetch_add_explicit(&tg_heap_apart_calls, 1, memory_order_relaxed);
+            return;
+        }
+    }
+#endif
     long k = atomic_fetch_add_explicit(&tg_heap_calls, 1, memory_order_relaxed);
     if (k < tg_heap_trace) {
         void *frames[24];
@@ -78,6 +123,9 @@ static inline void tg_heap_count_start(long trace) {
     }
     tg_heap_trace = trace;
     atomic_store(&tg_heap_calls, 0);
+#ifdef TG_HEAP_COUNT_APART
+    atomic_store(&tg_heap_apart_calls, 0);
+#endif
     atomic_store(&tg_heap_counting, 1);
 }
 

@@ -14,12 +14,21 @@
  * thread's batches, the step, the schedule, the hooks) between two of its
  * steps, on a small synthetic dataset converted from IDX files.
  *
+ * bf16 autocast steps (the mlp and the cnn, one and two threads) run their
+ * products on oneDNN, whose execute call allocates its argument map on the
+ * heap each time (kernels/cpu/cpu_dnnl.c): there the calls with a frame in
+ * oneDNN's library are set apart, the rest must be zero as for f32, and
+ * oneDNN's own stay under a bound per step far below what creating its
+ * primitives again would cost (the cache must hold). A build without oneDNN
+ * skips these cases and says so.
+ *
  * The spin watch is off here (see main()): its switches, rare, are the
  * heap calls a step may make.
  *
  * The counter itself is checked first: a plain malloc while counting must
  * count. Under AddressSanitizer, which owns malloc, the test is skipped (77).
  */
+#define _GNU_SOURCE /* dladdr, for the calls set apart */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -51,6 +60,7 @@ int main(void) {
 
 /* ---- the counter ---- */
 
+#define TG_HEAP_COUNT_APART
 #include "heap_count.h"
 
 /* ---- the steps ---- */
@@ -64,6 +74,7 @@ typedef struct step_case {
     int64_t batch;
     int threads;
     double clip; /* clip_grad_norm's max norm; 0: none */
+    bool bf16;   /* autocast precision bf16 */
 } step_case;
 
 static void check_ok(tg_ctx *ctx, tg_status s) {
@@ -93,10 +104,18 @@ static void train_step(tg_ctx *ctx, tg_model *m, tg_optim *opt, const step_case 
     check_ok(ctx, tg_optim_zero_grad(ctx, opt));
 }
 
-static long heap_calls_per_case(const step_case *c) {
+/* The heap calls of COUNTED steady steps (oneDNN's apart in *apart when
+ * bf16), or -1 when this build has no bf16 (no oneDNN). */
+static long heap_calls_per_case(const step_case *c, long *apart) {
     tg_ctx_config cc = {.threads = c->threads};
     tg_ctx *ctx;
     assert_int_equal(tg_ctx_new(&cc, &ctx), TG_OK);
+    if (c->bf16 && tg_ctx_set_precision(ctx, TG_PRECISION_BF16) != TG_OK) {
+        assert_non_null(strstr(tg_ctx_error(ctx), "oneDNN"));
+        print_message("bf16 cases skipped: %s\n", tg_ctx_error(ctx));
+        tg_ctx_free(ctx);
+        return -1;
+    }
     const int64_t shape[3] = {1, 28, 28}, xs[4] = {c->batch, 1, 28, 28};
     tg_model m;
     check_ok(ctx, tg_model_init(ctx, &m, c->model, shape, 10, 7));
@@ -117,10 +136,13 @@ static long heap_calls_per_case(const step_case *c) {
         y[i] = i % 10;
     for (int k = 0; k < WARMUP; k++)
         train_step(ctx, &m, opt, c, xs, x, y);
+    tg_heap_count_apart(c->bf16 ? "libdnnl" : NULL);
     tg_heap_count_start(0);
     for (int k = 0; k < COUNTED; k++)
         train_step(ctx, &m, opt, c, xs, x, y);
     long calls = tg_heap_count_stop();
+    *apart = atomic_load(&tg_heap_apart_calls);
+    tg_heap_count_apart(NULL);
     free(x);
     free(y);
     tg_ctx_free(ctx);
@@ -140,7 +162,8 @@ static void test_counter_counts(void **state) {
 
 static void run_cases(const step_case *cases, size_t n) {
     for (size_t i = 0; i < n; i++) {
-        long calls = heap_calls_per_case(&cases[i]);
+        long apart = 0, calls = heap_calls_per_case(&cases[i], &apart);
+        assert_int_equal(apart, 0);
         if (calls != 0)
             fail_msg("%s, %s, batch %lld, %d thread(s)%s: %ld heap calls in %d steady-state "
                      "steps, expected 0",
@@ -153,9 +176,9 @@ static void run_cases(const step_case *cases, size_t n) {
 static void test_mlp(void **state) {
     (void)state;
     const step_case cases[] = {
-        {TG_MODEL_MLP, TG_OPTIM_ADAMW, 256, 1, 0},
-        {TG_MODEL_MLP, TG_OPTIM_ADAMW, 256, 2, 0},
-        {TG_MODEL_MLP, TG_OPTIM_SGD, 64, 2, 1.0},
+        {TG_MODEL_MLP, TG_OPTIM_ADAMW, 256, 1, 0, false},
+        {TG_MODEL_MLP, TG_OPTIM_ADAMW, 256, 2, 0, false},
+        {TG_MODEL_MLP, TG_OPTIM_SGD, 64, 2, 1.0, false},
     };
     run_cases(cases, sizeof cases / sizeof cases[0]);
 }
@@ -163,12 +186,48 @@ static void test_mlp(void **state) {
 static void test_cnn(void **state) {
     (void)state;
     const step_case cases[] = {
-        {TG_MODEL_CNN, TG_OPTIM_ADAMW, 32, 1, 0},
-        {TG_MODEL_CNN, TG_OPTIM_ADAMW, 32, 2, 0},
-        {TG_MODEL_CNN_BN, TG_OPTIM_SGD, 32, 2, 1.0},
-        {TG_MODEL_CNN_BN, TG_OPTIM_ADAMW, 16, 1, 0},
+        {TG_MODEL_CNN, TG_OPTIM_ADAMW, 32, 1, 0, false},
+        {TG_MODEL_CNN, TG_OPTIM_ADAMW, 32, 2, 0, false},
+        {TG_MODEL_CNN_BN, TG_OPTIM_SGD, 32, 2, 1.0, false},
+        {TG_MODEL_CNN_BN, TG_OPTIM_ADAMW, 16, 1, 0, false},
     };
     run_cases(cases, sizeof cases / sizeof cases[0]);
+}
+
+/*
+ * bf16: oneDNN's calls per step stay under a bound. A steady step makes a
+ * few per product (the argument map of each execute: a node per argument and
+ * its bucket array, and some kernels' parallel-loop closures): 65 for the cnn
+ * and 48 for the mlp, at one thread and two. Making a primitive again costs
+ * about 200 (its descriptor, its jit code, its memory objects), so a cache
+ * that stopped holding would exceed the bound at once.
+ */
+#define DNNL_CALLS_PER_STEP 100
+
+static void test_bf16(void **state) {
+    (void)state;
+    const step_case cases[] = {
+        {TG_MODEL_MLP, TG_OPTIM_ADAMW, 64, 1, 0, true},
+        {TG_MODEL_MLP, TG_OPTIM_ADAMW, 64, 2, 1.0, true},
+        {TG_MODEL_CNN, TG_OPTIM_ADAMW, 32, 1, 0, true},
+        {TG_MODEL_CNN, TG_OPTIM_SGD, 32, 2, 0, true},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const step_case *c = &cases[i];
+        long apart = 0, calls = heap_calls_per_case(c, &apart);
+        if (calls < 0)
+            return;
+        print_message("bf16 %s, %d thread(s): %ld heap calls of oneDNN's in %d steps\n",
+                      tg_model_name(c->model), c->threads, apart, COUNTED);
+        if (calls != 0)
+            fail_msg("bf16 %s, %d thread(s): %ld heap calls outside oneDNN in %d steady-state "
+                     "steps, expected 0",
+                     tg_model_name(c->model), c->threads, calls, COUNTED);
+        if (apart > (long)DNNL_CALLS_PER_STEP * COUNTED)
+            fail_msg("bf16 %s, %d thread(s): %ld heap calls inside oneDNN in %d steady-state "
+                     "steps, expected at most %d a step (are its primitives made again?)",
+                     tg_model_name(c->model), c->threads, apart, COUNTED, DNNL_CALLS_PER_STEP);
+    }
 }
 
 /* ---- the trainer's loop ---- */
@@ -294,6 +353,7 @@ int main(void) {
         cmocka_unit_test(test_counter_counts),
         cmocka_unit_test(test_mlp),
         cmocka_unit_test(test_cnn),
+        cmocka_unit_test(test_bf16),
         cmocka_unit_test(test_trainer),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

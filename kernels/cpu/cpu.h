@@ -70,6 +70,18 @@ tg_status tg__dnnl_conv(tg__dnnl *d, int kind, bool bf16, const tg__conv_geom *g
                         const tg_kview *in0, const tg_kview *in1, const tg_kview *bias, float *out,
                         char *err, size_t errlen);
 
+/* ---- the data movements around oneDNN (cpu_bf16_layout.c) ---- */
+
+/* dst (rows x cols, packed) = src (row stride ld) rounded to bf16. */
+void tg__bf16_rows(uint16_t *dst, const float *src, int64_t rows, int64_t cols, int64_t ld);
+/* dst (n x c x hw in nChwXc, X = blk, f32 or bf16, channels padded to blk with
+ * zeros) from the NCHW f32 planes src (n x c x hw). */
+void tg__blk_from_planes(void *dst, bool bf16, const float *src, int64_t n, int64_t c,
+                         int64_t hw, int64_t blk);
+/* dst (NCHW f32 planes, n x c x hw) from src in nChwXc f32 (X = blk). */
+void tg__blk_to_planes(float *dst, const float *src, int64_t n, int64_t c, int64_t hw,
+                       int64_t blk);
+
 /* ---- kernels, one per ops.def row ---- */
 
 tg_status tg__cpu_add(void *state, const tg_kargs *a);

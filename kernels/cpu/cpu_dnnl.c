@@ -8,9 +8,15 @@
  * multiplies in bf16 and accumulates and writes in f32. Primitives are made
  * once per shape and kept (a small cache, oldest out when full), with their
  * memory objects and a scratchpad this state owns (user scratchpad mode), so
- * a steady training step creates none. oneDNN's execute call itself still
- * allocates a small argument map on the heap each time (its C++ runtime):
- * that is the one heap use per product left in a steady bf16 step.
+ * a steady training step creates none, and the stream is made with the
+ * state. oneDNN's execute call itself still allocates its argument map on the
+ * heap each time (a C++ hash map: a node per argument and the bucket array;
+ * nothing in its C API avoids it), and some of its kernels allocate the
+ * closures of their parallel loops: that is the heap use left in a steady
+ * bf16 step. To keep it small, the layout changes and bf16 roundings around
+ * the products run on our own loops (cpu_bf16_layout.c, and the tables of
+ * "layouts" below) rather than as reorder primitives, and no execute passes a
+ * scratchpad it does not need.
  *
  * Built without oneDNN (TG_HAVE_DNNL undefined), every entry point fails
  * with TG_ERR_UNSUPPORTED and says so.
@@ -86,10 +92,18 @@ typedef struct dn_entry {
 
 /* A convolution (see "convolution" below): its primitive and the reorders
  * of its two inputs and of its result. */
+/* How a reorder runs: not at all (the layouts agree), on our own loops for
+ * the activations' layouts (see "layouts" below), or as oneDNN's primitive. */
+enum { RO_NONE, RO_CVT, RO_TO_BLK, RO_FROM_BLK, RO_TO_MAP, RO_FROM_MAP, RO_DNNL };
+
 typedef struct dn_reorder {
-    dnnl_primitive_t prim; /* NULL: none needed (the layouts agree) */
+    int how;
+    dnnl_primitive_t prim; /* RO_DNNL only */
     dnnl_memory_t src, dst;
     size_t from_bytes, to_bytes; /* sizes of the two layouts (blocked ones pad) */
+    int64_t n, c, hw, blk;       /* the loops' shape: NCHW with HW = H W, channel block */
+    bool bf16;                   /* RO_CVT, RO_TO_BLK, RO_TO_MAP: whether the result is bf16 */
+    int32_t *map;                /* RO_*_MAP: each plain element's place in the other layout */
 } dn_reorder;
 
 typedef struct dn_conv {
@@ -194,21 +208,6 @@ static void *grow(void **p, size_t *cap, size_t nbytes) {
     return q;
 }
 
-/* ---- f32 to bf16, nearest even, in parallel over large buffers ---- */
-
-__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) static void
-cvt_row(uint16_t *dst, const float *src, int64_t n, int64_t stride) {
-    for (int64_t i = 0; i < n; i++)
-        dst[i] = tg_bf16_from_f32(src[i * stride]);
-}
-
-/* Rounds rows x cols (row stride ld) into a packed buffer (row stride cols). */
-static void cvt_matrix(uint16_t *dst, const float *src, int64_t rows, int64_t cols, int64_t ld) {
-#pragma omp parallel for schedule(static) if (rows * cols >= (1 << 16))
-    for (int64_t r = 0; r < rows; r++)
-        cvt_row(dst + r * cols, src + r * ld, cols, 1);
-}
-
 /* ---- the cache ---- */
 
 static dn_entry *lookup(tg__dnnl *d, const int64_t *key) {
@@ -246,6 +245,12 @@ static dnnl_status_t entry_make(tg__dnnl *d, dn_entry *e, dnnl_primitive_desc_t 
     if (s == dnnl_success)
         e->scratch = dnnl_memory_desc_get_size(
             dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0));
+    /* No scratchpad argument where none is needed: each argument of an
+     * execute costs a heap node in oneDNN's argument map. */
+    if (s == dnnl_success && !e->scratch && e->arg[e->nargs - 1] == DNNL_ARG_SCRATCHPAD) {
+        dnnl_memory_destroy(e->mem[--e->nargs]);
+        e->mem[e->nargs] = NULL;
+    }
     return s;
 }
 
@@ -347,13 +352,13 @@ tg_status tg__dnnl_gemm(tg__dnnl *d, const tg__gemm_arg *ga, const tg__gemm_arg 
                           "bf16 operands");
     /* Stored as they lie: op(A) is A (n x k) or A^T (A stored k x n). */
     if (ga->trans)
-        cvt_matrix(a16, A, k, n, ga->ld);
+        tg__bf16_rows(a16, A, k, n, ga->ld);
     else
-        cvt_matrix(a16, A, n, k, ga->ld);
+        tg__bf16_rows(a16, A, n, k, ga->ld);
     if (gb->trans)
-        cvt_matrix(b16, B, m, k, gb->ld);
+        tg__bf16_rows(b16, B, m, k, gb->ld);
     else
-        cvt_matrix(b16, B, k, m, gb->ld);
+        tg__bf16_rows(b16, B, k, m, gb->ld);
     void *const ptrs[] = {a16, b16, C, NULL};
     return entry_run(d, e, ptrs, err, errlen);
 }
@@ -370,6 +375,7 @@ tg_status tg__dnnl_gemm(tg__dnnl *d, const tg__gemm_arg *ga, const tg__gemm_arg 
  */
 
 static void reorder_free(dn_reorder *r) {
+    free(r->map);
     if (r->prim)
         dnnl_primitive_destroy(r->prim);
     if (r->src)
@@ -379,6 +385,140 @@ static void reorder_free(dn_reorder *r) {
     memset(r, 0, sizeof *r);
 }
 
+/* ---- layouts ---- */
+
+/*
+ * The activations' reorders run on our own loops rather than as oneDNN
+ * primitives: every primitive execute allocates oneDNN's argument map on the
+ * heap, and these layouts are simple. Three cases: plain NCHW f32 to plain
+ * NCHW bf16 (a rounding), plain NCHW f32 to the channel-blocked layout nChwXc
+ * (X = 8 or 16; f32 or bf16, channels padded to the block with zeros), and
+ * nChwXc f32 back to NCHW f32. The weights' layouts (two or three inner
+ * blocks, e.g. OIhw8i16o2i) are small: for them a table made with the entry
+ * holds each plain element's place in the blocked layout, and the reorder is
+ * a gather or a scatter through it. Anything else is oneDNN's reorder.
+ */
+
+/* Whether md is dense 4-d NCHW-order with only the channels blocked, and by
+ * how many (*blk; 0: not blocked at all). */
+static bool md_chan_blocked(const dnnl_memory_desc_t *md, int64_t *blk) {
+    if (md->ndims != 4 || md->format_kind != dnnl_blocked || md->offset0)
+        return false;
+    const dnnl_blocking_desc_t *b = &md->format_desc.blocking;
+    int64_t bl = 0;
+    if (b->inner_nblks == 1 && b->inner_idxs[0] == 1 &&
+        (b->inner_blks[0] == 8 || b->inner_blks[0] == 16))
+        bl = b->inner_blks[0];
+    else if (b->inner_nblks != 0)
+        return false;
+    const int64_t *pd = md->padded_dims, e = bl ? bl : 1;
+    if (pd[0] != md->dims[0] || pd[2] != md->dims[2] || pd[3] != md->dims[3] ||
+        pd[1] != (bl ? (md->dims[1] + bl - 1) / bl * bl : md->dims[1]))
+        return false;
+    const int64_t hw = pd[2] * pd[3];
+    if (b->strides[3] != e || b->strides[2] != pd[3] * e || b->strides[1] != hw * e ||
+        b->strides[0] != pd[1] * hw)
+        return false;
+    *blk = bl;
+    return true;
+}
+
+/* Our own loops for from -> to, when they cover it (r->how set). */
+static bool reorder_own(dn_reorder *r, const dnnl_memory_desc_t *from,
+                        const dnnl_memory_desc_t *to) {
+    int64_t bf, bt;
+    if (!md_chan_blocked(from, &bf) || !md_chan_blocked(to, &bt) || from->data_type != dnnl_f32 ||
+        (to->data_type != dnnl_f32 && to->data_type != dnnl_bf16))
+        return false;
+    r->n = from->dims[0], r->c = from->dims[1], r->hw = from->dims[2] * from->dims[3];
+    r->bf16 = to->data_type == dnnl_bf16;
+    if (!bf && !bt && r->bf16)
+        r->how = RO_CVT;
+    else if (!bf && bt)
+        r->how = RO_TO_BLK, r->blk = bt;
+    else if (bf && !bt && !r->bf16)
+        r->how = RO_FROM_BLK, r->blk = bf;
+    return r->how != RO_NONE;
+}
+
+/* Where element idx (logical, 4-d) lies in the blocked layout md. */
+static int64_t blk_offset(const dnnl_memory_desc_t *md, const int64_t idx[4]) {
+    const dnnl_blocking_desc_t *b = &md->format_desc.blocking;
+    int64_t blk[4] = {1, 1, 1, 1}, rem[4], off = md->offset0, st = 1;
+    for (int i = 0; i < b->inner_nblks; i++)
+        blk[b->inner_idxs[i]] *= b->inner_blks[i];
+    for (int d = 0; d < 4; d++) {
+        off += idx[d] / blk[d] * b->strides[d];
+        rem[d] = idx[d] % blk[d];
+    }
+    /* the innermost block is the last, stride 1 */
+    for (int i = b->inner_nblks - 1; i >= 0; i--) {
+        const int d = b->inner_idxs[i];
+        off += rem[d] % b->inner_blks[i] * st;
+        rem[d] /= b->inner_blks[i];
+        st *= b->inner_blks[i];
+    }
+    return off;
+}
+
+/* A table reorder (RO_TO_MAP or RO_FROM_MAP) between the dense plain md and
+ * the blocked md blk, when small enough; false when it does not apply. */
+static bool reorder_map(dn_reorder *r, const dnnl_memory_desc_t *plain,
+                        const dnnl_memory_desc_t *blk, int how) {
+    int64_t pb;
+    const int64_t *dm = plain->dims;
+    const int64_t numel = dm[0] * dm[1] * dm[2] * dm[3];
+    if (!md_chan_blocked(plain, &pb) || pb || blk->ndims != 4 ||
+        blk->format_kind != dnnl_blocked || numel > (1 << 22) ||
+        dnnl_memory_desc_get_size(blk) / 2 > INT32_MAX)
+        return false;
+    for (int d = 0; d < 4; d++)
+        if (blk->dims[d] != dm[d])
+            return false;
+    if (!(r->map = malloc((size_t)numel * sizeof *r->map)))
+        return false;
+    int64_t i = 0, idx[4];
+    for (idx[0] = 0; idx[0] < dm[0]; idx[0]++)
+        for (idx[1] = 0; idx[1] < dm[1]; idx[1]++)
+            for (idx[2] = 0; idx[2] < dm[2]; idx[2]++)
+                for (idx[3] = 0; idx[3] < dm[3]; idx[3]++)
+                    r->map[i++] = (int32_t)blk_offset(blk, idx);
+    r->n = numel;
+    r->how = how;
+    return true;
+}
+
+static void reorder_map_run(const dn_reorder *r, const void *from, void *to) {
+    const int32_t *map = r->map;
+    const int64_t n = r->n;
+    if (r->how == RO_FROM_MAP) {
+        const float *s = from;
+        float *o = to;
+        for (int64_t i = 0; i < n; i++)
+            o[i] = s[map[i]];
+        return;
+    }
+    const float *s = from;
+    memset(to, 0, r->to_bytes); /* the padding */
+    if (r->bf16)
+        for (int64_t i = 0; i < n; i++)
+            ((uint16_t *)to)[map[i]] = tg_bf16_from_f32(s[i]);
+    else
+        for (int64_t i = 0; i < n; i++)
+            ((float *)to)[map[i]] = s[i];
+}
+
+static void reorder_own_run(const dn_reorder *r, const void *from, void *to) {
+    if (r->how == RO_TO_MAP || r->how == RO_FROM_MAP)
+        reorder_map_run(r, from, to);
+    else if (r->how == RO_CVT)
+        tg__bf16_rows(to, from, r->n * r->c, r->hw, r->hw);
+    else if (r->how == RO_TO_BLK)
+        tg__blk_from_planes(to, r->bf16, from, r->n, r->c, r->hw, r->blk);
+    else
+        tg__blk_to_planes(to, from, r->n, r->c, r->hw, r->blk);
+}
+
 /* A reorder from md `from` to md `to`, unless they are equal. */
 static dnnl_status_t reorder_make(tg__dnnl *d, dn_reorder *r, const dnnl_memory_desc_t *from,
                                   const dnnl_memory_desc_t *to) {
@@ -386,6 +526,20 @@ static dnnl_status_t reorder_make(tg__dnnl *d, dn_reorder *r, const dnnl_memory_
     r->to_bytes = dnnl_memory_desc_get_size(to);
     if (dnnl_memory_desc_equal(from, to))
         return dnnl_success;
+    if (reorder_own(r, from, to))
+        return dnnl_success;
+    /* the weights: f32 plain to a blocked f32 or bf16, or blocked f32 back */
+    int64_t pb;
+    const bool f32_in = from->data_type == dnnl_f32;
+    if (f32_in && (to->data_type == dnnl_f32 || to->data_type == dnnl_bf16) &&
+        md_chan_blocked(from, &pb) && !pb) {
+        r->bf16 = to->data_type == dnnl_bf16;
+        if (reorder_map(r, from, to, RO_TO_MAP))
+            return dnnl_success;
+    } else if (f32_in && to->data_type == dnnl_f32 && md_chan_blocked(to, &pb) && !pb &&
+               reorder_map(r, to, from, RO_FROM_MAP))
+        return dnnl_success;
+    r->how = RO_DNNL;
     dnnl_primitive_desc_t pd = NULL;
     dnnl_status_t s = dnnl_reorder_primitive_desc_create(&pd, from, d->engine, to, d->engine, NULL);
     if (s == dnnl_success)
@@ -401,6 +555,10 @@ static dnnl_status_t reorder_make(tg__dnnl *d, dn_reorder *r, const dnnl_memory_
 
 static tg_status reorder_run(tg__dnnl *d, const dn_reorder *r, void *from, void *to, char *err,
                              size_t errlen) {
+    if (r->how != RO_DNNL) {
+        reorder_own_run(r, from, to);
+        return TG_OK;
+    }
     dnnl_memory_set_data_handle(r->src, from);
     dnnl_memory_set_data_handle(r->dst, to);
     dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, r->src}, {DNNL_ARG_TO, r->dst}};
@@ -576,25 +734,25 @@ tg_status tg__dnnl_conv(tg__dnnl *d, int kind, bool bf16, const tg__conv_geom *g
     for (int i = 0; i < 2; i++) {
         void *src = plain_f32(in[i], &d->plain[i], &d->plain_cap[i]);
         void *dst =
-            src && c->in[i].prim ? grow((void **)&d->buf[i], &d->cap[i], c->in[i].to_bytes) : src;
+            src && c->in[i].how ? grow((void **)&d->buf[i], &d->cap[i], c->in[i].to_bytes) : src;
         if (!dst)
             return dnnl_failf(err, errlen, TG_ERR_NOMEM, "cpu oneDNN: out of memory for the %s",
                               "convolution's operands");
-        if (c->in[i].prim && (st = reorder_run(d, &c->in[i], src, dst, err, errlen)))
+        if (c->in[i].how && (st = reorder_run(d, &c->in[i], src, dst, err, errlen)))
             return st;
         ptrs[i] = dst;
     }
     int i = 2;
     if (bias)
         ptrs[i++] = bias->data;
-    void *res = c->out.prim ? grow(&d->res, &d->res_cap, c->out.from_bytes) : out;
+    void *res = c->out.how ? grow(&d->res, &d->res_cap, c->out.from_bytes) : out;
     if (!res)
         return dnnl_failf(err, errlen, TG_ERR_NOMEM, "cpu oneDNN: out of memory for the %s",
                           "convolution's result");
     ptrs[i] = res;
     if ((st = entry_run(d, &c->main, ptrs, err, errlen)))
         return st;
-    if (c->out.prim && (st = reorder_run(d, &c->out, res, out, err, errlen)))
+    if (c->out.how && (st = reorder_run(d, &c->out, res, out, err, errlen)))
         return st;
     return TG_OK;
 }

@@ -4,7 +4,7 @@
  *
  *   bench_gpt --data TEXT.h5 [--batch-size N] [--block T] [--threads N]
  *             [--steps N] [--warmup N] [--seed N]
- *             [--n-layer L] [--n-head H] [--n-embd E]
+ *             [--n-layer L] [--n-head H] [--n-embd E] [--precision f32|bf16]
  *
  * Trains `tapegrad train --model gpt` (its text from tg_gpt_model_text(),
  * its defaults: AdamW lr 1e-3, betas (0.9, 0.95), weight decay 0.1 on the
@@ -18,7 +18,7 @@
  *   {"framework": "tapegrad", "model": "gpt", "batch": 32, "block": 128,
  *    "threads": 2, "steps": 10, "tokens_per_s": 12345.6, "loss": 3.2,
  *    "cpu_ms_per_step": 600.0, "peak_rss_mb": 80.0, "mallocs_per_step": 0.0,
- *    "arena_peak_mb": 60.0, "blas_core": "Haswell"}
+ *    "arena_peak_mb": 60.0, "blas_core": "Haswell", "precision": "f32"}
  *
  * cpu_ms_per_step is the process's user and system CPU time over the
  * timed steps (every thread) per step: on a loaded machine it moves far
@@ -60,6 +60,7 @@ typedef struct gpt_opts {
     const char *data;
     int64_t batch, block, steps, warmup, seed, n_embd;
     int threads, n_layer, n_head;
+    tg_precision precision; /* --precision bf16: tg_ctx_set_precision */
 } gpt_opts;
 
 static double now_s(void) {
@@ -79,7 +80,7 @@ static double cpu_s(void) {
 static int usage(void) {
     fprintf(stderr, "usage: bench_gpt --data TEXT.h5 [--batch-size N] [--block T] [--threads N] "
                     "[--steps N] [--warmup N] [--seed N] [--n-layer L] [--n-head H] "
-                    "[--n-embd E]\n");
+                    "[--n-embd E] [--precision f32|bf16]\n");
     return 2;
 }
 
@@ -117,6 +118,8 @@ static int parse(int argc, char **argv, gpt_opts *o) {
             o->n_layer = (int)n;
         else if (num && n >= 1 && n <= 1024 && !strcmp(k, "--n-head"))
             o->n_head = (int)n;
+        else if (!strcmp(k, "--precision") && (!strcmp(v, "f32") || !strcmp(v, "bf16")))
+            o->precision = !strcmp(v, "bf16") ? TG_PRECISION_BF16 : TG_PRECISION_F32;
         else if (num && n >= 1 && n <= 65536 && !strcmp(k, "--n-embd"))
             o->n_embd = n;
         else
@@ -204,6 +207,10 @@ static int setup(const gpt_opts *o, gpt_run *r, char **text) {
         fprintf(stderr, "bench_gpt: %s\n", tg_last_init_error());
         return 1;
     }
+    if (tg_ctx_set_precision(r->ctx, o->precision) != TG_OK) {
+        fprintf(stderr, "bench_gpt: %s\n", tg_ctx_error(r->ctx));
+        return 1;
+    }
     /* The defaults of --model gpt (launch/train_opts.c, tg_train_gpt_defaults). */
     tg_optim_config oc = tg_optim_defaults(TG_OPTIM_ADAMW);
     oc.lr = 1e-3;
@@ -249,11 +256,11 @@ static int run(const gpt_opts *o, gpt_run *r) {
            "\"threads\": %d, \"steps\": %lld, \"params\": %lld, \"tokens_per_s\": %.1f, "
            "\"loss\": %.6f, \"cpu_ms_per_step\": %.1f, \"peak_rss_mb\": %.1f, "
            "\"mallocs_per_step\": %.2f, "
-           "\"arena_peak_mb\": %.1f, \"blas_core\": \"%s\"}\n",
+           "\"arena_peak_mb\": %.1f, \"blas_core\": \"%s\", \"precision\": \"%s\"}\n",
            (long long)o->batch, (long long)o->block, o->threads, (long long)o->steps, (long long)np,
            (double)(o->steps * o->batch * o->block) / dt, loss, 1e3 * cpu / (double)o->steps,
            (double)ru.ru_maxrss / 1024.0, (double)heap_calls / (double)o->steps,
-           (double)high / 1048576.0, blas.core);
+           (double)high / 1048576.0, blas.core, tg_precision_name(o->precision));
     return 0;
 fail:
     fprintf(stderr, "bench_gpt: %s\n", tg_ctx_error(r->ctx));

@@ -9,12 +9,17 @@
  * Trains the built-in model on the train split with AdamW (lr 1e-3, the
  * PyTorch defaults otherwise), exactly as the trainer's step does (forward,
  * cross-entropy, loss to host, backward, optimizer step, zero grad), and
- * prints one JSON line in torch_train.py's format plus "mallocs_per_step"
- * and "blas_core" (the OpenBLAS kernel set that ran, see tg_blas_info_get):
+ * prints one JSON line in torch_train.py's format plus "cpu_ms_per_step",
+ * "mallocs_per_step" and "blas_core" (the OpenBLAS kernel set that ran, see
+ * tg_blas_info_get):
  *
  *   {"framework": "tapegrad", "model": "cnn", "batch": 256, "threads": 2,
- *    "steps": 20, "samples_per_s": 1234.5, "loss": 0.61, "peak_rss_mb": 412.0,
- *    "mallocs_per_step": 0.0, "blas_core": "Cooperlake"}
+ *    "steps": 20, "samples_per_s": 1234.5, "loss": 0.61, "cpu_ms_per_step": 400.0,
+ *    "peak_rss_mb": 412.0, "mallocs_per_step": 0.0, "blas_core": "Cooperlake"}
+ *
+ * cpu_ms_per_step is the process's user and system CPU time over the timed
+ * steps (every thread) per step: on a loaded machine it moves far less than
+ * the wall clock.
  *
  * Like torch_train.py it holds the whole train split in memory as f32 and
  * gathers each batch from it through a random permutation, times only the
@@ -54,6 +59,14 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* User and system CPU seconds of the process, every thread. */
+static double cpu_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           1e-6 * (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
 }
 
 static int usage(void) {
@@ -191,21 +204,23 @@ static int run(const bench_opts *o, bench_run *r) {
             goto fail;
     const char *trace = getenv("TG_BENCH_HEAP_TRACE");
     tg_heap_count_start(trace ? strtol(trace, NULL, 10) : 0);
-    double t0 = now_s();
+    double t0 = now_s(), c0 = cpu_s();
     for (int64_t k = o->warmup; k < o->warmup + o->steps; k++)
         if (bench_step(r, k, &loss) != TG_OK)
             goto fail;
-    double dt = now_s() - t0;
+    double dt = now_s() - t0, cpu = cpu_s() - c0;
     const long heap_calls = tg_heap_count_stop();
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     tg_blas_info blas;
     tg_blas_info_get(&blas);
     printf("{\"framework\": \"tapegrad\", \"model\": \"%s\", \"batch\": %lld, \"threads\": %d, "
-           "\"steps\": %lld, \"samples_per_s\": %.1f, \"loss\": %.6f, \"peak_rss_mb\": %.1f, "
+           "\"steps\": %lld, \"samples_per_s\": %.1f, \"loss\": %.6f, \"cpu_ms_per_step\": %.1f, "
+           "\"peak_rss_mb\": %.1f, "
            "\"mallocs_per_step\": %.2f, \"blas_core\": \"%s\", \"precision\": \"%s\"}\n",
            o->model, (long long)o->batch, o->threads, (long long)o->steps,
-           (double)(o->steps * o->batch) / dt, loss, (double)ru.ru_maxrss / 1024.0,
+           (double)(o->steps * o->batch) / dt, loss, 1e3 * cpu / (double)o->steps,
+           (double)ru.ru_maxrss / 1024.0,
            (double)heap_calls / (double)o->steps, blas.core, tg_precision_name(o->precision));
     return 0;
 fail:
