@@ -107,6 +107,8 @@ typedef struct tg_storage {
     size_t nbytes;
     uint32_t version;
     bool persistent;
+    /* Internal: the context's count of storages made before this one. */
+    uint64_t serial;
 } tg_storage;
 
 /*
@@ -137,6 +139,9 @@ typedef struct tg_tensor {
     uint64_t first_use;
     struct tg_tensor *gacc;
     bool touched;
+    /* gacc is backward's own (nothing else refers to its storage), so later
+     * contributions may be added into it in place. */
+    bool gacc_own;
 } tg_tensor;
 
 /* ---- the context ---- */

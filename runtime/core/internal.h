@@ -73,6 +73,8 @@ struct tg_ctx {
     /* comm/'s collective for ops across ranks (world_sum); sum NULL: a world of one */
     tg_collective coll;
     uint64_t alloc_count;
+    /* Storages made so far (tg_storage.serial). */
+    uint64_t nstorage;
 };
 
 /* Errors: set the status (only if none is pending) and the message. */
