@@ -110,6 +110,29 @@ tg_tensor *tg_sub(tg_ctx *ctx, tg_tensor *a, tg_tensor *b) { return tg__binary(c
 tg_tensor *tg_mul(tg_ctx *ctx, tg_tensor *a, tg_tensor *b) { return tg__binary(ctx, TG_OP_MUL, a, b, NULL, IN0 | IN1, true); }
 tg_tensor *tg_div(tg_ctx *ctx, tg_tensor *a, tg_tensor *b) { return tg__binary(ctx, TG_OP_DIV, a, b, NULL, IN1 | OUT, false); }
 tg_tensor *tg_eq(tg_ctx *ctx, tg_tensor *a, tg_tensor *b) { return tg__binary(ctx, TG_OP_EQ, a, b, NULL, 0, true); }
+tg_tensor *tg__add_into_new(tg_ctx *ctx, tg_tensor *y, tg_tensor *b)
+{
+    tg_tensor *ins[2] = {y, b};
+    if (!tg__check_args(ctx, "add", 2, ins) || y->dtype != b->dtype ||
+        !tg_dtype_is_float(y->dtype) || !tg_is_contiguous(y) || y->storage->persistent ||
+        (y->requires_grad && y->record == 0))
+        return tg_add(ctx, y, b);
+    int nd;
+    int64_t shape[TG_MAX_DIMS];
+    if (!tg__broadcast_shape(ctx, "add", y, b, &nd, shape))
+        return NULL;
+    if (nd != y->ndim || memcmp(shape, y->shape, sizeof(int64_t) * (size_t)nd))
+        return tg_add(ctx, y, b);
+    tg_tensor *out = tg__view(ctx, y, nd, y->shape, y->strides, y->offset);
+    tg_tensor *views[2] = {y, out ? tg__expand_view(ctx, b, nd, shape) : NULL};
+    if (!views[1] || tg__run(ctx, TG_OP_ADD, NULL, out, 2, views) != TG_OK)
+        return NULL;
+    tg_bump_version(y);
+    if (tg__record(ctx, TG_OP_ADD, NULL, out, 2, ins, 0) != TG_OK)
+        return NULL;
+    return out;
+}
+
 tg_tensor *tg_relu_backward(tg_ctx *ctx, tg_tensor *g, tg_tensor *x)
 {
     return tg__binary(ctx, TG_OP_RELU_BACKWARD, g, x, NULL, IN1, false);
