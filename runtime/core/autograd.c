@@ -201,9 +201,12 @@ static tg_status add_into(tg_ctx *ctx, tg_tensor *dst, tg_tensor *src)
     return s;
 }
 
+/* Same f32 or f64 dtype (the add kernel's; bf16 goes through tg_add),
+ * device and shape. */
 static bool same_geometry(const tg_tensor *a, const tg_tensor *b)
 {
-    return a->dtype == b->dtype && a->device == b->device && a->ndim == b->ndim &&
+    return (a->dtype == TG_F32 || a->dtype == TG_F64) && a->dtype == b->dtype &&
+           a->device == b->device && a->ndim == b->ndim &&
            !memcmp(a->shape, b->shape, sizeof(int64_t) * (size_t)a->ndim);
 }
 

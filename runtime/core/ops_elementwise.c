@@ -114,7 +114,8 @@ tg_tensor *tg__add_into_new(tg_ctx *ctx, tg_tensor *y, tg_tensor *b)
 {
     tg_tensor *ins[2] = {y, b};
     if (!tg__check_args(ctx, "add", 2, ins) || y->dtype != b->dtype ||
-        !tg_dtype_is_float(y->dtype) || !tg_is_contiguous(y) || y->storage->persistent ||
+        (y->dtype != TG_F32 && y->dtype != TG_F64) || y->device != b->device ||
+        !tg_is_contiguous(y) || y->storage->persistent ||
         (y->requires_grad && y->record == 0))
         return tg_add(ctx, y, b);
     int nd;
