@@ -60,6 +60,8 @@ CB_BUILD(eq, tg_eq(ctx, in[0], in[1]))
 CB_BUILD(relu_bw, tg_relu_backward(ctx, in[0], in[1]))
 CB_BUILD(relu_bw_t, tg_relu_backward(ctx, T01(in[0]), in[1]))
 CB_BUILD(clamp_bw, tg_clamp_backward(ctx, in[0], in[1], -0.5, 0.5))
+CB_BUILD(gelu_bw, tg_gelu_backward(ctx, in[0], in[1]))
+CB_BUILD(gelu_bw_t, tg_gelu_backward(ctx, T01(in[0]), in[1]))
 CB_BUILD(where, tg_where(ctx, in[0], in[1], in[2]))
 CB_BUILD(neg, tg_neg(ctx, in[0]))
 CB_BUILD(affine, tg_affine(ctx, in[0], 2.5, -1.0))
@@ -251,6 +253,16 @@ static const cb_case cb_table[] = {
      .fn = b_relu_bw_t,
      .nin = 2,
      .in = {IN(CB_RAND, 2, 4, 3), IN(CB_NOKINK, 1, 4)}},
+    {.name = "gelu_backward",
+     .op = TG_OP_GELU_BACKWARD,
+     .fn = b_gelu_bw,
+     .nin = 2,
+     .in = {IN(CB_RAND, 2, 3, 4), IN(CB_RAND, 2, 3, 4)}},
+    {.name = "gelu_backward transposed",
+     .op = TG_OP_GELU_BACKWARD,
+     .fn = b_gelu_bw_t,
+     .nin = 2,
+     .in = {IN(CB_RAND, 2, 4, 3), IN(CB_RAND, 1, 4)}},
     {.name = "clamp_backward",
      .op = TG_OP_CLAMP_BACKWARD,
      .fn = b_clamp_bw,

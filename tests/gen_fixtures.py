@@ -352,6 +352,13 @@ def unary_cases():
 
     case("relu_backward", "basic", lambda: [inp("g", randn(2, 3)), inp("x", away(2, 3), rg=False)],
          lambda o: o["g"] * (o["x"] > 0).to(F64))
+    # The exact (erf) GELU's derivative, as aten's gelu_backward computes it.
+    case("gelu_backward", "basic",
+         lambda: [inp("g", randn(2, 4)), inp("x", randn(2, 4, scale=3))],
+         lambda o: torch.ops.aten.gelu_backward(o["g"], o["x"]))
+    case("gelu_backward", "broadcast",
+         lambda: [inp("g", randn(3, 4)), inp("x", randn(4, scale=3))],
+         lambda o: torch.ops.aten.gelu_backward(o["g"], o["x"].expand(3, 4)))
     case("clamp_backward", "basic",
          lambda: [inp("g", randn(2, 4)),
                   inp("x", clamp_input(-0.5, 0.75, 8).reshape(2, 4), rg=False)],

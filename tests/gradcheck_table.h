@@ -28,6 +28,7 @@ B(div_self, tg_div(ctx, tg_exp(ctx, X), X))
 B(eq, tg_eq(ctx, X, Y))
 B(relu_backward, tg_relu_backward(ctx, X, Y))
 B(clamp_backward, tg_clamp_backward(ctx, X, Y, -0.5, 0.5))
+B(gelu_backward, tg_gelu_backward(ctx, X, Y))
 B(where, tg_where(ctx, X, Y, Z))
 B(where_same, tg_where(ctx, X, Y, Y))
 /* elementwise unary */
@@ -458,6 +459,11 @@ static const gc_case gc_table[] = {
        .in = {GC_IN(R, 2, 2, 4), GC_CONST(K, 2, 2, 4)}, GC_OUT(2, 2, 4)),
     GC(CLAMP_BACKWARD, clamp_backward, "wrt g", .nin = 2,
        .in = {GC_IN(R, 2, 2, 4), GC_CONST(K, 2, 2, 4)}, GC_OUT(2, 2, 4)),
+    /* gelu's is smooth in x too: both inputs, second order, broadcasting */
+    GC(GELU_BACKWARD, gelu_backward, "wrt g and x", .nin = 2,
+       .in = {GC_IN(R, 2, 2, 4), GC_IN(R, 2, 2, 4)}, GC_OUT(2, 2, 4), SO),
+    GC(GELU_BACKWARD, gelu_backward, "x (4) broadcast", .nin = 2,
+       .in = {GC_IN(R, 2, 3, 4), GC_IN(R, 1, 4)}, GC_OUT(2, 3, 4), SO),
     /* reductions: axis sets, keepdim both ways, negative axes */
     GC(SUM, sum_all, "(2,3,4)", .nin = 1, .in = {GC_IN(R, 3, 2, 3, 4)}, GC_OUT0),
     GC(SUM, sum_all_k, "(2,3,4) keepdim", .nin = 1, .in = {GC_IN(R, 3, 2, 3, 4)},

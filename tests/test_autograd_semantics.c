@@ -691,6 +691,74 @@ static void test_step_reset_and_persistent_grads(void **state) {
     expect_values(ctx, w->grad, (const double[]){6, 6}, 2, 0);
 }
 
+/* Backward adds a second contribution into a gradient it made itself, in
+ * place; a gradient that is also another tensor's (a pass-through of add,
+ * here s's retained gradient) is never written into, whichever of the two
+ * contributions arrives first. */
+static void accumulate_case(tg_ctx *ctx, int order) {
+    {
+        tg_tensor *a = f64_rg(ctx, 1, SH(2), (const double[]){1, 2});
+        tg_tensor *w = f64(ctx, 1, SH(2), (const double[]){3, 5});
+        tg_tensor *c = tg_mul_scalar(ctx, a, 2);
+        CHECK_T(ctx, c);
+        CHECK_OK(ctx, tg_retain_grad(ctx, c));
+        tg_tensor *sq = NULL, *s = NULL;
+        if (order == 0)
+            sq = tg_mul(ctx, c, c);
+        s = tg_add(ctx, c, a);
+        CHECK_T(ctx, s);
+        CHECK_OK(ctx, tg_retain_grad(ctx, s));
+        if (order == 1)
+            sq = tg_mul(ctx, c, c);
+        tg_tensor *l = tg_add(ctx, sum_all(ctx, tg_mul(ctx, s, w)), sum_all(ctx, sq));
+        CHECK_T(ctx, l);
+        CHECK_OK(ctx, tg_backward(ctx, l, NULL, 0));
+        /* s: w; c: w + 2c = (3 + 4, 5 + 8); a: 2 dc + ds = (17, 31) */
+        expect_values(ctx, s->grad, (const double[]){3, 5}, 2, 0);
+        expect_values(ctx, c->grad, (const double[]){7, 13}, 2, 0);
+        expect_values(ctx, a->grad, (const double[]){17, 31}, 2, 0);
+        tg_step_reset(ctx);
+    }
+}
+
+static void test_accumulate_in_place_spares_shared_grads(void **state) {
+    accumulate_case(*state, 0);
+    accumulate_case(*state, 1);
+}
+
+/* Slices of one tensor hand their gradients to one input-sized gradient:
+ * backward allocates it once, not once per slice and again per sum. */
+static void test_slices_share_one_gradient(void **state) {
+    tg_ctx *ctx = *state;
+    enum { N = 4096 };
+    tg_tensor *x = randn_like_shape(ctx, 2, SH(3, N), 3, NULL);
+    CHECK_OK(ctx, tg_set_requires_grad(ctx, x, true));
+    tg_tensor *y = tg_mul_scalar(ctx, x, 1.0);
+    CHECK_T(ctx, y);
+    CHECK_OK(ctx, tg_retain_grad(ctx, y));
+    tg_tensor *l = NULL;
+    for (int i = 0; i < 3; i++) {
+        tg_tensor *part = sum_all(ctx, tg_mul_scalar(ctx, tg_slice(ctx, y, 0, i, i + 1, 1), i + 1));
+        l = l ? tg_add(ctx, l, part) : part;
+    }
+    CHECK_T(ctx, l);
+    size_t before = 0, after = 0, reserved = 0, high = 0;
+    tg_arena_stats(ctx, &before, &reserved, &high);
+    CHECK_OK(ctx, tg_backward(ctx, l, NULL, 0));
+    tg_arena_stats(ctx, &after, &reserved, &high);
+    double *g = read_all(ctx, y->grad);
+    for (int64_t i = 0; i < 3 * N; i++)
+        assert_true(g[i] == (double)(i / N + 1));
+    free(g);
+    /* y's gradient (3 N doubles), the slices' own (N each, from
+     * mul_scalar), x's in flight and x's ->grad (3 N each): 12 N doubles and
+     * some headers, where a zero-filled 3 N per slice and two 3 N sums would
+     * be 12 N more. */
+    size_t made = after - before, size = 3 * N * sizeof(double);
+    if (made >= 4 * size + size / 2)
+        fail_msg("backward took %zu bytes, expected under %zu", made, 4 * size + size / 2);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup_ctx, teardown_ctx)
@@ -705,6 +773,8 @@ int main(void) {
         T(test_leaf_root),
         T(test_grad_wrt_intermediate),
         T(test_retained_grad_accumulates_uses),
+        T(test_accumulate_in_place_spares_shared_grads),
+        T(test_slices_share_one_gradient),
         T(test_inplace_saved_output_detected),
         T(test_inplace_through_views_detected),
         T(test_inplace_saved_input_detected),

@@ -171,6 +171,8 @@ NC(clamp, "clamp", tg_clamp(ctx, NULL, -1.0, 1.0))
 NC(sign, "sign", tg_sign(ctx, NULL))
 NC(relu_backward_g, "relu_backward", tg_relu_backward(ctx, NULL, v))
 NC(relu_backward_x, "relu_backward", tg_relu_backward(ctx, v, NULL))
+NC(gelu_backward_g, "gelu_backward", tg_gelu_backward(ctx, NULL, v))
+NC(gelu_backward_x, "gelu_backward", tg_gelu_backward(ctx, v, NULL))
 NC(clamp_backward_g, "clamp_backward", tg_clamp_backward(ctx, NULL, v, -1.0, 1.0))
 NC(clamp_backward_x, "clamp_backward", tg_clamp_backward(ctx, v, NULL, -1.0, 1.0))
 NC(sum, "sum", tg_sum(ctx, NULL, 0, NULL, false))
@@ -246,6 +248,8 @@ static const null_case null_cases[] = {
     NC_ROW(sign, "sign"),
     NC_ROW(relu_backward_g, "relu_backward"),
     NC_ROW(relu_backward_x, "relu_backward"),
+    NC_ROW(gelu_backward_g, "gelu_backward"),
+    NC_ROW(gelu_backward_x, "gelu_backward"),
     NC_ROW(clamp_backward_g, "clamp_backward"),
     NC_ROW(clamp_backward_x, "clamp_backward"),
     NC_ROW(sum, "sum"),
@@ -385,6 +389,7 @@ static void test_shape_mismatches(void **state) {
     EXPECT_NULL(ctx, tg_where(ctx, a24, a23, a23), TG_ERR_SHAPE, "where");
     EXPECT_NULL(ctx, tg_eq(ctx, a23, v4), TG_ERR_SHAPE, "eq");
     EXPECT_NULL(ctx, tg_relu_backward(ctx, a23, a24), TG_ERR_SHAPE, "relu_backward");
+    EXPECT_NULL(ctx, tg_gelu_backward(ctx, a23, a24), TG_ERR_SHAPE, "gelu_backward");
     /* matmul: inner dims, 1-D operands, 0-d operands */
     EXPECT_NULL(ctx, tg_matmul(ctx, a23, a45), TG_ERR_SHAPE, "matmul");
     EXPECT_NULL(ctx, tg_matmul(ctx, v3, v4), TG_ERR_SHAPE, "matmul");

@@ -86,6 +86,44 @@ static void test_linear_init_matches_pytorch_bounds(void **state) {
     tg_ctx_free(ctx);
 }
 
+/* The linear layer adds its bias into the product: the forward makes one
+ * (64, 48) tensor, and the bias sum is what x W^T + b gives, bit for bit,
+ * with and without grad. */
+static void test_linear_bias_added_in_place(void **state) {
+    (void)state;
+    tg_ctx *ctx = new_ctx(0);
+    tg_rng rng = tg_rng_make(3, 0);
+    tg_linear fc;
+    assert_int_equal(tg_linear_init(ctx, &fc, NULL, "fc", 32, 48, true, &rng), TG_OK);
+    float xs[64 * 32];
+    for (int i = 0; i < 64 * 32; i++)
+        xs[i] = (float)((i * 37) % 101 - 50) / 25.0f;
+    for (int grad = 0; grad < 2; grad++) {
+        bool prev = tg_set_grad_enabled(ctx, grad == 1);
+        tg_tensor *x = tg_from_data(ctx, TG_F32, 2, (const int64_t[]){64, 32}, xs);
+        assert_non_null(x);
+        size_t before = 0, after = 0, reserved = 0, high = 0;
+        tg_arena_stats(ctx, &before, &reserved, &high);
+        tg_tensor *y = tg_linear_forward(ctx, &fc, x);
+        assert_non_null(y);
+        tg_arena_stats(ctx, &after, &reserved, &high);
+        const size_t out = 64 * 48 * sizeof(float);
+        if (after - before >= 2 * out)
+            fail_msg("linear forward took %zu bytes for a %zu-byte output", after - before, out);
+        if (grad)
+            assert_true(y->requires_grad);
+        tg_tensor *ref =
+            tg_add(ctx, tg_matmul(ctx, x, tg_transpose(ctx, fc.weight, 0, 1)), fc.bias);
+        assert_non_null(ref);
+        float *a = host(ctx, y), *b = host(ctx, ref);
+        assert_memory_equal(a, b, out);
+        free(a), free(b);
+        tg_set_grad_enabled(ctx, prev);
+        tg_step_reset(ctx);
+    }
+    tg_ctx_free(ctx);
+}
+
 static void test_conv_and_other_inits(void **state) {
     (void)state;
     tg_ctx *ctx = new_ctx(0);
@@ -593,6 +631,7 @@ static void test_cross_entropy_value(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_linear_init_matches_pytorch_bounds),
+        cmocka_unit_test(test_linear_bias_added_in_place),
         cmocka_unit_test(test_conv_and_other_inits),
         cmocka_unit_test(test_batchnorm_running_stats),
         cmocka_unit_test(test_batchnorm_fused_matches_composed),

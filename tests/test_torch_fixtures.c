@@ -422,6 +422,8 @@ static int apply(tg_ctx *ctx, const operands *o, tg_tensor **out) {
         r = tg_clamp(ctx, opnd(o, "a"), param_f64(c, "lo", 0), param_f64(c, "hi", 0));
     } else if (strcmp(op, "relu_backward") == 0) {
         r = tg_relu_backward(ctx, opnd(o, "g"), opnd(o, "x"));
+    } else if (strcmp(op, "gelu_backward") == 0) {
+        r = tg_gelu_backward(ctx, opnd(o, "g"), opnd(o, "x"));
     } else if (strcmp(op, "clamp_backward") == 0) {
         r = tg_clamp_backward(ctx, opnd(o, "g"), opnd(o, "x"), param_f64(c, "lo", 0),
                               param_f64(c, "hi", 0));
@@ -535,13 +537,14 @@ static int apply(tg_ctx *ctx, const operands *o, tg_tensor **out) {
     return 1;
 }
 
-/* Tolerances for the f64 run; erf (and gelu, built on it) may use a libm
- * erf whose last bits differ from torch's. */
+/* Tolerances for the f64 run; erf (and gelu and gelu_backward, built on it)
+ * may use a libm erf whose last bits differ from torch's. */
 static void tolerances(const fx_case *c, tg_dtype dt, double *rtol, double *atol) {
     if (dt == TG_F32) {
         *rtol = 1e-4;
         *atol = 1e-5;
-    } else if (strcmp(c->op, "erf") == 0 || strcmp(c->op, "gelu") == 0) {
+    } else if (strcmp(c->op, "erf") == 0 || strcmp(c->op, "gelu") == 0 ||
+               strcmp(c->op, "gelu_backward") == 0) {
         *rtol = 1e-9;
         *atol = 1e-11;
     } else {

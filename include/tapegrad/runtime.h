@@ -107,6 +107,8 @@ typedef struct tg_storage {
     size_t nbytes;
     uint32_t version;
     bool persistent;
+    /* Internal: the context's count of storages made before this one. */
+    uint64_t serial;
 } tg_storage;
 
 /*
@@ -137,6 +139,9 @@ typedef struct tg_tensor {
     uint64_t first_use;
     struct tg_tensor *gacc;
     bool touched;
+    /* gacc is backward's own (nothing else refers to its storage), so later
+     * contributions may be added into it in place. */
+    bool gacc_own;
 } tg_tensor;
 
 /* ---- the context ---- */
@@ -361,9 +366,11 @@ tg_tensor *tg_gelu(tg_ctx *ctx, tg_tensor *a);
 tg_tensor *tg_clamp(tg_ctx *ctx, tg_tensor *a, double lo, double hi);
 /* -1, 0 or 1; never requires grad. */
 tg_tensor *tg_sign(tg_ctx *ctx, tg_tensor *a);
-/* Fused gradient helpers: g * (x > 0), and g * (lo <= x <= hi). */
+/* Fused gradient helpers: g * (x > 0), g * (lo <= x <= hi), and gelu's
+ * g * (Phi(x) + x phi(x)) (Phi, phi: the normal cdf and pdf) in one pass. */
 tg_tensor *tg_relu_backward(tg_ctx *ctx, tg_tensor *g, tg_tensor *x);
 tg_tensor *tg_clamp_backward(tg_ctx *ctx, tg_tensor *g, tg_tensor *x, double lo, double hi);
+tg_tensor *tg_gelu_backward(tg_ctx *ctx, tg_tensor *g, tg_tensor *x);
 
 /* Reductions over the axes listed (negative axes count from the end; naxes 0
  * means all axes). sum also takes integer tensors and then gives i64. */

@@ -90,6 +90,7 @@ tg_status tg__cpu_mul(void *state, const tg_kargs *a);
 tg_status tg__cpu_div(void *state, const tg_kargs *a);
 tg_status tg__cpu_eq(void *state, const tg_kargs *a);
 tg_status tg__cpu_relu_backward(void *state, const tg_kargs *a);
+tg_status tg__cpu_gelu_backward(void *state, const tg_kargs *a);
 tg_status tg__cpu_clamp_backward(void *state, const tg_kargs *a);
 tg_status tg__cpu_where(void *state, const tg_kargs *a);
 tg_status tg__cpu_neg(void *state, const tg_kargs *a);

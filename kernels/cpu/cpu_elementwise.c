@@ -299,12 +299,19 @@ static tg_status cpu_map_any(const tg_kargs *a, int nin, const tg__cpu_row_fn *f
 #define CPU_MATH_HELPERS(sfx, real)                                                        \
     static inline real cpu_math_gelu_##sfx(real x) {                                       \
         return (real)0.5 * x * ((real)1 + tg__cpu_verf(x * (real)0.70710678118654752440)); \
+    }                                                                                      \
+    /* gelu'(x) = Phi(x) + x phi(x) */                                                     \
+    static inline real cpu_math_dgelu_##sfx(real x) {                                      \
+        const real e = tg__cpu_verf(x * (real)0.70710678118654752440);                     \
+        const real pdf = (real)0.39894228040143267794 * tg__cpu_vexp((real)-0.5 * x * x);  \
+        return (real)0.5 + (real)0.5 * e + x * pdf;                                        \
     }
 CPU_MATH_HELPERS(f32, float)
 CPU_MATH_HELPERS(f64, double)
 #undef CPU_MATH_HELPERS
 
 #define cpu_gelu(x) _Generic((x), float : cpu_math_gelu_f32, double : cpu_math_gelu_f64)(x)
+#define cpu_dgelu(x) _Generic((x), float : cpu_math_dgelu_f32, double : cpu_math_dgelu_f64)(x)
 
 /* ---- binary ops: the expression sees a (input 0) and b (input 1) ---- */
 
@@ -419,6 +426,7 @@ CPU_BINARY_INT(maximum, CPU_GENERIC_2(cpu_vmax, a, b))
 CPU_BINARY_INT(minimum, CPU_GENERIC_2(cpu_vmin, a, b))
 /* a is the incoming gradient, b the forward input. */
 CPU_BINARY(relu_backward, , b > 0 ? a : (real)0)
+CPU_BINARY(gelu_backward, , a * cpu_dgelu(b))
 CPU_BINARY(clamp_backward, const real lo = (real)p->f[0]; const real hi = (real)p->f[1];
            , (lo <= b && b <= hi) ? a : (real)0)
 

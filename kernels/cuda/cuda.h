@@ -73,6 +73,7 @@ TG__CUDA_KERNEL(div);
 TG__CUDA_KERNEL(eq);
 TG__CUDA_KERNEL(relu_backward);
 TG__CUDA_KERNEL(clamp_backward);
+TG__CUDA_KERNEL(gelu_backward);
 TG__CUDA_KERNEL(where);
 TG__CUDA_KERNEL(neg);
 TG__CUDA_KERNEL(affine);

@@ -1,7 +1,7 @@
 /*
  * kernels/cuda/cuda_elementwise.cu: the elementwise kernels (binary with
  * broadcasting, where, unary), forward ops and the fused gradient helpers
- * (relu_backward, clamp_backward) side by side.
+ * (relu_backward, clamp_backward, gelu_backward) side by side.
  *
  * Each op is a small functor applied by one of three templated kernels;
  * each kernel walks the output with a grid-stride loop and computes the
@@ -252,6 +252,10 @@ CUDA_BINARY_INT(minimum, (m_isnan(a) || a < b) ? a : b)
 /* Gradient helpers: a is the incoming gradient, b the forward input. */
 CUDA_BINARY(relu_backward, b > (T)0 ? a : (T)0)
 CUDA_BINARY(clamp_backward, (lo <= b && b <= hi) ? a : (T)0)
+/* g gelu'(x) = g (Phi(x) + x phi(x)), the exact (erf) GELU */
+CUDA_BINARY(gelu_backward,
+            a * ((T)0.5 + (T)0.5 * m_erf(b * (T)0.70710678118654752440) +
+                 b * (T)0.39894228040143267794 * m_exp((T)-0.5 * b * b)))
 
 /* ---- where: input 0 is the condition, of any dtype ---- */
 

@@ -189,8 +189,34 @@ static bool touch(tg_ctx *ctx, tg_tensor *t)
     return true;
 }
 
-/* Add g into t's in-flight gradient. */
-static tg_status accumulate(tg_ctx *ctx, tg_tensor *t, tg_tensor *g)
+/* dst += src in place with the add kernel: the bits of tg_add(dst, src). The
+ * elementwise kernels allow an output that is exactly input 0, and they
+ * write a contiguous output (the callers check dst is). */
+static tg_status add_into(tg_ctx *ctx, tg_tensor *dst, tg_tensor *src)
+{
+    tg_tensor *ins[2] = {dst, src};
+    tg_status s = tg__run(ctx, TG_OP_ADD, NULL, dst, 2, ins);
+    if (!s)
+        tg_bump_version(dst);
+    return s;
+}
+
+/* Same f32 or f64 dtype (the add kernel's; bf16 goes through tg_add),
+ * device and shape. */
+static bool same_geometry(const tg_tensor *a, const tg_tensor *b)
+{
+    return (a->dtype == TG_F32 || a->dtype == TG_F64) && a->dtype == b->dtype &&
+           a->device == b->device && a->ndim == b->ndim &&
+           !memcmp(a->shape, b->shape, sizeof(int64_t) * (size_t)a->ndim);
+}
+
+/* Add g into t's in-flight gradient. own: g is backward's own (made by the
+ * rule that returned it and referred to by nothing else), so it may take
+ * later contributions in place. Without create_graph a second contribution is
+ * added into whichever of the two is owned instead of into a new tensor: the
+ * same sum, one (t-sized) tensor fewer; the first contribution is kept as it
+ * is. With create_graph every sum is a recorded tg_add. */
+static tg_status accumulate(tg_ctx *ctx, tg_tensor *t, tg_tensor *g, bool own)
 {
     /* A non-leaf whose record was freed would swallow the gradient: the walk
      * cannot go on through it to the leaves below, so refuse rather than
@@ -205,12 +231,25 @@ static tg_status accumulate(tg_ctx *ctx, tg_tensor *t, tg_tensor *g)
         return tg__fail(ctx, TG_ERR_NOMEM, "backward: out of memory");
     if (!t->gacc) {
         t->gacc = g;
+        t->gacc_own = own;
+        return TG_OK;
+    }
+    tg_tensor *dst = t->gacc_own && tg_is_contiguous(t->gacc) ? t->gacc
+                     : own && tg_is_contiguous(g)                ? g
+                                                                 : NULL;
+    if (!ctx->grad_enabled && dst && same_geometry(t->gacc, g)) {
+        tg_status s = add_into(ctx, dst, dst == g ? t->gacc : g);
+        if (s)
+            return s;
+        t->gacc = dst;
+        t->gacc_own = true;
         return TG_OK;
     }
     tg_tensor *sum = tg_add(ctx, t->gacc, g);
     if (!sum)
         return ctx->status;
     t->gacc = sum;
+    t->gacc_own = !ctx->grad_enabled;
     return TG_OK;
 }
 
@@ -277,6 +316,40 @@ static tg_status finalize_inputs(tg_ctx *ctx, const tg__rec *r, bool create_grap
     return TG_OK;
 }
 
+/* A slice's gradient added straight into the slice of its input's owned
+ * gradient where that slice is contiguous: no zero-filled input-sized tensor
+ * per slice (q, k and v sliced from one tensor write one gradient, not three
+ * then summed). */
+static bool slice_into(tg_ctx *ctx, const tg__rec *r, tg_tensor *g, tg_status *s)
+{
+    tg_tensor *in = r->in[0];
+    if (r->op != TG_OP_SLICE || ctx->grad_enabled || !in->gacc || !in->gacc_own ||
+        !same_geometry(in->gacc, in))
+        return false;
+    tg_tensor *dst = tg_slice(ctx, in->gacc, r->p.axis, r->p.ints[0], r->p.ints[1], r->p.ints[2]);
+    if (!dst) {
+        *s = ctx->status;
+        return true;
+    }
+    if (!same_geometry(dst, g) || !tg_is_contiguous(dst))
+        return false;
+    *s = add_into(ctx, dst, g);
+    return true;
+}
+
+/* gin[i] is the rule's own: made during the rule (a storage newer than
+ * mark), in the step arena, and no other gin shares its storage. */
+static bool owned(const tg_tensor *const *gin, int n, int i, uint64_t mark)
+{
+    const tg_storage *st = gin[i]->storage;
+    if (st->serial < mark || st->persistent)
+        return false;
+    for (int j = 0; j < n; j++)
+        if (j != i && gin[j] && gin[j]->storage == st)
+            return false;
+    return true;
+}
+
 static tg_status walk_record(tg_ctx *ctx, int64_t idx, bool capture, bool create_graph)
 {
     /* Copy: backward rules may append records (create_graph) and move the array. */
@@ -288,19 +361,24 @@ static tg_status walk_record(tg_ctx *ctx, int64_t idx, bool capture, bool create
     if (s)
         return s;
     tg_tensor *gin[TG_MAX_INPUTS] = {0};
-    s = backward_rules[r.op](ctx, &r, gout, gin);
+    const uint64_t mark = ctx->nstorage;
+    bool done = r.in[0]->requires_grad && slice_into(ctx, &r, gout, &s);
     if (s)
+        return s;
+    if (!done && (s = backward_rules[r.op](ctx, &r, gout, gin)))
         return ctx->status ? ctx->status : s;
     if (r.out->retain_grad && !capture)
         r.out->grad = gout;
     r.out->gacc = NULL;
+    r.out->gacc_own = false;
     if (capture)
         r.out->gacc = gout; /* kept so a requested non-leaf input can be read */
     for (int i = 0; i < r.nin; i++) {
         tg_tensor *t = r.in[i];
         if (!gin[i] || !t->requires_grad)
             continue;
-        if ((s = accumulate(ctx, t, gin[i])))
+        bool own = !create_graph && owned((const tg_tensor *const *)gin, r.nin, i, mark);
+        if ((s = accumulate(ctx, t, gin[i], own)))
             return s;
     }
     return capture ? TG_OK : finalize_inputs(ctx, &r, create_graph);
@@ -346,6 +424,7 @@ static void clear_touched(tg_ctx *ctx)
 {
     for (int64_t i = 0; i < ctx->ntouched; i++) {
         ctx->touched[i]->gacc = NULL;
+        ctx->touched[i]->gacc_own = false;
         ctx->touched[i]->touched = false;
     }
     ctx->ntouched = 0;
@@ -357,7 +436,7 @@ static tg_status run_walk(tg_ctx *ctx, tg_tensor *root, tg_tensor *seed, bool ca
     bool create_graph = flags & TG_CREATE_GRAPH;
     bool prev = tg_set_grad_enabled(ctx, create_graph);
     int64_t end = ctx->nrecords;
-    tg_status s = accumulate(ctx, root, seed);
+    tg_status s = accumulate(ctx, root, seed, false);
     if (!s && root->record == 0 && !capture)
         s = finalize_leaf(ctx, root, create_graph);
     int64_t start_idx = root->record ? (int64_t)(root->record - ctx->tape_base) : -1;

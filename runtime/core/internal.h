@@ -73,6 +73,8 @@ struct tg_ctx {
     /* comm/'s collective for ops across ranks (world_sum); sum NULL: a world of one */
     tg_collective coll;
     uint64_t alloc_count;
+    /* Storages made so far (tg_storage.serial). */
+    uint64_t nstorage;
 };
 
 /* Errors: set the status (only if none is pending) and the message. */
@@ -143,6 +145,11 @@ bool tg__broadcast_shape(tg_ctx *ctx, const char *op, const tg_tensor *a, const 
 tg_tensor *tg__binary(tg_ctx *ctx, tg_op op, tg_tensor *a, tg_tensor *b, const tg_op_params *p,
                       uint32_t saved, bool ints);
 tg_tensor *tg__unary(tg_ctx *ctx, tg_op op, tg_tensor *a, const tg_op_params *p, uint32_t saved);
+/* tg_add(y, b) written into y's storage when y is a contiguous step tensor
+ * that only its caller holds (a product just made, as in the linear layer)
+ * and b broadcasts to y's shape: the same sum and record, one tensor fewer.
+ * Anything else is tg_add. */
+tg_tensor *tg__add_into_new(tg_ctx *ctx, tg_tensor *y, tg_tensor *b);
 tg_tensor *tg__expand_view(tg_ctx *ctx, tg_tensor *t, int ndim, const int64_t *shape);
 
 /* Backward rules: given the record and the gradient of its output, write the

@@ -110,6 +110,30 @@ tg_tensor *tg_sub(tg_ctx *ctx, tg_tensor *a, tg_tensor *b) { return tg__binary(c
 tg_tensor *tg_mul(tg_ctx *ctx, tg_tensor *a, tg_tensor *b) { return tg__binary(ctx, TG_OP_MUL, a, b, NULL, IN0 | IN1, true); }
 tg_tensor *tg_div(tg_ctx *ctx, tg_tensor *a, tg_tensor *b) { return tg__binary(ctx, TG_OP_DIV, a, b, NULL, IN1 | OUT, false); }
 tg_tensor *tg_eq(tg_ctx *ctx, tg_tensor *a, tg_tensor *b) { return tg__binary(ctx, TG_OP_EQ, a, b, NULL, 0, true); }
+tg_tensor *tg__add_into_new(tg_ctx *ctx, tg_tensor *y, tg_tensor *b)
+{
+    tg_tensor *ins[2] = {y, b};
+    if (!tg__check_args(ctx, "add", 2, ins) || y->dtype != b->dtype ||
+        (y->dtype != TG_F32 && y->dtype != TG_F64) || y->device != b->device ||
+        !tg_is_contiguous(y) || y->storage->persistent ||
+        (y->requires_grad && y->record == 0))
+        return tg_add(ctx, y, b);
+    int nd;
+    int64_t shape[TG_MAX_DIMS];
+    if (!tg__broadcast_shape(ctx, "add", y, b, &nd, shape))
+        return NULL;
+    if (nd != y->ndim || memcmp(shape, y->shape, sizeof(int64_t) * (size_t)nd))
+        return tg_add(ctx, y, b);
+    tg_tensor *out = tg__view(ctx, y, nd, y->shape, y->strides, y->offset);
+    tg_tensor *views[2] = {y, out ? tg__expand_view(ctx, b, nd, shape) : NULL};
+    if (!views[1] || tg__run(ctx, TG_OP_ADD, NULL, out, 2, views) != TG_OK)
+        return NULL;
+    tg_bump_version(y);
+    if (tg__record(ctx, TG_OP_ADD, NULL, out, 2, ins, 0) != TG_OK)
+        return NULL;
+    return out;
+}
+
 tg_tensor *tg_relu_backward(tg_ctx *ctx, tg_tensor *g, tg_tensor *x)
 {
     return tg__binary(ctx, TG_OP_RELU_BACKWARD, g, x, NULL, IN1, false);
@@ -118,6 +142,10 @@ tg_tensor *tg_clamp_backward(tg_ctx *ctx, tg_tensor *g, tg_tensor *x, double lo,
 {
     tg_op_params p = {.f = {lo, hi}};
     return tg__binary(ctx, TG_OP_CLAMP_BACKWARD, g, x, &p, IN1, false);
+}
+tg_tensor *tg_gelu_backward(tg_ctx *ctx, tg_tensor *g, tg_tensor *x)
+{
+    return tg__binary(ctx, TG_OP_GELU_BACKWARD, g, x, NULL, IN0 | IN1, false);
 }
 
 #define SHAPE_OF(t) (t)->ndim, (t)->shape
@@ -193,6 +221,25 @@ tg_status tg__bw_clamp_backward(tg_ctx *ctx, const tg__rec *r, tg_tensor *g, tg_
         !(gin[0] = tg_sum_to(ctx, tg_clamp_backward(ctx, g, r->in[1], r->p.f[0], r->p.f[1]),
                              SHAPE_OF(r->in[0]))))
         return ctx->status;
+    return TG_OK;
+}
+
+/* gelu_backward(g, x) = g gelu'(x) is linear in g; in x its derivative is
+ * g gelu''(x) = g phi(x) (2 - x^2), phi(x) = exp(-x^2/2)/sqrt(2 pi). */
+tg_status tg__bw_gelu_backward(tg_ctx *ctx, const tg__rec *r, tg_tensor *g, tg_tensor **gin)
+{
+    tg_tensor *dy = r->in[0], *x = r->in[1];
+    if (dy->requires_grad &&
+        !(gin[0] = tg_sum_to(ctx, tg_gelu_backward(ctx, g, x), SHAPE_OF(dy))))
+        return ctx->status;
+    if (x->requires_grad) {
+        tg_tensor *x2 = tg_mul(ctx, x, x);
+        tg_tensor *pdf = tg_mul_scalar(ctx, tg_exp(ctx, tg_mul_scalar(ctx, x2, -0.5)),
+                                       0.3989422804014327);
+        tg_tensor *d2 = tg_mul(ctx, pdf, tg_affine(ctx, x2, -1.0, 2.0));
+        if (!(gin[1] = tg_sum_to(ctx, tg_mul(ctx, tg_mul(ctx, g, dy), d2), SHAPE_OF(x))))
+            return ctx->status;
+    }
     return TG_OK;
 }
 
@@ -321,13 +368,5 @@ tg_status tg__bw_silu(tg_ctx *ctx, const tg__rec *r, tg_tensor *g, tg_tensor **g
 }
 
 /* d gelu/dx = Phi(x) + x phi(x), Phi(x) = (1 + erf(x/sqrt 2))/2,
- * phi(x) = exp(-x^2/2)/sqrt(2 pi) */
-tg_status tg__bw_gelu(tg_ctx *ctx, const tg__rec *r, tg_tensor *g, tg_tensor **gin)
-{
-    tg_tensor *x = r->in[0];
-    tg_tensor *cdf = tg_affine(ctx, tg_erf(ctx, tg_mul_scalar(ctx, x, M_SQRT1_2)), 0.5, 0.5);
-    tg_tensor *pdf = tg_mul_scalar(ctx, tg_exp(ctx, tg_mul_scalar(ctx, tg_mul(ctx, x, x), -0.5)),
-                                   0.3989422804014327);
-    gin[0] = tg_mul(ctx, g, tg_add(ctx, cdf, tg_mul(ctx, x, pdf)));
-    return gin[0] ? TG_OK : ctx->status;
-}
+ * phi(x) = exp(-x^2/2)/sqrt(2 pi): one fused pass (gelu_backward). */
+UNARY_BW(gelu, tg_gelu_backward(ctx, g, x))

@@ -179,6 +179,7 @@ tg_tensor *tg__new(tg_ctx *ctx, tg_dtype dt, int ndim, const int64_t *shape, boo
     st->nbytes = nbytes;
     st->version = 0;
     st->persistent = persistent;
+    st->serial = ctx->nstorage++;
     t->dtype = dt;
     t->device = ctx->be->device;
     t->ndim = ndim;

@@ -146,15 +146,19 @@ static tg_tensor *attend(tg_ctx *ctx, tg_tensor *q, tg_tensor *k, tg_tensor *v, 
                  : tg_attention_composed(ctx, q, k, v, causal);
 }
 
-/* (N, T, 3E) -> the part-th (N, H, T, D) of q, k, v. */
-static tg_tensor *heads_of(tg_ctx *ctx, tg_tensor *qkv, int part, int64_t h) {
+/* (N, T, 3E) -> q, k and v, each (N, H, T, D): slices of one contiguous
+ * (3, N, H, T, D) copy, so that the attention reads them without copies of
+ * its own and backward adds their gradients into one tensor. */
+static void split_heads(tg_ctx *ctx, tg_tensor *qkv, int64_t h, tg_tensor **out) {
+    out[0] = out[1] = out[2] = NULL;
     if (!qkv)
-        return NULL;
+        return;
     int64_t n = qkv->shape[0], t = qkv->shape[1], e = qkv->shape[2] / 3;
-    int64_t sh[4] = {n, t, h, e / h};
-    static const int perm[4] = {0, 2, 1, 3};
-    tg_tensor *x = tg_slice(ctx, qkv, 2, part * e, (part + 1) * e, 1);
-    return tg_permute(ctx, tg_reshape(ctx, tg_contiguous(ctx, x), 4, sh), perm);
+    int64_t sh5[5] = {n, t, 3, h, e / h}, sh4[4] = {n, h, t, e / h};
+    static const int perm[5] = {2, 0, 3, 1, 4};
+    tg_tensor *all = tg_contiguous(ctx, tg_permute(ctx, tg_reshape(ctx, qkv, 5, sh5), perm));
+    for (int part = 0; part < 3 && all; part++)
+        out[part] = tg_reshape(ctx, tg_slice(ctx, all, 0, part, part + 1, 1), 4, sh4);
 }
 
 /* Writes src (N, H, t, D) into the cache (block, N, H, D: positions
@@ -176,10 +180,9 @@ tg_tensor *tg__mf_attention_forward(tg_ctx *ctx, tg_net *net, tg__mf_node *n, tg
     if (!x)
         return NULL;
     int64_t nb = x->shape[0], t = x->shape[1], e = x->shape[2];
-    tg_tensor *qkv = tg_linear_forward(ctx, &n->c_attn, x);
-    tg_tensor *q = heads_of(ctx, qkv, 0, n->heads);
-    tg_tensor *k = heads_of(ctx, qkv, 1, n->heads);
-    tg_tensor *v = heads_of(ctx, qkv, 2, n->heads);
+    tg_tensor *qkv = tg_linear_forward(ctx, &n->c_attn, x), *hs[3];
+    split_heads(ctx, qkv, n->heads, hs);
+    tg_tensor *q = hs[0], *k = hs[1], *v = hs[2];
     bool causal = n->causal;
     if (pos >= 0) {
         k = cache_put(ctx, n->kcache, k, pos);

@@ -67,7 +67,8 @@ tg_tensor *tg_linear_forward(tg_ctx *ctx, const tg_linear *l, tg_tensor *x)
                NULL;
     /* The transposed weight is a view: gemm reads it as it lies. */
     tg_tensor *y = tg_matmul(ctx, x, tg_transpose(ctx, l->weight, 0, 1));
-    return l->bias ? tg_add(ctx, y, l->bias) : y;
+    /* The bias is added into the product itself: one (..., out) tensor. */
+    return l->bias ? tg__add_into_new(ctx, y, l->bias) : y;
 }
 
 /* ---- Conv2d ---- */
