@@ -163,11 +163,13 @@ static tg_status write_split(const struct text_tokens *t, tg_bpe *bpe, const cha
         st = tg__ds_out_attr(&o, grp, TG__ATTR_BYTES_PER_TOKEN, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE,
                              &bpt, err, errlen);
     if (st == TG_OK) {
+        /* A fixed-length string: a variable-length one lives in the file's
+         * global heap, which readers do not trust (datasets/h5tokens.c). */
         st_type = H5Tcopy(H5T_C_S1);
-        if (st_type < 0 || H5Tset_size(st_type, H5T_VARIABLE) < 0)
+        if (st_type < 0 || H5Tset_size(st_type, strlen(kind) + 1) < 0)
             st = tg__ds_out_err(&o, "making a string type", err, errlen);
         else
-            st = tg__ds_out_attr(&o, grp, TG__ATTR_TOKENIZER, st_type, st_type, &kind, err, errlen);
+            st = tg__ds_out_attr(&o, grp, TG__ATTR_TOKENIZER, st_type, st_type, kind, err, errlen);
     }
     if (st_type >= 0)
         (void)H5Tclose(st_type);
