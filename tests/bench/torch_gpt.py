@@ -84,6 +84,9 @@ def main():
     ap.add_argument("--n-layer", type=int, default=4)
     ap.add_argument("--n-head", type=int, default=4)
     ap.add_argument("--n-embd", type=int, default=128)
+    ap.add_argument("--precision", choices=["f32", "bf16"], default="f32",
+                    help="bf16: the forward pass and the loss under torch.autocast('cpu', "
+                         "dtype=torch.bfloat16), as bench_gpt --precision bf16")
     a = ap.parse_args()
 
     torch.set_num_threads(a.threads)
@@ -114,8 +117,9 @@ def main():
                                for i in range(a.batch_size)])
         w = tokens[starts[:, None] + offs]
         xb, yb = w[:, :-1], w[:, 1:]
-        logits = model(xb)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), yb.reshape(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.precision == "bf16"):
+            logits = model(xb)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), yb.reshape(-1))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -137,6 +141,7 @@ def main():
         "cpu_ms_per_step": 1e3 * cpu / a.steps,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "torch_version": torch.__version__, "blas": blas_info(), "attn": attn,
+        "precision": a.precision,
     }))
     return 0
 
