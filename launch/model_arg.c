@@ -36,6 +36,7 @@ int tg_model_arg_resolve(const char *cmd, const char *label, const char *arg, tg
     const char *shipped = tg_model_builtin_text(arg);
     if (shipped) {
         out->text = shipped;
+        out->shipped = true;
         (void)tg_model_from_name(arg, &out->kind);
         return TG_EXIT_OK;
     }
@@ -131,8 +132,9 @@ int tg_model_arg_from_ckpt(const char *cmd, const char *resume, const char *dir,
         } else {
             out->text = out->owned;
             out->name = out->owned_name;
-            if (tg_model_from_name(out->name, &out->kind) &&
-                strcmp(tg_model_builtin_text(out->name), out->text) != 0)
+            const char *builtin = tg_model_builtin_text(out->name);
+            out->shipped = builtin && strcmp(builtin, out->text) == 0;
+            if (tg_model_from_name(out->name, &out->kind) && !out->shipped)
                 out->kind = TG_MODEL_COUNT;
         }
     }

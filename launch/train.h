@@ -56,6 +56,7 @@ typedef struct tg_model_arg {
     const char *text;   /* the model file's text (shipped or read) */
     char *owned;        /* the text read from a file (heap), else NULL */
     char *owned_name;   /* the name taken from a checkpoint (heap), else NULL */
+    bool shipped;       /* text is the shipped file of that name (a checkpoint's too) */
 } tg_model_arg;
 
 /* Resolves arg (label names the option in messages); prints the problem

@@ -292,13 +292,11 @@ void tg_train_resnet_defaults(train_args *a) {
     a->cfg.augment_pad = 2;
 }
 
-/* By its name and its text: a resumed run's checkpoint carries both. */
+/* By its name and its text (tg_model_arg.shipped): a resumed run's
+ * checkpoint carries both. */
 static bool is_shipped_resnet(const train_args *a) {
     const char *n = a->o.model;
-    if (!n || (strcmp(n, "resnet20") != 0 && strcmp(n, "resnet18") != 0))
-        return false;
-    const char *shipped = tg_model_builtin_text(n);
-    return shipped && a->marg.text && !strcmp(shipped, a->marg.text);
+    return a->marg.shipped && n && (!strcmp(n, "resnet20") || !strcmp(n, "resnet18"));
 }
 
 /* The gpt's text for the sizes given (the shipped gpt.ini is that of the
