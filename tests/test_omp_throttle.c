@@ -12,6 +12,10 @@
  *     region sleeps at once (the process uses almost no CPU while the
  *     training thread sleeps), where libgomp's default spin burns
  *     milliseconds; switched off, the helper thread is gone.
+ *   - All threads or one while the cores are shared, fed synthetic step
+ *     times: one thread first, then the team's trial, the faster kept for
+ *     the hold and the other tried again; free cores give the team back and
+ *     forget the figures.
  *   - The user's OMP_WAIT_POLICY or GOMP_SPINCOUNT turns the watch off, as
  *     does one thread.
  */
@@ -113,6 +117,79 @@ static void test_bad_figures_skipped(void **state) {
     assert_false(tg__spin_watch_feed(&w, -1.0, 0.5)); /* a counter went back */
     assert_true(w.time == 0 && w.delay == 0);
     assert_true(tg__spin_watch_feed(&w, 1.0, 0.5));
+}
+
+/* ---- all threads or one ---- */
+
+/* Feeds n steps of `step` seconds while the cores are `shared`; returns the
+ * last answer. (Step times are chosen so that no trial ends on a rounding.) */
+static bool steps(tg__thread_pick *p, bool shared, double step, int n) {
+    bool one = p->one;
+    for (int i = 0; i < n; i++)
+        one = tg__thread_pick_feed(p, shared, step);
+    return one;
+}
+
+static void test_pick_free_machine_keeps_team(void **state) {
+    (void)state;
+    tg__thread_pick p = {0};
+    assert_false(steps(&p, false, 0.01, 1000));
+    assert_false(p.one);
+}
+
+/* Shared cores: one thread first; the team's trial next; the faster kept
+ * for the hold, then the other tried again; each trial needs its steps and
+ * its time. */
+static void test_pick_measures_both_keeps_faster(void **state) {
+    (void)state;
+    tg__thread_pick p = {0};
+    assert_true(tg__thread_pick_feed(&p, true, 0.01)); /* shared now: one thread */
+    assert_true(tg__thread_pick_feed(&p, true, 5.0));  /* the switch's own step: not timed */
+    /* One thread at 30 ms a step: 4 steps make its trial (0.12 s). */
+    assert_true(steps(&p, true, 0.03, TG__PICK_TRIAL_STEPS - 1));
+    assert_false(tg__thread_pick_feed(&p, true, 0.03)); /* the team's trial */
+    assert_true(p.per[1] > 0.029 && p.per[1] < 0.031);
+    assert_false(tg__thread_pick_feed(&p, true, 1.0)); /* not timed */
+    /* The team at 11 ms: 9 steps are not enough time, 10 are (0.11 s). */
+    assert_false(steps(&p, true, 0.011, 9));
+    assert_true(p.per[0] == 0);
+    assert_false(tg__thread_pick_feed(&p, true, 0.011));
+    assert_true(p.holding && p.per[0] > 0.0109 && p.per[0] < 0.0111);
+    /* Kept for the hold (windows of 10 steps, 0.11 s: 19 make 2 s), then
+     * one thread is tried again. */
+    assert_false(steps(&p, true, 0.011, 18 * 10 + 9));
+    assert_true(tg__thread_pick_feed(&p, true, 0.011));
+    assert_false(p.holding);
+    assert_true(p.per[1] == 0);
+    /* One thread is now the faster (6 ms): after its trial (17 steps) it
+     * is kept. */
+    assert_true(steps(&p, true, 0.006, 1 + 16));
+    assert_false(p.holding);
+    assert_true(tg__thread_pick_feed(&p, true, 0.006));
+    assert_true(p.holding && p.per[1] < p.per[0]);
+    assert_true(steps(&p, true, 0.006, 100));
+    /* The cores free again: the team, and the figures forgotten. */
+    assert_false(tg__thread_pick_feed(&p, false, 0.006));
+    assert_true(p.per[0] == 0 && p.per[1] == 0 && !p.holding);
+    assert_true(tg__thread_pick_feed(&p, true, 0.006)); /* shared again: one first */
+}
+
+static void test_pick_team_slower_stays_one(void **state) {
+    (void)state;
+    tg__thread_pick p = {0};
+    assert_true(steps(&p, true, 0.03, 2)); /* the switch and its untimed step */
+    assert_true(steps(&p, true, 0.03, 3));
+    assert_false(steps(&p, true, 0.03, 1)); /* one thread measured: the team's trial */
+    assert_false(steps(&p, true, 0.05, 4)); /* its untimed step and 3 of 4 */
+    assert_true(steps(&p, true, 0.05, 1));  /* the team is slower: back to one, kept */
+    assert_true(p.holding);
+    /* Unknown step times are not counted. */
+    assert_true(steps(&p, true, 0.05, 1)); /* the switch's untimed step */
+    const int n = p.n;
+    assert_true(tg__thread_pick_feed(&p, true, -1.0));
+    assert_int_equal(p.n, n);
+    assert_true(tg__thread_pick_feed(&p, true, 0.05));
+    assert_int_equal(p.n, n + 1);
 }
 
 /* ---- the switch ---- */
@@ -223,6 +300,9 @@ int main(void) {
         cmocka_unit_test(test_quiet_windows_turn_it_off),
         cmocka_unit_test(test_back_soon_asks_longer_quiet),
         cmocka_unit_test(test_bad_figures_skipped),
+        cmocka_unit_test(test_pick_free_machine_keeps_team),
+        cmocka_unit_test(test_pick_measures_both_keeps_faster),
+        cmocka_unit_test(test_pick_team_slower_stays_one),
         cmocka_unit_test(test_short_spin_sleeps_at_once),
         cmocka_unit_test(test_user_choice_turns_watch_off),
     };

@@ -41,14 +41,25 @@ typedef struct tg__dnnl tg__dnnl;
 /* The short OpenMP spin while the cores are shared (omp_throttle.h). */
 typedef struct tg__omp_throttle tg__omp_throttle;
 
-/* Per-context state: the thread count the context asked for, oneDNN's
- * state, made at the first bf16 product (NULL until then), and the watch
- * that shortens OpenMP's spin while the cores are shared (NULL: none). */
+/* Per-context state: the thread count the context asked for, the number of
+ * parts the products and convolutions cut their work into (that count, or
+ * OpenMP's when it asked for none), oneDNN's state, made at the first bf16
+ * product (NULL until then), and the watch that shortens OpenMP's spin and
+ * runs steps on one thread while the cores are shared (NULL: none). */
 typedef struct tg__cpu_state {
     int threads;
+    int parts;
     tg__dnnl *dnnl;
     tg__omp_throttle *throttle;
 } tg__cpu_state;
+
+/* The parts a split kernel cuts its work into: fixed for the context, so
+ * that its bits do not depend on how many threads run the parts (one while
+ * the watch finds the cores shared, omp_throttle.c). */
+static inline int tg__cpu_parts(const void *state) {
+    const tg__cpu_state *s = state;
+    return s && s->parts > 0 ? s->parts : omp_get_max_threads();
+}
 
 /* ---- oneDNN (cpu_dnnl.c) ---- */
 

@@ -71,13 +71,14 @@ static tg_status cpu_init(void **state, int threads, char *err, size_t errlen) {
     }
     s->threads = threads;
     s->dnnl = NULL;
-    s->throttle = tg__omp_throttle_new(threads);
     /* Both thread pools follow the context's setting so that OpenMP loops
      * and BLAS calls do not oversubscribe the machine against each other. */
     if (threads > 0) {
         omp_set_num_threads(threads);
         openblas_set_num_threads(threads);
     }
+    s->parts = omp_get_max_threads();
+    s->throttle = tg__omp_throttle_new(s->parts);
     *state = s;
     return TG_OK;
 }
@@ -91,10 +92,12 @@ static void cpu_release(void *state) {
     free(state);
 }
 
-/* Once per step: the spin watch (omp_throttle.c). */
+/* Once per step: the spin watch (omp_throttle.c). It may run the step on
+ * one thread only where the bits do not depend on it: not once oneDNN
+ * runs products (its splits follow its thread count). */
 static void cpu_step(void *state) {
     tg__cpu_state *s = state;
-    tg__omp_throttle_step(s->throttle);
+    tg__omp_throttle_step(s->throttle, s->dnnl == NULL);
 }
 
 tg__dnnl *tg__cpu_dnnl(void *state, const tg_kargs *a) {

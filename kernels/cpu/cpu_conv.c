@@ -97,6 +97,30 @@ static void cpu_valid_range(int64_t size, int64_t nout, int64_t st, int64_t pad,
 CPU_IM2COL_S1(float)
 CPU_IM2COL_S1(double)
 
+/* Runs the statement given (which reads the part number p) for parts 0 to
+ * nparts - 1: on the OpenMP threads, each taking parts t, t + T, ..., or in
+ * turn on the calling thread while one thread runs (the spin watch runs a
+ * step on one thread while the cores are shared, omp_throttle.c). Each part
+ * has its own workspace slot and samples, so its result does not depend on
+ * the thread that runs it. */
+#define CPU_CONV_PARTS(nparts, ...)                                                               \
+    do {                                                                                          \
+        const int cpu_run_ = omp_get_max_threads();                                               \
+        if (cpu_run_ < 2) {                                                                       \
+            for (int64_t p = 0; p < (nparts); p++) {                                              \
+                __VA_ARGS__;                                                                      \
+            }                                                                                     \
+        } else {                                                                                  \
+            const int cpu_nth_ = (nparts) < cpu_run_ ? (int)(nparts) : cpu_run_;                  \
+            _Pragma("omp parallel num_threads(cpu_nth_)") {                                       \
+                const int64_t t_ = omp_get_thread_num(), tt_ = omp_get_num_threads();            \
+                for (int64_t p = t_; p < (nparts); p += tt_) {                                    \
+                    __VA_ARGS__;                                                                  \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+    } while (0)
+
 /* im2col and col2im for one dtype. xs are the strides of x over (n, c, h, w);
  * ld is the column matrix's row length N*OH*OW; slack values after the
  * matrix may be scribbled on (cpu_im2col_s1). */
@@ -264,22 +288,21 @@ CPU_IM2COL_S1(double)
                  (int)ohw, col, (int)ohw, n > lo ? 1 : 0, acc, (int)crs);                          \
         }                                                                                          \
     }                                                                                              \
-    /* The three products: nt threads, each with its own workspace slot of                         \
-     * sl values, take contiguous runs of samples (a static split, so a given                      \
-     * thread count always sums in the same order). One thread runs on the                         \
-     * caller without a parallel region (libgomp allocates a team for every                        \
-     * one-thread region). Inside the region OpenBLAS runs single-threaded. */                     \
+    /* The three products: nt parts, each with its own workspace slot of                           \
+     * sl values, take contiguous runs of samples (a static split by the                           \
+     * context's thread count, so a context always sums in the same order,                         \
+     * however many threads run the parts: CPU_CONV_PARTS). One part runs on                       \
+     * the caller without a parallel region (libgomp allocates a team for                          \
+     * every one-thread region). Inside the region OpenBLAS runs                                   \
+     * single-threaded. */                                                                         \
     static void cpu_conv_fwd_##TYPE(const tg__conv_geom *g, int nt, int64_t sl, const tg_kview *x, \
                                     const TYPE *w, const tg_kview *b, TYPE *ws, TYPE *out) {       \
         if (nt == 1) {                                                                             \
             cpu_conv_fwd_part_##TYPE(g, x, w, b, ws, out, 0, g->n);                                \
             return;                                                                                \
         }                                                                                          \
-        _Pragma("omp parallel num_threads(nt)") {                                                  \
-            const int64_t t = omp_get_thread_num(), T = omp_get_num_threads();                     \
-            cpu_conv_fwd_part_##TYPE(g, x, w, b, ws + t * sl, out, g->n * t / T,                   \
-                                     g->n * (t + 1) / T);                                          \
-        }                                                                                          \
+        CPU_CONV_PARTS(nt, cpu_conv_fwd_part_##TYPE(g, x, w, b, ws + p * sl, out, g->n * p / nt,   \
+                                                    g->n * (p + 1) / nt));                         \
     }                                                                                              \
     static void cpu_conv_bwi_##TYPE(const tg__conv_geom *g, int nt, int64_t sl,                    \
                                     const tg_kview *gv, const TYPE *w, TYPE *ws, TYPE *dx) {       \
@@ -287,10 +310,8 @@ CPU_IM2COL_S1(double)
             cpu_conv_bwi_part_##TYPE(g, gv, w, ws, dx, 0, g->n);                                   \
             return;                                                                                \
         }                                                                                          \
-        _Pragma("omp parallel num_threads(nt)") {                                                  \
-            const int64_t t = omp_get_thread_num(), T = omp_get_num_threads();                     \
-            cpu_conv_bwi_part_##TYPE(g, gv, w, ws + t * sl, dx, g->n * t / T, g->n * (t + 1) / T); \
-        }                                                                                          \
+        CPU_CONV_PARTS(nt, cpu_conv_bwi_part_##TYPE(g, gv, w, ws + p * sl, dx, g->n * p / nt,      \
+                                                    g->n * (p + 1) / nt));                         \
     }                                                                                              \
     /* Thread 0 sums into dw, the others into the tail of their slots; the                         \
      * partial sums are then added in thread order. */                                             \
@@ -301,16 +322,10 @@ CPU_IM2COL_S1(double)
             cpu_conv_bww_part_##TYPE(g, x, gv, ws, dw, 0, g->n);                                   \
             return;                                                                                \
         }                                                                                          \
-        int used = nt;                                                                             \
-        _Pragma("omp parallel num_threads(nt)") {                                                  \
-            const int64_t t = omp_get_thread_num(), T = omp_get_num_threads();                     \
-            TYPE *acc = t == 0 ? dw : ws + t * sl + sl - kcrs;                                     \
-            cpu_conv_bww_part_##TYPE(g, x, gv, ws + t * sl, acc, g->n * t / T,                     \
-                                     g->n * (t + 1) / T);                                          \
-            if (t == 0)                                                                            \
-                used = (int)T;                                                                     \
-        }                                                                                          \
-        for (int t = 1; t < used; t++) {                                                           \
+        CPU_CONV_PARTS(nt, cpu_conv_bww_part_##TYPE(g, x, gv, ws + p * sl,                         \
+                                                    p == 0 ? dw : ws + p * sl + sl - kcrs,         \
+                                                    g->n * p / nt, g->n * (p + 1) / nt));          \
+        for (int t = 1; t < nt; t++) {                                                             \
             const TYPE *acc = ws + t * sl + sl - kcrs;                                             \
             for (int64_t i = 0; i < kcrs; i++)                                                     \
                 dw[i] += acc[i];                                                                   \
@@ -339,11 +354,12 @@ static int64_t cpu_conv_slot(const tg__conv_geom *g) {
     return (crs + g->k) * g->oh * g->ow + g->k * crs;
 }
 
-/* How many threads the kernels use: OpenMP's count, at most one per sample
- * and per slot the workspace holds; 0 when it holds none. */
-static int cpu_conv_threads(const tg__conv_geom *g, const tg_kview *ws) {
+/* How many parts the kernels cut the batch into: the context's thread count
+ * (tg__cpu_parts), at most one per sample and per slot the workspace holds;
+ * 0 when it holds none. */
+static int cpu_conv_threads(const void *state, const tg__conv_geom *g, const tg_kview *ws) {
     const int64_t sl = cpu_conv_slot(g);
-    int64_t nt = omp_get_max_threads();
+    int64_t nt = tg__cpu_parts(state);
     if (sl > 0 && tg__kview_numel(ws) / sl < nt)
         nt = tg__kview_numel(ws) / sl;
     if (g->n < nt)
@@ -394,7 +410,7 @@ tg_status tg__cpu_conv2d(void *state, const tg_kargs *a) {
     tg_status st = cpu_conv_dims_ok(a, &g);
     if (st != TG_OK)
         return st;
-    const int nt = cpu_conv_threads(&g, ws);
+    const int nt = cpu_conv_threads(state, &g, ws);
     const int64_t sl = cpu_conv_slot(&g);
     if (!tg__kview_contig(w) || nt < 1)
         return tg__cpu_fail(a, TG_ERR_INVALID,
@@ -426,7 +442,7 @@ tg_status tg__cpu_conv2d_backward_input(void *state, const tg_kargs *a) {
     tg_status st = cpu_conv_dims_ok(a, &g);
     if (st != TG_OK)
         return st;
-    const int nt = cpu_conv_threads(&g, ws);
+    const int nt = cpu_conv_threads(state, &g, ws);
     const int64_t sl = cpu_conv_slot(&g);
     if (!tg__kview_contig(w) || nt < 1)
         return tg__cpu_fail(a, TG_ERR_INVALID,
@@ -457,7 +473,7 @@ tg_status tg__cpu_conv2d_backward_weight(void *state, const tg_kargs *a) {
     tg_status st = cpu_conv_dims_ok(a, &g);
     if (st != TG_OK)
         return st;
-    const int nt = cpu_conv_threads(&g, ws);
+    const int nt = cpu_conv_threads(state, &g, ws);
     const int64_t sl = cpu_conv_slot(&g);
     if (nt < 1)
         return tg__cpu_fail(a, TG_ERR_INVALID,

@@ -33,50 +33,66 @@ static void cpu_gemm1(tg_dtype dt, const tg__gemm_arg *ga, const tg__gemm_arg *g
 
 /*
  * C (n x m, row-major, ld m) = op(A) op(B). A large product is split into
- * column blocks of C (row blocks when C has more rows than columns), one per
- * OpenMP thread, each a single-threaded gemm: OpenBLAS runs single-threaded
- * inside a parallel region. This is about as fast as OpenBLAS's own threading
- * but, unlike it, allocates nothing (its threaded path mallocs a job array on
- * every call). K is never split, and the blocks depend on the thread count
- * alone, so a given thread count always gives the same bits.
+ * `parts` column blocks of C (row blocks when C has more rows than columns),
+ * each a single-threaded gemm: OpenBLAS runs single-threaded inside a
+ * parallel region. This is about as fast as OpenBLAS's own threading but,
+ * unlike it, allocates nothing (its threaded path mallocs a job array on
+ * every call). K is never split, and the blocks depend on `parts` (the
+ * context's thread count) alone, not on how many threads run them: while
+ * the spin watch runs a step on one thread (omp_throttle.c), that thread
+ * computes every block in turn, and the bits are the same.
  */
-static void cpu_gemm(tg_dtype dt, const tg__gemm_arg *ga, const tg__gemm_arg *gb, int64_t n,
-                     int64_t m, int64_t k, const void *A, const void *B, void *C) {
+static void cpu_gemm(int parts, tg_dtype dt, const tg__gemm_arg *ga, const tg__gemm_arg *gb,
+                     int64_t n, int64_t m, int64_t k, const void *A, const void *B, void *C) {
     const bool by_rows = n > m;
     const int64_t len = by_rows ? n : m;
-    if (!tg__cpu_par_if(n * m * k >= CPU_GEMM_PAR_MIN && len >= 2 * CPU_GEMM_ALIGN)) {
+    if (parts < 2 || n * m * k < CPU_GEMM_PAR_MIN || len < 2 * CPU_GEMM_ALIGN ||
+        omp_in_parallel()) {
         cpu_gemm1(dt, ga, gb, n, m, k, A, B, C, m);
         return;
     }
     const int64_t es = (int64_t)tg__cpu_esize(dt);
     const int64_t units = (len + CPU_GEMM_ALIGN - 1) / CPU_GEMM_ALIGN;
-    const int nt = omp_get_max_threads(), T = units < nt ? (int)units : nt;
-#pragma omp parallel num_threads(T)
+    const int64_t P = units < parts ? units : parts;
+    const int run = omp_get_max_threads();
+    /* Block p of P: rows or columns [lo, hi) of C. */
+#define CPU_GEMM_BLOCK(p)                                                                          \
+    do {                                                                                           \
+        const int64_t lo = units * (p) / P * CPU_GEMM_ALIGN;                                       \
+        int64_t hi = units * ((p) + 1) / P * CPU_GEMM_ALIGN;                                       \
+        hi = hi < len ? hi : len;                                                                  \
+        if (hi <= lo)                                                                              \
+            break;                                                                                 \
+        if (by_rows) {                                                                             \
+            /* Row i of op(A) is row i of A, or column i when transposed. */                      \
+            const char *a0 = (const char *)A + (ga->trans ? lo : lo * ga->ld) * es;                \
+            cpu_gemm1(dt, ga, gb, hi - lo, m, k, a0, B, (char *)C + lo * m * es, m);               \
+        } else {                                                                                   \
+            const char *b0 = (const char *)B + (gb->trans ? lo * gb->ld : lo) * es;                \
+            cpu_gemm1(dt, ga, gb, n, hi - lo, k, A, b0, (char *)C + lo * es, m);                   \
+        }                                                                                          \
+    } while (0)
+    if (run < 2) {
+        for (int64_t p = 0; p < P; p++)
+            CPU_GEMM_BLOCK(p);
+        return;
+    }
+#pragma omp parallel num_threads(P < run ? (int)P : run)
     {
         const int64_t t = omp_get_thread_num(), tt = omp_get_num_threads();
-        const int64_t lo = units * t / tt * CPU_GEMM_ALIGN;
-        int64_t hi = units * (t + 1) / tt * CPU_GEMM_ALIGN;
-        hi = hi < len ? hi : len;
-        if (hi > lo) {
-            if (by_rows) {
-                /* Row i of op(A) is row i of A, or column i when transposed. */
-                const char *a0 = (const char *)A + (ga->trans ? lo : lo * ga->ld) * es;
-                cpu_gemm1(dt, ga, gb, hi - lo, m, k, a0, B, (char *)C + lo * m * es, m);
-            } else {
-                const char *b0 = (const char *)B + (gb->trans ? lo * gb->ld : lo) * es;
-                cpu_gemm1(dt, ga, gb, n, hi - lo, k, A, b0, (char *)C + lo * es, m);
-            }
-        }
+        for (int64_t p = t; p < P; p += tt)
+            CPU_GEMM_BLOCK(p);
     }
+#undef CPU_GEMM_BLOCK
 }
 
 /* One product: BLAS, or oneDNN's bf16 product when dn is set (autocast). */
-static tg_status cpu_product(tg__dnnl *dn, const tg_kargs *a, const tg__gemm_arg *ga,
+static tg_status cpu_product(int parts, tg__dnnl *dn, const tg_kargs *a, const tg__gemm_arg *ga,
                              const tg__gemm_arg *gb, int64_t n, int64_t m, int64_t k,
                              const void *A, const void *B, void *C) {
     if (dn)
         return tg__dnnl_gemm(dn, ga, gb, n, m, k, A, B, C, a->err, a->errlen);
-    cpu_gemm(a->out.dtype, ga, gb, n, m, k, A, B, C);
+    cpu_gemm(parts, a->out.dtype, ga, gb, n, m, k, A, B, C);
     return TG_OK;
 }
 
@@ -121,6 +137,7 @@ tg_status tg__cpu_matmul(void *state, const tg_kargs *a) {
         if (!(dn = tg__cpu_dnnl(state, a)))
             return TG_ERR_UNSUPPORTED;
     }
+    const int parts = tg__cpu_parts(state);
     const tg_kview *A = &a->in[0], *B = &a->in[1], *C = &a->out;
     const int nd = C->ndim;
     if (nd < 2 || A->ndim != nd || B->ndim != nd)
@@ -157,7 +174,7 @@ tg_status tg__cpu_matmul(void *state, const tg_kargs *a) {
         tg__gemm_layout(rows, k, row_stride, A->strides[nb + 1], &gfold) && !gfold.trans) {
         if (rows > INT_MAX || m > INT_MAX || k > INT_MAX || gfold.ld > INT_MAX || gb.ld > INT_MAX)
             return tg__cpu_fail(a, TG_ERR_UNSUPPORTED, "cpu matmul: dims exceed BLAS's int range");
-        return cpu_product(dn, a, &gfold, &gb, rows, m, k, A->data, B->data, C->data);
+        return cpu_product(parts, dn, a, &gfold, &gb, rows, m, k, A->data, B->data, C->data);
     }
     if (n > INT_MAX || m > INT_MAX || k > INT_MAX || ga.ld > INT_MAX || gb.ld > INT_MAX)
         return tg__cpu_fail(a, TG_ERR_UNSUPPORTED, "cpu matmul: dims exceed BLAS's int range");
@@ -173,7 +190,7 @@ tg_status tg__cpu_matmul(void *state, const tg_kargs *a) {
     char *pc = C->data;
     int64_t offa = 0, offb = 0;
     for (int64_t t = 0; t < batch; t++) {
-        st = cpu_product(dn, a, &ga, &gb, n, m, k, pa + offa * (int64_t)esize,
+        st = cpu_product(parts, dn, a, &ga, &gb, n, m, k, pa + offa * (int64_t)esize,
                          pb + offb * (int64_t)esize, pc + t * n * m * (int64_t)esize);
         if (st != TG_OK)
             return st;

@@ -23,15 +23,28 @@
  * variable: libgomp now manages more threads than CPUs and every spin in the
  * process becomes the short one. When the waiting has stayed low for a few
  * windows the region is closed and the helper joins, and the long spin is
- * back. The parked threads use no CPU. Nothing about the arithmetic changes:
- * the thread count, the blocks and the order of every sum stay the same, so
- * the results are the bits they would be without the watch.
+ * back. The parked threads use no CPU.
+ *
+ * Even with the short spin, a step's regions wait at every barrier for a
+ * partner that lost its core, which one thread never does; and whether the
+ * team or one thread is faster on shared cores depends on how shared they
+ * are. So while the watch finds the cores shared, the step is run on one
+ * thread (OpenMP's and OpenBLAS's count set to 1 on the training thread)
+ * and on the team in turn, timed, and the faster kept, with the other tried
+ * again every few seconds (tg__thread_pick_feed). Nothing about the
+ * arithmetic changes: the products and convolutions cut their work into the
+ * context's thread count of parts whatever the number of threads that runs
+ * them (cpu_matmul.c, cpu_conv.c), and every other loop's sums run in an
+ * order fixed by the sizes, so the results are the bits they would be
+ * without the watch. Once oneDNN runs products (bf16), whose splits follow
+ * its thread count, the step stays on the team.
  *
  * The watch is off when the user set OMP_WAIT_POLICY or GOMP_SPINCOUNT (the
  * user's choice stands), at one thread (no worker spins), and where the
  * run delay cannot be read.
  */
 #define _GNU_SOURCE
+#include <cblas.h>
 #include <fcntl.h>
 #include <omp.h>
 #include <pthread.h>
@@ -81,6 +94,66 @@ bool tg__spin_watch_feed(tg__spin_watch *w, double time_s, double delay_s) {
     return w->throttled;
 }
 
+/* ---- all threads or one ---- */
+
+static void pick_switch(tg__thread_pick *p, bool one) {
+    p->one = one;
+    p->skip = true;
+    p->sum = 0;
+    p->n = 0;
+}
+
+bool tg__thread_pick_feed(tg__thread_pick *p, bool shared, double step_s) {
+    if (!shared) {
+        /* A free machine: all threads, and the figures of the last busy
+         * spell are stale. */
+        *p = (tg__thread_pick){0};
+        return false;
+    }
+    if (p->per[0] == 0 && p->per[1] == 0 && !p->one && p->n == 0 && !p->skip) {
+        /* The cores just became shared: one thread first, the choice that
+         * cannot fall below one thread's speed. */
+        pick_switch(p, true);
+        return true;
+    }
+    if (p->skip || !(step_s >= 0)) {
+        p->skip = false;
+        return p->one;
+    }
+    p->sum += step_s;
+    p->n++;
+    if (p->n < TG__PICK_TRIAL_STEPS || p->sum < TG__PICK_TRIAL_S)
+        return p->one;
+    const int cur = p->one;
+    p->per[cur] = p->sum / p->n;
+    if (p->holding) {
+        /* The kept setting's figure follows its latest window; after the
+         * hold, the other setting gets a new trial. */
+        p->held += p->sum;
+        p->sum = 0;
+        p->n = 0;
+        if (p->held >= TG__PICK_HOLD_S) {
+            p->holding = false;
+            p->per[!cur] = 0;
+            pick_switch(p, !cur);
+        }
+        return p->one;
+    }
+    p->sum = 0;
+    p->n = 0;
+    if (p->per[!cur] == 0) {
+        pick_switch(p, !cur); /* the other setting's trial */
+        return p->one;
+    }
+    /* Both measured: keep the faster (one thread on a tie). */
+    const bool one = p->per[1] <= p->per[0];
+    p->holding = true;
+    p->held = 0;
+    if (one != p->one)
+        pick_switch(p, one);
+    return p->one;
+}
+
 /* ---- the parked region ---- */
 
 struct tg__omp_throttle {
@@ -95,6 +168,10 @@ struct tg__omp_throttle {
     double last_wall, last_run, last_delay;
     bool have;      /* last_run and last_delay were read */
     pid_t last_tid; /* the thread the last figures came from */
+    int team;       /* the context's thread count */
+    tg__thread_pick pick;
+    bool one;         /* the training thread's OpenMP count is 1 (pick.one applied) */
+    double step_wall; /* when the last step began (0: none on this thread yet) */
 };
 
 static double wall_now(void) {
@@ -147,7 +224,7 @@ static void park(tg__omp_throttle *t) {
     /* libgomp spins short while it manages more threads than CPUs: the
      * training thread's team counts omp_get_max_threads(), the helper's adds
      * its threads beyond its master. */
-    const int procs = omp_get_num_procs(), team = omp_get_max_threads();
+    const int procs = omp_get_num_procs(), team = t->team;
     t->extra = procs - team + 1 > 1 ? procs - team + 1 : 1;
     if (t->extra > TG__SPIN_MAX_PARKED)
         return;
@@ -179,7 +256,8 @@ tg__omp_throttle *tg__omp_throttle_new(int threads) {
     pthread_mutex_init(&t->mu, NULL);
     pthread_cond_init(&t->cv, NULL);
     double run, delay;
-    t->on = !getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT") && threads != 1 &&
+    t->team = threads > 0 ? threads : omp_get_max_threads();
+    t->on = !getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT") && t->team > 1 &&
             sched_times(&run, &delay);
     t->last_tid = -1;
     return t;
@@ -190,6 +268,10 @@ void tg__omp_throttle_free(tg__omp_throttle *t) {
         return;
     if (t->parked)
         unpark(t);
+    if (t->one && gettid() == t->last_tid) {
+        omp_set_num_threads(t->team);
+        openblas_set_num_threads(t->team);
+    }
     pthread_mutex_destroy(&t->mu);
     pthread_cond_destroy(&t->cv);
     free(t);
@@ -206,17 +288,24 @@ bool tg__omp_throttle_active(const tg__omp_throttle *t) { return t && t->parked;
 
 bool tg__omp_throttle_watching(const tg__omp_throttle *t) { return t && t->on; }
 
-void tg__omp_throttle_step(tg__omp_throttle *t) {
-    if (!t || !t->on || omp_get_max_threads() < 2)
+/* Runs the training thread's next steps on one thread or on the team:
+ * OpenMP's count for its regions, which OpenBLAS follows too. */
+static void apply_one(tg__omp_throttle *t, bool one) {
+    if (one == t->one)
         return;
-    const double wall = wall_now();
-    const pid_t tid = gettid();
+    omp_set_num_threads(one ? 1 : t->team);
+    openblas_set_num_threads(one ? 1 : t->team);
+    t->one = one;
+}
+
+/* The spin half of a step: reads the run delay a few times a window and
+ * feeds the watch. */
+static void watch_spin(tg__omp_throttle *t, double wall, bool first) {
     double run = 0, delay = 0;
-    if (tid != t->last_tid) {
+    if (first) {
         /* The first step on this thread: its history so far (loading the
          * data, building the model) is the first window, so that a busy
          * machine is seen before the first parallel steps rather than after. */
-        t->last_tid = tid;
         t->last_wall = wall;
         t->have = sched_times(&t->last_run, &t->last_delay);
         if (t->have && t->last_run + t->last_delay >= TG__SPIN_WINDOW_S)
@@ -238,3 +327,25 @@ void tg__omp_throttle_step(tg__omp_throttle *t) {
     t->last_delay = delay;
     tg__omp_throttle_set(t, want);
 }
+
+void tg__omp_throttle_step(tg__omp_throttle *t, bool may_one) {
+    if (!t || !t->on)
+        return;
+    const double wall = wall_now();
+    const pid_t tid = gettid();
+    const bool first = tid != t->last_tid;
+    if (first) {
+        /* Steps moved to another thread (or this is the first): its OpenMP
+         * count is the team's, and the choice starts over. */
+        t->last_tid = tid;
+        t->one = false;
+        t->pick = (tg__thread_pick){0};
+        t->step_wall = 0;
+    }
+    watch_spin(t, wall, first);
+    const double step_s = t->step_wall > 0 ? wall - t->step_wall : -1;
+    t->step_wall = wall;
+    apply_one(t, may_one && tg__thread_pick_feed(&t->pick, t->watch.throttled, step_s));
+}
+
+bool tg__omp_throttle_one(const tg__omp_throttle *t) { return t && t->one; }

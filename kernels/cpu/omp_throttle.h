@@ -40,15 +40,47 @@ typedef struct tg__spin_watch {
  * should be on. A zeroed struct is the starting state (long spin). */
 bool tg__spin_watch_feed(tg__spin_watch *w, double time_s, double delay_s);
 
+/*
+ * While the cores are shared, whether a step runs on all the context's
+ * threads or on one is measured rather than guessed: a trial of each (at
+ * least TG__PICK_TRIAL_STEPS steps and TG__PICK_TRIAL_S seconds, the first
+ * step after a switch not counted), one thread first, then the faster is kept
+ * for TG__PICK_HOLD_S and the other tried again. The products and
+ * convolutions cut their work by the context's thread count whatever number
+ * of threads runs it, so both give the same bits.
+ */
+#define TG__PICK_TRIAL_S 0.1
+#define TG__PICK_TRIAL_STEPS 4
+#define TG__PICK_HOLD_S 2.0
+
+typedef struct tg__thread_pick {
+    double per[2];  /* seconds per step measured on all threads [0] and on one [1]; 0: none */
+    double sum;     /* seconds of the steps timed in the current trial or hold window */
+    int n;          /* ...and their number */
+    double held;    /* seconds the current choice has been kept */
+    bool one;       /* steps run on one thread */
+    bool holding;   /* the current setting was chosen (not on trial) */
+    bool skip;      /* the next step is the first after a switch: not timed */
+} tg__thread_pick;
+
+/* Feeds one step: whether the cores are shared now (the spin watch's
+ * decision) and the step's wall time in seconds (negative: unknown, not
+ * counted); returns whether the next steps run on one thread. A zeroed
+ * struct is the starting state (all threads). */
+bool tg__thread_pick_feed(tg__thread_pick *p, bool shared, double step_s);
+
 typedef struct tg__omp_throttle tg__omp_throttle;
 
 /* NULL when out of memory (the backend then runs without it). `threads` is
- * the context's setting (1: the watch is off). */
+ * the context's thread count (1: the watch is off). */
 tg__omp_throttle *tg__omp_throttle_new(int threads);
 void tg__omp_throttle_free(tg__omp_throttle *t);
 /* Once per step, on the training thread: reads the clocks, feeds the watch,
- * and turns the short spin on or off. */
-void tg__omp_throttle_step(tg__omp_throttle *t);
+ * turns the short spin on or off, and (when may_one) chooses between all the
+ * threads and one for the next steps (tg__thread_pick_feed). */
+void tg__omp_throttle_step(tg__omp_throttle *t, bool may_one);
+/* Whether steps run on one thread now. */
+bool tg__omp_throttle_one(const tg__omp_throttle *t);
 /* Turns the short spin on or off now (the step calls this). */
 void tg__omp_throttle_set(tg__omp_throttle *t, bool throttled);
 /* Whether the short spin is on. */
