@@ -44,8 +44,19 @@ typedef struct results {
     float *y, *dx, *dw;
 } results;
 
-enum { MN = 300, MK = 200, MM = 150 };                       /* products: (MN x MK) (MK x MM) */
-enum { CN = 5, CC = 16, CH = 40, CW = 40, CK = 8, CR = 3 }; /* conv, pad 1 */
+enum {
+    MN = 300,
+    MK = 200,
+    MM = 150
+}; /* products: (MN x MK) (MK x MM) */
+enum {
+    CN = 5,
+    CC = 16,
+    CH = 40,
+    CW = 40,
+    CK = 8,
+    CR = 3
+}; /* conv, pad 1 */
 
 static int64_t conv_sizes(int64_t *nx, int64_t *nw) {
     *nx = (int64_t)CN * CC * CH * CW;

@@ -42,6 +42,35 @@ static void cpu_gemm1(tg_dtype dt, const tg__gemm_arg *ga, const tg__gemm_arg *g
  * the spin watch runs a step on one thread (omp_throttle.c), that thread
  * computes every block in turn, and the bits are the same.
  */
+/* One product split into blocks of C (see cpu_gemm). */
+typedef struct cpu_gemm_split {
+    tg_dtype dt;
+    const tg__gemm_arg *ga, *gb;
+    int64_t n, m, k, es, len, units, parts;
+    bool by_rows;
+    const void *A, *B;
+    void *C;
+} cpu_gemm_split;
+
+/* Block p: rows or columns [lo, hi) of C, whole multiples of CPU_GEMM_ALIGN. */
+static void cpu_gemm_block(const cpu_gemm_split *s, int64_t p) {
+    const int64_t lo = s->units * p / s->parts * CPU_GEMM_ALIGN;
+    int64_t hi = s->units * (p + 1) / s->parts * CPU_GEMM_ALIGN;
+    hi = hi < s->len ? hi : s->len;
+    if (hi <= lo)
+        return;
+    if (s->by_rows) {
+        /* Row i of op(A) is row i of A, or column i when transposed. */
+        const char *a0 = (const char *)s->A + (s->ga->trans ? lo : lo * s->ga->ld) * s->es;
+        cpu_gemm1(s->dt, s->ga, s->gb, hi - lo, s->m, s->k, a0, s->B,
+                  (char *)s->C + lo * s->m * s->es, s->m);
+    } else {
+        const char *b0 = (const char *)s->B + (s->gb->trans ? lo * s->gb->ld : lo) * s->es;
+        cpu_gemm1(s->dt, s->ga, s->gb, s->n, hi - lo, s->k, s->A, b0, (char *)s->C + lo * s->es,
+                  s->m);
+    }
+}
+
 static void cpu_gemm(int parts, tg_dtype dt, const tg__gemm_arg *ga, const tg__gemm_arg *gb,
                      int64_t n, int64_t m, int64_t k, const void *A, const void *B, void *C) {
     const bool by_rows = n > m;
@@ -51,39 +80,23 @@ static void cpu_gemm(int parts, tg_dtype dt, const tg__gemm_arg *ga, const tg__g
         cpu_gemm1(dt, ga, gb, n, m, k, A, B, C, m);
         return;
     }
-    const int64_t es = (int64_t)tg__cpu_esize(dt);
     const int64_t units = (len + CPU_GEMM_ALIGN - 1) / CPU_GEMM_ALIGN;
-    const int64_t P = units < parts ? units : parts;
+    const cpu_gemm_split s = {.dt = dt, .ga = ga, .gb = gb, .n = n, .m = m, .k = k,
+                              .es = (int64_t)tg__cpu_esize(dt), .len = len, .units = units,
+                              .parts = units < parts ? units : parts, .by_rows = by_rows,
+                              .A = A, .B = B, .C = C};
     const int run = omp_get_max_threads();
-    /* Block p of P: rows or columns [lo, hi) of C. */
-#define CPU_GEMM_BLOCK(p)                                                                          \
-    do {                                                                                           \
-        const int64_t lo = units * (p) / P * CPU_GEMM_ALIGN;                                       \
-        int64_t hi = units * ((p) + 1) / P * CPU_GEMM_ALIGN;                                       \
-        hi = hi < len ? hi : len;                                                                  \
-        if (hi <= lo)                                                                              \
-            break;                                                                                 \
-        if (by_rows) {                                                                             \
-            /* Row i of op(A) is row i of A, or column i when transposed. */                      \
-            const char *a0 = (const char *)A + (ga->trans ? lo : lo * ga->ld) * es;                \
-            cpu_gemm1(dt, ga, gb, hi - lo, m, k, a0, B, (char *)C + lo * m * es, m);               \
-        } else {                                                                                   \
-            const char *b0 = (const char *)B + (gb->trans ? lo * gb->ld : lo) * es;                \
-            cpu_gemm1(dt, ga, gb, n, hi - lo, k, A, b0, (char *)C + lo * es, m);                   \
-        }                                                                                          \
-    } while (0)
     if (run < 2) {
-        for (int64_t p = 0; p < P; p++)
-            CPU_GEMM_BLOCK(p);
+        for (int64_t p = 0; p < s.parts; p++)
+            cpu_gemm_block(&s, p);
         return;
     }
-#pragma omp parallel num_threads(P < run ? (int)P : run)
+#pragma omp parallel num_threads(s.parts < run ? (int)s.parts : run)
     {
         const int64_t t = omp_get_thread_num(), tt = omp_get_num_threads();
-        for (int64_t p = t; p < P; p += tt)
-            CPU_GEMM_BLOCK(p);
+        for (int64_t p = t; p < s.parts; p += tt)
+            cpu_gemm_block(&s, p);
     }
-#undef CPU_GEMM_BLOCK
 }
 
 /* One product: BLAS, or oneDNN's bf16 product when dn is set (autocast). */

@@ -54,13 +54,13 @@ bool tg__spin_watch_feed(tg__spin_watch *w, double time_s, double delay_s);
 #define TG__PICK_HOLD_S 2.0
 
 typedef struct tg__thread_pick {
-    double per[2];  /* seconds per step measured on all threads [0] and on one [1]; 0: none */
-    double sum;     /* seconds of the steps timed in the current trial or hold window */
-    int n;          /* ...and their number */
-    double held;    /* seconds the current choice has been kept */
-    bool one;       /* steps run on one thread */
-    bool holding;   /* the current setting was chosen (not on trial) */
-    bool skip;      /* the next step is the first after a switch: not timed */
+    double per[2]; /* seconds per step measured on all threads [0] and on one [1]; 0: none */
+    double sum;    /* seconds of the steps timed in the current trial or hold window */
+    int n;         /* ...and their number */
+    double held;   /* seconds the current choice has been kept */
+    bool one;      /* steps run on one thread */
+    bool holding;  /* the current setting was chosen (not on trial) */
+    bool skip;     /* the next step is the first after a switch: not timed */
 } tg__thread_pick;
 
 /* Feeds one step: whether the cores are shared now (the spin watch's
