@@ -226,12 +226,13 @@ static void test_short_spin_sleeps_at_once(void **state) {
     omp_set_num_threads(omp_get_num_procs());
     tg__omp_throttle *t = tg__omp_throttle_new(0);
     assert_non_null(t);
-    /* The least of three: another process may preempt a sleeping worker's
-     * wake-up, never add to its spinning. */
-    double spin_long = 1, spin_short = 1;
-    for (int i = 0; i < 3; i++) {
+    /* A busy machine can only take CPU from a spinning worker (it loses its
+     * core), never add to it while the calling thread sleeps: the long spin
+     * is the most of five tries, the short one the least of three. */
+    double spin_long = 0, spin_short = 1;
+    for (int i = 0; i < 5; i++) {
         double c = idle_cpu_after_region();
-        spin_long = c < spin_long ? c : spin_long;
+        spin_long = c > spin_long ? c : spin_long;
     }
     tg__omp_throttle_set(t, true);
     assert_true(tg__omp_throttle_active(t));
@@ -250,10 +251,10 @@ static void test_short_spin_sleeps_at_once(void **state) {
     }
     assert_true(spin_short < spin_long / 4);
     /* Off again: the long spin is back. */
-    double again = 1;
-    for (int i = 0; i < 3; i++) {
+    double again = 0;
+    for (int i = 0; i < 5; i++) {
         double c = idle_cpu_after_region();
-        again = c < again ? c : again;
+        again = c > again ? c : again;
     }
     assert_true(again > spin_long / 4);
     /* Freed while on: the helper is joined. */
