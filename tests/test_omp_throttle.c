@@ -174,6 +174,20 @@ static void test_pick_measures_both_keeps_faster(void **state) {
     assert_true(tg__thread_pick_feed(&p, true, 0.006)); /* shared again: one first */
 }
 
+/* Long steps (a cnn's 0.3 s): trials of 4 steps, and the hold lasts ten
+ * trials' time, not 2 s, before the slower setting is tried again. */
+static void test_pick_long_steps_hold_longer(void **state) {
+    (void)state;
+    tg__thread_pick p = {0};
+    assert_true(steps(&p, true, 0.3, 2 + 3));   /* the switch, its untimed step, 3 of 4 */
+    assert_false(steps(&p, true, 0.3, 1));      /* one thread measured (1.2 s) */
+    assert_false(steps(&p, true, 0.25, 1 + 4)); /* the team's trial: faster, kept */
+    assert_true(p.holding);
+    assert_false(steps(&p, true, 0.25, 44)); /* 11 s */
+    assert_true(p.holding);
+    assert_true(steps(&p, true, 0.25, 8)); /* 13 s: one thread's new trial */
+}
+
 static void test_pick_team_slower_stays_one(void **state) {
     (void)state;
     tg__thread_pick p = {0};
@@ -304,6 +318,7 @@ int main(void) {
         cmocka_unit_test(test_pick_free_machine_keeps_team),
         cmocka_unit_test(test_pick_measures_both_keeps_faster),
         cmocka_unit_test(test_pick_team_slower_stays_one),
+        cmocka_unit_test(test_pick_long_steps_hold_longer),
         cmocka_unit_test(test_short_spin_sleeps_at_once),
         cmocka_unit_test(test_user_choice_turns_watch_off),
     };

@@ -132,13 +132,14 @@ bool tg__thread_pick_feed(tg__thread_pick *p, bool shared, double step_s) {
         p->held += p->sum;
         p->sum = 0;
         p->n = 0;
-        if (p->held >= TG__PICK_HOLD_S) {
+        if (p->held >= TG__PICK_HOLD_S && p->held >= TG__PICK_HOLD_TRIALS * p->trial) {
             p->holding = false;
             p->per[!cur] = 0;
             pick_switch(p, !cur);
         }
         return p->one;
     }
+    p->trial = p->sum > p->trial ? p->sum : p->trial;
     p->sum = 0;
     p->n = 0;
     if (p->per[!cur] == 0) {

@@ -45,19 +45,25 @@ bool tg__spin_watch_feed(tg__spin_watch *w, double time_s, double delay_s);
  * threads or on one is measured rather than guessed: a trial of each (at
  * least TG__PICK_TRIAL_STEPS steps and TG__PICK_TRIAL_S seconds, the first
  * step after a switch not counted), one thread first, then the faster is kept
- * for TG__PICK_HOLD_S and the other tried again. The products and
+ * for TG__PICK_HOLD_S (and TG__PICK_HOLD_TRIALS trials' time) and the
+ * other tried again. The products and
  * convolutions cut their work by the context's thread count whatever number
  * of threads runs it, so both give the same bits.
  */
 #define TG__PICK_TRIAL_S 0.1
 #define TG__PICK_TRIAL_STEPS 4
 #define TG__PICK_HOLD_S 2.0
+/* ...and at least this many times the longest trial, so that with long steps
+ * (a trial of 4 steps of 0.3 s) the slower setting's trials stay a small
+ * part of the time. */
+#define TG__PICK_HOLD_TRIALS 10
 
 typedef struct tg__thread_pick {
     double per[2]; /* seconds per step measured on all threads [0] and on one [1]; 0: none */
     double sum;    /* seconds of the steps timed in the current trial or hold window */
     int n;         /* ...and their number */
     double held;   /* seconds the current choice has been kept */
+    double trial;  /* seconds of the longest trial so far */
     bool one;      /* steps run on one thread */
     bool holding;  /* the current setting was chosen (not on trial) */
     bool skip;     /* the next step is the first after a switch: not timed */
