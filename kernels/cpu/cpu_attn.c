@@ -76,7 +76,7 @@ static inline void attn_vexp_float(attn_v_float *px) {
     typedef attn_v_float V;
     typedef attn_vi32 VI;
     const V x = *px;
-    const VI under = x < -103.972084f, over = x > 88.7228394f;
+    const VI under = x<-103.972084f, over = x> 88.7228394f;
     const V xs = (V)((VI)x & ~(under | over));
     const V n = (xs * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     V r = xs - n * 0.693359375f;
@@ -109,6 +109,12 @@ static inline double attn_hsum_double(const attn_v_double *pv) {
 /* Below this many multiply-adds (BH * T_q * T_k * D) a call stays on the
  * calling thread. */
 #define ATTN_PAR_MIN (1 << 18)
+/* The backward runs in one pass when there are at least this many BH rows
+ * per thread (a task is a whole row there). */
+#define ATTN_ROWS_PER_THREAD 4
+/* The helpers are inlined into each clone of the tasks that call them (a
+ * helper left out of line would run its baseline code). */
+#define ATTN_INLINE static inline __attribute__((always_inline))
 
 typedef struct attn_geom {
     int64_t bh, tq, tk, d;
@@ -131,234 +137,266 @@ static inline int64_t attn_kend(const attn_geom *g, int64_t q0, int64_t nq) {
 
 #define ATTN_MIN(a, b) ((a) < (b) ? (a) : (b))
 
-#define CPU_ATTN(T)                                                                               \
-    /* Lane sums over whole vectors, then the lanes, then the rest in order. */ \
-    static inline T attn_dot_##T(const T *a, const T *b, int64_t n) {                             \
-        typedef attn_v_##T V;                                                                     \
-        const int64_t L = ATTN_LANES(T), nv = n - n % L;                                          \
-        V acc = {0};                                                                              \
-        for (int64_t i = 0; i < nv; i += L)                                                       \
-            acc += *(const V *)(a + i) * *(const V *)(b + i);                                     \
+#define CPU_ATTN(T)                                                                                \
+    /* Lane sums over whole vectors, then the lanes, then the rest in order. */                    \
+    static inline T attn_dot_##T(const T *a, const T *b, int64_t n) {                              \
+        typedef attn_v_##T V;                                                                      \
+        const int64_t L = ATTN_LANES(T), nv = n - n % L;                                           \
+        V acc = {0};                                                                               \
+        for (int64_t i = 0; i < nv; i += L)                                                        \
+            acc += *(const V *)(a + i) * *(const V *)(b + i);                                      \
         T s = attn_hsum_##T(&acc);                                                                 \
-        for (int64_t i = nv; i < n; i++)                                                          \
-            s += a[i] * b[i];                                                                     \
-        return s;                                                                                 \
-    }                                                                                             \
-    static inline void attn_scal_##T(T *y, T alpha, int64_t n) {                                  \
-        TG__CPU_SIMD("omp simd")                                                                  \
-        for (int64_t i = 0; i < n; i++)                                                           \
-            y[i] *= alpha;                                                                        \
-    }                                                                                             \
-    /* Two rows of out, four vectors of columns, in eight vector accumulators  \
-     * (eight independent chains of adds). */                                    \
-    static inline void attn_mm2_##T(const T *w0, const T *w1, int64_t wj, int64_t nj, const T *B, \
-                                    int64_t bs, T *o0, T *o1) {                                   \
-        typedef attn_v_##T V;                                                                     \
-        const int L = (int)(ATTN_VBYTES / sizeof(T));                                             \
-        V a0 = *(V *)o0, a1 = *(V *)(o0 + L), a2 = *(V *)(o0 + 2 * L), a3 = *(V *)(o0 + 3 * L);   \
-        V b0 = *(V *)o1, b1 = *(V *)(o1 + L), b2 = *(V *)(o1 + 2 * L), b3 = *(V *)(o1 + 3 * L);   \
-        for (int64_t j = 0; j < nj; j++) {                                                        \
-            const T x = w0[j * wj], y = w1[j * wj], *p = B + j * bs;                              \
-            const V v0 = *(const V *)p, v1 = *(const V *)(p + L), v2 = *(const V *)(p + 2 * L),   \
-                    v3 = *(const V *)(p + 3 * L);                                                 \
-            a0 += x * v0, a1 += x * v1, a2 += x * v2, a3 += x * v3;                               \
-            b0 += y * v0, b1 += y * v1, b2 += y * v2, b3 += y * v3;                               \
-        }                                                                                         \
-        *(V *)o0 = a0, *(V *)(o0 + L) = a1, *(V *)(o0 + 2 * L) = a2, *(V *)(o0 + 3 * L) = a3;     \
-        *(V *)o1 = b0, *(V *)(o1 + L) = b1, *(V *)(o1 + 2 * L) = b2, *(V *)(o1 + 3 * L) = b3;     \
-    }                                                                                             \
-    /* out[r][c] += sum_j w(r, j) * B[j][c] for r < nr, j < nj, c < nc, with     \
-     * w(r, j) = w[r * wr + j * wj], B's rows bs apart and out's os apart: two    \
-     * rows and four vectors of columns at a time stay in registers while j      \
-     * runs, each sum in order of j. */                                           \
-    static inline void attn_mm_##T(const T *w, int64_t wr, int64_t wj, int64_t nr, int64_t nj,    \
-                                   const T *B, int64_t bs, int64_t nc, T *out, int64_t os) {      \
-        const int64_t vw = 4 * (int64_t)(ATTN_VBYTES / sizeof(T));                                \
-        int64_t r = 0, cv = nc - nc % vw;                                                         \
-        for (; r + 2 <= nr; r += 2)                                                               \
-            for (int64_t c0 = 0; c0 < cv; c0 += vw)                                               \
-                attn_mm2_##T(w + r * wr, w + (r + 1) * wr, wj, nj, B + c0, bs,                    \
-                             out + r * os + c0, out + (r + 1) * os + c0);                         \
-        /* the last odd row, and the columns past the vector blocks */                            \
-        for (int64_t rr = 0; rr < nr; rr++)                                                       \
-            for (int64_t c = rr >= r ? 0 : cv; c < nc; c++) {                                     \
-                T acc = out[rr * os + c];                                                         \
-                for (int64_t j = 0; j < nj; j++)                                                  \
-                    acc += w[rr * wr + j * wj] * B[j * bs + c];                                   \
-                out[rr * os + c] = acc;                                                           \
-            }                                                                                     \
-    }                                                                                             \
-    /* S[i][j] = a_i . b_j for na rows of a and nb <= ATTN_BK rows of b (row      \
-     * stride ATTN_BK in S): b goes through bt transposed, ATTN_DC of its         \
-     * columns at a time, so that the products run along j; each sum runs over   \
-     * c in order. */                                                             \
-    static inline void attn_scores_##T(const T *a, int64_t na, const T *b, int64_t nb, int64_t d, \
-                                       T *S, T *bt) {                                             \
-        for (int64_t i = 0; i < na; i++)                                                          \
-            for (int64_t j = 0; j < ATTN_VCEIL(T, nb); j++)                                       \
-                S[i * ATTN_BK + j] = 0;                                                           \
-        for (int64_t c0 = 0; c0 < d; c0 += ATTN_DC) {                                             \
-            const int64_t nc = ATTN_MIN(ATTN_DC, d - c0);                                         \
-            for (int64_t j = 0; j < nb; j++)                                                      \
-                for (int64_t c = 0; c < nc; c++)                                                  \
-                    bt[c * ATTN_BK + j] = b[j * d + c0 + c];                                      \
-            attn_mm_##T(a + c0, d, 1, na, nc, bt, ATTN_BK, nb, S, ATTN_BK);                       \
-        }                                                                                         \
-    }                                                                                             \
-    /* One query row's scores si into the online softmax: the nv unmasked ones   \
-     * become exp(s - m), the masked ones up to nk become 0; returns alpha, the  \
-     * factor of the row's accumulator. si has whole vectors up to nk (the      \
-     * padding past nk is finite: attn_scores zeroes it). */                   \
-    static inline T attn_fwd_row_##T(const attn_geom *g, T *si, int64_t nv, int64_t nk, T *m,     \
-                                     double *l) {                                                 \
-        typedef attn_v_##T V;                                                                     \
-        const int64_t L = ATTN_LANES(T), nvv = ATTN_VCEIL(T, nv);                                 \
-        const T sc = (T)g->scale;                                                                 \
-        for (int64_t j = 0; j < nvv; j += L)                                                      \
-            *(V *)(si + j) *= sc;                                                                 \
-        /* a maximum is exact: its order does not matter */                                       \
-        T mt = *m;                                                                                \
-        TG__CPU_SIMD("omp simd reduction(max : mt)")                                              \
-        for (int64_t j = 0; j < nv; j++)                                                          \
-            mt = si[j] > mt ? si[j] : mt;                                                         \
-        if (nv == 0) {                                                                            \
-            for (int64_t j = 0; j < nk; j++)                                                      \
-                si[j] = 0;                                                                        \
-            return 1;                                                                             \
-        }                                                                                         \
-        /* exp(-inf) = 0 drops the empty accumulator of a row's first tile */                     \
-        V va = (V){0} + (*m - mt);                                                                \
-        attn_vexp_##T(&va);                                                                       \
-        const T alpha = va[0];                                                                    \
-        V acc = {0};                                                                              \
-        for (int64_t j = 0; j < nvv; j += L) {                                                    \
-            V e = *(V *)(si + j) - mt;                                                            \
-            attn_vexp_##T(&e);                                                                    \
-            if (j + L > nv)                                                                       \
-                for (int64_t c = nv - j; c < L; c++)                                              \
-                    e[c] = 0;                                                                     \
-            *(V *)(si + j) = e;                                                                   \
-            acc += e;                                                                             \
-        }                                                                                         \
-        for (int64_t j = nvv; j < nk; j++)                                                        \
-            si[j] = 0;                                                                            \
+        for (int64_t i = nv; i < n; i++)                                                           \
+            s += a[i] * b[i];                                                                      \
+        return s;                                                                                  \
+    }                                                                                              \
+    static inline void attn_scal_##T(T *y, T alpha, int64_t n) {                                   \
+        TG__CPU_SIMD("omp simd")                                                                   \
+        for (int64_t i = 0; i < n; i++)                                                            \
+            y[i] *= alpha;                                                                         \
+    }                                                                                              \
+    /* Two rows of out, four vectors of columns, in eight vector accumulators                      \
+     * (eight independent chains of adds). */                                                      \
+    static inline void attn_mm2_##T(const T *w0, const T *w1, int64_t wj, int64_t nj, const T *B,  \
+                                    int64_t bs, T *o0, T *o1) {                                    \
+        typedef attn_v_##T V;                                                                      \
+        const int L = (int)(ATTN_VBYTES / sizeof(T));                                              \
+        V a0 = *(V *)o0, a1 = *(V *)(o0 + L), a2 = *(V *)(o0 + 2 * L), a3 = *(V *)(o0 + 3 * L);    \
+        V b0 = *(V *)o1, b1 = *(V *)(o1 + L), b2 = *(V *)(o1 + 2 * L), b3 = *(V *)(o1 + 3 * L);    \
+        for (int64_t j = 0; j < nj; j++) {                                                         \
+            const T x = w0[j * wj], y = w1[j * wj], *p = B + j * bs;                               \
+            const V v0 = *(const V *)p, v1 = *(const V *)(p + L), v2 = *(const V *)(p + 2 * L),    \
+                    v3 = *(const V *)(p + 3 * L);                                                  \
+            a0 += x * v0, a1 += x * v1, a2 += x * v2, a3 += x * v3;                                \
+            b0 += y * v0, b1 += y * v1, b2 += y * v2, b3 += y * v3;                                \
+        }                                                                                          \
+        *(V *)o0 = a0, *(V *)(o0 + L) = a1, *(V *)(o0 + 2 * L) = a2, *(V *)(o0 + 3 * L) = a3;      \
+        *(V *)o1 = b0, *(V *)(o1 + L) = b1, *(V *)(o1 + 2 * L) = b2, *(V *)(o1 + 3 * L) = b3;      \
+    }                                                                                              \
+    /* out[r][c] += sum_j w(r, j) * B[j][c] for r < nr, j < nj, c < nc, with                       \
+     * w(r, j) = w[r * wr + j * wj], B's rows bs apart and out's os apart: two                     \
+     * rows and four vectors of columns at a time stay in registers while j                        \
+     * runs, each sum in order of j. */                                                            \
+    static inline void attn_mm_##T(const T *w, int64_t wr, int64_t wj, int64_t nr, int64_t nj,     \
+                                   const T *B, int64_t bs, int64_t nc, T *out, int64_t os) {       \
+        const int64_t vw = 4 * (int64_t)(ATTN_VBYTES / sizeof(T));                                 \
+        int64_t r = 0, cv = nc - nc % vw;                                                          \
+        for (; r + 2 <= nr; r += 2)                                                                \
+            for (int64_t c0 = 0; c0 < cv; c0 += vw)                                                \
+                attn_mm2_##T(w + r * wr, w + (r + 1) * wr, wj, nj, B + c0, bs, out + r * os + c0,  \
+                             out + (r + 1) * os + c0);                                             \
+        /* the last odd row, and the columns past the vector blocks */                             \
+        for (int64_t rr = 0; rr < nr; rr++)                                                        \
+            for (int64_t c = rr >= r ? 0 : cv; c < nc; c++) {                                      \
+                T acc = out[rr * os + c];                                                          \
+                for (int64_t j = 0; j < nj; j++)                                                   \
+                    acc += w[rr * wr + j * wj] * B[j * bs + c];                                    \
+                out[rr * os + c] = acc;                                                            \
+            }                                                                                      \
+    }                                                                                              \
+    /* S[i][j] = a_i . b_j for na rows of a and nb <= ATTN_BK rows of b (row                       \
+     * stride ATTN_BK in S): b goes through bt transposed, ATTN_DC of its                          \
+     * columns at a time, so that the products run along j; each sum runs over                     \
+     * c in order. */                                                                              \
+    static inline void attn_scores_##T(const T *a, int64_t na, const T *b, int64_t nb, int64_t d,  \
+                                       T *S, T *bt) {                                              \
+        for (int64_t i = 0; i < na; i++)                                                           \
+            for (int64_t j = 0; j < ATTN_VCEIL(T, nb); j++)                                        \
+                S[i * ATTN_BK + j] = 0;                                                            \
+        for (int64_t c0 = 0; c0 < d; c0 += ATTN_DC) {                                              \
+            const int64_t nc = ATTN_MIN(ATTN_DC, d - c0);                                          \
+            for (int64_t j = 0; j < nb; j++)                                                       \
+                for (int64_t c = 0; c < nc; c++)                                                   \
+                    bt[c * ATTN_BK + j] = b[j * d + c0 + c];                                       \
+            attn_mm_##T(a + c0, d, 1, na, nc, bt, ATTN_BK, nb, S, ATTN_BK);                        \
+        }                                                                                          \
+    }                                                                                              \
+    /* One query row's scores si into the online softmax: the nv unmasked ones                     \
+     * become exp(s - m), the masked ones up to nk become 0; returns alpha, the                    \
+     * factor of the row's accumulator. si has whole vectors up to nk (the                         \
+     * padding past nk is finite: attn_scores zeroes it). */                                       \
+    static inline T attn_fwd_row_##T(const attn_geom *g, T *si, int64_t nv, int64_t nk, T *m,      \
+                                     double *l) {                                                  \
+        typedef attn_v_##T V;                                                                      \
+        const int64_t L = ATTN_LANES(T), nvv = ATTN_VCEIL(T, nv);                                  \
+        const T sc = (T)g->scale;                                                                  \
+        for (int64_t j = 0; j < nvv; j += L)                                                       \
+            *(V *)(si + j) *= sc;                                                                  \
+        /* a maximum is exact: its order does not matter */                                        \
+        T mt = *m;                                                                                 \
+        TG__CPU_SIMD("omp simd reduction(max : mt)")                                               \
+        for (int64_t j = 0; j < nv; j++)                                                           \
+            mt = si[j] > mt ? si[j] : mt;                                                          \
+        if (nv == 0) {                                                                             \
+            for (int64_t j = 0; j < nk; j++)                                                       \
+                si[j] = 0;                                                                         \
+            return 1;                                                                              \
+        }                                                                                          \
+        /* exp(-inf) = 0 drops the empty accumulator of a row's first tile */                      \
+        V va = (V){0} + (*m - mt);                                                                 \
+        attn_vexp_##T(&va);                                                                        \
+        const T alpha = va[0];                                                                     \
+        V acc = {0};                                                                               \
+        for (int64_t j = 0; j < nvv; j += L) {                                                     \
+            V e = *(V *)(si + j) - mt;                                                             \
+            attn_vexp_##T(&e);                                                                     \
+            if (j + L > nv)                                                                        \
+                for (int64_t c = nv - j; c < L; c++)                                               \
+                    e[c] = 0;                                                                      \
+            *(V *)(si + j) = e;                                                                    \
+            acc += e;                                                                              \
+        }                                                                                          \
+        for (int64_t j = nvv; j < nk; j++)                                                         \
+            si[j] = 0;                                                                             \
         *l = *l * (double)alpha + (double)attn_hsum_##T(&acc);                                     \
-        *m = mt;                                                                                  \
-        return alpha;                                                                             \
-    }                                                                                             \
-    TG__CPU_CLONES static void attn_fwd_task_##T(const attn_geom *g, int64_t task, const T *q,    \
-                                                 const T *k, const T *v, T *o, T *lse) {          \
-        const int64_t nqt = (g->tq + ATTN_BQ - 1) / ATTN_BQ, b = task / nqt, d = g->d;            \
-        const int64_t q0 = task % nqt * ATTN_BQ, nq = ATTN_MIN(ATTN_BQ, g->tq - q0);              \
-        const int64_t row0 = b * g->tq + q0, kend = attn_kend(g, q0, nq);                         \
-        const T *kb = k + b * g->tk * d, *vb = v + b * g->tk * d;                                 \
-        T S[ATTN_BQ * ATTN_BK], bt[ATTN_DC * ATTN_BK], m[ATTN_BQ];                                \
-        double l[ATTN_BQ];                                                                        \
-        for (int64_t i = 0; i < nq; i++) {                                                        \
-            m[i] = (T)-INFINITY;                                                                  \
-            l[i] = 0;                                                                             \
-            for (int64_t c = 0; c < d; c++)                                                       \
-                o[(row0 + i) * d + c] = 0;                                                        \
-        }                                                                                         \
-        for (int64_t k0 = 0; k0 < kend; k0 += ATTN_BK) {                                          \
-            const int64_t nk = ATTN_MIN(ATTN_BK, kend - k0);                                      \
-            attn_scores_##T(q + row0 * d, nq, kb + k0 * d, nk, d, S, bt);                         \
-            for (int64_t i = 0; i < nq; i++) {                                                    \
-                const int64_t nv = attn_nvalid(g, q0 + i, k0, nk);                                \
-                const T alpha = attn_fwd_row_##T(g, S + i * ATTN_BK, nv, nk, &m[i], &l[i]);       \
-                if (alpha != 1)                                                                   \
-                    attn_scal_##T(o + (row0 + i) * d, alpha, d);                                  \
-            }                                                                                     \
-            attn_mm_##T(S, ATTN_BK, 1, nq, nk, vb + k0 * d, d, d, o + row0 * d, d);               \
-        }                                                                                         \
-        for (int64_t i = 0; i < nq; i++) {                                                        \
-            attn_scal_##T(o + (row0 + i) * d, (T)(1.0 / l[i]), d);                                \
-            lse[row0 + i] = (T)((double)m[i] + log(l[i]));                                        \
-        }                                                                                         \
-    }                                                                                             \
-    /* P and dS of one block: rows [r0, r0 + ni) (i0 the first one's query index) \
-     * against the key tile [k0, k0 + nk): S becomes p, dP becomes ds * scale,   \
-     * both 0 where masked. */                                                    \
-    static inline void attn_pds_##T(const attn_geom *g, int64_t b, int64_t i0, int64_t ni,        \
-                                    int64_t k0, int64_t nk, const T *go, const T *q, const T *k,  \
-                                    const T *v, const T *o, const T *lse, T *S, T *dP, T *bt) {   \
-        const int64_t d = g->d, r0 = b * g->tq + i0, kr = (b * g->tk + k0) * d;                   \
-        typedef attn_v_##T V;                                                                     \
-        const int64_t L = ATTN_LANES(T);                                                          \
-        const T sc = (T)g->scale;                                                                 \
-        attn_scores_##T(q + r0 * d, ni, k + kr, nk, d, S, bt);                                    \
-        attn_scores_##T(go + r0 * d, ni, v + kr, nk, d, dP, bt);                                  \
-        for (int64_t i = 0; i < ni; i++) {                                                        \
-            const int64_t r = r0 + i, nv = attn_nvalid(g, i0 + i, k0, nk);                       \
-            const T di = attn_dot_##T(go + r * d, o + r * d, d), li = lse[r];                     \
-            T *si = S + i * ATTN_BK, *pi = dP + i * ATTN_BK;                                      \
-            for (int64_t j = 0; j < ATTN_VCEIL(T, nv); j += L) {                                  \
-                V p = *(V *)(si + j) * sc - li;                                                   \
-                attn_vexp_##T(&p);                                                                \
-                V ds = p * (*(V *)(pi + j) - di) * sc;                                            \
-                if (j + L > nv)                                                                   \
-                    for (int64_t c = nv - j; c < L; c++)                                          \
-                        p[c] = ds[c] = 0;                                                         \
-                *(V *)(si + j) = p;                                                               \
-                *(V *)(pi + j) = ds;                                                              \
-            }                                                                                     \
-            for (int64_t j = ATTN_VCEIL(T, nv); j < nk; j++)                                      \
-                si[j] = pi[j] = 0;                                                                \
-        }                                                                                         \
-    }                                                                                             \
-    /* dq for one query tile; g, o, lse as the forward's rows. */                                 \
-    TG__CPU_CLONES static void attn_dq_task_##T(const attn_geom *g, int64_t task, const T *go,    \
-                                                const T *q, const T *k, const T *v, const T *o,   \
-                                                const T *lse, T *dq) {                            \
-        const int64_t nqt = (g->tq + ATTN_BQ - 1) / ATTN_BQ, b = task / nqt, d = g->d;            \
-        const int64_t q0 = task % nqt * ATTN_BQ, nq = ATTN_MIN(ATTN_BQ, g->tq - q0);              \
-        const int64_t row0 = b * g->tq + q0, kend = attn_kend(g, q0, nq);                         \
-        T S[ATTN_BQ * ATTN_BK], dP[ATTN_BQ * ATTN_BK], bt[ATTN_DC * ATTN_BK];                     \
-        for (int64_t c = 0; c < nq * d; c++)                                                      \
-            dq[row0 * d + c] = 0;                                                                 \
-        for (int64_t k0 = 0; k0 < kend; k0 += ATTN_BK) {                                          \
-            const int64_t nk = ATTN_MIN(ATTN_BK, kend - k0);                                      \
-            attn_pds_##T(g, b, q0, nq, k0, nk, go, q, k, v, o, lse, S, dP, bt);                   \
-            attn_mm_##T(dP, ATTN_BK, 1, nq, nk, k + (b * g->tk + k0) * d, d, d, dq + row0 * d,    \
-                        d);                                                                       \
-        }                                                                                         \
-    }                                                                                             \
-    /* dk and dv for one key tile, over blocks of ATTN_BQ queries. */                             \
-    TG__CPU_CLONES static void attn_dkv_task_##T(const attn_geom *g, int64_t task, const T *go,   \
-                                                 const T *q, const T *k, const T *v, const T *o,  \
-                                                 const T *lse, T *dk, T *dv) {                    \
-        const int64_t nkt = (g->tk + ATTN_BK - 1) / ATTN_BK, b = task / nkt, d = g->d;            \
-        const int64_t k0 = task % nkt * ATTN_BK, nk = ATTN_MIN(ATTN_BK, g->tk - k0);              \
-        const int64_t krow = b * g->tk + k0;                                                      \
-        T S[ATTN_BQ * ATTN_BK], dP[ATTN_BQ * ATTN_BK], bt[ATTN_DC * ATTN_BK];                     \
-        for (int64_t c = 0; c < nk * d; c++) {                                                    \
-            dk[krow * d + c] = 0;                                                                 \
-            dv[krow * d + c] = 0;                                                                 \
-        }                                                                                         \
-        for (int64_t i0 = g->causal ? k0 : 0; i0 < g->tq; i0 += ATTN_BQ) {                        \
-            const int64_t ni = ATTN_MIN(ATTN_BQ, g->tq - i0), r0 = b * g->tq + i0;                \
-            attn_pds_##T(g, b, i0, ni, k0, nk, go, q, k, v, o, lse, S, dP, bt);                   \
-            attn_mm_##T(S, 1, ATTN_BK, nk, ni, go + r0 * d, d, d, dv + krow * d, d);              \
-            attn_mm_##T(dP, 1, ATTN_BK, nk, ni, q + r0 * d, d, d, dk + krow * d, d);              \
-        }                                                                                         \
-    }                                                                                             \
-    static void attn_fwd_##T(const attn_geom *g, bool par, const T *q, const T *k, const T *v,    \
-                             T *o, T *lse) {                                                      \
-        const int64_t ntask = g->bh * ((g->tq + ATTN_BQ - 1) / ATTN_BQ);                          \
-        TG__CPU_FOR(par, "omp parallel for schedule(static, 1)",                                  \
-                    for (int64_t t = 0; t < ntask; t++)                                           \
-                        attn_fwd_task_##T(g, t, q, k, v, o, lse););                               \
-    }                                                                                             \
-    static void attn_bwd_##T(const attn_geom *g, bool par, const T *go, const T *q, const T *k,   \
-                             const T *v, const T *o, const T *lse, T *dq, T *dk, T *dv) {         \
-        const int64_t nq = g->bh * ((g->tq + ATTN_BQ - 1) / ATTN_BQ);                             \
-        const int64_t nk = g->bh * ((g->tk + ATTN_BK - 1) / ATTN_BK);                             \
-        TG__CPU_FOR(par, "omp parallel for schedule(static, 1)",                                  \
-                    for (int64_t t = 0; t < nq; t++)                                              \
-                        attn_dq_task_##T(g, t, go, q, k, v, o, lse, dq););                        \
-        TG__CPU_FOR(par, "omp parallel for schedule(static, 1)",                                  \
-                    for (int64_t t = 0; t < nk; t++)                                              \
-                        attn_dkv_task_##T(g, t, go, q, k, v, o, lse, dk, dv););                   \
+        *m = mt;                                                                                   \
+        return alpha;                                                                              \
+    }                                                                                              \
+    TG__CPU_CLONES static void attn_fwd_task_##T(const attn_geom *g, int64_t task, const T *q,     \
+                                                 const T *k, const T *v, T *o, T *lse) {           \
+        const int64_t nqt = (g->tq + ATTN_BQ - 1) / ATTN_BQ, b = task / nqt, d = g->d;             \
+        const int64_t q0 = task % nqt * ATTN_BQ, nq = ATTN_MIN(ATTN_BQ, g->tq - q0);               \
+        const int64_t row0 = b * g->tq + q0, kend = attn_kend(g, q0, nq);                          \
+        const T *kb = k + b * g->tk * d, *vb = v + b * g->tk * d;                                  \
+        T S[ATTN_BQ * ATTN_BK], bt[ATTN_DC * ATTN_BK], m[ATTN_BQ];                                 \
+        double l[ATTN_BQ];                                                                         \
+        for (int64_t i = 0; i < nq; i++) {                                                         \
+            m[i] = (T)-INFINITY;                                                                   \
+            l[i] = 0;                                                                              \
+            for (int64_t c = 0; c < d; c++)                                                        \
+                o[(row0 + i) * d + c] = 0;                                                         \
+        }                                                                                          \
+        for (int64_t k0 = 0; k0 < kend; k0 += ATTN_BK) {                                           \
+            const int64_t nk = ATTN_MIN(ATTN_BK, kend - k0);                                       \
+            attn_scores_##T(q + row0 * d, nq, kb + k0 * d, nk, d, S, bt);                          \
+            for (int64_t i = 0; i < nq; i++) {                                                     \
+                const int64_t nv = attn_nvalid(g, q0 + i, k0, nk);                                 \
+                const T alpha = attn_fwd_row_##T(g, S + i * ATTN_BK, nv, nk, &m[i], &l[i]);        \
+                if (alpha != 1)                                                                    \
+                    attn_scal_##T(o + (row0 + i) * d, alpha, d);                                   \
+            }                                                                                      \
+            attn_mm_##T(S, ATTN_BK, 1, nq, nk, vb + k0 * d, d, d, o + row0 * d, d);                \
+        }                                                                                          \
+        for (int64_t i = 0; i < nq; i++) {                                                         \
+            attn_scal_##T(o + (row0 + i) * d, (T)(1.0 / l[i]), d);                                 \
+            lse[row0 + i] = (T)((double)m[i] + log(l[i]));                                         \
+        }                                                                                          \
+    }                                                                                              \
+    /* P and dS of one block: rows [r0, r0 + ni) (i0 the first one's query index)                  \
+     * against the key tile [k0, k0 + nk): S becomes p, dP becomes ds * scale,                     \
+     * both 0 where masked. */                                                                     \
+    static inline void attn_pds_##T(const attn_geom *g, int64_t b, int64_t i0, int64_t ni,         \
+                                    int64_t k0, int64_t nk, const T *go, const T *q, const T *k,   \
+                                    const T *v, const T *o, const T *lse, T *S, T *dP, T *bt) {    \
+        const int64_t d = g->d, r0 = b * g->tq + i0, kr = (b * g->tk + k0) * d;                    \
+        typedef attn_v_##T V;                                                                      \
+        const int64_t L = ATTN_LANES(T);                                                           \
+        const T sc = (T)g->scale;                                                                  \
+        attn_scores_##T(q + r0 * d, ni, k + kr, nk, d, S, bt);                                     \
+        attn_scores_##T(go + r0 * d, ni, v + kr, nk, d, dP, bt);                                   \
+        for (int64_t i = 0; i < ni; i++) {                                                         \
+            const int64_t r = r0 + i, nv = attn_nvalid(g, i0 + i, k0, nk);                         \
+            const T di = attn_dot_##T(go + r * d, o + r * d, d), li = lse[r];                      \
+            T *si = S + i * ATTN_BK, *pi = dP + i * ATTN_BK;                                       \
+            for (int64_t j = 0; j < ATTN_VCEIL(T, nv); j += L) {                                   \
+                V p = *(V *)(si + j) * sc - li;                                                    \
+                attn_vexp_##T(&p);                                                                 \
+                V ds = p * (*(V *)(pi + j) - di) * sc;                                             \
+                if (j + L > nv)                                                                    \
+                    for (int64_t c = nv - j; c < L; c++)                                           \
+                        p[c] = ds[c] = 0;                                                          \
+                *(V *)(si + j) = p;                                                                \
+                *(V *)(pi + j) = ds;                                                               \
+            }                                                                                      \
+            for (int64_t j = ATTN_VCEIL(T, nv); j < nk; j++)                                       \
+                si[j] = pi[j] = 0;                                                                 \
+        }                                                                                          \
+    }                                                                                              \
+    /* dq for one query tile; g, o, lse as the forward's rows. */                                  \
+    TG__CPU_CLONES static void attn_dq_task_##T(const attn_geom *g, int64_t task, const T *go,     \
+                                                const T *q, const T *k, const T *v, const T *o,    \
+                                                const T *lse, T *dq) {                             \
+        const int64_t nqt = (g->tq + ATTN_BQ - 1) / ATTN_BQ, b = task / nqt, d = g->d;             \
+        const int64_t q0 = task % nqt * ATTN_BQ, nq = ATTN_MIN(ATTN_BQ, g->tq - q0);               \
+        const int64_t row0 = b * g->tq + q0, kend = attn_kend(g, q0, nq);                          \
+        T S[ATTN_BQ * ATTN_BK], dP[ATTN_BQ * ATTN_BK], bt[ATTN_DC * ATTN_BK];                      \
+        for (int64_t c = 0; c < nq * d; c++)                                                       \
+            dq[row0 * d + c] = 0;                                                                  \
+        for (int64_t k0 = 0; k0 < kend; k0 += ATTN_BK) {                                           \
+            const int64_t nk = ATTN_MIN(ATTN_BK, kend - k0);                                       \
+            attn_pds_##T(g, b, q0, nq, k0, nk, go, q, k, v, o, lse, S, dP, bt);                    \
+            attn_mm_##T(dP, ATTN_BK, 1, nq, nk, k + (b * g->tk + k0) * d, d, d, dq + row0 * d, d); \
+        }                                                                                          \
+    }                                                                                              \
+    /* dk and dv for the key tile [k0, k0 + nk) of BH row b, over blocks of                        \
+     * ATTN_BQ queries; with dq, also dq += ds k for those blocks (the one-pass                    \
+     * backward). Causal, a block's keys stop at its last query: the keys past                     \
+     * it would add only zeros. */                                                                 \
+    ATTN_INLINE void attn_kv_tile_##T(const attn_geom *g, int64_t b, int64_t k0, int64_t nk,       \
+                                      const T *go, const T *q, const T *k, const T *v, const T *o, \
+                                      const T *lse, T *dq, T *dk, T *dv) {                         \
+        const int64_t d = g->d, krow = b * g->tk + k0;                                             \
+        T S[ATTN_BQ * ATTN_BK], dP[ATTN_BQ * ATTN_BK], bt[ATTN_DC * ATTN_BK];                      \
+        for (int64_t c = 0; c < nk * d; c++) {                                                     \
+            dk[krow * d + c] = 0;                                                                  \
+            dv[krow * d + c] = 0;                                                                  \
+        }                                                                                          \
+        for (int64_t i0 = g->causal ? k0 : 0; i0 < g->tq; i0 += ATTN_BQ) {                         \
+            const int64_t ni = ATTN_MIN(ATTN_BQ, g->tq - i0), r0 = b * g->tq + i0;                 \
+            const int64_t nb = g->causal ? ATTN_MIN(nk, i0 + ni - k0) : nk;                        \
+            attn_pds_##T(g, b, i0, ni, k0, nb, go, q, k, v, o, lse, S, dP, bt);                    \
+            attn_mm_##T(S, 1, ATTN_BK, nb, ni, go + r0 * d, d, d, dv + krow * d, d);               \
+            attn_mm_##T(dP, 1, ATTN_BK, nb, ni, q + r0 * d, d, d, dk + krow * d, d);               \
+            if (dq)                                                                                \
+                attn_mm_##T(dP, ATTN_BK, 1, ni, nb, k + krow * d, d, d, dq + r0 * d, d);           \
+        }                                                                                          \
+    }                                                                                              \
+    /* dk and dv for one key tile (the second pass of the two-pass backward). */                   \
+    TG__CPU_CLONES static void attn_dkv_task_##T(const attn_geom *g, int64_t task, const T *go,    \
+                                                 const T *q, const T *k, const T *v, const T *o,   \
+                                                 const T *lse, T *dk, T *dv) {                     \
+        const int64_t nkt = (g->tk + ATTN_BK - 1) / ATTN_BK, b = task / nkt;                       \
+        const int64_t k0 = task % nkt * ATTN_BK, nk = ATTN_MIN(ATTN_BK, g->tk - k0);               \
+        attn_kv_tile_##T(g, b, k0, nk, go, q, k, v, o, lse, NULL, dk, dv);                         \
+    }                                                                                              \
+    /* dq, dk and dv of one BH row in one pass over its key tiles: dq sums the                     \
+     * key tiles in the order the dq pass does, so both backwards give the same                    \
+     * bits. */                                                                                    \
+    TG__CPU_CLONES static void attn_bwd_row_task_##T(                                              \
+        const attn_geom *g, int64_t b, const T *go, const T *q, const T *k, const T *v,            \
+        const T *o, const T *lse, T *dq, T *dk, T *dv) {                                           \
+        for (int64_t c = 0; c < g->tq * g->d; c++)                                                 \
+            dq[b * g->tq * g->d + c] = 0;                                                          \
+        for (int64_t k0 = 0; k0 < g->tk; k0 += ATTN_BK)                                            \
+            attn_kv_tile_##T(g, b, k0, ATTN_MIN(ATTN_BK, g->tk - k0), go, q, k, v, o, lse, dq, dk, \
+                             dv);                                                                  \
+    }                                                                                              \
+    static void attn_fwd_##T(const attn_geom *g, bool par, const T *q, const T *k, const T *v,     \
+                             T *o, T *lse) {                                                       \
+        const int64_t ntask = g->bh * ((g->tq + ATTN_BQ - 1) / ATTN_BQ);                           \
+        TG__CPU_FOR(par, "omp parallel for schedule(static, 1)",                                   \
+                    for (int64_t t = 0; t < ntask; t++)                                            \
+                        attn_fwd_task_##T(g, t, q, k, v, o, lse););                                \
+    }                                                                                              \
+    /* One pass (a task per BH row) when there are enough rows for the threads,                    \
+     * else two (tasks per tile); both give the same bits, so the choice may                       \
+     * follow the thread count. */                                                                 \
+    static void attn_bwd_##T(const attn_geom *g, bool par, const T *go, const T *q, const T *k,    \
+                             const T *v, const T *o, const T *lse, T *dq, T *dk, T *dv) {          \
+        const int64_t nq = g->bh * ((g->tq + ATTN_BQ - 1) / ATTN_BQ);                              \
+        const int64_t nk = g->bh * ((g->tk + ATTN_BK - 1) / ATTN_BK);                              \
+        if (g->bh >= ATTN_ROWS_PER_THREAD * (par ? omp_get_max_threads() : 1)) {                   \
+            TG__CPU_FOR(par, "omp parallel for schedule(static, 1)",                               \
+                        for (int64_t b = 0; b < g->bh; b++)                                        \
+                            attn_bwd_row_task_##T(g, b, go, q, k, v, o, lse, dq, dk, dv););        \
+            return;                                                                                \
+        }                                                                                          \
+        TG__CPU_FOR(par, "omp parallel for schedule(static, 1)",                                   \
+                    for (int64_t t = 0; t < nq; t++)                                               \
+                        attn_dq_task_##T(g, t, go, q, k, v, o, lse, dq););                         \
+        TG__CPU_FOR(par, "omp parallel for schedule(static, 1)",                                   \
+                    for (int64_t t = 0; t < nk; t++)                                               \
+                        attn_dkv_task_##T(g, t, go, q, k, v, o, lse, dk, dv););                    \
     }
 
 CPU_ATTN(float)
@@ -418,8 +456,8 @@ tg_status tg__cpu_scaled_dot_product_attention(void *state, const tg_kargs *a) {
         attn_fwd_float(&g, attn_par(&g), a->in[0].data, a->in[1].data, a->in[2].data, a->out.data,
                        a->in[3].data);
     else
-        attn_fwd_double(&g, attn_par(&g), a->in[0].data, a->in[1].data, a->in[2].data,
-                        a->out.data, a->in[3].data);
+        attn_fwd_double(&g, attn_par(&g), a->in[0].data, a->in[1].data, a->in[2].data, a->out.data,
+                        a->in[3].data);
     return TG_OK;
 }
 
@@ -439,7 +477,7 @@ tg_status tg__cpu_scaled_dot_product_attention_backward(void *state, const tg_ka
                             "cpu %s: g and o must be like q, dk and dv like k, all contiguous",
                             tg_op_name(a->op));
     void *const *p = (void *const[]){a->in[0].data, a->in[1].data, a->in[2].data, a->in[3].data,
-                                      a->in[4].data, a->in[5].data, a->in[6].data, a->in[7].data};
+                                     a->in[4].data, a->in[5].data, a->in[6].data, a->in[7].data};
     if (a->out.dtype == TG_F32)
         attn_bwd_float(&g, attn_par(&g), p[0], p[1], p[2], p[3], p[4], p[5], a->out.data, p[6],
                        p[7]);
