@@ -115,11 +115,23 @@ static inline double attn_hsum_double(const attn_v_double *pv) {
 /* The helpers are inlined into each clone of the tasks that call them (a
  * helper left out of line would run its baseline code). */
 #define ATTN_INLINE static inline __attribute__((always_inline))
+/* The tasks are compiled for x86-64-v4 (AVX-512: 32 vector registers, which
+ * the block products' wide tile uses) besides cpu.h's x86-64-v3 and baseline
+ * clones, where cpu.h compiles clones at all. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(__SANITIZE_ADDRESS__)
+#define ATTN_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define ATTN_WIDE() (__builtin_cpu_supports("x86-64-v4") > 0)
+#else
+#define ATTN_CLONES TG__CPU_CLONES
+#define ATTN_WIDE() false
+#endif
 
 typedef struct attn_geom {
     int64_t bh, tq, tk, d;
     double scale;
     bool causal;
+    bool wide; /* the block products' 4-row tile (attn_mm) */
 } attn_geom;
 
 /* How many keys of the tile [k0, k0 + nk) query i attends to. */
@@ -137,266 +149,302 @@ static inline int64_t attn_kend(const attn_geom *g, int64_t q0, int64_t nq) {
 
 #define ATTN_MIN(a, b) ((a) < (b) ? (a) : (b))
 
-#define CPU_ATTN(T)                                                                                \
-    /* Lane sums over whole vectors, then the lanes, then the rest in order. */                    \
-    static inline T attn_dot_##T(const T *a, const T *b, int64_t n) {                              \
-        typedef attn_v_##T V;                                                                      \
-        const int64_t L = ATTN_LANES(T), nv = n - n % L;                                           \
-        V acc = {0};                                                                               \
-        for (int64_t i = 0; i < nv; i += L)                                                        \
-            acc += *(const V *)(a + i) * *(const V *)(b + i);                                      \
-        T s = attn_hsum_##T(&acc);                                                                 \
-        for (int64_t i = nv; i < n; i++)                                                           \
-            s += a[i] * b[i];                                                                      \
-        return s;                                                                                  \
-    }                                                                                              \
-    static inline void attn_scal_##T(T *y, T alpha, int64_t n) {                                   \
-        TG__CPU_SIMD("omp simd")                                                                   \
-        for (int64_t i = 0; i < n; i++)                                                            \
-            y[i] *= alpha;                                                                         \
-    }                                                                                              \
-    /* Two rows of out, four vectors of columns, in eight vector accumulators                      \
-     * (eight independent chains of adds). */                                                      \
-    static inline void attn_mm2_##T(const T *w0, const T *w1, int64_t wj, int64_t nj, const T *B,  \
-                                    int64_t bs, T *o0, T *o1) {                                    \
-        typedef attn_v_##T V;                                                                      \
-        const int L = (int)(ATTN_VBYTES / sizeof(T));                                              \
-        V a0 = *(V *)o0, a1 = *(V *)(o0 + L), a2 = *(V *)(o0 + 2 * L), a3 = *(V *)(o0 + 3 * L);    \
-        V b0 = *(V *)o1, b1 = *(V *)(o1 + L), b2 = *(V *)(o1 + 2 * L), b3 = *(V *)(o1 + 3 * L);    \
-        for (int64_t j = 0; j < nj; j++) {                                                         \
-            const T x = w0[j * wj], y = w1[j * wj], *p = B + j * bs;                               \
-            const V v0 = *(const V *)p, v1 = *(const V *)(p + L), v2 = *(const V *)(p + 2 * L),    \
-                    v3 = *(const V *)(p + 3 * L);                                                  \
-            a0 += x * v0, a1 += x * v1, a2 += x * v2, a3 += x * v3;                                \
-            b0 += y * v0, b1 += y * v1, b2 += y * v2, b3 += y * v3;                                \
-        }                                                                                          \
-        *(V *)o0 = a0, *(V *)(o0 + L) = a1, *(V *)(o0 + 2 * L) = a2, *(V *)(o0 + 3 * L) = a3;      \
-        *(V *)o1 = b0, *(V *)(o1 + L) = b1, *(V *)(o1 + 2 * L) = b2, *(V *)(o1 + 3 * L) = b3;      \
-    }                                                                                              \
-    /* out[r][c] += sum_j w(r, j) * B[j][c] for r < nr, j < nj, c < nc, with                       \
-     * w(r, j) = w[r * wr + j * wj], B's rows bs apart and out's os apart: two                     \
-     * rows and four vectors of columns at a time stay in registers while j                        \
-     * runs, each sum in order of j. */                                                            \
-    static inline void attn_mm_##T(const T *w, int64_t wr, int64_t wj, int64_t nr, int64_t nj,     \
-                                   const T *B, int64_t bs, int64_t nc, T *out, int64_t os) {       \
-        const int64_t vw = 4 * (int64_t)(ATTN_VBYTES / sizeof(T));                                 \
-        int64_t r = 0, cv = nc - nc % vw;                                                          \
-        for (; r + 2 <= nr; r += 2)                                                                \
-            for (int64_t c0 = 0; c0 < cv; c0 += vw)                                                \
-                attn_mm2_##T(w + r * wr, w + (r + 1) * wr, wj, nj, B + c0, bs, out + r * os + c0,  \
-                             out + (r + 1) * os + c0);                                             \
-        /* the last odd row, and the columns past the vector blocks */                             \
-        for (int64_t rr = 0; rr < nr; rr++)                                                        \
-            for (int64_t c = rr >= r ? 0 : cv; c < nc; c++) {                                      \
-                T acc = out[rr * os + c];                                                          \
-                for (int64_t j = 0; j < nj; j++)                                                   \
-                    acc += w[rr * wr + j * wj] * B[j * bs + c];                                    \
-                out[rr * os + c] = acc;                                                            \
-            }                                                                                      \
-    }                                                                                              \
-    /* S[i][j] = a_i . b_j for na rows of a and nb <= ATTN_BK rows of b (row                       \
-     * stride ATTN_BK in S): b goes through bt transposed, ATTN_DC of its                          \
-     * columns at a time, so that the products run along j; each sum runs over                     \
-     * c in order. */                                                                              \
-    static inline void attn_scores_##T(const T *a, int64_t na, const T *b, int64_t nb, int64_t d,  \
-                                       T *S, T *bt) {                                              \
-        for (int64_t i = 0; i < na; i++)                                                           \
-            for (int64_t j = 0; j < ATTN_VCEIL(T, nb); j++)                                        \
-                S[i * ATTN_BK + j] = 0;                                                            \
-        for (int64_t c0 = 0; c0 < d; c0 += ATTN_DC) {                                              \
-            const int64_t nc = ATTN_MIN(ATTN_DC, d - c0);                                          \
-            for (int64_t j = 0; j < nb; j++)                                                       \
-                for (int64_t c = 0; c < nc; c++)                                                   \
-                    bt[c * ATTN_BK + j] = b[j * d + c0 + c];                                       \
-            attn_mm_##T(a + c0, d, 1, na, nc, bt, ATTN_BK, nb, S, ATTN_BK);                        \
-        }                                                                                          \
-    }                                                                                              \
-    /* One query row's scores si into the online softmax: the nv unmasked ones                     \
-     * become exp(s - m), the masked ones up to nk become 0; returns alpha, the                    \
-     * factor of the row's accumulator. si has whole vectors up to nk (the                         \
-     * padding past nk is finite: attn_scores zeroes it). */                                       \
-    static inline T attn_fwd_row_##T(const attn_geom *g, T *si, int64_t nv, int64_t nk, T *m,      \
-                                     double *l) {                                                  \
-        typedef attn_v_##T V;                                                                      \
-        const int64_t L = ATTN_LANES(T), nvv = ATTN_VCEIL(T, nv);                                  \
-        const T sc = (T)g->scale;                                                                  \
-        for (int64_t j = 0; j < nvv; j += L)                                                       \
-            *(V *)(si + j) *= sc;                                                                  \
-        /* a maximum is exact: its order does not matter */                                        \
-        T mt = *m;                                                                                 \
-        TG__CPU_SIMD("omp simd reduction(max : mt)")                                               \
-        for (int64_t j = 0; j < nv; j++)                                                           \
-            mt = si[j] > mt ? si[j] : mt;                                                          \
-        if (nv == 0) {                                                                             \
-            for (int64_t j = 0; j < nk; j++)                                                       \
-                si[j] = 0;                                                                         \
-            return 1;                                                                              \
-        }                                                                                          \
-        /* exp(-inf) = 0 drops the empty accumulator of a row's first tile */                      \
-        V va = (V){0} + (*m - mt);                                                                 \
-        attn_vexp_##T(&va);                                                                        \
-        const T alpha = va[0];                                                                     \
-        V acc = {0};                                                                               \
-        for (int64_t j = 0; j < nvv; j += L) {                                                     \
-            V e = *(V *)(si + j) - mt;                                                             \
-            attn_vexp_##T(&e);                                                                     \
-            if (j + L > nv)                                                                        \
-                for (int64_t c = nv - j; c < L; c++)                                               \
-                    e[c] = 0;                                                                      \
-            *(V *)(si + j) = e;                                                                    \
-            acc += e;                                                                              \
-        }                                                                                          \
-        for (int64_t j = nvv; j < nk; j++)                                                         \
-            si[j] = 0;                                                                             \
-        *l = *l * (double)alpha + (double)attn_hsum_##T(&acc);                                     \
-        *m = mt;                                                                                   \
-        return alpha;                                                                              \
-    }                                                                                              \
-    TG__CPU_CLONES static void attn_fwd_task_##T(const attn_geom *g, int64_t task, const T *q,     \
-                                                 const T *k, const T *v, T *o, T *lse) {           \
-        const int64_t nqt = (g->tq + ATTN_BQ - 1) / ATTN_BQ, b = task / nqt, d = g->d;             \
-        const int64_t q0 = task % nqt * ATTN_BQ, nq = ATTN_MIN(ATTN_BQ, g->tq - q0);               \
-        const int64_t row0 = b * g->tq + q0, kend = attn_kend(g, q0, nq);                          \
-        const T *kb = k + b * g->tk * d, *vb = v + b * g->tk * d;                                  \
-        T S[ATTN_BQ * ATTN_BK], bt[ATTN_DC * ATTN_BK], m[ATTN_BQ];                                 \
-        double l[ATTN_BQ];                                                                         \
-        for (int64_t i = 0; i < nq; i++) {                                                         \
-            m[i] = (T)-INFINITY;                                                                   \
-            l[i] = 0;                                                                              \
-            for (int64_t c = 0; c < d; c++)                                                        \
-                o[(row0 + i) * d + c] = 0;                                                         \
-        }                                                                                          \
-        for (int64_t k0 = 0; k0 < kend; k0 += ATTN_BK) {                                           \
-            const int64_t nk = ATTN_MIN(ATTN_BK, kend - k0);                                       \
-            attn_scores_##T(q + row0 * d, nq, kb + k0 * d, nk, d, S, bt);                          \
-            for (int64_t i = 0; i < nq; i++) {                                                     \
-                const int64_t nv = attn_nvalid(g, q0 + i, k0, nk);                                 \
-                const T alpha = attn_fwd_row_##T(g, S + i * ATTN_BK, nv, nk, &m[i], &l[i]);        \
-                if (alpha != 1)                                                                    \
-                    attn_scal_##T(o + (row0 + i) * d, alpha, d);                                   \
-            }                                                                                      \
-            attn_mm_##T(S, ATTN_BK, 1, nq, nk, vb + k0 * d, d, d, o + row0 * d, d);                \
-        }                                                                                          \
-        for (int64_t i = 0; i < nq; i++) {                                                         \
-            attn_scal_##T(o + (row0 + i) * d, (T)(1.0 / l[i]), d);                                 \
-            lse[row0 + i] = (T)((double)m[i] + log(l[i]));                                         \
-        }                                                                                          \
-    }                                                                                              \
-    /* P and dS of one block: rows [r0, r0 + ni) (i0 the first one's query index)                  \
-     * against the key tile [k0, k0 + nk): S becomes p, dP becomes ds * scale,                     \
-     * both 0 where masked. */                                                                     \
-    static inline void attn_pds_##T(const attn_geom *g, int64_t b, int64_t i0, int64_t ni,         \
-                                    int64_t k0, int64_t nk, const T *go, const T *q, const T *k,   \
-                                    const T *v, const T *o, const T *lse, T *S, T *dP, T *bt) {    \
-        const int64_t d = g->d, r0 = b * g->tq + i0, kr = (b * g->tk + k0) * d;                    \
-        typedef attn_v_##T V;                                                                      \
-        const int64_t L = ATTN_LANES(T);                                                           \
-        const T sc = (T)g->scale;                                                                  \
-        attn_scores_##T(q + r0 * d, ni, k + kr, nk, d, S, bt);                                     \
-        attn_scores_##T(go + r0 * d, ni, v + kr, nk, d, dP, bt);                                   \
-        for (int64_t i = 0; i < ni; i++) {                                                         \
-            const int64_t r = r0 + i, nv = attn_nvalid(g, i0 + i, k0, nk);                         \
-            const T di = attn_dot_##T(go + r * d, o + r * d, d), li = lse[r];                      \
-            T *si = S + i * ATTN_BK, *pi = dP + i * ATTN_BK;                                       \
-            for (int64_t j = 0; j < ATTN_VCEIL(T, nv); j += L) {                                   \
-                V p = *(V *)(si + j) * sc - li;                                                    \
-                attn_vexp_##T(&p);                                                                 \
-                V ds = p * (*(V *)(pi + j) - di) * sc;                                             \
-                if (j + L > nv)                                                                    \
-                    for (int64_t c = nv - j; c < L; c++)                                           \
-                        p[c] = ds[c] = 0;                                                          \
-                *(V *)(si + j) = p;                                                                \
-                *(V *)(pi + j) = ds;                                                               \
-            }                                                                                      \
-            for (int64_t j = ATTN_VCEIL(T, nv); j < nk; j++)                                       \
-                si[j] = pi[j] = 0;                                                                 \
-        }                                                                                          \
-    }                                                                                              \
-    /* dq for one query tile; g, o, lse as the forward's rows. */                                  \
-    TG__CPU_CLONES static void attn_dq_task_##T(const attn_geom *g, int64_t task, const T *go,     \
-                                                const T *q, const T *k, const T *v, const T *o,    \
-                                                const T *lse, T *dq) {                             \
-        const int64_t nqt = (g->tq + ATTN_BQ - 1) / ATTN_BQ, b = task / nqt, d = g->d;             \
-        const int64_t q0 = task % nqt * ATTN_BQ, nq = ATTN_MIN(ATTN_BQ, g->tq - q0);               \
-        const int64_t row0 = b * g->tq + q0, kend = attn_kend(g, q0, nq);                          \
-        T S[ATTN_BQ * ATTN_BK], dP[ATTN_BQ * ATTN_BK], bt[ATTN_DC * ATTN_BK];                      \
-        for (int64_t c = 0; c < nq * d; c++)                                                       \
-            dq[row0 * d + c] = 0;                                                                  \
-        for (int64_t k0 = 0; k0 < kend; k0 += ATTN_BK) {                                           \
-            const int64_t nk = ATTN_MIN(ATTN_BK, kend - k0);                                       \
-            attn_pds_##T(g, b, q0, nq, k0, nk, go, q, k, v, o, lse, S, dP, bt);                    \
-            attn_mm_##T(dP, ATTN_BK, 1, nq, nk, k + (b * g->tk + k0) * d, d, d, dq + row0 * d, d); \
-        }                                                                                          \
-    }                                                                                              \
-    /* dk and dv for the key tile [k0, k0 + nk) of BH row b, over blocks of                        \
-     * ATTN_BQ queries; with dq, also dq += ds k for those blocks (the one-pass                    \
-     * backward). Causal, a block's keys stop at its last query: the keys past                     \
-     * it would add only zeros. */                                                                 \
-    ATTN_INLINE void attn_kv_tile_##T(const attn_geom *g, int64_t b, int64_t k0, int64_t nk,       \
-                                      const T *go, const T *q, const T *k, const T *v, const T *o, \
-                                      const T *lse, T *dq, T *dk, T *dv) {                         \
-        const int64_t d = g->d, krow = b * g->tk + k0;                                             \
-        T S[ATTN_BQ * ATTN_BK], dP[ATTN_BQ * ATTN_BK], bt[ATTN_DC * ATTN_BK];                      \
-        for (int64_t c = 0; c < nk * d; c++) {                                                     \
-            dk[krow * d + c] = 0;                                                                  \
-            dv[krow * d + c] = 0;                                                                  \
-        }                                                                                          \
-        for (int64_t i0 = g->causal ? k0 : 0; i0 < g->tq; i0 += ATTN_BQ) {                         \
-            const int64_t ni = ATTN_MIN(ATTN_BQ, g->tq - i0), r0 = b * g->tq + i0;                 \
-            const int64_t nb = g->causal ? ATTN_MIN(nk, i0 + ni - k0) : nk;                        \
-            attn_pds_##T(g, b, i0, ni, k0, nb, go, q, k, v, o, lse, S, dP, bt);                    \
-            attn_mm_##T(S, 1, ATTN_BK, nb, ni, go + r0 * d, d, d, dv + krow * d, d);               \
-            attn_mm_##T(dP, 1, ATTN_BK, nb, ni, q + r0 * d, d, d, dk + krow * d, d);               \
-            if (dq)                                                                                \
-                attn_mm_##T(dP, ATTN_BK, 1, ni, nb, k + krow * d, d, d, dq + r0 * d, d);           \
-        }                                                                                          \
-    }                                                                                              \
-    /* dk and dv for one key tile (the second pass of the two-pass backward). */                   \
-    TG__CPU_CLONES static void attn_dkv_task_##T(const attn_geom *g, int64_t task, const T *go,    \
-                                                 const T *q, const T *k, const T *v, const T *o,   \
-                                                 const T *lse, T *dk, T *dv) {                     \
-        const int64_t nkt = (g->tk + ATTN_BK - 1) / ATTN_BK, b = task / nkt;                       \
-        const int64_t k0 = task % nkt * ATTN_BK, nk = ATTN_MIN(ATTN_BK, g->tk - k0);               \
-        attn_kv_tile_##T(g, b, k0, nk, go, q, k, v, o, lse, NULL, dk, dv);                         \
-    }                                                                                              \
-    /* dq, dk and dv of one BH row in one pass over its key tiles: dq sums the                     \
-     * key tiles in the order the dq pass does, so both backwards give the same                    \
-     * bits. */                                                                                    \
-    TG__CPU_CLONES static void attn_bwd_row_task_##T(                                              \
-        const attn_geom *g, int64_t b, const T *go, const T *q, const T *k, const T *v,            \
-        const T *o, const T *lse, T *dq, T *dk, T *dv) {                                           \
-        for (int64_t c = 0; c < g->tq * g->d; c++)                                                 \
-            dq[b * g->tq * g->d + c] = 0;                                                          \
-        for (int64_t k0 = 0; k0 < g->tk; k0 += ATTN_BK)                                            \
-            attn_kv_tile_##T(g, b, k0, ATTN_MIN(ATTN_BK, g->tk - k0), go, q, k, v, o, lse, dq, dk, \
-                             dv);                                                                  \
-    }                                                                                              \
-    static void attn_fwd_##T(const attn_geom *g, bool par, const T *q, const T *k, const T *v,     \
-                             T *o, T *lse) {                                                       \
-        const int64_t ntask = g->bh * ((g->tq + ATTN_BQ - 1) / ATTN_BQ);                           \
-        TG__CPU_FOR(par, "omp parallel for schedule(static, 1)",                                   \
-                    for (int64_t t = 0; t < ntask; t++)                                            \
-                        attn_fwd_task_##T(g, t, q, k, v, o, lse););                                \
-    }                                                                                              \
-    /* One pass (a task per BH row) when there are enough rows for the threads,                    \
-     * else two (tasks per tile); both give the same bits, so the choice may                       \
-     * follow the thread count. */                                                                 \
-    static void attn_bwd_##T(const attn_geom *g, bool par, const T *go, const T *q, const T *k,    \
-                             const T *v, const T *o, const T *lse, T *dq, T *dk, T *dv) {          \
-        const int64_t nq = g->bh * ((g->tq + ATTN_BQ - 1) / ATTN_BQ);                              \
-        const int64_t nk = g->bh * ((g->tk + ATTN_BK - 1) / ATTN_BK);                              \
-        if (g->bh >= ATTN_ROWS_PER_THREAD * (par ? omp_get_max_threads() : 1)) {                   \
-            TG__CPU_FOR(par, "omp parallel for schedule(static, 1)",                               \
-                        for (int64_t b = 0; b < g->bh; b++)                                        \
-                            attn_bwd_row_task_##T(g, b, go, q, k, v, o, lse, dq, dk, dv););        \
-            return;                                                                                \
-        }                                                                                          \
-        TG__CPU_FOR(par, "omp parallel for schedule(static, 1)",                                   \
-                    for (int64_t t = 0; t < nq; t++)                                               \
-                        attn_dq_task_##T(g, t, go, q, k, v, o, lse, dq););                         \
-        TG__CPU_FOR(par, "omp parallel for schedule(static, 1)",                                   \
-                    for (int64_t t = 0; t < nk; t++)                                               \
-                        attn_dkv_task_##T(g, t, go, q, k, v, o, lse, dk, dv););                    \
+#define CPU_ATTN(T)                                                                               \
+    /* Lane sums over whole vectors, then the lanes, then the rest in order. */                   \
+    ATTN_INLINE T attn_dot_##T(const T *a, const T *b, int64_t n) {                             \
+        typedef attn_v_##T V;                                                                     \
+        const int64_t L = ATTN_LANES(T), nv = n - n % L;                                          \
+        V acc = {0};                                                                              \
+        for (int64_t i = 0; i < nv; i += L)                                                       \
+            acc += *(const V *)(a + i) * *(const V *)(b + i);                                     \
+        T s = attn_hsum_##T(&acc);                                                                \
+        for (int64_t i = nv; i < n; i++)                                                          \
+            s += a[i] * b[i];                                                                     \
+        return s;                                                                                 \
+    }                                                                                             \
+    ATTN_INLINE void attn_scal_##T(T *y, T alpha, int64_t n) {                                  \
+        TG__CPU_SIMD("omp simd")                                                                  \
+        for (int64_t i = 0; i < n; i++)                                                           \
+            y[i] *= alpha;                                                                        \
+    }                                                                                             \
+    /* Two rows of out, four vectors of columns, in eight vector accumulators                     \
+     * (eight independent chains of adds). */                                                     \
+    ATTN_INLINE void attn_mm2_##T(const T *w0, const T *w1, int64_t wj, int64_t nj, const T *B, \
+                                    int64_t bs, T *o0, T *o1) {                                   \
+        typedef attn_v_##T V;                                                                     \
+        const int L = (int)(ATTN_VBYTES / sizeof(T));                                             \
+        V a0 = *(V *)o0, a1 = *(V *)(o0 + L), a2 = *(V *)(o0 + 2 * L), a3 = *(V *)(o0 + 3 * L);   \
+        V b0 = *(V *)o1, b1 = *(V *)(o1 + L), b2 = *(V *)(o1 + 2 * L), b3 = *(V *)(o1 + 3 * L);   \
+        for (int64_t j = 0; j < nj; j++) {                                                        \
+            const T x = w0[j * wj], y = w1[j * wj], *p = B + j * bs;                              \
+            const V v0 = *(const V *)p, v1 = *(const V *)(p + L), v2 = *(const V *)(p + 2 * L),   \
+                    v3 = *(const V *)(p + 3 * L);                                                 \
+            a0 += x * v0, a1 += x * v1, a2 += x * v2, a3 += x * v3;                               \
+            b0 += y * v0, b1 += y * v1, b2 += y * v2, b3 += y * v3;                               \
+        }                                                                                         \
+        *(V *)o0 = a0, *(V *)(o0 + L) = a1, *(V *)(o0 + 2 * L) = a2, *(V *)(o0 + 3 * L) = a3;     \
+        *(V *)o1 = b0, *(V *)(o1 + L) = b1, *(V *)(o1 + 2 * L) = b2, *(V *)(o1 + 3 * L) = b3;     \
+    }                                                                                             \
+    /* Four rows of out, four vectors of columns, in sixteen accumulators: for \
+     * the x86-64-v4 clone, whose 32 vector registers hold them with the four   \
+     * vectors of B and a broadcast (AVX2's 16 would spill them). */            \
+    ATTN_INLINE void attn_mm4_##T(const T *w, int64_t wr, int64_t wj, int64_t nj, const T *B,   \
+                                    int64_t bs, T *o, int64_t os) {                               \
+        typedef attn_v_##T V;                                                                     \
+        const int64_t L = ATTN_LANES(T);                                                          \
+        T *o0 = o, *o1 = o + os, *o2 = o + 2 * os, *o3 = o + 3 * os;                              \
+        V a0 = *(V *)o0, a1 = *(V *)(o0 + L), a2 = *(V *)(o0 + 2 * L), a3 = *(V *)(o0 + 3 * L);   \
+        V b0 = *(V *)o1, b1 = *(V *)(o1 + L), b2 = *(V *)(o1 + 2 * L), b3 = *(V *)(o1 + 3 * L);   \
+        V c0 = *(V *)o2, c1 = *(V *)(o2 + L), c2 = *(V *)(o2 + 2 * L), c3 = *(V *)(o2 + 3 * L);   \
+        V d0 = *(V *)o3, d1 = *(V *)(o3 + L), d2 = *(V *)(o3 + 2 * L), d3 = *(V *)(o3 + 3 * L);   \
+        for (int64_t j = 0; j < nj; j++) {                                                        \
+            const T *p = B + j * bs, *wc = w + j * wj;                                            \
+            const V v0 = *(const V *)p, v1 = *(const V *)(p + L), v2 = *(const V *)(p + 2 * L),   \
+                    v3 = *(const V *)(p + 3 * L);                                                 \
+            T x = wc[0];                                                                          \
+            a0 += x * v0, a1 += x * v1, a2 += x * v2, a3 += x * v3;                               \
+            x = wc[wr];                                                                           \
+            b0 += x * v0, b1 += x * v1, b2 += x * v2, b3 += x * v3;                               \
+            x = wc[2 * wr];                                                                       \
+            c0 += x * v0, c1 += x * v1, c2 += x * v2, c3 += x * v3;                               \
+            x = wc[3 * wr];                                                                       \
+            d0 += x * v0, d1 += x * v1, d2 += x * v2, d3 += x * v3;                               \
+        }                                                                                         \
+        *(V *)o0 = a0, *(V *)(o0 + L) = a1, *(V *)(o0 + 2 * L) = a2, *(V *)(o0 + 3 * L) = a3;     \
+        *(V *)o1 = b0, *(V *)(o1 + L) = b1, *(V *)(o1 + 2 * L) = b2, *(V *)(o1 + 3 * L) = b3;     \
+        *(V *)o2 = c0, *(V *)(o2 + L) = c1, *(V *)(o2 + 2 * L) = c2, *(V *)(o2 + 3 * L) = c3;     \
+        *(V *)o3 = d0, *(V *)(o3 + L) = d1, *(V *)(o3 + 2 * L) = d2, *(V *)(o3 + 3 * L) = d3;     \
+    }                                                                                             \
+    /* out[r][c] += sum_j w(r, j) * B[j][c] for r < nr, j < nj, c < nc, with     \
+     * w(r, j) = w[r * wr + j * wj], B's rows bs apart and out's os apart: four  \
+     * (wide) or two rows and four vectors of columns at a time stay in         \
+     * registers while j runs, each sum in order of j, so the tile changes no   \
+     * bit. */                                                                    \
+    ATTN_INLINE void attn_mm_##T(bool wide, const T *w, int64_t wr, int64_t wj, int64_t nr,     \
+                                   int64_t nj, const T *B, int64_t bs, int64_t nc, T *out,        \
+                                   int64_t os) {                                                  \
+        const int64_t vw = 4 * ATTN_LANES(T);                                                     \
+        int64_t r = 0, cv = nc - nc % vw;                                                         \
+        if (wide)                                                                                 \
+            for (; r + 4 <= nr; r += 4)                                                           \
+                for (int64_t c0 = 0; c0 < cv; c0 += vw)                                           \
+                    attn_mm4_##T(w + r * wr, wr, wj, nj, B + c0, bs, out + r * os + c0, os);      \
+        for (; r + 2 <= nr; r += 2)                                                               \
+            for (int64_t c0 = 0; c0 < cv; c0 += vw)                                               \
+                attn_mm2_##T(w + r * wr, w + (r + 1) * wr, wj, nj, B + c0, bs,                    \
+                             out + r * os + c0, out + (r + 1) * os + c0);                         \
+        /* the last odd row, and the columns past the vector blocks */                            \
+        for (int64_t rr = 0; rr < nr; rr++)                                                       \
+            for (int64_t c = rr >= r ? 0 : cv; c < nc; c++) {                                     \
+                T acc = out[rr * os + c];                                                         \
+                for (int64_t j = 0; j < nj; j++)                                                  \
+                    acc += w[rr * wr + j * wj] * B[j * bs + c];                                   \
+                out[rr * os + c] = acc;                                                           \
+            }                                                                                     \
+    }                                                                                             \
+    /* S[i][j] = a_i . b_j for na rows of a and nb <= ATTN_BK rows of b (row                      \
+     * stride ATTN_BK in S): b goes through bt transposed, ATTN_DC of its                         \
+     * columns at a time, so that the products run along j; each sum runs over                    \
+     * c in order. */                                                                             \
+    ATTN_INLINE void attn_scores_##T(bool wide, const T *a, int64_t na, const T *b, int64_t nb, int64_t d, \
+                                       T *S, T *bt) {                                             \
+        for (int64_t i = 0; i < na; i++)                                                          \
+            for (int64_t j = 0; j < ATTN_VCEIL(T, nb); j++)                                       \
+                S[i * ATTN_BK + j] = 0;                                                           \
+        for (int64_t c0 = 0; c0 < d; c0 += ATTN_DC) {                                             \
+            const int64_t nc = ATTN_MIN(ATTN_DC, d - c0);                                         \
+            for (int64_t j = 0; j < nb; j++)                                                      \
+                for (int64_t c = 0; c < nc; c++)                                                  \
+                    bt[c * ATTN_BK + j] = b[j * d + c0 + c];                                      \
+            attn_mm_##T(wide, a + c0, d, 1, na, nc, bt, ATTN_BK, nb, S, ATTN_BK);                       \
+        }                                                                                         \
+    }                                                                                             \
+    /* One query row's scores si into the online softmax: the nv unmasked ones                    \
+     * become exp(s - m), the masked ones up to nk become 0; returns alpha, the                   \
+     * factor of the row's accumulator. si has whole vectors up to nk (the                        \
+     * padding past nk is finite: attn_scores zeroes it). */                                      \
+    ATTN_INLINE T attn_fwd_row_##T(const attn_geom *g, T *si, int64_t nv, int64_t nk, T *m,     \
+                                     double *l) {                                                 \
+        typedef attn_v_##T V;                                                                     \
+        const int64_t L = ATTN_LANES(T), nvv = ATTN_VCEIL(T, nv);                                 \
+        const T sc = (T)g->scale;                                                                 \
+        for (int64_t j = 0; j < nvv; j += L)                                                      \
+            *(V *)(si + j) *= sc;                                                                 \
+        /* a maximum is exact: its order does not matter */                                       \
+        T mt = *m;                                                                                \
+        TG__CPU_SIMD("omp simd reduction(max : mt)")                                              \
+        for (int64_t j = 0; j < nv; j++)                                                          \
+            mt = si[j] > mt ? si[j] : mt;                                                         \
+        if (nv == 0) {                                                                            \
+            for (int64_t j = 0; j < nk; j++)                                                      \
+                si[j] = 0;                                                                        \
+            return 1;                                                                             \
+        }                                                                                         \
+        /* exp(-inf) = 0 drops the empty accumulator of a row's first tile */                     \
+        V va = (V){0} + (*m - mt);                                                                \
+        attn_vexp_##T(&va);                                                                       \
+        const T alpha = va[0];                                                                    \
+        V acc = {0};                                                                              \
+        for (int64_t j = 0; j < nvv; j += L) {                                                    \
+            V e = *(V *)(si + j) - mt;                                                            \
+            attn_vexp_##T(&e);                                                                    \
+            if (j + L > nv)                                                                       \
+                for (int64_t c = nv - j; c < L; c++)                                              \
+                    e[c] = 0;                                                                     \
+            *(V *)(si + j) = e;                                                                   \
+            acc += e;                                                                             \
+        }                                                                                         \
+        for (int64_t j = nvv; j < nk; j++)                                                        \
+            si[j] = 0;                                                                            \
+        *l = *l * (double)alpha + (double)attn_hsum_##T(&acc);                                    \
+        *m = mt;                                                                                  \
+        return alpha;                                                                             \
+    }                                                                                             \
+    ATTN_CLONES static void attn_fwd_task_##T(const attn_geom *g, int64_t task, const T *q,    \
+                                                 const T *k, const T *v, T *o, T *lse) {          \
+        const int64_t nqt = (g->tq + ATTN_BQ - 1) / ATTN_BQ, b = task / nqt, d = g->d;            \
+        const int64_t q0 = task % nqt * ATTN_BQ, nq = ATTN_MIN(ATTN_BQ, g->tq - q0);              \
+        const int64_t row0 = b * g->tq + q0, kend = attn_kend(g, q0, nq);                         \
+        const T *kb = k + b * g->tk * d, *vb = v + b * g->tk * d;                                 \
+        T S[ATTN_BQ * ATTN_BK], bt[ATTN_DC * ATTN_BK], m[ATTN_BQ];                                \
+        double l[ATTN_BQ];                                                                        \
+        for (int64_t i = 0; i < nq; i++) {                                                        \
+            m[i] = (T)-INFINITY;                                                                  \
+            l[i] = 0;                                                                             \
+            for (int64_t c = 0; c < d; c++)                                                       \
+                o[(row0 + i) * d + c] = 0;                                                        \
+        }                                                                                         \
+        for (int64_t k0 = 0; k0 < kend; k0 += ATTN_BK) {                                          \
+            const int64_t nk = ATTN_MIN(ATTN_BK, kend - k0);                                      \
+            attn_scores_##T(g->wide, q + row0 * d, nq, kb + k0 * d, nk, d, S, bt);                         \
+            for (int64_t i = 0; i < nq; i++) {                                                    \
+                const int64_t nv = attn_nvalid(g, q0 + i, k0, nk);                                \
+                const T alpha = attn_fwd_row_##T(g, S + i * ATTN_BK, nv, nk, &m[i], &l[i]);       \
+                if (alpha != 1)                                                                   \
+                    attn_scal_##T(o + (row0 + i) * d, alpha, d);                                  \
+            }                                                                                     \
+            attn_mm_##T(g->wide, S, ATTN_BK, 1, nq, nk, vb + k0 * d, d, d, o + row0 * d, d);               \
+        }                                                                                         \
+        for (int64_t i = 0; i < nq; i++) {                                                        \
+            attn_scal_##T(o + (row0 + i) * d, (T)(1.0 / l[i]), d);                                \
+            lse[row0 + i] = (T)((double)m[i] + log(l[i]));                                        \
+        }                                                                                         \
+    }                                                                                             \
+    /* P and dS of one block: rows [r0, r0 + ni) (i0 the first one's query index)                 \
+     * against the key tile [k0, k0 + nk): S becomes p, dP becomes ds * scale,                    \
+     * both 0 where masked. */                                                                    \
+    ATTN_INLINE void attn_pds_##T(const attn_geom *g, int64_t b, int64_t i0, int64_t ni,        \
+                                    int64_t k0, int64_t nk, const T *go, const T *q, const T *k,  \
+                                    const T *v, const T *o, const T *lse, T *S, T *dP, T *bt) {   \
+        const int64_t d = g->d, r0 = b * g->tq + i0, kr = (b * g->tk + k0) * d;                   \
+        typedef attn_v_##T V;                                                                     \
+        const int64_t L = ATTN_LANES(T);                                                          \
+        const T sc = (T)g->scale;                                                                 \
+        attn_scores_##T(g->wide, q + r0 * d, ni, k + kr, nk, d, S, bt);                                    \
+        attn_scores_##T(g->wide, go + r0 * d, ni, v + kr, nk, d, dP, bt);                                  \
+        for (int64_t i = 0; i < ni; i++) {                                                        \
+            const int64_t r = r0 + i, nv = attn_nvalid(g, i0 + i, k0, nk);                        \
+            const T di = attn_dot_##T(go + r * d, o + r * d, d), li = lse[r];                     \
+            T *si = S + i * ATTN_BK, *pi = dP + i * ATTN_BK;                                      \
+            for (int64_t j = 0; j < ATTN_VCEIL(T, nv); j += L) {                                  \
+                V p = *(V *)(si + j) * sc - li;                                                   \
+                attn_vexp_##T(&p);                                                                \
+                V ds = p * (*(V *)(pi + j) - di) * sc;                                            \
+                if (j + L > nv)                                                                   \
+                    for (int64_t c = nv - j; c < L; c++)                                          \
+                        p[c] = ds[c] = 0;                                                         \
+                *(V *)(si + j) = p;                                                               \
+                *(V *)(pi + j) = ds;                                                              \
+            }                                                                                     \
+            for (int64_t j = ATTN_VCEIL(T, nv); j < nk; j++)                                      \
+                si[j] = pi[j] = 0;                                                                \
+        }                                                                                         \
+    }                                                                                             \
+    /* dq for one query tile; g, o, lse as the forward's rows. */                                 \
+    ATTN_CLONES static void attn_dq_task_##T(const attn_geom *g, int64_t task, const T *go,    \
+                                                const T *q, const T *k, const T *v, const T *o,   \
+                                                const T *lse, T *dq) {                            \
+        const int64_t nqt = (g->tq + ATTN_BQ - 1) / ATTN_BQ, b = task / nqt, d = g->d;            \
+        const int64_t q0 = task % nqt * ATTN_BQ, nq = ATTN_MIN(ATTN_BQ, g->tq - q0);              \
+        const int64_t row0 = b * g->tq + q0, kend = attn_kend(g, q0, nq);                         \
+        T S[ATTN_BQ * ATTN_BK], dP[ATTN_BQ * ATTN_BK], bt[ATTN_DC * ATTN_BK];                     \
+        for (int64_t c = 0; c < nq * d; c++)                                                      \
+            dq[row0 * d + c] = 0;                                                                 \
+        for (int64_t k0 = 0; k0 < kend; k0 += ATTN_BK) {                                          \
+            const int64_t nk = ATTN_MIN(ATTN_BK, kend - k0);                                      \
+            attn_pds_##T(g, b, q0, nq, k0, nk, go, q, k, v, o, lse, S, dP, bt);                   \
+            attn_mm_##T(g->wide, dP, ATTN_BK, 1, nq, nk, k + (b * g->tk + k0) * d, d, d, dq + row0 * d, d);\
+        }                                                                                         \
+    }                                                                                             \
+    /* dk and dv for the key tile [k0, k0 + nk) of BH row b, over blocks of                       \
+     * ATTN_BQ queries; with dq, also dq += ds k for those blocks (the one-pass                   \
+     * backward). Causal, a block's keys stop at its last query: the keys past                    \
+     * it would add only zeros. */                                                                \
+    ATTN_INLINE void attn_kv_tile_##T(const attn_geom *g, int64_t b, int64_t k0, int64_t nk,      \
+                                      const T *go, const T *q, const T *k, const T *v, const T *o,\
+                                      const T *lse, T *dq, T *dk, T *dv) {                        \
+        const int64_t d = g->d, krow = b * g->tk + k0;                                            \
+        T S[ATTN_BQ * ATTN_BK], dP[ATTN_BQ * ATTN_BK], bt[ATTN_DC * ATTN_BK];                     \
+        for (int64_t c = 0; c < nk * d; c++) {                                                    \
+            dk[krow * d + c] = 0;                                                                 \
+            dv[krow * d + c] = 0;                                                                 \
+        }                                                                                         \
+        for (int64_t i0 = g->causal ? k0 : 0; i0 < g->tq; i0 += ATTN_BQ) {                        \
+            const int64_t ni = ATTN_MIN(ATTN_BQ, g->tq - i0), r0 = b * g->tq + i0;                \
+            const int64_t nb = g->causal ? ATTN_MIN(nk, i0 + ni - k0) : nk;                       \
+            attn_pds_##T(g, b, i0, ni, k0, nb, go, q, k, v, o, lse, S, dP, bt);                   \
+            attn_mm_##T(g->wide, S, 1, ATTN_BK, nb, ni, go + r0 * d, d, d, dv + krow * d, d);              \
+            attn_mm_##T(g->wide, dP, 1, ATTN_BK, nb, ni, q + r0 * d, d, d, dk + krow * d, d);              \
+            if (dq)                                                                               \
+                attn_mm_##T(g->wide, dP, ATTN_BK, 1, ni, nb, k + krow * d, d, d, dq + r0 * d, d);          \
+        }                                                                                         \
+    }                                                                                             \
+    /* dk and dv for one key tile (the second pass of the two-pass backward). */                  \
+    ATTN_CLONES static void attn_dkv_task_##T(const attn_geom *g, int64_t task, const T *go,   \
+                                                 const T *q, const T *k, const T *v, const T *o,  \
+                                                 const T *lse, T *dk, T *dv) {                    \
+        const int64_t nkt = (g->tk + ATTN_BK - 1) / ATTN_BK, b = task / nkt;                      \
+        const int64_t k0 = task % nkt * ATTN_BK, nk = ATTN_MIN(ATTN_BK, g->tk - k0);              \
+        attn_kv_tile_##T(g, b, k0, nk, go, q, k, v, o, lse, NULL, dk, dv);                        \
+    }                                                                                             \
+    /* dq, dk and dv of one BH row in one pass over its key tiles: dq sums the                    \
+     * key tiles in the order the dq pass does, so both backwards give the same                   \
+     * bits. */                                                                                   \
+    ATTN_CLONES static void attn_bwd_row_task_##T(                                             \
+        const attn_geom *g, int64_t b, const T *go, const T *q, const T *k, const T *v,           \
+        const T *o, const T *lse, T *dq, T *dk, T *dv) {                                          \
+        for (int64_t c = 0; c < g->tq * g->d; c++)                                                \
+            dq[b * g->tq * g->d + c] = 0;                                                         \
+        for (int64_t k0 = 0; k0 < g->tk; k0 += ATTN_BK)                                           \
+            attn_kv_tile_##T(g, b, k0, ATTN_MIN(ATTN_BK, g->tk - k0), go, q, k, v, o, lse, dq, dk,\
+                             dv);                                                                 \
+    }                                                                                             \
+    static void attn_fwd_##T(const attn_geom *g, bool par, const T *q, const T *k, const T *v,    \
+                             T *o, T *lse) {                                                      \
+        const int64_t ntask = g->bh * ((g->tq + ATTN_BQ - 1) / ATTN_BQ);                          \
+        TG__CPU_FOR(par, "omp parallel for schedule(static, 1)",                                  \
+                    for (int64_t t = 0; t < ntask; t++)                                           \
+                        attn_fwd_task_##T(g, t, q, k, v, o, lse););                               \
+    }                                                                                             \
+    /* One pass (a task per BH row) when there are enough rows for the threads,                   \
+     * else two (tasks per tile); both give the same bits, so the choice may                      \
+     * follow the thread count. */                                                                \
+    static void attn_bwd_##T(const attn_geom *g, bool par, const T *go, const T *q, const T *k,   \
+                             const T *v, const T *o, const T *lse, T *dq, T *dk, T *dv) {         \
+        const int64_t nq = g->bh * ((g->tq + ATTN_BQ - 1) / ATTN_BQ);                             \
+        const int64_t nk = g->bh * ((g->tk + ATTN_BK - 1) / ATTN_BK);                             \
+        if (g->bh >= ATTN_ROWS_PER_THREAD * (par ? omp_get_max_threads() : 1)) {                  \
+            TG__CPU_FOR(par, "omp parallel for schedule(static, 1)",                              \
+                        for (int64_t b = 0; b < g->bh; b++)                                       \
+                            attn_bwd_row_task_##T(g, b, go, q, k, v, o, lse, dq, dk, dv););       \
+            return;                                                                               \
+        }                                                                                         \
+        TG__CPU_FOR(par, "omp parallel for schedule(static, 1)",                                  \
+                    for (int64_t t = 0; t < nq; t++)                                              \
+                        attn_dq_task_##T(g, t, go, q, k, v, o, lse, dq););                        \
+        TG__CPU_FOR(par, "omp parallel for schedule(static, 1)",                                  \
+                    for (int64_t t = 0; t < nk; t++)                                              \
+                        attn_dkv_task_##T(g, t, go, q, k, v, o, lse, dk, dv););                   \
     }
 
 CPU_ATTN(float)
@@ -435,6 +483,7 @@ static tg_status attn_geom_of(const tg_kargs *a, int iq, int ilse, attn_geom *g)
     g->d = q->shape[n - 1];
     g->scale = a->p->f[0];
     g->causal = a->p->ints[0] != 0;
+    g->wide = ATTN_WIDE();
     return TG_OK;
 }
 
