@@ -112,6 +112,8 @@ static inline double attn_hsum_double(const attn_v_double *pv) {
 /* The backward runs in one pass when there are at least this many BH rows
  * per thread (a task is a whole row there). */
 #define ATTN_ROWS_PER_THREAD 4
+/* Query tiles per task of the forward, at most. */
+#define ATTN_FWD_GROUP 4
 /* The helpers are inlined into each clone of the tasks that call them (a
  * helper left out of line would run its baseline code). */
 #define ATTN_INLINE static inline __attribute__((always_inline))
@@ -242,21 +244,32 @@ static inline int64_t attn_kend(const attn_geom *g, int64_t q0, int64_t nq) {
                 out[rr * os + c] = acc;                                                           \
             }                                                                                     \
     }                                                                                             \
-    /* S[i][j] = a_i . b_j for na rows of a and nb <= ATTN_BK rows of b (row                      \
-     * stride ATTN_BK in S): b goes through bt transposed, ATTN_DC of its                         \
-     * columns at a time, so that the products run along j; each sum runs over                    \
-     * c in order. */                                                                             \
-    ATTN_INLINE void attn_scores_##T(bool wide, const T *a, int64_t na, const T *b, int64_t nb, int64_t d, \
-                                       T *S, T *bt) {                                             \
+    /* bt[c][j] = b[j][c0 + c] for j < nb, c < nc (rows of b d apart, of bt     \
+     * ATTN_BK). */                                                               \
+    ATTN_INLINE void attn_tr_##T(const T *b, int64_t nb, int64_t d, int64_t c0, int64_t nc,       \
+                                 T *bt) {                                                         \
+        for (int64_t j = 0; j < nb; j++)                                                          \
+            for (int64_t c = 0; c < nc; c++)                                                      \
+                bt[c * ATTN_BK + j] = b[j * d + c0 + c];                                          \
+    }                                                                                             \
+    /* S[i][j] = a_i . b_j for na rows of a and nb <= ATTN_BK rows of b (row     \
+     * stride ATTN_BK in S): b goes through bt transposed, ATTN_DC of its        \
+     * columns at a time, so that the products run along j; each sum runs over  \
+     * c in order. With d <= ATTN_DC a caller may pass b already transposed in   \
+     * btp (the first nb columns of a longer tile's transpose). */              \
+    ATTN_INLINE void attn_scores_##T(bool wide, const T *a, int64_t na, const T *b, int64_t nb,   \
+                                     int64_t d, T *S, T *bt, const T *btp) {                      \
         for (int64_t i = 0; i < na; i++)                                                          \
             for (int64_t j = 0; j < ATTN_VCEIL(T, nb); j++)                                       \
                 S[i * ATTN_BK + j] = 0;                                                           \
+        if (btp) {                                                                                \
+            attn_mm_##T(wide, a, d, 1, na, d, btp, ATTN_BK, nb, S, ATTN_BK);                      \
+            return;                                                                               \
+        }                                                                                         \
         for (int64_t c0 = 0; c0 < d; c0 += ATTN_DC) {                                             \
             const int64_t nc = ATTN_MIN(ATTN_DC, d - c0);                                         \
-            for (int64_t j = 0; j < nb; j++)                                                      \
-                for (int64_t c = 0; c < nc; c++)                                                  \
-                    bt[c * ATTN_BK + j] = b[j * d + c0 + c];                                      \
-            attn_mm_##T(wide, a + c0, d, 1, na, nc, bt, ATTN_BK, nb, S, ATTN_BK);                       \
+            attn_tr_##T(b, nb, d, c0, nc, bt);                                                    \
+            attn_mm_##T(wide, a + c0, d, 1, na, nc, bt, ATTN_BK, nb, S, ATTN_BK);                 \
         }                                                                                         \
     }                                                                                             \
     /* One query row's scores si into the online softmax: the nv unmasked ones                    \
@@ -300,34 +313,51 @@ static inline int64_t attn_kend(const attn_geom *g, int64_t q0, int64_t nq) {
         *m = mt;                                                                                  \
         return alpha;                                                                             \
     }                                                                                             \
-    ATTN_CLONES static void attn_fwd_task_##T(const attn_geom *g, int64_t task, const T *q,    \
-                                                 const T *k, const T *v, T *o, T *lse) {          \
-        const int64_t nqt = (g->tq + ATTN_BQ - 1) / ATTN_BQ, b = task / nqt, d = g->d;            \
-        const int64_t q0 = task % nqt * ATTN_BQ, nq = ATTN_MIN(ATTN_BQ, g->tq - q0);              \
-        const int64_t row0 = b * g->tq + q0, kend = attn_kend(g, q0, nq);                         \
+    /* The forward of ng query tiles of BH row b from tile qt0 on, each with     \
+     * its own online softmax, walking the key tiles once: a key tile is        \
+     * transposed once for all of them (d <= ATTN_DC), and each tile's sums run \
+     * as they would alone. */                                                    \
+    ATTN_CLONES static void attn_fwd_task_##T(const attn_geom *g, int64_t b, int64_t qt0,         \
+                                              int64_t ng, const T *q, const T *k, const T *v,     \
+                                              T *o, T *lse) {                                     \
+        const int64_t d = g->d, ql = ATTN_MIN(g->tq, (qt0 + ng) * ATTN_BQ);                       \
+        const int64_t kend = attn_kend(g, qt0 * ATTN_BQ, ql - qt0 * ATTN_BQ);                     \
         const T *kb = k + b * g->tk * d, *vb = v + b * g->tk * d;                                 \
-        T S[ATTN_BQ * ATTN_BK], bt[ATTN_DC * ATTN_BK], m[ATTN_BQ];                                \
-        double l[ATTN_BQ];                                                                        \
-        for (int64_t i = 0; i < nq; i++) {                                                        \
+        const bool pre = d <= ATTN_DC;                                                            \
+        T S[ATTN_BQ * ATTN_BK], bt[ATTN_DC * ATTN_BK], m[ATTN_FWD_GROUP * ATTN_BQ];               \
+        double l[ATTN_FWD_GROUP * ATTN_BQ];                                                       \
+        for (int64_t i = 0; i < ql - qt0 * ATTN_BQ; i++) {                                        \
             m[i] = (T)-INFINITY;                                                                  \
             l[i] = 0;                                                                             \
-            for (int64_t c = 0; c < d; c++)                                                       \
-                o[(row0 + i) * d + c] = 0;                                                        \
         }                                                                                         \
+        for (int64_t c = 0; c < (ql - qt0 * ATTN_BQ) * d; c++)                                    \
+            o[(b * g->tq + qt0 * ATTN_BQ) * d + c] = 0;                                           \
         for (int64_t k0 = 0; k0 < kend; k0 += ATTN_BK) {                                          \
-            const int64_t nk = ATTN_MIN(ATTN_BK, kend - k0);                                      \
-            attn_scores_##T(g->wide, q + row0 * d, nq, kb + k0 * d, nk, d, S, bt);                         \
-            for (int64_t i = 0; i < nq; i++) {                                                    \
-                const int64_t nv = attn_nvalid(g, q0 + i, k0, nk);                                \
-                const T alpha = attn_fwd_row_##T(g, S + i * ATTN_BK, nv, nk, &m[i], &l[i]);       \
-                if (alpha != 1)                                                                   \
-                    attn_scal_##T(o + (row0 + i) * d, alpha, d);                                  \
+            if (pre)                                                                              \
+                attn_tr_##T(kb + k0 * d, ATTN_MIN(ATTN_BK, kend - k0), d, 0, d, bt);              \
+            for (int64_t t = 0; t < ng; t++) {                                                    \
+                const int64_t q0 = (qt0 + t) * ATTN_BQ, nq = ATTN_MIN(ATTN_BQ, g->tq - q0);       \
+                const int64_t row0 = b * g->tq + q0, ke = attn_kend(g, q0, nq);                   \
+                if (nq <= 0 || k0 >= ke)                                                          \
+                    continue;                                                                     \
+                const int64_t nk = ATTN_MIN(ATTN_BK, ke - k0);                                    \
+                T *mt = m + t * ATTN_BQ;                                                          \
+                double *lt = l + t * ATTN_BQ;                                                     \
+                attn_scores_##T(g->wide, q + row0 * d, nq, kb + k0 * d, nk, d, S, bt,             \
+                                pre ? bt : NULL);                                                 \
+                for (int64_t i = 0; i < nq; i++) {                                                \
+                    const int64_t nv = attn_nvalid(g, q0 + i, k0, nk);                            \
+                    const T alpha = attn_fwd_row_##T(g, S + i * ATTN_BK, nv, nk, &mt[i], &lt[i]); \
+                    if (alpha != 1)                                                               \
+                        attn_scal_##T(o + (row0 + i) * d, alpha, d);                              \
+                }                                                                                 \
+                attn_mm_##T(g->wide, S, ATTN_BK, 1, nq, nk, vb + k0 * d, d, d, o + row0 * d, d);  \
             }                                                                                     \
-            attn_mm_##T(g->wide, S, ATTN_BK, 1, nq, nk, vb + k0 * d, d, d, o + row0 * d, d);               \
         }                                                                                         \
-        for (int64_t i = 0; i < nq; i++) {                                                        \
-            attn_scal_##T(o + (row0 + i) * d, (T)(1.0 / l[i]), d);                                \
-            lse[row0 + i] = (T)((double)m[i] + log(l[i]));                                        \
+        for (int64_t i = 0; i < ql - qt0 * ATTN_BQ; i++) {                                        \
+            const int64_t r = b * g->tq + qt0 * ATTN_BQ + i;                                      \
+            attn_scal_##T(o + r * d, (T)(1.0 / l[i]), d);                                         \
+            lse[r] = (T)((double)m[i] + log(l[i]));                                               \
         }                                                                                         \
     }                                                                                             \
     /* P and dS of one block: rows [r0, r0 + ni) (i0 the first one's query index)                 \
@@ -335,13 +365,14 @@ static inline int64_t attn_kend(const attn_geom *g, int64_t q0, int64_t nq) {
      * both 0 where masked. */                                                                    \
     ATTN_INLINE void attn_pds_##T(const attn_geom *g, int64_t b, int64_t i0, int64_t ni,        \
                                     int64_t k0, int64_t nk, const T *go, const T *q, const T *k,  \
-                                    const T *v, const T *o, const T *lse, T *S, T *dP, T *bt) {   \
+                                    const T *v, const T *o, const T *lse, T *S, T *dP, T *bt,     \
+                                    const T *btk, const T *btv) {                                 \
         const int64_t d = g->d, r0 = b * g->tq + i0, kr = (b * g->tk + k0) * d;                   \
         typedef attn_v_##T V;                                                                     \
         const int64_t L = ATTN_LANES(T);                                                          \
         const T sc = (T)g->scale;                                                                 \
-        attn_scores_##T(g->wide, q + r0 * d, ni, k + kr, nk, d, S, bt);                                    \
-        attn_scores_##T(g->wide, go + r0 * d, ni, v + kr, nk, d, dP, bt);                                  \
+        attn_scores_##T(g->wide, q + r0 * d, ni, k + kr, nk, d, S, bt, btk);                                    \
+        attn_scores_##T(g->wide, go + r0 * d, ni, v + kr, nk, d, dP, bt, btv);                                  \
         for (int64_t i = 0; i < ni; i++) {                                                        \
             const int64_t r = r0 + i, nv = attn_nvalid(g, i0 + i, k0, nk);                        \
             const T di = attn_dot_##T(go + r * d, o + r * d, d), li = lse[r];                     \
@@ -372,7 +403,7 @@ static inline int64_t attn_kend(const attn_geom *g, int64_t q0, int64_t nq) {
             dq[row0 * d + c] = 0;                                                                 \
         for (int64_t k0 = 0; k0 < kend; k0 += ATTN_BK) {                                          \
             const int64_t nk = ATTN_MIN(ATTN_BK, kend - k0);                                      \
-            attn_pds_##T(g, b, q0, nq, k0, nk, go, q, k, v, o, lse, S, dP, bt);                   \
+            attn_pds_##T(g, b, q0, nq, k0, nk, go, q, k, v, o, lse, S, dP, bt, NULL, NULL);       \
             attn_mm_##T(g->wide, dP, ATTN_BK, 1, nq, nk, k + (b * g->tk + k0) * d, d, d, dq + row0 * d, d);\
         }                                                                                         \
     }                                                                                             \
@@ -385,6 +416,13 @@ static inline int64_t attn_kend(const attn_geom *g, int64_t q0, int64_t nq) {
                                       const T *lse, T *dq, T *dk, T *dv) {                        \
         const int64_t d = g->d, krow = b * g->tk + k0;                                            \
         T S[ATTN_BQ * ATTN_BK], dP[ATTN_BQ * ATTN_BK], bt[ATTN_DC * ATTN_BK];                     \
+        T btv[ATTN_DC * ATTN_BK];                                                                 \
+        /* the tile's k and v transposed once for all its blocks */                               \
+        const bool pre = d <= ATTN_DC;                                                            \
+        if (pre) {                                                                                \
+            attn_tr_##T(k + krow * d, nk, d, 0, d, bt);                                           \
+            attn_tr_##T(v + krow * d, nk, d, 0, d, btv);                                          \
+        }                                                                                         \
         for (int64_t c = 0; c < nk * d; c++) {                                                    \
             dk[krow * d + c] = 0;                                                                 \
             dv[krow * d + c] = 0;                                                                 \
@@ -392,7 +430,8 @@ static inline int64_t attn_kend(const attn_geom *g, int64_t q0, int64_t nq) {
         for (int64_t i0 = g->causal ? k0 : 0; i0 < g->tq; i0 += ATTN_BQ) {                        \
             const int64_t ni = ATTN_MIN(ATTN_BQ, g->tq - i0), r0 = b * g->tq + i0;                \
             const int64_t nb = g->causal ? ATTN_MIN(nk, i0 + ni - k0) : nk;                       \
-            attn_pds_##T(g, b, i0, ni, k0, nb, go, q, k, v, o, lse, S, dP, bt);                   \
+            attn_pds_##T(g, b, i0, ni, k0, nb, go, q, k, v, o, lse, S, dP, bt, pre ? bt : NULL,   \
+                         pre ? btv : NULL);                                                       \
             attn_mm_##T(g->wide, S, 1, ATTN_BK, nb, ni, go + r0 * d, d, d, dv + krow * d, d);              \
             attn_mm_##T(g->wide, dP, 1, ATTN_BK, nb, ni, q + r0 * d, d, d, dk + krow * d, d);              \
             if (dq)                                                                               \
@@ -419,12 +458,20 @@ static inline int64_t attn_kend(const attn_geom *g, int64_t q0, int64_t nq) {
             attn_kv_tile_##T(g, b, k0, ATTN_MIN(ATTN_BK, g->tk - k0), go, q, k, v, o, lse, dq, dk,\
                              dv);                                                                 \
     }                                                                                             \
+    /* Tasks of ATTN_FWD_GROUP query tiles of one BH row, fewer per task when    \
+     * that leaves under ATTN_ROWS_PER_THREAD tasks per thread; the grouping    \
+     * changes no bit. */                                                        \
     static void attn_fwd_##T(const attn_geom *g, bool par, const T *q, const T *k, const T *v,    \
                              T *o, T *lse) {                                                      \
-        const int64_t ntask = g->bh * ((g->tq + ATTN_BQ - 1) / ATTN_BQ);                          \
+        const int64_t nqt = (g->tq + ATTN_BQ - 1) / ATTN_BQ;                                      \
+        const int64_t want = ATTN_ROWS_PER_THREAD * (par ? omp_get_max_threads() : 1);            \
+        int64_t ng = ATTN_FWD_GROUP;                                                              \
+        while (ng > 1 && g->bh * ((nqt + ng - 1) / ng) < want)                                    \
+            ng /= 2;                                                                              \
+        const int64_t per = (nqt + ng - 1) / ng, ntask = g->bh * per;                             \
         TG__CPU_FOR(par, "omp parallel for schedule(static, 1)",                                  \
                     for (int64_t t = 0; t < ntask; t++)                                           \
-                        attn_fwd_task_##T(g, t, q, k, v, o, lse););                               \
+                        attn_fwd_task_##T(g, t / per, t % per * ng, ng, q, k, v, o, lse););       \
     }                                                                                             \
     /* One pass (a task per BH row) when there are enough rows for the threads,                   \
      * else two (tasks per tile); both give the same bits, so the choice may                      \
