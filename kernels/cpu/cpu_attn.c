@@ -151,6 +151,32 @@ static inline int64_t attn_kend(const attn_geom *g, int64_t q0, int64_t nq) {
 
 #define ATTN_MIN(a, b) ((a) < (b) ? (a) : (b))
 
+/* Which terms of a block product a causal mask keeps, row r of the output
+ * against term j: all (ATTN_ALL); j <= r + diag (ATTN_UPTO: rows are
+ * queries, terms keys); j >= r + diag (ATTN_FROM: rows are keys, terms
+ * queries). */
+typedef struct attn_cmask {
+    enum { ATTN_ALL, ATTN_UPTO, ATTN_FROM } kind;
+    int64_t diag;
+} attn_cmask;
+
+/* The terms [j0, j1) of nj that rows [r, r + h) need together; false if none. */
+static inline bool attn_jrange(attn_cmask cm, int64_t r, int64_t h, int64_t nj, int64_t *j0,
+                               int64_t *j1) {
+    *j0 = 0;
+    *j1 = nj;
+    if (cm.kind == ATTN_UPTO)
+        *j1 = r + h + cm.diag < nj ? r + h + cm.diag : nj;
+    else if (cm.kind == ATTN_FROM)
+        *j0 = r + cm.diag > 0 ? r + cm.diag : 0;
+    return *j0 < *j1;
+}
+
+/* A geometry's mask for rows from row0 against terms from j0. */
+#define ATTN_UPTO_MASK(g, row0, j0) ((attn_cmask){(g)->causal ? ATTN_UPTO : ATTN_ALL, (row0) - (j0)})
+#define ATTN_FROM_MASK(g, row0, j0) ((attn_cmask){(g)->causal ? ATTN_FROM : ATTN_ALL, (row0) - (j0)})
+#define ATTN_NOMASK ((attn_cmask){ATTN_ALL, 0})
+
 #define CPU_ATTN(T)                                                                               \
     /* Lane sums over whole vectors, then the lanes, then the rest in order. */                   \
     ATTN_INLINE T attn_dot_##T(const T *a, const T *b, int64_t n) {                             \
@@ -221,28 +247,37 @@ static inline int64_t attn_kend(const attn_geom *g, int64_t q0, int64_t nq) {
      * w(r, j) = w[r * wr + j * wj], B's rows bs apart and out's os apart: four  \
      * (wide) or two rows and four vectors of columns at a time stay in         \
      * registers while j runs, each sum in order of j, so the tile changes no   \
-     * bit. */                                                                    \
-    ATTN_INLINE void attn_mm_##T(bool wide, const T *w, int64_t wr, int64_t wj, int64_t nr,     \
-                                   int64_t nj, const T *B, int64_t bs, int64_t nc, T *out,        \
-                                   int64_t os) {                                                  \
+     * bit. A causal mask (cm, attn_jrange) leaves out terms whose weights are  \
+     * 0: the sums start at +0 and so never hold -0, and adding a zero changes  \
+     * nothing. */                                                                \
+    ATTN_INLINE void attn_mm_##T(bool wide, attn_cmask cm, const T *w, int64_t wr, int64_t wj,    \
+                                 int64_t nr, int64_t nj, const T *B, int64_t bs, int64_t nc,      \
+                                 T *out, int64_t os) {                                            \
         const int64_t vw = 4 * ATTN_LANES(T);                                                     \
-        int64_t r = 0, cv = nc - nc % vw;                                                         \
+        int64_t r = 0, cv = nc - nc % vw, j0, j1;                                                 \
         if (wide)                                                                                 \
             for (; r + 4 <= nr; r += 4)                                                           \
-                for (int64_t c0 = 0; c0 < cv; c0 += vw)                                           \
-                    attn_mm4_##T(w + r * wr, wr, wj, nj, B + c0, bs, out + r * os + c0, os);      \
+                if (attn_jrange(cm, r, 4, nj, &j0, &j1))                                          \
+                    for (int64_t c0 = 0; c0 < cv; c0 += vw)                                       \
+                        attn_mm4_##T(w + r * wr + j0 * wj, wr, wj, j1 - j0, B + j0 * bs + c0, bs, \
+                                     out + r * os + c0, os);                                      \
         for (; r + 2 <= nr; r += 2)                                                               \
-            for (int64_t c0 = 0; c0 < cv; c0 += vw)                                               \
-                attn_mm2_##T(w + r * wr, w + (r + 1) * wr, wj, nj, B + c0, bs,                    \
-                             out + r * os + c0, out + (r + 1) * os + c0);                         \
+            if (attn_jrange(cm, r, 2, nj, &j0, &j1))                                              \
+                for (int64_t c0 = 0; c0 < cv; c0 += vw)                                           \
+                    attn_mm2_##T(w + r * wr + j0 * wj, w + (r + 1) * wr + j0 * wj, wj, j1 - j0,   \
+                                 B + j0 * bs + c0, bs, out + r * os + c0,                         \
+                                 out + (r + 1) * os + c0);                                        \
         /* the last odd row, and the columns past the vector blocks */                            \
-        for (int64_t rr = 0; rr < nr; rr++)                                                       \
+        for (int64_t rr = 0; rr < nr; rr++) {                                                     \
+            if (!attn_jrange(cm, rr, 1, nj, &j0, &j1))                                            \
+                continue;                                                                         \
             for (int64_t c = rr >= r ? 0 : cv; c < nc; c++) {                                     \
                 T acc = out[rr * os + c];                                                         \
-                for (int64_t j = 0; j < nj; j++)                                                  \
+                for (int64_t j = j0; j < j1; j++)                                                 \
                     acc += w[rr * wr + j * wj] * B[j * bs + c];                                   \
                 out[rr * os + c] = acc;                                                           \
             }                                                                                     \
+        }                                                                                         \
     }                                                                                             \
     /* bt[c][j] = b[j][c0 + c] for j < nb, c < nc (rows of b d apart, of bt     \
      * ATTN_BK). */                                                               \
@@ -263,13 +298,13 @@ static inline int64_t attn_kend(const attn_geom *g, int64_t q0, int64_t nq) {
             for (int64_t j = 0; j < ATTN_VCEIL(T, nb); j++)                                       \
                 S[i * ATTN_BK + j] = 0;                                                           \
         if (btp) {                                                                                \
-            attn_mm_##T(wide, a, d, 1, na, d, btp, ATTN_BK, nb, S, ATTN_BK);                      \
+            attn_mm_##T(wide, ATTN_NOMASK, a, d, 1, na, d, btp, ATTN_BK, nb, S, ATTN_BK);                      \
             return;                                                                               \
         }                                                                                         \
         for (int64_t c0 = 0; c0 < d; c0 += ATTN_DC) {                                             \
             const int64_t nc = ATTN_MIN(ATTN_DC, d - c0);                                         \
             attn_tr_##T(b, nb, d, c0, nc, bt);                                                    \
-            attn_mm_##T(wide, a + c0, d, 1, na, nc, bt, ATTN_BK, nb, S, ATTN_BK);                 \
+            attn_mm_##T(wide, ATTN_NOMASK, a + c0, d, 1, na, nc, bt, ATTN_BK, nb, S, ATTN_BK);                 \
         }                                                                                         \
     }                                                                                             \
     /* One query row's scores si into the online softmax: the nv unmasked ones                    \
@@ -351,7 +386,7 @@ static inline int64_t attn_kend(const attn_geom *g, int64_t q0, int64_t nq) {
                     if (alpha != 1)                                                               \
                         attn_scal_##T(o + (row0 + i) * d, alpha, d);                              \
                 }                                                                                 \
-                attn_mm_##T(g->wide, S, ATTN_BK, 1, nq, nk, vb + k0 * d, d, d, o + row0 * d, d);  \
+                attn_mm_##T(g->wide, ATTN_UPTO_MASK(g, q0, k0), S, ATTN_BK, 1, nq, nk, vb + k0 * d, d, d, o + row0 * d, d);  \
             }                                                                                     \
         }                                                                                         \
         for (int64_t i = 0; i < ql - qt0 * ATTN_BQ; i++) {                                        \
@@ -404,7 +439,7 @@ static inline int64_t attn_kend(const attn_geom *g, int64_t q0, int64_t nq) {
         for (int64_t k0 = 0; k0 < kend; k0 += ATTN_BK) {                                          \
             const int64_t nk = ATTN_MIN(ATTN_BK, kend - k0);                                      \
             attn_pds_##T(g, b, q0, nq, k0, nk, go, q, k, v, o, lse, S, dP, bt, NULL, NULL);       \
-            attn_mm_##T(g->wide, dP, ATTN_BK, 1, nq, nk, k + (b * g->tk + k0) * d, d, d, dq + row0 * d, d);\
+            attn_mm_##T(g->wide, ATTN_UPTO_MASK(g, q0, k0), dP, ATTN_BK, 1, nq, nk, k + (b * g->tk + k0) * d, d, d, dq + row0 * d, d);\
         }                                                                                         \
     }                                                                                             \
     /* dk and dv for the key tile [k0, k0 + nk) of BH row b, over blocks of                       \
@@ -432,10 +467,10 @@ static inline int64_t attn_kend(const attn_geom *g, int64_t q0, int64_t nq) {
             const int64_t nb = g->causal ? ATTN_MIN(nk, i0 + ni - k0) : nk;                       \
             attn_pds_##T(g, b, i0, ni, k0, nb, go, q, k, v, o, lse, S, dP, bt, pre ? bt : NULL,   \
                          pre ? btv : NULL);                                                       \
-            attn_mm_##T(g->wide, S, 1, ATTN_BK, nb, ni, go + r0 * d, d, d, dv + krow * d, d);              \
-            attn_mm_##T(g->wide, dP, 1, ATTN_BK, nb, ni, q + r0 * d, d, d, dk + krow * d, d);              \
+            attn_mm_##T(g->wide, ATTN_FROM_MASK(g, k0, i0), S, 1, ATTN_BK, nb, ni, go + r0 * d, d, d, dv + krow * d, d);              \
+            attn_mm_##T(g->wide, ATTN_FROM_MASK(g, k0, i0), dP, 1, ATTN_BK, nb, ni, q + r0 * d, d, d, dk + krow * d, d);              \
             if (dq)                                                                               \
-                attn_mm_##T(g->wide, dP, ATTN_BK, 1, ni, nb, k + krow * d, d, d, dq + r0 * d, d);          \
+                attn_mm_##T(g->wide, ATTN_UPTO_MASK(g, i0, k0), dP, ATTN_BK, 1, ni, nb, k + krow * d, d, d, dq + r0 * d, d);          \
         }                                                                                         \
     }                                                                                             \
     /* dk and dv for one key tile (the second pass of the two-pass backward). */                  \
