@@ -177,6 +177,10 @@ static inline bool attn_jrange(attn_cmask cm, int64_t r, int64_t h, int64_t nj, 
 #define ATTN_FROM_MASK(g, row0, j0) ((attn_cmask){(g)->causal ? ATTN_FROM : ATTN_ALL, (row0) - (j0)})
 #define ATTN_NOMASK ((attn_cmask){ATTN_ALL, 0})
 
+/* A block product's accumulator: 0 where the product sets its output, the
+ * output where it adds to it. */
+#define ATTN_LD(V, p, set) ((set) ? (V){0} : *(V *)(p))
+
 #define CPU_ATTN(T)                                                                               \
     /* Lane sums over whole vectors, then the lanes, then the rest in order. */                   \
     ATTN_INLINE T attn_dot_##T(const T *a, const T *b, int64_t n) {                             \
@@ -197,12 +201,14 @@ static inline bool attn_jrange(attn_cmask cm, int64_t r, int64_t h, int64_t nj, 
     }                                                                                             \
     /* Two rows of out, four vectors of columns, in eight vector accumulators                     \
      * (eight independent chains of adds). */                                                     \
-    ATTN_INLINE void attn_mm2_##T(const T *w0, const T *w1, int64_t wj, int64_t nj, const T *B, \
-                                    int64_t bs, T *o0, T *o1) {                                   \
+    ATTN_INLINE void attn_mm2_##T(const T *w0, const T *w1, int64_t wj, int64_t nj, const T *B,  \
+                                  int64_t bs, T *o0, T *o1, bool set) {                           \
         typedef attn_v_##T V;                                                                     \
         const int L = (int)(ATTN_VBYTES / sizeof(T));                                             \
-        V a0 = *(V *)o0, a1 = *(V *)(o0 + L), a2 = *(V *)(o0 + 2 * L), a3 = *(V *)(o0 + 3 * L);   \
-        V b0 = *(V *)o1, b1 = *(V *)(o1 + L), b2 = *(V *)(o1 + 2 * L), b3 = *(V *)(o1 + 3 * L);   \
+        V a0 = ATTN_LD(V, o0, set), a1 = ATTN_LD(V, o0 + L, set);                                 \
+        V a2 = ATTN_LD(V, o0 + 2 * L, set), a3 = ATTN_LD(V, o0 + 3 * L, set);                     \
+        V b0 = ATTN_LD(V, o1, set), b1 = ATTN_LD(V, o1 + L, set);                                 \
+        V b2 = ATTN_LD(V, o1 + 2 * L, set), b3 = ATTN_LD(V, o1 + 3 * L, set);                     \
         for (int64_t j = 0; j < nj; j++) {                                                        \
             const T x = w0[j * wj], y = w1[j * wj], *p = B + j * bs;                              \
             const V v0 = *(const V *)p, v1 = *(const V *)(p + L), v2 = *(const V *)(p + 2 * L),   \
@@ -216,15 +222,19 @@ static inline bool attn_jrange(attn_cmask cm, int64_t r, int64_t h, int64_t nj, 
     /* Four rows of out, four vectors of columns, in sixteen accumulators: for \
      * the x86-64-v4 clone, whose 32 vector registers hold them with the four   \
      * vectors of B and a broadcast (AVX2's 16 would spill them). */            \
-    ATTN_INLINE void attn_mm4_##T(const T *w, int64_t wr, int64_t wj, int64_t nj, const T *B,   \
-                                    int64_t bs, T *o, int64_t os) {                               \
+    ATTN_INLINE void attn_mm4_##T(const T *w, int64_t wr, int64_t wj, int64_t nj, const T *B,     \
+                                  int64_t bs, T *o, int64_t os, bool set) {                       \
         typedef attn_v_##T V;                                                                     \
         const int64_t L = ATTN_LANES(T);                                                          \
         T *o0 = o, *o1 = o + os, *o2 = o + 2 * os, *o3 = o + 3 * os;                              \
-        V a0 = *(V *)o0, a1 = *(V *)(o0 + L), a2 = *(V *)(o0 + 2 * L), a3 = *(V *)(o0 + 3 * L);   \
-        V b0 = *(V *)o1, b1 = *(V *)(o1 + L), b2 = *(V *)(o1 + 2 * L), b3 = *(V *)(o1 + 3 * L);   \
-        V c0 = *(V *)o2, c1 = *(V *)(o2 + L), c2 = *(V *)(o2 + 2 * L), c3 = *(V *)(o2 + 3 * L);   \
-        V d0 = *(V *)o3, d1 = *(V *)(o3 + L), d2 = *(V *)(o3 + 2 * L), d3 = *(V *)(o3 + 3 * L);   \
+        V a0 = ATTN_LD(V, o0, set), a1 = ATTN_LD(V, o0 + L, set);                                 \
+        V a2 = ATTN_LD(V, o0 + 2 * L, set), a3 = ATTN_LD(V, o0 + 3 * L, set);                     \
+        V b0 = ATTN_LD(V, o1, set), b1 = ATTN_LD(V, o1 + L, set);                                 \
+        V b2 = ATTN_LD(V, o1 + 2 * L, set), b3 = ATTN_LD(V, o1 + 3 * L, set);                     \
+        V c0 = ATTN_LD(V, o2, set), c1 = ATTN_LD(V, o2 + L, set);                                 \
+        V c2 = ATTN_LD(V, o2 + 2 * L, set), c3 = ATTN_LD(V, o2 + 3 * L, set);                     \
+        V d0 = ATTN_LD(V, o3, set), d1 = ATTN_LD(V, o3 + L, set);                                 \
+        V d2 = ATTN_LD(V, o3 + 2 * L, set), d3 = ATTN_LD(V, o3 + 3 * L, set);                     \
         for (int64_t j = 0; j < nj; j++) {                                                        \
             const T *p = B + j * bs, *wc = w + j * wj;                                            \
             const V v0 = *(const V *)p, v1 = *(const V *)(p + L), v2 = *(const V *)(p + 2 * L),   \
@@ -252,7 +262,7 @@ static inline bool attn_jrange(attn_cmask cm, int64_t r, int64_t h, int64_t nj, 
      * nothing. */                                                                \
     ATTN_INLINE void attn_mm_##T(bool wide, attn_cmask cm, const T *w, int64_t wr, int64_t wj,    \
                                  int64_t nr, int64_t nj, const T *B, int64_t bs, int64_t nc,      \
-                                 T *out, int64_t os) {                                            \
+                                 T *out, int64_t os, bool set) {                                  \
         const int64_t vw = 4 * ATTN_LANES(T);                                                     \
         int64_t r = 0, cv = nc - nc % vw, j0, j1;                                                 \
         if (wide)                                                                                 \
@@ -260,19 +270,19 @@ static inline bool attn_jrange(attn_cmask cm, int64_t r, int64_t h, int64_t nj, 
                 if (attn_jrange(cm, r, 4, nj, &j0, &j1))                                          \
                     for (int64_t c0 = 0; c0 < cv; c0 += vw)                                       \
                         attn_mm4_##T(w + r * wr + j0 * wj, wr, wj, j1 - j0, B + j0 * bs + c0, bs, \
-                                     out + r * os + c0, os);                                      \
+                                     out + r * os + c0, os, set);                                 \
         for (; r + 2 <= nr; r += 2)                                                               \
             if (attn_jrange(cm, r, 2, nj, &j0, &j1))                                              \
                 for (int64_t c0 = 0; c0 < cv; c0 += vw)                                           \
                     attn_mm2_##T(w + r * wr + j0 * wj, w + (r + 1) * wr + j0 * wj, wj, j1 - j0,   \
                                  B + j0 * bs + c0, bs, out + r * os + c0,                         \
-                                 out + (r + 1) * os + c0);                                        \
+                                 out + (r + 1) * os + c0, set);                                   \
         /* the last odd row, and the columns past the vector blocks */                            \
         for (int64_t rr = 0; rr < nr; rr++) {                                                     \
             if (!attn_jrange(cm, rr, 1, nj, &j0, &j1))                                            \
                 continue;                                                                         \
             for (int64_t c = rr >= r ? 0 : cv; c < nc; c++) {                                     \
-                T acc = out[rr * os + c];                                                         \
+                T acc = set ? 0 : out[rr * os + c];                                               \
                 for (int64_t j = j0; j < j1; j++)                                                 \
                     acc += w[rr * wr + j * wj] * B[j * bs + c];                                   \
                 out[rr * os + c] = acc;                                                           \
@@ -294,17 +304,19 @@ static inline bool attn_jrange(attn_cmask cm, int64_t r, int64_t h, int64_t nj, 
      * btp (the first nb columns of a longer tile's transpose). */              \
     ATTN_INLINE void attn_scores_##T(bool wide, const T *a, int64_t na, const T *b, int64_t nb,   \
                                      int64_t d, T *S, T *bt, const T *btp) {                      \
+        /* the first columns' products set S; the padding to whole vectors is 0 */               \
         for (int64_t i = 0; i < na; i++)                                                          \
-            for (int64_t j = 0; j < ATTN_VCEIL(T, nb); j++)                                       \
+            for (int64_t j = nb; j < ATTN_VCEIL(T, nb); j++)                                      \
                 S[i * ATTN_BK + j] = 0;                                                           \
         if (btp) {                                                                                \
-            attn_mm_##T(wide, ATTN_NOMASK, a, d, 1, na, d, btp, ATTN_BK, nb, S, ATTN_BK);                      \
+            attn_mm_##T(wide, ATTN_NOMASK, a, d, 1, na, d, btp, ATTN_BK, nb, S, ATTN_BK, true);   \
             return;                                                                               \
         }                                                                                         \
         for (int64_t c0 = 0; c0 < d; c0 += ATTN_DC) {                                             \
             const int64_t nc = ATTN_MIN(ATTN_DC, d - c0);                                         \
             attn_tr_##T(b, nb, d, c0, nc, bt);                                                    \
-            attn_mm_##T(wide, ATTN_NOMASK, a + c0, d, 1, na, nc, bt, ATTN_BK, nb, S, ATTN_BK);                 \
+            attn_mm_##T(wide, ATTN_NOMASK, a + c0, d, 1, na, nc, bt, ATTN_BK, nb, S, ATTN_BK,     \
+                        c0 == 0);                                                                 \
         }                                                                                         \
     }                                                                                             \
     /* One query row's scores si into the online softmax: the nv unmasked ones                    \
@@ -386,7 +398,7 @@ static inline bool attn_jrange(attn_cmask cm, int64_t r, int64_t h, int64_t nj, 
                     if (alpha != 1)                                                               \
                         attn_scal_##T(o + (row0 + i) * d, alpha, d);                              \
                 }                                                                                 \
-                attn_mm_##T(g->wide, ATTN_UPTO_MASK(g, q0, k0), S, ATTN_BK, 1, nq, nk, vb + k0 * d, d, d, o + row0 * d, d);  \
+                attn_mm_##T(g->wide, ATTN_UPTO_MASK(g, q0, k0), S, ATTN_BK, 1, nq, nk, vb + k0 * d, d, d, o + row0 * d, d, false);  \
             }                                                                                     \
         }                                                                                         \
         for (int64_t i = 0; i < ql - qt0 * ATTN_BQ; i++) {                                        \
@@ -439,7 +451,7 @@ static inline bool attn_jrange(attn_cmask cm, int64_t r, int64_t h, int64_t nj, 
         for (int64_t k0 = 0; k0 < kend; k0 += ATTN_BK) {                                          \
             const int64_t nk = ATTN_MIN(ATTN_BK, kend - k0);                                      \
             attn_pds_##T(g, b, q0, nq, k0, nk, go, q, k, v, o, lse, S, dP, bt, NULL, NULL);       \
-            attn_mm_##T(g->wide, ATTN_UPTO_MASK(g, q0, k0), dP, ATTN_BK, 1, nq, nk, k + (b * g->tk + k0) * d, d, d, dq + row0 * d, d);\
+            attn_mm_##T(g->wide, ATTN_UPTO_MASK(g, q0, k0), dP, ATTN_BK, 1, nq, nk, k + (b * g->tk + k0) * d, d, d, dq + row0 * d, d, false);\
         }                                                                                         \
     }                                                                                             \
     /* dk and dv for the key tile [k0, k0 + nk) of BH row b, over blocks of                       \
@@ -467,10 +479,10 @@ static inline bool attn_jrange(attn_cmask cm, int64_t r, int64_t h, int64_t nj, 
             const int64_t nb = g->causal ? ATTN_MIN(nk, i0 + ni - k0) : nk;                       \
             attn_pds_##T(g, b, i0, ni, k0, nb, go, q, k, v, o, lse, S, dP, bt, pre ? bt : NULL,   \
                          pre ? btv : NULL);                                                       \
-            attn_mm_##T(g->wide, ATTN_FROM_MASK(g, k0, i0), S, 1, ATTN_BK, nb, ni, go + r0 * d, d, d, dv + krow * d, d);              \
-            attn_mm_##T(g->wide, ATTN_FROM_MASK(g, k0, i0), dP, 1, ATTN_BK, nb, ni, q + r0 * d, d, d, dk + krow * d, d);              \
+            attn_mm_##T(g->wide, ATTN_FROM_MASK(g, k0, i0), S, 1, ATTN_BK, nb, ni, go + r0 * d, d, d, dv + krow * d, d, false);              \
+            attn_mm_##T(g->wide, ATTN_FROM_MASK(g, k0, i0), dP, 1, ATTN_BK, nb, ni, q + r0 * d, d, d, dk + krow * d, d, false);              \
             if (dq)                                                                               \
-                attn_mm_##T(g->wide, ATTN_UPTO_MASK(g, i0, k0), dP, ATTN_BK, 1, ni, nb, k + krow * d, d, d, dq + r0 * d, d);          \
+                attn_mm_##T(g->wide, ATTN_UPTO_MASK(g, i0, k0), dP, ATTN_BK, 1, ni, nb, k + krow * d, d, d, dq + r0 * d, d, false);          \
         }                                                                                         \
     }                                                                                             \
     /* dk and dv for one key tile (the second pass of the two-pass backward). */                  \
