@@ -4,13 +4,16 @@
  *
  * Operands are contiguous (the runtime makes them so): q (BH, T_q, D), k and
  * v (BH, T_k, D) with BH the product of the leading dims, the output like q
- * and lse (BH, T_q). One task is one (BH row, tile of ATTN_BQ queries) for
- * the forward and the dq pass, one (BH row, tile of ATTN_BK keys) for the
- * dk/dv pass; tasks are dealt round-robin to the threads. Each task owns the
- * output rows it writes, so no two threads write the same element, every
- * sum runs in one fixed order, and the results depend on neither the thread
- * count nor the schedule. Scratch is a few small arrays on the stack: no
- * heap, and nothing of size T_q x T_k.
+ * and lse (BH, T_q). A forward task is up to ATTN_FWD_GROUP tiles of ATTN_BQ
+ * queries of one BH row; a backward task is a whole BH row (one pass) or, with
+ * fewer than ATTN_ROWS_PER_THREAD rows per thread, a tile of queries (the dq
+ * pass) then a tile of ATTN_BK keys (the dk/dv pass). Tasks are dealt
+ * round-robin to the threads. Each task owns the output rows it writes, so no
+ * two threads write the same element, and every sum runs in one fixed order:
+ * how the work is grouped into tasks changes no bit (test_attention checks
+ * both backwards and the thread counts against each other), so the results
+ * depend on neither the thread count nor the schedule. Scratch is a few
+ * small arrays on the stack: no heap, and nothing of size T_q x T_k.
  *
  * Forward, per query row i: for each tile of keys, the scores s_j = scale *
  * q_i . k_j, the running maximum m and sum l of exp(s - m), and the output
@@ -19,26 +22,38 @@
  *
  * Backward recomputes p_ij = exp(scale * q_i . k_j - lse_i) tile by tile.
  * With D_i = g_i . o_i (= sum_j p_ij dp_ij) and dp_ij = g_i . v_j:
- * ds_ij = p_ij (dp_ij - D_i), dq_i = scale sum_j ds_ij k_j (pass 1, by query
- * tiles), dk_j = scale sum_i ds_ij q_i and dv_j = sum_i p_ij g_i (pass 2, by
- * key tiles). Two passes cost the scores twice but need no atomic adds.
+ * ds_ij = p_ij (dp_ij - D_i), dq_i = scale sum_j ds_ij k_j, dk_j = scale
+ * sum_i ds_ij q_i and dv_j = sum_i p_ij g_i. The one-pass backward walks a
+ * row's key tiles and, for each, its blocks of queries: p and ds once per
+ * block, dk and dv summed over the blocks, dq over the key tiles in the order
+ * the dq pass sums them. The two-pass one (dq by query tiles, then dk and dv
+ * by key tiles) computes p and ds twice but splits a row between tasks.
  *
  * Causal (ints[0] = 1) keeps keys j <= i (top-left aligned): the loops stop
- * at the diagonal, so a causal call does about half the work.
+ * at the diagonal, and the block products skip the zero terms of the
+ * diagonal blocks (attn_cmask), so a causal call does about half the work.
  *
  * Every product is a block product (attn_mm): a block of scores or
  * probabilities times rows of k, v, q or g, or a block of q or g times a
- * transposed key tile for the scores, with two rows of four vectors of
- * outputs kept in registers while the sum runs. Its speed against the
- * composed ops and PyTorch: docs/PERFORMANCE.md, "Attention".
+ * transposed key tile for the scores, with four (x86-64-v4 clone) or two
+ * rows of four vectors of outputs kept in registers while the sum runs.
+ *
+ * Rounding is the same in every clone (baseline, x86-64-v3, x86-64-v4):
+ * products are a multiply then an add (no contraction, no FMA), sums over a
+ * row run lane-wise over 32-byte vectors then across the lanes in a fixed
+ * order (never in the compiler's vector width), and the f32 exp is the
+ * file's own (attn_vexp_float), not libmvec's, whose SSE4 and AVX2 versions
+ * differ in the last bit; so f32 results are the same bits on every x86-64
+ * CPU. f64 takes libm's scalar exp, as glibc picks it for the CPU. Speed:
+ * docs/PERFORMANCE.md, "Attention".
  */
 #include <math.h>
 
 #include "cpu.h"
 
-/* Queries per task of the forward and the dq pass, keys per tile (and per
- * task of the dk/dv pass): a key tile of 64 rows of D <= 128 floats stays in
- * L2 while the task's queries walk it. */
+/* Queries per tile (a tile is a task of the dq pass), keys per tile (a task
+ * of the dk/dv pass): a key tile of 64 rows of D <= 128 floats stays in L2
+ * while the task's queries walk it. */
 #define ATTN_BQ 32
 #define ATTN_BK 64
 /* Columns of a key tile transposed at a time: the score loops' scratch
@@ -50,7 +65,8 @@
  * add, as in scalar code (no contraction), and every sum over a row runs in
  * an order fixed by the source (lanes of 32-byte vectors, then the lanes in
  * a fixed order), never by the clone's vector width: every clone rounds
- * alike. */
+ * alike. (64-byte vectors in the x86-64-v4 clone were slower on an AVX-512
+ * CPU that runs them as two halves: docs/PERFORMANCE.md.) */
 #define ATTN_VBYTES 32
 typedef float attn_v_float
     __attribute__((vector_size(ATTN_VBYTES), aligned(sizeof(float)), may_alias));
@@ -156,7 +172,11 @@ static inline int64_t attn_kend(const attn_geom *g, int64_t q0, int64_t nq) {
  * queries, terms keys); j >= r + diag (ATTN_FROM: rows are keys, terms
  * queries). */
 typedef struct attn_cmask {
-    enum { ATTN_ALL, ATTN_UPTO, ATTN_FROM } kind;
+    enum {
+        ATTN_ALL,
+        ATTN_UPTO,
+        ATTN_FROM
+    } kind;
     int64_t diag;
 } attn_cmask;
 
@@ -173,8 +193,10 @@ static inline bool attn_jrange(attn_cmask cm, int64_t r, int64_t h, int64_t nj, 
 }
 
 /* A geometry's mask for rows from row0 against terms from j0. */
-#define ATTN_UPTO_MASK(g, row0, j0) ((attn_cmask){(g)->causal ? ATTN_UPTO : ATTN_ALL, (row0) - (j0)})
-#define ATTN_FROM_MASK(g, row0, j0) ((attn_cmask){(g)->causal ? ATTN_FROM : ATTN_ALL, (row0) - (j0)})
+#define ATTN_UPTO_MASK(g, row0, j0)                                                               \
+    ((attn_cmask){(g)->causal ? ATTN_UPTO : ATTN_ALL, (row0) - (j0)})
+#define ATTN_FROM_MASK(g, row0, j0)                                                               \
+    ((attn_cmask){(g)->causal ? ATTN_FROM : ATTN_ALL, (row0) - (j0)})
 #define ATTN_NOMASK ((attn_cmask){ATTN_ALL, 0})
 
 /* A block product's accumulator: 0 where the product sets its output, the
@@ -183,7 +205,7 @@ static inline bool attn_jrange(attn_cmask cm, int64_t r, int64_t h, int64_t nj, 
 
 #define CPU_ATTN(T)                                                                               \
     /* Lane sums over whole vectors, then the lanes, then the rest in order. */                   \
-    ATTN_INLINE T attn_dot_##T(const T *a, const T *b, int64_t n) {                             \
+    ATTN_INLINE T attn_dot_##T(const T *a, const T *b, int64_t n) {                               \
         typedef attn_v_##T V;                                                                     \
         const int64_t L = ATTN_LANES(T), nv = n - n % L;                                          \
         V acc = {0};                                                                              \
@@ -194,14 +216,14 @@ static inline bool attn_jrange(attn_cmask cm, int64_t r, int64_t h, int64_t nj, 
             s += a[i] * b[i];                                                                     \
         return s;                                                                                 \
     }                                                                                             \
-    ATTN_INLINE void attn_scal_##T(T *y, T alpha, int64_t n) {                                  \
+    ATTN_INLINE void attn_scal_##T(T *y, T alpha, int64_t n) {                                    \
         TG__CPU_SIMD("omp simd")                                                                  \
         for (int64_t i = 0; i < n; i++)                                                           \
             y[i] *= alpha;                                                                        \
     }                                                                                             \
     /* Two rows of out, four vectors of columns, in eight vector accumulators                     \
      * (eight independent chains of adds). */                                                     \
-    ATTN_INLINE void attn_mm2_##T(const T *w0, const T *w1, int64_t wj, int64_t nj, const T *B,  \
+    ATTN_INLINE void attn_mm2_##T(const T *w0, const T *w1, int64_t wj, int64_t nj, const T *B,   \
                                   int64_t bs, T *o0, T *o1, bool set) {                           \
         typedef attn_v_##T V;                                                                     \
         const int L = (int)(ATTN_VBYTES / sizeof(T));                                             \
@@ -219,9 +241,9 @@ static inline bool attn_jrange(attn_cmask cm, int64_t r, int64_t h, int64_t nj, 
         *(V *)o0 = a0, *(V *)(o0 + L) = a1, *(V *)(o0 + 2 * L) = a2, *(V *)(o0 + 3 * L) = a3;     \
         *(V *)o1 = b0, *(V *)(o1 + L) = b1, *(V *)(o1 + 2 * L) = b2, *(V *)(o1 + 3 * L) = b3;     \
     }                                                                                             \
-    /* Four rows of out, four vectors of columns, in sixteen accumulators: for \
-     * the x86-64-v4 clone, whose 32 vector registers hold them with the four   \
-     * vectors of B and a broadcast (AVX2's 16 would spill them). */            \
+    /* Four rows of out, four vectors of columns, in sixteen accumulators: for                    \
+     * the x86-64-v4 clone, whose 32 vector registers hold them with the four                     \
+     * vectors of B and a broadcast (AVX2's 16 would spill them). */                              \
     ATTN_INLINE void attn_mm4_##T(const T *w, int64_t wr, int64_t wj, int64_t nj, const T *B,     \
                                   int64_t bs, T *o, int64_t os, bool set) {                       \
         typedef attn_v_##T V;                                                                     \
@@ -253,13 +275,13 @@ static inline bool attn_jrange(attn_cmask cm, int64_t r, int64_t h, int64_t nj, 
         *(V *)o2 = c0, *(V *)(o2 + L) = c1, *(V *)(o2 + 2 * L) = c2, *(V *)(o2 + 3 * L) = c3;     \
         *(V *)o3 = d0, *(V *)(o3 + L) = d1, *(V *)(o3 + 2 * L) = d2, *(V *)(o3 + 3 * L) = d3;     \
     }                                                                                             \
-    /* out[r][c] += sum_j w(r, j) * B[j][c] for r < nr, j < nj, c < nc, with     \
-     * w(r, j) = w[r * wr + j * wj], B's rows bs apart and out's os apart: four  \
-     * (wide) or two rows and four vectors of columns at a time stay in         \
-     * registers while j runs, each sum in order of j, so the tile changes no   \
-     * bit. A causal mask (cm, attn_jrange) leaves out terms whose weights are  \
-     * 0: the sums start at +0 and so never hold -0, and adding a zero changes  \
-     * nothing. */                                                                \
+    /* out[r][c] += sum_j w(r, j) * B[j][c] for r < nr, j < nj, c < nc, with                      \
+     * w(r, j) = w[r * wr + j * wj], B's rows bs apart and out's os apart: four                   \
+     * (wide) or two rows and four vectors of columns at a time stay in                           \
+     * registers while j runs, each sum in order of j, so the tile changes no                     \
+     * bit. A causal mask (cm, attn_jrange) leaves out terms whose weights are                    \
+     * 0: the sums start at +0 and so never hold -0, and adding a zero changes                    \
+     * nothing. */                                                                                \
     ATTN_INLINE void attn_mm_##T(bool wide, attn_cmask cm, const T *w, int64_t wr, int64_t wj,    \
                                  int64_t nr, int64_t nj, const T *B, int64_t bs, int64_t nc,      \
                                  T *out, int64_t os, bool set) {                                  \
@@ -289,22 +311,22 @@ static inline bool attn_jrange(attn_cmask cm, int64_t r, int64_t h, int64_t nj, 
             }                                                                                     \
         }                                                                                         \
     }                                                                                             \
-    /* bt[c][j] = b[j][c0 + c] for j < nb, c < nc (rows of b d apart, of bt     \
-     * ATTN_BK). */                                                               \
+    /* bt[c][j] = b[j][c0 + c] for j < nb, c < nc (rows of b d apart, of bt                       \
+     * ATTN_BK). */                                                                               \
     ATTN_INLINE void attn_tr_##T(const T *b, int64_t nb, int64_t d, int64_t c0, int64_t nc,       \
                                  T *bt) {                                                         \
         for (int64_t j = 0; j < nb; j++)                                                          \
             for (int64_t c = 0; c < nc; c++)                                                      \
                 bt[c * ATTN_BK + j] = b[j * d + c0 + c];                                          \
     }                                                                                             \
-    /* S[i][j] = a_i . b_j for na rows of a and nb <= ATTN_BK rows of b (row     \
-     * stride ATTN_BK in S): b goes through bt transposed, ATTN_DC of its        \
-     * columns at a time, so that the products run along j; each sum runs over  \
-     * c in order. With d <= ATTN_DC a caller may pass b already transposed in   \
-     * btp (the first nb columns of a longer tile's transpose). */              \
+    /* S[i][j] = a_i . b_j for na rows of a and nb <= ATTN_BK rows of b (row                      \
+     * stride ATTN_BK in S): b goes through bt transposed, ATTN_DC of its                         \
+     * columns at a time, so that the products run along j; each sum runs over                    \
+     * c in order. With d <= ATTN_DC a caller may pass b already transposed in                    \
+     * btp (the first nb columns of a longer tile's transpose). */                                \
     ATTN_INLINE void attn_scores_##T(bool wide, const T *a, int64_t na, const T *b, int64_t nb,   \
                                      int64_t d, T *S, T *bt, const T *btp) {                      \
-        /* the first columns' products set S; the padding to whole vectors is 0 */               \
+        /* the first columns' products set S; the padding to whole vectors is 0 */                \
         for (int64_t i = 0; i < na; i++)                                                          \
             for (int64_t j = nb; j < ATTN_VCEIL(T, nb); j++)                                      \
                 S[i * ATTN_BK + j] = 0;                                                           \
@@ -323,8 +345,8 @@ static inline bool attn_jrange(attn_cmask cm, int64_t r, int64_t h, int64_t nj, 
      * become exp(s - m), the masked ones up to nk become 0; returns alpha, the                   \
      * factor of the row's accumulator. si has whole vectors up to nk (the                        \
      * padding past nk is finite: attn_scores zeroes it). */                                      \
-    ATTN_INLINE T attn_fwd_row_##T(const attn_geom *g, T *si, int64_t nv, int64_t nk, T *m,     \
-                                     double *l) {                                                 \
+    ATTN_INLINE T attn_fwd_row_##T(const attn_geom *g, T *si, int64_t nv, int64_t nk, T *m,       \
+                                   double *l) {                                                   \
         typedef attn_v_##T V;                                                                     \
         const int64_t L = ATTN_LANES(T), nvv = ATTN_VCEIL(T, nv);                                 \
         const T sc = (T)g->scale;                                                                 \
@@ -360,10 +382,10 @@ static inline bool attn_jrange(attn_cmask cm, int64_t r, int64_t h, int64_t nj, 
         *m = mt;                                                                                  \
         return alpha;                                                                             \
     }                                                                                             \
-    /* The forward of ng query tiles of BH row b from tile qt0 on, each with     \
-     * its own online softmax, walking the key tiles once: a key tile is        \
-     * transposed once for all of them (d <= ATTN_DC), and each tile's sums run \
-     * as they would alone. */                                                    \
+    /* The forward of ng query tiles of BH row b from tile qt0 on, each with                      \
+     * its own online softmax, walking the key tiles once: a key tile is                          \
+     * transposed once for all of them (d <= ATTN_DC), and each tile's sums run                   \
+     * as they would alone. */                                                                    \
     ATTN_CLONES static void attn_fwd_task_##T(const attn_geom *g, int64_t b, int64_t qt0,         \
                                               int64_t ng, const T *q, const T *k, const T *v,     \
                                               T *o, T *lse) {                                     \
@@ -398,7 +420,8 @@ static inline bool attn_jrange(attn_cmask cm, int64_t r, int64_t h, int64_t nj, 
                     if (alpha != 1)                                                               \
                         attn_scal_##T(o + (row0 + i) * d, alpha, d);                              \
                 }                                                                                 \
-                attn_mm_##T(g->wide, ATTN_UPTO_MASK(g, q0, k0), S, ATTN_BK, 1, nq, nk, vb + k0 * d, d, d, o + row0 * d, d, false);  \
+                attn_mm_##T(g->wide, ATTN_UPTO_MASK(g, q0, k0), S, ATTN_BK, 1, nq, nk,            \
+                            vb + k0 * d, d, d, o + row0 * d, d, false);                           \
             }                                                                                     \
         }                                                                                         \
         for (int64_t i = 0; i < ql - qt0 * ATTN_BQ; i++) {                                        \
@@ -410,16 +433,16 @@ static inline bool attn_jrange(attn_cmask cm, int64_t r, int64_t h, int64_t nj, 
     /* P and dS of one block: rows [r0, r0 + ni) (i0 the first one's query index)                 \
      * against the key tile [k0, k0 + nk): S becomes p, dP becomes ds * scale,                    \
      * both 0 where masked. */                                                                    \
-    ATTN_INLINE void attn_pds_##T(const attn_geom *g, int64_t b, int64_t i0, int64_t ni,        \
-                                    int64_t k0, int64_t nk, const T *go, const T *q, const T *k,  \
-                                    const T *v, const T *o, const T *lse, T *S, T *dP, T *bt,     \
-                                    const T *btk, const T *btv) {                                 \
+    ATTN_INLINE void attn_pds_##T(const attn_geom *g, int64_t b, int64_t i0, int64_t ni,          \
+                                  int64_t k0, int64_t nk, const T *go, const T *q, const T *k,    \
+                                  const T *v, const T *o, const T *lse, T *S, T *dP, T *bt,       \
+                                  const T *btk, const T *btv) {                                   \
         const int64_t d = g->d, r0 = b * g->tq + i0, kr = (b * g->tk + k0) * d;                   \
         typedef attn_v_##T V;                                                                     \
         const int64_t L = ATTN_LANES(T);                                                          \
         const T sc = (T)g->scale;                                                                 \
-        attn_scores_##T(g->wide, q + r0 * d, ni, k + kr, nk, d, S, bt, btk);                                    \
-        attn_scores_##T(g->wide, go + r0 * d, ni, v + kr, nk, d, dP, bt, btv);                                  \
+        attn_scores_##T(g->wide, q + r0 * d, ni, k + kr, nk, d, S, bt, btk);                      \
+        attn_scores_##T(g->wide, go + r0 * d, ni, v + kr, nk, d, dP, bt, btv);                    \
         for (int64_t i = 0; i < ni; i++) {                                                        \
             const int64_t r = r0 + i, nv = attn_nvalid(g, i0 + i, k0, nk);                        \
             const T di = attn_dot_##T(go + r * d, o + r * d, d), li = lse[r];                     \
@@ -439,9 +462,9 @@ static inline bool attn_jrange(attn_cmask cm, int64_t r, int64_t h, int64_t nj, 
         }                                                                                         \
     }                                                                                             \
     /* dq for one query tile; g, o, lse as the forward's rows. */                                 \
-    ATTN_CLONES static void attn_dq_task_##T(const attn_geom *g, int64_t task, const T *go,    \
-                                                const T *q, const T *k, const T *v, const T *o,   \
-                                                const T *lse, T *dq) {                            \
+    ATTN_CLONES static void attn_dq_task_##T(const attn_geom *g, int64_t task, const T *go,       \
+                                             const T *q, const T *k, const T *v, const T *o,      \
+                                             const T *lse, T *dq) {                               \
         const int64_t nqt = (g->tq + ATTN_BQ - 1) / ATTN_BQ, b = task / nqt, d = g->d;            \
         const int64_t q0 = task % nqt * ATTN_BQ, nq = ATTN_MIN(ATTN_BQ, g->tq - q0);              \
         const int64_t row0 = b * g->tq + q0, kend = attn_kend(g, q0, nq);                         \
@@ -451,7 +474,8 @@ static inline bool attn_jrange(attn_cmask cm, int64_t r, int64_t h, int64_t nj, 
         for (int64_t k0 = 0; k0 < kend; k0 += ATTN_BK) {                                          \
             const int64_t nk = ATTN_MIN(ATTN_BK, kend - k0);                                      \
             attn_pds_##T(g, b, q0, nq, k0, nk, go, q, k, v, o, lse, S, dP, bt, NULL, NULL);       \
-            attn_mm_##T(g->wide, ATTN_UPTO_MASK(g, q0, k0), dP, ATTN_BK, 1, nq, nk, k + (b * g->tk + k0) * d, d, d, dq + row0 * d, d, false);\
+            attn_mm_##T(g->wide, ATTN_UPTO_MASK(g, q0, k0), dP, ATTN_BK, 1, nq, nk,               \
+                        k + (b * g->tk + k0) * d, d, d, dq + row0 * d, d, false);                 \
         }                                                                                         \
     }                                                                                             \
     /* dk and dv for the key tile [k0, k0 + nk) of BH row b, over blocks of                       \
@@ -459,8 +483,8 @@ static inline bool attn_jrange(attn_cmask cm, int64_t r, int64_t h, int64_t nj, 
      * backward). Causal, a block's keys stop at its last query: the keys past                    \
      * it would add only zeros. */                                                                \
     ATTN_INLINE void attn_kv_tile_##T(const attn_geom *g, int64_t b, int64_t k0, int64_t nk,      \
-                                      const T *go, const T *q, const T *k, const T *v, const T *o,\
-                                      const T *lse, T *dq, T *dk, T *dv) {                        \
+                                      const T *go, const T *q, const T *k, const T *v,            \
+                                      const T *o, const T *lse, T *dq, T *dk, T *dv) {            \
         const int64_t d = g->d, krow = b * g->tk + k0;                                            \
         T S[ATTN_BQ * ATTN_BK], dP[ATTN_BQ * ATTN_BK], bt[ATTN_DC * ATTN_BK];                     \
         T btv[ATTN_DC * ATTN_BK];                                                                 \
@@ -479,16 +503,19 @@ static inline bool attn_jrange(attn_cmask cm, int64_t r, int64_t h, int64_t nj, 
             const int64_t nb = g->causal ? ATTN_MIN(nk, i0 + ni - k0) : nk;                       \
             attn_pds_##T(g, b, i0, ni, k0, nb, go, q, k, v, o, lse, S, dP, bt, pre ? bt : NULL,   \
                          pre ? btv : NULL);                                                       \
-            attn_mm_##T(g->wide, ATTN_FROM_MASK(g, k0, i0), S, 1, ATTN_BK, nb, ni, go + r0 * d, d, d, dv + krow * d, d, false);              \
-            attn_mm_##T(g->wide, ATTN_FROM_MASK(g, k0, i0), dP, 1, ATTN_BK, nb, ni, q + r0 * d, d, d, dk + krow * d, d, false);              \
+            attn_mm_##T(g->wide, ATTN_FROM_MASK(g, k0, i0), S, 1, ATTN_BK, nb, ni, go + r0 * d,   \
+                        d, d, dv + krow * d, d, false);                                           \
+            attn_mm_##T(g->wide, ATTN_FROM_MASK(g, k0, i0), dP, 1, ATTN_BK, nb, ni, q + r0 * d,   \
+                        d, d, dk + krow * d, d, false);                                           \
             if (dq)                                                                               \
-                attn_mm_##T(g->wide, ATTN_UPTO_MASK(g, i0, k0), dP, ATTN_BK, 1, ni, nb, k + krow * d, d, d, dq + r0 * d, d, false);          \
+                attn_mm_##T(g->wide, ATTN_UPTO_MASK(g, i0, k0), dP, ATTN_BK, 1, ni, nb,           \
+                            k + krow * d, d, d, dq + r0 * d, d, false);                           \
         }                                                                                         \
     }                                                                                             \
     /* dk and dv for one key tile (the second pass of the two-pass backward). */                  \
-    ATTN_CLONES static void attn_dkv_task_##T(const attn_geom *g, int64_t task, const T *go,   \
-                                                 const T *q, const T *k, const T *v, const T *o,  \
-                                                 const T *lse, T *dk, T *dv) {                    \
+    ATTN_CLONES static void attn_dkv_task_##T(const attn_geom *g, int64_t task, const T *go,      \
+                                              const T *q, const T *k, const T *v, const T *o,     \
+                                              const T *lse, T *dk, T *dv) {                       \
         const int64_t nkt = (g->tk + ATTN_BK - 1) / ATTN_BK, b = task / nkt;                      \
         const int64_t k0 = task % nkt * ATTN_BK, nk = ATTN_MIN(ATTN_BK, g->tk - k0);              \
         attn_kv_tile_##T(g, b, k0, nk, go, q, k, v, o, lse, NULL, dk, dv);                        \
@@ -496,18 +523,18 @@ static inline bool attn_jrange(attn_cmask cm, int64_t r, int64_t h, int64_t nj, 
     /* dq, dk and dv of one BH row in one pass over its key tiles: dq sums the                    \
      * key tiles in the order the dq pass does, so both backwards give the same                   \
      * bits. */                                                                                   \
-    ATTN_CLONES static void attn_bwd_row_task_##T(                                             \
-        const attn_geom *g, int64_t b, const T *go, const T *q, const T *k, const T *v,           \
-        const T *o, const T *lse, T *dq, T *dk, T *dv) {                                          \
+    ATTN_CLONES static void attn_bwd_row_task_##T(const attn_geom *g, int64_t b, const T *go,     \
+                                                  const T *q, const T *k, const T *v, const T *o, \
+                                                  const T *lse, T *dq, T *dk, T *dv) {            \
         for (int64_t c = 0; c < g->tq * g->d; c++)                                                \
             dq[b * g->tq * g->d + c] = 0;                                                         \
         for (int64_t k0 = 0; k0 < g->tk; k0 += ATTN_BK)                                           \
-            attn_kv_tile_##T(g, b, k0, ATTN_MIN(ATTN_BK, g->tk - k0), go, q, k, v, o, lse, dq, dk,\
-                             dv);                                                                 \
+            attn_kv_tile_##T(g, b, k0, ATTN_MIN(ATTN_BK, g->tk - k0), go, q, k, v, o, lse, dq,    \
+                             dk, dv);                                                             \
     }                                                                                             \
-    /* Tasks of ATTN_FWD_GROUP query tiles of one BH row, fewer per task when    \
-     * that leaves under ATTN_ROWS_PER_THREAD tasks per thread; the grouping    \
-     * changes no bit. */                                                        \
+    /* Tasks of ATTN_FWD_GROUP query tiles of one BH row, fewer per task when                     \
+     * that leaves under ATTN_ROWS_PER_THREAD tasks per thread; the grouping                      \
+     * changes no bit. */                                                                         \
     static void attn_fwd_##T(const attn_geom *g, bool par, const T *q, const T *k, const T *v,    \
                              T *o, T *lse) {                                                      \
         const int64_t nqt = (g->tq + ATTN_BQ - 1) / ATTN_BQ;                                      \
