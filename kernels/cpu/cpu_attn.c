@@ -341,31 +341,27 @@ static inline bool attn_jrange(attn_cmask cm, int64_t r, int64_t h, int64_t nj, 
                         c0 == 0);                                                                 \
         }                                                                                         \
     }                                                                                             \
-    /* One query row's scores si into the online softmax: the nv unmasked ones                    \
-     * become exp(s - m), the masked ones up to nk become 0; returns alpha, the                   \
-     * factor of the row's accumulator. si has whole vectors up to nk (the                        \
-     * padding past nk is finite: attn_scores zeroes it). */                                      \
-    ATTN_INLINE T attn_fwd_row_##T(const attn_geom *g, T *si, int64_t nv, int64_t nk, T *m,       \
-                                   double *l) {                                                   \
+    /* Step one of a query row's online softmax over a key tile: the nv >= 1                      \
+     * unmasked scores si scaled; returns their maximum and m's. A maximum is                     \
+     * exact: its order does not matter. */                                                       \
+    ATTN_INLINE T attn_fwd_max_##T(const attn_geom *g, T *si, int64_t nv, T m) {                  \
+        typedef attn_v_##T V;                                                                     \
+        const T sc = (T)g->scale;                                                                 \
+        for (int64_t j = 0; j < ATTN_VCEIL(T, nv); j += ATTN_LANES(T))                            \
+            *(V *)(si + j) *= sc;                                                                 \
+        TG__CPU_SIMD("omp simd reduction(max : m)")                                               \
+        for (int64_t j = 0; j < nv; j++)                                                          \
+            m = si[j] > m ? si[j] : m;                                                            \
+        return m;                                                                                 \
+    }                                                                                             \
+    /* Step two, given the row's new maximum mt and its accumulator's factor                      \
+     * alpha = exp(m_old - mt): the nv unmasked scores become exp(s - mt), the                    \
+     * masked ones up to nk 0, and l = l alpha + their sum. si has whole                          \
+     * vectors up to nk (the padding past nk is finite: attn_scores zeroes                        \
+     * it). */                                                                                    \
+    ATTN_INLINE void attn_fwd_exp_##T(T *si, int64_t nv, int64_t nk, T mt, T alpha, double *l) {  \
         typedef attn_v_##T V;                                                                     \
         const int64_t L = ATTN_LANES(T), nvv = ATTN_VCEIL(T, nv);                                 \
-        const T sc = (T)g->scale;                                                                 \
-        for (int64_t j = 0; j < nvv; j += L)                                                      \
-            *(V *)(si + j) *= sc;                                                                 \
-        /* a maximum is exact: its order does not matter */                                       \
-        T mt = *m;                                                                                \
-        TG__CPU_SIMD("omp simd reduction(max : mt)")                                              \
-        for (int64_t j = 0; j < nv; j++)                                                          \
-            mt = si[j] > mt ? si[j] : mt;                                                         \
-        if (nv == 0) {                                                                            \
-            for (int64_t j = 0; j < nk; j++)                                                      \
-                si[j] = 0;                                                                        \
-            return 1;                                                                             \
-        }                                                                                         \
-        /* exp(-inf) = 0 drops the empty accumulator of a row's first tile */                     \
-        V va = (V){0} + (*m - mt);                                                                \
-        attn_vexp_##T(&va);                                                                       \
-        const T alpha = va[0];                                                                    \
         V acc = {0};                                                                              \
         for (int64_t j = 0; j < nvv; j += L) {                                                    \
             V e = *(V *)(si + j) - mt;                                                            \
@@ -379,8 +375,41 @@ static inline bool attn_jrange(attn_cmask cm, int64_t r, int64_t h, int64_t nj, 
         for (int64_t j = nvv; j < nk; j++)                                                        \
             si[j] = 0;                                                                            \
         *l = *l * (double)alpha + (double)attn_hsum_##T(&acc);                                    \
-        *m = mt;                                                                                  \
-        return alpha;                                                                             \
+    }                                                                                             \
+    /* The online softmax of a tile's nq rows S (query q0 first) against the                      \
+     * keys [k0, k0 + nk): the rows' maxima first, then their factors alpha                       \
+     * in whole vectors (exp(-inf) = 0 drops the empty accumulator of a                           \
+     * row's first tile), then the exponentials; o's rows are scaled by                           \
+     * alpha. */                                                                                  \
+    ATTN_INLINE void attn_fwd_softmax_##T(const attn_geom *g, T *S, int64_t q0, int64_t nq,       \
+                                          int64_t k0, int64_t nk, T *m, double *l, T *o) {        \
+        typedef attn_v_##T V;                                                                     \
+        const int64_t L = ATTN_LANES(T), d = g->d;                                                \
+        T mo[ATTN_BQ], mn[ATTN_BQ];                                                               \
+        for (int64_t i = 0; i < ATTN_BQ; i++) {                                                   \
+            const int64_t nv = i < nq ? attn_nvalid(g, q0 + i, k0, nk) : 0;                       \
+            mo[i] = mn[i] = i < nq ? m[i] : 0;                                                    \
+            if (nv > 0)                                                                           \
+                mn[i] = attn_fwd_max_##T(g, S + i * ATTN_BK, nv, m[i]);                           \
+        }                                                                                         \
+        for (int64_t i = 0; i < ATTN_VCEIL(T, nq); i += L) {                                      \
+            V a = *(V *)(mo + i) - *(V *)(mn + i);                                                \
+            attn_vexp_##T(&a);                                                                    \
+            *(V *)(mo + i) = a;                                                                   \
+        }                                                                                         \
+        for (int64_t i = 0; i < nq; i++) {                                                        \
+            const int64_t nv = attn_nvalid(g, q0 + i, k0, nk);                                    \
+            T *si = S + i * ATTN_BK;                                                              \
+            if (nv == 0) {                                                                        \
+                for (int64_t j = 0; j < nk; j++)                                                  \
+                    si[j] = 0;                                                                    \
+                continue;                                                                         \
+            }                                                                                     \
+            attn_fwd_exp_##T(si, nv, nk, mn[i], mo[i], &l[i]);                                    \
+            m[i] = mn[i];                                                                         \
+            if (mo[i] != 1)                                                                       \
+                attn_scal_##T(o + i * d, mo[i], d);                                               \
+        }                                                                                         \
     }                                                                                             \
     /* The forward of ng query tiles of BH row b from tile qt0 on, each with                      \
      * its own online softmax, walking the key tiles once: a key tile is                          \
@@ -414,12 +443,7 @@ static inline bool attn_jrange(attn_cmask cm, int64_t r, int64_t h, int64_t nj, 
                 double *lt = l + t * ATTN_BQ;                                                     \
                 attn_scores_##T(g->wide, q + row0 * d, nq, kb + k0 * d, nk, d, S, bt,             \
                                 pre ? bt : NULL);                                                 \
-                for (int64_t i = 0; i < nq; i++) {                                                \
-                    const int64_t nv = attn_nvalid(g, q0 + i, k0, nk);                            \
-                    const T alpha = attn_fwd_row_##T(g, S + i * ATTN_BK, nv, nk, &mt[i], &lt[i]); \
-                    if (alpha != 1)                                                               \
-                        attn_scal_##T(o + (row0 + i) * d, alpha, d);                              \
-                }                                                                                 \
+                attn_fwd_softmax_##T(g, S, q0, nq, k0, nk, mt, lt, o + row0 * d);                 \
                 attn_mm_##T(g->wide, ATTN_UPTO_MASK(g, q0, k0), S, ATTN_BK, 1, nq, nk,            \
                             vb + k0 * d, d, d, o + row0 * d, d, false);                           \
             }                                                                                     \
