@@ -78,21 +78,22 @@ typedef int32_t attn_vi32 __attribute__((vector_size(ATTN_VBYTES)));
 #define ATTN_VCEIL(T, n) (((n) + ATTN_LANES(T) - 1) / ATTN_LANES(T) * ATTN_LANES(T))
 
 /*
- * exp of eight floats, in multiplies and adds only, so that it gives the
- * same bits in every clone and on every x86-64 CPU (glibc's vector expf has
- * SSE4, AVX2 and AVX-512 versions that differ in the last bit for about 8% of
- * arguments). Cephes' expf: n = round(x log2 e) by the 1.5 * 2^23 trick,
- * r = x - n ln 2 with ln 2 in two parts, a degree-7 polynomial for exp(r),
- * times 2^n as two powers of two so that denormal results come out right.
- * Below -103.97 it is 0 (exp(-inf) included), above 88.72 +inf, NaN stays
- * NaN. Against exp in double over every 7th float in [-110, 90]: 99.2%
- * correctly rounded, at most 0.98 ulp off.
+ * exp of eight floats in multiplies, adds and integer operations (no FMA),
+ * so that it gives the same bits in every clone and on every x86-64 CPU
+ * (glibc's vector expf, which `omp simd` loops call, has SSE4 and AVX2
+ * versions that differ in the last bit for about 8% of arguments). Cephes'
+ * expf: n = round(x log2 e) by the 1.5 * 2^23 trick, r = x - n ln 2 with
+ * ln 2 in two parts, a degree-7 polynomial for exp(r), times 2^n as two
+ * powers of two so that denormal results come out right. Below -103.97 it
+ * is 0 (exp(-inf) included), above 88.72 +inf, NaN stays NaN. Against exp
+ * in double over every 7th float in [-110, 90]: 99.2% correctly rounded, at
+ * most 0.98 ulp off.
  */
 static inline void attn_vexp_float(attn_v_float *px) {
     typedef attn_v_float V;
     typedef attn_vi32 VI;
     const V x = *px;
-    const VI under = x<-103.972084f, over = x> 88.7228394f;
+    const VI under = (x < -103.972084f), over = (x > 88.7228394f);
     const V xs = (V)((VI)x & ~(under | over));
     const V n = (xs * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     V r = xs - n * 0.693359375f;
@@ -275,13 +276,15 @@ static inline bool attn_jrange(attn_cmask cm, int64_t r, int64_t h, int64_t nj, 
         *(V *)o2 = c0, *(V *)(o2 + L) = c1, *(V *)(o2 + 2 * L) = c2, *(V *)(o2 + 3 * L) = c3;     \
         *(V *)o3 = d0, *(V *)(o3 + L) = d1, *(V *)(o3 + 2 * L) = d2, *(V *)(o3 + 3 * L) = d3;     \
     }                                                                                             \
-    /* out[r][c] += sum_j w(r, j) * B[j][c] for r < nr, j < nj, c < nc, with                      \
-     * w(r, j) = w[r * wr + j * wj], B's rows bs apart and out's os apart: four                   \
-     * (wide) or two rows and four vectors of columns at a time stay in                           \
-     * registers while j runs, each sum in order of j, so the tile changes no                     \
-     * bit. A causal mask (cm, attn_jrange) leaves out terms whose weights are                    \
-     * 0: the sums start at +0 and so never hold -0, and adding a zero changes                    \
-     * nothing. */                                                                                \
+    /* out[r][c] += sum_j w(r, j) * B[j][c] for r < nr, j < nj, c < nc (= with                    \
+     * set, which goes without a mask), with w(r, j) = w[r * wr + j * wj], B's                    \
+     * rows bs apart and out's os apart: four (wide) or two rows and four                         \
+     * vectors of columns at a time stay in registers while j runs, each sum in                   \
+     * order of j, so the tile changes no bit. A causal mask (cm, attn_jrange)                    \
+     * leaves out terms whose weights are 0. For finite B that changes no bit                     \
+     * of a sum that starts at +0 and is never scaled (dq, dk, dv): such a sum                    \
+     * never holds -0, and adding a zero leaves it as it is. (The forward's                       \
+     * output, scaled by alpha, may keep the sign of a zero it underflowed to.) */                \
     ATTN_INLINE void attn_mm_##T(bool wide, attn_cmask cm, const T *w, int64_t wr, int64_t wj,    \
                                  int64_t nr, int64_t nj, const T *B, int64_t bs, int64_t nc,      \
                                  T *out, int64_t os, bool set) {                                  \
