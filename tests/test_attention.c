@@ -3,9 +3,10 @@
  * the same attention composed from op rows (tg_attention_composed): outputs
  * and the gradients of q, k and v, causal and not, T_q != T_k, 3-d and 4-d
  * operands, in f64 (tight) and f32; results independent of the thread
- * count; memory that grows linearly in T where the composed version's grows
- * quadratically; no heap call in a steady step; and every bad input refused
- * with a message naming the op and the shapes. Finite-difference checks are
+ * count and of how the work is grouped into tasks; memory that grows
+ * linearly in T where the composed version's grows quadratically; no heap
+ * call in a steady step; and every bad input refused with a message naming
+ * the op and the shapes. Finite-difference checks are
  * in test_gradcheck.c (gradcheck_rows_attn.h), PyTorch's values in
  * test_torch_fixtures.c (fixtures/attn.txt).
  */
@@ -196,7 +197,8 @@ static void test_causal_ignores_later_keys(void **state) {
 }
 
 /* The kernels split work by output rows and sum in a fixed order: 1 and 2
- * threads give the same bits. */
+ * threads give the same bits. With 4 BH rows, 1 thread runs the one-pass
+ * backward and 2 threads the two-pass one. */
 static void test_thread_count_independent(void **state) {
     (void)state;
     const shape_case c = {4, 2, 2, 130, 130, 32, true};
@@ -217,6 +219,42 @@ static void test_thread_count_independent(void **state) {
     result_free(&r[0]);
     result_free(&r[1]);
     vals_free(&vs);
+}
+
+/* Eight BH rows at once (forward tasks of four query tiles, the one-pass
+ * backward) give the same bits as each row alone (tasks of one query tile,
+ * the two-pass backward), causal and not, f32 and f64. */
+static void test_task_grouping_changes_no_bit(void **state) {
+    (void)state;
+    tg_ctx_config cc = {.threads = 1};
+    tg_ctx *ctx;
+    assert_int_equal(tg_ctx_new(&cc, &ctx), TG_OK);
+    for (int causal = 0; causal < 2; causal++)
+        for (int f = 0; f < 2; f++) {
+            const tg_dtype dt = f ? TG_F64 : TG_F32;
+            const shape_case all = {4, 2, 4, 100, 90, 24, causal != 0};
+            const shape_case one = {4, 1, 1, 100, 90, 24, causal != 0};
+            vals vs;
+            vals_make(&vs, &all);
+            result ra;
+            run(ctx, &all, &vs, dt, true, &ra);
+            const int64_t rq = one.tq * one.d, rk = one.tk * one.d;
+            for (int64_t row = 0; row < all.b * all.h; row++) {
+                vals vo = {.sq = {1, 1, one.tq, one.d}, .sk = {1, 1, one.tk, one.d},
+                           .nq = rq, .nk = rk, .q = vs.q + row * rq, .k = vs.k + row * rk,
+                           .v = vs.v + row * rk, .w = vs.w + row * rq};
+                result r1;
+                run(ctx, &one, &vo, dt, true, &r1);
+                assert_memory_equal(r1.o, ra.o + row * rq, (size_t)rq * sizeof(double));
+                assert_memory_equal(r1.g[0], ra.g[0] + row * rq, (size_t)rq * sizeof(double));
+                assert_memory_equal(r1.g[1], ra.g[1] + row * rk, (size_t)rk * sizeof(double));
+                assert_memory_equal(r1.g[2], ra.g[2] + row * rk, (size_t)rk * sizeof(double));
+                result_free(&r1);
+            }
+            result_free(&ra);
+            vals_free(&vs);
+        }
+    tg_ctx_free(ctx);
 }
 
 /* The step arena's high-water mark over one forward and backward at T. */
@@ -343,6 +381,7 @@ int main(void) {
         cmocka_unit_test(test_fused_matches_composed),
         cmocka_unit_test(test_causal_ignores_later_keys),
         cmocka_unit_test(test_thread_count_independent),
+        cmocka_unit_test(test_task_grouping_changes_no_bit),
         cmocka_unit_test(test_memory_linear_in_t),
         cmocka_unit_test(test_no_heap_in_steady_steps),
         cmocka_unit_test(test_bad_inputs),

@@ -12,9 +12,13 @@
  * JSON line: the median and minimum step time in ms, the step arena's
  * high-water mark (every byte the step allocates: activations, what is
  * saved for backward, intermediate gradients), the RSS after the inputs are
- * made and the process's peak RSS (kB).
+ * made and the process's peak RSS (kB), and a digest of the last step's
+ * results (FNV-1a over the bits of the output and the gradients of q, k and
+ * v, outside the timing), so that two builds can be checked for the same
+ * bits.
  * Not a ctest test: timings depend on the machine and its load.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +51,16 @@ static long rss_now_kb(void) {
     if (f)
         fclose(f);
     return kb;
+}
+
+/* FNV-1a over the bytes of t's f32 values, folded into h; buf holds n floats. */
+static uint64_t digest(tg_ctx *ctx, const tg_tensor *t, float *buf, int64_t n, uint64_t h) {
+    if (!t || tg_to_host(ctx, t, buf, (size_t)n * sizeof *buf) != TG_OK)
+        return 0;
+    const unsigned char *p = (const unsigned char *)buf;
+    for (size_t i = 0; i < (size_t)n * sizeof *buf; i++)
+        h = (h ^ p[i]) * 1099511628211ull;
+    return h;
 }
 
 static void die(tg_ctx *ctx, const char *what) {
@@ -111,21 +125,32 @@ int main(int argc, char **argv) {
     tg_rng_normal(&rng, host, n, 0.0f, 1.0f);
     if (!seed || tg_copy_from_host(ctx, seed, host, (size_t)n * sizeof *host) != TG_OK)
         die(ctx, "making the seed");
-    free(host);
     const long rss_base = rss_now_kb();
     double *ms = malloc((size_t)steps * sizeof *ms);
     if (!ms)
         die(ctx, "out of memory");
+    uint64_t hash = 0;
     for (long s = 0; s < warmup + steps; s++) {
-        const double t0 = now_s();
+        double t0 = now_s();
         tg_tensor *o = fused ? tg_scaled_dot_product_attention(ctx, in[0], in[1], in[2], causal)
                              : tg_attention_composed(ctx, in[0], in[1], in[2], causal);
         if (!o || tg_backward(ctx, o, seed, 0) != TG_OK || tg_synchronize(ctx) != TG_OK)
             die(ctx, "the step");
+        double t1 = now_s();
+        if (s == warmup + steps - 1) {
+            hash = 14695981039346656037ull;
+            hash = digest(ctx, o, host, n, hash);
+            for (int i = 0; i < 3 && hash; i++)
+                hash = digest(ctx, in[i]->grad, host, n, hash);
+            if (!hash)
+                die(ctx, "reading the results");
+            t0 += now_s() - t1;
+        }
         tg_step_reset(ctx);
         if (s >= warmup)
             ms[s - warmup] = 1e3 * (now_s() - t0);
     }
+    free(host);
     qsort(ms, (size_t)steps, sizeof *ms, cmp_double);
     size_t used, reserved, high;
     tg_arena_stats(ctx, &used, &reserved, &high);
@@ -133,9 +158,9 @@ int main(int argc, char **argv) {
     getrusage(RUSAGE_SELF, &ru);
     printf("{\"variant\": \"%s\", \"b\": %ld, \"h\": %ld, \"t\": %ld, \"d\": %ld, \"causal\": %ld, "
            "\"threads\": %ld, \"ms_median\": %.3f, \"ms_min\": %.3f, \"arena_peak\": %zu, "
-           "\"rss_base_kb\": %ld, \"rss_peak_kb\": %ld}\n",
-           variant, b, h, t, d, causal, threads, ms[steps / 2], ms[0], high, rss_base,
-           ru.ru_maxrss);
+           "\"rss_base_kb\": %ld, \"rss_peak_kb\": %ld, \"digest\": \"%016llx\"}\n",
+           variant, b, h, t, d, causal, threads, ms[steps / 2], ms[0], high, rss_base, ru.ru_maxrss,
+           (unsigned long long)hash);
     free(ms);
     tg_ctx_free(ctx);
     return 0;
