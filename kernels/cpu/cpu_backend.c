@@ -102,8 +102,13 @@ static void cpu_step(void *state) {
 
 tg__dnnl *tg__cpu_dnnl(void *state, const tg_kargs *a) {
     tg__cpu_state *s = state;
-    if (!s->dnnl && tg__dnnl_new(&s->dnnl, a->err, a->errlen) != TG_OK)
-        return NULL;
+    if (!s->dnnl) {
+        if (tg__dnnl_new(&s->dnnl, a->err, a->errlen) != TG_OK)
+            return NULL;
+        /* oneDNN's splits follow the thread count: from its first product
+         * on, the steps run on the whole team (see cpu_step). */
+        tg__omp_throttle_team(s->throttle);
+    }
     return s->dnnl;
 }
 

@@ -349,4 +349,11 @@ void tg__omp_throttle_step(tg__omp_throttle *t, bool may_one) {
     apply_one(t, may_one && tg__thread_pick_feed(&t->pick, t->watch.throttled, step_s));
 }
 
+void tg__omp_throttle_team(tg__omp_throttle *t) {
+    if (!t || !t->one)
+        return;
+    apply_one(t, false);
+    t->pick = (tg__thread_pick){0};
+}
+
 bool tg__omp_throttle_one(const tg__omp_throttle *t) { return t && t->one; }
