@@ -16,6 +16,8 @@
  *     times: one thread first, then the team's trial, the faster kept for
  *     the hold and the other tried again; free cores give the team back and
  *     forget the figures.
+ *   - Running on one thread and back: OpenMP's and OpenBLAS's counts follow,
+ *     the team comes back at the first oneDNN product and when freed.
  *   - The user's OMP_WAIT_POLICY or GOMP_SPINCOUNT turns the watch off, as
  *     does one thread.
  */
@@ -27,6 +29,7 @@
 
 #include <cmocka.h>
 
+#include <cblas.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -276,6 +279,30 @@ static void test_short_spin_sleeps_at_once(void **state) {
     tg__omp_throttle_free(t);
 }
 
+/* The switch between the team and one thread: OpenMP's count (and
+ * OpenBLAS's, which follows it) on the calling thread; the first oneDNN
+ * product's call puts the team back; freeing while on one thread restores
+ * the team's count. */
+static void test_run_one_and_back(void **state) {
+    (void)state;
+    omp_set_num_threads(2);
+    tg__omp_throttle *t = tg__omp_throttle_new(2);
+    assert_non_null(t);
+    assert_false(tg__omp_throttle_one(t));
+    tg__omp_throttle_run_one(t, true);
+    assert_true(tg__omp_throttle_one(t));
+    assert_int_equal(omp_get_max_threads(), 1);
+    assert_int_equal(openblas_get_num_threads(), 1);
+    tg__omp_throttle_team(t);
+    assert_false(tg__omp_throttle_one(t));
+    assert_int_equal(omp_get_max_threads(), 2);
+    tg__omp_throttle_team(t); /* on the team already: nothing changes */
+    assert_int_equal(omp_get_max_threads(), 2);
+    tg__omp_throttle_run_one(t, true);
+    tg__omp_throttle_free(t);
+    assert_int_equal(omp_get_max_threads(), 2);
+}
+
 static void test_user_choice_turns_watch_off(void **state) {
     (void)state;
     char *saved_policy = getenv("OMP_WAIT_POLICY"), *saved_spin = getenv("GOMP_SPINCOUNT");
@@ -320,6 +347,7 @@ int main(void) {
         cmocka_unit_test(test_pick_team_slower_stays_one),
         cmocka_unit_test(test_pick_long_steps_hold_longer),
         cmocka_unit_test(test_short_spin_sleeps_at_once),
+        cmocka_unit_test(test_run_one_and_back),
         cmocka_unit_test(test_user_choice_turns_watch_off),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

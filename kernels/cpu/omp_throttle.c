@@ -269,7 +269,9 @@ void tg__omp_throttle_free(tg__omp_throttle *t) {
         return;
     if (t->parked)
         unpark(t);
-    if (t->one && gettid() == t->last_tid) {
+    if (t->one) {
+        /* Back to the team's count (the count this thread had, or the one
+         * the context set at its start when freed on another thread). */
         omp_set_num_threads(t->team);
         openblas_set_num_threads(t->team);
     }
@@ -347,6 +349,11 @@ void tg__omp_throttle_step(tg__omp_throttle *t, bool may_one) {
     const double step_s = t->step_wall > 0 ? wall - t->step_wall : -1;
     t->step_wall = wall;
     apply_one(t, may_one && tg__thread_pick_feed(&t->pick, t->watch.throttled, step_s));
+}
+
+void tg__omp_throttle_run_one(tg__omp_throttle *t, bool one) {
+    if (t)
+        apply_one(t, one);
 }
 
 void tg__omp_throttle_team(tg__omp_throttle *t) {

@@ -85,6 +85,9 @@ void tg__omp_throttle_free(tg__omp_throttle *t);
  * turns the short spin on or off, and (when may_one) chooses between all the
  * threads and one for the next steps (tg__thread_pick_feed). */
 void tg__omp_throttle_step(tg__omp_throttle *t, bool may_one);
+/* Runs the calling thread's steps on one thread or on the team now (the step
+ * calls this with its choice). */
+void tg__omp_throttle_run_one(tg__omp_throttle *t, bool one);
 /* Runs the training thread's steps on the whole team from now on, until the
  * next step's choice (which the backend then makes with may_one false). */
 void tg__omp_throttle_team(tg__omp_throttle *t);
