@@ -51,6 +51,7 @@
 #include <math.h>
 
 #include "cpu.h"
+#include "cpu_vexp.h"
 
 /* Queries per tile (a tile is a task of the dq pass), keys per tile (a task
  * of the dk/dv pass): a key tile of 64 rows of D <= 128 floats stays in L2
@@ -69,48 +70,17 @@
  * alike. (64-byte vectors in the x86-64-v4 clone were slower on an AVX-512
  * CPU that runs them as two halves: docs/PERFORMANCE.md.) */
 #define ATTN_VBYTES 32
-typedef float attn_v_float
-    __attribute__((vector_size(ATTN_VBYTES), aligned(sizeof(float)), may_alias));
+typedef tg__v8f attn_v_float;
 typedef double attn_v_double
     __attribute__((vector_size(ATTN_VBYTES), aligned(sizeof(double)), may_alias));
-typedef int32_t attn_vi32 __attribute__((vector_size(ATTN_VBYTES)));
+typedef tg__v8i attn_vi32;
 #define ATTN_LANES(T) ((int64_t)(ATTN_VBYTES / sizeof(T)))
 /* n rounded up to whole vectors of T. */
 #define ATTN_VCEIL(T, n) (((n) + ATTN_LANES(T) - 1) / ATTN_LANES(T) * ATTN_LANES(T))
 
-/*
- * exp of eight floats in multiplies, adds and integer operations (no FMA),
- * so that it gives the same bits in every clone and on every x86-64 CPU
- * (glibc's vector expf, which `omp simd` loops call, has SSE4 and AVX2
- * versions that differ in the last bit for about 8% of arguments). Cephes'
- * expf: n = round(x log2 e) by the 1.5 * 2^23 trick, r = x - n ln 2 with
- * ln 2 in two parts, a degree-7 polynomial for exp(r), times 2^n as two
- * powers of two so that denormal results come out right. Below -103.97 it
- * is 0 (exp(-inf) included), above 88.72 +inf, NaN stays NaN. Against exp
- * in double over every 7th float in [-110, 90]: 99.2% correctly rounded, at
- * most 0.98 ulp off.
- */
-static inline void attn_vexp_float(attn_v_float *px) {
-    typedef attn_v_float V;
-    typedef attn_vi32 VI;
-    const V x = *px;
-    const VI under = (x < -103.972084f), over = (x > 88.7228394f);
-    const V xs = (V)((VI)x & ~(under | over));
-    const V n = (xs * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    V r = xs - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    V p = (V){0} + 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
-    const VI ni = __builtin_convertvector(n, VI), n1 = ni >> 1, n2 = ni - n1;
-    const V y = p * (V)((n1 + 127) << 23) * (V)((n2 + 127) << 23);
-    const V inf = (V){0} + INFINITY;
-    *px = (V)(((VI)y & ~(under | over)) | ((VI)inf & over));
-}
+/* exp of eight floats, the same bits on every CPU and in every clone
+ * (cpu_vexp.h). */
+static inline void attn_vexp_float(attn_v_float *px) { tg__vexp8(px); }
 /* f64 (the tests' and gradcheck's type): libm's exp, lane by lane. */
 static inline void attn_vexp_double(attn_v_double *x) {
     for (int i = 0; i < 4; i++)

@@ -7,7 +7,9 @@
  * which is -sum_c q_c log softmax(x_i)_c for the smoothed target
  * distribution q = (1 - eps) onehot(y_i) + eps / C, as PyTorch defines label
  * smoothing. The mean over rows is summed in double over fixed blocks of
- * rows, so the result does not depend on the thread count.
+ * rows, so the result does not depend on the thread count. f32 logits take
+ * their exps in f32, eight at a time (cpu_vexp.h), as PyTorch's f32 kernels
+ * do; the sums and the log stay in double.
  *
  * dropout draws element i's keep decision from word i % 4 of the Philox
  * block (key, counter + i / 4): a pure function of the element's position.
@@ -16,6 +18,7 @@
 #include <stdio.h>
 
 #include "cpu.h"
+#include "cpu_vexp.h"
 #include "tapegrad/rng.h"
 
 /* The most partial sums of the row blocks of cross_entropy. */
@@ -39,7 +42,102 @@ static tg_status cpu_ce_check(const tg_kargs *a, const tg_kview *x, const tg_kvi
     return TG_OK;
 }
 
-/* Row statistics: the max and the log of sum exp(x - max), in double. */
+/* Row statistics: the max and the log of sum exp(x - max). f32 rows take
+ * the exps eight at a time in f32 (cpu_vexp.h: the same bits on every CPU)
+ * and sum them in double, in lanes of four and then the lanes in a fixed
+ * order; f64 rows take libm's exp. */
+typedef double cpu_v4d __attribute__((vector_size(32), aligned(sizeof(double)), may_alias));
+typedef float cpu_v4f __attribute__((vector_size(16), aligned(sizeof(float)), may_alias));
+
+/* Eight floats of a row from k on (m of them; the rest 0) into *v. */
+static inline __attribute__((always_inline)) void cpu_ce_load8(const float *x, int64_t sx, int64_t k, int m, tg__v8f *v) {
+    if (sx == 1 && m == 8) {
+        *v = *(const tg__v8f *)(x + k);
+        return;
+    }
+    for (int l = 0; l < 8; l++)
+        (*v)[l] = l < m ? x[(k + l) * sx] : 0.0f;
+}
+
+/* The low and high four floats of v, in double. */
+#define CPU_CE_LO(v) __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3), cpu_v4d)
+#define CPU_CE_HI(v) __builtin_convertvector(__builtin_shufflevector(v, v, 4, 5, 6, 7), cpu_v4d)
+
+/* The row's maximum (NaNs skipped, as the scalar loop of the f64 rows):
+ * lane-wise over whole vectors, then the lanes and the tail. */
+static inline __attribute__((always_inline)) float cpu_ce_max_float(const float *x, int64_t sx, int64_t c) {
+    float mx = -INFINITY;
+    int64_t k = 0;
+    if (sx == 1 && c >= 8) {
+        tg__v8f mv = (tg__v8f){0} - INFINITY;
+        for (; k + 8 <= c; k += 8) {
+            const tg__v8f v = *(const tg__v8f *)(x + k);
+            const tg__v8i gt = v > mv;
+            mv = (tg__v8f)(((tg__v8i)v & gt) | ((tg__v8i)mv & ~gt));
+        }
+        for (int l = 0; l < 8; l++)
+            mx = mv[l] > mx ? mv[l] : mx;
+    }
+    for (; k < c; k++)
+        mx = x[k * sx] > mx ? x[k * sx] : mx;
+    return mx;
+}
+
+TG__CPU_CLONES static double cpu_ce_lse_float(const float *x, int64_t sx, int64_t c,
+                                              double *sum) {
+    const float mx = cpu_ce_max_float(x, sx, c);
+    cpu_v4d s = {0}, xs = {0};
+    for (int64_t k = 0; k < c; k += 8) {
+        const int m = c - k < 8 ? (int)(c - k) : 8;
+        tg__v8f xv;
+        cpu_ce_load8(x, sx, k, m, &xv);
+        tg__v8f v = xv - mx;
+        if (m < 8)
+            for (int l = m; l < 8; l++)
+                v[l] = -INFINITY; /* exp gives 0 */
+        tg__vexp8(&v);
+        s += CPU_CE_LO(v) + CPU_CE_HI(v);
+        xs += CPU_CE_LO(xv) + CPU_CE_HI(xv);
+    }
+    *sum += (xs[0] + xs[1]) + (xs[2] + xs[3]);
+    return (double)mx + log((s[0] + s[1]) + (s[2] + s[3]));
+}
+
+/* o[k] = gs (exp(x[k] - lse) - q_k), q the smoothed target of class y; the
+ * argument x - lse is taken in double and rounded to f32. */
+TG__CPU_CLONES static void cpu_ce_grad_float(const float *x, int64_t sx, int64_t c, double lse,
+                                     double gs, double eps, int64_t y, float *o) {
+    const double qb = eps / (double)c;
+    for (int64_t k = 0; k < c; k += 8) {
+        const int m = c - k < 8 ? (int)(c - k) : 8;
+        tg__v8f xv;
+        cpu_ce_load8(x, sx, k, m, &xv);
+        const cpu_v4f a = __builtin_convertvector(CPU_CE_LO(xv) - lse, cpu_v4f);
+        const cpu_v4f b = __builtin_convertvector(CPU_CE_HI(xv) - lse, cpu_v4f);
+        tg__v8f v = __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7);
+        tg__vexp8(&v);
+        const cpu_v4f oa = __builtin_convertvector(gs * (CPU_CE_LO(v) - qb), cpu_v4f);
+        const cpu_v4f ob = __builtin_convertvector(gs * (CPU_CE_HI(v) - qb), cpu_v4f);
+        if (m == 8) {
+            *(cpu_v4f *)(o + k) = oa;
+            *(cpu_v4f *)(o + k + 4) = ob;
+        } else {
+            for (int l = 0; l < m; l++)
+                o[k + l] = l < 4 ? oa[l] : ob[l - 4];
+        }
+        if (y >= k && y < k + m)
+            o[y] = (float)(gs * ((double)v[y - k] - qb - (1.0 - eps)));
+    }
+}
+
+static inline void cpu_ce_grad_double(const double *x, int64_t sx, int64_t c, double lse,
+                                      double gs, double eps, int64_t y, double *o) {
+    for (int64_t k = 0; k < c; k++) {
+        const double q = eps / (double)c + (k == y ? 1.0 - eps : 0.0);
+        o[k] = gs * (exp(x[k * sx] - lse) - q);
+    }
+}
+
 #define CPU_CE_ROW(TYPE)                                                                        \
     static inline double cpu_ce_lse_##TYPE(const TYPE *x, int64_t sx, int64_t c, double *sum) { \
         TYPE mx = -INFINITY;                                                                    \
@@ -52,7 +150,6 @@ static tg_status cpu_ce_check(const tg_kargs *a, const tg_kview *x, const tg_kvi
         }                                                                                       \
         return (double)mx + log(s);                                                             \
     }
-CPU_CE_ROW(float)
 CPU_CE_ROW(double)
 
 #define CPU_CE_FORWARD(TYPE)                                                                \
@@ -123,11 +220,7 @@ tg_status tg__cpu_cross_entropy(void *state, const tg_kargs *a) {
                 double sum = 0;                                                           \
                 const double lse = cpu_ce_lse_##TYPE(row, sc, c, &sum);                   \
                 const int64_t y = tg__cpu_index_at(t->data, t->dtype, i * t->strides[0]); \
-                TYPE *o = od + i * c;                                                     \
-                for (int64_t k = 0; k < c; k++) {                                         \
-                    double q = eps / (double)c + (k == y ? 1.0 - eps : 0.0);              \
-                    o[k] = (TYPE)(gs * (exp((double)row[k * sc] - lse) - q));             \
-                }                                                                         \
+                cpu_ce_grad_##TYPE(row, sc, c, lse, gs, eps, y, od + i * c);              \
             });                                                                           \
     } while (0)
 
