@@ -42,8 +42,8 @@
  * Rounding is the same in every clone (baseline, x86-64-v3, x86-64-v4):
  * products are a multiply then an add (no contraction, no FMA), sums over a
  * row run lane-wise over 32-byte vectors then across the lanes in a fixed
- * order (never in the compiler's vector width), and the f32 exp is the
- * file's own (attn_vexp_float), not libmvec's, whose SSE4 and AVX2 versions
+ * order (never in the compiler's vector width), and the f32 exp is our own
+ * (cpu_vexp.h, shared with cross-entropy), not libmvec's, whose SSE4 and AVX2 versions
  * differ in the last bit; so f32 results are the same bits on every x86-64
  * CPU. f64 takes libm's scalar exp, as glibc picks it for the CPU. Speed:
  * docs/PERFORMANCE.md, "Attention".
