@@ -97,30 +97,6 @@ static void cpu_valid_range(int64_t size, int64_t nout, int64_t st, int64_t pad,
 CPU_IM2COL_S1(float)
 CPU_IM2COL_S1(double)
 
-/* Runs the statement given (which reads the part number p) for parts 0 to
- * nparts - 1: on the OpenMP threads, each taking parts t, t + T, ..., or in
- * turn on the calling thread while one thread runs (the spin watch runs a
- * step on one thread while the cores are shared, omp_throttle.c). Each part
- * has its own workspace slot and samples, so its result does not depend on
- * the thread that runs it. */
-#define CPU_CONV_PARTS(nparts, ...)                                                               \
-    do {                                                                                          \
-        const int cpu_run_ = omp_get_max_threads();                                               \
-        if (cpu_run_ < 2) {                                                                       \
-            for (int64_t p = 0; p < (nparts); p++) {                                              \
-                __VA_ARGS__;                                                                      \
-            }                                                                                     \
-        } else {                                                                                  \
-            const int cpu_nth_ = (nparts) < cpu_run_ ? (int)(nparts) : cpu_run_;                  \
-            _Pragma("omp parallel num_threads(cpu_nth_)") {                                       \
-                const int64_t t_ = omp_get_thread_num(), tt_ = omp_get_num_threads();            \
-                for (int64_t p = t_; p < (nparts); p += tt_) {                                    \
-                    __VA_ARGS__;                                                                  \
-                }                                                                                 \
-            }                                                                                     \
-        }                                                                                         \
-    } while (0)
-
 /* im2col and col2im for one dtype. xs are the strides of x over (n, c, h, w);
  * ld is the column matrix's row length N*OH*OW; slack values after the
  * matrix may be scribbled on (cpu_im2col_s1). */
@@ -291,38 +267,25 @@ CPU_IM2COL_S1(double)
     /* The three products: nt parts, each with its own workspace slot of                           \
      * sl values, take contiguous runs of samples (a static split by the                           \
      * context's thread count, so a context always sums in the same order,                         \
-     * however many threads run the parts: CPU_CONV_PARTS). One part runs on                       \
-     * the caller without a parallel region (libgomp allocates a team for                          \
-     * every one-thread region). Inside the region OpenBLAS runs                                   \
+     * however many threads run the parts: TG__CPU_PARTS, which runs one                           \
+     * part on the caller without a region). Inside the region OpenBLAS runs                       \
      * single-threaded. */                                                                         \
     static void cpu_conv_fwd_##TYPE(const tg__conv_geom *g, int nt, int64_t sl, const tg_kview *x, \
                                     const TYPE *w, const tg_kview *b, TYPE *ws, TYPE *out) {       \
-        if (nt == 1) {                                                                             \
-            cpu_conv_fwd_part_##TYPE(g, x, w, b, ws, out, 0, g->n);                                \
-            return;                                                                                \
-        }                                                                                          \
-        CPU_CONV_PARTS(nt, cpu_conv_fwd_part_##TYPE(g, x, w, b, ws + p * sl, out, g->n * p / nt,   \
+        TG__CPU_PARTS(nt, cpu_conv_fwd_part_##TYPE(g, x, w, b, ws + p * sl, out, g->n * p / nt,    \
                                                     g->n * (p + 1) / nt));                         \
     }                                                                                              \
     static void cpu_conv_bwi_##TYPE(const tg__conv_geom *g, int nt, int64_t sl,                    \
                                     const tg_kview *gv, const TYPE *w, TYPE *ws, TYPE *dx) {       \
-        if (nt == 1) {                                                                             \
-            cpu_conv_bwi_part_##TYPE(g, gv, w, ws, dx, 0, g->n);                                   \
-            return;                                                                                \
-        }                                                                                          \
-        CPU_CONV_PARTS(nt, cpu_conv_bwi_part_##TYPE(g, gv, w, ws + p * sl, dx, g->n * p / nt,      \
+        TG__CPU_PARTS(nt, cpu_conv_bwi_part_##TYPE(g, gv, w, ws + p * sl, dx, g->n * p / nt,       \
                                                     g->n * (p + 1) / nt));                         \
     }                                                                                              \
-    /* Thread 0 sums into dw, the others into the tail of their slots; the                         \
-     * partial sums are then added in thread order. */                                             \
+    /* Part 0 sums into dw, the others into the tail of their slots; the                           \
+     * partial sums are then added in part order. */                                               \
     static void cpu_conv_bww_##TYPE(const tg__conv_geom *g, int nt, int64_t sl, const tg_kview *x, \
                                     const tg_kview *gv, TYPE *ws, TYPE *dw) {                      \
         const int64_t kcrs = g->k * g->c * g->r * g->s;                                            \
-        if (nt == 1) {                                                                             \
-            cpu_conv_bww_part_##TYPE(g, x, gv, ws, dw, 0, g->n);                                   \
-            return;                                                                                \
-        }                                                                                          \
-        CPU_CONV_PARTS(nt, cpu_conv_bww_part_##TYPE(g, x, gv, ws + p * sl,                         \
+        TG__CPU_PARTS(nt, cpu_conv_bww_part_##TYPE(g, x, gv, ws + p * sl,                          \
                                                     p == 0 ? dw : ws + p * sl + sl - kcrs,         \
                                                     g->n * p / nt, g->n * (p + 1) / nt));          \
         for (int t = 1; t < nt; t++) {                                                             \

@@ -31,17 +31,6 @@ static void cpu_gemm1(tg_dtype dt, const tg__gemm_arg *ga, const tg__gemm_arg *g
 /* Blocks of C start at multiples of this (a multiple of the kernels' tiles). */
 #define CPU_GEMM_ALIGN 16
 
-/*
- * C (n x m, row-major, ld m) = op(A) op(B). A large product is split into
- * `parts` column blocks of C (row blocks when C has more rows than columns),
- * each a single-threaded gemm: OpenBLAS runs single-threaded inside a
- * parallel region. This is about as fast as OpenBLAS's own threading but,
- * unlike it, allocates nothing (its threaded path mallocs a job array on
- * every call). K is never split, and the blocks depend on `parts` (the
- * context's thread count) alone, not on how many threads run them: while
- * the spin watch runs a step on one thread (omp_throttle.c), that thread
- * computes every block in turn, and the bits are the same.
- */
 /* One product split into blocks of C (see cpu_gemm). */
 typedef struct cpu_gemm_split {
     tg_dtype dt;
@@ -71,6 +60,17 @@ static void cpu_gemm_block(const cpu_gemm_split *s, int64_t p) {
     }
 }
 
+/*
+ * C (n x m, row-major, ld m) = op(A) op(B). A large product is split into
+ * `parts` column blocks of C (row blocks when C has more rows than columns),
+ * each a single-threaded gemm: OpenBLAS runs single-threaded inside a
+ * parallel region. This is about as fast as OpenBLAS's own threading but,
+ * unlike it, allocates nothing (its threaded path mallocs a job array on
+ * every call). K is never split, and the blocks depend on `parts` (the
+ * context's thread count) alone, not on how many threads run them: while
+ * the spin watch runs a step on one thread (omp_throttle.c), that thread
+ * computes every block in turn, and the bits are the same.
+ */
 static void cpu_gemm(int parts, tg_dtype dt, const tg__gemm_arg *ga, const tg__gemm_arg *gb,
                      int64_t n, int64_t m, int64_t k, const void *A, const void *B, void *C) {
     const bool by_rows = n > m;
@@ -85,18 +85,7 @@ static void cpu_gemm(int parts, tg_dtype dt, const tg__gemm_arg *ga, const tg__g
                               .es = (int64_t)tg__cpu_esize(dt), .len = len, .units = units,
                               .parts = units < parts ? units : parts, .by_rows = by_rows,
                               .A = A, .B = B, .C = C};
-    const int run = omp_get_max_threads();
-    if (run < 2) {
-        for (int64_t p = 0; p < s.parts; p++)
-            cpu_gemm_block(&s, p);
-        return;
-    }
-#pragma omp parallel num_threads(s.parts < run ? (int)s.parts : run)
-    {
-        const int64_t t = omp_get_thread_num(), tt = omp_get_num_threads();
-        for (int64_t p = t; p < s.parts; p += tt)
-            cpu_gemm_block(&s, p);
-    }
+    TG__CPU_PARTS(s.parts, cpu_gemm_block(&s, p));
 }
 
 /* One product: BLAS, or oneDNN's bf16 product when dn is set (autocast). */

@@ -1,6 +1,7 @@
 /*
- * kernels/cpu/cpu_par.h: when a CPU loop runs as an OpenMP region, shared by
- * the CPU kernels (cpu.h) and the optimizer's host loops (runtime/train/optim.c).
+ * kernels/cpu/cpu_par.h: when a CPU loop runs as an OpenMP region, and how
+ * work cut into parts is run, shared by the CPU kernels (cpu.h) and the
+ * optimizer's host loops (runtime/train/optim.c).
  */
 #ifndef TG_KERNELS_CPU_PAR_H
 #define TG_KERNELS_CPU_PAR_H
@@ -28,6 +29,35 @@ static inline bool tg__cpu_par_if(bool big) {
         } else {                        \
             __VA_ARGS__                 \
         }                               \
+    } while (0)
+
+/*
+ * Runs the statement given, which reads the part number `p` (an int64_t), for
+ * parts 0 to nparts - 1: on min(nparts, OpenMP's count) threads, thread t
+ * taking parts t, t + T, ..., or all in turn on the calling thread when there
+ * is one part or OpenMP's count is 1 (the count the spin watch sets while
+ * the cores are shared, omp_throttle.c; and no one-thread region, which
+ * would allocate a team). A kernel that cuts its work into a fixed number of
+ * parts (the context's thread count, tg__cpu_parts), each with its own
+ * output and scratch, gets the same bits however many threads run them.
+ */
+#define TG__CPU_PARTS(nparts, ...)                                                          \
+    do {                                                                                    \
+        const int64_t tg_np_ = (nparts);                                                    \
+        const int tg_run_ = omp_get_max_threads();                                          \
+        if (tg_np_ < 2 || tg_run_ < 2) {                                                    \
+            for (int64_t p = 0; p < tg_np_; p++) {                                          \
+                __VA_ARGS__;                                                                \
+            }                                                                               \
+        } else {                                                                            \
+            const int tg_nth_ = tg_np_ < tg_run_ ? (int)tg_np_ : tg_run_;                   \
+            _Pragma("omp parallel num_threads(tg_nth_)") {                                  \
+                const int64_t tg_t_ = omp_get_thread_num(), tg_tt_ = omp_get_num_threads(); \
+                for (int64_t p = tg_t_; p < tg_np_; p += tg_tt_) {                          \
+                    __VA_ARGS__;                                                            \
+                }                                                                           \
+            }                                                                               \
+        }                                                                                   \
     } while (0)
 
 #endif
