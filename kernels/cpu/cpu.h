@@ -58,7 +58,7 @@ typedef struct tg__cpu_state {
  * the watch finds the cores shared, omp_throttle.c). */
 static inline int tg__cpu_parts(const void *state) {
     const tg__cpu_state *s = state;
-    return s && s->parts > 0 ? s->parts : omp_get_max_threads();
+    return s ? s->parts : omp_get_max_threads(); /* a state, or a test's direct call */
 }
 
 /* ---- oneDNN (cpu_dnnl.c) ---- */

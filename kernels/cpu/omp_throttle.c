@@ -250,6 +250,16 @@ static void unpark(tg__omp_throttle *t) {
     t->parked = false;
 }
 
+/* Runs the training thread's next steps on one thread or on the team:
+ * OpenMP's count for its regions, which OpenBLAS follows too. */
+static void apply_one(tg__omp_throttle *t, bool one) {
+    if (one == t->one)
+        return;
+    omp_set_num_threads(one ? 1 : t->team);
+    openblas_set_num_threads(one ? 1 : t->team);
+    t->one = one;
+}
+
 tg__omp_throttle *tg__omp_throttle_new(int threads) {
     tg__omp_throttle *t = calloc(1, sizeof *t);
     if (!t)
@@ -269,12 +279,9 @@ void tg__omp_throttle_free(tg__omp_throttle *t) {
         return;
     if (t->parked)
         unpark(t);
-    if (t->one) {
-        /* Back to the team's count (the count this thread had, or the one
-         * the context set at its start when freed on another thread). */
-        omp_set_num_threads(t->team);
-        openblas_set_num_threads(t->team);
-    }
+    /* Back to the team's count (the count this thread had, or the one the
+     * context set at its start when freed on another thread). */
+    apply_one(t, false);
     pthread_mutex_destroy(&t->mu);
     pthread_cond_destroy(&t->cv);
     free(t);
@@ -290,16 +297,6 @@ void tg__omp_throttle_set(tg__omp_throttle *t, bool throttled) {
 bool tg__omp_throttle_active(const tg__omp_throttle *t) { return t && t->parked; }
 
 bool tg__omp_throttle_watching(const tg__omp_throttle *t) { return t && t->on; }
-
-/* Runs the training thread's next steps on one thread or on the team:
- * OpenMP's count for its regions, which OpenBLAS follows too. */
-static void apply_one(tg__omp_throttle *t, bool one) {
-    if (one == t->one)
-        return;
-    omp_set_num_threads(one ? 1 : t->team);
-    openblas_set_num_threads(one ? 1 : t->team);
-    t->one = one;
-}
 
 /* The spin half of a step: reads the run delay a few times a window and
  * feeds the watch. */
