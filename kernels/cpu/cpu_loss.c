@@ -50,7 +50,8 @@ typedef double cpu_v4d __attribute__((vector_size(32), aligned(sizeof(double)), 
 typedef float cpu_v4f __attribute__((vector_size(16), aligned(sizeof(float)), may_alias));
 
 /* Eight floats of a row from k on (m of them; the rest 0) into *v. */
-static inline __attribute__((always_inline)) void cpu_ce_load8(const float *x, int64_t sx, int64_t k, int m, tg__v8f *v) {
+static inline __attribute__((always_inline)) void cpu_ce_load8(const float *x, int64_t sx,
+                                                               int64_t k, int m, tg__v8f *v) {
     if (sx == 1 && m == 8) {
         *v = *(const tg__v8f *)(x + k);
         return;
@@ -65,7 +66,8 @@ static inline __attribute__((always_inline)) void cpu_ce_load8(const float *x, i
 
 /* The row's maximum (NaNs skipped, as the scalar loop of the f64 rows):
  * lane-wise over whole vectors, then the lanes and the tail. */
-static inline __attribute__((always_inline)) float cpu_ce_max_float(const float *x, int64_t sx, int64_t c) {
+static inline __attribute__((always_inline)) float cpu_ce_max_float(const float *x, int64_t sx,
+                                                                    int64_t c) {
     float mx = -INFINITY;
     int64_t k = 0;
     if (sx == 1 && c >= 8) {
@@ -83,8 +85,7 @@ static inline __attribute__((always_inline)) float cpu_ce_max_float(const float 
     return mx;
 }
 
-TG__CPU_CLONES static double cpu_ce_lse_float(const float *x, int64_t sx, int64_t c,
-                                              double *sum) {
+TG__CPU_CLONES static double cpu_ce_lse_float(const float *x, int64_t sx, int64_t c, double *sum) {
     const float mx = cpu_ce_max_float(x, sx, c);
     cpu_v4d s = {0}, xs = {0};
     for (int64_t k = 0; k < c; k += 8) {
@@ -106,7 +107,7 @@ TG__CPU_CLONES static double cpu_ce_lse_float(const float *x, int64_t sx, int64_
 /* o[k] = gs (exp(x[k] - lse) - q_k), q the smoothed target of class y; the
  * argument x - lse is taken in double and rounded to f32. */
 TG__CPU_CLONES static void cpu_ce_grad_float(const float *x, int64_t sx, int64_t c, double lse,
-                                     double gs, double eps, int64_t y, float *o) {
+                                             double gs, double eps, int64_t y, float *o) {
     const double qb = eps / (double)c;
     for (int64_t k = 0; k < c; k += 8) {
         const int m = c - k < 8 ? (int)(c - k) : 8;
@@ -130,27 +131,24 @@ TG__CPU_CLONES static void cpu_ce_grad_float(const float *x, int64_t sx, int64_t
     }
 }
 
-static inline void cpu_ce_grad_double(const double *x, int64_t sx, int64_t c, double lse,
-                                      double gs, double eps, int64_t y, double *o) {
+static inline void cpu_ce_grad_double(const double *x, int64_t sx, int64_t c, double lse, double gs,
+                                      double eps, int64_t y, double *o) {
     for (int64_t k = 0; k < c; k++) {
         const double q = eps / (double)c + (k == y ? 1.0 - eps : 0.0);
         o[k] = gs * (exp(x[k * sx] - lse) - q);
     }
 }
 
-#define CPU_CE_ROW(TYPE)                                                                        \
-    static inline double cpu_ce_lse_##TYPE(const TYPE *x, int64_t sx, int64_t c, double *sum) { \
-        TYPE mx = -INFINITY;                                                                    \
-        double s = 0;                                                                           \
-        for (int64_t k = 0; k < c; k++)                                                         \
-            mx = x[k * sx] > mx ? x[k * sx] : mx;                                               \
-        for (int64_t k = 0; k < c; k++) {                                                       \
-            s += exp((double)x[k * sx] - (double)mx);                                           \
-            *sum += (double)x[k * sx];                                                          \
-        }                                                                                       \
-        return (double)mx + log(s);                                                             \
+static inline double cpu_ce_lse_double(const double *x, int64_t sx, int64_t c, double *sum) {
+    double mx = -INFINITY, s = 0;
+    for (int64_t k = 0; k < c; k++)
+        mx = x[k * sx] > mx ? x[k * sx] : mx;
+    for (int64_t k = 0; k < c; k++) {
+        s += exp(x[k * sx] - mx);
+        *sum += x[k * sx];
     }
-CPU_CE_ROW(double)
+    return mx + log(s);
+}
 
 #define CPU_CE_FORWARD(TYPE)                                                                \
     do {                                                                                    \
