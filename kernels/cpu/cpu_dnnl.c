@@ -461,15 +461,14 @@ static int64_t blk_offset(const dnnl_memory_desc_t *md, const int64_t idx[4]) {
     return off;
 }
 
-/* A table reorder (RO_TO_MAP or RO_FROM_MAP) between the dense plain md and
- * the blocked md blk, when small enough; false when it does not apply. */
+/* A table reorder (RO_TO_MAP or RO_FROM_MAP) between the dense plain NCHW md
+ * (the caller has checked it: md_chan_blocked, no block) and the blocked md
+ * blk, when small enough; false when it does not apply. */
 static bool reorder_map(dn_reorder *r, const dnnl_memory_desc_t *plain,
                         const dnnl_memory_desc_t *blk, int how) {
-    int64_t pb;
     const int64_t *dm = plain->dims;
     const int64_t numel = dm[0] * dm[1] * dm[2] * dm[3];
-    if (!md_chan_blocked(plain, &pb) || pb || blk->ndims != 4 ||
-        blk->format_kind != dnnl_blocked || numel > (1 << 22) ||
+    if (blk->ndims != 4 || blk->format_kind != dnnl_blocked || numel > (1 << 22) ||
         dnnl_memory_desc_get_size(blk) / 2 > INT32_MAX)
         return false;
     for (int d = 0; d < 4; d++)
