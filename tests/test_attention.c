@@ -377,6 +377,7 @@ static void test_bad_inputs(void **state) {
 }
 
 int main(void) {
+    tg_heap_count_watch_off(); /* test_no_heap_in_steady_steps's 2-thread context */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fused_matches_composed),
         cmocka_unit_test(test_causal_ignores_later_keys),

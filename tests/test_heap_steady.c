@@ -343,12 +343,7 @@ static void test_trainer(void **state) {
 }
 
 int main(void) {
-    /* The CPU backend's spin watch (kernels/cpu/omp_throttle.c) starts or
-     * joins a thread when the load on the cores changes, which calls the
-     * heap; on a machine shared with other jobs that can fall in a counted
-     * step. A spin count of the user's turns the watch off; this one is
-     * libgomp's default, which the library was loaded with. */
-    setenv("GOMP_SPINCOUNT", "300000", 0);
+    tg_heap_count_watch_off();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_counter_counts),
         cmocka_unit_test(test_mlp),
