@@ -222,6 +222,7 @@ static void test_no_heap_in_steady_steps(void **state) {
 #if defined(__SANITIZE_ADDRESS__)
     skip();
 #else
+    tg_heap_count_watch_off(); /* before the 2-thread context is made */
     tg_ctx_config cc = {.threads = 2};
     tg_ctx *ctx;
     assert_int_equal(tg_ctx_new(&cc, &ctx), TG_OK);
@@ -309,7 +310,6 @@ static void test_bad_inputs(void **state) {
 }
 
 int main(void) {
-    tg_heap_count_watch_off(); /* test_no_heap_in_steady_steps's 2-thread context */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fused_matches_composed),
         cmocka_unit_test(test_thread_count_independent),
