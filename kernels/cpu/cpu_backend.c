@@ -71,6 +71,12 @@ static tg_status cpu_init(void **state, int threads, char *err, size_t errlen) {
     }
     s->threads = threads;
     s->dnnl = NULL;
+    s->gemm16 = NULL;
+    tg_status st = tg__gemm16_mode(&s->gemm16_mode, err, errlen);
+    if (st != TG_OK) {
+        free(s);
+        return st;
+    }
     /* Both thread pools follow the context's setting so that OpenMP loops
      * and BLAS calls do not oversubscribe the machine against each other. */
     if (threads > 0) {
@@ -87,6 +93,7 @@ static void cpu_release(void *state) {
     tg__cpu_state *s = state;
     if (s) {
         tg__dnnl_free(s->dnnl);
+        tg__gemm16_free(s->gemm16);
         tg__omp_throttle_free(s->throttle);
     }
     free(state);

@@ -88,13 +88,33 @@ static void cpu_gemm(int parts, tg_dtype dt, const tg__gemm_arg *ga, const tg__g
     TG__CPU_PARTS(s.parts, cpu_gemm_block(&s, p));
 }
 
-/* One product: BLAS, or oneDNN's bf16 product when dn is set (autocast). */
-static tg_status cpu_product(int parts, tg__dnnl *dn, const tg_kargs *a, const tg__gemm_arg *ga,
+/* The bf16 product of one shape (autocast): ours (cpu_gemm_bf16.c) where the
+ * state's mode picks it, oneDNN's otherwise, each made at its first use. */
+static tg_status cpu_product16(tg__cpu_state *s, const tg_kargs *a, const tg__gemm_arg *ga,
+                               const tg__gemm_arg *gb, int64_t n, int64_t m, int64_t k,
+                               const float *A, const float *B, float *C) {
+    const int mode = s->gemm16_mode;
+    if (mode == TG__GEMM16_OWN ||
+        (mode == TG__GEMM16_AUTO && tg__gemm16_wins(n, m, k, ga->trans, gb->trans))) {
+        if (!s->gemm16 && !(s->gemm16 = tg__gemm16_new(s->parts)))
+            return tg__cpu_fail(a, TG_ERR_NOMEM, "cpu matmul: out of memory for the bf16 "
+                                                 "product's packing buffers");
+        tg__gemm16_run(s->gemm16, s->parts, ga, gb, n, m, k, A, B, C);
+        return TG_OK;
+    }
+    tg__dnnl *dn = tg__cpu_dnnl(s, a);
+    if (!dn)
+        return TG_ERR_UNSUPPORTED;
+    return tg__dnnl_gemm(dn, ga, gb, n, m, k, A, B, C, a->err, a->errlen);
+}
+
+/* One product: BLAS, or a bf16 product when bf16 is set (autocast). */
+static tg_status cpu_product(void *state, bool bf16, const tg_kargs *a, const tg__gemm_arg *ga,
                              const tg__gemm_arg *gb, int64_t n, int64_t m, int64_t k,
                              const void *A, const void *B, void *C) {
-    if (dn)
-        return tg__dnnl_gemm(dn, ga, gb, n, m, k, A, B, C, a->err, a->errlen);
-    cpu_gemm(parts, a->out.dtype, ga, gb, n, m, k, A, B, C);
+    if (bf16)
+        return cpu_product16(state, a, ga, gb, n, m, k, A, B, C);
+    cpu_gemm(tg__cpu_parts(state), a->out.dtype, ga, gb, n, m, k, A, B, C);
     return TG_OK;
 }
 
@@ -132,14 +152,9 @@ tg_status tg__cpu_matmul(void *state, const tg_kargs *a) {
     tg_status st = tg__cpu_check_float(a, 2);
     if (st != TG_OK)
         return st;
-    tg__dnnl *dn = NULL;
-    if (tg_kparams_bf16(a->p, TG_KP_MATMUL_BF16)) {
-        if (a->out.dtype != TG_F32)
-            return tg__cpu_fail(a, TG_ERR_DTYPE, "cpu matmul: bf16 products take f32 operands");
-        if (!(dn = tg__cpu_dnnl(state, a)))
-            return TG_ERR_UNSUPPORTED;
-    }
-    const int parts = tg__cpu_parts(state);
+    const bool bf16 = tg_kparams_bf16(a->p, TG_KP_MATMUL_BF16);
+    if (bf16 && a->out.dtype != TG_F32)
+        return tg__cpu_fail(a, TG_ERR_DTYPE, "cpu matmul: bf16 products take f32 operands");
     const tg_kview *A = &a->in[0], *B = &a->in[1], *C = &a->out;
     const int nd = C->ndim;
     if (nd < 2 || A->ndim != nd || B->ndim != nd)
@@ -176,7 +191,7 @@ tg_status tg__cpu_matmul(void *state, const tg_kargs *a) {
         tg__gemm_layout(rows, k, row_stride, A->strides[nb + 1], &gfold) && !gfold.trans) {
         if (rows > INT_MAX || m > INT_MAX || k > INT_MAX || gfold.ld > INT_MAX || gb.ld > INT_MAX)
             return tg__cpu_fail(a, TG_ERR_UNSUPPORTED, "cpu matmul: dims exceed BLAS's int range");
-        return cpu_product(parts, dn, a, &gfold, &gb, rows, m, k, A->data, B->data, C->data);
+        return cpu_product(state, bf16, a, &gfold, &gb, rows, m, k, A->data, B->data, C->data);
     }
     if (n > INT_MAX || m > INT_MAX || k > INT_MAX || ga.ld > INT_MAX || gb.ld > INT_MAX)
         return tg__cpu_fail(a, TG_ERR_UNSUPPORTED, "cpu matmul: dims exceed BLAS's int range");
@@ -192,7 +207,7 @@ tg_status tg__cpu_matmul(void *state, const tg_kargs *a) {
     char *pc = C->data;
     int64_t offa = 0, offb = 0;
     for (int64_t t = 0; t < batch; t++) {
-        st = cpu_product(parts, dn, a, &ga, &gb, n, m, k, pa + offa * (int64_t)esize,
+        st = cpu_product(state, bf16, a, &ga, &gb, n, m, k, pa + offa * (int64_t)esize,
                          pb + offb * (int64_t)esize, pc + t * n * m * (int64_t)esize);
         if (st != TG_OK)
             return st;
