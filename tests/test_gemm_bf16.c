@@ -10,7 +10,8 @@
  *     3 parts. Every element must lie within f32 accumulation's bound
  *     ((k + 2) 2^-24 of the sum of the terms' magnitudes) and, where the
  *     rounding to bf16 moves the f32 product, the check must see it (the
- *     operands really were rounded). Ties and NaN round as tg_bf16_from_f32.
+ *     operands really were rounded). Ties, NaN and a denormal that rounds up
+ *     to the smallest normal round as tg_bf16_from_f32.
  *   - The bits do not depend on the parts nor on the running threads: the
  *     same product at 1, 2, 3 and 5 parts, with OpenMP's count at 1, 2 and 3;
  *     and through tg_matmul in a 2- and a 3-thread context at bf16 precision
@@ -207,6 +208,42 @@ static void test_nan_inf(void **state) {
     tg__gemm16_free(g);
 }
 
+/* An f32 denormal just below the smallest normal rounds up to it, as
+ * tg_bf16_from_f32 does (a conversion that flushes denormals would give 0),
+ * in every packing of A and of B. */
+static void test_denormal_rounds_up(void **state) {
+    (void)state;
+    if (!have_kernel())
+        return;
+    tg__gemm16 *g = tg__gemm16_new(1);
+    assert_non_null(g);
+    const float up = f32_of(0x007fffc0u), big = ldexpf(1.0f, 100);
+    assert_int_equal(tg_bf16_from_f32(up), 0x0080); /* 2^-126 */
+    for (int t = 0; t < 4; t++) {
+        prod p = prod_make(3, 40, 37, t & 1, t & 2, 2);
+        for (int64_t i = 0; i < p.n; i++)
+            for (int64_t kk = 0; kk < p.k; kk++)
+                *a_ref(&p, i, kk) = 0.0f;
+        for (int64_t kk = 0; kk < p.k; kk++)
+            for (int64_t j = 0; j < p.m; j++)
+                *b_ref(&p, kk, j) = 0.0f;
+        *a_ref(&p, 1, 5) = up, *b_ref(&p, 5, 33) = big;
+        *a_ref(&p, 2, 6) = big, *b_ref(&p, 6, 7) = up;
+        float *C = run_own(g, 1, &p);
+        for (int64_t i = 0; i < p.n; i++)
+            for (int64_t j = 0; j < p.m; j++) {
+                const bool hit = (i == 1 && j == 33) || (i == 2 && j == 7);
+                if (C[i * p.m + j] != (hit ? ldexpf(1.0f, -26) : 0.0f))
+                    fail_msg("A%s, B%s: C[%lld][%lld] = %g, expected %g", p.ta ? "^T" : "",
+                             p.tb ? "^T" : "", (long long)i, (long long)j,
+                             (double)C[i * p.m + j], hit ? ldexp(1.0, -26) : 0.0);
+            }
+        free(C);
+        prod_free(&p);
+    }
+    tg__gemm16_free(g);
+}
+
 /* The same bits at any number of parts and of running threads. */
 static void test_bits_parts_threads(void **state) {
     (void)state;
@@ -367,6 +404,7 @@ static void test_bad_switch(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_against_reference),  cmocka_unit_test(test_nan_inf),
+        cmocka_unit_test(test_denormal_rounds_up),
         cmocka_unit_test(test_bits_parts_threads), cmocka_unit_test(test_paths_through_op),
         cmocka_unit_test(test_context_threads),    cmocka_unit_test(test_bad_switch),
     };

@@ -54,12 +54,17 @@
 /* K per block (pairs: G16_KC / 2), rows of op(A) and columns of op(B) per
  * packed block. A panel of B (16 KiB) stays in L1 while the block of A
  * (48 KiB) streams from L2; B's block (256 KiB) stays in L2. */
-#define G16_KC 256
+#ifndef G16_KC
+#define G16_KC 512
+#endif
+#define G16_KCP (G16_KC / 2)
 #define G16_MC (8 * G16_MR)
-#define G16_NC 512
+#ifndef G16_NC
+#define G16_NC 256
+#endif
 /* u32 words (bf16 pairs) of one slot's buffers. */
-#define G16_ABUF ((size_t)G16_MC * (G16_KC / 2))
-#define G16_BBUF ((size_t)G16_NC * (G16_KC / 2))
+#define G16_ABUF ((size_t)G16_MC * G16_KCP)
+#define G16_BBUF ((size_t)G16_NC * G16_KCP)
 /* Below this many multiply-adds a product runs on the calling thread. */
 #define G16_PAR_MIN (1 << 18)
 
@@ -84,7 +89,8 @@ bool tg__gemm16_cpu(void) {
     /* CPUID leaf 7, subleaf 1, EAX bit 5: AVX512_BF16. The builtins check
      * that the OS saves the AVX-512 registers. */
     if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
-        !__builtin_cpu_supports("avx512vl") || __get_cpuid_max(0, NULL) < 7)
+        !__builtin_cpu_supports("avx512dq") || !__builtin_cpu_supports("avx512vl") ||
+        __get_cpuid_max(0, NULL) < 7)
         return false;
     __cpuid_count(7, 1, eax, ebx, ecx, edx);
     (void)ebx, (void)ecx, (void)edx;
@@ -150,7 +156,7 @@ void tg__gemm16_free(tg__gemm16 *g) {
 
 #if G16_X86
 
-#define G16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+#define G16_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
 
 /* f32 lanes to bf16 in their high 16 bits (the low 16 are left over), as
  * tg_bf16_from_f32: nearest even, NaN quieted. */
@@ -174,6 +180,32 @@ G16_TARGET static inline __m512i pair_run(__m512i lo, __m512i hi) {
         63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29, 27, 25, 23, 21,
         19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
     return _mm512_permutex2var_epi16(lo, odd_words, hi);
+}
+
+/* Whether any lane of lo or hi is an f32 denormal, which VCVTNE2PS2BF16
+ * flushes to zero where tg_bf16_from_f32 rounds it. */
+G16_TARGET static inline bool any_denormal(__m512 lo, __m512 hi) {
+    return (_mm512_fpclass_ps_mask(lo, 0x20) | _mm512_fpclass_ps_mask(hi, 0x20)) != 0;
+}
+
+/* 32 consecutive f32 values to their 16 pairs of bf16: one VCVTNE2PS2BF16
+ * (nearest even, NaN quieted as tg_bf16_from_f32 does) unless a denormal
+ * needs the integer rounding. */
+G16_TARGET static inline __m512i pairs_along(__m512 lo, __m512 hi) {
+    if (__builtin_expect(any_denormal(lo, hi), 0))
+        return pair_run(rnd_hi(lo), rnd_hi(hi));
+    return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+}
+
+/* Lane i of even and of odd to pair i (even's value in the low half). */
+G16_TARGET static inline __m512i pairs_across(__m512 even, __m512 odd) {
+    if (__builtin_expect(any_denormal(even, odd), 0))
+        return pair_lanes(rnd_hi(even), rnd_hi(odd));
+    /* words 0-15: even's, 16-31: odd's; interleaved */
+    const __m512i mix = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9,
+                                         24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1,
+                                         16, 0);
+    return _mm512_permutexvar_epi16(mix, (__m512i)_mm512_cvtne2ps_pbh(odd, even));
 }
 
 /* r[i][j] -> r[j][i] for 16 x 16 32-bit words. */
@@ -208,23 +240,63 @@ static inline __mmask16 lanes(int64_t n) {
     return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
 }
 
+/* The packing reads its source rows once, from memory: the rows G16_AHEAD
+ * ahead are asked for while these are packed, so that many lines are on
+ * their way at once (one row at a time leaves the prefetchers too little). */
+#ifndef G16_AHEAD
+#define G16_AHEAD 6
+#endif
+#ifndef G16_AHEAD_DOWN
+#define G16_AHEAD_DOWN 6
+#endif
+
+static inline void prefetch_run(const float *s, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16)
+        _mm_prefetch((const char *)(s + i), _MM_HINT_T0);
+}
+
 /*
- * A panel [kp][w] of pairs from a matrix whose K runs down its rows: value
+ * Panels [kp][w] of pairs from a matrix whose K runs down its rows: value
  * (kk, x) at s[kk * ld + x], kk < kc, x < nx (the rest zeros), kp =
- * ceil(kc / 2) pairs. op(A) given transposed, op(B) not.
+ * ceil(kc / 2) pairs; panel q holds x from q * w, at dst + q * kp * w. The
+ * two rows of each pair are read once across every panel, in order.
+ * op(A) given transposed, op(B) not.
  */
 G16_TARGET static void pack_down(uint32_t *dst, int w, const float *s, int64_t ld, int64_t kc,
                                  int64_t nx) {
+    const int64_t kp = (kc + 1) / 2, np = (nx + w - 1) / w;
+    for (int64_t p = 0; p < kp; p++, s += 2 * ld) {
+        const bool odd = 2 * p + 1 < kc;
+        prefetch_run(s + G16_AHEAD_DOWN * ld, nx);
+        prefetch_run(s + (G16_AHEAD_DOWN + 1) * ld, nx);
+        for (int64_t q = 0; q < np; q++) {
+            uint32_t *d = dst + (q * kp + p) * w;
+            for (int g = 0; g < w; g += 16) {
+                const int64_t x = q * w + g;
+                const __mmask16 in = lanes(nx - x);
+                const __m512 e = _mm512_maskz_loadu_ps(in, s + x);
+                const __m512 o = odd ? _mm512_maskz_loadu_ps(in, s + ld + x) : _mm512_setzero_ps();
+                _mm512_mask_storeu_epi32(d + g, lanes(w - g), pairs_across(e, o));
+            }
+        }
+    }
+}
+
+/*
+ * Rows of pairs: row x (x < nx) of a matrix whose K runs along its rows,
+ * value (kk, x) at s[x * ld + kk], to dst + x * G16_KCP as kp pairs (the
+ * pair past an odd kc half zero). op(A) not transposed.
+ */
+G16_TARGET static void pack_rows(uint32_t *dst, const float *s, int64_t ld, int64_t kc,
+                                 int64_t nx) {
     const int64_t kp = (kc + 1) / 2;
-    for (int g = 0; g < w; g += 16) {
-        const __mmask16 in = lanes(nx - g), out = lanes(w - g);
-        const float *col = s + g;
-        uint32_t *d = dst + g;
-        for (int64_t p = 0; p < kp; p++, col += 2 * ld, d += w) {
-            const __m512i e = rnd_hi(_mm512_maskz_loadu_ps(in, col));
-            const __m512i o = 2 * p + 1 < kc ? rnd_hi(_mm512_maskz_loadu_ps(in, col + ld))
-                                             : _mm512_setzero_si512();
-            _mm512_mask_storeu_epi32(d, out, pair_lanes(e, o));
+    for (int64_t x = 0; x < nx; x++, s += ld, dst += G16_KCP) {
+        prefetch_run(s + G16_AHEAD * ld, kc);
+        for (int64_t p0 = 0; p0 < kp; p0 += 16) {
+            const __mmask16 m0 = lanes(kc - 2 * p0), m1 = lanes(kc - 2 * p0 - 16);
+            const __m512i v = pairs_along(_mm512_maskz_loadu_ps(m0, s + 2 * p0),
+                                          _mm512_maskz_loadu_ps(m1, s + 2 * p0 + 16));
+            _mm512_mask_storeu_epi32(dst + p0, lanes(kp - p0), v);
         }
     }
 }
@@ -249,8 +321,7 @@ G16_TARGET static void pack_along(uint32_t *dst, int w, const float *s, int64_t 
                     continue;
                 }
                 const float *q = s + (g + x) * ld + 2 * p0;
-                r[x] = pair_run(rnd_hi(_mm512_maskz_loadu_ps(m0, q)),
-                                rnd_hi(_mm512_maskz_loadu_ps(m1, q + 16)));
+                r[x] = pairs_along(_mm512_maskz_loadu_ps(m0, q), _mm512_maskz_loadu_ps(m1, q + 16));
             }
             tr16(r);
             const int64_t np = kp - p0 < 16 ? kp - p0 : 16;
@@ -262,11 +333,14 @@ G16_TARGET static void pack_along(uint32_t *dst, int w, const float *s, int64_t 
 
 /*
  * The micro-kernel: the mr x nr tile at c (row stride ldc) of kp pairs of the
- * A panel a ([kp][G16_MR]) times the B panel b ([kp][G16_NR]), from zero when
- * first is set, else added to the tile's f32 values (the earlier K blocks).
+ * A panel a times the B panel b ([kp][G16_NR]), from zero when first is set,
+ * else added to the tile's f32 values (the earlier K blocks). Pair p of row
+ * i of A is a[i * as + p * ps]: [kp][G16_MR] (as 1, ps G16_MR) or rows of
+ * G16_KCP (as G16_KCP, ps 1), two instances with constant strides.
  */
-G16_TARGET static void kernel(int64_t kp, const uint32_t *a, const uint32_t *b, float *c,
-                              int64_t ldc, int mr, int nr, bool first) {
+G16_TARGET static inline __attribute__((always_inline)) void
+kernel_at(int64_t kp, const uint32_t *a, const int64_t as, const int64_t ps, const uint32_t *b,
+          float *c, int64_t ldc, int mr, int nr, bool first) {
     __m512 acc[G16_MR][G16_NV];
     __mmask16 cm[G16_NV];
     for (int v = 0; v < G16_NV; v++)
@@ -277,14 +351,14 @@ G16_TARGET static void kernel(int64_t kp, const uint32_t *a, const uint32_t *b, 
         for (int v = 0; v < G16_NV; v++)
             acc[i][v] = first || i >= mr ? _mm512_setzero_ps()
                                          : _mm512_maskz_loadu_ps(cm[v], c + i * ldc + 16 * v);
-    for (int64_t p = 0; p < kp; p++, a += G16_MR, b += G16_NR) {
+    for (int64_t p = 0; p < kp; p++, a += ps, b += G16_NR) {
         __m512i bv[G16_NV];
 #pragma GCC unroll 4
         for (int v = 0; v < G16_NV; v++)
             bv[v] = _mm512_loadu_si512(b + 16 * v);
 #pragma GCC unroll 16
         for (int i = 0; i < G16_MR; i++) {
-            const __m512i av = _mm512_set1_epi32((int)a[i]);
+            const __m512i av = _mm512_set1_epi32((int)a[i * as]);
 #pragma GCC unroll 4
             for (int v = 0; v < G16_NV; v++)
                 acc[i][v] = _mm512_dpbf16_ps(acc[i][v], (__m512bh)av, (__m512bh)bv[v]);
@@ -300,6 +374,16 @@ G16_TARGET static void kernel(int64_t kp, const uint32_t *a, const uint32_t *b, 
     }
 }
 
+G16_TARGET static void kernel_panel(int64_t kp, const uint32_t *a, const uint32_t *b, float *c,
+                                    int64_t ldc, int mr, int nr, bool first) {
+    kernel_at(kp, a, 1, G16_MR, b, c, ldc, mr, nr, first);
+}
+
+G16_TARGET static void kernel_rows(int64_t kp, const uint32_t *a, const uint32_t *b, float *c,
+                                   int64_t ldc, int mr, int nr, bool first) {
+    kernel_at(kp, a, G16_KCP, 1, b, c, ldc, mr, nr, first);
+}
+
 /* One product, described once for all its parts. */
 typedef struct g16_job {
     const tg__gemm_arg *ga, *gb;
@@ -308,50 +392,61 @@ typedef struct g16_job {
     float *C;
 } g16_job;
 
-/* op(B)'s rows [k0, k0 + kc) and columns [j0, j0 + nc) into panels. */
+/* op(B)'s rows [k0, k0 + kc) and columns [j0, j0 + nc) into panels of
+ * [kp][G16_NR]. */
 G16_TARGET static void pack_b(const g16_job *j, uint32_t *bp, int64_t k0, int64_t kc, int64_t j0,
                               int64_t nc) {
     const int64_t kp = (kc + 1) / 2, ld = j->gb->ld;
+    if (!j->gb->trans) {
+        pack_down(bp, G16_NR, j->B + k0 * ld + j0, ld, kc, nc);
+        return;
+    }
     for (int64_t jr = 0; jr < nc; jr += G16_NR, bp += kp * G16_NR) {
         const int64_t w = nc - jr < G16_NR ? nc - jr : G16_NR;
-        if (j->gb->trans)
-            pack_along(bp, G16_NR, j->B + (j0 + jr) * ld + k0, ld, kc, w);
-        else
-            pack_down(bp, G16_NR, j->B + k0 * ld + j0 + jr, ld, kc, w);
+        pack_along(bp, G16_NR, j->B + (j0 + jr) * ld + k0, ld, kc, w);
     }
 }
 
-/* op(A)'s rows [i0, i0 + mc) and columns [k0, k0 + kc) into panels. */
+/* op(A)'s rows [i0, i0 + mc) and columns [k0, k0 + kc): panels of
+ * [kp][G16_MR] when A is stored transposed, else rows of G16_KCP pairs. */
 G16_TARGET static void pack_a(const g16_job *j, uint32_t *ap, int64_t i0, int64_t mc, int64_t k0,
                               int64_t kc) {
-    const int64_t kp = (kc + 1) / 2, ld = j->ga->ld;
-    for (int64_t ir = 0; ir < mc; ir += G16_MR, ap += kp * G16_MR) {
-        const int64_t h = mc - ir < G16_MR ? mc - ir : G16_MR;
-        if (j->ga->trans)
-            pack_down(ap, G16_MR, j->A + k0 * ld + i0 + ir, ld, kc, h);
-        else
-            pack_along(ap, G16_MR, j->A + (i0 + ir) * ld + k0, ld, kc, h);
+    const int64_t ld = j->ga->ld;
+    if (j->ga->trans)
+        pack_down(ap, G16_MR, j->A + k0 * ld + i0, ld, kc, mc);
+    else {
+        pack_rows(ap, j->A + i0 * ld + k0, ld, kc, mc);
+        /* the last tile's rows past mc: zeros, not whatever lay there */
+        for (int64_t x = mc; x % G16_MR; x++)
+            memset(ap + x * G16_KCP, 0, (size_t)(kc + 1) / 2 * sizeof *ap);
     }
 }
 
 /* The block of C of rows [r0, r1) and columns [c0, c1), on one slot's buffers. */
 G16_TARGET static void g16_block(const g16_job *j, uint32_t *ap, uint32_t *bp, int64_t r0,
                                  int64_t r1, int64_t c0, int64_t c1) {
+    const bool panels = j->ga->trans;
     for (int64_t jc = c0; jc < c1; jc += G16_NC) {
         const int64_t nc = c1 - jc < G16_NC ? c1 - jc : G16_NC;
         for (int64_t pc = 0; pc < j->k; pc += G16_KC) {
             const int64_t kc = j->k - pc < G16_KC ? j->k - pc : G16_KC, kp = (kc + 1) / 2;
+            /* A's tiles: G16_MR rows apart, as panels or as rows. */
+            const int64_t astep = panels ? kp * G16_MR : G16_MR * G16_KCP;
             pack_b(j, bp, pc, kc, jc, nc);
             for (int64_t ic = r0; ic < r1; ic += G16_MC) {
                 const int64_t mc = r1 - ic < G16_MC ? r1 - ic : G16_MC;
                 pack_a(j, ap, ic, mc, pc, kc);
-                for (int64_t jr = 0; jr < nc; jr += G16_NR) {
-                    const int nr = (int)(nc - jr < G16_NR ? nc - jr : G16_NR);
-                    const uint32_t *b = bp + jr / G16_NR * kp * G16_NR;
-                    for (int64_t ir = 0; ir < mc; ir += G16_MR) {
-                        const int mr = (int)(mc - ir < G16_MR ? mc - ir : G16_MR);
-                        kernel(kp, ap + ir / G16_MR * kp * G16_MR, b,
-                               j->C + (ic + ir) * j->m + jc + jr, j->m, mr, nr, pc == 0);
+                for (int64_t ir = 0; ir < mc; ir += G16_MR) {
+                    const int mr = (int)(mc - ir < G16_MR ? mc - ir : G16_MR);
+                    const uint32_t *a = ap + ir / G16_MR * astep;
+                    float *c = j->C + (ic + ir) * j->m + jc;
+                    for (int64_t jr = 0; jr < nc; jr += G16_NR, c += G16_NR) {
+                        const int nr = (int)(nc - jr < G16_NR ? nc - jr : G16_NR);
+                        const uint32_t *b = bp + jr / G16_NR * kp * G16_NR;
+                        if (panels)
+                            kernel_panel(kp, a, b, c, j->m, mr, nr, pc == 0);
+                        else
+                            kernel_rows(kp, a, b, c, j->m, mr, nr, pc == 0);
                     }
                 }
             }
