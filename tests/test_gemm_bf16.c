@@ -4,7 +4,7 @@
  *
  *   - Against a reference computed here (the operands rounded to bf16 by
  *     tg_bf16_from_f32, the products summed in double): shapes with tails of
- *     the 12 x 32 tile and of the 96-row, 512-column and 256-K blocks, odd K,
+ *     the 12 x 32 tile and of the 96-row, 512-column and 512-K blocks, odd K,
  *     K of 1 and 0, all four transposes, leading dimensions wider than the
  *     matrix (the gap filled with NaN, which must never be read), at 1, 2 and
  *     3 parts. Every element must lie within f32 accumulation's bound
@@ -151,7 +151,7 @@ static bool have_kernel(void) {
 }
 
 /* (n, m, k): tails of the tile (12 x 32), of the blocks (96 rows, 512
- * columns, 256 of K) and odd K. */
+ * columns, 512 of K) and odd K. */
 static const int64_t shapes[][3] = {
     {1, 1, 1},     {1, 1, 2},     {3, 5, 7},      {12, 32, 2},     {13, 33, 3},
     {25, 47, 65},  {97, 100, 31}, {100, 97, 256}, {130, 70, 257},  {40, 530, 40},

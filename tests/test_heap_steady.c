@@ -14,13 +14,16 @@
  * thread's batches, the step, the schedule, the hooks) between two of its
  * steps, on a small synthetic dataset converted from IDX files.
  *
- * bf16 autocast steps (the mlp and the cnn, one and two threads) run their
- * products on oneDNN, whose execute call allocates its argument map on the
- * heap each time (kernels/cpu/cpu_dnnl.c): there the calls with a frame in
- * oneDNN's library are set apart, the rest must be zero as for f32, and
- * oneDNN's own stay under a bound per step far below what creating its
- * primitives again would cost (the cache must hold). A build without oneDNN
- * skips these cases and says so.
+ * bf16 autocast steps (the mlp, the cnn and a small gpt, one and two
+ * threads) run their convolutions on oneDNN, whose execute call allocates
+ * its argument map on the heap each time (kernels/cpu/cpu_dnnl.c), and their
+ * matmuls on our own kernel where the CPU has AVX512_BF16
+ * (cpu_gemm_bf16.c; on oneDNN elsewhere): the calls with a frame in oneDNN's
+ * library are set apart, the rest must be zero as for f32, and oneDNN's own
+ * stay under a bound per step far below what creating its primitives again
+ * would cost (the cache must hold). The models without convolutions (the
+ * mlp, the gpt) must make none at all where our kernel runs. A build
+ * without oneDNN skips these cases and says so.
  *
  * The spin watch is off here (see main()): its switches, rare, are the
  * heap calls a step may make.
@@ -43,7 +46,9 @@
 
 #include <zlib.h>
 
+#include "cpu/cpu.h"
 #include "tapegrad/datasets.h"
+#include "tapegrad/modelfile.h"
 #include "tapegrad/nn.h"
 #include "tapegrad/optim.h"
 #include "tapegrad/rng.h"
@@ -104,9 +109,9 @@ static void train_step(tg_ctx *ctx, tg_model *m, tg_optim *opt, const step_case 
     check_ok(ctx, tg_optim_zero_grad(ctx, opt));
 }
 
-/* The heap calls of COUNTED steady steps (oneDNN's apart in *apart when
- * bf16), or -1 when this build has no bf16 (no oneDNN). */
-static long heap_calls_per_case(const step_case *c, long *apart) {
+/* A context of c's threads, at bf16 when c asks; NULL (and a message) when
+ * this build has no bf16 (no oneDNN). */
+static tg_ctx *case_ctx(const step_case *c) {
     tg_ctx_config cc = {.threads = c->threads};
     tg_ctx *ctx;
     assert_int_equal(tg_ctx_new(&cc, &ctx), TG_OK);
@@ -114,8 +119,17 @@ static long heap_calls_per_case(const step_case *c, long *apart) {
         assert_non_null(strstr(tg_ctx_error(ctx), "oneDNN"));
         print_message("bf16 cases skipped: %s\n", tg_ctx_error(ctx));
         tg_ctx_free(ctx);
-        return -1;
+        return NULL;
     }
+    return ctx;
+}
+
+/* The heap calls of COUNTED steady steps (oneDNN's apart in *apart when
+ * bf16), or -1 when this build has no bf16 (no oneDNN). */
+static long heap_calls_per_case(const step_case *c, long *apart) {
+    tg_ctx *ctx = case_ctx(c);
+    if (!ctx)
+        return -1;
     const int64_t shape[3] = {1, 28, 28}, xs[4] = {c->batch, 1, 28, 28};
     tg_model m;
     check_ok(ctx, tg_model_init(ctx, &m, c->model, shape, 10, 7));
@@ -227,6 +241,90 @@ static void test_bf16(void **state) {
             fail_msg("bf16 %s, %d thread(s): %ld heap calls inside oneDNN in %d steady-state "
                      "steps, expected at most %d a step (are its primitives made again?)",
                      tg_model_name(c->model), c->threads, apart, COUNTED, DNNL_CALLS_PER_STEP);
+        /* No convolution: every product is ours where the CPU has AVX512_BF16. */
+        if (c->model == TG_MODEL_MLP && tg__gemm16_cpu() && apart != 0)
+            fail_msg("bf16 mlp, %d thread(s): %ld heap calls inside oneDNN in %d steady-state "
+                     "steps, expected none (its matmuls run on our kernel)",
+                     c->threads, apart, COUNTED);
+    }
+}
+
+/* ---- a small gpt in bf16 ---- */
+
+enum { GPT_B = 4, GPT_T = 32 };
+
+/* One gpt step on random tokens, as bench_gpt's. */
+static void gpt_step(tg_ctx *ctx, tg_model *m, tg_optim *opt, float *x, int64_t *y) {
+    tg_step_reset(ctx);
+    const int64_t xs[2] = {GPT_B, GPT_T}, ny = GPT_B * GPT_T;
+    tg_tensor *xt = tg_from_data(ctx, TG_F32, 2, xs, x);
+    tg_tensor *yt = tg_from_data(ctx, TG_I64, 1, &ny, y);
+    tg_tensor *logits = xt && yt ? tg_model_forward(ctx, m, xt, true) : NULL;
+    if (logits) {
+        const int64_t sh[2] = {logits->shape[0] * logits->shape[1], logits->shape[2]};
+        logits = tg_reshape(ctx, logits, 2, sh);
+    }
+    tg_tensor *l = logits ? tg_cross_entropy(ctx, logits, yt, 0.0) : NULL;
+    if (!l)
+        fail_msg("%s", tg_ctx_error(ctx));
+    double loss;
+    check_ok(ctx, tg_item(ctx, l, &loss));
+    check_ok(ctx, tg_backward(ctx, l, NULL, 0));
+    check_ok(ctx, tg_clip_grad_norm(ctx, m->params.nparams, m->params.params, 1.0, NULL));
+    check_ok(ctx, tg_optim_step(ctx, opt, -1.0));
+    check_ok(ctx, tg_optim_zero_grad(ctx, opt));
+}
+
+/* A 2-layer gpt (4 heads, 64 wide) at bf16: zero heap calls outside oneDNN,
+ * and none inside it where its matmuls run on our kernel (it has no
+ * convolution). */
+static void test_gpt_bf16(void **state) {
+    (void)state;
+    for (int threads = 1; threads <= 2; threads++) {
+        const step_case c = {.threads = threads, .bf16 = true};
+        tg_ctx *ctx = case_ctx(&c);
+        if (!ctx)
+            return;
+        const size_t need = tg_gpt_model_text(NULL, 0, 2, 4, 64, 0, 0.0);
+        char *text = malloc(need);
+        assert_non_null(text);
+        tg_gpt_model_text(text, need, 2, 4, 64, 0, 0.0);
+        tg_model m;
+        const int64_t shape[1] = {GPT_T};
+        check_ok(ctx, tg_model_init_sample(ctx, &m, "gpt", text, 1, shape, 256, 5));
+        tg_optim_config oc = tg_optim_defaults(TG_OPTIM_ADAMW);
+        oc.no_decay = m.params.no_decay;
+        tg_optim *opt;
+        check_ok(ctx, tg_optim_new(ctx, &oc, m.params.nparams, m.params.params, &opt));
+        float x[GPT_B * GPT_T];
+        int64_t y[GPT_B * GPT_T];
+        for (int i = 0; i < GPT_B * GPT_T; i++)
+            x[i] = (float)((i * 37 + 11) % 256), y[i] = (i * 53 + 7) % 256;
+        for (int k = 0; k < WARMUP; k++)
+            gpt_step(ctx, &m, opt, x, y);
+        tg_heap_count_apart("libdnnl");
+        tg_heap_count_start(0);
+        for (int k = 0; k < COUNTED; k++)
+            gpt_step(ctx, &m, opt, x, y);
+        const long calls = tg_heap_count_stop();
+        const long apart = atomic_load(&tg_heap_apart_calls);
+        tg_heap_count_apart(NULL);
+        free(text);
+        tg_ctx_free(ctx);
+        print_message("bf16 gpt, %d thread(s): %ld heap calls of oneDNN's in %d steps\n", threads,
+                      apart, COUNTED);
+        if (calls != 0)
+            fail_msg("bf16 gpt, %d thread(s): %ld heap calls outside oneDNN in %d steady-state "
+                     "steps, expected 0",
+                     threads, calls, COUNTED);
+        if (tg__gemm16_cpu() && apart != 0)
+            fail_msg("bf16 gpt, %d thread(s): %ld heap calls inside oneDNN in %d steady-state "
+                     "steps, expected none (its matmuls run on our kernel)",
+                     threads, apart, COUNTED);
+        if (apart > (long)DNNL_CALLS_PER_STEP * 4 * COUNTED)
+            fail_msg("bf16 gpt, %d thread(s): %ld heap calls inside oneDNN in %d steps (are its "
+                     "primitives made again?)",
+                     threads, apart, COUNTED);
     }
 }
 
@@ -344,11 +442,14 @@ static void test_trainer(void **state) {
 
 int main(void) {
     tg_heap_count_watch_off();
+    /* The bf16 matmuls' default choice (cpu_gemm_bf16.c), whatever the caller set. */
+    unsetenv("TG_CPU_BF16_GEMM");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_counter_counts),
         cmocka_unit_test(test_mlp),
         cmocka_unit_test(test_cnn),
         cmocka_unit_test(test_bf16),
+        cmocka_unit_test(test_gpt_bf16),
         cmocka_unit_test(test_trainer),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -47,15 +47,15 @@ typedef struct tg__gemm16 tg__gemm16;
 /* Per-context state: the thread count the context asked for, the number of
  * parts the products and convolutions cut their work into (that count, or
  * OpenMP's when it asked for none), oneDNN's state, made at the first bf16
- * product that needs it (NULL until then), which bf16 product the matmul
- * runs (gemm16_mode: TG__GEMM16_*, chosen at creation) and our product's
- * buffers (made at its first use), and the watch that shortens OpenMP's spin
+ * product that needs it (NULL until then), whether the bf16 matmul runs on
+ * our kernel (gemm16_own, chosen at creation) and its buffers (made at its
+ * first use), and the watch that shortens OpenMP's spin
  * and runs steps on one thread while the cores are shared (NULL: none). */
 typedef struct tg__cpu_state {
     int threads;
     int parts;
     tg__dnnl *dnnl;
-    int gemm16_mode;
+    bool gemm16_own;
     tg__gemm16 *gemm16;
     tg__omp_throttle *throttle;
 } tg__cpu_state;
@@ -90,17 +90,13 @@ tg_status tg__dnnl_conv(tg__dnnl *d, int kind, bool bf16, const tg__conv_geom *g
 
 /* ---- our bf16 product (cpu_gemm_bf16.c) ---- */
 
-/* Which product a bf16 matmul runs: ours where tg__gemm16_wins says it is
- * the faster, ours always, or oneDNN's always. */
-enum { TG__GEMM16_AUTO, TG__GEMM16_OWN, TG__GEMM16_ONEDNN };
-/* Whether the CPU runs our kernel (AVX512F, BW, VL and BF16). */
+/* Whether the CPU runs our kernel (AVX512F, BW, DQ, VL and BF16). */
 bool tg__gemm16_cpu(void);
-/* The mode from the CPU and the environment variable TG_CPU_BF16_GEMM
- * (auto, own, onednn); an unknown value, or own on a CPU without
- * AVX512_BF16, fails with a message naming the variable. */
-tg_status tg__gemm16_mode(int *mode, char *err, size_t errlen);
-/* Whether ours measured faster than oneDNN's on this shape (auto mode). */
-bool tg__gemm16_wins(int64_t n, int64_t m, int64_t k, bool ta, bool tb);
+/* Whether a context's bf16 matmul runs on our kernel (*own) or on oneDNN's:
+ * ours where the CPU can, unless the environment variable TG_CPU_BF16_GEMM
+ * says otherwise (auto, own, onednn); an unknown value, or own on a CPU
+ * without AVX512_BF16, fails with a message naming the variable. */
+tg_status tg__gemm16_mode(bool *own, char *err, size_t errlen);
 /* Packing buffers for `slots` threads (at least 1); NULL when out of memory. */
 tg__gemm16 *tg__gemm16_new(int slots);
 void tg__gemm16_free(tg__gemm16 *g);

@@ -72,7 +72,7 @@ static tg_status cpu_init(void **state, int threads, char *err, size_t errlen) {
     s->threads = threads;
     s->dnnl = NULL;
     s->gemm16 = NULL;
-    tg_status st = tg__gemm16_mode(&s->gemm16_mode, err, errlen);
+    tg_status st = tg__gemm16_mode(&s->gemm16_own, err, errlen);
     if (st != TG_OK) {
         free(s);
         return st;

@@ -2,10 +2,12 @@
  * kernels/cpu/cpu_dnnl.c: bf16 products through oneDNN, for the autocast
  * precision (tg_ctx_set_precision in runtime.h).
  *
- * Debian's OpenBLAS has no bf16 gemm, so the bf16 matmul and the three
- * convolution rows run on oneDNN's primitives: the f32 operands are rounded
- * to bf16 (nearest even) into buffers this state owns, the primitive
- * multiplies in bf16 and accumulates and writes in f32. Primitives are made
+ * Debian's OpenBLAS has no bf16 gemm, so the three convolution rows, and
+ * the bf16 matmul on CPUs without AVX512_BF16 (elsewhere it runs on our own
+ * kernel, cpu_gemm_bf16.c, unless TG_CPU_BF16_GEMM=onednn), run on oneDNN's
+ * primitives: the f32 operands are rounded to bf16 (nearest even) into
+ * buffers this state owns, the primitive multiplies in bf16 and accumulates
+ * and writes in f32. Primitives are made
  * once per shape and kept (a small cache, oldest out when full), with their
  * memory objects and a scratchpad this state owns (user scratchpad mode), so
  * a steady training step creates none, and the stream is made with the

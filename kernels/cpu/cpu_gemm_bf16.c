@@ -5,40 +5,48 @@
  * C (n x m, f32, row-major, ld m) = op(A) op(B), with A and B f32 (laid out
  * as for BLAS: tg__gemm_arg) rounded to bf16 (nearest even, NaN quieted: the
  * bits of tg_bf16_from_f32) and the products summed in f32. The structure is
- * GotoBLAS's: a block of KC values of K of op(B) is packed, NC columns at a
- * time, into panels of G16_NR columns stored as [K/2][G16_NR][2] bf16 (each
- * 32-bit word a pair of consecutive K values of one column); a block of G16_MC
- * rows of op(A) into panels of G16_MR rows stored alike as [K/2][G16_MR][2];
- * and a micro-kernel keeps a G16_MR x G16_NR tile of C in 24 AVX-512
- * registers, adding per pair of K one broadcast word of A times two vectors
- * of B (vdpbf16ps: two products into each f32 lane). The rounding happens
- * in the packing, so the f32 operands are read once and no separate
- * conversion pass runs: integer arithmetic, not VCVTNE2PS2BF16, which
- * flushes denormals and would round differently from tg_bf16_from_f32. An
- * odd K is padded with a zero pair half; tails of rows and columns are
- * packed as zeros and stored through masks.
+ * GotoBLAS's. A block of G16_KC values of K by G16_NC columns of op(B) is
+ * packed into panels of G16_NR columns stored as [K/2][G16_NR][2] bf16 (each
+ * 32-bit word a pair of consecutive K values of one column); a block of
+ * G16_MC rows of op(A) into tiles of G16_MR rows, [K/2][G16_MR][2] when A is
+ * stored transposed, else rows of pairs (row i's pairs in order, G16_KCP
+ * apart), which a row-major A gives without a transposition. A micro-kernel
+ * keeps a G16_MR x G16_NR tile of C in 24 AVX-512 registers and adds, per
+ * pair of K, one broadcast word of A times two vectors of B (vdpbf16ps: two
+ * products into each f32 lane). Each tile of A (12 KiB) stays in L1 while
+ * the panels of B stream past it from L2.
+ *
+ * The rounding happens in the packing, so the f32 operands are read once and
+ * no separate conversion pass runs: VCVTNE2PS2BF16 (nearest even, NaN
+ * quieted alike), except where a vector holds an f32 denormal, which that
+ * instruction flushes to zero: those vectors round in integer arithmetic
+ * (rnd_hi) as tg_bf16_from_f32 does. An odd K is padded with a zero half;
+ * the tails of rows and columns are packed as zeros and stored through
+ * masks. The packing asks for the source rows a few ahead (prefetch), since
+ * it reads them once from memory.
  *
  * The bits: every element of C is one chain of vdpbf16ps over the pairs of K
  * in order (the first K block starts from zero, each next one from the f32
  * partial sums it stored in C), whatever tile, block or part holds the
- * element, so the result does not depend on the number of parts nor on how
- * many threads run them. The work is still cut as the f32 products are
- * (cpu_matmul.c): C in tg__cpu_parts(state) row or column blocks, run by
- * TG__CPU_PARTS.
+ * element, so the result depends neither on the number of parts nor on how
+ * many threads run them. The work is still cut as the f32 products' is
+ * (cpu_matmul.c): C in tg__cpu_parts(state) blocks of rows (columns when C
+ * has more columns than rows), run by TG__CPU_PARTS; K is never split.
  *
  * The heap: each thread slot (one per part, at most the context's thread
- * count) has its packing buffers, of a fixed size (the blocks' bounds), made
- * at the context's first bf16 product and kept in the backend's state
+ * count) has packing buffers of a fixed size (the blocks' bounds, 608 KiB),
+ * made at the context's first bf16 product and kept in the backend's state
  * (tg__cpu_state.gemm16): a steady step allocates nothing.
  *
- * Dispatch (tg__gemm16_mode, read once per context at its creation): our
- * kernel where the CPU has AVX512_BF16 (and AVX512F/BW/VL) and the shape is
- * one where it measured faster than oneDNN (tg__gemm16_wins), oneDNN
- * otherwise. The environment variable TG_CPU_BF16_GEMM overrides it: "auto"
- * (the default), "own" (ours for every shape; an error at context creation
- * on a CPU without AVX512_BF16) or "onednn" (never ours), so that tests can
- * run both paths on one machine. Only this file is compiled for AVX-512
- * (target attributes); the rest of the build stays generic.
+ * Dispatch (tg__gemm16_mode, once per context, at its creation): ours where
+ * the CPU has AVX512_BF16 (with AVX512F, BW, DQ and VL), oneDNN's matmul
+ * (cpu_dnnl.c) elsewhere. At 1 thread on the gpt's shapes ours measured
+ * level with oneDNN's or ahead (docs/PERFORMANCE.md, bench_gemm16), so no
+ * shape is left to oneDNN. The environment variable TG_CPU_BF16_GEMM
+ * overrides the choice: "auto" (the default), "own" (an error at context
+ * creation on a CPU without AVX512_BF16) or "onednn", so that tests and
+ * benchmarks run both paths on one machine. Only this file is compiled for
+ * AVX-512 (target attributes); the rest of the build stays generic.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,17 +59,12 @@
 #define G16_MR 12
 #define G16_NV 2
 #define G16_NR (16 * G16_NV)
-/* K per block (pairs: G16_KC / 2), rows of op(A) and columns of op(B) per
- * packed block. A panel of B (16 KiB) stays in L1 while the block of A
- * (48 KiB) streams from L2; B's block (256 KiB) stays in L2. */
-#ifndef G16_KC
+/* K per block (G16_KCP pairs), rows of op(A) and columns of op(B) per packed
+ * block: A's block (96 KiB) and B's (up to 512 KiB) stay in L2. */
 #define G16_KC 512
-#endif
 #define G16_KCP (G16_KC / 2)
 #define G16_MC (8 * G16_MR)
-#ifndef G16_NC
-#define G16_NC 256
-#endif
+#define G16_NC 512
 /* u32 words (bf16 pairs) of one slot's buffers. */
 #define G16_ABUF ((size_t)G16_MC * G16_KCP)
 #define G16_BBUF ((size_t)G16_NC * G16_KCP)
@@ -100,20 +103,18 @@ bool tg__gemm16_cpu(void) {
 #endif
 }
 
-tg_status tg__gemm16_mode(int *mode, char *err, size_t errlen) {
+tg_status tg__gemm16_mode(bool *own, char *err, size_t errlen) {
     const char *e = getenv("TG_CPU_BF16_GEMM");
-    *mode = TG__GEMM16_ONEDNN;
+    *own = false;
     if (!e || !*e || !strcmp(e, "auto")) {
-        *mode = tg__gemm16_cpu() ? TG__GEMM16_AUTO : TG__GEMM16_ONEDNN;
+        *own = tg__gemm16_cpu();
         return TG_OK;
     }
     if (!strcmp(e, "onednn"))
         return TG_OK;
     if (!strcmp(e, "own")) {
-        if (tg__gemm16_cpu()) {
-            *mode = TG__GEMM16_OWN;
+        if ((*own = tg__gemm16_cpu()))
             return TG_OK;
-        }
         if (err && errlen)
             snprintf(err, errlen,
                      "cpu backend: TG_CPU_BF16_GEMM=own, but this CPU has no AVX512_BF16 (use "
@@ -124,11 +125,6 @@ tg_status tg__gemm16_mode(int *mode, char *err, size_t errlen) {
         snprintf(err, errlen,
                  "cpu backend: TG_CPU_BF16_GEMM=%.64s: expected auto, own or onednn", e);
     return TG_ERR_INVALID;
-}
-
-bool tg__gemm16_wins(int64_t n, int64_t m, int64_t k, bool ta, bool tb) {
-    (void)n, (void)m, (void)k, (void)ta, (void)tb;
-    return true;
 }
 
 /* ---- the buffers ---- */
@@ -243,12 +239,7 @@ static inline __mmask16 lanes(int64_t n) {
 /* The packing reads its source rows once, from memory: the rows G16_AHEAD
  * ahead are asked for while these are packed, so that many lines are on
  * their way at once (one row at a time leaves the prefetchers too little). */
-#ifndef G16_AHEAD
 #define G16_AHEAD 6
-#endif
-#ifndef G16_AHEAD_DOWN
-#define G16_AHEAD_DOWN 6
-#endif
 
 static inline void prefetch_run(const float *s, int64_t n) {
     for (int64_t i = 0; i < n; i += 16)
@@ -267,8 +258,8 @@ G16_TARGET static void pack_down(uint32_t *dst, int w, const float *s, int64_t l
     const int64_t kp = (kc + 1) / 2, np = (nx + w - 1) / w;
     for (int64_t p = 0; p < kp; p++, s += 2 * ld) {
         const bool odd = 2 * p + 1 < kc;
-        prefetch_run(s + G16_AHEAD_DOWN * ld, nx);
-        prefetch_run(s + (G16_AHEAD_DOWN + 1) * ld, nx);
+        prefetch_run(s + G16_AHEAD * ld, nx);
+        prefetch_run(s + (G16_AHEAD + 1) * ld, nx);
         for (int64_t q = 0; q < np; q++) {
             uint32_t *d = dst + (q * kp + p) * w;
             for (int g = 0; g < w; g += 16) {

@@ -6,6 +6,10 @@
  * is passed transposed, so transposed views never cost a copy. Each large
  * product is split across the OpenMP threads (cpu_gemm), so the batch loop
  * runs on the calling thread.
+ *
+ * Under bf16 autocast the products are bf16 ones instead, on the same
+ * layouts: our AVX512_BF16 kernel (cpu_gemm_bf16.c) where the CPU has it,
+ * oneDNN's matmul (cpu_dnnl.c) elsewhere or when TG_CPU_BF16_GEMM=onednn.
  */
 #include <cblas.h>
 #include <limits.h>
@@ -88,14 +92,12 @@ static void cpu_gemm(int parts, tg_dtype dt, const tg__gemm_arg *ga, const tg__g
     TG__CPU_PARTS(s.parts, cpu_gemm_block(&s, p));
 }
 
-/* The bf16 product of one shape (autocast): ours (cpu_gemm_bf16.c) where the
- * state's mode picks it, oneDNN's otherwise, each made at its first use. */
+/* The bf16 product (autocast): ours (cpu_gemm_bf16.c) where the state says
+ * so, oneDNN's otherwise, each made at its first use. */
 static tg_status cpu_product16(tg__cpu_state *s, const tg_kargs *a, const tg__gemm_arg *ga,
                                const tg__gemm_arg *gb, int64_t n, int64_t m, int64_t k,
                                const float *A, const float *B, float *C) {
-    const int mode = s->gemm16_mode;
-    if (mode == TG__GEMM16_OWN ||
-        (mode == TG__GEMM16_AUTO && tg__gemm16_wins(n, m, k, ga->trans, gb->trans))) {
+    if (s->gemm16_own) {
         if (!s->gemm16 && !(s->gemm16 = tg__gemm16_new(s->parts)))
             return tg__cpu_fail(a, TG_ERR_NOMEM, "cpu matmul: out of memory for the bf16 "
                                                  "product's packing buffers");
