@@ -279,7 +279,12 @@ bool tg_set_grad_enabled(tg_ctx *ctx, bool enabled);
  *
  * Setting bf16 checks once that the backend can (on the CPU: a build with
  * oneDNN; it runs a tiny product, which makes a few small step tensors) and
- * otherwise returns TG_ERR_UNSUPPORTED with a message and keeps f32.
+ * otherwise returns TG_ERR_UNSUPPORTED with a message and keeps f32. On the
+ * CPU the matmuls run on tapegrad's own AVX512_BF16 kernel where the CPU
+ * has it (the same bits at any thread count), on oneDNN elsewhere; the
+ * environment variable TG_CPU_BF16_GEMM (auto, own or onednn), read by
+ * tg_ctx_new, overrides that choice, and tg_ctx_new fails on another value
+ * (or on own where the CPU lacks AVX512_BF16).
  */
 typedef enum tg_precision {
     TG_PRECISION_F32 = 0,
