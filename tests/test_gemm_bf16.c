@@ -153,9 +153,9 @@ static bool have_kernel(void) {
 /* (n, m, k): tails of the tile (12 x 32), of the blocks (96 rows, 512
  * columns, 512 of K) and odd K. */
 static const int64_t shapes[][3] = {
-    {1, 1, 1},     {1, 1, 2},     {3, 5, 7},      {12, 32, 2},     {13, 33, 3},
-    {25, 47, 65},  {97, 100, 31}, {100, 97, 256}, {130, 70, 257},  {40, 530, 40},
-    {37, 45, 513}, {5, 200, 1},   {300, 17, 33},  {17, 300, 600},  {64, 64, 0},
+    {1, 1, 1},     {1, 1, 2},     {3, 5, 7},      {12, 32, 2},    {13, 33, 3},
+    {25, 47, 65},  {97, 100, 31}, {100, 97, 256}, {130, 70, 257}, {40, 530, 40},
+    {37, 45, 513}, {5, 200, 1},   {300, 17, 33},  {17, 300, 600}, {64, 64, 0},
 };
 
 static void test_against_reference(void **state) {
@@ -235,8 +235,8 @@ static void test_denormal_rounds_up(void **state) {
                 const bool hit = (i == 1 && j == 33) || (i == 2 && j == 7);
                 if (C[i * p.m + j] != (hit ? ldexpf(1.0f, -26) : 0.0f))
                     fail_msg("A%s, B%s: C[%lld][%lld] = %g, expected %g", p.ta ? "^T" : "",
-                             p.tb ? "^T" : "", (long long)i, (long long)j,
-                             (double)C[i * p.m + j], hit ? ldexp(1.0, -26) : 0.0);
+                             p.tb ? "^T" : "", (long long)i, (long long)j, (double)C[i * p.m + j],
+                             hit ? ldexp(1.0, -26) : 0.0);
             }
         free(C);
         prod_free(&p);
@@ -404,9 +404,9 @@ static void test_bad_switch(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_against_reference),  cmocka_unit_test(test_nan_inf),
-        cmocka_unit_test(test_denormal_rounds_up),
-        cmocka_unit_test(test_bits_parts_threads), cmocka_unit_test(test_paths_through_op),
-        cmocka_unit_test(test_context_threads),    cmocka_unit_test(test_bad_switch),
+        cmocka_unit_test(test_denormal_rounds_up), cmocka_unit_test(test_bits_parts_threads),
+        cmocka_unit_test(test_paths_through_op),   cmocka_unit_test(test_context_threads),
+        cmocka_unit_test(test_bad_switch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -251,7 +251,10 @@ static void test_bf16(void **state) {
 
 /* ---- a small gpt in bf16 ---- */
 
-enum { GPT_B = 4, GPT_T = 32 };
+enum {
+    GPT_B = 4,
+    GPT_T = 32
+};
 
 /* One gpt step on random tokens, as bench_gpt's. */
 static void gpt_step(tg_ctx *ctx, tg_model *m, tg_optim *opt, float *x, int64_t *y) {

@@ -122,8 +122,8 @@ tg_status tg__gemm16_mode(bool *own, char *err, size_t errlen) {
         return TG_ERR_UNSUPPORTED;
     }
     if (err && errlen)
-        snprintf(err, errlen,
-                 "cpu backend: TG_CPU_BF16_GEMM=%.64s: expected auto, own or onednn", e);
+        snprintf(err, errlen, "cpu backend: TG_CPU_BF16_GEMM=%.64s: expected auto, own or onednn",
+                 e);
     return TG_ERR_INVALID;
 }
 
@@ -147,6 +147,14 @@ void tg__gemm16_free(tg__gemm16 *g) {
         free(g->buf);
     free(g);
 }
+
+/* One product, described once for all its parts. */
+typedef struct g16_job {
+    const tg__gemm_arg *ga, *gb;
+    int64_t n, m, k;
+    const float *A, *B;
+    float *C;
+} g16_job;
 
 /* ---- the kernel (AVX512_BF16) ---- */
 
@@ -172,9 +180,9 @@ G16_TARGET static inline __m512i pair_lanes(__m512i even, __m512i odd) {
 
 /* 32 consecutive values (from rnd_hi, in two vectors) to their 16 pairs. */
 G16_TARGET static inline __m512i pair_run(__m512i lo, __m512i hi) {
-    const __m512i odd_words = _mm512_set_epi16(
-        63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29, 27, 25, 23, 21,
-        19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    const __m512i odd_words =
+        _mm512_set_epi16(63, 61, 59, 57, 55, 53, 51, 49, 47, 45, 43, 41, 39, 37, 35, 33, 31, 29, 27,
+                         25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
     return _mm512_permutex2var_epi16(lo, odd_words, hi);
 }
 
@@ -198,9 +206,8 @@ G16_TARGET static inline __m512i pairs_across(__m512 even, __m512 odd) {
     if (__builtin_expect(any_denormal(even, odd), 0))
         return pair_lanes(rnd_hi(even), rnd_hi(odd));
     /* words 0-15: even's, 16-31: odd's; interleaved */
-    const __m512i mix = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9,
-                                         24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1,
-                                         16, 0);
+    const __m512i mix = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24,
+                                         8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     return _mm512_permutexvar_epi16(mix, (__m512i)_mm512_cvtne2ps_pbh(odd, even));
 }
 
@@ -375,14 +382,6 @@ G16_TARGET static void kernel_rows(int64_t kp, const uint32_t *a, const uint32_t
     kernel_at(kp, a, G16_KCP, 1, b, c, ldc, mr, nr, first);
 }
 
-/* One product, described once for all its parts. */
-typedef struct g16_job {
-    const tg__gemm_arg *ga, *gb;
-    int64_t n, m, k;
-    const float *A, *B;
-    float *C;
-} g16_job;
-
 /* op(B)'s rows [k0, k0 + kc) and columns [j0, j0 + nc) into panels of
  * [kp][G16_NR]. */
 G16_TARGET static void pack_b(const g16_job *j, uint32_t *bp, int64_t k0, int64_t kc, int64_t j0,
@@ -465,8 +464,10 @@ static void g16_part(const g16_split *s, int64_t p) {
     hi = hi < s->len ? hi : s->len;
     if (hi <= lo)
         return;
-    /* A thread runs its parts in turn: its slot is its number. */
-    const int slot = omp_in_parallel() ? omp_get_thread_num() : 0;
+    /* A thread of TG__CPU_PARTS's region runs its parts in turn: its slot
+     * is its number (below the parts, so below the slots). One part runs
+     * on the caller, on slot 0. */
+    const int slot = s->parts > 1 && omp_in_parallel() ? omp_get_thread_num() : 0;
     uint32_t *ap = s->g->buf + (size_t)slot * (G16_ABUF + G16_BBUF), *bp = ap + G16_ABUF;
     const g16_job *j = s->job;
     if (s->by_rows)
@@ -494,7 +495,12 @@ void tg__gemm16_run(tg__gemm16 *g, int parts, const tg__gemm_arg *ga, const tg__
         parts = g->slots;
     if (parts < 2 || n * m * k < G16_PAR_MIN || omp_in_parallel())
         parts = 1;
-    g16_split s = {.job = &job, .g = g, .by_rows = by_rows, .len = len, .unit = unit,
-                   .units = units, .parts = units < parts ? units : parts};
+    g16_split s = {.job = &job,
+                   .g = g,
+                   .by_rows = by_rows,
+                   .len = len,
+                   .unit = unit,
+                   .units = units,
+                   .parts = units < parts ? units : parts};
     TG__CPU_PARTS(s.parts, g16_part(&s, p));
 }

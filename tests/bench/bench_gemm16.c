@@ -121,9 +121,8 @@ int main(int argc, char **argv) {
             med[w] = (w == 0 ? g != NULL : d != NULL) ? median(t[w], reps) : 0;
         const double flop = 2.0 * (double)s->n * (double)s->m * (double)s->k;
         char dims[64];
-        snprintf(dims, sizeof dims, "%lldx%lld%s @ %lldx%lld%s", (long long)s->n,
-                 (long long)s->k, s->ta ? "^T" : "", (long long)s->k, (long long)s->m,
-                 s->tb ? "^T" : "");
+        snprintf(dims, sizeof dims, "%lldx%lld%s @ %lldx%lld%s", (long long)s->n, (long long)s->k,
+                 s->ta ? "^T" : "", (long long)s->k, (long long)s->m, s->tb ? "^T" : "");
         printf("%-18s %-20s %9.3f %9.1f %9.3f %9.1f %7.2f\n", s->name, dims, med[0] * 1e3,
                med[0] > 0 ? flop / med[0] * 1e-9 : 0.0, med[1] * 1e3,
                med[1] > 0 ? flop / med[1] * 1e-9 : 0.0, med[0] > 0 ? med[1] / med[0] : 0.0);
