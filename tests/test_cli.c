@@ -100,7 +100,8 @@ static void test_version(void **state) {
 }
 
 static void check_help(const char *flag) {
-    static const char *const cmds[] = {"train", "eval", "convert", "inspect", "export"};
+    static const char *const cmds[] = {"train",  "eval",   "convert", "inspect",
+                                       "export", "sample", "plot",    "trace"};
     cli_result *r = result();
     run_cli(r, (char *const[]){"tapegrad", (char *)flag, NULL});
     assert_int_equal(r->code, 0);
@@ -119,6 +120,31 @@ static void test_help(void **state) {
     (void)state;
     check_help("--help");
     check_help("-h");
+}
+
+/* Every format in convert's own usage ("tapegrad convert FMT ...") is named
+ * as 'convert FMT' on convert's row of the top-level help. */
+static void test_help_names_convert_formats(void **state) {
+    (void)state;
+    cli_result *top = result(), *conv = result();
+    run_cli(top, (char *const[]){"tapegrad", "--help", NULL});
+    run_cli(conv, (char *const[]){"tapegrad", "convert", "--help", NULL});
+    assert_int_equal(top->code, 0);
+    assert_int_equal(conv->code, 0);
+    int formats = 0;
+    for (const char *p = conv->out; (p = strstr(p, "tapegrad convert ")) != NULL;) {
+        p += strlen("tapegrad convert ");
+        size_t n = strcspn(p, " \n");
+        char want[64];
+        snprintf(want, sizeof want, "'convert %.*s'", (int)n, p);
+        if (!strstr(top->out, want))
+            fail_msg("tapegrad --help does not name %s, which convert --help offers:\n%s", want,
+                     top->out);
+        formats++;
+    }
+    assert_true(formats >= 3);
+    free(top);
+    free(conv);
 }
 
 static void test_unknown_command(void **state) {
@@ -629,6 +655,7 @@ static void test_train_blas_banner(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_version),           cmocka_unit_test(test_help),
+        cmocka_unit_test(test_help_names_convert_formats),
         cmocka_unit_test(test_unknown_command),   cmocka_unit_test(test_unknown_option),
         cmocka_unit_test(test_no_args),           cmocka_unit_test(test_convert_and_inspect),
         cmocka_unit_test(test_convert_errors),    cmocka_unit_test(test_inspect_errors),
