@@ -497,6 +497,16 @@ static void test_train_data_errors(void **state) {
     assert_non_null(strstr(r->err, "train-only.h5"));
     assert_non_null(strstr(r->err, "test"));
 
+    /* The language model on images: the message says what data it takes. */
+    const char *img = tmp_path("images.h5");
+    convert_tiny(img, "train", "train", 0);
+    convert_tiny(img, "test", "t10k", 0);
+    run_cli(r, (char *const[]){"tapegrad", "train", "--model", "gpt", "--data", (char *)img,
+                               "--batch-size", "4", "--max-steps", "1", NULL});
+    assert_int_not_equal(r->code, 0);
+    if (!strstr(r->err, "images.h5") || !strstr(r->err, "convert text"))
+        fail_msg("gpt on images: %s", r->err);
+
     /* No IDX files where the default data should come from: a data error,
      * and no cache file (not even a partial one) is left behind. */
     run_cli(r,
