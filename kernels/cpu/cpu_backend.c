@@ -71,6 +71,8 @@ static tg_status cpu_init(void **state, int threads, char *err, size_t errlen) {
     }
     s->threads = threads;
     s->dnnl = NULL;
+    s->pack = NULL;
+    s->pack_cap = 0;
     /* Both thread pools follow the context's setting so that OpenMP loops
      * and BLAS calls do not oversubscribe the machine against each other. */
     if (threads > 0) {
@@ -88,6 +90,7 @@ static void cpu_release(void *state) {
     if (s) {
         tg__dnnl_free(s->dnnl);
         tg__omp_throttle_free(s->throttle);
+        free(s->pack);
     }
     free(state);
 }

@@ -11,11 +11,18 @@
 #include <limits.h>
 #include <omp.h>
 #include <stdbool.h>
+#include <stdlib.h>
 
 #include "cpu.h"
 
 static void cpu_gemm1(tg_dtype dt, const tg__gemm_arg *ga, const tg__gemm_arg *gb, int64_t n,
                       int64_t m, int64_t k, const void *A, const void *B, void *C, int64_t ldc) {
+    if (dt == TG_F32 && !gb->trans && tg__cpu_sgemm_on()) {
+        /* Row i of op(A) is row i of A, or column i when transposed. */
+        tg__cpu_sgemm(n, m, k, A, ga->trans ? 1 : ga->ld, ga->trans ? ga->ld : 1, B, gb->ld, C,
+                      ldc);
+        return;
+    }
     const enum CBLAS_TRANSPOSE ta = ga->trans ? CblasTrans : CblasNoTrans;
     const enum CBLAS_TRANSPOSE tb = gb->trans ? CblasTrans : CblasNoTrans;
     if (dt == TG_F32)
@@ -71,8 +78,9 @@ static void cpu_gemm_block(const cpu_gemm_split *s, int64_t p) {
  * the spin watch runs a step on one thread (omp_throttle.c), that thread
  * computes every block in turn, and the bits are the same.
  */
-static void cpu_gemm(int parts, tg_dtype dt, const tg__gemm_arg *ga, const tg__gemm_arg *gb,
-                     int64_t n, int64_t m, int64_t k, const void *A, const void *B, void *C) {
+static void cpu_gemm_split_run(int parts, tg_dtype dt, const tg__gemm_arg *ga,
+                               const tg__gemm_arg *gb, int64_t n, int64_t m, int64_t k,
+                               const void *A, const void *B, void *C) {
     const bool by_rows = n > m;
     const int64_t len = by_rows ? n : m;
     if (parts < 2 || n * m * k < CPU_GEMM_PAR_MIN || len < 2 * CPU_GEMM_ALIGN ||
@@ -88,13 +96,59 @@ static void cpu_gemm(int parts, tg_dtype dt, const tg__gemm_arg *ga, const tg__g
     TG__CPU_PARTS(s.parts, cpu_gemm_block(&s, p));
 }
 
-/* One product: BLAS, or oneDNN's bf16 product when dn is set (autocast). */
-static tg_status cpu_product(int parts, tg__dnnl *dn, const tg_kargs *a, const tg__gemm_arg *ga,
-                             const tg__gemm_arg *gb, int64_t n, int64_t m, int64_t k,
-                             const void *A, const void *B, void *C) {
+/* Below this many elements a transposed B is copied on the calling thread. */
+#define CPU_PACK_PAR_MIN (1 << 16)
+
+/*
+ * The f32 product of our own (cpu_sgemm.c) reads B row-major: a B given
+ * transposed (x W^T) is first copied into that layout, into the state's
+ * buffer (grown once, kept: no heap call in a steady step; a test's direct
+ * call without a state gets a buffer of its own), by parts when large.
+ * Everything else goes to cpu_gemm_split_run as it is.
+ */
+static void cpu_gemm(void *state, int parts, tg_dtype dt, const tg__gemm_arg *ga,
+                     const tg__gemm_arg *gb, int64_t n, int64_t m, int64_t k, const void *A,
+                     const void *B, void *C) {
+    if (dt != TG_F32 || !gb->trans || !tg__cpu_sgemm_on()) {
+        cpu_gemm_split_run(parts, dt, ga, gb, n, m, k, A, B, C);
+        return;
+    }
+    tg__cpu_state *s = state;
+    const size_t need = (size_t)(k * m);
+    float *pk = NULL, *own = NULL;
+    if (s && s->pack_cap >= need) {
+        pk = s->pack;
+    } else if (s) {
+        float *p = aligned_alloc(64, (need * sizeof(float) + 63) / 64 * 64);
+        if (p) {
+            free(s->pack);
+            s->pack = pk = p;
+            s->pack_cap = need;
+        }
+    } else {
+        pk = own = malloc(need * sizeof(float));
+    }
+    if (!pk) { /* out of memory: OpenBLAS takes the transposed B as it lies */
+        cpu_gemm_split_run(parts, dt, ga, gb, n, m, k, A, B, C);
+        return;
+    }
+    const float *b = B;
+    const int64_t ld = gb->ld;
+    const int64_t np = (int64_t)need < CPU_PACK_PAR_MIN || omp_in_parallel() ? 1 : parts;
+    TG__CPU_PARTS(np, tg__cpu_sgemm_pack(pk, b, k, m, ld, k * p / np, k * (p + 1) / np));
+    const tg__gemm_arg plain = {.ld = m, .trans = false};
+    cpu_gemm_split_run(parts, dt, ga, &plain, n, m, k, A, pk, C);
+    free(own);
+}
+
+/* One product: BLAS or our own f32 one, or oneDNN's bf16 product when dn is
+ * set (autocast). */
+static tg_status cpu_product(void *state, int parts, tg__dnnl *dn, const tg_kargs *a,
+                             const tg__gemm_arg *ga, const tg__gemm_arg *gb, int64_t n, int64_t m,
+                             int64_t k, const void *A, const void *B, void *C) {
     if (dn)
         return tg__dnnl_gemm(dn, ga, gb, n, m, k, A, B, C, a->err, a->errlen);
-    cpu_gemm(parts, a->out.dtype, ga, gb, n, m, k, A, B, C);
+    cpu_gemm(state, parts, a->out.dtype, ga, gb, n, m, k, A, B, C);
     return TG_OK;
 }
 
@@ -176,7 +230,7 @@ tg_status tg__cpu_matmul(void *state, const tg_kargs *a) {
         tg__gemm_layout(rows, k, row_stride, A->strides[nb + 1], &gfold) && !gfold.trans) {
         if (rows > INT_MAX || m > INT_MAX || k > INT_MAX || gfold.ld > INT_MAX || gb.ld > INT_MAX)
             return tg__cpu_fail(a, TG_ERR_UNSUPPORTED, "cpu matmul: dims exceed BLAS's int range");
-        return cpu_product(parts, dn, a, &gfold, &gb, rows, m, k, A->data, B->data, C->data);
+        return cpu_product(state, parts, dn, a, &gfold, &gb, rows, m, k, A->data, B->data, C->data);
     }
     if (n > INT_MAX || m > INT_MAX || k > INT_MAX || ga.ld > INT_MAX || gb.ld > INT_MAX)
         return tg__cpu_fail(a, TG_ERR_UNSUPPORTED, "cpu matmul: dims exceed BLAS's int range");
@@ -192,7 +246,7 @@ tg_status tg__cpu_matmul(void *state, const tg_kargs *a) {
     char *pc = C->data;
     int64_t offa = 0, offb = 0;
     for (int64_t t = 0; t < batch; t++) {
-        st = cpu_product(parts, dn, a, &ga, &gb, n, m, k, pa + offa * (int64_t)esize,
+        st = cpu_product(state, parts, dn, a, &ga, &gb, n, m, k, pa + offa * (int64_t)esize,
                          pb + offb * (int64_t)esize, pc + t * n * m * (int64_t)esize);
         if (st != TG_OK)
             return st;
