@@ -78,7 +78,7 @@ void tg__cpu_sgemm_pack(float *dst, const float *B, int64_t k, int64_t m, int64_
 
 #if defined(__x86_64__) && defined(__GNUC__)
 
-#define SG_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")))
+#define SG_TARGET __attribute__((target("avx512f,avx2,fma")))
 
 /* rows (<= SG_MR) x 32 columns (masked by m0, m1) of C over kc steps of k. */
 SG_TARGET static inline __attribute__((always_inline)) void
