@@ -1,6 +1,7 @@
 /*
  * kernels/cpu/cpu_sgemm.c: the f32 matrix product of our own on CPUs with
- * AVX-512 (cpu_matmul.c uses it instead of OpenBLAS's sgemm there).
+ * AVX-512, used instead of OpenBLAS's sgemm there by matmul (cpu_matmul.c)
+ * and by the convolutions' forward and input-gradient products (cpu_conv.c).
  *
  * C (n x m, row-major) = op(A) op(B) with B row-major (k x m, row stride
  * ldb; cpu_matmul.c first copies a B given transposed into that layout) and
