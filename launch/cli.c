@@ -16,7 +16,8 @@
 static const tg_cli_command commands[] = {
     {"train", tg_cmd_train, "train a model (by default: Fashion-MNIST, on the CPU)"},
     {"eval", tg_cmd_eval, "evaluate a checkpoint on a dataset split"},
-    {"convert", tg_cmd_convert, "make an HDF5 dataset: 'convert idx' (IDX) or 'convert npy'"},
+    {"convert", tg_cmd_convert,
+     "make an HDF5 dataset ('convert idx', 'convert npy', 'convert text')"},
     {"inspect", tg_cmd_inspect, "describe a dataset or checkpoint file"},
     {"export", tg_cmd_export, "export a checkpoint's parameters"},
     {"sample", tg_cmd_sample, "generate text with a language model's checkpoint"},

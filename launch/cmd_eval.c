@@ -79,8 +79,10 @@ static void eval_usage(FILE *f) {
     fprintf(f, "usage: tapegrad eval --ckpt FILE [options]\n"
                "\n"
                "Evaluates the parameters of a checkpoint (written by tapegrad train) on one\n"
-               "split of a dataset and prints the mean cross-entropy and the accuracy. Runs\n"
-               "alone or under mpirun -np N; every sample is counted once across the ranks.\n"
+               "split of a dataset and prints the mean cross-entropy and the accuracy (a\n"
+               "language model: also the perplexity and bits per byte; a regression model:\n"
+               "the MSE and MAE instead). Runs alone or under mpirun -np N; every sample is\n"
+               "counted once across the ranks.\n"
                "\n");
     tg_opt_help(f, tg_eval_options, EVAL_NOPTS, &eval_defaults);
     fprintf(f, "\n"

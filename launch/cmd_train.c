@@ -33,8 +33,10 @@ static void train_usage(FILE *f) {
     fprintf(f,
             "usage: tapegrad train [options]\n"
             "\n"
-            "Trains an image classifier and reports its accuracy on the test split after\n"
-            "every epoch. With no options: the mlp model on Fashion-MNIST, read from the\n"
+            "Trains a model and reports its loss and accuracy on the test split after\n"
+            "every epoch: an image classifier, a regression model (f32 targets: MSE and\n"
+            "MAE) or a language model on token data (gpt: loss, perplexity and bits per\n"
+            "byte). With no options: the mlp model on Fashion-MNIST, read from the\n"
             "Debian package dataset-fashion-mnist and converted on first use to\n"
             "$XDG_CACHE_HOME/tapegrad/%s (default ~/.cache/tapegrad/).\n"
             "Every option but --config, --print-config and --help is also a key of\n"

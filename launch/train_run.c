@@ -161,9 +161,10 @@ static tg_status on_event(tg_trainer *tr, const tg_trainer_event *ev, bool *stop
 }
 
 /* OpenBLAS picks its kernels at load time, and OPENBLAS_CORETYPE overrides
- * the pick silently; an AVX2 core on an AVX-512 CPU makes convolutions and
- * matrix products much slower, so say so, even under --quiet (a warning). The
- * variable stays the user's choice: this only reports it. */
+ * the pick silently; an AVX2 core on an AVX-512 CPU makes convolutions (and
+ * matrix products, where OpenBLAS runs them) much slower, so say so, even
+ * under --quiet (a warning). The variable stays the user's choice: this only
+ * reports it. */
 static void warn_blas_core(const train_opts *o) {
     if (o->device != TG_DEVICE_CPU)
         return;
@@ -173,9 +174,9 @@ static void warn_blas_core(const train_opts *o) {
         fflush(stdout);
         fprintf(stderr,
                 "tapegrad train: warning: OPENBLAS_CORETYPE=%s keeps OpenBLAS on its %s "
-                "kernels although this CPU has AVX-512; unset it for faster convolutions "
-                "and matrix products (the cnn model trains about 1.5x faster)\n",
-                b.forced_core, b.core);
+                "kernels although this CPU has AVX-512; unset it for faster convolutions%s "
+                "(the cnn model trains about 1.5x faster)\n",
+                b.forced_core, b.core, b.own_sgemm ? "" : " and matrix products");
     }
 }
 
@@ -214,7 +215,8 @@ static void print_banner(const run_state *st, tg_trainer *tr, const char *data) 
     if (o->device == TG_DEVICE_CPU) {
         tg_blas_info b;
         tg_blas_info_get(&b);
-        printf("blas: %s, %s kernels\n", b.config, b.core);
+        printf("blas: %s, %s kernels%s\n", b.config, b.core,
+               b.own_sgemm ? "; f32 matrix products on tapegrad's own AVX-512 kernel" : "");
     }
     /* The options set, without the unset ones (comments in the text). */
     printf("config:");

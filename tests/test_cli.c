@@ -100,7 +100,8 @@ static void test_version(void **state) {
 }
 
 static void check_help(const char *flag) {
-    static const char *const cmds[] = {"train", "eval", "convert", "inspect", "export"};
+    static const char *const cmds[] = {"train",  "eval",   "convert", "inspect",
+                                       "export", "sample", "plot",    "trace"};
     cli_result *r = result();
     run_cli(r, (char *const[]){"tapegrad", (char *)flag, NULL});
     assert_int_equal(r->code, 0);
@@ -119,6 +120,31 @@ static void test_help(void **state) {
     (void)state;
     check_help("--help");
     check_help("-h");
+}
+
+/* Every format in convert's own usage ("tapegrad convert FMT ...") is named
+ * as 'convert FMT' on convert's row of the top-level help. */
+static void test_help_names_convert_formats(void **state) {
+    (void)state;
+    cli_result *top = result(), *conv = result();
+    run_cli(top, (char *const[]){"tapegrad", "--help", NULL});
+    run_cli(conv, (char *const[]){"tapegrad", "convert", "--help", NULL});
+    assert_int_equal(top->code, 0);
+    assert_int_equal(conv->code, 0);
+    int formats = 0;
+    for (const char *p = conv->out; (p = strstr(p, "tapegrad convert ")) != NULL;) {
+        p += strlen("tapegrad convert ");
+        size_t n = strcspn(p, " \n");
+        char want[64];
+        snprintf(want, sizeof want, "'convert %.*s'", (int)n, p);
+        if (!strstr(top->out, want))
+            fail_msg("tapegrad --help does not name %s, which convert --help offers:\n%s", want,
+                     top->out);
+        formats++;
+    }
+    assert_true(formats >= 3);
+    free(top);
+    free(conv);
 }
 
 static void test_unknown_command(void **state) {
@@ -471,6 +497,16 @@ static void test_train_data_errors(void **state) {
     assert_non_null(strstr(r->err, "train-only.h5"));
     assert_non_null(strstr(r->err, "test"));
 
+    /* The language model on images: the message says what data it takes. */
+    const char *img = tmp_path("images.h5");
+    convert_tiny(img, "train", "train", 0);
+    convert_tiny(img, "test", "t10k", 0);
+    run_cli(r, (char *const[]){"tapegrad", "train", "--model", "gpt", "--data", (char *)img,
+                               "--batch-size", "4", "--max-steps", "1", NULL});
+    assert_int_not_equal(r->code, 0);
+    if (!strstr(r->err, "images.h5") || !strstr(r->err, "convert text"))
+        fail_msg("gpt on images: %s", r->err);
+
     /* No IDX files where the default data should come from: a data error,
      * and no cache file (not even a partial one) is left behind. */
     run_cli(r,
@@ -608,8 +644,19 @@ static void test_train_blas_banner(void **state) {
         }
         if (!line)
             fail_msg("no blas line in the banner:\n%s", r->out);
-        const char *end = strchr(line + 1, '\n');
+        char *end = strchr(line + 1, '\n');
         assert_non_null(end);
+        /* Where f32 products run on our own kernel the line says so after
+         * the kernel set, and the warning no longer blames the products. */
+        static const char own[] = "; f32 matrix products on tapegrad's own AVX-512 kernel";
+        const size_t on = sizeof own - 1;
+        const bool says_own =
+            (size_t)(end - line) > on && strncmp(end - on, own, on) == 0;
+        assert_int_equal(says_own, here.own_sgemm);
+        if (says_own)
+            end -= on;
+        if (warned)
+            assert_int_equal(strstr(r->err, "and matrix products") == NULL, here.own_sgemm);
         static const char want[] = ", Haswell kernels";
         size_t wn = sizeof want - 1;
         assert_true((size_t)(end - line) > wn && strncmp(end - 8, " kernels", 8) == 0);
@@ -629,6 +676,7 @@ static void test_train_blas_banner(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_version),           cmocka_unit_test(test_help),
+        cmocka_unit_test(test_help_names_convert_formats),
         cmocka_unit_test(test_unknown_command),   cmocka_unit_test(test_unknown_option),
         cmocka_unit_test(test_no_args),           cmocka_unit_test(test_convert_and_inspect),
         cmocka_unit_test(test_convert_errors),    cmocka_unit_test(test_inspect_errors),

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu/cpu.h"
 #include "cpu_kernels_util.h"
 #include "tapegrad/kernels.h"
 
@@ -428,8 +429,94 @@ static void test_nan_propagation(void **state) {
     omp_set_num_threads(omp_get_num_procs());
 }
 
+/*
+ * The f32 product of our own (cpu_sgemm.c) against a product in double, and
+ * against OpenBLAS's: every transpose, row counts around its 8-row tile,
+ * column counts around its 16- and 32-column vectors (masked tails), k of 1,
+ * around its 256-step chunks and past them, and leading dimensions wider
+ * than the matrices; C written with a row stride wider than m, and what lies
+ * between its rows left alone. Skipped (with a message) on CPUs without
+ * AVX-512, where OpenBLAS does every product.
+ */
+static void test_sgemm_own(void **state) {
+    (void)state;
+    tg__cpu_sgemm_set(true);
+    if (!tg__cpu_sgemm_on()) {
+        print_message("no AVX-512 on this CPU: OpenBLAS does the f32 products; skipped\n");
+        skip();
+    }
+    const int64_t dims[][3] = {{1, 1, 1},    {7, 1, 15},   {8, 3, 16},    {9, 256, 17},
+                               {17, 257, 31}, {16, 300, 32}, {33, 513, 33}, {40, 64, 49},
+                               {3, 1000, 70}, {65, 129, 100}};
+    for (size_t c = 0; c < sizeof dims / sizeof dims[0]; c++) {
+        const int64_t n = dims[c][0], k = dims[c][1], m = dims[c][2];
+        for (int t = 0; t < 8; t++) {
+            const bool ta = t & 1, tb = t & 2, wide = t & 4;
+            /* Stored with 5 extra elements per row or column when wide. */
+            const int64_t pad = wide ? 5 : 0, lda = (ta ? n : k) + pad, ldb = (tb ? k : m) + pad;
+            const int64_t ldc = m + pad, na = (ta ? k : n) * lda, nb = (tb ? m : k) * ldb;
+            double *av = rand_vals(TG_F32, na, 41 + c, 1.0), *bv = rand_vals(TG_F32, nb, 42, 1.0);
+            float *A = buf_from(TG_F32, av, na), *B = buf_from(TG_F32, bv, nb);
+            float *pk = malloc((size_t)(k * m) * sizeof *pk);
+            float *C = malloc((size_t)(n * ldc) * sizeof *C);
+            for (int64_t i = 0; i < n * ldc; i++)
+                C[i] = -7.0f;
+            const float *b = B;
+            int64_t lb = ldb;
+            if (tb) { /* B stored m x k: the caller's copy into k x m */
+                tg__cpu_sgemm_pack(pk, B, k, m, ldb, 0, k);
+                b = pk;
+                lb = m;
+            }
+            tg__cpu_sgemm(n, m, k, A, ta ? 1 : lda, ta ? lda : 1, b, lb, C, ldc);
+            for (int64_t i = 0; i < n; i++) {
+                for (int64_t j = 0; j < ldc; j++) {
+                    if (j >= m) {
+                        if (C[i * ldc + j] != -7.0f)
+                            fail_msg("%lldx%lldx%lld t%d: C[%lld][%lld] past m was written",
+                                     (long long)n, (long long)k, (long long)m, t, (long long)i,
+                                     (long long)j);
+                        continue;
+                    }
+                    double want = 0, mag = 0;
+                    for (int64_t l = 0; l < k; l++) {
+                        const double x = av[ta ? l * lda + i : i * lda + l];
+                        const double y = bv[tb ? j * ldb + l : l * ldb + j];
+                        want += x * y;
+                        mag += fabs(x * y);
+                    }
+                    /* A sum of k f32 products is within k u of the sum of their
+                     * magnitudes (u = 2^-24); one term missing or doubled is not. */
+                    if (fabs(C[i * ldc + j] - want) > 1.01 * (double)k * 0x1p-24 * mag)
+                        fail_msg("%lldx%lldx%lld t%d: C[%lld][%lld] = %.9g, want %.9g",
+                                 (long long)n, (long long)k, (long long)m, t, (long long)i,
+                                 (long long)j, C[i * ldc + j], want);
+                }
+            }
+            free(av);
+            free(bv);
+            free(A);
+            free(B);
+            free(pk);
+            free(C);
+        }
+    }
+    /* Through the kernel with either product: both match the product in
+     * double (check_matmul), and OpenBLAS is still there when ours is off. */
+    for (int on = 0; on < 2; on++) {
+        tg__cpu_sgemm_set(on);
+        assert_int_equal(tg__cpu_sgemm_on(), on);
+        for (int t = 0; t < 4; t++) {
+            check_matmul(TG_F32, 2, 37, 300, 45, t & 1, t & 2, false, true);
+            check_matmul(TG_F32, 1, 130, 20, 70, t & 1, t & 2, false, false);
+        }
+    }
+    tg__cpu_sgemm_set(true);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sgemm_own),
         cmocka_unit_test(test_reductions), cmocka_unit_test(test_reduce_large),
         cmocka_unit_test(test_argmax),     cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_matmul_4d),  cmocka_unit_test(test_matmul_split),

@@ -58,6 +58,9 @@ typedef struct tg__cpu_state {
     bool gemm16_own;
     tg__gemm16 *gemm16;
     tg__omp_throttle *throttle;
+    /* cpu_matmul.c's copy of a transposed B for tg__cpu_sgemm: grows, kept. */
+    float *pack;
+    size_t pack_cap;
 } tg__cpu_state;
 
 /* The parts a split kernel cuts its work into: fixed for the context, so
@@ -67,6 +70,22 @@ static inline int tg__cpu_parts(const void *state) {
     const tg__cpu_state *s = state;
     return s ? s->parts : omp_get_max_threads(); /* a state, or a test's direct call */
 }
+
+/* ---- the f32 product of our own (cpu_sgemm.c) ---- */
+
+/* Whether products use it: on CPUs with AVX-512, unless TG_CPU_SGEMM=blas
+ * (read once). tg__cpu_sgemm_set switches it (tests; off where the CPU lacks
+ * AVX-512) and returns the previous choice. */
+bool tg__cpu_sgemm_on(void);
+bool tg__cpu_sgemm_set(bool on);
+/* C (n x m, row stride ldc) = op(A) B: op(A)'s element (i, l) at
+ * A[i * ars + l * acs], B row-major k x m (row stride ldb). */
+void tg__cpu_sgemm(int64_t n, int64_t m, int64_t k, const float *A, int64_t ars, int64_t acs,
+                   const float *B, int64_t ldb, float *C, int64_t ldc);
+/* Rows [l0, l1) of dst (k x m, row-major) = the transpose of B (m x k, row
+ * stride ld). */
+void tg__cpu_sgemm_pack(float *dst, const float *B, int64_t k, int64_t m, int64_t ld, int64_t l0,
+                        int64_t l1);
 
 /* ---- oneDNN (cpu_dnnl.c) ---- */
 

@@ -71,6 +71,8 @@ static tg_status cpu_init(void **state, int threads, char *err, size_t errlen) {
     }
     s->threads = threads;
     s->dnnl = NULL;
+    s->pack = NULL;
+    s->pack_cap = 0;
     s->gemm16 = NULL;
     tg_status st = tg__gemm16_mode(&s->gemm16_own, err, errlen);
     if (st != TG_OK) {
@@ -95,6 +97,7 @@ static void cpu_release(void *state) {
         tg__dnnl_free(s->dnnl);
         tg__gemm16_free(s->gemm16);
         tg__omp_throttle_free(s->throttle);
+        free(s->pack);
     }
     free(state);
 }

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <strings.h>
 
+#include "cpu.h"
 #include "tapegrad/runtime.h"
 
 /* OpenBLAS's names of its AVX-512 kernel sets (driver/others/dynamic.c). */
@@ -38,6 +39,7 @@ void tg_blas_info_get(tg_blas_info *out) {
         /* OpenBLAS ignores an empty value, so it forces nothing. */
         .forced_core = forced && *forced ? forced : NULL,
         .cpu_avx512 = cpu_has_avx512(),
+        .own_sgemm = tg__cpu_sgemm_on(),
     };
     for (size_t i = 0; i < sizeof avx512_cores / sizeof avx512_cores[0]; i++)
         if (strcasecmp(out->core, avx512_cores[i]) == 0)

@@ -15,11 +15,18 @@
 #include <limits.h>
 #include <omp.h>
 #include <stdbool.h>
+#include <stdlib.h>
 
 #include "cpu.h"
 
 static void cpu_gemm1(tg_dtype dt, const tg__gemm_arg *ga, const tg__gemm_arg *gb, int64_t n,
                       int64_t m, int64_t k, const void *A, const void *B, void *C, int64_t ldc) {
+    if (dt == TG_F32 && !gb->trans && tg__cpu_sgemm_on()) {
+        /* Row i of op(A) is row i of A, or column i when transposed. */
+        tg__cpu_sgemm(n, m, k, A, ga->trans ? 1 : ga->ld, ga->trans ? ga->ld : 1, B, gb->ld, C,
+                      ldc);
+        return;
+    }
     const enum CBLAS_TRANSPOSE ta = ga->trans ? CblasTrans : CblasNoTrans;
     const enum CBLAS_TRANSPOSE tb = gb->trans ? CblasTrans : CblasNoTrans;
     if (dt == TG_F32)
@@ -75,8 +82,9 @@ static void cpu_gemm_block(const cpu_gemm_split *s, int64_t p) {
  * the spin watch runs a step on one thread (omp_throttle.c), that thread
  * computes every block in turn, and the bits are the same.
  */
-static void cpu_gemm(int parts, tg_dtype dt, const tg__gemm_arg *ga, const tg__gemm_arg *gb,
-                     int64_t n, int64_t m, int64_t k, const void *A, const void *B, void *C) {
+static void cpu_gemm_split_run(int parts, tg_dtype dt, const tg__gemm_arg *ga,
+                               const tg__gemm_arg *gb, int64_t n, int64_t m, int64_t k,
+                               const void *A, const void *B, void *C) {
     const bool by_rows = n > m;
     const int64_t len = by_rows ? n : m;
     if (parts < 2 || n * m * k < CPU_GEMM_PAR_MIN || len < 2 * CPU_GEMM_ALIGN ||
@@ -90,6 +98,51 @@ static void cpu_gemm(int parts, tg_dtype dt, const tg__gemm_arg *ga, const tg__g
                               .parts = units < parts ? units : parts, .by_rows = by_rows,
                               .A = A, .B = B, .C = C};
     TG__CPU_PARTS(s.parts, cpu_gemm_block(&s, p));
+}
+
+/* Below this many elements a transposed B is copied on the calling thread. */
+#define CPU_PACK_PAR_MIN (1 << 16)
+
+/*
+ * The f32 product of our own (cpu_sgemm.c) reads B row-major: a B given
+ * transposed (x W^T) is first copied into that layout, into the state's
+ * buffer (grown once, kept: no heap call in a steady step; a test's direct
+ * call without a state gets a buffer of its own), by parts when large.
+ * Everything else goes to cpu_gemm_split_run as it is.
+ */
+static void cpu_gemm(void *state, int parts, tg_dtype dt, const tg__gemm_arg *ga,
+                     const tg__gemm_arg *gb, int64_t n, int64_t m, int64_t k, const void *A,
+                     const void *B, void *C) {
+    if (dt != TG_F32 || !gb->trans || !tg__cpu_sgemm_on()) {
+        cpu_gemm_split_run(parts, dt, ga, gb, n, m, k, A, B, C);
+        return;
+    }
+    tg__cpu_state *s = state;
+    const size_t need = (size_t)(k * m);
+    float *pk = NULL, *own = NULL;
+    if (s && s->pack_cap >= need) {
+        pk = s->pack;
+    } else if (s) {
+        float *p = aligned_alloc(64, (need * sizeof(float) + 63) / 64 * 64);
+        if (p) {
+            free(s->pack);
+            s->pack = pk = p;
+            s->pack_cap = need;
+        }
+    } else {
+        pk = own = malloc(need * sizeof(float));
+    }
+    if (!pk) { /* out of memory: OpenBLAS takes the transposed B as it lies */
+        cpu_gemm_split_run(parts, dt, ga, gb, n, m, k, A, B, C);
+        return;
+    }
+    const float *b = B;
+    const int64_t ld = gb->ld;
+    const int64_t np = (int64_t)need < CPU_PACK_PAR_MIN || omp_in_parallel() ? 1 : parts;
+    TG__CPU_PARTS(np, tg__cpu_sgemm_pack(pk, b, k, m, ld, k * p / np, k * (p + 1) / np));
+    const tg__gemm_arg plain = {.ld = m, .trans = false};
+    cpu_gemm_split_run(parts, dt, ga, &plain, n, m, k, A, pk, C);
+    free(own);
 }
 
 /* The bf16 product (autocast): ours (cpu_gemm_bf16.c) where the state says
@@ -110,13 +163,14 @@ static tg_status cpu_product16(tg__cpu_state *s, const tg_kargs *a, const tg__ge
     return tg__dnnl_gemm(dn, ga, gb, n, m, k, A, B, C, a->err, a->errlen);
 }
 
-/* One product: BLAS, or a bf16 product when bf16 is set (autocast). */
+/* One product: BLAS or our own f32 one, or a bf16 product when bf16 is set
+ * (autocast). */
 static tg_status cpu_product(void *state, bool bf16, const tg_kargs *a, const tg__gemm_arg *ga,
                              const tg__gemm_arg *gb, int64_t n, int64_t m, int64_t k,
                              const void *A, const void *B, void *C) {
     if (bf16)
         return cpu_product16(state, a, ga, gb, n, m, k, A, B, C);
-    cpu_gemm(tg__cpu_parts(state), a->out.dtype, ga, gb, n, m, k, A, B, C);
+    cpu_gemm(state, tg__cpu_parts(state), a->out.dtype, ga, gb, n, m, k, A, B, C);
     return TG_OK;
 }
 

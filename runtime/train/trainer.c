@@ -363,9 +363,15 @@ static tg_status build(tg_trainer *tr) {
             off += (size_t)snprintf(shp + off, sizeof shp - off, "%s%lld", d > 3 - nd ? ", " : "",
                                     (long long)tr->sample_shape[d]);
         tg_ctx_clear_error(ctx);
+        /* A model of token indices (the gpt) given images: say what it needs. */
+        const char *text = c->model_text ? c->model_text : tg_model_builtin_text(mname);
+        const bool wants_tokens = !tr->tokens && text && strstr(text, "dtype = i64");
         return tg__fail(ctx, s,
-                        "%s: /%s/x has samples of shape %s), which model %s does not take: %s",
-                        c->data_path, c->train_split, shp, mname, why);
+                        "%s: /%s/x has samples of shape %s), which model %s does not take: %s%s",
+                        c->data_path, c->train_split, shp, mname, why,
+                        wants_tokens ? " (its [input] is token indices: train it on token data "
+                                       "made by 'tapegrad convert text', given with --data)"
+                                     : "");
     }
     if (s)
         return s;

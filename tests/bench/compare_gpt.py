@@ -4,7 +4,7 @@
     tests/bench/compare_gpt.py [--build build] [--corpus FILE...] [--batch 32]
         [--block 128] [--threads 1,2] [--runs 3] [--steps 10] [--warmup 2]
         [--attn sdpa|math] [--blas-core inherit|native|NAME]
-        [--torch-python PATH]... [--load N[,N...]|cores]
+        [--torch-python PATH]... [--load N[,N...]|cores] [--precision f32[,bf16]]
 
 For every thread count it runs build/tests/bench/bench_gpt (tapegrad's
 `--model gpt`: 4 layers, 4 heads, 128 wide, tied head, AdamW betas
@@ -16,6 +16,12 @@ prints the median tokens/s of each, their ratio, the peak RSS of each (the
 largest over the runs), the median CPU milliseconds (user + system, all
 threads) per step of each ("cpu": steadier than the wall clock on a loaded
 machine) and tapegrad's heap calls per timed step.
+
+--precision f32,bf16 measures both precisions in the same alternation (every
+run of a row takes each precision in turn): bf16 is bench_gpt --precision
+bf16 against PyTorch under torch.autocast("cpu", dtype=torch.bfloat16), and
+the bf16 rows add "bf16/f32", tapegrad's bf16 tokens/s over its own f32 in
+the same runs.
 
 The corpus is the text files of Debian's fortunes package
 (/usr/share/games/fortunes, without the .dat and .u8 files) or, when it is
@@ -65,6 +71,28 @@ def ensure_tokens(build, files):
     return h5
 
 
+def row(a, thr, load, prec, tg, th):
+    """One table row: the medians of a precision's runs at a thread count and load."""
+    r = {
+        "model": "gpt", "batch": a.batch, "block": a.block, "threads": thr,
+        "load": load, "precision": prec,
+        "tapegrad": statistics.median(x["tokens_per_s"] for x in tg),
+        "tapegrad_runs": [x["tokens_per_s"] for x in tg],
+        "torch": [statistics.median(x["tokens_per_s"] for x in t) for t in th],
+        "torch_runs": [[x["tokens_per_s"] for x in t] for t in th],
+        "torch_version": [t[0]["torch_version"] for t in th],
+        "tapegrad_cpu_ms": statistics.median(x["cpu_ms_per_step"] for x in tg),
+        "torch_cpu_ms": [statistics.median(x["cpu_ms_per_step"] for x in t) for t in th],
+        "tapegrad_rss": max(x["peak_rss_mb"] for x in tg),
+        "torch_rss": [max(x["peak_rss_mb"] for x in t) for t in th],
+        "mallocs": max(x["mallocs_per_step"] for x in tg),
+        "blas_core_tapegrad": one_core(tg, "bench_gpt"),
+        "blas_core_torch": [one_core(t, "torch_gpt.py") for t in th],
+    }
+    r["ratio"] = [r["tapegrad"] / t for t in r["torch"]]
+    return r
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -86,6 +114,8 @@ def main():
     ap.add_argument("--torch-python", action="append", metavar="PATH",
                     help="a Python interpreter that imports torch; repeatable "
                     "(none: Debian's " + TORCH_PY + ")")
+    ap.add_argument("--precision", default="f32", metavar="f32[,bf16]",
+                    help="comma-separated precisions, alternated within each row's runs")
     ap.add_argument("--load", default="0", metavar="N[,N...]",
                     help="busy-loop processes running beside each row ('cores': one per core)")
     a = ap.parse_args()
@@ -102,9 +132,16 @@ def main():
           "OPENBLAS_CORETYPE%s" % (a.batch, a.block, len(files),
                                    sum(os.path.getsize(f) for f in files), a.blas_core,
                                    "=" + forced if forced else " unset"))
-    head = "%3s %4s %12s" % ("thr", "load", "tapegrad t/s")
+    precs = a.precision.split(",")
+    for q in precs:
+        if q not in ("f32", "bf16"):
+            ap.error("--precision: expected f32 or bf16, got '%s'" % q)
+    both = "f32" in precs and "bf16" in precs
+    head = "%3s %4s %4s %12s" % ("thr", "load", "prec", "tapegrad t/s")
     for i in range(len(pythons)):
         head += " %12s %6s" % ("torch%d t/s" % (i + 1), "ratio")
+    if both:
+        head += " %8s" % "bf16/f32"
     head += " %8s" % "tg MiB"
     for i in range(len(pythons)):
         head += " %9s" % ("torch%d MiB" % (i + 1))
@@ -117,51 +154,45 @@ def main():
         for thr in [int(t) for t in a.threads.split(",")]:
             common = ["--batch-size", str(a.batch), "--block", str(a.block), "--threads",
                       str(thr), "--steps", str(a.steps), "--warmup", str(a.warmup)]
-            tg, th = [], [[] for _ in pythons]
+            tg = {q: [] for q in precs}
+            th = {q: [[] for _ in pythons] for q in precs}
             with Load(load):
                 for _ in range(a.runs):
-                    tg.append(run_json([bench, "--data", h5] + common, env))
-                    for i, py in enumerate(pythons):
-                        th[i].append(run_json([py, os.path.join(HERE, "torch_gpt.py"),
-                                               "--attn", a.attn, "--corpus"] + files + common,
-                                              env))
+                    for q in precs:
+                        pq = ["--precision", q]
+                        tg[q].append(run_json([bench, "--data", h5] + common + pq, env))
+                        for i, py in enumerate(pythons):
+                            th[q][i].append(run_json(
+                                [py, os.path.join(HERE, "torch_gpt.py"), "--attn", a.attn,
+                                 "--corpus"] + files + common + pq, env))
             if not printed:
+                t0 = th[precs[0]]
                 for i, py in enumerate(pythons):
                     print("torch%d: PyTorch %s, BLAS %s, attention %s (%s)" % (
-                        i + 1, th[i][0]["torch_version"], th[i][0]["blas"], th[i][0]["attn"],
+                        i + 1, t0[i][0]["torch_version"], t0[i][0]["blas"], t0[i][0]["attn"],
                         "Debian's" if py == TORCH_PY else "--torch-python %d" % (i + 1)))
                 print(head)
                 printed = True
-            r = {
-                "model": "gpt", "batch": a.batch, "block": a.block, "threads": thr,
-                "load": load,
-                "tapegrad": statistics.median(x["tokens_per_s"] for x in tg),
-                "tapegrad_runs": [x["tokens_per_s"] for x in tg],
-                "torch": [statistics.median(x["tokens_per_s"] for x in t) for t in th],
-                "torch_runs": [[x["tokens_per_s"] for x in t] for t in th],
-                "torch_version": [t[0]["torch_version"] for t in th],
-                "tapegrad_cpu_ms": statistics.median(x["cpu_ms_per_step"] for x in tg),
-                "torch_cpu_ms": [statistics.median(x["cpu_ms_per_step"] for x in t) for t in th],
-                "tapegrad_rss": max(x["peak_rss_mb"] for x in tg),
-                "torch_rss": [max(x["peak_rss_mb"] for x in t) for t in th],
-                "mallocs": max(x["mallocs_per_step"] for x in tg),
-                "blas_core_tapegrad": one_core(tg, "bench_gpt"),
-                "blas_core_torch": [one_core(t, "torch_gpt.py") for t in th],
-            }
-            r["ratio"] = [r["tapegrad"] / t for t in r["torch"]]
-            rows.append(r)
-            line = "%3d %4d %12.1f" % (thr, load, r["tapegrad"])
-            for t, q in zip(r["torch"], r["ratio"]):
-                line += " %12.1f %6.2f" % (t, q)
-            line += " %8.1f" % r["tapegrad_rss"]
-            for m in r["torch_rss"]:
-                line += " %9.1f" % m
-            line += " %8.0f" % r["tapegrad_cpu_ms"]
-            for c in r["torch_cpu_ms"]:
-                line += " %10.0f" % c
-            line += " %8.2f  %s" % (r["mallocs"], "/".join([r["blas_core_tapegrad"]] +
-                                                           r["blas_core_torch"]))
-            print(line, flush=True)
+            for q in precs:
+                r = row(a, thr, load, q, tg[q], th[q])
+                if both and q == "bf16":
+                    f32 = statistics.median(x["tokens_per_s"] for x in tg["f32"])
+                    r["bf16_over_f32"] = r["tapegrad"] / f32
+                rows.append(r)
+                line = "%3d %4d %4s %12.1f" % (thr, load, q, r["tapegrad"])
+                for t, k in zip(r["torch"], r["ratio"]):
+                    line += " %12.1f %6.2f" % (t, k)
+                if both:
+                    line += " %8s" % ("%.2f" % r["bf16_over_f32"] if q == "bf16" else "")
+                line += " %8.1f" % r["tapegrad_rss"]
+                for m in r["torch_rss"]:
+                    line += " %9.1f" % m
+                line += " %8.0f" % r["tapegrad_cpu_ms"]
+                for c in r["torch_cpu_ms"]:
+                    line += " %10.0f" % c
+                line += " %8.2f  %s" % (r["mallocs"], "/".join([r["blas_core_tapegrad"]] +
+                                                               r["blas_core_torch"]))
+                print(line, flush=True)
     print(json.dumps(rows))
     return 0
 
