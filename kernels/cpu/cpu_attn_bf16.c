@@ -1,0 +1,572 @@
+/*
+ * kernels/cpu/cpu_attn_bf16.c: the fused attention of cpu_attn.c under
+ * autocast (ints[TG_KP_ATTN_BF16] of its params, f32 operands): products in
+ * bf16 with f32 accumulation, as PyTorch's autocast runs
+ * scaled_dot_product_attention in bf16.
+ *
+ * Forward: q, k and v are rounded to bf16 (nearest even, as
+ * tg_bf16_from_f32); S = Q K^T sums bf16 products in f32; the online softmax
+ * (maximum, exp with cpu_vexp.h's tg__vexp8, running sum l) runs in f32 on
+ * the f32 scores; the probabilities P are rounded to bf16 for P V, whose sum
+ * is f32; o = (P V) / l and lse = m + log(l) are written in f32 (l sums the
+ * unrounded P). Backward: dO is rounded to bf16 as q, k, v; dP = dO V^T
+ * (bf16 products, f32 sums); D_i = sum_c bf16(dO_ic) o_ic in f32; P is
+ * recomputed in f32 from the saved lse, dS = P (dP - D) scale in f32; then
+ * dV = bf16(P)^T bf16(dO), dK = bf16(dS)^T bf16(Q) and dQ = bf16(dS) bf16(K),
+ * f32 sums; the gradients are f32.
+ *
+ * The work is cut as in cpu_attn.c: forward tasks of up to AB_FWD_GROUP
+ * tiles of AB_BQ queries of one BH row walking tiles of AB_BK keys; the
+ * backward in one pass (a task per BH row) or two (a task per query tile for
+ * dq, then per key tile for dk and dv), whichever the thread count favours.
+ * Every output element is summed by one task in one fixed order, the same
+ * in every grouping, so the bits depend on neither the thread count nor the
+ * schedule. Scratch is on the stack (at most about 110 KiB per thread): no
+ * heap. Head dims above AB_DMAX run cpu_attn.c's f32 kernel.
+ *
+ * The scores are computed transposed (a row per key, a lane per query) so
+ * that the softmax runs along the vector lanes and every product is the
+ * same block product: out[r][c] (+)= sum_p W(r, p) . B[p][c], where W(r, p)
+ * and B[p][c] are pairs of bf16 in a 32-bit word (the first element in the
+ * low half) and "." multiplies the pairs and adds the two products, as the
+ * AVX512_BF16 instruction vdpbf16ps does. Two versions of it:
+ *   - with _mm512_dpbf16_ps (vdpbf16ps), on CPUs with AVX512_BF16;
+ *   - portable C: each pair widened to f32, acc = acc + hi * hi, then
+ *     acc = acc + lo * lo, in vdpbf16ps' order. A product of two bf16 is
+ *     exact in f32, so each step rounds once, as the instruction does, but
+ *     vdpbf16ps flushes denormal inputs and outputs to zero; the two agree to
+ *     the tolerance the tests hold them to, not bit for bit.
+ * The path is chosen once at run time from the CPU; the environment
+ * variable TG_ATTN_BF16=portable (read once) or tg__cpu_attn_bf16_set_path
+ * (tests) forces the portable one.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu.h"
+#include "cpu_vexp.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define AB_HAVE_AVX 1
+#define AB_AVX __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+#else
+#define AB_HAVE_AVX 0
+#endif
+
+/* Queries per tile (32 lanes: four 8-float vectors, two 16-float ones), keys
+ * per tile, query tiles per forward task at most, and the largest head dim
+ * (the stack scratch's size). */
+#define AB_BQ 32
+#define AB_BK 64
+#define AB_FWD_GROUP 4
+#define AB_DMAX 128
+/* As cpu_attn.c's ATTN_ROWS_PER_THREAD: the backward runs in one pass with at
+ * least this many BH rows per thread. */
+#define AB_ROWS_PER_THREAD 4
+#define AB_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define AB_INLINE static inline __attribute__((always_inline))
+
+typedef struct ab_geom {
+    int64_t bh, tq, tk, d;
+    int64_t dp2; /* pairs of a row of d (d rounded up to even, halved) */
+    int64_t dv;  /* d rounded up to 16 floats: the packed rows' length */
+    float scale;
+    bool causal;
+} ab_geom;
+
+static inline uint32_t ab_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u;
+}
+static inline float ab_float(uint32_t u) {
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+/* tg_bf16_from_f32's rounding (nearest even, NaN kept quiet), without a
+ * branch so that loops over it vectorise; the bf16 in the low 16 bits. */
+AB_INLINE uint32_t ab_bf(float x) {
+    const uint32_t u = ab_bits(x);
+    const uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16, n = (u >> 16) | 0x40u;
+    return (u & 0x7fffffffu) > 0x7f800000u ? n : r;
+}
+
+/* ---- packing: f32 to pairs of bf16 ---- */
+
+/* Pairs along each of n rows of x (row stride xs, d columns):
+ * y[j * dp2 + c] = bf16(x[j][2c]) | bf16(x[j][2c + 1]) << 16, the high half 0
+ * past d. */
+AB_INLINE void ab_cpairs(const float *x, int64_t xs, int64_t n, int64_t d, int64_t dp2,
+                         uint32_t *y) {
+    for (int64_t j = 0; j < n; j++) {
+        const float *xj = x + j * xs;
+        uint32_t *yj = y + j * dp2;
+        for (int64_t c = 0; c < d / 2; c++)
+            yj[c] = ab_bf(xj[2 * c]) | ab_bf(xj[2 * c + 1]) << 16;
+        if (d % 2)
+            yj[d / 2] = ab_bf(xj[d - 1]);
+    }
+}
+
+/* Pairs of rows: y[p * ys + c] = bf16(x[2p][c]) | bf16(x[2p + 1][c]) << 16 for
+ * p < ceil(n / 2), c < d; a missing row 2p + 1 is 0, and so are the columns
+ * [d, ys). */
+AB_INLINE void ab_rpairs(const float *x, int64_t xs, int64_t n, int64_t d, int64_t ys,
+                         uint32_t *y) {
+    for (int64_t p = 0; 2 * p < n; p++) {
+        const float *x0 = x + 2 * p * xs, *x1 = x0 + xs;
+        uint32_t *yp = y + p * ys;
+        if (2 * p + 1 < n)
+            for (int64_t c = 0; c < d; c++)
+                yp[c] = ab_bf(x0[c]) | ab_bf(x1[c]) << 16;
+        else
+            for (int64_t c = 0; c < d; c++)
+                yp[c] = ab_bf(x0[c]);
+        for (int64_t c = d; c < ys; c++)
+            yp[c] = 0;
+    }
+}
+
+/* Transposed pairs of n <= AB_BQ rows of d: y[c * AB_BQ + i] = the pair c
+ * of row i, 0 for the rows [n, AB_BQ). */
+AB_INLINE void ab_tpairs(const float *x, int64_t n, int64_t d, uint32_t *y) {
+    const int64_t np = (d + 1) / 2;
+    for (int64_t i = 0; i < n; i++) {
+        const float *xi = x + i * d;
+        for (int64_t c = 0; c < d / 2; c++)
+            y[c * AB_BQ + i] = ab_bf(xi[2 * c]) | ab_bf(xi[2 * c + 1]) << 16;
+        if (d % 2)
+            y[d / 2 * AB_BQ + i] = ab_bf(xi[d - 1]);
+    }
+    for (int64_t c = 0; c < np; c++)
+        for (int64_t i = n; i < AB_BQ; i++)
+            y[c * AB_BQ + i] = 0;
+}
+
+/* ---- the block product, portable ---- */
+
+/* out[r * os + c] (= with set, else +=) sum over p < np of W(r, p) . B[p * bs
+ * + c] for r < nr, c < nc <= AB_DMAX, W(r, p) = W[r * wr + p * wp]. */
+AB_INLINE void ab_mm_port(const uint32_t *W, int64_t wr, int64_t wp, int64_t nr, int64_t np,
+                          const uint32_t *B, int64_t bs, int64_t nc, float *out, int64_t os,
+                          bool set) {
+    float acc[AB_DMAX];
+    for (int64_t r = 0; r < nr; r++) {
+        float *o = out + r * os;
+        for (int64_t c = 0; c < nc; c++)
+            acc[c] = set ? 0.0f : o[c];
+        for (int64_t p = 0; p < np; p++) {
+            const uint32_t w = W[r * wr + p * wp];
+            const float w0 = ab_float(w << 16), w1 = ab_float(w & 0xffff0000u);
+            const uint32_t *b = B + p * bs;
+            for (int64_t c = 0; c < nc; c++) {
+                const float t = acc[c] + w1 * ab_float(b[c] & 0xffff0000u);
+                acc[c] = t + w0 * ab_float(b[c] << 16);
+            }
+        }
+        for (int64_t c = 0; c < nc; c++)
+            o[c] = acc[c];
+    }
+}
+
+/* ---- the block product, vdpbf16ps ---- */
+
+#if AB_HAVE_AVX
+/* R rows by V vectors of 16 columns in R * V registers; the last vector
+ * masked by tail. B may be read up to V whole vectors. */
+#define AB_MMK(R, V)                                                                               \
+    AB_AVX static inline __attribute__((always_inline)) void ab_mmk_##R##_##V(                     \
+        const uint32_t *W, int64_t wr, int64_t wp, int64_t np, const uint32_t *B, int64_t bs,      \
+        float *out, int64_t os, __mmask16 tail, bool set) {                                        \
+        __m512 acc[R][V];                                                                          \
+        for (int r = 0; r < R; r++)                                                                \
+            for (int v = 0; v < V; v++)                                                            \
+                acc[r][v] = set ? _mm512_setzero_ps()                                              \
+                                : _mm512_maskz_loadu_ps(v == V - 1 ? tail : (__mmask16)0xffff,     \
+                                                        out + r * os + 16 * v);                    \
+        for (int64_t p = 0; p < np; p++) {                                                         \
+            __m512i b[V];                                                                          \
+            for (int v = 0; v < V; v++)                                                            \
+                b[v] = _mm512_loadu_si512((const void *)(B + p * bs + 16 * v));                    \
+            for (int r = 0; r < R; r++) {                                                          \
+                const __m512i w = _mm512_set1_epi32((int)W[r * wr + p * wp]);                      \
+                for (int v = 0; v < V; v++)                                                        \
+                    acc[r][v] = _mm512_dpbf16_ps(acc[r][v], (__m512bh)w, (__m512bh)b[v]);          \
+            }                                                                                      \
+        }                                                                                          \
+        for (int r = 0; r < R; r++)                                                                \
+            for (int v = 0; v < V; v++)                                                            \
+                _mm512_mask_storeu_ps(out + r * os + 16 * v,                                       \
+                                      v == V - 1 ? tail : (__mmask16)0xffff, acc[r][v]);           \
+    }
+AB_MMK(4, 4)
+AB_MMK(1, 4)
+AB_MMK(4, 3)
+AB_MMK(1, 3)
+AB_MMK(8, 2)
+AB_MMK(1, 2)
+AB_MMK(8, 1)
+AB_MMK(1, 1)
+
+/* ab_mm_port's product with vdpbf16ps: 64 columns at a time, in blocks of
+ * rows (more rows where there are fewer columns). */
+#define AB_ROWS(R, V)                                                                              \
+    do {                                                                                           \
+        for (; r + R <= nr; r += R)                                                                \
+            ab_mmk_##R##_##V(W + r * wr, wr, wp, np, Bc, bs, oc + r * os, os, tail, set);          \
+        for (; r < nr; r++)                                                                        \
+            ab_mmk_1_##V(W + r * wr, wr, wp, np, Bc, bs, oc + r * os, os, tail, set);              \
+    } while (0)
+AB_AVX static void ab_mm_avx(const uint32_t *W, int64_t wr, int64_t wp, int64_t nr, int64_t np,
+                             const uint32_t *B, int64_t bs, int64_t nc, float *out, int64_t os,
+                             bool set) {
+    for (int64_t c0 = 0; c0 < nc; c0 += 64) {
+        const int64_t n = AB_MIN(64, nc - c0), nv = (n + 15) / 16;
+        const __mmask16 tail = (__mmask16)(n % 16 ? (1u << (n % 16)) - 1 : 0xffffu);
+        const uint32_t *Bc = B + c0;
+        float *oc = out + c0;
+        int64_t r = 0;
+        if (nv == 4)
+            AB_ROWS(4, 4);
+        else if (nv == 3)
+            AB_ROWS(4, 3);
+        else if (nv == 2)
+            AB_ROWS(8, 2);
+        else
+            AB_ROWS(8, 1);
+    }
+}
+#endif
+
+/* ---- the softmax parts (f32, shared by both paths) ---- */
+
+typedef tg__v8f ab_v;
+typedef tg__v8i ab_vi;
+/* Lanes where m holds, a; else b (a macro: a function passing 32-byte
+ * vectors would change the ABI in the baseline build). */
+#define AB_SEL(m, a, b) ((ab_v)(((ab_vi)(a) & (m)) | ((ab_vi)(b) & ~(m))))
+
+/* One query tile's online softmax over one key tile, in the scores'
+ * transpose ST (row j: key k0 + j; lane i: query q0 + i; AB_BQ lanes, nk
+ * rows): ST becomes exp(scale s - m_new), 0 where causal masks it; m, l and
+ * alpha = exp(m_old - m_new) (al) per lane. A lane that has seen no key
+ * keeps m = -inf, l = 0 (its maximum is taken as 0 for the exps). */
+AB_INLINE void ab_fwd_softmax(const ab_geom *g, float *ST, int64_t q0, int64_t k0, int64_t nk,
+                              float *m, float *l, float *al) {
+    const ab_v sc = (ab_v){0} + g->scale, ninf = (ab_v){0} - INFINITY;
+    for (int h = 0; h < AB_BQ; h += 8) {
+        ab_vi last; /* the last key of each lane's query, relative to k0 */
+        for (int c = 0; c < 8; c++)
+            last[c] = g->causal ? (int32_t)(q0 + h + c - k0) : (int32_t)nk;
+        ab_v mx = *(ab_v *)(m + h);
+        for (int64_t j = 0; j < nk; j++) {
+            ab_v *ps = (ab_v *)(ST + j * AB_BQ + h);
+            const ab_v s = AB_SEL((ab_vi){0} + (int32_t)j <= last, *ps * sc, ninf);
+            *ps = s;
+            mx = AB_SEL(s > mx, s, mx);
+        }
+        const ab_v mn = AB_SEL(mx == ninf, (ab_v){0}, mx);
+        ab_v a = *(ab_v *)(m + h) - mn, sum = {0};
+        tg__vexp8(&a);
+        for (int64_t j = 0; j < nk; j++) {
+            ab_v *ps = (ab_v *)(ST + j * AB_BQ + h);
+            ab_v e = *ps - mn;
+            tg__vexp8(&e);
+            *ps = e;
+            sum += e;
+        }
+        *(ab_v *)(l + h) = *(ab_v *)(l + h) * a + sum;
+        *(ab_v *)(m + h) = mx;
+        *(ab_v *)(al + h) = a;
+    }
+}
+
+/* A backward block's P and dS, transposed (row j: key k0 + j; lane i: query
+ * i0 + i): ST (scores) becomes p = exp(scale s - lse), dPT (dO . v) becomes
+ * p (dp - D) scale; both 0 where masked and in the lanes [ni, AB_BQ). */
+AB_INLINE void ab_bwd_pds(const ab_geom *g, float *ST, float *dPT, int64_t i0, int64_t ni,
+                          int64_t k0, int64_t nk, const float *lsev, const float *Dv) {
+    const ab_v sc = (ab_v){0} + g->scale;
+    for (int h = 0; h < AB_BQ; h += 8) {
+        ab_vi last;
+        for (int c = 0; c < 8; c++)
+            last[c] = h + c >= ni ? -1 : g->causal ? (int32_t)(i0 + h + c - k0) : (int32_t)nk;
+        const ab_v li = *(const ab_v *)(lsev + h), di = *(const ab_v *)(Dv + h);
+        for (int64_t j = 0; j < nk; j++) {
+            ab_v *ps = (ab_v *)(ST + j * AB_BQ + h), *pd = (ab_v *)(dPT + j * AB_BQ + h);
+            ab_v p = *ps * sc - li;
+            tg__vexp8(&p);
+            const ab_v ds = p * (*pd - di) * sc;
+            const ab_vi keep = (ab_vi){0} + (int32_t)j <= last;
+            *ps = (ab_v)((ab_vi)p & keep);
+            *pd = (ab_v)((ab_vi)ds & keep);
+        }
+    }
+}
+
+/* Per query lane of a block: lse, and D_i = sum_c bf16(dO_ic) o_ic in f32
+ * (in order of c); 0 in the lanes [ni, AB_BQ). */
+AB_INLINE void ab_bwd_rowstats(const ab_geom *g, int64_t r0, int64_t ni, const float *go,
+                               const float *o, const float *lse, float *lsev, float *Dv) {
+    const int64_t d = g->d;
+    for (int64_t i = 0; i < AB_BQ; i++) {
+        float s = 0;
+        if (i < ni)
+            for (int64_t c = 0; c < d; c++)
+                s += ab_float(ab_bf(go[(r0 + i) * d + c]) << 16) * o[(r0 + i) * d + c];
+        Dv[i] = s;
+        lsev[i] = i < ni ? lse[r0 + i] : 0;
+    }
+}
+
+/* The keys below this bound are the only ones queries [q0, q0 + nq) see. */
+static inline int64_t ab_kend(const ab_geom *g, int64_t q0, int64_t nq) {
+    return g->causal && q0 + nq < g->tk ? q0 + nq : g->tk;
+}
+
+/* ---- the tasks, once per block product ---- */
+
+#define AB_TASKS(P, ATTR, IATTR, MM)                                                                      \
+    /* The forward of ng query tiles of BH row b from tile qt0 on, each with                       \
+     * its own online softmax, walking the key tiles once (each key tile                           \
+     * packed once for all of them). */                                                            \
+    ATTR static void ab_fwd_task_##P(const ab_geom *g, int64_t b, int64_t qt0, int64_t ng,         \
+                                     const float *q, const float *k, const float *v, float *o,     \
+                                     float *lse) {                                                 \
+        const int64_t d = g->d, dp2 = g->dp2, dv = g->dv, q00 = qt0 * AB_BQ;                       \
+        const int64_t ql = AB_MIN(g->tq, (qt0 + ng) * AB_BQ), kend = ab_kend(g, q00, ql - q00);    \
+        uint32_t QT[AB_FWD_GROUP][AB_DMAX / 2 * AB_BQ], Kr[AB_BK * AB_DMAX / 2];                   \
+        uint32_t Vp[AB_BK / 2 * AB_DMAX], Pp[AB_BK / 2 * AB_BQ];                                   \
+        float ST[AB_BK * AB_BQ], m[AB_FWD_GROUP * AB_BQ], l[AB_FWD_GROUP * AB_BQ], al[AB_BQ];      \
+        for (int64_t t = 0; t < ng && q00 + t * AB_BQ < g->tq; t++) {                              \
+            const int64_t q0 = q00 + t * AB_BQ;                                                    \
+            ab_tpairs(q + (b * g->tq + q0) * d, AB_MIN(AB_BQ, g->tq - q0), d, QT[t]);              \
+        }                                                                                          \
+        for (int64_t i = 0; i < AB_FWD_GROUP * AB_BQ; i++)                                         \
+            m[i] = -INFINITY, l[i] = 0;                                                            \
+        for (int64_t c = 0; c < (ql - q00) * d; c++)                                               \
+            o[(b * g->tq + q00) * d + c] = 0;                                                      \
+        for (int64_t k0 = 0; k0 < kend; k0 += AB_BK) {                                             \
+            const int64_t nkt = AB_MIN(AB_BK, kend - k0), kr = (b * g->tk + k0) * d;               \
+            ab_cpairs(k + kr, d, nkt, d, dp2, Kr);                                                 \
+            ab_rpairs(v + kr, d, nkt, d, dv, Vp);                                                  \
+            for (int64_t t = 0; t < ng; t++) {                                                     \
+                const int64_t q0 = q00 + t * AB_BQ, nq = AB_MIN(AB_BQ, g->tq - q0);                \
+                const int64_t ke = nq > 0 ? ab_kend(g, q0, nq) : 0, row0 = b * g->tq + q0;         \
+                if (nq <= 0 || k0 >= ke)                                                           \
+                    continue;                                                                      \
+                const int64_t nk = AB_MIN(AB_BK, ke - k0);                                         \
+                MM(Kr, dp2, 1, nk, dp2, QT[t], AB_BQ, AB_BQ, ST, AB_BQ, true);                     \
+                ab_fwd_softmax(g, ST, q0, k0, nk, m + t * AB_BQ, l + t * AB_BQ, al);               \
+                for (int64_t i = 0; i < nq; i++)                                                   \
+                    if (al[i] != 1)                                                                \
+                        for (int64_t c = 0; c < d; c++)                                            \
+                            o[(row0 + i) * d + c] *= al[i];                                        \
+                ab_rpairs(ST, AB_BQ, nk, AB_BQ, AB_BQ, Pp);                                        \
+                MM(Pp, 1, AB_BQ, nq, (nk + 1) / 2, Vp, dv, d, o + row0 * d, d, false);             \
+            }                                                                                      \
+        }                                                                                          \
+        for (int64_t i = 0; i < ql - q00; i++) {                                                   \
+            const int64_t r = b * g->tq + q00 + i;                                                 \
+            const float li = l[i], inv = 1.0f / li;                                                \
+            for (int64_t c = 0; c < d; c++)                                                        \
+                o[r * d + c] *= inv;                                                               \
+            lse[r] = (float)((double)m[i] + log((double)li));                                      \
+        }                                                                                          \
+    }                                                                                              \
+    /* One backward block: queries [i0, i0 + ni) of BH row b against the nk                        \
+     * keys from k0, whose tile is packed in Kr, Vr (pairs along rows) and Kp                      \
+     * (pairs of rows). With kv, dk and dv (the tile's rows) += the block's                        \
+     * terms; with dq, dq's rows += its terms. */                                                  \
+    IATTR static inline __attribute__((always_inline)) void ab_bwd_block_##P(                       \
+        const ab_geom *g, int64_t b, int64_t i0, int64_t ni, int64_t k0, int64_t nk,               \
+        const uint32_t *Kr, const uint32_t *Vr, const uint32_t *Kp, const float *go,               \
+        const float *q, const float *o, const float *lse, float *dq, float *dk, float *dv) {       \
+        const int64_t d = g->d, dp2 = g->dp2, r0 = b * g->tq + i0, kr = (b * g->tk + k0) * d;      \
+        uint32_t QT[AB_DMAX / 2 * AB_BQ], GT[AB_DMAX / 2 * AB_BQ];                                 \
+        uint32_t Qp[AB_BQ / 2 * AB_DMAX], Gp[AB_BQ / 2 * AB_DMAX];                                 \
+        uint32_t Pb[AB_BK * AB_BQ / 2], Sb[AB_BK * AB_BQ / 2], Sp[AB_BK / 2 * AB_BQ];              \
+        float ST[AB_BK * AB_BQ], dPT[AB_BK * AB_BQ], lsev[AB_BQ], Dv[AB_BQ];                       \
+        ab_tpairs(q + r0 * d, ni, d, QT);                                                          \
+        ab_tpairs(go + r0 * d, ni, d, GT);                                                         \
+        ab_bwd_rowstats(g, r0, ni, go, o, lse, lsev, Dv);                                          \
+        MM(Kr, dp2, 1, nk, dp2, QT, AB_BQ, AB_BQ, ST, AB_BQ, true);                                \
+        MM(Vr, dp2, 1, nk, dp2, GT, AB_BQ, AB_BQ, dPT, AB_BQ, true);                               \
+        ab_bwd_pds(g, ST, dPT, i0, ni, k0, nk, lsev, Dv);                                          \
+        if (dk) {                                                                                  \
+            ab_rpairs(q + r0 * d, d, ni, d, g->dv, Qp);                                            \
+            ab_rpairs(go + r0 * d, d, ni, d, g->dv, Gp);                                           \
+            ab_cpairs(ST, AB_BQ, nk, AB_BQ, AB_BQ / 2, Pb);                                        \
+            ab_cpairs(dPT, AB_BQ, nk, AB_BQ, AB_BQ / 2, Sb);                                       \
+            MM(Pb, AB_BQ / 2, 1, nk, (ni + 1) / 2, Gp, g->dv, d, dv + kr, d, false);               \
+            MM(Sb, AB_BQ / 2, 1, nk, (ni + 1) / 2, Qp, g->dv, d, dk + kr, d, false);               \
+        }                                                                                          \
+        if (dq) {                                                                                  \
+            ab_rpairs(dPT, AB_BQ, nk, AB_BQ, AB_BQ, Sp);                                           \
+            MM(Sp, 1, AB_BQ, ni, (nk + 1) / 2, Kp, g->dv, d, dq + r0 * d, d, false);               \
+        }                                                                                          \
+    }                                                                                              \
+    /* The key tile [k0, k0 + nk) of BH row b packed for the block products. */                    \
+    IATTR static inline __attribute__((always_inline)) void ab_pack_keys_##P(                       \
+        const ab_geom *g, int64_t b, int64_t k0, int64_t nk, const float *k, const float *v,       \
+        uint32_t *Kr, uint32_t *Vr, uint32_t *Kp) {                                                \
+        const int64_t d = g->d, kr = (b * g->tk + k0) * d;                                         \
+        ab_cpairs(k + kr, d, nk, d, g->dp2, Kr);                                                   \
+        ab_cpairs(v + kr, d, nk, d, g->dp2, Vr);                                                   \
+        ab_rpairs(k + kr, d, nk, d, g->dv, Kp);                                                    \
+    }                                                                                              \
+    /* dk and dv of the key tile [k0, k0 + nk) of BH row b over its blocks of                      \
+     * queries; with dq, also dq's terms (the one-pass backward). Causal, a                        \
+     * block's keys stop at its last query. */                                                     \
+    ATTR static void ab_kv_tile_##P(const ab_geom *g, int64_t b, int64_t k0, int64_t nk,           \
+                                    const float *go, const float *q, const float *k,               \
+                                    const float *v, const float *o, const float *lse, float *dq,   \
+                                    float *dk, float *dv) {                                        \
+        uint32_t Kr[AB_BK * AB_DMAX / 2], Vr[AB_BK * AB_DMAX / 2], Kp[AB_BK / 2 * AB_DMAX];        \
+        const int64_t kr = (b * g->tk + k0) * g->d;                                                \
+        ab_pack_keys_##P(g, b, k0, nk, k, v, Kr, Vr, Kp);                                          \
+        for (int64_t c = 0; c < nk * g->d; c++)                                                    \
+            dk[kr + c] = dv[kr + c] = 0;                                                           \
+        for (int64_t i0 = g->causal ? k0 : 0; i0 < g->tq; i0 += AB_BQ) {                           \
+            const int64_t ni = AB_MIN(AB_BQ, g->tq - i0);                                          \
+            const int64_t nb = g->causal ? AB_MIN(nk, i0 + ni - k0) : nk;                          \
+            ab_bwd_block_##P(g, b, i0, ni, k0, nb, Kr, Vr, Kp, go, q, o, lse, dq, dk, dv);         \
+        }                                                                                          \
+    }                                                                                              \
+    /* dq of one query tile (the two-pass backward's first pass): the key                          \
+     * tiles in the order the one-pass backward adds them. */                                      \
+    ATTR static void ab_dq_task_##P(const ab_geom *g, int64_t task, const float *go,               \
+                                    const float *q, const float *k, const float *v,                \
+                                    const float *o, const float *lse, float *dq) {                 \
+        const int64_t nqt = (g->tq + AB_BQ - 1) / AB_BQ, b = task / nqt;                           \
+        const int64_t q0 = task % nqt * AB_BQ, nq = AB_MIN(AB_BQ, g->tq - q0);                     \
+        const int64_t kend = ab_kend(g, q0, nq);                                                   \
+        uint32_t Kr[AB_BK * AB_DMAX / 2], Vr[AB_BK * AB_DMAX / 2], Kp[AB_BK / 2 * AB_DMAX];        \
+        for (int64_t c = 0; c < nq * g->d; c++)                                                    \
+            dq[(b * g->tq + q0) * g->d + c] = 0;                                                   \
+        for (int64_t k0 = 0; k0 < kend; k0 += AB_BK) {                                             \
+            const int64_t nk = AB_MIN(AB_BK, kend - k0);                                           \
+            ab_pack_keys_##P(g, b, k0, nk, k, v, Kr, Vr, Kp);                                      \
+            ab_bwd_block_##P(g, b, q0, nq, k0, nk, Kr, Vr, Kp, go, q, o, lse, dq, NULL, NULL);     \
+        }                                                                                          \
+    }                                                                                              \
+    ATTR static void ab_dkv_task_##P(const ab_geom *g, int64_t task, const float *go,              \
+                                     const float *q, const float *k, const float *v,               \
+                                     const float *o, const float *lse, float *dk, float *dv) {     \
+        const int64_t nkt = (g->tk + AB_BK - 1) / AB_BK, b = task / nkt;                           \
+        const int64_t k0 = task % nkt * AB_BK;                                                     \
+        ab_kv_tile_##P(g, b, k0, AB_MIN(AB_BK, g->tk - k0), go, q, k, v, o, lse, NULL, dk, dv);    \
+    }                                                                                              \
+    ATTR static void ab_bwd_row_task_##P(const ab_geom *g, int64_t b, const float *go,             \
+                                         const float *q, const float *k, const float *v,           \
+                                         const float *o, const float *lse, float *dq, float *dk,   \
+                                         float *dv) {                                              \
+        for (int64_t c = 0; c < g->tq * g->d; c++)                                                 \
+            dq[b * g->tq * g->d + c] = 0;                                                          \
+        for (int64_t k0 = 0; k0 < g->tk; k0 += AB_BK)                                              \
+            ab_kv_tile_##P(g, b, k0, AB_MIN(AB_BK, g->tk - k0), go, q, k, v, o, lse, dq, dk, dv);  \
+    }
+
+AB_TASKS(port, TG__CPU_CLONES, , ab_mm_port)
+#if AB_HAVE_AVX
+AB_TASKS(avx, AB_AVX, AB_AVX, ab_mm_avx)
+#endif
+
+/* ---- dispatch ---- */
+
+/* -1: not chosen yet; else a tg__cpu_attn_bf16_path. */
+static int ab_path_now = -1;
+
+bool tg__cpu_attn_bf16_native(void) {
+#if AB_HAVE_AVX
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+#else
+    return false;
+#endif
+}
+
+static int ab_path(void) {
+    int p = __atomic_load_n(&ab_path_now, __ATOMIC_RELAXED);
+    if (p < 0) {
+        const char *e = getenv("TG_ATTN_BF16");
+        p = e && !strcmp(e, "portable") ? TG__ATTN_BF16_PORTABLE
+            : tg__cpu_attn_bf16_native() ? TG__ATTN_BF16_AVX512
+                                         : TG__ATTN_BF16_PORTABLE;
+        __atomic_store_n(&ab_path_now, p, __ATOMIC_RELAXED);
+    }
+    return p;
+}
+
+int tg__cpu_attn_bf16_set_path(int path) {
+    const int prev = ab_path();
+    const int p = path == TG__ATTN_BF16_AVX512 && tg__cpu_attn_bf16_native()
+                      ? TG__ATTN_BF16_AVX512
+                      : TG__ATTN_BF16_PORTABLE;
+    __atomic_store_n(&ab_path_now, p, __ATOMIC_RELAXED);
+    return prev;
+}
+
+bool tg__cpu_attn_bf16_fits(int64_t d) { return d >= 1 && d <= AB_DMAX; }
+
+static ab_geom ab_geom_of(int64_t bh, int64_t tq, int64_t tk, int64_t d, double scale,
+                          bool causal) {
+    return (ab_geom){.bh = bh, .tq = tq, .tk = tk, .d = d, .dp2 = (d + 1) / 2,
+                     .dv = (d + 15) / 16 * 16, .scale = (float)scale, .causal = causal};
+}
+
+#if AB_HAVE_AVX
+#define AB_CALL(name, ...)                               \
+    do {                                                 \
+        if (avx)                                         \
+            ab_##name##_avx(__VA_ARGS__);                \
+        else                                             \
+            ab_##name##_port(__VA_ARGS__);               \
+    } while (0)
+#else
+#define AB_CALL(name, ...) ab_##name##_port(__VA_ARGS__)
+#endif
+
+void tg__cpu_attn_bf16_fwd(int64_t bh, int64_t tq, int64_t tk, int64_t d, double scale,
+                           bool causal, bool par, const float *q, const float *k, const float *v,
+                           float *o, float *lse) {
+    const ab_geom gg = ab_geom_of(bh, tq, tk, d, scale, causal), *g = &gg;
+    const bool avx = ab_path() == TG__ATTN_BF16_AVX512;
+    (void)avx;
+    /* as cpu_attn.c: fewer query tiles per task when that leaves under
+     * AB_ROWS_PER_THREAD tasks per thread; the grouping changes no bit */
+    const int64_t nqt = (tq + AB_BQ - 1) / AB_BQ;
+    const int64_t want = AB_ROWS_PER_THREAD * (par ? omp_get_max_threads() : 1);
+    int64_t ng = AB_FWD_GROUP;
+    while (ng > 1 && bh * ((nqt + ng - 1) / ng) < want)
+        ng /= 2;
+    const int64_t per = (nqt + ng - 1) / ng, ntask = bh * per;
+    TG__CPU_FOR(par, "omp parallel for schedule(static, 1)",
+                for (int64_t t = 0; t < ntask; t++)
+                    AB_CALL(fwd_task, g, t / per, t % per * ng, ng, q, k, v, o, lse););
+}
+
+void tg__cpu_attn_bf16_bwd(int64_t bh, int64_t tq, int64_t tk, int64_t d, double scale,
+                           bool causal, bool par, const float *go, const float *q,
+                           const float *k, const float *v, const float *o, const float *lse,
+                           float *dq, float *dk, float *dv) {
+    const ab_geom gg = ab_geom_of(bh, tq, tk, d, scale, causal), *g = &gg;
+    const bool avx = ab_path() == TG__ATTN_BF16_AVX512;
+    (void)avx;
+    const int64_t nq = bh * ((tq + AB_BQ - 1) / AB_BQ), nk = bh * ((tk + AB_BK - 1) / AB_BK);
+    if (bh >= AB_ROWS_PER_THREAD * (par ? omp_get_max_threads() : 1)) {
+        TG__CPU_FOR(par, "omp parallel for schedule(static, 1)",
+                    for (int64_t b = 0; b < bh; b++)
+                        AB_CALL(bwd_row_task, g, b, go, q, k, v, o, lse, dq, dk, dv););
+        return;
+    }
+    TG__CPU_FOR(par, "omp parallel for schedule(static, 1)",
+                for (int64_t t = 0; t < nq; t++)
+                    AB_CALL(dq_task, g, t, go, q, k, v, o, lse, dq););
+    TG__CPU_FOR(par, "omp parallel for schedule(static, 1)",
+                for (int64_t t = 0; t < nk; t++)
+                    AB_CALL(dkv_task, g, t, go, q, k, v, o, lse, dk, dv););
+}
