@@ -308,15 +308,26 @@ AB_INLINE void ab_bwd_pds(const ab_geom *g, float *ST, float *dPT, int64_t i0, i
 }
 
 /* Per query lane of a block: lse, and D_i = sum_c bf16(dO_ic) o_ic in f32
- * (in order of c); 0 in the lanes [ni, AB_BQ). */
+ * (eight lanes of columns, then the lanes in a fixed order, then the last
+ * columns in order); 0 in the lanes [ni, AB_BQ). */
 AB_INLINE void ab_bwd_rowstats(const ab_geom *g, int64_t r0, int64_t ni, const float *go,
                                const float *o, const float *lse, float *lsev, float *Dv) {
-    const int64_t d = g->d;
+    const int64_t d = g->d, d8 = d - d % 8;
     for (int64_t i = 0; i < AB_BQ; i++) {
         float s = 0;
-        if (i < ni)
-            for (int64_t c = 0; c < d; c++)
-                s += ab_float(ab_bf(go[(r0 + i) * d + c]) << 16) * o[(r0 + i) * d + c];
+        if (i < ni) {
+            const float *gi = go + (r0 + i) * d, *oi = o + (r0 + i) * d;
+            ab_v acc = {0};
+            for (int64_t c = 0; c < d8; c += 8) {
+                ab_v gr;
+                for (int x = 0; x < 8; x++)
+                    gr[x] = ab_float(ab_bf(gi[c + x]) << 16);
+                acc += gr * *(const ab_v *)(oi + c);
+            }
+            s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+            for (int64_t c = d8; c < d; c++)
+                s += ab_float(ab_bf(gi[c]) << 16) * oi[c];
+        }
         Dv[i] = s;
         lsev[i] = i < ni ? lse[r0 + i] : 0;
     }
