@@ -261,8 +261,10 @@ AB_INLINE void ab_fwd_softmax(const ab_geom *g, float *ST, int64_t q0, int64_t k
         ab_vi last; /* the last key of each lane's query, relative to k0 */
         for (int c = 0; c < 8; c++)
             last[c] = g->causal ? (int32_t)(q0 + h + c - k0) : (int32_t)nk;
+        /* the rows past the lanes' last key are masked in all eight lanes */
+        const int64_t je = g->causal ? AB_MIN(nk, q0 + h + 8 - k0) : nk;
         ab_v mx = *(ab_v *)(m + h);
-        for (int64_t j = 0; j < nk; j++) {
+        for (int64_t j = 0; j < je; j++) {
             ab_v *ps = (ab_v *)(ST + j * AB_BQ + h);
             const ab_v s = AB_SEL((ab_vi){0} + (int32_t)j <= last, *ps * sc, ninf);
             *ps = s;
@@ -271,13 +273,15 @@ AB_INLINE void ab_fwd_softmax(const ab_geom *g, float *ST, int64_t q0, int64_t k
         const ab_v mn = AB_SEL(mx == ninf, (ab_v){0}, mx);
         ab_v a = *(ab_v *)(m + h) - mn, sum = {0};
         tg__vexp8(&a);
-        for (int64_t j = 0; j < nk; j++) {
+        for (int64_t j = 0; j < je; j++) {
             ab_v *ps = (ab_v *)(ST + j * AB_BQ + h);
             ab_v e = *ps - mn;
             tg__vexp8(&e);
             *ps = e;
             sum += e;
         }
+        for (int64_t j = je < 0 ? 0 : je; j < nk; j++)
+            *(ab_v *)(ST + j * AB_BQ + h) = (ab_v){0};
         *(ab_v *)(l + h) = *(ab_v *)(l + h) * a + sum;
         *(ab_v *)(m + h) = mx;
         *(ab_v *)(al + h) = a;
@@ -295,7 +299,12 @@ AB_INLINE void ab_bwd_pds(const ab_geom *g, float *ST, float *dPT, int64_t i0, i
         for (int c = 0; c < 8; c++)
             last[c] = h + c >= ni ? -1 : g->causal ? (int32_t)(i0 + h + c - k0) : (int32_t)nk;
         const ab_v li = *(const ab_v *)(lsev + h), di = *(const ab_v *)(Dv + h);
-        for (int64_t j = 0; j < nk; j++) {
+        /* the rows past the lanes' last key are masked in all eight lanes */
+        int64_t je = g->causal ? AB_MIN(nk, i0 + h + 8 - k0) : nk;
+        je = h >= ni ? 0 : je < 0 ? 0 : je;
+        for (int64_t j = je; j < nk; j++)
+            *(ab_v *)(ST + j * AB_BQ + h) = *(ab_v *)(dPT + j * AB_BQ + h) = (ab_v){0};
+        for (int64_t j = 0; j < je; j++) {
             ab_v *ps = (ab_v *)(ST + j * AB_BQ + h), *pd = (ab_v *)(dPT + j * AB_BQ + h);
             ab_v p = *ps * sc - li;
             tg__vexp8(&p);
