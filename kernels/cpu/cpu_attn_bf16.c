@@ -288,11 +288,31 @@ AB_INLINE void ab_fwd_softmax(const ab_geom *g, float *ST, int64_t q0, int64_t k
     }
 }
 
+/* bf16 bits (as ab_bf) of eight floats, in the low halves of r. */
+typedef uint32_t ab_vu __attribute__((vector_size(32)));
+typedef uint32_t ab_vu4 __attribute__((vector_size(16), aligned(4), may_alias));
+AB_INLINE void ab_bfv(const ab_v *x, ab_vu *r) {
+    const ab_vu u = (ab_vu)*x;
+    const ab_vu rn = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16, nan = (u >> 16) | 0x40u;
+    const ab_vu isnan = (ab_vu)((u & 0x7fffffffu) > 0x7f800000u);
+    *r = (nan & isnan) | (rn & ~isnan);
+}
+/* y[x] = r[2x] | r[2x + 1] << 16 for x < 4: eight lanes as four pairs. */
+AB_INLINE void ab_lanepairs(const ab_vu *r, uint32_t *y) {
+    const ab_vu4 e = __builtin_shufflevector(*r, *r, 0, 2, 4, 6);
+    const ab_vu4 o = __builtin_shufflevector(*r, *r, 1, 3, 5, 7);
+    *(ab_vu4 *)y = e | o << 16;
+}
+
 /* A backward block's P and dS, transposed (row j: key k0 + j; lane i: query
- * i0 + i): ST (scores) becomes p = exp(scale s - lse), dPT (dO . v) becomes
- * p (dp - D) scale; both 0 where masked and in the lanes [ni, AB_BQ). */
-AB_INLINE void ab_bwd_pds(const ab_geom *g, float *ST, float *dPT, int64_t i0, int64_t ni,
-                          int64_t k0, int64_t nk, const float *lsev, const float *Dv) {
+ * i0 + i), from the scores ST and dPT = dO . v: p = exp(scale s - lse) and
+ * ds = p (dp - D) scale, both 0 where masked and in the lanes [ni, AB_BQ),
+ * rounded to bf16 into the block products' operands: Pb and Sb (p and ds,
+ * pairs of queries along each key's row: dV's and dK's W) and Sp (ds, pairs
+ * of keys: dQ's W; a missing key nk, when odd, is 0). */
+AB_INLINE void ab_bwd_pds(const ab_geom *g, const float *ST, const float *dPT, int64_t i0,
+                          int64_t ni, int64_t k0, int64_t nk, const float *lsev, const float *Dv,
+                          uint32_t *Pb, uint32_t *Sb, uint32_t *Sp) {
     const ab_v sc = (ab_v){0} + g->scale;
     for (int h = 0; h < AB_BQ; h += 8) {
         ab_vi last;
@@ -302,16 +322,28 @@ AB_INLINE void ab_bwd_pds(const ab_geom *g, float *ST, float *dPT, int64_t i0, i
         /* the rows past the lanes' last key are masked in all eight lanes */
         int64_t je = g->causal ? AB_MIN(nk, i0 + h + 8 - k0) : nk;
         je = h >= ni ? 0 : je < 0 ? 0 : je;
-        for (int64_t j = je; j < nk; j++)
-            *(ab_v *)(ST + j * AB_BQ + h) = *(ab_v *)(dPT + j * AB_BQ + h) = (ab_v){0};
-        for (int64_t j = 0; j < je; j++) {
-            ab_v *ps = (ab_v *)(ST + j * AB_BQ + h), *pd = (ab_v *)(dPT + j * AB_BQ + h);
-            ab_v p = *ps * sc - li;
-            tg__vexp8(&p);
-            const ab_v ds = p * (*pd - di) * sc;
-            const ab_vi keep = (ab_vi){0} + (int32_t)j <= last;
-            *ps = (ab_v)((ab_vi)p & keep);
-            *pd = (ab_v)((ab_vi)ds & keep);
+        for (int64_t j = 0; j < nk; j += 2) {
+            ab_vu rp[2], rs[2];
+            for (int x = 0; x < 2; x++) {
+                ab_v p = {0}, ds = {0};
+                if (j + x < je) {
+                    p = *(const ab_v *)(ST + (j + x) * AB_BQ + h) * sc - li;
+                    tg__vexp8(&p);
+                    ds = p * (*(const ab_v *)(dPT + (j + x) * AB_BQ + h) - di) * sc;
+                    const ab_vi keep = (ab_vi){0} + (int32_t)(j + x) <= last;
+                    p = (ab_v)((ab_vi)p & keep);
+                    ds = (ab_v)((ab_vi)ds & keep);
+                }
+                ab_bfv(&p, &rp[x]);
+                ab_bfv(&ds, &rs[x]);
+            }
+            *(ab_vu *)(Sp + j / 2 * AB_BQ + h) = rs[0] | rs[1] << 16;
+            ab_lanepairs(&rp[0], Pb + j * (AB_BQ / 2) + h / 2);
+            ab_lanepairs(&rs[0], Sb + j * (AB_BQ / 2) + h / 2);
+            if (j + 1 < nk) {
+                ab_lanepairs(&rp[1], Pb + (j + 1) * (AB_BQ / 2) + h / 2);
+                ab_lanepairs(&rs[1], Sb + (j + 1) * (AB_BQ / 2) + h / 2);
+            }
         }
     }
 }
@@ -415,17 +447,14 @@ static inline int64_t ab_kend(const ab_geom *g, int64_t q0, int64_t nq) {
         ab_bwd_rowstats(g, r0, ni, go, o, lse, lsev, Dv);                                          \
         MM(Kr, dp2, 1, nk, dp2, QT, AB_BQ, AB_BQ, ST, AB_BQ, true);                                \
         MM(Vr, dp2, 1, nk, dp2, GT, AB_BQ, AB_BQ, dPT, AB_BQ, true);                               \
-        ab_bwd_pds(g, ST, dPT, i0, ni, k0, nk, lsev, Dv);                                          \
+        ab_bwd_pds(g, ST, dPT, i0, ni, k0, nk, lsev, Dv, Pb, Sb, Sp);                              \
         if (dk) {                                                                                  \
             ab_rpairs(q + r0 * d, d, ni, d, g->dv, Qp);                                            \
             ab_rpairs(go + r0 * d, d, ni, d, g->dv, Gp);                                           \
-            ab_cpairs(ST, AB_BQ, nk, AB_BQ, AB_BQ / 2, Pb);                                        \
-            ab_cpairs(dPT, AB_BQ, nk, AB_BQ, AB_BQ / 2, Sb);                                       \
             MM(Pb, AB_BQ / 2, 1, nk, (ni + 1) / 2, Gp, g->dv, d, dv + kr, d, false);               \
             MM(Sb, AB_BQ / 2, 1, nk, (ni + 1) / 2, Qp, g->dv, d, dk + kr, d, false);               \
         }                                                                                          \
         if (dq) {                                                                                  \
-            ab_rpairs(dPT, AB_BQ, nk, AB_BQ, AB_BQ, Sp);                                           \
             MM(Sp, 1, AB_BQ, ni, (nk + 1) / 2, Kp, g->dv, d, dq + r0 * d, d, false);               \
         }                                                                                          \
     }                                                                                              \
