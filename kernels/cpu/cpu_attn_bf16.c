@@ -288,21 +288,48 @@ AB_INLINE void ab_fwd_softmax(const ab_geom *g, float *ST, int64_t q0, int64_t k
     }
 }
 
-/* bf16 bits (as ab_bf) of eight floats, in the low halves of r. */
+/* bf16 of eight floats; pairs of them. */
+typedef uint16_t ab_vh __attribute__((vector_size(16)));
+typedef uint16_t ab_vh2 __attribute__((vector_size(32)));
 typedef uint32_t ab_vu __attribute__((vector_size(32)));
-typedef uint32_t ab_vu4 __attribute__((vector_size(16), aligned(4), may_alias));
-AB_INLINE void ab_bfv(const ab_v *x, ab_vu *r) {
+/* ab_bf over eight lanes (the portable path's rounding). */
+AB_INLINE void ab_cvt8_port(const ab_v *x, ab_vh *y) {
     const ab_vu u = (ab_vu)*x;
     const ab_vu rn = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16, nan = (u >> 16) | 0x40u;
     const ab_vu isnan = (ab_vu)((u & 0x7fffffffu) > 0x7f800000u);
-    *r = (nan & isnan) | (rn & ~isnan);
+    *y = __builtin_convertvector((nan & isnan) | (rn & ~isnan), ab_vh);
 }
-/* y[x] = r[2x] | r[2x + 1] << 16 for x < 4: eight lanes as four pairs. */
-AB_INLINE void ab_lanepairs(const ab_vu *r, uint32_t *y) {
-    const ab_vu4 e = __builtin_shufflevector(*r, *r, 0, 2, 4, 6);
-    const ab_vu4 o = __builtin_shufflevector(*r, *r, 1, 3, 5, 7);
-    *(ab_vu4 *)y = e | o << 16;
+/* Rows of floats in pairs along each row (ab_cpairs), the portable way. */
+AB_INLINE void ab_cpairs_port(const float *x, int64_t xs, int64_t n, int64_t d, int64_t dp2,
+                              uint32_t *y) {
+    ab_cpairs(x, xs, n, d, dp2, y);
 }
+#if AB_HAVE_AVX
+/* The same with AVX512_BF16's conversions (vcvtneps2bf16: nearest even as
+ * ab_bf, but denormal inputs taken as 0). */
+AB_AVX AB_INLINE void ab_cvt8_avx(const ab_v *x, ab_vh *y) {
+    __m256 v;
+    memcpy(&v, x, sizeof v);
+    const __m128bh h = _mm256_cvtneps_pbh(v);
+    memcpy(y, &h, sizeof *y);
+}
+AB_AVX AB_INLINE void ab_cpairs_avx(const float *x, int64_t xs, int64_t n, int64_t d, int64_t dp2,
+                                    uint32_t *y) {
+    for (int64_t j = 0; j < n; j++) {
+        const float *xj = x + j * xs;
+        uint32_t *yj = y + j * dp2;
+        int64_t c = 0;
+        for (; c + 16 <= d; c += 16) {
+            const __m256bh h = _mm512_cvtneps_pbh(_mm512_loadu_ps(xj + c));
+            _mm256_storeu_si256((__m256i *)(void *)(yj + c / 2), (__m256i)h);
+        }
+        for (; c + 1 < d; c += 2)
+            yj[c / 2] = ab_bf(xj[c]) | ab_bf(xj[c + 1]) << 16;
+        if (d % 2)
+            yj[d / 2] = ab_bf(xj[d - 1]);
+    }
+}
+#endif
 
 /* A backward block's P and dS, transposed (row j: key k0 + j; lane i: query
  * i0 + i), from the scores ST and dPT = dO . v: p = exp(scale s - lse) and
@@ -310,43 +337,51 @@ AB_INLINE void ab_lanepairs(const ab_vu *r, uint32_t *y) {
  * rounded to bf16 into the block products' operands: Pb and Sb (p and ds,
  * pairs of queries along each key's row: dV's and dK's W) and Sp (ds, pairs
  * of keys: dQ's W; a missing key nk, when odd, is 0). */
-AB_INLINE void ab_bwd_pds(const ab_geom *g, const float *ST, const float *dPT, int64_t i0,
-                          int64_t ni, int64_t k0, int64_t nk, const float *lsev, const float *Dv,
-                          uint32_t *Pb, uint32_t *Sb, uint32_t *Sp) {
-    const ab_v sc = (ab_v){0} + g->scale;
-    for (int h = 0; h < AB_BQ; h += 8) {
-        ab_vi last;
-        for (int c = 0; c < 8; c++)
-            last[c] = h + c >= ni ? -1 : g->causal ? (int32_t)(i0 + h + c - k0) : (int32_t)nk;
-        const ab_v li = *(const ab_v *)(lsev + h), di = *(const ab_v *)(Dv + h);
-        /* the rows past the lanes' last key are masked in all eight lanes */
-        int64_t je = g->causal ? AB_MIN(nk, i0 + h + 8 - k0) : nk;
-        je = h >= ni ? 0 : je < 0 ? 0 : je;
-        for (int64_t j = 0; j < nk; j += 2) {
-            ab_vu rp[2], rs[2];
-            for (int x = 0; x < 2; x++) {
-                ab_v p = {0}, ds = {0};
-                if (j + x < je) {
-                    p = *(const ab_v *)(ST + (j + x) * AB_BQ + h) * sc - li;
-                    tg__vexp8(&p);
-                    ds = p * (*(const ab_v *)(dPT + (j + x) * AB_BQ + h) - di) * sc;
-                    const ab_vi keep = (ab_vi){0} + (int32_t)(j + x) <= last;
-                    p = (ab_v)((ab_vi)p & keep);
-                    ds = (ab_v)((ab_vi)ds & keep);
-                }
-                ab_bfv(&p, &rp[x]);
-                ab_bfv(&ds, &rs[x]);
-            }
-            *(ab_vu *)(Sp + j / 2 * AB_BQ + h) = rs[0] | rs[1] << 16;
-            ab_lanepairs(&rp[0], Pb + j * (AB_BQ / 2) + h / 2);
-            ab_lanepairs(&rs[0], Sb + j * (AB_BQ / 2) + h / 2);
-            if (j + 1 < nk) {
-                ab_lanepairs(&rp[1], Pb + (j + 1) * (AB_BQ / 2) + h / 2);
-                ab_lanepairs(&rs[1], Sb + (j + 1) * (AB_BQ / 2) + h / 2);
-            }
-        }
+#define AB_PDS(P, IATTR)                                                                           \
+    IATTR AB_INLINE void ab_bwd_pds_##P(const ab_geom *g, const float *ST, const float *dPT,       \
+                                        int64_t i0, int64_t ni, int64_t k0, int64_t nk,            \
+                                        const float *lsev, const float *Dv, uint32_t *Pb,          \
+                                        uint32_t *Sb, uint32_t *Sp) {                              \
+        const ab_v sc = (ab_v){0} + g->scale;                                                      \
+        for (int h = 0; h < AB_BQ; h += 8) {                                                       \
+            ab_vi last;                                                                            \
+            for (int c = 0; c < 8; c++)                                                            \
+                last[c] = h + c >= ni  ? -1                                                        \
+                          : g->causal ? (int32_t)(i0 + h + c - k0)                                 \
+                                      : (int32_t)nk;                                               \
+            const ab_v li = *(const ab_v *)(lsev + h), di = *(const ab_v *)(Dv + h);               \
+            /* the rows past the lanes' last key are masked in all eight lanes */                  \
+            int64_t je = g->causal ? AB_MIN(nk, i0 + h + 8 - k0) : nk;                             \
+            je = h >= ni ? 0 : je < 0 ? 0 : je;                                                    \
+            for (int64_t j = 0; j < nk; j += 2) {                                                  \
+                ab_vh rp[2], rs[2];                                                                \
+                for (int x = 0; x < 2; x++) {                                                      \
+                    ab_v p = {0}, ds = {0};                                                        \
+                    if (j + x < je) {                                                              \
+                        p = *(const ab_v *)(ST + (j + x) * AB_BQ + h) * sc - li;                   \
+                        tg__vexp8(&p);                                                             \
+                        ds = p * (*(const ab_v *)(dPT + (j + x) * AB_BQ + h) - di) * sc;           \
+                        const ab_vi keep = (ab_vi){0} + (int32_t)(j + x) <= last;                  \
+                        p = (ab_v)((ab_vi)p & keep);                                               \
+                        ds = (ab_v)((ab_vi)ds & keep);                                             \
+                    }                                                                              \
+                    ab_cvt8_##P(&p, &rp[x]);                                                       \
+                    ab_cvt8_##P(&ds, &rs[x]);                                                      \
+                }                                                                                  \
+                const ab_vh2 z = __builtin_shufflevector(rs[0], rs[1], 0, 8, 1, 9, 2, 10, 3, 11,   \
+                                                         4, 12, 5, 13, 6, 14, 7, 15);              \
+                memcpy(Sp + j / 2 * AB_BQ + h, &z, sizeof z);                                      \
+                for (int x = 0; x < 2 && j + x < nk; x++) {                                        \
+                    memcpy(Pb + (j + x) * (AB_BQ / 2) + h / 2, &rp[x], sizeof rp[x]);              \
+                    memcpy(Sb + (j + x) * (AB_BQ / 2) + h / 2, &rs[x], sizeof rs[x]);              \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
     }
-}
+AB_PDS(port, )
+#if AB_HAVE_AVX
+AB_PDS(avx, AB_AVX)
+#endif
 
 /* Per query lane of a block: lse, and D_i = sum_c bf16(dO_ic) o_ic in f32
  * (eight lanes of columns, then the lanes in a fixed order, then the last
@@ -403,7 +438,7 @@ static inline int64_t ab_kend(const ab_geom *g, int64_t q0, int64_t nq) {
             o[(b * g->tq + q00) * d + c] = 0;                                                      \
         for (int64_t k0 = 0; k0 < kend; k0 += AB_BK) {                                             \
             const int64_t nkt = AB_MIN(AB_BK, kend - k0), kr = (b * g->tk + k0) * d;               \
-            ab_cpairs(k + kr, d, nkt, d, dp2, Kr);                                                 \
+            ab_cpairs_##P(k + kr, d, nkt, d, dp2, Kr);                                             \
             ab_rpairs(v + kr, d, nkt, d, dv, Vp);                                                  \
             for (int64_t t = 0; t < ng; t++) {                                                     \
                 const int64_t q0 = q00 + t * AB_BQ, nq = AB_MIN(AB_BQ, g->tq - q0);                \
@@ -447,7 +482,7 @@ static inline int64_t ab_kend(const ab_geom *g, int64_t q0, int64_t nq) {
         ab_bwd_rowstats(g, r0, ni, go, o, lse, lsev, Dv);                                          \
         MM(Kr, dp2, 1, nk, dp2, QT, AB_BQ, AB_BQ, ST, AB_BQ, true);                                \
         MM(Vr, dp2, 1, nk, dp2, GT, AB_BQ, AB_BQ, dPT, AB_BQ, true);                               \
-        ab_bwd_pds(g, ST, dPT, i0, ni, k0, nk, lsev, Dv, Pb, Sb, Sp);                              \
+        ab_bwd_pds_##P(g, ST, dPT, i0, ni, k0, nk, lsev, Dv, Pb, Sb, Sp);                              \
         if (dk) {                                                                                  \
             ab_rpairs(q + r0 * d, d, ni, d, g->dv, Qp);                                            \
             ab_rpairs(go + r0 * d, d, ni, d, g->dv, Gp);                                           \
@@ -463,8 +498,8 @@ static inline int64_t ab_kend(const ab_geom *g, int64_t q0, int64_t nq) {
         const ab_geom *g, int64_t b, int64_t k0, int64_t nk, const float *k, const float *v,       \
         uint32_t *Kr, uint32_t *Vr, uint32_t *Kp) {                                                \
         const int64_t d = g->d, kr = (b * g->tk + k0) * d;                                         \
-        ab_cpairs(k + kr, d, nk, d, g->dp2, Kr);                                                   \
-        ab_cpairs(v + kr, d, nk, d, g->dp2, Vr);                                                   \
+        ab_cpairs_##P(k + kr, d, nk, d, g->dp2, Kr);                                               \
+        ab_cpairs_##P(v + kr, d, nk, d, g->dp2, Vr);                                               \
         ab_rpairs(k + kr, d, nk, d, g->dv, Kp);                                                    \
     }                                                                                              \
     /* dk and dv of the key tile [k0, k0 + nk) of BH row b over its blocks of                      \
