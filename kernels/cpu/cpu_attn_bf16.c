@@ -148,28 +148,78 @@ AB_INLINE void ab_tpairs(const float *x, int64_t n, int64_t d, uint32_t *y) {
 
 /* ---- the block product, portable ---- */
 
+/* Eight floats and eight 32-bit words (pairs of bf16), unaligned. */
+typedef tg__v8f ab_pv;
+typedef uint32_t ab_pu __attribute__((vector_size(32), aligned(4), may_alias));
+
+/* R rows by V vectors of eight columns in R * V accumulators, each pair's
+ * high products added before its low ones (vdpbf16ps' order); the B words
+ * are widened once for the R rows. */
+#define AB_MMP(R, V)                                                                               \
+    AB_INLINE void ab_mmp_##R##_##V(const uint32_t *W, int64_t wr, int64_t wp, int64_t np,         \
+                                    const uint32_t *B, int64_t bs, float *out, int64_t os,         \
+                                    bool set) {                                                    \
+        ab_pv acc[R][V];                                                                           \
+        for (int r = 0; r < R; r++)                                                                \
+            for (int v = 0; v < V; v++)                                                            \
+                acc[r][v] = set ? (ab_pv){0} : *(const ab_pv *)(out + r * os + 8 * v);             \
+        for (int64_t p = 0; p < np; p++) {                                                         \
+            ab_pv hi[V], lo[V];                                                                    \
+            for (int v = 0; v < V; v++) {                                                          \
+                const ab_pu u = *(const ab_pu *)(B + p * bs + 8 * v);                              \
+                hi[v] = (ab_pv)(u & 0xffff0000u);                                                  \
+                lo[v] = (ab_pv)(u << 16);                                                          \
+            }                                                                                      \
+            for (int r = 0; r < R; r++) {                                                          \
+                const uint32_t w = W[r * wr + p * wp];                                             \
+                const float w1 = ab_float(w & 0xffff0000u), w0 = ab_float(w << 16);               \
+                for (int v = 0; v < V; v++) {                                                      \
+                    acc[r][v] = acc[r][v] + w1 * hi[v];                                            \
+                    acc[r][v] = acc[r][v] + w0 * lo[v];                                            \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        for (int r = 0; r < R; r++)                                                                \
+            for (int v = 0; v < V; v++)                                                            \
+                *(ab_pv *)(out + r * os + 8 * v) = acc[r][v];                                      \
+    }
+AB_MMP(4, 2)
+AB_MMP(1, 2)
+AB_MMP(4, 1)
+AB_MMP(1, 1)
+
 /* out[r * os + c] (= with set, else +=) sum over p < np of W(r, p) . B[p * bs
- * + c] for r < nr, c < nc <= AB_DMAX, W(r, p) = W[r * wr + p * wp]. */
+ * + c] for r < nr, c < nc, W(r, p) = W[r * wr + p * wp]: sixteen and then
+ * eight columns at a time in registers, the last few one by one; every
+ * element summed in the same order whichever way. */
 AB_INLINE void ab_mm_port(const uint32_t *W, int64_t wr, int64_t wp, int64_t nr, int64_t np,
                           const uint32_t *B, int64_t bs, int64_t nc, float *out, int64_t os,
                           bool set) {
-    float acc[AB_DMAX];
-    for (int64_t r = 0; r < nr; r++) {
-        float *o = out + r * os;
-        for (int64_t c = 0; c < nc; c++)
-            acc[c] = set ? 0.0f : o[c];
-        for (int64_t p = 0; p < np; p++) {
-            const uint32_t w = W[r * wr + p * wp];
-            const float w0 = ab_float(w << 16), w1 = ab_float(w & 0xffff0000u);
-            const uint32_t *b = B + p * bs;
-            for (int64_t c = 0; c < nc; c++) {
-                const float t = acc[c] + w1 * ab_float(b[c] & 0xffff0000u);
-                acc[c] = t + w0 * ab_float(b[c] << 16);
-            }
-        }
-        for (int64_t c = 0; c < nc; c++)
-            o[c] = acc[c];
+    int64_t c0 = 0;
+    for (; c0 + 16 <= nc; c0 += 16) {
+        int64_t r = 0;
+        for (; r + 4 <= nr; r += 4)
+            ab_mmp_4_2(W + r * wr, wr, wp, np, B + c0, bs, out + r * os + c0, os, set);
+        for (; r < nr; r++)
+            ab_mmp_1_2(W + r * wr, wr, wp, np, B + c0, bs, out + r * os + c0, os, set);
     }
+    for (; c0 + 8 <= nc; c0 += 8) {
+        int64_t r = 0;
+        for (; r + 4 <= nr; r += 4)
+            ab_mmp_4_1(W + r * wr, wr, wp, np, B + c0, bs, out + r * os + c0, os, set);
+        for (; r < nr; r++)
+            ab_mmp_1_1(W + r * wr, wr, wp, np, B + c0, bs, out + r * os + c0, os, set);
+    }
+    for (int64_t r = 0; r < nr && c0 < nc; r++)
+        for (int64_t c = c0; c < nc; c++) {
+            float acc = set ? 0.0f : out[r * os + c];
+            for (int64_t p = 0; p < np; p++) {
+                const uint32_t w = W[r * wr + p * wp], b = B[p * bs + c];
+                acc = acc + ab_float(w & 0xffff0000u) * ab_float(b & 0xffff0000u);
+                acc = acc + ab_float(w << 16) * ab_float(b << 16);
+            }
+            out[r * os + c] = acc;
+        }
 }
 
 /* ---- the block product, vdpbf16ps ---- */
