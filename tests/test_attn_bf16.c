@@ -12,8 +12,10 @@
  * multiple of the tiles; both block products (vdpbf16ps, where the CPU has
  * AVX512_BF16, and the portable one); the same bits at 1, 2 and 3 threads
  * (the one-pass and two-pass backwards, forward tasks of 1 to 4 tiles); f64
- * operands untouched by the setting; no heap call in a steady step.
- * Without oneDNN the context refuses bf16 and the test skips.
+ * operands untouched by the setting; no heap call in a steady step; and
+ * PyTorch's autocast SDPA values (tests/fixtures/attn_bf16.txt, made by
+ * tests/gen_fixtures_attn_bf16.py) within bf16's precision. Without oneDNN
+ * the context refuses bf16 and the test skips.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -435,6 +437,84 @@ static void test_no_heap_in_steady_steps(void **state) {
 #endif
 }
 
+/* ---- PyTorch's autocast values ---- */
+
+/* The values of line `name` of the fixture file into v (n of them). */
+static void fx_read(const char *name, double *v, int64_t n) {
+    FILE *f = fopen(TG_FIXTURE_DIR "/attn_bf16.txt", "r");
+    assert_non_null(f);
+    char key[64];
+    long long count;
+    bool found = false;
+    while (!found && fscanf(f, "%63s", key) == 1) {
+        if (key[0] == '#') {
+            int c;
+            while ((c = fgetc(f)) != '\n' && c != EOF) {
+            }
+            continue;
+        }
+        assert_int_equal(fscanf(f, "%lld", &count), 1);
+        found = strcmp(key, name) == 0;
+        for (long long i = 0; i < count; i++) {
+            double x;
+            assert_int_equal(fscanf(f, "%lf", &x), 1);
+            if (found && i < n)
+                v[i] = x;
+        }
+        if (found)
+            assert_int_equal(count, n);
+    }
+    fclose(f);
+    if (!found)
+        fail_msg("attn_bf16.txt has no line %s", name);
+}
+
+/* Within 1e-2 of the largest PyTorch value: PyTorch returns the output and
+ * the gradients rounded to bf16 (2^-9 relative), and rounds its own P and dS
+ * (2^-8 between two roundings, as in the reference's bound); tapegrad keeps
+ * f32. */
+static void fx_check(const char *name, const float *got, int64_t n) {
+    double *want = malloc((size_t)n * sizeof *want), mx = 0;
+    assert_non_null(want);
+    fx_read(name, want, n);
+    for (int64_t i = 0; i < n; i++)
+        mx = fmax(mx, fabs(want[i]));
+    for (int64_t i = 0; i < n; i++)
+        if (fabs((double)got[i] - want[i]) > 1e-2 * mx)
+            fail_msg("%s[%lld]: %.9g, PyTorch autocast %.9g", name, (long long)i,
+                     (double)got[i], want[i]);
+    free(want);
+}
+
+/* gen_fixtures_attn_bf16.py's vals(n, a, b) times m. */
+static void fx_values(float *v, int64_t n, int a, int b, float m) {
+    for (int64_t i = 0; i < n; i++)
+        v[i] = m * (float)((double)((i * a + b) % 97) / 48.5 - 1.0);
+}
+
+static void test_torch_autocast(void **state) {
+    (void)state;
+    for (int causal = 0; causal < 2; causal++) {
+        const int64_t tk = causal ? 9 : 13;
+        const acase c = {2, 9, tk, 16, causal != 0};
+        inputs in = {.nq = 2 * 9 * 16, .nk = 2 * tk * 16};
+        float q[2 * 9 * 16], w[2 * 9 * 16], k[2 * 13 * 16], v[2 * 13 * 16];
+        fx_values(q, in.nq, 7, 3, 2), fx_values(k, in.nk, 11, 5, 2);
+        fx_values(v, in.nk, 13, 1, 1), fx_values(w, in.nq, 17, 2, 1);
+        in.q = q, in.k = k, in.v = v, in.w = w;
+        results r;
+        if (!run(&c, &in, TG_PRECISION_BF16, 1, &r))
+            skip();
+        char name[32];
+        const char *pre = causal ? "sdpa_causal" : "sdpa";
+        snprintf(name, sizeof name, "%s.o", pre), fx_check(name, r.o, in.nq);
+        snprintf(name, sizeof name, "%s.dq", pre), fx_check(name, r.dq, in.nq);
+        snprintf(name, sizeof name, "%s.dk", pre), fx_check(name, r.dk, in.nk);
+        snprintf(name, sizeof name, "%s.dv", pre), fx_check(name, r.dv, in.nk);
+        results_free(&r);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_portable_matches_reference),
@@ -442,6 +522,7 @@ int main(void) {
         cmocka_unit_test(test_thread_count_independent),
         cmocka_unit_test(test_f64_untouched),
         cmocka_unit_test(test_no_heap_in_steady_steps),
+        cmocka_unit_test(test_torch_autocast),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
