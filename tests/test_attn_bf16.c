@@ -42,7 +42,7 @@ typedef struct acase {
 } acase;
 
 static const acase k_cases[] = {
-    {2, 70, 70, 16, true},  {2, 70, 70, 16, false}, {3, 100, 90, 24, false},
+    {2, 70, 70, 16, true},  {2, 70, 70, 16, false},  {3, 100, 90, 24, false},
     {2, 100, 90, 24, true}, {1, 33, 130, 64, false}, {2, 130, 130, 64, true},
     {1, 5, 9, 17, true},    {3, 1, 40, 32, false},   {2, 45, 45, 40, true},
 };
@@ -157,7 +157,7 @@ static double r16(double x) { return (double)tg_bf16_to_f32(tg_bf16_from_f32((fl
  * plus 1e-6 (1e-5 relative for lse).
  */
 typedef struct reference {
-    double *o, *lse, *dq, *dk, *dv;     /* values */
+    double *o, *lse, *dq, *dk, *dv;      /* values */
     double *to, *tlse, *tdq, *tdk, *tdv; /* tolerances */
 } reference;
 
@@ -481,8 +481,8 @@ static void fx_check(const char *name, const float *got, int64_t n) {
         mx = fmax(mx, fabs(want[i]));
     for (int64_t i = 0; i < n; i++)
         if (fabs((double)got[i] - want[i]) > 1e-2 * mx)
-            fail_msg("%s[%lld]: %.9g, PyTorch autocast %.9g", name, (long long)i,
-                     (double)got[i], want[i]);
+            fail_msg("%s[%lld]: %.9g, PyTorch autocast %.9g", name, (long long)i, (double)got[i],
+                     want[i]);
     free(want);
 }
 

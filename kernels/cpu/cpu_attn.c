@@ -623,9 +623,8 @@ tg_status tg__cpu_scaled_dot_product_attention(void *state, const tg_kargs *a) {
         return st;
     if (a->out.dtype == TG_F32 && tg_kparams_bf16(a->p, TG_KP_ATTN_BF16) &&
         tg__cpu_attn_bf16_fits(g.d))
-        tg__cpu_attn_bf16_fwd(g.bh, g.tq, g.tk, g.d, g.scale, g.causal, attn_par(&g),
-                              a->in[0].data, a->in[1].data, a->in[2].data, a->out.data,
-                              a->in[3].data);
+        tg__cpu_attn_bf16_fwd(g.bh, g.tq, g.tk, g.d, g.scale, g.causal, attn_par(&g), a->in[0].data,
+                              a->in[1].data, a->in[2].data, a->out.data, a->in[3].data);
     else if (a->out.dtype == TG_F32)
         attn_fwd_float(&g, attn_par(&g), a->in[0].data, a->in[1].data, a->in[2].data, a->out.data,
                        a->in[3].data);

@@ -34,8 +34,10 @@
  *   - portable C: each pair widened to f32, acc = acc + hi * hi, then
  *     acc = acc + lo * lo, in vdpbf16ps' order. A product of two bf16 is
  *     exact in f32, so each step rounds once, as the instruction does, but
- *     vdpbf16ps flushes denormal inputs and outputs to zero; the two agree to
- *     the tolerance the tests hold them to, not bit for bit.
+ *     vdpbf16ps flushes denormal inputs and outputs to zero (and the AVX512
+ *     path rounds P, dS and the key tiles with vcvtneps2bf16, which takes
+ *     denormal inputs as 0); the two agree to the tolerance the tests hold
+ *     them to, not bit for bit.
  * The path is chosen once at run time from the CPU; the environment
  * variable TG_ATTN_BF16=portable (read once) or tg__cpu_attn_bf16_set_path
  * (tests) forces the portable one.
@@ -155,33 +157,33 @@ typedef uint32_t ab_pu __attribute__((vector_size(32), aligned(4), may_alias));
 /* R rows by V vectors of eight columns in R * V accumulators, each pair's
  * high products added before its low ones (vdpbf16ps' order); the B words
  * are widened once for the R rows. */
-#define AB_MMP(R, V)                                                                               \
-    AB_INLINE void ab_mmp_##R##_##V(const uint32_t *W, int64_t wr, int64_t wp, int64_t np,         \
-                                    const uint32_t *B, int64_t bs, float *out, int64_t os,         \
-                                    bool set) {                                                    \
-        ab_pv acc[R][V];                                                                           \
-        for (int r = 0; r < R; r++)                                                                \
-            for (int v = 0; v < V; v++)                                                            \
-                acc[r][v] = set ? (ab_pv){0} : *(const ab_pv *)(out + r * os + 8 * v);             \
-        for (int64_t p = 0; p < np; p++) {                                                         \
-            ab_pv hi[V], lo[V];                                                                    \
-            for (int v = 0; v < V; v++) {                                                          \
-                const ab_pu u = *(const ab_pu *)(B + p * bs + 8 * v);                              \
-                hi[v] = (ab_pv)(u & 0xffff0000u);                                                  \
-                lo[v] = (ab_pv)(u << 16);                                                          \
-            }                                                                                      \
-            for (int r = 0; r < R; r++) {                                                          \
-                const uint32_t w = W[r * wr + p * wp];                                             \
-                const float w1 = ab_float(w & 0xffff0000u), w0 = ab_float(w << 16);               \
-                for (int v = 0; v < V; v++) {                                                      \
-                    acc[r][v] = acc[r][v] + w1 * hi[v];                                            \
-                    acc[r][v] = acc[r][v] + w0 * lo[v];                                            \
-                }                                                                                  \
-            }                                                                                      \
-        }                                                                                          \
-        for (int r = 0; r < R; r++)                                                                \
-            for (int v = 0; v < V; v++)                                                            \
-                *(ab_pv *)(out + r * os + 8 * v) = acc[r][v];                                      \
+#define AB_MMP(R, V)                                                                       \
+    AB_INLINE void ab_mmp_##R##_##V(const uint32_t *W, int64_t wr, int64_t wp, int64_t np, \
+                                    const uint32_t *B, int64_t bs, float *out, int64_t os, \
+                                    bool set) {                                            \
+        ab_pv acc[R][V];                                                                   \
+        for (int r = 0; r < R; r++)                                                        \
+            for (int v = 0; v < V; v++)                                                    \
+                acc[r][v] = set ? (ab_pv){0} : *(const ab_pv *)(out + r * os + 8 * v);     \
+        for (int64_t p = 0; p < np; p++) {                                                 \
+            ab_pv hi[V], lo[V];                                                            \
+            for (int v = 0; v < V; v++) {                                                  \
+                const ab_pu u = *(const ab_pu *)(B + p * bs + 8 * v);                      \
+                hi[v] = (ab_pv)(u & 0xffff0000u);                                          \
+                lo[v] = (ab_pv)(u << 16);                                                  \
+            }                                                                              \
+            for (int r = 0; r < R; r++) {                                                  \
+                const uint32_t w = W[r * wr + p * wp];                                     \
+                const float w1 = ab_float(w & 0xffff0000u), w0 = ab_float(w << 16);        \
+                for (int v = 0; v < V; v++) {                                              \
+                    acc[r][v] = acc[r][v] + w1 * hi[v];                                    \
+                    acc[r][v] = acc[r][v] + w0 * lo[v];                                    \
+                }                                                                          \
+            }                                                                              \
+        }                                                                                  \
+        for (int r = 0; r < R; r++)                                                        \
+            for (int v = 0; v < V; v++)                                                    \
+                *(ab_pv *)(out + r * os + 8 * v) = acc[r][v];                              \
     }
 AB_MMP(4, 2)
 AB_MMP(1, 2)
@@ -227,30 +229,30 @@ AB_INLINE void ab_mm_port(const uint32_t *W, int64_t wr, int64_t wp, int64_t nr,
 #if AB_HAVE_AVX
 /* R rows by V vectors of 16 columns in R * V registers; the last vector
  * masked by tail. B may be read up to V whole vectors. */
-#define AB_MMK(R, V)                                                                               \
-    AB_AVX static inline __attribute__((always_inline)) void ab_mmk_##R##_##V(                     \
-        const uint32_t *W, int64_t wr, int64_t wp, int64_t np, const uint32_t *B, int64_t bs,      \
-        float *out, int64_t os, __mmask16 tail, bool set) {                                        \
-        __m512 acc[R][V];                                                                          \
-        for (int r = 0; r < R; r++)                                                                \
-            for (int v = 0; v < V; v++)                                                            \
-                acc[r][v] = set ? _mm512_setzero_ps()                                              \
-                                : _mm512_maskz_loadu_ps(v == V - 1 ? tail : (__mmask16)0xffff,     \
-                                                        out + r * os + 16 * v);                    \
-        for (int64_t p = 0; p < np; p++) {                                                         \
-            __m512i b[V];                                                                          \
-            for (int v = 0; v < V; v++)                                                            \
-                b[v] = _mm512_loadu_si512((const void *)(B + p * bs + 16 * v));                    \
-            for (int r = 0; r < R; r++) {                                                          \
-                const __m512i w = _mm512_set1_epi32((int)W[r * wr + p * wp]);                      \
-                for (int v = 0; v < V; v++)                                                        \
-                    acc[r][v] = _mm512_dpbf16_ps(acc[r][v], (__m512bh)w, (__m512bh)b[v]);          \
-            }                                                                                      \
-        }                                                                                          \
-        for (int r = 0; r < R; r++)                                                                \
-            for (int v = 0; v < V; v++)                                                            \
-                _mm512_mask_storeu_ps(out + r * os + 16 * v,                                       \
-                                      v == V - 1 ? tail : (__mmask16)0xffff, acc[r][v]);           \
+#define AB_MMK(R, V)                                                                           \
+    AB_AVX static inline __attribute__((always_inline)) void ab_mmk_##R##_##V(                 \
+        const uint32_t *W, int64_t wr, int64_t wp, int64_t np, const uint32_t *B, int64_t bs,  \
+        float *out, int64_t os, __mmask16 tail, bool set) {                                    \
+        __m512 acc[R][V];                                                                      \
+        for (int r = 0; r < R; r++)                                                            \
+            for (int v = 0; v < V; v++)                                                        \
+                acc[r][v] = set ? _mm512_setzero_ps()                                          \
+                                : _mm512_maskz_loadu_ps(v == V - 1 ? tail : (__mmask16)0xffff, \
+                                                        out + r * os + 16 * v);                \
+        for (int64_t p = 0; p < np; p++) {                                                     \
+            __m512i b[V];                                                                      \
+            for (int v = 0; v < V; v++)                                                        \
+                b[v] = _mm512_loadu_si512((const void *)(B + p * bs + 16 * v));                \
+            for (int r = 0; r < R; r++) {                                                      \
+                const __m512i w = _mm512_set1_epi32((int)W[r * wr + p * wp]);                  \
+                for (int v = 0; v < V; v++)                                                    \
+                    acc[r][v] = _mm512_dpbf16_ps(acc[r][v], (__m512bh)w, (__m512bh)b[v]);      \
+            }                                                                                  \
+        }                                                                                      \
+        for (int r = 0; r < R; r++)                                                            \
+            for (int v = 0; v < V; v++)                                                        \
+                _mm512_mask_storeu_ps(out + r * os + 16 * v,                                   \
+                                      v == V - 1 ? tail : (__mmask16)0xffff, acc[r][v]);       \
     }
 AB_MMK(4, 4)
 AB_MMK(1, 4)
@@ -263,12 +265,12 @@ AB_MMK(1, 1)
 
 /* ab_mm_port's product with vdpbf16ps: 64 columns at a time, in blocks of
  * rows (more rows where there are fewer columns). */
-#define AB_ROWS(R, V)                                                                              \
-    do {                                                                                           \
-        for (; r + R <= nr; r += R)                                                                \
-            ab_mmk_##R##_##V(W + r * wr, wr, wp, np, Bc, bs, oc + r * os, os, tail, set);          \
-        for (; r < nr; r++)                                                                        \
-            ab_mmk_1_##V(W + r * wr, wr, wp, np, Bc, bs, oc + r * os, os, tail, set);              \
+#define AB_ROWS(R, V)                                                                     \
+    do {                                                                                  \
+        for (; r + R <= nr; r += R)                                                       \
+            ab_mmk_##R##_##V(W + r * wr, wr, wp, np, Bc, bs, oc + r * os, os, tail, set); \
+        for (; r < nr; r++)                                                               \
+            ab_mmk_1_##V(W + r * wr, wr, wp, np, Bc, bs, oc + r * os, os, tail, set);     \
     } while (0)
 AB_AVX static void ab_mm_avx(const uint32_t *W, int64_t wr, int64_t wp, int64_t nr, int64_t np,
                              const uint32_t *B, int64_t bs, int64_t nc, float *out, int64_t os,
@@ -396,9 +398,7 @@ AB_AVX AB_INLINE void ab_cpairs_avx(const float *x, int64_t xs, int64_t n, int64
         for (int h = 0; h < AB_BQ; h += 8) {                                                       \
             ab_vi last;                                                                            \
             for (int c = 0; c < 8; c++)                                                            \
-                last[c] = h + c >= ni  ? -1                                                        \
-                          : g->causal ? (int32_t)(i0 + h + c - k0)                                 \
-                                      : (int32_t)nk;                                               \
+                last[c] = h + c >= ni ? -1 : g->causal ? (int32_t)(i0 + h + c - k0) : (int32_t)nk; \
             const ab_v li = *(const ab_v *)(lsev + h), di = *(const ab_v *)(Dv + h);               \
             /* the rows past the lanes' last key are masked in all eight lanes */                  \
             int64_t je = g->causal ? AB_MIN(nk, i0 + h + 8 - k0) : nk;                             \
@@ -466,142 +466,141 @@ static inline int64_t ab_kend(const ab_geom *g, int64_t q0, int64_t nq) {
 
 /* ---- the tasks, once per block product ---- */
 
-#define AB_TASKS(P, ATTR, IATTR, MM)                                                                      \
-    /* The forward of ng query tiles of BH row b from tile qt0 on, each with                       \
-     * its own online softmax, walking the key tiles once (each key tile                           \
-     * packed once for all of them). */                                                            \
-    ATTR static void ab_fwd_task_##P(const ab_geom *g, int64_t b, int64_t qt0, int64_t ng,         \
-                                     const float *q, const float *k, const float *v, float *o,     \
-                                     float *lse) {                                                 \
-        const int64_t d = g->d, dp2 = g->dp2, dv = g->dv, q00 = qt0 * AB_BQ;                       \
-        const int64_t ql = AB_MIN(g->tq, (qt0 + ng) * AB_BQ), kend = ab_kend(g, q00, ql - q00);    \
-        uint32_t QT[AB_FWD_GROUP][AB_DMAX / 2 * AB_BQ], Kr[AB_BK * AB_DMAX / 2];                   \
-        uint32_t Vp[AB_BK / 2 * AB_DMAX], Pp[AB_BK / 2 * AB_BQ];                                   \
-        float ST[AB_BK * AB_BQ], m[AB_FWD_GROUP * AB_BQ], l[AB_FWD_GROUP * AB_BQ], al[AB_BQ];      \
-        for (int64_t t = 0; t < ng && q00 + t * AB_BQ < g->tq; t++) {                              \
-            const int64_t q0 = q00 + t * AB_BQ;                                                    \
-            ab_tpairs(q + (b * g->tq + q0) * d, AB_MIN(AB_BQ, g->tq - q0), d, QT[t]);              \
-        }                                                                                          \
-        for (int64_t i = 0; i < AB_FWD_GROUP * AB_BQ; i++)                                         \
-            m[i] = -INFINITY, l[i] = 0;                                                            \
-        for (int64_t c = 0; c < (ql - q00) * d; c++)                                               \
-            o[(b * g->tq + q00) * d + c] = 0;                                                      \
-        for (int64_t k0 = 0; k0 < kend; k0 += AB_BK) {                                             \
-            const int64_t nkt = AB_MIN(AB_BK, kend - k0), kr = (b * g->tk + k0) * d;               \
-            ab_cpairs_##P(k + kr, d, nkt, d, dp2, Kr);                                             \
-            ab_rpairs(v + kr, d, nkt, d, dv, Vp);                                                  \
-            for (int64_t t = 0; t < ng; t++) {                                                     \
-                const int64_t q0 = q00 + t * AB_BQ, nq = AB_MIN(AB_BQ, g->tq - q0);                \
-                const int64_t ke = nq > 0 ? ab_kend(g, q0, nq) : 0, row0 = b * g->tq + q0;         \
-                if (nq <= 0 || k0 >= ke)                                                           \
-                    continue;                                                                      \
-                const int64_t nk = AB_MIN(AB_BK, ke - k0);                                         \
-                MM(Kr, dp2, 1, nk, dp2, QT[t], AB_BQ, AB_BQ, ST, AB_BQ, true);                     \
-                ab_fwd_softmax(g, ST, q0, k0, nk, m + t * AB_BQ, l + t * AB_BQ, al);               \
-                for (int64_t i = 0; i < nq; i++)                                                   \
-                    if (al[i] != 1)                                                                \
-                        for (int64_t c = 0; c < d; c++)                                            \
-                            o[(row0 + i) * d + c] *= al[i];                                        \
-                ab_rpairs(ST, AB_BQ, nk, AB_BQ, AB_BQ, Pp);                                        \
-                MM(Pp, 1, AB_BQ, nq, (nk + 1) / 2, Vp, dv, d, o + row0 * d, d, false);             \
-            }                                                                                      \
-        }                                                                                          \
-        for (int64_t i = 0; i < ql - q00; i++) {                                                   \
-            const int64_t r = b * g->tq + q00 + i;                                                 \
-            const float li = l[i], inv = 1.0f / li;                                                \
-            for (int64_t c = 0; c < d; c++)                                                        \
-                o[r * d + c] *= inv;                                                               \
-            lse[r] = (float)((double)m[i] + log((double)li));                                      \
-        }                                                                                          \
-    }                                                                                              \
-    /* One backward block: queries [i0, i0 + ni) of BH row b against the nk                        \
-     * keys from k0, whose tile is packed in Kr, Vr (pairs along rows) and Kp                      \
-     * (pairs of rows). With kv, dk and dv (the tile's rows) += the block's                        \
-     * terms; with dq, dq's rows += its terms. */                                                  \
-    IATTR static inline __attribute__((always_inline)) void ab_bwd_block_##P(                       \
-        const ab_geom *g, int64_t b, int64_t i0, int64_t ni, int64_t k0, int64_t nk,               \
-        const uint32_t *Kr, const uint32_t *Vr, const uint32_t *Kp, const float *go,               \
-        const float *q, const float *o, const float *lse, float *dq, float *dk, float *dv) {       \
-        const int64_t d = g->d, dp2 = g->dp2, r0 = b * g->tq + i0, kr = (b * g->tk + k0) * d;      \
-        uint32_t QT[AB_DMAX / 2 * AB_BQ], GT[AB_DMAX / 2 * AB_BQ];                                 \
-        uint32_t Qp[AB_BQ / 2 * AB_DMAX], Gp[AB_BQ / 2 * AB_DMAX];                                 \
-        uint32_t Pb[AB_BK * AB_BQ / 2], Sb[AB_BK * AB_BQ / 2], Sp[AB_BK / 2 * AB_BQ];              \
-        float ST[AB_BK * AB_BQ], dPT[AB_BK * AB_BQ], lsev[AB_BQ], Dv[AB_BQ];                       \
-        ab_tpairs(q + r0 * d, ni, d, QT);                                                          \
-        ab_tpairs(go + r0 * d, ni, d, GT);                                                         \
-        ab_bwd_rowstats(g, r0, ni, go, o, lse, lsev, Dv);                                          \
-        MM(Kr, dp2, 1, nk, dp2, QT, AB_BQ, AB_BQ, ST, AB_BQ, true);                                \
-        MM(Vr, dp2, 1, nk, dp2, GT, AB_BQ, AB_BQ, dPT, AB_BQ, true);                               \
-        ab_bwd_pds_##P(g, ST, dPT, i0, ni, k0, nk, lsev, Dv, Pb, Sb, Sp);                              \
-        if (dk) {                                                                                  \
-            ab_rpairs(q + r0 * d, d, ni, d, g->dv, Qp);                                            \
-            ab_rpairs(go + r0 * d, d, ni, d, g->dv, Gp);                                           \
-            MM(Pb, AB_BQ / 2, 1, nk, (ni + 1) / 2, Gp, g->dv, d, dv + kr, d, false);               \
-            MM(Sb, AB_BQ / 2, 1, nk, (ni + 1) / 2, Qp, g->dv, d, dk + kr, d, false);               \
-        }                                                                                          \
-        if (dq) {                                                                                  \
-            MM(Sp, 1, AB_BQ, ni, (nk + 1) / 2, Kp, g->dv, d, dq + r0 * d, d, false);               \
-        }                                                                                          \
-    }                                                                                              \
-    /* The key tile [k0, k0 + nk) of BH row b packed for the block products. */                    \
-    IATTR static inline __attribute__((always_inline)) void ab_pack_keys_##P(                       \
-        const ab_geom *g, int64_t b, int64_t k0, int64_t nk, const float *k, const float *v,       \
-        uint32_t *Kr, uint32_t *Vr, uint32_t *Kp) {                                                \
-        const int64_t d = g->d, kr = (b * g->tk + k0) * d;                                         \
-        ab_cpairs_##P(k + kr, d, nk, d, g->dp2, Kr);                                               \
-        ab_cpairs_##P(v + kr, d, nk, d, g->dp2, Vr);                                               \
-        ab_rpairs(k + kr, d, nk, d, g->dv, Kp);                                                    \
-    }                                                                                              \
-    /* dk and dv of the key tile [k0, k0 + nk) of BH row b over its blocks of                      \
-     * queries; with dq, also dq's terms (the one-pass backward). Causal, a                        \
-     * block's keys stop at its last query. */                                                     \
-    ATTR static void ab_kv_tile_##P(const ab_geom *g, int64_t b, int64_t k0, int64_t nk,           \
-                                    const float *go, const float *q, const float *k,               \
-                                    const float *v, const float *o, const float *lse, float *dq,   \
-                                    float *dk, float *dv) {                                        \
-        uint32_t Kr[AB_BK * AB_DMAX / 2], Vr[AB_BK * AB_DMAX / 2], Kp[AB_BK / 2 * AB_DMAX];        \
-        const int64_t kr = (b * g->tk + k0) * g->d;                                                \
-        ab_pack_keys_##P(g, b, k0, nk, k, v, Kr, Vr, Kp);                                          \
-        for (int64_t c = 0; c < nk * g->d; c++)                                                    \
-            dk[kr + c] = dv[kr + c] = 0;                                                           \
-        for (int64_t i0 = g->causal ? k0 : 0; i0 < g->tq; i0 += AB_BQ) {                           \
-            const int64_t ni = AB_MIN(AB_BQ, g->tq - i0);                                          \
-            const int64_t nb = g->causal ? AB_MIN(nk, i0 + ni - k0) : nk;                          \
-            ab_bwd_block_##P(g, b, i0, ni, k0, nb, Kr, Vr, Kp, go, q, o, lse, dq, dk, dv);         \
-        }                                                                                          \
-    }                                                                                              \
-    /* dq of one query tile (the two-pass backward's first pass): the key                          \
-     * tiles in the order the one-pass backward adds them. */                                      \
-    ATTR static void ab_dq_task_##P(const ab_geom *g, int64_t task, const float *go,               \
-                                    const float *q, const float *k, const float *v,                \
-                                    const float *o, const float *lse, float *dq) {                 \
-        const int64_t nqt = (g->tq + AB_BQ - 1) / AB_BQ, b = task / nqt;                           \
-        const int64_t q0 = task % nqt * AB_BQ, nq = AB_MIN(AB_BQ, g->tq - q0);                     \
-        const int64_t kend = ab_kend(g, q0, nq);                                                   \
-        uint32_t Kr[AB_BK * AB_DMAX / 2], Vr[AB_BK * AB_DMAX / 2], Kp[AB_BK / 2 * AB_DMAX];        \
-        for (int64_t c = 0; c < nq * g->d; c++)                                                    \
-            dq[(b * g->tq + q0) * g->d + c] = 0;                                                   \
-        for (int64_t k0 = 0; k0 < kend; k0 += AB_BK) {                                             \
-            const int64_t nk = AB_MIN(AB_BK, kend - k0);                                           \
-            ab_pack_keys_##P(g, b, k0, nk, k, v, Kr, Vr, Kp);                                      \
-            ab_bwd_block_##P(g, b, q0, nq, k0, nk, Kr, Vr, Kp, go, q, o, lse, dq, NULL, NULL);     \
-        }                                                                                          \
-    }                                                                                              \
-    ATTR static void ab_dkv_task_##P(const ab_geom *g, int64_t task, const float *go,              \
-                                     const float *q, const float *k, const float *v,               \
-                                     const float *o, const float *lse, float *dk, float *dv) {     \
-        const int64_t nkt = (g->tk + AB_BK - 1) / AB_BK, b = task / nkt;                           \
-        const int64_t k0 = task % nkt * AB_BK;                                                     \
-        ab_kv_tile_##P(g, b, k0, AB_MIN(AB_BK, g->tk - k0), go, q, k, v, o, lse, NULL, dk, dv);    \
-    }                                                                                              \
-    ATTR static void ab_bwd_row_task_##P(const ab_geom *g, int64_t b, const float *go,             \
-                                         const float *q, const float *k, const float *v,           \
-                                         const float *o, const float *lse, float *dq, float *dk,   \
-                                         float *dv) {                                              \
-        for (int64_t c = 0; c < g->tq * g->d; c++)                                                 \
-            dq[b * g->tq * g->d + c] = 0;                                                          \
-        for (int64_t k0 = 0; k0 < g->tk; k0 += AB_BK)                                              \
-            ab_kv_tile_##P(g, b, k0, AB_MIN(AB_BK, g->tk - k0), go, q, k, v, o, lse, dq, dk, dv);  \
+#define AB_TASKS(P, ATTR, IATTR, MM)                                                              \
+    /* The forward of ng query tiles of BH row b from tile qt0 on, each with                      \
+     * its own online softmax, walking the key tiles once (each key tile                          \
+     * packed once for all of them). */                                                           \
+    ATTR static void ab_fwd_task_##P(const ab_geom *g, int64_t b, int64_t qt0, int64_t ng,        \
+                                     const float *q, const float *k, const float *v, float *o,    \
+                                     float *lse) {                                                \
+        const int64_t d = g->d, dp2 = g->dp2, dv = g->dv, q00 = qt0 * AB_BQ;                      \
+        const int64_t ql = AB_MIN(g->tq, (qt0 + ng) * AB_BQ), kend = ab_kend(g, q00, ql - q00);   \
+        uint32_t QT[AB_FWD_GROUP][AB_DMAX / 2 * AB_BQ], Kr[AB_BK * AB_DMAX / 2];                  \
+        uint32_t Vp[AB_BK / 2 * AB_DMAX], Pp[AB_BK / 2 * AB_BQ];                                  \
+        float ST[AB_BK * AB_BQ], m[AB_FWD_GROUP * AB_BQ], l[AB_FWD_GROUP * AB_BQ], al[AB_BQ];     \
+        for (int64_t t = 0; t < ng && q00 + t * AB_BQ < g->tq; t++) {                             \
+            const int64_t q0 = q00 + t * AB_BQ;                                                   \
+            ab_tpairs(q + (b * g->tq + q0) * d, AB_MIN(AB_BQ, g->tq - q0), d, QT[t]);             \
+        }                                                                                         \
+        for (int64_t i = 0; i < AB_FWD_GROUP * AB_BQ; i++)                                        \
+            m[i] = -INFINITY, l[i] = 0;                                                           \
+        for (int64_t c = 0; c < (ql - q00) * d; c++)                                              \
+            o[(b * g->tq + q00) * d + c] = 0;                                                     \
+        for (int64_t k0 = 0; k0 < kend; k0 += AB_BK) {                                            \
+            const int64_t nkt = AB_MIN(AB_BK, kend - k0), kr = (b * g->tk + k0) * d;              \
+            ab_cpairs_##P(k + kr, d, nkt, d, dp2, Kr);                                            \
+            ab_rpairs(v + kr, d, nkt, d, dv, Vp);                                                 \
+            for (int64_t t = 0; t < ng; t++) {                                                    \
+                const int64_t q0 = q00 + t * AB_BQ, nq = AB_MIN(AB_BQ, g->tq - q0);               \
+                const int64_t ke = nq > 0 ? ab_kend(g, q0, nq) : 0, row0 = b * g->tq + q0;        \
+                if (nq <= 0 || k0 >= ke)                                                          \
+                    continue;                                                                     \
+                const int64_t nk = AB_MIN(AB_BK, ke - k0);                                        \
+                MM(Kr, dp2, 1, nk, dp2, QT[t], AB_BQ, AB_BQ, ST, AB_BQ, true);                    \
+                ab_fwd_softmax(g, ST, q0, k0, nk, m + t * AB_BQ, l + t * AB_BQ, al);              \
+                for (int64_t i = 0; i < nq; i++)                                                  \
+                    if (al[i] != 1)                                                               \
+                        for (int64_t c = 0; c < d; c++)                                           \
+                            o[(row0 + i) * d + c] *= al[i];                                       \
+                ab_rpairs(ST, AB_BQ, nk, AB_BQ, AB_BQ, Pp);                                       \
+                MM(Pp, 1, AB_BQ, nq, (nk + 1) / 2, Vp, dv, d, o + row0 * d, d, false);            \
+            }                                                                                     \
+        }                                                                                         \
+        for (int64_t i = 0; i < ql - q00; i++) {                                                  \
+            const int64_t r = b * g->tq + q00 + i;                                                \
+            const float li = l[i], inv = 1.0f / li;                                               \
+            for (int64_t c = 0; c < d; c++)                                                       \
+                o[r * d + c] *= inv;                                                              \
+            lse[r] = (float)((double)m[i] + log((double)li));                                     \
+        }                                                                                         \
+    }                                                                                             \
+    /* One backward block: queries [i0, i0 + ni) of BH row b against the nk                       \
+     * keys from k0, whose tile is packed in Kr, Vr (pairs along rows) and Kp                     \
+     * (pairs of rows). With kv, dk and dv (the tile's rows) += the block's                       \
+     * terms; with dq, dq's rows += its terms. */                                                 \
+    IATTR static inline __attribute__((always_inline)) void ab_bwd_block_##P(                     \
+        const ab_geom *g, int64_t b, int64_t i0, int64_t ni, int64_t k0, int64_t nk,              \
+        const uint32_t *Kr, const uint32_t *Vr, const uint32_t *Kp, const float *go,              \
+        const float *q, const float *o, const float *lse, float *dq, float *dk, float *dv) {      \
+        const int64_t d = g->d, dp2 = g->dp2, r0 = b * g->tq + i0, kr = (b * g->tk + k0) * d;     \
+        uint32_t QT[AB_DMAX / 2 * AB_BQ], GT[AB_DMAX / 2 * AB_BQ];                                \
+        uint32_t Qp[AB_BQ / 2 * AB_DMAX], Gp[AB_BQ / 2 * AB_DMAX];                                \
+        uint32_t Pb[AB_BK * AB_BQ / 2], Sb[AB_BK * AB_BQ / 2], Sp[AB_BK / 2 * AB_BQ];             \
+        float ST[AB_BK * AB_BQ], dPT[AB_BK * AB_BQ], lsev[AB_BQ], Dv[AB_BQ];                      \
+        ab_tpairs(q + r0 * d, ni, d, QT);                                                         \
+        ab_tpairs(go + r0 * d, ni, d, GT);                                                        \
+        ab_bwd_rowstats(g, r0, ni, go, o, lse, lsev, Dv);                                         \
+        MM(Kr, dp2, 1, nk, dp2, QT, AB_BQ, AB_BQ, ST, AB_BQ, true);                               \
+        MM(Vr, dp2, 1, nk, dp2, GT, AB_BQ, AB_BQ, dPT, AB_BQ, true);                              \
+        ab_bwd_pds_##P(g, ST, dPT, i0, ni, k0, nk, lsev, Dv, Pb, Sb, Sp);                         \
+        if (dk) {                                                                                 \
+            ab_rpairs(q + r0 * d, d, ni, d, g->dv, Qp);                                           \
+            ab_rpairs(go + r0 * d, d, ni, d, g->dv, Gp);                                          \
+            MM(Pb, AB_BQ / 2, 1, nk, (ni + 1) / 2, Gp, g->dv, d, dv + kr, d, false);              \
+            MM(Sb, AB_BQ / 2, 1, nk, (ni + 1) / 2, Qp, g->dv, d, dk + kr, d, false);              \
+        }                                                                                         \
+        if (dq) {                                                                                 \
+            MM(Sp, 1, AB_BQ, ni, (nk + 1) / 2, Kp, g->dv, d, dq + r0 * d, d, false);              \
+        }                                                                                         \
+    }                                                                                             \
+    /* The key tile [k0, k0 + nk) of BH row b packed for the block products. */                   \
+    IATTR static inline __attribute__((always_inline)) void ab_pack_keys_##P(                     \
+        const ab_geom *g, int64_t b, int64_t k0, int64_t nk, const float *k, const float *v,      \
+        uint32_t *Kr, uint32_t *Vr, uint32_t *Kp) {                                               \
+        const int64_t d = g->d, kr = (b * g->tk + k0) * d;                                        \
+        ab_cpairs_##P(k + kr, d, nk, d, g->dp2, Kr);                                              \
+        ab_cpairs_##P(v + kr, d, nk, d, g->dp2, Vr);                                              \
+        ab_rpairs(k + kr, d, nk, d, g->dv, Kp);                                                   \
+    }                                                                                             \
+    /* dk and dv of the key tile [k0, k0 + nk) of BH row b over its blocks of                     \
+     * queries; with dq, also dq's terms (the one-pass backward). Causal, a                       \
+     * block's keys stop at its last query. */                                                    \
+    ATTR static void ab_kv_tile_##P(const ab_geom *g, int64_t b, int64_t k0, int64_t nk,          \
+                                    const float *go, const float *q, const float *k,              \
+                                    const float *v, const float *o, const float *lse, float *dq,  \
+                                    float *dk, float *dv) {                                       \
+        uint32_t Kr[AB_BK * AB_DMAX / 2], Vr[AB_BK * AB_DMAX / 2], Kp[AB_BK / 2 * AB_DMAX];       \
+        const int64_t kr = (b * g->tk + k0) * g->d;                                               \
+        ab_pack_keys_##P(g, b, k0, nk, k, v, Kr, Vr, Kp);                                         \
+        for (int64_t c = 0; c < nk * g->d; c++)                                                   \
+            dk[kr + c] = dv[kr + c] = 0;                                                          \
+        for (int64_t i0 = g->causal ? k0 : 0; i0 < g->tq; i0 += AB_BQ) {                          \
+            const int64_t ni = AB_MIN(AB_BQ, g->tq - i0);                                         \
+            const int64_t nb = g->causal ? AB_MIN(nk, i0 + ni - k0) : nk;                         \
+            ab_bwd_block_##P(g, b, i0, ni, k0, nb, Kr, Vr, Kp, go, q, o, lse, dq, dk, dv);        \
+        }                                                                                         \
+    }                                                                                             \
+    /* dq of one query tile (the two-pass backward's first pass): the key                         \
+     * tiles in the order the one-pass backward adds them. */                                     \
+    ATTR static void ab_dq_task_##P(const ab_geom *g, int64_t task, const float *go,              \
+                                    const float *q, const float *k, const float *v,               \
+                                    const float *o, const float *lse, float *dq) {                \
+        const int64_t nqt = (g->tq + AB_BQ - 1) / AB_BQ, b = task / nqt;                          \
+        const int64_t q0 = task % nqt * AB_BQ, nq = AB_MIN(AB_BQ, g->tq - q0);                    \
+        const int64_t kend = ab_kend(g, q0, nq);                                                  \
+        uint32_t Kr[AB_BK * AB_DMAX / 2], Vr[AB_BK * AB_DMAX / 2], Kp[AB_BK / 2 * AB_DMAX];       \
+        for (int64_t c = 0; c < nq * g->d; c++)                                                   \
+            dq[(b * g->tq + q0) * g->d + c] = 0;                                                  \
+        for (int64_t k0 = 0; k0 < kend; k0 += AB_BK) {                                            \
+            const int64_t nk = AB_MIN(AB_BK, kend - k0);                                          \
+            ab_pack_keys_##P(g, b, k0, nk, k, v, Kr, Vr, Kp);                                     \
+            ab_bwd_block_##P(g, b, q0, nq, k0, nk, Kr, Vr, Kp, go, q, o, lse, dq, NULL, NULL);    \
+        }                                                                                         \
+    }                                                                                             \
+    ATTR static void ab_dkv_task_##P(const ab_geom *g, int64_t task, const float *go,             \
+                                     const float *q, const float *k, const float *v,              \
+                                     const float *o, const float *lse, float *dk, float *dv) {    \
+        const int64_t nkt = (g->tk + AB_BK - 1) / AB_BK, b = task / nkt;                          \
+        const int64_t k0 = task % nkt * AB_BK;                                                    \
+        ab_kv_tile_##P(g, b, k0, AB_MIN(AB_BK, g->tk - k0), go, q, k, v, o, lse, NULL, dk, dv);   \
+    }                                                                                             \
+    ATTR static void ab_bwd_row_task_##P(                                                         \
+        const ab_geom *g, int64_t b, const float *go, const float *q, const float *k,             \
+        const float *v, const float *o, const float *lse, float *dq, float *dk, float *dv) {      \
+        for (int64_t c = 0; c < g->tq * g->d; c++)                                                \
+            dq[b * g->tq * g->d + c] = 0;                                                         \
+        for (int64_t k0 = 0; k0 < g->tk; k0 += AB_BK)                                             \
+            ab_kv_tile_##P(g, b, k0, AB_MIN(AB_BK, g->tk - k0), go, q, k, v, o, lse, dq, dk, dv); \
     }
 
 AB_TASKS(port, TG__CPU_CLONES, , ab_mm_port)
@@ -627,7 +626,7 @@ static int ab_path(void) {
     int p = __atomic_load_n(&ab_path_now, __ATOMIC_RELAXED);
     if (p < 0) {
         const char *e = getenv("TG_ATTN_BF16");
-        p = e && !strcmp(e, "portable") ? TG__ATTN_BF16_PORTABLE
+        p = e && !strcmp(e, "portable")  ? TG__ATTN_BF16_PORTABLE
             : tg__cpu_attn_bf16_native() ? TG__ATTN_BF16_AVX512
                                          : TG__ATTN_BF16_PORTABLE;
         __atomic_store_n(&ab_path_now, p, __ATOMIC_RELAXED);
@@ -648,25 +647,31 @@ bool tg__cpu_attn_bf16_fits(int64_t d) { return d >= 1 && d <= AB_DMAX; }
 
 static ab_geom ab_geom_of(int64_t bh, int64_t tq, int64_t tk, int64_t d, double scale,
                           bool causal) {
-    return (ab_geom){.bh = bh, .tq = tq, .tk = tk, .d = d, .dp2 = (d + 1) / 2,
-                     .dv = (d + 15) / 16 * 16, .scale = (float)scale, .causal = causal};
+    return (ab_geom){.bh = bh,
+                     .tq = tq,
+                     .tk = tk,
+                     .d = d,
+                     .dp2 = (d + 1) / 2,
+                     .dv = (d + 15) / 16 * 16,
+                     .scale = (float)scale,
+                     .causal = causal};
 }
 
 #if AB_HAVE_AVX
-#define AB_CALL(name, ...)                               \
-    do {                                                 \
-        if (avx)                                         \
-            ab_##name##_avx(__VA_ARGS__);                \
-        else                                             \
-            ab_##name##_port(__VA_ARGS__);               \
+#define AB_CALL(name, ...)                 \
+    do {                                   \
+        if (avx)                           \
+            ab_##name##_avx(__VA_ARGS__);  \
+        else                               \
+            ab_##name##_port(__VA_ARGS__); \
     } while (0)
 #else
 #define AB_CALL(name, ...) ab_##name##_port(__VA_ARGS__)
 #endif
 
-void tg__cpu_attn_bf16_fwd(int64_t bh, int64_t tq, int64_t tk, int64_t d, double scale,
-                           bool causal, bool par, const float *q, const float *k, const float *v,
-                           float *o, float *lse) {
+void tg__cpu_attn_bf16_fwd(int64_t bh, int64_t tq, int64_t tk, int64_t d, double scale, bool causal,
+                           bool par, const float *q, const float *k, const float *v, float *o,
+                           float *lse) {
     const ab_geom gg = ab_geom_of(bh, tq, tk, d, scale, causal), *g = &gg;
     const bool avx = ab_path() == TG__ATTN_BF16_AVX512;
     (void)avx;
@@ -683,10 +688,10 @@ void tg__cpu_attn_bf16_fwd(int64_t bh, int64_t tq, int64_t tk, int64_t d, double
                     AB_CALL(fwd_task, g, t / per, t % per * ng, ng, q, k, v, o, lse););
 }
 
-void tg__cpu_attn_bf16_bwd(int64_t bh, int64_t tq, int64_t tk, int64_t d, double scale,
-                           bool causal, bool par, const float *go, const float *q,
-                           const float *k, const float *v, const float *o, const float *lse,
-                           float *dq, float *dk, float *dv) {
+void tg__cpu_attn_bf16_bwd(int64_t bh, int64_t tq, int64_t tk, int64_t d, double scale, bool causal,
+                           bool par, const float *go, const float *q, const float *k,
+                           const float *v, const float *o, const float *lse, float *dq, float *dk,
+                           float *dv) {
     const ab_geom gg = ab_geom_of(bh, tq, tk, d, scale, causal), *g = &gg;
     const bool avx = ab_path() == TG__ATTN_BF16_AVX512;
     (void)avx;
@@ -698,8 +703,7 @@ void tg__cpu_attn_bf16_bwd(int64_t bh, int64_t tq, int64_t tk, int64_t d, double
         return;
     }
     TG__CPU_FOR(par, "omp parallel for schedule(static, 1)",
-                for (int64_t t = 0; t < nq; t++)
-                    AB_CALL(dq_task, g, t, go, q, k, v, o, lse, dq););
+                for (int64_t t = 0; t < nq; t++) AB_CALL(dq_task, g, t, go, q, k, v, o, lse, dq););
     TG__CPU_FOR(par, "omp parallel for schedule(static, 1)",
                 for (int64_t t = 0; t < nk; t++)
                     AB_CALL(dkv_task, g, t, go, q, k, v, o, lse, dk, dv););

@@ -104,8 +104,7 @@ int main(int argc, char **argv) {
     const bool fused = strcmp(variant, "fused") == 0;
     const bool bf16 = strcmp(precision, "bf16") == 0;
     if ((!fused && strcmp(variant, "composed") != 0) || (!bf16 && strcmp(precision, "f32") != 0) ||
-        t < 1 || b < 1 || h < 1 || d < 1 ||
-        steps < 1 || steps > 1000 || warmup < 0) {
+        t < 1 || b < 1 || h < 1 || d < 1 || steps < 1 || steps > 1000 || warmup < 0) {
         fprintf(stderr, "usage: bench_attn --variant fused|composed --t T [--b B] [--h H] "
                         "[--d D] [--causal 0|1] [--threads N] [--steps S] [--warmup W] "
                         "[--precision f32|bf16]\n");
@@ -165,11 +164,12 @@ int main(int argc, char **argv) {
     tg_arena_stats(ctx, &used, &reserved, &high);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("{\"variant\": \"%s\", \"precision\": \"%s\", \"b\": %ld, \"h\": %ld, \"t\": %ld, \"d\": %ld, \"causal\": %ld, "
+    printf("{\"variant\": \"%s\", \"precision\": \"%s\", \"b\": %ld, \"h\": %ld, \"t\": %ld, "
+           "\"d\": %ld, \"causal\": %ld, "
            "\"threads\": %ld, \"ms_median\": %.3f, \"ms_min\": %.3f, \"arena_peak\": %zu, "
            "\"rss_base_kb\": %ld, \"rss_peak_kb\": %ld, \"digest\": \"%016llx\"}\n",
-           variant, precision, b, h, t, d, causal, threads, ms[steps / 2], ms[0], high, rss_base, ru.ru_maxrss,
-           (unsigned long long)hash);
+           variant, precision, b, h, t, d, causal, threads, ms[steps / 2], ms[0], high, rss_base,
+           ru.ru_maxrss, (unsigned long long)hash);
     free(ms);
     tg_ctx_free(ctx);
     return 0;
