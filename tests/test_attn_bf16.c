@@ -8,11 +8,12 @@
  * with P (forward, dV) and dS (dK, dQ) rounded to bf16 where the kernel
  * rounds them, within a bound derived below; and against the f32 kernel:
  * close (a loose bound) but not equal (the operands really were rounded).
- * Causal and not, T_q != T_k, head dims 16 to 64 (and an odd one), T not a
+ * Causal and not, T_q != T_k, head dims 16 to 64, 128 and an odd one, T not a
  * multiple of the tiles; both block products (vdpbf16ps, where the CPU has
  * AVX512_BF16, and the portable one); the same bits at 1, 2 and 3 threads
  * (the one-pass and two-pass backwards, forward tasks of 1 to 4 tiles); f64
- * operands untouched by the setting; no heap call in a steady step; and
+ * operands untouched by the setting; head dims above 128 on the f32 kernel;
+ * no heap call in a steady step; and
  * PyTorch's autocast SDPA values (tests/fixtures/attn_bf16.txt, made by
  * tests/gen_fixtures_attn_bf16.py) within bf16's precision. Without oneDNN
  * the context refuses bf16 and the test skips.
@@ -45,6 +46,7 @@ static const acase k_cases[] = {
     {2, 70, 70, 16, true},  {2, 70, 70, 16, false},  {3, 100, 90, 24, false},
     {2, 100, 90, 24, true}, {1, 33, 130, 64, false}, {2, 130, 130, 64, true},
     {1, 5, 9, 17, true},    {3, 1, 40, 32, false},   {2, 45, 45, 40, true},
+    {1, 40, 40, 128, true},
 };
 
 static uint64_t g_rs = 0x9E3779B97F4A7C15ull;
@@ -401,6 +403,28 @@ static void test_f64_untouched(void **state) {
     assert_memory_equal(gq[0], gq[1], sizeof gq[0]);
 }
 
+/* Head dims above the bf16 kernel's 128 run the f32 kernel: the same bits as
+ * at f32 precision. */
+static void test_large_head_dim_runs_f32(void **state) {
+    (void)state;
+    const acase c = {2, 20, 20, 136, true};
+    inputs in;
+    inputs_make(&in, &c);
+    results rb, rf;
+    if (!run(&c, &in, TG_PRECISION_BF16, 1, &rb)) {
+        inputs_free(&in);
+        skip();
+    }
+    assert_true(run(&c, &in, TG_PRECISION_F32, 1, &rf));
+    assert_memory_equal(rb.o, rf.o, (size_t)in.nq * sizeof(float));
+    assert_memory_equal(rb.dq, rf.dq, (size_t)in.nq * sizeof(float));
+    assert_memory_equal(rb.dk, rf.dk, (size_t)in.nk * sizeof(float));
+    assert_memory_equal(rb.dv, rf.dv, (size_t)in.nk * sizeof(float));
+    results_free(&rb);
+    results_free(&rf);
+    inputs_free(&in);
+}
+
 static void test_no_heap_in_steady_steps(void **state) {
     (void)state;
 #if defined(__SANITIZE_ADDRESS__)
@@ -521,6 +545,7 @@ int main(void) {
         cmocka_unit_test(test_vdpbf16ps_matches_reference),
         cmocka_unit_test(test_thread_count_independent),
         cmocka_unit_test(test_f64_untouched),
+        cmocka_unit_test(test_large_head_dim_runs_f32),
         cmocka_unit_test(test_no_heap_in_steady_steps),
         cmocka_unit_test(test_torch_autocast),
     };
