@@ -301,45 +301,6 @@ typedef tg__v8i ab_vi;
  * vectors would change the ABI in the baseline build). */
 #define AB_SEL(m, a, b) ((ab_v)(((ab_vi)(a) & (m)) | ((ab_vi)(b) & ~(m))))
 
-/* One query tile's online softmax over one key tile, in the scores'
- * transpose ST (row j: key k0 + j; lane i: query q0 + i; AB_BQ lanes, nk
- * rows): ST becomes exp(scale s - m_new), 0 where causal masks it; m, l and
- * alpha = exp(m_old - m_new) (al) per lane. A lane that has seen no key
- * keeps m = -inf, l = 0 (its maximum is taken as 0 for the exps). */
-AB_INLINE void ab_fwd_softmax(const ab_geom *g, float *ST, int64_t q0, int64_t k0, int64_t nk,
-                              float *m, float *l, float *al) {
-    const ab_v sc = (ab_v){0} + g->scale, ninf = (ab_v){0} - INFINITY;
-    for (int h = 0; h < AB_BQ; h += 8) {
-        ab_vi last; /* the last key of each lane's query, relative to k0 */
-        for (int c = 0; c < 8; c++)
-            last[c] = g->causal ? (int32_t)(q0 + h + c - k0) : (int32_t)nk;
-        /* the rows past the lanes' last key are masked in all eight lanes */
-        const int64_t je = g->causal ? AB_MIN(nk, q0 + h + 8 - k0) : nk;
-        ab_v mx = *(ab_v *)(m + h);
-        for (int64_t j = 0; j < je; j++) {
-            ab_v *ps = (ab_v *)(ST + j * AB_BQ + h);
-            const ab_v s = AB_SEL((ab_vi){0} + (int32_t)j <= last, *ps * sc, ninf);
-            *ps = s;
-            mx = AB_SEL(s > mx, s, mx);
-        }
-        const ab_v mn = AB_SEL(mx == ninf, (ab_v){0}, mx);
-        ab_v a = *(ab_v *)(m + h) - mn, sum = {0};
-        tg__vexp8(&a);
-        for (int64_t j = 0; j < je; j++) {
-            ab_v *ps = (ab_v *)(ST + j * AB_BQ + h);
-            ab_v e = *ps - mn;
-            tg__vexp8(&e);
-            *ps = e;
-            sum += e;
-        }
-        for (int64_t j = je < 0 ? 0 : je; j < nk; j++)
-            *(ab_v *)(ST + j * AB_BQ + h) = (ab_v){0};
-        *(ab_v *)(l + h) = *(ab_v *)(l + h) * a + sum;
-        *(ab_v *)(m + h) = mx;
-        *(ab_v *)(al + h) = a;
-    }
-}
-
 /* bf16 of eight floats; pairs of them. */
 typedef uint16_t ab_vh __attribute__((vector_size(16)));
 typedef uint16_t ab_vh2 __attribute__((vector_size(32)));
@@ -381,6 +342,59 @@ AB_AVX AB_INLINE void ab_cpairs_avx(const float *x, int64_t xs, int64_t n, int64
             yj[d / 2] = ab_bf(xj[d - 1]);
     }
 }
+#endif
+
+/* One query tile's online softmax over one key tile, in the scores'
+ * transpose ST (row j: key k0 + j; lane i: query q0 + i; AB_BQ lanes, nk
+ * rows): the masked scores scaled in place, then p = exp(scale s - m_new)
+ * (0 where causal masks it) rounded to bf16 into Pp in pairs of keys (P V's
+ * W; a missing key nk, when odd, is 0); m, l (the unrounded p summed) and
+ * alpha = exp(m_old - m_new) (al) per lane. A lane that has seen no key
+ * keeps m = -inf, l = 0 (its maximum is taken as 0 for the exps). */
+#define AB_SOFTMAX(P, IATTR)                                                                      \
+    IATTR AB_INLINE void ab_fwd_softmax_##P(const ab_geom *g, float *ST, int64_t q0, int64_t k0,  \
+                                            int64_t nk, float *m, float *l, float *al,            \
+                                            uint32_t *Pp) {                                       \
+        const ab_v sc = (ab_v){0} + g->scale, ninf = (ab_v){0} - INFINITY;                        \
+        for (int h = 0; h < AB_BQ; h += 8) {                                                      \
+            ab_vi last; /* the last key of each lane's query, relative to k0 */                   \
+            for (int c = 0; c < 8; c++)                                                           \
+                last[c] = g->causal ? (int32_t)(q0 + h + c - k0) : (int32_t)nk;                   \
+            /* the rows past the lanes' last key are masked in all eight lanes */                 \
+            const int64_t je = g->causal ? AB_MIN(nk, q0 + h + 8 - k0) : nk;                      \
+            ab_v mx = *(ab_v *)(m + h);                                                           \
+            for (int64_t j = 0; j < je; j++) {                                                    \
+                ab_v *ps = (ab_v *)(ST + j * AB_BQ + h);                                          \
+                const ab_v s = AB_SEL((ab_vi){0} + (int32_t)j <= last, *ps * sc, ninf);           \
+                *ps = s;                                                                          \
+                mx = AB_SEL(s > mx, s, mx);                                                       \
+            }                                                                                     \
+            const ab_v mn = AB_SEL(mx == ninf, (ab_v){0}, mx);                                    \
+            ab_v a = *(ab_v *)(m + h) - mn, sum = {0};                                            \
+            tg__vexp8(&a);                                                                        \
+            for (int64_t j = 0; j < nk; j += 2) {                                                 \
+                ab_vh r[2];                                                                       \
+                for (int x = 0; x < 2; x++) {                                                     \
+                    ab_v e = {0};                                                                 \
+                    if (j + x < je) {                                                             \
+                        e = *(const ab_v *)(ST + (j + x) * AB_BQ + h) - mn;                       \
+                        tg__vexp8(&e);                                                            \
+                        sum += e;                                                                 \
+                    }                                                                             \
+                    ab_cvt8_##P(&e, &r[x]);                                                       \
+                }                                                                                 \
+                const ab_vh2 z = __builtin_shufflevector(r[0], r[1], 0, 8, 1, 9, 2, 10, 3, 11, 4, \
+                                                         12, 5, 13, 6, 14, 7, 15);                \
+                memcpy(Pp + j / 2 * AB_BQ + h, &z, sizeof z);                                     \
+            }                                                                                     \
+            *(ab_v *)(l + h) = *(ab_v *)(l + h) * a + sum;                                        \
+            *(ab_v *)(m + h) = mx;                                                                \
+            *(ab_v *)(al + h) = a;                                                                \
+        }                                                                                         \
+    }
+AB_SOFTMAX(port, )
+#if AB_HAVE_AVX
+AB_SOFTMAX(avx, AB_AVX)
 #endif
 
 /* A backward block's P and dS, transposed (row j: key k0 + j; lane i: query
@@ -497,12 +511,11 @@ static inline int64_t ab_kend(const ab_geom *g, int64_t q0, int64_t nq) {
                     continue;                                                                     \
                 const int64_t nk = AB_MIN(AB_BK, ke - k0);                                        \
                 MM(Kr, dp2, 1, nk, dp2, QT[t], AB_BQ, AB_BQ, ST, AB_BQ, true);                    \
-                ab_fwd_softmax(g, ST, q0, k0, nk, m + t * AB_BQ, l + t * AB_BQ, al);              \
+                ab_fwd_softmax_##P(g, ST, q0, k0, nk, m + t * AB_BQ, l + t * AB_BQ, al, Pp);      \
                 for (int64_t i = 0; i < nq; i++)                                                  \
                     if (al[i] != 1)                                                               \
                         for (int64_t c = 0; c < d; c++)                                           \
                             o[(row0 + i) * d + c] *= al[i];                                       \
-                ab_rpairs(ST, AB_BQ, nk, AB_BQ, AB_BQ, Pp);                                       \
                 MM(Pp, 1, AB_BQ, nq, (nk + 1) / 2, Vp, dv, d, o + row0 * d, d, false);            \
             }                                                                                     \
         }                                                                                         \
