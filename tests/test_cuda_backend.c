@@ -655,11 +655,12 @@ static int check_structure(void) {
  * precision y = a @ b^T (b transposed, as a linear layer's weight) and
  * conv2d(x, w) with their gradients for fixed seeds. */
 enum { BF_N = 33, BF_K = 40, BF_M = 21, BF_X = 2 * 3 * 9 * 9, BF_W = 4 * 3 * 3 * 3,
-       BF_Y = 2 * 4 * 9 * 9 };
+       BF_Y = 2 * 4 * 9 * 9, BF_A = 2 * 2 * 70 * 32 };
 typedef struct bf_out {
     uint16_t bits[BF_X];
     double y[BF_N * BF_M], da[BF_N * BF_K], db[BF_M * BF_K];
     double cy[BF_Y], dx[BF_X], dw[BF_W];
+    double ao[BF_A], adq[BF_A], adk[BF_A], adv[BF_A];
 } bf_out;
 
 static tg_tensor *bf_leaf(tg_ctx *ctx, int nd, const int64_t *shape, const float *v) {
@@ -688,6 +689,15 @@ static void bf_run(tg_ctx *ctx, const float *const *v, bf_out *o) {
     assert_int_equal(tg_backward(ctx, cy, tg_from_data(ctx, TG_F32, 4, sy, v[5]), 0), TG_OK);
     assert_true(cb_read(ctx, cy, o->cy) && cb_read(ctx, x->grad, o->dx) &&
                 cb_read(ctx, w->grad, o->dw));
+    /* the fused attention, causal, T = 70 (past a key tile), D = 32 */
+    const int64_t sq[] = {2, 2, 70, 32};
+    tg_tensor *q = bf_leaf(ctx, 4, sq, v[6]), *k = bf_leaf(ctx, 4, sq, v[7]);
+    tg_tensor *vv = bf_leaf(ctx, 4, sq, v[8]);
+    tg_tensor *ao = tg_scaled_dot_product_attention(ctx, q, k, vv, true);
+    assert_non_null(ao);
+    assert_int_equal(tg_backward(ctx, ao, tg_from_data(ctx, TG_F32, 4, sq, v[9]), 0), TG_OK);
+    assert_true(cb_read(ctx, ao, o->ao) && cb_read(ctx, q->grad, o->adq) &&
+                cb_read(ctx, k->grad, o->adk) && cb_read(ctx, vv->grad, o->adv));
     assert_int_equal(tg_ctx_set_precision(ctx, TG_PRECISION_F32), TG_OK);
     tg_step_reset(ctx);
 }
@@ -701,19 +711,33 @@ static void bf_close(const char *what, const double *c, const double *g, int n) 
             fail_msg("bf16 %s[%d]: cpu %.9g, cuda %.9g", what, k, c[k], g[k]);
 }
 
+/* Within 2^-8 of the largest magnitude (bf16's rounding of P and dS). */
+static void bf_near(const char *what, const double *c, const double *g, int n) {
+    double mx = 0;
+    for (int k = 0; k < n; k++)
+        mx = fmax(mx, fabs(c[k]));
+    for (int k = 0; k < n; k++)
+        if (fabs(c[k] - g[k]) > mx / 256 + 1e-6)
+            fail_msg("bf16 %s[%d]: cpu %.9g, cuda %.9g", what, k, c[k], g[k]);
+}
+
 /* bf16: the casts give the CPU's bits, and the autocast products (cuBLAS
- * bf16 GEMMs with f32 compute) agree with the CPU's (oneDNN) to f32
- * accumulation accuracy, forward and backward. Skipped where the CPU has no
- * bf16 products (a build without oneDNN). */
+ * bf16 GEMMs with f32 compute; the fused attention's kernels with bf16
+ * operands) agree with the CPU's (oneDNN; cpu_attn_bf16.c) to f32
+ * accumulation accuracy, forward and backward: the attention within 2^-8 of
+ * each result's largest magnitude, as both round their own P and dS (f32
+ * values that differ in the last bits, and whose exps differ) to bf16.
+ * Skipped where the CPU has no bf16 products (a build without oneDNN). */
 static void test_bf16_matches_cpu(void **state) {
     cb_env *env = *state;
-    static float buf[6][BF_Y];
+    static float buf[10][BF_A];
     static bf_out out[2];
     uint64_t seed = 16;
-    for (int i = 0; i < 6; i++)
-        for (int k = 0; k < BF_Y; k++)
+    for (int i = 0; i < 10; i++)
+        for (int k = 0; k < BF_A; k++)
             buf[i][k] = (float)cb_unif(&seed, -1, 1);
-    const float *v[6] = {buf[0], buf[1], buf[2], buf[3], buf[4], buf[5]};
+    const float *v[10] = {buf[0], buf[1], buf[2], buf[3], buf[4],
+                          buf[5], buf[6], buf[7], buf[8], buf[9]};
     if (tg_ctx_set_precision(env->cpu, TG_PRECISION_BF16) != TG_OK) {
         printf("bf16 on the CPU: %s: skipped\n", tg_ctx_error(env->cpu));
         tg_ctx_clear_error(env->cpu);
@@ -729,6 +753,10 @@ static void test_bf16_matches_cpu(void **state) {
     bf_close("conv2d", out[0].cy, out[1].cy, BF_Y);
     bf_close("conv2d dx", out[0].dx, out[1].dx, BF_X);
     bf_close("conv2d dw", out[0].dw, out[1].dw, BF_W);
+    bf_near("attention", out[0].ao, out[1].ao, BF_A);
+    bf_near("attention dq", out[0].adq, out[1].adq, BF_A);
+    bf_near("attention dk", out[0].adk, out[1].adk, BF_A);
+    bf_near("attention dv", out[0].adv, out[1].adv, BF_A);
 }
 
 static int cb_setup(void **state) {

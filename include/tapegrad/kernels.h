@@ -56,12 +56,13 @@ typedef struct tg_op_params {
 } tg_op_params;
 
 /* The autocast flag (tg_ctx_set_precision in runtime.h): the runtime sets
- * ints[TG_KP_MATMUL_BF16] of matmul's params, and ints[TG_KP_CONV_BF16] of
- * conv2d's and its two gradients', to 1 when the operands are f32 and the
- * context computes products in bf16. A kernel then rounds the operands to
- * bf16, accumulates in f32 and writes f32, or fails with TG_ERR_UNSUPPORTED
- * when it cannot. */
-enum { TG_KP_MATMUL_BF16 = 0, TG_KP_CONV_BF16 = 9 };
+ * ints[TG_KP_MATMUL_BF16] of matmul's params, ints[TG_KP_CONV_BF16] of
+ * conv2d's and its two gradients', and ints[TG_KP_ATTN_BF16] of
+ * scaled_dot_product_attention's and its backward's (whose ints[0] is the
+ * causal flag), to 1 when the operands are f32 and the context computes
+ * products in bf16. A kernel then rounds the operands to bf16, accumulates
+ * in f32 and writes f32, or fails with TG_ERR_UNSUPPORTED when it cannot. */
+enum { TG_KP_MATMUL_BF16 = 0, TG_KP_ATTN_BF16 = 1, TG_KP_CONV_BF16 = 9 };
 static inline bool tg_kparams_bf16(const tg_op_params *p, int slot)
 {
     return p && p->ints[slot] == 1;

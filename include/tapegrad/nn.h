@@ -164,7 +164,13 @@ tg_tensor *tg_layer_norm_backward(tg_ctx *ctx, tg_tensor *g, tg_tensor *x, int n
  * D). Forward and backward run over tiles with an online softmax and keep
  * only a (..., T_q) log-sum-exp for backward, never the (T_q, T_k)
  * probabilities: memory grows linearly in T. Differentiable in q, k and v to
- * every order (under create_graph the gradient is built from composed ops). */
+ * every order (under create_graph the gradient is built from composed ops).
+ * Under autocast (tg_ctx_set_precision bf16, runtime.h) f32 operands are
+ * rounded to bf16 for the products (q k^T and P v, and in the backward
+ * dO v^T, P^T dO, dS k, dS^T q with P, dO and dS rounded too), summed in f32;
+ * the softmax, the log-sum-exps and the results are f32. The backward
+ * follows the precision set when it runs. (On the CPU, head dims above 128
+ * run in f32.) */
 tg_tensor *tg_scaled_dot_product_attention(tg_ctx *ctx, tg_tensor *q, tg_tensor *k, tg_tensor *v,
                                            bool causal);
 /* The same, and (when lse is not NULL) the (..., T_q) step tensor of each

@@ -277,7 +277,10 @@ bool tg_set_grad_enabled(tg_ctx *ctx, bool enabled);
  * dtype=torch.bfloat16). TG_PRECISION_F32 (the default): every op computes in
  * its operands' dtype. TG_PRECISION_BF16: tg_matmul (so tg_linear), tg_conv2d
  * and the two convolution gradients, given f32 operands, round the operands
- * to bf16, multiply with f32 accumulation and return f32. Nothing else
+ * to bf16, multiply with f32 accumulation and return f32; so does the fused
+ * tg_scaled_dot_product_attention and its backward (q, k, v, the
+ * probabilities, the seed gradient and dS rounded to bf16 for their
+ * products, the softmax in f32; nn.h). Nothing else
  * changes: tensors, parameters, gradients and optimizer state stay f32 (the
  * master weights), and the tape, reductions, softmax, norms and losses run in
  * f32. The backward products follow the setting in force when backward runs.

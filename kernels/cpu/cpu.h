@@ -203,6 +203,23 @@ tg_status tg__cpu_layer_norm_backward(void *state, const tg_kargs *a);
 /* cpu_attn.c */
 tg_status tg__cpu_scaled_dot_product_attention(void *state, const tg_kargs *a);
 tg_status tg__cpu_scaled_dot_product_attention_backward(void *state, const tg_kargs *a);
+/* cpu_attn_bf16.c: the same under autocast (TG_KP_ATTN_BF16), for head dims
+ * tg__cpu_attn_bf16_fits takes; contiguous f32 operands as cpu_attn.c's. */
+bool tg__cpu_attn_bf16_fits(int64_t d);
+void tg__cpu_attn_bf16_fwd(int64_t bh, int64_t tq, int64_t tk, int64_t d, double scale,
+                           bool causal, bool par, const float *q, const float *k, const float *v,
+                           float *o, float *lse);
+void tg__cpu_attn_bf16_bwd(int64_t bh, int64_t tq, int64_t tk, int64_t d, double scale,
+                           bool causal, bool par, const float *go, const float *q,
+                           const float *k, const float *v, const float *o, const float *lse,
+                           float *dq, float *dk, float *dv);
+/* Its block products: vdpbf16ps (CPUs with AVX512_BF16) or portable C.
+ * Chosen once from the CPU (TG_ATTN_BF16=portable in the environment forces
+ * the portable one); set_path (for tests) picks one, AVX512 only where the CPU
+ * has it, and returns the previous path. */
+enum { TG__ATTN_BF16_PORTABLE = 0, TG__ATTN_BF16_AVX512 = 1 };
+bool tg__cpu_attn_bf16_native(void);
+int tg__cpu_attn_bf16_set_path(int path);
 
 /* cpu_elementwise.c: comparisons, maximum/minimum, sin, cos */
 tg_status tg__cpu_ne(void *state, const tg_kargs *a);

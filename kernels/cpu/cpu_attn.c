@@ -46,7 +46,8 @@
  * (cpu_vexp.h, shared with cross-entropy), not libmvec's, whose SSE4 and AVX2 versions
  * differ in the last bit; so f32 results are the same bits on every x86-64
  * CPU. f64 takes libm's scalar exp, as glibc picks it for the CPU. Speed:
- * docs/PERFORMANCE.md, "Attention".
+ * docs/PERFORMANCE.md, "Attention". Under autocast (TG_KP_ATTN_BF16) f32
+ * calls with head dims up to 128 run cpu_attn_bf16.c instead.
  */
 #include <math.h>
 
@@ -620,7 +621,11 @@ tg_status tg__cpu_scaled_dot_product_attention(void *state, const tg_kargs *a) {
         st = attn_geom_of(a, 0, 3, &g);
     if (st != TG_OK)
         return st;
-    if (a->out.dtype == TG_F32)
+    if (a->out.dtype == TG_F32 && tg_kparams_bf16(a->p, TG_KP_ATTN_BF16) &&
+        tg__cpu_attn_bf16_fits(g.d))
+        tg__cpu_attn_bf16_fwd(g.bh, g.tq, g.tk, g.d, g.scale, g.causal, attn_par(&g), a->in[0].data,
+                              a->in[1].data, a->in[2].data, a->out.data, a->in[3].data);
+    else if (a->out.dtype == TG_F32)
         attn_fwd_float(&g, attn_par(&g), a->in[0].data, a->in[1].data, a->in[2].data, a->out.data,
                        a->in[3].data);
     else
@@ -646,7 +651,11 @@ tg_status tg__cpu_scaled_dot_product_attention_backward(void *state, const tg_ka
                             tg_op_name(a->op));
     void *const *p = (void *const[]){a->in[0].data, a->in[1].data, a->in[2].data, a->in[3].data,
                                      a->in[4].data, a->in[5].data, a->in[6].data, a->in[7].data};
-    if (a->out.dtype == TG_F32)
+    if (a->out.dtype == TG_F32 && tg_kparams_bf16(a->p, TG_KP_ATTN_BF16) &&
+        tg__cpu_attn_bf16_fits(g.d))
+        tg__cpu_attn_bf16_bwd(g.bh, g.tq, g.tk, g.d, g.scale, g.causal, attn_par(&g), p[0], p[1],
+                              p[2], p[3], p[4], p[5], a->out.data, p[6], p[7]);
+    else if (a->out.dtype == TG_F32)
         attn_bwd_float(&g, attn_par(&g), p[0], p[1], p[2], p[3], p[4], p[5], a->out.data, p[6],
                        p[7]);
     else

@@ -52,6 +52,14 @@ static tg_op_params attn_params(const tg_tensor *q, bool causal)
     return p;
 }
 
+/* The params a fused row runs with: under autocast (bf16 precision, f32
+ * operands) the kernel's products take bf16 operands (TG_KP_ATTN_BF16). */
+static tg_op_params attn_run_params(const tg_ctx *ctx, const tg_tensor *q, tg_op_params p)
+{
+    p.ints[TG_KP_ATTN_BF16] = ctx->precision == TG_PRECISION_BF16 && q->dtype == TG_F32;
+    return p;
+}
+
 tg_tensor *tg_scaled_dot_product_attention_lse(tg_ctx *ctx, tg_tensor *q, tg_tensor *k,
                                                tg_tensor *v, bool causal, tg_tensor **lse)
 {
@@ -63,11 +71,15 @@ tg_tensor *tg_scaled_dot_product_attention_lse(tg_ctx *ctx, tg_tensor *q, tg_ten
                          tg__new(ctx, q->dtype, q->ndim - 1, q->shape, false)};
     if (!ins[0] || !ins[1] || !ins[2] || !ins[3])
         return NULL;
-    tg_op_params p = attn_params(q, causal);
-    /* Saved for backward: q, k, v, the log-sum-exps and the output. */
-    tg_tensor *o = tg__apply(ctx, TG_OP_SDPA, &p, tg__new(ctx, q->dtype, q->ndim, q->shape, false),
-                             4, ins, 0xFu | TG__SAVED_OUT);
-    if (o && lse)
+    tg_op_params p = attn_params(q, causal), lo = attn_run_params(ctx, q, p);
+    /* Saved for backward: q, k, v, the log-sum-exps and the output. The
+     * record keeps the params without the autocast flag: the backward
+     * follows the context's precision when it runs, as matmul's does. */
+    tg_tensor *o = tg__new(ctx, q->dtype, q->ndim, q->shape, false);
+    if (!o || tg__run(ctx, TG_OP_SDPA, &lo, o, 4, ins) != TG_OK ||
+        tg__record(ctx, TG_OP_SDPA, &p, o, 4, ins, 0xFu | TG__SAVED_OUT) != TG_OK)
+        return NULL;
+    if (lse)
         *lse = ins[3];
     return o;
 }
@@ -123,7 +135,7 @@ tg_tensor *tg_scaled_dot_product_attention_backward(tg_ctx *ctx, tg_tensor *g, t
     for (int i = 0; i < 8; i++)
         if (!ins[i])
             return NULL;
-    tg_op_params p = attn_params(q, causal);
+    tg_op_params p = attn_run_params(ctx, q, attn_params(q, causal));
     tg_tensor *dq = tg__apply(ctx, TG_OP_SDPA_BACKWARD, &p,
                               tg__new(ctx, q->dtype, q->ndim, q->shape, false), 8, ins, 0);
     if (!dq)

@@ -5,7 +5,7 @@
  * that configuration's) beside PyTorch's SDPA.
  *
  *   bench_attn --variant fused|composed --t T [--b 4] [--h 4] [--d 32]
- *       [--causal 1] [--threads N] [--steps 5] [--warmup 1]
+ *       [--causal 1] [--threads N] [--steps 5] [--warmup 1] [--precision f32|bf16]
  *
  * A step is q, k, v (B, H, T, D) f32 persistent leaves -> attention ->
  * backward with a fixed seed gradient, then tg_step_reset(). It prints one
@@ -15,7 +15,9 @@
  * made and the process's peak RSS (kB), and a digest of the last step's
  * results (FNV-1a over the bits of the output and the gradients of q, k and
  * v, outside the timing), so that two builds can be checked for the same
- * bits.
+ * bits. --precision bf16 runs the step under autocast
+ * (tg_ctx_set_precision: the fused row's products in bf16, and the composed
+ * version's matmuls).
  * Not a ctest test: timings depend on the machine and its load.
  */
 #include <stdint.h>
@@ -69,7 +71,7 @@ static void die(tg_ctx *ctx, const char *what) {
 }
 
 int main(int argc, char **argv) {
-    const char *variant = "fused";
+    const char *variant = "fused", *precision = "f32";
     long t = 0, b = 4, h = 4, d = 32, causal = 1, threads = 0, steps = 5, warmup = 1;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *k = argv[i];
@@ -92,22 +94,28 @@ int main(int argc, char **argv) {
             steps = v;
         else if (strcmp(k, "--warmup") == 0)
             warmup = v;
+        else if (strcmp(k, "--precision") == 0)
+            precision = argv[i + 1];
         else {
             fprintf(stderr, "bench_attn: unknown option %s\n", k);
             return 2;
         }
     }
     const bool fused = strcmp(variant, "fused") == 0;
-    if ((!fused && strcmp(variant, "composed") != 0) || t < 1 || b < 1 || h < 1 || d < 1 ||
-        steps < 1 || steps > 1000 || warmup < 0) {
+    const bool bf16 = strcmp(precision, "bf16") == 0;
+    if ((!fused && strcmp(variant, "composed") != 0) || (!bf16 && strcmp(precision, "f32") != 0) ||
+        t < 1 || b < 1 || h < 1 || d < 1 || steps < 1 || steps > 1000 || warmup < 0) {
         fprintf(stderr, "usage: bench_attn --variant fused|composed --t T [--b B] [--h H] "
-                        "[--d D] [--causal 0|1] [--threads N] [--steps S] [--warmup W]\n");
+                        "[--d D] [--causal 0|1] [--threads N] [--steps S] [--warmup W] "
+                        "[--precision f32|bf16]\n");
         return 2;
     }
     tg_ctx_config cc = {.threads = (int)threads};
     tg_ctx *ctx = NULL;
     if (tg_ctx_new(&cc, &ctx) != TG_OK)
         die(NULL, tg_last_init_error());
+    if (bf16 && tg_ctx_set_precision(ctx, TG_PRECISION_BF16) != TG_OK)
+        die(ctx, "--precision bf16");
     const int64_t shape[4] = {b, h, t, d}, n = b * h * t * d;
     float *host = malloc((size_t)n * sizeof *host);
     if (!host)
@@ -156,11 +164,12 @@ int main(int argc, char **argv) {
     tg_arena_stats(ctx, &used, &reserved, &high);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("{\"variant\": \"%s\", \"b\": %ld, \"h\": %ld, \"t\": %ld, \"d\": %ld, \"causal\": %ld, "
+    printf("{\"variant\": \"%s\", \"precision\": \"%s\", \"b\": %ld, \"h\": %ld, \"t\": %ld, "
+           "\"d\": %ld, \"causal\": %ld, "
            "\"threads\": %ld, \"ms_median\": %.3f, \"ms_min\": %.3f, \"arena_peak\": %zu, "
            "\"rss_base_kb\": %ld, \"rss_peak_kb\": %ld, \"digest\": \"%016llx\"}\n",
-           variant, b, h, t, d, causal, threads, ms[steps / 2], ms[0], high, rss_base, ru.ru_maxrss,
-           (unsigned long long)hash);
+           variant, precision, b, h, t, d, causal, threads, ms[steps / 2], ms[0], high, rss_base,
+           ru.ru_maxrss, (unsigned long long)hash);
     free(ms);
     tg_ctx_free(ctx);
     return 0;

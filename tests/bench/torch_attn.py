@@ -5,11 +5,13 @@ scaled_dot_product_attention (needs torch >= 2.0), as tests/bench/bench_attn
 does through tapegrad's ops.
 
     python torch_attn.py --t T [--b 4] [--h 4] [--d 32] [--causal 1]
-        [--threads N] [--steps 5] [--warmup 1] [--composed]
+        [--threads N] [--steps 5] [--warmup 1] [--composed] [--precision f32|bf16]
 
 A step is q, k, v (B, H, T, D) f32 leaves -> attention -> backward with a
 fixed seed gradient on the CPU. --composed times the same math from matmul,
-masked_fill and softmax instead. Prints one JSON line: the median and minimum
+masked_fill and softmax instead. --precision bf16 runs the forward under
+torch.autocast("cpu", dtype=torch.bfloat16) (PyTorch's autocast runs SDPA in
+bf16), as bench_attn --precision bf16 runs tapegrad's. Prints one JSON line: the median and minimum
 step time in ms, the RSS after the inputs are made and the peak RSS (kB).
 """
 import argparse
@@ -37,6 +39,7 @@ def main():
                  ("steps", 5), ("warmup", 1)]:
         ap.add_argument("--" + k, type=int, default=v, required=v is None)
     ap.add_argument("--composed", action="store_true")
+    ap.add_argument("--precision", choices=["f32", "bf16"], default="f32")
     a = ap.parse_args()
     if not a.composed and not hasattr(F, "scaled_dot_product_attention"):
         sys.exit("torch_attn.py: torch %s has no scaled_dot_product_attention (needs >= 2.0)"
@@ -61,12 +64,14 @@ def main():
     ms = []
     for i in range(a.warmup + a.steps):
         t0 = time.perf_counter()
-        attention().backward(seed)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.precision == "bf16"):
+            o = attention()
+        o.backward(seed.to(o.dtype))
         q.grad = k.grad = v.grad = None
         if i >= a.warmup:
             ms.append(1e3 * (time.perf_counter() - t0))
     print(json.dumps({"variant": "torch_composed" if a.composed else "torch_sdpa",
-                      "torch": torch.__version__, "t": a.t, "threads": torch.get_num_threads(),
+                      "torch": torch.__version__, "precision": a.precision, "t": a.t, "threads": torch.get_num_threads(),
                       "ms_median": statistics.median(ms), "ms_min": min(ms),
                       "rss_base_kb": base,
                       "rss_peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
