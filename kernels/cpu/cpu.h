@@ -49,8 +49,8 @@ typedef struct tg__gemm16 tg__gemm16;
  * OpenMP's when it asked for none), oneDNN's state, made at the first bf16
  * product that needs it (NULL until then), whether the bf16 matmul runs on
  * our kernel (gemm16_own, chosen at creation) and its buffers (made at its
- * first use), and the watch that shortens OpenMP's spin
- * and runs steps on one thread while the cores are shared (NULL: none). */
+ * first use), and the watch that shortens OpenMP's spin and runs steps on
+ * one thread while the cores are shared (NULL: none). */
 typedef struct tg__cpu_state {
     int threads;
     int parts;
