@@ -46,7 +46,7 @@
  * (cpu_vexp.h, shared with cross-entropy), not libmvec's, whose SSE4 and AVX2 versions
  * differ in the last bit; so f32 results are the same bits on every x86-64
  * CPU. f64 takes libm's scalar exp, as glibc picks it for the CPU. Speed:
- * docs/PERFORMANCE.md, "Attention". Under autocast (TG_KP_ATTN_BF16) f32
+ * docs/performance/attention.md, "Attention". Under autocast (TG_KP_ATTN_BF16) f32
  * calls with head dims up to 128 run cpu_attn_bf16.c instead.
  */
 #include <math.h>
@@ -69,7 +69,7 @@
  * an order fixed by the source (lanes of 32-byte vectors, then the lanes in
  * a fixed order), never by the clone's vector width: every clone rounds
  * alike. (64-byte vectors in the x86-64-v4 clone were slower on an AVX-512
- * CPU that runs them as two halves: docs/PERFORMANCE.md.) */
+ * CPU that runs them as two halves: docs/performance/attention.md.) */
 #define ATTN_VBYTES 32
 typedef tg__v8f attn_v_float;
 typedef double attn_v_double

@@ -41,7 +41,7 @@
  * Dispatch (tg__gemm16_mode, once per context, at its creation): ours where
  * the CPU has AVX512_BF16 (with AVX512F, BW, DQ and VL), oneDNN's matmul
  * (cpu_dnnl.c) elsewhere. At 1 thread on the gpt's shapes ours measured
- * level with oneDNN's or ahead (docs/PERFORMANCE.md, bench_gemm16), so no
+ * level with oneDNN's or ahead (docs/performance/bf16.md, bench_gemm16), so no
  * shape is left to oneDNN. The environment variable TG_CPU_BF16_GEMM
  * overrides the choice: "auto" (the default), "own" (an error at context
  * creation on a CPU without AVX512_BF16) or "onednn", so that tests and

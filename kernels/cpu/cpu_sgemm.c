@@ -22,7 +22,7 @@
  * context's thread count). They differ from OpenBLAS's in the last bits.
  *
  * Measured against OpenBLAS 0.3.21 (Cooperlake kernels) on one core of an
- * AMD EPYC (Zen 4) at the gpt's shapes: docs/PERFORMANCE.md, "f32 products
+ * AMD EPYC (Zen 4) at the gpt's shapes: docs/performance/gpt.md, "f32 products
  * of our own".
  */
 #include <immintrin.h>

@@ -1,6 +1,6 @@
 /*
  * kernels/cpu/omp_throttle.c: idle OpenMP workers spin long while the cores
- * are the process's own and briefly while they are shared (docs/PERFORMANCE.md,
+ * are the process's own and briefly while they are shared (docs/performance/contention.md,
  * "Under contention").
  *
  * libgomp's idle workers spin GOMP_SPINCOUNT (300,000 by default, a few
