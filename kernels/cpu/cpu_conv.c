@@ -295,23 +295,7 @@ CPU_IM2COL_S1(double)
         }                                                                                          \
     }
 
-/* The f32 products with B as it lies and nothing to accumulate (forward and
- * input gradient) run on our own kernel where it is on (cpu_sgemm.c); the
- * weight gradient's (B transposed, added into a partial sum) on OpenBLAS. */
-static void cpu_conv_sgemm(enum CBLAS_ORDER order, enum CBLAS_TRANSPOSE ta,
-                           enum CBLAS_TRANSPOSE tb, int m, int n, int k, float alpha,
-                           const float *a, int lda, const float *b, int ldb, float beta, float *c,
-                           int ldc) {
-    if (order == CblasRowMajor && tb == CblasNoTrans && alpha == 1 && beta == 0 &&
-        tg__cpu_sgemm_on()) {
-        const bool t = ta == CblasTrans;
-        tg__cpu_sgemm(m, n, k, a, t ? 1 : lda, t ? lda : 1, b, ldb, c, ldc);
-        return;
-    }
-    cblas_sgemm(order, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-
-CPU_CONV_FAMILY(float, cpu_conv_sgemm)
+CPU_CONV_FAMILY(float, cblas_sgemm)
 CPU_CONV_FAMILY(double, cblas_dgemm)
 
 static tg_status cpu_conv_dims_ok(const tg_kargs *a, const tg__conv_geom *g) {
