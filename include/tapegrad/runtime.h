@@ -198,11 +198,11 @@ uint64_t tg_ctx_alloc_count(const tg_ctx *ctx);
  *   cpu_avx512   this CPU runs AVX-512 F, BW, DQ and VL;
  *   core_avx512  core is one of OpenBLAS's AVX-512 kernel sets (SkylakeX,
  *                Cooperlake, SapphireRapids);
- *   own_sgemm    f32 matrix products (and the f32 convolutions' forward and
- *                input-gradient products) run on tapegrad's own AVX-512
- *                kernel rather than OpenBLAS's sgemm (CPUs with AVX-512 F,
- *                unless the variable TG_CPU_SGEMM is "blas"); convolutions'
- *                weight gradients and f64 products stay on OpenBLAS.
+ *   own_sgemm    f32 matrix products run on tapegrad's own AVX-512 kernel
+ *                rather than OpenBLAS's sgemm (CPUs with AVX-512 F, unless
+ *                the variable TG_CPU_SGEMM is "blas"; the largest products
+ *                and short ones with a transposed second operand excepted);
+ *                convolutions and f64 products stay on OpenBLAS.
  * The strings belong to the library (or the environment); do not free them.
  */
 typedef struct tg_blas_info {

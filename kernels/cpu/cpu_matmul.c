@@ -19,9 +19,11 @@
 
 #include "cpu.h"
 
-static void cpu_gemm1(tg_dtype dt, const tg__gemm_arg *ga, const tg__gemm_arg *gb, int64_t n,
-                      int64_t m, int64_t k, const void *A, const void *B, void *C, int64_t ldc) {
-    if (dt == TG_F32 && !gb->trans && tg__cpu_sgemm_on()) {
+/* own: our f32 product (cpu_sgemm.c; B must then be row-major), else BLAS. */
+static void cpu_gemm1(bool own, tg_dtype dt, const tg__gemm_arg *ga, const tg__gemm_arg *gb,
+                      int64_t n, int64_t m, int64_t k, const void *A, const void *B, void *C,
+                      int64_t ldc) {
+    if (own) {
         /* Row i of op(A) is row i of A, or column i when transposed. */
         tg__cpu_sgemm(n, m, k, A, ga->trans ? 1 : ga->ld, ga->trans ? ga->ld : 1, B, gb->ld, C,
                       ldc);
@@ -44,6 +46,7 @@ static void cpu_gemm1(tg_dtype dt, const tg__gemm_arg *ga, const tg__gemm_arg *g
 
 /* One product split into blocks of C (see cpu_gemm). */
 typedef struct cpu_gemm_split {
+    bool own;
     tg_dtype dt;
     const tg__gemm_arg *ga, *gb;
     int64_t n, m, k, es, len, units, parts;
@@ -62,12 +65,12 @@ static void cpu_gemm_block(const cpu_gemm_split *s, int64_t p) {
     if (s->by_rows) {
         /* Row i of op(A) is row i of A, or column i when transposed. */
         const char *a0 = (const char *)s->A + (s->ga->trans ? lo : lo * s->ga->ld) * s->es;
-        cpu_gemm1(s->dt, s->ga, s->gb, hi - lo, s->m, s->k, a0, s->B,
+        cpu_gemm1(s->own, s->dt, s->ga, s->gb, hi - lo, s->m, s->k, a0, s->B,
                   (char *)s->C + lo * s->m * s->es, s->m);
     } else {
         const char *b0 = (const char *)s->B + (s->gb->trans ? lo * s->gb->ld : lo) * s->es;
-        cpu_gemm1(s->dt, s->ga, s->gb, s->n, hi - lo, s->k, s->A, b0, (char *)s->C + lo * s->es,
-                  s->m);
+        cpu_gemm1(s->own, s->dt, s->ga, s->gb, s->n, hi - lo, s->k, s->A, b0,
+                  (char *)s->C + lo * s->es, s->m);
     }
 }
 
@@ -82,18 +85,18 @@ static void cpu_gemm_block(const cpu_gemm_split *s, int64_t p) {
  * the spin watch runs a step on one thread (omp_throttle.c), that thread
  * computes every block in turn, and the bits are the same.
  */
-static void cpu_gemm_split_run(int parts, tg_dtype dt, const tg__gemm_arg *ga,
+static void cpu_gemm_split_run(int parts, bool own, tg_dtype dt, const tg__gemm_arg *ga,
                                const tg__gemm_arg *gb, int64_t n, int64_t m, int64_t k,
                                const void *A, const void *B, void *C) {
     const bool by_rows = n > m;
     const int64_t len = by_rows ? n : m;
     if (parts < 2 || n * m * k < CPU_GEMM_PAR_MIN || len < 2 * CPU_GEMM_ALIGN ||
         omp_in_parallel()) {
-        cpu_gemm1(dt, ga, gb, n, m, k, A, B, C, m);
+        cpu_gemm1(own, dt, ga, gb, n, m, k, A, B, C, m);
         return;
     }
     const int64_t units = (len + CPU_GEMM_ALIGN - 1) / CPU_GEMM_ALIGN;
-    const cpu_gemm_split s = {.dt = dt, .ga = ga, .gb = gb, .n = n, .m = m, .k = k,
+    const cpu_gemm_split s = {.own = own, .dt = dt, .ga = ga, .gb = gb, .n = n, .m = m, .k = k,
                               .es = (int64_t)tg__cpu_esize(dt), .len = len, .units = units,
                               .parts = units < parts ? units : parts, .by_rows = by_rows,
                               .A = A, .B = B, .C = C};
@@ -103,23 +106,39 @@ static void cpu_gemm_split_run(int parts, tg_dtype dt, const tg__gemm_arg *ga,
 /* Below this many elements a transposed B is copied on the calling thread. */
 #define CPU_PACK_PAR_MIN (1 << 16)
 
+/* Our f32 product takes a product whose B holds at most this many values;
+ * OpenBLAS the larger ones (the cnn's first linear layer: 3136 x 1024), where
+ * its packing measured faster than ours (bench_sgemm) and copying a
+ * transposed B would cost most. */
+#define CPU_SGEMM_MAX_B (1 << 19)
+/* ... and one whose B comes transposed only with at least this many rows. */
+#define CPU_SGEMM_MIN_N_PACK 1024
+
 /*
  * The f32 product of our own (cpu_sgemm.c) reads B row-major: a B given
  * transposed (x W^T) is first copied into that layout, into the state's
  * buffer (grown once, kept: no heap call in a steady step; a test's direct
  * call without a state gets a buffer of its own), by parts when large.
- * Everything else goes to cpu_gemm_split_run as it is.
+ * Whether ours runs is decided here, on the whole product, so that every
+ * block of a split product takes the same path. Everything else goes to
+ * cpu_gemm_split_run as it is.
  */
 static void cpu_gemm(void *state, int parts, tg_dtype dt, const tg__gemm_arg *ga,
                      const tg__gemm_arg *gb, int64_t n, int64_t m, int64_t k, const void *A,
                      const void *B, void *C) {
-    if (dt != TG_F32 || !gb->trans || !tg__cpu_sgemm_on()) {
-        cpu_gemm_split_run(parts, dt, ga, gb, n, m, k, A, B, C);
+    /* A transposed B is copied first, a cost of k m against the product's
+     * n k m: worth it for tall products (the gpt's n = batch x T), not for
+     * a batch of a few hundred rows (the mlp's), where OpenBLAS's packing,
+     * vectorised, does it for less. */
+    const bool own = dt == TG_F32 && k * m <= CPU_SGEMM_MAX_B &&
+                     (!gb->trans || n >= CPU_SGEMM_MIN_N_PACK) && tg__cpu_sgemm_on();
+    if (!own || !gb->trans) {
+        cpu_gemm_split_run(parts, own, dt, ga, gb, n, m, k, A, B, C);
         return;
     }
     tg__cpu_state *s = state;
     const size_t need = (size_t)(k * m);
-    float *pk = NULL, *own = NULL;
+    float *pk = NULL, *mine = NULL;
     if (s && s->pack_cap >= need) {
         pk = s->pack;
     } else if (s) {
@@ -130,10 +149,10 @@ static void cpu_gemm(void *state, int parts, tg_dtype dt, const tg__gemm_arg *ga
             s->pack_cap = need;
         }
     } else {
-        pk = own = malloc(need * sizeof(float));
+        pk = mine = malloc(need * sizeof(float));
     }
     if (!pk) { /* out of memory: OpenBLAS takes the transposed B as it lies */
-        cpu_gemm_split_run(parts, dt, ga, gb, n, m, k, A, B, C);
+        cpu_gemm_split_run(parts, false, dt, ga, gb, n, m, k, A, B, C);
         return;
     }
     const float *b = B;
@@ -141,8 +160,8 @@ static void cpu_gemm(void *state, int parts, tg_dtype dt, const tg__gemm_arg *ga
     const int64_t np = (int64_t)need < CPU_PACK_PAR_MIN || omp_in_parallel() ? 1 : parts;
     TG__CPU_PARTS(np, tg__cpu_sgemm_pack(pk, b, k, m, ld, k * p / np, k * (p + 1) / np));
     const tg__gemm_arg plain = {.ld = m, .trans = false};
-    cpu_gemm_split_run(parts, dt, ga, &plain, n, m, k, A, pk, C);
-    free(own);
+    cpu_gemm_split_run(parts, true, dt, ga, &plain, n, m, k, A, pk, C);
+    free(mine);
 }
 
 /* The bf16 product (autocast): ours (cpu_gemm_bf16.c) where the state says

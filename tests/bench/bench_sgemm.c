@@ -1,8 +1,8 @@
 /*
  * tests/bench/bench_sgemm.c: the f32 product of our own (kernels/cpu/
  * cpu_sgemm.c) against OpenBLAS's sgemm on one thread, at the products of a
- * gpt step (4 layers, 128 wide, batch 32 x 128 tokens) and of the mlp at
- * batch 256.
+ * gpt step (4 layers, 128 wide, batch 32 x 128 tokens) and of the mlp's and
+ * the cnn's linear layers at batch 256.
  *
  *   bench_sgemm [--reps N]
  *
@@ -45,6 +45,8 @@ static const shape shapes[] = {
     {"gpt dW head", 1, 0, 256, 4096, 128},   {"mlp fc1", 0, 1, 256, 784, 256},
     {"mlp fc2", 0, 1, 256, 256, 128},        {"mlp d fc1", 0, 0, 256, 256, 784},
     {"mlp dW fc1", 1, 0, 784, 256, 256},     {"mlp fc3", 0, 1, 256, 128, 10},
+    {"cnn fc1", 0, 1, 256, 3136, 1024},      {"cnn d fc1", 0, 0, 256, 1024, 3136},
+    {"cnn dW fc1", 1, 0, 1024, 256, 3136},   {"cnn fc2", 0, 1, 256, 1024, 10},
 };
 
 static void fill(float *p, int64_t n, unsigned *seed) {
