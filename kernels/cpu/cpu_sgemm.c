@@ -11,11 +11,13 @@
  *
  * The register tile is SG_MR rows by two 16-float vectors of columns: 16
  * accumulators, each k step two loads of B and SG_MR broadcasts of A for
- * 2 * SG_MR fused multiply-adds. C is done in blocks of SG_NC columns; in
- * each, K runs in chunks of SG_KC (the first chunk writes C, the next ones
- * add to it), and for each chunk row blocks of SG_MR pass over the block's
- * column tiles while their rows of A stay in L1 and B's chunk (SG_KC x
- * SG_NC, 256 KiB) stays in L2.
+ * 2 * SG_MR fused multiply-adds. K runs in chunks of SG_KC (the first
+ * chunk writes C, the next ones add to it); for each chunk, row blocks of
+ * SG_MR pass over every column tile of C while their rows of A stay in L1
+ * and B's chunk stays in L2 (256 KiB or less for the gpt's products;
+ * cpu_matmul.c sends a B of more than 2^19 values, whose chunks would not
+ * fit, to OpenBLAS). Blocks of 256 columns (a smaller chunk of B for wide
+ * products) measured slower on the gpt's products; not kept.
  *
  * Each element of C is the sum over l in increasing order, in chunks of
  * SG_KC from l = 0, whatever the blocks of C a caller cuts the product
@@ -35,9 +37,6 @@
 
 #define SG_MR 8
 #define SG_KC 256
-/* Columns of C per block: B's chunk (SG_KC x SG_NC) stays in L2 while every
- * row block passes over it. */
-#define SG_NC 256
 
 /* -1 not yet decided, 0 OpenBLAS, 1 ours. */
 static atomic_int sg_mode = -1;
@@ -139,23 +138,20 @@ static __mmask16 sg_mask(int64_t cols) {
 
 void tg__cpu_sgemm(int64_t n, int64_t m, int64_t k, const float *A, int64_t ars, int64_t acs,
                    const float *B, int64_t ldb, float *C, int64_t ldc) {
-    for (int64_t j0 = 0; j0 < m; j0 += SG_NC) {
-        const int64_t j1 = m - j0 < SG_NC ? m : j0 + SG_NC;
-        for (int64_t l0 = 0; l0 < k; l0 += SG_KC) {
-            const int64_t kc = k - l0 < SG_KC ? k - l0 : SG_KC;
-            const bool first = l0 == 0;
-            for (int64_t i = 0; i < n; i += SG_MR) {
-                const int rows = n - i < SG_MR ? (int)(n - i) : SG_MR;
-                const float *ai = A + i * ars + l0 * acs;
-                for (int64_t j = j0; j < j1; j += 32) {
-                    const float *bj = B + l0 * ldb + j;
-                    float *cij = C + i * ldc + j;
-                    if (rows == SG_MR && m - j >= 32)
-                        sg_tile_full(kc, ai, ars, acs, bj, ldb, cij, ldc, first);
-                    else
-                        sg_tile_part(rows, kc, ai, ars, acs, bj, ldb, cij, ldc, sg_mask(m - j),
-                                     sg_mask(m - j - 16), first);
-                }
+    for (int64_t l0 = 0; l0 < k; l0 += SG_KC) {
+        const int64_t kc = k - l0 < SG_KC ? k - l0 : SG_KC;
+        const bool first = l0 == 0;
+        for (int64_t i = 0; i < n; i += SG_MR) {
+            const int rows = n - i < SG_MR ? (int)(n - i) : SG_MR;
+            const float *ai = A + i * ars + l0 * acs;
+            for (int64_t j = 0; j < m; j += 32) {
+                const float *bj = B + l0 * ldb + j;
+                float *cij = C + i * ldc + j;
+                if (rows == SG_MR && m - j >= 32)
+                    sg_tile_full(kc, ai, ars, acs, bj, ldb, cij, ldc, first);
+                else
+                    sg_tile_part(rows, kc, ai, ars, acs, bj, ldb, cij, ldc, sg_mask(m - j),
+                                 sg_mask(m - j - 16), first);
             }
         }
     }
