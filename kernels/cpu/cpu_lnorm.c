@@ -20,6 +20,21 @@
 
 /* Columns per block of the weight-gradient pass: 64 f32 are four cache lines. */
 #define CPU_LN_BLOCK 64
+/* Columns whose two sums (in double) one pass over the rows keeps in registers. */
+#define CPU_LN_RUN 16
+/* The rows' pass of cpu_lnb_cols for the W columns from j0 (W a constant for
+ * full runs, so that the sums stay in registers). */
+#define CPU_LNB_RUN(T, W)                                              \
+    for (int64_t r = 0; r < rows; r++) {                               \
+        const T *pg = g + r * d + j0, *px = x + r * d + j0;            \
+        const double mean = (double)st[r], inv = (double)st[rows + r]; \
+        TG__CPU_SIMD("omp simd")                                       \
+        for (int64_t j = 0; j < (W); j++) {                            \
+            const double gv = (double)pg[j];                           \
+            sw[j] += gv * (((double)px[j] - mean) * inv);              \
+            sb[j] += gv;                                               \
+        }                                                              \
+    }
 /* Below this many elements the kernels stay on the calling thread. */
 #define CPU_LN_PAR_MIN TG__CPU_PAR_MIN
 
@@ -75,23 +90,24 @@ CPU_LN_FORWARD(double)
         for (int64_t i = 0; i < d; i++)                                                            \
             dx[i] = (g[i] * w[i] - a - (x[i] - mean) * inv * c) * inv;                             \
     }                                                                                              \
-    /* d weight and d bias for columns [c0, c0 + nc), every row in order. */                       \
+    /* d weight and d bias for columns [c0, c0 + nc), every row in order, in                       \
+     * runs of CPU_LN_RUN columns whose sums stay in registers (the order of                       \
+     * each column's sum is the same whatever the runs).                                           \
+     */                                                                                            \
     TG__CPU_CLONES static void cpu_lnb_cols_##T(int64_t rows, int64_t d, int64_t c0, int64_t nc,   \
                                                 const T *g, const T *x, const T *st, T *gp) {      \
-        double sw[CPU_LN_BLOCK] = {0}, sb[CPU_LN_BLOCK] = {0};                                     \
-        for (int64_t r = 0; r < rows; r++) {                                                       \
-            const T *pg = g + r * d + c0, *px = x + r * d + c0;                                    \
-            const double mean = (double)st[r], inv = (double)st[rows + r];                         \
-            TG__CPU_SIMD("omp simd")                                                               \
-            for (int64_t j = 0; j < nc; j++) {                                                     \
-                const double gv = (double)pg[j];                                                   \
-                sw[j] += gv * (((double)px[j] - mean) * inv);                                      \
-                sb[j] += gv;                                                                       \
+        for (int64_t j0 = c0; j0 < c0 + nc; j0 += CPU_LN_RUN) {                                    \
+            const int64_t w = c0 + nc - j0 < CPU_LN_RUN ? c0 + nc - j0 : CPU_LN_RUN;               \
+            double sw[CPU_LN_RUN] = {0}, sb[CPU_LN_RUN] = {0};                                     \
+            if (w == CPU_LN_RUN) {                                                                 \
+                CPU_LNB_RUN(T, CPU_LN_RUN)                                                         \
+            } else {                                                                               \
+                CPU_LNB_RUN(T, w)                                                                  \
             }                                                                                      \
-        }                                                                                          \
-        for (int64_t j = 0; j < nc; j++) {                                                         \
-            gp[c0 + j] = (T)sw[j];                                                                 \
-            gp[d + c0 + j] = (T)sb[j];                                                             \
+            for (int64_t j = 0; j < w; j++) {                                                      \
+                gp[j0 + j] = (T)sw[j];                                                             \
+                gp[d + j0 + j] = (T)sb[j];                                                         \
+            }                                                                                      \
         }                                                                                          \
     }                                                                                              \
     static void cpu_lnb_##T(int64_t rows, int64_t d, const T *g, const T *x, const T *w,           \
