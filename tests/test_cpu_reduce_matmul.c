@@ -464,7 +464,7 @@ static void test_sgemm_own(void **state) {
             const float *b = B;
             int64_t lb = ldb;
             if (tb) { /* B stored m x k: the caller's copy into k x m */
-                tg__cpu_sgemm_pack(pk, B, k, m, ldb, 0, k);
+                tg__cpu_sgemm_pack(pk, B, m, ldb, 0, k);
                 b = pk;
                 lb = m;
             }

@@ -144,7 +144,7 @@ static float *run_own(tg__gemm16 *g, int parts, const prod *p) {
 }
 
 static bool have_kernel(void) {
-    if (tg__gemm16_cpu())
+    if (tg__cpu_avx512_bf16())
         return true;
     print_message("skipped: this CPU has no AVX512_BF16\n");
     return false;
@@ -315,7 +315,7 @@ static float *op_matmul(tg_ctx *ctx, const prod *p) {
 
 static void test_paths_through_op(void **state) {
     (void)state;
-    const bool own = tg__gemm16_cpu();
+    const bool own = tg__cpu_avx512_bf16();
     const char *modes[] = {"onednn", "own", "auto"};
     tg__gemm16 *g = tg__gemm16_new(1);
     assert_non_null(g);
@@ -388,7 +388,7 @@ static void test_bad_switch(void **state) {
     setenv("TG_CPU_BF16_GEMM", "own", 1);
     tg_ctx *ctx = NULL;
     const tg_status st = tg_ctx_new(&cfg, &ctx);
-    if (tg__gemm16_cpu()) {
+    if (tg__cpu_avx512_bf16()) {
         assert_int_equal(st, TG_OK);
     } else {
         assert_int_equal(st, TG_ERR_UNSUPPORTED);

@@ -242,7 +242,7 @@ static void test_bf16(void **state) {
                      "steps, expected at most %d a step (are its primitives made again?)",
                      tg_model_name(c->model), c->threads, apart, COUNTED, DNNL_CALLS_PER_STEP);
         /* No convolution: every product is ours where the CPU has AVX512_BF16. */
-        if (c->model == TG_MODEL_MLP && tg__gemm16_cpu() && apart != 0)
+        if (c->model == TG_MODEL_MLP && tg__cpu_avx512_bf16() && apart != 0)
             fail_msg("bf16 mlp, %d thread(s): %ld heap calls inside oneDNN in %d steady-state "
                      "steps, expected none (its matmuls run on our kernel)",
                      c->threads, apart, COUNTED);
@@ -320,7 +320,7 @@ static void test_gpt_bf16(void **state) {
             fail_msg("bf16 gpt, %d thread(s): %ld heap calls outside oneDNN in %d steady-state "
                      "steps, expected 0",
                      threads, calls, COUNTED);
-        if (tg__gemm16_cpu() && apart != 0)
+        if (tg__cpu_avx512_bf16() && apart != 0)
             fail_msg("bf16 gpt, %d thread(s): %ld heap calls inside oneDNN in %d steady-state "
                      "steps, expected none (its matmuls run on our kernel)",
                      threads, apart, COUNTED);

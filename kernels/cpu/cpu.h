@@ -71,6 +71,15 @@ static inline int tg__cpu_parts(const void *state) {
     return s ? s->parts : omp_get_max_threads(); /* a state, or a test's direct call */
 }
 
+/* ---- CPU features (cpu_backend.c) ---- */
+
+/* The four AVX-512 subsets (F, BW, DQ, VL) that OpenBLAS's SkylakeX and later
+ * kernels and ours are built for, with the registers saved by the OS (the
+ * compiler's checks include that); and those with AVX512_BF16 (vdpbf16ps,
+ * the bf16 product's and attention's kernels). */
+bool tg__cpu_avx512(void);
+bool tg__cpu_avx512_bf16(void);
+
 /* ---- the f32 product of our own (cpu_sgemm.c) ---- */
 
 /* Whether products use it: on CPUs with AVX-512, unless TG_CPU_SGEMM=blas
@@ -84,8 +93,7 @@ void tg__cpu_sgemm(int64_t n, int64_t m, int64_t k, const float *A, int64_t ars,
                    const float *B, int64_t ldb, float *C, int64_t ldc);
 /* Rows [l0, l1) of dst (k x m, row-major) = the transpose of B (m x k, row
  * stride ld). */
-void tg__cpu_sgemm_pack(float *dst, const float *B, int64_t k, int64_t m, int64_t ld, int64_t l0,
-                        int64_t l1);
+void tg__cpu_sgemm_pack(float *dst, const float *B, int64_t m, int64_t ld, int64_t l0, int64_t l1);
 
 /* ---- oneDNN (cpu_dnnl.c) ---- */
 
@@ -109,8 +117,6 @@ tg_status tg__dnnl_conv(tg__dnnl *d, int kind, bool bf16, const tg__conv_geom *g
 
 /* ---- our bf16 product (cpu_gemm_bf16.c) ---- */
 
-/* Whether the CPU runs our kernel (AVX512F, BW, DQ, VL and BF16). */
-bool tg__gemm16_cpu(void);
 /* Whether a context's bf16 matmul runs on our kernel (*own) or on oneDNN's:
  * ours where the CPU can, unless the environment variable TG_CPU_BF16_GEMM
  * says otherwise (auto, own, onednn); an unknown value, or own on a CPU
@@ -122,7 +128,7 @@ void tg__gemm16_free(tg__gemm16 *g);
 /* C (n x m, row-major, ld m, f32) = op(A) op(B) with A and B (f32, laid out
  * as for BLAS) rounded to bf16 and the products summed in f32, cut into
  * `parts` blocks (at most the slots); the bits depend on neither the parts
- * nor the running threads. Needs tg__gemm16_cpu(); k may be 0. */
+ * nor the running threads. Needs tg__cpu_avx512_bf16(); k may be 0. */
 void tg__gemm16_run(tg__gemm16 *g, int parts, const tg__gemm_arg *ga, const tg__gemm_arg *gb,
                     int64_t n, int64_t m, int64_t k, const float *A, const float *B, float *C);
 

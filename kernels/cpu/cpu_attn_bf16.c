@@ -626,14 +626,7 @@ AB_TASKS(avx, AB_AVX, AB_AVX, ab_mm_avx)
 /* -1: not chosen yet; else a tg__cpu_attn_bf16_path. */
 static int ab_path_now = -1;
 
-bool tg__cpu_attn_bf16_native(void) {
-#if AB_HAVE_AVX
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
-#else
-    return false;
-#endif
-}
+bool tg__cpu_attn_bf16_native(void) { return AB_HAVE_AVX && tg__cpu_avx512_bf16(); }
 
 static int ab_path(void) {
     int p = __atomic_load_n(&ab_path_now, __ATOMIC_RELAXED);

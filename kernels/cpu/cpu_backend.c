@@ -17,6 +17,25 @@
 /* Above this many bytes, zero fills are split among threads. */
 #define CPU_ZERO_CHUNK ((size_t)1 << 20)
 
+/* ---- CPU features ---- */
+
+bool tg__cpu_avx512(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+#else
+    return false;
+#endif
+}
+
+bool tg__cpu_avx512_bf16(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    return tg__cpu_avx512() && __builtin_cpu_supports("avx512bf16");
+#else
+    return false;
+#endif
+}
+
 tg_status tg__cpu_fail(const tg_kargs *a, tg_status st, const char *fmt, ...) {
     if (a->err && a->errlen > 0) {
         va_list ap;

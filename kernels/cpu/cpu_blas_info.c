@@ -17,16 +17,6 @@
 /* OpenBLAS's names of its AVX-512 kernel sets (driver/others/dynamic.c). */
 static const char *const avx512_cores[] = {"SkylakeX", "Cooperlake", "SapphireRapids"};
 
-/* The four AVX-512 subsets the SkylakeX and later kernels are built for. */
-static bool cpu_has_avx512(void) {
-#if defined(__x86_64__) && defined(__GNUC__)
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-#else
-    return false;
-#endif
-}
-
 void tg_blas_info_get(tg_blas_info *out) {
     /* CMake links OpenBLAS into every build, so both calls always exist; a
      * library that returns no name is reported as "unknown". */
@@ -38,7 +28,7 @@ void tg_blas_info_get(tg_blas_info *out) {
         .config = config && *config ? config : "OpenBLAS",
         /* OpenBLAS ignores an empty value, so it forces nothing. */
         .forced_core = forced && *forced ? forced : NULL,
-        .cpu_avx512 = cpu_has_avx512(),
+        .cpu_avx512 = tg__cpu_avx512(),
         .own_sgemm = tg__cpu_sgemm_on(),
     };
     for (size_t i = 0; i < sizeof avx512_cores / sizeof avx512_cores[0]; i++)

@@ -80,40 +80,22 @@ struct tg__gemm16 {
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define G16_X86 1
-#include <cpuid.h>
 #include <immintrin.h>
 #else
 #define G16_X86 0
 #endif
 
-bool tg__gemm16_cpu(void) {
-#if G16_X86
-    unsigned eax, ebx, ecx, edx;
-    /* CPUID leaf 7, subleaf 1, EAX bit 5: AVX512_BF16. The builtins check
-     * that the OS saves the AVX-512 registers. */
-    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
-        !__builtin_cpu_supports("avx512dq") || !__builtin_cpu_supports("avx512vl") ||
-        __get_cpuid_max(0, NULL) < 7)
-        return false;
-    __cpuid_count(7, 1, eax, ebx, ecx, edx);
-    (void)ebx, (void)ecx, (void)edx;
-    return (eax >> 5) & 1;
-#else
-    return false;
-#endif
-}
-
 tg_status tg__gemm16_mode(bool *own, char *err, size_t errlen) {
     const char *e = getenv("TG_CPU_BF16_GEMM");
     *own = false;
     if (!e || !*e || !strcmp(e, "auto")) {
-        *own = tg__gemm16_cpu();
+        *own = tg__cpu_avx512_bf16();
         return TG_OK;
     }
     if (!strcmp(e, "onednn"))
         return TG_OK;
     if (!strcmp(e, "own")) {
-        if ((*own = tg__gemm16_cpu()))
+        if ((*own = tg__cpu_avx512_bf16()))
             return TG_OK;
         if (err && errlen)
             snprintf(err, errlen,

@@ -155,10 +155,8 @@ static void cpu_gemm(void *state, int parts, tg_dtype dt, const tg__gemm_arg *ga
         cpu_gemm_split_run(parts, false, dt, ga, gb, n, m, k, A, B, C);
         return;
     }
-    const float *b = B;
-    const int64_t ld = gb->ld;
     const int64_t np = (int64_t)need < CPU_PACK_PAR_MIN || omp_in_parallel() ? 1 : parts;
-    TG__CPU_PARTS(np, tg__cpu_sgemm_pack(pk, b, k, m, ld, k * p / np, k * (p + 1) / np));
+    TG__CPU_PARTS(np, tg__cpu_sgemm_pack(pk, B, m, gb->ld, k * p / np, k * (p + 1) / np));
     const tg__gemm_arg plain = {.ld = m, .trans = false};
     cpu_gemm_split_run(parts, true, dt, ga, &plain, n, m, k, A, pk, C);
     free(mine);

@@ -41,14 +41,20 @@
 /* -1 not yet decided, 0 OpenBLAS, 1 ours. */
 static atomic_int sg_mode = -1;
 
+/* The kernel needs AVX-512 F alone. */
+static bool sg_cpu(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    return __builtin_cpu_supports("avx512f") > 0;
+#else
+    return false;
+#endif
+}
+
 bool tg__cpu_sgemm_on(void) {
     int m = atomic_load_explicit(&sg_mode, memory_order_relaxed);
     if (m < 0) {
         const char *e = getenv("TG_CPU_SGEMM");
-        m = 0;
-#if defined(__x86_64__) && defined(__GNUC__)
-        m = __builtin_cpu_supports("avx512f") > 0 && !(e && !strcmp(e, "blas"));
-#endif
+        m = sg_cpu() && !(e && !strcmp(e, "blas"));
         atomic_store_explicit(&sg_mode, m, memory_order_relaxed);
     }
     return m == 1;
@@ -56,16 +62,11 @@ bool tg__cpu_sgemm_on(void) {
 
 bool tg__cpu_sgemm_set(bool on) {
     const bool was = tg__cpu_sgemm_on();
-    int m = 0;
-#if defined(__x86_64__) && defined(__GNUC__)
-    m = on && __builtin_cpu_supports("avx512f") > 0;
-#endif
-    atomic_store_explicit(&sg_mode, m, memory_order_relaxed);
+    atomic_store_explicit(&sg_mode, on && sg_cpu(), memory_order_relaxed);
     return was;
 }
 
-void tg__cpu_sgemm_pack(float *dst, const float *B, int64_t k, int64_t m, int64_t ld, int64_t l0,
-                        int64_t l1) {
+void tg__cpu_sgemm_pack(float *dst, const float *B, int64_t m, int64_t ld, int64_t l0, int64_t l1) {
     /* dst row l = column l of the m x k matrix B (row stride ld), in blocks
      * of 16 x 16 so that both sides stay in cache. */
     for (int64_t lb = l0; lb < l1; lb += 16) {
@@ -77,7 +78,6 @@ void tg__cpu_sgemm_pack(float *dst, const float *B, int64_t k, int64_t m, int64_
                     dst[l * m + j] = B[j * ld + l];
         }
     }
-    (void)k;
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)

@@ -89,7 +89,7 @@ int main(int argc, char **argv) {
     tg__dnnl *d = NULL;
     if (tg__dnnl_new(&d, err, sizeof err) != TG_OK)
         printf("(%s)\n", err);
-    tg__gemm16 *g = tg__gemm16_cpu() ? tg__gemm16_new(threads) : NULL;
+    tg__gemm16 *g = tg__cpu_avx512_bf16() ? tg__gemm16_new(threads) : NULL;
     if (!g)
         printf("(no AVX512_BF16 on this CPU: our kernel is not timed)\n");
     printf("threads %d, median of %d alternated calls\n", threads, reps);

@@ -97,7 +97,7 @@ int main(int argc, char **argv) {
             const float *b = B;
             int64_t lb = ldb;
             if (h->tb) {
-                tg__cpu_sgemm_pack(pk, B, k, m, ldb, 0, k);
+                tg__cpu_sgemm_pack(pk, B, m, ldb, 0, k);
                 b = pk;
                 lb = m;
             }
