@@ -26,25 +26,13 @@
 
 #include "tapegrad/comm.h"
 #include "tapegrad/runtime.h"
+#include "bench_util.h"
 
 #define NPARAM 8
 
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static double median(double *v, int n)
 {
-    qsort(v, (size_t)n, sizeof *v, cmp);
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
@@ -161,21 +149,21 @@ int main(int argc, char **argv)
         double *tb = calloc((size_t)reps, sizeof *tb);
         for (int r = -2; r < reps; r++) { /* two warm-ups */
             MPI_Barrier(MPI_COMM_WORLD);
-            double t0 = now();
+            double t0 = now_s();
             if (step(ctx, d, ps, false))
                 return 1;
-            double t1 = now();
+            double t1 = now_s();
             MPI_Barrier(MPI_COMM_WORLD);
-            double t2 = now();
+            double t2 = now_s();
             if (step(ctx, d, ps, true)) {
                 fprintf(stderr, "rank %d: %s\n", rank, tg_world_error(w));
                 return 1;
             }
-            double t3 = now();
+            double t3 = now_s();
             MPI_Barrier(MPI_COMM_WORLD);
-            double t4 = now();
+            double t4 = now_s();
             MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-            double t5 = now();
+            double t5 = now_s();
             if (r >= 0) {
                 tl[r] = t1 - t0;
                 th[r] = (t3 - t2) - (t1 - t0);

@@ -30,17 +30,7 @@
 #include "tapegrad/nn.h"
 #include "tapegrad/rng.h"
 #include "tapegrad/runtime.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+#include "bench_util.h"
 
 /* The current resident set, kB (VmRSS), or -1. */
 static long rss_now_kb(void) {

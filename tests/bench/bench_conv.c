@@ -20,6 +20,7 @@
 #include "cpu/cpu.h"
 #include "tapegrad/nn.h"
 #include "tapegrad/runtime.h"
+#include "bench_util.h"
 
 typedef struct shape {
     const char *name;
@@ -31,19 +32,6 @@ static const shape shapes[] = {
     {"resnet20 stem", 3, 16, 32, 3, 1},      {"resnet20 16@32x32", 16, 16, 32, 3, 1},
     {"resnet20 32@16x16", 32, 32, 16, 3, 1}, {"resnet20 64@8x8", 64, 64, 8, 3, 1},
 };
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static float *rnd(int64_t n) {
-    float *p = malloc((size_t)n * sizeof *p);
-    for (int64_t i = 0; i < n; i++)
-        p[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
-    return p;
-}
 
 static tg_kview view4(float *p, int64_t a, int64_t b, int64_t c, int64_t d) {
     tg_kview v;

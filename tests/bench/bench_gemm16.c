@@ -22,6 +22,7 @@
 
 #include "cpu/cpu.h"
 #include "tapegrad/runtime.h"
+#include "bench_util.h"
 
 /* op(A) (n x k) op(B) (k x m); ta, tb: stored transposed. */
 typedef struct shape {
@@ -47,24 +48,6 @@ static const shape shapes[] = {
     {"lm head dx (ab)", 4096, 256, 128, false, false},
     {"lm head dw (A^T)", 256, 4096, 128, true, false},
 };
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static float *rnd(int64_t n) {
-    float *p = malloc((size_t)n * sizeof *p);
-    for (int64_t i = 0; i < n; i++)
-        p[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
-    return p;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 static double median(double *t, int n) {
     qsort(t, (size_t)n, sizeof *t, cmp_double);

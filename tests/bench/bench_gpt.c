@@ -48,6 +48,7 @@
 #include "tapegrad/trainer.h"
 
 #include "../heap_count.h"
+#include "bench_util.h"
 
 /* The sizes of `tapegrad train --model gpt` (launch/train.h). */
 enum {
@@ -62,12 +63,6 @@ typedef struct gpt_opts {
     int threads, n_layer, n_head;
     tg_precision precision; /* --precision bf16: tg_ctx_set_precision */
 } gpt_opts;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* User and system CPU seconds of the process, every thread. */
 static double cpu_s(void) {

@@ -32,6 +32,7 @@
 
 #include "tapegrad/nn.h"
 #include "tapegrad/runtime.h"
+#include "bench_util.h"
 
 /* Ops per chain: tg_step_reset() runs after each one. */
 #define CHAIN 1000
@@ -49,17 +50,6 @@ typedef enum {
 } bench_op;
 
 static const char *const op_names[] = {"add", "mul", "relu"};
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static double median(double *v, int n) {
     qsort(v, (size_t)n, sizeof(*v), cmp_double);

@@ -21,12 +21,7 @@
 #include <time.h>
 
 #include "cpu/cpu.h"
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
+#include "bench_util.h"
 
 typedef struct shape {
     const char *what;
@@ -49,11 +44,6 @@ static const shape shapes[] = {
     {"cnn dW fc1", 1, 0, 1024, 256, 3136},   {"cnn fc2", 0, 1, 256, 1024, 10},
 };
 
-static void fill(float *p, int64_t n, unsigned *seed) {
-    for (int64_t i = 0; i < n; i++)
-        p[i] = (float)(rand_r(seed) % 2001 - 1000) / 1000.0f;
-}
-
 int main(int argc, char **argv) {
     int reps = 9;
     for (int i = 1; i < argc; i++) {
@@ -73,27 +63,24 @@ int main(int argc, char **argv) {
     printf("%-15s %2s %5s %5s %5s %9s %7s %9s %7s %6s %9s\n", "product", "t", "n", "k", "m",
            "blas ms", "GF/s", "ours ms", "GF/s", "ratio", "rel diff");
     double tot_b = 0, tot_o = 0;
-    unsigned seed = 7;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         const shape *h = &shapes[s];
         const int64_t n = h->n, k = h->k, m = h->m;
         const int64_t lda = h->ta ? n : k, ldb = h->tb ? k : m;
-        float *A = malloc((size_t)(n * k) * sizeof *A), *B = malloc((size_t)(k * m) * sizeof *B);
+        float *A = rnd(n * k), *B = rnd(k * m);
         float *C1 = malloc((size_t)(n * m) * sizeof *C1), *C2 = malloc((size_t)(n * m) * sizeof *C2);
         float *pk = malloc((size_t)(k * m) * sizeof *pk);
         if (!A || !B || !C1 || !C2 || !pk) {
             fprintf(stderr, "bench_sgemm: out of memory\n");
             return 1;
         }
-        fill(A, n * k, &seed);
-        fill(B, k * m, &seed);
         double best_b = INFINITY, best_o = INFINITY;
         for (int r = 0; r < reps; r++) {
-            const double t0 = now();
+            const double t0 = now_s();
             cblas_sgemm(CblasRowMajor, h->ta ? CblasTrans : CblasNoTrans,
                         h->tb ? CblasTrans : CblasNoTrans, (int)n, (int)m, (int)k, 1.0f, A,
                         (int)lda, B, (int)ldb, 0.0f, C1, (int)m);
-            const double t1 = now();
+            const double t1 = now_s();
             const float *b = B;
             int64_t lb = ldb;
             if (h->tb) {
@@ -102,7 +89,7 @@ int main(int argc, char **argv) {
                 lb = m;
             }
             tg__cpu_sgemm(n, m, k, A, h->ta ? 1 : lda, h->ta ? lda : 1, b, lb, C2, m);
-            const double t2 = now();
+            const double t2 = now_s();
             best_b = t1 - t0 < best_b ? t1 - t0 : best_b;
             best_o = t2 - t1 < best_o ? t2 - t1 : best_o;
         }

@@ -45,6 +45,7 @@
 #include "tapegrad/trainer.h"
 
 #include "../heap_count.h"
+#include "bench_util.h"
 
 /* ---- the benchmark ---- */
 
@@ -54,12 +55,6 @@ typedef struct bench_opts {
     int threads;
     tg_precision precision; /* --precision bf16: tg_ctx_set_precision */
 } bench_opts;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* User and system CPU seconds of the process, every thread. */
 static double cpu_s(void) {
