@@ -58,8 +58,9 @@ typedef struct tg__cpu_state {
     bool gemm16_own;
     tg__gemm16 *gemm16;
     tg__omp_throttle *throttle;
-    /* cpu_matmul.c's copy of a transposed B for tg__cpu_sgemm: grows, kept. */
-    float *pack;
+    /* cpu_matmul.c's copy of a transposed B for tg__cpu_sgemm: grows, kept
+     * (tg__cpu_grow; pack_cap in bytes). */
+    void *pack;
     size_t pack_cap;
 } tg__cpu_state;
 
@@ -70,6 +71,11 @@ static inline int tg__cpu_parts(const void *state) {
     const tg__cpu_state *s = state;
     return s ? s->parts : omp_get_max_threads(); /* a state, or a test's direct call */
 }
+
+/* A buffer of at least nbytes in *p (64-byte aligned), grown (never shrunk)
+ * as needed, *cap its size; NULL when out of memory (the old buffer kept).
+ * cpu_backend.c. */
+void *tg__cpu_grow(void **p, size_t *cap, size_t nbytes);
 
 /* ---- CPU features (cpu_backend.c) ---- */
 

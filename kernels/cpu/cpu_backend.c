@@ -17,6 +17,20 @@
 /* Above this many bytes, zero fills are split among threads. */
 #define CPU_ZERO_CHUNK ((size_t)1 << 20)
 
+/* ---- buffers kept by the backend's state ---- */
+
+void *tg__cpu_grow(void **p, size_t *cap, size_t nbytes) {
+    if (nbytes <= *cap)
+        return *p;
+    void *q = aligned_alloc(CPU_ALIGN, (nbytes + CPU_ALIGN - 1) / CPU_ALIGN * CPU_ALIGN);
+    if (!q)
+        return NULL;
+    free(*p);
+    *p = q;
+    *cap = nbytes;
+    return q;
+}
+
 /* ---- CPU features ---- */
 
 bool tg__cpu_avx512(void) {

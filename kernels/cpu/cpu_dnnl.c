@@ -197,19 +197,6 @@ void tg__dnnl_free(tg__dnnl *d) {
     free(d);
 }
 
-/* A buffer of at least nbytes in slot, grown (never shrunk) as needed. */
-static void *grow(void **p, size_t *cap, size_t nbytes) {
-    if (nbytes <= *cap)
-        return *p;
-    void *q = aligned_alloc(64, (nbytes + 63) / 64 * 64);
-    if (!q)
-        return NULL;
-    free(*p);
-    *p = q;
-    *cap = nbytes;
-    return q;
-}
-
 /* ---- the cache ---- */
 
 static dn_entry *lookup(tg__dnnl *d, const int64_t *key) {
@@ -271,7 +258,7 @@ static dnnl_primitive_attr_t user_scratch_attr(void) {
 static tg_status entry_run(tg__dnnl *d, dn_entry *e, void *const *ptrs, char *err, size_t errlen) {
     dnnl_exec_arg_t args[DNNL_ARGS + 1];
     int n = 0;
-    if (!grow(&d->scratch, &d->scratch_cap, e->scratch ? e->scratch : 64))
+    if (!tg__cpu_grow(&d->scratch, &d->scratch_cap, e->scratch ? e->scratch : 64))
         return dnnl_failf(err, errlen, TG_ERR_NOMEM, "cpu oneDNN: out of memory for the %s",
                           "scratchpad");
     for (int i = 0; i < e->nargs; i++) {
@@ -347,8 +334,8 @@ tg_status tg__dnnl_gemm(tg__dnnl *d, const tg__gemm_arg *ga, const tg__gemm_arg 
     tg_status st = TG_OK;
     if (!e && (st = matmul_entry(d, key, ga->trans, gb->trans, n, m, k, &e, err, errlen)))
         return st;
-    uint16_t *a16 = grow((void **)&d->buf[0], &d->cap[0], (size_t)(n * k) * 2);
-    uint16_t *b16 = grow((void **)&d->buf[1], &d->cap[1], (size_t)(k * m) * 2);
+    uint16_t *a16 = tg__cpu_grow((void **)&d->buf[0], &d->cap[0], (size_t)(n * k) * 2);
+    uint16_t *b16 = tg__cpu_grow((void **)&d->buf[1], &d->cap[1], (size_t)(k * m) * 2);
     if (!a16 || !b16)
         return dnnl_failf(err, errlen, TG_ERR_NOMEM, "cpu oneDNN: out of memory for the %s",
                           "bf16 operands");
@@ -705,7 +692,7 @@ static void *plain_f32(const tg_kview *v, void **buf, size_t *cap) {
     if (tg__kview_contig(v))
         return v->data;
     const int64_t n = tg__kview_numel(v);
-    float *dst = grow(buf, cap, (size_t)n * 4);
+    float *dst = tg__cpu_grow(buf, cap, (size_t)n * 4);
     if (!dst)
         return NULL;
     const float *src = v->data;
@@ -735,7 +722,7 @@ tg_status tg__dnnl_conv(tg__dnnl *d, int kind, bool bf16, const tg__conv_geom *g
     for (int i = 0; i < 2; i++) {
         void *src = plain_f32(in[i], &d->plain[i], &d->plain_cap[i]);
         void *dst =
-            src && c->in[i].how ? grow((void **)&d->buf[i], &d->cap[i], c->in[i].to_bytes) : src;
+            src && c->in[i].how ? tg__cpu_grow((void **)&d->buf[i], &d->cap[i], c->in[i].to_bytes) : src;
         if (!dst)
             return dnnl_failf(err, errlen, TG_ERR_NOMEM, "cpu oneDNN: out of memory for the %s",
                               "convolution's operands");
@@ -746,7 +733,7 @@ tg_status tg__dnnl_conv(tg__dnnl *d, int kind, bool bf16, const tg__conv_geom *g
     int i = 2;
     if (bias)
         ptrs[i++] = bias->data;
-    void *res = c->out.how ? grow(&d->res, &d->res_cap, c->out.from_bytes) : out;
+    void *res = c->out.how ? tg__cpu_grow(&d->res, &d->res_cap, c->out.from_bytes) : out;
     if (!res)
         return dnnl_failf(err, errlen, TG_ERR_NOMEM, "cpu oneDNN: out of memory for the %s",
                           "convolution's result");

@@ -138,19 +138,9 @@ static void cpu_gemm(void *state, int parts, tg_dtype dt, const tg__gemm_arg *ga
     }
     tg__cpu_state *s = state;
     const size_t need = (size_t)(k * m);
-    float *pk = NULL, *mine = NULL;
-    if (s && s->pack_cap >= need) {
-        pk = s->pack;
-    } else if (s) {
-        float *p = aligned_alloc(64, (need * sizeof(float) + 63) / 64 * 64);
-        if (p) {
-            free(s->pack);
-            s->pack = pk = p;
-            s->pack_cap = need;
-        }
-    } else {
-        pk = mine = malloc(need * sizeof(float));
-    }
+    float *mine = NULL;
+    float *pk = s ? tg__cpu_grow(&s->pack, &s->pack_cap, need * sizeof(float))
+                  : (mine = malloc(need * sizeof(float)));
     if (!pk) { /* out of memory: OpenBLAS takes the transposed B as it lies */
         cpu_gemm_split_run(parts, false, dt, ga, gb, n, m, k, A, B, C);
         return;
