@@ -58,7 +58,7 @@ typedef struct tg__cpu_state {
     bool gemm16_own;
     tg__gemm16 *gemm16;
     tg__omp_throttle *throttle;
-    /* cpu_matmul.c's copy of a transposed B for tg__cpu_sgemm: grows, kept
+    /* cpu_matmul.c's copy of B in tg__cpu_sgemm's panels: grows, kept
      * (tg__cpu_grow; pack_cap in bytes). */
     void *pack;
     size_t pack_cap;
@@ -94,12 +94,18 @@ bool tg__cpu_avx512_bf16(void);
 bool tg__cpu_sgemm_on(void);
 bool tg__cpu_sgemm_set(bool on);
 /* C (n x m, row stride ldc) = op(A) B: op(A)'s element (i, l) at
- * A[i * ars + l * acs], B row-major k x m (row stride ldb). */
+ * A[i * ars + l * acs]; B (k x m) in panels of 32 columns, its element
+ * (l, j) at B[j / 32 * bps + l * ldb + j % 32]: row-major with row stride
+ * ldb when bps is 32, or as tg__cpu_sgemm_pack lays it out (ldb 32, bps
+ * 32 k). */
 void tg__cpu_sgemm(int64_t n, int64_t m, int64_t k, const float *A, int64_t ars, int64_t acs,
-                   const float *B, int64_t ldb, float *C, int64_t ldc);
-/* Rows [l0, l1) of dst (k x m, row-major) = the transpose of B (m x k, row
- * stride ld). */
-void tg__cpu_sgemm_pack(float *dst, const float *B, int64_t m, int64_t ld, int64_t l0, int64_t l1);
+                   const float *B, int64_t ldb, int64_t bps, float *C, int64_t ldc);
+/* Panels [p0, p1) of B (k x m, its element (l, j) at B[l * rs + j * cs])
+ * into dst: panel p (columns [32 p, 32 p + 32)) at dst + 32 k p, its row l
+ * the 32 floats at + 32 l (the last panel's columns past m left as they
+ * are: the kernel never reads them). */
+void tg__cpu_sgemm_pack(float *dst, const float *B, int64_t rs, int64_t cs, int64_t k, int64_t m,
+                        int64_t p0, int64_t p1);
 
 /* ---- oneDNN (cpu_dnnl.c) ---- */
 

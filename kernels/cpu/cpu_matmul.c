@@ -19,14 +19,15 @@
 
 #include "cpu.h"
 
-/* own: our f32 product (cpu_sgemm.c; B must then be row-major), else BLAS. */
-static void cpu_gemm1(bool own, tg_dtype dt, const tg__gemm_arg *ga, const tg__gemm_arg *gb,
+/* bps > 0: our f32 product (cpu_sgemm.c), with B row-major (bps 32) or in
+ * its panels (bps 32 k); else BLAS. */
+static void cpu_gemm1(int64_t bps, tg_dtype dt, const tg__gemm_arg *ga, const tg__gemm_arg *gb,
                       int64_t n, int64_t m, int64_t k, const void *A, const void *B, void *C,
                       int64_t ldc) {
-    if (own) {
+    if (bps > 0) {
         /* Row i of op(A) is row i of A, or column i when transposed. */
-        tg__cpu_sgemm(n, m, k, A, ga->trans ? 1 : ga->ld, ga->trans ? ga->ld : 1, B, gb->ld, C,
-                      ldc);
+        tg__cpu_sgemm(n, m, k, A, ga->trans ? 1 : ga->ld, ga->trans ? ga->ld : 1, B, gb->ld, bps,
+                      C, ldc);
         return;
     }
     const enum CBLAS_TRANSPOSE ta = ga->trans ? CblasTrans : CblasNoTrans;
@@ -41,12 +42,13 @@ static void cpu_gemm1(bool own, tg_dtype dt, const tg__gemm_arg *ga, const tg__g
 
 /* Below this many multiply-adds a product runs on the calling thread. */
 #define CPU_GEMM_PAR_MIN (1 << 18)
-/* Blocks of C start at multiples of this (a multiple of the kernels' tiles). */
-#define CPU_GEMM_ALIGN 16
+/* Blocks of C start at multiples of this (a multiple of the kernels' tiles,
+ * and of the 32-column panels of our f32 product's B). */
+#define CPU_GEMM_ALIGN 32
 
 /* One product split into blocks of C (see cpu_gemm). */
 typedef struct cpu_gemm_split {
-    bool own;
+    int64_t bps;
     tg_dtype dt;
     const tg__gemm_arg *ga, *gb;
     int64_t n, m, k, es, len, units, parts;
@@ -65,12 +67,12 @@ static void cpu_gemm_block(const cpu_gemm_split *s, int64_t p) {
     if (s->by_rows) {
         /* Row i of op(A) is row i of A, or column i when transposed. */
         const char *a0 = (const char *)s->A + (s->ga->trans ? lo : lo * s->ga->ld) * s->es;
-        cpu_gemm1(s->own, s->dt, s->ga, s->gb, hi - lo, s->m, s->k, a0, s->B,
+        cpu_gemm1(s->bps, s->dt, s->ga, s->gb, hi - lo, s->m, s->k, a0, s->B,
                   (char *)s->C + lo * s->m * s->es, s->m);
     } else {
-        const char *b0 = (const char *)s->B + (s->gb->trans ? lo * s->gb->ld : lo) * s->es;
-        cpu_gemm1(s->own, s->dt, s->ga, s->gb, s->n, hi - lo, s->k, s->A, b0,
-                  (char *)s->C + lo * s->es, s->m);
+        const int64_t boff = s->bps > 0 ? lo / 32 * s->bps : s->gb->trans ? lo * s->gb->ld : lo;
+        cpu_gemm1(s->bps, s->dt, s->ga, s->gb, s->n, hi - lo, s->k, s->A,
+                  (const char *)s->B + boff * s->es, (char *)s->C + lo * s->es, s->m);
     }
 }
 
@@ -85,70 +87,81 @@ static void cpu_gemm_block(const cpu_gemm_split *s, int64_t p) {
  * the spin watch runs a step on one thread (omp_throttle.c), that thread
  * computes every block in turn, and the bits are the same.
  */
-static void cpu_gemm_split_run(int parts, bool own, tg_dtype dt, const tg__gemm_arg *ga,
+static void cpu_gemm_split_run(int parts, int64_t bps, tg_dtype dt, const tg__gemm_arg *ga,
                                const tg__gemm_arg *gb, int64_t n, int64_t m, int64_t k,
                                const void *A, const void *B, void *C) {
     const bool by_rows = n > m;
     const int64_t len = by_rows ? n : m;
     if (parts < 2 || n * m * k < CPU_GEMM_PAR_MIN || len < 2 * CPU_GEMM_ALIGN ||
         omp_in_parallel()) {
-        cpu_gemm1(own, dt, ga, gb, n, m, k, A, B, C, m);
+        cpu_gemm1(bps, dt, ga, gb, n, m, k, A, B, C, m);
         return;
     }
     const int64_t units = (len + CPU_GEMM_ALIGN - 1) / CPU_GEMM_ALIGN;
-    const cpu_gemm_split s = {.own = own, .dt = dt, .ga = ga, .gb = gb, .n = n, .m = m, .k = k,
+    const cpu_gemm_split s = {.bps = bps, .dt = dt, .ga = ga, .gb = gb, .n = n, .m = m, .k = k,
                               .es = (int64_t)tg__cpu_esize(dt), .len = len, .units = units,
                               .parts = units < parts ? units : parts, .by_rows = by_rows,
                               .A = A, .B = B, .C = C};
     TG__CPU_PARTS(s.parts, cpu_gemm_block(&s, p));
 }
 
-/* Below this many elements a transposed B is copied on the calling thread. */
+/* Below this many elements B is copied on the calling thread. */
 #define CPU_PACK_PAR_MIN (1 << 16)
 
 /* Our f32 product takes a product whose B holds at most this many values;
  * OpenBLAS the larger ones (the cnn's first linear layer: 3136 x 1024), where
- * its packing measured faster than ours (bench_sgemm) and copying a
- * transposed B would cost most. */
+ * its packing measured faster than ours (bench_sgemm) and copying B would
+ * cost most. */
 #define CPU_SGEMM_MAX_B (1 << 19)
-/* ... and one whose B comes transposed only with at least this many rows. */
+/* ... and one with a transposed B only from this many rows on; from as many
+ * rows on, a row-major B of at least CPU_SGEMM_MIN_M_PACK columns is copied
+ * into the kernel's panels too. */
 #define CPU_SGEMM_MIN_N_PACK 1024
+#define CPU_SGEMM_MIN_M_PACK 256
 
 /*
- * The f32 product of our own (cpu_sgemm.c) reads B row-major: a B given
- * transposed (x W^T) is first copied into that layout, into the state's
- * buffer (grown once, kept: no heap call in a steady step; a test's direct
- * call without a state gets a buffer of its own), by parts when large.
- * Whether ours runs is decided here, on the whole product, so that every
- * block of a split product takes the same path. Everything else goes to
- * cpu_gemm_split_run as it is.
+ * The f32 product of our own (cpu_sgemm.c) reads B in panels of 32 columns.
+ * A tall product (the gpt's n = batch x T) first copies B into panels laid
+ * end to end, into the state's buffer (grown once, kept: no heap call in a
+ * steady step; a test's direct call without a state gets a buffer of its
+ * own), by parts when large: a B given transposed (x W^T) can be read no
+ * other way, and a wide row-major one, whose rows of 32 floats lie 1 KiB or
+ * more apart, fed the kernel 7% faster from the copy (bench_sgemm, the
+ * gpt's 4096 x 128 x 512 product). A short or narrow product reads a
+ * row-major B where it lies (the copy measured slower at 128 columns). Whether ours runs is decided
+ * here, on the whole product, so that every block of a split product takes
+ * the same path. Everything else goes to cpu_gemm_split_run as it is.
  */
 static void cpu_gemm(void *state, int parts, tg_dtype dt, const tg__gemm_arg *ga,
                      const tg__gemm_arg *gb, int64_t n, int64_t m, int64_t k, const void *A,
                      const void *B, void *C) {
-    /* A transposed B is copied first, a cost of k m against the product's
-     * n k m: worth it for tall products (the gpt's n = batch x T), not for
-     * a batch of a few hundred rows (the mlp's), where OpenBLAS's packing,
-     * vectorised, does it for less. */
+    /* Copying B costs k m against the product's n k m: worth it for tall
+     * products, not for a batch of a few hundred rows (the mlp's), where
+     * OpenBLAS's packing, vectorised, does it for less. */
     const bool own = dt == TG_F32 && k * m <= CPU_SGEMM_MAX_B &&
                      (!gb->trans || n >= CPU_SGEMM_MIN_N_PACK) && tg__cpu_sgemm_on();
-    if (!own || !gb->trans) {
-        cpu_gemm_split_run(parts, own, dt, ga, gb, n, m, k, A, B, C);
+    if (!own || (!gb->trans && (n < CPU_SGEMM_MIN_N_PACK || m < CPU_SGEMM_MIN_M_PACK))) {
+        cpu_gemm_split_run(parts, own ? 32 : 0, dt, ga, gb, n, m, k, A, B, C);
         return;
     }
     tg__cpu_state *s = state;
-    const size_t need = (size_t)(k * m);
+    const int64_t panels = (m + 31) / 32;
+    const size_t need = (size_t)(panels * 32 * k);
     float *mine = NULL;
     float *pk = s ? tg__cpu_grow(&s->pack, &s->pack_cap, need * sizeof(float))
                   : (mine = malloc(need * sizeof(float)));
-    if (!pk) { /* out of memory: OpenBLAS takes the transposed B as it lies */
-        cpu_gemm_split_run(parts, false, dt, ga, gb, n, m, k, A, B, C);
+    if (!pk) { /* out of memory: OpenBLAS takes B as it lies */
+        cpu_gemm_split_run(parts, 0, dt, ga, gb, n, m, k, A, B, C);
         return;
     }
-    const int64_t np = (int64_t)need < CPU_PACK_PAR_MIN || omp_in_parallel() ? 1 : parts;
-    TG__CPU_PARTS(np, tg__cpu_sgemm_pack(pk, B, m, gb->ld, k * p / np, k * (p + 1) / np));
-    const tg__gemm_arg plain = {.ld = m, .trans = false};
-    cpu_gemm_split_run(parts, true, dt, ga, &plain, n, m, k, A, pk, C);
+    const int64_t rs = gb->trans ? 1 : gb->ld, cs = gb->trans ? gb->ld : 1;
+    const int64_t np = (int64_t)need < CPU_PACK_PAR_MIN || omp_in_parallel() ? 1
+                       : parts < panels                                 ? parts
+                                                                        : panels;
+    TG__CPU_PARTS(np, tg__cpu_sgemm_pack(pk, B, rs, cs, k, m, panels * p / np,
+                                         panels * (p + 1) / np));
+    const tg__gemm_arg plain = {.ld = 32, .trans = false};
+    cpu_gemm_split_run(parts, 32 * k, dt, ga, &plain, n, m, k, A, pk, C);
     free(mine);
 }
 

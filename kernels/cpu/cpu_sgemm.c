@@ -37,6 +37,7 @@
 
 #define SG_MR 8
 #define SG_KC 256
+#define SG_NR 32
 
 /* -1 not yet decided, 0 OpenBLAS, 1 ours. */
 static atomic_int sg_mode = -1;
@@ -66,16 +67,23 @@ bool tg__cpu_sgemm_set(bool on) {
     return was;
 }
 
-void tg__cpu_sgemm_pack(float *dst, const float *B, int64_t m, int64_t ld, int64_t l0, int64_t l1) {
-    /* dst row l = column l of the m x k matrix B (row stride ld), in blocks
-     * of 16 x 16 so that both sides stay in cache. */
-    for (int64_t lb = l0; lb < l1; lb += 16) {
-        const int64_t le = lb + 16 < l1 ? lb + 16 : l1;
-        for (int64_t jb = 0; jb < m; jb += 16) {
-            const int64_t je = jb + 16 < m ? jb + 16 : m;
-            for (int64_t l = lb; l < le; l++)
-                for (int64_t j = jb; j < je; j++)
-                    dst[l * m + j] = B[j * ld + l];
+void tg__cpu_sgemm_pack(float *dst, const float *B, int64_t rs, int64_t cs, int64_t k, int64_t m,
+                        int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; p++) {
+        const int64_t j0 = p * SG_NR, w = m - j0 < SG_NR ? m - j0 : SG_NR;
+        float *d = dst + p * SG_NR * k;
+        if (cs == 1) { /* rows of B: 32 floats each */
+            for (int64_t l = 0; l < k; l++)
+                memcpy(d + l * SG_NR, B + l * rs + j0, (size_t)w * sizeof(float));
+            continue;
+        }
+        /* columns of B (a transposed one): in blocks of 16 steps of k, so
+         * that both sides stay in cache */
+        for (int64_t lb = 0; lb < k; lb += 16) {
+            const int64_t le = lb + 16 < k ? lb + 16 : k;
+            for (int64_t j = 0; j < w; j++)
+                for (int64_t l = lb; l < le; l++)
+                    d[l * SG_NR + j] = B[l * rs + (j0 + j) * cs];
         }
     }
 }
@@ -137,17 +145,17 @@ static __mmask16 sg_mask(int64_t cols) {
 }
 
 void tg__cpu_sgemm(int64_t n, int64_t m, int64_t k, const float *A, int64_t ars, int64_t acs,
-                   const float *B, int64_t ldb, float *C, int64_t ldc) {
+                   const float *B, int64_t ldb, int64_t bps, float *C, int64_t ldc) {
     for (int64_t l0 = 0; l0 < k; l0 += SG_KC) {
         const int64_t kc = k - l0 < SG_KC ? k - l0 : SG_KC;
         const bool first = l0 == 0;
         for (int64_t i = 0; i < n; i += SG_MR) {
             const int rows = n - i < SG_MR ? (int)(n - i) : SG_MR;
             const float *ai = A + i * ars + l0 * acs;
-            for (int64_t j = 0; j < m; j += 32) {
-                const float *bj = B + l0 * ldb + j;
+            for (int64_t j = 0; j < m; j += SG_NR) {
+                const float *bj = B + j / SG_NR * bps + l0 * ldb;
                 float *cij = C + i * ldc + j;
-                if (rows == SG_MR && m - j >= 32)
+                if (rows == SG_MR && m - j >= SG_NR)
                     sg_tile_full(kc, ai, ars, acs, bj, ldb, cij, ldc, first);
                 else
                     sg_tile_part(rows, kc, ai, ars, acs, bj, ldb, cij, ldc, sg_mask(m - j),
@@ -160,13 +168,13 @@ void tg__cpu_sgemm(int64_t n, int64_t m, int64_t k, const float *A, int64_t ars,
 #else
 
 void tg__cpu_sgemm(int64_t n, int64_t m, int64_t k, const float *A, int64_t ars, int64_t acs,
-                   const float *B, int64_t ldb, float *C, int64_t ldc) {
+                   const float *B, int64_t ldb, int64_t bps, float *C, int64_t ldc) {
     /* Never chosen (tg__cpu_sgemm_on is false off x86-64); kept correct. */
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < m; j++) {
             float s = 0;
             for (int64_t l = 0; l < k; l++)
-                s += A[i * ars + l * acs] * B[l * ldb + j];
+                s += A[i * ars + l * acs] * B[j / SG_NR * bps + l * ldb + j % SG_NR];
             C[i * ldc + j] = s;
         }
 }

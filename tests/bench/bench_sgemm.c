@@ -7,8 +7,9 @@
  *   bench_sgemm [--reps N]
  *
  * Each shape runs both sides alternately N times (default 9) and keeps the
- * best time of each; a transposed B is copied into row-major first on our
- * side, as cpu_matmul.c does, and the copy is timed with it. Prints one row
+ * best time of each; on our side B is copied into the kernel's panels first
+ * where cpu_matmul.c copies it (a transposed B, and a B of 256 columns or
+ * more in a product of 1,024 rows or more), and the copy is timed with it. Prints one row
  * per shape (ms and GFLOP/s of each side, the ratio, the largest difference
  * between the two results relative to the largest magnitude) and the totals.
  * Exits 77 on a CPU without AVX-512 (only OpenBLAS runs there).
@@ -69,7 +70,7 @@ int main(int argc, char **argv) {
         const int64_t lda = h->ta ? n : k, ldb = h->tb ? k : m;
         float *A = rnd(n * k), *B = rnd(k * m);
         float *C1 = malloc((size_t)(n * m) * sizeof *C1), *C2 = malloc((size_t)(n * m) * sizeof *C2);
-        float *pk = malloc((size_t)(k * m) * sizeof *pk);
+        float *pk = malloc((size_t)((m + 31) / 32 * 32 * k) * sizeof *pk);
         if (!A || !B || !C1 || !C2 || !pk) {
             fprintf(stderr, "bench_sgemm: out of memory\n");
             return 1;
@@ -82,13 +83,14 @@ int main(int argc, char **argv) {
                         (int)lda, B, (int)ldb, 0.0f, C1, (int)m);
             const double t1 = now_s();
             const float *b = B;
-            int64_t lb = ldb;
-            if (h->tb) {
-                tg__cpu_sgemm_pack(pk, B, m, ldb, 0, k);
+            int64_t lb = ldb, bps = 32;
+            if (h->tb || (n >= 1024 && m >= 256)) {
+                tg__cpu_sgemm_pack(pk, B, h->tb ? 1 : ldb, h->tb ? ldb : 1, k, m, 0, (m + 31) / 32);
                 b = pk;
-                lb = m;
+                lb = 32;
+                bps = 32 * k;
             }
-            tg__cpu_sgemm(n, m, k, A, h->ta ? 1 : lda, h->ta ? lda : 1, b, lb, C2, m);
+            tg__cpu_sgemm(n, m, k, A, h->ta ? 1 : lda, h->ta ? lda : 1, b, lb, bps, C2, m);
             const double t2 = now_s();
             best_b = t1 - t0 < best_b ? t1 - t0 : best_b;
             best_o = t2 - t1 < best_o ? t2 - t1 : best_o;
