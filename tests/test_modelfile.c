@@ -451,6 +451,40 @@ static void test_bad_bytes(void **state) {
     tg_ctx_free(ctx);
 }
 
+/* The [input]'s dtype, read without a build: as the file spells it (spaces
+ * or none), f32 by default and without an [input], and the parse's error for
+ * a text that is no model file. */
+static void test_input_dtype(void **state) {
+    (void)state;
+    tg_ctx *ctx;
+    assert_int_equal(tg_ctx_new(NULL, &ctx), TG_OK);
+    const struct {
+        const char *text;
+        tg_dtype want;
+    } cases[] = {
+        {"[input]\ndtype = i64\n[embedding]\nnum = 5\ndim = 3\n", TG_I64},
+        {"[input]\ndtype=i64\nshape = 4\n[relu]\n", TG_I64},
+        {"[input]\ndtype = f32\n[relu]\n", TG_F32},
+        {"[input]\nshape = 4\n[relu]\n", TG_F32},
+        {"[relu]\n[linear]\nout = 3\n", TG_F32},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        tg_dtype dt = TG_F64;
+        ok(ctx, tg_net_input_dtype(ctx, cases[i].text, strlen(cases[i].text), &dt));
+        if (dt != cases[i].want)
+            fail_msg("case %zu: dtype %d, want %d", i, (int)dt, (int)cases[i].want);
+    }
+    const char *gpt = tg_model_builtin_text("gpt");
+    tg_dtype dt = TG_F32;
+    ok(ctx, tg_net_input_dtype(ctx, gpt, strlen(gpt), &dt));
+    assert_int_equal(dt, TG_I64);
+    dt = TG_F64;
+    assert_int_equal(tg_net_input_dtype(ctx, "not a model\n", 12, &dt), TG_ERR_INVALID);
+    assert_int_equal(dt, TG_F64);
+    assert_non_null(strstr(tg_ctx_error(ctx), ":1:"));
+    tg_ctx_free(ctx);
+}
+
 /* ---- the summary and the shipped models ---- */
 
 static void test_summary(void **state) {
@@ -529,6 +563,7 @@ int main(void) {
         cmocka_unit_test(test_gradients),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_bad_bytes),
+        cmocka_unit_test(test_input_dtype),
         cmocka_unit_test(test_summary),
         cmocka_unit_test(test_resnets),
     };

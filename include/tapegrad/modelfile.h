@@ -80,6 +80,12 @@ typedef struct tg_net_options {
 tg_status tg_net_build(tg_ctx *ctx, const char *text, size_t len, const tg_net_options *o,
                        tg_params *ps, tg_net **out);
 
+/* The dtype the file's [input] asks for: TG_I64 where it says dtype = i64
+ * (token indices), else TG_F32 (f64 parameters make that f64 at build
+ * time). Parses the text without building it; on a parse error the context
+ * holds the message and *dt is left alone. */
+tg_status tg_net_input_dtype(tg_ctx *ctx, const char *text, size_t len, tg_dtype *dt);
+
 /* x (N, in_shape...) -> the last layer's output (N, ...). training selects
  * batch statistics in the BatchNorm layers and enables dropout. */
 tg_tensor *tg_net_forward(tg_ctx *ctx, tg_net *net, tg_tensor *x, bool training);

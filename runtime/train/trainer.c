@@ -365,7 +365,10 @@ static tg_status build(tg_trainer *tr) {
         tg_ctx_clear_error(ctx);
         /* A model of token indices (the gpt) given images: say what it needs. */
         const char *text = c->model_text ? c->model_text : tg_model_builtin_text(mname);
-        const bool wants_tokens = !tr->tokens && text && strstr(text, "dtype = i64");
+        tg_dtype in_dt = TG_F32;
+        if (!tr->tokens && text && tg_net_input_dtype(ctx, text, strlen(text), &in_dt) != TG_OK)
+            tg_ctx_clear_error(ctx); /* the build's message stands */
+        const bool wants_tokens = !tr->tokens && in_dt == TG_I64;
         return tg__fail(ctx, s,
                         "%s: /%s/x has samples of shape %s), which model %s does not take: %s%s",
                         c->data_path, c->train_split, shp, mname, why,
