@@ -508,13 +508,18 @@ static void test_sgemm_own(void **state) {
     /* Through the kernel with either product: both match the product in
      * double (check_matmul), and OpenBLAS is still there when ours is off.
      * With ours on, the 1030-row products take it for every transpose (a
-     * transposed B is copied first), the 37-row ones for a B as it lies. */
+     * transposed B is copied into its panels first, and so is a row-major B
+     * of 260 columns; with 1100 columns, more than rows, the parts split the
+     * columns and each starts at its own panel), the 37-row ones for a B as
+     * it lies. */
     for (int on = 0; on < 2; on++) {
         tg__cpu_sgemm_set(on);
         assert_int_equal(tg__cpu_sgemm_on(), on);
         for (int t = 0; t < 4; t++) {
             check_matmul(TG_F32, 2, 37, 300, 45, t & 1, t & 2, false, true);
             check_matmul(TG_F32, 1, 1030, 20, 70, t & 1, t & 2, false, false);
+            check_matmul(TG_F32, 1, 1030, 20, 260, t & 1, t & 2, false, false);
+            check_matmul(TG_F32, 1, 1030, 20, 1100, t & 1, t & 2, false, false);
         }
     }
     tg__cpu_sgemm_set(true);
