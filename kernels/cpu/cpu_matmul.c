@@ -26,8 +26,8 @@ static void cpu_gemm1(int64_t bps, tg_dtype dt, const tg__gemm_arg *ga, const tg
                       int64_t ldc) {
     if (bps > 0) {
         /* Row i of op(A) is row i of A, or column i when transposed. */
-        tg__cpu_sgemm(n, m, k, A, ga->trans ? 1 : ga->ld, ga->trans ? ga->ld : 1, B, gb->ld, bps,
-                      C, ldc);
+        tg__cpu_sgemm(n, m, k, A, ga->trans ? 1 : ga->ld, ga->trans ? ga->ld : 1, B, gb->ld, bps, C,
+                      ldc);
         return;
     }
     const enum CBLAS_TRANSPOSE ta = ga->trans ? CblasTrans : CblasNoTrans;
@@ -42,25 +42,25 @@ static void cpu_gemm1(int64_t bps, tg_dtype dt, const tg__gemm_arg *ga, const tg
 
 /* Below this many multiply-adds a product runs on the calling thread. */
 #define CPU_GEMM_PAR_MIN (1 << 18)
-/* Blocks of C start at multiples of this (a multiple of the kernels' tiles,
- * and of the 32-column panels of our f32 product's B). */
-#define CPU_GEMM_ALIGN 32
+/* Blocks of C start at multiples of this (a multiple of the kernels' tiles);
+ * of twice this for our f32 product, whose B comes in panels of 32 columns. */
+#define CPU_GEMM_ALIGN 16
 
 /* One product split into blocks of C (see cpu_gemm). */
 typedef struct cpu_gemm_split {
     int64_t bps;
     tg_dtype dt;
     const tg__gemm_arg *ga, *gb;
-    int64_t n, m, k, es, len, units, parts;
+    int64_t n, m, k, es, len, align, units, parts;
     bool by_rows;
     const void *A, *B;
     void *C;
 } cpu_gemm_split;
 
-/* Block p: rows or columns [lo, hi) of C, whole multiples of CPU_GEMM_ALIGN. */
+/* Block p: rows or columns [lo, hi) of C, whole multiples of s->align. */
 static void cpu_gemm_block(const cpu_gemm_split *s, int64_t p) {
-    const int64_t lo = s->units * p / s->parts * CPU_GEMM_ALIGN;
-    int64_t hi = s->units * (p + 1) / s->parts * CPU_GEMM_ALIGN;
+    const int64_t lo = s->units * p / s->parts * s->align;
+    int64_t hi = s->units * (p + 1) / s->parts * s->align;
     hi = hi < s->len ? hi : s->len;
     if (hi <= lo)
         return;
@@ -92,16 +92,28 @@ static void cpu_gemm_split_run(int parts, int64_t bps, tg_dtype dt, const tg__ge
                                const void *A, const void *B, void *C) {
     const bool by_rows = n > m;
     const int64_t len = by_rows ? n : m;
-    if (parts < 2 || n * m * k < CPU_GEMM_PAR_MIN || len < 2 * CPU_GEMM_ALIGN ||
-        omp_in_parallel()) {
+    const int64_t align = bps > 0 ? 2 * CPU_GEMM_ALIGN : CPU_GEMM_ALIGN;
+    if (parts < 2 || n * m * k < CPU_GEMM_PAR_MIN || len < 2 * align || omp_in_parallel()) {
         cpu_gemm1(bps, dt, ga, gb, n, m, k, A, B, C, m);
         return;
     }
-    const int64_t units = (len + CPU_GEMM_ALIGN - 1) / CPU_GEMM_ALIGN;
-    const cpu_gemm_split s = {.bps = bps, .dt = dt, .ga = ga, .gb = gb, .n = n, .m = m, .k = k,
-                              .es = (int64_t)tg__cpu_esize(dt), .len = len, .units = units,
-                              .parts = units < parts ? units : parts, .by_rows = by_rows,
-                              .A = A, .B = B, .C = C};
+    const int64_t units = (len + align - 1) / align;
+    const cpu_gemm_split s = {.bps = bps,
+                              .dt = dt,
+                              .ga = ga,
+                              .gb = gb,
+                              .n = n,
+                              .m = m,
+                              .k = k,
+                              .es = (int64_t)tg__cpu_esize(dt),
+                              .len = len,
+                              .align = align,
+                              .units = units,
+                              .parts = units < parts ? units : parts,
+                              .by_rows = by_rows,
+                              .A = A,
+                              .B = B,
+                              .C = C};
     TG__CPU_PARTS(s.parts, cpu_gemm_block(&s, p));
 }
 
@@ -156,10 +168,10 @@ static void cpu_gemm(void *state, int parts, tg_dtype dt, const tg__gemm_arg *ga
     }
     const int64_t rs = gb->trans ? 1 : gb->ld, cs = gb->trans ? gb->ld : 1;
     const int64_t np = (int64_t)need < CPU_PACK_PAR_MIN || omp_in_parallel() ? 1
-                       : parts < panels                                 ? parts
-                                                                        : panels;
-    TG__CPU_PARTS(np, tg__cpu_sgemm_pack(pk, B, rs, cs, k, m, panels * p / np,
-                                         panels * (p + 1) / np));
+                       : parts < panels                                      ? parts
+                                                                             : panels;
+    TG__CPU_PARTS(np,
+                  tg__cpu_sgemm_pack(pk, B, rs, cs, k, m, panels * p / np, panels * (p + 1) / np));
     const tg__gemm_arg plain = {.ld = 32, .trans = false};
     cpu_gemm_split_run(parts, 32 * k, dt, ga, &plain, n, m, k, A, pk, C);
     free(mine);

@@ -193,8 +193,8 @@ tg_status tg_net_input_dtype(tg_ctx *ctx, const char *text, size_t len, tg_dtype
     tg_status s = tg__mf_parse(ctx, text, len, NULL, &f);
     if (s == TG_OK) {
         /* [input] may only come first (tg_net_build checks the rest). */
-        const tg__mf_key *k = !strcmp(f.s[0].type, "input") ? tg__mf_find_key(&f.s[0], "dtype")
-                                                            : NULL;
+        const tg__mf_key *k =
+            !strcmp(f.s[0].type, "input") ? tg__mf_find_key(&f.s[0], "dtype") : NULL;
         *dt = k && !strcmp(k->value, "i64") ? TG_I64 : TG_F32;
     }
     tg__mf_file_free(&f);
