@@ -457,7 +457,8 @@ static void test_sgemm_own(void **state) {
             const int64_t ldc = m + pad, na = (ta ? k : n) * lda, nb = (tb ? m : k) * ldb;
             double *av = rand_vals(TG_F32, na, 41 + c, 1.0), *bv = rand_vals(TG_F32, nb, 42, 1.0);
             float *A = buf_from(TG_F32, av, na), *B = buf_from(TG_F32, bv, nb);
-            float *pk = malloc((size_t)((m + 31) / 32 * 32 * k) * sizeof *pk);
+            const int64_t nr = TG__CPU_SGEMM_NR, panels = (m + nr - 1) / nr;
+            float *pk = malloc((size_t)(panels * nr * k) * sizeof *pk);
             float *C = malloc((size_t)(n * ldc) * sizeof *C);
             for (int64_t i = 0; i < n * ldc; i++)
                 C[i] = -7.0f;
@@ -465,12 +466,12 @@ static void test_sgemm_own(void **state) {
              * panels as cpu_matmul.c does (transposed always; row-major
              * in every other case here) */
             const float *b = B;
-            int64_t lb = ldb, bps = 32;
+            int64_t lb = ldb, bps = nr;
             if (tb || c % 2) {
-                tg__cpu_sgemm_pack(pk, B, tb ? 1 : ldb, tb ? ldb : 1, k, m, 0, (m + 31) / 32);
+                tg__cpu_sgemm_pack(pk, B, tb ? 1 : ldb, tb ? ldb : 1, k, m, 0, panels);
                 b = pk;
-                lb = 32;
-                bps = 32 * k;
+                lb = nr;
+                bps = nr * k;
             }
             tg__cpu_sgemm(n, m, k, A, ta ? 1 : lda, ta ? lda : 1, b, lb, bps, C, ldc);
             for (int64_t i = 0; i < n; i++) {

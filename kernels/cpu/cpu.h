@@ -93,6 +93,8 @@ bool tg__cpu_avx512_bf16(void);
  * AVX-512) and returns the previous choice. */
 bool tg__cpu_sgemm_on(void);
 bool tg__cpu_sgemm_set(bool on);
+/* The width of its panels of B, and of its tiles of C. */
+#define TG__CPU_SGEMM_NR 32
 /* C (n x m, row stride ldc) = op(A) B: op(A)'s element (i, l) at
  * A[i * ars + l * acs]; B (k x m) in panels of 32 columns, its element
  * (l, j) at B[j / 32 * bps + l * ldb + j % 32]: row-major with row stride

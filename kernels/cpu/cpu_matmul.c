@@ -19,8 +19,8 @@
 
 #include "cpu.h"
 
-/* bps > 0: our f32 product (cpu_sgemm.c), with B row-major (bps 32) or in
- * its panels (bps 32 k); else BLAS. */
+/* bps > 0: our f32 product (cpu_sgemm.c), with B row-major (bps
+ * TG__CPU_SGEMM_NR) or in its panels (bps TG__CPU_SGEMM_NR k); else BLAS. */
 static void cpu_gemm1(int64_t bps, tg_dtype dt, const tg__gemm_arg *ga, const tg__gemm_arg *gb,
                       int64_t n, int64_t m, int64_t k, const void *A, const void *B, void *C,
                       int64_t ldc) {
@@ -43,7 +43,7 @@ static void cpu_gemm1(int64_t bps, tg_dtype dt, const tg__gemm_arg *ga, const tg
 /* Below this many multiply-adds a product runs on the calling thread. */
 #define CPU_GEMM_PAR_MIN (1 << 18)
 /* Blocks of C start at multiples of this (a multiple of the kernels' tiles);
- * of twice this for our f32 product, whose B comes in panels of 32 columns. */
+ * of TG__CPU_SGEMM_NR for our f32 product, whose B comes in panels. */
 #define CPU_GEMM_ALIGN 16
 
 /* One product split into blocks of C (see cpu_gemm). */
@@ -70,7 +70,9 @@ static void cpu_gemm_block(const cpu_gemm_split *s, int64_t p) {
         cpu_gemm1(s->bps, s->dt, s->ga, s->gb, hi - lo, s->m, s->k, a0, s->B,
                   (char *)s->C + lo * s->m * s->es, s->m);
     } else {
-        const int64_t boff = s->bps > 0 ? lo / 32 * s->bps : s->gb->trans ? lo * s->gb->ld : lo;
+        const int64_t boff = s->bps > 0     ? lo / TG__CPU_SGEMM_NR * s->bps
+                             : s->gb->trans ? lo * s->gb->ld
+                                            : lo;
         cpu_gemm1(s->bps, s->dt, s->ga, s->gb, s->n, hi - lo, s->k, s->A,
                   (const char *)s->B + boff * s->es, (char *)s->C + lo * s->es, s->m);
     }
@@ -92,7 +94,7 @@ static void cpu_gemm_split_run(int parts, int64_t bps, tg_dtype dt, const tg__ge
                                const void *A, const void *B, void *C) {
     const bool by_rows = n > m;
     const int64_t len = by_rows ? n : m;
-    const int64_t align = bps > 0 ? 2 * CPU_GEMM_ALIGN : CPU_GEMM_ALIGN;
+    const int64_t align = bps > 0 ? TG__CPU_SGEMM_NR : CPU_GEMM_ALIGN;
     if (parts < 2 || n * m * k < CPU_GEMM_PAR_MIN || len < 2 * align || omp_in_parallel()) {
         cpu_gemm1(bps, dt, ga, gb, n, m, k, A, B, C, m);
         return;
@@ -140,9 +142,10 @@ static void cpu_gemm_split_run(int parts, int64_t bps, tg_dtype dt, const tg__ge
  * other way, and a wide row-major one, whose rows of 32 floats lie 1 KiB or
  * more apart, fed the kernel 7% faster from the copy (bench_sgemm, the
  * gpt's 4096 x 128 x 512 product). A short or narrow product reads a
- * row-major B where it lies (the copy measured slower at 128 columns). Whether ours runs is decided
- * here, on the whole product, so that every block of a split product takes
- * the same path. Everything else goes to cpu_gemm_split_run as it is.
+ * row-major B where it lies (the copy measured slower at 128 columns).
+ * Whether ours runs is decided here, on the whole product, so that every
+ * block of a split product takes the same path. Everything else goes to
+ * cpu_gemm_split_run as it is.
  */
 static void cpu_gemm(void *state, int parts, tg_dtype dt, const tg__gemm_arg *ga,
                      const tg__gemm_arg *gb, int64_t n, int64_t m, int64_t k, const void *A,
@@ -150,15 +153,17 @@ static void cpu_gemm(void *state, int parts, tg_dtype dt, const tg__gemm_arg *ga
     /* Copying B costs k m against the product's n k m: worth it for tall
      * products, not for a batch of a few hundred rows (the mlp's), where
      * OpenBLAS's packing, vectorised, does it for less. */
-    const bool own = dt == TG_F32 && k * m <= CPU_SGEMM_MAX_B &&
-                     (!gb->trans || n >= CPU_SGEMM_MIN_N_PACK) && tg__cpu_sgemm_on();
-    if (!own || (!gb->trans && (n < CPU_SGEMM_MIN_N_PACK || m < CPU_SGEMM_MIN_M_PACK))) {
-        cpu_gemm_split_run(parts, own ? 32 : 0, dt, ga, gb, n, m, k, A, B, C);
+    const bool tall = n >= CPU_SGEMM_MIN_N_PACK;
+    const bool own =
+        dt == TG_F32 && k * m <= CPU_SGEMM_MAX_B && (!gb->trans || tall) && tg__cpu_sgemm_on();
+    const bool pack = gb->trans || (tall && m >= CPU_SGEMM_MIN_M_PACK);
+    if (!own || !pack) {
+        cpu_gemm_split_run(parts, own ? TG__CPU_SGEMM_NR : 0, dt, ga, gb, n, m, k, A, B, C);
         return;
     }
     tg__cpu_state *s = state;
-    const int64_t panels = (m + 31) / 32;
-    const size_t need = (size_t)(panels * 32 * k);
+    const int64_t nr = TG__CPU_SGEMM_NR, panels = (m + nr - 1) / nr;
+    const size_t need = (size_t)(panels * nr * k);
     float *mine = NULL;
     float *pk = s ? tg__cpu_grow(&s->pack, &s->pack_cap, need * sizeof(float))
                   : (mine = malloc(need * sizeof(float)));
@@ -172,8 +177,8 @@ static void cpu_gemm(void *state, int parts, tg_dtype dt, const tg__gemm_arg *ga
                                                                              : panels;
     TG__CPU_PARTS(np,
                   tg__cpu_sgemm_pack(pk, B, rs, cs, k, m, panels * p / np, panels * (p + 1) / np));
-    const tg__gemm_arg plain = {.ld = 32, .trans = false};
-    cpu_gemm_split_run(parts, 32 * k, dt, ga, &plain, n, m, k, A, pk, C);
+    const tg__gemm_arg plain = {.ld = nr, .trans = false};
+    cpu_gemm_split_run(parts, nr * k, dt, ga, &plain, n, m, k, A, pk, C);
     free(mine);
 }
 

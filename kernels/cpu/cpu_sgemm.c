@@ -3,11 +3,12 @@
  * AVX-512, used instead of OpenBLAS's sgemm there by matmul (cpu_matmul.c
  * says for which shapes).
  *
- * C (n x m, row-major) = op(A) op(B) with B row-major (k x m, row stride
- * ldb; cpu_matmul.c first copies a B given transposed into that layout) and
- * A read where it lies: element (i, l) of op(A) at A[i * ars + l * acs], so
- * A given transposed costs no copy either. C is written, not accumulated
- * into: no zero fill first.
+ * C (n x m, row-major) = op(A) B with B read in panels of 32 columns:
+ * row-major as it lies, or copied by tg__cpu_sgemm_pack into panels laid
+ * end to end (cpu_matmul.c copies a B given transposed, and a wide one of a
+ * tall product); and A read where it lies: element (i, l) of op(A) at
+ * A[i * ars + l * acs], so A given transposed costs no copy. C is written,
+ * not accumulated into: no zero fill first.
  *
  * The register tile is SG_MR rows by two 16-float vectors of columns: 16
  * accumulators, each k step two loads of B and SG_MR broadcasts of A for
@@ -37,7 +38,7 @@
 
 #define SG_MR 8
 #define SG_KC 256
-#define SG_NR 32
+#define SG_NR TG__CPU_SGEMM_NR
 
 /* -1 not yet decided, 0 OpenBLAS, 1 ours. */
 static atomic_int sg_mode = -1;

@@ -70,7 +70,8 @@ int main(int argc, char **argv) {
         const int64_t lda = h->ta ? n : k, ldb = h->tb ? k : m;
         float *A = rnd(n * k), *B = rnd(k * m);
         float *C1 = malloc((size_t)(n * m) * sizeof *C1), *C2 = malloc((size_t)(n * m) * sizeof *C2);
-        float *pk = malloc((size_t)((m + 31) / 32 * 32 * k) * sizeof *pk);
+        const int64_t nr = TG__CPU_SGEMM_NR, panels = (m + nr - 1) / nr;
+        float *pk = malloc((size_t)(panels * nr * k) * sizeof *pk);
         if (!A || !B || !C1 || !C2 || !pk) {
             fprintf(stderr, "bench_sgemm: out of memory\n");
             return 1;
@@ -83,12 +84,12 @@ int main(int argc, char **argv) {
                         (int)lda, B, (int)ldb, 0.0f, C1, (int)m);
             const double t1 = now_s();
             const float *b = B;
-            int64_t lb = ldb, bps = 32;
+            int64_t lb = ldb, bps = nr;
             if (h->tb || (n >= 1024 && m >= 256)) {
-                tg__cpu_sgemm_pack(pk, B, h->tb ? 1 : ldb, h->tb ? ldb : 1, k, m, 0, (m + 31) / 32);
+                tg__cpu_sgemm_pack(pk, B, h->tb ? 1 : ldb, h->tb ? ldb : 1, k, m, 0, panels);
                 b = pk;
-                lb = 32;
-                bps = 32 * k;
+                lb = nr;
+                bps = nr * k;
             }
             tg__cpu_sgemm(n, m, k, A, h->ta ? 1 : lda, h->ta ? lda : 1, b, lb, bps, C2, m);
             const double t2 = now_s();
