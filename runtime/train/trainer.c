@@ -351,9 +351,9 @@ static tg_status build(tg_trainer *tr) {
     const int nd = tr->sample_ndim;
     if (!mname)
         return tg__fail(ctx, TG_ERR_INVALID, "model: unknown kind %d", (int)c->model);
-    s = tg_model_init_sample(ctx, &tr->model, mname,
-                             c->model_text ? c->model_text : tg_model_builtin_text(mname), nd,
-                             tr->sample_shape + 3 - nd, outs, c->seed);
+    const char *text = c->model_text ? c->model_text : tg_model_builtin_text(mname);
+    s = tg_model_init_sample(ctx, &tr->model, mname, text, nd, tr->sample_shape + 3 - nd, outs,
+                             c->seed);
     if (s == TG_ERR_SHAPE) {
         /* Names the data's sample beside the layer that does not take it. */
         char why[768], shp[96];
@@ -364,7 +364,6 @@ static tg_status build(tg_trainer *tr) {
                                     (long long)tr->sample_shape[d]);
         tg_ctx_clear_error(ctx);
         /* A model of token indices (the gpt) given images: say what it needs. */
-        const char *text = c->model_text ? c->model_text : tg_model_builtin_text(mname);
         tg_dtype in_dt = TG_F32;
         if (!tr->tokens && text && tg_net_input_dtype(ctx, text, strlen(text), &in_dt) != TG_OK)
             tg_ctx_clear_error(ctx); /* the build's message stands */
